@@ -1,0 +1,3 @@
+"""IsoEdge agent: acquisition pipeline, durable outbox, signing and MQTT publishing."""
+
+__version__ = "0.1.0"

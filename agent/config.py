@@ -1,0 +1,307 @@
+"""Agent configuration: TOML validated by pydantic before anything is started."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agent.qc.config import RuleConfig
+from drivers.catalog import DeviceConfig
+
+IdStr = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AgentSection(_Strict):
+    """Who this agent is and where it keeps its state."""
+
+    site: IdStr = Field(description="Site id, second level of every MQTT topic.")
+    id: IdStr = Field(description="Agent id, unique within the site.")
+    state_dir: Path = Field(
+        default=Path("/var/lib/isoedge"), description="Outbox, alert state and audit trail."
+    )
+
+
+class TLSSection(_Strict):
+    """TLS towards the broker: CA verification always on; client certificate optional."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+class BrokerSection(_Strict):
+    """The MQTT broker readings are published to."""
+
+    url: str = Field(default="mqtt://127.0.0.1:1883", description="mqtt://HOST:PORT or mqtts://")
+    topic_prefix: str = "isoedge/v1"
+    client_id: str | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    tls: TLSSection | None = None
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    publish_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    max_inflight: int = Field(default=32, ge=1, le=1000)
+    reconnect_initial_s: float = Field(default=0.5, gt=0, le=60)
+    reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"mqtt", "mqtts"} or not parts.hostname:
+            raise ValueError("expected mqtt://HOST:PORT or mqtts://HOST:PORT")
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"bad port in broker url: {exc}") from None
+        return value
+
+    @property
+    def host(self) -> str:
+        """Broker host name."""
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        """Broker port (1883, or 8883 for mqtts, unless given)."""
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def uses_tls(self) -> bool:
+        """True for mqtts:// or when a TLS section is present."""
+        return urlsplit(self.url).scheme == "mqtts" or self.tls is not None
+
+
+class SigningSection(_Strict):
+    """The Ed25519 key that signs every envelope."""
+
+    key_file: Path = Path("/etc/isoedge/keys/signing.key")
+    previous_public_keys: list[Path] = Field(
+        default_factory=list, description="Public JWKs of retired keys, announced on rotation."
+    )
+
+
+class OutboxSection(_Strict):
+    """Durable store-and-forward settings."""
+
+    path: Path = Field(default=Path("outbox.db"), description="Relative to agent.state_dir.")
+    fsync: Literal["full", "normal"] = Field(
+        default="full", description="full: every commit reaches the disk (safe on power loss)."
+    )
+    quota_mb: float = Field(default=512, gt=0)
+    batch_max_items: int = Field(default=500, ge=1, le=10000)
+    batch_max_age_ms: int = Field(default=25, ge=0, le=60000)
+    commit_interval_ms: int = Field(default=5, ge=0, le=1000)
+
+
+class WebUser(_Strict):
+    """A console user; the password is stored as a salted hash (`isoedge web-passwd`)."""
+
+    name: str
+    role: Literal["viewer", "qa"]
+    password_hash: str | None = None
+    token_sha256: str | None = None
+
+
+class WebSection(_Strict):
+    """The local web console for QA officers."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:8088"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    users: list[WebUser] = Field(default_factory=list)
+
+
+class NuclideOverride(_Strict):
+    """A site's own half-life for a nuclide, with where it came from."""
+
+    half_life_s: float = Field(gt=0)
+    uncertainty_s: float | None = Field(default=None, ge=0)
+    source: str = "site configuration"
+
+
+class Config(_Strict):
+    """The whole agent configuration file."""
+
+    agent: AgentSection
+    broker: BrokerSection = Field(default_factory=BrokerSection)
+    signing: SigningSection = Field(default_factory=SigningSection)
+    outbox: OutboxSection = Field(default_factory=OutboxSection)
+    web: WebSection = Field(default_factory=WebSection)
+    devices: list[DeviceConfig] = Field(default_factory=list)
+    rules: list[RuleConfig] = Field(default_factory=list)
+    nuclides: dict[str, NuclideOverride] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Config:
+        seen: dict[str, int] = {}
+        for index, device in enumerate(self.devices):
+            if device.id in seen:
+                raise _KeyedError(
+                    ("devices", index, "id"),
+                    f"duplicate device id {device.id!r} (first used by devices[{seen[device.id]}])",
+                )
+            seen[device.id] = index
+        device_ids = set(seen)
+        rule_names: dict[str, int] = {}
+        for index, rule in enumerate(self.rules):
+            if rule.name in rule_names:
+                raise _KeyedError(("rules", index, "name"), f"duplicate rule name {rule.name!r}")
+            rule_names[rule.name] = index
+            if rule.device is not None and rule.device not in device_ids:
+                raise _KeyedError(
+                    ("rules", index, "device"),
+                    f"unknown device {rule.device!r}; expected one of {sorted(device_ids)}",
+                )
+        return self
+
+    @property
+    def outbox_path(self) -> Path:
+        """Absolute path of the outbox database."""
+        return self.agent.state_dir / self.outbox.path
+
+    def device(self, device_id: str) -> Any:
+        """The device configuration with this id."""
+        for device in self.devices:
+            if device.id == device_id:
+                return device
+        raise KeyError(device_id)
+
+
+class _KeyedError(ValueError):
+    """A cross-field error that knows which key it is about."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
+
+class ConfigProblem(BaseModel):
+    """One problem in a configuration file."""
+
+    file: str
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key or '(top level)'}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; carries every problem found."""
+
+    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def format_loc(loc: Sequence[str | int]) -> str:
+    """`("devices", 1, "port")` → `devices[1].port`."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _problems_from_validation(path: str, exc: ValidationError) -> list[ConfigProblem]:
+    problems = []
+    for err in exc.errors():
+        loc: list[str | int] = list(err["loc"])
+        message = err["msg"]
+        ctx_error = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, _KeyedError):
+            loc, message = [*loc, *ctx_error.loc], ctx_error.message
+        elif message.startswith("Value error, "):
+            message = message.removeprefix("Value error, ")
+        # A discriminated union puts the tag in the path ("devices[0].modbus_tcp.port");
+        # users never wrote that tag as a key, so drop it.
+        loc = [
+            p
+            for i, p in enumerate(loc)
+            if not (i > 0 and isinstance(loc[i - 1], int) and p in _UNION_TAGS)
+        ]
+        if err["type"] == "union_tag_invalid":
+            ctx = err.get("ctx") or {}
+            kind = "driver" if loc and loc[0] == "devices" else "rule"
+            loc = [*loc, "type"]
+            message = f"unknown {kind} type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+        elif err["type"] == "union_tag_not_found":
+            loc = [*loc, "type"]
+            message = "required key is missing"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        elif err["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see config/example-site.toml)"
+        if "input" in err and err["type"] not in _NO_INPUT_ECHO:
+            shown = repr(err["input"])
+            if len(shown) <= 60 and not isinstance(err["input"], dict | list):
+                message += f" (got {shown})"
+        problems.append(ConfigProblem(file=path, key=format_loc(loc), message=message))
+    return problems
+
+
+_NO_INPUT_ECHO = frozenset(
+    {"missing", "extra_forbidden", "union_tag_invalid", "union_tag_not_found"}
+)
+
+
+def _union_tags(annotated: Any) -> frozenset[str]:
+    """The `type` literals of a discriminated union of models."""
+    union = get_args(annotated)[0]
+    members = get_args(union) or (union,)
+    tags: set[str] = set()
+    for member in members:
+        tags.update(get_args(member.model_fields["type"].annotation))
+    return frozenset(tags)
+
+
+# pydantic puts the union tag into error paths ("devices[0].modbus_tcp.port"); users never
+# wrote that tag as a key, so it is dropped from the paths shown to them.
+_UNION_TAGS = _union_tags(DeviceConfig) | _union_tags(RuleConfig)
+
+
+def parse_config(data: dict[str, Any], source: str = "<memory>") -> Config:
+    """Validate already-parsed TOML data."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_problems_from_validation(source, exc)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a configuration file; raises `ConfigError` naming file and keys."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError([ConfigProblem(file=str(path), key="", message=f"cannot read: {reason}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem(file=str(path), key="", message=f"not UTF-8 text: {exc}")]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([ConfigProblem(file=str(path), key="", message=f"invalid TOML: {exc}")]) from None
+    config = parse_config(data, str(path))
+    if not config.agent.state_dir.is_absolute():
+        # Relative state directories are relative to the configuration file, not the cwd.
+        agent = config.agent.model_copy(update={"state_dir": path.parent / config.agent.state_dir})
+        config = config.model_copy(update={"agent": agent})
+    return config

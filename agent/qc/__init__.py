@@ -1,0 +1,1 @@
+"""QC rules evaluated on the device, and the alerts they raise."""

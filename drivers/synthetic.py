@@ -1,0 +1,76 @@
+"""A built-in synthetic source: values generated in-process, for benchmarks and smoke tests.
+
+It exercises the whole agent (pipeline, outbox, signing, MQTT) without any wire protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from pydantic import Field
+
+from drivers.base import DeviceConfigBase, DeviceError, Driver, Sample
+
+
+class SyntheticConfig(DeviceConfigBase):
+    """Generates `channels` values every `poll_interval_s` (or `rate_per_s` values per second)."""
+
+    type: Literal["synthetic"]
+    channels: list[str] = Field(default_factory=lambda: ["value"], min_length=1)
+    unit: str = "uSv/h"
+    base: float = 0.2
+    amplitude: float = 0.05
+    rate_per_s: float | None = Field(
+        default=None, gt=0, description="Samples per second (all channels); overrides the poll."
+    )
+    fail_after: int | None = Field(
+        default=None, ge=1, description="Raise a DeviceError after this many samples (tests)."
+    )
+
+
+class SyntheticDriver(Driver):
+    """Sine plus noise on each channel; optionally fails to exercise the supervisor."""
+
+    type = "synthetic"
+
+    def __init__(self, config: SyntheticConfig) -> None:
+        super().__init__(config)
+        self.cfg = config
+        self._count = 0
+
+    async def connect(self) -> None:
+        """Nothing to open."""
+
+    async def samples(self) -> AsyncIterator[Sample]:
+        """Yield values at the configured rate, batching sleeps so high rates stay cheap."""
+        cfg = self.cfg
+        per_s = cfg.rate_per_s or len(cfg.channels) / cfg.poll_interval_s
+        period = 1.0 / per_s
+        next_due = time.monotonic()
+        idx = 0
+        while True:
+            now = time.monotonic()
+            if now < next_due:
+                await asyncio.sleep(next_due - now)
+            due = max(1, int((time.monotonic() - next_due) / period) + 1)
+            for _ in range(due):
+                channel = cfg.channels[idx % len(cfg.channels)]
+                idx += 1
+                self._count += 1
+                if cfg.fail_after is not None and self._count > cfg.fail_after:
+                    self._count = 0
+                    raise DeviceError("synthetic failure", device=cfg.id)
+                phase = time.monotonic() / 60.0 * 2 * math.pi
+                value = cfg.base + cfg.amplitude * math.sin(phase) + random.gauss(0, 0.01)
+                yield self.sample(channel, round(value, 6), cfg.unit, raw_text=f"{value:.6f}")
+            next_due += due * period
+            # Yield to the loop even when behind, so one fast source never starves others.
+            await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        """Nothing to release."""
