@@ -1,0 +1,88 @@
+"""What the pipeline produces: a `Reading` (published item) and event items for alerts/audit."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from drivers.base import JSONScalar, Quality, SampleKind
+
+
+def rfc3339(t: datetime) -> str:
+    """UTC time as RFC 3339 with microseconds and a `Z`, as every item carries it."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_id() -> str:
+    """A unique item id (consumers deduplicate on it)."""
+    return uuid.uuid4().hex
+
+
+def finite_or_none(value: JSONScalar) -> JSONScalar:
+    """NaN and infinity never leave the agent: they become None (with quality bad)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass(slots=True)
+class Reading:
+    """One converted, decay-corrected reading, as published in a `readings` envelope."""
+
+    device: str
+    channel: str
+    t: datetime
+    value: JSONScalar
+    unit: str | None
+    quality: Quality
+    raw_value: JSONScalar
+    raw_unit: str | None
+    raw_text: str | None = None
+    reason: str | None = None
+    nuclide: str | None = None
+    ref_time: datetime | None = None
+    value_at_ref: float | None = None
+    kind: SampleKind = SampleKind.READING
+    clock_trusted: bool = True
+    attrs: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=new_id)
+
+    def to_item(self) -> dict[str, Any]:
+        """The JSON item of CONTRACT.md §3."""
+        raw: dict[str, Any] = {"value": self.raw_value, "unit": self.raw_unit}
+        if self.raw_text is not None:
+            raw["text"] = self.raw_text
+        item: dict[str, Any] = {
+            "id": self.id,
+            "device": self.device,
+            "channel": self.channel,
+            "t": rfc3339(self.t),
+            "value": self.value,
+            "unit": self.unit,
+            "quality": self.quality.value,
+            "raw": raw,
+        }
+        if self.kind is not SampleKind.READING:
+            item["kind"] = self.kind.value
+        if self.reason is not None:
+            item["reason"] = self.reason
+        if self.nuclide is not None:
+            item["nuclide"] = self.nuclide
+        if self.ref_time is not None:
+            item["ref_time"] = rfc3339(self.ref_time)
+            item["value_at_ref"] = self.value_at_ref
+        if not self.clock_trusted:
+            item["clock"] = "untrusted"
+        for key, value in self.attrs.items():
+            item.setdefault(key, value)
+        return item
+
+
+def event_item(event: str, **fields: Any) -> dict[str, Any]:
+    """An item of the `alerts` or `audit` stream: unique id, time, event name, fields."""
+    item: dict[str, Any] = {"id": new_id(), "t": rfc3339(datetime.now(UTC)), "event": event}
+    item.update(fields)
+    return item
