@@ -299,9 +299,27 @@ def load_config(path: str | Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([ConfigProblem(file=str(path), key="", message=f"invalid TOML: {exc}")]) from None
-    config = parse_config(data, str(path))
-    if not config.agent.state_dir.is_absolute():
-        # Relative state directories are relative to the configuration file, not the cwd.
-        agent = config.agent.model_copy(update={"state_dir": path.parent / config.agent.state_dir})
-        config = config.model_copy(update={"agent": agent})
-    return config
+    return resolve_paths(parse_config(data, str(path)), path.parent)
+
+
+def resolve_paths(config: Config, base: Path) -> Config:
+    """Relative paths in a file are relative to that file's folder, not the working directory."""
+
+    def rel(value: Path | None) -> Path | None:
+        return value if value is None or value.is_absolute() else base / value
+
+    agent = config.agent.model_copy(update={"state_dir": rel(config.agent.state_dir)})
+    signing = config.signing.model_copy(
+        update={
+            "key_file": rel(config.signing.key_file),
+            "previous_public_keys": [rel(p) for p in config.signing.previous_public_keys],
+        }
+    )
+    broker = config.broker
+    tls = broker.tls
+    if tls is not None:
+        tls = tls.model_copy(
+            update={k: rel(getattr(tls, k)) for k in ("ca_file", "cert_file", "key_file")}
+        )
+    broker = broker.model_copy(update={"password_file": rel(broker.password_file), "tls": tls})
+    return config.model_copy(update={"agent": agent, "signing": signing, "broker": broker})

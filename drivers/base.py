@@ -91,6 +91,12 @@ class DeviceConfigBase(BaseModel):
     poll_interval_s: float = Field(default=1.0, gt=0, le=86400)
     timeout_s: float = Field(default=3.0, gt=0, le=300)
     backoff: BackoffConfig = Field(default_factory=BackoffConfig)
+    reference_time: str | None = Field(
+        default=None,
+        pattern=r"^(\d{2}:\d{2}(:\d{2})?|\d{4}-\d{2}-\d{2}T\S+)$",
+        description="Decay reference for activity readings: HH:MM (daily, UTC) or an "
+        "ISO 8601 instant. Readings then carry ref_time and value_at_ref.",
+    )
     priority: int = Field(
         default=1,
         ge=0,

@@ -1,0 +1,159 @@
+"""Sample → Reading: units, nuclide, decay correction → QC → outbox (and live state)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, time
+from typing import Any, Protocol
+
+import structlog
+
+from agent.decay.nuclides import NUCLIDES, normalize_nuclide
+from agent.outbox import Outbox
+from agent.reading import Reading, finite_or_none
+from agent.state import LiveState
+from agent.units import convert, is_activity_unit
+from drivers.base import DeviceConfigBase, Quality, Sample, SampleKind
+
+log = structlog.get_logger("isoedge.pipeline")
+
+
+class ReadingObserver(Protocol):
+    """What the pipeline tells QC about (agent.qc.QCEngine satisfies this)."""
+
+    def on_reading(self, reading: Reading) -> None:
+        """A reading was produced."""
+
+
+HalfLifeFn = Callable[[str], float]
+
+
+def default_half_life(nuclide: str) -> float:
+    """Half-life (s) from the built-in table."""
+    return NUCLIDES[nuclide].half_life_s
+
+
+def reference_instant(spec: str, t: datetime) -> datetime:
+    """The decay reference for a reading taken at `t`: `HH:MM` is that time on t's UTC day."""
+    if "T" in spec:
+        ref = datetime.fromisoformat(spec.replace("Z", "+00:00"))
+        return ref if ref.tzinfo else ref.replace(tzinfo=UTC)
+    clock = time.fromisoformat(spec)
+    day = t.astimezone(UTC).date()
+    return datetime.combine(day, clock, tzinfo=UTC)
+
+
+class Pipeline:
+    """Turns driver samples into published readings. Cheap, synchronous, one per agent."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        live: LiveState,
+        devices: Mapping[str, DeviceConfigBase],
+        *,
+        half_life: HalfLifeFn = default_half_life,
+        qc: ReadingObserver | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.live = live
+        self.devices = devices
+        self.half_life = half_life
+        self.qc = qc
+        self.clock_trusted = True
+        self._dumps = json.JSONEncoder(
+            ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        ).encode
+
+    def to_reading(self, sample: Sample) -> Reading:
+        """Convert units, normalise the nuclide, decay-correct; never raises on odd values."""
+        quality = sample.quality
+        reason = sample.reason
+        raw_value = finite_or_none(sample.value)
+        value: Any = raw_value
+        unit = sample.unit
+        if raw_value is None and sample.value is not None:
+            quality, reason = Quality.BAD, reason or f"non-finite value {sample.value!r}"
+        if quality is Quality.BAD:
+            value = None
+        elif isinstance(raw_value, int | float) and not isinstance(raw_value, bool) and unit:
+            converted, unit = convert(float(raw_value), unit)
+            value = converted if math.isfinite(converted) else None
+            if value is None:
+                quality, reason = Quality.BAD, "value out of range after unit conversion"
+        nuclide: str | None = None
+        if sample.nuclide is not None and sample.nuclide.strip():
+            nuclide = normalize_nuclide(sample.nuclide)
+            if nuclide is None:
+                nuclide = sample.nuclide.strip()
+                if quality is Quality.GOOD:
+                    quality = Quality.UNCERTAIN
+                reason = reason or f"unknown nuclide {nuclide!r}: not in the nuclide table"
+        reading = Reading(
+            device=sample.device,
+            channel=sample.channel,
+            t=sample.t,
+            value=value,
+            unit=unit,
+            quality=quality,
+            raw_value=raw_value,
+            raw_unit=sample.unit,
+            raw_text=sample.raw_text,
+            reason=reason,
+            nuclide=nuclide,
+            kind=sample.kind,
+            clock_trusted=self.clock_trusted,
+            attrs=dict(sample.attrs),
+        )
+        self._decay_correct(reading)
+        return reading
+
+    def _decay_correct(self, reading: Reading) -> None:
+        config = self.devices.get(reading.device)
+        if (
+            config is None
+            or config.reference_time is None
+            or reading.nuclide not in NUCLIDES
+            or not is_activity_unit(reading.raw_unit)
+            or not isinstance(reading.value, float)
+        ):
+            return
+        assert reading.nuclide is not None
+        ref = reference_instant(config.reference_time, reading.t)
+        elapsed = (ref - reading.t).total_seconds()
+        factor = math.exp(-math.log(2) * elapsed / self.half_life(reading.nuclide))
+        reading.ref_time = ref
+        reading.value_at_ref = reading.value * factor
+
+    def process(self, sample: Sample) -> Reading:
+        """Full path for one sample: reading → QC → durable outbox → live state."""
+        reading = self.to_reading(sample)
+        item = reading.to_item()
+        try:
+            text = self._dumps(item)
+        except (TypeError, ValueError) as exc:
+            # A driver put something unserialisable in attrs: publish the fact, not a crash.
+            log.error("unserialisable reading", device=sample.device, error=str(exc))
+            reading.attrs.clear()
+            reading.value, reading.quality = None, Quality.BAD
+            reading.reason = f"unserialisable value: {exc}"
+            item = reading.to_item()
+            text = self._dumps(item)
+        self.outbox.submit("readings", reading.device, text)
+        self.live.on_reading(reading, item)
+        if self.qc is not None and reading.kind is SampleKind.READING:
+            try:
+                self.qc.on_reading(reading)
+            except Exception:
+                log.exception("QC rule evaluation failed", device=reading.device)
+        return reading
+
+    def emit_event(self, stream: str, item: dict[str, Any]) -> None:
+        """Alerts and audit events (already built by `agent.reading.event_item`)."""
+        self.outbox.submit(stream, "", self._dumps(item))
+        self.live.on_event(stream, item)
+
+
+__all__ = ["Pipeline", "reference_instant"]

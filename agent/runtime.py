@@ -1,0 +1,189 @@
+"""The running agent: owns the outbox, publisher, device supervisors and their tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from agent import __version__
+from agent.config import Config
+from agent.outbox import Outbox
+from agent.pipeline import Pipeline
+from agent.publish import LinkState, Publisher
+from agent.reading import event_item, rfc3339
+from agent.signing import Signer
+from agent.state import LiveState
+from agent.supervisor import DeviceSupervisor
+from agent.topics import Topics
+
+log = structlog.get_logger("isoedge.agent")
+
+SHUTDOWN_BUDGET_S = 4.5  # SIGTERM → exit within 5 s (systemd's TimeoutStopSec is larger)
+
+
+class Agent:
+    """One IsoEdge agent. `await agent.run(stop)` runs until `stop` is set."""
+
+    def __init__(self, config: Config, *, config_path: Path | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.topics = Topics(config.broker.topic_prefix, config.agent.site, config.agent.id)
+        self.signer = Signer.load(config.signing.key_file)
+        self.live = LiveState()
+        self.outbox = Outbox(
+            config.outbox_path,
+            self.signer,
+            site=config.agent.site,
+            agent=config.agent.id,
+            topic_for=self.topics.for_stream,
+            quota_bytes=int(config.outbox.quota_mb * 1024 * 1024),
+            fsync=config.outbox.fsync,
+            batch_max_items=config.outbox.batch_max_items,
+            batch_max_age_ms=config.outbox.batch_max_age_ms,
+            commit_interval_ms=config.outbox.commit_interval_ms,
+        )
+        devices = {d.id: d for d in config.devices if d.enabled}
+        self.pipeline = Pipeline(self.outbox, self.live, devices)
+        self.publisher = Publisher(
+            config.broker,
+            self.outbox,
+            self.topics,
+            client_id=config.broker.client_id or f"isoedge-{config.agent.site}-{config.agent.id}",
+            status=self.status_document,
+        )
+        self.supervisors = {
+            d.id: DeviceSupervisor(d, self.pipeline, self.live, self._on_device_state)
+            for d in devices.values()
+        }
+        self.outbox.on_quota_change = self._on_quota_change
+        self.started = asyncio.Event()
+        self.started_at = time.time()
+
+    # ------------------------------------------------------------------ status
+    def status_document(self, state: str) -> dict[str, Any]:
+        """Retained status of CONTRACT.md §2."""
+        return {
+            "state": state,
+            "site": self.config.agent.site,
+            "agent": self.config.agent.id,
+            "version": __version__,
+            "kid": self.signer.kid,
+            "host": socket.gethostname(),
+            "t": rfc3339_now(),
+            "devices": {
+                device_id: {"state": sup.state.value, "detail": sup.detail}
+                for device_id, sup in self.supervisors.items()
+            },
+        }
+
+    def _on_device_state(self, device: str, state: str, detail: str | None) -> None:
+        self.publisher.mark_status_dirty()
+
+    def _on_quota_change(self, state: str, used_bytes: int) -> None:
+        """Outbox quota policy: never drop; pause low-priority devices, then all, and alert."""
+        quota = int(self.config.outbox.quota_mb * 1024 * 1024)
+        if state == "ok":
+            for sup in self.supervisors.values():
+                sup.resume()
+            log.info("outbox below quota; acquisition resumed", used_bytes=used_bytes)
+        else:
+            top = max((s.config.priority for s in self.supervisors.values()), default=0)
+            for sup in self.supervisors.values():
+                if state == "full" or sup.config.priority < top:
+                    sup.pause(f"outbox quota {state}: {used_bytes} of {quota} bytes")
+                else:
+                    sup.resume()
+            log.error("outbox quota pressure", state=state, used_bytes=used_bytes, quota=quota)
+        self.pipeline.emit_event(
+            "alerts",
+            event_item(
+                "alert.raised" if state != "ok" else "alert.cleared",
+                rule="outbox.quota",
+                severity="critical" if state == "full" else "alarm",
+                state=state,
+                used_bytes=used_bytes,
+                quota_bytes=quota,
+                paused_devices=sorted(d for d, s in self.supervisors.items() if s.paused),
+            ),
+        )
+
+    # --------------------------------------------------------------- lifecycle
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start everything, run until `stop` is set, then shut down in order."""
+        await self.outbox.start()
+        self.pipeline.emit_event(
+            "audit",
+            event_item(
+                "config.loaded",
+                actor="isoedge",
+                subject=str(self.config_path) if self.config_path else "<memory>",
+                devices=sorted(self.supervisors),
+                kid=self.signer.kid,
+                version=__version__,
+            ),
+        )
+        log.info(
+            "agent starting",
+            site=self.config.agent.site,
+            agent=self.config.agent.id,
+            devices=len(self.supervisors),
+            kid=self.signer.kid,
+            broker=self.config.broker.url,
+        )
+        try:
+            async with asyncio.TaskGroup() as group:
+                publisher_task = group.create_task(self.publisher.run(), name="publisher")
+                device_tasks = [
+                    group.create_task(sup.run(), name=f"supervisor-{device_id}")
+                    for device_id, sup in self.supervisors.items()
+                ]
+                self.started.set()
+                await stop.wait()
+                await self._shutdown(publisher_task, device_tasks)
+        finally:
+            await self.outbox.close()
+            log.info("agent stopped")
+
+    async def _shutdown(
+        self, publisher_task: asyncio.Task[None], device_tasks: list[asyncio.Task[None]]
+    ) -> None:
+        deadline = time.monotonic() + SHUTDOWN_BUDGET_S
+        log.info("agent stopping")
+        for task in device_tasks:
+            task.cancel()
+        await asyncio.gather(*device_tasks, return_exceptions=True)
+        # Everything acquired is made durable first; sending it is best effort in the time left.
+        await self.outbox.flush(timeout=max(0.5, deadline - time.monotonic() - 1.5))
+        if self.publisher.state is LinkState.CONNECTED:
+            await self.publisher.drain(timeout=max(0.0, deadline - time.monotonic() - 1.0))
+            await self.publisher.publish_offline("shutdown")
+        publisher_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publisher_task
+
+
+def rfc3339_now() -> str:
+    """Now, RFC 3339 UTC."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    return rfc3339(datetime.now(UTC))
+
+
+async def run_until_signalled(agent: Agent) -> None:
+    """Run the agent until SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await agent.run(stop)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

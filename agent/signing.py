@@ -1,0 +1,164 @@
+"""Ed25519 JWS in flattened JSON serialization (RFC 7515 §7.2.2, RFC 8037, RFC 9864).
+
+The protected header is `{"alg": "Ed25519", "kid": <RFC 7638 thumbprint>, "typ": "isoedge+json"}`.
+Any standard JOSE library verifies an envelope with the public JWK alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+ALG = "Ed25519"
+TYP = "isoedge+json"
+PRIVATE_KEY_NAME = "signing.key"
+PUBLIC_JWK_NAME = "signing.pub.jwk"
+
+
+def b64url(data: bytes) -> str:
+    """Base64url without padding (RFC 7515 §2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    """Inverse of `b64url`; raises ValueError on malformed input."""
+    if not isinstance(text, str):
+        raise TypeError("expected a base64url string")
+    padded = text + "=" * (-len(text) % 4)
+    return base64.urlsafe_b64decode(padded.encode("ascii"))
+
+
+def public_jwk(public_key: Ed25519PublicKey) -> dict[str, str]:
+    """The OKP public JWK of an Ed25519 key (RFC 8037 §2), with its `kid`."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw)}
+    return {**jwk, "kid": thumbprint(jwk), "alg": ALG, "use": "sig"}
+
+
+def thumbprint(jwk: dict[str, str]) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256) of an OKP key: required members, sorted, no spaces."""
+    members = {"crv": jwk["crv"], "kty": jwk["kty"], "x": jwk["x"]}
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
+    return b64url(hashlib.sha256(canonical).digest())
+
+
+def public_key_from_jwk(jwk: dict[str, Any]) -> Ed25519PublicKey:
+    """Load an Ed25519 public key from its JWK; ValueError when it is not one."""
+    if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519" or "x" not in jwk:
+        raise ValueError("expected an OKP Ed25519 public JWK (kty OKP, crv Ed25519, x)")
+    return Ed25519PublicKey.from_public_bytes(b64url_decode(jwk["x"]))
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Signs payloads with one private key."""
+
+    private_key: Ed25519PrivateKey
+    jwk: dict[str, str]
+
+    @property
+    def kid(self) -> str:
+        """Key id: the RFC 7638 thumbprint of the public key."""
+        return self.jwk["kid"]
+
+    @classmethod
+    def from_private_key(cls, key: Ed25519PrivateKey) -> Signer:
+        """Wrap an in-memory key."""
+        return cls(key, public_jwk(key.public_key()))
+
+    @classmethod
+    def load(cls, path: Path) -> Signer:
+        """Load a PEM (PKCS#8) Ed25519 private key written by `isoedge keygen`."""
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{path}: not an Ed25519 private key")
+        return cls.from_private_key(key)
+
+    def protected_header(self) -> str:
+        """The encoded protected header (same for every envelope of this key)."""
+        header = {"alg": ALG, "kid": self.kid, "typ": TYP}
+        return b64url(json.dumps(header, separators=(",", ":")).encode())
+
+    def sign(self, payload: bytes) -> dict[str, str]:
+        """Flattened JWS JSON object over `payload`."""
+        protected = self.protected_header()
+        encoded_payload = b64url(payload)
+        signing_input = f"{protected}.{encoded_payload}".encode("ascii")
+        signature = self.private_key.sign(signing_input)
+        return {"protected": protected, "payload": encoded_payload, "signature": b64url(signature)}
+
+    def sign_bytes(self, payload: bytes) -> bytes:
+        """The JWS as compact JSON bytes, ready to publish."""
+        return json.dumps(self.sign(payload), separators=(",", ":")).encode("ascii")
+
+
+class VerificationError(Exception):
+    """An envelope is malformed, signed by an unknown key, or its signature is wrong."""
+
+
+def verify_envelope(
+    body: bytes, keys: dict[str, Ed25519PublicKey]
+) -> tuple[dict[str, Any], bytes, dict[str, Any]]:
+    """Check a flattened JWS against known keys; return (header, payload bytes, payload JSON)."""
+    try:
+        jws = json.loads(body)
+        header = json.loads(b64url_decode(jws["protected"]))
+        payload = b64url_decode(jws["payload"])
+        signature = b64url_decode(jws["signature"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise VerificationError(f"malformed JWS: {exc}") from None
+    if not isinstance(header, dict) or header.get("alg") not in {ALG, "EdDSA"}:
+        raise VerificationError(f"unexpected alg {header.get('alg') if isinstance(header, dict) else header!r}")
+    key = keys.get(str(header.get("kid")))
+    if key is None:
+        raise VerificationError(f"unknown kid {header.get('kid')!r}")
+    try:
+        key.verify(signature, f"{jws['protected']}.{jws['payload']}".encode("ascii"))
+    except InvalidSignature:
+        raise VerificationError("bad signature") from None
+    try:
+        document = json.loads(payload)
+    except ValueError as exc:
+        raise VerificationError(f"payload is not JSON: {exc}") from None
+    return header, payload, document
+
+
+def generate_key_files(directory: Path, *, overwrite: bool = False) -> Signer:
+    """Create `signing.key` (PEM, mode 0600) and `signing.pub.jwk` in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key_path = directory / PRIVATE_KEY_NAME
+    if key_path.exists() and not overwrite:
+        raise FileExistsError(f"{key_path} exists; refusing to overwrite a signing key")
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    # Create with 0600 from the start: the key must never exist world-readable, even briefly.
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    key_path.chmod(0o600)
+    signer = Signer.from_private_key(key)
+    (directory / PUBLIC_JWK_NAME).write_text(json.dumps(signer.jwk, indent=2) + "\n")
+    return signer
+
+
+def load_public_jwks(paths: list[Path]) -> dict[str, Ed25519PublicKey]:
+    """Public keys by kid, from JWK files (a single JWK or a JWK Set `{"keys": [...]}`)."""
+    keys: dict[str, Ed25519PublicKey] = {}
+    for path in paths:
+        document = json.loads(path.read_text())
+        for jwk in document.get("keys", [document]):
+            keys[thumbprint(jwk)] = public_key_from_jwk(jwk)
+    return keys
