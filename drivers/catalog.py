@@ -12,10 +12,11 @@ from pydantic import Field
 
 from drivers.base import DeviceConfigBase, Driver
 from drivers.modbus import ModbusRtuConfig, ModbusRtuDriver, ModbusTcpConfig, ModbusTcpDriver
+from drivers.opcua import OpcUaConfig, OpcUaDriver
 from drivers.synthetic import SyntheticConfig, SyntheticDriver
 
 DeviceConfig = Annotated[
-    SyntheticConfig | ModbusTcpConfig | ModbusRtuConfig,
+    SyntheticConfig | ModbusTcpConfig | ModbusRtuConfig | OpcUaConfig,
     Field(discriminator="type"),
 ]
 """Union of every driver's configuration, discriminated by `type`."""
@@ -24,6 +25,7 @@ DRIVERS: dict[str, type[Driver]] = {
     "synthetic": SyntheticDriver,
     "modbus_tcp": ModbusTcpDriver,
     "modbus_rtu": ModbusRtuDriver,
+    "opcua": OpcUaDriver,
 }
 
 

@@ -7,5 +7,6 @@ tests and `isoedge demo`.
 
 SIMULATOR_MODULES: dict[str, str] = {
     "modbus": "simulators.modbus",
+    "opcua": "simulators.opcua",
 }
 """`isoedge simulate KIND` → module path implementing it."""
