@@ -21,10 +21,14 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from asyncua import Server, ua
+from asyncua import ua
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.server import Server
+from asyncua.server.user_managers import UserManager
+from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.status_codes import StatusCodes
 
 from agent.decay import half_life_s
 
@@ -75,7 +79,7 @@ VARIABLES: tuple[tuple[str, str, str | None], ...] = (
 _ACTIVITY_CHANNELS = {"activity_trap", "activity_reactor", "activity_product", "eos_activity"}
 
 
-class _Users:
+class _Users(UserManager):
     """Username/password check for the simulator (one configured user)."""
 
     def __init__(self, users: dict[str, str]) -> None:
@@ -280,15 +284,15 @@ class SynthesisModuleSimulator:
     async def _build_address_space(self, server: Server) -> None:
         ns = self.namespace_index
         module = await server.nodes.objects.add_object(
-            ua.NodeId("Synthesis", ns), ua.QualifiedName("Synthesis", ns)
+            _node_id("Synthesis", ns), ua.QualifiedName("Synthesis", ns)
         )
         for channel, name, _ in VARIABLES:
             initial: Any = "" if channel in {"batch_id", "step"} else 0.0
             self._nodes[channel] = await module.add_variable(
-                ua.NodeId(f"Synthesis.{name}", ns), ua.QualifiedName(name, ns), initial
+                _node_id(f"Synthesis.{name}", ns), ua.QualifiedName(name, ns), initial
             )
         event_type = await server.nodes.base_event_type.add_object_type(
-            ua.NodeId(f"IsoEdge.{EVENT_TYPE}", ns), ua.QualifiedName(EVENT_TYPE, ns)
+            _node_id(f"IsoEdge.{EVENT_TYPE}", ns), ua.QualifiedName(EVENT_TYPE, ns)
         )
         properties = (
             ("EventName", ua.VariantType.String),
@@ -300,12 +304,12 @@ class SynthesisModuleSimulator:
         )
         for prop, variant in properties:
             await event_type.add_property(
-                ua.NodeId(f"IsoEdge.{EVENT_TYPE}.{prop}", ns),
+                _node_id(f"IsoEdge.{EVENT_TYPE}.{prop}", ns),
                 ua.QualifiedName(prop, ns),
                 ua.get_default_value(variant),
                 varianttype=variant,
             )
-        self._event_gen = await server.get_event_generator(event_type, ua.ObjectIds.Server)
+        self._event_gen = await server.get_event_generator(event_type, ObjectIds.Server)
 
     async def stop(self) -> None:
         """Stop the sequencer and the server."""
@@ -331,13 +335,14 @@ class SynthesisModuleSimulator:
             await self.start()
 
     def set_status(self, channel: str, status: str | None) -> None:
-        """Publish a channel with this status code name (e.g. "BadSensorFailure",
-        "UncertainLastUsableValue"), or back to Good with None.
+        """Publish a channel with a status code by name, or back to Good with None.
+
+        E.g. "BadSensorFailure" or "UncertainLastUsableValue".
         """
         if status is None:
             self.status_override.pop(channel, None)
         else:
-            self.status_override[channel] = ua.StatusCode(getattr(ua.StatusCodes, status))
+            self.status_override[channel] = _status(getattr(StatusCodes, status))
 
     def set_stuck(self, stuck: bool = True) -> None:
         """Freeze every value (a hung PLC still answering)."""
@@ -418,14 +423,17 @@ class SynthesisModuleSimulator:
         # The instrument sampled the value a little before the server stamped it.
         sampled = now - timedelta(seconds=self.source_lag_s)
         for channel, value in values.items():
-            status = self.status_override.get(channel, ua.StatusCode(ua.StatusCodes.Good))
+            status = self.status_override.get(channel, _status(StatusCodes.Good))
             variant = (
                 ua.Variant(value, ua.VariantType.String)
                 if isinstance(value, str)
                 else ua.Variant(float(value), ua.VariantType.Double)
             )
             data_value = ua.DataValue(
-                variant, StatusCode=status, SourceTimestamp=sampled, ServerTimestamp=now
+                variant,
+                StatusCode=status,
+                SourceTimestamp=cast("ua.DateTime", sampled),
+                ServerTimestamp=cast("ua.DateTime", now),
             )
             await self._nodes[channel].write_value(data_value)
 
@@ -452,6 +460,14 @@ class SynthesisModuleSimulator:
         self.events_sent.append(
             {"event": name, "batch_id": self.batch_id, "step": step, "activity": activity}
         )
+
+
+def _node_id(name: str, namespace: int) -> ua.NodeId:
+    return ua.NodeId(ua.String(name), ua.Int16(namespace))
+
+
+def _status(code: int) -> ua.StatusCode:
+    return ua.StatusCode(ua.UInt32(code))
 
 
 def _free_port(host: str) -> int:

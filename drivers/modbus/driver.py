@@ -89,6 +89,9 @@ class ModbusDriver(Driver):
                 try:
                     response = await self._read(bus, block, probing=health.failures > 0)
                 except NoResponse as exc:
+                    if answered == 0:
+                        # Silent from the first request on: spend no more bus time on it.
+                        break
                     batch.extend(self._bad(block.points, "no response", str(exc)))
                     continue
                 answered += 1
@@ -106,9 +109,11 @@ class ModbusDriver(Driver):
                 yield sample
             next_due += period
             now = time.monotonic()
-            if next_due < now:  # fell behind (slow device): skip missed polls, keep the phase
-                next_due += math.ceil((now - next_due) / period) * period
-            await asyncio.sleep(next_due - now)
+            if next_due < now - period:
+                # More than a poll behind (slow device, busy bus): drop the missed polls
+                # rather than firing a burst to catch up.
+                next_due = now
+            await asyncio.sleep(max(0.0, next_due - now))
 
     async def _read(self, bus: ModbusBus, block: ReadBlock, *, probing: bool) -> ModbusPDU:
         """One request with retries; the bus is released between attempts."""

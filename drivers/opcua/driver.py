@@ -12,8 +12,11 @@ import contextlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from asyncua import Client, ua
+from asyncua import ua
+from asyncua.client.client import Client
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.uaerrors import UaError
 
 from drivers.base import DeviceError, Driver, JSONScalar, Quality, Sample, SampleKind, utc_now
 
@@ -120,7 +123,7 @@ class OpcUaDriver(Driver):
             await asyncio.wait_for(self._subscribe(client), timeout=cfg.timeout_s * 3)
         except DeviceError:
             raise
-        except (TimeoutError, OSError, ua.UaError, ConnectionError) as exc:
+        except (TimeoutError, OSError, UaError, ConnectionError) as exc:
             raise DeviceError(f"cannot open OPC UA session to {cfg.url}: {exc!r}") from exc
         self.log.info(
             "opcua connected",
@@ -178,11 +181,11 @@ class OpcUaDriver(Driver):
                 mfilter.DeadbandValue = node_cfg.deadband
             request = subscription._make_monitored_item_request(  # noqa: SLF001 (asyncua's request builder)
                 node,
-                ua.AttributeIds.Value,
+                AttributeIds.Value,
                 mfilter,
                 node_cfg.queue_size,
                 ua.MonitoringMode.Reporting,
-                node_cfg.sampling_interval_ms,
+                ua.Double(node_cfg.sampling_interval_ms),
             )
             self._nodes_by_handle[request.RequestedParameters.ClientHandle] = node_cfg
             requests.append(request)
