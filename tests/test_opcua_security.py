@@ -167,3 +167,14 @@ def test_security_settings_are_validated():
         device = {**base, "events": {"event_type": "ns=2;s=E"}, "security": security}
         with pytest.raises(Exception, match="devices\\[0\\]"):
             parse_config({"agent": {"site": "s", "id": "a"}, "devices": [device]})
+
+
+def test_shipped_synthesis_map_is_valid():
+    import tomllib  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    path = Path(__file__).resolve().parent.parent / "config" / "maps" / "synthesis_fdg.toml"
+    devices = tomllib.loads(path.read_text(encoding="utf-8"))["devices"]
+    config = parse_config({"agent": {"site": "s", "id": "a"}, "devices": devices})
+    assert config.devices[0].events is not None
+    assert len(config.devices[0].nodes) == 10
