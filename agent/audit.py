@@ -53,7 +53,7 @@ _RESERVED = frozenset({"id", "t", "event", "actor", "subject", "old", "new", "re
 CSV_COLUMNS = ("t", "event", "actor", "subject", "old", "new", "reason", "details", "id")
 
 
-def _dumps(value: Any) -> str:  # noqa: ANN401 - any JSON-able value
+def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
@@ -83,10 +83,10 @@ class AuditLog:
         action: str,
         actor: str,
         subject: str,
-        old: Any = None,  # noqa: ANN401 - any JSON-able value
-        new: Any = None,  # noqa: ANN401 - any JSON-able value
+        old: Any = None,
+        new: Any = None,
         reason: str | None = None,
-        **details: Any,  # noqa: ANN401 - free-form JSON-able details
+        **details: Any,
     ) -> dict[str, Any]:
         """Store one record, emit it to the `audit` stream and return the item."""
         if not action or not actor:

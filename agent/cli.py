@@ -49,8 +49,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         agent = Agent(config, config_path=Path(args.config))
-    except (OSError, ValueError) as exc:
+    except (OSError, TypeError) as exc:
         _err(f"{args.config}: signing.key_file: cannot load signing key: {exc}")
+        return EXIT_USAGE
+    except ValueError as exc:
+        _err(f"{args.config}: {exc}")
         return EXIT_USAGE
     asyncio.run(run_until_signalled(agent))
     return EXIT_OK
@@ -191,6 +194,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 count=args.count,
                 idle=args.idle,
                 tls=tls,
+                on_subscribed=lambda: _err(
+                    f"isoedge verify: subscribed to {args.topic} on {host}:{port}; waiting"
+                ),
             )
         )
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from agent.decay.correction import decay_value
 from agent.decay.nuclides import NUCLIDES, normalize_nuclide
 from agent.outbox import Outbox
 from agent.reading import Reading, finite_or_none
@@ -123,9 +124,8 @@ class Pipeline:
             return
         ref = reference_instant(config.reference_time, reading.t)
         elapsed = (ref - reading.t).total_seconds()
-        factor = math.exp(-math.log(2) * elapsed / self.half_life(reading.nuclide))
         reading.ref_time = ref
-        reading.value_at_ref = reading.value * factor
+        reading.value_at_ref = decay_value(reading.value, elapsed, self.half_life(reading.nuclide))
 
     def process(self, sample: Sample) -> Reading:
         """Full path for one sample: reading → QC → durable outbox → live state."""

@@ -13,11 +13,15 @@ from typing import Any
 import structlog
 
 from agent import __version__
+from agent.alerts import AlertManager
+from agent.audit import AuditLog
 from agent.config import Config
+from agent.decay.nuclides import NuclideTable
 from agent.outbox import Outbox
 from agent.pipeline import Pipeline
 from agent.publish import LinkState, Publisher
-from agent.reading import event_item, rfc3339
+from agent.qc.engine import QCEngine
+from agent.reading import rfc3339
 from agent.signing import Signer
 from agent.state import LiveState
 from agent.supervisor import DeviceSupervisor
@@ -50,7 +54,24 @@ class Agent:
             commit_interval_ms=config.outbox.commit_interval_ms,
         )
         devices = {d.id: d for d in config.devices if d.enabled}
-        self.pipeline = Pipeline(self.outbox, self.live, devices)
+        # A bad nuclide override is a configuration error: raised here, before anything runs.
+        self.nuclides = NuclideTable(config.nuclides)
+        self.pipeline = Pipeline(
+            self.outbox, self.live, devices, half_life=self.nuclides.half_life_s
+        )
+        state_dir = config.agent.state_dir
+        self.audit = AuditLog(state_dir / "audit.db", emit=self.pipeline.emit_event)
+        self.alerts = AlertManager(
+            state_dir / "alerts.db", emit=self.pipeline.emit_event, audit=self.audit
+        )
+        self.qc = QCEngine(
+            config.rules,
+            self.alerts,
+            self.nuclides,
+            {d.id: d.poll_interval_s for d in devices.values()},
+            audit=self.audit,
+        )
+        self.pipeline.qc = self.qc
         self.publisher = Publisher(
             config.broker,
             self.outbox,
@@ -83,8 +104,10 @@ class Agent:
             },
         }
 
-    def _on_device_state(self, _device: str, _state: str, _detail: str | None) -> None:
+    def _on_device_state(self, device: str, state: str, detail: str | None) -> None:
         self.publisher.mark_status_dirty()
+        if state in {"connecting", "online", "degraded", "offline"}:
+            self.qc.on_device_state(device, state, detail)
 
     def _on_quota_change(self, state: str, used_bytes: int) -> None:
         """Outbox quota policy: never drop; pause low-priority devices, then all, and alert."""
@@ -101,33 +124,33 @@ class Agent:
                 else:
                     sup.resume()
             log.error("outbox quota pressure", state=state, used_bytes=used_bytes, quota=quota)
-        self.pipeline.emit_event(
-            "alerts",
-            event_item(
-                "alert.raised" if state != "ok" else "alert.cleared",
-                rule="outbox.quota",
-                severity="critical" if state == "full" else "alarm",
-                state=state,
-                used_bytes=used_bytes,
-                quota_bytes=quota,
-                paused_devices=sorted(d for d, s in self.supervisors.items() if s.paused),
-            ),
-        )
+        paused = sorted(d for d, s in self.supervisors.items() if s.paused)
+        if state == "ok":
+            self.alerts.clear_alert(
+                "outbox.quota", None, None, f"outbox back under quota ({used_bytes} bytes)"
+            )
+        else:
+            self.alerts.raise_alert(
+                "outbox.quota",
+                None,
+                None,
+                "critical" if state == "full" else "alarm",
+                f"outbox {state}: {used_bytes} of {quota} bytes; paused: {', '.join(paused)}",
+                float(used_bytes),
+                details={"state": state, "quota_bytes": quota, "paused_devices": paused},
+            )
 
     # --------------------------------------------------------------- lifecycle
     async def run(self, stop: asyncio.Event) -> None:
         """Start everything, run until `stop` is set, then shut down in order."""
         await self.outbox.start()
-        self.pipeline.emit_event(
-            "audit",
-            event_item(
-                "config.loaded",
-                actor="isoedge",
-                subject=str(self.config_path) if self.config_path else "<memory>",
-                devices=sorted(self.supervisors),
-                kid=self.signer.kid,
-                version=__version__,
-            ),
+        self.audit.record(
+            "config.loaded",
+            actor="isoedge",
+            subject=str(self.config_path) if self.config_path else "<memory>",
+            new={"devices": sorted(self.supervisors), "rules": [r.name for r in self.config.rules]},
+            kid=self.signer.kid,
+            version=__version__,
         )
         log.info(
             "agent starting",
@@ -144,12 +167,25 @@ class Agent:
                     group.create_task(sup.run(), name=f"supervisor-{device_id}")
                     for device_id, sup in self.supervisors.items()
                 ]
+                ticker = group.create_task(self._tick(), name="qc-tick")
                 self.started.set()
                 await stop.wait()
+                ticker.cancel()
                 await self._shutdown(publisher_task, device_tasks)
         finally:
             await self.outbox.close()
+            self.alerts.close()
+            self.audit.close()
             log.info("agent stopped")
+
+    async def _tick(self) -> None:
+        """1 Hz: time-based rules (stale data, device offline for too long)."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.qc.tick()
+            except Exception:
+                log.exception("QC tick failed")
 
     async def _shutdown(
         self, publisher_task: asyncio.Task[None], device_tasks: list[asyncio.Task[None]]

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +123,7 @@ async def subscribe_and_verify(
     tls: bool = False,
     username: str | None = None,
     password: str | None = None,
+    on_subscribed: Callable[[], None] | None = None,
 ) -> None:
     """Collect envelopes until `duration` passes, `count` arrive or `idle` seconds are quiet."""
     start = last = time.monotonic()
@@ -130,6 +132,8 @@ async def subscribe_and_verify(
         host, port, username=username, password=password, tls_params=tls_params, timeout=10
     ) as client:
         await client.subscribe(topic, qos=1)
+        if on_subscribed is not None:
+            on_subscribed()
         messages = client.messages.__aiter__()
         while True:
             now = time.monotonic()

@@ -16,7 +16,6 @@ from pydantic import Field
 
 from drivers.base import DeviceConfigBase, DeviceError, Driver, Sample
 
-
 MAX_BURST = 256
 
 

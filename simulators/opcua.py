@@ -90,7 +90,7 @@ class _Users(UserManager):
         iserver: InternalServer,  # noqa: ARG002 (asyncua interface)
         username: str | None = None,
         password: str | None = None,
-        certificate: Any = None,  # noqa: ANN401, ARG002 (asyncua interface)
+        certificate: Any = None,  # noqa: ARG002 (asyncua interface)
     ) -> User | None:
         """Anonymous when no users are configured; otherwise the right password."""
         if not self.users:

@@ -131,7 +131,9 @@ def run_verify(port: int, jwk_path, publish, *extra: str) -> tuple[int, dict]:
                     "--idle", "3", "--topic", "isoedge/v1/#", *extra),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
     )
-    time.sleep(1.5)  # let it subscribe
+    assert proc.stderr is not None
+    line = proc.stderr.readline()  # "isoedge verify: subscribed to ..." once it listens
+    assert "subscribed" in line, line
     publish()
     out, err = proc.communicate(timeout=30)
     return proc.returncode, json.loads(out) if out.strip().startswith("{") else {"stderr": err}

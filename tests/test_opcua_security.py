@@ -170,8 +170,8 @@ def test_security_settings_are_validated():
 
 
 def test_shipped_synthesis_map_is_valid():
-    import tomllib  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
+    import tomllib
+    from pathlib import Path
 
     path = Path(__file__).resolve().parent.parent / "config" / "maps" / "synthesis_fdg.toml"
     devices = tomllib.loads(path.read_text(encoding="utf-8"))["devices"]

@@ -97,13 +97,13 @@ class RuleRuntime:
 
     def _raise(
         self, device: str | None, channel: str | None, severity: str, message: str,
-        value: float | None = None, **kw: Any,  # noqa: ANN401
+        value: float | None = None, **kw: Any,
     ) -> None:  # fmt: skip
         self.alerts.raise_alert(self.name, device, channel, severity, message, value, **kw)
 
     def _clear(
         self, device: str | None, channel: str | None, message: str, value: float | None = None,
-        **kw: Any,  # noqa: ANN401
+        **kw: Any,
     ) -> None:  # fmt: skip
         self.alerts.clear_alert(self.name, device, channel, message, value, **kw)
 
@@ -151,7 +151,7 @@ class _LevelRule(RuleRuntime):
 
     config: ThresholdRule | BackgroundRule | RateOfChangeRule
 
-    def __init__(self, config: Any, alerts: AlertManager) -> None:  # noqa: ANN401
+    def __init__(self, config: Any, alerts: AlertManager) -> None:
         super().__init__(config, alerts)
         self._states: dict[tuple[str, str], _Level] = {}
 

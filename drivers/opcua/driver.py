@@ -57,7 +57,7 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _scalar(value: Any) -> tuple[JSONScalar, str | None]:  # noqa: ANN401 (any OPC UA Variant)
+def _scalar(value: Any) -> tuple[JSONScalar, str | None]:
     """A Variant's value as a JSON scalar, or None with a reason when it is not one."""
     if value is None or isinstance(value, bool | int | str):
         return value, None
@@ -76,7 +76,7 @@ class _Handler:
     def __init__(self, driver: OpcUaDriver) -> None:
         self.driver = driver
 
-    def datachange_notification(self, node: Node, val: Any, data: DataChangeNotif) -> None:  # noqa: ANN401, ARG002
+    def datachange_notification(self, node: Node, val: Any, data: DataChangeNotif) -> None:  # noqa: ARG002
         """A monitored value changed."""
         self.driver.on_data_change(data.monitored_item.Value, data.subscription_data.client_handle)
 
