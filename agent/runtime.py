@@ -22,6 +22,7 @@ from agent.signing import Signer
 from agent.state import LiveState
 from agent.supervisor import DeviceSupervisor
 from agent.topics import Topics
+from agent.web import WebConsole
 
 log = structlog.get_logger("isoedge.agent")
 
@@ -63,6 +64,7 @@ class Agent:
             for d in devices.values()
         }
         self.outbox.on_quota_change = self._on_quota_change
+        self.web = WebConsole(self, config.web) if config.web.enabled else None
         self.started = asyncio.Event()
         self.started_at = time.time()
 
@@ -118,6 +120,7 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         """Start everything, run until `stop` is set, then shut down in order."""
         await self.outbox.start()
+        await self._start_web()
         self.pipeline.emit_event(
             "audit",
             event_item(
@@ -148,8 +151,19 @@ class Agent:
                 await stop.wait()
                 await self._shutdown(publisher_task, device_tasks)
         finally:
+            if self.web is not None:
+                await self.web.stop()
             await self.outbox.close()
             log.info("agent stopped")
+
+    async def _start_web(self) -> None:
+        """Start the console; a console that cannot bind must not stop acquisition."""
+        if self.web is None:
+            return
+        try:
+            await self.web.start()
+        except (OSError, ValueError) as exc:
+            log.error("web console not started", listen=self.config.web.listen, error=str(exc))
 
     async def _shutdown(
         self, publisher_task: asyncio.Task[None], device_tasks: list[asyncio.Task[None]]
