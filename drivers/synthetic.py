@@ -28,6 +28,10 @@ class SyntheticConfig(DeviceConfigBase):
     rate_per_s: float | None = Field(
         default=None, gt=0, description="Samples per second (all channels); overrides the poll."
     )
+    mode: Literal["wave", "counter"] = Field(
+        default="wave",
+        description="wave: sine plus noise; counter: 1, 2, 3 ... per channel (loss tests).",
+    )
     fail_after: int | None = Field(
         default=None, ge=1, description="Raise a DeviceError after this many samples (tests)."
     )
@@ -53,6 +57,7 @@ class SyntheticDriver(Driver):
         period = 1.0 / per_s
         next_due = time.monotonic()
         idx = 0
+        counters = dict.fromkeys(cfg.channels, 0)
         while True:
             now = time.monotonic()
             if now < next_due:
@@ -65,8 +70,12 @@ class SyntheticDriver(Driver):
                 if cfg.fail_after is not None and self._count > cfg.fail_after:
                     self._count = 0
                     raise DeviceError("synthetic failure", device=cfg.id)
-                phase = time.monotonic() / 60.0 * 2 * math.pi
-                value = cfg.base + cfg.amplitude * math.sin(phase) + random.gauss(0, 0.01)
+                if cfg.mode == "counter":
+                    counters[channel] += 1
+                    value = float(counters[channel])
+                else:
+                    phase = time.monotonic() / 60.0 * 2 * math.pi
+                    value = cfg.base + cfg.amplitude * math.sin(phase) + random.gauss(0, 0.01)
                 yield self.sample(channel, round(value, 6), cfg.unit, raw_text=f"{value:.6f}")
             next_due += due * period
             # Yield to the loop even when behind, so one fast source never starves others.
