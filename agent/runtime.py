@@ -13,6 +13,8 @@ from typing import Any
 import structlog
 
 from agent import __version__
+from agent.alerts import AlertManager
+from agent.audit import AuditLog
 from agent.config import Config
 from agent.outbox import Outbox
 from agent.pipeline import Pipeline
@@ -64,6 +66,11 @@ class Agent:
             for d in devices.values()
         }
         self.outbox.on_quota_change = self._on_quota_change
+        state_dir = config.agent.state_dir
+        self.audit = AuditLog(state_dir / "audit.db", self.pipeline.emit_event)
+        self.alerts = AlertManager(
+            state_dir / "alerts.db", self.pipeline.emit_event, audit=self.audit
+        )
         self.web = WebConsole(self, config.web) if config.web.enabled else None
         self.started = asyncio.Event()
         self.started_at = time.time()
@@ -154,6 +161,8 @@ class Agent:
             if self.web is not None:
                 await self.web.stop()
             await self.outbox.close()
+            self.alerts.close()
+            self.audit.close()
             log.info("agent stopped")
 
     async def _start_web(self) -> None:

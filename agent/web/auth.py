@@ -16,13 +16,16 @@ import ipaddress
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from aiohttp.typedefs import Handler, Middleware
+
     from agent.config import WebUser
 
 Role = Literal["viewer", "qa"]
@@ -131,8 +134,6 @@ ANONYMOUS = Principal(name="", role="qa", authenticated=False, method="none")
 _PUBLIC = Principal(name="", role="viewer", authenticated=False, method="none")
 PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("isoedge_principal", Principal)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 class Authenticator:

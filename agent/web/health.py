@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 HEALTHY_DEVICE_STATES = frozenset({"online", "degraded"})
 DEVICE_STATES = ("starting", "connecting", "online", "degraded", "offline", "paused", "stopped")
-ALERT_STATES = ("open", "acknowledged", "cleared")
+ALERT_STATES = ("active", "active_acknowledged", "cleared_unacknowledged")
 SEVERITIES = ("info", "warning", "alarm", "critical")
 
 
@@ -174,6 +174,10 @@ def render_metrics(
                "Signed envelopes PUBACKed by the broker.", agent.publisher.published_envelopes)
     out.family("isoedge_events_total", "counter", "Alert and audit events emitted, by stream.",
                [({"stream": s}, live.counters.get(f"{s}_events", 0)) for s in ("alerts", "audit")])
+    events = sorted(k.removeprefix("event:") for k in live.counters if k.startswith("event:"))
+    out.family("isoedge_event_items_total", "counter",
+               "Alert and audit events by name (alert.raised, alert.acknowledged, ...).",
+               [({"event": e}, live.counters[f"event:{e}"]) for e in events])
     if stats is not None:
         out.single("isoedge_outbox_envelopes", "gauge", "Signed envelopes waiting for PUBACK.",
                    stats.envelopes)
@@ -217,7 +221,8 @@ def render_metrics(
             ages.append(({"device": d}, round(time.monotonic() - last, 3)))
     out.family("isoedge_device_last_reading_age_seconds", "gauge",
                "Seconds since the device's last reading.", ages)
-    out.family("isoedge_alerts", "gauge", "Alerts by state and severity.",
+    out.family("isoedge_alerts_open", "gauge",
+               "Alerts needing attention (active, or cleared but unacknowledged).",
                [({"state": st, "severity": sv}, alert_counts.get((st, sv), 0))
                 for st in ALERT_STATES for sv in SEVERITIES])
     return out.text()

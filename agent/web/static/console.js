@@ -8,7 +8,6 @@ const TREND_MIN_STEP_S = 2;
 
 const state = {
   me: null,
-  features: { alerts: false, audit: false },
   latest: new Map(),      // "device\u0000channel" -> reading item
   trends: new Map(),      // same key -> {device, channel, unit, points: [[t, v], ...]}
   alerts: [],
@@ -221,19 +220,22 @@ function chart(series) {
 }
 
 // ------------------------------------------------------------------- alerts
-function alertSince(a) { return a.raised_at || a.since || a.opened_at || a.t || a.created; }
+const ALERT_STATE_TEXT = {
+  active: "active",
+  active_acknowledged: "active · acknowledged",
+  cleared_unacknowledged: "cleared · unacknowledged",
+  closed: "closed",
+};
 
 async function loadAlerts() {
-  if (!state.features.alerts) { $("#alerts-unavailable").hidden = false; return; }
-  const filter = $("#alert-filter").value;
+  const filter = $("#alert-filter").value || "open";
   try {
-    const all = await api("/api/alerts?limit=500");
-    state.alerts = all.alerts;
-    const open = all.alerts.filter((a) => a.state === "open").length;
+    const data = await api(`/api/alerts?state=${encodeURIComponent(filter)}&limit=500`);
+    state.alerts = data.alerts;
     const badge = $("#open-count");
-    badge.hidden = open === 0;
-    badge.textContent = open;
-    renderAlerts(filter ? all.alerts.filter((a) => a.state === filter) : all.alerts);
+    badge.hidden = data.open === 0;
+    badge.textContent = data.open;
+    renderAlerts(data.alerts);
   } catch (error) {
     console.warn("alerts", error);
   }
@@ -242,20 +244,22 @@ async function loadAlerts() {
 function renderAlerts(alerts) {
   const mayAck = state.me && state.me.may_acknowledge;
   $("#alerts-table tbody").replaceChildren(...alerts.map((a) => {
-    const acked = a.acknowledged_by
-      ? el("div", {}, `${a.acknowledged_by} · ${fmtTime(a.acknowledged_at)}`,
-        el("div", { class: "muted small ack-reason" }, a.ack_reason || a.acknowledge_reason || ""))
+    const acked = a.acknowledged
+      ? el("div", { class: "acked" }, `${a.acknowledged_by} · ${fmtTime(a.acknowledged_at)}`,
+        el("div", { class: "muted small ack-reason" }, a.ack_reason || ""))
       : "";
-    const button = a.state === "open" && mayAck
+    const button = !a.acknowledged && mayAck
       ? el("button", { class: "ack", type: "button", onclick: () => openAck(a) }, "Acknowledge")
       : null;
     return el("tr", { "data-alert-id": a.id, "data-state": a.state },
       el("td", {}, pill(a.severity, a.severity)),
-      el("td", { class: "alert-state" }, pill(a.state, a.state)),
+      el("td", { class: "alert-state" }, pill(ALERT_STATE_TEXT[a.state] || a.state,
+        a.active ? (a.acknowledged ? "acknowledged" : "open") : "cleared", a.active ? a.severity : "")),
       el("td", {}, a.rule),
       el("td", {}, [a.device, a.channel].filter(Boolean).join(" · ")),
-      el("td", {}, a.message || ""),
-      el("td", {}, fmtTime(alertSince(a))),
+      el("td", {}, a.message || "",
+        a.cleared_at ? el("div", { class: "muted small" }, `cleared ${fmtTime(a.cleared_at)}`) : null),
+      el("td", {}, fmtTime(a.raised_at)),
       el("td", {}, acked),
       el("td", {}, button));
   }));
@@ -322,8 +326,7 @@ function auditQuery() {
   return params.toString();
 }
 
-const AUDIT_KNOWN = new Set(["id", "t", "time", "created", "action", "event", "actor", "subject",
-  "old", "new", "reason", "seq", "prev_hash", "hash"]);
+const AUDIT_KNOWN = new Set(["id", "t", "event", "actor", "subject", "old", "new", "reason"]);
 
 function fmtChange(row) {
   const show = (v) => (v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
@@ -333,19 +336,19 @@ function fmtChange(row) {
 }
 
 async function loadAudit() {
-  if (!state.features.audit) { $("#audit-unavailable").hidden = false; return; }
   const query = auditQuery();
   $("#audit-csv").href = `/api/audit.csv${query ? `?${query}` : ""}`;
   try {
     const data = await api(`/api/audit${query ? `?${query}` : ""}`);
-    $("#audit-table tbody").replaceChildren(...data.rows.map((row) => {
+    // The trail comes oldest first (as exported); the view shows the newest at the top.
+    $("#audit-table tbody").replaceChildren(...data.rows.slice().reverse().map((row) => {
       const details = {};
       for (const [k, v] of Object.entries(row)) {
         if (!AUDIT_KNOWN.has(k) && v !== null && v !== undefined) details[k] = v;
       }
-      return el("tr", { "data-action": row.action || row.event || "" },
-        el("td", {}, fmtTime(row.t || row.time || row.created)),
-        el("td", {}, row.action || row.event || ""),
+      return el("tr", { "data-action": row.event || "", "data-id": row.id },
+        el("td", {}, fmtTime(row.t)),
+        el("td", {}, row.event || ""),
         el("td", {}, row.actor || ""),
         el("td", {}, row.subject || ""),
         el("td", {}, fmtChange(row)),
@@ -383,7 +386,10 @@ function connectStream() {
 async function boot() {
   const initial = await api("/api/state");
   state.me = initial.me;
-  state.features = initial.features;
+  // The audit view starts at the last 24 hours (local time in the field, UTC on the wire).
+  const dayAgo = new Date(Date.now() - 86400e3);
+  $("#audit-since").value = new Date(dayAgo.getTime() - dayAgo.getTimezoneOffset() * 60e3)
+    .toISOString().slice(0, 19);
   $("#agent-name").textContent = `${initial.agent.site} / ${initial.agent.id}`;
   $("#me").textContent = initial.me.authenticated
     ? `${initial.me.name} (${initial.me.role === "qa" ? "QA officer" : "viewer"})`
