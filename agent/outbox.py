@@ -199,8 +199,9 @@ class Outbox:
         done: Future[None] = Future()
 
         def _mark() -> None:
-            self._form_envelopes(force=True)
-            done.set_result(None)
+            if done.set_running_or_notify_cancel():
+                self._form_envelopes(force=True)
+                done.set_result(None)
 
         deadline = time.monotonic() + timeout
         while self._committed < target and time.monotonic() < deadline:
@@ -220,9 +221,13 @@ class Outbox:
         result: Future[T] = Future()
 
         def _job() -> None:
+            # The awaiting coroutine may have been cancelled (e.g. a lost broker connection);
+            # then nobody wants the result and the job is skipped.
+            if not result.set_running_or_notify_cancel():
+                return
             try:
                 result.set_result(fn())
-            except BaseException as exc:  # handed to the awaiting coroutine
+            except Exception as exc:  # handed to the awaiting coroutine
                 result.set_exception(exc)
 
         self._inbox.put(_job)
@@ -252,6 +257,7 @@ class Outbox:
             assert self._db is not None
             self._db.executemany("DELETE FROM envelopes WHERE seq = ?", [(s,) for s in seqs])
             self._db.commit()
+            self._update_disk_usage()  # draining the backlog is what lifts a quota pause
 
         await self.call(_ack)
 
@@ -277,6 +283,10 @@ class Outbox:
         db = sqlite3.connect(self.path, isolation_level="DEFERRED", check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={'FULL' if self.fsync == 'full' else 'NORMAL'}")
+        # Bound the WAL file: checkpoint every 1000 pages and truncate it back to 8 MiB,
+        # so the quota (which counts database pages in use) is the real disk bound.
+        db.execute("PRAGMA wal_autocheckpoint=1000")
+        db.execute(f"PRAGMA journal_size_limit={8 * 1024 * 1024}")
         db.executescript(SCHEMA)
         row = db.execute("SELECT last_seq, last_hash FROM chain WHERE k = 1").fetchone()
         if row is None:
@@ -443,9 +453,8 @@ class Outbox:
         page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
         pages = int(db.execute("PRAGMA page_count").fetchone()[0])
         free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
-        wal = self.path.with_name(self.path.name + "-wal")
-        wal_bytes = wal.stat().st_size if wal.exists() else 0
-        self.disk_bytes = (pages - free) * page_size + wal_bytes
+        # Logical size of the database (WAL frames included), less pages free for reuse.
+        self.disk_bytes = (pages - free) * page_size
         used = self.disk_bytes / self.quota_bytes
         state = self.quota_state
         if used >= 1.0:
