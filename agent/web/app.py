@@ -133,11 +133,11 @@ class WebConsole:
         host, port = parse_listen(self.section.listen)
         context = tls_context(self.section)
         app = create_app(self.agent, self.section)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(
-            runner, host, port, ssl_context=context, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
         )
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, ssl_context=context)
         try:
             await site.start()
         except BaseException:
