@@ -16,9 +16,11 @@ from agent import __version__
 from agent.alerts import AlertManager
 from agent.audit import AuditLog
 from agent.config import Config
+from agent.decay.nuclides import NuclideTable
 from agent.outbox import Outbox
 from agent.pipeline import Pipeline
 from agent.publish import LinkState, Publisher
+from agent.qc.engine import QCEngine
 from agent.reading import event_item, rfc3339
 from agent.signing import Signer
 from agent.state import LiveState
@@ -71,6 +73,14 @@ class Agent:
         self.alerts = AlertManager(
             state_dir / "alerts.db", self.pipeline.emit_event, audit=self.audit
         )
+        self.qc = QCEngine(
+            config.rules,
+            self.alerts,
+            NuclideTable(config.nuclides),
+            {d.id: d.poll_interval_s for d in devices.values()},
+            audit=self.audit,
+        )
+        self.pipeline.qc = self.qc
         self.web = WebConsole(self, config.web) if config.web.enabled else None
         self.started = asyncio.Event()
         self.started_at = time.time()
@@ -94,6 +104,13 @@ class Agent:
 
     def _on_device_state(self, device: str, state: str, detail: str | None) -> None:
         self.publisher.mark_status_dirty()
+        self.qc.on_device_state(device, state, detail)
+
+    async def _qc_ticker(self) -> None:
+        """Time-based QC rules (stale data, offline duration), once a second."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.qc.tick()
 
     def _on_quota_change(self, state: str, used_bytes: int) -> None:
         """Outbox quota policy: never drop; pause low-priority devices, then all, and alert."""
@@ -150,6 +167,7 @@ class Agent:
         try:
             async with asyncio.TaskGroup() as group:
                 publisher_task = group.create_task(self.publisher.run(), name="publisher")
+                qc_task = group.create_task(self._qc_ticker(), name="qc-ticker")
                 device_tasks = [
                     group.create_task(sup.run(), name=f"supervisor-{device_id}")
                     for device_id, sup in self.supervisors.items()
@@ -157,6 +175,7 @@ class Agent:
                 self.started.set()
                 await stop.wait()
                 await self._shutdown(publisher_task, device_tasks)
+                qc_task.cancel()
         finally:
             if self.web is not None:
                 await self.web.stop()

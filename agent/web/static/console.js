@@ -50,7 +50,8 @@ function fmtValue(v) {
   if (typeof v !== "number") return String(v);
   const a = Math.abs(v);
   if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(3);
-  return v.toPrecision(Math.max(4, Math.min(7, Math.floor(Math.log10(a || 1)) + 4)));
+  // Six significant digits, trailing zeros dropped (the instrument's own text is in `raw`).
+  return String(Number(v.toPrecision(6)));
 }
 
 function fmtTime(text) {
@@ -193,22 +194,26 @@ function renderTrends() {
   $("#trends").replaceChildren(...shown.map(chart));
 }
 
+function axisValue(v) { return String(Number(v.toPrecision(3))); }
+
 function chart(series) {
   const W = 280, H = 90, L = 44, R = 6, T = 6, B = 16;
   const now = Date.now() / 1000;
-  const t0 = now - TREND_WINDOW_S;
+  // Up to the last hour; while there is less history, the axis spans what there is (>= 1 min).
+  const span = Math.min(TREND_WINDOW_S, Math.max(60, now - series.points[0][0]));
+  const t0 = now - span;
   let lo = Math.min(...series.points.map((p) => p[1]));
   let hi = Math.max(...series.points.map((p) => p[1]));
   if (hi === lo) { hi += Math.abs(hi) * 0.05 || 1; lo -= Math.abs(lo) * 0.05 || 1; }
-  const x = (t) => L + ((t - t0) / TREND_WINDOW_S) * (W - L - R);
+  const x = (t) => L + ((t - t0) / span) * (W - L - R);
   const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
   const root = svg("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img" });
   root.append(svg("line", { x1: L, y1: T, x2: L, y2: H - B }));
   root.append(svg("line", { x1: L, y1: H - B, x2: W - R, y2: H - B }));
   const label = (text, attrs) => { const t = svg("text", attrs); t.textContent = text; return t; };
-  root.append(label(fmtValue(hi), { x: L - 3, y: T + 8, "text-anchor": "end" }));
-  root.append(label(fmtValue(lo), { x: L - 3, y: H - B, "text-anchor": "end" }));
-  root.append(label("−60 min", { x: L, y: H - 3 }));
+  root.append(label(axisValue(hi), { x: L - 3, y: T + 8, "text-anchor": "end" }));
+  root.append(label(axisValue(lo), { x: L - 3, y: H - B, "text-anchor": "end" }));
+  root.append(label(`−${Math.round(span / 60)} min`, { x: L, y: H - 3 }));
   root.append(label("now", { x: W - R, y: H - 3, "text-anchor": "end" }));
   root.append(svg("polyline", {
     points: series.points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" "),
@@ -329,10 +334,18 @@ function auditQuery() {
 const AUDIT_KNOWN = new Set(["id", "t", "event", "actor", "subject", "old", "new", "reason"]);
 
 function fmtChange(row) {
-  const show = (v) => (v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
-  if (row.old === undefined && row.new === undefined) return "";
-  if (row.old === null || row.old === undefined) return show(row.new);
-  return `${show(row.old)} → ${show(row.new)}`;
+  // Objects: only the fields that changed ("state: active → active_acknowledged").
+  const show = (v) => (v === null || v === undefined ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v));
+  const { old: before, new: after } = row;
+  if ((before === null || before === undefined) && (after === null || after === undefined)) return "";
+  const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+  if (isObj(before) && isObj(after)) {
+    const keys = [...new Set([...Object.keys(before), ...Object.keys(after)])]
+      .filter((k) => JSON.stringify(before[k]) !== JSON.stringify(after[k]));
+    return keys.map((k) => `${k}: ${show(before[k])} → ${show(after[k])}`).join("; ");
+  }
+  if (before === null || before === undefined) return show(after);
+  return `${show(before)} → ${show(after)}`;
 }
 
 async function loadAudit() {
