@@ -191,7 +191,9 @@ class Agent:
         try:
             await self.web.start()
         except (OSError, ValueError) as exc:
-            log.error("web console not started", listen=self.config.web.listen, error=str(exc))
+            log.error(  # noqa: TRY400 - the error text says it all; no traceback needed
+                "web console not started", listen=self.config.web.listen, error=str(exc)
+            )
 
     async def _shutdown(
         self, publisher_task: asyncio.Task[None], device_tasks: list[asyncio.Task[None]]

@@ -12,9 +12,7 @@ import json
 import re
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
@@ -33,9 +31,13 @@ from agent.web.auth import (
 )
 from drivers.base import Sample
 
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
 QA = ("alice", "alice-long-password")
 VIEWER = ("victor", "victor-long-password")
-VIEWER_TOKEN = "scrape-token-0123456789abcdef"
+VIEWER_TOKEN = "scrape-token-0123456789abcdef"  # noqa: S105 - a test credential
 
 AREA_MONITOR = {
     "id": "area-1",
@@ -120,9 +122,11 @@ def raise_alert(agent: Agent, severity: str = "alarm") -> str:
 
 @pytest.fixture
 async def secured(tmp_path, mosquitto):
-    async with running_agent(tmp_path, mosquitto.url, web={"users": users()}) as agent:
-        async with aiohttp.ClientSession() as session:
-            yield agent, session
+    async with (
+        running_agent(tmp_path, mosquitto.url, web={"users": users()}) as agent,
+        aiohttp.ClientSession() as session,
+    ):
+        yield agent, session
 
 
 # ------------------------------------------------------------- access control
@@ -287,17 +291,19 @@ def parse_prometheus(text: str) -> dict[str, float]:
 async def test_healthz_503_names_a_device_offline_too_long(tmp_path, mosquitto):
     failing = {**AREA_MONITOR, "id": "flaky", "fail_after": 1,
                "backoff": {"initial_s": 30, "max_s": 30}}
-    async with running_agent(tmp_path, mosquitto.url, devices=[failing],
-                             web={"health_device_grace_s": 0.3}) as agent:
-        async with aiohttp.ClientSession() as session:
+    async with (
+        running_agent(tmp_path, mosquitto.url, devices=[failing],
+                      web={"health_device_grace_s": 0.3}) as agent,
+        aiohttp.ClientSession() as session,
+    ):
 
-            async def unhealthy() -> bool:
-                async with session.get(url(agent, "/healthz")) as response:
-                    return response.status == 503
-
-            await wait_for_condition(unhealthy, timeout=10)
+        async def unhealthy() -> bool:
             async with session.get(url(agent, "/healthz")) as response:
-                body = await response.json()
+                return response.status == 503
+
+        await wait_for_condition(unhealthy, timeout=10)
+        async with session.get(url(agent, "/healthz")) as response:
+            body = await response.json()
     assert body["status"] == "unhealthy"
     assert any(r.startswith("device flaky offline for") for r in body["reasons"]), body
     assert "synthetic failure" in " ".join(body["reasons"])
@@ -307,10 +313,9 @@ async def test_broker_down_is_buffering_not_unhealthy(tmp_path):
     dead_broker = f"mqtt://127.0.0.1:{free_port()}"
     async with running_agent(tmp_path, dead_broker) as agent:
         await wait_for_condition(lambda: agent.live.device("area-1").readings >= 2)
-        async with aiohttp.ClientSession() as session:
-            async with session.get(url(agent, "/healthz")) as response:
-                assert response.status == 200
-                body = await response.json()
+        async with aiohttp.ClientSession() as session, session.get(url(agent, "/healthz")) as r:
+            assert r.status == 200
+            body = await r.json()
     assert body["checks"]["publishing"] is False
     assert body["checks"]["buffering"] is True
 
@@ -331,6 +336,10 @@ async def test_loopback_without_users_needs_no_login_but_a_typed_name(tmp_path, 
                 assert "name" in (await response.json())["error"]
             async with session.post(ack, json={"name": "Dr. Q", "reason": "checked"}) as r:
                 assert r.status == 200
+            # DNS rebinding: a foreign site name resolving to 127.0.0.1 gets nothing.
+            async with session.get(url(agent, "/api/state"),
+                                   headers={"Host": "attacker.example:8088"}) as response:
+                assert response.status == 421
         assert agent.alerts.get(alert_id).acknowledged_by == "Dr. Q"
 
 
@@ -368,20 +377,22 @@ async def test_state_shows_decay_corrected_dose_calibrator_sample(tmp_path, mosq
 
 
 async def test_event_stream_pushes_readings_and_alert_events(tmp_path, mosquitto):
-    async with running_agent(tmp_path, mosquitto.url) as agent:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(url(agent, "/api/stream"),
-                                   timeout=aiohttp.ClientTimeout(total=10)) as response:
-                assert response.headers["Content-Type"].startswith("text/event-stream")
-                seen: dict[str, Any] = {}
-                raised = False
-                async for event, data in sse_events(response):
-                    seen.setdefault(event, data)
-                    if event == "readings" and not raised:
-                        raise_alert(agent)
-                        raised = True
-                    if {"health", "readings", "alerts"} <= seen.keys():
-                        break
+    seen: dict[str, Any] = {}
+    async with (
+        running_agent(tmp_path, mosquitto.url) as agent,
+        aiohttp.ClientSession() as session,
+        session.get(url(agent, "/api/stream"),
+                    timeout=aiohttp.ClientTimeout(total=10)) as response,
+    ):
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        raised = False
+        async for event, data in sse_events(response):
+            seen.setdefault(event, data)
+            if event == "readings" and not raised:
+                raise_alert(agent)
+                raised = True
+            if {"health", "readings", "alerts"} <= seen.keys():
+                break
     assert seen["readings"]["items"][0]["device"] == "area-1"
     assert seen["health"]["devices"][0]["device"] == "area-1"
     assert seen["alerts"]["event"] == "alert.raised"
@@ -454,7 +465,8 @@ def test_password_hash_round_trip_and_format():
     check_password_hash_format(encoded)
     scheme, n, r, p, salt, digest = encoded.split("$")
     assert (scheme, n, r, p) == ("scrypt", "16384", "8", "1")
-    assert salt and digest
+    assert salt
+    assert digest
     assert verify_password("correct horse battery staple", encoded)
     assert not verify_password("correct horse battery stapler", encoded)
     assert not verify_password("x", "scrypt$16384$8$1$bad")

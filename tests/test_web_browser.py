@@ -7,6 +7,7 @@ QC rules, the console over HTTP with basic auth, Debian's Chromium driven by Pla
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import shutil
@@ -15,9 +16,8 @@ from pathlib import Path
 import pytest
 from collector import Collector, decode_all
 from helpers import REPO, wait_until
-from test_web import QA, running_agent, url, users
-
 from playwright.async_api import async_playwright, expect
+from test_web import QA, running_agent, url, users
 
 from drivers.base import Sample
 
@@ -114,6 +114,12 @@ async def test_qa_officer_acknowledges_a_device_alert_in_the_browser(
 
 async def run_console_checks(page, agent) -> None:
     await page.goto(url(agent, "/"))
+    await check_overview(page, agent)
+    await acknowledge_in_alert_list(page)
+    await check_audit_view(page)
+
+
+async def check_overview(page, agent) -> None:
 
     # Identity, device health and live readings (updated over the event stream).
     await expect(page.locator("#me")).to_have_text("alice (QA officer)")
@@ -139,6 +145,8 @@ async def run_console_checks(page, agent) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "web-console.png"), full_page=True)
 
+
+async def acknowledge_in_alert_list(page) -> None:
     # The alert the hot monitor raised; acknowledge it with a reason.
     await page.click('nav a[data-tab="alerts"]')
     row = page.locator("#alerts-table tbody tr", has_text="area-high")
@@ -160,6 +168,8 @@ async def run_console_checks(page, agent) -> None:
     await expect(page.locator("#open-count")).to_be_hidden()
     await page.screenshot(path=str(ARTIFACTS / "web-console-alerts.png"), full_page=True)
 
+
+async def check_audit_view(page) -> None:
     # The audit trail view, filtered by actor and action, and its CSV export.
     await page.click('nav a[data-tab="audit"]')
     await page.fill("#audit-actor", "alice")
@@ -174,6 +184,6 @@ async def run_console_checks(page, agent) -> None:
         await page.click("#audit-csv")
     download = await download_info.value
     csv_path = Path(await download.path())
-    text = csv_path.read_text(encoding="utf-8")
+    text = await asyncio.to_thread(csv_path.read_text, encoding="utf-8")
     assert "alert.acknowledged" in text
     assert REASON in text

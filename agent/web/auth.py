@@ -43,6 +43,7 @@ _CACHE_TTL_S = 300.0
 _CACHE_SIZE = 64
 _FAILURE_WINDOW_S = 60.0
 _FAILURE_LIMIT = 10  # failed attempts per client address per window before 429
+_FAILURE_CLIENTS_MAX = 1024
 
 
 def _b64(data: bytes) -> str:
@@ -192,6 +193,8 @@ class Authenticator:
         return len(window) >= _FAILURE_LIMIT
 
     def _note_failure(self, client: str) -> None:
+        if client not in self._failures and len(self._failures) >= _FAILURE_CLIENTS_MAX:
+            self._failures.pop(next(iter(self._failures)))  # forget the longest-known client
         self._failures.setdefault(client, deque()).append(time.monotonic())
 
     async def authenticate(self, request: web.Request) -> Principal | None:
@@ -222,6 +225,10 @@ class Authenticator:
 
         @web.middleware
         async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if not self.enabled and not is_loopback(_host_name(request.host)):
+                # Without access control only loopback names are served: a web page whose
+                # domain re-resolves to 127.0.0.1 (DNS rebinding) gets nothing.
+                return web.json_response({"error": "unexpected Host header"}, status=421)
             if request.path in public_paths:
                 request[PRINCIPAL_KEY] = ANONYMOUS if not self.enabled else _PUBLIC
                 return await handler(request)
@@ -244,6 +251,13 @@ class Authenticator:
             return await handler(request)
 
         return auth_middleware
+
+
+def _host_name(host: str) -> str:
+    """`127.0.0.1:8088` → `127.0.0.1`; `[::1]:8088` → `::1`."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
 def principal_of(request: web.Request) -> Principal:
