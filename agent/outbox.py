@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 QUOTA_HIGH = 0.9  # pause low-priority acquisition and alert
-QUOTA_LOW = 0.8   # resume below this
+QUOTA_LOW = 0.8  # resume below this
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +204,7 @@ class Outbox:
                 done.set_result(None)
 
         deadline = time.monotonic() + timeout
-        while self._committed < target and time.monotonic() < deadline:
+        while self._committed < target and time.monotonic() < deadline:  # noqa: ASYNC110 - counter lives on the owner thread
             await asyncio.sleep(0.005)
         self._inbox.put(_mark)
         try:
@@ -233,13 +233,15 @@ class Outbox:
         self._inbox.put(_job)
         return await asyncio.wrap_future(result)
 
-    async def fetch(self, after_seq: int, limit: int, below_seq: int | None = None) -> list[Envelope]:
+    async def fetch(
+        self, after_seq: int, limit: int, below_seq: int | None = None
+    ) -> list[Envelope]:
         """Envelopes with `after_seq < seq (< below_seq)`, oldest first."""
 
         def _fetch() -> list[Envelope]:
-            assert self._db is not None
+            db = self._db_checked()
             upper = below_seq if below_seq is not None else 2**62
-            rows = self._db.execute(
+            rows = db.execute(
                 "SELECT seq, topic, body, n_items FROM envelopes WHERE seq > ? AND seq < ?"
                 " ORDER BY seq LIMIT ?",
                 (after_seq, upper, limit),
@@ -254,9 +256,9 @@ class Outbox:
             return
 
         def _ack() -> None:
-            assert self._db is not None
-            self._db.executemany("DELETE FROM envelopes WHERE seq = ?", [(s,) for s in seqs])
-            self._db.commit()
+            db = self._db_checked()
+            db.executemany("DELETE FROM envelopes WHERE seq = ?", [(s,) for s in seqs])
+            db.commit()
             self._update_disk_usage()  # draining the backlog is what lifts a quota pause
 
         await self.call(_ack)
@@ -276,7 +278,8 @@ class Outbox:
 
     # -------------------------------------------------------------- owner thread
     def _db_checked(self) -> sqlite3.Connection:
-        assert self._db is not None
+        if self._db is None:
+            raise RuntimeError("outbox database is not open")
         return self._db
 
     def _open(self) -> sqlite3.Connection:
@@ -315,8 +318,12 @@ class Outbox:
             ready.set_exception(exc)
             return
         ready.set_result(None)
-        log.info("outbox opened", path=str(self.path), last_seq=self.last_seq,
-                 recovered_pending=sum(len(b.ids) for b in self._batches.values()))
+        log.info(
+            "outbox opened",
+            path=str(self.path),
+            last_seq=self.last_seq,
+            recovered_pending=sum(len(b.ids) for b in self._batches.values()),
+        )
         try:
             self._loop_forever()
         except BaseException as exc:
@@ -351,8 +358,10 @@ class Outbox:
                 # Group commit: keep collecting for commit_interval, without waiting when idle.
                 remaining = deadline - time.monotonic()
                 try:
-                    entry = self._inbox.get(timeout=remaining) if remaining > 0 and items else (
-                        self._inbox.get_nowait()
+                    entry = (
+                        self._inbox.get(timeout=remaining)
+                        if remaining > 0 and items
+                        else (self._inbox.get_nowait())
                     )
                 except queue.Empty:
                     break
@@ -430,13 +439,21 @@ class Outbox:
         # The payload is assembled from the items' stored JSON text, so what was committed
         # at acquisition is exactly what is signed (no re-encoding of values).
         payload = (
-            '{"v":1,"site":' + json.dumps(self.site)
-            + ',"agent":' + json.dumps(self.agent)
-            + ',"stream":' + json.dumps(stream)
-            + ',"seq":' + str(seq)
-            + ',"prev":' + json.dumps(self.last_hash)
-            + ',"created":' + json.dumps(rfc3339(datetime.now(UTC)))
-            + ',"items":[' + ",".join(items) + "]}"
+            '{"v":1,"site":'
+            + json.dumps(self.site)
+            + ',"agent":'
+            + json.dumps(self.agent)
+            + ',"stream":'
+            + json.dumps(stream)
+            + ',"seq":'
+            + str(seq)
+            + ',"prev":'
+            + json.dumps(self.last_hash)
+            + ',"created":'
+            + json.dumps(rfc3339(datetime.now(UTC)))
+            + ',"items":['
+            + ",".join(items)
+            + "]}"
         ).encode("utf-8")
         body = self.signer.sign_bytes(payload)
         db.execute(

@@ -54,6 +54,7 @@ class DeviceSupervisor:
         )
         self._allowed = asyncio.Event()
         self._allowed.set()
+        self._paused = asyncio.Event()
         self._pause_reason: str | None = None
         self.health = live.device(config.id, config.type)
 
@@ -66,8 +67,7 @@ class DeviceSupervisor:
 
     def _driver_status(self, state: str, detail: str | None) -> None:
         wanted = DeviceState(state) if state in DeviceState._value2member_map_ else None
-        if wanted in {DeviceState.ONLINE, DeviceState.DEGRADED}:
-            assert wanted is not None
+        if wanted is DeviceState.ONLINE or wanted is DeviceState.DEGRADED:
             if wanted is DeviceState.DEGRADED:
                 self.log.warning("device degraded", detail=detail)
             self._set_state(wanted, detail)
@@ -78,11 +78,13 @@ class DeviceSupervisor:
             self.log.warning("acquisition paused", reason=reason)
             self._pause_reason = reason
             self._allowed.clear()
+            self._paused.set()
 
     def resume(self) -> None:
         """Acquire again after `pause()`."""
         if not self._allowed.is_set():
             self.log.info("acquisition resumed")
+            self._paused.clear()
             self._allowed.set()
 
     @property
@@ -116,8 +118,7 @@ class DeviceSupervisor:
                     await asyncio.sleep(backoff.next())
 
     async def _wait_paused(self) -> None:
-        while self._allowed.is_set():
-            await asyncio.sleep(0.2)
+        await self._paused.wait()
 
     async def _connection(self, driver: Driver, backoff: Backoff) -> bool:
         """Run one connection; True when it failed (so the caller backs off)."""

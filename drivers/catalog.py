@@ -30,4 +30,4 @@ def create_driver(config: DeviceConfigBase) -> Driver:
         driver_class = DRIVERS[config.type]
     except KeyError:
         raise ValueError(f"no driver registered for type {config.type!r}") from None
-    return driver_class(config)  # type: ignore[arg-type]
+    return driver_class(config)

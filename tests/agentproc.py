@@ -18,7 +18,7 @@ def make_keys(directory: Path) -> dict[str, Any]:
     return dict(json.loads((directory / "signing.pub.jwk").read_text()))
 
 
-def write_config(path: Path, broker_url: str, devices: str, extra: str = "",
+def write_config(path: Path, broker_url: str, devices: str, extra: str = "", *,
                  site: str = "lab1", agent: str = "edge1") -> Path:
     """A complete configuration with keys in path.parent/keys and state in path.parent/state."""
     path.write_text(

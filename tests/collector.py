@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import threading
 from dataclasses import dataclass, field
@@ -90,7 +91,7 @@ def assert_gapless_chain(decoded: list[tuple[str, dict[str, Any], bytes]], first
     """seq runs first_seq, first_seq+1, ... with each prev the hash of the previous payload."""
     seqs = [doc["seq"] for _t, doc, _p in decoded]
     assert seqs == list(range(first_seq, first_seq + len(seqs))), f"gaps in {seqs[:5]}..{seqs[-5:]}"
-    for (_t0, _d0, p0), (_t1, d1, _p1) in zip(decoded, decoded[1:], strict=False):
+    for (_t0, _d0, p0), (_t1, d1, _p1) in itertools.pairwise(decoded):
         assert d1["prev"] == payload_hash(p0), f"chain broken at seq {d1['seq']}"
     if decoded and decoded[0][1]["seq"] == 1:
         assert decoded[0][1]["prev"] == ""

@@ -99,8 +99,8 @@ def test_last_will_marks_agent_offline_when_killed(agent_setup, mosquitto):
     config = write_config(tmp_path / "agent.toml", mosquitto.url,
                           SYNTHETIC.replace("[broker]", "[broker]"),
                           extra="")
-    config.write_text(config.read_text().replace('reconnect_max_s = 1.0',
-                                                 'reconnect_max_s = 1.0\nkeepalive_s = 5'))
+    config.write_text(config.read_text().replace("reconnect_max_s = 1.0",
+                                                 "reconnect_max_s = 1.0\nkeepalive_s = 5"))
     agent = AgentProcess(config).start()
     status_topic = "isoedge/v1/lab1/edge1/status"
     try:

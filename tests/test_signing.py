@@ -11,7 +11,13 @@ from collector import jose_verify
 from helpers import cli_env, isoedge_cmd
 from joserfc.jwk import OKPKey
 
-from agent.signing import Signer, VerificationError, generate_key_files, load_public_jwks, verify_envelope
+from agent.signing import (
+    Signer,
+    VerificationError,
+    generate_key_files,
+    load_public_jwks,
+    verify_envelope,
+)
 
 
 def test_keygen_writes_0600_key_and_public_jwk(tmp_path):
