@@ -354,14 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     decay = verbs.add_parser("decay", help="decay-correct an activity between two instants")
     _add_decay(decay)
 
-    passwd = verbs.add_parser(
-        "web-passwd", help="hash a web console password (or make a bearer token) for the config"
-    )
-    passwd.add_argument("--stdin", action="store_true", help="read the password from stdin")
-    passwd.add_argument("--token", action="store_true",
-                        help="generate a bearer token and print its token_sha256 instead")
-    passwd.add_argument("--min-length", type=int, default=10, help="refuse shorter passwords")
-    passwd.set_defaults(func=cmd_web_passwd)
+    _add_web_passwd(verbs)
 
     outbox = verbs.add_parser("outbox", help="inspect the store-and-forward outbox")
     outbox_verbs = outbox.add_subparsers(dest="outbox_verb", metavar="ACTION", required=True)
@@ -370,6 +363,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_outbox_status)
     return parser
+
+
+def _add_web_passwd(verbs: Any) -> None:
+    passwd = verbs.add_parser(
+        "web-passwd", help="hash a web console password (or make a bearer token) for the config"
+    )
+    passwd.add_argument("--stdin", action="store_true", help="read the password from stdin")
+    passwd.add_argument("--token", action="store_true",
+                        help="generate a bearer token and print its token_sha256 instead")
+    passwd.add_argument("--min-length", type=int, default=10, help="refuse shorter passwords")
+    passwd.set_defaults(func=cmd_web_passwd)
 
 
 def _add_simulators(kinds: Any) -> None:

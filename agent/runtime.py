@@ -102,7 +102,7 @@ class Agent:
             },
         }
 
-    def _on_device_state(self, _device: str, _state: str, _detail: str | None) -> None:
+    def _on_device_state(self, device: str, state: str, detail: str | None) -> None:
         self.publisher.mark_status_dirty()
         self.qc.on_device_state(device, state, detail)
 

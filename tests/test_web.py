@@ -8,6 +8,7 @@ import contextlib
 import csv
 import datetime as dt
 import io
+import ipaddress
 import json
 import re
 import ssl
@@ -16,6 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from helpers import cli_env, free_port, isoedge_cmd, wait_for_condition
 
 from agent.cli import main as cli_main
@@ -432,16 +437,9 @@ async def test_tls_when_configured(tmp_path, mosquitto):
 
 
 def self_signed_cert(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509  # noqa: PLC0415
-    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
-    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
-    from cryptography.x509.oid import NameOID  # noqa: PLC0415
-
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = dt.datetime.now(dt.UTC)
-    import ipaddress  # noqa: PLC0415
-
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
