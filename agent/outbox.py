@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS chain (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+MAX_IN_FLIGHT = 20_000  # uncommitted items before producers are made to wait
 QUOTA_HIGH = 0.9  # pause low-priority acquisition and alert
 QUOTA_LOW = 0.8  # resume below this
 
@@ -192,6 +193,19 @@ class Outbox:
     def in_flight_items(self) -> int:
         """Items submitted but not yet committed."""
         return self._submitted - self._committed
+
+    @property
+    def saturated(self) -> bool:
+        """More than `MAX_IN_FLIGHT` items wait for their commit: producers should wait."""
+        return self._submitted - self._committed > MAX_IN_FLIGHT
+
+    async def wait_capacity(self) -> None:
+        """Backpressure: return once the uncommitted queue is back under half its bound.
+
+        Memory stays bounded and a shutdown flush stays short however fast a source is.
+        """
+        while self._submitted - self._committed > MAX_IN_FLIGHT // 2:  # noqa: ASYNC110 - counter lives on the owner thread
+            await asyncio.sleep(0.002)
 
     async def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every item submitted so far is committed and cut into envelopes."""

@@ -28,6 +28,8 @@ class DeviceState(enum.StrEnum):
     STOPPED = "stopped"
 
 
+FAIRNESS_BATCH = 64  # samples processed before yielding to the event loop
+
 StateCallback = Callable[[str, str, str | None], None]
 
 
@@ -128,12 +130,18 @@ class DeviceSupervisor:
                 await driver.connect()
             self._set_state(DeviceState.ONLINE)
             self.log.info("device connected")
-            first = True
+            count = 0
             async for sample in driver.samples():
-                if first:
+                if count == 0:
                     backoff.reset()
-                    first = False
+                count += 1
                 self.pipeline.process(sample)
+                if count % FAIRNESS_BATCH == 0:
+                    # A driver's async generator only yields to the loop when it waits on I/O;
+                    # a fast device must still let other devices, MQTT and signals run.
+                    await asyncio.sleep(0)
+                if self.pipeline.outbox.saturated:
+                    await self.pipeline.outbox.wait_capacity()
         except asyncio.CancelledError:
             raise
         except Exception as exc:

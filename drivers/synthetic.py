@@ -17,6 +17,9 @@ from pydantic import Field
 from drivers.base import DeviceConfigBase, DeviceError, Driver, Sample
 
 
+MAX_BURST = 256
+
+
 class SyntheticConfig(DeviceConfigBase):
     """Generates `channels` values every `poll_interval_s` (or `rate_per_s` values per second)."""
 
@@ -62,7 +65,12 @@ class SyntheticDriver(Driver):
             now = time.monotonic()
             if now < next_due:
                 await asyncio.sleep(next_due - now)
-            due = max(1, int((time.monotonic() - next_due) / period) + 1)
+            # Like a real instrument, a source that falls behind does not owe the past:
+            # at most MAX_BURST values per wake-up, and the schedule restarts from now.
+            behind = int((time.monotonic() - next_due) / period) + 1
+            due = min(max(1, behind), MAX_BURST)
+            if behind > MAX_BURST:
+                next_due = time.monotonic() - period * due
             for _ in range(due):
                 channel = cfg.channels[idx % len(cfg.channels)]
                 idx += 1
