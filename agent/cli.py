@@ -253,6 +253,37 @@ def cmd_outbox_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_web_passwd(args: argparse.Namespace) -> int:
+    """`isoedge web-passwd`: a password hash (or a bearer token) for `[[web.users]]`."""
+    import getpass  # noqa: PLC0415
+    import secrets  # noqa: PLC0415
+
+    from agent.web.auth import hash_password, token_sha256  # noqa: PLC0415
+
+    if args.token:
+        token = secrets.token_urlsafe(32)
+        _err("bearer token (give it to the client; it is not stored anywhere):")
+        _out(token)
+        _err("for the configuration:")
+        _out(f'token_sha256 = "{token_sha256(token)}"')
+        return EXIT_OK
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        try:
+            password = getpass.getpass("password: ")
+            if getpass.getpass("again: ") != password:
+                _err("isoedge web-passwd: the passwords differ")
+                return EXIT_USAGE
+        except (EOFError, KeyboardInterrupt):
+            return EXIT_USAGE
+    if len(password) < args.min_length:
+        _err(f"isoedge web-passwd: password shorter than {args.min_length} characters")
+        return EXIT_USAGE
+    _out(hash_password(password))
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """`isoedge demo`."""
     from agent.demo import run_demo  # noqa: PLC0415
@@ -329,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     decay = verbs.add_parser("decay", help="decay-correct an activity between two instants")
     _add_decay(decay)
 
+    _add_web_passwd(verbs)
+
     outbox = verbs.add_parser("outbox", help="inspect the store-and-forward outbox")
     outbox_verbs = outbox.add_subparsers(dest="outbox_verb", metavar="ACTION", required=True)
     status = outbox_verbs.add_parser("status", help="backlog, oldest unsent reading, disk used")
@@ -336,6 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_outbox_status)
     return parser
+
+
+def _add_web_passwd(verbs: Any) -> None:
+    passwd = verbs.add_parser(
+        "web-passwd", help="hash a web console password (or make a bearer token) for the config"
+    )
+    passwd.add_argument("--stdin", action="store_true", help="read the password from stdin")
+    passwd.add_argument("--token", action="store_true",
+                        help="generate a bearer token and print its token_sha256 instead")
+    passwd.add_argument("--min-length", type=int, default=10, help="refuse shorter passwords")
+    passwd.set_defaults(func=cmd_web_passwd)
 
 
 def _add_simulators(kinds: Any) -> None:

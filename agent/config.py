@@ -123,6 +123,10 @@ class WebSection(_Strict):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     users: list[WebUser] = Field(default_factory=list)
+    health_device_grace_s: float = Field(
+        default=60.0, gt=0, description="/healthz fails when an enabled device has been "
+        "offline (or connecting, or paused) for longer than this."
+    )
 
 
 class NuclideOverride(_Strict):
@@ -354,4 +358,9 @@ def resolve_paths(config: Config, base: Path) -> Config:
             update={k: rel(getattr(tls, k)) for k in ("ca_file", "cert_file", "key_file")}
         )
     broker = broker.model_copy(update={"password_file": rel(broker.password_file), "tls": tls})
-    return config.model_copy(update={"agent": agent, "signing": signing, "broker": broker})
+    web = config.web.model_copy(
+        update={"tls_cert": rel(config.web.tls_cert), "tls_key": rel(config.web.tls_key)}
+    )
+    return config.model_copy(
+        update={"agent": agent, "signing": signing, "broker": broker, "web": web}
+    )

@@ -26,6 +26,7 @@ from agent.signing import Signer
 from agent.state import LiveState
 from agent.supervisor import DeviceSupervisor
 from agent.topics import Topics
+from agent.web import WebConsole
 
 log = structlog.get_logger("isoedge.agent")
 
@@ -84,6 +85,7 @@ class Agent:
             for d in devices.values()
         }
         self.outbox.on_quota_change = self._on_quota_change
+        self.web = WebConsole(self, config.web) if config.web.enabled else None
         self.started = asyncio.Event()
         self.started_at = time.time()
 
@@ -144,6 +146,7 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         """Start everything, run until `stop` is set, then shut down in order."""
         await self.outbox.start()
+        await self._start_web()
         self.audit.record(
             "config.loaded",
             actor="isoedge",
@@ -173,6 +176,8 @@ class Agent:
                 ticker.cancel()
                 await self._shutdown(publisher_task, device_tasks)
         finally:
+            if self.web is not None:
+                await self.web.stop()
             await self.outbox.close()
             self.alerts.close()
             self.audit.close()
@@ -186,6 +191,17 @@ class Agent:
                 self.qc.tick()
             except Exception:
                 log.exception("QC tick failed")
+
+    async def _start_web(self) -> None:
+        """Start the console; a console that cannot bind must not stop acquisition."""
+        if self.web is None:
+            return
+        try:
+            await self.web.start()
+        except (OSError, ValueError) as exc:
+            log.error(  # noqa: TRY400 - the error text says it all; no traceback needed
+                "web console not started", listen=self.config.web.listen, error=str(exc)
+            )
 
     async def _shutdown(
         self, publisher_task: asyncio.Task[None], device_tasks: list[asyncio.Task[None]]

@@ -93,6 +93,7 @@ class LiveState:
     def on_event(self, stream: str, item: dict[str, Any]) -> None:
         """Remember an alert or audit event for the live views."""
         self.counters[f"{stream}_events"] += 1
+        self.counters[f"event:{item.get('event')}"] += 1  # per event name, for /metrics
         self.recent_events.append({"stream": stream, **item})
         for listener in self.listeners:
             listener(stream, item)
