@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, time
 from typing import Any, Protocol
 
+import orjson
 import structlog
 
 from agent.decay.correction import decay_value
@@ -46,6 +46,11 @@ def reference_instant(spec: str, t: datetime) -> datetime:
     return datetime.combine(day, clock, tzinfo=UTC)
 
 
+def _dumps(item: dict[str, Any]) -> str:
+    """Compact UTF-8 JSON; orjson because this runs once per reading (see docs/benchmarks.md)."""
+    return orjson.dumps(item).decode("utf-8")
+
+
 class Pipeline:
     """Turns driver samples into published readings. Cheap, synchronous, one per agent."""
 
@@ -64,9 +69,7 @@ class Pipeline:
         self.half_life = half_life
         self.qc = qc
         self.clock_trusted = True
-        self._dumps = json.JSONEncoder(
-            ensure_ascii=False, separators=(",", ":"), allow_nan=False
-        ).encode
+        self._dumps = _dumps
 
     def to_reading(self, sample: Sample) -> Reading:
         """Convert units, normalise the nuclide, decay-correct; never raises on odd values."""

@@ -9,7 +9,8 @@ from typing import Any
 
 from agent.reading import Reading, rfc3339
 
-TREND_POINTS = 720  # per channel: one hour at 5 s resolution
+TREND_POINTS = 720  # per channel: one hour ...
+TREND_STEP_S = 5.0  # ... at 5 s resolution
 
 
 @dataclass(slots=True)
@@ -78,15 +79,19 @@ class LiveState:
         """Remember the latest value and a thinned trend point (at most one per 5 s)."""
         key = (reading.device, reading.channel)
         self.latest[key] = item
-        health = self.device(reading.device)
-        health.last_reading_monotonic = time.monotonic()
+        health = self.devices.get(reading.device) or self.device(reading.device)
+        now = time.monotonic()
+        health.last_reading_monotonic = now
         health.readings += 1
         self.counters["readings_acquired"] += 1
-        if isinstance(reading.value, int | float) and not isinstance(reading.value, bool):
-            now = time.time()
-            if now - self._trend_last.get(key, 0.0) >= 5.0:  # noqa: PLR2004 - trend resolution
-                self._trend_last[key] = now
-                self.trends[key].append((now, float(reading.value)))
+        value = reading.value
+        if (
+            now - self._trend_last.get(key, -TREND_STEP_S) >= TREND_STEP_S
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+        ):
+            self._trend_last[key] = now
+            self.trends[key].append((time.time(), float(value)))
         for listener in self.listeners:
             listener("reading", item)
 

@@ -33,7 +33,7 @@ from agent.signing import generate_key_files, load_public_jwks, verify_envelope 
 
 
 class Subscriber:
-    """Verifies every envelope and records per-item latency (receive time − item `t`)."""
+    """Verifies every envelope and records per-item latency (receive time minus item `t`)."""
 
     def __init__(self, port: int, jwk_path: Path) -> None:
         self.keys = load_public_jwks([jwk_path])
@@ -76,7 +76,9 @@ class Subscriber:
     def chain_breaks(self) -> int:
         with self.lock:
             return sum(
-                1 for s, prev in self.prevs.items() if s - 1 in self.seqs and self.seqs[s - 1] != prev
+                1
+                for s, prev in self.prevs.items()
+                if s - 1 in self.seqs and self.seqs[s - 1] != prev
             )
 
     def stop(self) -> None:
