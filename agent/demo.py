@@ -220,4 +220,38 @@ def _print_summary(agent: Agent) -> None:
     sys.stdout.flush()
 
 
+
+
+
+@simulator_starter("modbus")
+async def _start_modbus(options: dict[str, Any], device: dict[str, Any]) -> StopFn:
+    from simulators.modbus import ModbusSimulator  # noqa: PLC0415 - only the demo needs it
+
+    simulator = ModbusSimulator(**options)
+    await simulator.start()
+    wiring = simulator.device_config(device["id"], unit_id=device.get("unit_id"))
+    for key in ("type", "host", "port"):
+        if key in wiring:
+            device[key] = wiring[key]
+    if wiring["type"] == "modbus_tcp":
+        device.pop("baudrate", None)
+        device.pop("parity", None)
+    else:
+        device.pop("host", None)
+    device.setdefault("points", wiring["points"])
+    return simulator.stop
+
+
+@simulator_starter("opcua")
+async def _start_opcua(options: dict[str, Any], device: dict[str, Any]) -> StopFn:
+    from simulators.opcua import SynthesisModuleSimulator  # noqa: PLC0415
+
+    simulator = SynthesisModuleSimulator(**options)
+    await simulator.start()
+    wiring = simulator.device_config(device["id"])
+    # Node ids carry the namespace index the server assigned at start-up.
+    device["url"] = wiring["url"]
+    device["nodes"] = wiring["nodes"]
+    device["events"] = {**device.get("events", {}), **wiring["events"]}
+    return simulator.stop
 __all__ = ["SIMULATOR_STARTERS", "render", "run_demo", "simulator_starter"]
