@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint setup mosquitto bench clean install
+.PHONY: demo test lint setup-demo setup-test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,30 +12,25 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-setup: $(STAMP) mosquitto
+# System packages (apt-get, when missing and we are root): the demo needs a broker; the tests
+# also need Chromium (web console end-to-end test) and systemd-analyze (unit file checks).
+setup-demo: $(STAMP)
+	@bash .ci/system-packages.sh mosquitto
 
-# Installs mosquitto with apt-get when it is missing and we are root; otherwise says what to do.
-mosquitto:
-	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then :; \
-	elif [ "$$(id -u)" = "0" ]; then \
-		echo "installing mosquitto (apt-get)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
-		systemctl disable --now mosquitto >/dev/null 2>&1 || true; \
-	else \
-		echo "mosquitto is missing: run 'sudo apt-get install mosquitto' (or pass --broker to use another)"; \
-	fi
+setup-test: $(STAMP)
+	@bash .ci/system-packages.sh mosquitto chromium systemd
 
-demo: setup
+demo: setup-demo
 	$(VENV)/bin/isoedge demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check agent drivers simulators tests bench
 	$(VENV)/bin/mypy
 
-test: setup lint
+test: setup-test lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: setup
+bench: setup-demo
 	$(PY) bench/throughput.py
 
 clean:
