@@ -1,0 +1,169 @@
+"""SIGHUP reload of `isoedge run`: real process, real mosquitto, real subscriber."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from helpers import REPO, cli_env, free_port, isoedge_cmd, wait_until
+
+from agent.signing import load_public_jwks, verify_envelope
+from agent.verify import Verifier
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+class Collector:
+    """Subscribes to everything under isoedge/v1 and keeps verified envelopes."""
+
+    def __init__(self, port: int, jwk: Path) -> None:
+        self.keys = load_public_jwks([jwk])
+        self.verifier = Verifier(self.keys)
+        self.documents: list[dict] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-collector")
+        self.client.on_message = self._on_message
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_args: self.subscribed.set()
+        self.client.on_connect = lambda client, *_args: client.subscribe("isoedge/v1/#", qos=1)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self.subscribed.wait(10), "collector did not subscribe"
+
+    def _on_message(self, _client, _userdata, message) -> None:
+        with self.lock:
+            self.verifier.add(message.topic, message.payload)
+            if message.topic.endswith("/status"):
+                return
+            _header, _payload, document = verify_envelope(message.payload, self.keys)
+            self.documents.append(document)
+
+    def items(self, stream: str) -> list[dict]:
+        with self.lock:
+            return [i for d in self.documents if d["stream"] == stream for i in d["items"]]
+
+    def events(self, name: str) -> list[dict]:
+        return [i for i in self.items("audit") if i.get("event") == name]
+
+    def devices_seen(self) -> set[str]:
+        return {i["device"] for i in self.items("readings")}
+
+    def readings_of(self, device: str) -> int:
+        return sum(1 for i in self.items("readings") if i["device"] == device)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def broker_port(tmp_path):
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _port_open(port), timeout=10)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _port_open(port: int) -> bool:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _config(tmp_path: Path, port: int, devices: list[str], extra: str = "") -> str:
+    blocks = "".join(
+        f'\n[[devices]]\nid = "{d}"\ntype = "synthetic"\npoll_interval_s = 0.1\n'
+        f'channels = ["dose_rate"]\n{extra}'
+        for d in devices
+    )
+    return (
+        f'[agent]\nsite = "lab"\nid = "edge1"\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[broker]\nurl = "mqtt://127.0.0.1:{port}"\n'
+        f'[signing]\nkey_file = "{tmp_path / "keys" / "signing.key"}"\n'
+        f"[outbox]\nfsync = \"normal\"\n"
+        f"[web]\nenabled = false\n"
+        f"{blocks}"
+    )
+
+
+def test_sighup_adds_a_device_keeps_seq_and_rejects_a_bad_file(tmp_path, broker_port):
+    subprocess.run(isoedge_cmd("keygen", "--out", str(tmp_path / "keys")), env=cli_env(),
+                   check=True, capture_output=True, cwd=REPO)
+    config = tmp_path / "isoedge.toml"
+    config.write_text(_config(tmp_path, broker_port, ["cal1"]))
+    collector = Collector(broker_port, tmp_path / "keys" / "signing.pub.jwk")
+    log = (tmp_path / "agent.log").open("w")
+    agent = subprocess.Popen(isoedge_cmd("run", "-c", str(config)), env=cli_env(), cwd=REPO,
+                             stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: collector.readings_of("cal1") >= 3, timeout=20)
+
+        # 1. A valid change: one more device. The first keeps running, seq continues.
+        config.write_text(_config(tmp_path, broker_port, ["cal1", "cal2"]))
+        agent.send_signal(signal.SIGHUP)
+        wait_until(lambda: collector.readings_of("cal2") >= 3, timeout=20)
+        wait_until(lambda: collector.events("config.reloaded"), timeout=10)
+        reloaded = collector.events("config.reloaded")[0]
+        assert reloaded["added"] == ["cal2"]
+        assert reloaded["removed"] == [] and reloaded["changed"] == []
+        assert reloaded["old_devices"] == ["cal1"]
+        assert reloaded["devices"] == ["cal1", "cal2"]
+        assert reloaded["restart_required"] == []
+        assert len(reloaded["sha256"]) == 64
+
+        # 2. An invalid file: nothing changes, the agent keeps acquiring from both devices.
+        config.write_text(_config(tmp_path, broker_port, ["cal1"], extra="bogus_key = 1\n"))
+        agent.send_signal(signal.SIGHUP)
+        wait_until(lambda: collector.events("config.reload_failed"), timeout=10)
+        failed = collector.events("config.reload_failed")[0]
+        assert any("bogus_key" in e for e in failed["errors"])
+        assert failed["devices"] == ["cal1", "cal2"]
+        counts = (collector.readings_of("cal1"), collector.readings_of("cal2"))
+        wait_until(
+            lambda: collector.readings_of("cal1") > counts[0]
+            and collector.readings_of("cal2") > counts[1],
+            timeout=10,
+        )
+        assert agent.poll() is None
+
+        # 3. A device removed by a valid reload stops producing readings.
+        config.write_text(_config(tmp_path, broker_port, ["cal2"]))
+        agent.send_signal(signal.SIGHUP)
+        wait_until(lambda: len(collector.events("config.reloaded")) == 2, timeout=10)
+        assert collector.events("config.reloaded")[1]["removed"] == ["cal1"]
+        time.sleep(0.5)  # readings of cal1 already queued are still delivered
+        before = collector.readings_of("cal1")
+        time.sleep(1.0)
+        assert collector.readings_of("cal1") == before
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        returncode = agent.wait(timeout=15)
+        log.close()
+    output = (tmp_path / "agent.log").read_text()
+    assert returncode == 0, output
+    assert "configuration reload failed" in output
+    wait_until(lambda: collector.events("config.loaded"), timeout=5)
+    time.sleep(0.3)
+    collector.close()
+    report = collector.verifier.report()
+    assert report["gaps"] == [], report
+    assert report["broken_chain"] == [] and report["bad_signatures"] == [], report
+    assert report["agents"]["lab/edge1"]["first_seq"] == 1
+    # Every reading id is unique even across reloads.
+    ids = [i["id"] for i in collector.items("readings")]
+    assert len(ids) == len(set(ids))
+    assert json.loads(json.dumps(report))["envelopes"] > 0
