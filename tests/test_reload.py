@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
+import tomllib
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 import pytest
-from helpers import REPO, cli_env, free_port, isoedge_cmd, wait_until
+from helpers import REPO, cli_env, free_port, isoedge_cmd, wait_for_condition, wait_until
 
-from agent.signing import load_public_jwks, verify_envelope
+from agent.config import load_config, parse_config
+from agent.runtime import Agent
+from agent.signing import generate_key_files, load_public_jwks, verify_envelope
 from agent.verify import Verifier
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 
@@ -94,7 +101,7 @@ def _config(tmp_path: Path, port: int, devices: list[str], extra: str = "") -> s
         f'[agent]\nsite = "lab"\nid = "edge1"\nstate_dir = "{tmp_path / "state"}"\n'
         f'[broker]\nurl = "mqtt://127.0.0.1:{port}"\n'
         f'[signing]\nkey_file = "{tmp_path / "keys" / "signing.key"}"\n'
-        f"[outbox]\nfsync = \"normal\"\n"
+        '[outbox]\nfsync = "normal"\n'
         f"[web]\nenabled = false\n"
         f"{blocks}"
     )
@@ -119,7 +126,8 @@ def test_sighup_adds_a_device_keeps_seq_and_rejects_a_bad_file(tmp_path, broker_
         wait_until(lambda: collector.events("config.reloaded"), timeout=10)
         reloaded = collector.events("config.reloaded")[0]
         assert reloaded["added"] == ["cal2"]
-        assert reloaded["removed"] == [] and reloaded["changed"] == []
+        assert reloaded["removed"] == []
+        assert reloaded["changed"] == []
         assert reloaded["old_devices"] == ["cal1"]
         assert reloaded["devices"] == ["cal1", "cal2"]
         assert reloaded["restart_required"] == []
@@ -156,14 +164,58 @@ def test_sighup_adds_a_device_keeps_seq_and_rejects_a_bad_file(tmp_path, broker_
     output = (tmp_path / "agent.log").read_text()
     assert returncode == 0, output
     assert "configuration reload failed" in output
+    _check_sequence(collector)
+
+
+def _check_sequence(collector: Collector) -> None:
+    """Everything received verifies; seq starts at 1 and has no gap across the reloads."""
     wait_until(lambda: collector.events("config.loaded"), timeout=5)
     time.sleep(0.3)
     collector.close()
     report = collector.verifier.report()
     assert report["gaps"] == [], report
-    assert report["broken_chain"] == [] and report["bad_signatures"] == [], report
+    assert report["broken_chain"] == [], report
+    assert report["bad_signatures"] == [], report
     assert report["agents"]["lab/edge1"]["first_seq"] == 1
     # Every reading id is unique even across reloads.
     ids = [i["id"] for i in collector.items("readings")]
     assert len(ids) == len(set(ids))
     assert json.loads(json.dumps(report))["envelopes"] > 0
+
+
+async def test_reload_in_process_restarts_changed_devices_and_reports_restart_sections(tmp_path):
+    generate_key_files(tmp_path / "keys")
+    port = free_port()
+    path = tmp_path / "isoedge.toml"
+    path.write_text(_config(tmp_path, port, ["cal1", "cal2"]))
+    agent = Agent(load_config(path), config_path=path)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(agent.run(stop))
+    try:
+        await asyncio.wait_for(agent.started.wait(), 10)
+        cal1, cal2 = agent.supervisors["cal1"], agent.supervisors["cal2"]
+        text = _config(tmp_path, free_port(), ["cal1", "cal2"])
+        text = text.replace('id = "cal1"\ntype = "synthetic"\npoll_interval_s = 0.1',
+                            'id = "cal1"\ntype = "synthetic"\npoll_interval_s = 0.5')
+        text += "[clock]\njump_threshold_s = 5.0\n"
+        new = parse_config(tomllib.loads(text))
+        result = await agent.reload(new)
+        assert result.devices.changed == ["cal1"]
+        assert result.devices.unchanged == ["cal2"]
+        assert result.restart_required == ["broker"]
+        assert result.clock_changed
+        assert agent.supervisors["cal1"] is not cal1, "changed device: new supervisor"
+        assert agent.supervisors["cal1"].config.poll_interval_s == 0.5
+        assert agent.supervisors["cal2"] is cal2, "unchanged device: untouched"
+        assert agent.config.broker.port == port, "broker change waits for a restart"
+        assert agent.clock.settings.jump_threshold_s == 5.0
+        await wait_for_condition(
+            lambda: agent.supervisors["cal1"].state.value == "online", timeout=5
+        )
+        assert sorted(t.get_name() for t in asyncio.all_tasks()
+                      if t.get_name().startswith("supervisor-")) == [
+            "supervisor-cal1", "supervisor-cal2"
+        ], "the old cal1 task is gone"
+    finally:
+        stop.set()
+        await asyncio.wait_for(runner, 15)
