@@ -122,6 +122,8 @@ tar -C "$SOURCE" --exclude=.venv --exclude=.git --exclude='*.egg-info' --exclude
 # shellcheck disable=SC2086  # PIP_ARGS is a list of words on purpose
 "$R$VENV/bin/python" -m pip install --quiet --disable-pip-version-check $PIP_ARGS "$build"
 "$R$VENV/bin/isoedge" --version
+install -d -m 0755 "$R/usr/local/bin"
+ln -sfn "$VENV/bin/isoedge" "$R/usr/local/bin/isoedge"
 
 for doc in install.md operations.md fleet.md; do
     if [ -f "$SOURCE/docs/$doc" ]; then install -m 0644 "$SOURCE/docs/$doc" "$R$PREFIX/share/doc/"; fi
