@@ -20,6 +20,10 @@ from helpers import REPO
 from test_systemd import ensure_systemd_analyze, security, unit_for_verify, verify
 
 INSTALL = REPO / "systemd" / "install.sh"
+KID_SCRIPT = (
+    "import json, sys; from agent.signing import thumbprint;"
+    " print(thumbprint(json.load(open(sys.argv[1]))))"
+)
 
 TEST_CONFIG = """\
 [agent]
@@ -119,7 +123,7 @@ def test_install_into_a_fresh_root_then_again(tmp_path):
     assert (root / "opt/isoedge/share/doc/install.md").exists()
     assert (root / "opt/isoedge/share/doc/operations.md").exists()
     link = root / "usr/local/bin/isoedge"
-    assert os.readlink(link) == "/opt/isoedge/venv/bin/isoedge"
+    assert str(link.readlink()) == "/opt/isoedge/venv/bin/isoedge"
 
     # The installed program works: check-config (install.md step 5) and the key id.
     program = root / "opt" / "isoedge" / "venv" / "bin" / "isoedge"
@@ -128,9 +132,7 @@ def test_install_into_a_fresh_root_then_again(tmp_path):
     assert check.returncode == 0, check.stdout + check.stderr
     assert "OK" in check.stdout
     kid = subprocess.run(
-        [str(program.parent / "python"), "-c",
-         "import json,sys; from agent.signing import thumbprint;"
-         " print(thumbprint(json.load(open(sys.argv[1]))))", str(etc / "keys/signing.pub.jwk")],
+        [str(program.parent / "python"), "-c", KID_SCRIPT, str(etc / "keys/signing.pub.jwk")],
         capture_output=True, text=True, check=True,
     ).stdout.strip()
     assert kid in first.stdout
@@ -144,7 +146,16 @@ def test_install_into_a_fresh_root_then_again(tmp_path):
     assert result.stderr.strip() == ""
     assert security(analyze, installed_unit)[2] in {"OK", "SAFE", "PERFECT"}
 
-    # Again (an upgrade): the key, the configuration and the outbox are kept as they are.
+    _upgrade_keeps_key_config_and_outbox(root, base_python)
+
+    # The real system was never touched.
+    assert real_state == (real_unit.exists(), Path("/etc/isoedge").exists(),
+                          "isoedge:" in Path("/etc/passwd").read_text())
+
+
+def _upgrade_keeps_key_config_and_outbox(root: Path, base_python: Path) -> None:
+    """Install again (an upgrade): the key, the configuration and the outbox stay as they are."""
+    etc = root / "etc" / "isoedge"
     key_before = (etc / "keys/signing.key").read_bytes()
     (etc / "isoedge.toml").write_text((etc / "isoedge.toml").read_text() + "# site edit\n")
     (root / "var/lib/isoedge/outbox.db").write_bytes(b"outbox")
@@ -158,10 +169,6 @@ def test_install_into_a_fresh_root_then_again(tmp_path):
     assert (root / "var/lib/isoedge/outbox.db").read_bytes() == b"outbox"
     users = [u for u in (root / "etc/passwd").read_text().splitlines() if u.startswith("isoedge:")]
     assert len(users) == 1
-
-    # The real system was never touched.
-    assert real_state == (real_unit.exists(), Path("/etc/isoedge").exists(),
-                          "isoedge:" in Path("/etc/passwd").read_text())
 
 
 def test_install_rejects_bad_usage(tmp_path):
