@@ -152,6 +152,20 @@ class ClockSection(_Strict):
     )
 
 
+class DemoSimulator(_Strict):
+    """A simulator `isoedge demo` starts for one device (ignored by `isoedge run`)."""
+
+    kind: str = Field(description="Simulator kind, as in `isoedge simulate KIND`.")
+    device: str = Field(description="Device id whose address is pointed at this simulator.")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DemoSection(_Strict):
+    """What `isoedge demo` starts beside the agent."""
+
+    simulators: list[DemoSimulator] = Field(default_factory=list)
+
+
 class Config(_Strict):
     """The whole agent configuration file."""
 
@@ -164,6 +178,7 @@ class Config(_Strict):
     devices: list[DeviceConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
     nuclides: dict[str, NuclideOverride] = Field(default_factory=dict)
+    demo: DemoSection | None = None
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Config:
@@ -186,6 +201,13 @@ class Config(_Strict):
                     ("rules", index, "device"),
                     f"unknown device {rule.device!r}; expected one of {sorted(device_ids)}",
                 )
+        if self.demo is not None:
+            for index, sim in enumerate(self.demo.simulators):
+                if sim.device not in device_ids:
+                    raise _KeyedError(
+                        ("demo", "simulators", index, "device"),
+                        f"unknown device {sim.device!r}; expected one of {sorted(device_ids)}",
+                    )
         return self
 
     @property
@@ -261,7 +283,10 @@ def _problems_from_validation(path: str, exc: ValidationError) -> list[ConfigPro
             ctx = err.get("ctx") or {}
             kind = "driver" if loc and loc[0] == "devices" else "rule"
             loc = [*loc, "type"]
-            message = f"unknown {kind} type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+            message = (
+                f"unknown {kind} type {ctx.get('tag')!r}; "
+                f"expected one of {ctx.get('expected_tags')}"
+            )
         elif err["type"] == "union_tag_not_found":
             loc = [*loc, "type"]
             message = "required key is missing"
@@ -271,12 +296,13 @@ def _problems_from_validation(path: str, exc: ValidationError) -> list[ConfigPro
             message = "unknown key (check the spelling; see config/example-site.toml)"
         if "input" in err and err["type"] not in _NO_INPUT_ECHO:
             shown = repr(err["input"])
-            if len(shown) <= 60 and not isinstance(err["input"], dict | list):
+            if len(shown) <= _MAX_ECHO and not isinstance(err["input"], dict | list):
                 message += f" (got {shown})"
         problems.append(ConfigProblem(file=path, key=format_loc(loc), message=message))
     return problems
 
 
+_MAX_ECHO = 60  # longer inputs are not repeated in messages
 _NO_INPUT_ECHO = frozenset(
     {"missing", "extra_forbidden", "union_tag_invalid", "union_tag_not_found"}
 )
@@ -312,13 +338,19 @@ def load_config(path: str | Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise ConfigError([ConfigProblem(file=str(path), key="", message=f"cannot read: {reason}")]) from None
+        raise ConfigError(
+            [ConfigProblem(file=str(path), key="", message=f"cannot read: {reason}")]
+        ) from None
     except UnicodeDecodeError as exc:
-        raise ConfigError([ConfigProblem(file=str(path), key="", message=f"not UTF-8 text: {exc}")]) from None
+        raise ConfigError(
+            [ConfigProblem(file=str(path), key="", message=f"not UTF-8 text: {exc}")]
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([ConfigProblem(file=str(path), key="", message=f"invalid TOML: {exc}")]) from None
+        raise ConfigError(
+            [ConfigProblem(file=str(path), key="", message=f"invalid TOML: {exc}")]
+        ) from None
     return resolve_paths(parse_config(data, str(path)), path.parent)
 
 

@@ -9,7 +9,9 @@ from typing import TextIO
 import structlog
 
 
-def configure_logging(level: str = "info", stream: TextIO | None = None, *, json: bool | None = None) -> None:
+def configure_logging(
+    level: str = "info", stream: TextIO | None = None, *, json: bool | None = None
+) -> None:
     """Configure structlog (and stdlib logging of the libraries) once per process."""
     stream = stream or sys.stderr
     if json is None:
@@ -36,9 +38,10 @@ def configure_logging(level: str = "info", stream: TextIO | None = None, *, json
     # through the same renderer so journald sees one format.
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer
-        ], foreign_pre_chain=shared)
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=shared,
+        )
     )
     root = logging.getLogger()
     root.handlers = [handler]

@@ -66,8 +66,9 @@ CREATE TABLE IF NOT EXISTS chain (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+MAX_IN_FLIGHT = 20_000  # uncommitted items before producers are made to wait
 QUOTA_HIGH = 0.9  # pause low-priority acquisition and alert
-QUOTA_LOW = 0.8   # resume below this
+QUOTA_LOW = 0.8  # resume below this
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,17 +194,31 @@ class Outbox:
         """Items submitted but not yet committed."""
         return self._submitted - self._committed
 
+    @property
+    def saturated(self) -> bool:
+        """More than `MAX_IN_FLIGHT` items wait for their commit: producers should wait."""
+        return self._submitted - self._committed > MAX_IN_FLIGHT
+
+    async def wait_capacity(self) -> None:
+        """Backpressure: return once the uncommitted queue is back under half its bound.
+
+        Memory stays bounded and a shutdown flush stays short however fast a source is.
+        """
+        while self._submitted - self._committed > MAX_IN_FLIGHT // 2:  # noqa: ASYNC110 - counter lives on the owner thread
+            await asyncio.sleep(0.002)
+
     async def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every item submitted so far is committed and cut into envelopes."""
         target = self._submitted
         done: Future[None] = Future()
 
         def _mark() -> None:
-            self._form_envelopes(force=True)
-            done.set_result(None)
+            if done.set_running_or_notify_cancel():
+                self._form_envelopes(force=True)
+                done.set_result(None)
 
         deadline = time.monotonic() + timeout
-        while self._committed < target and time.monotonic() < deadline:
+        while self._committed < target and time.monotonic() < deadline:  # noqa: ASYNC110 - counter lives on the owner thread
             await asyncio.sleep(0.005)
         self._inbox.put(_mark)
         try:
@@ -220,21 +235,27 @@ class Outbox:
         result: Future[T] = Future()
 
         def _job() -> None:
+            # The awaiting coroutine may have been cancelled (e.g. a lost broker connection);
+            # then nobody wants the result and the job is skipped.
+            if not result.set_running_or_notify_cancel():
+                return
             try:
                 result.set_result(fn())
-            except BaseException as exc:  # handed to the awaiting coroutine
+            except Exception as exc:  # handed to the awaiting coroutine
                 result.set_exception(exc)
 
         self._inbox.put(_job)
         return await asyncio.wrap_future(result)
 
-    async def fetch(self, after_seq: int, limit: int, below_seq: int | None = None) -> list[Envelope]:
+    async def fetch(
+        self, after_seq: int, limit: int, below_seq: int | None = None
+    ) -> list[Envelope]:
         """Envelopes with `after_seq < seq (< below_seq)`, oldest first."""
 
         def _fetch() -> list[Envelope]:
-            assert self._db is not None
+            db = self._db_checked()
             upper = below_seq if below_seq is not None else 2**62
-            rows = self._db.execute(
+            rows = db.execute(
                 "SELECT seq, topic, body, n_items FROM envelopes WHERE seq > ? AND seq < ?"
                 " ORDER BY seq LIMIT ?",
                 (after_seq, upper, limit),
@@ -249,9 +270,10 @@ class Outbox:
             return
 
         def _ack() -> None:
-            assert self._db is not None
-            self._db.executemany("DELETE FROM envelopes WHERE seq = ?", [(s,) for s in seqs])
-            self._db.commit()
+            db = self._db_checked()
+            db.executemany("DELETE FROM envelopes WHERE seq = ?", [(s,) for s in seqs])
+            db.commit()
+            self._update_disk_usage()  # draining the backlog is what lifts a quota pause
 
         await self.call(_ack)
 
@@ -270,13 +292,18 @@ class Outbox:
 
     # -------------------------------------------------------------- owner thread
     def _db_checked(self) -> sqlite3.Connection:
-        assert self._db is not None
+        if self._db is None:
+            raise RuntimeError("outbox database is not open")
         return self._db
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level="DEFERRED", check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={'FULL' if self.fsync == 'full' else 'NORMAL'}")
+        # Bound the WAL file: checkpoint every 1000 pages and truncate it back to 8 MiB,
+        # so the quota (which counts database pages in use) is the real disk bound.
+        db.execute("PRAGMA wal_autocheckpoint=1000")
+        db.execute(f"PRAGMA journal_size_limit={8 * 1024 * 1024}")
         db.executescript(SCHEMA)
         row = db.execute("SELECT last_seq, last_hash FROM chain WHERE k = 1").fetchone()
         if row is None:
@@ -305,8 +332,12 @@ class Outbox:
             ready.set_exception(exc)
             return
         ready.set_result(None)
-        log.info("outbox opened", path=str(self.path), last_seq=self.last_seq,
-                 recovered_pending=sum(len(b.ids) for b in self._batches.values()))
+        log.info(
+            "outbox opened",
+            path=str(self.path),
+            last_seq=self.last_seq,
+            recovered_pending=sum(len(b.ids) for b in self._batches.values()),
+        )
         try:
             self._loop_forever()
         except BaseException as exc:
@@ -341,8 +372,10 @@ class Outbox:
                 # Group commit: keep collecting for commit_interval, without waiting when idle.
                 remaining = deadline - time.monotonic()
                 try:
-                    entry = self._inbox.get(timeout=remaining) if remaining > 0 and items else (
-                        self._inbox.get_nowait()
+                    entry = (
+                        self._inbox.get(timeout=remaining)
+                        if remaining > 0 and items
+                        else (self._inbox.get_nowait())
                     )
                 except queue.Empty:
                     break
@@ -420,13 +453,21 @@ class Outbox:
         # The payload is assembled from the items' stored JSON text, so what was committed
         # at acquisition is exactly what is signed (no re-encoding of values).
         payload = (
-            '{"v":1,"site":' + json.dumps(self.site)
-            + ',"agent":' + json.dumps(self.agent)
-            + ',"stream":' + json.dumps(stream)
-            + ',"seq":' + str(seq)
-            + ',"prev":' + json.dumps(self.last_hash)
-            + ',"created":' + json.dumps(rfc3339(datetime.now(UTC)))
-            + ',"items":[' + ",".join(items) + "]}"
+            '{"v":1,"site":'
+            + json.dumps(self.site)
+            + ',"agent":'
+            + json.dumps(self.agent)
+            + ',"stream":'
+            + json.dumps(stream)
+            + ',"seq":'
+            + str(seq)
+            + ',"prev":'
+            + json.dumps(self.last_hash)
+            + ',"created":'
+            + json.dumps(rfc3339(datetime.now(UTC)))
+            + ',"items":['
+            + ",".join(items)
+            + "]}"
         ).encode("utf-8")
         body = self.signer.sign_bytes(payload)
         db.execute(
@@ -443,9 +484,8 @@ class Outbox:
         page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
         pages = int(db.execute("PRAGMA page_count").fetchone()[0])
         free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
-        wal = self.path.with_name(self.path.name + "-wal")
-        wal_bytes = wal.stat().st_size if wal.exists() else 0
-        self.disk_bytes = (pages - free) * page_size + wal_bytes
+        # Logical size of the database (WAL frames included), less pages free for reuse.
+        self.disk_bytes = (pages - free) * page_size
         used = self.disk_bytes / self.quota_bytes
         state = self.quota_state
         if used >= 1.0:

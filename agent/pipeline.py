@@ -38,7 +38,7 @@ def default_half_life(nuclide: str) -> float:
 def reference_instant(spec: str, t: datetime) -> datetime:
     """The decay reference for a reading taken at `t`: `HH:MM` is that time on t's UTC day."""
     if "T" in spec:
-        ref = datetime.fromisoformat(spec.replace("Z", "+00:00"))
+        ref = datetime.fromisoformat(spec)
         return ref if ref.tzinfo else ref.replace(tzinfo=UTC)
     clock = time.fromisoformat(spec)
     day = t.astimezone(UTC).date()
@@ -115,12 +115,12 @@ class Pipeline:
         if (
             config is None
             or config.reference_time is None
+            or reading.nuclide is None
             or reading.nuclide not in NUCLIDES
             or not is_activity_unit(reading.raw_unit)
             or not isinstance(reading.value, float)
         ):
             return
-        assert reading.nuclide is not None
         ref = reference_instant(config.reference_time, reading.t)
         elapsed = (ref - reading.t).total_seconds()
         factor = math.exp(-math.log(2) * elapsed / self.half_life(reading.nuclide))
@@ -135,7 +135,7 @@ class Pipeline:
             text = self._dumps(item)
         except (TypeError, ValueError) as exc:
             # A driver put something unserialisable in attrs: publish the fact, not a crash.
-            log.error("unserialisable reading", device=sample.device, error=str(exc))
+            log.exception("unserialisable reading", device=sample.device, error=str(exc))
             reading.attrs.clear()
             reading.value, reading.quality = None, Quality.BAD
             reading.reason = f"unserialisable value: {exc}"

@@ -20,6 +20,9 @@ from agent.topics import Topics
 
 log = structlog.get_logger("isoedge.publish")
 
+ACK_BATCH = 64  # PUBACKed envelopes deleted in one transaction ...
+ACK_DELAY_S = 0.05  # ... or after this long, whichever comes first
+
 
 class LinkState(enum.StrEnum):
     """State of the broker connection (others wait on changes instead of sleeping)."""
@@ -82,9 +85,7 @@ class Publisher:
             cafile=str(tls.ca_file) if tls and tls.ca_file else None
         )
         if tls and tls.cert_file:
-            context.load_cert_chain(
-                str(tls.cert_file), str(tls.key_file) if tls.key_file else None
-            )
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
         return context
 
     def _password(self) -> str | None:
@@ -132,9 +133,7 @@ class Publisher:
         )
 
     async def _session(self, backoff: Backoff) -> None:
-        will = aiomqtt.Will(
-            self.topics.status, self.status_payload("offline"), qos=1, retain=True
-        )
+        will = aiomqtt.Will(self.topics.status, self.status_payload("offline"), qos=1, retain=True)
         client = aiomqtt.Client(
             self.broker.host,
             self.broker.port,
@@ -175,7 +174,10 @@ class Publisher:
             await self._status_dirty.wait()
             self._status_dirty.clear()
             await client.publish(
-                self.topics.status, self.status_payload("online"), qos=1, retain=True,
+                self.topics.status,
+                self.status_payload("online"),
+                qos=1,
+                retain=True,
                 timeout=self.broker.publish_timeout_s,
             )
             await asyncio.sleep(1.0)  # at most one status update a second
@@ -225,7 +227,9 @@ class Publisher:
                     else:
                         live_cursor = envelope.seq
                 now = time.monotonic()
-                if acked and (len(acked) >= 64 or now - last_ack_flush > 0.05 or not batch):
+                if acked and (
+                    len(acked) >= ACK_BATCH or now - last_ack_flush > ACK_DELAY_S or not batch
+                ):
                     done, acked[:] = list(acked), []
                     await self.outbox.acknowledge(done)
                     last_ack_flush = now
@@ -239,9 +243,7 @@ class Publisher:
             return
         try:
             payload = json.dumps({**self.status("offline"), "reason": reason}).encode()
-            await client.publish(
-                self.topics.status, payload, qos=1, retain=True, timeout=2.0
-            )
+            await client.publish(self.topics.status, payload, qos=1, retain=True, timeout=2.0)
         except (aiomqtt.MqttError, TimeoutError) as exc:
             log.warning("could not publish offline status", error=str(exc))
 
@@ -273,4 +275,3 @@ def _interleave(first: list[Envelope], second: list[Envelope]) -> list[Envelope]
         if index < len(second):
             out.append(second[index])
     return out
-

@@ -101,7 +101,7 @@ class Agent:
             },
         }
 
-    def _on_device_state(self, device: str, state: str, detail: str | None) -> None:
+    def _on_device_state(self, _device: str, _state: str, _detail: str | None) -> None:
         self.publisher.mark_status_dirty()
 
     def _on_quota_change(self, state: str, used_bytes: int) -> None:

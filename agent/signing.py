@@ -80,7 +80,7 @@ class Signer:
         """Load a PEM (PKCS#8) Ed25519 private key written by `isoedge keygen`."""
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"{path}: not an Ed25519 private key")
+            raise TypeError(f"{path}: not an Ed25519 private key")
         return cls.from_private_key(key)
 
     def protected_header(self) -> str:
@@ -117,7 +117,9 @@ def verify_envelope(
     except (ValueError, KeyError, TypeError) as exc:
         raise VerificationError(f"malformed JWS: {exc}") from None
     if not isinstance(header, dict) or header.get("alg") not in {ALG, "EdDSA"}:
-        raise VerificationError(f"unexpected alg {header.get('alg') if isinstance(header, dict) else header!r}")
+        raise VerificationError(
+            f"unexpected alg {header.get('alg') if isinstance(header, dict) else header!r}"
+        )
     key = keys.get(str(header.get("kid")))
     if key is None:
         raise VerificationError(f"unknown kid {header.get('kid')!r}")

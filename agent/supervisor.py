@@ -28,6 +28,8 @@ class DeviceState(enum.StrEnum):
     STOPPED = "stopped"
 
 
+FAIRNESS_BATCH = 64  # samples processed before yielding to the event loop
+
 StateCallback = Callable[[str, str, str | None], None]
 
 
@@ -54,6 +56,7 @@ class DeviceSupervisor:
         )
         self._allowed = asyncio.Event()
         self._allowed.set()
+        self._paused = asyncio.Event()
         self._pause_reason: str | None = None
         self.health = live.device(config.id, config.type)
 
@@ -66,8 +69,7 @@ class DeviceSupervisor:
 
     def _driver_status(self, state: str, detail: str | None) -> None:
         wanted = DeviceState(state) if state in DeviceState._value2member_map_ else None
-        if wanted in {DeviceState.ONLINE, DeviceState.DEGRADED}:
-            assert wanted is not None
+        if wanted is DeviceState.ONLINE or wanted is DeviceState.DEGRADED:
             if wanted is DeviceState.DEGRADED:
                 self.log.warning("device degraded", detail=detail)
             self._set_state(wanted, detail)
@@ -78,11 +80,13 @@ class DeviceSupervisor:
             self.log.warning("acquisition paused", reason=reason)
             self._pause_reason = reason
             self._allowed.clear()
+            self._paused.set()
 
     def resume(self) -> None:
         """Acquire again after `pause()`."""
         if not self._allowed.is_set():
             self.log.info("acquisition resumed")
+            self._paused.clear()
             self._allowed.set()
 
     @property
@@ -116,8 +120,7 @@ class DeviceSupervisor:
                     await asyncio.sleep(backoff.next())
 
     async def _wait_paused(self) -> None:
-        while self._allowed.is_set():
-            await asyncio.sleep(0.2)
+        await self._paused.wait()
 
     async def _connection(self, driver: Driver, backoff: Backoff) -> bool:
         """Run one connection; True when it failed (so the caller backs off)."""
@@ -127,12 +130,18 @@ class DeviceSupervisor:
                 await driver.connect()
             self._set_state(DeviceState.ONLINE)
             self.log.info("device connected")
-            first = True
+            count = 0
             async for sample in driver.samples():
-                if first:
+                if count == 0:
                     backoff.reset()
-                    first = False
+                count += 1
                 self.pipeline.process(sample)
+                if count % FAIRNESS_BATCH == 0:
+                    # A driver's async generator only yields to the loop when it waits on I/O;
+                    # a fast device must still let other devices, MQTT and signals run.
+                    await asyncio.sleep(0)
+                if self.pipeline.outbox.saturated:
+                    await self.pipeline.outbox.wait_capacity()
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,9 +81,11 @@ class Verifier:
         for agent, chain in self.chains.items():
             seqs = sorted(chain.body_of)
             ranges[agent] = {"first_seq": seqs[0], "last_seq": seqs[-1], "envelopes": len(seqs)}
-            for before, after in zip(seqs, seqs[1:], strict=False):
+            for before, after in itertools.pairwise(seqs):
                 if after != before + 1:
-                    gaps.append({"agent": agent, "after_seq": before, "missing": after - before - 1})
+                    gaps.append(
+                        {"agent": agent, "after_seq": before, "missing": after - before - 1}
+                    )
             for seq in seqs:
                 expected = chain.payload_hash.get(seq - 1)
                 if seq == 1 and chain.prev_of[seq] != "":
@@ -120,7 +123,7 @@ async def subscribe_and_verify(
     username: str | None = None,
     password: str | None = None,
 ) -> None:
-    """Collect envelopes until `duration` passes, `count` envelopes arrive or `idle` seconds pass."""
+    """Collect envelopes until `duration` passes, `count` arrive or `idle` seconds are quiet."""
     start = last = time.monotonic()
     tls_params = aiomqtt.TLSParameters() if tls else None
     async with aiomqtt.Client(

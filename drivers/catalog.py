@@ -11,16 +11,21 @@ from typing import Annotated
 from pydantic import Field
 
 from drivers.base import DeviceConfigBase, Driver
+from drivers.modbus import ModbusRtuConfig, ModbusRtuDriver, ModbusTcpConfig, ModbusTcpDriver
+from drivers.opcua import OpcUaConfig, OpcUaDriver
 from drivers.synthetic import SyntheticConfig, SyntheticDriver
 
 DeviceConfig = Annotated[
-    SyntheticConfig,
+    SyntheticConfig | ModbusTcpConfig | ModbusRtuConfig | OpcUaConfig,
     Field(discriminator="type"),
 ]
 """Union of every driver's configuration, discriminated by `type`."""
 
 DRIVERS: dict[str, type[Driver]] = {
     "synthetic": SyntheticDriver,
+    "modbus_tcp": ModbusTcpDriver,
+    "modbus_rtu": ModbusRtuDriver,
+    "opcua": OpcUaDriver,
 }
 
 
@@ -30,4 +35,4 @@ def create_driver(config: DeviceConfigBase) -> Driver:
         driver_class = DRIVERS[config.type]
     except KeyError:
         raise ValueError(f"no driver registered for type {config.type!r}") from None
-    return driver_class(config)  # type: ignore[arg-type]
+    return driver_class(config)

@@ -17,6 +17,9 @@ from pydantic import Field
 from drivers.base import DeviceConfigBase, DeviceError, Driver, Sample
 
 
+MAX_BURST = 256
+
+
 class SyntheticConfig(DeviceConfigBase):
     """Generates `channels` values every `poll_interval_s` (or `rate_per_s` values per second)."""
 
@@ -27,6 +30,10 @@ class SyntheticConfig(DeviceConfigBase):
     amplitude: float = 0.05
     rate_per_s: float | None = Field(
         default=None, gt=0, description="Samples per second (all channels); overrides the poll."
+    )
+    mode: Literal["wave", "counter"] = Field(
+        default="wave",
+        description="wave: sine plus noise; counter: 1, 2, 3 ... per channel (loss tests).",
     )
     fail_after: int | None = Field(
         default=None, ge=1, description="Raise a DeviceError after this many samples (tests)."
@@ -53,11 +60,17 @@ class SyntheticDriver(Driver):
         period = 1.0 / per_s
         next_due = time.monotonic()
         idx = 0
+        counters = dict.fromkeys(cfg.channels, 0)
         while True:
             now = time.monotonic()
             if now < next_due:
                 await asyncio.sleep(next_due - now)
-            due = max(1, int((time.monotonic() - next_due) / period) + 1)
+            # Like a real instrument, a source that falls behind does not owe the past:
+            # at most MAX_BURST values per wake-up, and the schedule restarts from now.
+            behind = int((time.monotonic() - next_due) / period) + 1
+            due = min(max(1, behind), MAX_BURST)
+            if behind > MAX_BURST:
+                next_due = time.monotonic() - period * due
             for _ in range(due):
                 channel = cfg.channels[idx % len(cfg.channels)]
                 idx += 1
@@ -65,8 +78,12 @@ class SyntheticDriver(Driver):
                 if cfg.fail_after is not None and self._count > cfg.fail_after:
                     self._count = 0
                     raise DeviceError("synthetic failure", device=cfg.id)
-                phase = time.monotonic() / 60.0 * 2 * math.pi
-                value = cfg.base + cfg.amplitude * math.sin(phase) + random.gauss(0, 0.01)
+                if cfg.mode == "counter":
+                    counters[channel] += 1
+                    value = float(counters[channel])
+                else:
+                    phase = time.monotonic() / 60.0 * 2 * math.pi
+                    value = cfg.base + cfg.amplitude * math.sin(phase) + random.gauss(0, 0.01)
                 yield self.sample(channel, round(value, 6), cfg.unit, raw_text=f"{value:.6f}")
             next_due += due * period
             # Yield to the loop even when behind, so one fast source never starves others.

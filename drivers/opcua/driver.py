@@ -1,0 +1,322 @@
+"""OPC UA driver: subscriptions with per-node sampling and deadband, batch events, security.
+
+The driver owns one asyncua session. asyncua's own reconnect is off: when the session dies
+(server restart, network cut), its watchdog notices within `watchdog_interval_s`, the driver
+raises `DeviceError`, and the agent's supervisor builds a fresh session and subscriptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.uaerrors import UaError
+
+from drivers.base import DeviceError, Driver, JSONScalar, Quality, Sample, SampleKind, utc_now
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from asyncua.common.events import Event
+    from asyncua.common.node import Node
+    from asyncua.common.subscription import DataChangeNotif
+
+    from drivers.opcua.config import OpcUaConfig, OpcUaEvents, OpcUaNode
+
+# How often `samples()` wakes up without notifications to check the session is alive.
+_LIVENESS_CHECK_S = 0.5
+_OPCUA_NULL_YEAR = 1601
+
+
+class _Lost:
+    """Queue marker: the session is gone."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def quality_of(status: ua.StatusCode) -> Quality:
+    """OPC UA severity bits → quality: Good → good, Uncertain → uncertain, Bad → bad."""
+    if status.is_good():
+        return Quality.GOOD
+    if status.is_uncertain():
+        return Quality.UNCERTAIN
+    return Quality.BAD
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    # asyncua gives UTC; older versions naive datetimes, newer ones aware.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _scalar(value: Any) -> tuple[JSONScalar, str | None]:  # noqa: ANN401 (any OPC UA Variant)
+    """A Variant's value as a JSON scalar, or None with a reason when it is not one."""
+    if value is None or isinstance(value, bool | int | str):
+        return value, None
+    if isinstance(value, float):
+        return value, None
+    if isinstance(value, datetime):
+        if value.year <= _OPCUA_NULL_YEAR:  # DateTime minimum means "no time" (Part 6, 5.2.2.5)
+            return None, None
+        return (_utc(value) or value).isoformat(), None
+    return None, f"unsupported value type {type(value).__name__}"
+
+
+class _Handler:
+    """Subscription callbacks: turn notifications into queue items (no awaiting in here)."""
+
+    def __init__(self, driver: OpcUaDriver) -> None:
+        self.driver = driver
+
+    def datachange_notification(self, node: Node, val: Any, data: DataChangeNotif) -> None:  # noqa: ANN401, ARG002
+        """A monitored value changed."""
+        self.driver.on_data_change(data.monitored_item.Value, data.subscription_data.client_handle)
+
+    def event_notification(self, event: Event) -> None:
+        """A batch event arrived."""
+        self.driver.on_event(event)
+
+    def status_change_notification(self, status: ua.StatusChangeNotification) -> None:
+        """The server says the subscription is gone (e.g. BadShutdown, BadTimeout)."""
+        code = status.Status
+        if not code.is_good():
+            self.driver.queue.put_nowait(_Lost(f"subscription status {code.name}"))
+
+
+class OpcUaDriver(Driver):
+    """One session to an OPC UA server; yields a Sample per data change and per batch event."""
+
+    type: ClassVar[str] = "opcua"
+
+    def __init__(self, config: OpcUaConfig) -> None:
+        super().__init__(config)
+        self.cfg = config
+        self.queue: asyncio.Queue[Sample | _Lost] = asyncio.Queue(maxsize=10_000)
+        self._client: Client | None = None
+        self._nodes_by_handle: dict[int, OpcUaNode] = {}
+        self._lost: str | None = None
+
+    # ---- connection ------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Open the session and create the subscription; `DeviceError` on any failure."""
+        cfg = self.cfg
+        client = Client(
+            cfg.url,
+            timeout=cfg.timeout_s,
+            watchdog_intervall=cfg.watchdog_interval_s,
+            auto_reconnect=False,
+        )
+        client.session_timeout = max(10_000, int(cfg.watchdog_interval_s * 10_000))
+        client.connection_lost_callback = self._connection_lost
+        self._client = client
+        try:
+            await self._configure_identity(client)
+            await asyncio.wait_for(client.connect(), timeout=cfg.timeout_s * 3)
+            await asyncio.wait_for(self._subscribe(client), timeout=cfg.timeout_s * 3)
+        except DeviceError:
+            raise
+        except (TimeoutError, OSError, UaError, ConnectionError) as exc:
+            raise DeviceError(f"cannot open OPC UA session to {cfg.url}: {exc!r}") from exc
+        self.log.info(
+            "opcua connected",
+            url=cfg.url,
+            security=f"{cfg.security.policy}/{cfg.security.mode}",
+            nodes=len(cfg.nodes),
+            events=cfg.events is not None,
+        )
+
+    async def _configure_identity(self, client: Client) -> None:
+        cfg = self.cfg
+        client.application_uri = f"urn:isoedge:agent:{cfg.id}"
+        if cfg.username is not None:
+            client.set_user(cfg.username)
+            if cfg.password_file is not None:
+                try:
+                    password = cfg.password_file.read_text(encoding="utf-8").strip()
+                except OSError as exc:
+                    raise DeviceError(f"cannot read password_file: {exc.strerror}") from exc
+                client.set_password(password)
+        security = cfg.security
+        if security.policy == "Basic256Sha256":
+            mode = (
+                ua.MessageSecurityMode.Sign
+                if security.mode == "Sign"
+                else ua.MessageSecurityMode.SignAndEncrypt
+            )
+            assert security.certificate is not None  # noqa: S101 (validated by the config)
+            assert security.private_key is not None  # noqa: S101
+            server_cert = (
+                str(security.server_certificate) if security.server_certificate else None
+            )
+            await asyncio.wait_for(
+                client.set_security(
+                    SecurityPolicyBasic256Sha256,
+                    str(security.certificate),
+                    str(security.private_key),
+                    server_certificate=server_cert,
+                    mode=mode,
+                ),
+                timeout=cfg.timeout_s * 2,
+            )
+
+    async def _subscribe(self, client: Client) -> None:
+        cfg = self.cfg
+        subscription = await client.create_subscription(cfg.publishing_interval_ms, _Handler(self))
+        requests = []
+        for node_cfg in cfg.nodes:
+            node = client.get_node(node_cfg.node_id)
+            mfilter = None
+            if node_cfg.deadband is not None:
+                mfilter = ua.DataChangeFilter()
+                mfilter.Trigger = ua.DataChangeTrigger.StatusValue
+                mfilter.DeadbandType = ua.DeadbandType.Absolute
+                mfilter.DeadbandValue = node_cfg.deadband
+            request = subscription._make_monitored_item_request(  # noqa: SLF001 (asyncua's request builder)
+                node,
+                AttributeIds.Value,
+                mfilter,
+                node_cfg.queue_size,
+                ua.MonitoringMode.Reporting,
+                ua.Double(node_cfg.sampling_interval_ms),
+            )
+            self._nodes_by_handle[request.RequestedParameters.ClientHandle] = node_cfg
+            requests.append(request)
+        if requests:
+            results = await subscription.create_monitored_items(requests)
+            for node_cfg, result in zip(cfg.nodes, results, strict=True):
+                if isinstance(result, ua.StatusCode):
+                    # A node the server does not know is a configuration problem worth a bad
+                    # reading (visible on the dashboard), not a reason to drop the session.
+                    self.queue.put_nowait(
+                        self.sample(
+                            node_cfg.channel,
+                            None,
+                            node_cfg.unit,
+                            quality=Quality.BAD,
+                            reason=result.name,
+                            raw_text=f"{node_cfg.node_id}: {result.name}",
+                            nuclide=node_cfg.nuclide,
+                        )
+                    )
+        if cfg.events is not None:
+            await subscription.subscribe_events(
+                cfg.events.source_node, cfg.events.event_type, queuesize=100
+            )
+
+    async def _connection_lost(self, exc: Exception) -> None:
+        self._lost = f"session lost: {exc!r}"
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(_Lost(self._lost))
+
+    # ---- samples ---------------------------------------------------------------------
+    async def samples(self) -> AsyncIterator[Sample]:
+        """Yield notifications as they arrive; `DeviceError` once the session is gone."""
+        client = self._client
+        if client is None:
+            raise DeviceError("samples() before connect()", device=self.cfg.id)
+        while True:
+            try:
+                item = await asyncio.wait_for(self.queue.get(), timeout=_LIVENESS_CHECK_S)
+            except TimeoutError:
+                if self._lost is not None:
+                    raise DeviceError(self._lost, device=self.cfg.id) from None
+                continue
+            if isinstance(item, _Lost):
+                raise DeviceError(item.reason, device=self.cfg.id)
+            yield item
+
+    def on_data_change(self, data_value: ua.DataValue, client_handle: int | None) -> None:
+        """Build a Sample from one data change notification."""
+        node_cfg = self._nodes_by_handle.get(client_handle or -1)
+        if node_cfg is None:
+            return
+        status = data_value.StatusCode or ua.StatusCode()
+        quality = quality_of(status)
+        source, server = _utc(data_value.SourceTimestamp), _utc(data_value.ServerTimestamp)
+        preferred = source if self.cfg.timestamps == "source" else server
+        t = preferred or source or server or utc_now()
+        variant_value = data_value.Value.Value if data_value.Value is not None else None
+        value, problem = _scalar(variant_value)
+        reason = None
+        if quality is Quality.BAD:
+            value, reason = None, status.name
+        elif problem is not None:
+            value, quality, reason = None, Quality.BAD, problem
+        elif quality is Quality.UNCERTAIN:
+            reason = status.name
+        text = f"{node_cfg.node_id} = {variant_value!r} [{status.name}]"
+        sample = self.sample(
+            node_cfg.channel,
+            value,
+            node_cfg.unit,
+            t=t,
+            quality=quality,
+            reason=reason,
+            raw_text=text,
+            nuclide=node_cfg.nuclide,
+        )
+        self._put(sample)
+
+    def on_event(self, event: Event) -> None:
+        """Build an EVENT Sample from one batch event."""
+        events = self.cfg.events
+        if events is None:
+            return
+        fields = event.get_event_props_as_fields_dict()
+        self._put(self._event_sample(events, {k: v.Value for k, v in fields.items()}))
+
+    def _event_sample(self, events: OpcUaEvents, fields: dict[str, Any]) -> Sample:
+        name = fields.get(events.name_field) or "event"
+        attrs: dict[str, Any] = {"event": str(name)}
+        mapping = {
+            "batch_id": events.batch_field,
+            "step": events.step_field,
+            "eos_activity": events.activity_field,
+            "eos_time": events.eos_time_field,
+            "yield_pct": events.yield_field,
+        }
+        for key, field_name in mapping.items():
+            value, _ = _scalar(fields.get(field_name))
+            if value is not None and value != "":
+                attrs[key] = value
+        if "eos_activity" in attrs:
+            attrs["eos_activity_unit"] = events.activity_unit
+        message = fields.get("Message")
+        text = message.Text if isinstance(message, ua.LocalizedText) else None
+        t = _utc(fields.get("Time")) if isinstance(fields.get("Time"), datetime) else None
+        return self.sample(
+            events.channel,
+            str(name),
+            None,
+            t=t or utc_now(),
+            kind=SampleKind.EVENT,
+            raw_text=text or str(name),
+            nuclide=events.nuclide,
+            attrs=attrs,
+        )
+
+    def _put(self, sample: Sample) -> None:
+        try:
+            self.queue.put_nowait(sample)
+        except asyncio.QueueFull:
+            # The consumer is stuck far behind; dropping the newest keeps memory bounded and
+            # the supervisor's view honest (the log says so).
+            self.log.warning("opcua queue full, dropping sample", channel=sample.channel)
+
+    async def close(self) -> None:
+        """Close the session (bounded wait; never raises)."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            await asyncio.wait_for(client.disconnect(), timeout=self.cfg.timeout_s)
+        except Exception as exc:  # a dead server cannot say goodbye
+            self.log.debug("opcua disconnect failed", error=repr(exc))

@@ -1,0 +1,142 @@
+"""Simulated device → `isoedge run` → real mosquitto → subscriber verifying with joserfc."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+
+import pytest
+from agentproc import AgentProcess, make_keys, write_config
+from collector import Collector, assert_gapless_chain, decode_all, jose_verify
+from helpers import wait_until
+
+SYNTHETIC = """
+[[devices]]
+id = "area-1"
+type = "synthetic"
+channels = ["dose_rate"]
+unit = "mR/h"
+poll_interval_s = 0.05
+"""
+
+RFC3339_MICRO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+@pytest.fixture
+def agent_setup(tmp_path, mosquitto):
+    jwk = make_keys(tmp_path / "keys")
+    collector = Collector(mosquitto.port).start()
+    yield tmp_path, jwk, collector
+    collector.stop()
+
+
+def test_signed_readings_reach_a_subscriber_and_verify_with_joserfc(agent_setup, mosquitto):
+    tmp_path, jwk, collector = agent_setup
+    config = write_config(tmp_path / "agent.toml", mosquitto.url, SYNTHETIC)
+    agent = AgentProcess(config).start()
+    try:
+        wait_until(lambda: sum(1 for m in collector.envelopes() if "/readings/" in m.topic) >= 5,
+                   timeout=20)
+    finally:
+        code = agent.terminate()
+    assert code == 0, agent.log()
+
+    envelopes = collector.envelopes()
+    header, _payload = jose_verify(envelopes[0].payload, jwk)
+    assert header == {"alg": "Ed25519", "kid": jwk["kid"], "typ": "isoedge+json"}
+
+    decoded = decode_all(envelopes, jwk)
+    assert_gapless_chain(decoded)
+    readings = [(t, d) for t, d, _p in decoded if d["stream"] == "readings"]
+    assert readings
+    for topic, document in readings:
+        assert topic == "isoedge/v1/lab1/edge1/readings/area-1"
+        assert document["v"] == 1
+        assert (document["site"], document["agent"]) == ("lab1", "edge1")
+        assert RFC3339_MICRO.match(document["created"])
+        for item in document["items"]:
+            assert item["device"] == "area-1"
+            assert item["channel"] == "dose_rate"
+            assert RFC3339_MICRO.match(item["t"])
+            assert item["unit"] == "uSv/h"
+            assert item["quality"] == "good"
+            # mR/h is published in µSv/h; the instrument's own value and unit stay in `raw`.
+            assert item["raw"]["unit"] == "mR/h"
+            assert math.isclose(item["value"], item["raw"]["value"] * 10.0, rel_tol=1e-9)
+            assert len(item["id"]) >= 16
+    audits = [d for _t, d, _p in decoded if d["stream"] == "audit"]
+    assert any(i["event"] == "config.loaded" for d in audits for i in d["items"])
+
+
+def test_sigterm_stops_within_five_seconds_and_leaves_offline_status(agent_setup, mosquitto):
+    tmp_path, _jwk, collector = agent_setup
+    config = write_config(tmp_path / "agent.toml", mosquitto.url, SYNTHETIC)
+    agent = AgentProcess(config).start()
+    status_topic = "isoedge/v1/lab1/edge1/status"
+    wait_until(lambda: any(m.topic == status_topic for m in collector.snapshot()), timeout=20)
+    online = json.loads(next(m for m in collector.snapshot() if m.topic == status_topic).payload)
+    assert online["state"] == "online"
+    assert online["devices"]["area-1"]["state"] in {"connecting", "online"}
+    started = time.monotonic()
+    assert agent.terminate(timeout=10) == 0
+    assert time.monotonic() - started < 5.0
+    wait_until(
+        lambda: json.loads([m for m in collector.snapshot() if m.topic == status_topic][-1].payload)[
+            "state"] == "offline",
+        timeout=5,
+    )
+    last = json.loads([m for m in collector.snapshot() if m.topic == status_topic][-1].payload)
+    assert last["reason"] == "shutdown"
+    # Everything acquired before the stop was published: the outbox is empty.
+    out = agent.log()
+    assert "agent stopped" in out
+
+
+def test_last_will_marks_agent_offline_when_killed(agent_setup, mosquitto):
+    tmp_path, _jwk, collector = agent_setup
+    config = write_config(tmp_path / "agent.toml", mosquitto.url,
+                          SYNTHETIC.replace("[broker]", "[broker]"),
+                          extra="")
+    config.write_text(config.read_text().replace("reconnect_max_s = 1.0",
+                                                 "reconnect_max_s = 1.0\nkeepalive_s = 5"))
+    agent = AgentProcess(config).start()
+    status_topic = "isoedge/v1/lab1/edge1/status"
+    try:
+        wait_until(lambda: any(m.topic == status_topic for m in collector.snapshot()), timeout=20)
+    finally:
+        agent.kill()
+    # The broker publishes the will when the TCP connection drops without DISCONNECT.
+    wait_until(
+        lambda: json.loads([m for m in collector.snapshot() if m.topic == status_topic][-1].payload)[
+            "state"] == "offline",
+        timeout=15,
+    )
+
+
+def test_driver_failure_is_survived_with_backoff(agent_setup, mosquitto):
+    tmp_path, jwk, collector = agent_setup
+    devices = SYNTHETIC + """
+[[devices]]
+id = "flaky"
+type = "synthetic"
+poll_interval_s = 0.02
+fail_after = 5
+backoff = { initial_s = 0.1, max_s = 0.3 }
+"""
+    config = write_config(tmp_path / "agent.toml", mosquitto.url, devices)
+    agent = AgentProcess(config).start()
+    try:
+        def flaky_items() -> int:
+            decoded = decode_all(collector.envelopes(), jwk)
+            return sum(len(d["items"]) for t, d, _ in decoded if t.endswith("/flaky"))
+        # 5 samples per connection: more than 15 means it failed and reconnected at least 3 times.
+        wait_until(lambda: flaky_items() > 15, timeout=30)
+    finally:
+        assert agent.terminate() == 0
+    log = agent.log()
+    assert "device failed; will reconnect" in log
+    assert '"device": "flaky"' in log
+    decoded = decode_all(collector.envelopes(), jwk)
+    assert any(t.endswith("/area-1") for t, _d, _p in decoded), "healthy device kept flowing"
