@@ -85,7 +85,7 @@ def broker_port(tmp_path):
 
 
 def _port_open(port: int) -> bool:
-    import socket  # noqa: PLC0415
+    import socket
 
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -95,11 +95,11 @@ def test_watchdog_interval_only_for_this_process():
 
 
 async def test_watchdog_loop_pings_at_half_the_interval_and_withholds_when_unhealthy(tmp_path):
-    import asyncio  # noqa: PLC0415
+    import asyncio
 
     address = str(tmp_path / "notify")
     with _listener(address) as sock:
-        sock.setblocking(False)  # noqa: FBT003 - stdlib API
+        sock.setblocking(False)
         env = {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"}
         notifier = SystemdNotifier(env)
         healthy = True
