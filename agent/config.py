@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -137,6 +138,24 @@ class NuclideOverride(_Strict):
     source: str = "site configuration"
 
 
+class ClockSection(_Strict):
+    """Wall-clock supervision (agent/clock.py): jumps make readings "clock": "untrusted"."""
+
+    jump_threshold_s: float = Field(
+        default=2.0, gt=0, le=3600, description="Wall vs elapsed time difference that is a jump."
+    )
+    check_interval_s: float = Field(default=1.0, gt=0, le=60)
+    stable_after_s: float = Field(
+        default=300.0, ge=0, le=86400, description="Trusted again after this long without a jump."
+    )
+    not_before: date = Field(
+        default=date(2025, 1, 1), description="A wall clock before this date is untrusted."
+    )
+    trust_ntp_sync: bool = Field(
+        default=True, description="Trusted again as soon as NTP reports a sync after the jump."
+    )
+
+
 class DemoSimulator(_Strict):
     """A simulator `isoedge demo` starts for one device (ignored by `isoedge run`)."""
 
@@ -159,6 +178,7 @@ class Config(_Strict):
     signing: SigningSection = Field(default_factory=SigningSection)
     outbox: OutboxSection = Field(default_factory=OutboxSection)
     web: WebSection = Field(default_factory=WebSection)
+    clock: ClockSection = Field(default_factory=ClockSection)
     devices: list[DeviceConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
     nuclides: dict[str, NuclideOverride] = Field(default_factory=dict)

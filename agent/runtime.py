@@ -8,13 +8,14 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from agent import __version__
 from agent.alerts import AlertManager
 from agent.audit import AuditLog
+from agent.clock import ClockMonitor
 from agent.config import Config
 from agent.decay.nuclides import NuclideTable
 from agent.outbox import Outbox
@@ -22,11 +23,16 @@ from agent.pipeline import Pipeline
 from agent.publish import LinkState, Publisher
 from agent.qc.engine import QCEngine
 from agent.reading import rfc3339
+from agent.reload import ReloadResult, apply_reload, serve_reload_requests
+from agent.sdnotify import SystemdNotifier
 from agent.signing import Signer
 from agent.state import LiveState
 from agent.supervisor import DeviceSupervisor
 from agent.topics import Topics
 from agent.web import WebConsole
+
+if TYPE_CHECKING:
+    from drivers.base import DeviceConfigBase
 
 log = structlog.get_logger("isoedge.agent")
 
@@ -88,6 +94,16 @@ class Agent:
         self.web = WebConsole(self, config.web) if config.web.enabled else None
         self.started = asyncio.Event()
         self.started_at = time.time()
+        # Service hooks: systemd notifications, wall-clock supervision, SIGHUP reload.
+        self.notifier = SystemdNotifier()
+        self.clock = ClockMonitor(
+            config.clock,
+            on_event=self._record_clock_event,
+            on_trust=self._set_clock_trusted,
+        )
+        self._reload_requested = asyncio.Event()
+        self._group: asyncio.TaskGroup | None = None
+        self._device_tasks: dict[str, asyncio.Task[None]] = {}
 
     # ------------------------------------------------------------------ status
     def status_document(self, state: str) -> dict[str, Any]:
@@ -155,6 +171,7 @@ class Agent:
             kid=self.signer.kid,
             version=__version__,
         )
+        self.clock.start()
         log.info(
             "agent starting",
             site=self.config.agent.site,
@@ -165,23 +182,94 @@ class Agent:
         )
         try:
             async with asyncio.TaskGroup() as group:
+                self._group = group
                 publisher_task = group.create_task(self.publisher.run(), name="publisher")
-                device_tasks = [
-                    group.create_task(sup.run(), name=f"supervisor-{device_id}")
-                    for device_id, sup in self.supervisors.items()
+                for sup in list(self.supervisors.values()):
+                    self.start_device(sup.config)
+                service_tasks = [
+                    group.create_task(self.clock.run(), name="clock"),
+                    group.create_task(self.notifier.run_watchdog(self.service_status),
+                                      name="watchdog"),
+                    group.create_task(serve_reload_requests(self, self._reload_requested),
+                                      name="reload"),
+                    group.create_task(self._tick(), name="qc-tick"),
                 ]
-                ticker = group.create_task(self._tick(), name="qc-tick")
                 self.started.set()
+                self.notifier.ready(self.service_status())
                 await stop.wait()
-                ticker.cancel()
-                await self._shutdown(publisher_task, device_tasks)
+                self.notifier.stopping()
+                for task in service_tasks:
+                    task.cancel()
+                await asyncio.wait(service_tasks)
+                await self._shutdown(publisher_task, list(self._device_tasks.values()))
         finally:
+            self._group = None
             if self.web is not None:
                 await self.web.stop()
             await self.outbox.close()
             self.alerts.close()
             self.audit.close()
+            self.notifier.close()
             log.info("agent stopped")
+
+    # ------------------------------------------------- service hooks (issue 8)
+    def _record_clock_event(self, name: str, fields: dict[str, Any]) -> None:
+        # Clock events belong to the audit trail (stored locally and mirrored to MQTT).
+        self.audit.record(name, actor="isoedge", subject="clock", **fields)
+
+    def _set_clock_trusted(self, trusted: bool) -> None:
+        self.pipeline.clock_trusted = trusted
+        self.publisher.mark_status_dirty()
+
+    def service_status(self) -> str:
+        """One line for `systemctl status` (sd_notify STATUS=)."""
+        online = sum(1 for s in self.supervisors.values() if s.state.value == "online")
+        clock = "trusted" if self.clock.trusted else f"UNTRUSTED ({self.clock.reason})"
+        return (
+            f"{online}/{len(self.supervisors)} devices online; broker {self.publisher.state.value};"
+            f" last seq {self.outbox.last_seq}; clock {clock}"
+        )
+
+    def request_reload(self) -> None:
+        """Ask the running agent to re-read its configuration file (SIGHUP)."""
+        self._reload_requested.set()
+
+    async def reload(self, new_config: Config) -> ReloadResult:
+        """Apply a new configuration while running; the outbox and broker link are untouched."""
+        return await apply_reload(self, new_config)
+
+    def start_device(self, config: DeviceConfigBase) -> None:
+        """Start supervising a device (at start-up, or a device added by a reload)."""
+        if self._group is None:
+            raise RuntimeError("the agent is not running")
+        sup = self.supervisors.get(config.id)
+        if sup is None or sup.config != config:
+            sup = DeviceSupervisor(config, self.pipeline, self.live, self._on_device_state)
+            self.supervisors[config.id] = sup
+            self._apply_quota_pause(sup)
+        self._device_tasks[config.id] = self._group.create_task(
+            sup.run(), name=f"supervisor-{config.id}"
+        )
+        self.publisher.mark_status_dirty()
+
+    async def stop_device(self, device_id: str) -> None:
+        """Stop supervising a device; its driver is closed. Its readings already queued stay."""
+        task = self._device_tasks.pop(device_id, None)
+        self.supervisors.pop(device_id, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})
+        self.live.devices.pop(device_id, None)
+        self.publisher.mark_status_dirty()
+
+    def _apply_quota_pause(self, sup: DeviceSupervisor) -> None:
+        """A device added while the outbox is over quota follows the same pause policy."""
+        state = self.outbox.quota_state
+        if state == "ok":
+            return
+        top = max((s.config.priority for s in self.supervisors.values()), default=0)
+        if state == "full" or sup.config.priority < top:
+            sup.pause(f"outbox quota {state}")
 
     async def _tick(self) -> None:
         """1 Hz: time-based rules (stale data, device offline for too long)."""
@@ -229,13 +317,14 @@ def rfc3339_now() -> str:
 
 
 async def run_until_signalled(agent: Agent) -> None:
-    """Run the agent until SIGTERM or SIGINT."""
+    """Run the agent until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, agent.request_reload)
     try:
         await agent.run(stop)
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
