@@ -277,6 +277,26 @@ class Outbox:
 
         await self.call(_ack)
 
+    async def get_meta(self, key: str) -> str | None:
+        """A value remembered with the outbox (e.g. the last signing key id)."""
+
+        def _get() -> str | None:
+            row = self._db_checked().execute("SELECT value FROM meta WHERE key = ?", (key,))
+            found = row.fetchone()
+            return None if found is None else str(found[0])
+
+        return await self.call(_get)
+
+    async def set_meta(self, key: str, value: str) -> None:
+        """Remember a value durably with the outbox."""
+
+        def _set() -> None:
+            db = self._db_checked()
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            db.commit()
+
+        await self.call(_set)
+
     async def wait_for_envelopes(self, timeout: float) -> None:
         """Return when new envelopes may be available (or after `timeout`)."""
         try:

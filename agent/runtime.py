@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import socket
 import time
@@ -25,7 +26,7 @@ from agent.qc.engine import QCEngine
 from agent.reading import rfc3339
 from agent.reload import ReloadResult, apply_reload, serve_reload_requests
 from agent.sdnotify import SystemdNotifier
-from agent.signing import Signer
+from agent.signing import Signer, load_public_jwks
 from agent.state import LiveState
 from agent.supervisor import DeviceSupervisor
 from agent.topics import Topics
@@ -47,6 +48,7 @@ class Agent:
         self.config_path = config_path
         self.topics = Topics(config.broker.topic_prefix, config.agent.site, config.agent.id)
         self.signer = Signer.load(config.signing.key_file)
+        self.previous_kids = set(load_public_jwks(list(config.signing.previous_public_keys)))
         self.live = LiveState()
         self.outbox = Outbox(
             config.outbox_path,
@@ -114,6 +116,7 @@ class Agent:
             "agent": self.config.agent.id,
             "version": __version__,
             "kid": self.signer.kid,
+            "previous_kids": sorted(self.previous_kids),
             "host": socket.gethostname(),
             "t": rfc3339_now(),
             "devices": {
@@ -171,6 +174,7 @@ class Agent:
             kid=self.signer.kid,
             version=__version__,
         )
+        await self._announce_key()
         self.clock.start()
         log.info(
             "agent starting",
@@ -211,6 +215,30 @@ class Agent:
             self.audit.close()
             self.notifier.close()
             log.info("agent stopped")
+
+    async def _announce_key(self) -> None:
+        """Write `key.rotated` to the audit trail when the signing key changed since last run.
+
+        Both public keys are in the event, so a consumer holding the old key learns the new
+        one from a record in the same verified, hash-chained stream.
+        """
+        current = json.dumps(self.signer.jwk, sort_keys=True)
+        previous = await self.outbox.get_meta("signing_jwk")
+        if previous == current:
+            return
+        if previous is not None:
+            old = json.loads(previous)
+            self.audit.record(
+                "key.rotated",
+                actor="isoedge",
+                subject="signing key",
+                old={"kid": old.get("kid"), "jwk": old},
+                new={"kid": self.signer.kid, "jwk": self.signer.jwk},
+                reason="the configured signing key differs from the one used last",
+                previous_kids=sorted(self.previous_kids),
+            )
+            log.warning("signing key rotated", old_kid=old.get("kid"), new_kid=self.signer.kid)
+        await self.outbox.set_meta("signing_jwk", current)
 
     # ------------------------------------------------- service hooks (issue 8)
     def _record_clock_event(self, name: str, fields: dict[str, Any]) -> None:

@@ -70,3 +70,48 @@ def test_signature_by_another_key_is_rejected(tmp_path):
 def test_signer_loads_what_keygen_wrote(tmp_path):
     signer = generate_key_files(tmp_path)
     assert Signer.load(tmp_path / "signing.key").kid == signer.kid
+
+
+def test_key_rotation_is_announced_in_the_audit_stream(tmp_path, mosquitto):
+    import shutil
+
+    from agentproc import AgentProcess, make_keys, write_config
+    from collector import Collector, decode_all
+    from helpers import wait_until
+
+    old_jwk = make_keys(tmp_path / "keys")
+    collector = Collector(mosquitto.port).start()
+    config = write_config(tmp_path / "agent.toml", mosquitto.url, "")
+    first = AgentProcess(config).start()
+    wait_until(lambda: len(collector.envelopes()) >= 1, timeout=20)
+    assert first.terminate() == 0
+    shutil.move(tmp_path / "keys", tmp_path / "retired")
+    new_jwk = make_keys(tmp_path / "keys")
+    second = AgentProcess(config).start()
+    try:
+        def rotation_items():
+            new_key = [m for m in collector.envelopes() if _kid(m.payload) == new_jwk["kid"]]
+            return [i for _t, d, _p in decode_all(new_key, new_jwk) for i in d["items"]
+                    if i.get("event") == "key.rotated"]
+        wait_until(rotation_items, timeout=20)
+    finally:
+        assert second.terminate() == 0
+    event = rotation_items()[0]
+    assert event["old"]["kid"] == old_jwk["kid"]
+    assert event["new"]["kid"] == new_jwk["kid"]
+    assert event["new"]["jwk"]["x"] == new_jwk["x"]
+    # The sequence continued across the key change: the first new-key envelope follows the last
+    # old-key one.
+    old_seqs = [d["seq"] for _t, d, _p in decode_all(
+        [m for m in collector.envelopes() if _kid(m.payload) == old_jwk["kid"]],
+        old_jwk)]
+    new_seqs = [d["seq"] for _t, d, _p in decode_all(
+        [m for m in collector.envelopes() if _kid(m.payload) == new_jwk["kid"]], new_jwk)]
+    assert min(new_seqs) == max(old_seqs) + 1
+
+
+def _kid(body: bytes) -> str:
+    import base64
+
+    protected = json.loads(body)["protected"]
+    return json.loads(base64.urlsafe_b64decode(protected + "=="))["kid"]
