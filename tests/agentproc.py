@@ -19,7 +19,7 @@ def make_keys(directory: Path) -> dict[str, Any]:
 
 
 def write_config(path: Path, broker_url: str, devices: str, extra: str = "", *,
-                 site: str = "lab1", agent: str = "edge1") -> Path:
+                 site: str = "lab1", agent: str = "edge1", broker_extra: str = "") -> Path:
     """A complete configuration with keys in path.parent/keys and state in path.parent/state."""
     path.write_text(
         f"""
@@ -32,6 +32,7 @@ state_dir = "state"
 url = "{broker_url}"
 reconnect_initial_s = 0.2
 reconnect_max_s = 1.0
+{broker_extra}
 
 [signing]
 key_file = "keys/signing.key"
