@@ -400,6 +400,7 @@ class AlertManager:
             value=new.value,
             state=new.state,
             raised_at=new.raised_at,
+            details=new.details,
             old=None if old is None else old.snapshot(),
             new=new.snapshot(),
             who=who,

@@ -32,16 +32,23 @@ def mosquitto_binary() -> str:
 class Mosquitto:
     """One broker process bound to 127.0.0.1; `url` stays the same across stop/start."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, *, persistent: bool = False) -> None:
         self.port = port or free_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / f"mosquitto-{self.port}.conf"
+        # Persistence keeps subscribers' sessions (and their queued QoS 1 messages) across a
+        # broker restart, as a production broker does.
+        persistence = (
+            f"persistence true\npersistence_location {workdir}/\nuser root\n"
+            if persistent
+            else "persistence false\n"
+        )
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
-            "persistence false\n"
-            "max_inflight_messages 0\n"
+            + persistence
+            + "max_inflight_messages 0\n"
             "max_queued_messages 1000000\n"
             "message_size_limit 0\n"
         )

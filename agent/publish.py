@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+import logging
 import ssl
 import time
 from collections.abc import Callable
@@ -19,6 +20,11 @@ from agent.outbox import Envelope, Outbox
 from agent.topics import Topics
 
 log = structlog.get_logger("isoedge.publish")
+
+# aiomqtt warns "There are N pending publish calls" beyond 10; a window of `max_inflight`
+# concurrent QoS 1 publishes is how the publisher is meant to work, so only errors are shown.
+_AIOMQTT_LOG = logging.getLogger("isoedge.mqtt")
+_AIOMQTT_LOG.setLevel(logging.ERROR)
 
 ACK_BATCH = 64  # PUBACKed envelopes deleted in one transaction ...
 ACK_DELAY_S = 0.05  # ... or after this long, whichever comes first
@@ -138,6 +144,7 @@ class Publisher:
             self.broker.host,
             self.broker.port,
             identifier=self.client_id,
+            logger=_AIOMQTT_LOG,
             username=self.broker.username,
             password=self._password(),
             protocol=self._protocol,

@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import json
 import threading
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,14 @@ class Collector:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._connected = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        # A persistent session, like a real consumer's: messages published while this
+        # subscriber is reconnecting (after a broker restart) are queued for it, not lost.
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"collector-{uuid.uuid4().hex[:12]}",
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
         self.client.reconnect_delay_set(0.1, 0.5)

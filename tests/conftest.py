@@ -16,7 +16,7 @@ from broker import Mosquitto
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     """A real mosquitto on a free loopback port, stopped after the test."""
-    broker = Mosquitto(tmp_path)
+    broker = Mosquitto(tmp_path, persistent=True)
     broker.start()
     try:
         yield broker

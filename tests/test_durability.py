@@ -238,10 +238,14 @@ def test_quota_full_pauses_low_priority_first_and_raises_an_alert(tmp_path, mosq
     assert_gapless_chain(decoded)
     alerts = [i for _t, d, _p in decoded if d["stream"] == "alerts" for i in d["items"]
               if i.get("rule") == "outbox.quota"]
-    raised = [a for a in alerts if a["event"] == "alert.raised"]
+    raised = [a for a in alerts if a["event"] in {"alert.raised", "alert.updated"}]
     assert raised, alerts
-    assert "dev-0" in raised[0]["paused_devices"]  # priority 1 paused first
-    assert "dev-1" not in raised[0]["paused_devices"] or raised[0]["state"] == "full"
+    details = raised[0]["details"]
+    assert details["paused_devices"] == ["dev-0"]  # priority 1 pauses first, at 90 %
+    assert details["state"] == "high"
+    assert raised[0]["severity"] == "alarm"
+    if len(raised) > 1:  # at 100 % everything pauses, and the alert is escalated
+        assert raised[1]["details"]["state"] == "full"
     log = agent.log()
     assert "acquisition paused" in log and "acquisition resumed" in log
     # Never silently dropped: every counter value acquired arrived, without holes.
