@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -114,6 +114,7 @@ class _Batch:
     ids: list[int]
     items: list[str]
     oldest: float  # time.monotonic() of the first item
+    unsaved: list[tuple[int, str, str, float, str]] = field(default_factory=list)
 
 
 class Outbox:
@@ -214,7 +215,7 @@ class Outbox:
 
         def _mark() -> None:
             if done.set_running_or_notify_cancel():
-                self._form_envelopes(force=True)
+                self._commit_cycle([], force=True)
                 done.set_result(None)
 
         deadline = time.monotonic() + timeout
@@ -399,12 +400,36 @@ class Outbox:
                     )
                 except queue.Empty:
                     break
-            if items:
-                self._store(items)
-            self._form_envelopes(force=stopping)
+            self._commit_cycle(items, force=stopping)
             for job in jobs:
                 job()
-        self._form_envelopes(force=True)
+        self._commit_cycle([], force=True)
+
+    def _commit_cycle(self, items: list[tuple[str, str, str]], *, force: bool = False) -> None:
+        """One transaction, one fsync: new items, and every batch that is due cut into envelopes.
+
+        Items whose batch is cut in this same cycle go straight into their envelope; only the
+        rest are written to `pending`.
+        """
+        db = self._db_checked()
+        fresh = self._add_to_batches(items)
+        created = self._form_envelopes(force=force)
+        rows = [row for batch in self._batches.values() for row in batch.unsaved]
+        if rows:
+            db.executemany(
+                "INSERT INTO pending (id, stream, device, created, item) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            for batch in self._batches.values():
+                batch.unsaved.clear()
+        if fresh or created:
+            db.commit()
+        self._committed += fresh
+        self.items_committed_total += fresh
+        if created:
+            self._update_disk_usage()
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._new_envelopes.set)
 
     def _next_deadline(self) -> float | None:
         if not self._batches:
@@ -412,28 +437,22 @@ class Outbox:
         oldest = min(b.oldest for b in self._batches.values())
         return max(0.0, oldest + self.batch_max_age - time.monotonic())
 
-    def _store(self, items: list[tuple[str, str, str]]) -> None:
-        db = self._db_checked()
+    def _add_to_batches(self, items: list[tuple[str, str, str]]) -> int:
         now_wall = time.time()
         now = time.monotonic()
-        rows = []
         for stream, device, item in items:
             pid = self._next_pending_id
             self._next_pending_id += 1
-            rows.append((pid, stream, device, now_wall, item))
             batch = self._batches.get((stream, device))
             if batch is None:
                 batch = self._batches[(stream, device)] = _Batch(stream, device, [], [], now)
             batch.ids.append(pid)
             batch.items.append(item)
-        db.executemany(
-            "INSERT INTO pending (id, stream, device, created, item) VALUES (?, ?, ?, ?, ?)", rows
-        )
-        db.commit()
-        self._committed += len(items)
-        self.items_committed_total += len(items)
+            batch.unsaved.append((pid, stream, device, now_wall, item))
+        return len(items)
 
-    def _form_envelopes(self, *, force: bool = False) -> None:
+    def _form_envelopes(self, *, force: bool = False) -> bool:
+        """Cut due batches into signed envelopes (inside the caller's transaction)."""
         now = time.monotonic()
         due = [
             key
@@ -443,28 +462,27 @@ class Outbox:
             or now - batch.oldest >= self.batch_max_age
         ]
         if not due:
-            return
+            return False
         db = self._db_checked()
-        created_any = False
         for key in due:
             batch = self._batches.pop(key)
+            saved = len(batch.ids) - len(batch.unsaved)  # the first `saved` are in `pending`
             for start in range(0, len(batch.ids), self.batch_max_items):
                 ids = batch.ids[start : start + self.batch_max_items]
                 items = batch.items[start : start + self.batch_max_items]
                 self._write_envelope(db, batch.stream, batch.device, items)
-                db.execute(
-                    "DELETE FROM pending WHERE id BETWEEN ? AND ? AND stream = ? AND device = ?",
-                    (ids[0], ids[-1], batch.stream, batch.device),
-                )
-                created_any = True
+                if start < saved:
+                    last_saved = ids[min(len(ids), saved - start) - 1]
+                    db.execute(
+                        "DELETE FROM pending WHERE id BETWEEN ? AND ? AND stream = ?"
+                        " AND device = ?",
+                        (ids[0], last_saved, batch.stream, batch.device),
+                    )
         db.execute(
             "UPDATE chain SET last_seq = ?, last_hash = ? WHERE k = 1",
             (self.last_seq, self.last_hash),
         )
-        db.commit()
-        self._update_disk_usage()
-        if created_any and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._new_envelopes.set)
+        return True
 
     def _write_envelope(
         self, db: sqlite3.Connection, stream: str, device: str, items: list[str]

@@ -6,14 +6,15 @@ Adding a driver: define its config model (a `DeviceConfigBase` subclass with
 
 from __future__ import annotations
 
+import importlib
 from typing import Annotated
 
 from pydantic import Field
 
 from drivers.base import DeviceConfigBase, Driver
-from drivers.modbus import ModbusRtuConfig, ModbusRtuDriver, ModbusTcpConfig, ModbusTcpDriver
-from drivers.opcua import OpcUaConfig, OpcUaDriver
-from drivers.synthetic import SyntheticConfig, SyntheticDriver
+from drivers.modbus.config import ModbusRtuConfig, ModbusTcpConfig
+from drivers.opcua.config import OpcUaConfig
+from drivers.synthetic import SyntheticConfig
 
 DeviceConfig = Annotated[
     SyntheticConfig | ModbusTcpConfig | ModbusRtuConfig | OpcUaConfig,
@@ -21,18 +22,25 @@ DeviceConfig = Annotated[
 ]
 """Union of every driver's configuration, discriminated by `type`."""
 
-DRIVERS: dict[str, type[Driver]] = {
-    "synthetic": SyntheticDriver,
-    "modbus_tcp": ModbusTcpDriver,
-    "modbus_rtu": ModbusRtuDriver,
-    "opcua": OpcUaDriver,
+DRIVERS: dict[str, str] = {
+    "synthetic": "drivers.synthetic:SyntheticDriver",
+    "modbus_tcp": "drivers.modbus.driver:ModbusTcpDriver",
+    "modbus_rtu": "drivers.modbus.driver:ModbusRtuDriver",
+    "opcua": "drivers.opcua.driver:OpcUaDriver",
 }
+"""`type` → "module:Class". Driver modules (and their protocol libraries) load on first use."""
+
+
+def driver_class(type_name: str) -> type[Driver]:
+    """The driver class registered for a configuration `type`."""
+    try:
+        module_name, class_name = DRIVERS[type_name].split(":")
+    except KeyError:
+        raise ValueError(f"no driver registered for type {type_name!r}") from None
+    cls: type[Driver] = getattr(importlib.import_module(module_name), class_name)
+    return cls
 
 
 def create_driver(config: DeviceConfigBase) -> Driver:
     """Build the driver registered for `config.type`."""
-    try:
-        driver_class = DRIVERS[config.type]
-    except KeyError:
-        raise ValueError(f"no driver registered for type {config.type!r}") from None
-    return driver_class(config)
+    return driver_class(config.type)(config)
