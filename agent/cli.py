@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """`isoedge run -c FILE`."""
     from agent.config import ConfigError, load_config  # noqa: PLC0415 - fast --help
     from agent.log import configure_logging  # noqa: PLC0415
-    from agent.runtime import Agent, run_until_signalled  # noqa: PLC0415
+    from agent.runtime import Agent, StateDirBusyError, run_until_signalled  # noqa: PLC0415
 
     configure_logging(args.log_level)
     try:
@@ -55,8 +55,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         _err(f"{args.config}: {exc}")
         return EXIT_USAGE
-    asyncio.run(run_until_signalled(agent))
-    return EXIT_OK
+    try:
+        asyncio.run(run_until_signalled(agent))
+    except StateDirBusyError as exc:
+        _err(str(exc))
+        return EXIT_FAILURE
+    return agent.exit_code
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -300,8 +304,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line."""
+def build_parser(*, with_simulators: bool = False) -> argparse.ArgumentParser:
+    """The whole command line.
+
+    Simulators (and asyncua, pymodbus ...) are imported only for `isoedge simulate`, so the
+    agent itself does not carry them in memory.
+    """
     parser = _Parser(
         prog="isoedge",
         description="IsoEdge: edge data acquisition for radiopharmacies.",
@@ -329,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = verbs.add_parser("simulate", help="run one instrument simulator standalone")
     kinds = simulate.add_subparsers(dest="kind", metavar="KIND", required=True)
-    _add_simulators(kinds)
+    if with_simulators:
+        _add_simulators(kinds)
 
     check = verbs.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file")
@@ -403,8 +412,9 @@ def _add_decay(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `isoedge` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(with_simulators=bool(words) and words[0] == "simulate")
+    args = parser.parse_args(words)
     try:
         result = args.func(args)
     except KeyboardInterrupt:

@@ -71,6 +71,10 @@ QUOTA_HIGH = 0.9  # pause low-priority acquisition and alert
 QUOTA_LOW = 0.8  # resume below this
 
 
+class OutboxError(RuntimeError):
+    """The outbox cannot store or hand out envelopes (its thread has failed)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Envelope:
     """A signed envelope waiting for PUBACK."""
@@ -229,10 +233,20 @@ class Outbox:
         return self._committed >= target
 
     # ----------------------------------------------------------------- consumer
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the owner thread died, if it did."""
+        return self._fatal
+
+    @property
+    def alive(self) -> bool:
+        """False once the owner thread has died (disk full, database corrupt ...)."""
+        return self._thread is not None and self._thread.is_alive() and self._fatal is None
+
     async def call(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the owner thread (it may use `self._db`) and return its result."""
-        if self._thread is None:
-            raise RuntimeError("outbox is not running")
+        if not self.alive:
+            raise OutboxError(f"outbox is not running: {self._fatal!r}")
         result: Future[T] = Future()
 
         def _job() -> None:
@@ -313,8 +327,8 @@ class Outbox:
 
     # -------------------------------------------------------------- owner thread
     def _db_checked(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("outbox database is not open")
+        if self._db is None or self._fatal is not None:
+            raise OutboxError(f"outbox database is not usable: {self._fatal!r}")
         return self._db
 
     def _open(self) -> sqlite3.Connection:
@@ -364,10 +378,26 @@ class Outbox:
         except BaseException as exc:
             self._fatal = exc
             log.exception("outbox thread failed")
-            raise
+            self._fail_waiting_jobs()
+            if self._loop is not None:
+                # Wake the publisher and anyone waiting, so they see the failure at once.
+                self._loop.call_soon_threadsafe(self._new_envelopes.set)
         finally:
             self._db.close()
             self._db = None
+
+    def _fail_waiting_jobs(self) -> None:
+        """Jobs queued behind a fatal error are answered with it instead of never."""
+        while True:
+            try:
+                entry = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if callable(entry):
+                try:
+                    entry()  # each job checks `self._db`, which raises OutboxError now
+                except Exception:  # noqa: S112 - already reported above, once
+                    continue
 
     def _loop_forever(self) -> None:
         stopping = False

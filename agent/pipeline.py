@@ -10,8 +10,7 @@ from typing import Any, Protocol
 import orjson
 import structlog
 
-from agent.decay.correction import decay_value
-from agent.decay.nuclides import NUCLIDES, normalize_nuclide
+from agent.decay.nuclides import NUCLIDES, decay_value, normalize_nuclide
 from agent.outbox import Outbox
 from agent.reading import Reading, finite_or_none
 from agent.state import LiveState

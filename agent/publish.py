@@ -16,7 +16,7 @@ import structlog
 
 from agent.backoff import Backoff
 from agent.config import BrokerSection
-from agent.outbox import Envelope, Outbox
+from agent.outbox import Envelope, Outbox, OutboxError
 from agent.topics import Topics
 
 log = structlog.get_logger("isoedge.publish")
@@ -122,6 +122,13 @@ class Publisher:
                     self._protocol = aiomqtt.ProtocolVersion.V311
                     continue
                 log.warning("broker connection lost", error=str(exc), broker=self.broker.url)
+            except OutboxError as exc:
+                # Nothing left to publish from; the agent's outbox watch stops the agent.
+                log.error(  # noqa: TRY400 - the outbox thread logged the traceback already
+                    "publisher stopped: the outbox failed", error=str(exc)
+                )
+                self._set_state(LinkState.STOPPED)
+                return
             except (OSError, TimeoutError) as exc:
                 self.last_error = str(exc) or type(exc).__name__
                 log.warning("broker unreachable", error=self.last_error, broker=self.broker.url)
@@ -260,7 +267,10 @@ class Publisher:
         while time.monotonic() < deadline:
             if self.state != LinkState.CONNECTED:
                 return False
-            stats = await self.outbox.stats()
+            try:
+                stats = await self.outbox.stats()
+            except OutboxError:
+                return False
             if stats.envelopes == 0 and stats.pending_items == 0:
                 return True
             await asyncio.sleep(0.05)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
+import os
 import signal
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
@@ -30,9 +32,9 @@ from agent.signing import Signer, load_public_jwks
 from agent.state import LiveState
 from agent.supervisor import DeviceSupervisor
 from agent.topics import Topics
-from agent.web import WebConsole
 
 if TYPE_CHECKING:
+    from agent.web import WebConsole
     from drivers.base import DeviceConfigBase
 
 log = structlog.get_logger("isoedge.agent")
@@ -93,9 +95,16 @@ class Agent:
             for d in devices.values()
         }
         self.outbox.on_quota_change = self._on_quota_change
-        self.web = WebConsole(self, config.web) if config.web.enabled else None
+        self.web: WebConsole | None = None
+        if config.web.enabled:
+            # aiohttp loads only when the console is wanted.
+            from agent.web import WebConsole  # noqa: PLC0415
+
+            self.web = WebConsole(self, config.web)
         self.started = asyncio.Event()
         self.started_at = time.time()
+        self.exit_code = 0
+        self._stop = asyncio.Event()
         # Service hooks: systemd notifications, wall-clock supervision, SIGHUP reload.
         self.notifier = SystemdNotifier()
         self.clock = ClockMonitor(
@@ -164,6 +173,14 @@ class Agent:
     # --------------------------------------------------------------- lifecycle
     async def run(self, stop: asyncio.Event) -> None:
         """Start everything, run until `stop` is set, then shut down in order."""
+        self._stop = stop
+        self._lock = lock_state_dir(self.config.agent.state_dir)
+        try:
+            await self._run(stop)
+        finally:
+            self._lock.close()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         await self.outbox.start()
         await self._start_web()
         self.audit.record(
@@ -197,6 +214,7 @@ class Agent:
                     group.create_task(serve_reload_requests(self, self._reload_requested),
                                       name="reload"),
                     group.create_task(self._tick(), name="qc-tick"),
+                    group.create_task(self._watch_outbox(), name="outbox-watch"),
                 ]
                 self.started.set()
                 self.notifier.ready(self.service_status())
@@ -299,6 +317,17 @@ class Agent:
         if state == "full" or sup.config.priority < top:
             sup.pause(f"outbox quota {state}")
 
+    async def _watch_outbox(self) -> None:
+        """Stop with exit code 1 when the outbox fails (disk full, corrupt database).
+
+        An agent must not keep acquiring what it cannot store; systemd restarts it.
+        """
+        while self.outbox.alive:  # noqa: ASYNC110 - the state lives on another thread
+            await asyncio.sleep(0.5)
+        log.critical("outbox failed; stopping the agent", error=repr(self.outbox.failure))
+        self.exit_code = 1
+        self._stop.set()
+
     async def _tick(self) -> None:
         """1 Hz: time-based rules (stale data, device offline for too long)."""
         while True:
@@ -335,6 +364,30 @@ class Agent:
         publisher_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await publisher_task
+
+
+class StateDirBusyError(RuntimeError):
+    """Another agent already uses this state directory (two writers would fork the chain)."""
+
+
+def lock_state_dir(state_dir: Path) -> TextIO:
+    """Hold an exclusive lock on `state_dir/agent.lock` for the agent's lifetime."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handle = (state_dir / "agent.lock").open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StateDirBusyError(
+            f"{state_dir}: another IsoEdge agent (pid {holder}) is using this state directory"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def rfc3339_now() -> str:

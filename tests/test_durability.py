@@ -252,3 +252,38 @@ def test_quota_full_pauses_low_priority_first_and_raises_an_alert(tmp_path, mosq
     for key, seen in counters_by_channel(decoded).items():
         unique = sorted(set(seen))
         assert unique == [float(v) for v in range(1, len(unique) + 1)], key
+
+
+def test_a_second_agent_on_the_same_state_directory_is_refused(tmp_path, mosquitto):
+    make_keys(tmp_path / "keys")
+    config = write_config(tmp_path / "agent.toml", mosquitto.url, counter_devices(1, 0.05))
+    first = AgentProcess(config).start()
+    try:
+        wait_until(lambda: "agent starting" in first.log(), timeout=20)
+        second = subprocess.run(isoedge_cmd("run", "-c", str(config)), capture_output=True,
+                                text=True, env=cli_env(), timeout=60)
+    finally:
+        assert first.terminate() == 0
+    assert second.returncode == 1
+    assert "another IsoEdge agent" in second.stderr
+    assert str(tmp_path / "state") in second.stderr
+
+
+def test_an_outbox_that_fails_stops_the_agent_with_exit_code_1(tmp_path, mosquitto):
+    """A broken outbox (here: its chain table made read-only) must not leave a hung agent."""
+    make_keys(tmp_path / "keys")
+    config = write_config(tmp_path / "agent.toml", mosquitto.url, counter_devices(1, 0.01))
+    first = AgentProcess(config).start()
+    wait_until(lambda: "agent starting" in first.log(), timeout=20)
+    assert first.terminate() == 0
+    db = sqlite3.connect(tmp_path / "state" / "outbox.db")
+    # Simulate a database that refuses writes (a failing disk, a corrupt table).
+    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON envelopes BEGIN "
+               "SELECT RAISE(ABORT, 'disk failure (simulated)'); END")
+    db.commit()
+    db.close()
+    agent = AgentProcess(config).start()
+    assert agent.proc is not None
+    code = agent.proc.wait(30)
+    assert code == 1
+    assert "outbox failed; stopping the agent" in agent.log()

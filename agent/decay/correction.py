@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+# decay_value (scalar, no numpy) lives with the table; re-exported here for callers.
 from agent.decay.nuclides import LN2, NuclideTable
 from agent.units import ACTIVITY_TO_MBQ, canonical_unit
 
@@ -56,9 +57,6 @@ def convert_activity(value: _Value, from_unit: str, to_unit: str) -> _Value:
     return value * factor
 
 
-def decay_value(activity: float, elapsed_s: float, half_life_s: float) -> float:
-    """Scalar fast path (no numpy overhead): activity after `elapsed_s` seconds."""
-    return activity * math.exp(-LN2 * elapsed_s / half_life_s)
 
 
 def decay_correct(

@@ -16,13 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from agent.decay.nuclides import LN2, MINUTE
+from agent.decay.nuclides import ACCEPTANCE_WINDOWS, LN2, MINUTE
 
 # Acceptance windows for the radionuclidic identity test by half-life, in seconds.
 # F-18: 105-115 min (Ph. Eur. monographs of F-18 preparations, USP <Fludeoxyglucose F 18>).
-ACCEPTANCE_WINDOWS: dict[str, tuple[float, float]] = {
-    "F-18": (105 * MINUTE, 115 * MINUTE),
-}
+# Radionuclidic identity windows live with the nuclide data (no numpy needed to read them).
 
 
 class FitError(ValueError):

@@ -207,3 +207,14 @@ class NuclideTable(Mapping[str, Nuclide]):
     def overridden(self) -> list[str]:
         """Names whose value comes from the site configuration."""
         return [name for name, n in self._table.items() if n is not NUCLIDES[name]]
+
+
+def decay_value(activity: float, elapsed_s: float, half_life_s: float) -> float:
+    """Scalar fast path (no numpy): activity after `elapsed_s` seconds (negative: before)."""
+    return activity * math.exp(-LN2 * elapsed_s / half_life_s)
+
+
+# Radionuclidic identity: measured half-life acceptance windows (F-18: Ph. Eur., USP, BP).
+ACCEPTANCE_WINDOWS: dict[str, tuple[float, float]] = {
+    "F-18": (105 * MINUTE, 115 * MINUTE),
+}

@@ -12,8 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agent.decay.halflife import ACCEPTANCE_WINDOWS
-from agent.decay.nuclides import NUCLIDES, normalize_nuclide
+from agent.decay.nuclides import ACCEPTANCE_WINDOWS, NUCLIDES, normalize_nuclide
 from agent.units import ACTIVITY_TO_MBQ, canonical_unit
 
 Severity = Literal["info", "warning", "alarm", "critical"]

@@ -16,9 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from agent.decay.correction import decay_value
-from agent.decay.halflife import FitError, check_identity
-from agent.decay.nuclides import normalize_nuclide
+from agent.decay.nuclides import decay_value, normalize_nuclide
 from agent.units import ACTIVITY_TO_MBQ, canonical_unit, is_activity_unit
 from drivers.base import Quality
 
@@ -620,8 +618,11 @@ class HalfLifeEvaluator(RuleRuntime):
             return
         self._judged = True
         try:
-            result = check_identity(c.nuclide, self._t, self._a, c.window_s)
-        except FitError as exc:
+            # numpy (inside the fit) loads the first time a half-life series is complete.
+            from agent.decay import halflife  # noqa: PLC0415
+
+            result = halflife.check_identity(c.nuclide, self._t, self._a, c.window_s)
+        except halflife.FitError as exc:
             log.warning("half-life fit failed", rule=self.name, reason=str(exc))
             return
         fit = result.fit
