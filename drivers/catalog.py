@@ -11,16 +11,24 @@ from typing import Annotated
 from pydantic import Field
 
 from drivers.base import DeviceConfigBase, Driver
+from drivers.dosecal import (
+    CapintecCRC15Config,
+    CapintecCRC15Driver,
+    VDC404Config,
+    VDC404Driver,
+)
 from drivers.synthetic import SyntheticConfig, SyntheticDriver
 
 DeviceConfig = Annotated[
-    SyntheticConfig,
+    SyntheticConfig | CapintecCRC15Config | VDC404Config,
     Field(discriminator="type"),
 ]
 """Union of every driver's configuration, discriminated by `type`."""
 
 DRIVERS: dict[str, type[Driver]] = {
     "synthetic": SyntheticDriver,
+    "capintec_crc15": CapintecCRC15Driver,
+    "vdc404": VDC404Driver,
 }
 
 
@@ -30,4 +38,4 @@ def create_driver(config: DeviceConfigBase) -> Driver:
         driver_class = DRIVERS[config.type]
     except KeyError:
         raise ValueError(f"no driver registered for type {config.type!r}") from None
-    return driver_class(config)  # type: ignore[arg-type]
+    return driver_class(config)

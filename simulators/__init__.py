@@ -5,5 +5,7 @@ Each simulator module offers `add_arguments(parser)` and `async run(args)` for
 tests and `isoedge demo`.
 """
 
-SIMULATOR_MODULES: dict[str, str] = {}
+SIMULATOR_MODULES: dict[str, str] = {
+    "dosecal": "simulators.dosecal",
+}
 """`isoedge simulate KIND` → module path implementing it."""

@@ -1,0 +1,18 @@
+"""Dose calibrator drivers: serial, serial-over-TCP (`socket://`) and RFC 2217 ports.
+
+One module per instrument; each keeps its pure parsing functions apart from I/O so they can
+be fuzzed. The failure policy shared by all of them is described in `drivers.dosecal.common`.
+"""
+
+from drivers.dosecal.capintec import CapintecCRC15Config, CapintecCRC15Driver
+from drivers.dosecal.common import SerialDeviceConfig, SerialDoseCalibratorDriver
+from drivers.dosecal.vdc404 import VDC404Config, VDC404Driver
+
+__all__ = [
+    "CapintecCRC15Config",
+    "CapintecCRC15Driver",
+    "SerialDeviceConfig",
+    "SerialDoseCalibratorDriver",
+    "VDC404Config",
+    "VDC404Driver",
+]
