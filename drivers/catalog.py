@@ -12,15 +12,26 @@ from pydantic import Field
 
 from drivers.base import DeviceConfigBase, Driver
 from drivers.dosecal import (
+    Atomlab500Config,
+    Atomlab500Driver,
     CapintecCRC15Config,
     CapintecCRC15Driver,
+    SerialLineConfig,
+    SerialLineDriver,
     VDC404Config,
     VDC404Driver,
+    VIK202Config,
+    VIK202Driver,
 )
 from drivers.synthetic import SyntheticConfig, SyntheticDriver
 
 DeviceConfig = Annotated[
-    SyntheticConfig | CapintecCRC15Config | VDC404Config,
+    SyntheticConfig
+    | CapintecCRC15Config
+    | Atomlab500Config
+    | VDC404Config
+    | VIK202Config
+    | SerialLineConfig,
     Field(discriminator="type"),
 ]
 """Union of every driver's configuration, discriminated by `type`."""
@@ -28,7 +39,10 @@ DeviceConfig = Annotated[
 DRIVERS: dict[str, type[Driver]] = {
     "synthetic": SyntheticDriver,
     "capintec_crc15": CapintecCRC15Driver,
+    "atomlab500": Atomlab500Driver,
     "vdc404": VDC404Driver,
+    "vik202": VIK202Driver,
+    "serial_line": SerialLineDriver,
 }
 
 

@@ -416,6 +416,7 @@ class DoseCalibratorSimulator:
             if ctrl_c and session.buffer[0] == _CTRL_C:
                 del session.buffer[:1]
                 commands.append("\x03")
+                self.commands.append("\x03")
                 continue
             end = session.buffer.find(b"\r")
             if end < 0:

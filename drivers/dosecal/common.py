@@ -310,12 +310,24 @@ class SerialDoseCalibratorDriver(Driver):
                 f"{self._failures} consecutive failed readings; reconnecting", device=self.device_id
             )
 
-    def to_sample(self, measurement: Measurement, channel: str = ACTIVITY_CHANNEL) -> Sample:
-        """A GOOD sample from a valid measurement, else a BAD one (and count the failure)."""
+    def to_sample(
+        self,
+        measurement: Measurement,
+        channel: str = ACTIVITY_CHANNEL,
+        *,
+        activity: bool | None = None,
+    ) -> Sample:
+        """A GOOD sample from a valid measurement, else a BAD one (and count the failure).
+
+        `activity` (default: the driver's `require_activity_unit`) also checks that the unit
+        is an activity unit and the value is within the plausibility bounds.
+        """
+        if activity is None:
+            activity = self.require_activity_unit
         reason = measurement.reason
         if reason is None and measurement.value is None:
             reason = "no value"
-        if reason is None and measurement.value is not None and self.require_activity_unit:
+        if reason is None and measurement.value is not None and activity:
             reason = activity_problem(
                 measurement.value,
                 measurement.unit,
