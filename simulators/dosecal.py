@@ -603,12 +603,13 @@ async def run(args: argparse.Namespace) -> None:
     print(f"dosecal {args.model} listening on {address}", flush=True)  # noqa: T201
     print(_HELP, flush=True)  # noqa: T201
     loop = asyncio.get_running_loop()
-    stdin_fd = sys.stdin.fileno() if sys.stdin is not None else -1
     watching = False
-    if stdin_fd >= 0:
-        with contextlib.suppress(OSError, ValueError, PermissionError):
-            loop.add_reader(stdin_fd, _operator_command, simulator, loop, stdin_fd)
-            watching = True
+    stdin_fd = -1
+    # No usable stdin (a service, a test runner, a regular file): just simulate.
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        stdin_fd = sys.stdin.fileno()
+        loop.add_reader(stdin_fd, _operator_command, simulator, loop, stdin_fd)
+        watching = True
     try:
         await asyncio.Event().wait()
     finally:

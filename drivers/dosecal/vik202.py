@@ -8,9 +8,9 @@ calibration factor; `!F<n>` selects a calibration factor (e.g. 762 F-18, 236 Tc-
 
 Not public: the exact reply layout. The driver assumes zero or more data lines followed by
 the acknowledgement line (`>OK`; any other line starting with `>` is an error), takes the
-data line's single number (optionally labelled) as the value, and accepts CR, LF or CR LF. The chamber knows
-calibration factors, not nuclides: `calibration_factors` maps the number read with `!GF` to
-the nuclide put into each reading (an unmapped factor gives a reading without nuclide).
+data line's single number (optionally labelled) as the value, and accepts CR, LF or CR LF.
+The chamber knows calibration factors, not nuclides: `calibration_factors` maps the number
+read with `!GF` to the nuclide put into each reading (an unmapped factor: no nuclide).
 
 Read-only commands the driver uses: `!R`, `!GF`, `!GQ`, `!V` (and `!GV`, `!A` if asked).
 `!BON`, `!BOFF`, `!Z` and `!F<n>` change the chamber's state and are sent only when listed in
