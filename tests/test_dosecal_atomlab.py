@@ -17,7 +17,7 @@ from simulators.dosecal import FAULTS, DoseCalibratorSimulator
 
 
 def make_config(device_id: str, address: str, **options) -> Atomlab500Config:
-    settings = {"poll_interval_s": 0.05, "timeout_s": 0.25, "max_consecutive_failures": 2}
+    settings = {"poll_interval_s": 0.05, "timeout_s": 0.4, "max_consecutive_failures": 2}
     settings.update(options)
     return Atomlab500Config(id=device_id, type="atomlab500", port=address, **settings)
 

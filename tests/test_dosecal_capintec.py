@@ -27,7 +27,7 @@ def make_driver(device_id: str, address: str) -> CapintecCRC15Driver:
         type="capintec_crc15",
         port=address,
         poll_interval_s=0.05,
-        timeout_s=0.25,
+        timeout_s=0.4,
         max_consecutive_failures=2,
         frame_gap_s=0.02,
     )

@@ -15,7 +15,7 @@ DOCS = sorted((REPO / "docs" / "instruments").glob("*.md"))
 BLOCKS = [
     pytest.param(block, id=f"{path.name}#{index}")
     for path in DOCS
-    for index, block in enumerate(re.findall(r"```toml\n(.*?)```", path.read_text(), re.S))
+    for index, block in enumerate(re.findall(r"```toml\n(.*?)```", path.read_text(), re.DOTALL))
 ]
 
 

@@ -26,8 +26,8 @@ def push_driver(device_id: str, address: str) -> SerialLineDriver:
         port=address,
         pattern=TICKET,
         ignore_pattern="^CAPINTEC",
-        timeout_s=0.25,
-        idle_timeout_s=0.4,
+        timeout_s=0.4,
+        idle_timeout_s=0.6,
         max_consecutive_failures=2,
     )
     return SerialLineDriver(config)
@@ -43,7 +43,7 @@ def poll_driver(device_id: str, address: str) -> SerialLineDriver:
         pattern=ATOMLAB,
         baudrate=19200,
         poll_interval_s=0.05,
-        timeout_s=0.25,
+        timeout_s=0.4,
         max_consecutive_failures=2,
     )
     return SerialLineDriver(config)

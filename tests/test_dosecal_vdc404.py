@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from dosecal_harness import fault_scenario, supervised
 from helpers import wait_for_condition
@@ -18,8 +20,8 @@ def make_driver(device_id: str, address: str) -> VDC404Driver:
         id=device_id,
         type="vdc404",
         port=address,
-        timeout_s=0.25,
-        idle_timeout_s=0.4,
+        timeout_s=0.4,
+        idle_timeout_s=0.6,
         max_consecutive_failures=2,
     )
     return VDC404Driver(config)
@@ -91,13 +93,15 @@ async def test_pushed_lines_become_samples(transport):
 async def test_silence_is_normal_without_idle_timeout():
     sim = DoseCalibratorSimulator("vdc404", "pty", push_interval_s=0.05, seed=5)
     address = await sim.start()
-    config = VDC404Config(id="vdc", type="vdc404", port=address, timeout_s=0.25)
+    config = VDC404Config(id="vdc", type="vdc404", port=address, timeout_s=0.4)
     try:
         async with supervised(lambda: VDC404Driver(config)) as run:
             await wait_for_condition(lambda: len(run.good()) >= 1)
             sim.set_fault("timeout")  # a push instrument that simply measures nothing
+            await asyncio.sleep(0.2)  # let a line already in flight arrive
             mark = len(run.samples)
-            await wait_for_condition(lambda: len(run.samples) == mark, timeout=1.0)
+            await asyncio.sleep(1.0)  # several times timeout_s of silence
+            assert len(run.samples) == mark
             sim.set_fault(None)
             await wait_for_condition(lambda: len(run.good(mark)) >= 1)
         assert not run.errors

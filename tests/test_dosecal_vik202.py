@@ -24,7 +24,7 @@ READ_ONLY = {"!R", "!GF", "!GQ", "!V", "!GV", "!A"}
 def make_config(device_id: str, address: str, **options) -> VIK202Config:
     settings = {
         "poll_interval_s": 0.05,
-        "timeout_s": 0.25,
+        "timeout_s": 0.4,
         "max_consecutive_failures": 2,
         "status_interval_s": None,
     }
