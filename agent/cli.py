@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import importlib
 import json
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -412,6 +413,9 @@ def _add_decay(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `isoedge` console script."""
+    if argv is None:
+        # `isoedge ... | head` should end quietly, as other command-line tools do.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     words = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(with_simulators=bool(words) and words[0] == "simulate")
     args = parser.parse_args(words)

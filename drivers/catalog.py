@@ -1,7 +1,8 @@
 """Registry of drivers keyed by configuration `type` string.
 
 Adding a driver: define its config model (a `DeviceConfigBase` subclass with
-`type: Literal["..."]`) and driver class, then add both here.
+`type: Literal["..."]`) and driver class, then add both here. Configuration models are imported
+eagerly (they validate files); driver modules and their protocol libraries load on first use.
 """
 
 from __future__ import annotations
@@ -12,18 +13,38 @@ from typing import Annotated
 from pydantic import Field
 
 from drivers.base import DeviceConfigBase, Driver
+from drivers.dosecal import (
+    Atomlab500Config,
+    CapintecCRC15Config,
+    SerialLineConfig,
+    VDC404Config,
+    VIK202Config,
+)
 from drivers.modbus.config import ModbusRtuConfig, ModbusTcpConfig
 from drivers.opcua.config import OpcUaConfig
 from drivers.synthetic import SyntheticConfig
 
 DeviceConfig = Annotated[
-    SyntheticConfig | ModbusTcpConfig | ModbusRtuConfig | OpcUaConfig,
+    SyntheticConfig
+    | CapintecCRC15Config
+    | Atomlab500Config
+    | VDC404Config
+    | VIK202Config
+    | SerialLineConfig
+    | ModbusTcpConfig
+    | ModbusRtuConfig
+    | OpcUaConfig,
     Field(discriminator="type"),
 ]
 """Union of every driver's configuration, discriminated by `type`."""
 
 DRIVERS: dict[str, str] = {
     "synthetic": "drivers.synthetic:SyntheticDriver",
+    "capintec_crc15": "drivers.dosecal.capintec:CapintecCRC15Driver",
+    "atomlab500": "drivers.dosecal.atomlab:Atomlab500Driver",
+    "vdc404": "drivers.dosecal.vdc404:VDC404Driver",
+    "vik202": "drivers.dosecal.vik202:VIK202Driver",
+    "serial_line": "drivers.dosecal.serial_line:SerialLineDriver",
     "modbus_tcp": "drivers.modbus.driver:ModbusTcpDriver",
     "modbus_rtu": "drivers.modbus.driver:ModbusRtuDriver",
     "opcua": "drivers.opcua.driver:OpcUaDriver",

@@ -6,6 +6,7 @@ tests and `isoedge demo`.
 """
 
 SIMULATOR_MODULES: dict[str, str] = {
+    "dosecal": "simulators.dosecal",
     "modbus": "simulators.modbus",
     "opcua": "simulators.opcua",
 }

@@ -1,0 +1,151 @@
+"""Biodex/Mirion Atomlab 500: ASCII command protocol.
+
+Public facts: 19200 baud, no parity, 1 stop bit, null-modem cable. Commands are ASCII, at
+most 7 letters, ended by CR, with one space or comma before a parameter. Every reply, errors
+included, is ASCII ended by CR LF. A lone `^C` (0x03) or `1` returns the current activity
+reading (a legacy of the Atomlab 100/200). `ISO` changes the isotope.
+
+Not public: the layout of the reading line. It is parsed with `reading_pattern`, a regular
+expression with named groups `value` (required), `unit` and `nuclide`. The shipped default
+expects `<nuclide> <value> <unit>` (e.g. `F-18      370.2 MBq`); check it against your
+instrument's output before relying on it, and set your own pattern if it differs. Lines that
+match `error_pattern` are instrument error replies (BAD samples with the reply as reason).
+
+The agent stays read-only: it sends the poll and nothing else unless a command is listed in
+`allowed_commands` (changing the isotope during a QA test would corrupt that test).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from drivers.base import Sample
+from drivers.dosecal.common import (
+    NUMBER,
+    Measurement,
+    SerialDeviceConfig,
+    SerialDoseCalibratorDriver,
+    decode_text,
+    malformed,
+    parse_with_pattern,
+)
+
+DEFAULT_READING_PATTERN = (
+    r"^\s*(?P<nuclide>[A-Za-z]{1,2}[- ]?\d{1,3}[mM]?)[\s,;:]+"
+    rf"(?P<value>{NUMBER})\s*(?P<unit>[kMGT]?Bq|[uµμm]?Ci)\s*$"
+)
+"""An assumption (the real format is not public): `F-18      370.2 MBq`."""
+
+DEFAULT_ERROR_PATTERN = r"^\s*(\?|ERR)"
+"""An assumption: error replies start with `?` or `ERR`."""
+
+_CTRL_C = "\x03"
+
+
+def parse_atomlab_line(
+    line: bytes,
+    reading_pattern: re.Pattern[str] | None = None,
+    error_pattern: re.Pattern[str] | None = None,
+) -> Measurement:
+    """Decode one reply line (without CR LF): a reading, an error reply, or malformed."""
+    reading_pattern = reading_pattern or _DEFAULT_READING
+    error_pattern = error_pattern or _DEFAULT_ERROR
+    text = decode_text(line)
+    if error_pattern.search(text):
+        return malformed(text, f"instrument error reply: {text.strip()[:60]!r}")
+    return parse_with_pattern(line, reading_pattern)
+
+
+_DEFAULT_READING = re.compile(DEFAULT_READING_PATTERN)
+_DEFAULT_ERROR = re.compile(DEFAULT_ERROR_PATTERN)
+
+
+class Atomlab500Config(SerialDeviceConfig):
+    """Biodex/Mirion Atomlab 500 on a serial port or serial device server."""
+
+    type: Literal["atomlab500"]
+    baudrate: int = Field(default=19200, ge=50, le=4_000_000)
+    poll_command: Literal["ctrl-c", "1"] = Field(
+        default="ctrl-c", description="The read-only reading request: ^C (0x03) or `1` CR."
+    )
+    reading_pattern: str = Field(
+        default=DEFAULT_READING_PATTERN,
+        description="Regex for the reading line; named groups value (required), unit, nuclide.",
+    )
+    error_pattern: str = Field(default=DEFAULT_ERROR_PATTERN)
+    max_line_bytes: int = Field(default=128, ge=16, le=4096)
+
+    @field_validator("reading_pattern")
+    @classmethod
+    def _check_reading_pattern(cls, value: str) -> str:
+        compiled = _compile(value)
+        if "value" not in compiled.groupindex:
+            raise ValueError("the pattern needs a named group (?P<value>...)")
+        return value
+
+    @field_validator("error_pattern")
+    @classmethod
+    def _check_error_pattern(cls, value: str) -> str:
+        _compile(value)
+        return value
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+
+
+class Atomlab500Driver(SerialDoseCalibratorDriver):
+    """Polls with ^C (or `1`) every `poll_interval_s`; one `activity` sample per reply line."""
+
+    type = "atomlab500"
+    read_only_commands: ClassVar[frozenset[str]] = frozenset({_CTRL_C, "1"})
+
+    def __init__(self, config: Atomlab500Config) -> None:
+        super().__init__(config)
+        self.atomlab = config
+        self._reading = re.compile(config.reading_pattern)
+        self._error = re.compile(config.error_pattern)
+        self._poll = _CTRL_C if config.poll_command == "ctrl-c" else "1"
+
+    def encode_command(self, command: str) -> bytes:
+        """A lone ^C goes out as the single byte 0x03; other commands end with CR."""
+        if command == _CTRL_C:
+            return b"\x03"
+        return command.encode("ascii") + b"\r"
+
+    async def run_init_command(self, command: str) -> None:
+        """Send an allowed command and log the instrument's reply (errors too)."""
+        await self.transport.discard_input()
+        await self.send_command(command)
+        reply = await self.transport.read_line(self.cfg.timeout_s, self.atomlab.max_line_bytes)
+        text = None if reply is None else decode_text(reply)
+        if text is not None and self._error.search(text):
+            self.log.warning("dosecal.command_rejected", command=command, reply=text)
+        else:
+            self.log.info("dosecal.command_sent", command=command, reply=text)
+
+    async def poll_once(self) -> list[Sample]:
+        """Request the current reading and parse the reply line."""
+        dropped = await self.transport.discard_input()
+        if dropped:
+            self.log.debug("dosecal.stale_input_dropped", size=len(dropped))
+        await self.send_command(self._poll)
+        line = await self.transport.read_line(self.cfg.timeout_s, self.atomlab.max_line_bytes)
+        if line is None:
+            self.note_failure(f"no reply within {self.cfg.timeout_s:g} s")
+            return []
+        if len(line) > self.atomlab.max_line_bytes:
+            limit = self.atomlab.max_line_bytes
+            return [self.to_sample(malformed(decode_text(line), f"line longer than {limit} bytes"))]
+        return [self.to_sample(parse_atomlab_line(line, self._reading, self._error))]
+
+    def samples(self) -> AsyncIterator[Sample]:
+        """Poll until the link fails."""
+        return self.poll_loop()

@@ -1,0 +1,648 @@
+"""Dose calibrator simulators on a pseudo-terminal or a TCP port (a serial device server).
+
+Models: `capintec` (CRC-15 PET binary poll), `atomlab` (Atomlab 500 ASCII), `vdc404` (pushed
+lines), `vik202` (Veenstra chamber command set) and `crc55tr` (printer-style pushed lines for
+the generic `serial_line` driver).
+
+The simulated chamber holds a sample that decays with its nuclide's half-life (from the
+agent's nuclide table), adds a background, and reads with Poisson-like noise. The operator
+can load a new sample or turn the nuclide selector (`set_nuclide`): the displayed activity
+then scales with the ratio of chamber responses, as on a real instrument. The responses used
+here are illustrative, not vendor calibration data.
+
+Faults (`set_fault`), applied to whatever the instrument sends while active:
+
+- `unplugged`: on a pty nothing is sent or answered (a pulled RS-232 cable is silence); on
+  TCP the device server drops every connection and closes new ones at once.
+- `garbage`: random bytes instead of a reply or line.
+- `truncated`: only the first part of a reply or line, without its terminator.
+- `timeout`: polls are answered `slow_reply_s` late; push instruments fall silent.
+- `wrong_length`: binary replies carry two extra bytes; lines overflow any sane length.
+- `corrupt`: bit errors (these protocols have no checksum): the unit byte, name or value
+  of a binary frame is invalid; the digits of a text reply have their high bit set.
+
+Everything runs on the caller's asyncio loop (no threads), so `isoedge demo` can start
+several simulators in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import random
+import re
+import struct
+import sys
+import time
+import tty
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from agent.decay import half_life_s, normalize_nuclide
+from agent.units import ACTIVITY_TO_MBQ, activity_to, canonical_unit
+from drivers.dosecal.capintec import crc15_name, encode_crc15_reply
+
+MODELS = ("capintec", "atomlab", "vdc404", "vik202", "crc55tr")
+FAULTS = ("unplugged", "garbage", "truncated", "timeout", "wrong_length", "corrupt")
+Model = Literal["capintec", "atomlab", "vdc404", "vik202", "crc55tr"]
+
+DEFAULT_UNITS: dict[str, str] = {
+    "capintec": "MBq",
+    "atomlab": "MBq",
+    "vdc404": "MBq",
+    "vik202": "Bq",  # the chamber reports Bq only
+    "crc55tr": "mCi",
+}
+
+# Relative chamber response (ionisation current per MBq) of a few nuclides. Illustrative
+# values for the simulation only: they make a wrong nuclide setting visibly wrong.
+RESPONSE: dict[str, float] = {
+    "F-18": 1.0, "C-11": 1.0, "N-13": 1.0, "O-15": 1.0, "Ga-68": 0.95, "Rb-82": 1.05,
+    "Cu-64": 0.35, "Zr-89": 1.1, "Tc-99m": 0.22, "I-123": 0.3, "I-131": 0.62,
+    "In-111": 0.55, "Lu-177": 0.07, "Y-90": 0.02, "Tl-201": 0.15, "Cs-137": 0.74,
+    "Co-57": 0.2, "Ba-133": 0.68, "Ge-68": 0.95, "Mo-99": 0.5,
+}
+
+VIK202_FACTORS: dict[int, str] = {762: "F-18", 236: "Tc-99m", 587: "Cs-137", 447: "I-131"}
+"""Calibration factor numbers of the public VIK-202 examples (site-specific in practice)."""
+
+_CTRL_C = 0x03
+_ASCII_DIGITS = frozenset(b"0123456789")
+_AMPERE_PER_MBQ = 2.5e-13  # chamber current per MBq of an F-18-like emitter (illustrative)
+_COUNTS_PER_MBQ = 4000.0  # sets the Poisson-like noise: sd = sqrt(A / _COUNTS_PER_MBQ)
+
+
+def format_significant(value: float, digits: int = 4) -> str:
+    """Fixed-point text with about `digits` significant digits, as displays print numbers."""
+    if value == 0 or not math.isfinite(value):
+        return "0.000"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:.{decimals}f}"
+
+
+class Chamber:
+    """The simulated ionisation chamber: a decaying sample, background, noise, selector."""
+
+    def __init__(
+        self,
+        nuclide: str,
+        activity_mbq: float,
+        *,
+        background_mbq: float = 0.01,
+        noise: bool = True,
+        time_scale: float = 1.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.rng = rng or random.Random()
+        self.noise = noise
+        self.time_scale = time_scale
+        self.background_mbq = background_mbq
+        self.background_subtraction = True
+        self.zero_offset_mbq = 0.0
+        self.sample_nuclide = _canonical(nuclide)
+        self.selected_nuclide: str | None = self.sample_nuclide
+        self.a0_mbq = activity_mbq
+        self.t0 = self._now()
+
+    def _now(self) -> float:
+        return time.monotonic() * self.time_scale
+
+    def load_sample(self, nuclide: str, activity_mbq: float) -> None:
+        """A new sample goes in; the operator selects its nuclide."""
+        self.sample_nuclide = _canonical(nuclide)
+        self.selected_nuclide = self.sample_nuclide
+        self.a0_mbq = activity_mbq
+        self.t0 = self._now()
+
+    def true_activity_mbq(self) -> float:
+        """The sample's activity now (decayed since it was loaded)."""
+        elapsed = self._now() - self.t0
+        return self.a0_mbq * math.exp(-math.log(2) * elapsed / half_life_s(self.sample_nuclide))
+
+    def _signal_mbq(self) -> float:
+        """Chamber signal in MBq of the selected nuclide, background included, with noise."""
+        response = RESPONSE.get(self.sample_nuclide, 0.5)
+        selected = RESPONSE.get(self.selected_nuclide or "", response)
+        mean = self.true_activity_mbq() * response / selected + self.background_mbq
+        if not self.noise:
+            return mean
+        return self.rng.gauss(mean, math.sqrt(max(mean, 0.0) / _COUNTS_PER_MBQ))
+
+    def displayed_mbq(self) -> float:
+        """What the display shows, in MBq."""
+        value = self._signal_mbq() - self.zero_offset_mbq
+        if self.background_subtraction:
+            value -= self.background_mbq
+        return value
+
+    def current_a(self) -> float:
+        """Chamber current (A), as the VIK-202 reports it."""
+        response = RESPONSE.get(self.sample_nuclide, 0.5)
+        return (self.true_activity_mbq() * response + self.background_mbq) * _AMPERE_PER_MBQ
+
+    def autozero(self) -> float:
+        """Null the electronics' offset (simulated as a tiny residual); return it in MBq."""
+        self.zero_offset_mbq = self.rng.gauss(0.0, 1e-4) if self.noise else 0.0
+        return self.zero_offset_mbq
+
+
+def _canonical(nuclide: str) -> str:
+    name = normalize_nuclide(nuclide)
+    if name is None:
+        raise ValueError(f"unknown nuclide {nuclide!r}")
+    return name
+
+
+def parse_activity(text: str) -> float:
+    """`"370 MBq"`, `"10mCi"`, `"370"` (MBq) → MBq."""
+    match = re.fullmatch(r"\s*([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)\s*([A-Za-zµμ]*)\s*", text)
+    if match is None:
+        raise ValueError(f"expected an activity like '370 MBq', got {text!r}")
+    value, unit = float(match.group(1)), match.group(2) or "MBq"
+    canonical = canonical_unit(unit)
+    if canonical not in ACTIVITY_TO_MBQ:
+        raise ValueError(f"unknown activity unit {unit!r}")
+    return value * ACTIVITY_TO_MBQ[canonical]
+
+
+@dataclass(eq=False)
+class _Session:
+    """One connected reader: the pty, or one TCP connection."""
+
+    write: Callable[[bytes], None]
+    close: Callable[[], None] | None = None
+    buffer: bytearray = field(default_factory=bytearray)
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+    def cancel_timers(self) -> None:
+        for handle in self.timers:
+            handle.cancel()
+        self.timers.clear()
+
+
+class DoseCalibratorSimulator:
+    """One simulated dose calibrator on a pty (`transport="pty"`) or TCP port (`"tcp"`).
+
+    `start()` returns the address a driver's `port` setting uses: the pty path or
+    `socket://HOST:PORT`.
+    """
+
+    def __init__(
+        self,
+        model: Model = "capintec",
+        transport: Literal["pty", "tcp"] = "pty",
+        nuclide: str = "F-18",
+        activity_mbq: float = 370.0,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        unit: str | None = None,
+        background_mbq: float = 0.01,
+        noise: bool = True,
+        push_interval_s: float = 2.0,
+        slow_reply_s: float = 5.0,
+        time_scale: float = 1.0,
+        fault: str | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if model not in MODELS:
+            raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
+        if transport not in ("pty", "tcp"):
+            raise ValueError("transport must be 'pty' or 'tcp'")
+        self.model = model
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.unit = unit or DEFAULT_UNITS[model]
+        if model == "vik202":
+            self.unit = "Bq"
+        if canonical_unit(self.unit) not in ACTIVITY_TO_MBQ:
+            raise ValueError(f"unknown activity unit {self.unit!r}")
+        self.push_interval_s = push_interval_s
+        self.slow_reply_s = slow_reply_s
+        self.rng = random.Random(seed)
+        self.chamber = Chamber(
+            nuclide,
+            activity_mbq,
+            background_mbq=background_mbq,
+            noise=noise,
+            time_scale=time_scale,
+            rng=self.rng,
+        )
+        if model == "vik202":
+            self.chamber.background_subtraction = False  # until `!BON`
+        self.fault: str | None = None
+        self.address: str | None = None
+        self.valid_frames: deque[str] = deque(maxlen=4096)
+        """Raw text (hex for binary) of every well-formed reply/line sent, newest last."""
+        self.commands: deque[str] = deque(maxlen=1024)
+        """Commands received (ASCII models), newest last."""
+        self._sessions: set[_Session] = set()
+        self._server: asyncio.Server | None = None
+        self._pty: tuple[int, int] | None = None
+        self._push_task: asyncio.Task[None] | None = None
+        self._printed = 0
+        self._vik_factor: int | None = None
+        self.set_fault(fault)
+
+    # -- control ----------------------------------------------------------------------------
+
+    def set_fault(self, name: str | None) -> None:
+        """Start a fault (see the module docstring), or end it with None."""
+        if name is not None and name not in FAULTS:
+            raise ValueError(f"unknown fault {name!r}; expected one of {FAULTS}")
+        self.fault = name
+        if name == "unplugged" and self.transport == "tcp":
+            for session in list(self._sessions):
+                self._drop(session)
+
+    def set_nuclide(self, name: str) -> None:
+        """The operator turns the nuclide selector (the sample in the chamber stays)."""
+        self.chamber.selected_nuclide = _canonical(name)
+        self._vik_factor = None
+
+    def load_sample(self, nuclide: str, activity_mbq: float) -> None:
+        """The operator puts a new sample in and selects its nuclide."""
+        self.chamber.load_sample(nuclide, activity_mbq)
+        self._vik_factor = None
+
+    def sent_valid(self, raw_text: str) -> bool:
+        """True if the simulator sent exactly this well-formed frame/line recently."""
+        return raw_text in self.valid_frames
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> str:
+        """Open the pty or TCP port; return the address for a driver's `port` setting."""
+        loop = asyncio.get_running_loop()
+        if self.transport == "pty":
+            master, slave = os.openpty()
+            tty.setraw(slave)  # no echo, no CR/LF translation: a plain 8-bit line
+            os.set_blocking(master, False)
+            self._pty = (master, slave)
+            session = _Session(write=self._pty_write)
+            self._sessions.add(session)
+            loop.add_reader(master, self._on_pty_readable, session)
+            self.address = os.ttyname(slave)
+        else:
+            self._server = await asyncio.start_server(self._on_tcp_client, self.host, self.port)
+            bound = self._server.sockets[0].getsockname()
+            self.port = int(bound[1])
+            self.address = f"socket://{self.host}:{self.port}"
+        if self.model in ("vdc404", "crc55tr"):
+            self._push_task = asyncio.create_task(self._push_loop(), name=f"dosecal-{self.model}")
+        return self.address
+
+    async def stop(self) -> None:
+        """Close everything this simulator opened; safe to call twice."""
+        if self._push_task is not None:
+            self._push_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._push_task
+            self._push_task = None
+        for session in list(self._sessions):
+            self._drop(session)
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await self._server.wait_closed()
+            self._server = None
+        if self._pty is not None:
+            master, slave = self._pty
+            asyncio.get_running_loop().remove_reader(master)
+            for fd in (master, slave):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._pty = None
+
+    def _drop(self, session: _Session) -> None:
+        session.cancel_timers()
+        if session.close is not None:
+            session.close()
+            self._sessions.discard(session)
+
+    # -- transports -------------------------------------------------------------------------
+
+    def _pty_write(self, data: bytes) -> None:
+        if self._pty is None:
+            return
+        # Nobody reading the other end and its buffer full: a real line drops bytes too.
+        with contextlib.suppress(OSError):
+            os.write(self._pty[0], data)
+
+    def _on_pty_readable(self, session: _Session) -> None:
+        if self._pty is None:
+            return
+        try:
+            data = os.read(self._pty[0], 4096)
+        except (BlockingIOError, OSError):
+            return
+        if data:
+            self._on_input(session, data)
+
+    async def _on_tcp_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        if self.fault == "unplugged":
+            writer.close()
+            return
+
+        def write(data: bytes) -> None:
+            if not writer.is_closing():
+                writer.write(data)
+
+        session = _Session(write=write, close=writer.close)
+        self._sessions.add(session)
+        try:
+            while True:
+                data = await reader.read(4096)
+                if not data:
+                    break
+                self._on_input(session, data)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            session.cancel_timers()
+            self._sessions.discard(session)
+            writer.close()
+
+    # -- protocol ---------------------------------------------------------------------------
+
+    def _on_input(self, session: _Session, data: bytes) -> None:
+        if self.fault == "unplugged":
+            return
+        session.buffer += data
+        if self.model == "capintec":
+            self._capintec_input(session)
+        elif self.model == "atomlab":
+            self._atomlab_input(session)
+        elif self.model == "vik202":
+            self._vik202_input(session)
+        else:
+            session.buffer.clear()  # push-only instruments ignore what they receive
+        del session.buffer[:-256]  # never grow without bound on noise
+
+    def _capintec_input(self, session: _Session) -> None:
+        while True:
+            match = re.search(rb"@ABCDEFGHIJK[\r\n]", session.buffer)
+            if match is None:
+                return
+            del session.buffer[: match.end()]
+            value = activity_to(self.chamber.displayed_mbq(), self.unit)
+            name = crc15_name(self.chamber.selected_nuclide or self.chamber.sample_nuclide)
+            frame = encode_crc15_reply(name, canonical_unit(self.unit), value)
+            self._reply(session, frame, binary=True)
+
+    def _reading_line(self) -> str:
+        value = activity_to(self.chamber.displayed_mbq(), self.unit)
+        nuclide = self.chamber.selected_nuclide or self.chamber.sample_nuclide
+        if self.model == "vdc404":
+            return f"{nuclide.replace('-', '')}: {format_significant(value)} {self.unit}"
+        if self.model == "crc55tr":
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            return f"{stamp}  {nuclide:<7} {format_significant(value):>10} {self.unit}"
+        return f"{nuclide:<7} {format_significant(value):>10} {self.unit}"  # atomlab
+
+    def _commands(self, session: _Session, *, ctrl_c: bool) -> list[str]:
+        """Complete commands in the buffer (CR ended; a lone ^C counts as one if `ctrl_c`)."""
+        commands = []
+        while session.buffer:
+            if ctrl_c and session.buffer[0] == _CTRL_C:
+                del session.buffer[:1]
+                commands.append("\x03")
+                self.commands.append("\x03")
+                continue
+            end = session.buffer.find(b"\r")
+            if end < 0:
+                break
+            text = bytes(session.buffer[:end]).decode("latin-1").strip("\n ")
+            del session.buffer[: end + 1]
+            if text:
+                commands.append(text)
+                self.commands.append(text)
+        return commands
+
+    def _atomlab_input(self, session: _Session) -> None:
+        for command in self._commands(session, ctrl_c=True):
+            verb, _, argument = command.partition(" ")
+            if command in ("\x03", "1"):
+                self._reply(session, (self._reading_line() + "\r\n").encode("latin-1"))
+            elif verb.upper() == "ISO" and normalize_nuclide(argument) is not None:
+                self.set_nuclide(argument)
+                self._reply(session, b"OK\r\n", record=False)
+            else:
+                self._reply(session, b"ERROR\r\n", record=False)
+
+    def _vik202_input(self, session: _Session) -> None:
+        for command in self._commands(session, ctrl_c=False):
+            data = self._vik202_answer(command.upper())
+            if data is None:
+                self._reply(session, b">ERR\r\n", record=False)
+            else:
+                lines = "".join(f"{line}\r\n" for line in data)
+                self._reply(session, f"{lines}>OK\r\n".encode("latin-1"), record=bool(data))
+
+    def _vik202_answer(self, command: str) -> list[str] | None:
+        chamber = self.chamber
+        factor_match = re.fullmatch(r"!F(\d{1,4})", command)
+        if factor_match:
+            number = int(factor_match.group(1))
+            chamber.selected_nuclide = VIK202_FACTORS.get(number)
+            self._vik_factor = number
+            return []
+        answers: dict[str, Callable[[], list[str]]] = {
+            "!R": lambda: [f"{chamber.displayed_mbq() * 1e6:.4E}"],
+            "!BON": lambda: self._set_background(on=True),
+            "!BOFF": lambda: self._set_background(on=False),
+            "!Z": self._autozero,
+            "!A": lambda: [f"{chamber.zero_offset_mbq * 1e6:.3E}"],
+            "!V": lambda: [f"{151.8 + self.rng.gauss(0, 0.05):.1f}"],
+            "!GQ": lambda: [f"{chamber.current_a():.4E}"],
+            "!GV": lambda: ["VIK-202 simulator 1.0"],
+            "!GF": lambda: [str(self._vik202_factor())],
+        }
+        answer = answers.get(command)
+        return None if answer is None else answer()
+
+    def _autozero(self) -> list[str]:
+        self.chamber.autozero()
+        return []
+
+    def _vik202_factor(self) -> int:
+        if self._vik_factor is not None:
+            return self._vik_factor
+        by_nuclide = {name: number for number, name in VIK202_FACTORS.items()}
+        return by_nuclide.get(self.chamber.selected_nuclide or "", 0)
+
+    def _set_background(self, *, on: bool) -> list[str]:
+        self.chamber.background_subtraction = on
+        return []
+
+    async def _push_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.push_interval_s)
+            if self.fault in ("unplugged", "timeout"):
+                continue  # silence
+            lines = []
+            if self.model == "crc55tr" and self._printed % 10 == 0:
+                lines.append(b"CAPINTEC CRC-55tR\r\n")  # ticket header, not a reading
+            self._printed += 1
+            lines.append((self._reading_line() + "\r\n").encode("latin-1"))
+            for session in list(self._sessions):
+                for line in lines:
+                    self._reply(session, line, record=not line.startswith(b"CAPINTEC"))
+
+    # -- faults -----------------------------------------------------------------------------
+
+    def _reply(
+        self, session: _Session, frame: bytes, *, binary: bool = False, record: bool = True
+    ) -> None:
+        """Send a reply/line through the active fault."""
+        fault = self.fault
+        if fault == "unplugged":
+            return
+        if fault == "timeout":
+            loop = asyncio.get_running_loop()
+            session.timers.append(
+                loop.call_later(self.slow_reply_s, self._send, session, frame, binary, record)
+            )
+            return
+        if fault is None:
+            self._send(session, frame, binary, record)
+            return
+        session.write(self._damage(frame, fault, binary=binary))
+
+    def _send(self, session: _Session, frame: bytes, binary: bool, record: bool) -> None:
+        if record:
+            if binary:
+                self.valid_frames.append(frame.hex(" "))
+            else:
+                for line in re.split(rb"[\r\n]+", frame):
+                    if line and not line.startswith(b">"):
+                        self.valid_frames.append(line.decode("latin-1"))
+        session.write(frame)
+
+    def _damage(self, frame: bytes, fault: str, *, binary: bool) -> bytes:
+        rng = self.rng
+        if fault == "garbage":
+            size = rng.choice([n for n in range(3, 25) if n != len(frame)])
+            noise = bytearray(rng.randrange(256) for _ in range(size))
+            noise[rng.randrange(size)] = 0x01  # always some non-printable noise
+            return bytes(noise) + (b"" if binary else b"\r\n")
+        if fault == "truncated":
+            return frame[: max(1, len(frame) // 2)]
+        if fault == "wrong_length":
+            if binary:
+                return frame + bytes([rng.randrange(256), rng.randrange(256)])
+            return frame.rstrip(b"\r\n") + b" " + b"#" * 600 + b"\r\n"
+        # corrupt
+        if binary:
+            damaged = bytearray(frame)
+            choice = rng.randrange(3)
+            if choice == 0:
+                damaged[6] = 0x0E  # unit index out of range
+            elif choice == 1:
+                damaged[7:11] = struct.pack("<f", math.nan)
+            else:
+                damaged[1] = 0x01  # control byte in the name field
+            return bytes(damaged)
+        return bytes(b | 0x80 if b in _ASCII_DIGITS else b for b in frame)
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `isoedge simulate dosecal`."""
+    parser.add_argument("--model", choices=MODELS, default="capintec")
+    parser.add_argument("--transport", choices=("pty", "tcp"), default="pty")
+    parser.add_argument("--host", default="127.0.0.1", help="TCP listen address")
+    parser.add_argument("--port", type=int, default=0, help="TCP port (0: any free port)")
+    parser.add_argument("--nuclide", default="F-18")
+    parser.add_argument(
+        "--activity", default="370 MBq", help="activity of the sample when loaded, e.g. '10 mCi'"
+    )
+    parser.add_argument("--unit", default=None, help="display unit (default per model)")
+    parser.add_argument("--background", type=float, default=0.01, help="background in MBq")
+    parser.add_argument("--no-noise", action="store_true", help="exact readings, no noise")
+    parser.add_argument(
+        "--push-interval", type=float, default=2.0, help="seconds between pushed lines"
+    )
+    parser.add_argument("--time-scale", type=float, default=1.0, help="decay runs this much faster")
+    parser.add_argument("--fault", choices=FAULTS, default=None, help="start with this fault")
+    parser.add_argument("--seed", type=int, default=None)
+
+
+_HELP = "commands: nuclide NAME | load NAME ACTIVITY | fault NAME|none | status"
+
+
+async def run(args: argparse.Namespace) -> None:
+    """Run one simulator until cancelled; stdin takes operator commands (see `_HELP`)."""
+    simulator = DoseCalibratorSimulator(
+        model=args.model,
+        transport=args.transport,
+        nuclide=args.nuclide,
+        activity_mbq=parse_activity(args.activity),
+        host=args.host,
+        port=args.port,
+        unit=args.unit,
+        background_mbq=args.background,
+        noise=not args.no_noise,
+        push_interval_s=args.push_interval,
+        time_scale=args.time_scale,
+        fault=args.fault,
+        seed=args.seed,
+    )
+    address = await simulator.start()
+    print(f"dosecal {args.model} listening on {address}", flush=True)  # noqa: T201
+    print(_HELP, flush=True)  # noqa: T201
+    loop = asyncio.get_running_loop()
+    watching = False
+    stdin_fd = -1
+    # No usable stdin (a service, a test runner, a regular file): just simulate.
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        stdin_fd = sys.stdin.fileno()
+        loop.add_reader(stdin_fd, _operator_command, simulator, loop, stdin_fd)
+        watching = True
+    try:
+        await asyncio.Event().wait()
+    finally:
+        if watching:
+            loop.remove_reader(stdin_fd)
+        await simulator.stop()
+
+
+def _operator_command(
+    simulator: DoseCalibratorSimulator, loop: asyncio.AbstractEventLoop, fd: int
+) -> None:
+    line = sys.stdin.readline()
+    if not line:  # end of input: stop listening, keep simulating
+        loop.remove_reader(fd)
+        return
+    words = line.split()
+    try:
+        verb, arguments = (words[0], words[1:]) if words else ("", [])
+        if verb == "nuclide" and len(arguments) == 1:
+            simulator.set_nuclide(arguments[0])
+        elif verb == "load" and len(arguments) > 1:
+            simulator.load_sample(arguments[0], parse_activity(" ".join(arguments[1:])))
+        elif verb == "fault" and len(arguments) == 1:
+            simulator.set_fault(None if arguments[0] == "none" else arguments[0])
+        elif verb != "status":
+            print(_HELP, flush=True)  # noqa: T201
+            return
+    except ValueError as exc:
+        print(f"error: {exc}", flush=True)  # noqa: T201
+        return
+    chamber = simulator.chamber
+    print(  # noqa: T201
+        f"sample {chamber.sample_nuclide} {chamber.true_activity_mbq():.4g} MBq, "
+        f"selected {chamber.selected_nuclide}, fault {simulator.fault}",
+        flush=True,
+    )
