@@ -254,4 +254,13 @@ async def _start_opcua(options: dict[str, Any], device: dict[str, Any]) -> StopF
     device["nodes"] = wiring["nodes"]
     device["events"] = {**device.get("events", {}), **wiring["events"]}
     return simulator.stop
+@simulator_starter("dosecal")
+async def _start_dosecal(options: dict[str, Any], device: dict[str, Any]) -> StopFn:
+    from simulators.dosecal import DoseCalibratorSimulator  # noqa: PLC0415
+
+    simulator = DoseCalibratorSimulator(**options)
+    device["port"] = await simulator.start()  # a pty path or socket://HOST:PORT
+    return simulator.stop
+
+
 __all__ = ["SIMULATOR_STARTERS", "render", "run_demo", "simulator_starter"]
