@@ -97,14 +97,14 @@ async def _demo(
             stops.append(await starter(sim.get("options", {}), devices[sim["device"]]))
         config = resolve_paths(parse_config(data, str(config_path)), config_path.parent)
         agent = Agent(config, config_path=config_path)
-        _print_banner(config, broker_url, keys, args, state_dir)
+        header = _print_banner(config, broker_url, keys, args, state_dir)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         async with asyncio.TaskGroup() as group:
             runner = group.create_task(agent.run(stop), name="agent")
-            view = group.create_task(_live_view(agent, live_view), name="live-view")
+            view = group.create_task(_live_view(agent, live_view, header), name="live-view")
             if args.duration is not None:
                 group.create_task(_stop_after(stop, args.duration), name="demo-timer")
             await stop.wait()
@@ -127,7 +127,7 @@ async def _stop_after(stop: asyncio.Event, seconds: float) -> None:
 
 def _print_banner(
     config: Any, broker_url: str, keys: Path, args: argparse.Namespace, state_dir: Path
-) -> None:
+) -> list[str]:
     base = f"{config.broker.topic_prefix}/{config.agent.site}/{config.agent.id}"
     lines = [
         "IsoEdge demo",
@@ -146,6 +146,11 @@ def _print_banner(
     ]
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
+    return [
+        f"broker {broker_url}   web http://{args.web}/   public key {keys / PUBLIC_JWK_NAME}",
+        f"topics {base}/#   stop: Ctrl-C",
+        "",
+    ]
 
 
 def _format_value(item: dict[str, Any]) -> str:
@@ -156,16 +161,16 @@ def _format_value(item: dict[str, Any]) -> str:
     if item.get("nuclide"):
         extra += f" {item['nuclide']}"
     if item.get("value_at_ref") is not None:
-        extra += f" (at ref {item['value_at_ref']:.4g})"
+        extra += f"  ({item['value_at_ref']:.4g} {unit} at {str(item.get('ref_time'))[11:16]}Z)"
     if item.get("quality") != "good":
         extra += f" [{item.get('quality')}: {item.get('reason', '')}]"
     return f"{text} {unit}{extra}"
 
 
-def render(agent: Agent) -> str:
-    """One frame of the live view."""
+def render(agent: Agent, header: list[str] | None = None) -> str:
+    """One frame of the live view (`header`: where to look, repeated on every frame)."""
     live = agent.live
-    rows = [
+    rows = [*(header or []),
         (
             f"IsoEdge demo  {time.strftime('%H:%M:%S')}   broker: {agent.publisher.state.value}"
             f"   acquired {live.counters['readings_acquired']}"
@@ -195,11 +200,11 @@ def render(agent: Agent) -> str:
     return "\n".join(rows)
 
 
-async def _live_view(agent: Agent, live_view: bool) -> None:
+async def _live_view(agent: Agent, live_view: bool, header: list[str]) -> None:
     await agent.started.wait()
     while True:
         if live_view:
-            sys.stdout.write("\x1b[H\x1b[2J" + render(agent) + "\n")
+            sys.stdout.write("\x1b[H\x1b[2J" + render(agent, header) + "\n")
         else:
             counters = agent.live.counters
             sys.stdout.write(
