@@ -7,7 +7,7 @@ import time
 
 import pytest
 from helpers import wait_for_condition
-from test_modbus_tcp import Supervised
+from supervised import Supervised
 
 from agent.config import parse_config
 from drivers.base import Quality

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from typing import Self
 
 import pytest
 from helpers import wait_for_condition
+from supervised import Supervised
 
 from agent.config import parse_config
-from drivers.base import DeviceError, Quality, Sample
-from drivers.catalog import create_driver
+from drivers.base import Quality
 from simulators.modbus import ModbusSimulator
 
 pytestmark = pytest.mark.timeout(60)
@@ -21,43 +19,6 @@ pytestmark = pytest.mark.timeout(60)
 def device(sim: ModbusSimulator, device_id: str = "hc1", **extra):
     data = sim.device_config(device_id, **{"poll_interval_s": 0.1, "timeout_s": 0.5, **extra})
     return parse_config({"agent": {"site": "s", "id": "a"}, "devices": [data]}).devices[0]
-
-
-class Supervised:
-    """A minimal stand-in for the agent's supervisor: connect, iterate, back off, reconnect."""
-
-    def __init__(self, config, backoff_s: float = 0.2) -> None:
-        self.config = config
-        self.backoff_s = backoff_s
-        self.samples: list[Sample] = []
-        self.errors: list[str] = []
-        self.task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        while True:
-            driver = create_driver(self.config)
-            try:
-                await driver.connect()
-                async for sample in driver.samples():
-                    self.samples.append(sample)
-            except DeviceError as exc:
-                self.errors.append(str(exc))
-            finally:
-                await driver.close()
-            await asyncio.sleep(self.backoff_s)
-
-    async def __aenter__(self) -> Self:
-        self.task = asyncio.create_task(self._run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.task is not None
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-
-    def channel(self, name: str) -> list[Sample]:
-        return [s for s in self.samples if s.channel == name]
 
 
 @pytest.fixture

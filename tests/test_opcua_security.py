@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from helpers import wait_for_condition
-from test_opcua_synthesis import Supervised
+from supervised import Supervised
 
 from agent.config import parse_config
 from drivers.base import DeviceError

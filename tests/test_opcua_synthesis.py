@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from datetime import UTC, datetime
 
 import pytest
 from helpers import wait_for_condition
+from supervised import Supervised
 
 from agent.config import parse_config
 from agent.decay import half_life_s
-from drivers.base import DeviceError, Quality, Sample, SampleKind
-from drivers.catalog import create_driver
+from drivers.base import Quality, SampleKind
 from simulators.opcua import FDG_STEPS, FdgRun, SynthesisModuleSimulator
 
 pytestmark = pytest.mark.timeout(60)
@@ -23,43 +22,6 @@ def device(sim: SynthesisModuleSimulator, **extra):
     settings = {"publishing_interval_ms": 100, "timeout_s": 2.0, **extra}
     data = sim.device_config("synth-1", **settings)
     return parse_config({"agent": {"site": "s", "id": "a"}, "devices": [data]}).devices[0]
-
-
-class Supervised:
-    """A minimal stand-in for the agent's supervisor: connect, iterate, back off, reconnect."""
-
-    def __init__(self, config, backoff_s: float = 0.5) -> None:
-        self.config = config
-        self.backoff_s = backoff_s
-        self.samples: list[Sample] = []
-        self.errors: list[str] = []
-        self.task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        while True:
-            driver = create_driver(self.config)
-            try:
-                await driver.connect()
-                async for sample in driver.samples():
-                    self.samples.append(sample)
-            except DeviceError as exc:
-                self.errors.append(str(exc))
-            finally:
-                await driver.close()
-            await asyncio.sleep(self.backoff_s)
-
-    async def __aenter__(self):
-        self.task = asyncio.create_task(self._run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.task is not None
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-
-    def channel(self, name: str) -> list[Sample]:
-        return [s for s in self.samples if s.channel == name]
 
 
 @pytest.fixture
@@ -81,7 +43,7 @@ def test_fdg_run_follows_f18_decay():
 
 
 async def test_values_and_batch_events_of_a_whole_run(module):
-    async with Supervised(device(module)) as run:
+    async with Supervised(device(module), backoff_s=0.5) as run:
         # Start a fresh batch once subscribed, so the whole run is seen from its start.
         await wait_for_condition(lambda: len(run.channel("supply_pressure")) >= 1)
         module.start_new_run()
@@ -117,16 +79,19 @@ async def test_values_and_batch_events_of_a_whole_run(module):
 async def test_status_codes_map_to_quality(module):
     module.set_status("reactor_pressure", "BadSensorFailure")
     module.set_status("reactor_temperature", "UncertainLastUsableValue")
-    async with Supervised(device(module)) as run:
+    async with Supervised(device(module), backoff_s=0.5) as run:
+        # The subscription's first notification may still carry the value from before the
+        # fault took effect in the simulator: wait for the faulted notifications themselves.
         await wait_for_condition(
-            lambda: all(
-                run.channel(c)
-                for c in ("reactor_pressure", "reactor_temperature", "supply_pressure")
-            )
+            lambda: any(s.quality is Quality.BAD for s in run.channel("reactor_pressure"))
+            and any(s.quality is Quality.UNCERTAIN for s in run.channel("reactor_temperature"))
+            and bool(run.channel("supply_pressure"))
         )
-        bad = run.channel("reactor_pressure")[-1]
+        bad = next(s for s in run.channel("reactor_pressure") if s.quality is Quality.BAD)
         assert (bad.quality, bad.value, bad.reason) == (Quality.BAD, None, "BadSensorFailure")
-        uncertain = run.channel("reactor_temperature")[-1]
+        uncertain = next(
+            s for s in run.channel("reactor_temperature") if s.quality is Quality.UNCERTAIN
+        )
         assert uncertain.quality is Quality.UNCERTAIN
         assert isinstance(uncertain.value, float)
         assert uncertain.reason == "UncertainLastUsableValue"
@@ -145,7 +110,7 @@ async def test_deadband_suppresses_small_changes(module):
         else n.model_copy(update={"sampling_interval_ms": 50})
         for n in config.nodes
     ]
-    async with Supervised(config.model_copy(update={"nodes": nodes})) as run:
+    async with Supervised(config.model_copy(update={"nodes": nodes}), backoff_s=0.5) as run:
         await wait_for_condition(lambda: len(run.channel("reactor_pressure")) >= 10)
     # supply pressure wobbles by ~2 kPa: only the initial value passes a 1000 kPa deadband.
     assert len(run.channel("supply_pressure")) == 1
@@ -156,7 +121,7 @@ async def test_timestamp_selection(timestamps):
     sim = SynthesisModuleSimulator(time_scale=1.0, source_lag_s=30.0, update_interval_s=0.1)
     await sim.start()
     try:
-        async with Supervised(device(sim, timestamps=timestamps)) as run:
+        async with Supervised(device(sim, timestamps=timestamps), backoff_s=0.5) as run:
             await wait_for_condition(lambda: len(run.channel("supply_pressure")) >= 2)
     finally:
         await sim.stop()
@@ -168,7 +133,7 @@ async def test_timestamp_selection(timestamps):
 
 
 async def test_stuck_values_stop_notifications(module):
-    async with Supervised(device(module)) as run:
+    async with Supervised(device(module), backoff_s=0.5) as run:
         await wait_for_condition(lambda: len(run.channel("supply_pressure")) >= 3)
         module.set_stuck(True)
         await asyncio.sleep(0.5)
@@ -180,7 +145,7 @@ async def test_stuck_values_stop_notifications(module):
 
 
 async def test_readings_resume_after_server_restart(module):
-    async with Supervised(device(module, watchdog_interval_s=1.0)) as run:
+    async with Supervised(device(module, watchdog_interval_s=1.0), backoff_s=0.5) as run:
         await wait_for_condition(lambda: len(run.channel("supply_pressure")) >= 3)
         await module.set_down(True)
         down_at = time.monotonic()

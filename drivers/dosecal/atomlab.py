@@ -29,6 +29,7 @@ from drivers.dosecal.common import (
     Measurement,
     SerialDeviceConfig,
     SerialDoseCalibratorDriver,
+    compile_pattern,
     decode_text,
     malformed,
     parse_with_pattern,
@@ -82,7 +83,7 @@ class Atomlab500Config(SerialDeviceConfig):
     @field_validator("reading_pattern")
     @classmethod
     def _check_reading_pattern(cls, value: str) -> str:
-        compiled = _compile(value)
+        compiled = compile_pattern(value)
         if "value" not in compiled.groupindex:
             raise ValueError("the pattern needs a named group (?P<value>...)")
         return value
@@ -90,15 +91,8 @@ class Atomlab500Config(SerialDeviceConfig):
     @field_validator("error_pattern")
     @classmethod
     def _check_error_pattern(cls, value: str) -> str:
-        _compile(value)
+        compile_pattern(value)
         return value
-
-
-def _compile(pattern: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from None
 
 
 class Atomlab500Driver(SerialDoseCalibratorDriver):

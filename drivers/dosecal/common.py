@@ -426,3 +426,11 @@ class SerialDoseCalibratorDriver(Driver):
                     continue
                 yield self.to_sample(measurement)
             self.raise_if_exhausted()
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """Compile a configured regular expression; a bad one is a configuration error."""
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None

@@ -27,6 +27,7 @@ from drivers.dosecal.common import (
     Measurement,
     SerialDeviceConfig,
     SerialDoseCalibratorDriver,
+    compile_pattern,
     decode_text,
     malformed,
     parse_with_pattern,
@@ -75,7 +76,7 @@ class SerialLineConfig(SerialDeviceConfig):
     @field_validator("pattern")
     @classmethod
     def _check_pattern(cls, value: str) -> str:
-        compiled = _compile(value)
+        compiled = compile_pattern(value)
         if "value" not in compiled.groupindex:
             raise ValueError("the pattern needs a named group (?P<value>...)")
         return value
@@ -84,7 +85,7 @@ class SerialLineConfig(SerialDeviceConfig):
     @classmethod
     def _check_ignore(cls, value: str | None) -> str | None:
         if value is not None:
-            _compile(value)
+            compile_pattern(value)
         return value
 
     @field_validator("poll_command")
@@ -104,13 +105,6 @@ class SerialLineConfig(SerialDeviceConfig):
         if self.mode == "poll" and self.poll_command is None:
             raise ValueError("mode 'poll' needs a poll_command")
         return self
-
-
-def _compile(pattern: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from None
 
 
 class SerialLineDriver(SerialDoseCalibratorDriver):
