@@ -7,6 +7,7 @@ Any standard JOSE library verifies an envelope with the public JWK alone.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -59,7 +60,7 @@ def public_key_from_jwk(jwk: dict[str, Any]) -> Ed25519PublicKey:
 
 
 @dataclass(frozen=True)
-class Signer:
+class Signer:  # not slotted: functools.cached_property needs an instance __dict__
     """Signs payloads with one private key."""
 
     private_key: Ed25519PrivateKey
@@ -88,17 +89,34 @@ class Signer:
         header = {"alg": ALG, "kid": self.kid, "typ": TYP}
         return b64url(json.dumps(header, separators=(",", ":")).encode())
 
+    @functools.cached_property
+    def _protected(self) -> str:
+        return self.protected_header()
+
     def sign(self, payload: bytes) -> dict[str, str]:
         """Flattened JWS JSON object over `payload`."""
-        protected = self.protected_header()
+        protected = self._protected
         encoded_payload = b64url(payload)
         signing_input = f"{protected}.{encoded_payload}".encode("ascii")
         signature = self.private_key.sign(signing_input)
         return {"protected": protected, "payload": encoded_payload, "signature": b64url(signature)}
 
     def sign_bytes(self, payload: bytes) -> bytes:
-        """The JWS as compact JSON bytes, ready to publish."""
-        return json.dumps(self.sign(payload), separators=(",", ":")).encode("ascii")
+        """The JWS as compact JSON bytes, ready to publish.
+
+        Built by concatenation: base64url text never needs JSON escaping, and envelopes can be
+        hundreds of kilobytes, so a JSON encoder's scan of every byte is pure cost here.
+        """
+        jws = self.sign(payload)
+        return (
+            b'{"protected":"'
+            + jws["protected"].encode("ascii")
+            + b'","payload":"'
+            + jws["payload"].encode("ascii")
+            + b'","signature":"'
+            + jws["signature"].encode("ascii")
+            + b'"}'
+        )
 
 
 class VerificationError(Exception):

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from drivers.base import DeviceConfigBase, DeviceError, Driver, Sample
+from drivers.base import DeviceConfigBase, DeviceError, Driver, Sample, utc_now
 
 MAX_BURST = 256
 
@@ -70,6 +70,9 @@ class SyntheticDriver(Driver):
             due = min(max(1, behind), MAX_BURST)
             if behind > MAX_BURST:
                 next_due = time.monotonic() - period * due
+            # One time stamp and one wave phase per burst: values of a burst are taken together.
+            stamp = utc_now()
+            wave = cfg.base + cfg.amplitude * math.sin(time.monotonic() / 60.0 * 2 * math.pi)
             for _ in range(due):
                 channel = cfg.channels[idx % len(cfg.channels)]
                 idx += 1
@@ -81,9 +84,10 @@ class SyntheticDriver(Driver):
                     counters[channel] += 1
                     value = float(counters[channel])
                 else:
-                    phase = time.monotonic() / 60.0 * 2 * math.pi
-                    value = cfg.base + cfg.amplitude * math.sin(phase) + random.gauss(0, 0.01)
-                yield self.sample(channel, round(value, 6), cfg.unit, raw_text=f"{value:.6f}")
+                    value = wave + random.gauss(0, 0.01)
+                yield Sample(
+                    cfg.id, channel, round(value, 6), cfg.unit, stamp, raw_text=f"{value:.6f}"
+                )
             next_due += due * period
             # Yield to the loop even when behind, so one fast source never starves others.
             await asyncio.sleep(0)
