@@ -181,3 +181,18 @@ def test_modbus_simulator_to_subscriber_end_to_end(agent_setup, mosquitto):
     assert pressure["value"] < 0  # a hot cell is kept below room pressure
     assert by_channel["temperature"]["unit"] == "Cel"
     assert by_channel["dose_rate_outside"]["unit"] == "uSv/h"
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_both_mqtt_protocol_versions_deliver_signed_readings(agent_setup, mosquitto, protocol):
+    tmp_path, jwk, collector = agent_setup
+    config = write_config(tmp_path / "agent.toml", mosquitto.url, SYNTHETIC,
+                          broker_extra=f'protocol = "{protocol}"')
+    agent = AgentProcess(config).start()
+    try:
+        wait_until(lambda: any("/readings/" in m.topic for m in collector.envelopes()), timeout=20)
+    finally:
+        assert agent.terminate() == 0
+    assert_gapless_chain(decode_all(collector.envelopes(), jwk))
+    expected = "V311" if protocol == "3.1.1" else "V5"
+    assert f'"protocol": "{expected}"' in agent.log()
