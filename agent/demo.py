@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shutil
 import signal
 import sys
 import time
@@ -140,7 +141,11 @@ def _print_banner(
             f"  verify        isoedge verify --broker {broker_url} --key {keys / PUBLIC_JWK_NAME}"
             " --duration 10"
         ),
-        f"  subscribe     mosquitto_sub -L {broker_url}/{base}/# -v",
+        (
+            f"  subscribe     mosquitto_sub -L {broker_url}/{base}/# -v"
+            if shutil.which("mosquitto_sub")
+            else "  subscribe     (install mosquitto-clients for mosquitto_sub)"
+        ),
         "  stop          Ctrl-C" + (f" (or after {args.duration:g} s)" if args.duration else ""),
         "",
     ]
