@@ -30,6 +30,7 @@ from drivers.dosecal.common import (
     SerialDeviceConfig,
     SerialDoseCalibratorDriver,
     compile_pattern,
+    compile_reading_pattern,
     decode_text,
     malformed,
     parse_with_pattern,
@@ -83,9 +84,7 @@ class Atomlab500Config(SerialDeviceConfig):
     @field_validator("reading_pattern")
     @classmethod
     def _check_reading_pattern(cls, value: str) -> str:
-        compiled = compile_pattern(value)
-        if "value" not in compiled.groupindex:
-            raise ValueError("the pattern needs a named group (?P<value>...)")
+        compile_reading_pattern(value)
         return value
 
     @field_validator("error_pattern")

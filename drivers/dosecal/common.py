@@ -434,3 +434,11 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
         return re.compile(pattern)
     except re.error as exc:
         raise ValueError(f"invalid regular expression: {exc}") from None
+
+
+def compile_reading_pattern(pattern: str) -> re.Pattern[str]:
+    """A configured reading pattern: valid, and with the named group `value` it must fill."""
+    compiled = compile_pattern(pattern)
+    if "value" not in compiled.groupindex:
+        raise ValueError("the pattern needs a named group (?P<value>...)")
+    return compiled

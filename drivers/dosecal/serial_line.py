@@ -28,6 +28,7 @@ from drivers.dosecal.common import (
     SerialDeviceConfig,
     SerialDoseCalibratorDriver,
     compile_pattern,
+    compile_reading_pattern,
     decode_text,
     malformed,
     parse_with_pattern,
@@ -76,9 +77,7 @@ class SerialLineConfig(SerialDeviceConfig):
     @field_validator("pattern")
     @classmethod
     def _check_pattern(cls, value: str) -> str:
-        compiled = compile_pattern(value)
-        if "value" not in compiled.groupindex:
-            raise ValueError("the pattern needs a named group (?P<value>...)")
+        compile_reading_pattern(value)
         return value
 
     @field_validator("ignore_pattern")
