@@ -148,9 +148,11 @@ class Outbox:
         self.batch_max_items = batch_max_items
         self.batch_max_age = batch_max_age_ms / 1000.0
         self.commit_interval = commit_interval_ms / 1000.0
-        self._inbox: queue.SimpleQueue[tuple[str, str, str] | Callable[[], None] | None] = (
-            queue.SimpleQueue()
-        )
+        # Items go through a plain list (swapped whole by the owner thread); jobs and the
+        # stop marker through a queue. `_wake` tells the owner thread there is work.
+        self._items: list[tuple[str, str, str]] = []
+        self._inbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._db: sqlite3.Connection | None = None
         self._batches: dict[tuple[str, str], _Batch] = {}
@@ -185,6 +187,7 @@ class Outbox:
         if self._thread is None:
             return
         self._inbox.put(None)
+        self._wake.set()
         await asyncio.to_thread(self._thread.join)
         self._thread = None
 
@@ -192,7 +195,9 @@ class Outbox:
     def submit(self, stream: str, device: str, item_json: str) -> None:
         """Queue one item (already JSON text). Thread-safe, never blocks, never drops."""
         self._submitted += 1
-        self._inbox.put((stream, device, item_json))
+        self._items.append((stream, device, item_json))
+        if not self._wake.is_set():
+            self._wake.set()
 
     @property
     def in_flight_items(self) -> int:
@@ -226,6 +231,7 @@ class Outbox:
         while self._committed < target and time.monotonic() < deadline:  # noqa: ASYNC110 - counter lives on the owner thread
             await asyncio.sleep(0.005)
         self._inbox.put(_mark)
+        self._wake.set()
         try:
             await asyncio.wait_for(asyncio.wrap_future(done), max(0.1, deadline - time.monotonic()))
         except TimeoutError:
@@ -260,6 +266,7 @@ class Outbox:
                 result.set_exception(exc)
 
         self._inbox.put(_job)
+        self._wake.set()
         return await asyncio.wrap_future(result)
 
     async def fetch(
@@ -402,38 +409,32 @@ class Outbox:
     def _loop_forever(self) -> None:
         stopping = False
         while not stopping:
-            timeout = self._next_deadline()
-            try:
-                first: Any = self._inbox.get(timeout=timeout)
-            except queue.Empty:
-                first = _EMPTY
-            items: list[tuple[str, str, str]] = []
+            self._wake.wait(self._next_deadline())
+            self._wake.clear()
+            if self._items and self.commit_interval > 0:
+                # Group commit: let a burst finish arriving (the sleep releases the GIL).
+                time.sleep(self.commit_interval)
+            # One swap hands over everything submitted so far: no per-item hand-off that
+            # would have to win the GIL back from a busy event loop for every reading.
+            items, self._items = self._items, []
             jobs: list[Callable[[], None]] = []
-            entry = first
-            deadline = time.monotonic() + self.commit_interval
             while True:
-                if entry is None:
-                    stopping = True
-                elif entry is _EMPTY:
-                    pass
-                elif isinstance(entry, tuple):
-                    items.append(entry)
-                else:
-                    jobs.append(entry)
-                # Group commit: keep collecting for commit_interval, without waiting when idle.
-                remaining = deadline - time.monotonic()
                 try:
-                    entry = (
-                        self._inbox.get(timeout=remaining)
-                        if remaining > 0 and items
-                        else (self._inbox.get_nowait())
-                    )
+                    job = self._inbox.get_nowait()
                 except queue.Empty:
                     break
+                if job is None:
+                    stopping = True
+                else:
+                    jobs.append(job)
             self._commit_cycle(items, force=stopping)
             for job in jobs:
                 job()
-        self._commit_cycle([], force=True)
+        self._commit_cycle(self._swap_items(), force=True)
+
+    def _swap_items(self) -> list[tuple[str, str, str]]:
+        items, self._items = self._items, []
+        return items
 
     def _commit_cycle(self, items: list[tuple[str, str, str]], *, force: bool = False) -> None:
         """One transaction, one fsync: new items, and every batch that is due cut into envelopes.
@@ -570,8 +571,6 @@ class Outbox:
             if callback is not None and self._loop is not None:
                 self._loop.call_soon_threadsafe(callback, state, self.disk_bytes)
 
-
-_EMPTY = object()
 
 
 def _stats(db: sqlite3.Connection) -> OutboxStats:

@@ -11,13 +11,21 @@ from typing import Any
 
 from drivers.base import JSONScalar, Quality, SampleKind
 
+_last_stamp: tuple[datetime | None, str] = (None, "")
+
 
 def rfc3339(t: datetime) -> str:
     """UTC time as RFC 3339 with microseconds and a `Z`, as every item carries it."""
-    if t.tzinfo is not UTC:
-        t = t.astimezone(UTC)
+    global _last_stamp  # noqa: PLW0603 - a one-entry cache on the hottest path
+    last, text = _last_stamp
+    if t is last:
+        # The channels of one poll share their time stamp object: format it once.
+        return text
+    utc = t if t.tzinfo is UTC else t.astimezone(UTC)
     # isoformat is implemented in C; strftime is several times slower on the hot path.
-    return t.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    text = utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    _last_stamp = (t, text)
+    return text
 
 
 _ID_PREFIX = uuid.uuid4().hex[:16]
