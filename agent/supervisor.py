@@ -131,17 +131,20 @@ class DeviceSupervisor:
             self._set_state(DeviceState.ONLINE)
             self.log.info("device connected")
             count = 0
+            process = self.pipeline.process
+            outbox = self.pipeline.outbox
             async for sample in driver.samples():
                 if count == 0:
                     backoff.reset()
                 count += 1
-                self.pipeline.process(sample)
+                process(sample)
                 if count % FAIRNESS_BATCH == 0:
                     # A driver's async generator only yields to the loop when it waits on I/O;
                     # a fast device must still let other devices, MQTT and signals run.
+                    # Backpressure is checked here too: the bound is loose by one batch.
+                    if outbox.saturated:
+                        await outbox.wait_capacity()
                     await asyncio.sleep(0)
-                if self.pipeline.outbox.saturated:
-                    await self.pipeline.outbox.wait_capacity()
         except asyncio.CancelledError:
             raise
         except Exception as exc:

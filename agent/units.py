@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 _CI_IN_MBQ = 37_000.0  # 1 Ci = 3.7e10 Bq exactly (definition)
@@ -92,18 +93,27 @@ def is_activity_unit(unit: str | None) -> bool:
     return unit is not None and canonical_unit(unit) in ACTIVITY_TO_MBQ
 
 
-def convert(value: float, unit: str) -> tuple[float, str]:
-    """Convert to the published unit of the quantity; other units pass through unchanged."""
+@functools.lru_cache(maxsize=256)
+def _conversion(unit: str) -> tuple[float, Callable[[float], float] | None, str]:
+    """(factor, function, published unit) for a raw unit; looked up once per unit string."""
     u = canonical_unit(unit)
     if u in ACTIVITY_TO_MBQ:
-        return value * ACTIVITY_TO_MBQ[u], "MBq"
+        return ACTIVITY_TO_MBQ[u], None, "MBq"
     if u in DOSE_RATE_TO_USVH:
-        return value * DOSE_RATE_TO_USVH[u], "uSv/h"
+        return DOSE_RATE_TO_USVH[u], None, "uSv/h"
     if u in PRESSURE_TO_PA:
-        return value * PRESSURE_TO_PA[u], "Pa"
+        return PRESSURE_TO_PA[u], None, "Pa"
     if u in TEMPERATURE_TO_CEL:
-        return TEMPERATURE_TO_CEL[u](value), "Cel"
-    return value, u
+        return 1.0, TEMPERATURE_TO_CEL[u], "Cel"
+    return 1.0, None, u
+
+
+def convert(value: float, unit: str) -> tuple[float, str]:
+    """Convert to the published unit of the quantity; other units pass through unchanged."""
+    factor, function, target = _conversion(unit)
+    if function is not None:
+        return function(value), target
+    return value * factor if factor != 1.0 else value, target
 
 
 def activity_to(value_mbq: float, unit: str) -> float:
