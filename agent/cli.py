@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 from agent import __version__
 
+DEFAULT_CONFIG = "/etc/isoedge/isoedge.toml"  # CONTRACT.md §4
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -319,7 +321,8 @@ def build_parser(*, with_simulators: bool = False) -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     run = verbs.add_parser("run", help="run the agent in the foreground until SIGTERM/SIGINT")
-    run.add_argument("-c", "--config", required=True, help="configuration file (TOML)")
+    run.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                     help=f"configuration file (TOML; default {DEFAULT_CONFIG})")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=cmd_run)
 
@@ -375,7 +378,8 @@ def build_parser(*, with_simulators: bool = False) -> argparse.ArgumentParser:
     outbox = verbs.add_parser("outbox", help="inspect the store-and-forward outbox")
     outbox_verbs = outbox.add_subparsers(dest="outbox_verb", metavar="ACTION", required=True)
     status = outbox_verbs.add_parser("status", help="backlog, oldest unsent reading, disk used")
-    status.add_argument("-c", "--config", required=True)
+    status.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                        help=f"configuration file (default {DEFAULT_CONFIG})")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_outbox_status)
     return parser
