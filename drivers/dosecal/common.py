@@ -150,6 +150,11 @@ def normalize_command(command: str) -> str:
 class SerialDeviceConfig(DeviceConfigBase):
     """Port settings and the command policy every serial dose calibrator has."""
 
+    @property
+    def channels(self) -> list[str]:
+        """Channels this instrument's readings use (shown by `isoedge check-config`)."""
+        return [ACTIVITY_CHANNEL]
+
     port: str = Field(
         min_length=1,
         description="Serial device (/dev/ttyUSB0), socket://HOST:PORT or rfc2217://HOST:PORT.",

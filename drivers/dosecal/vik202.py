@@ -29,6 +29,7 @@ from pydantic import Field
 
 from drivers.base import DeviceError, Sample
 from drivers.dosecal.common import (
+    ACTIVITY_CHANNEL,
     NUMBER,
     Measurement,
     SerialDeviceConfig,
@@ -102,6 +103,13 @@ class VIK202Config(SerialDeviceConfig):
     """Veenstra VIK-202 chamber on a serial port or serial device server."""
 
     type: Literal["vik202"]
+
+    @property
+    def channels(self) -> list[str]:
+        """`activity`, plus the chamber status when it is polled (`status_interval_s`)."""
+        status = [] if self.status_interval_s is None else [c for _q, c, _u in _STATUS_QUERIES]
+        return [ACTIVITY_CHANNEL, *status]
+
     baudrate: int = Field(default=9600, ge=50, le=4_000_000)
     calibration_factors: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_CALIBRATION_FACTORS),
