@@ -32,7 +32,14 @@ def mosquitto_binary() -> str:
 class Mosquitto:
     """One broker process bound to 127.0.0.1; `url` stays the same across stop/start."""
 
-    def __init__(self, workdir: Path, port: int | None = None, *, persistent: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        persistent: bool = False,
+        listener_options: str = "allow_anonymous true\n",
+    ) -> None:
         self.port = port or free_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -46,7 +53,7 @@ class Mosquitto:
         )
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            + listener_options
             + persistence
             + "max_inflight_messages 0\n"
             "max_queued_messages 1000000\n"

@@ -147,9 +147,8 @@ class Agent:
                 sup.resume()
             log.info("outbox below quota; acquisition resumed", used_bytes=used_bytes)
         else:
-            top = max((s.config.priority for s in self.supervisors.values()), default=0)
             for sup in self.supervisors.values():
-                if state == "full" or sup.config.priority < top:
+                if self._pauses_under_quota(sup, state):
                     sup.pause(f"outbox quota {state}: {used_bytes} of {quota} bytes")
                 else:
                     sup.resume()
@@ -308,13 +307,17 @@ class Agent:
         self.live.devices.pop(device_id, None)
         self.publisher.mark_status_dirty()
 
+    def _pauses_under_quota(self, sup: DeviceSupervisor, state: str) -> bool:
+        """The overflow policy: at "high" devices below the top priority pause; at "full" all."""
+        if state == "ok":
+            return False
+        top = max((s.config.priority for s in self.supervisors.values()), default=0)
+        return state == "full" or sup.config.priority < top
+
     def _apply_quota_pause(self, sup: DeviceSupervisor) -> None:
         """A device added while the outbox is over quota follows the same pause policy."""
         state = self.outbox.quota_state
-        if state == "ok":
-            return
-        top = max((s.config.priority for s in self.supervisors.values()), default=0)
-        if state == "full" or sup.config.priority < top:
+        if self._pauses_under_quota(sup, state):
             sup.pause(f"outbox quota {state}")
 
     async def _watch_outbox(self) -> None:

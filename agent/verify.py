@@ -74,8 +74,15 @@ class Verifier:
             elif isinstance(item_id, str):
                 self.item_ids.add(item_id)
 
-    def report(self) -> dict[str, Any]:
-        """JSON summary; `ok` is false on any gap, duplicate, broken link or bad signature."""
+    def report(self, *, allow_redelivery: bool = False) -> dict[str, Any]:
+        """JSON summary; `ok` is false on any gap, duplicate, broken link or bad signature.
+
+        With `allow_redelivery`, byte-identical repeats (QoS 1 redelivery) are not counted as
+        duplicates: at-least-once delivery may repeat an envelope; that is not tampering.
+        """
+        duplicates = [
+            d for d in self.duplicates if not (allow_redelivery and d["identical"])
+        ]
         gaps: list[dict[str, Any]] = []
         broken = list(self.broken_chain)
         ranges: dict[str, Any] = {}
@@ -95,7 +102,7 @@ class Verifier:
                     broken.append(
                         {"agent": agent, "seq": seq, "error": "prev does not match seq-1 payload"}
                     )
-        ok = not (gaps or broken or self.bad_signatures or self.duplicates) and self.envelopes > 0
+        ok = not (gaps or broken or self.bad_signatures or duplicates) and self.envelopes > 0
         return {
             "ok": ok,
             "envelopes": self.envelopes,
@@ -103,8 +110,8 @@ class Verifier:
             "unique_item_ids": len(self.item_ids),
             "agents": ranges,
             "gaps": gaps,
-            "duplicates": self.duplicates[:100],
-            "duplicate_count": len(self.duplicates),
+            "duplicates": duplicates[:100],
+            "duplicate_count": len(duplicates),
             "broken_chain": broken[:100],
             "bad_signatures": self.bad_signatures[:100],
             "bad_signature_count": len(self.bad_signatures),
