@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from agent.mosquitto import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["REPO", "cli_env", "free_port", "isoedge_cmd", "wait_for_condition", "wait_until"]
 
 
 def cli_env() -> dict[str, str]:

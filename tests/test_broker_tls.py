@@ -12,12 +12,12 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from agentproc import AgentProcess, make_keys, write_config
-from broker import mosquitto_binary
+from broker import Mosquitto
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from helpers import free_port, wait_until
+from helpers import wait_until
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -74,39 +74,22 @@ def make_pki(directory: Path) -> dict[str, Path]:
 @pytest.fixture
 def tls_broker(tmp_path):
     pki = make_pki(tmp_path / "pki")
-    port = free_port()
     passwords = tmp_path / "passwd"
     passwords.write_text("")
     subprocess.run(["mosquitto_passwd", "-b", str(passwords), "edge1", "s3cret"], check=True)
-    conf = tmp_path / "tls.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\n"
+    broker = Mosquitto(tmp_path, listener_options=(
         f"cafile {pki['ca']}\n"
         f"certfile {pki['server']}\nkeyfile {pki['server'].with_suffix('.key')}\n"
         "require_certificate true\n"
         "allow_anonymous false\n"
         f"password_file {passwords}\n"
-        "persistence false\n"
         # Started as root, mosquitto switches to its own user and could no longer read the
         # test's private files; it is a throwaway broker on loopback, so it keeps the user.
         "user root\n"
-    )
-    log = (tmp_path / "mosquitto-tls.log").open("wb")
-    proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=log, stderr=log)
-    wait_until(lambda: _port_open(port), timeout=10)
-    yield port, pki
-    proc.terminate()
-    proc.wait(10)
-
-
-def _port_open(port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
+    ))
+    broker.start()
+    yield broker.port, pki
+    broker.stop()
 
 
 def _tls_subscriber(port: int, pki) -> tuple[mqtt.Client, list]:

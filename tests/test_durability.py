@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 import subprocess
@@ -60,7 +61,6 @@ def test_broker_outage_of_30_s_loses_nothing(tmp_path, mosquitto):
     finally:
         code = agent.terminate()
     assert code == 0, agent.log()[-3000:]
-    wait_until(lambda: "dev-0" in json.dumps([m.topic for m in collector.envelopes()[-5:]]) or True)
     time.sleep(1)
     collector.stop()
 
@@ -83,8 +83,6 @@ def durable_item_ids(db_path) -> set[str]:
     try:
         ids = {json.loads(row[0])["id"] for row in db.execute("SELECT item FROM pending")}
         for (body,) in db.execute("SELECT body FROM envelopes"):
-            import base64
-
             payload = json.loads(base64.urlsafe_b64decode(json.loads(body)["payload"] + "=="))
             ids.update(item["id"] for item in payload["items"])
         return ids
@@ -195,7 +193,7 @@ def test_verify_detects_a_replayed_envelope(captured, mosquitto):
     assert code == 1
     assert report["duplicate_count"] == 1
     assert report["duplicates"][0]["seq"] == json.loads(
-        __import__("base64").urlsafe_b64decode(json.loads(envelopes[3][1])["payload"] + "==")
+        base64.urlsafe_b64decode(json.loads(envelopes[3][1])["payload"] + "==")
     )["seq"]
 
 

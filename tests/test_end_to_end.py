@@ -96,11 +96,8 @@ def test_sigterm_stops_within_five_seconds_and_leaves_offline_status(agent_setup
 
 def test_last_will_marks_agent_offline_when_killed(agent_setup, mosquitto):
     tmp_path, _jwk, collector = agent_setup
-    config = write_config(tmp_path / "agent.toml", mosquitto.url,
-                          SYNTHETIC.replace("[broker]", "[broker]"),
-                          extra="")
-    config.write_text(config.read_text().replace("reconnect_max_s = 1.0",
-                                                 "reconnect_max_s = 1.0\nkeepalive_s = 5"))
+    config = write_config(tmp_path / "agent.toml", mosquitto.url, SYNTHETIC,
+                          broker_extra="keepalive_s = 5")
     agent = AgentProcess(config).start()
     status_topic = "isoedge/v1/lab1/edge1/status"
     try:

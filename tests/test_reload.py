@@ -23,9 +23,6 @@ from agent.verify import Verifier
 if TYPE_CHECKING:
     from pathlib import Path
 
-MOSQUITTO = "/usr/sbin/mosquitto"
-
-
 class Collector:
     """Subscribes to everything under isoedge/v1 and keeps verified envelopes."""
 
@@ -70,25 +67,8 @@ class Collector:
 
 
 @pytest.fixture
-def broker_port(tmp_path):
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: _port_open(port), timeout=10)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def _port_open(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+def broker_port(mosquitto):
+    return mosquitto.port
 
 
 def _config(tmp_path: Path, port: int, devices: list[str], extra: str = "") -> str:
