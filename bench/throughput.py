@@ -126,6 +126,17 @@ def start_agent(config: Path) -> subprocess.Popen[bytes]:
                             stdout=log, stderr=log, env=env)
 
 
+def stop_agent(agent: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not stopped: a bench never leaves an agent behind."""
+    agent.terminate()
+    try:
+        agent.wait(15)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        agent.wait(15)
+        print("warning: the agent did not stop within 15 s of SIGTERM; killed", file=sys.stderr)
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -156,8 +167,7 @@ def run_live(name: str, devices: int, rate: float, seconds: float, warmup: float
             rss = peak_rss_mb(agent.pid)
             latencies = list(subscriber.latencies)
         finally:
-            agent.terminate()
-            agent.wait(15)
+            stop_agent(agent)
             subscriber.stop()
             broker.stop()
         result = {
@@ -219,8 +229,7 @@ def run_backlog(count: int) -> dict:
             drain_s = time.monotonic() - start
             rss = peak_rss_mb(agent.pid)
         finally:
-            agent.terminate()
-            agent.wait(15)
+            stop_agent(agent)
             subscriber.stop()
             broker.stop()
         result = {
