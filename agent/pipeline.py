@@ -12,10 +12,10 @@ import structlog
 
 from agent.decay.nuclides import NUCLIDES, decay_value, normalize_nuclide
 from agent.outbox import Outbox
-from agent.reading import Reading, finite_or_none
+from agent.reading import Reading
 from agent.state import LiveState
 from agent.units import convert, is_activity_unit
-from drivers.base import DeviceConfigBase, Quality, Sample, SampleKind
+from drivers.base import DeviceConfigBase, JSONScalar, Quality, Sample, SampleKind
 
 log = structlog.get_logger("isoedge.pipeline")
 
@@ -72,45 +72,49 @@ class Pipeline:
 
     def to_reading(self, sample: Sample) -> Reading:
         """Convert units, normalise the nuclide, decay-correct; never raises on odd values."""
-        quality = sample.quality
-        reason = sample.reason
-        raw_value = finite_or_none(sample.value)
-        value: Any = raw_value
-        unit = sample.unit
-        if raw_value is None and sample.value is not None:
-            quality, reason = Quality.BAD, reason or f"non-finite value {sample.value!r}"
+        # Runs once per value: the common case (a finite float with a unit) takes few branches.
+        value: JSONScalar = sample.value
+        raw_value = value
+        quality, reason, unit = sample.quality, sample.reason, sample.unit
+        if isinstance(value, float) and not math.isfinite(value):
+            raw_value = None
+            quality, reason = Quality.BAD, reason or f"non-finite value {value!r}"
         if quality is Quality.BAD:
             value = None
-        elif isinstance(raw_value, int | float) and not isinstance(raw_value, bool) and unit:
-            converted, unit = convert(float(raw_value), unit)
+        elif unit and isinstance(value, int | float) and not isinstance(value, bool):
+            converted, unit = convert(float(value), unit)
             value = converted if math.isfinite(converted) else None
             if value is None:
                 quality, reason = Quality.BAD, "value out of range after unit conversion"
-        nuclide: str | None = None
-        if sample.nuclide is not None and sample.nuclide.strip():
-            nuclide = normalize_nuclide(sample.nuclide)
-            if nuclide is None:
-                nuclide = sample.nuclide.strip()
+        nuclide = (sample.nuclide.strip() or None) if sample.nuclide is not None else None
+        if nuclide is not None:
+            known = normalize_nuclide(nuclide)
+            if known is None:
                 if quality is Quality.GOOD:
                     quality = Quality.UNCERTAIN
                 reason = reason or f"unknown nuclide {nuclide!r}: not in the nuclide table"
+            else:
+                nuclide = known
         reading = Reading(
-            device=sample.device,
-            channel=sample.channel,
-            t=sample.t,
-            value=value,
-            unit=unit,
-            quality=quality,
-            raw_value=raw_value,
-            raw_unit=sample.unit,
-            raw_text=sample.raw_text,
-            reason=reason,
-            nuclide=nuclide,
-            kind=sample.kind,
-            clock_trusted=self.clock_trusted,
-            attrs=dict(sample.attrs),
-        )
-        self._decay_correct(reading)
+            sample.device,
+            sample.channel,
+            sample.t,
+            value,
+            unit,
+            quality,
+            raw_value,
+            sample.unit,
+            sample.raw_text,
+            reason,
+            nuclide,
+            None,
+            None,
+            sample.kind,
+            self.clock_trusted,
+            dict(sample.attrs) if sample.attrs else {},
+        )  # positional: keyword arguments double the cost of this call
+        if nuclide is not None:
+            self._decay_correct(reading)
         return reading
 
     def _decay_correct(self, reading: Reading) -> None:

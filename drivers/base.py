@@ -35,12 +35,16 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Sample:
     """One value as the instrument gave it, before unit conversion, decay correction or QC.
 
     `value`/`unit` are the raw value and unit; `raw_text` is the line or frame exactly as the
     instrument sent it (bytes are given as hex), kept for data integrity (ALCOA+ "original").
+
+    Treat a sample as immutable once yielded. It is not a frozen dataclass only because one is
+    built per value on the agent's hottest path and frozen construction costs four times as
+    much (docs/benchmarks.md).
     """
 
     device: str

@@ -17,6 +17,9 @@ from pydantic import Field
 from drivers.base import DeviceConfigBase, DeviceError, Driver, Sample, utc_now
 
 MAX_BURST = 256
+# At high rates values are taken in ticks, like the polls of a fast instrument: one wake-up,
+# one time stamp per tick instead of a timer per value.
+TICK_S = 0.01
 
 
 class SyntheticConfig(DeviceConfigBase):
@@ -57,13 +60,15 @@ class SyntheticDriver(Driver):
         cfg = self.cfg
         per_s = cfg.rate_per_s or len(cfg.channels) / cfg.poll_interval_s
         period = 1.0 / per_s
+        # Wake when a tick's worth of values is due (at once when a value is due per tick).
+        lead = max(0.0, TICK_S - period)
         next_due = time.monotonic()
         idx = 0
         counters = dict.fromkeys(cfg.channels, 0)
         while True:
             now = time.monotonic()
-            if now < next_due:
-                await asyncio.sleep(next_due - now)
+            if now < next_due + lead:
+                await asyncio.sleep(next_due + lead - now)
             # Like a real instrument, a source that falls behind does not owe the past:
             # at most MAX_BURST values per wake-up, and the schedule restarts from now.
             behind = int((time.monotonic() - next_due) / period) + 1
