@@ -39,13 +39,17 @@ class Subscriber:
         self.keys = load_public_jwks([jwk_path])
         self.items = 0
         self.envelopes = 0
+        self.bytes = 0
         self.latencies: list[float] = []
         self.seqs: dict[int, str] = {}
         self.prevs: dict[int, str] = {}
         self.errors = 0
         self.lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        self.client.on_connect = lambda c, *_: c.subscribe("isoedge/v1/+/+/readings/#", qos=1)
+        # Every signed stream (one seq covers them all), so a missing envelope shows as a gap.
+        self.client.on_connect = lambda c, *_: c.subscribe(
+            [(f"isoedge/v1/+/+/{stream}", 1) for stream in ("readings/+", "alerts", "audit")]
+        )
         self.client.on_message = self.on_message
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
@@ -58,6 +62,7 @@ class Subscriber:
             self.errors += 1
             return
         with self.lock:
+            self.bytes += len(message.payload)
             seq = document["seq"]
             if seq in self.seqs:
                 return
@@ -66,6 +71,8 @@ class Subscriber:
             ).decode()
             self.prevs[seq] = document["prev"]
             self.envelopes += 1
+            if document["stream"] != "readings":
+                return
             items = document["items"]
             self.items += len(items)
             # Sample the latency of the first and last item of each envelope.
@@ -80,6 +87,11 @@ class Subscriber:
                 for s, prev in self.prevs.items()
                 if s - 1 in self.seqs and self.seqs[s - 1] != prev
             )
+
+    def seq_gaps(self) -> int:
+        """Envelopes missing between the first and the last seq received."""
+        with self.lock:
+            return max(self.seqs) - min(self.seqs) + 1 - len(self.seqs) if self.seqs else 0
 
     def stop(self) -> None:
         self.client.loop_stop()
@@ -160,9 +172,12 @@ def run_live(name: str, devices: int, rate: float, seconds: float, warmup: float
         try:
             time.sleep(warmup)
             start_items, start = subscriber.items, time.monotonic()
+            start_envelopes, start_bytes = subscriber.envelopes, subscriber.bytes
             subscriber.latencies.clear()
             time.sleep(seconds)
             items = subscriber.items - start_items
+            envelopes = subscriber.envelopes - start_envelopes
+            payload_bytes = subscriber.bytes - start_bytes
             elapsed = time.monotonic() - start
             rss = peak_rss_mb(agent.pid)
             latencies = list(subscriber.latencies)
@@ -175,11 +190,14 @@ def run_live(name: str, devices: int, rate: float, seconds: float, warmup: float
             "devices": devices,
             "offered_per_s": devices * rate,
             "delivered_per_s": round(items / elapsed),
+            "envelopes_per_s": round(envelopes / elapsed),
+            "payload_kib_per_s": round(payload_bytes / elapsed / 1024),
             "latency_p50_ms": round(percentile(latencies, 0.50) * 1000, 1),
             "latency_p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
             "agent_peak_rss_mb": round(rss, 1),
             "signature_errors": subscriber.errors,
             "chain_breaks": subscriber.chain_breaks(),
+            "seq_gaps": subscriber.seq_gaps(),
         }
         print(json.dumps(result), flush=True)
         return result
@@ -242,6 +260,7 @@ def run_backlog(count: int) -> dict:
             "agent_peak_rss_mb": round(rss, 1),
             "signature_errors": subscriber.errors,
             "chain_breaks": subscriber.chain_breaks(),
+            "seq_gaps": subscriber.seq_gaps(),
         }
         print(json.dumps(result), flush=True)
         return result
