@@ -1,5 +1,10 @@
 """Dose calibrator simulators on a pseudo-terminal or a TCP port (a serial device server).
 
+Over TCP the device server is either raw (`tcp`: bytes as they are, `socket://HOST:PORT`) or
+RFC 2217 (`rfc2217`: Telnet with the COM-PORT option, `rfc2217://HOST:PORT`), where the client
+sets baud rate, framing and control lines; pyserial's own `PortManager` speaks that protocol
+here, applied to the simulated instrument's line settings (`line`).
+
 Models: `capintec` (CRC-15 PET binary poll), `atomlab` (Atomlab 500 ASCII), `vdc404` (pushed
 lines), `vik202` (Veenstra chamber command set) and `crc55tr` (printer-style pushed lines for
 the generic `serial_line` driver).
@@ -42,6 +47,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
+
+from serial import rfc2217
 
 from agent.decay import half_life_s, normalize_nuclide
 from agent.units import ACTIVITY_TO_MBQ, activity_to, canonical_unit
@@ -170,6 +177,42 @@ def parse_activity(text: str) -> float:
     return value * ACTIVITY_TO_MBQ[canonical]
 
 
+Transport = Literal["pty", "tcp", "rfc2217"]
+TRANSPORTS = ("pty", "tcp", "rfc2217")
+
+
+@dataclass
+class LineSettings:
+    """The instrument end of a serial line, as an RFC 2217 device server exposes it.
+
+    pyserial's `PortManager` sets the framing and output lines the client asks for and reads
+    the modem inputs; a powered instrument asserts CTS and DSR.
+    """
+
+    baudrate: int = 9600
+    bytesize: int = 8
+    parity: str = "N"
+    stopbits: float = 1
+    xonxoff: bool = False
+    rtscts: bool = False
+    break_condition: bool = False
+    rts: bool = True
+    dtr: bool = True
+    cts: bool = True
+    dsr: bool = True
+    ri: bool = False
+    cd: bool = False
+    purges: int = 0
+
+    def reset_input_buffer(self) -> None:
+        """The client purged the server's receive buffer (nothing is buffered here)."""
+        self.purges += 1
+
+    def reset_output_buffer(self) -> None:
+        """The client purged the server's transmit buffer (nothing is buffered here)."""
+        self.purges += 1
+
+
 @dataclass(eq=False)
 class _Session:
     """One connected reader: the pty, or one TCP connection."""
@@ -185,17 +228,35 @@ class _Session:
         self.timers.clear()
 
 
-class DoseCalibratorSimulator:
-    """One simulated dose calibrator on a pty (`transport="pty"`) or TCP port (`"tcp"`).
+class _TelnetWriter:
+    """The `connection` pyserial's PortManager writes its Telnet answers to."""
 
-    `start()` returns the address a driver's `port` setting uses: the pty path or
-    `socket://HOST:PORT`.
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self.write = write
+
+
+def _escaping(
+    telnet: rfc2217.PortManager, write: Callable[[bytes], None]
+) -> Callable[[bytes], None]:
+    """Instrument output on an RFC 2217 link: 0xFF bytes doubled so Telnet passes them."""
+
+    def write_escaped(data: bytes) -> None:
+        write(b"".join(telnet.escape(data)))
+
+    return write_escaped
+
+
+class DoseCalibratorSimulator:
+    """One simulated dose calibrator on a pty, or a TCP device server (raw or RFC 2217).
+
+    `start()` returns the address a driver's `port` setting uses: the pty path,
+    `socket://HOST:PORT` or `rfc2217://HOST:PORT`.
     """
 
     def __init__(
         self,
         model: Model = "capintec",
-        transport: Literal["pty", "tcp"] = "pty",
+        transport: Transport = "pty",
         nuclide: str = "F-18",
         activity_mbq: float = 370.0,
         *,
@@ -212,8 +273,8 @@ class DoseCalibratorSimulator:
     ) -> None:
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
-        if transport not in ("pty", "tcp"):
-            raise ValueError("transport must be 'pty' or 'tcp'")
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
         self.model = model
         self.transport = transport
         self.host = host
@@ -242,6 +303,8 @@ class DoseCalibratorSimulator:
         """Raw text (hex for binary) of every well-formed reply/line sent, newest last."""
         self.commands: deque[str] = deque(maxlen=1024)
         """Commands received (ASCII models), newest last."""
+        self.line = LineSettings()
+        """Serial settings and control lines (what an RFC 2217 client set)."""
         self._sessions: set[_Session] = set()
         self._server: asyncio.Server | None = None
         self._pty: tuple[int, int] | None = None
@@ -257,7 +320,7 @@ class DoseCalibratorSimulator:
         if name is not None and name not in FAULTS:
             raise ValueError(f"unknown fault {name!r}; expected one of {FAULTS}")
         self.fault = name
-        if name == "unplugged" and self.transport == "tcp":
+        if name == "unplugged" and self.transport != "pty":
             for session in list(self._sessions):
                 self._drop(session)
 
@@ -293,7 +356,8 @@ class DoseCalibratorSimulator:
             self._server = await asyncio.start_server(self._on_tcp_client, self.host, self.port)
             bound = self._server.sockets[0].getsockname()
             self.port = int(bound[1])
-            self.address = f"socket://{self.host}:{self.port}"
+            scheme = "socket" if self.transport == "tcp" else "rfc2217"
+            self.address = f"{scheme}://{self.host}:{self.port}"
         if self.model in ("vdc404", "crc55tr"):
             self._push_task = asyncio.create_task(self._push_loop(), name=f"dosecal-{self.model}")
         return self.address
@@ -357,13 +421,26 @@ class DoseCalibratorSimulator:
             if not writer.is_closing():
                 writer.write(data)
 
-        session = _Session(write=write, close=writer.close)
+        # RFC 2217: Telnet negotiation and COM-PORT commands are answered by pyserial's
+        # PortManager; only the data bytes between them reach the instrument.
+        telnet = (
+            rfc2217.PortManager(self.line, _TelnetWriter(write))
+            if self.transport == "rfc2217"
+            else None
+        )
+        session = _Session(
+            write=write if telnet is None else _escaping(telnet, write), close=writer.close
+        )
         self._sessions.add(session)
         try:
             while True:
                 data = await reader.read(4096)
                 if not data:
                     break
+                if telnet is not None:
+                    data = b"".join(telnet.filter(data))
+                    if not data:
+                        continue
                 self._on_input(session, data)
         except (ConnectionError, OSError):
             pass
@@ -561,7 +638,12 @@ class DoseCalibratorSimulator:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `isoedge simulate dosecal`."""
     parser.add_argument("--model", choices=MODELS, default="capintec")
-    parser.add_argument("--transport", choices=("pty", "tcp"), default="pty")
+    parser.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default="pty",
+        help="pty, raw TCP (socket://) or an RFC 2217 device server (rfc2217://)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="TCP listen address")
     parser.add_argument("--port", type=int, default=0, help="TCP port (0: any free port)")
     parser.add_argument("--nuclide", default="F-18")

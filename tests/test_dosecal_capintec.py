@@ -99,7 +99,7 @@ def test_registered_in_catalog():
     assert config.baudrate == 4800
 
 
-@pytest.mark.parametrize("transport", ["pty", "tcp"])
+@pytest.mark.parametrize("transport", ["pty", "tcp", "rfc2217"])
 async def test_readings_decay_and_follow_the_selector(transport):
     sim = DoseCalibratorSimulator(
         "capintec", transport, nuclide="F-18", activity_mbq=1000.0, time_scale=600.0, seed=3
@@ -128,6 +128,40 @@ async def test_readings_decay_and_follow_the_selector(transport):
         assert not run.bad()
     finally:
         await sim.stop()
+
+
+async def test_rfc2217_device_server_gets_the_configured_line_settings():
+    """Through an RFC 2217 converter the driver sets the instrument's baud rate and framing,
+    and binary frames containing 0xFF (Telnet's IAC byte) arrive intact."""
+    activity = struct.unpack("<f", b"\xff\x00\x80\x43")[0]  # 257.0 MBq, encoded with 0xFF
+    sim = DoseCalibratorSimulator(
+        "capintec", "rfc2217", "Cs-137", activity, background_mbq=0.0, noise=False
+    )
+    address = await sim.start()
+    assert address.startswith("rfc2217://127.0.0.1:")
+    sim.line.baudrate, sim.line.parity = 115200, "E"  # whatever the converter was left at
+    try:
+        async with supervised(lambda: make_driver("cal", address)) as run:
+            await wait_for_condition(lambda: len(run.good()) >= 2)
+        assert (sim.line.baudrate, sim.line.bytesize, sim.line.parity, sim.line.stopbits) == (
+            4800, 8, "N", 1,
+        )  # fmt: skip
+        sample = run.good()[0]
+        assert sample.value == pytest.approx(activity, rel=1e-6)
+        assert b"\xff" in bytes.fromhex(sample.raw_text or "")
+        assert not run.errors
+    finally:
+        await sim.stop()
+
+
+@pytest.mark.parametrize("fault", ["unplugged", "corrupt"])
+async def test_rfc2217_fault_is_visible_and_recovered(fault):
+    bad_run, _good_run, _logs = await fault_scenario("capintec", "rfc2217", fault, make_driver)
+    if fault == "corrupt":
+        assert bad_run.bad(), "a damaged frame should surface as a BAD sample"
+    else:
+        assert bad_run.errors, "a device server that drops the link is a device error"
+    assert bad_run.connects >= 2 or fault == "corrupt"
 
 
 async def test_display_unit_mci():

@@ -87,10 +87,13 @@ class SerialTransport:
 
     async def open(self) -> None:
         """Open the port; `DeviceError` if it does not exist, is busy or does not answer."""
+        # pyserial's RFC 2217 client refuses a write timeout (NotImplementedError); its socket
+        # keeps the 5 s timeout of the connect, so a write there is bounded all the same.
+        write_timeout = None if self.port.startswith("rfc2217://") else self.timeout_s
 
         def _open() -> None:
             port = serial.serial_for_url(
-                self.port, timeout=_SLICE_S, write_timeout=self.timeout_s, **self.settings
+                self.port, timeout=_SLICE_S, write_timeout=write_timeout, **self.settings
             )
             if self._closing:  # close() was called while we were connecting
                 port.close()
