@@ -70,6 +70,31 @@ def _scalar(value: Any) -> tuple[JSONScalar, str | None]:
     return None, f"unsupported value type {type(value).__name__}"
 
 
+def _monitored_item_request(
+    node_id: ua.NodeId, handle: int, node_cfg: OpcUaNode
+) -> ua.MonitoredItemCreateRequest:
+    """Monitor a node's Value with its own sampling interval, queue and absolute deadband."""
+    parameters = ua.MonitoringParameters()
+    parameters.ClientHandle = handle
+    parameters.SamplingInterval = ua.Double(node_cfg.sampling_interval_ms)
+    parameters.QueueSize = node_cfg.queue_size
+    parameters.DiscardOldest = True
+    if node_cfg.deadband is not None:
+        change_filter = ua.DataChangeFilter()
+        change_filter.Trigger = ua.DataChangeTrigger.StatusValue
+        change_filter.DeadbandType = ua.DeadbandType.Absolute
+        change_filter.DeadbandValue = node_cfg.deadband
+        parameters.Filter = change_filter
+    item = ua.ReadValueId()
+    item.NodeId = node_id
+    item.AttributeId = AttributeIds.Value
+    request = ua.MonitoredItemCreateRequest()
+    request.ItemToMonitor = item
+    request.MonitoringMode = ua.MonitoringMode.Reporting
+    request.RequestedParameters = parameters
+    return request
+
+
 class _Handler:
     """Subscription callbacks: turn notifications into queue items (no awaiting in here)."""
 
@@ -171,24 +196,11 @@ class OpcUaDriver(Driver):
         cfg = self.cfg
         subscription = await client.create_subscription(cfg.publishing_interval_ms, _Handler(self))
         requests = []
-        for node_cfg in cfg.nodes:
+        # Client handles are ours to choose: this subscription only ever gets these items.
+        for handle, node_cfg in enumerate(cfg.nodes, start=1):
             node = client.get_node(node_cfg.node_id)
-            mfilter = None
-            if node_cfg.deadband is not None:
-                mfilter = ua.DataChangeFilter()
-                mfilter.Trigger = ua.DataChangeTrigger.StatusValue
-                mfilter.DeadbandType = ua.DeadbandType.Absolute
-                mfilter.DeadbandValue = node_cfg.deadband
-            request = subscription._make_monitored_item_request(  # noqa: SLF001 (asyncua's request builder)
-                node,
-                AttributeIds.Value,
-                mfilter,
-                node_cfg.queue_size,
-                ua.MonitoringMode.Reporting,
-                ua.Double(node_cfg.sampling_interval_ms),
-            )
-            self._nodes_by_handle[request.RequestedParameters.ClientHandle] = node_cfg
-            requests.append(request)
+            requests.append(_monitored_item_request(node.nodeid, handle, node_cfg))
+            self._nodes_by_handle[handle] = node_cfg
         if requests:
             results = await subscription.create_monitored_items(requests)
             for node_cfg, result in zip(cfg.nodes, results, strict=True):
