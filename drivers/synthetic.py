@@ -31,7 +31,10 @@ class SyntheticConfig(DeviceConfigBase):
     base: float = 0.2
     amplitude: float = 0.05
     rate_per_s: float | None = Field(
-        default=None, gt=0, description="Samples per second (all channels); overrides the poll."
+        default=None,
+        gt=0,
+        description="Samples per second (all channels); overrides the poll. Above 100/s they "
+        "are taken in 10 ms ticks, the samples of a tick sharing one time stamp.",
     )
     mode: Literal["wave", "counter"] = Field(
         default="wave",
