@@ -70,6 +70,9 @@ def _scalar(value: Any) -> tuple[JSONScalar, str | None]:
     return None, f"unsupported value type {type(value).__name__}"
 
 
+_FIRST_DATA_HANDLE = 1_000_000
+
+
 def _monitored_item_request(
     node_id: ua.NodeId, handle: int, node_cfg: OpcUaNode
 ) -> ua.MonitoredItemCreateRequest:
@@ -196,8 +199,9 @@ class OpcUaDriver(Driver):
         cfg = self.cfg
         subscription = await client.create_subscription(cfg.publishing_interval_ms, _Handler(self))
         requests = []
-        # Client handles are ours to choose: this subscription only ever gets these items.
-        for handle, node_cfg in enumerate(cfg.nodes, start=1):
+        # Client handles are ours to choose. asyncua numbers the event item it adds below from
+        # 201 up, so ours start far above that.
+        for handle, node_cfg in enumerate(cfg.nodes, start=_FIRST_DATA_HANDLE):
             node = client.get_node(node_cfg.node_id)
             requests.append(_monitored_item_request(node.nodeid, handle, node_cfg))
             self._nodes_by_handle[handle] = node_cfg
