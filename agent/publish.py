@@ -250,14 +250,14 @@ class Publisher:
                 if not batch:
                     await self.outbox.wait_for_envelopes(0.05 if acked else 0.5)
 
-    async def publish_offline(self, reason: str = "shutdown") -> None:
+    async def publish_offline(self, reason: str = "shutdown", *, timeout: float = 2.0) -> None:
         """Clean shutdown: replace the retained status with `offline` before disconnecting."""
         client = self._client
         if client is None or self.state != LinkState.CONNECTED:
             return
         try:
             payload = json.dumps({**self.status("offline"), "reason": reason}).encode()
-            await client.publish(self.topics.status, payload, qos=1, retain=True, timeout=2.0)
+            await client.publish(self.topics.status, payload, qos=1, retain=True, timeout=timeout)
         except (aiomqtt.MqttError, TimeoutError) as exc:
             log.warning("could not publish offline status", error=str(exc))
 

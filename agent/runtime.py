@@ -359,14 +359,25 @@ class Agent:
         for task in device_tasks:
             task.cancel()
         await asyncio.gather(*device_tasks, return_exceptions=True)
-        # Everything acquired is made durable first; sending it is best effort in the time left.
-        await self.outbox.flush(timeout=max(0.5, deadline - time.monotonic() - 1.5))
+
+        def left(reserve: float = 0.0) -> float:
+            return max(0.0, deadline - time.monotonic() - reserve)
+
+        # Everything acquired is made durable first; sending it is best effort in the time left,
+        # with a second kept for the offline status and one for the disconnect: a broker that
+        # stopped answering must not hold the agent past its budget.
+        await self.outbox.flush(timeout=max(0.5, left(2.5)))
         if self.publisher.state is LinkState.CONNECTED:
-            await self.publisher.drain(timeout=max(0.0, deadline - time.monotonic() - 1.0))
-            await self.publisher.publish_offline("shutdown")
+            await self.publisher.drain(timeout=left(2.0))
+            await self.publisher.publish_offline("shutdown", timeout=max(0.1, min(2.0, left(1.0))))
         publisher_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await publisher_task
+        done, _ = await asyncio.wait({publisher_task}, timeout=max(0.1, left()))
+        if not done:
+            # Still waiting for the broker to acknowledge the DISCONNECT: stop waiting.
+            log.warning("broker did not answer the disconnect in time; closing the connection")
+            publisher_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publisher_task
 
 
 class StateDirBusyError(RuntimeError):

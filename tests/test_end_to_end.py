@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import signal
 import time
 
 import pytest
@@ -92,6 +94,29 @@ def test_sigterm_stops_within_five_seconds_and_leaves_offline_status(agent_setup
     # Everything acquired before the stop was published: the outbox is empty.
     out = agent.log()
     assert "agent stopped" in out
+
+
+def test_sigterm_stops_within_five_seconds_when_the_broker_stopped_answering(
+    agent_setup, mosquitto
+):
+    """A hung broker (process frozen, TCP still open) must not hold the agent past 5 s."""
+    tmp_path, _jwk, _collector = agent_setup
+    config = write_config(tmp_path / "agent.toml", mosquitto.url, SYNTHETIC)
+    agent = AgentProcess(config).start()
+    wait_until(lambda: "connected to broker" in agent.log(), timeout=20)
+    assert mosquitto.proc is not None
+    os.kill(mosquitto.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(1.0)  # readings go on: envelopes wait for PUBACKs that never come
+        started = time.monotonic()
+        code = agent.terminate(timeout=10)
+        took = time.monotonic() - started
+    finally:
+        os.kill(mosquitto.proc.pid, signal.SIGCONT)
+    assert code == 0
+    assert took < 5.0, agent.log()[-2000:]
+    assert "could not publish offline status" in agent.log()
+    assert "agent stopped" in agent.log()
 
 
 def test_last_will_marks_agent_offline_when_killed(agent_setup, mosquitto):
