@@ -370,14 +370,18 @@ class Agent:
         if self.publisher.state is LinkState.CONNECTED:
             await self.publisher.drain(timeout=left(2.0))
             await self.publisher.publish_offline("shutdown", timeout=max(0.1, min(2.0, left(1.0))))
+        # Cancel until it ends. One cancel is not always enough on Python 3.11: when it lands
+        # just as the PUBACK a `wait_for` inside aiomqtt awaits arrives, `wait_for` returns the
+        # result and the cancellation is lost (seen: the publisher then went on publishing and
+        # the agent never stopped). A repeat also cuts a DISCONNECT the broker does not answer.
         publisher_task.cancel()
-        done, _ = await asyncio.wait({publisher_task}, timeout=max(0.1, left()))
-        if not done:
-            # Still waiting for the broker to acknowledge the DISCONNECT: stop waiting.
-            log.warning("broker did not answer the disconnect in time; closing the connection")
-            publisher_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await publisher_task
+        while not publisher_task.done():
+            await asyncio.wait({publisher_task}, timeout=max(0.2, min(1.0, left())))
+            if not publisher_task.done():
+                log.warning("publisher still running after cancel; cancelling again")
+                publisher_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publisher_task
 
 
 class StateDirBusyError(RuntimeError):
