@@ -31,6 +31,7 @@ from agent.sdnotify import SystemdNotifier
 from agent.signing import Signer, load_public_jwks
 from agent.state import LiveState
 from agent.supervisor import DeviceSupervisor
+from agent.tasks import RECANCEL_S, cancel_and_wait
 from agent.topics import Topics
 
 if TYPE_CHECKING:
@@ -219,9 +220,7 @@ class Agent:
                 self.notifier.ready(self.service_status())
                 await stop.wait()
                 self.notifier.stopping()
-                for task in service_tasks:
-                    task.cancel()
-                await asyncio.wait(service_tasks)
+                await cancel_and_wait(service_tasks)
                 await self._shutdown(publisher_task, list(self._device_tasks.values()))
         finally:
             self._group = None
@@ -300,10 +299,11 @@ class Agent:
     async def stop_device(self, device_id: str) -> None:
         """Stop supervising a device; its driver is closed. Its readings already queued stay."""
         task = self._device_tasks.pop(device_id, None)
-        self.supervisors.pop(device_id, None)
+        sup = self.supervisors.pop(device_id, None)
         if task is not None:
-            task.cancel()
-            await asyncio.wait({task})
+            # Give the driver its own close timeout before insisting.
+            close_s = sup.config.timeout_s + 3.0 if sup is not None else RECANCEL_S
+            await cancel_and_wait([task], repeat_s=close_s)
         self.live.devices.pop(device_id, None)
         self.publisher.mark_status_dirty()
 
@@ -356,13 +356,11 @@ class Agent:
     ) -> None:
         deadline = time.monotonic() + SHUTDOWN_BUDGET_S
         log.info("agent stopping")
-        for task in device_tasks:
-            task.cancel()
-        await asyncio.gather(*device_tasks, return_exceptions=True)
 
         def left(reserve: float = 0.0) -> float:
             return max(0.0, deadline - time.monotonic() - reserve)
 
+        await cancel_and_wait(device_tasks, repeat_s=max(1.0, left(2.5)))
         # Everything acquired is made durable first; sending it is best effort in the time left,
         # with a second kept for the offline status and one for the disconnect: a broker that
         # stopped answering must not hold the agent past its budget.
@@ -370,16 +368,8 @@ class Agent:
         if self.publisher.state is LinkState.CONNECTED:
             await self.publisher.drain(timeout=left(2.0))
             await self.publisher.publish_offline("shutdown", timeout=max(0.1, min(2.0, left(1.0))))
-        # Cancel until it ends. One cancel is not always enough on Python 3.11: when it lands
-        # just as the PUBACK a `wait_for` inside aiomqtt awaits arrives, `wait_for` returns the
-        # result and the cancellation is lost (seen: the publisher then went on publishing and
-        # the agent never stopped). A repeat also cuts a DISCONNECT the broker does not answer.
-        publisher_task.cancel()
-        while not publisher_task.done():
-            await asyncio.wait({publisher_task}, timeout=max(0.2, min(1.0, left())))
-            if not publisher_task.done():
-                log.warning("publisher still running after cancel; cancelling again")
-                publisher_task.cancel()
+        # Repeated cancels also cut short a DISCONNECT the broker does not answer.
+        await cancel_and_wait([publisher_task], repeat_s=max(0.2, min(RECANCEL_S, left())))
         with contextlib.suppress(asyncio.CancelledError):
             await publisher_task
 

@@ -12,6 +12,7 @@ import structlog
 from agent.backoff import Backoff
 from agent.pipeline import Pipeline
 from agent.state import LiveState
+from agent.tasks import cancel_and_wait
 from drivers.base import DeviceConfigBase, Driver
 from drivers.catalog import create_driver
 
@@ -110,9 +111,7 @@ class DeviceSupervisor:
             try:
                 await asyncio.wait({connection, pause_wait}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for task in (connection, pause_wait):
-                    task.cancel()
-                await asyncio.gather(connection, pause_wait, return_exceptions=True)
+                await cancel_and_wait([connection, pause_wait])
                 await self._close(driver)
             if not connection.cancelled() and connection.exception() is None:
                 failed = connection.result()

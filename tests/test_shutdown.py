@@ -9,6 +9,7 @@ from agent.config import parse_config
 from agent.publish import LinkState
 from agent.runtime import Agent
 from agent.signing import generate_key_files
+from agent.tasks import cancel_and_wait
 
 
 async def test_agent_stops_even_when_the_publisher_loses_a_cancellation(tmp_path, mosquitto):
@@ -49,3 +50,41 @@ async def test_agent_stops_even_when_the_publisher_loses_a_cancellation(tmp_path
     await asyncio.wait_for(task, 10)
     assert lost, "the first cancellation never reached the publisher"
     assert time.monotonic() - started < 5.0
+
+
+async def test_cancel_and_wait_insists_until_a_task_that_lost_a_cancel_ends():
+    cancels = 0
+
+    async def loses_first_cancel() -> None:
+        nonlocal cancels
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancels += 1
+                if cancels > 1:
+                    raise
+
+    task = asyncio.create_task(loses_first_cancel())
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    await asyncio.wait_for(cancel_and_wait([task], repeat_s=0.2), 5)
+    assert task.cancelled()
+    assert cancels == 2
+    assert time.monotonic() - started < 1.0
+
+
+async def test_cancel_and_wait_lets_cleanup_finish_within_its_interval():
+    cleaned = asyncio.Event()
+
+    async def slow_cleanup() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.sleep(0.3)  # e.g. a driver closing its port
+            cleaned.set()
+
+    task = asyncio.create_task(slow_cleanup())
+    await asyncio.sleep(0)
+    await cancel_and_wait([task], repeat_s=1.0)
+    assert cleaned.is_set(), "a second cancel interrupted a cleanup that was on time"
