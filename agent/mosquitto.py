@@ -68,22 +68,35 @@ class Mosquitto:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> None:
-        """Start and wait until it accepts connections."""
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(  # noqa: S603 - fixed argv, our own config file
-                [mosquitto_binary(), "-c", str(self.conf)], stdout=log, stderr=log
-            )
+        """Start and wait until it accepts connections.
+
+        On a restart the port can be briefly taken (e.g. by a client's outgoing connection that
+        got it as its ephemeral port while the broker was down); that is retried until `timeout`.
+        """
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if self.proc.poll() is not None:
-                    tail = self.log.read_text(errors="replace")[-500:]
-                    raise RuntimeError(f"mosquitto exited: {tail}") from None
-                time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not accept connections on port {self.port}")
+        while True:
+            offset = self.log.stat().st_size if self.log.exists() else 0
+            with self.log.open("ab") as log:
+                self.proc = subprocess.Popen(  # noqa: S603 - fixed argv, our own config file
+                    [mosquitto_binary(), "-c", str(self.conf)], stdout=log, stderr=log
+                )
+            while time.monotonic() < deadline:
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                        return
+                except OSError:
+                    if self.proc.poll() is not None:
+                        break
+                    time.sleep(0.05)
+            output = self.log.read_bytes()[offset:].decode(errors="replace")[-500:]
+            if self.proc.poll() is None:
+                self.stop()
+                raise RuntimeError(
+                    f"mosquitto did not accept connections on port {self.port}: {output}"
+                )
+            if "Address already in use" not in output or time.monotonic() + 0.5 >= deadline:
+                raise RuntimeError(f"mosquitto exited: {output}")
+            time.sleep(0.2)
 
     def stop(self) -> None:
         """Stop the broker (clients see the connection drop)."""

@@ -16,6 +16,7 @@ from typing import Any
 from helpers import wait_for_condition
 from structlog.testing import capture_logs
 
+from agent.tasks import cancel_and_wait
 from drivers.base import DeviceError, Driver, Quality, Sample
 from simulators.dosecal import DoseCalibratorSimulator
 
@@ -60,9 +61,7 @@ async def supervised(make_driver: Callable[[], Driver]) -> AsyncIterator[Run]:
     try:
         yield run
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])
 
 
 def assert_good_samples_are_genuine(run: Run, simulator: DoseCalibratorSimulator) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Self
 
+from agent.tasks import cancel_and_wait
 from drivers.base import DeviceError, Sample
 from drivers.catalog import create_driver
 
@@ -39,9 +39,8 @@ class Supervised:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.task is not None
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        # Like the agent: a cancel lost inside a library's wait_for (Python 3.11) is repeated.
+        await cancel_and_wait([self.task])
 
     def channel(self, name: str) -> list[Sample]:
         return [s for s in self.samples if s.channel == name]
