@@ -233,7 +233,8 @@ class Outbox:
         self._inbox.put(_mark)
         self._wake.set()
         try:
-            await asyncio.wait_for(asyncio.wrap_future(done), max(0.1, deadline - time.monotonic()))
+            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                await asyncio.wrap_future(done)
         except TimeoutError:
             return False
         return self._committed >= target
@@ -322,7 +323,8 @@ class Outbox:
     async def wait_for_envelopes(self, timeout: float) -> None:
         """Return when new envelopes may be available (or after `timeout`)."""
         try:
-            await asyncio.wait_for(self._new_envelopes.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._new_envelopes.wait()
         except TimeoutError:
             return
         finally:

@@ -153,9 +153,8 @@ async def subscribe_and_verify(
             if wait <= 0:
                 return
             try:
-                message = await asyncio.wait_for(
-                    messages.__anext__(), None if wait == float("inf") else wait
-                )
+                async with asyncio.timeout(None if wait == float("inf") else wait):
+                    message = await messages.__anext__()
             except TimeoutError:
                 return
             last = time.monotonic()

@@ -98,7 +98,8 @@ class LiveHub:
             while not self._closing.is_set():
                 timeout = max(0.0, next_health - loop.time())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sub.wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await sub.wake.wait()
                 if self._closing.is_set():
                     break
                 sub.wake.clear()

@@ -89,9 +89,8 @@ class ModbusBus:
                 return
             self.client.close()
             try:
-                ok = await asyncio.wait_for(
-                    self.client.connect(), self.timeout_s + _HARD_TIMEOUT_MARGIN_S
-                )
+                async with asyncio.timeout(self.timeout_s + _HARD_TIMEOUT_MARGIN_S):
+                    ok = await self.client.connect()
             except (TimeoutError, OSError, ConnectionException) as exc:
                 raise LinkDown(f"cannot open {self.key}: {exc or type(exc).__name__}") from exc
             if not ok:
@@ -105,7 +104,8 @@ class ModbusBus:
                 raise LinkDown(f"{self.key} is not connected")
             call = self._request(table, address, count, unit_id)
             try:
-                response = await asyncio.wait_for(call, self.timeout_s + _HARD_TIMEOUT_MARGIN_S)
+                async with asyncio.timeout(self.timeout_s + _HARD_TIMEOUT_MARGIN_S):
+                    response = await call
             except ConnectionException as exc:
                 raise LinkDown(f"{self.key}: {exc}") from exc
             except (ModbusIOException, TimeoutError) as exc:

@@ -147,8 +147,10 @@ class OpcUaDriver(Driver):
         self._client = client
         try:
             await self._configure_identity(client)
-            await asyncio.wait_for(client.connect(), timeout=cfg.timeout_s * 3)
-            await asyncio.wait_for(self._subscribe(client), timeout=cfg.timeout_s * 3)
+            async with asyncio.timeout(cfg.timeout_s * 3):
+                await client.connect()
+            async with asyncio.timeout(cfg.timeout_s * 3):
+                await self._subscribe(client)
         except DeviceError:
             raise
         except (TimeoutError, OSError, UaError, ConnectionError) as exc:
@@ -184,16 +186,14 @@ class OpcUaDriver(Driver):
             server_cert = (
                 str(security.server_certificate) if security.server_certificate else None
             )
-            await asyncio.wait_for(
-                client.set_security(
+            async with asyncio.timeout(cfg.timeout_s * 2):
+                await client.set_security(
                     SecurityPolicyBasic256Sha256,
                     str(security.certificate),
                     str(security.private_key),
                     server_certificate=server_cert,
                     mode=mode,
-                ),
-                timeout=cfg.timeout_s * 2,
-            )
+                )
 
     async def _subscribe(self, client: Client) -> None:
         cfg = self.cfg
@@ -240,7 +240,8 @@ class OpcUaDriver(Driver):
             raise DeviceError("samples() before connect()", device=self.cfg.id)
         while True:
             try:
-                item = await asyncio.wait_for(self.queue.get(), timeout=_LIVENESS_CHECK_S)
+                async with asyncio.timeout(_LIVENESS_CHECK_S):
+                    item = await self.queue.get()
             except TimeoutError:
                 if self._lost is not None:
                     raise DeviceError(self._lost, device=self.cfg.id) from None
@@ -333,6 +334,7 @@ class OpcUaDriver(Driver):
         if client is None:
             return
         try:
-            await asyncio.wait_for(client.disconnect(), timeout=self.cfg.timeout_s)
+            async with asyncio.timeout(self.cfg.timeout_s):
+                await client.disconnect()
         except Exception as exc:  # a dead server cannot say goodbye
             self.log.debug("opcua disconnect failed", error=repr(exc))
