@@ -416,9 +416,7 @@ class Outbox:
             if self._items and self.commit_interval > 0:
                 # Group commit: let a burst finish arriving (the sleep releases the GIL).
                 time.sleep(self.commit_interval)
-            # One swap hands over everything submitted so far: no per-item hand-off that
-            # would have to win the GIL back from a busy event loop for every reading.
-            items, self._items = self._items, []
+            items = self._swap_items()
             jobs: list[Callable[[], None]] = []
             while True:
                 try:
@@ -435,6 +433,11 @@ class Outbox:
         self._commit_cycle(self._swap_items(), force=True)
 
     def _swap_items(self) -> list[tuple[str, str, str]]:
+        """Take everything submitted so far, in one swap.
+
+        No per-item hand-off that would have to win the GIL back from a busy event loop for
+        every reading.
+        """
         items, self._items = self._items, []
         return items
 
@@ -572,7 +575,6 @@ class Outbox:
             callback = self.on_quota_change
             if callback is not None and self._loop is not None:
                 self._loop.call_soon_threadsafe(callback, state, self.disk_bytes)
-
 
 
 def _stats(db: sqlite3.Connection) -> OutboxStats:
