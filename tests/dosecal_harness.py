@@ -1,70 +1,29 @@
 """Test harness for the dose calibrator drivers: a supervisor loop and the fault scenario.
 
-The supervisor here does what the agent's runtime does, minus backoff: connect, iterate
-samples, and on `DeviceError` close and retry.
+The supervisor (`tests/supervised.py`) does what the agent's runtime does, minus backoff:
+connect, iterate samples, and on `DeviceError` close and retry.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from helpers import wait_for_condition
 from structlog.testing import capture_logs
+from supervised import Supervised
 
-from agent.tasks import cancel_and_wait
-from drivers.base import DeviceError, Driver, Quality, Sample
+from drivers.base import Driver, Quality
 from simulators.dosecal import DoseCalibratorSimulator
 
 
-@dataclass
-class Run:
-    """What one supervised driver produced."""
-
-    samples: list[Sample] = field(default_factory=list)
-    statuses: list[tuple[str, str | None]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    connects: int = 0
-
-    def good(self, start: int = 0) -> list[Sample]:
-        return [s for s in self.samples[start:] if s.quality is Quality.GOOD]
-
-    def bad(self, start: int = 0) -> list[Sample]:
-        return [s for s in self.samples[start:] if s.quality is Quality.BAD]
+def supervised(make_driver: Callable[[], Driver]) -> Supervised:
+    """Run a driver under a reconnecting supervisor for the duration of an `async with`."""
+    return Supervised(make_driver, backoff_s=0.05)
 
 
-async def _supervise(make_driver: Callable[[], Driver], run: Run) -> None:
-    while True:
-        driver = make_driver()
-        driver.on_status(lambda state, detail: run.statuses.append((state, detail)))
-        try:
-            await driver.connect()
-            run.connects += 1
-            async for sample in driver.samples():
-                run.samples.append(sample)
-        except DeviceError as exc:
-            run.errors.append(str(exc))
-        finally:
-            await driver.close()
-        await asyncio.sleep(0.05)
-
-
-@contextlib.asynccontextmanager
-async def supervised(make_driver: Callable[[], Driver]) -> AsyncIterator[Run]:
-    """Run a driver under a reconnecting supervisor for the duration of the block."""
-    run = Run()
-    task = asyncio.create_task(_supervise(make_driver, run))
-    try:
-        yield run
-    finally:
-        await cancel_and_wait([task])
-
-
-def assert_good_samples_are_genuine(run: Run, simulator: DoseCalibratorSimulator) -> None:
+def assert_good_samples_are_genuine(run: Supervised, simulator: DoseCalibratorSimulator) -> None:
     """Every GOOD sample is finite and is a frame the simulator sent well formed."""
     for sample in run.good():
         assert isinstance(sample.value, float | int), sample
@@ -82,7 +41,7 @@ async def fault_scenario(
     fault: str,
     make_driver: Callable[[str, str], Driver],
     **simulator_options: Any,
-) -> tuple[Run, Run, list[dict[str, Any]]]:
+) -> tuple[Supervised, Supervised, list[dict[str, Any]]]:
     """Two devices of a model, one faulted: the fault shows, the other flows, both recover."""
     options: dict[str, Any] = {"push_interval_s": 0.05, "slow_reply_s": 0.8}
     options.update(simulator_options)

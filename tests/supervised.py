@@ -3,28 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Self
 
 from agent.tasks import cancel_and_wait
-from drivers.base import DeviceError, Sample
+from drivers.base import DeviceConfigBase, DeviceError, Driver, Quality, Sample
 from drivers.catalog import create_driver
 
 
 class Supervised:
-    """A minimal stand-in for the agent's supervisor: connect, iterate, back off, reconnect."""
+    """Connect, iterate, back off, reconnect; records what the driver produced.
 
-    def __init__(self, config, backoff_s: float = 0.2) -> None:
-        self.config = config
+    `source` is a device configuration (the driver comes from the catalog) or a function that
+    builds a fresh driver for every connection.
+    """
+
+    def __init__(
+        self, source: DeviceConfigBase | Callable[[], Driver], backoff_s: float = 0.2
+    ) -> None:
+        self.make_driver = source if callable(source) else (lambda: create_driver(source))
         self.backoff_s = backoff_s
         self.samples: list[Sample] = []
+        self.statuses: list[tuple[str, str | None]] = []
         self.errors: list[str] = []
+        self.connects = 0
         self.task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         while True:
-            driver = create_driver(self.config)
+            driver = self.make_driver()
+            driver.on_status(lambda state, detail: self.statuses.append((state, detail)))
             try:
                 await driver.connect()
+                self.connects += 1
                 async for sample in driver.samples():
                     self.samples.append(sample)
             except DeviceError as exc:
@@ -44,3 +55,9 @@ class Supervised:
 
     def channel(self, name: str) -> list[Sample]:
         return [s for s in self.samples if s.channel == name]
+
+    def good(self, start: int = 0) -> list[Sample]:
+        return [s for s in self.samples[start:] if s.quality is Quality.GOOD]
+
+    def bad(self, start: int = 0) -> list[Sample]:
+        return [s for s in self.samples[start:] if s.quality is Quality.BAD]
