@@ -21,16 +21,16 @@ import re
 from collections.abc import AsyncIterator
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from drivers.base import Sample
 from drivers.dosecal.common import (
     NUMBER,
     Measurement,
+    ReadingPatternSetting,
+    RegexSetting,
     SerialDeviceConfig,
     SerialDoseCalibratorDriver,
-    compile_pattern,
-    compile_reading_pattern,
     decode_text,
     malformed,
     parse_with_pattern,
@@ -74,24 +74,12 @@ class Atomlab500Config(SerialDeviceConfig):
     poll_command: Literal["ctrl-c", "1"] = Field(
         default="ctrl-c", description="The read-only reading request: ^C (0x03) or `1` CR."
     )
-    reading_pattern: str = Field(
+    reading_pattern: ReadingPatternSetting = Field(
         default=DEFAULT_READING_PATTERN,
         description="Regex for the reading line; named groups value (required), unit, nuclide.",
     )
-    error_pattern: str = Field(default=DEFAULT_ERROR_PATTERN)
+    error_pattern: RegexSetting = Field(default=DEFAULT_ERROR_PATTERN)
     max_line_bytes: int = Field(default=128, ge=16, le=4096)
-
-    @field_validator("reading_pattern")
-    @classmethod
-    def _check_reading_pattern(cls, value: str) -> str:
-        compile_reading_pattern(value)
-        return value
-
-    @field_validator("error_pattern")
-    @classmethod
-    def _check_error_pattern(cls, value: str) -> str:
-        compile_pattern(value)
-        return value
 
 
 class Atomlab500Driver(SerialDoseCalibratorDriver):

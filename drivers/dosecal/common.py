@@ -23,9 +23,9 @@ import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from agent.units import ACTIVITY_TO_MBQ, canonical_unit
 from drivers.base import DeviceConfigBase, DeviceError, Driver, Quality, Sample
@@ -447,3 +447,20 @@ def compile_reading_pattern(pattern: str) -> re.Pattern[str]:
     if "value" not in compiled.groupindex:
         raise ValueError("the pattern needs a named group (?P<value>...)")
     return compiled
+
+
+def _valid_pattern(value: str) -> str:
+    compile_pattern(value)
+    return value
+
+
+def _valid_reading_pattern(value: str) -> str:
+    compile_reading_pattern(value)
+    return value
+
+
+RegexSetting = Annotated[str, AfterValidator(_valid_pattern)]
+"""A configured regular expression, checked when the configuration is loaded."""
+
+ReadingPatternSetting = Annotated[str, AfterValidator(_valid_reading_pattern)]
+"""A configured reading pattern: a valid regex with the named group `value`."""

@@ -25,10 +25,10 @@ from drivers.base import Sample
 from drivers.dosecal.common import (
     ACTIVITY_CHANNEL,
     Measurement,
+    ReadingPatternSetting,
+    RegexSetting,
     SerialDeviceConfig,
     SerialDoseCalibratorDriver,
-    compile_pattern,
-    compile_reading_pattern,
     decode_text,
     malformed,
     parse_with_pattern,
@@ -63,8 +63,12 @@ class SerialLineConfig(SerialDeviceConfig):
     poll_command: str | None = Field(
         default=None, description=r"Poll mode: bytes to send, with escapes (e.g. '\x03', 'R\r')."
     )
-    pattern: str = Field(description="Regex with named groups value (required), unit, nuclide.")
-    ignore_pattern: str | None = Field(default=None, description="Lines to skip (headers ...).")
+    pattern: ReadingPatternSetting = Field(
+        description="Regex with named groups value (required), unit, nuclide."
+    )
+    ignore_pattern: RegexSetting | None = Field(
+        default=None, description="Lines to skip (headers ...)."
+    )
     unit: str | None = Field(default=None, description="Unit when the pattern has no unit group.")
     nuclide: str | None = None
     channel: str = Field(default=ACTIVITY_CHANNEL, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
@@ -73,19 +77,6 @@ class SerialLineConfig(SerialDeviceConfig):
     )
     idle_timeout_s: float | None = Field(default=None, gt=0)
     max_line_bytes: int = Field(default=256, ge=16, le=8192)
-
-    @field_validator("pattern")
-    @classmethod
-    def _check_pattern(cls, value: str) -> str:
-        compile_reading_pattern(value)
-        return value
-
-    @field_validator("ignore_pattern")
-    @classmethod
-    def _check_ignore(cls, value: str | None) -> str | None:
-        if value is not None:
-            compile_pattern(value)
-        return value
 
     @field_validator("poll_command")
     @classmethod
