@@ -1,5 +1,5 @@
 """`python -m agent` is the same as the `isoedge` command."""
 
-from agent.cli import main
+from agent.tools.cli import main
 
 raise SystemExit(main())

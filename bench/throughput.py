@@ -28,8 +28,8 @@ import paho.mqtt.client as mqtt
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agent.mosquitto import Mosquitto  # noqa: E402
-from agent.signing import generate_key_files, load_public_jwks, verify_envelope  # noqa: E402
+from agent.delivery.signing import generate_key_files, load_public_jwks, verify_envelope  # noqa: E402
+from agent.tools.mosquitto import Mosquitto  # noqa: E402
 
 
 class Subscriber:
@@ -133,7 +133,7 @@ enabled = false
 
 def start_agent(config: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    log = (config.parent / "agent.log").open("ab")
+    log = (config.parent / "agent.core.log").open("ab")
     return subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config)],
                             stdout=log, stderr=log, env=env)
 
@@ -204,10 +204,10 @@ def run_live(name: str, devices: int, rate: float, seconds: float, warmup: float
 
 
 async def _fill_outbox(config_path: Path, count: int) -> None:
-    from agent.config import load_config  # noqa: PLC0415
-    from agent.outbox import Outbox  # noqa: PLC0415
-    from agent.signing import Signer  # noqa: PLC0415
-    from agent.topics import Topics  # noqa: PLC0415
+    from agent.delivery.outbox import Outbox  # noqa: PLC0415
+    from agent.delivery.signing import Signer  # noqa: PLC0415
+    from agent.delivery.topics import Topics  # noqa: PLC0415
+    from agent.service.config import load_config  # noqa: PLC0415
 
     config = load_config(config_path)
     topics = Topics(config.broker.topic_prefix, config.agent.site, config.agent.id)

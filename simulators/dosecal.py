@@ -50,8 +50,8 @@ from typing import Literal
 
 from serial import rfc2217
 
-from agent.decay import half_life_s, normalize_nuclide
-from agent.units import ACTIVITY_TO_MBQ, activity_to, canonical_unit
+from agent.physics import half_life_s, normalize_nuclide
+from agent.physics.units import ACTIVITY_TO_MBQ, activity_to, canonical_unit
 from drivers.dosecal.capintec import crc15_name, encode_crc15_reply
 
 MODELS = ("capintec", "atomlab", "vdc404", "vik202", "crc55tr")

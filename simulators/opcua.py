@@ -30,7 +30,7 @@ from asyncua.server.user_managers import UserManager
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
-from agent.decay import half_life_s
+from agent.physics import half_life_s
 
 if TYPE_CHECKING:
     import argparse

@@ -178,7 +178,7 @@ if [ -z "$R" ] && [ -d /run/systemd/system ]; then
 fi
 
 kid=$("$R$VENV/bin/python" -c 'import json,sys
-from agent.signing import thumbprint
+from agent.delivery.signing import thumbprint
 print(thumbprint(json.load(open(sys.argv[1]))))' "$R$ETC/keys/signing.pub.jwk")
 cat <<EOF
 

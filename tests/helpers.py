@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from agent.mosquitto import free_port
+from agent.tools.mosquitto import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

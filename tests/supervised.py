@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Self
 
-from agent.tasks import cancel_and_wait
+from agent.core.tasks import cancel_and_wait
 from drivers.base import DeviceConfigBase, DeviceError, Driver, Quality, Sample
 from drivers.catalog import create_driver
 

@@ -12,8 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agent.decay.nuclides import ACCEPTANCE_WINDOWS, NUCLIDES, normalize_nuclide
-from agent.units import ACTIVITY_TO_MBQ, canonical_unit
+from agent.physics.nuclides import ACCEPTANCE_WINDOWS, NUCLIDES, normalize_nuclide
+from agent.physics.units import ACTIVITY_TO_MBQ, canonical_unit
 
 Severity = Literal["info", "warning", "alarm", "critical"]
 IdStr = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]

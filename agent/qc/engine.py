@@ -41,10 +41,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from datetime import datetime
 
-    from agent.alerts import AlertManager
-    from agent.audit import AuditLog
-    from agent.decay.nuclides import NuclideTable
-    from agent.reading import Reading
+    from agent.core.reading import Reading
+    from agent.physics.nuclides import NuclideTable
+    from agent.qc.alerts import AlertManager
+    from agent.qc.audit import AuditLog
 
 log = structlog.get_logger("isoedge.qc")
 

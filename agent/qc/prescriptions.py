@@ -13,8 +13,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agent.decay.nuclides import normalize_nuclide
-from agent.units import ACTIVITY_TO_MBQ, canonical_unit
+from agent.physics.nuclides import normalize_nuclide
+from agent.physics.units import ACTIVITY_TO_MBQ, canonical_unit
 
 if TYPE_CHECKING:
     from datetime import datetime

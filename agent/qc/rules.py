@@ -16,16 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from agent.decay.nuclides import decay_value, normalize_nuclide
-from agent.units import ACTIVITY_TO_MBQ, canonical_unit, is_activity_unit
+from agent.physics.nuclides import decay_value, normalize_nuclide
+from agent.physics.units import ACTIVITY_TO_MBQ, canonical_unit, is_activity_unit
 from drivers.base import Quality
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from agent.alerts import AlertManager
-    from agent.audit import AuditLog
-    from agent.decay.nuclides import NuclideTable
+    from agent.core.reading import Reading
+    from agent.physics.nuclides import NuclideTable
+    from agent.qc.alerts import AlertManager
+    from agent.qc.audit import AuditLog
     from agent.qc.config import (
         BackgroundRule,
         ConstancyRule,
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
         ThresholdRule,
     )
     from agent.qc.prescriptions import Prescription, PrescriptionBook
-    from agent.reading import Reading
 
 log = structlog.get_logger("isoedge.qc")
 
@@ -619,7 +619,7 @@ class HalfLifeEvaluator(RuleRuntime):
         self._judged = True
         try:
             # numpy (inside the fit) loads the first time a half-life series is complete.
-            from agent.decay import halflife  # noqa: PLC0415
+            from agent.physics import halflife  # noqa: PLC0415
 
             result = halflife.check_identity(c.nuclide, self._t, self._a, c.window_s)
         except halflife.FitError as exc:

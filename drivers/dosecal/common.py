@@ -27,7 +27,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from agent.units import ACTIVITY_TO_MBQ, canonical_unit
+from agent.physics.units import ACTIVITY_TO_MBQ, canonical_unit
 from drivers.base import DeviceConfigBase, DeviceError, Driver, Quality, Sample
 from drivers.dosecal.transport import SerialTransport
 

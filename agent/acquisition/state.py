@@ -1,0 +1,104 @@
+"""Live state of a running agent: what the console, web page, /healthz and /metrics show."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.core.reading import Reading, rfc3339
+
+TREND_POINTS = 720  # per channel: one hour ...
+TREND_STEP_S = 5.0  # ... at 5 s resolution
+
+
+@dataclass(slots=True)
+class DeviceHealth:
+    """One device's supervisor state as others see it."""
+
+    device: str
+    driver: str
+    state: str = "starting"
+    detail: str | None = None
+    since: float = field(default_factory=time.time)
+    last_reading_monotonic: float | None = None
+    errors: int = 0
+    reconnects: int = 0
+    readings: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (ages in seconds)."""
+        age = (
+            None
+            if self.last_reading_monotonic is None
+            else round(time.monotonic() - self.last_reading_monotonic, 3)
+        )
+        return {
+            "device": self.device,
+            "driver": self.driver,
+            "state": self.state,
+            "detail": self.detail,
+            "since": rfc3339_from_epoch(self.since),
+            "last_reading_age_s": age,
+            "errors": self.errors,
+            "reconnects": self.reconnects,
+            "readings": self.readings,
+        }
+
+
+def rfc3339_from_epoch(epoch: float) -> str:
+    """Epoch seconds as RFC 3339 UTC."""
+    from datetime import UTC, datetime  # noqa: PLC0415 - keeps the module import light
+
+    return rfc3339(datetime.fromtimestamp(epoch, UTC))
+
+
+class LiveState:
+    """Latest readings, device health, trend buffers and counters. Single event-loop owner."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, DeviceHealth] = {}
+        self.latest: dict[tuple[str, str], dict[str, Any]] = {}
+        self.trends: dict[tuple[str, str], deque[tuple[float, float]]] = defaultdict(
+            lambda: deque(maxlen=TREND_POINTS)
+        )
+        self._trend_last: dict[tuple[str, str], float] = {}
+        self.counters: dict[str, int] = defaultdict(int)
+        self.recent_events: deque[dict[str, Any]] = deque(maxlen=200)
+        self.listeners: list[Any] = []
+
+    def device(self, device: str, driver: str = "") -> DeviceHealth:
+        """Health record of a device (created on first use)."""
+        health = self.devices.get(device)
+        if health is None:
+            health = self.devices[device] = DeviceHealth(device=device, driver=driver)
+        return health
+
+    def on_reading(self, reading: Reading, item: dict[str, Any]) -> None:
+        """Remember the latest value and a thinned trend point (at most one per 5 s)."""
+        key = (reading.device, reading.channel)
+        self.latest[key] = item
+        health = self.devices.get(reading.device) or self.device(reading.device)
+        now = time.monotonic()
+        health.last_reading_monotonic = now
+        health.readings += 1
+        self.counters["readings_acquired"] += 1
+        value = reading.value
+        if (
+            now - self._trend_last.get(key, -TREND_STEP_S) >= TREND_STEP_S
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+        ):
+            self._trend_last[key] = now
+            self.trends[key].append((time.time(), float(value)))
+        for listener in self.listeners:
+            listener("reading", item)
+
+    def on_event(self, stream: str, item: dict[str, Any]) -> None:
+        """Remember an alert or audit event for the live views."""
+        self.counters[f"{stream}_events"] += 1
+        self.counters[f"event:{item.get('event')}"] += 1  # per event name, for /metrics
+        self.recent_events.append({"stream": stream, **item})
+        for listener in self.listeners:
+            listener(stream, item)

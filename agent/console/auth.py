@@ -1,0 +1,278 @@
+"""Web console access control: password hashes, basic/bearer authentication, roles.
+
+Authentication is off only when the console listens on a loopback address and no users are
+configured (a single-seat bench set-up). Otherwise every request except `/healthz` needs HTTP
+basic credentials (name + password, checked against a salted scrypt hash) or a bearer token
+(checked against its SHA-256), and acknowledging an alert needs the `qa` role.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from aiohttp.typedefs import Handler, Middleware
+
+    from agent.console.settings import WebUser
+
+Role = Literal["viewer", "qa"]
+
+# scrypt cost: n=2**14, r=8 needs 16 MiB and ~50 ms per check on a small ARM board; the result
+# of a successful check is cached (see `Authenticator`) so the page's polling stays cheap.
+SCRYPT_N = 2**14
+SCRYPT_R = 8
+SCRYPT_P = 1
+SCRYPT_DKLEN = 32
+_SCRYPT_MAXMEM = 128 * 1024 * 1024
+
+REALM = "IsoEdge"
+_CACHE_TTL_S = 300.0
+_CACHE_SIZE = 64
+_FAILURE_WINDOW_S = 60.0
+_FAILURE_LIMIT = 10  # failed attempts per client address per window before 429
+_FAILURE_CLIENTS_MAX = 1024
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def hash_password(
+    password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P
+) -> str:
+    """Salted scrypt hash for the configuration: `scrypt$n$r$p$salt$hash` (base64url)."""
+    if not password:
+        raise ValueError("empty password")
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=SCRYPT_DKLEN,
+        maxmem=_SCRYPT_MAXMEM,
+    )
+    return f"scrypt${n}${r}${p}${_b64(salt)}${_b64(digest)}"
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    """True when `password` matches an `scrypt$n$r$p$salt$hash` string (constant-time compare)."""
+    try:
+        scheme, n_text, r_text, p_text, salt_text, hash_text = encoded.split("$")
+        if scheme != "scrypt":
+            return False
+        n, r, p = int(n_text), int(r_text), int(p_text)
+        salt, expected = _unb64(salt_text), _unb64(hash_text)
+        digest = hashlib.scrypt(
+            password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=len(expected),
+            maxmem=_SCRYPT_MAXMEM,
+        )
+    except (ValueError, binascii.Error):
+        return False
+    return hmac.compare_digest(digest, expected)
+
+
+def check_password_hash_format(encoded: str) -> None:
+    """Raise ValueError when `encoded` is not a usable `scrypt$n$r$p$salt$hash` string."""
+    parts = encoded.split("$")
+    if len(parts) != 6 or parts[0] != "scrypt":  # noqa: PLR2004 - six fields by definition
+        raise ValueError("expected scrypt$n$r$p$salt$hash (from `isoedge web-passwd`)")
+    try:
+        n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
+        _unb64(parts[4])
+        _unb64(parts[5])
+    except (ValueError, binascii.Error) as exc:
+        raise ValueError(f"malformed scrypt hash: {exc}") from None
+    if n < 2 or n & (n - 1) or r < 1 or p < 1:  # noqa: PLR2004 - scrypt's own constraints
+        raise ValueError("scrypt parameters must be n a power of two > 1, r >= 1, p >= 1")
+
+
+def token_sha256(token: str) -> str:
+    """Hex SHA-256 of a bearer token, as `token_sha256` in the configuration holds it."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and `localhost`."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is making a request. `authenticated` is False when access control is off."""
+
+    name: str
+    role: Role
+    authenticated: bool
+    method: Literal["basic", "bearer", "none"]
+
+    def may(self, role: Role) -> bool:
+        """True when this principal holds `role` (`qa` includes `viewer`)."""
+        return role == "viewer" or self.role == "qa"
+
+
+# Access control off (loopback, no users): full access; the acknowledging person types a name.
+ANONYMOUS = Principal(name="", role="qa", authenticated=False, method="none")
+# A public path (/healthz) with access control on: no identity, read-only.
+_PUBLIC = Principal(name="", role="viewer", authenticated=False, method="none")
+PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("isoedge_principal", Principal)
+
+
+
+class Authenticator:
+    """Checks credentials against the configured users; caches successful password checks."""
+
+    def __init__(self, users: Sequence[WebUser], *, listen_host: str) -> None:
+        self.users = {u.name: u for u in users}
+        self.enabled = bool(users) or not is_loopback(listen_host)
+        self._cache: OrderedDict[str, tuple[float, WebUser]] = OrderedDict()
+        self._failures: dict[str, deque[float]] = {}
+        for user in users:
+            if user.password_hash is not None:
+                check_password_hash_format(user.password_hash)
+
+    def _cache_key(self, name: str, password: str) -> str:
+        # Keyed by a hash of the credentials, so a changed password never hits the cache.
+        return hashlib.sha256(f"{name}\0{password}".encode()).hexdigest()
+
+    async def _check_basic(self, name: str, password: str) -> WebUser | None:
+        user = self.users.get(name)
+        if user is None or user.password_hash is None:
+            return None
+        key = self._cache_key(name, password)
+        cached = self._cache.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < _CACHE_TTL_S and cached[1] is user:
+            return user
+        import asyncio  # noqa: PLC0415 - only needed on this slow path
+
+        # scrypt takes tens of milliseconds: keep it off the event loop that does device I/O.
+        if not await asyncio.to_thread(verify_password, password, user.password_hash):
+            return None
+        self._cache[key] = (now, user)
+        self._cache.move_to_end(key)
+        while len(self._cache) > _CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return user
+
+    def _check_bearer(self, token: str) -> WebUser | None:
+        digest = token_sha256(token)
+        found: WebUser | None = None
+        for user in self.users.values():
+            if user.token_sha256 is not None and hmac.compare_digest(
+                user.token_sha256.lower(), digest
+            ):
+                found = user
+        return found
+
+    def _throttled(self, client: str) -> bool:
+        window = self._failures.get(client)
+        if window is None:
+            return False
+        cutoff = time.monotonic() - _FAILURE_WINDOW_S
+        while window and window[0] < cutoff:
+            window.popleft()
+        return len(window) >= _FAILURE_LIMIT
+
+    def _note_failure(self, client: str) -> None:
+        if client not in self._failures and len(self._failures) >= _FAILURE_CLIENTS_MAX:
+            self._failures.pop(next(iter(self._failures)))  # forget the longest-known client
+        self._failures.setdefault(client, deque()).append(time.monotonic())
+
+    async def authenticate(self, request: web.Request) -> Principal | None:
+        """The request's principal, or None when credentials are missing or wrong."""
+        if not self.enabled:
+            return ANONYMOUS
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        value = value.strip()
+        user: WebUser | None = None
+        method: Literal["basic", "bearer"] = "basic"
+        if scheme.lower() == "basic" and value:
+            try:
+                decoded = base64.b64decode(value, validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            name, sep, password = decoded.partition(":")
+            if sep:
+                user = await self._check_basic(name, password)
+        elif scheme.lower() == "bearer" and value:
+            user, method = self._check_bearer(value), "bearer"
+        if user is None:
+            return None
+        return Principal(name=user.name, role=user.role, authenticated=True, method=method)
+
+    def middleware(self, public_paths: frozenset[str]) -> Middleware:
+        """Middleware: 401 without valid credentials (except on `public_paths`)."""
+
+        @web.middleware
+        async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if not self.enabled and not is_loopback(_host_name(request.host)):
+                # Without access control only loopback names are served: a web page whose
+                # domain re-resolves to 127.0.0.1 (DNS rebinding) gets nothing.
+                return web.json_response({"error": "unexpected Host header"}, status=421)
+            if request.path in public_paths:
+                request[PRINCIPAL_KEY] = ANONYMOUS if not self.enabled else _PUBLIC
+                return await handler(request)
+            client = request.remote or "?"
+            if self.enabled and self._throttled(client):
+                return web.json_response(
+                    {"error": "too many failed logins; try again in a minute"}, status=429,
+                    headers={"Retry-After": str(int(_FAILURE_WINDOW_S))},
+                )
+            principal = await self.authenticate(request)
+            if principal is None:
+                if request.headers.get("Authorization"):
+                    self._note_failure(client)
+                return web.json_response(
+                    {"error": "authentication required"},
+                    status=401,
+                    headers={"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'},
+                )
+            request[PRINCIPAL_KEY] = principal
+            return await handler(request)
+
+        return auth_middleware
+
+
+def _host_name(host: str) -> str:
+    """`127.0.0.1:8088` → `127.0.0.1`; `[::1]:8088` → `::1`."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def principal_of(request: web.Request) -> Principal:
+    """The principal the auth middleware attached to `request`."""
+    principal = request.get(PRINCIPAL_KEY)
+    if not isinstance(principal, Principal):
+        raise web.HTTPUnauthorized
+    return principal
+
+
+def require_role(request: web.Request, role: Role) -> Principal:
+    """The request's principal; 403 when it lacks `role`."""
+    principal = principal_of(request)
+    if not principal.may(role):
+        raise web.HTTPForbidden(
+            text=f'{{"error": "the {role} role is required"}}', content_type="application/json"
+        )
+    return principal

@@ -1,0 +1,33 @@
+"""Configuration of the local web console: where it listens and who may sign in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from agent.core.settings import StrictSection
+
+
+class WebUser(StrictSection):
+    """A console user; the password is stored as a salted hash (`isoedge web-passwd`)."""
+
+    name: str
+    role: Literal["viewer", "qa"]
+    password_hash: str | None = None
+    token_sha256: str | None = None
+
+
+class WebSection(StrictSection):
+    """The local web console for QA officers."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:8088"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    users: list[WebUser] = Field(default_factory=list)
+    health_device_grace_s: float = Field(
+        default=60.0, gt=0, description="/healthz fails when an enabled device has been "
+        "offline (or connecting, or paused) for longer than this."
+    )

@@ -1,0 +1,267 @@
+"""HTTP handlers of the web console: page, JSON API, alert acknowledgement, audit trail."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import structlog
+from aiohttp import web
+
+from agent.console.auth import principal_of, require_role
+from agent.console.health import check_health, render_metrics
+from agent.qc.alerts import Alert, AlertError, UnknownAlertError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from agent.service.runtime import Agent
+
+log = structlog.get_logger("isoedge.web")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+TREND_WINDOW_S = 3600.0
+MAX_REASON_CHARS = 2000
+MAX_NAME_CHARS = 200
+AUDIT_LIMIT_DEFAULT = 500
+AUDIT_LIMIT_MAX = 10000
+
+
+def _bad_request(message: str, status: type[web.HTTPException] = web.HTTPBadRequest) -> NoReturn:
+    raise status(text=json.dumps({"error": message}), content_type="application/json")
+
+
+def _dumps(data: object) -> str:
+    return json.dumps(data, default=str, allow_nan=False)
+
+
+ALERT_FILTERS: dict[str, Callable[[Alert], bool]] = {
+    "open": lambda a: a.is_open,
+    "unacknowledged": lambda a: not a.acknowledged,
+    "acknowledged": lambda a: a.acknowledged,
+    "active": lambda a: a.active,
+    "cleared": lambda a: not a.active,
+    "all": lambda _a: True,
+}
+
+
+class Views:
+    """Request handlers bound to one agent."""
+
+    def __init__(self, agent: Agent, *, device_grace_s: float) -> None:
+        self.agent = agent
+        self.device_grace_s = device_grace_s
+
+    # -------------------------------------------------------------- helpers
+    def devices(self) -> list[dict[str, Any]]:
+        """Health of every supervised device, as the page shows it."""
+        out = []
+        for device_id, sup in sorted(self.agent.supervisors.items()):
+            health = self.agent.live.device(device_id, sup.config.type).as_dict()
+            health["state"] = sup.state.value
+            health["detail"] = sup.detail
+            health["description"] = sup.config.description
+            out.append(health)
+        return out
+
+    def health_snapshot(self) -> dict[str, Any]:
+        """What the event stream sends every couple of seconds."""
+        report = check_health(self.agent, device_grace_s=self.device_grace_s)
+        return {
+            "devices": self.devices(),
+            "broker": self.agent.publisher.state.value,
+            "health": report.as_dict(),
+            "t": time.time(),
+        }
+
+    def alert_counts(self) -> Counter[tuple[str, str]]:
+        """Alerts needing attention by (state, severity); closed ones are history, not load."""
+        counts: Counter[tuple[str, str]] = Counter()
+        for alert in self.agent.alerts.open_alerts():
+            counts[(alert.state, alert.severity)] += 1
+        return counts
+
+    # ---------------------------------------------------------------- pages
+    async def index(self, _request: web.Request) -> web.StreamResponse:
+        """The single-page console."""
+        return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
+
+    async def state(self, request: web.Request) -> web.Response:
+        """GET /api/state: everything the page needs on load."""
+        principal = principal_of(request)
+        latest = list(self.agent.live.latest.values())
+        return web.json_response(
+            {
+                "agent": {
+                    "site": self.agent.config.agent.site,
+                    "id": self.agent.config.agent.id,
+                    "kid": self.agent.signer.kid,
+                    "broker_url": self.agent.config.broker.url,
+                    "topics": self.agent.topics.base,
+                },
+                "me": {
+                    "name": principal.name,
+                    "role": principal.role,
+                    "authenticated": principal.authenticated,
+                    "may_acknowledge": principal.may("qa"),
+                },
+                "latest": latest,
+                **self.health_snapshot(),
+            },
+            dumps=_dumps,
+        )
+
+    async def trends(self, _request: web.Request) -> web.Response:
+        """GET /api/trends: the last hour of thinned points per numeric channel."""
+        cutoff = time.time() - TREND_WINDOW_S
+        series = []
+        for (device, channel), points in sorted(self.agent.live.trends.items()):
+            latest = self.agent.live.latest.get((device, channel), {})
+            series.append(
+                {
+                    "device": device,
+                    "channel": channel,
+                    "unit": latest.get("unit"),
+                    "points": [[round(t, 3), v] for t, v in points if t >= cutoff],
+                }
+            )
+        return web.json_response({"window_s": TREND_WINDOW_S, "series": series})
+
+    # -------------------------------------------------------------- alerts
+    async def list_alerts(self, request: web.Request) -> web.Response:
+        """GET /api/alerts[?state=open|unacknowledged|acknowledged|active|cleared|all]."""
+        wanted = request.query.get("state") or "all"
+        keep = ALERT_FILTERS.get(wanted)
+        if keep is None:
+            _bad_request(f"state: expected one of {sorted(ALERT_FILTERS)}")
+        limit = _int_param(request, "limit", 200, 1, 5000)
+        alerts = (
+            self.agent.alerts.open_alerts()
+            if wanted == "open"
+            else self.agent.alerts.all_alerts(limit=limit)
+        )
+        body = {
+            "alerts": [a.to_dict() for a in alerts if keep(a)],
+            "open": sum(1 for a in self.agent.alerts.open_alerts() if not a.acknowledged),
+        }
+        return web.json_response(body, dumps=_dumps)
+
+    async def acknowledge(self, request: web.Request) -> web.Response:
+        """POST /api/alerts/{id}/ack with JSON `{"name": ..., "reason": ...}` (qa role)."""
+        principal = require_role(request, "qa")
+        name, reason = await _ack_fields(request)
+        # With access control on, the acknowledging person is the signed-in user; a typed name
+        # must be theirs (a deliberate re-statement, as for a signature).
+        if principal.authenticated:
+            if name and name != principal.name:
+                _bad_request(f"name {name!r} is not the signed-in user", web.HTTPForbidden)
+            name = principal.name
+        if not name:
+            _bad_request("a name is required to acknowledge an alert")
+        if not reason:
+            _bad_request("a reason is required to acknowledge an alert")
+        alert_id = request.match_info["alert_id"]
+        try:
+            alert = self.agent.alerts.acknowledge(alert_id, name, reason)
+        except UnknownAlertError as exc:
+            _bad_request(str(exc), web.HTTPNotFound)
+        except AlertError as exc:
+            _bad_request(str(exc), web.HTTPConflict)
+        log.info("alert acknowledged", alert=alert_id, user=name, rule=alert.rule, via="web",
+                 auth=principal.method, client=request.remote)
+        return web.json_response({"alert": alert.to_dict()}, dumps=_dumps)
+
+    # --------------------------------------------------------------- audit
+    def audit_rows(self, request: web.Request) -> list[dict[str, Any]]:
+        """Audit records matching the query string filters, oldest first."""
+        return self.agent.audit.query(
+            since=_time_param(request, "since"),
+            until=_time_param(request, "until"),
+            actor=request.query.get("actor") or None,
+            action=request.query.get("action") or None,
+            subject=request.query.get("subject") or None,
+            limit=_int_param(request, "limit", AUDIT_LIMIT_DEFAULT, 1, AUDIT_LIMIT_MAX),
+        )
+
+    async def audit_json(self, request: web.Request) -> web.Response:
+        """GET /api/audit?since=&until=&actor=&action=&subject=&limit=."""
+        return web.json_response({"rows": self.audit_rows(request)}, dumps=_dumps)
+
+    async def audit_csv(self, request: web.Request) -> web.Response:
+        """GET /api/audit.csv with the same filters: a CSV download."""
+        buffer = io.StringIO()
+        self.agent.audit.export_csv(self.audit_rows(request), buffer)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        name = f"audit-{self.agent.config.agent.site}-{self.agent.config.agent.id}-{stamp}.csv"
+        return web.Response(
+            text=buffer.getvalue(),
+            content_type="text/csv",
+            charset="utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    # ------------------------------------------------------- health/metrics
+    async def healthz(self, _request: web.Request) -> web.Response:
+        """GET /healthz: 200 or 503 with the reasons (JSON)."""
+        report = check_health(self.agent, device_grace_s=self.device_grace_s)
+        return web.json_response(report.as_dict(), status=200 if report.ok else 503)
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        """GET /metrics: Prometheus text format."""
+        stats = None
+        with contextlib.suppress(RuntimeError):  # outbox not running: /healthz says why
+            stats = await self.agent.outbox.stats()
+        report = check_health(self.agent, device_grace_s=self.device_grace_s)
+        body = render_metrics(self.agent, stats, self.alert_counts(), report)
+        return web.Response(
+            text=body, content_type="text/plain", charset="utf-8",
+            headers={"Cache-Control": "no-store"},
+        )
+
+
+async def _ack_fields(request: web.Request) -> tuple[str, str]:
+    """(name, reason) from a JSON acknowledgement body, stripped."""
+    if request.content_type != "application/json":
+        # Also a CSRF guard: a cross-site HTML form cannot send application/json.
+        _bad_request("expected application/json", web.HTTPUnsupportedMediaType)
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        _bad_request("expected a JSON object with name and reason")
+    name = str(body.get("name") or "").strip()
+    reason = str(body.get("reason") or "").strip()
+    if len(name) > MAX_NAME_CHARS or len(reason) > MAX_REASON_CHARS:
+        _bad_request("name or reason too long")
+    return name, reason
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        _bad_request(f"{name}: expected an integer")
+    return max(low, min(high, value))
+
+
+def _time_param(request: web.Request, name: str) -> datetime | None:
+    text = (request.query.get(name) or "").strip()
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        _bad_request(f"{name}: expected an ISO 8601 time, e.g. 2026-11-22T08:00:00Z")
+    # A time without zone from the browser's datetime-local field is the user's local time;
+    # the page converts to UTC before sending, so a naive value here is taken as UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

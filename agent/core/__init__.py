@@ -1,0 +1,1 @@
+"""What every stage shares: the published reading, time stamps, logging, tasks, backoff."""

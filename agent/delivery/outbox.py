@@ -1,0 +1,612 @@
+"""Durable store-and-forward outbox (SQLite, WAL).
+
+Two stages, each one transaction:
+
+1. `submit()`ed items are committed to `pending` within `commit_interval_ms` (group commit).
+   Only then do they count as acquired; on a crash they are found again at start-up.
+2. Pending items of one (stream, device) are cut into envelopes of at most `batch_max_items`
+   once the batch is full or its oldest item is `batch_max_age_ms` old. In the same
+   transaction the envelope gets the next `seq`, the hash of the previous payload as `prev`,
+   and its signature; the signed bytes are stored in `envelopes` and the pending rows deleted.
+
+The publisher reads envelopes in seq order and deletes them only after PUBACK. A replay after
+a crash therefore re-sends byte-identical envelopes, which consumers deduplicate on `seq`/`id`.
+
+One thread owns the database connection; the event loop talks to it through a queue, so a slow
+disk never stalls device I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from agent.core.reading import rfc3339
+from agent.delivery.signing import Signer, b64url
+
+log = structlog.get_logger("isoedge.outbox")
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending (
+    id INTEGER PRIMARY KEY,
+    stream TEXT NOT NULL,
+    device TEXT NOT NULL,
+    created REAL NOT NULL,
+    item TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS envelopes (
+    seq INTEGER PRIMARY KEY,
+    topic TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    device TEXT NOT NULL,
+    n_items INTEGER NOT NULL,
+    created REAL NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chain (
+    k INTEGER PRIMARY KEY CHECK (k = 1),
+    last_seq INTEGER NOT NULL,
+    last_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+MAX_IN_FLIGHT = 20_000  # uncommitted items before producers are made to wait
+QUOTA_HIGH = 0.9  # pause low-priority acquisition and alert
+QUOTA_LOW = 0.8  # resume below this
+
+
+class OutboxError(RuntimeError):
+    """The outbox cannot store or hand out envelopes (its thread has failed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A signed envelope waiting for PUBACK."""
+
+    seq: int
+    topic: str
+    body: bytes
+    n_items: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    """What `isoedge outbox status` shows."""
+
+    envelopes: int
+    items: int
+    pending_items: int
+    oldest_unsent: str | None
+    disk_bytes: int
+    last_seq: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return {
+            "envelopes": self.envelopes,
+            "items": self.items,
+            "pending_items": self.pending_items,
+            "oldest_unsent": self.oldest_unsent,
+            "disk_bytes": self.disk_bytes,
+            "last_seq": self.last_seq,
+        }
+
+
+TopicFn = Callable[[str, str], str]
+
+
+@dataclass(slots=True)
+class _Batch:
+    stream: str
+    device: str
+    ids: list[int]
+    items: list[str]
+    oldest: float  # time.monotonic() of the first item
+    unsaved: list[tuple[int, str, str, float, str]] = field(default_factory=list)
+
+
+class Outbox:
+    """The agent's durable queue of signed envelopes. Owns one SQLite connection and thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        signer: Signer,
+        *,
+        site: str,
+        agent: str,
+        topic_for: TopicFn,
+        quota_bytes: int,
+        fsync: str = "full",
+        batch_max_items: int = 500,
+        batch_max_age_ms: int = 25,
+        commit_interval_ms: int = 5,
+    ) -> None:
+        self.path = path
+        self.signer = signer
+        self.site = site
+        self.agent = agent
+        self.topic_for = topic_for
+        self.quota_bytes = quota_bytes
+        self.fsync = fsync
+        self.batch_max_items = batch_max_items
+        self.batch_max_age = batch_max_age_ms / 1000.0
+        self.commit_interval = commit_interval_ms / 1000.0
+        # Items go through a plain list (swapped whole by the owner thread); jobs and the
+        # stop marker through a queue. `_wake` tells the owner thread there is work.
+        self._items: list[tuple[str, str, str]] = []
+        self._inbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._db: sqlite3.Connection | None = None
+        self._batches: dict[tuple[str, str], _Batch] = {}
+        self._next_pending_id = 1
+        self.last_seq = 0
+        self.last_hash = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._new_envelopes = asyncio.Event()
+        self._submitted = 0
+        self._committed = 0
+        self.disk_bytes = 0
+        self.quota_state = "ok"
+        self.on_quota_change: Callable[[str, int], None] | None = None
+        self.items_committed_total = 0
+        self.envelopes_total = 0
+        self._fatal: BaseException | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Open (or create) the database and start the owner thread."""
+        self._loop = asyncio.get_running_loop()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ready: Future[None] = Future()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name="isoedge-outbox", daemon=True
+        )
+        self._thread.start()
+        await asyncio.wrap_future(ready)
+
+    async def close(self) -> None:
+        """Commit and batch everything submitted, then stop the thread and close the database."""
+        if self._thread is None:
+            return
+        self._inbox.put(None)
+        self._wake.set()
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+
+    # ------------------------------------------------------------------ producer
+    def submit(self, stream: str, device: str, item_json: str) -> None:
+        """Queue one item (already JSON text). Thread-safe, never blocks, never drops."""
+        self._submitted += 1
+        self._items.append((stream, device, item_json))
+        if not self._wake.is_set():
+            self._wake.set()
+
+    @property
+    def in_flight_items(self) -> int:
+        """Items submitted but not yet committed."""
+        return self._submitted - self._committed
+
+    @property
+    def saturated(self) -> bool:
+        """More than `MAX_IN_FLIGHT` items wait for their commit: producers should wait."""
+        return self._submitted - self._committed > MAX_IN_FLIGHT
+
+    async def wait_capacity(self) -> None:
+        """Backpressure: return once the uncommitted queue is back under half its bound.
+
+        Memory stays bounded and a shutdown flush stays short however fast a source is.
+        """
+        while self._submitted - self._committed > MAX_IN_FLIGHT // 2:  # noqa: ASYNC110 - counter lives on the owner thread
+            await asyncio.sleep(0.002)
+
+    async def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every item submitted so far is committed and cut into envelopes."""
+        target = self._submitted
+        done: Future[None] = Future()
+
+        def _mark() -> None:
+            if done.set_running_or_notify_cancel():
+                self._commit_cycle([], force=True)
+                done.set_result(None)
+
+        deadline = time.monotonic() + timeout
+        while self._committed < target and time.monotonic() < deadline:  # noqa: ASYNC110 - counter lives on the owner thread
+            await asyncio.sleep(0.005)
+        self._inbox.put(_mark)
+        self._wake.set()
+        try:
+            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                await asyncio.wrap_future(done)
+        except TimeoutError:
+            return False
+        return self._committed >= target
+
+    # ----------------------------------------------------------------- consumer
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the owner thread died, if it did."""
+        return self._fatal
+
+    @property
+    def alive(self) -> bool:
+        """False once the owner thread has died (disk full, database corrupt ...)."""
+        return self._thread is not None and self._thread.is_alive() and self._fatal is None
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the owner thread (it may use `self._db`) and return its result."""
+        if not self.alive:
+            raise OutboxError(f"outbox is not running: {self._fatal!r}")
+        result: Future[T] = Future()
+
+        def _job() -> None:
+            # The awaiting coroutine may have been cancelled (e.g. a lost broker connection);
+            # then nobody wants the result and the job is skipped.
+            if not result.set_running_or_notify_cancel():
+                return
+            try:
+                result.set_result(fn())
+            except Exception as exc:  # handed to the awaiting coroutine
+                result.set_exception(exc)
+
+        self._inbox.put(_job)
+        self._wake.set()
+        return await asyncio.wrap_future(result)
+
+    async def fetch(
+        self, after_seq: int, limit: int, below_seq: int | None = None
+    ) -> list[Envelope]:
+        """Envelopes with `after_seq < seq (< below_seq)`, oldest first."""
+
+        def _fetch() -> list[Envelope]:
+            db = self._db_checked()
+            upper = below_seq if below_seq is not None else 2**62
+            rows = db.execute(
+                "SELECT seq, topic, body, n_items FROM envelopes WHERE seq > ? AND seq < ?"
+                " ORDER BY seq LIMIT ?",
+                (after_seq, upper, limit),
+            ).fetchall()
+            return [Envelope(int(r[0]), str(r[1]), bytes(r[2]), int(r[3])) for r in rows]
+
+        return await self.call(_fetch)
+
+    async def acknowledge(self, seqs: list[int]) -> None:
+        """Delete envelopes the broker has PUBACKed."""
+        if not seqs:
+            return
+
+        def _ack() -> None:
+            db = self._db_checked()
+            db.executemany("DELETE FROM envelopes WHERE seq = ?", [(s,) for s in seqs])
+            db.commit()
+            self._update_disk_usage()  # draining the backlog is what lifts a quota pause
+
+        await self.call(_ack)
+
+    async def get_meta(self, key: str) -> str | None:
+        """A value remembered with the outbox (e.g. the last signing key id)."""
+
+        def _get() -> str | None:
+            row = self._db_checked().execute("SELECT value FROM meta WHERE key = ?", (key,))
+            found = row.fetchone()
+            return None if found is None else str(found[0])
+
+        return await self.call(_get)
+
+    async def set_meta(self, key: str, value: str) -> None:
+        """Remember a value durably with the outbox."""
+
+        def _set() -> None:
+            db = self._db_checked()
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            db.commit()
+
+        await self.call(_set)
+
+    async def wait_for_envelopes(self, timeout: float) -> None:
+        """Return when new envelopes may be available (or after `timeout`)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._new_envelopes.wait()
+        except TimeoutError:
+            return
+        finally:
+            self._new_envelopes.clear()
+
+    async def stats(self) -> OutboxStats:
+        """Backlog, oldest unsent envelope, disk use."""
+        return await self.call(lambda: _stats(self._db_checked()))
+
+    # -------------------------------------------------------------- owner thread
+    def _db_checked(self) -> sqlite3.Connection:
+        if self._db is None or self._fatal is not None:
+            raise OutboxError(f"outbox database is not usable: {self._fatal!r}")
+        return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level="DEFERRED", check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={'FULL' if self.fsync == 'full' else 'NORMAL'}")
+        # Bound the WAL file: checkpoint every 1000 pages and truncate it back to 8 MiB,
+        # so the quota (which counts database pages in use) is the real disk bound.
+        db.execute("PRAGMA wal_autocheckpoint=1000")
+        db.execute(f"PRAGMA journal_size_limit={8 * 1024 * 1024}")
+        db.executescript(SCHEMA)
+        row = db.execute("SELECT last_seq, last_hash FROM chain WHERE k = 1").fetchone()
+        if row is None:
+            db.execute("INSERT INTO chain (k, last_seq, last_hash) VALUES (1, 0, '')")
+            db.commit()
+        else:
+            self.last_seq, self.last_hash = int(row[0]), str(row[1])
+        now = time.monotonic()
+        for pid, stream, device, item in db.execute(
+            "SELECT id, stream, device, item FROM pending ORDER BY id"
+        ):
+            # Items committed before a crash: batch them again, oldest first, right away.
+            batch = self._batches.setdefault(
+                (stream, device), _Batch(stream, device, [], [], now - self.batch_max_age)
+            )
+            batch.ids.append(int(pid))
+            batch.items.append(str(item))
+            self._next_pending_id = max(self._next_pending_id, int(pid) + 1)
+        return db
+
+    def _run(self, ready: Future[None]) -> None:
+        try:
+            self._db = self._open()
+            self._update_disk_usage()
+        except BaseException as exc:
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        log.info(
+            "outbox opened",
+            path=str(self.path),
+            last_seq=self.last_seq,
+            recovered_pending=sum(len(b.ids) for b in self._batches.values()),
+        )
+        try:
+            self._loop_forever()
+        except BaseException as exc:
+            self._fatal = exc
+            log.exception("outbox thread failed")
+            self._fail_waiting_jobs()
+            if self._loop is not None:
+                # Wake the publisher and anyone waiting, so they see the failure at once.
+                self._loop.call_soon_threadsafe(self._new_envelopes.set)
+        finally:
+            self._db.close()
+            self._db = None
+
+    def _fail_waiting_jobs(self) -> None:
+        """Jobs queued behind a fatal error are answered with it instead of never."""
+        while True:
+            try:
+                entry = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if callable(entry):
+                try:
+                    entry()  # each job checks `self._db`, which raises OutboxError now
+                except Exception:  # noqa: S112 - already reported above, once
+                    continue
+
+    def _loop_forever(self) -> None:
+        stopping = False
+        while not stopping:
+            self._wake.wait(self._next_deadline())
+            self._wake.clear()
+            if self._items and self.commit_interval > 0:
+                # Group commit: let a burst finish arriving (the sleep releases the GIL).
+                time.sleep(self.commit_interval)
+            items = self._swap_items()
+            jobs: list[Callable[[], None]] = []
+            while True:
+                try:
+                    job = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stopping = True
+                else:
+                    jobs.append(job)
+            self._commit_cycle(items, force=stopping)
+            for job in jobs:
+                job()
+        self._commit_cycle(self._swap_items(), force=True)
+
+    def _swap_items(self) -> list[tuple[str, str, str]]:
+        """Take everything submitted so far, in one swap.
+
+        No per-item hand-off that would have to win the GIL back from a busy event loop for
+        every reading.
+        """
+        items, self._items = self._items, []
+        return items
+
+    def _commit_cycle(self, items: list[tuple[str, str, str]], *, force: bool = False) -> None:
+        """One transaction, one fsync: new items, and every batch that is due cut into envelopes.
+
+        Items whose batch is cut in this same cycle go straight into their envelope; only the
+        rest are written to `pending`.
+        """
+        db = self._db_checked()
+        fresh = self._add_to_batches(items)
+        created = self._form_envelopes(force=force)
+        rows = [row for batch in self._batches.values() for row in batch.unsaved]
+        if rows:
+            db.executemany(
+                "INSERT INTO pending (id, stream, device, created, item) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            for batch in self._batches.values():
+                batch.unsaved.clear()
+        if fresh or created:
+            db.commit()
+        self._committed += fresh
+        self.items_committed_total += fresh
+        if created:
+            self._update_disk_usage()
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._new_envelopes.set)
+
+    def _next_deadline(self) -> float | None:
+        if not self._batches:
+            return None
+        oldest = min(b.oldest for b in self._batches.values())
+        return max(0.0, oldest + self.batch_max_age - time.monotonic())
+
+    def _add_to_batches(self, items: list[tuple[str, str, str]]) -> int:
+        now_wall = time.time()
+        now = time.monotonic()
+        for stream, device, item in items:
+            pid = self._next_pending_id
+            self._next_pending_id += 1
+            batch = self._batches.get((stream, device))
+            if batch is None:
+                batch = self._batches[(stream, device)] = _Batch(stream, device, [], [], now)
+            batch.ids.append(pid)
+            batch.items.append(item)
+            batch.unsaved.append((pid, stream, device, now_wall, item))
+        return len(items)
+
+    def _form_envelopes(self, *, force: bool = False) -> bool:
+        """Cut due batches into signed envelopes (inside the caller's transaction)."""
+        now = time.monotonic()
+        due = [
+            key
+            for key, batch in self._batches.items()
+            if force
+            or len(batch.ids) >= self.batch_max_items
+            or now - batch.oldest >= self.batch_max_age
+        ]
+        if not due:
+            return False
+        db = self._db_checked()
+        for key in due:
+            batch = self._batches.pop(key)
+            saved = len(batch.ids) - len(batch.unsaved)  # the first `saved` are in `pending`
+            for start in range(0, len(batch.ids), self.batch_max_items):
+                ids = batch.ids[start : start + self.batch_max_items]
+                items = batch.items[start : start + self.batch_max_items]
+                self._write_envelope(db, batch.stream, batch.device, items)
+                if start < saved:
+                    last_saved = ids[min(len(ids), saved - start) - 1]
+                    db.execute(
+                        "DELETE FROM pending WHERE id BETWEEN ? AND ? AND stream = ?"
+                        " AND device = ?",
+                        (ids[0], last_saved, batch.stream, batch.device),
+                    )
+        db.execute(
+            "UPDATE chain SET last_seq = ?, last_hash = ? WHERE k = 1",
+            (self.last_seq, self.last_hash),
+        )
+        return True
+
+    def _write_envelope(
+        self, db: sqlite3.Connection, stream: str, device: str, items: list[str]
+    ) -> None:
+        seq = self.last_seq + 1
+        # The payload is assembled from the items' stored JSON text, so what was committed
+        # at acquisition is exactly what is signed (no re-encoding of values).
+        payload = (
+            '{"v":1,"site":'
+            + json.dumps(self.site)
+            + ',"agent":'
+            + json.dumps(self.agent)
+            + ',"stream":'
+            + json.dumps(stream)
+            + ',"seq":'
+            + str(seq)
+            + ',"prev":'
+            + json.dumps(self.last_hash)
+            + ',"created":'
+            + json.dumps(rfc3339(datetime.now(UTC)))
+            + ',"items":['
+            + ",".join(items)
+            + "]}"
+        ).encode("utf-8")
+        body = self.signer.sign_bytes(payload)
+        db.execute(
+            "INSERT INTO envelopes (seq, topic, stream, device, n_items, created, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (seq, self.topic_for(stream, device), stream, device, len(items), time.time(), body),
+        )
+        self.last_seq = seq
+        self.last_hash = b64url(hashlib.sha256(payload).digest())
+        self.envelopes_total += 1
+
+    def _update_disk_usage(self) -> None:
+        db = self._db_checked()
+        page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
+        pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+        free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+        # Logical size of the database (WAL frames included), less pages free for reuse.
+        self.disk_bytes = (pages - free) * page_size
+        used = self.disk_bytes / self.quota_bytes
+        state = self.quota_state
+        if used >= 1.0:
+            state = "full"
+        elif used >= QUOTA_HIGH:
+            state = "high" if self.quota_state in {"ok", "high"} else self.quota_state
+        elif used < QUOTA_LOW:
+            state = "ok"
+        elif self.quota_state == "full":
+            state = "high"
+        if state != self.quota_state:
+            self.quota_state = state
+            callback = self.on_quota_change
+            if callback is not None and self._loop is not None:
+                self._loop.call_soon_threadsafe(callback, state, self.disk_bytes)
+
+
+def _stats(db: sqlite3.Connection) -> OutboxStats:
+    count, items, oldest = db.execute(
+        "SELECT COUNT(*), COALESCE(SUM(n_items), 0), MIN(created) FROM envelopes"
+    ).fetchone()
+    pending = int(db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
+    chain = db.execute("SELECT last_seq FROM chain WHERE k = 1").fetchone()
+    page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
+    pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+    oldest_text = (
+        rfc3339(datetime.fromtimestamp(float(oldest), UTC)) if oldest is not None else None
+    )
+    return OutboxStats(
+        envelopes=int(count),
+        items=int(items),
+        pending_items=pending,
+        oldest_unsent=oldest_text,
+        disk_bytes=pages * page_size,
+        last_seq=int(chain[0]) if chain else 0,
+    )
+
+
+def read_stats(path: Path) -> OutboxStats:
+    """Stats of an outbox database on disk (safe while the agent runs: WAL readers)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no outbox database (has the agent run yet?)")
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        stats = _stats(db)
+        wal = path.with_name(path.name + "-wal")
+        extra = wal.stat().st_size if wal.exists() else 0
+        return OutboxStats(**{**stats.as_dict(), "disk_bytes": stats.disk_bytes + extra})
+    finally:
+        db.close()

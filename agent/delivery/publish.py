@@ -1,0 +1,294 @@
+"""MQTT publisher: signed envelopes from the outbox, QoS 1, deleted only after PUBACK."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiomqtt
+import structlog
+
+from agent.core.backoff import Backoff
+from agent.delivery.outbox import Envelope, Outbox, OutboxError
+from agent.delivery.settings import BrokerSection
+from agent.delivery.topics import Topics
+
+log = structlog.get_logger("isoedge.publish")
+
+# aiomqtt warns "There are N pending publish calls" beyond 10; a window of `max_inflight`
+# concurrent QoS 1 publishes is how the publisher is meant to work, so only errors are shown.
+_AIOMQTT_LOG = logging.getLogger("isoedge.mqtt")
+_AIOMQTT_LOG.setLevel(logging.ERROR)
+
+ACK_BATCH = 64  # PUBACKed envelopes deleted in one transaction ...
+ACK_DELAY_S = 0.05  # ... or after this long, whichever comes first
+
+
+class LinkState(enum.StrEnum):
+    """State of the broker connection (others wait on changes instead of sleeping)."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    STOPPED = "stopped"
+
+
+class Publisher:
+    """Owns the MQTT connection: connect, publish birth, drain the outbox, reconnect."""
+
+    def __init__(
+        self,
+        broker: BrokerSection,
+        outbox: Outbox,
+        topics: Topics,
+        *,
+        client_id: str,
+        status: Callable[[str], dict[str, Any]],
+    ) -> None:
+        self.broker = broker
+        self.outbox = outbox
+        self.topics = topics
+        self.client_id = client_id
+        self.status = status
+        self.state = LinkState.DISCONNECTED
+        self.state_changed = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
+        self._protocol = (
+            aiomqtt.ProtocolVersion.V311
+            if broker.protocol == "3.1.1"
+            else aiomqtt.ProtocolVersion.V5
+        )
+        self.published_envelopes = 0
+        self.published_items = 0
+        self.reconnects = 0
+        self.last_error: str | None = None
+        self._status_dirty = asyncio.Event()
+
+    # ------------------------------------------------------------------ helpers
+    def _set_state(self, state: LinkState) -> None:
+        if state != self.state:
+            self.state = state
+            self.state_changed.set()
+            self.state_changed = asyncio.Event()
+
+    async def wait_state(self, state: LinkState, timeout: float) -> None:
+        """Wait until the link reaches `state`."""
+        async with asyncio.timeout(timeout):
+            while self.state != state:
+                await self.state_changed.wait()
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if not self.broker.uses_tls:
+            return None
+        tls = self.broker.tls
+        context = ssl.create_default_context(
+            cafile=str(tls.ca_file) if tls and tls.ca_file else None
+        )
+        if tls and tls.cert_file:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+        return context
+
+    def _password(self) -> str | None:
+        if self.broker.password_file is None:
+            return None
+        return self.broker.password_file.read_text(encoding="utf-8").strip()
+
+    def status_payload(self, state: str) -> bytes:
+        """Plain-JSON status document."""
+        return json.dumps(self.status(state), separators=(",", ":")).encode()
+
+    def mark_status_dirty(self) -> None:
+        """Ask for a fresh retained status (device states changed)."""
+        self._status_dirty.set()
+
+    # --------------------------------------------------------------------- main
+    async def run(self) -> None:
+        """Connect and publish until cancelled, reconnecting with capped jittered backoff."""
+        backoff = Backoff(self.broker.reconnect_initial_s, self.broker.reconnect_max_s)
+        while True:
+            self._set_state(LinkState.CONNECTING)
+            try:
+                await self._session(backoff)
+            except aiomqtt.MqttError as exc:
+                self.last_error = str(exc)
+                if self._should_fall_back(exc):
+                    log.warning("broker refused MQTT 5; falling back to 3.1.1", error=str(exc))
+                    self._protocol = aiomqtt.ProtocolVersion.V311
+                    continue
+                log.warning("broker connection lost", error=str(exc), broker=self.broker.url)
+            except OutboxError as exc:
+                # Nothing left to publish from; the agent's outbox watch stops the agent.
+                log.error(  # noqa: TRY400 - the outbox thread logged the traceback already
+                    "publisher stopped: the outbox failed", error=str(exc)
+                )
+                self._set_state(LinkState.STOPPED)
+                return
+            except (OSError, TimeoutError) as exc:
+                self.last_error = str(exc) or type(exc).__name__
+                log.warning("broker unreachable", error=self.last_error, broker=self.broker.url)
+            finally:
+                self._client = None
+            self._set_state(LinkState.DISCONNECTED)
+            self.reconnects += 1
+            await asyncio.sleep(backoff.next())
+
+    def _should_fall_back(self, exc: aiomqtt.MqttError) -> bool:
+        return (
+            self.broker.protocol == "auto"
+            and self._protocol == aiomqtt.ProtocolVersion.V5
+            and "protocol" in str(exc).lower()
+        )
+
+    async def _session(self, backoff: Backoff) -> None:
+        will = aiomqtt.Will(self.topics.status, self.status_payload("offline"), qos=1, retain=True)
+        client = aiomqtt.Client(
+            self.broker.host,
+            self.broker.port,
+            identifier=self.client_id,
+            logger=_AIOMQTT_LOG,
+            username=self.broker.username,
+            password=self._password(),
+            protocol=self._protocol,
+            will=will,
+            clean_session=True if self._protocol != aiomqtt.ProtocolVersion.V5 else None,
+            keepalive=self.broker.keepalive_s,
+            timeout=self.broker.connect_timeout_s,
+            tls_context=self._tls_context(),
+            max_inflight_messages=self.broker.max_inflight,
+            max_queued_outgoing_messages=self.broker.max_inflight * 4,
+        )
+        async with client:
+            self._client = client
+            await client.publish(
+                self.topics.status,
+                self.status_payload("online"),
+                qos=1,
+                retain=True,
+                timeout=self.broker.publish_timeout_s,
+            )
+            backoff.reset()
+            self._set_state(LinkState.CONNECTED)
+            log.info("connected to broker", broker=self.broker.url, protocol=self._protocol.name)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._pump(client), name="mqtt-pump")
+                    group.create_task(self._status_loop(client), name="mqtt-status")
+            except BaseExceptionGroup as group_error:
+                # Surface the first real failure (a lost connection, a PUBACK timeout).
+                raise _first_leaf(group_error) from None
+
+    async def _status_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._status_dirty.wait()
+            self._status_dirty.clear()
+            await client.publish(
+                self.topics.status,
+                self.status_payload("online"),
+                qos=1,
+                retain=True,
+                timeout=self.broker.publish_timeout_s,
+            )
+            await asyncio.sleep(1.0)  # at most one status update a second
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        """Send backlog (oldest first) and live envelopes alternately; ack after PUBACK."""
+        live_start = self.outbox.last_seq + 1
+        backlog_cursor = 0
+        live_cursor = live_start - 1
+        window = asyncio.Semaphore(self.broker.max_inflight)
+        acked: list[int] = []
+        failures: list[BaseException] = []
+        last_ack_flush = time.monotonic()
+
+        async def send(envelope: Envelope) -> None:
+            try:
+                await client.publish(
+                    envelope.topic, envelope.body, qos=1, timeout=self.broker.publish_timeout_s
+                )
+            except BaseException as exc:
+                failures.append(exc)
+                raise
+            finally:
+                window.release()
+            acked.append(envelope.seq)
+            self.published_envelopes += 1
+            self.published_items += envelope.n_items
+
+        async with asyncio.TaskGroup() as group:
+            while True:
+                if failures:
+                    raise failures[0]
+                backlog = (
+                    await self.outbox.fetch(backlog_cursor, 16, below_seq=live_start)
+                    if backlog_cursor < live_start - 1
+                    else []
+                )
+                live = await self.outbox.fetch(live_cursor, 16)
+                if not backlog:
+                    backlog_cursor = live_start - 1
+                batch = _interleave(backlog, live)
+                for envelope in batch:
+                    await window.acquire()
+                    group.create_task(send(envelope))
+                    if envelope.seq < live_start:
+                        backlog_cursor = envelope.seq
+                    else:
+                        live_cursor = envelope.seq
+                now = time.monotonic()
+                if acked and (
+                    len(acked) >= ACK_BATCH or now - last_ack_flush > ACK_DELAY_S or not batch
+                ):
+                    done, acked[:] = list(acked), []
+                    await self.outbox.acknowledge(done)
+                    last_ack_flush = now
+                if not batch:
+                    await self.outbox.wait_for_envelopes(0.05 if acked else 0.5)
+
+    async def publish_offline(self, reason: str = "shutdown", *, timeout: float = 2.0) -> None:
+        """Clean shutdown: replace the retained status with `offline` before disconnecting."""
+        client = self._client
+        if client is None or self.state != LinkState.CONNECTED:
+            return
+        try:
+            payload = json.dumps({**self.status("offline"), "reason": reason}).encode()
+            await client.publish(self.topics.status, payload, qos=1, retain=True, timeout=timeout)
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            log.warning("could not publish offline status", error=str(exc))
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait (up to `timeout`) until the outbox has nothing left to send."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.state != LinkState.CONNECTED:
+                return False
+            try:
+                stats = await self.outbox.stats()
+            except OutboxError:
+                return False
+            if stats.envelopes == 0 and stats.pending_items == 0:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+
+def _first_leaf(error: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = error.exceptions[0]
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
+
+
+def _interleave(first: list[Envelope], second: list[Envelope]) -> list[Envelope]:
+    out: list[Envelope] = []
+    for index in range(max(len(first), len(second))):
+        if index < len(first):
+            out.append(first[index])
+        if index < len(second):
+            out.append(second[index])
+    return out

@@ -1,0 +1,87 @@
+"""Configuration of delivery: the broker, its TLS, the signing key and the outbox."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+
+from agent.core.settings import StrictSection
+
+
+class TLSSection(StrictSection):
+    """TLS towards the broker: CA verification always on; client certificate optional."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+class BrokerSection(StrictSection):
+    """The MQTT broker readings are published to."""
+
+    url: str = Field(default="mqtt://127.0.0.1:1883", description="mqtt://HOST:PORT or mqtts://")
+    topic_prefix: str = "isoedge/v1"
+    client_id: str | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    tls: TLSSection | None = None
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    publish_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    max_inflight: int = Field(default=32, ge=1, le=1000)
+    reconnect_initial_s: float = Field(default=0.5, gt=0, le=60)
+    reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"mqtt", "mqtts"} or not parts.hostname:
+            raise ValueError("expected mqtt://HOST:PORT or mqtts://HOST:PORT")
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"bad port in broker url: {exc}") from None
+        return value
+
+    @property
+    def host(self) -> str:
+        """Broker host name."""
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        """Broker port (1883, or 8883 for mqtts, unless given)."""
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def uses_tls(self) -> bool:
+        """True for mqtts:// or when a TLS section is present."""
+        return urlsplit(self.url).scheme == "mqtts" or self.tls is not None
+
+
+class SigningSection(StrictSection):
+    """The Ed25519 key that signs every envelope."""
+
+    key_file: Path = Path("/etc/isoedge/keys/signing.key")
+    previous_public_keys: list[Path] = Field(
+        default_factory=list, description="Public JWKs of retired keys, announced on rotation."
+    )
+
+
+class OutboxSection(StrictSection):
+    """Durable store-and-forward settings."""
+
+    path: Path = Field(default=Path("outbox.db"), description="Relative to agent.state_dir.")
+    fsync: Literal["full", "normal"] = Field(
+        default="full", description="full: every commit reaches the disk (safe on power loss)."
+    )
+    quota_mb: float = Field(default=512, gt=0)
+    batch_max_items: int = Field(default=500, ge=1, le=10000)
+    batch_max_age_ms: int = Field(default=25, ge=0, le=60000)
+    commit_interval_ms: int = Field(default=5, ge=0, le=1000)

@@ -1,0 +1,479 @@
+"""Alerts: raised once, updated, cleared, acknowledged; state in SQLite, events on the streams.
+
+An alert is identified by its key (rule, device, channel, subject): while one is active for a
+key, raising again does not create another (deduplication). Its life, after ISA-18.2:
+
+    raised (active, unacknowledged) ── acknowledge ──► active, acknowledged
+        │ condition gone                                   │ condition gone
+        ▼                                                  ▼
+    cleared, unacknowledged ── acknowledge ──────────► closed (cleared and acknowledged)
+
+An alert stays "open" (shown to QA) until it is both cleared and acknowledged. Acknowledging
+needs the person's name and a reason; it is written to the alert, to the `alerts` stream and
+to the audit trail. Every transition is emitted with the old and new state.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import structlog
+
+from agent.core.reading import event_item, new_id, rfc3339
+from agent.qc.audit import AuditLog, Emit
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+log = structlog.get_logger("isoedge.alerts")
+
+Severity = Literal["info", "warning", "alarm", "critical"]
+SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "alarm": 2, "critical": 3}
+SYSTEM_ACTOR = "isoedge"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    id         TEXT PRIMARY KEY,
+    rule       TEXT NOT NULL,
+    device     TEXT NOT NULL,
+    channel    TEXT NOT NULL,
+    subject    TEXT NOT NULL,
+    severity   TEXT NOT NULL,
+    message    TEXT NOT NULL,
+    value      REAL,
+    active     INTEGER NOT NULL,
+    raised_at  TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    cleared_at TEXT,
+    ack_by     TEXT,
+    ack_at     TEXT,
+    ack_reason TEXT,
+    details    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_open ON alerts (active, ack_at);
+CREATE INDEX IF NOT EXISTS alerts_raised ON alerts (raised_at);
+-- at most one active alert per key: deduplication holds even across restarts
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_active_key
+    ON alerts (rule, device, channel, subject) WHERE active = 1;
+"""
+
+AlertKey = tuple[str, str, str, str]
+
+
+class AlertError(ValueError):
+    """An acknowledgement that cannot be accepted (missing name or reason, already done)."""
+
+
+class UnknownAlertError(KeyError):
+    """No alert has this id."""
+
+    def __str__(self) -> str:
+        return f"no alert with id {self.args[0]!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert and its current state."""
+
+    id: str
+    rule: str
+    device: str | None
+    channel: str | None
+    subject: str
+    severity: str
+    message: str
+    value: float | None
+    active: bool
+    raised_at: str
+    updated_at: str
+    cleared_at: str | None = None
+    acknowledged_by: str | None = None
+    acknowledged_at: str | None = None
+    ack_reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def acknowledged(self) -> bool:
+        """Someone has acknowledged it."""
+        return self.acknowledged_at is not None
+
+    @property
+    def is_open(self) -> bool:
+        """Still needs attention: active, or cleared but not yet acknowledged."""
+        return self.active or not self.acknowledged
+
+    @property
+    def state(self) -> str:
+        """`active`, `active_acknowledged`, `cleared_unacknowledged` or `closed`."""
+        if self.active:
+            return "active_acknowledged" if self.acknowledged else "active"
+        return "closed" if self.acknowledged else "cleared_unacknowledged"
+
+    @property
+    def key(self) -> AlertKey:
+        """Deduplication key."""
+        return (self.rule, self.device or "", self.channel or "", self.subject)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state fields shown as `old`/`new` in events."""
+        return {
+            "state": self.state,
+            "severity": self.severity,
+            "message": self.message,
+            "value": self.value,
+            "acknowledged_by": self.acknowledged_by,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for the web console and API."""
+        return {
+            "id": self.id,
+            "rule": self.rule,
+            "device": self.device,
+            "channel": self.channel,
+            "subject": self.subject or None,
+            "severity": self.severity,
+            "message": self.message,
+            "value": self.value,
+            "state": self.state,
+            "active": self.active,
+            "acknowledged": self.acknowledged,
+            "raised_at": self.raised_at,
+            "updated_at": self.updated_at,
+            "cleared_at": self.cleared_at,
+            "acknowledged_by": self.acknowledged_by,
+            "acknowledged_at": self.acknowledged_at,
+            "ack_reason": self.ack_reason,
+            "details": self.details,
+        }
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AlertManager:
+    """Alert state (SQLite, survives restarts) and its events.
+
+    `emit(stream, item)` receives every event: stream `alerts` for raised/updated/cleared/
+    acknowledged, and (through the audit log) `audit` for acknowledgements. Pass the agent's
+    `AuditLog` as `audit` so there is one trail; without one, acknowledgements go to an audit
+    table inside the alert database.
+    """
+
+    def __init__(
+        self,
+        db_path: str | Path,
+        emit: Emit,
+        *,
+        audit: AuditLog | None = None,
+        now: Callable[[], datetime] = _now,
+    ) -> None:
+        self.path = Path(db_path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._emit = emit
+        self._now = now
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._own_audit = audit is None
+        self.audit = audit if audit is not None else AuditLog(self.path, emit)
+        self._active: dict[AlertKey, Alert] = {}
+        for row in self._db.execute(f"SELECT {_COLUMNS} FROM alerts WHERE active = 1"):  # noqa: S608
+            alert = _from_row(row)
+            self._active[alert.key] = alert
+
+    # ------------------------------------------------------------------ for rules
+    def active_alert(
+        self, rule: str, device: str | None, channel: str | None, subject: str = ""
+    ) -> Alert | None:
+        """The active alert of this key, if any (cheap: in memory)."""
+        return self._active.get((rule, device or "", channel or "", subject))
+
+    def raise_alert(  # noqa: PLR0917 - the alert's identity and content, in reading order
+        self,
+        rule: str,
+        device: str | None,
+        channel: str | None,
+        severity: str,
+        message: str,
+        value: float | None = None,
+        *,
+        subject: str = "",
+        details: dict[str, Any] | None = None,
+        update: bool = False,
+    ) -> Alert:
+        """Raise an alert, or update the active one of this key.
+
+        An active alert is updated (stored and emitted as `alert.updated`) when its severity
+        changes or when `update=True` (a rule's new result, e.g. the next constancy check);
+        otherwise raising again is a no-op: no event per reading.
+        """
+        if severity not in SEVERITY_RANK:
+            raise ValueError(f"unknown severity {severity!r}")
+        key = (rule, device or "", channel or "", subject)
+        with self._lock:
+            current = self._active.get(key)
+            stamp = rfc3339(self._now())
+            if current is None:
+                alert = Alert(
+                    id=new_id(),
+                    rule=rule,
+                    device=device,
+                    channel=channel,
+                    subject=subject,
+                    severity=severity,
+                    message=message,
+                    value=value,
+                    active=True,
+                    raised_at=stamp,
+                    updated_at=stamp,
+                    details=details or {},
+                )
+                self._insert(alert)
+                self._active[key] = alert
+                self._event("alert.raised", None, alert, SYSTEM_ACTOR, message)
+                log.warning(
+                    "alert raised", rule=rule, device=device, severity=severity, msg=message
+                )
+                return alert
+            if current.severity == severity and not update:
+                return current
+            alert = replace(
+                current,
+                severity=severity,
+                message=message,
+                value=value,
+                updated_at=stamp,
+                details=details if details is not None else current.details,
+                # A worse condition needs a fresh acknowledgement.
+                acknowledged_by=None if _worse(severity, current) else current.acknowledged_by,
+                acknowledged_at=None if _worse(severity, current) else current.acknowledged_at,
+                ack_reason=None if _worse(severity, current) else current.ack_reason,
+            )
+            self._store(alert)
+            self._active[key] = alert
+            self._event("alert.updated", current, alert, SYSTEM_ACTOR, message)
+            return alert
+
+    def clear_alert(
+        self,
+        rule: str,
+        device: str | None,
+        channel: str | None,
+        message: str | None = None,
+        value: float | None = None,
+        *,
+        subject: str = "",
+    ) -> Alert | None:
+        """Clear the active alert of this key (the condition is gone); None if there was none."""
+        key = (rule, device or "", channel or "", subject)
+        with self._lock:
+            current = self._active.pop(key, None)
+            if current is None:
+                return None
+            stamp = rfc3339(self._now())
+            alert = replace(
+                current,
+                active=False,
+                cleared_at=stamp,
+                updated_at=stamp,
+                value=value if value is not None else current.value,
+            )
+            self._store(alert)
+            why = message or "condition no longer present"
+            self._event("alert.cleared", current, alert, SYSTEM_ACTOR, why)
+            log.info("alert cleared", rule=rule, device=device, msg=why)
+            return alert
+
+    # ------------------------------------------------------------------ for people
+    def acknowledge(self, alert_id: str, user: str, reason: str) -> Alert:
+        """Acknowledge an alert with the person's name and a reason (both required)."""
+        user, reason = (user or "").strip(), (reason or "").strip()
+        if not user:
+            raise AlertError("acknowledging an alert needs the person's name")
+        if not reason:
+            raise AlertError("acknowledging an alert needs a reason")
+        with self._lock:
+            current = self.get(alert_id)
+            if current.acknowledged:
+                raise AlertError(
+                    f"alert {alert_id} was already acknowledged by {current.acknowledged_by} "
+                    f"at {current.acknowledged_at}"
+                )
+            stamp = rfc3339(self._now())
+            alert = replace(
+                current,
+                acknowledged_by=user,
+                acknowledged_at=stamp,
+                ack_reason=reason,
+                updated_at=stamp,
+            )
+            self._store(alert)
+            if alert.active:
+                self._active[alert.key] = alert
+            self._event("alert.acknowledged", current, alert, user, reason)
+            self.audit.record(
+                "alert.acknowledged",
+                actor=user,
+                subject=f"alert/{alert.id}",
+                old=current.snapshot(),
+                new=alert.snapshot(),
+                reason=reason,
+                rule=alert.rule,
+                device=alert.device,
+                channel=alert.channel,
+                severity=alert.severity,
+            )
+            return alert
+
+    def get(self, alert_id: str) -> Alert:
+        """The alert with this id; `UnknownAlertError` otherwise."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_COLUMNS} FROM alerts WHERE id = ?",  # noqa: S608 - fixed columns
+                (alert_id,),
+            ).fetchone()
+        if row is None:
+            raise UnknownAlertError(alert_id)
+        return _from_row(row)
+
+    def open_alerts(self) -> list[Alert]:
+        """Alerts needing attention (active, or cleared and unacknowledged), worst first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM alerts "  # noqa: S608 - fixed columns
+                "WHERE active = 1 OR ack_at IS NULL ORDER BY raised_at DESC"
+            ).fetchall()
+        alerts = [_from_row(row) for row in rows]
+        alerts.sort(key=lambda a: (-SEVERITY_RANK.get(a.severity, 0), not a.active))
+        return alerts
+
+    def all_alerts(self, limit: int = 200) -> list[Alert]:
+        """Most recent alerts first, whatever their state."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM alerts ORDER BY raised_at DESC, rowid DESC LIMIT ?",  # noqa: S608
+                (max(0, int(limit)),),
+            ).fetchall()
+        return [_from_row(row) for row in rows]
+
+    def close(self) -> None:
+        """Close the database (and the audit log when this manager created it)."""
+        with self._lock:
+            self._db.close()
+            if self._own_audit:
+                self.audit.close()
+
+    # ------------------------------------------------------------------ internals
+    def _insert(self, alert: Alert) -> None:
+        self._db.execute(
+            f"INSERT INTO alerts ({_COLUMNS}) VALUES ({', '.join('?' * len(_FIELDS))})",  # noqa: S608
+            _to_row(alert),
+        )
+
+    def _store(self, alert: Alert) -> None:
+        assignments = ", ".join(f"{name} = ?" for name in _FIELDS[1:])
+        self._db.execute(
+            f"UPDATE alerts SET {assignments} WHERE id = ?",  # noqa: S608 - fixed columns
+            (*_to_row(alert)[1:], alert.id),
+        )
+
+    def _event(self, event: str, old: Alert | None, new: Alert, who: str, why: str) -> None:
+        item = event_item(
+            event,
+            alert_id=new.id,
+            rule=new.rule,
+            device=new.device,
+            channel=new.channel,
+            subject=new.subject or None,
+            severity=new.severity,
+            message=new.message,
+            value=new.value,
+            state=new.state,
+            raised_at=new.raised_at,
+            details=new.details,
+            old=None if old is None else old.snapshot(),
+            new=new.snapshot(),
+            who=who,
+            why=why,
+        )
+        try:
+            self._emit("alerts", item)
+        except Exception:
+            log.exception("alert stored but not emitted", alert_event=event, alert_id=new.id)
+
+
+def _worse(severity: str, current: Alert) -> bool:
+    return SEVERITY_RANK[severity] > SEVERITY_RANK[current.severity]
+
+
+_FIELDS = (
+    "id",
+    "rule",
+    "device",
+    "channel",
+    "subject",
+    "severity",
+    "message",
+    "value",
+    "active",
+    "raised_at",
+    "updated_at",
+    "cleared_at",
+    "ack_by",
+    "ack_at",
+    "ack_reason",
+    "details",
+)
+_COLUMNS = ", ".join(_FIELDS)
+
+
+def _to_row(a: Alert) -> tuple[Any, ...]:
+    return (
+        a.id,
+        a.rule,
+        a.device or "",
+        a.channel or "",
+        a.subject,
+        a.severity,
+        a.message,
+        a.value,
+        int(a.active),
+        a.raised_at,
+        a.updated_at,
+        a.cleared_at,
+        a.acknowledged_by,
+        a.acknowledged_at,
+        a.ack_reason,
+        json.dumps(a.details, default=str),
+    )
+
+
+def _from_row(row: tuple[Any, ...]) -> Alert:
+    return Alert(
+        id=row[0],
+        rule=row[1],
+        device=row[2] or None,
+        channel=row[3] or None,
+        subject=row[4],
+        severity=row[5],
+        message=row[6],
+        value=row[7],
+        active=bool(row[8]),
+        raised_at=row[9],
+        updated_at=row[10],
+        cleared_at=row[11],
+        acknowledged_by=row[12],
+        acknowledged_at=row[13],
+        ack_reason=row[14],
+        details=json.loads(row[15]),
+    )

@@ -1,0 +1,1 @@
+"""The running service: configuration, the agent runtime, reload, clock supervision, systemd."""

@@ -1,0 +1,419 @@
+"""The running agent: owns the outbox, publisher, device supervisors and their tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import structlog
+
+from agent import __version__
+from agent.acquisition.pipeline import Pipeline
+from agent.acquisition.state import LiveState
+from agent.acquisition.supervisor import DeviceSupervisor
+from agent.core.reading import rfc3339
+from agent.core.tasks import RECANCEL_S, cancel_and_wait
+from agent.delivery.outbox import Outbox
+from agent.delivery.publish import LinkState, Publisher
+from agent.delivery.signing import Signer, load_public_jwks
+from agent.delivery.topics import Topics
+from agent.physics.nuclides import NuclideTable
+from agent.qc.alerts import AlertManager
+from agent.qc.audit import AuditLog
+from agent.qc.engine import QCEngine
+from agent.service.clock import ClockMonitor
+from agent.service.config import Config
+from agent.service.reload import ReloadResult, apply_reload, serve_reload_requests
+from agent.service.sdnotify import SystemdNotifier
+
+if TYPE_CHECKING:
+    from agent.console import WebConsole
+    from drivers.base import DeviceConfigBase
+
+log = structlog.get_logger("isoedge.agent")
+
+SHUTDOWN_BUDGET_S = 4.5  # SIGTERM → exit within 5 s (systemd's TimeoutStopSec is larger)
+
+
+class Agent:
+    """One IsoEdge agent. `await agent.run(stop)` runs until `stop` is set."""
+
+    def __init__(self, config: Config, *, config_path: Path | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.topics = Topics(config.broker.topic_prefix, config.agent.site, config.agent.id)
+        self.signer = Signer.load(config.signing.key_file)
+        self.previous_kids = set(load_public_jwks(list(config.signing.previous_public_keys)))
+        self.live = LiveState()
+        self.outbox = Outbox(
+            config.outbox_path,
+            self.signer,
+            site=config.agent.site,
+            agent=config.agent.id,
+            topic_for=self.topics.for_stream,
+            quota_bytes=int(config.outbox.quota_mb * 1024 * 1024),
+            fsync=config.outbox.fsync,
+            batch_max_items=config.outbox.batch_max_items,
+            batch_max_age_ms=config.outbox.batch_max_age_ms,
+            commit_interval_ms=config.outbox.commit_interval_ms,
+        )
+        devices = {d.id: d for d in config.devices if d.enabled}
+        # A bad nuclide override is a configuration error: raised here, before anything runs.
+        self.nuclides = NuclideTable(config.nuclides)
+        self.pipeline = Pipeline(
+            self.outbox, self.live, devices, half_life=self.nuclides.half_life_s
+        )
+        state_dir = config.agent.state_dir
+        self.audit = AuditLog(state_dir / "audit.db", emit=self.pipeline.emit_event)
+        self.alerts = AlertManager(
+            state_dir / "alerts.db", emit=self.pipeline.emit_event, audit=self.audit
+        )
+        self.qc = QCEngine(
+            config.rules,
+            self.alerts,
+            self.nuclides,
+            {d.id: d.poll_interval_s for d in devices.values()},
+            audit=self.audit,
+        )
+        self.pipeline.qc = self.qc
+        self.publisher = Publisher(
+            config.broker,
+            self.outbox,
+            self.topics,
+            client_id=config.broker.client_id or f"isoedge-{config.agent.site}-{config.agent.id}",
+            status=self.status_document,
+        )
+        self.supervisors = {
+            d.id: DeviceSupervisor(d, self.pipeline, self.live, self._on_device_state)
+            for d in devices.values()
+        }
+        self.outbox.on_quota_change = self._on_quota_change
+        self.web: WebConsole | None = None
+        if config.web.enabled:
+            # aiohttp loads only when the console is wanted.
+            from agent.console import WebConsole  # noqa: PLC0415
+
+            self.web = WebConsole(self, config.web)
+        self.started = asyncio.Event()
+        self.started_at = time.time()
+        self.exit_code = 0
+        self._stop = asyncio.Event()
+        # Service hooks: systemd notifications, wall-clock supervision, SIGHUP reload.
+        self.notifier = SystemdNotifier()
+        self.clock = ClockMonitor(
+            config.clock,
+            on_event=self._record_clock_event,
+            on_trust=self._set_clock_trusted,
+        )
+        self._reload_requested = asyncio.Event()
+        self._group: asyncio.TaskGroup | None = None
+        self._device_tasks: dict[str, asyncio.Task[None]] = {}
+
+    # ------------------------------------------------------------------ status
+    def status_document(self, state: str) -> dict[str, Any]:
+        """Retained status of CONTRACT.md §2."""
+        return {
+            "state": state,
+            "site": self.config.agent.site,
+            "agent": self.config.agent.id,
+            "version": __version__,
+            "kid": self.signer.kid,
+            "previous_kids": sorted(self.previous_kids),
+            "host": socket.gethostname(),
+            "t": rfc3339_now(),
+            "devices": {
+                device_id: {"state": sup.state.value, "detail": sup.detail}
+                for device_id, sup in self.supervisors.items()
+            },
+        }
+
+    def _on_device_state(self, device: str, state: str, detail: str | None) -> None:
+        self.publisher.mark_status_dirty()
+        if state in {"connecting", "online", "degraded", "offline"}:
+            self.qc.on_device_state(device, state, detail)
+
+    def _on_quota_change(self, state: str, used_bytes: int) -> None:
+        """Outbox quota policy: never drop; pause low-priority devices, then all, and alert."""
+        quota = int(self.config.outbox.quota_mb * 1024 * 1024)
+        if state == "ok":
+            for sup in self.supervisors.values():
+                sup.resume()
+            log.info("outbox below quota; acquisition resumed", used_bytes=used_bytes)
+        else:
+            for sup in self.supervisors.values():
+                if self._pauses_under_quota(sup, state):
+                    sup.pause(f"outbox quota {state}: {used_bytes} of {quota} bytes")
+                else:
+                    sup.resume()
+            log.error("outbox quota pressure", state=state, used_bytes=used_bytes, quota=quota)
+        paused = sorted(d for d, s in self.supervisors.items() if s.paused)
+        if state == "ok":
+            self.alerts.clear_alert(
+                "outbox.quota", None, None, f"outbox back under quota ({used_bytes} bytes)"
+            )
+        else:
+            self.alerts.raise_alert(
+                "outbox.quota",
+                None,
+                None,
+                "critical" if state == "full" else "alarm",
+                f"outbox {state}: {used_bytes} of {quota} bytes; paused: {', '.join(paused)}",
+                float(used_bytes),
+                details={"state": state, "quota_bytes": quota, "paused_devices": paused},
+            )
+
+    # --------------------------------------------------------------- lifecycle
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start everything, run until `stop` is set, then shut down in order."""
+        self._stop = stop
+        self._lock = lock_state_dir(self.config.agent.state_dir)
+        try:
+            await self._run(stop)
+        finally:
+            self._lock.close()
+
+    async def _run(self, stop: asyncio.Event) -> None:
+        await self.outbox.start()
+        await self._start_web()
+        self.audit.record(
+            "config.loaded",
+            actor="isoedge",
+            subject=str(self.config_path) if self.config_path else "<memory>",
+            new={"devices": sorted(self.supervisors), "rules": [r.name for r in self.config.rules]},
+            kid=self.signer.kid,
+            version=__version__,
+        )
+        await self._announce_key()
+        self.clock.start()
+        log.info(
+            "agent starting",
+            site=self.config.agent.site,
+            agent=self.config.agent.id,
+            devices=len(self.supervisors),
+            kid=self.signer.kid,
+            broker=self.config.broker.url,
+        )
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                publisher_task = group.create_task(self.publisher.run(), name="publisher")
+                for sup in list(self.supervisors.values()):
+                    self.start_device(sup.config)
+                service_tasks = [
+                    group.create_task(self.clock.run(), name="clock"),
+                    group.create_task(self.notifier.run_watchdog(self.service_status),
+                                      name="watchdog"),
+                    group.create_task(serve_reload_requests(self, self._reload_requested),
+                                      name="reload"),
+                    group.create_task(self._tick(), name="qc-tick"),
+                    group.create_task(self._watch_outbox(), name="outbox-watch"),
+                ]
+                self.started.set()
+                self.notifier.ready(self.service_status())
+                await stop.wait()
+                self.notifier.stopping()
+                await cancel_and_wait(service_tasks)
+                await self._shutdown(publisher_task, list(self._device_tasks.values()))
+        finally:
+            self._group = None
+            if self.web is not None:
+                await self.web.stop()
+            await self.outbox.close()
+            self.alerts.close()
+            self.audit.close()
+            self.notifier.close()
+            log.info("agent stopped")
+
+    async def _announce_key(self) -> None:
+        """Write `key.rotated` to the audit trail when the signing key changed since last run.
+
+        Both public keys are in the event, so a consumer holding the old key learns the new
+        one from a record in the same verified, hash-chained stream.
+        """
+        current = json.dumps(self.signer.jwk, sort_keys=True)
+        previous = await self.outbox.get_meta("signing_jwk")
+        if previous == current:
+            return
+        if previous is not None:
+            old = json.loads(previous)
+            self.audit.record(
+                "key.rotated",
+                actor="isoedge",
+                subject="signing key",
+                old={"kid": old.get("kid"), "jwk": old},
+                new={"kid": self.signer.kid, "jwk": self.signer.jwk},
+                reason="the configured signing key differs from the one used last",
+                previous_kids=sorted(self.previous_kids),
+            )
+            log.warning("signing key rotated", old_kid=old.get("kid"), new_kid=self.signer.kid)
+        await self.outbox.set_meta("signing_jwk", current)
+
+    # ------------------------------------------------- service hooks (issue 8)
+    def _record_clock_event(self, name: str, fields: dict[str, Any]) -> None:
+        # Clock events belong to the audit trail (stored locally and mirrored to MQTT).
+        self.audit.record(name, actor="isoedge", subject="clock", **fields)
+
+    def _set_clock_trusted(self, trusted: bool) -> None:
+        self.pipeline.clock_trusted = trusted
+        self.publisher.mark_status_dirty()
+
+    def service_status(self) -> str:
+        """One line for `systemctl status` (sd_notify STATUS=)."""
+        online = sum(1 for s in self.supervisors.values() if s.state.value == "online")
+        clock = "trusted" if self.clock.trusted else f"UNTRUSTED ({self.clock.reason})"
+        return (
+            f"{online}/{len(self.supervisors)} devices online; broker {self.publisher.state.value};"
+            f" last seq {self.outbox.last_seq}; clock {clock}"
+        )
+
+    def request_reload(self) -> None:
+        """Ask the running agent to re-read its configuration file (SIGHUP)."""
+        self._reload_requested.set()
+
+    async def reload(self, new_config: Config) -> ReloadResult:
+        """Apply a new configuration while running; the outbox and broker link are untouched."""
+        return await apply_reload(self, new_config)
+
+    def start_device(self, config: DeviceConfigBase) -> None:
+        """Start supervising a device (at start-up, or a device added by a reload)."""
+        if self._group is None:
+            raise RuntimeError("the agent is not running")
+        sup = self.supervisors.get(config.id)
+        if sup is None or sup.config != config:
+            sup = DeviceSupervisor(config, self.pipeline, self.live, self._on_device_state)
+            self.supervisors[config.id] = sup
+            self._apply_quota_pause(sup)
+        self._device_tasks[config.id] = self._group.create_task(
+            sup.run(), name=f"supervisor-{config.id}"
+        )
+        self.publisher.mark_status_dirty()
+
+    async def stop_device(self, device_id: str) -> None:
+        """Stop supervising a device; its driver is closed. Its readings already queued stay."""
+        task = self._device_tasks.pop(device_id, None)
+        sup = self.supervisors.pop(device_id, None)
+        if task is not None:
+            # Give the driver its own close timeout before insisting.
+            close_s = sup.config.timeout_s + 3.0 if sup is not None else RECANCEL_S
+            await cancel_and_wait([task], repeat_s=close_s)
+        self.live.devices.pop(device_id, None)
+        self.publisher.mark_status_dirty()
+
+    def _pauses_under_quota(self, sup: DeviceSupervisor, state: str) -> bool:
+        """The overflow policy: at "high" devices below the top priority pause; at "full" all."""
+        if state == "ok":
+            return False
+        top = max((s.config.priority for s in self.supervisors.values()), default=0)
+        return state == "full" or sup.config.priority < top
+
+    def _apply_quota_pause(self, sup: DeviceSupervisor) -> None:
+        """A device added while the outbox is over quota follows the same pause policy."""
+        state = self.outbox.quota_state
+        if self._pauses_under_quota(sup, state):
+            sup.pause(f"outbox quota {state}")
+
+    async def _watch_outbox(self) -> None:
+        """Stop with exit code 1 when the outbox fails (disk full, corrupt database).
+
+        An agent must not keep acquiring what it cannot store; systemd restarts it.
+        """
+        while self.outbox.alive:  # noqa: ASYNC110 - the state lives on another thread
+            await asyncio.sleep(0.5)
+        log.critical("outbox failed; stopping the agent", error=repr(self.outbox.failure))
+        self.exit_code = 1
+        self._stop.set()
+
+    async def _tick(self) -> None:
+        """1 Hz: time-based rules (stale data, device offline for too long)."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.qc.tick()
+            except Exception:
+                log.exception("QC tick failed")
+
+    async def _start_web(self) -> None:
+        """Start the console; a console that cannot bind must not stop acquisition."""
+        if self.web is None:
+            return
+        try:
+            await self.web.start()
+        except (OSError, ValueError) as exc:
+            log.error(  # noqa: TRY400 - the error text says it all; no traceback needed
+                "web console not started", listen=self.config.web.listen, error=str(exc)
+            )
+
+    async def _shutdown(
+        self, publisher_task: asyncio.Task[None], device_tasks: list[asyncio.Task[None]]
+    ) -> None:
+        deadline = time.monotonic() + SHUTDOWN_BUDGET_S
+        log.info("agent stopping")
+
+        def left(reserve: float = 0.0) -> float:
+            return max(0.0, deadline - time.monotonic() - reserve)
+
+        await cancel_and_wait(device_tasks, repeat_s=max(1.0, left(2.5)))
+        # Everything acquired is made durable first; sending it is best effort in the time left,
+        # with a second kept for the offline status and one for the disconnect: a broker that
+        # stopped answering must not hold the agent past its budget.
+        await self.outbox.flush(timeout=max(0.5, left(2.5)))
+        if self.publisher.state is LinkState.CONNECTED:
+            await self.publisher.drain(timeout=left(2.0))
+            await self.publisher.publish_offline("shutdown", timeout=max(0.1, min(2.0, left(1.0))))
+        # Repeated cancels also cut short a DISCONNECT the broker does not answer.
+        await cancel_and_wait([publisher_task], repeat_s=max(0.2, min(RECANCEL_S, left())))
+        with contextlib.suppress(asyncio.CancelledError):
+            await publisher_task
+
+
+class StateDirBusyError(RuntimeError):
+    """Another agent already uses this state directory (two writers would fork the chain)."""
+
+
+def lock_state_dir(state_dir: Path) -> TextIO:
+    """Hold an exclusive lock on `state_dir/agent.lock` for the agent's lifetime."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handle = (state_dir / "agent.lock").open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StateDirBusyError(
+            f"{state_dir}: another IsoEdge agent (pid {holder}) is using this state directory"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def rfc3339_now() -> str:
+    """Now, RFC 3339 UTC."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    return rfc3339(datetime.now(UTC))
+
+
+async def run_until_signalled(agent: Agent) -> None:
+    """Run the agent until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, agent.request_reload)
+    try:
+        await agent.run(stop)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)

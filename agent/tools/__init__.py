@@ -1,0 +1,1 @@
+"""Command-line tools: the `isoedge` verbs, the demo, the verifier and a private broker."""

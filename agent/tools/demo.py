@@ -1,0 +1,276 @@
+"""`isoedge demo`: every simulator, a private broker, the agent and a live console view."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import signal
+import sys
+import time
+import tomllib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from agent.core.log import configure_logging
+from agent.delivery.signing import PRIVATE_KEY_NAME, PUBLIC_JWK_NAME, generate_key_files
+from agent.service.config import ConfigError, load_config, parse_config, resolve_paths
+from agent.service.runtime import Agent
+from agent.tools.mosquitto import Mosquitto
+
+log = structlog.get_logger("isoedge.demo")
+
+StopFn = Callable[[], Awaitable[None]]
+SimulatorStarter = Callable[[dict[str, Any], dict[str, Any]], Awaitable[StopFn]]
+"""Start a simulator with `options`, point the device config dict at it, return its stop()."""
+
+SIMULATOR_STARTERS: dict[str, SimulatorStarter] = {}
+
+
+def simulator_starter(kind: str) -> Callable[[SimulatorStarter], SimulatorStarter]:
+    """Register how the demo starts simulator `kind` and wires a device to it."""
+
+    def register(fn: SimulatorStarter) -> SimulatorStarter:
+        SIMULATOR_STARTERS[kind] = fn
+        return fn
+
+    return register
+
+
+def default_demo_config() -> Path:
+    """config/demo.toml of this checkout (or of the current directory)."""
+    here = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
+    return here if here.exists() else Path("config/demo.toml")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Entry point of `isoedge demo`."""
+    state_dir = Path(args.state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    live_view = not args.plain and sys.stdout.isatty()
+    if live_view:
+        # Logs go to a file so they do not scribble over the live view.
+        configure_logging("info", (state_dir / "demo.log").open("a", encoding="utf-8"), json=True)
+    else:
+        configure_logging("info")
+    config_path = Path(args.config) if args.config else default_demo_config()
+    try:
+        load_config(config_path)  # validate the file as written before anything starts
+    except ConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    try:
+        return asyncio.run(_demo(args, config_path, state_dir, live_view=live_view))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _demo(
+    args: argparse.Namespace, config_path: Path, state_dir: Path, *, live_view: bool
+) -> int:
+    keys = state_dir / "keys"
+    if not (keys / PRIVATE_KEY_NAME).exists():
+        generate_key_files(keys)
+    broker: Mosquitto | None = None
+    broker_url = args.broker
+    if broker_url is None:
+        broker = Mosquitto(state_dir / "broker")
+        await asyncio.to_thread(broker.start)
+        broker_url = broker.url
+    stops: list[StopFn] = []
+    try:
+        text = await asyncio.to_thread(config_path.read_text, encoding="utf-8")
+        data = tomllib.loads(text)
+        data["agent"]["state_dir"] = str(state_dir / "state")
+        data.setdefault("broker", {})["url"] = broker_url
+        data.setdefault("signing", {})["key_file"] = str(keys / PRIVATE_KEY_NAME)
+        data.setdefault("web", {})["listen"] = args.web
+        devices = {d["id"]: d for d in data.get("devices", [])}
+        for sim in data.get("demo", {}).get("simulators", []):
+            starter = SIMULATOR_STARTERS.get(sim["kind"])
+            if starter is None:
+                log.warning("no demo starter for simulator kind", kind=sim["kind"])
+                continue
+            stops.append(await starter(sim.get("options", {}), devices[sim["device"]]))
+        config = resolve_paths(parse_config(data, str(config_path)), config_path.parent)
+        agent = Agent(config, config_path=config_path)
+        header = _print_banner(config, broker_url, keys, args, state_dir)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        async with asyncio.TaskGroup() as group:
+            runner = group.create_task(agent.run(stop), name="agent")
+            view = group.create_task(_live_view(agent, live_view, header), name="live-view")
+            if args.duration is not None:
+                group.create_task(_stop_after(stop, args.duration), name="demo-timer")
+            await stop.wait()
+            await runner
+            view.cancel()
+        _print_summary(agent)
+    finally:
+        for stop_fn in reversed(stops):
+            with contextlib.suppress(Exception):
+                await stop_fn()
+        if broker is not None:
+            broker.stop()
+    return 0
+
+
+async def _stop_after(stop: asyncio.Event, seconds: float) -> None:
+    await asyncio.sleep(seconds)
+    stop.set()
+
+
+def _print_banner(
+    config: Any, broker_url: str, keys: Path, args: argparse.Namespace, state_dir: Path
+) -> list[str]:
+    base = f"{config.broker.topic_prefix}/{config.agent.site}/{config.agent.id}"
+    lines = [
+        "IsoEdge demo",
+        f"  broker        {broker_url}",
+        f"  topics        {base}/readings/<device>  {base}/alerts  {base}/audit  {base}/status",
+        f"  web console   http://{args.web}/",
+        f"  public key    {keys / PUBLIC_JWK_NAME}",
+        f"  state         {state_dir}",
+        (
+            f"  verify        isoedge verify --broker {broker_url} --key {keys / PUBLIC_JWK_NAME}"
+            " --duration 10"
+        ),
+        (
+            f"  subscribe     mosquitto_sub -L {broker_url}/{base}/# -v"
+            if shutil.which("mosquitto_sub")
+            else "  subscribe     (install mosquitto-clients for mosquitto_sub)"
+        ),
+        "  stop          Ctrl-C" + (f" (or after {args.duration:g} s)" if args.duration else ""),
+        "",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+    return [
+        f"broker {broker_url}   web http://{args.web}/   public key {keys / PUBLIC_JWK_NAME}",
+        f"topics {base}/#   stop: Ctrl-C",
+        "",
+    ]
+
+
+def _format_value(item: dict[str, Any]) -> str:
+    value = item.get("value")
+    text = "—" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
+    unit = item.get("unit") or ""
+    extra = ""
+    if item.get("nuclide"):
+        extra += f" {item['nuclide']}"
+    if item.get("value_at_ref") is not None:
+        extra += f"  ({item['value_at_ref']:.4g} {unit} at {str(item.get('ref_time'))[11:16]}Z)"
+    if item.get("quality") != "good":
+        extra += f" [{item.get('quality')}: {item.get('reason', '')}]"
+    return f"{text} {unit}{extra}"
+
+
+def render(agent: Agent, header: list[str] | None = None) -> str:
+    """One frame of the live view (`header`: where to look, repeated on every frame)."""
+    live = agent.live
+    rows = [*(header or []),
+        (
+            f"IsoEdge demo  {time.strftime('%H:%M:%S')}   broker: {agent.publisher.state.value}"
+            f"   acquired {live.counters['readings_acquired']}"
+            f"   published {agent.publisher.published_items}"
+            f"   last seq {agent.outbox.last_seq}"
+        ),
+        "",
+        f"{'DEVICE':<16}{'STATE':<12}{'CHANNEL':<22}VALUE",
+    ]
+    for device_id, health in sorted(agent.live.devices.items()):
+        channels = sorted((c, item) for (d, c), item in live.latest.items() if d == device_id)
+        if not channels:
+            rows.append(f"{device_id:<16}{health.state:<12}{'':<22}{health.detail or ''}")
+        for index, (channel, item) in enumerate(channels[:8]):
+            first = index == 0
+            rows.append(
+                f"{device_id if first else '':<16}{health.state if first else '':<12}"
+                f"{channel:<22}{_format_value(item)}"
+            )
+    alerts = [e for e in live.recent_events if e.get("stream") == "alerts"][-6:]
+    rows += ["", "RECENT ALERT EVENTS" if alerts else "no alerts"]
+    rows += [
+        f"  {a.get('t', '')[11:19]} {a.get('event', ''):<20} {a.get('rule', '')}"
+        f" {a.get('device', '') or ''} {a.get('severity', '')}"
+        for a in alerts
+    ]
+    return "\n".join(rows)
+
+
+async def _live_view(agent: Agent, live_view: bool, header: list[str]) -> None:
+    await agent.started.wait()
+    while True:
+        if live_view:
+            sys.stdout.write("\x1b[H\x1b[2J" + render(agent, header) + "\n")
+        else:
+            counters = agent.live.counters
+            sys.stdout.write(
+                f"[demo] broker={agent.publisher.state.value}"
+                f" acquired={counters['readings_acquired']}"
+                f" published={agent.publisher.published_items} seq={agent.outbox.last_seq}"
+                f" devices={ {d: h.state for d, h in agent.live.devices.items()} }\n"
+            )
+        sys.stdout.flush()
+        await asyncio.sleep(1.0 if live_view else 5.0)
+
+
+def _print_summary(agent: Agent) -> None:
+    sys.stdout.write(
+        f"\ndemo stopped: {agent.live.counters['readings_acquired']} readings acquired,"
+        f" {agent.publisher.published_items} published, last seq {agent.outbox.last_seq}\n"
+    )
+    sys.stdout.flush()
+
+
+
+
+
+@simulator_starter("modbus")
+async def _start_modbus(options: dict[str, Any], device: dict[str, Any]) -> StopFn:
+    from simulators.modbus import ModbusSimulator  # noqa: PLC0415 - only the demo needs it
+
+    simulator = ModbusSimulator(**options)
+    await simulator.start()
+    wiring = simulator.device_config(device["id"], unit_id=device.get("unit_id"))
+    for key in ("type", "host", "port"):
+        if key in wiring:
+            device[key] = wiring[key]
+    if wiring["type"] == "modbus_tcp":
+        device.pop("baudrate", None)
+        device.pop("parity", None)
+    else:
+        device.pop("host", None)
+    device.setdefault("points", wiring["points"])
+    return simulator.stop
+
+
+@simulator_starter("opcua")
+async def _start_opcua(options: dict[str, Any], device: dict[str, Any]) -> StopFn:
+    from simulators.opcua import SynthesisModuleSimulator  # noqa: PLC0415
+
+    simulator = SynthesisModuleSimulator(**options)
+    await simulator.start()
+    wiring = simulator.device_config(device["id"])
+    # Node ids carry the namespace index the server assigned at start-up.
+    device["url"] = wiring["url"]
+    device["nodes"] = wiring["nodes"]
+    device["events"] = {**device.get("events", {}), **wiring["events"]}
+    return simulator.stop
+@simulator_starter("dosecal")
+async def _start_dosecal(options: dict[str, Any], device: dict[str, Any]) -> StopFn:
+    from simulators.dosecal import DoseCalibratorSimulator  # noqa: PLC0415
+
+    simulator = DoseCalibratorSimulator(**options)
+    device["port"] = await simulator.start()  # a pty path or socket://HOST:PORT
+    return simulator.stop
+
+
+__all__ = ["SIMULATOR_STARTERS", "render", "run_demo", "simulator_starter"]

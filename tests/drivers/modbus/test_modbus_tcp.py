@@ -1,0 +1,109 @@
+"""Modbus TCP driver against the real simulator on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from helpers import wait_for_condition
+from supervised import Supervised
+
+from agent.service.config import parse_config
+from drivers.base import Quality
+from simulators.modbus import ModbusSimulator
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def device(sim: ModbusSimulator, device_id: str = "hc1", **extra):
+    data = sim.device_config(device_id, **{"poll_interval_s": 0.1, "timeout_s": 0.5, **extra})
+    return parse_config({"agent": {"site": "s", "id": "a"}, "devices": [data]}).devices[0]
+
+
+@pytest.fixture
+async def hotcell():
+    sim = ModbusSimulator("hotcell", transport="tcp", seed=7)
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+async def test_reads_are_coalesced(hotcell):
+    # The hot-cell map has 8 points in 3 tables: input 0..13 fits one request within max_gap.
+    async with Supervised(device(hotcell)) as run:
+        await wait_for_condition(lambda: len(run.channel("door_closed")) >= 5)
+    polls = len(run.channel("door_closed"))
+    total = hotcell.requests.total(1)
+    assert polls * 3 <= total <= (polls + 1) * 3
+    assert {(fc, address, count) for _, fc, address, count in hotcell.requests.recent} == {
+        (3, 0, 1),
+        (4, 0, 14),
+        (2, 0, 2),
+    }
+
+
+async def test_gap_and_request_limits_split_reads(hotcell):
+    config = device(hotcell, max_gap=0, max_registers_per_request=4)
+    async with Supervised(config) as run:
+        await wait_for_condition(lambda: len(run.channel("door_closed")) >= 3)
+    requests = {(fc, address, count) for _, fc, address, count in hotcell.requests.recent}
+    # input 0..5 (6 registers) splits at the 4-register limit; input 10..13 is past the gap.
+    assert requests == {(3, 0, 1), (4, 0, 4), (4, 4, 2), (4, 10, 4), (2, 0, 2)}
+
+
+async def test_values_decode_in_every_byte_and_word_order(hotcell):
+    hotcell.set_stuck(True)
+    truth = hotcell.current_values(1)
+    async with Supervised(device(hotcell)) as run:
+        await wait_for_condition(lambda: len(run.channel("interlock_ok")) >= 1)
+    latest = {s.channel: s for s in run.samples}
+    assert all(s.quality is Quality.GOOD for s in latest.values())
+    # float32 CDAB and float64 DCBA carry the value exactly to their precision.
+    assert latest["dose_rate_outside"].value == pytest.approx(truth["dose_rate_outside"], rel=1e-6)
+    assert latest["extract_flow"].value == pytest.approx(truth["extract_flow"], rel=1e-11)
+    # Integer registers quantise to their scale.
+    assert latest["cell_pressure"].value == pytest.approx(truth["cell_pressure"], abs=0.05)
+    assert latest["temperature"].value == pytest.approx(truth["temperature"], abs=0.05)
+    assert latest["particles_0_5um"].value == round(truth["particles_0_5um"])
+    assert latest["door_closed"].value is truth["door_closed"]
+    assert latest["cell_pressure"].unit == "Pa"
+    assert latest["cell_pressure"].raw_text.startswith("ir 0: ")
+
+
+async def test_exception_response_becomes_bad_sample_with_its_name(hotcell):
+    hotcell.set_exception(6)
+    async with Supervised(device(hotcell)) as run:
+        await wait_for_condition(lambda: len(run.channel("cell_pressure")) >= 2)
+        bad = run.channel("cell_pressure")[-1]
+        assert bad.quality is Quality.BAD
+        assert bad.value is None
+        assert bad.reason == "modbus exception 6 (DEVICE_BUSY)"
+        hotcell.set_exception(None)
+        await wait_for_condition(lambda: run.channel("cell_pressure")[-1].quality is Quality.GOOD)
+    assert run.errors == []  # an exception response is an answer: the link is fine
+
+
+async def test_readings_resume_after_server_restart(hotcell):
+    async with Supervised(device(hotcell)) as run:
+        await wait_for_condition(lambda: len(run.channel("cell_pressure")) >= 2)
+        await hotcell.set_down(True)
+        await wait_for_condition(lambda: len(run.errors) >= 1, timeout=5)
+        await asyncio.sleep(1.0)
+        count = len(run.samples)
+        await hotcell.set_down(False)
+        restarted = time.monotonic()
+        await wait_for_condition(lambda: len(run.samples) > count + 8, timeout=10)
+    assert time.monotonic() - restarted < 10
+    assert run.samples[-1].quality is Quality.GOOD
+
+
+async def test_slow_responses_time_out_then_recover(hotcell):
+    hotcell.set_delay(0.8)  # longer than the 0.3 s timeout
+    async with Supervised(device(hotcell, timeout_s=0.3, retries=0)) as run:
+        await wait_for_condition(lambda: len(run.errors) >= 1, timeout=5)
+        assert "not answering" in run.errors[0]
+        hotcell.set_delay(0.0)
+        count = len(run.samples)
+        await wait_for_condition(lambda: len(run.samples) > count + 8, timeout=10)
+    assert run.samples[-1].quality is Quality.GOOD

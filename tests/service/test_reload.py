@@ -1,0 +1,201 @@
+"""SIGHUP reload of `isoedge run`: real process, real mosquitto, real subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import threading
+import time
+import tomllib
+from typing import TYPE_CHECKING
+
+import paho.mqtt.client as mqtt
+import pytest
+from helpers import REPO, cli_env, free_port, isoedge_cmd, wait_for_condition, wait_until
+
+from agent.delivery.signing import generate_key_files, load_public_jwks, verify_envelope
+from agent.service.config import load_config, parse_config
+from agent.service.runtime import Agent
+from agent.tools.verify import Verifier
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+class Collector:
+    """Subscribes to everything under isoedge/v1 and keeps verified envelopes."""
+
+    def __init__(self, port: int, jwk: Path) -> None:
+        self.keys = load_public_jwks([jwk])
+        self.verifier = Verifier(self.keys)
+        self.documents: list[dict] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-collector")
+        self.client.on_message = self._on_message
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_args: self.subscribed.set()
+        self.client.on_connect = lambda client, *_args: client.subscribe("isoedge/v1/#", qos=1)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self.subscribed.wait(10), "collector did not subscribe"
+
+    def _on_message(self, _client, _userdata, message) -> None:
+        with self.lock:
+            self.verifier.add(message.topic, message.payload)
+            if message.topic.endswith("/status"):
+                return
+            _header, _payload, document = verify_envelope(message.payload, self.keys)
+            self.documents.append(document)
+
+    def items(self, stream: str) -> list[dict]:
+        with self.lock:
+            return [i for d in self.documents if d["stream"] == stream for i in d["items"]]
+
+    def events(self, name: str) -> list[dict]:
+        return [i for i in self.items("audit") if i.get("event") == name]
+
+    def devices_seen(self) -> set[str]:
+        return {i["device"] for i in self.items("readings")}
+
+    def readings_of(self, device: str) -> int:
+        return sum(1 for i in self.items("readings") if i["device"] == device)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def broker_port(mosquitto):
+    return mosquitto.port
+
+
+def _config(tmp_path: Path, port: int, devices: list[str], extra: str = "") -> str:
+    blocks = "".join(
+        f'\n[[devices]]\nid = "{d}"\ntype = "synthetic"\npoll_interval_s = 0.1\n'
+        f'channels = ["dose_rate"]\n{extra}'
+        for d in devices
+    )
+    return (
+        f'[agent]\nsite = "lab"\nid = "edge1"\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[broker]\nurl = "mqtt://127.0.0.1:{port}"\n'
+        f'[signing]\nkey_file = "{tmp_path / "keys" / "signing.key"}"\n'
+        '[outbox]\nfsync = "normal"\n'
+        f"[web]\nenabled = false\n"
+        f"{blocks}"
+    )
+
+
+def test_sighup_adds_a_device_keeps_seq_and_rejects_a_bad_file(tmp_path, broker_port):
+    subprocess.run(isoedge_cmd("keygen", "--out", str(tmp_path / "keys")), env=cli_env(),
+                   check=True, capture_output=True, cwd=REPO)
+    config = tmp_path / "isoedge.toml"
+    config.write_text(_config(tmp_path, broker_port, ["cal1"]))
+    collector = Collector(broker_port, tmp_path / "keys" / "signing.pub.jwk")
+    log = (tmp_path / "agent.core.log").open("w")
+    agent = subprocess.Popen(isoedge_cmd("run", "-c", str(config)), env=cli_env(), cwd=REPO,
+                             stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: collector.readings_of("cal1") >= 3, timeout=20)
+
+        # 1. A valid change: one more device. The first keeps running, seq continues.
+        config.write_text(_config(tmp_path, broker_port, ["cal1", "cal2"]))
+        agent.send_signal(signal.SIGHUP)
+        wait_until(lambda: collector.readings_of("cal2") >= 3, timeout=20)
+        wait_until(lambda: collector.events("config.reloaded"), timeout=10)
+        reloaded = collector.events("config.reloaded")[0]
+        assert reloaded["added"] == ["cal2"]
+        assert reloaded["removed"] == []
+        assert reloaded["changed"] == []
+        assert reloaded["old_devices"] == ["cal1"]
+        assert reloaded["devices"] == ["cal1", "cal2"]
+        assert reloaded["restart_required"] == []
+        assert len(reloaded["sha256"]) == 64
+
+        # 2. An invalid file: nothing changes, the agent keeps acquiring from both devices.
+        config.write_text(_config(tmp_path, broker_port, ["cal1"], extra="bogus_key = 1\n"))
+        agent.send_signal(signal.SIGHUP)
+        wait_until(lambda: collector.events("config.reload_failed"), timeout=10)
+        failed = collector.events("config.reload_failed")[0]
+        assert any("bogus_key" in e for e in failed["errors"])
+        assert failed["devices"] == ["cal1", "cal2"]
+        counts = (collector.readings_of("cal1"), collector.readings_of("cal2"))
+        wait_until(
+            lambda: collector.readings_of("cal1") > counts[0]
+            and collector.readings_of("cal2") > counts[1],
+            timeout=10,
+        )
+        assert agent.poll() is None
+
+        # 3. A device removed by a valid reload stops producing readings.
+        config.write_text(_config(tmp_path, broker_port, ["cal2"]))
+        agent.send_signal(signal.SIGHUP)
+        wait_until(lambda: len(collector.events("config.reloaded")) == 2, timeout=10)
+        assert collector.events("config.reloaded")[1]["removed"] == ["cal1"]
+        time.sleep(0.5)  # readings of cal1 already queued are still delivered
+        before = collector.readings_of("cal1")
+        time.sleep(1.0)
+        assert collector.readings_of("cal1") == before
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        returncode = agent.wait(timeout=15)
+        log.close()
+    output = (tmp_path / "agent.core.log").read_text()
+    assert returncode == 0, output
+    assert "configuration reload failed" in output
+    _check_sequence(collector)
+
+
+def _check_sequence(collector: Collector) -> None:
+    """Everything received verifies; seq starts at 1 and has no gap across the reloads."""
+    wait_until(lambda: collector.events("config.loaded"), timeout=5)
+    time.sleep(0.3)
+    collector.close()
+    report = collector.verifier.report()
+    assert report["gaps"] == [], report
+    assert report["broken_chain"] == [], report
+    assert report["bad_signatures"] == [], report
+    assert report["agents"]["lab/edge1"]["first_seq"] == 1
+    # Every reading id is unique even across reloads.
+    ids = [i["id"] for i in collector.items("readings")]
+    assert len(ids) == len(set(ids))
+    assert json.loads(json.dumps(report))["envelopes"] > 0
+
+
+async def test_reload_in_process_restarts_changed_devices_and_reports_restart_sections(tmp_path):
+    generate_key_files(tmp_path / "keys")
+    port = free_port()
+    path = tmp_path / "isoedge.toml"
+    path.write_text(_config(tmp_path, port, ["cal1", "cal2"]))
+    agent = Agent(load_config(path), config_path=path)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(agent.run(stop))
+    try:
+        await asyncio.wait_for(agent.started.wait(), 10)
+        cal1, cal2 = agent.supervisors["cal1"], agent.supervisors["cal2"]
+        text = _config(tmp_path, free_port(), ["cal1", "cal2"])
+        text = text.replace('id = "cal1"\ntype = "synthetic"\npoll_interval_s = 0.1',
+                            'id = "cal1"\ntype = "synthetic"\npoll_interval_s = 0.5')
+        text += "[clock]\njump_threshold_s = 5.0\n"
+        new = parse_config(tomllib.loads(text))
+        result = await agent.reload(new)
+        assert result.devices.changed == ["cal1"]
+        assert result.devices.unchanged == ["cal2"]
+        assert result.restart_required == ["broker"]
+        assert result.clock_changed
+        assert agent.supervisors["cal1"] is not cal1, "changed device: new supervisor"
+        assert agent.supervisors["cal1"].config.poll_interval_s == 0.5
+        assert agent.supervisors["cal2"] is cal2, "unchanged device: untouched"
+        assert agent.config.broker.port == port, "broker change waits for a restart"
+        assert agent.clock.settings.jump_threshold_s == 5.0
+        await wait_for_condition(
+            lambda: agent.supervisors["cal1"].state.value == "online", timeout=5
+        )
+        assert sorted(t.get_name() for t in asyncio.all_tasks()
+                      if t.get_name().startswith("supervisor-")) == [
+            "supervisor-cal1", "supervisor-cal2"
+        ], "the old cal1 task is gone"
+    finally:
+        stop.set()
+        await asyncio.wait_for(runner, 15)
