@@ -26,6 +26,7 @@ demo: setup-demo
 lint: $(STAMP)
 	$(VENV)/bin/ruff check agent drivers simulators tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: setup-test lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,3 +1,5 @@
-"""IsoEdge agent: acquisition pipeline, durable outbox, signing and MQTT publishing."""
+"""IsoEdge agent: acquisition, QC, durable signed delivery, the console and the tools.
 
-__version__ = "0.1.0"
+The sub-packages are the stages a reading passes through (docs/development.md):
+core → physics → acquisition → qc → delivery, with console, service and tools beside the flow.
+"""

@@ -28,7 +28,8 @@ import paho.mqtt.client as mqtt
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agent.delivery.signing import generate_key_files, load_public_jwks, verify_envelope  # noqa: E402
+from agent.delivery.signing import generate_key_files  # noqa: E402
+from agent.delivery.verification import KeyRegistry  # noqa: E402
 from agent.tools.mosquitto import Mosquitto  # noqa: E402
 
 
@@ -36,7 +37,7 @@ class Subscriber:
     """Verifies every envelope and records per-item latency (receive time minus item `t`)."""
 
     def __init__(self, port: int, jwk_path: Path) -> None:
-        self.keys = load_public_jwks([jwk_path])
+        self.keys = KeyRegistry.from_files([jwk_path])
         self.items = 0
         self.envelopes = 0
         self.bytes = 0
@@ -57,7 +58,8 @@ class Subscriber:
     def on_message(self, _c, _u, message) -> None:
         now = time.time()
         try:
-            _h, payload, document = verify_envelope(message.payload, self.keys)
+            verified = self.keys.verify(message.payload)
+            payload, document = verified.payload, verified.document
         except Exception:
             self.errors += 1
             return
@@ -133,7 +135,7 @@ enabled = false
 
 def start_agent(config: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    log = (config.parent / "agent.core.log").open("ab")
+    log = (config.parent / "agent.log").open("ab")
     return subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config)],
                             stdout=log, stderr=log, env=env)
 

@@ -53,7 +53,7 @@ class AgentProcess:
 
     def __init__(self, config: Path) -> None:
         self.config = config
-        self.log_path = config.parent / "agent.core.log"
+        self.log_path = config.parent / "agent.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> AgentProcess:

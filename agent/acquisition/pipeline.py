@@ -7,11 +7,10 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, time
 from typing import Any, Protocol
 
-import orjson
 import structlog
 
 from agent.acquisition.state import LiveState
-from agent.core.reading import Reading
+from agent.core.reading import Reading, dumps_item
 from agent.delivery.outbox import Outbox
 from agent.physics.nuclides import NUCLIDES, decay_value, normalize_nuclide
 from agent.physics.units import convert, is_activity_unit
@@ -45,11 +44,6 @@ def reference_instant(spec: str, t: datetime) -> datetime:
     return datetime.combine(day, clock, tzinfo=UTC)
 
 
-def _dumps(item: dict[str, Any]) -> str:
-    """Compact UTF-8 JSON; orjson because this runs once per reading (see docs/benchmarks.md)."""
-    return orjson.dumps(item).decode("utf-8")
-
-
 class Pipeline:
     """Turns driver samples into published readings. Cheap, synchronous, one per agent."""
 
@@ -68,7 +62,7 @@ class Pipeline:
         self.half_life = half_life
         self.qc = qc
         self.clock_trusted = True
-        self._dumps = _dumps
+        self._dumps = dumps_item
 
     def to_reading(self, sample: Sample) -> Reading:
         """Convert units, normalise the nuclide, decay-correct; never raises on odd values."""

@@ -7,7 +7,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.core.reading import Reading, rfc3339
+from agent.core.reading import Reading, rfc3339_from_epoch
 
 TREND_POINTS = 720  # per channel: one hour ...
 TREND_STEP_S = 5.0  # ... at 5 s resolution
@@ -46,12 +46,6 @@ class DeviceHealth:
             "readings": self.readings,
         }
 
-
-def rfc3339_from_epoch(epoch: float) -> str:
-    """Epoch seconds as RFC 3339 UTC."""
-    from datetime import UTC, datetime  # noqa: PLC0415 - keeps the module import light
-
-    return rfc3339(datetime.fromtimestamp(epoch, UTC))
 
 
 class LiveState:

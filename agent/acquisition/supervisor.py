@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import enum
 import time
 from collections.abc import Callable
 
@@ -12,22 +11,10 @@ import structlog
 from agent.acquisition.pipeline import Pipeline
 from agent.acquisition.state import LiveState
 from agent.core.backoff import Backoff
+from agent.core.states import DeviceState
 from agent.core.tasks import cancel_and_wait
 from drivers.base import DeviceConfigBase, Driver
 from drivers.catalog import create_driver
-
-
-class DeviceState(enum.StrEnum):
-    """A device's state as the agent sees it (published in the retained status)."""
-
-    STARTING = "starting"
-    CONNECTING = "connecting"
-    ONLINE = "online"
-    DEGRADED = "degraded"
-    OFFLINE = "offline"
-    PAUSED = "paused"
-    STOPPED = "stopped"
-
 
 FAIRNESS_BATCH = 64  # samples processed before yielding to the event loop
 

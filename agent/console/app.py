@@ -15,8 +15,8 @@ from agent.console.live import LiveHub
 from agent.console.views import STATIC_DIR, Views
 
 if TYPE_CHECKING:
+    from agent.console.backend import ConsoleBackend
     from agent.console.settings import WebSection
-    from agent.service.runtime import Agent
 
 log = structlog.get_logger("isoedge.web")
 
@@ -69,13 +69,12 @@ async def _security_headers(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
-def create_app(agent: Agent, section: WebSection | None = None) -> web.Application:
-    """The console application for `agent` (configuration from `agent.service.config.web`)."""
-    section = section or agent.config.web
+def create_app(backend: ConsoleBackend, section: WebSection) -> web.Application:
+    """The console application for one agent, seen through `backend`."""
     host, _port = parse_listen(section.listen)
     auth = Authenticator(section.users, listen_host=host)
-    views = Views(agent, device_grace_s=section.health_device_grace_s)
-    hub = LiveHub(agent.live, views.health_snapshot)
+    views = Views(backend, device_grace_s=section.health_device_grace_s)
+    hub = LiveHub(backend.live, views.health_snapshot)
     app = web.Application(
         middlewares=[_security_headers, auth.middleware(PUBLIC_PATHS)],
         client_max_size=64 * 1024,  # the only bodies are acknowledgements
@@ -122,8 +121,8 @@ def tls_context(section: WebSection) -> ssl.SSLContext | None:
 class WebConsole:
     """The console's HTTP(S) server; `start()` after the outbox, `stop()` at shutdown."""
 
-    def __init__(self, agent: Agent, section: WebSection) -> None:
-        self.agent = agent
+    def __init__(self, backend: ConsoleBackend, section: WebSection) -> None:
+        self.backend = backend
         self.section = section
         self._runner: web.AppRunner | None = None
         self.url: str | None = None
@@ -132,7 +131,7 @@ class WebConsole:
         """Bind and serve; returns the console URL. Raises OSError/ValueError on failure."""
         host, port = parse_listen(self.section.listen)
         context = tls_context(self.section)
-        app = create_app(self.agent, self.section)
+        app = create_app(self.backend, self.section)
         runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
         )
@@ -144,11 +143,8 @@ class WebConsole:
             await runner.cleanup()
             raise
         self._runner = runner
-        bound_port = port
-        server = site._server  # noqa: SLF001 - the only way to learn an ephemeral port
-        sockets = getattr(server, "sockets", None)
-        if sockets:
-            bound_port = int(sockets[0].getsockname()[1])
+        # The bound address (port 0 asks the system for a free one).
+        bound_port = next((int(a[1]) for a in runner.addresses if isinstance(a, tuple)), port)
         scheme = "https" if context else "http"
         shown = f"[{host}]" if ":" in host else host
         self.url = f"{scheme}://{shown}:{bound_port}/"

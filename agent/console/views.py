@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import time
@@ -15,13 +14,15 @@ import structlog
 from aiohttp import web
 
 from agent.console.auth import principal_of, require_role
-from agent.console.health import check_health, render_metrics
+from agent.console.health import check_health
+from agent.console.metrics import Metrics, Scrape
 from agent.qc.alerts import Alert, AlertError, UnknownAlertError
+from agent.qc.audit import AuditLog
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from agent.service.runtime import Agent
+    from agent.console.backend import ConsoleBackend
 
 log = structlog.get_logger("isoedge.web")
 
@@ -54,28 +55,29 @@ ALERT_FILTERS: dict[str, Callable[[Alert], bool]] = {
 class Views:
     """Request handlers bound to one agent."""
 
-    def __init__(self, agent: Agent, *, device_grace_s: float) -> None:
-        self.agent = agent
+    def __init__(self, backend: ConsoleBackend, *, device_grace_s: float) -> None:
+        self.backend = backend
         self.device_grace_s = device_grace_s
+        self.metrics_registry = Metrics(backend)
 
     # -------------------------------------------------------------- helpers
     def devices(self) -> list[dict[str, Any]]:
         """Health of every supervised device, as the page shows it."""
         out = []
-        for device_id, sup in sorted(self.agent.supervisors.items()):
-            health = self.agent.live.device(device_id, sup.config.type).as_dict()
-            health["state"] = sup.state.value
-            health["detail"] = sup.detail
-            health["description"] = sup.config.description
+        for device in self.backend.devices():
+            health = self.backend.live.device(device.id, device.type).as_dict()
+            health["state"] = device.state
+            health["detail"] = device.detail
+            health["description"] = device.description
             out.append(health)
         return out
 
     def health_snapshot(self) -> dict[str, Any]:
         """What the event stream sends every couple of seconds."""
-        report = check_health(self.agent, device_grace_s=self.device_grace_s)
+        report = check_health(self.backend, device_grace_s=self.device_grace_s)
         return {
             "devices": self.devices(),
-            "broker": self.agent.publisher.state.value,
+            "broker": self.backend.delivery().link_state,
             "health": report.as_dict(),
             "t": time.time(),
         }
@@ -83,7 +85,7 @@ class Views:
     def alert_counts(self) -> Counter[tuple[str, str]]:
         """Alerts needing attention by (state, severity); closed ones are history, not load."""
         counts: Counter[tuple[str, str]] = Counter()
-        for alert in self.agent.alerts.open_alerts():
+        for alert in self.backend.open_alerts():
             counts[(alert.state, alert.severity)] += 1
         return counts
 
@@ -95,15 +97,16 @@ class Views:
     async def state(self, request: web.Request) -> web.Response:
         """GET /api/state: everything the page needs on load."""
         principal = principal_of(request)
-        latest = list(self.agent.live.latest.values())
+        latest = list(self.backend.live.latest.values())
+        who = self.backend.identity
         return web.json_response(
             {
                 "agent": {
-                    "site": self.agent.config.agent.site,
-                    "id": self.agent.config.agent.id,
-                    "kid": self.agent.signer.kid,
-                    "broker_url": self.agent.config.broker.url,
-                    "topics": self.agent.topics.base,
+                    "site": who.site,
+                    "id": who.agent_id,
+                    "kid": who.kid,
+                    "broker_url": who.broker_url,
+                    "topics": who.topic_base,
                 },
                 "me": {
                     "name": principal.name,
@@ -121,8 +124,9 @@ class Views:
         """GET /api/trends: the last hour of thinned points per numeric channel."""
         cutoff = time.time() - TREND_WINDOW_S
         series = []
-        for (device, channel), points in sorted(self.agent.live.trends.items()):
-            latest = self.agent.live.latest.get((device, channel), {})
+        live = self.backend.live
+        for (device, channel), points in sorted(live.trends.items()):
+            latest = live.latest.get((device, channel), {})
             series.append(
                 {
                     "device": device,
@@ -142,13 +146,13 @@ class Views:
             _bad_request(f"state: expected one of {sorted(ALERT_FILTERS)}")
         limit = _int_param(request, "limit", 200, 1, 5000)
         alerts = (
-            self.agent.alerts.open_alerts()
+            self.backend.open_alerts()
             if wanted == "open"
-            else self.agent.alerts.all_alerts(limit=limit)
+            else await self.backend.recent_alerts(limit)
         )
         body = {
             "alerts": [a.to_dict() for a in alerts if keep(a)],
-            "open": sum(1 for a in self.agent.alerts.open_alerts() if not a.acknowledged),
+            "open": sum(1 for a in self.backend.open_alerts() if not a.acknowledged),
         }
         return web.json_response(body, dumps=_dumps)
 
@@ -168,7 +172,7 @@ class Views:
             _bad_request("a reason is required to acknowledge an alert")
         alert_id = request.match_info["alert_id"]
         try:
-            alert = self.agent.alerts.acknowledge(alert_id, name, reason)
+            alert = await self.backend.acknowledge_alert(alert_id, name, reason)
         except UnknownAlertError as exc:
             _bad_request(str(exc), web.HTTPNotFound)
         except AlertError as exc:
@@ -178,9 +182,9 @@ class Views:
         return web.json_response({"alert": alert.to_dict()}, dumps=_dumps)
 
     # --------------------------------------------------------------- audit
-    def audit_rows(self, request: web.Request) -> list[dict[str, Any]]:
+    async def audit_rows(self, request: web.Request) -> list[dict[str, Any]]:
         """Audit records matching the query string filters, oldest first."""
-        return self.agent.audit.query(
+        return await self.backend.audit_query(
             since=_time_param(request, "since"),
             until=_time_param(request, "until"),
             actor=request.query.get("actor") or None,
@@ -191,14 +195,15 @@ class Views:
 
     async def audit_json(self, request: web.Request) -> web.Response:
         """GET /api/audit?since=&until=&actor=&action=&subject=&limit=."""
-        return web.json_response({"rows": self.audit_rows(request)}, dumps=_dumps)
+        return web.json_response({"rows": await self.audit_rows(request)}, dumps=_dumps)
 
     async def audit_csv(self, request: web.Request) -> web.Response:
         """GET /api/audit.csv with the same filters: a CSV download."""
         buffer = io.StringIO()
-        self.agent.audit.export_csv(self.audit_rows(request), buffer)
+        AuditLog.export_csv(await self.audit_rows(request), buffer)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        name = f"audit-{self.agent.config.agent.site}-{self.agent.config.agent.id}-{stamp}.csv"
+        who = self.backend.identity
+        name = f"audit-{who.site}-{who.agent_id}-{stamp}.csv"
         return web.Response(
             text=buffer.getvalue(),
             content_type="text/csv",
@@ -209,19 +214,19 @@ class Views:
     # ------------------------------------------------------- health/metrics
     async def healthz(self, _request: web.Request) -> web.Response:
         """GET /healthz: 200 or 503 with the reasons (JSON)."""
-        report = check_health(self.agent, device_grace_s=self.device_grace_s)
+        report = check_health(self.backend, device_grace_s=self.device_grace_s)
         return web.json_response(report.as_dict(), status=200 if report.ok else 503)
 
     async def metrics(self, _request: web.Request) -> web.Response:
-        """GET /metrics: Prometheus text format."""
-        stats = None
-        with contextlib.suppress(RuntimeError):  # outbox not running: /healthz says why
-            stats = await self.agent.outbox.stats()
-        report = check_health(self.agent, device_grace_s=self.device_grace_s)
-        body = render_metrics(self.agent, stats, self.alert_counts(), report)
+        """GET /metrics: Prometheus text exposition (prometheus_client)."""
+        stats = await self.backend.outbox_stats()  # None when not running: /healthz says why
+        report = check_health(self.backend, device_grace_s=self.device_grace_s)
+        body = self.metrics_registry.render(
+            Scrape(stats=stats, health=report, alert_counts=self.alert_counts(), now=time.time())
+        )
         return web.Response(
-            text=body, content_type="text/plain", charset="utf-8",
-            headers={"Cache-Control": "no-store"},
+            body=body, headers={"Content-Type": self.metrics_registry.content_type,
+                                "Cache-Control": "no-store"},
         )
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from drivers.base import JSONScalar, Quality, SampleKind
 
 _last_stamp: tuple[datetime | None, str] = (None, "")
@@ -27,6 +29,16 @@ def rfc3339(t: datetime) -> str:
     text = utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
     _last_stamp = (t, text)
     return text
+
+
+def rfc3339_from_epoch(epoch: float) -> str:
+    """Epoch seconds as RFC 3339 UTC with a `Z`."""
+    return rfc3339(datetime.fromtimestamp(epoch, UTC))
+
+
+def rfc3339_now() -> str:
+    """Now, as RFC 3339 UTC with a `Z`."""
+    return rfc3339(datetime.now(UTC))
 
 
 _ID_PREFIX = uuid.uuid4().hex[:16]
@@ -100,3 +112,8 @@ def event_item(event: str, **fields: Any) -> dict[str, Any]:
     item: dict[str, Any] = {"id": new_id(), "t": rfc3339(datetime.now(UTC)), "event": event}
     item.update(fields)
     return item
+
+
+def dumps_item(item: dict[str, Any]) -> str:
+    """A stream item as JSON text, compact UTF-8 (orjson: this runs once per reading)."""
+    return orjson.dumps(item, default=str).decode("utf-8")

@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import queue
+import signal
 import sqlite3
 import threading
 import time
@@ -111,6 +113,20 @@ class OutboxStats:
 TopicFn = Callable[[str, str], str]
 
 
+Apply = Callable[[sqlite3.Connection], Any]
+"""A write of the state database, run on the owner thread inside the cycle's transaction."""
+
+
+@dataclass(slots=True)
+class _Write:
+    """A transactional write: its SQL and the stream items committed together with it."""
+
+    apply: Apply | None
+    items: list[tuple[str, str, str]]
+    tag: str
+    done: Future[Any]
+
+
 @dataclass(slots=True)
 class _Batch:
     stream: str
@@ -151,6 +167,7 @@ class Outbox:
         # Items go through a plain list (swapped whole by the owner thread); jobs and the
         # stop marker through a queue. `_wake` tells the owner thread there is work.
         self._items: list[tuple[str, str, str]] = []
+        self._writes: list[_Write] = []
         self._inbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -199,6 +216,37 @@ class Outbox:
         if not self._wake.is_set():
             self._wake.set()
 
+    def transact(
+        self,
+        apply: Apply | None,
+        items: list[tuple[str, str, str]] | None = None,
+        *,
+        tag: str = "",
+    ) -> Future[Any]:
+        """Queue a write of the state database and the stream items that belong with it.
+
+        `apply(db)` runs on the owner thread inside the next cycle's transaction, and the
+        `(stream, device, item_json)` items join the outbox in that same transaction: either
+        all of it is committed or none (an alert acknowledgement, its audit record and their
+        stream events). The returned future resolves with `apply`'s result after the commit,
+        or with its exception (then nothing of this write is kept). Thread-safe, never blocks.
+        """
+        write = _Write(apply, list(items or ()), tag, Future())
+        if not self.alive and self._thread is not None:
+            write.done.set_exception(OutboxError(f"outbox is not running: {self._fatal!r}"))
+            return write.done
+        self._writes.append(write)
+        if not self._wake.is_set():
+            self._wake.set()
+        return write.done
+
+    async def transact_async(
+        self, apply: Apply | None, items: list[tuple[str, str, str]] | None = None, *,
+        tag: str = "",
+    ) -> Any:
+        """`transact()`, awaited until committed."""
+        return await asyncio.wrap_future(self.transact(apply, items, tag=tag))
+
     @property
     def in_flight_items(self) -> int:
         """Items submitted but not yet committed."""
@@ -224,7 +272,8 @@ class Outbox:
 
         def _mark() -> None:
             if done.set_running_or_notify_cancel():
-                self._commit_cycle([], force=True)
+                writes, self._writes = self._writes, []
+                self._commit_cycle([], writes, force=True)
                 done.set_result(None)
 
         deadline = time.monotonic() + timeout
@@ -269,6 +318,10 @@ class Outbox:
         self._inbox.put(_job)
         self._wake.set()
         return await asyncio.wrap_future(result)
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(db)` on the owner thread: reads and schema set-up of the state database."""
+        return await self.call(lambda: fn(self._db_checked()))
 
     async def fetch(
         self, after_seq: int, limit: int, below_seq: int | None = None
@@ -416,7 +469,6 @@ class Outbox:
             if self._items and self.commit_interval > 0:
                 # Group commit: let a burst finish arriving (the sleep releases the GIL).
                 time.sleep(self.commit_interval)
-            items = self._swap_items()
             jobs: list[Callable[[], None]] = []
             while True:
                 try:
@@ -427,10 +479,15 @@ class Outbox:
                     stopping = True
                 else:
                     jobs.append(job)
-            self._commit_cycle(items, force=stopping)
+            # Jobs were taken first, so every write queued before a job (a read after a
+            # write) is committed in this cycle, before the job runs.
+            items = self._swap_items()
+            writes, self._writes = self._writes, []
+            self._commit_cycle(items, writes, force=stopping)
             for job in jobs:
                 job()
-        self._commit_cycle(self._swap_items(), force=True)
+        writes, self._writes = self._writes, []
+        self._commit_cycle(self._swap_items(), writes, force=True)
 
     def _swap_items(self) -> list[tuple[str, str, str]]:
         """Take everything submitted so far, in one swap.
@@ -441,15 +498,47 @@ class Outbox:
         items, self._items = self._items, []
         return items
 
-    def _commit_cycle(self, items: list[tuple[str, str, str]], *, force: bool = False) -> None:
-        """One transaction, one fsync: new items, and every batch that is due cut into envelopes.
+    def _commit_cycle(
+        self,
+        items: list[tuple[str, str, str]],
+        writes: list[_Write] | None = None,
+        *,
+        force: bool = False,
+    ) -> None:
+        """One transaction, one fsync: state writes, new items, and every due batch cut.
 
         Items whose batch is cut in this same cycle go straight into their envelope; only the
         rest are written to `pending`.
         """
         db = self._db_checked()
-        fresh = self._add_to_batches(items)
-        created = self._form_envelopes(force=force)
+        writes = writes or []
+        try:
+            applied = self._apply_writes(db, writes)
+            fresh = self._add_to_batches(items)
+            for write, _result in applied:
+                self._add_to_batches(write.items)
+            created = self._form_envelopes(force=force)
+            self._save_pending(db)
+            if fresh or created or applied:
+                _fault_point("before-commit", applied)
+                db.commit()
+                _fault_point("after-commit", applied)
+        except BaseException as exc:
+            for write in writes:
+                if not write.done.done():
+                    write.done.set_exception(OutboxError(f"state database write failed: {exc!r}"))
+            raise
+        for write, result in applied:
+            write.done.set_result(result)
+        self._committed += fresh
+        self.items_committed_total += fresh
+        if created:
+            self._update_disk_usage()
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._new_envelopes.set)
+
+    def _save_pending(self, db: sqlite3.Connection) -> None:
+        """Items of batches not cut this cycle go to `pending` (inside the transaction)."""
         rows = [row for batch in self._batches.values() for row in batch.unsaved]
         if rows:
             db.executemany(
@@ -458,14 +547,32 @@ class Outbox:
             )
             for batch in self._batches.values():
                 batch.unsaved.clear()
-        if fresh or created:
-            db.commit()
-        self._committed += fresh
-        self.items_committed_total += fresh
-        if created:
-            self._update_disk_usage()
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._new_envelopes.set)
+
+    @staticmethod
+    def _apply_writes(
+        db: sqlite3.Connection, writes: list[_Write]
+    ) -> list[tuple[_Write, Any]]:
+        """Run each write in a savepoint; a failing one is undone alone and told why."""
+        applied: list[tuple[_Write, Any]] = []
+        if not writes:
+            return applied
+        if not db.in_transaction:
+            db.execute("BEGIN")
+        for write in writes:
+            if write.apply is None:
+                applied.append((write, None))
+                continue
+            db.execute("SAVEPOINT state_write")
+            try:
+                result = write.apply(db)
+            except Exception as exc:
+                db.execute("ROLLBACK TO state_write")
+                db.execute("RELEASE state_write")
+                write.done.set_exception(exc)
+                continue
+            db.execute("RELEASE state_write")
+            applied.append((write, result))
+        return applied
 
     def _next_deadline(self) -> float | None:
         if not self._batches:
@@ -554,12 +661,7 @@ class Outbox:
         self.envelopes_total += 1
 
     def _update_disk_usage(self) -> None:
-        db = self._db_checked()
-        page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
-        pages = int(db.execute("PRAGMA page_count").fetchone()[0])
-        free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
-        # Logical size of the database (WAL frames included), less pages free for reuse.
-        self.disk_bytes = (pages - free) * page_size
+        self.disk_bytes = used_bytes(self._db_checked())
         used = self.disk_bytes / self.quota_bytes
         state = self.quota_state
         if used >= 1.0:
@@ -577,14 +679,37 @@ class Outbox:
                 self._loop.call_soon_threadsafe(callback, state, self.disk_bytes)
 
 
+_FAULT = os.environ.get("ISOEDGE_FAULT_KILL_AT", "")
+"""Fault injection for crash-consistency tests: `before-commit:TAG` or `after-commit:TAG`
+kills the process (SIGKILL) at that point of the first commit holding a write tagged TAG."""
+
+
+def _fault_point(where: str, applied: list[tuple[_Write, Any]]) -> None:
+    if not _FAULT:
+        return
+    point, _, tag = _FAULT.partition(":")
+    if point == where and any(write.tag == tag for write, _ in applied):
+        log.warning("fault injection: killing the process", at=where, tag=tag)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def used_bytes(db: sqlite3.Connection) -> int:
+    """Bytes of database pages in use (WAL frames included), less pages free for reuse.
+
+    The one disk figure: what the quota counts, what `outbox status` and /metrics show.
+    """
+    page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
+    pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+    free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+    return (pages - free) * page_size
+
+
 def _stats(db: sqlite3.Connection) -> OutboxStats:
     count, items, oldest = db.execute(
         "SELECT COUNT(*), COALESCE(SUM(n_items), 0), MIN(created) FROM envelopes"
     ).fetchone()
     pending = int(db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
     chain = db.execute("SELECT last_seq FROM chain WHERE k = 1").fetchone()
-    page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
-    pages = int(db.execute("PRAGMA page_count").fetchone()[0])
     oldest_text = (
         rfc3339(datetime.fromtimestamp(float(oldest), UTC)) if oldest is not None else None
     )
@@ -593,7 +718,7 @@ def _stats(db: sqlite3.Connection) -> OutboxStats:
         items=int(items),
         pending_items=pending,
         oldest_unsent=oldest_text,
-        disk_bytes=pages * page_size,
+        disk_bytes=used_bytes(db),
         last_seq=int(chain[0]) if chain else 0,
     )
 
@@ -604,9 +729,6 @@ def read_stats(path: Path) -> OutboxStats:
         raise FileNotFoundError(f"{path}: no outbox database (has the agent run yet?)")
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        stats = _stats(db)
-        wal = path.with_name(path.name + "-wal")
-        extra = wal.stat().st_size if wal.exists() else 0
-        return OutboxStats(**{**stats.as_dict(), "disk_bytes": stats.disk_bytes + extra})
+        return _stats(db)
     finally:
         db.close()

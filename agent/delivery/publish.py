@@ -30,6 +30,11 @@ ACK_BATCH = 64  # PUBACKed envelopes deleted in one transaction ...
 ACK_DELAY_S = 0.05  # ... or after this long, whichever comes first
 
 
+UNSUPPORTED_PROTOCOL_CODES = frozenset({1, 0x84})
+"""CONNACK codes for "unsupported protocol version": MQTT 3.1.1 return code 1, MQTT 5 reason
+code 132 (0x84); how a broker that speaks only 3.1.1 refuses an MQTT 5 CONNECT."""
+
+
 class LinkState(enum.StrEnum):
     """State of the broker connection (others wait on changes instead of sleeping)."""
 
@@ -139,11 +144,12 @@ class Publisher:
             await asyncio.sleep(backoff.next())
 
     def _should_fall_back(self, exc: aiomqtt.MqttError) -> bool:
-        return (
-            self.broker.protocol == "auto"
-            and self._protocol == aiomqtt.ProtocolVersion.V5
-            and "protocol" in str(exc).lower()
-        )
+        """True when a broker answered our MQTT 5 CONNECT with "unsupported protocol version"."""
+        if self.broker.protocol != "auto" or self._protocol != aiomqtt.ProtocolVersion.V5:
+            return False
+        code = getattr(exc, "rc", None) if isinstance(exc, aiomqtt.MqttCodeError) else None
+        value = getattr(code, "value", code)
+        return value in UNSUPPORTED_PROTOCOL_CODES
 
     async def _session(self, backoff: Backoff) -> None:
         will = aiomqtt.Will(self.topics.status, self.status_payload("offline"), qos=1, retain=True)

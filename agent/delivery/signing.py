@@ -1,7 +1,8 @@
-"""Ed25519 JWS in flattened JSON serialization (RFC 7515 §7.2.2, RFC 8037, RFC 9864).
+"""Signing: Ed25519 JWS in flattened JSON serialization (RFC 7515 §7.2.2, RFC 8037, RFC 9864).
 
 The protected header is `{"alg": "Ed25519", "kid": <RFC 7638 thumbprint>, "typ": "isoedge+json"}`.
-Any standard JOSE library verifies an envelope with the public JWK alone.
+Any standard JOSE library verifies an envelope with the public JWK alone; this project's own
+consumers do so with joserfc (agent/delivery/verification.py).
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -45,7 +46,7 @@ def public_jwk(public_key: Ed25519PublicKey) -> dict[str, str]:
     return {**jwk, "kid": thumbprint(jwk), "alg": ALG, "use": "sig"}
 
 
-def thumbprint(jwk: dict[str, str]) -> str:
+def thumbprint(jwk: Mapping[str, str]) -> str:
     """RFC 7638 JWK thumbprint (SHA-256) of an OKP key: required members, sorted, no spaces."""
     members = {"crv": jwk["crv"], "kty": jwk["kty"], "x": jwk["x"]}
     canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
@@ -117,39 +118,6 @@ class Signer:  # not slotted: functools.cached_property needs an instance __dict
             + jws["signature"].encode("ascii")
             + b'"}'
         )
-
-
-class VerificationError(Exception):
-    """An envelope is malformed, signed by an unknown key, or its signature is wrong."""
-
-
-def verify_envelope(
-    body: bytes, keys: dict[str, Ed25519PublicKey]
-) -> tuple[dict[str, Any], bytes, dict[str, Any]]:
-    """Check a flattened JWS against known keys; return (header, payload bytes, payload JSON)."""
-    try:
-        jws = json.loads(body)
-        header = json.loads(b64url_decode(jws["protected"]))
-        payload = b64url_decode(jws["payload"])
-        signature = b64url_decode(jws["signature"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise VerificationError(f"malformed JWS: {exc}") from None
-    if not isinstance(header, dict) or header.get("alg") not in {ALG, "EdDSA"}:
-        raise VerificationError(
-            f"unexpected alg {header.get('alg') if isinstance(header, dict) else header!r}"
-        )
-    key = keys.get(str(header.get("kid")))
-    if key is None:
-        raise VerificationError(f"unknown kid {header.get('kid')!r}")
-    try:
-        key.verify(signature, f"{jws['protected']}.{jws['payload']}".encode("ascii"))
-    except InvalidSignature:
-        raise VerificationError("bad signature") from None
-    try:
-        document = json.loads(payload)
-    except ValueError as exc:
-        raise VerificationError(f"payload is not JSON: {exc}") from None
-    return header, payload, document
 
 
 def generate_key_files(directory: Path, *, overwrite: bool = False) -> Signer:

@@ -1,4 +1,4 @@
-"""Alerts: raised once, updated, cleared, acknowledged; state in SQLite, events on the streams.
+"""Alerts: raised once, updated, cleared, acknowledged; state in the state DB, events on streams.
 
 An alert is identified by its key (rule, device, channel, subject): while one is active for a
 key, raising again does not create another (deduplication). Its life, after ISA-18.2:
@@ -15,21 +15,21 @@ to the audit trail. Every transition is emitted with the old and new state.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
-import threading
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
-from agent.core.reading import event_item, new_id, rfc3339
-from agent.qc.audit import AuditLog, Emit
+from agent.core.reading import dumps_item, event_item, new_id, rfc3339
+from agent.qc.audit import AuditLog, Emit, StateWriter
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from concurrent.futures import Future
 
 log = structlog.get_logger("isoedge.alerts")
 
@@ -159,37 +159,42 @@ def _now() -> datetime:
 
 
 class AlertManager:
-    """Alert state (SQLite, survives restarts) and its events.
+    """Alert state (a table of the state database, survives restarts) and its events.
 
-    `emit(stream, item)` receives every event: stream `alerts` for raised/updated/cleared/
-    acknowledged, and (through the audit log) `audit` for acknowledgements. Pass the agent's
-    `AuditLog` as `audit` so there is one trail; without one, acknowledgements go to an audit
-    table inside the alert database.
+    Open alerts are held in memory, so rules and the console read them without the disk; every
+    change is written by the state writer together with its `alerts` stream item (and, for an
+    acknowledgement, its audit record) in one transaction. `notify(stream, item)` hears of each
+    event as it is made (the live view).
     """
 
     def __init__(
         self,
-        db_path: str | Path,
-        emit: Emit,
+        store: StateWriter,
+        audit: AuditLog,
         *,
-        audit: AuditLog | None = None,
+        notify: Emit | None = None,
         now: Callable[[], datetime] = _now,
     ) -> None:
-        self.path = Path(db_path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._emit = emit
+        self.store = store
+        self.audit = audit
+        self._notify = notify
         self._now = now
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._own_audit = audit is None
-        self.audit = audit if audit is not None else AuditLog(self.path, emit)
         self._active: dict[AlertKey, Alert] = {}
-        for row in self._db.execute(f"SELECT {_COLUMNS} FROM alerts WHERE active = 1"):  # noqa: S608
-            alert = _from_row(row)
-            self._active[alert.key] = alert
+        self._open: dict[str, Alert] = {}
+
+    async def open(self) -> None:
+        """Create the table if missing and load the open alerts."""
+
+        def _load(db: sqlite3.Connection) -> list[Alert]:
+            db.executescript(_SCHEMA)
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM alerts "  # noqa: S608 - fixed columns
+                "WHERE active = 1 OR ack_at IS NULL"
+            ).fetchall()
+            return [_from_row(row) for row in rows]
+
+        for alert in await self.store.run(_load):
+            self._remember(alert)
 
     # ------------------------------------------------------------------ for rules
     def active_alert(
@@ -220,49 +225,44 @@ class AlertManager:
         if severity not in SEVERITY_RANK:
             raise ValueError(f"unknown severity {severity!r}")
         key = (rule, device or "", channel or "", subject)
-        with self._lock:
-            current = self._active.get(key)
-            stamp = rfc3339(self._now())
-            if current is None:
-                alert = Alert(
-                    id=new_id(),
-                    rule=rule,
-                    device=device,
-                    channel=channel,
-                    subject=subject,
-                    severity=severity,
-                    message=message,
-                    value=value,
-                    active=True,
-                    raised_at=stamp,
-                    updated_at=stamp,
-                    details=details or {},
-                )
-                self._insert(alert)
-                self._active[key] = alert
-                self._event("alert.raised", None, alert, SYSTEM_ACTOR, message)
-                log.warning(
-                    "alert raised", rule=rule, device=device, severity=severity, msg=message
-                )
-                return alert
-            if current.severity == severity and not update:
-                return current
-            alert = replace(
-                current,
+        current = self._active.get(key)
+        stamp = rfc3339(self._now())
+        if current is None:
+            alert = Alert(
+                id=new_id(),
+                rule=rule,
+                device=device,
+                channel=channel,
+                subject=subject,
                 severity=severity,
                 message=message,
                 value=value,
+                active=True,
+                raised_at=stamp,
                 updated_at=stamp,
-                details=details if details is not None else current.details,
-                # A worse condition needs a fresh acknowledgement.
-                acknowledged_by=None if _worse(severity, current) else current.acknowledged_by,
-                acknowledged_at=None if _worse(severity, current) else current.acknowledged_at,
-                ack_reason=None if _worse(severity, current) else current.ack_reason,
+                details=details or {},
             )
-            self._store(alert)
-            self._active[key] = alert
-            self._event("alert.updated", current, alert, SYSTEM_ACTOR, message)
+            self._write(alert, self._event("alert.raised", None, alert, SYSTEM_ACTOR, message),
+                        insert=True)
+            log.warning("alert raised", rule=rule, device=device, severity=severity, msg=message)
             return alert
+        if current.severity == severity and not update:
+            return current
+        worse = _worse(severity, current)
+        alert = replace(
+            current,
+            severity=severity,
+            message=message,
+            value=value,
+            updated_at=stamp,
+            details=details if details is not None else current.details,
+            # A worse condition needs a fresh acknowledgement.
+            acknowledged_by=None if worse else current.acknowledged_by,
+            acknowledged_at=None if worse else current.acknowledged_at,
+            ack_reason=None if worse else current.ack_reason,
+        )
+        self._write(alert, self._event("alert.updated", current, alert, SYSTEM_ACTOR, message))
+        return alert
 
     def clear_alert(
         self,
@@ -276,119 +276,145 @@ class AlertManager:
     ) -> Alert | None:
         """Clear the active alert of this key (the condition is gone); None if there was none."""
         key = (rule, device or "", channel or "", subject)
-        with self._lock:
-            current = self._active.pop(key, None)
-            if current is None:
-                return None
-            stamp = rfc3339(self._now())
-            alert = replace(
-                current,
-                active=False,
-                cleared_at=stamp,
-                updated_at=stamp,
-                value=value if value is not None else current.value,
-            )
-            self._store(alert)
-            why = message or "condition no longer present"
-            self._event("alert.cleared", current, alert, SYSTEM_ACTOR, why)
-            log.info("alert cleared", rule=rule, device=device, msg=why)
-            return alert
+        current = self._active.get(key)
+        if current is None:
+            return None
+        stamp = rfc3339(self._now())
+        alert = replace(
+            current,
+            active=False,
+            cleared_at=stamp,
+            updated_at=stamp,
+            value=value if value is not None else current.value,
+        )
+        why = message or "condition no longer present"
+        self._write(alert, self._event("alert.cleared", current, alert, SYSTEM_ACTOR, why))
+        log.info("alert cleared", rule=rule, device=device, msg=why)
+        return alert
 
     # ------------------------------------------------------------------ for people
-    def acknowledge(self, alert_id: str, user: str, reason: str) -> Alert:
-        """Acknowledge an alert with the person's name and a reason (both required)."""
+    async def acknowledge(self, alert_id: str, user: str, reason: str) -> Alert:
+        """Acknowledge an alert with the person's name and a reason (both required).
+
+        The alert's new state, the audit record and both stream events are one transaction:
+        this returns once it is committed, and a crash leaves either all of it or none.
+        """
         user, reason = (user or "").strip(), (reason or "").strip()
         if not user:
             raise AlertError("acknowledging an alert needs the person's name")
         if not reason:
             raise AlertError("acknowledging an alert needs a reason")
-        with self._lock:
-            current = self.get(alert_id)
-            if current.acknowledged:
-                raise AlertError(
-                    f"alert {alert_id} was already acknowledged by {current.acknowledged_by} "
-                    f"at {current.acknowledged_at}"
-                )
-            stamp = rfc3339(self._now())
-            alert = replace(
-                current,
-                acknowledged_by=user,
-                acknowledged_at=stamp,
-                ack_reason=reason,
-                updated_at=stamp,
+        current = self._open.get(alert_id) or await self.fetch(alert_id)
+        if current.acknowledged:
+            raise AlertError(
+                f"alert {alert_id} was already acknowledged by {current.acknowledged_by} "
+                f"at {current.acknowledged_at}"
             )
-            self._store(alert)
-            if alert.active:
-                self._active[alert.key] = alert
-            self._event("alert.acknowledged", current, alert, user, reason)
-            self.audit.record(
-                "alert.acknowledged",
-                actor=user,
-                subject=f"alert/{alert.id}",
-                old=current.snapshot(),
-                new=alert.snapshot(),
-                reason=reason,
-                rule=alert.rule,
-                device=alert.device,
-                channel=alert.channel,
-                severity=alert.severity,
-            )
-            return alert
+        stamp = rfc3339(self._now())
+        alert = replace(
+            current, acknowledged_by=user, acknowledged_at=stamp, ack_reason=reason,
+            updated_at=stamp,
+        )
+        record = self.audit.entry(
+            "alert.acknowledged",
+            actor=user,
+            subject=f"alert/{alert.id}",
+            old=current.snapshot(),
+            new=alert.snapshot(),
+            reason=reason,
+            rule=alert.rule,
+            device=alert.device,
+            channel=alert.channel,
+            severity=alert.severity,
+        )
+        event = self._event("alert.acknowledged", current, alert, user, reason)
+
+        def _apply(db: sqlite3.Connection) -> None:
+            _update(db, alert)
+            AuditLog.insert(db, record)
+
+        done = self.store.transact(
+            _apply,
+            [("alerts", "", dumps_item(event)), ("audit", "", dumps_item(record))],
+            tag="alert.acknowledged",
+        )
+        self._remember(alert)
+        self._tell("alerts", event)
+        self.audit.notify(record)
+        try:
+            await asyncio.wrap_future(done)
+        except Exception:
+            self._remember(current)  # not stored: memory follows the database
+            raise
+        return alert
 
     def get(self, alert_id: str) -> Alert:
-        """The alert with this id; `UnknownAlertError` otherwise."""
-        with self._lock:
-            row = self._db.execute(
+        """An open alert by id (in memory); `UnknownAlertError` otherwise."""
+        alert = self._open.get(alert_id)
+        if alert is None:
+            raise UnknownAlertError(alert_id)
+        return alert
+
+    async def fetch(self, alert_id: str) -> Alert:
+        """Any alert by id, open or closed; `UnknownAlertError` otherwise."""
+        row = await self.store.run(
+            lambda db: db.execute(
                 f"SELECT {_COLUMNS} FROM alerts WHERE id = ?",  # noqa: S608 - fixed columns
                 (alert_id,),
             ).fetchone()
+        )
         if row is None:
             raise UnknownAlertError(alert_id)
         return _from_row(row)
 
     def open_alerts(self) -> list[Alert]:
         """Alerts needing attention (active, or cleared and unacknowledged), worst first."""
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM alerts "  # noqa: S608 - fixed columns
-                "WHERE active = 1 OR ack_at IS NULL ORDER BY raised_at DESC"
-            ).fetchall()
-        alerts = [_from_row(row) for row in rows]
+        alerts = sorted(self._open.values(), key=lambda a: a.raised_at, reverse=True)
         alerts.sort(key=lambda a: (-SEVERITY_RANK.get(a.severity, 0), not a.active))
         return alerts
 
-    def all_alerts(self, limit: int = 200) -> list[Alert]:
+    async def all_alerts(self, limit: int = 200) -> list[Alert]:
         """Most recent alerts first, whatever their state."""
-        with self._lock:
-            rows = self._db.execute(
+        rows = await self.store.run(
+            lambda db: db.execute(
                 f"SELECT {_COLUMNS} FROM alerts ORDER BY raised_at DESC, rowid DESC LIMIT ?",  # noqa: S608
                 (max(0, int(limit)),),
             ).fetchall()
+        )
         return [_from_row(row) for row in rows]
 
-    def close(self) -> None:
-        """Close the database (and the audit log when this manager created it)."""
-        with self._lock:
-            self._db.close()
-            if self._own_audit:
-                self.audit.close()
-
     # ------------------------------------------------------------------ internals
-    def _insert(self, alert: Alert) -> None:
-        self._db.execute(
-            f"INSERT INTO alerts ({_COLUMNS}) VALUES ({', '.join('?' * len(_FIELDS))})",  # noqa: S608
-            _to_row(alert),
-        )
+    def _remember(self, alert: Alert) -> None:
+        if alert.active:
+            self._active[alert.key] = alert
+        elif self._active.get(alert.key) is not None and self._active[alert.key].id == alert.id:
+            del self._active[alert.key]
+        if alert.is_open:
+            self._open[alert.id] = alert
+        else:
+            self._open.pop(alert.id, None)
 
-    def _store(self, alert: Alert) -> None:
-        assignments = ", ".join(f"{name} = ?" for name in _FIELDS[1:])
-        self._db.execute(
-            f"UPDATE alerts SET {assignments} WHERE id = ?",  # noqa: S608 - fixed columns
-            (*_to_row(alert)[1:], alert.id),
+    def _write(self, alert: Alert, event: dict[str, Any], *, insert: bool = False) -> None:
+        """Queue the alert's row and its event for the next commit; memory changes now."""
+        store = _insert if insert else _update
+        done = self.store.transact(
+            lambda db: store(db, alert), [("alerts", "", dumps_item(event))],
+            tag=str(event["event"]),
         )
+        done.add_done_callback(_log_failure)
+        self._remember(alert)
+        self._tell("alerts", event)
 
-    def _event(self, event: str, old: Alert | None, new: Alert, who: str, why: str) -> None:
-        item = event_item(
+    def _tell(self, stream: str, item: dict[str, Any]) -> None:
+        if self._notify is not None:
+            try:
+                self._notify(stream, item)
+            except Exception:
+                log.exception("alert event not shown live", alert_event=item.get("event"))
+
+    @staticmethod
+    def _event(event: str, old: Alert | None, new: Alert, who: str, why: str) -> dict[str, Any]:
+        return event_item(
             event,
             alert_id=new.id,
             rule=new.rule,
@@ -406,10 +432,27 @@ class AlertManager:
             who=who,
             why=why,
         )
-        try:
-            self._emit("alerts", item)
-        except Exception:
-            log.exception("alert stored but not emitted", alert_event=event, alert_id=new.id)
+
+
+def _log_failure(done: Future[Any]) -> None:
+    exc = done.exception()
+    if exc is not None:
+        log.error("alert change not stored", error=repr(exc))
+
+
+def _insert(db: sqlite3.Connection, alert: Alert) -> None:
+    db.execute(
+        f"INSERT INTO alerts ({_COLUMNS}) VALUES ({', '.join('?' * len(_FIELDS))})",  # noqa: S608
+        _to_row(alert),
+    )
+
+
+def _update(db: sqlite3.Connection, alert: Alert) -> None:
+    assignments = ", ".join(f"{name} = ?" for name in _FIELDS[1:])
+    db.execute(
+        f"UPDATE alerts SET {assignments} WHERE id = ?",  # noqa: S608 - fixed columns
+        (*_to_row(alert)[1:], alert.id),
+    )
 
 
 def _worse(severity: str, current: Alert) -> bool:

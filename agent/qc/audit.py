@@ -1,33 +1,36 @@
 """Append-only audit trail: who did what, when, why, with old and new values (Annex 11, Part 11).
 
-Each record is stored in SQLite before it is emitted to the `audit` stream, so the local trail
-is complete even while the broker is away. Records are never updated or deleted: triggers in
-the database refuse it, and each record carries the SHA-256 of its predecessor's hash and its
-own content, so `verify_chain()` notices a record altered or removed outside this class.
+Each record is a row of the state database, committed in the same transaction as its `audit`
+stream item (and, for an acknowledgement, as the alert's new state), so the local trail is
+complete even while the broker is away, and never ahead of or behind the stream. Records are
+never updated or deleted: triggers in the database refuse it, and each record carries the
+SHA-256 of its predecessor's hash and its own content, so `verify_chain()` notices a record
+altered or removed outside this class.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import json
 import sqlite3
-import threading
 from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import structlog
 
-from agent.core.reading import event_item, rfc3339
+from agent.core.reading import dumps_item, event_item, rfc3339
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from datetime import datetime
     from typing import TextIO
 
+T = TypeVar("T")
 Emit = Callable[[str, dict[str, Any]], None]
-"""The sink of stream items: `emit("alerts" | "audit", item)`."""
+"""Who hears of stream items as they are made: `notify("alerts" | "audit", item)`."""
 log = structlog.get_logger("isoedge.audit")
 
 _SCHEMA = """
@@ -63,20 +66,88 @@ def _time_key(value: datetime | str | None) -> str | None:
     return rfc3339(value)
 
 
-class AuditLog:
-    """The agent's audit trail in SQLite (`state_dir/audit.db`), mirrored to the audit stream."""
+class StateWriter(Protocol):
+    """The one writer of the state database (the outbox's owner thread implements it)."""
 
-    def __init__(self, db_path: str | Path, emit: Emit | None = None) -> None:
-        self.path = Path(db_path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._emit = emit
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a trail entry must survive power loss
-        self._db.executescript(_SCHEMA)
-        row = self._db.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        self._last_hash: str = row[0] if row else ""
+    def transact(
+        self,
+        apply: Callable[[sqlite3.Connection], Any] | None,
+        items: list[tuple[str, str, str]] | None = None,
+        *,
+        tag: str = "",
+    ) -> Future[Any]:
+        """Queue a write and the stream items committed with it; resolves after the commit."""
+        ...
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(db)` on the writer's thread (reads, schema set-up)."""
+        ...
+
+
+class AuditLog:
+    """The agent's audit trail: a table of the state database, mirrored to the audit stream.
+
+    `record()` never touches the disk on the caller's thread: the row, its hash and the
+    stream item are written together by the state writer, in one transaction.
+    """
+
+    def __init__(self, store: StateWriter, notify: Emit | None = None) -> None:
+        self.store = store
+        self._notify = notify
+
+    async def open(self) -> None:
+        """Create the table and its append-only triggers if missing."""
+        await self.store.run(lambda db: db.executescript(_SCHEMA))
+
+    def entry(
+        self,
+        action: str,
+        actor: str,
+        subject: str,
+        *,
+        old: Any = None,
+        new: Any = None,
+        reason: str | None = None,
+        **details: Any,
+    ) -> dict[str, Any]:
+        """Build (not store) one record's item; `insert()` or `record()` stores it."""
+        if not action or not actor:
+            raise ValueError("an audit record needs an action and an actor")
+        clash = _RESERVED.intersection(details)
+        if clash:
+            raise ValueError(f"audit detail keys clash with the record's own: {sorted(clash)}")
+        return event_item(
+            action, actor=actor, subject=subject, old=old, new=new, reason=reason, **details
+        )
+
+    @staticmethod
+    def insert(db: sqlite3.Connection, item: dict[str, Any]) -> None:
+        """Store one built record, chained to the last one (on the writer's thread)."""
+        body = _dumps(item)
+        row = db.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        digest = hashlib.sha256(((row[0] if row else "") + body).encode()).hexdigest()
+        db.execute(
+            "INSERT INTO audit (id, t, action, actor, subject, item, hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (item["id"], item["t"], item["event"], item["actor"], item["subject"], body, digest),
+        )
+
+    def notify(self, item: dict[str, Any]) -> None:
+        """Tell the live view about a stored (or being stored) record."""
+        if self._notify is not None:
+            try:
+                self._notify("audit", item)
+            except Exception:
+                log.exception("audit record not shown live", action=item.get("event"))
+
+    def submit(self, item: dict[str, Any]) -> Future[Any]:
+        """Queue a built record with its stream item; the future resolves once committed."""
+        done = self.store.transact(
+            lambda db: self.insert(db, item), [("audit", "", dumps_item(item))],
+            tag=str(item["event"]),
+        )
+        self.notify(item)
+        return done
 
     def record(  # noqa: PLR0917 - who/what/old/new/why, as audit records read
         self,
@@ -88,34 +159,27 @@ class AuditLog:
         reason: str | None = None,
         **details: Any,
     ) -> dict[str, Any]:
-        """Store one record, emit it to the `audit` stream and return the item."""
-        if not action or not actor:
-            raise ValueError("an audit record needs an action and an actor")
-        clash = _RESERVED.intersection(details)
-        if clash:
-            raise ValueError(f"audit detail keys clash with the record's own: {sorted(clash)}")
-        item = event_item(
-            action, actor=actor, subject=subject, old=old, new=new, reason=reason, **details
-        )
-        body = _dumps(item)
-        with self._lock:
-            digest = hashlib.sha256((self._last_hash + body).encode()).hexdigest()
-            self._db.execute(
-                "INSERT INTO audit (id, t, action, actor, subject, item, hash) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (item["id"], item["t"], action, actor, subject, body, digest),
-            )
-            self._last_hash = digest
-        if self._emit is not None:
-            try:
-                self._emit("audit", item)
-            except Exception:
-                # The record is stored; the stream is a mirror. Never lose the local trail
-                # because publishing failed.
-                log.exception("audit record stored but not emitted", action=action)
+        """Queue one record (and its stream item) for the next commit; return the item."""
+        item = self.entry(action, actor, subject, old=old, new=new, reason=reason, **details)
+        self.submit(item)
         return item
 
-    def query(
+    async def record_durably(  # noqa: PLR0917 - as record()
+        self,
+        action: str,
+        actor: str,
+        subject: str,
+        old: Any = None,
+        new: Any = None,
+        reason: str | None = None,
+        **details: Any,
+    ) -> dict[str, Any]:
+        """`record()`, returning only once the record is committed."""
+        item = self.entry(action, actor, subject, old=old, new=new, reason=reason, **details)
+        await asyncio.wrap_future(self.submit(item))
+        return item
+
+    async def query(
         self,
         *,
         since: datetime | str | None = None,
@@ -140,8 +204,9 @@ class AuditLog:
                 params.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = f"SELECT item FROM audit {where} ORDER BY seq LIMIT ?"  # noqa: S608 - fixed columns
-        with self._lock:
-            rows = self._db.execute(sql, (*params, max(0, int(limit)))).fetchall()
+        rows = await self.store.run(
+            lambda db: db.execute(sql, (*params, max(0, int(limit)))).fetchall()
+        )
         return [json.loads(row[0]) for row in rows]
 
     @staticmethod
@@ -167,21 +232,19 @@ class AuditLog:
             count += 1
         return count
 
-    def verify_chain(self) -> int | None:
+    async def verify_chain(self) -> int | None:
         """Seq of the first record whose hash does not match, or None when the chain holds."""
-        previous = ""
-        with self._lock:
-            rows = self._db.execute("SELECT seq, item, hash FROM audit ORDER BY seq").fetchall()
-        for seq, body, digest in rows:
-            if hashlib.sha256((previous + body).encode()).hexdigest() != digest:
-                return int(seq)
-            previous = digest
-        return None
+        return await self.store.run(verify_chain)
 
-    def close(self) -> None:
-        """Close the database (safe to call twice)."""
-        with self._lock:
-            self._db.close()
+
+def verify_chain(db: sqlite3.Connection) -> int | None:
+    """Seq of the first audit record whose hash does not match, or None when the chain holds."""
+    previous = ""
+    for seq, body, digest in db.execute("SELECT seq, item, hash FROM audit ORDER BY seq"):
+        if hashlib.sha256((previous + body).encode()).hexdigest() != digest:
+            return int(seq)
+        previous = digest
+    return None
 
 
 def _csv_safe(cell: str) -> str:

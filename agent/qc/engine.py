@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from agent.core.states import LINK_STATES
 from agent.qc.config import (
     BackgroundRule,
     ConstancyRule,
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("isoedge.qc")
 
-DEVICE_STATES = frozenset({"connecting", "online", "degraded", "offline"})
 
 
 class QCEngine:
@@ -135,7 +135,7 @@ class QCEngine:
 
     def on_device_state(self, device: str, state: str, detail: str | None = None) -> None:
         """A device's connection state: connecting, online, degraded or offline."""
-        if state not in DEVICE_STATES:
+        if state not in LINK_STATES:
             log.warning("unknown device state", device=device, state=state)
             return
         now = self._clock()
@@ -207,4 +207,4 @@ class QCEngine:
         return [r.name for r in self._rules]
 
 
-__all__ = ["DEVICE_STATES", "QC_ACTOR", "QCEngine"]
+__all__ = ["QC_ACTOR", "QCEngine"]

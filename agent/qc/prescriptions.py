@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agent.core.reading import rfc3339
 from agent.physics.nuclides import normalize_nuclide
 from agent.physics.units import ACTIVITY_TO_MBQ, canonical_unit
 
@@ -44,7 +45,7 @@ class Prescription:
             "id": self.id,
             "nuclide": self.nuclide,
             "activity_mbq": self.activity_mbq,
-            "scheduled": self.scheduled.isoformat(),
+            "scheduled": rfc3339(self.scheduled),
             "device": self.device,
             "note": self.note,
             "origin": self.origin,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from agent.core.reading import rfc3339
 from agent.physics.nuclides import decay_value, normalize_nuclide
 from agent.physics.units import ACTIVITY_TO_MBQ, canonical_unit, is_activity_unit
 from drivers.base import Quality
@@ -472,7 +473,7 @@ class ConstancyEvaluator(RuleRuntime):
             nuclide=c.source.nuclide,
             measured_mbq=measured,
             expected_mbq=expected,
-            measured_at=reading.t.isoformat(),
+            measured_at=rfc3339(reading.t),
         )
 
 
@@ -532,7 +533,7 @@ class DosageEvaluator(RuleRuntime):
                 "qc.dosage", QC_ACTOR, subject,
                 new={"result": outcome, "candidates": sorted(p.id for p in candidates)},
                 reason=f"{measured:.4g} MBq {nuclide}: {outcome}; arm the prescription to check it",
-                rule=self.name, measured_mbq=measured, measured_at=reading.t.isoformat(),
+                rule=self.name, measured_mbq=measured, measured_at=rfc3339(reading.t),
             )  # fmt: skip
             return
         self._judge(candidates[0], reading, measured, half_life)
@@ -548,7 +549,7 @@ class DosageEvaluator(RuleRuntime):
         else:
             result, severity = "outside regulatory limit", c.severity
         text = (
-            f"dosage {rx.id} {result}: {at_schedule:.4g} MBq at {rx.scheduled.isoformat()} vs "
+            f"dosage {rx.id} {result}: {at_schedule:.4g} MBq at {rfc3339(rx.scheduled)} vs "
             f"prescribed {rx.activity_mbq:.4g} MBq ({deviation:+.1f}%; site "
             f"±{c.site_tolerance_pct:g}%, limit ±{c.regulatory_limit_pct:g}%)"
         )
@@ -558,7 +559,7 @@ class DosageEvaluator(RuleRuntime):
             "deviation_pct": round(deviation, 3),
             "measured_mbq": measured,
             "at_scheduled_mbq": at_schedule,
-            "measured_at": reading.t.isoformat(),
+            "measured_at": rfc3339(reading.t),
         }
         self._book.disarm_if(reading.device, rx.id)
         if severity is None:

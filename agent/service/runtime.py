@@ -15,26 +15,31 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
-from agent import __version__
 from agent.acquisition.pipeline import Pipeline
 from agent.acquisition.state import LiveState
 from agent.acquisition.supervisor import DeviceSupervisor
-from agent.core.reading import rfc3339
+from agent.console.backend import AgentIdentity, DeliveryView, DeviceView
+from agent.core.reading import rfc3339_now
+from agent.core.states import LINK_STATES
 from agent.core.tasks import RECANCEL_S, cancel_and_wait
-from agent.delivery.outbox import Outbox
+from agent.core.version import __version__
+from agent.delivery.outbox import Outbox, OutboxError, OutboxStats
 from agent.delivery.publish import LinkState, Publisher
 from agent.delivery.signing import Signer, load_public_jwks
 from agent.delivery.topics import Topics
 from agent.physics.nuclides import NuclideTable
-from agent.qc.alerts import AlertManager
+from agent.qc.alerts import Alert, AlertManager
 from agent.qc.audit import AuditLog
 from agent.qc.engine import QCEngine
 from agent.service.clock import ClockMonitor
 from agent.service.config import Config
+from agent.service.migrate import import_legacy_stores
 from agent.service.reload import ReloadResult, apply_reload, serve_reload_requests
 from agent.service.sdnotify import SystemdNotifier
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from agent.console import WebConsole
     from drivers.base import DeviceConfigBase
 
@@ -71,11 +76,10 @@ class Agent:
         self.pipeline = Pipeline(
             self.outbox, self.live, devices, half_life=self.nuclides.half_life_s
         )
-        state_dir = config.agent.state_dir
-        self.audit = AuditLog(state_dir / "audit.db", emit=self.pipeline.emit_event)
-        self.alerts = AlertManager(
-            state_dir / "alerts.db", emit=self.pipeline.emit_event, audit=self.audit
-        )
+        # Alerts and the audit trail are tables of the outbox's state database, written by its
+        # one owner thread together with their stream items (docs/development.md).
+        self.audit = AuditLog(self.outbox, notify=self.live.on_event)
+        self.alerts = AlertManager(self.outbox, self.audit, notify=self.live.on_event)
         self.qc = QCEngine(
             config.rules,
             self.alerts,
@@ -101,7 +105,7 @@ class Agent:
             # aiohttp loads only when the console is wanted.
             from agent.console import WebConsole  # noqa: PLC0415
 
-            self.web = WebConsole(self, config.web)
+            self.web = WebConsole(RuntimeConsoleBackend(self), config.web)
         self.started = asyncio.Event()
         self.started_at = time.time()
         self.exit_code = 0
@@ -137,7 +141,7 @@ class Agent:
 
     def _on_device_state(self, device: str, state: str, detail: str | None) -> None:
         self.publisher.mark_status_dirty()
-        if state in {"connecting", "online", "degraded", "offline"}:
+        if state in LINK_STATES:
             self.qc.on_device_state(device, state, detail)
 
     def _on_quota_change(self, state: str, used_bytes: int) -> None:
@@ -179,10 +183,26 @@ class Agent:
             await self._run(stop)
         finally:
             self._lock.close()
+            log.info("agent stopped")
 
     async def _run(self, stop: asyncio.Event) -> None:
-        await self.outbox.start()
-        await self._start_web()
+        async with contextlib.AsyncExitStack() as stack:
+            # Closed in reverse order whatever fails: the console first, the state database
+            # last (a console that fails to stop must not keep the outbox from flushing).
+            await self.outbox.start()
+            stack.push_async_callback(self.outbox.close)
+            await self.outbox.run(lambda db: import_legacy_stores(db, self.config.agent.state_dir))
+            await self.audit.open()
+            await self.alerts.open()
+            stack.push_async_callback(self._stop_web)
+            await self._start_web()
+            await self._serve(stop)
+
+    async def _stop_web(self) -> None:
+        if self.web is not None:
+            await self.web.stop()
+
+    async def _serve(self, stop: asyncio.Event) -> None:
         self.audit.record(
             "config.loaded",
             actor="isoedge",
@@ -224,13 +244,7 @@ class Agent:
                 await self._shutdown(publisher_task, list(self._device_tasks.values()))
         finally:
             self._group = None
-            if self.web is not None:
-                await self.web.stop()
-            await self.outbox.close()
-            self.alerts.close()
-            self.audit.close()
             self.notifier.close()
-            log.info("agent stopped")
 
     async def _announce_key(self) -> None:
         """Write `key.rotated` to the audit trail when the signing key changed since last run.
@@ -398,11 +412,89 @@ def lock_state_dir(state_dir: Path) -> TextIO:
     return handle
 
 
-def rfc3339_now() -> str:
-    """Now, RFC 3339 UTC."""
-    from datetime import UTC, datetime  # noqa: PLC0415
 
-    return rfc3339(datetime.now(UTC))
+class RuntimeConsoleBackend:
+    """The running agent seen through the console's narrow interface (`ConsoleBackend`)."""
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+        config = agent.config
+        self.identity = AgentIdentity(
+            site=config.agent.site,
+            agent_id=config.agent.id,
+            version=__version__,
+            kid=agent.signer.kid,
+            broker_url=config.broker.url,
+            topic_base=agent.topics.base,
+        )
+        self.live = agent.live
+
+    @property
+    def started(self) -> bool:
+        """True once the agent has finished starting."""
+        return self._agent.started.is_set()
+
+    @property
+    def started_at(self) -> float:
+        """Epoch seconds the agent started at."""
+        return self._agent.started_at
+
+    def devices(self) -> list[DeviceView]:
+        """Every supervised device, sorted by id."""
+        return [
+            DeviceView(id=device_id, type=sup.config.type, description=sup.config.description,
+                       state=sup.state.value, detail=sup.detail)
+            for device_id, sup in sorted(self._agent.supervisors.items())
+        ]
+
+    def delivery(self) -> DeliveryView:
+        """Outbox and broker link state."""
+        agent = self._agent
+        link = agent.publisher.state
+        return DeliveryView(
+            link_state=link.value,
+            connected=link is LinkState.CONNECTED,
+            published_items=agent.publisher.published_items,
+            published_envelopes=agent.publisher.published_envelopes,
+            reconnects=agent.publisher.reconnects,
+            quota_state=agent.outbox.quota_state,
+            quota_bytes=agent.outbox.quota_bytes,
+            writer_alive=agent.outbox.alive,
+        )
+
+    async def outbox_stats(self) -> OutboxStats | None:
+        """Backlog figures (None while the outbox is not running)."""
+        try:
+            return await self._agent.outbox.stats()
+        except OutboxError:
+            return None
+
+    def open_alerts(self) -> list[Alert]:
+        """Alerts needing attention (in memory)."""
+        return self._agent.alerts.open_alerts()
+
+    async def recent_alerts(self, limit: int) -> list[Alert]:
+        """The newest alerts, open or closed."""
+        return await self._agent.alerts.all_alerts(limit=limit)
+
+    async def acknowledge_alert(self, alert_id: str, user: str, reason: str) -> Alert:
+        """Alert state, audit record and stream events in one transaction."""
+        return await self._agent.alerts.acknowledge(alert_id, user, reason)
+
+    async def audit_query(
+        self,
+        *,
+        since: datetime | None,
+        until: datetime | None,
+        actor: str | None,
+        action: str | None,
+        subject: str | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """Audit records matching the filters, oldest first."""
+        return await self._agent.audit.query(
+            since=since, until=until, actor=actor, action=action, subject=subject, limit=limit
+        )
 
 
 async def run_until_signalled(agent: Agent) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent import __version__
+from agent.core.version import __version__
 
 DEFAULT_CONFIG = "/etc/isoedge/isoedge.toml"  # CONTRACT.md §4
 
@@ -180,12 +180,12 @@ def _parse_broker(url: str) -> tuple[str, int, bool]:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """`isoedge verify --broker URL --key JWK`."""
-    from agent.delivery.signing import load_public_jwks  # noqa: PLC0415
+    from agent.delivery.verification import KeyRegistry  # noqa: PLC0415
     from agent.tools.verify import Verifier, subscribe_and_verify  # noqa: PLC0415
 
     try:
         host, port, tls = _parse_broker(args.broker)
-        keys = load_public_jwks([Path(k) for k in args.key])
+        keys = KeyRegistry.from_files(Path(k) for k in args.key)
     except (ValueError, OSError, KeyError) as exc:
         _err(f"isoedge verify: {exc}")
         return EXIT_USAGE

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.delivery.signing import VerificationError, b64url, verify_envelope
+from agent.delivery.signing import b64url
+from agent.delivery.verification import KeyRegistry, VerificationError
 
 
 @dataclass
@@ -27,7 +27,7 @@ class _AgentChain:
 class Verifier:
     """Accumulates envelopes and reports every integrity problem found."""
 
-    keys: dict[str, Ed25519PublicKey]
+    keys: KeyRegistry
     envelopes: int = 0
     items: int = 0
     bad_signatures: list[dict[str, Any]] = field(default_factory=list)
@@ -44,10 +44,11 @@ class Verifier:
         if topic.endswith("/status"):
             return
         try:
-            _header, payload, document = verify_envelope(body, self.keys)
+            verified = self.keys.verify(body)
         except VerificationError as exc:
             self.bad_signatures.append({"topic": topic, "error": str(exc)})
             return
+        payload, document = verified.payload, verified.document
         self.envelopes += 1
         agent = f"{document.get('site')}/{document.get('agent')}"
         chain = self.chains.setdefault(agent, _AgentChain())

@@ -174,7 +174,7 @@ async def test_viewer_may_look_but_not_acknowledge(secured):
                             json={"name": "victor", "reason": "seen"}) as response:
         assert response.status == 403
     assert not agent.alerts.get(alert_id).acknowledged
-    assert agent.audit.query(action="alert.acknowledged") == []
+    assert await agent.audit.query(action="alert.acknowledged") == []
 
 
 async def test_qa_acknowledges_with_reason_and_it_is_audited(secured):
@@ -266,12 +266,17 @@ async def test_healthz_is_public_and_metrics_take_a_bearer_token(secured):
     assert samples['isoedge_device_readings_total{device="area-1"}'] >= 3
     assert samples['isoedge_device_state{device="area-1",state="online"}'] == 1
     assert samples['isoedge_device_errors_total{device="area-1"}'] == 0
-    assert samples['isoedge_alerts_open{state="active",severity="critical"}'] == 1
+    assert samples['isoedge_alerts_open{severity="critical",state="active"}'] == 1
     assert samples['isoedge_event_items_total{event="alert.raised"}'] == 1
     assert samples["isoedge_outbox_thread_up"] == 1
     assert "isoedge_outbox_oldest_unsent_age_seconds" in samples
     assert "isoedge_mqtt_reconnects_total" in samples
     assert samples["isoedge_healthy"] == 1
+    # prometheus_client's own collectors come with it; counters carry `_total`, once.
+    assert samples["process_resident_memory_bytes"] > 0
+    assert any(k.startswith("isoedge_build_info{") for k in samples)
+    assert not any("_total_total" in k for k in samples)
+    assert "# TYPE isoedge_readings_acquired_total counter" in text
 
 
 def parse_prometheus(text: str) -> dict[str, float]:

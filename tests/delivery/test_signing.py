@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import stat
 import subprocess
@@ -11,13 +12,8 @@ from collector import jose_verify
 from helpers import cli_env, isoedge_cmd
 from joserfc.jwk import OKPKey
 
-from agent.delivery.signing import (
-    Signer,
-    VerificationError,
-    generate_key_files,
-    load_public_jwks,
-    verify_envelope,
-)
+from agent.delivery.signing import Signer, generate_key_files
+from agent.delivery.verification import KeyRegistry, VerificationError
 
 
 def test_keygen_writes_0600_key_and_public_jwk(tmp_path):
@@ -51,20 +47,39 @@ def test_envelope_verifies_with_joserfc_and_tampering_fails(tmp_path):
     assert header["alg"] == "Ed25519"
     assert header["typ"] == "isoedge+json"
 
-    keys = load_public_jwks([tmp_path / "signing.pub.jwk"])
-    verify_envelope(body, keys)
+    keys = KeyRegistry.from_files([tmp_path / "signing.pub.jwk"])
+    assert keys.verify(body).payload == payload
     document = json.loads(body)
     document["payload"] = document["payload"][:-2] + ("A" if document["payload"][-2] != "A" else "B") + document["payload"][-1]
-    with pytest.raises(VerificationError):
-        verify_envelope(json.dumps(document).encode(), keys)
+    with pytest.raises(VerificationError, match="bad signature") as refused:
+        keys.verify(json.dumps(document).encode())
+    assert refused.value.reason == "bad_signature"
 
 
 def test_signature_by_another_key_is_rejected(tmp_path):
     generate_key_files(tmp_path / "a")
     other = generate_key_files(tmp_path / "b")
-    keys = load_public_jwks([tmp_path / "a" / "signing.pub.jwk"])
-    with pytest.raises(VerificationError, match="unknown kid"):
-        verify_envelope(other.sign_bytes(b"{}"), keys)
+    keys = KeyRegistry.from_files([tmp_path / "a" / "signing.pub.jwk"])
+    with pytest.raises(VerificationError, match="unknown kid") as refused:
+        keys.verify(other.sign_bytes(b"{}"))
+    assert refused.value.reason == "unknown_key"
+
+
+def test_the_kid_in_a_header_is_never_trusted(tmp_path):
+    honest = generate_key_files(tmp_path / "a")
+    forger = generate_key_files(tmp_path / "b")
+    keys = KeyRegistry.from_files([tmp_path / "a" / "signing.pub.jwk"])
+    # A registry file that claims another kid for the key: the computed thumbprint wins.
+    claimed = {**honest.jwk, "kid": forger.kid}
+    assert KeyRegistry([claimed]).kids == {honest.kid}
+    # An envelope signed by the forger but naming the honest kid is a bad signature.
+    document = json.loads(forger.sign_bytes(b"{}"))
+    header = json.loads(base64.urlsafe_b64decode(document["protected"] + "=="))
+    header["kid"] = honest.kid
+    document["protected"] = base64.urlsafe_b64encode(
+        json.dumps(header).encode()).rstrip(b"=").decode()
+    with pytest.raises(VerificationError, match="bad signature"):
+        keys.verify(json.dumps(document).encode())
 
 
 def test_signer_loads_what_keygen_wrote(tmp_path):

@@ -5,34 +5,26 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from statestore import StateStore
 
-from agent.qc.alerts import AlertError, AlertManager, UnknownAlertError
-from agent.qc.audit import AuditLog
-
-
-class Sink:
-    def __init__(self):
-        self.items: list[tuple[str, dict]] = []
-
-    def __call__(self, stream, item):
-        self.items.append((stream, item))
-
-    def events(self, stream="alerts"):
-        return [item["event"] for s, item in self.items if s == stream]
+from agent.qc.alerts import AlertError, UnknownAlertError
 
 
 @pytest.fixture
-def sink():
-    return Sink()
+async def store(tmp_path):
+    state = await StateStore(tmp_path).open()
+    yield state
+    await state.close()
 
 
 @pytest.fixture
-def manager(tmp_path, sink):
-    audit = AuditLog(tmp_path / "audit.db", sink)
-    alerts = AlertManager(tmp_path / "alerts.db", sink, audit=audit)
-    yield alerts
-    alerts.close()
-    audit.close()
+def manager(store):
+    return store.alerts
+
+
+@pytest.fixture
+def sink(store):
+    return store.heard
 
 
 def test_raised_once_then_updated_on_severity_change_then_cleared(manager, sink):
@@ -67,19 +59,19 @@ def test_other_keys_are_separate_alerts(manager):
     assert len({a.id, b.id, c.id}) == 3
 
 
-def test_acknowledge_needs_name_and_reason_and_only_once(manager, sink):
+async def test_acknowledge_needs_name_and_reason_and_only_once(manager, sink):
     alert = manager.raise_alert("p", "hc1", "pressure", "alarm", "not negative", -3.0)
     with pytest.raises(AlertError, match="name"):
-        manager.acknowledge(alert.id, "  ", "seen")
+        await manager.acknowledge(alert.id, "  ", "seen")
     with pytest.raises(AlertError, match="reason"):
-        manager.acknowledge(alert.id, "Dr. Curie", "")
+        await manager.acknowledge(alert.id, "Dr. Curie", "")
     with pytest.raises(UnknownAlertError, match="no alert with id 'nope'"):
-        manager.acknowledge("nope", "Dr. Curie", "seen")
-    acked = manager.acknowledge(alert.id, "Dr. Curie", "door seal replaced")
+        await manager.acknowledge("nope", "Dr. Curie", "seen")
+    acked = await manager.acknowledge(alert.id, "Dr. Curie", "door seal replaced")
     assert acked.acknowledged_by == "Dr. Curie"
     assert acked.state == "active_acknowledged"
     with pytest.raises(AlertError, match=r"already acknowledged by Dr\. Curie"):
-        manager.acknowledge(alert.id, "Someone", "again")
+        await manager.acknowledge(alert.id, "Someone", "again")
     alert_item = next(
         i for s, i in sink.items if s == "alerts" and i["event"] == "alert.acknowledged"
     )
@@ -92,38 +84,37 @@ def test_acknowledge_needs_name_and_reason_and_only_once(manager, sink):
     assert audit_item["actor"] == "Dr. Curie"
     assert audit_item["reason"] == "door seal replaced"
     assert audit_item["subject"] == f"alert/{alert.id}"
-    assert manager.audit.query(action="alert.acknowledged")[0]["id"] == audit_item["id"]
+    assert (await manager.audit.query(action="alert.acknowledged"))[0]["id"] == audit_item["id"]
 
 
-def test_open_alerts_until_cleared_and_acknowledged(manager):
+async def test_open_alerts_until_cleared_and_acknowledged(manager):
     a = manager.raise_alert("r", "d", "c", "warning", "w")
     b = manager.raise_alert("r2", "d", "c", "critical", "crit")
     assert [x.id for x in manager.open_alerts()] == [b.id, a.id]  # worst first
-    manager.acknowledge(a.id, "QA", "known")
+    await manager.acknowledge(a.id, "QA", "known")
     assert a.id in {x.id for x in manager.open_alerts()}  # still active
     manager.clear_alert("r", "d", "c")
     assert a.id not in {x.id for x in manager.open_alerts()}  # closed
     manager.clear_alert("r2", "d", "c")
     assert b.id in {x.id for x in manager.open_alerts()}  # cleared, unacknowledged
-    assert manager.get(a.id).state == "closed"
-    assert len(manager.all_alerts(limit=10)) == 2
+    assert (await manager.fetch(a.id)).state == "closed"
+    assert len(await manager.all_alerts(limit=10)) == 2
 
 
-def test_worse_severity_needs_a_fresh_acknowledgement(manager):
+async def test_worse_severity_needs_a_fresh_acknowledgement(manager):
     alert = manager.raise_alert("r", "d", "c", "warning", "w")
-    manager.acknowledge(alert.id, "QA", "watching")
+    await manager.acknowledge(alert.id, "QA", "watching")
     worse = manager.raise_alert("r", "d", "c", "critical", "c")
     assert not worse.acknowledged
-    manager.acknowledge(alert.id, "QA", "acting")
+    await manager.acknowledge(alert.id, "QA", "acting")
 
 
-def test_state_survives_restart(tmp_path, sink):
-    path = tmp_path / "alerts.db"
-    first = AlertManager(path, sink)
+async def test_state_survives_restart(store):
+    first = store.alerts
     alert = first.raise_alert("dose", "am1", "dose_rate", "alarm", "high", 5.0)
-    first.acknowledge(alert.id, "QA", "investigating")
-    first.close()
-    second = AlertManager(path, sink)
+    await first.acknowledge(alert.id, "QA", "investigating")
+    await store.restart()
+    second = store.alerts
     again = second.raise_alert("dose", "am1", "dose_rate", "alarm", "high", 5.0)
     assert again.id == alert.id  # deduplicated across the restart
     assert again.acknowledged_by == "QA"
@@ -131,21 +122,17 @@ def test_state_survives_restart(tmp_path, sink):
     cleared = second.clear_alert("dose", "am1", "dose_rate")
     assert cleared is not None
     assert cleared.state == "closed"
-    second.close()
-    third = AlertManager(path, sink)
+    await store.restart()
+    third = store.alerts
     assert third.open_alerts() == []
-    assert third.get(alert.id).ack_reason == "investigating"
-    # without an AuditLog passed in, acknowledgements went to the alert database's own trail
-    assert third.audit.query(action="alert.acknowledged")[0]["actor"] == "QA"
-    third.close()
+    assert (await third.fetch(alert.id)).ack_reason == "investigating"
+    assert (await store.audit.query(action="alert.acknowledged"))[0]["actor"] == "QA"
 
 
-def test_one_active_alert_per_key_is_enforced_by_the_database(tmp_path, sink):
-    path = tmp_path / "alerts.db"
-    manager = AlertManager(path, sink)
-    manager.raise_alert("r", "d", "c", "warning", "w")
-    manager.close()
-    db = sqlite3.connect(path)
+async def test_one_active_alert_per_key_is_enforced_by_the_database(store):
+    store.alerts.raise_alert("r", "d", "c", "warning", "w")
+    await store.close()
+    db = sqlite3.connect(store.path)
     with pytest.raises(sqlite3.IntegrityError):
         db.execute(
             "INSERT INTO alerts SELECT 'other', rule, device, channel, subject, severity, message,"
@@ -153,13 +140,36 @@ def test_one_active_alert_per_key_is_enforced_by_the_database(tmp_path, sink):
             " details FROM alerts"
         )
     db.close()
+    await store.open()
 
 
-def test_emit_failure_does_not_lose_the_alert(tmp_path):
+async def test_a_failing_live_view_does_not_lose_the_alert(tmp_path):
     def broken(stream, item):
-        raise RuntimeError("outbox down")
+        raise RuntimeError("console gone")
 
-    manager = AlertManager(tmp_path / "alerts.db", broken)
-    alert = manager.raise_alert("r", "d", "c", "warning", "w")
-    assert manager.get(alert.id).active
-    manager.close()
+    store = await StateStore(tmp_path, heard=broken).open()
+    try:
+        alert = store.alerts.raise_alert("r", "d", "c", "warning", "w")
+        await store.settle()
+        assert store.alerts.get(alert.id).active
+        assert [i["event"] for i in store.stream_items("alerts")] == ["alert.raised"]
+    finally:
+        await store.close()
+
+
+async def test_every_change_goes_to_the_alerts_stream_in_the_state_database(store):
+    alert = store.alerts.raise_alert("p", "hc1", "pressure", "alarm", "not negative", -3.0)
+    await store.alerts.acknowledge(alert.id, "Dr. Curie", "door seal replaced")
+    store.alerts.clear_alert("p", "hc1", "pressure", "negative again", -20.0)
+    await store.settle()
+    assert [i["event"] for i in store.stream_items("alerts")] == [
+        "alert.raised", "alert.acknowledged", "alert.cleared"]
+    audit = store.stream_items("audit")
+    assert [i["event"] for i in audit] == ["alert.acknowledged"]
+    assert audit[0]["actor"] == "Dr. Curie"
+    db = sqlite3.connect(store.path)
+    try:
+        row = db.execute("SELECT active, ack_by FROM alerts WHERE id = ?", (alert.id,)).fetchone()
+    finally:
+        db.close()
+    assert row == (0, "Dr. Curie")

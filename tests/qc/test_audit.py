@@ -9,23 +9,29 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from statestore import StateStore
 
 from agent.qc.audit import AuditLog
 
 
 @pytest.fixture
-def emitted():
-    return []
+async def store(tmp_path):
+    state = await StateStore(tmp_path).open()
+    yield state
+    await state.close()
 
 
 @pytest.fixture
-def audit(tmp_path, emitted):
-    log = AuditLog(tmp_path / "audit.db", lambda s, i: emitted.append((s, i)))
-    yield log
-    log.close()
+def emitted(store):
+    return store.heard.items
 
 
-def test_record_is_stored_and_emitted(audit, emitted):
+@pytest.fixture
+def audit(store):
+    return store.audit
+
+
+async def test_record_is_stored_and_emitted(audit, emitted):
     item = audit.record(
         "config.loaded", "isoedge", "/etc/isoedge/isoedge.toml", new={"devices": 3}, kid="abc"
     )
@@ -34,26 +40,27 @@ def test_record_is_stored_and_emitted(audit, emitted):
     assert item["actor"] == "isoedge"
     assert item["new"] == {"devices": 3}
     assert item["kid"] == "abc"
-    assert audit.query() == [item]
+    assert await audit.query() == [item]
 
 
-def test_query_filters(audit):
+async def test_query_filters(audit):
     audit.record("alert.acknowledged", "alice", "alert/1", reason="r1")
     audit.record("alert.acknowledged", "bob", "alert/2", reason="r2")
     audit.record("key.rotated", "isoedge", "signing", old="kid1", new="kid2")
-    assert [r["subject"] for r in audit.query(actor="alice")] == ["alert/1"]
-    assert len(audit.query(action="alert.acknowledged")) == 2
-    assert audit.query(subject="signing")[0]["new"] == "kid2"
-    assert len(audit.query(limit=2)) == 2
+    assert [r["subject"] for r in await audit.query(actor="alice")] == ["alert/1"]
+    assert len(await audit.query(action="alert.acknowledged")) == 2
+    assert (await audit.query(subject="signing"))[0]["new"] == "kid2"
+    assert len(await audit.query(limit=2)) == 2
     future = datetime.now(UTC) + timedelta(hours=1)
-    assert audit.query(since=future) == []
-    assert len(audit.query(until=future)) == 3
-    assert len(audit.query(since="2000-01-01T00:00:00.000000Z")) == 3
+    assert await audit.query(since=future) == []
+    assert len(await audit.query(until=future)) == 3
+    assert len(await audit.query(since="2000-01-01T00:00:00.000000Z")) == 3
 
 
-def test_records_cannot_be_changed_or_deleted(tmp_path, audit):
+async def test_records_cannot_be_changed_or_deleted(store, audit):
     audit.record("clock.jump", "isoedge", "clock", old="t1", new="t2")
-    db = sqlite3.connect(tmp_path / "audit.db")
+    await store.settle()
+    db = sqlite3.connect(store.path)
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         db.execute("UPDATE audit SET actor = 'mallory'")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
@@ -61,28 +68,29 @@ def test_records_cannot_be_changed_or_deleted(tmp_path, audit):
     db.close()
 
 
-def test_hash_chain_detects_tampering(tmp_path, audit):
+async def test_hash_chain_detects_tampering(store, audit):
     for n in range(3):
         audit.record("x", "isoedge", f"s{n}")
-    assert audit.verify_chain() is None
-    db = sqlite3.connect(tmp_path / "audit.db")
+    assert await audit.verify_chain() is None
+    db = sqlite3.connect(store.path)
     db.execute("DROP TRIGGER audit_no_update")  # someone with file access, bypassing the class
     db.execute("UPDATE audit SET item = replace(item, 's1', 'sX') WHERE seq = 2")
     db.commit()
     db.close()
-    assert audit.verify_chain() == 2
+    assert await audit.verify_chain() == 2
 
 
-def test_persists_and_chain_continues_after_reopen(tmp_path):
-    path = tmp_path / "audit.db"
-    first = AuditLog(path)
-    first.record("a", "isoedge", "s")
-    first.close()
-    second = AuditLog(path)
-    second.record("b", "isoedge", "s")
-    assert [r["event"] for r in second.query()] == ["a", "b"]
-    assert second.verify_chain() is None
-    second.close()
+async def test_persists_and_chain_continues_after_reopen(store):
+    store.audit.record("a", "isoedge", "s")
+    await store.restart()
+    store.audit.record("b", "isoedge", "s")
+    assert [r["event"] for r in await store.audit.query()] == ["a", "b"]
+    assert await store.audit.verify_chain() is None
+
+
+async def test_a_record_goes_to_the_audit_stream_in_the_same_database(store):
+    item = await store.audit.record_durably("config.loaded", "isoedge", "cfg")
+    assert [i["id"] for i in store.stream_items("audit")] == [item["id"]]
 
 
 def test_reserved_detail_keys_and_missing_actor_are_refused(audit):
@@ -92,13 +100,13 @@ def test_reserved_detail_keys_and_missing_actor_are_refused(audit):
         audit.record("a", "", "s")
 
 
-def test_csv_export(audit):
+async def test_csv_export(audit):
     audit.record("alert.acknowledged", "Dr. Curie", "alert/1", old={"state": "active"},
                  new={"state": "active_acknowledged"}, reason="=HYPERLINK(evil)",
                  rule="dose")  # fmt: skip
     audit.record("config.loaded", "isoedge", "cfg", new=-5)
     out = io.StringIO()
-    assert AuditLog.export_csv(audit.query(), out) == 2
+    assert AuditLog.export_csv(await audit.query(), out) == 2
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert rows[0]["actor"] == "Dr. Curie"
     assert json.loads(rows[0]["old"]) == {"state": "active"}

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 
 import pytest
 from helpers import REPO
+from statestore import StateStore
 
 from agent.core.reading import Reading
 from agent.physics import NuclideTable
 from agent.qc import QCEngine
-from agent.qc.alerts import AlertManager
 from agent.service.config import ConfigError, parse_config
 from drivers.base import Quality
 
@@ -100,9 +100,10 @@ def test_duplicate_rule_names_are_refused():
     assert any("duplicate rule name 't'" in p for p in _problems(rule, rule))
 
 
-def test_unmatched_readings_are_cheap(tmp_path):
+async def test_unmatched_readings_are_cheap(tmp_path):
     config = parse_config(_config({**THRESHOLD, "high": 1.0}))
-    alerts = AlertManager(tmp_path / "alerts.db", lambda _s, _i: None)
+    store = await StateStore(tmp_path).open()
+    alerts = store.alerts
     engine = QCEngine(config.rules, alerts, NuclideTable(), {})
     reading = Reading(device="area-monitor-1", channel="dose_rate", t=datetime.now(UTC),
                       value=0.1, unit="uSv/h", quality=Quality.GOOD, raw_value=0.1,
@@ -111,5 +112,5 @@ def test_unmatched_readings_are_cheap(tmp_path):
     for _ in range(100_000):
         engine.on_reading(reading)
     elapsed = time.perf_counter() - start
-    alerts.close()
+    await store.close()
     assert elapsed < 1.0  # 100k readings; the pipeline needs 20k/s with room to spare

@@ -8,12 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import TypeAdapter
+from statestore import StateStore
 
 from agent.core.reading import Reading
 from agent.physics import NUCLIDES, NuclideTable
 from agent.qc import QCEngine
-from agent.qc.alerts import AlertManager
-from agent.qc.audit import AuditLog
 from agent.qc.config import RuleConfig
 from drivers.base import Quality
 
@@ -38,24 +37,23 @@ class Harness:
         self.polls = polls or {}
         self.clock = Clock()
         self.events = []
-        self._open()
 
-    def _open(self):
-        self.audit = AuditLog(self.path / "audit.db", self._emit)
-        self.alerts = AlertManager(self.path / "alerts.db", self._emit, audit=self.audit)
+    async def open(self):
+        self.store = await StateStore(self.path, heard=self._emit).open()
+        self.audit = self.store.audit
+        self.alerts = self.store.alerts
         self.engine = QCEngine(self.rules, self.alerts, NuclideTable(), self.polls, self.clock)
+        return self
 
     def _emit(self, stream, item):
         self.events.append((stream, item))
 
-    def restart(self):
-        self.alerts.close()
-        self.audit.close()
-        self._open()
+    async def restart(self):
+        await self.store.close()
+        await self.open()
 
-    def close(self):
-        self.alerts.close()
-        self.audit.close()
+    async def close(self):
+        await self.store.close()
 
     def feed(self, device, channel, value, unit, *, dt=1.0, t=None, nuclide=None, quality=None):
         self.clock.now += dt
@@ -74,23 +72,23 @@ class Harness:
 
 
 @pytest.fixture
-def make(tmp_path):
+async def make(tmp_path):
     made = []
 
-    def _make(rules, polls=None):
-        h = Harness(tmp_path, rules, polls)
+    async def _make(rules, polls=None):
+        h = await Harness(tmp_path, rules, polls).open()
         made.append(h)
         return h
 
     yield _make
     for h in made:
-        h.close()
+        await h.close()
 
 
-def _ack_and_check_closed(h, alert_id):
-    h.alerts.acknowledge(alert_id, "QA Officer", "checked on site")
-    assert h.alerts.get(alert_id).state == "closed"
-    assert h.audit.query(action="alert.acknowledged")[-1]["actor"] == "QA Officer"
+async def _ack_and_check_closed(h, alert_id):
+    await h.alerts.acknowledge(alert_id, "QA Officer", "checked on site")
+    assert (await h.alerts.fetch(alert_id)).state == "closed"
+    assert (await h.audit.query(action="alert.acknowledged"))[-1]["actor"] == "QA Officer"
 
 
 # ------------------------------------------------------------------ threshold
@@ -100,8 +98,8 @@ AREA = {
 }  # fmt: skip
 
 
-def test_threshold_raises_after_min_duration_and_clears_with_hysteresis(make):
-    h = make([AREA])
+async def test_threshold_raises_after_min_duration_and_clears_with_hysteresis(make):
+    h = await make([AREA])
     for _ in range(4):
         h.feed("am1", "dose_rate", 3.0, "uSv/h")
     assert h.alert_events() == []  # 4 s above: not yet 5 s
@@ -116,11 +114,11 @@ def test_threshold_raises_after_min_duration_and_clears_with_hysteresis(make):
     assert h.alert_events() == ["alert.raised"]
     h.feed("am1", "dose_rate", 2.1, "uSv/h")
     assert h.alert_events() == ["alert.raised", "alert.cleared"]
-    _ack_and_check_closed(h, alert.id)
+    await _ack_and_check_closed(h, alert.id)
 
 
-def test_threshold_does_not_flap_under_noise(make):
-    h = make([{**AREA, "min_duration_s": 0}])
+async def test_threshold_does_not_flap_under_noise(make):
+    h = await make([{**AREA, "min_duration_s": 0}])
     rng = random.Random(1)
     h.feed("am1", "dose_rate", 3.0, "uSv/h")
     for _ in range(500):  # noise of ±0.25 around the limit: inside the 0.3 band once raised
@@ -128,10 +126,10 @@ def test_threshold_does_not_flap_under_noise(make):
     assert h.alert_events() == ["alert.raised"]
 
 
-def test_threshold_low_limit_for_hot_cell_pressure(make):
+async def test_threshold_low_limit_for_hot_cell_pressure(make):
     rule = {"name": "hc-pressure", "type": "threshold", "device": "hc1", "channel": "pressure",
             "high": -20.0, "hysteresis": 2.0, "severity": "critical"}  # fmt: skip
-    h = make([rule])
+    h = await make([rule])
     h.feed("hc1", "pressure", -35.0, "Pa")
     h.feed("hc1", "pressure", -15.0, "Pa")  # not negative enough
     assert h.alert_events() == ["alert.raised"]
@@ -140,20 +138,20 @@ def test_threshold_low_limit_for_hot_cell_pressure(make):
     assert h.alert_events() == ["alert.raised", "alert.cleared"]
 
 
-def test_threshold_survives_restart(make):
-    h = make([{**AREA, "min_duration_s": 0}])
+async def test_threshold_survives_restart(make):
+    h = await make([{**AREA, "min_duration_s": 0}])
     h.feed("am1", "dose_rate", 5.0, "uSv/h")
     (alert,) = h.open_alerts()
-    h.alerts.acknowledge(alert.id, "QA", "shielding being checked")
-    h.restart()
+    await h.alerts.acknowledge(alert.id, "QA", "shielding being checked")
+    await h.restart()
     h.feed("am1", "dose_rate", 5.0, "uSv/h")  # still high: no second alert
     assert h.alert_events().count("alert.raised") == 1
     h.feed("am1", "dose_rate", 0.2, "uSv/h")  # clears the alert raised before the restart
-    assert h.alerts.get(alert.id).state == "closed"
+    assert (await h.alerts.fetch(alert.id)).state == "closed"
 
 
-def test_unmatched_and_unusable_readings_are_ignored(make):
-    h = make([{**AREA, "min_duration_s": 0}])
+async def test_unmatched_and_unusable_readings_are_ignored(make):
+    h = await make([{**AREA, "min_duration_s": 0}])
     h.feed("am2", "dose_rate", 99.0, "uSv/h")
     h.feed("am1", "temperature", 99.0, "Cel")
     h.feed("am1", "dose_rate", None, "uSv/h", quality=Quality.BAD)
@@ -162,7 +160,7 @@ def test_unmatched_and_unusable_readings_are_ignored(make):
 
 
 # ------------------------------------------------------------------ temperature, rate of change
-def test_temperature_band_and_rate_of_change(make):
+async def test_temperature_band_and_rate_of_change(make):
     temp = {
         "name": "hc-temp",
         "type": "threshold",
@@ -175,7 +173,7 @@ def test_temperature_band_and_rate_of_change(make):
     rate = {"name": "hc-temp-rate", "type": "rate_of_change", "device": "hc1",
             "channel": "temperature", "max_rise_per_min": 2.0, "window_s": 60,
             "hysteresis": 0.5}  # fmt: skip
-    h = make([temp, rate])
+    h = await make([temp, rate])
     for _ in range(120):
         h.feed("hc1", "temperature", 22.0, "Cel")
     assert h.alert_events() == []
@@ -191,14 +189,14 @@ def test_temperature_band_and_rate_of_change(make):
         h.feed("hc1", "temperature", value + rng.uniform(-0.02, 0.02), "Cel")
     rate_events = [i["event"] for s, i in h.events if s == "alerts" and i["rule"] == "hc-temp-rate"]
     assert rate_events == ["alert.raised", "alert.cleared"]
-    _ack_and_check_closed(h, rate_alerts[0].id)
+    await _ack_and_check_closed(h, rate_alerts[0].id)
 
 
 # ------------------------------------------------------------------ background
-def test_background_too_high(make):
+async def test_background_too_high(make):
     rule = {"name": "dc1-bkg", "type": "background", "device": "dc1", "max": 5, "unit": "uCi",
             "hysteresis": 0.01}  # fmt: skip
-    h = make([rule])
+    h = await make([rule])
     h.feed("dc1", "background", 0.1, "MBq")  # 2.7 µCi
     assert h.alert_events() == []
     h.feed("dc1", "background", 0.2, "MBq")  # 5.4 µCi
@@ -208,14 +206,14 @@ def test_background_too_high(make):
     assert h.alert_events() == ["alert.raised"]
     h.feed("dc1", "background", 0.05, "MBq")
     assert h.alert_events() == ["alert.raised", "alert.cleared"]
-    h.restart()
+    await h.restart()
     assert h.alerts.get(alert.id).state == "cleared_unacknowledged"
-    _ack_and_check_closed(h, alert.id)
+    await _ack_and_check_closed(h, alert.id)
 
 
 # ------------------------------------------------------------------ stale, offline
-def test_stale_after_factor_times_poll_interval(make):
-    h = make([{"name": "am1-stale", "type": "stale", "device": "am1", "factor": 3}], {"am1": 2.0})
+async def test_stale_after_factor_times_poll_interval(make):
+    h = await make([{"name": "am1-stale", "type": "stale", "device": "am1", "factor": 3}], {"am1": 2.0})
     h.clock.now += 5
     h.engine.tick()
     assert h.alert_events() == []
@@ -223,7 +221,7 @@ def test_stale_after_factor_times_poll_interval(make):
     h.engine.tick()
     h.engine.tick()
     assert h.alert_events() == ["alert.raised"]  # raised once, not per tick
-    h.restart()
+    await h.restart()
     h.engine.tick()
     assert h.alert_events() == ["alert.raised"]
     h.feed("am1", "dose_rate", 0.1, "uSv/h")
@@ -232,11 +230,11 @@ def test_stale_after_factor_times_poll_interval(make):
         h.feed("am1", "dose_rate", 0.1, "uSv/h", dt=1.9)
         h.engine.tick()
     assert h.alert_events() == ["alert.raised", "alert.cleared"]
-    _ack_and_check_closed(h, h.alerts.all_alerts()[0].id)
+    await _ack_and_check_closed(h, (await h.alerts.all_alerts())[0].id)
 
 
-def test_stale_is_quiet_while_the_device_is_offline(make):
-    h = make([{"name": "s", "type": "stale", "device": "am1", "after_s": 3}], {"am1": 1.0})
+async def test_stale_is_quiet_while_the_device_is_offline(make):
+    h = await make([{"name": "s", "type": "stale", "device": "am1", "after_s": 3}], {"am1": 1.0})
     h.engine.on_device_state("am1", "offline", "timeout")
     h.clock.now += 60
     h.engine.tick()
@@ -250,9 +248,9 @@ def test_stale_is_quiet_while_the_device_is_offline(make):
     assert h.alert_events() == ["alert.raised"]
 
 
-def test_device_offline_degraded_and_back(make):
+async def test_device_offline_degraded_and_back(make):
     rule = {"name": "offline", "type": "device_offline", "after_s": 30}
-    h = make([rule])
+    h = await make([rule])
     h.engine.on_device_state("dc1", "online", None)
     h.engine.on_device_state("dc1", "offline", "connection refused")
     h.clock.now += 10
@@ -268,7 +266,7 @@ def test_device_offline_degraded_and_back(make):
     (alert,) = h.open_alerts()
     assert alert.severity == "alarm"
     assert "timeout" in alert.message
-    h.restart()
+    await h.restart()
     h.engine.on_device_state("dc1", "online", None)
     assert h.alert_events() == ["alert.raised", "alert.cleared"]
     h.engine.on_device_state("dc1", "degraded", "unit 3 not answering")
@@ -281,11 +279,11 @@ def test_device_offline_degraded_and_back(make):
     h.engine.tick()
     assert h.alert_events()[-1] == "alert.updated"  # same alert, severity warning -> alarm
     assert h.alerts.get(degraded[0].id).severity == "alarm"
-    _ack_and_check_closed(h, alert.id)
+    await _ack_and_check_closed(h, alert.id)
 
 
-def test_flapping_link_does_not_raise_before_after_s(make):
-    h = make([{"name": "offline", "type": "device_offline", "after_s": 30}])
+async def test_flapping_link_does_not_raise_before_after_s(make):
+    h = await make([{"name": "offline", "type": "device_offline", "after_s": 30}])
     for _ in range(100):
         h.engine.on_device_state("dc1", "offline", "x")
         h.clock.now += 5
@@ -320,12 +318,12 @@ def _remove_source(h):
     h.feed("dc1", "activity", 0.001, "MBq", nuclide="Cs-137", dt=120)
 
 
-def test_constancy_pass_action_fail_and_clear(make):
-    h = make([CS137])
+async def test_constancy_pass_action_fail_and_clear(make):
+    h = await make([CS137])
     expected = _cs137_expected()
     _measure(h, expected * 1.02)
     assert h.alert_events() == []
-    results = h.audit.query(action="qc.constancy")
+    results = (await h.audit.query(action="qc.constancy"))
     assert results[-1]["new"]["result"] == "pass"
     assert results[-1]["expected_mbq"] == pytest.approx(expected)
     _remove_source(h)
@@ -337,28 +335,28 @@ def test_constancy_pass_action_fail_and_clear(make):
     _measure(h, expected * 0.85)  # -15%: fail
     assert h.alerts.get(alert.id).severity == "alarm"
     assert h.alert_events() == ["alert.raised", "alert.updated"]
-    h.restart()
+    await h.restart()
     _measure(h, expected * 1.0)
     assert h.alert_events() == ["alert.raised", "alert.updated", "alert.cleared"]
-    _ack_and_check_closed(h, alert.id)
+    await _ack_and_check_closed(h, alert.id)
 
 
-def test_constancy_judged_once_per_measurement_despite_noise_at_band_edge(make):
-    h = make([CS137])
+async def test_constancy_judged_once_per_measurement_despite_noise_at_band_edge(make):
+    h = await make([CS137])
     expected = _cs137_expected()
     rng = random.Random(5)
     _measure(h, expected * 1.05, n=300, noise=0.004, rng=rng)  # right on the action edge
-    assert len(h.audit.query(action="qc.constancy")) == 1
+    assert len(await h.audit.query(action="qc.constancy")) == 1
     assert len(h.alert_events()) <= 1
 
 
-def test_constancy_ignores_other_nuclides_and_unsettled_readings(make):
-    h = make([CS137])
+async def test_constancy_ignores_other_nuclides_and_unsettled_readings(make):
+    h = await make([CS137])
     expected = _cs137_expected()
     _measure(h, expected * 0.5, nuclide="F-18")
     for k in range(10):  # ramping up as the source goes in: never settled
         h.feed("dc1", "activity", expected * (0.6 + 0.04 * k), "MBq", nuclide="Cs-137")
-    assert h.audit.query(action="qc.constancy") == []
+    assert (await h.audit.query(action="qc.constancy")) == []
 
 
 # ------------------------------------------------------------------ dosage
@@ -380,8 +378,8 @@ def _measure_dose(h, value, t, n=5):
         h.feed("dc1", "activity", value, "MBq", t=t + timedelta(seconds=k), nuclide="F-18")
 
 
-def test_dosage_within_site_tolerance_passes(make):
-    h = make([DOSAGE])
+async def test_dosage_within_site_tolerance_passes(make):
+    h = await make([DOSAGE])
     scheduled = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
     t = scheduled - timedelta(minutes=60)
     _measure_dose(h, _f18_at(t, 370 * 1.05, scheduled), t)
@@ -391,8 +389,8 @@ def test_dosage_within_site_tolerance_passes(make):
     assert rx.result["deviation_pct"] == pytest.approx(5.0, abs=0.05)
 
 
-def test_dosage_site_tolerance_then_regulatory_limit_then_corrected(make):
-    h = make([DOSAGE])
+async def test_dosage_site_tolerance_then_regulatory_limit_then_corrected(make):
+    h = await make([DOSAGE])
     scheduled = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
     t = scheduled - timedelta(minutes=45)
     _measure_dose(h, _f18_at(t, 370 * 1.15, scheduled), t)  # +15%: outside site tolerance
@@ -404,22 +402,22 @@ def test_dosage_site_tolerance_then_regulatory_limit_then_corrected(make):
     t2 = t + timedelta(minutes=5)
     _measure_dose(h, _f18_at(t2, 370 * 1.30, scheduled), t2)  # +30%: beyond the 20% limit
     assert h.alerts.get(alert.id).severity == "critical"
-    h.restart()
+    await h.restart()
     h.feed("dc1", "activity", 0.0, "MBq", nuclide="F-18", dt=120)
     h.engine.add_prescription("RX-1", "F-18", 370, "MBq", scheduled, actor="console", replace=True)
     t3 = t + timedelta(minutes=10)
     _measure_dose(h, _f18_at(t3, 370 * 0.99, scheduled), t3)  # dose adjusted: passes
     assert h.alert_events() == ["alert.raised", "alert.updated", "alert.cleared"]
-    _ack_and_check_closed(h, alert.id)
-    assert [r["new"]["result"] for r in h.audit.query(action="qc.dosage")] == [
+    await _ack_and_check_closed(h, alert.id)
+    assert [r["new"]["result"] for r in (await h.audit.query(action="qc.dosage"))] == [
         "fail",
         "fail",
         "pass",
     ]
 
 
-def test_dosage_noise_does_not_flap(make):
-    h = make([DOSAGE])
+async def test_dosage_noise_does_not_flap(make):
+    h = await make([DOSAGE])
     scheduled = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
     t = scheduled - timedelta(minutes=30)
     base = _f18_at(t, 370 * 1.10, scheduled)  # right on the site tolerance
@@ -427,12 +425,12 @@ def test_dosage_noise_does_not_flap(make):
     for k in range(200):
         h.feed("dc1", "activity", base * (1 + rng.uniform(-0.003, 0.003)), "MBq",
                t=t + timedelta(seconds=k), nuclide="F-18")  # fmt: skip
-    assert len(h.audit.query(action="qc.dosage")) == 1
+    assert len(await h.audit.query(action="qc.dosage")) == 1
     assert len(h.alert_events()) <= 1
 
 
-def test_dosage_api_prescriptions_ambiguity_and_arming(make):
-    h = make([{**DOSAGE, "prescriptions": []}])
+async def test_dosage_api_prescriptions_ambiguity_and_arming(make):
+    h = await make([{**DOSAGE, "prescriptions": []}])
     scheduled = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
     h.engine.add_prescription("A", "F-18", 300, "MBq", scheduled, actor="pharmacist")
     h.engine.add_prescription("B", "18F", 10, "mCi", scheduled, actor="pharmacist")
@@ -444,14 +442,14 @@ def test_dosage_api_prescriptions_ambiguity_and_arming(make):
         h.engine.add_prescription("C", "Xx-1", 300, "MBq", scheduled)
     t = scheduled - timedelta(minutes=20)
     _measure_dose(h, _f18_at(t, 300, scheduled), t)
-    assert h.audit.query(action="qc.dosage")[-1]["new"]["result"] == "ambiguous"
+    assert (await h.audit.query(action="qc.dosage"))[-1]["new"]["result"] == "ambiguous"
     h.engine.arm_prescription("dc1", "B")
     h.feed("dc1", "activity", 0.0, "MBq", nuclide="F-18", dt=120)
     _measure_dose(h, _f18_at(t, 370, scheduled), t)
     assert h.engine.prescriptions.get("B").passed
     assert h.alert_events() == []
     h.engine.remove_prescription("A", actor="pharmacist", reason="cancelled")
-    assert [r["event"] for r in h.audit.query(subject="prescription/A")] == [
+    assert [r["event"] for r in (await h.audit.query(subject="prescription/A"))] == [
         "prescription.added", "prescription.removed"
     ]  # fmt: skip
 
@@ -470,24 +468,24 @@ def _decay_series(h, half_life_s, *, minutes=20, step_s=60, a0=800.0, noise=0.00
                dt=step_s)  # fmt: skip
 
 
-def test_half_life_identity_pass_then_wrong_nuclide_then_clear(make):
-    h = make([HALF_LIFE])
+async def test_half_life_identity_pass_then_wrong_nuclide_then_clear(make):
+    h = await make([HALF_LIFE])
     _decay_series(h, NUCLIDES["F-18"].half_life_s)
     assert h.alert_events() == []
-    assert h.audit.query(action="qc.half_life")[-1]["new"]["result"] == "pass"
+    assert (await h.audit.query(action="qc.half_life"))[-1]["new"]["result"] == "pass"
     _decay_series(h, NUCLIDES["Ga-68"].half_life_s, seed=2)  # Ga-68 labelled F-18
     (alert,) = h.open_alerts()
     assert alert.severity == "alarm"
     assert "not F-18?" in alert.message
     assert alert.value == pytest.approx(NUCLIDES["Ga-68"].half_life_s, rel=0.05)
-    h.restart()
+    await h.restart()
     _decay_series(h, NUCLIDES["F-18"].half_life_s, seed=3)
     assert h.alert_events() == ["alert.raised", "alert.cleared"]
-    _ack_and_check_closed(h, alert.id)
+    await _ack_and_check_closed(h, alert.id)
 
 
-def test_half_life_judged_once_per_series_under_noise(make):
-    h = make([{**HALF_LIFE, "min_span_s": 600}])
+async def test_half_life_judged_once_per_series_under_noise(make):
+    h = await make([{**HALF_LIFE, "min_span_s": 600}])
     _decay_series(h, 115.5 * 60, minutes=60, step_s=10, noise=0.01)  # near the window edge
-    assert len(h.audit.query(action="qc.half_life")) == 1
+    assert len(await h.audit.query(action="qc.half_life")) == 1
     assert len(h.alert_events()) <= 1

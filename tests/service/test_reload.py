@@ -15,7 +15,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from helpers import REPO, cli_env, free_port, isoedge_cmd, wait_for_condition, wait_until
 
-from agent.delivery.signing import generate_key_files, load_public_jwks, verify_envelope
+from agent.delivery.signing import generate_key_files
+from agent.delivery.verification import KeyRegistry
 from agent.service.config import load_config, parse_config
 from agent.service.runtime import Agent
 from agent.tools.verify import Verifier
@@ -27,7 +28,7 @@ class Collector:
     """Subscribes to everything under isoedge/v1 and keeps verified envelopes."""
 
     def __init__(self, port: int, jwk: Path) -> None:
-        self.keys = load_public_jwks([jwk])
+        self.keys = KeyRegistry.from_files([jwk])
         self.verifier = Verifier(self.keys)
         self.documents: list[dict] = []
         self.lock = threading.Lock()
@@ -45,7 +46,7 @@ class Collector:
             self.verifier.add(message.topic, message.payload)
             if message.topic.endswith("/status"):
                 return
-            _header, _payload, document = verify_envelope(message.payload, self.keys)
+            document = self.keys.verify(message.payload).document
             self.documents.append(document)
 
     def items(self, stream: str) -> list[dict]:
@@ -93,7 +94,7 @@ def test_sighup_adds_a_device_keeps_seq_and_rejects_a_bad_file(tmp_path, broker_
     config = tmp_path / "isoedge.toml"
     config.write_text(_config(tmp_path, broker_port, ["cal1"]))
     collector = Collector(broker_port, tmp_path / "keys" / "signing.pub.jwk")
-    log = (tmp_path / "agent.core.log").open("w")
+    log = (tmp_path / "agent.log").open("w")
     agent = subprocess.Popen(isoedge_cmd("run", "-c", str(config)), env=cli_env(), cwd=REPO,
                              stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -141,7 +142,7 @@ def test_sighup_adds_a_device_keeps_seq_and_rejects_a_bad_file(tmp_path, broker_
         agent.send_signal(signal.SIGTERM)
         returncode = agent.wait(timeout=15)
         log.close()
-    output = (tmp_path / "agent.core.log").read_text()
+    output = (tmp_path / "agent.log").read_text()
     assert returncode == 0, output
     assert "configuration reload failed" in output
     _check_sequence(collector)

@@ -150,7 +150,7 @@ def test_isoedge_run_notifies_systemd(tmp_path: Path, abstract):
         bind = env_value = str(tmp_path / "notify")
     with _listener(bind) as sock:
         env = {**cli_env(), "NOTIFY_SOCKET": env_value, "WATCHDOG_USEC": "400000"}
-        log = (tmp_path / "agent.core.log").open("w")
+        log = (tmp_path / "agent.log").open("w")
         agent = subprocess.Popen(isoedge_cmd("run", "-c", str(config)), env=env, cwd=REPO,
                                  stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -168,4 +168,4 @@ def test_isoedge_run_notifies_systemd(tmp_path: Path, abstract):
                 agent.send_signal(signal.SIGTERM)
             returncode = agent.wait(timeout=15)
             log.close()
-    assert returncode == 0, (tmp_path / "agent.core.log").read_text()
+    assert returncode == 0, (tmp_path / "agent.log").read_text()

@@ -1,0 +1,82 @@
+"""A real state database (the outbox's SQLite, its owner thread) for alert and audit tests."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from agent.delivery.outbox import Outbox
+from agent.delivery.signing import generate_key_files
+from agent.qc.alerts import AlertManager
+from agent.qc.audit import AuditLog
+
+
+class Heard:
+    """Collects what the live view is told: (stream, item)."""
+
+    def __init__(self):
+        self.items: list[tuple[str, dict]] = []
+
+    def __call__(self, stream, item):
+        self.items.append((stream, item))
+
+    def events(self, stream="alerts"):
+        return [item["event"] for s, item in self.items if s == stream]
+
+
+class StateStore:
+    """Outbox + audit trail + alert manager on one database in `directory`."""
+
+    def __init__(self, directory: Path, heard: Heard | None = None):
+        self.directory = directory
+        self.heard = heard if heard is not None else Heard()
+        self.path = directory / "outbox.db"
+        keys = directory / "keys"
+        self.signer = generate_key_files(keys) if not (keys / "signing.key").exists() else None
+
+    async def open(self):
+        from agent.delivery.signing import Signer
+
+        signer = Signer.load(self.directory / "keys" / "signing.key")
+        self.outbox = Outbox(self.path, signer, site="s", agent="a",
+                             topic_for=lambda stream, device: f"t/{stream}/{device}",
+                             quota_bytes=64 * 1024 * 1024, commit_interval_ms=0)
+        await self.outbox.start()
+        self.audit = AuditLog(self.outbox, notify=self.heard)
+        await self.audit.open()
+        self.alerts = AlertManager(self.outbox, self.audit, notify=self.heard)
+        await self.alerts.open()
+        return self
+
+    async def settle(self):
+        """Wait until every queued write is committed."""
+        await self.outbox.transact_async(None)
+
+    async def close(self):
+        await self.outbox.close()
+
+    async def restart(self):
+        await self.close()
+        return await self.open()
+
+    def stream_items(self, stream: str) -> list[dict]:
+        """Items of `stream` stored in the outbox (pending or in signed envelopes)."""
+        db = sqlite3.connect(self.path)
+        try:
+            items = [json.loads(r[0]) for r in db.execute(
+                "SELECT item FROM pending WHERE stream = ? ORDER BY id", (stream,))]
+            for (body,) in db.execute(
+                    "SELECT body FROM envelopes WHERE stream = ? ORDER BY seq", (stream,)):
+                items.extend(_payload(body)["items"])
+        finally:
+            db.close()
+        return items
+
+
+def _payload(body: bytes) -> dict:
+    import base64
+
+    jws = json.loads(body)
+    text = jws["payload"]
+    return json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
