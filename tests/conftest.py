@@ -7,7 +7,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from collections.abc import Iterator
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from broker import Mosquitto
@@ -22,3 +25,40 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+# Threads that are not a test's to stop: the event loop's default executor (closed with the
+# loop, after the fixtures) and pytest-timeout's watchdog.
+_NOT_OWNED_BY_A_TEST = ("asyncio_", "pytest_timeout")
+LEAK_GRACE_S = 5.0
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_tasks_or_threads(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Fail a test that leaves tasks running or threads alive after its fixtures cleaned up.
+
+    Every task has an owner that stops it, and every thread is joined: a library that leaks
+    (pymodbus did) is found here, not by a later test that inherits its traffic.
+    """
+    before = set(threading.enumerate())
+    yield
+    this = asyncio.current_task()
+    deadline = time.monotonic() + LEAK_GRACE_S
+    while True:
+        tasks = [t for t in asyncio.all_tasks() if t is not this and not t.done()]
+        threads = [
+            t for t in threading.enumerate()
+            if t not in before and t.is_alive() and not t.name.startswith(_NOT_OWNED_BY_A_TEST)
+        ]
+        if not (tasks or threads) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    if tasks or threads:
+        for task in tasks:
+            task.cancel()
+        names = [t.get_name() + ": " + repr(t.get_coro()) for t in tasks]
+        pytest.fail(
+            f"{request.node.nodeid} leaked {len(tasks)} task(s) {names} and "
+            f"{len(threads)} thread(s) {[t.name for t in threads]}",
+            pytrace=False,
+        )

@@ -56,7 +56,9 @@ class DeviceSupervisor:
         self.on_state(self.config.id, state.value, detail)
 
     def _driver_status(self, state: str, detail: str | None) -> None:
-        wanted = DeviceState(state) if state in DeviceState._value2member_map_ else None
+        if state not in {DeviceState.ONLINE, DeviceState.DEGRADED}:
+            return  # a driver reports only what it sees of the link; the rest is ours
+        wanted = DeviceState(state)
         if wanted is DeviceState.ONLINE or wanted is DeviceState.DEGRADED:
             if wanted is DeviceState.DEGRADED:
                 self.log.warning("device degraded", detail=detail)

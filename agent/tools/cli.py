@@ -408,6 +408,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `isoedge ... | head` should end quietly, as other command-line tools do.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     words = list(sys.argv[1:] if argv is None else argv)
+    if words and words[0] == "decay":
+        from agent.tools.decay_cli import join_negative_offsets  # noqa: PLC0415
+
+        words = ["decay", *join_negative_offsets(words[1:])]
     parser = build_parser(with_simulators=bool(words) and words[0] == "simulate")
     args = parser.parse_args(words)
     try:

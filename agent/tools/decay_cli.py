@@ -12,6 +12,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from agent.physics.correction import ACTIVITY_UNITS, DecayResult, UnknownUnitError, correct
@@ -57,12 +58,32 @@ def parse_time(text: str, base: datetime) -> datetime:
     return parsed if parsed.tzinfo is not None else parsed.astimezone()  # naive: local time
 
 
+TIME_OPTIONS = ("--from", "--to")
+
+
+def join_negative_offsets(words: Sequence[str]) -> list[str]:
+    """`--to -2h` as `--to=-2h`: argparse takes a value starting with `-` for an option.
+
+    Only a word that is a negative offset or number and follows `--from`/`--to` is joined;
+    every other word is left for argparse to judge.
+    """
+    out: list[str] = []
+    index = 0
+    while index < len(words):
+        word = words[index]
+        following = words[index + 1] if index + 1 < len(words) else None
+        if word in TIME_OPTIONS and following is not None and _NEGATIVE_VALUE.match(following):
+            out.append(f"{word}={following}")
+            index += 2
+            continue
+        out.append(word)
+        index += 1
+    return out
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of the `decay` verb."""
     parser.description = "Decay-correct an activity between two instants."
-    # argparse takes "-2h" for an option unless it looks like a negative number; teach it that
-    # a negative time offset is a value (the verb has no option spelled like one).
-    parser._negative_number_matcher = _NEGATIVE_VALUE  # noqa: SLF001
     parser.add_argument("nuclide", help="e.g. F-18, Tc-99m, 18F, Cs137")
     parser.add_argument("activity", help="activity at --from (a number)")
     parser.add_argument("unit", help=f"activity unit: {', '.join(ACTIVITY_UNITS)} (or µCi)")
@@ -158,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry: `python -m agent.tools.decay_cli F-18 1000 MBq --to +90min`."""
     parser = argparse.ArgumentParser(prog="isoedge decay")
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return run(parser.parse_args(join_negative_offsets(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

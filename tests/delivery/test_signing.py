@@ -111,6 +111,7 @@ def test_key_rotation_is_announced_in_the_audit_stream(tmp_path, mosquitto):
         wait_until(rotation_items, timeout=20)
     finally:
         assert second.terminate() == 0
+        collector.stop()
     event = rotation_items()[0]
     assert event["old"]["kid"] == old_jwk["kid"]
     assert event["new"]["kid"] == new_jwk["kid"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -18,9 +17,7 @@ BASE = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def _run(capsys, *argv):
-    parser = argparse.ArgumentParser(prog="isoedge decay")
-    cli.add_arguments(parser)
-    code = cli.run(parser.parse_args(list(argv)))
+    code = cli.main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 
