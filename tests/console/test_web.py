@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import base64
 import contextlib
 import csv
@@ -501,3 +502,40 @@ def test_bad_password_hash_in_config_is_refused():
         Authenticator(parse_config({"agent": {"site": "s", "id": "a"}, "web": {"users": [
             {"name": "q", "role": "qa", "password_hash": "hunter2"}]}}).web.users,
             listen_host="127.0.0.1")
+
+
+async def test_a_console_that_fails_to_stop_does_not_keep_the_state_database_open(
+    tmp_path, mosquitto
+):
+    generate_key_files(tmp_path / "keys")
+    config = parse_config({
+        "agent": {"site": "lab1", "id": "edge1", "state_dir": str(tmp_path / "state")},
+        "broker": {"url": mosquitto.url},
+        "signing": {"key_file": str(tmp_path / "keys" / "signing.key")},
+        "web": {"listen": f"127.0.0.1:{free_port()}"},
+        "devices": [AREA_MONITOR],
+    })
+    agent = Agent(config)
+    assert agent.web is not None
+    real_stop = agent.web.stop
+
+    async def failing_stop() -> None:
+        await real_stop()
+        raise RuntimeError("console stop failed")
+
+    agent.web.stop = failing_stop  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    await asyncio.wait_for(agent.started.wait(), 10)
+    alert_id = raise_alert(agent, "alarm")
+    stop.set()
+    with pytest.raises(RuntimeError, match="console stop failed"):
+        await asyncio.wait_for(task, 15)
+    # The outbox was still flushed and closed: the alert it held is on disk, its thread gone.
+    assert not agent.outbox.alive
+    db = sqlite3.connect(tmp_path / "state" / "outbox.db")
+    try:
+        stored = db.execute("SELECT COUNT(*) FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+    finally:
+        db.close()
+    assert stored == (1,)
