@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import base64
 import contextlib
 import csv
@@ -12,6 +11,7 @@ import io
 import ipaddress
 import json
 import re
+import sqlite3
 import ssl
 import subprocess
 from typing import TYPE_CHECKING, Any
