@@ -5,9 +5,11 @@ RFC 2217 (`rfc2217`: Telnet with the COM-PORT option, `rfc2217://HOST:PORT`), wh
 sets baud rate, framing and control lines; pyserial's own `PortManager` speaks that protocol
 here, applied to the simulated instrument's line settings (`line`).
 
-Models: `capintec` (CRC-15 PET binary poll), `atomlab` (Atomlab 500 ASCII), `vdc404` (pushed
-lines), `vik202` (Veenstra chamber command set) and `crc55tr` (printer-style pushed lines for
-the generic `serial_line` driver).
+Models are the dose calibrator drivers' type names (`capintec_crc15`, `atomlab500`, `vdc404`,
+`vik202`, `serial_line` — printer-style CRC-55tR tickets for the generic line driver, and any
+installed driver package that declares a profile). Each model's wire behaviour (frame or line
+format, default unit, command handling) is the `simulator.py` profile in its driver folder,
+found through the driver registry (`drivers.registry`); this module holds what they share.
 
 The simulated chamber holds a sample that decays with its nuclide's half-life (from the
 agent's nuclide table), adds a background, and reads with Poisson-like noise. The operator
@@ -52,19 +54,27 @@ from serial import rfc2217
 
 from agent.physics import half_life_s, normalize_nuclide
 from agent.physics.units import ACTIVITY_TO_MBQ, activity_to, canonical_unit
-from drivers.dosecal.capintec import crc15_name, encode_crc15_reply
+from drivers.dosecal.simulation import CTRL_C, Session, SimulationProfile, significant
+from drivers.registry import registry
 
-MODELS = ("capintec", "atomlab", "vdc404", "vik202", "crc55tr")
 FAULTS = ("unplugged", "garbage", "truncated", "timeout", "wrong_length", "corrupt")
-Model = Literal["capintec", "atomlab", "vdc404", "vik202", "crc55tr"]
+DEFAULT_MODEL = "capintec_crc15"
 
-DEFAULT_UNITS: dict[str, str] = {
-    "capintec": "MBq",
-    "atomlab": "MBq",
-    "vdc404": "MBq",
-    "vik202": "Bq",  # the chamber reports Bq only
-    "crc55tr": "mCi",
-}
+
+def models() -> list[str]:
+    """Every registered driver type with a dose calibrator simulator profile."""
+    return [spec.type for spec in registry().with_simulator()]
+
+
+def profile_class(model: str) -> type[SimulationProfile]:
+    """The simulator profile of a driver type (imported on first use)."""
+    spec = registry().get(model)
+    if spec is None or not spec.has_simulator:
+        raise ValueError(f"unknown model {model!r}; expected one of {models()}")
+    profile = spec.simulator_profile()
+    if not (isinstance(profile, type) and issubclass(profile, SimulationProfile)):
+        raise TypeError(f"driver {model!r}: simulator profile {profile!r} is no SimulationProfile")
+    return profile
 
 # Relative chamber response (ionisation current per MBq) of a few nuclides. Illustrative
 # values for the simulation only: they make a wrong nuclide setting visibly wrong.
@@ -75,21 +85,13 @@ RESPONSE: dict[str, float] = {
     "Co-57": 0.2, "Ba-133": 0.68, "Ge-68": 0.95, "Mo-99": 0.5,
 }
 
-VIK202_FACTORS: dict[int, str] = {762: "F-18", 236: "Tc-99m", 587: "Cs-137", 447: "I-131"}
-"""Calibration factor numbers of the public VIK-202 examples (site-specific in practice)."""
-
-_CTRL_C = 0x03
+_CTRL_C = ord(CTRL_C)
 _ASCII_DIGITS = frozenset(b"0123456789")
 _AMPERE_PER_MBQ = 2.5e-13  # chamber current per MBq of an F-18-like emitter (illustrative)
 _COUNTS_PER_MBQ = 4000.0  # sets the Poisson-like noise: sd = sqrt(A / _COUNTS_PER_MBQ)
 
 
-def format_significant(value: float, digits: int = 4) -> str:
-    """Fixed-point text with about `digits` significant digits, as displays print numbers."""
-    if value == 0 or not math.isfinite(value):
-        return "0.000"
-    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
-    return f"{value:.{decimals}f}"
+format_significant = significant
 
 
 class Chamber:
@@ -255,7 +257,7 @@ class DoseCalibratorSimulator:
 
     def __init__(
         self,
-        model: Model = "capintec",
+        model: str = DEFAULT_MODEL,
         transport: Transport = "pty",
         nuclide: str = "F-18",
         activity_mbq: float = 370.0,
@@ -271,17 +273,14 @@ class DoseCalibratorSimulator:
         fault: str | None = None,
         seed: int | None = None,
     ) -> None:
-        if model not in MODELS:
-            raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
+        profile = profile_class(model)
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
         self.model = model
         self.transport = transport
         self.host = host
         self.port = port
-        self.unit = unit or DEFAULT_UNITS[model]
-        if model == "vik202":
-            self.unit = "Bq"
+        self.unit = profile.default_unit if unit is None or profile.fixed_unit else unit
         if canonical_unit(self.unit) not in ACTIVITY_TO_MBQ:
             raise ValueError(f"unknown activity unit {self.unit!r}")
         self.push_interval_s = push_interval_s
@@ -295,8 +294,6 @@ class DoseCalibratorSimulator:
             time_scale=time_scale,
             rng=self.rng,
         )
-        if model == "vik202":
-            self.chamber.background_subtraction = False  # until `!BON`
         self.fault: str | None = None
         self.address: str | None = None
         self.valid_frames: deque[str] = deque(maxlen=4096)
@@ -309,8 +306,9 @@ class DoseCalibratorSimulator:
         self._server: asyncio.Server | None = None
         self._pty: tuple[int, int] | None = None
         self._push_task: asyncio.Task[None] | None = None
-        self._printed = 0
-        self._vik_factor: int | None = None
+        self.profile = profile(self)
+        """This model's behaviour (its driver folder's `simulator.py`)."""
+        self.profile.on_start()
         self.set_fault(fault)
 
     # -- control ----------------------------------------------------------------------------
@@ -327,12 +325,12 @@ class DoseCalibratorSimulator:
     def set_nuclide(self, name: str) -> None:
         """The operator turns the nuclide selector (the sample in the chamber stays)."""
         self.chamber.selected_nuclide = _canonical(name)
-        self._vik_factor = None
+        self.profile.on_selector_change()
 
     def load_sample(self, nuclide: str, activity_mbq: float) -> None:
         """The operator puts a new sample in and selects its nuclide."""
         self.chamber.load_sample(nuclide, activity_mbq)
-        self._vik_factor = None
+        self.profile.on_selector_change()
 
     def sent_valid(self, raw_text: str) -> bool:
         """True if the simulator sent exactly this well-formed frame/line recently."""
@@ -358,7 +356,7 @@ class DoseCalibratorSimulator:
             self.port = int(bound[1])
             scheme = "socket" if self.transport == "tcp" else "rfc2217"
             self.address = f"{scheme}://{self.host}:{self.port}"
-        if self.model in ("vdc404", "crc55tr"):
+        if self.profile.pushes:
             self._push_task = asyncio.create_task(self._push_loop(), name=f"dosecal-{self.model}")
         return self.address
 
@@ -455,45 +453,25 @@ class DoseCalibratorSimulator:
         if self.fault == "unplugged":
             return
         session.buffer += data
-        if self.model == "capintec":
-            self._capintec_input(session)
-        elif self.model == "atomlab":
-            self._atomlab_input(session)
-        elif self.model == "vik202":
-            self._vik202_input(session)
-        else:
-            session.buffer.clear()  # push-only instruments ignore what they receive
+        self.profile.on_input(session)
         del session.buffer[:-256]  # never grow without bound on noise
 
-    def _capintec_input(self, session: _Session) -> None:
-        while True:
-            match = re.search(rb"@ABCDEFGHIJK[\r\n]", session.buffer)
-            if match is None:
-                return
-            del session.buffer[: match.end()]
-            value = activity_to(self.chamber.displayed_mbq(), self.unit)
-            name = crc15_name(self.chamber.selected_nuclide or self.chamber.sample_nuclide)
-            frame = encode_crc15_reply(name, canonical_unit(self.unit), value)
-            self._reply(session, frame, binary=True)
+    def displayed(self) -> float:
+        """The displayed activity in the display unit."""
+        return activity_to(self.chamber.displayed_mbq(), self.unit)
 
-    def _reading_line(self) -> str:
-        value = activity_to(self.chamber.displayed_mbq(), self.unit)
-        nuclide = self.chamber.selected_nuclide or self.chamber.sample_nuclide
-        if self.model == "vdc404":
-            return f"{nuclide.replace('-', '')}: {format_significant(value)} {self.unit}"
-        if self.model == "crc55tr":
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            return f"{stamp}  {nuclide:<7} {format_significant(value):>10} {self.unit}"
-        return f"{nuclide:<7} {format_significant(value):>10} {self.unit}"  # atomlab
+    def nuclide(self) -> str:
+        """The nuclide the selector shows (the sample's when none is selected)."""
+        return self.chamber.selected_nuclide or self.chamber.sample_nuclide
 
-    def _commands(self, session: _Session, *, ctrl_c: bool) -> list[str]:
+    def take_commands(self, session: Session, *, ctrl_c: bool) -> list[str]:
         """Complete commands in the buffer (CR ended; a lone ^C counts as one if `ctrl_c`)."""
         commands = []
         while session.buffer:
             if ctrl_c and session.buffer[0] == _CTRL_C:
                 del session.buffer[:1]
-                commands.append("\x03")
-                self.commands.append("\x03")
+                commands.append(CTRL_C)
+                self.commands.append(CTRL_C)
                 continue
             end = session.buffer.find(b"\r")
             if end < 0:
@@ -505,82 +483,24 @@ class DoseCalibratorSimulator:
                 self.commands.append(text)
         return commands
 
-    def _atomlab_input(self, session: _Session) -> None:
-        for command in self._commands(session, ctrl_c=True):
-            verb, _, argument = command.partition(" ")
-            if command in ("\x03", "1"):
-                self._reply(session, (self._reading_line() + "\r\n").encode("latin-1"))
-            elif verb.upper() == "ISO" and normalize_nuclide(argument) is not None:
-                self.set_nuclide(argument)
-                self._reply(session, b"OK\r\n", record=False)
-            else:
-                self._reply(session, b"ERROR\r\n", record=False)
-
-    def _vik202_input(self, session: _Session) -> None:
-        for command in self._commands(session, ctrl_c=False):
-            data = self._vik202_answer(command.upper())
-            if data is None:
-                self._reply(session, b">ERR\r\n", record=False)
-            else:
-                lines = "".join(f"{line}\r\n" for line in data)
-                self._reply(session, f"{lines}>OK\r\n".encode("latin-1"), record=bool(data))
-
-    def _vik202_answer(self, command: str) -> list[str] | None:
-        chamber = self.chamber
-        factor_match = re.fullmatch(r"!F(\d{1,4})", command)
-        if factor_match:
-            number = int(factor_match.group(1))
-            chamber.selected_nuclide = VIK202_FACTORS.get(number)
-            self._vik_factor = number
-            return []
-        answers: dict[str, Callable[[], list[str]]] = {
-            "!R": lambda: [f"{chamber.displayed_mbq() * 1e6:.4E}"],
-            "!BON": lambda: self._set_background(on=True),
-            "!BOFF": lambda: self._set_background(on=False),
-            "!Z": self._autozero,
-            "!A": lambda: [f"{chamber.zero_offset_mbq * 1e6:.3E}"],
-            "!V": lambda: [f"{151.8 + self.rng.gauss(0, 0.05):.1f}"],
-            "!GQ": lambda: [f"{chamber.current_a():.4E}"],
-            "!GV": lambda: ["VIK-202 simulator 1.0"],
-            "!GF": lambda: [str(self._vik202_factor())],
-        }
-        answer = answers.get(command)
-        return None if answer is None else answer()
-
-    def _autozero(self) -> list[str]:
-        self.chamber.autozero()
-        return []
-
-    def _vik202_factor(self) -> int:
-        if self._vik_factor is not None:
-            return self._vik_factor
-        by_nuclide = {name: number for number, name in VIK202_FACTORS.items()}
-        return by_nuclide.get(self.chamber.selected_nuclide or "", 0)
-
-    def _set_background(self, *, on: bool) -> list[str]:
-        self.chamber.background_subtraction = on
-        return []
-
     async def _push_loop(self) -> None:
         while True:
             await asyncio.sleep(self.push_interval_s)
             if self.fault in ("unplugged", "timeout"):
                 continue  # silence
-            lines = []
-            if self.model == "crc55tr" and self._printed % 10 == 0:
-                lines.append(b"CAPINTEC CRC-55tR\r\n")  # ticket header, not a reading
-            self._printed += 1
-            lines.append((self._reading_line() + "\r\n").encode("latin-1"))
+            lines = self.profile.push_lines()
             for session in list(self._sessions):
-                for line in lines:
-                    self._reply(session, line, record=not line.startswith(b"CAPINTEC"))
+                for line, is_reading in lines:
+                    self.reply(session, line, record=is_reading)
 
     # -- faults -----------------------------------------------------------------------------
 
-    def _reply(
-        self, session: _Session, frame: bytes, *, binary: bool = False, record: bool = True
+    def reply(
+        self, session: Session, frame: bytes, *, binary: bool = False, record: bool = True
     ) -> None:
         """Send a reply/line through the active fault."""
+        if not isinstance(session, _Session):
+            raise TypeError(f"not a session of this simulator: {session!r}")
         fault = self.fault
         if fault == "unplugged":
             return
@@ -637,7 +557,14 @@ class DoseCalibratorSimulator:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `isoedge simulate dosecal`."""
-    parser.add_argument("--model", choices=MODELS, default="capintec")
+    known = models()
+    parser.add_argument(
+        "--model",
+        choices=known,
+        default=DEFAULT_MODEL,
+        metavar="TYPE",
+        help=f"the driver type to simulate: {', '.join(known)} (default {DEFAULT_MODEL})",
+    )
     parser.add_argument(
         "--transport",
         choices=TRANSPORTS,

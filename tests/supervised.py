@@ -8,7 +8,7 @@ from typing import Self
 
 from agent.core.tasks import cancel_and_wait
 from drivers.base import DeviceConfigBase, DeviceError, Driver, Quality, Sample
-from drivers.catalog import create_driver
+from drivers.registry import create_driver
 
 
 class Supervised:

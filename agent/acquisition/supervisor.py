@@ -14,7 +14,7 @@ from agent.core.backoff import Backoff
 from agent.core.states import DeviceState
 from agent.core.tasks import cancel_and_wait
 from drivers.base import DeviceConfigBase, Driver
-from drivers.catalog import create_driver
+from drivers.registry import create_driver
 
 FAIRNESS_BATCH = 64  # samples processed before yielding to the event loop
 

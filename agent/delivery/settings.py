@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
+from agent.core.paths import KeepRelative
 from agent.core.settings import StrictSection
 
 
@@ -77,7 +78,9 @@ class SigningSection(StrictSection):
 class OutboxSection(StrictSection):
     """Durable store-and-forward settings."""
 
-    path: Path = Field(default=Path("outbox.db"), description="Relative to agent.state_dir.")
+    path: Annotated[Path, KeepRelative()] = Field(
+        default=Path("outbox.db"), description="Relative to agent.state_dir."
+    )
     fsync: Literal["full", "normal"] = Field(
         default="full", description="full: every commit reaches the disk (safe on power loss)."
     )

@@ -11,10 +11,14 @@ from typing import Annotated, Any, get_args
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from agent.console.settings import WebSection
+from agent.core.paths import resolve_relative_paths
 from agent.core.settings import StrictSection
 from agent.delivery.settings import BrokerSection, OutboxSection, SigningSection
 from agent.qc.config import RuleConfig
-from drivers.catalog import DeviceConfig
+from drivers.registry import device_config_union
+
+DeviceConfig: Any = device_config_union()
+"""Every registered driver's configuration (the `isoedge.drivers` entry points), by `type`."""
 
 IdStr = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
@@ -272,28 +276,9 @@ def load_config(path: str | Path) -> Config:
 
 
 def resolve_paths(config: Config, base: Path) -> Config:
-    """Relative paths in a file are relative to that file's folder, not the working directory."""
+    """Relative paths in a file are relative to that file's folder, not the working directory.
 
-    def rel(value: Path | None) -> Path | None:
-        return value if value is None or value.is_absolute() else base / value
-
-    agent = config.agent.model_copy(update={"state_dir": rel(config.agent.state_dir)})
-    signing = config.signing.model_copy(
-        update={
-            "key_file": rel(config.signing.key_file),
-            "previous_public_keys": [rel(p) for p in config.signing.previous_public_keys],
-        }
-    )
-    broker = config.broker
-    tls = broker.tls
-    if tls is not None:
-        tls = tls.model_copy(
-            update={k: rel(getattr(tls, k)) for k in ("ca_file", "cert_file", "key_file")}
-        )
-    broker = broker.model_copy(update={"password_file": rel(broker.password_file), "tls": tls})
-    web = config.web.model_copy(
-        update={"tls_cert": rel(config.web.tls_cert), "tls_key": rel(config.web.tls_key)}
-    )
-    return config.model_copy(
-        update={"agent": agent, "signing": signing, "broker": broker, "web": web}
-    )
+    One generic walk (`agent.core.paths`): every `Path` field of every section and of every
+    driver's configuration, at any depth; fields marked `KeepRelative` are left as written.
+    """
+    return resolve_relative_paths(config, base)

@@ -268,7 +268,9 @@ async def _start_opcua(options: dict[str, Any], device: dict[str, Any]) -> StopF
 async def _start_dosecal(options: dict[str, Any], device: dict[str, Any]) -> StopFn:
     from simulators.dosecal import DoseCalibratorSimulator  # noqa: PLC0415
 
-    simulator = DoseCalibratorSimulator(**options)
+    # The model is the device's driver type unless the demo names another one; the
+    # simulator finds its profile through the driver registry.
+    simulator = DoseCalibratorSimulator(**{"model": device["type"], **options})
     device["port"] = await simulator.start()  # a pty path or socket://HOST:PORT
     return simulator.stop
 

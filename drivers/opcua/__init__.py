@@ -7,9 +7,19 @@ first use, so an agent without OPC UA devices does not pay for it.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 from drivers.opcua.config import OpcUaConfig, OpcUaEvents, OpcUaNode, OpcUaSecurity
+from drivers.registry import DriverSpec
+
+DRIVER = DriverSpec(
+    type="opcua",
+    config=OpcUaConfig,
+    driver="drivers.opcua.driver:OpcUaDriver",
+    folder=Path(__file__).parent,
+    summary="OPC UA: synthesis modules (subscriptions, batch events, Basic256Sha256)",
+)
 
 _LAZY = {"OpcUaDriver", "quality_of"}
 
@@ -20,4 +30,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["OpcUaConfig", "OpcUaDriver", "OpcUaEvents", "OpcUaNode", "OpcUaSecurity", "quality_of"]
+__all__ = [
+    "DRIVER",
+    "OpcUaConfig",
+    "OpcUaDriver",
+    "OpcUaEvents",
+    "OpcUaNode",
+    "OpcUaSecurity",
+    "quality_of",
+]

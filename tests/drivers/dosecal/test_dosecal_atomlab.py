@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from agent.physics import normalize_nuclide
 from drivers.base import DeviceError, Quality
-from drivers.catalog import create_driver
-from drivers.dosecal.atomlab import Atomlab500Config, Atomlab500Driver, parse_atomlab_line
+from drivers.dosecal.atomlab500.driver import Atomlab500Config, Atomlab500Driver, parse_atomlab_line
+from drivers.registry import create_driver
 from simulators.dosecal import FAULTS, DoseCalibratorSimulator
 
 
@@ -82,7 +82,7 @@ def test_iso_is_refused_at_run_time_unless_allowed():
 @pytest.mark.parametrize("transport", ["pty", "tcp"])
 @pytest.mark.parametrize("poll", ["ctrl-c", "1"])
 async def test_polling_is_read_only(transport, poll):
-    sim = DoseCalibratorSimulator("atomlab", transport, nuclide="F-18", activity_mbq=500.0, seed=6)
+    sim = DoseCalibratorSimulator("atomlab500", transport, nuclide="F-18", activity_mbq=500.0, seed=6)
     address = await sim.start()
     try:
         config = make_config("lab", address, poll_command=poll)
@@ -103,7 +103,7 @@ async def test_polling_is_read_only(transport, poll):
 
 
 async def test_allowed_iso_init_command_is_sent():
-    sim = DoseCalibratorSimulator("atomlab", "tcp", nuclide="F-18", seed=7)
+    sim = DoseCalibratorSimulator("atomlab500", "tcp", nuclide="F-18", seed=7)
     address = await sim.start()
     try:
         config = make_config(
@@ -118,7 +118,7 @@ async def test_allowed_iso_init_command_is_sent():
 
 
 async def test_instrument_error_reply_is_bad():
-    sim = DoseCalibratorSimulator("atomlab", "pty", seed=8)
+    sim = DoseCalibratorSimulator("atomlab500", "pty", seed=8)
     address = await sim.start()
     try:
         # A site pattern that expects something else than the instrument says: every line
@@ -137,6 +137,6 @@ async def test_instrument_error_reply_is_bad():
 @pytest.mark.parametrize("transport", ["pty", "tcp"])
 @pytest.mark.parametrize("fault", FAULTS)
 async def test_fault_is_visible_and_recovered(transport, fault):
-    bad_run, _good_run, _logs = await fault_scenario("atomlab", transport, fault, make_driver)
+    bad_run, _good_run, _logs = await fault_scenario("atomlab500", transport, fault, make_driver)
     if fault in ("garbage", "wrong_length", "corrupt"):
         assert bad_run.bad(), "a malformed reply should surface as a BAD sample"

@@ -10,14 +10,14 @@ from helpers import wait_for_condition
 
 from agent.physics import normalize_nuclide
 from drivers.base import Quality
-from drivers.catalog import create_driver
-from drivers.dosecal.capintec import (
+from drivers.dosecal.capintec_crc15.driver import (
     CapintecCRC15Config,
     CapintecCRC15Driver,
     crc15_name,
     encode_crc15_reply,
     parse_crc15_reply,
 )
+from drivers.registry import create_driver
 from simulators.dosecal import FAULTS, DoseCalibratorSimulator
 
 
@@ -102,7 +102,7 @@ def test_registered_in_catalog():
 @pytest.mark.parametrize("transport", ["pty", "tcp", "rfc2217"])
 async def test_readings_decay_and_follow_the_selector(transport):
     sim = DoseCalibratorSimulator(
-        "capintec", transport, nuclide="F-18", activity_mbq=1000.0, time_scale=600.0, seed=3
+        "capintec_crc15", transport, nuclide="F-18", activity_mbq=1000.0, time_scale=600.0, seed=3
     )
     address = await sim.start()
     try:
@@ -135,7 +135,7 @@ async def test_rfc2217_device_server_gets_the_configured_line_settings():
     and binary frames containing 0xFF (Telnet's IAC byte) arrive intact."""
     activity = struct.unpack("<f", b"\xff\x00\x80\x43")[0]  # 257.0 MBq, encoded with 0xFF
     sim = DoseCalibratorSimulator(
-        "capintec", "rfc2217", "Cs-137", activity, background_mbq=0.0, noise=False
+        "capintec_crc15", "rfc2217", "Cs-137", activity, background_mbq=0.0, noise=False
     )
     address = await sim.start()
     assert address.startswith("rfc2217://127.0.0.1:")
@@ -156,7 +156,7 @@ async def test_rfc2217_device_server_gets_the_configured_line_settings():
 
 @pytest.mark.parametrize("fault", ["unplugged", "corrupt"])
 async def test_rfc2217_fault_is_visible_and_recovered(fault):
-    bad_run, _good_run, _logs = await fault_scenario("capintec", "rfc2217", fault, make_driver)
+    bad_run, _good_run, _logs = await fault_scenario("capintec_crc15", "rfc2217", fault, make_driver)
     if fault == "corrupt":
         assert bad_run.bad(), "a damaged frame should surface as a BAD sample"
     else:
@@ -165,7 +165,7 @@ async def test_rfc2217_fault_is_visible_and_recovered(fault):
 
 
 async def test_display_unit_mci():
-    sim = DoseCalibratorSimulator("capintec", "tcp", activity_mbq=370.0, unit="mCi", noise=False)
+    sim = DoseCalibratorSimulator("capintec_crc15", "tcp", activity_mbq=370.0, unit="mCi", noise=False)
     address = await sim.start()
     try:
         async with supervised(lambda: make_driver("cal", address)) as run:
@@ -188,7 +188,7 @@ async def test_port_that_does_not_exist_is_a_device_error():
 @pytest.mark.parametrize("transport", ["pty", "tcp"])
 @pytest.mark.parametrize("fault", FAULTS)
 async def test_fault_is_visible_and_recovered(transport, fault):
-    bad_run, _good_run, _logs = await fault_scenario("capintec", transport, fault, make_driver)
+    bad_run, _good_run, _logs = await fault_scenario("capintec_crc15", transport, fault, make_driver)
     if fault in ("garbage", "truncated", "wrong_length", "corrupt"):
         assert bad_run.bad(), "a malformed frame should surface as a BAD sample"
     assert ("online", None) in bad_run.statuses or bad_run.errors

@@ -13,12 +13,16 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.dosecal.atomlab import parse_atomlab_line
-from drivers.dosecal.capintec import UNITS, parse_crc15_reply
+from drivers.dosecal.atomlab500.driver import parse_atomlab_line
+from drivers.dosecal.capintec_crc15.driver import UNITS, parse_crc15_reply
 from drivers.dosecal.common import Measurement, parse_number
-from drivers.dosecal.serial_line import parse_line
-from drivers.dosecal.vdc404 import parse_vdc404_line
-from drivers.dosecal.vik202 import is_acknowledgement, parse_vik202_factor, parse_vik202_value
+from drivers.dosecal.serial_line.driver import parse_line
+from drivers.dosecal.vdc404.driver import parse_vdc404_line
+from drivers.dosecal.vik202.driver import (
+    is_acknowledgement,
+    parse_vik202_factor,
+    parse_vik202_value,
+)
 
 SITE_PATTERN = re.compile(r"(?P<nuclide>\S+)\s+(?P<value>\S+)\s+(?P<unit>\S+)")
 ANY_VALUE_PATTERN = re.compile(r"(?P<value>.*)")

@@ -7,11 +7,11 @@ from dosecal_harness import fault_scenario, supervised
 from helpers import wait_for_condition
 from pydantic import ValidationError
 
-from drivers.catalog import create_driver
-from drivers.dosecal.serial_line import SerialLineConfig, SerialLineDriver, decode_escapes
+from drivers.dosecal.serial_line.driver import SerialLineConfig, SerialLineDriver, decode_escapes
+from drivers.registry import create_driver
 from simulators.dosecal import FAULTS, DoseCalibratorSimulator
 
-# The pattern docs/instruments/capintec-crc55tr.md shows for the simulator's ticket lines.
+# The pattern drivers/dosecal/serial_line/README.md shows for the simulator's ticket lines.
 TICKET = (
     r"^(?P<date>\d{4}-\d{2}-\d{2}) (?P<time>\d{2}:\d{2}:\d{2})\s+(?P<nuclide>\S+)\s+"
     r"(?P<value>[-+]?\d+(?:\.\d+)?)\s+(?P<unit>[kMG]?Bq|[um]?Ci)\s*$"
@@ -87,7 +87,7 @@ def test_non_activity_values_and_defaults():
 @pytest.mark.parametrize("transport", ["pty", "tcp"])
 async def test_push_tickets(transport):
     sim = DoseCalibratorSimulator(
-        "crc55tr", transport, nuclide="I-131", activity_mbq=370.0, push_interval_s=0.05, seed=10
+        "serial_line", transport, nuclide="I-131", activity_mbq=370.0, push_interval_s=0.05, seed=10
     )
     address = await sim.start()
     try:
@@ -105,7 +105,7 @@ async def test_push_tickets(transport):
 
 @pytest.mark.parametrize("transport", ["pty", "tcp"])
 async def test_poll(transport):
-    sim = DoseCalibratorSimulator("atomlab", transport, nuclide="F-18", seed=11)
+    sim = DoseCalibratorSimulator("atomlab500", transport, nuclide="F-18", seed=11)
     address = await sim.start()
     try:
         async with supervised(lambda: poll_driver("lab", address)) as run:
@@ -119,7 +119,7 @@ async def test_poll(transport):
 @pytest.mark.parametrize("transport", ["pty", "tcp"])
 @pytest.mark.parametrize("fault", FAULTS)
 async def test_push_fault_is_visible_and_recovered(transport, fault):
-    bad_run, _good, _logs = await fault_scenario("crc55tr", transport, fault, push_driver)
+    bad_run, _good, _logs = await fault_scenario("serial_line", transport, fault, push_driver)
     if fault in ("garbage", "wrong_length", "corrupt"):
         assert bad_run.bad()
 
@@ -127,6 +127,6 @@ async def test_push_fault_is_visible_and_recovered(transport, fault):
 @pytest.mark.parametrize("transport", ["pty", "tcp"])
 @pytest.mark.parametrize("fault", FAULTS)
 async def test_poll_fault_is_visible_and_recovered(transport, fault):
-    bad_run, _good, _logs = await fault_scenario("atomlab", transport, fault, poll_driver)
+    bad_run, _good, _logs = await fault_scenario("atomlab500", transport, fault, poll_driver)
     if fault in ("garbage", "wrong_length", "corrupt"):
         assert bad_run.bad()

@@ -11,7 +11,7 @@ import pytest
 from helpers import wait_for_condition
 
 from agent.physics import half_life_s
-from drivers.dosecal.capintec import CapintecCRC15Config, CapintecCRC15Driver
+from drivers.dosecal.capintec_crc15.driver import CapintecCRC15Config, CapintecCRC15Driver
 from simulators import SIMULATOR_MODULES
 from simulators.dosecal import Chamber, DoseCalibratorSimulator, add_arguments, parse_activity, run
 
@@ -51,23 +51,23 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="model"):
         DoseCalibratorSimulator("crc25", "pty")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="fault"):
-        DoseCalibratorSimulator("capintec", "pty", fault="melted")
+        DoseCalibratorSimulator("capintec_crc15", "pty", fault="melted")
     with pytest.raises(ValueError, match="nuclide"):
-        DoseCalibratorSimulator("capintec", "pty", nuclide="Xx-999")
+        DoseCalibratorSimulator("capintec_crc15", "pty", nuclide="Xx-999")
 
 
 async def test_run_prints_address_and_serves(capsys):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(
-        ["--model", "capintec", "--transport", "tcp", "--activity", "10 mCi", "--unit", "mCi"]
+        ["--model", "capintec_crc15", "--transport", "tcp", "--activity", "10 mCi", "--unit", "mCi"]
     )
     printed: list[str] = []
 
     def address() -> str | None:
         printed.append(capsys.readouterr().out)
         for line in "".join(printed).splitlines():
-            if line.startswith("dosecal capintec listening on "):
+            if line.startswith("dosecal capintec_crc15 listening on "):
                 return line.rsplit(" ", 1)[1]
         return None
 

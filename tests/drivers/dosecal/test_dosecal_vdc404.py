@@ -10,8 +10,8 @@ from helpers import wait_for_condition
 from pydantic import ValidationError
 
 from agent.physics import normalize_nuclide
-from drivers.catalog import create_driver
-from drivers.dosecal.vdc404 import VDC404Config, VDC404Driver, parse_vdc404_line
+from drivers.dosecal.vdc404.driver import VDC404Config, VDC404Driver, parse_vdc404_line
+from drivers.registry import create_driver
 from simulators.dosecal import FAULTS, DoseCalibratorSimulator
 
 

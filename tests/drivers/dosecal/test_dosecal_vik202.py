@@ -8,14 +8,14 @@ from helpers import wait_for_condition
 from pydantic import ValidationError
 
 from drivers.base import DeviceError
-from drivers.catalog import create_driver
-from drivers.dosecal.vik202 import (
+from drivers.dosecal.vik202.driver import (
     VIK202Config,
     VIK202Driver,
     is_acknowledgement,
     parse_vik202_factor,
     parse_vik202_value,
 )
+from drivers.registry import create_driver
 from simulators.dosecal import FAULTS, DoseCalibratorSimulator
 
 READ_ONLY = {"!R", "!GF", "!GQ", "!V", "!GV", "!A"}

@@ -15,7 +15,7 @@ from supervised import Supervised
 
 from agent.service.config import parse_config
 from drivers.base import DeviceError
-from drivers.catalog import create_driver
+from drivers.registry import create_driver
 from simulators.opcua import SynthesisModuleSimulator
 
 pytestmark = pytest.mark.timeout(60)
