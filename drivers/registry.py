@@ -18,6 +18,7 @@ The configuration's device union (discriminated on `type`) is built from this re
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import threading
@@ -148,11 +149,14 @@ class Registry(Mapping[str, DriverSpec]):
         return len(self._specs)
 
     def unknown_type_message(self, type_name: str) -> str:
-        """Why there is no driver of this type (a broken package is named)."""
+        """Why there is no driver of this type: a broken package, or a likely typo."""
         if type_name in self.broken:
             broken = self.broken[type_name]
             return f"driver {type_name!r} ({broken.source}) failed to load: {broken.error}"
-        return f"unknown driver type {type_name!r}; expected one of {list(self._specs)}"
+        close = difflib.get_close_matches(type_name, list(self._specs), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        known = ", ".join(repr(name) for name in self._specs)
+        return f"unknown driver type {type_name!r}{hint}; expected one of {known}"
 
     def with_simulator(self) -> list[DriverSpec]:
         """Specs that declare a simulator profile, by type name."""
@@ -212,6 +216,11 @@ def device_config_union() -> Any:
             "is isoedge installed (pip install -e .)?"
         )
     return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007 - built at run time
+
+
+def unknown_driver_message(type_name: str) -> str:
+    """The message for a configuration naming a driver type nobody registered."""
+    return registry().unknown_type_message(type_name)
 
 
 def driver_class(type_name: str) -> type[Driver]:

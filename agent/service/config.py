@@ -15,7 +15,7 @@ from agent.core.paths import resolve_relative_paths
 from agent.core.settings import StrictSection
 from agent.delivery.settings import BrokerSection, OutboxSection, SigningSection
 from agent.qc.config import RuleConfig
-from drivers.registry import device_config_union
+from drivers.registry import device_config_union, unknown_driver_message
 
 DeviceConfig: Any = device_config_union()
 """Every registered driver's configuration (the `isoedge.drivers` entry points), by `type`."""
@@ -208,6 +208,8 @@ def _problems_from_validation(path: str, exc: ValidationError) -> list[ConfigPro
                 f"unknown {kind} type {ctx.get('tag')!r}; "
                 f"expected one of {ctx.get('expected_tags')}"
             )
+            if kind == "driver":
+                message = unknown_driver_message(str(ctx.get("tag")))
         elif err["type"] == "union_tag_not_found":
             loc = [*loc, "type"]
             message = "required key is missing"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
+import shutil
 
 import pytest
 from cryptography import x509
@@ -13,7 +15,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from helpers import REPO, wait_for_condition
 from supervised import Supervised
 
-from agent.service.config import parse_config
+from agent.service.config import load_config, parse_config
 from drivers.base import DeviceError
 from drivers.registry import create_driver
 from simulators.opcua import SynthesisModuleSimulator
@@ -177,3 +179,63 @@ def test_shipped_synthesis_map_is_valid():
     config = parse_config({"agent": {"site": "s", "id": "a"}, "devices": devices})
     assert config.devices[0].events is not None
     assert len(config.devices[0].nodes) == 10
+
+
+def _toml_value(value) -> str:
+    """An inline TOML value (enough for a device configuration)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+
+
+async def test_relative_security_paths_are_relative_to_the_config_file(
+    secure_module, tmp_path, monkeypatch
+):
+    # Under systemd the working directory is /: relative certificate, key and password file
+    # paths must resolve against the configuration file's folder, not the process's cwd.
+    sim, certs = secure_module
+    (server_cert, _), (client_cert, client_key) = certs
+    site = tmp_path / "site"
+    (site / "keys").mkdir(parents=True)
+    for source in (server_cert, client_cert, client_key):
+        shutil.copy(source, site / "keys" / source.name)
+    (site / "keys" / "opcua.password").write_text("s3cret\n", encoding="utf-8")
+    device = sim.device_config(
+        "synth-sec",
+        publishing_interval_ms=100,
+        timeout_s=3.0,
+        username="qa",
+        password_file="keys/opcua.password",
+        security={
+            "policy": "Basic256Sha256",
+            "mode": "SignAndEncrypt",
+            "certificate": f"keys/{client_cert.name}",
+            "private_key": f"keys/{client_key.name}",
+            "server_certificate": f"keys/{server_cert.name}",
+        },
+    )
+    lines = ['[agent]', 'site = "s"', 'id = "a"', 'state_dir = "state"', "", "[[devices]]"]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in device.items()]
+    config_file = site / "isoedge.toml"
+    config_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    config = load_config(config_file)
+
+    loaded = config.devices[0]
+    assert loaded.password_file == site / "keys" / "opcua.password"
+    assert loaded.security.certificate == site / "keys" / client_cert.name
+    assert loaded.security.private_key == site / "keys" / client_key.name
+    assert loaded.security.server_certificate == site / "keys" / server_cert.name
+    assert config.agent.state_dir == site / "state"
+    async with Supervised(loaded) as run:
+        await wait_for_condition(lambda: len(run.channel("supply_pressure")) >= 2)
+    assert run.errors == []
