@@ -558,6 +558,11 @@ class DoseCalibratorSimulator:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `isoedge simulate dosecal`."""
     known = models()
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    width = max((len(name) for name in known), default=0)
+    parser.epilog = "models (driver types, from the driver registry):\n" + "\n".join(
+        f"  {spec.type:<{width}}  {spec.summary}" for spec in registry().with_simulator()
+    )
     parser.add_argument(
         "--model",
         choices=known,

@@ -201,15 +201,8 @@ def _problems_from_validation(path: str, exc: ValidationError) -> list[ConfigPro
             if not (i > 0 and isinstance(loc[i - 1], int) and p in _UNION_TAGS)
         ]
         if err["type"] == "union_tag_invalid":
-            ctx = err.get("ctx") or {}
-            kind = "driver" if loc and loc[0] == "devices" else "rule"
+            message = _unknown_type(loc, err.get("ctx") or {})
             loc = [*loc, "type"]
-            message = (
-                f"unknown {kind} type {ctx.get('tag')!r}; "
-                f"expected one of {ctx.get('expected_tags')}"
-            )
-            if kind == "driver":
-                message = unknown_driver_message(str(ctx.get("tag")))
         elif err["type"] == "union_tag_not_found":
             loc = [*loc, "type"]
             message = "required key is missing"
@@ -223,6 +216,13 @@ def _problems_from_validation(path: str, exc: ValidationError) -> list[ConfigPro
                 message += f" (got {shown})"
         problems.append(ConfigProblem(file=path, key=format_loc(loc), message=message))
     return problems
+
+
+def _unknown_type(loc: Sequence[str | int], ctx: dict[str, Any]) -> str:
+    """An unknown driver type names the installed drivers (and a likely typo)."""
+    if loc and loc[0] == "devices":
+        return unknown_driver_message(str(ctx.get("tag")))
+    return f"unknown rule type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
 
 
 _MAX_ECHO = 60  # longer inputs are not repeated in messages

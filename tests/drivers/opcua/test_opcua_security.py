@@ -211,7 +211,7 @@ async def test_relative_security_paths_are_relative_to_the_config_file(
         publishing_interval_ms=100,
         timeout_s=3.0,
         username="qa",
-        password_file="keys/opcua.password",
+        password_file="keys/opcua.password",  # noqa: S106 - a file name, not a password
         security={
             "policy": "Basic256Sha256",
             "mode": "SignAndEncrypt",
@@ -220,7 +220,7 @@ async def test_relative_security_paths_are_relative_to_the_config_file(
             "server_certificate": f"keys/{server_cert.name}",
         },
     )
-    lines = ['[agent]', 'site = "s"', 'id = "a"', 'state_dir = "state"', "", "[[devices]]"]
+    lines = ["[agent]", 'site = "s"', 'id = "a"', 'state_dir = "state"', "", "[[devices]]"]
     lines += [f"{key} = {_toml_value(value)}" for key, value in device.items()]
     config_file = site / "isoedge.toml"
     config_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
