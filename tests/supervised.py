@@ -14,7 +14,7 @@ from drivers.registry import create_driver
 class Supervised:
     """Connect, iterate, back off, reconnect; records what the driver produced.
 
-    `source` is a device configuration (the driver comes from the catalog) or a function that
+    `source` is a device configuration (the driver comes from the registry) or a function that
     builds a fresh driver for every connection.
     """
 

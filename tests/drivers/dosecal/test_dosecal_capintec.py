@@ -93,7 +93,7 @@ def test_implausible_activity_is_bad():
     assert "implausible" in (sample.reason or "")
 
 
-def test_registered_in_catalog():
+def test_registered_in_registry():
     config = CapintecCRC15Config(id="c", type="capintec_crc15", port="socket://127.0.0.1:4001")
     assert isinstance(create_driver(config), CapintecCRC15Driver)
     assert config.baudrate == 4800

@@ -57,7 +57,7 @@ def test_malformed_lines(line):
     assert m.reason
 
 
-def test_config_defaults_and_catalog():
+def test_config_defaults_and_registry():
     config = VDC404Config(id="v", type="vdc404", port="/dev/ttyUSB0")
     assert (config.baudrate, config.bytesize, config.parity, config.stopbits) == (9600, 8, "N", 1)
     assert isinstance(create_driver(config), VDC404Driver)
