@@ -77,16 +77,15 @@ def test_readme_example_is_valid(block):
         create_driver(device)
 
 
-def test_instruments_index_links_every_driver_folder():
-    index = (REPO / "docs" / "instruments" / "README.md").read_text(encoding="utf-8")
-    linked = {
-        (REPO / "docs" / "instruments" / target).resolve()
-        for target in re.findall(r"\]\(([^)#]+)\)", index)
-    }
-    for spec in BUILT_IN:
-        assert spec.readme in linked, spec.readme
-        assert spec.sample_path in linked, spec.sample_path
-        assert f"`{spec.type}`" in index
+def test_instruments_index_has_no_dead_links():
+    # The index is documentation, not wiring: a new driver works without a row here, but a
+    # moved or renamed README must not leave a dead link behind.
+    index_dir = REPO / "docs" / "instruments"
+    index = (index_dir / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", index)
+    assert targets
+    for target in targets:
+        assert (index_dir / target).exists(), target
 
 
 # -- golden test cases: testcases/<case>/config.toml + expected.toml, one generic runner --------

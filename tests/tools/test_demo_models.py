@@ -30,8 +30,7 @@ async def test_each_sample_config_reads_good_values_from_its_demo_simulator(spec
         try:
             async with asyncio.timeout(10):
                 await driver.connect()
-                async for sample in driver.samples():
-                    break
+                sample = await anext(aiter(driver.samples()))
         finally:
             await driver.close()
     finally:
