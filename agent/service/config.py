@@ -6,7 +6,7 @@ import tomllib
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
@@ -15,10 +15,17 @@ from agent.core.paths import resolve_relative_paths
 from agent.core.settings import StrictSection
 from agent.delivery.settings import BrokerSection, OutboxSection, SigningSection
 from agent.qc.config import RuleConfig
+from drivers.base import DeviceConfigBase
 from drivers.registry import device_config_union, unknown_driver_message
 
-DeviceConfig: Any = device_config_union()
-"""Every registered driver's configuration (the `isoedge.drivers` entry points), by `type`."""
+if TYPE_CHECKING:
+    DeviceConfig = DeviceConfigBase
+else:
+    DeviceConfig = device_config_union()
+    """Every registered driver's configuration (the `isoedge.drivers` entry points), by `type`.
+
+    Built when this module loads; statically every device is at least a `DeviceConfigBase`.
+    """
 
 IdStr = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
