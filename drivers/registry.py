@@ -65,7 +65,7 @@ class DriverSpec:
     summary: str = ""
     simulator: Any = None
     sample: str = "sample.toml"
-    _loaded: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _loaded: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         tags = _literal_tags(self.config)
@@ -131,10 +131,28 @@ class Registry(Mapping[str, DriverSpec]):
     """Driver specs by `type`, loaded once from the entry points."""
 
     def __init__(
-        self, specs: Mapping[str, DriverSpec], broken: Mapping[str, BrokenDriver]
+        self,
+        specs: Mapping[str, DriverSpec],
+        broken: Mapping[str, BrokenDriver],
+        ignored: Mapping[str, list[str]] | None = None,
     ) -> None:
         self._specs = dict(sorted(specs.items()))
         self.broken = dict(broken)
+        self.ignored = dict(ignored or {})
+        """Type → entry points that declared it again (the first declaration is used)."""
+        self._reported = False
+
+    def report_problems(self) -> None:
+        """Log broken and duplicate declarations, once (by then logging is configured)."""
+        if self._reported:
+            return
+        self._reported = True
+        for broken in self.broken.values():
+            log.error(
+                "drivers.load_failed", driver=broken.type, source=broken.source, error=broken.error
+            )
+        for type_name, sources in self.ignored.items():
+            log.warning("drivers.duplicate_type", driver=type_name, ignored=sources)
 
     def __getitem__(self, type_name: str) -> DriverSpec:
         try:
@@ -175,23 +193,28 @@ def _load_spec(entry: importlib.metadata.EntryPoint) -> DriverSpec:
 def load_registry() -> Registry:
     """Read every `isoedge.drivers` entry point (installed distributions, deduplicated).
 
-    A driver package that fails to import does not stop the others: it is logged and kept
-    in `Registry.broken`, so a configuration using its type is refused with the reason.
+    A driver package that fails to import does not stop the others: it is kept in
+    `Registry.broken`, so a configuration using its type is refused with the reason. A type
+    declared twice keeps its first declaration (a built-in one, if any). Nothing is logged
+    here (logging is not configured yet when the configuration module loads, and
+    `check-config --json` owns stdout): `report_problems()` logs both when drivers are built.
     """
     specs: dict[str, DriverSpec] = {}
     broken: dict[str, BrokenDriver] = {}
-    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    ignored: dict[str, list[str]] = {}
+    entries = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    # A package cannot take over a built-in type: isoedge's own entry points come first.
+    for entry in sorted(entries, key=lambda e: e.dist is None or e.dist.name != "isoedge"):
         if entry.name in specs or entry.name in broken:
-            log.warning("drivers.duplicate_type", driver=entry.name, ignored=entry.value)
+            ignored.setdefault(entry.name, []).append(entry.value)
             continue
         try:
             specs[entry.name] = _load_spec(entry)
         except Exception as exc:
-            log.exception("drivers.load_failed", driver=entry.name, source=entry.value)
             broken[entry.name] = BrokenDriver(
                 entry.name, entry.value, f"{type(exc).__name__}: {exc}"
             )
-    return Registry(specs, broken)
+    return Registry(specs, broken, ignored)
 
 
 _lock = threading.Lock()
@@ -234,4 +257,5 @@ def driver_class(type_name: str) -> type[Driver]:
 
 def create_driver(config: DeviceConfigBase) -> Driver:
     """Build the driver registered for `config.type`."""
+    registry().report_problems()
     return driver_class(config.type)(config)

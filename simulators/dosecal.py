@@ -54,7 +54,7 @@ from serial import rfc2217
 
 from agent.physics import half_life_s, normalize_nuclide
 from agent.physics.units import ACTIVITY_TO_MBQ, activity_to, canonical_unit
-from drivers.dosecal.simulation import CTRL_C, Session, SimulationProfile, significant
+from drivers.dosecal.simulation import CTRL_C, Session, SimulationProfile
 from drivers.registry import registry
 
 FAULTS = ("unplugged", "garbage", "truncated", "timeout", "wrong_length", "corrupt")
@@ -89,9 +89,6 @@ _CTRL_C = ord(CTRL_C)
 _ASCII_DIGITS = frozenset(b"0123456789")
 _AMPERE_PER_MBQ = 2.5e-13  # chamber current per MBq of an F-18-like emitter (illustrative)
 _COUNTS_PER_MBQ = 4000.0  # sets the Poisson-like noise: sd = sqrt(A / _COUNTS_PER_MBQ)
-
-
-format_significant = significant
 
 
 class Chamber:

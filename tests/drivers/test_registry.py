@@ -7,6 +7,7 @@ environment itself never changes), and runs that environment's `isoedge` on a co
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import site
@@ -82,6 +83,9 @@ py-modules = ["isoedge_acme"]
 
 [project.entry-points."isoedge.drivers"]
 acme_dc1 = "isoedge_acme:DRIVER"
+# A broken declaration (its module is missing) and an attempt to take over a built-in type.
+acme_broken = "isoedge_acme_missing:DRIVER"
+opcua = "isoedge_acme:DRIVER"
 """
 
 CONFIG = """
@@ -153,6 +157,31 @@ def test_a_driver_package_is_discovered_by_check_config(plugin_venv, tmp_path):
     assert "devices[0].type: unknown driver type 'acme_dc2' (did you mean 'acme_dc1'?)" in message
     for known in ["acme_dc1", *registry()]:
         assert f"'{known}'" in message, message
+
+
+def test_a_broken_package_is_named_and_cannot_replace_a_built_in(plugin_venv, tmp_path):
+    broken = tmp_path / "broken.toml"
+    broken.write_text(CONFIG.format(type="acme_broken"), encoding="utf-8")
+    result = _isoedge(plugin_venv, "check-config", broken, cwd=tmp_path)
+    assert result.returncode == 2
+    assert (
+        "devices[0].type: driver 'acme_broken' (isoedge_acme_missing:DRIVER) failed to load: "
+        "ModuleNotFoundError"
+    ) in result.stderr
+
+    # `opcua` stays the built-in driver: its keys are required, the package's are not.
+    opcua = tmp_path / "opcua.toml"
+    opcua.write_text(CONFIG.format(type="opcua"), encoding="utf-8")
+    result = _isoedge(plugin_venv, "check-config", opcua, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "devices[0].url: required key is missing" in result.stderr
+
+    # Nothing is logged at load: `--json` output stays one JSON document.
+    good = tmp_path / "acme.toml"
+    good.write_text(CONFIG.format(type="acme_dc1"), encoding="utf-8")
+    result = _isoedge(plugin_venv, "check-config", "--json", good, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["devices"][0]["type"] == "acme_dc1"
 
 
 def test_the_simulator_lists_a_driver_package_model(plugin_venv, tmp_path):
