@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint setup-demo setup-test bench clean
+.PHONY: demo test lint setup-demo setup-test bench bench-ingest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,18 +13,19 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # System packages (apt-get, when missing and we are root): the demo needs a broker; the tests
-# also need Chromium (web console end-to-end test) and systemd-analyze (unit file checks).
+# also need Chromium (web console end-to-end test) and systemd-analyze (unit file checks), and
+# PostgreSQL for the central ingest (its tests, and `make demo DEMO_ARGS=--fleet`).
 setup-demo: $(STAMP)
-	@bash .ci/system-packages.sh mosquitto
+	@bash .ci/system-packages.sh mosquitto $(if $(findstring --fleet,$(DEMO_ARGS)),postgresql)
 
 setup-test: $(STAMP)
-	@bash .ci/system-packages.sh mosquitto chromium systemd
+	@bash .ci/system-packages.sh mosquitto chromium systemd postgresql
 
 demo: setup-demo
 	$(VENV)/bin/isoedge demo $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check agent drivers simulators tests bench
+	$(VENV)/bin/ruff check agent drivers simulators central tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
@@ -33,6 +34,10 @@ test: setup-test lint
 
 bench: setup-demo
 	$(PY) bench/throughput.py
+
+bench-ingest: $(STAMP)
+	@bash .ci/system-packages.sh mosquitto postgresql
+	$(PY) bench/ingest.py
 
 clean:
 	rm -rf $(VENV) .isoedge-demo .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -8,12 +8,15 @@ declare -A PROVIDES=(
     [mosquitto]="mosquitto /usr/sbin/mosquitto"
     [chromium]="chromium /usr/bin/chromium"
     [systemd]="systemd-analyze /usr/bin/systemd-analyze"
+    # Debian keeps initdb off PATH, in /usr/lib/postgresql/VERSION/bin.
+    [postgresql]="initdb /usr/lib/postgresql/*/bin/initdb"
 )
 
 missing=()
 for pkg in "$@"; do
     read -r prog path <<<"${PROVIDES[$pkg]:-$pkg $pkg}"
-    if ! command -v "$prog" >/dev/null 2>&1 && [ ! -x "$path" ]; then
+    # shellcheck disable=SC2086 # $path may be a glob (a versioned directory)
+    if ! command -v "$prog" >/dev/null 2>&1 && ! compgen -G "$path" >/dev/null; then
         missing+=("$pkg")
     fi
 done
@@ -30,4 +33,8 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$
 # The demo and the tests start their own brokers; a system-wide one is not wanted.
 if [[ " ${missing[*]} " == *" mosquitto "* ]] && command -v systemctl >/dev/null 2>&1; then
     systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
+# Likewise the cluster Debian creates on install: the ingest tests and demo start their own.
+if [[ " ${missing[*]} " == *" postgresql "* ]] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now postgresql >/dev/null 2>&1 || true
 fi

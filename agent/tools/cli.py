@@ -369,6 +369,10 @@ def build_parser(*, with_simulators: bool = False) -> argparse.ArgumentParser:
                         help=f"configuration file (default {DEFAULT_CONFIG})")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_outbox_status)
+
+    from central.cli import add_ingest_parser  # noqa: PLC0415 - light; verbs import lazily
+
+    add_ingest_parser(verbs)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""IsoEdge central ingest: verify agents' signed envelopes and store them in PostgreSQL."""

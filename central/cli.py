@@ -1,0 +1,101 @@
+"""The `isoedge ingest` verbs (CONTRACT.md §1, §6).
+
+Imported by the agent's CLI to build its parser, so this module imports nothing heavy; each
+verb imports what it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _load(path: str) -> tuple[Any, Any] | int:
+    from central.config import ConfigError, load_config  # noqa: PLC0415
+    from central.envelope import KeyRegistry, RegistryError  # noqa: PLC0415
+
+    try:
+        config = load_config(path)
+        registry = KeyRegistry.from_config(config.agents, path)
+    except (ConfigError, RegistryError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    return config, registry
+
+
+def cmd_ingest_run(args: argparse.Namespace) -> int:
+    """`isoedge ingest run -c FILE`."""
+    import asyncio  # noqa: PLC0415
+
+    import psycopg  # noqa: PLC0415
+
+    from agent.log import configure_logging  # noqa: PLC0415
+    from central.app import Ingest, run_until_signalled  # noqa: PLC0415
+
+    configure_logging(args.log_level)
+    loaded = _load(args.config)
+    if isinstance(loaded, int):
+        return loaded
+    config, registry = loaded
+    try:
+        asyncio.run(run_until_signalled(Ingest(config, registry)))
+    except (psycopg.Error, OSError, RuntimeError) as exc:
+        _err(f"ingest failed: {exc}")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_ingest_report(args: argparse.Namespace) -> int:
+    """`isoedge ingest report -c FILE [--json]`."""
+    import psycopg  # noqa: PLC0415
+
+    from central.app import ingest_report  # noqa: PLC0415
+
+    loaded = _load(args.config)
+    if isinstance(loaded, int):
+        return loaded
+    config, registry = loaded
+    try:
+        result = ingest_report(config, registry)
+    except psycopg.Error as exc:
+        _err(f"{args.config}: database.url: {str(exc).strip()}")
+        return EXIT_FAILURE
+    if args.json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return EXIT_OK
+    lines = [f"{'agent':<28} {'seq':>17} {'envelopes':>9} {'readings':>10} chain  gaps"]
+    for a in result["agents"]:
+        seq = f"{a['first_seq']}..{a['last_seq']}" if a["first_seq"] is not None else "-"
+        gaps = ", ".join(
+            f"{lo}..{hi}" + (" (permanent)" if [lo, hi] in a["permanent_gaps"] else "")
+            for lo, hi in a["gaps"]
+        ) or "none"
+        lines.append(f"{a['site'] + '/' + a['agent']:<28} {seq:>17} {a['envelopes']:>9} "
+                     f"{a['readings']:>10} {a['chain']:<6} {gaps}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return EXIT_OK
+
+
+def add_ingest_parser(verbs: Any) -> None:
+    """`isoedge ingest run|report`."""
+    ingest = verbs.add_parser("ingest", help="the central consumer: verify, store in PostgreSQL")
+    sub = ingest.add_subparsers(dest="ingest_verb", metavar="ACTION", required=True)
+    run = sub.add_parser("run", help="consume, verify and store until SIGTERM; repair gaps")
+    run.add_argument("-c", "--config", required=True, help="ingest configuration (TOML)")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=cmd_ingest_run)
+    report = sub.add_parser("report", help="per agent: seq range, envelopes, gaps, chain")
+    report.add_argument("-c", "--config", required=True, help="ingest configuration (TOML)")
+    report.add_argument("--json", action="store_true", help="machine-readable (CONTRACT §6)")
+    report.set_defaults(func=cmd_ingest_report)

@@ -1,0 +1,202 @@
+"""Ingest configuration (CONTRACT.md §6): TOML validated by pydantic; errors name file and key."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+IdStr = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+GroupStr = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TLSSection(_Strict):
+    """TLS towards the broker (as for the agent): CA always verified; client cert optional."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+class BrokerSection(_Strict):
+    """The MQTT broker (or cluster) the agents publish to."""
+
+    url: str = Field(default="mqtt://127.0.0.1:1883", description="mqtt://HOST:PORT or mqtts://")
+    group: GroupStr = Field(default="ingest", description="Shared-subscription group name.")
+    topic_prefix: str = "isoedge/v1"
+    client_id: str | None = Field(
+        default=None,
+        description="Stable MQTT client id; default: ingest-{group}-{host}-{slot}, slot taken "
+        "by a lock so a restarted process resumes its own persistent session.",
+    )
+    username: str | None = None
+    password_file: Path | None = None
+    tls: TLSSection | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    session_expiry_s: int = Field(default=7 * 86400, ge=0, description="Persistent session life.")
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"mqtt", "mqtts"} or not parts.hostname:
+            raise ValueError("expected mqtt://HOST:PORT or mqtts://HOST:PORT")
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"bad port in broker url: {exc}") from None
+        return value
+
+    @property
+    def host(self) -> str:
+        """Broker host name."""
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        """Broker port (1883, or 8883 for mqtts, unless given)."""
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def uses_tls(self) -> bool:
+        """True for mqtts:// or when a TLS section is present."""
+        return urlsplit(self.url).scheme == "mqtts" or self.tls is not None
+
+    @property
+    def subscription(self) -> str:
+        """`$share/{group}/{prefix}/+/+/#`."""
+        return f"$share/{self.group}/{self.topic_prefix}/+/+/#"
+
+
+class DatabaseSection(_Strict):
+    """The PostgreSQL database (any server: local, managed, replicated)."""
+
+    url: str = Field(description="postgresql://USER@HOST:PORT/DB (libpq URL)")
+    batch_max_envelopes: int = Field(default=500, ge=1, le=100_000)
+    batch_max_age_ms: int = Field(default=50, ge=0, le=60_000)
+    retry_initial_s: float = Field(default=0.5, gt=0, le=60)
+    retry_max_s: float = Field(default=5.0, gt=0, le=600)
+    timescaledb: bool = Field(
+        default=True, description="Use TimescaleDB hypertables when the extension is available."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"postgresql", "postgres"}:
+            raise ValueError("expected postgresql://USER@HOST:PORT/DATABASE")
+        return value
+
+
+class RepairSection(_Strict):
+    """Completeness checks and gap repair from the agents' archives."""
+
+    check_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    grace_s: float = Field(default=30.0, ge=0, description="A gap this old is asked for.")
+    retry_s: float = Field(default=30.0, gt=0, description="Ask again after this long.")
+    max_attempts: int = Field(default=5, ge=1, description="Then the gap is permanent.")
+
+
+class WebUser(_Strict):
+    """A fleet-page user, stored like the agent console's (`isoedge web-passwd`)."""
+
+    name: str
+    role: str = "viewer"
+    password_hash: str | None = None
+    token_sha256: str | None = None
+
+
+class WebSection(_Strict):
+    """The fleet page served by the ingest."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:8090"
+    users: list[WebUser] = Field(default_factory=list)
+
+
+class AgentKeys(_Strict):
+    """One agent of the key registry: its kids are computed from these JWKs."""
+
+    site: IdStr
+    agent: IdStr
+    public_keys: list[Path] = Field(min_length=1)
+
+
+class IngestConfig(_Strict):
+    """The whole `ingest run` configuration."""
+
+    broker: BrokerSection = BrokerSection()
+    database: DatabaseSection
+    repair: RepairSection = RepairSection()
+    web: WebSection = WebSection()
+    agents: list[AgentKeys] = Field(default_factory=list)
+
+
+class ConfigError(Exception):
+    """An invalid ingest configuration; the message names file, key path and what was expected."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def parse_config(data: dict[str, Any], source: str) -> IngestConfig:
+    """Validate parsed TOML; `ConfigError` lists every problem as `FILE: key.path: message`."""
+    try:
+        return IngestConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            f"{source}: {_key_path(tuple(err['loc'])) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise ConfigError(problems) from None
+
+
+def load_config(path: str | Path) -> IngestConfig:
+    """Read, validate and resolve relative paths against the file's folder."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    config = parse_config(data, str(path))
+    base = path.parent
+
+    def rel(value: Path | None) -> Path | None:
+        return value if value is None or value.is_absolute() else base / value
+
+    agents = [
+        a.model_copy(update={"public_keys": [rel(p) for p in a.public_keys]})
+        for a in config.agents
+    ]
+    broker = config.broker
+    if broker.tls is not None:
+        tls = broker.tls.model_copy(
+            update={k: rel(getattr(broker.tls, k)) for k in ("ca_file", "cert_file", "key_file")}
+        )
+        broker = broker.model_copy(update={"tls": tls})
+    if broker.password_file is not None:
+        broker = broker.model_copy(update={"password_file": rel(broker.password_file)})
+    return config.model_copy(update={"agents": agents, "broker": broker})

@@ -1,0 +1,339 @@
+"""The MQTT side of the ingest: a shared-subscription consumer that acknowledges after commit.
+
+paho-mqtt runs with `manual_ack=True`: a PUBLISH is PUBACKed only once the writer thread has
+committed its rows, so killing the process or losing the database never loses an envelope (the
+broker re-delivers what was not acknowledged when the persistent session resumes). A PUBACK is
+only sent on the connection the PUBLISH came in on: after a reconnect the broker re-sends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import queue
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+import psycopg
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from central.config import IngestConfig
+from central.envelope import KeyRegistry, Rejected, parse_topic, stream_of, verify
+from central.store import Batch, Rejection, Store
+
+log = structlog.get_logger("isoedge.central.consumer")
+
+
+@dataclass(slots=True)
+class _Incoming:
+    generation: int
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    received: float
+
+
+@dataclass
+class IngestStats:
+    """Counters for logs, the fleet page and the bench."""
+
+    received: int = 0
+    committed_envelopes: int = 0
+    new_envelopes: int = 0
+    readings: int = 0
+    events: int = 0
+    rejected: int = 0
+    acked: int = 0
+    db_errors: int = 0
+    commits: int = 0
+    connected: bool = False
+    db_ok: bool = False
+    last_error: str | None = None
+    latencies: list[float] = field(default_factory=list)
+
+
+def _take_slot(group: str) -> tuple[int, Any]:
+    """The first free instance slot of this host and group (an flock, released on exit)."""
+    directory = Path(tempfile.gettempdir()) / f"isoedge-ingest-{os.getuid()}"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    for slot in range(1, 257):
+        handle = (directory / f"{group}-{slot}.lock").open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        return slot, handle
+    raise RuntimeError(f"no free ingest slot for group {group} in {directory}")
+
+
+class Consumer:
+    """Owns one MQTT client (paho network thread) and one writer thread."""
+
+    def __init__(self, config: IngestConfig, registry: KeyRegistry) -> None:
+        self.config = config
+        self.registry = registry
+        self.broker = config.broker
+        self.prefix = config.broker.topic_prefix
+        self.stats = IngestStats()
+        self._queue: queue.SimpleQueue[_Incoming | None] = queue.SimpleQueue()
+        self._generation = 0
+        self._gen_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._writer: threading.Thread | None = None
+        self._slot_handle: Any = None
+        self.keep_latencies = False
+        if self.broker.client_id:
+            self.client_id = self.broker.client_id
+        else:
+            slot, self._slot_handle = _take_slot(self.broker.group)
+            self.client_id = f"ingest-{self.broker.group}-{socket.gethostname()}-{slot}"
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 5)
+        self.client.max_inflight_messages_set(100)
+        if self.broker.username:
+            password = (
+                self.broker.password_file.read_text(encoding="utf-8").strip()
+                if self.broker.password_file
+                else None
+            )
+            self.client.username_pw_set(self.broker.username, password)
+        if self.broker.uses_tls:
+            tls = self.broker.tls
+            context = ssl.create_default_context(
+                cafile=str(tls.ca_file) if tls and tls.ca_file else None
+            )
+            if tls and tls.cert_file:
+                key = str(tls.key_file) if tls.key_file else None
+                context.load_cert_chain(str(tls.cert_file), key)
+            self.client.tls_set_context(context)
+        self.connected = threading.Event()
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Connect (asynchronously; paho retries) and start the writer thread."""
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.broker.session_expiry_s
+        props.ReceiveMaximum = self.broker.receive_maximum
+        self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
+        self._writer.start()
+        self.client.connect_async(
+            self.broker.host, self.broker.port, keepalive=self.broker.keepalive_s,
+            clean_start=False, properties=props,
+        )
+        self.client.loop_start()
+        log.info("ingest consumer started", client_id=self.client_id,
+                 subscription=self.broker.subscription, broker=self.broker.url)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the batch in hand (commit and ack it if the database allows), then disconnect."""
+        self._stopping.set()
+        self._queue.put(None)
+        if self._writer is not None:
+            self._writer.join(timeout)
+        self.client.disconnect()
+        self.client.loop_stop()
+        if self._slot_handle is not None:
+            self._slot_handle.close()
+            self._slot_handle = None
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Publish a plain message (replay requests), QoS 1."""
+        self.client.publish(topic, payload, qos=1)
+
+    # ---------------------------------------------------------------- paho thread
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            log.warning("broker refused the ingest", reason=str(reason))
+            return
+        with self._gen_lock:
+            self._generation += 1
+        status_topic = f"{self.prefix}/+/+/status"
+        # Shared subscriptions get no retained messages (MQTT 5 §4.8.2): the retained status of
+        # every agent comes through a plain subscription to the status topics.
+        client.subscribe([
+            (self.broker.subscription, SubscribeOptions(qos=1)),
+            (status_topic, SubscribeOptions(qos=1)),
+        ])
+        self.stats.connected = True
+        self.connected.set()
+        log.info("ingest connected", client_id=self.client_id, broker=self.broker.url)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        with self._gen_lock:
+            self._generation += 1  # acks of the old connection must not go on the new one
+        self.stats.connected = False
+        self.connected.clear()
+        log.warning("ingest disconnected from broker", reason=str(reason))
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        self.stats.received += 1
+        self._queue.put(_Incoming(self._generation, message.mid, message.qos, message.topic,
+                                  bytes(message.payload), time.time()))
+
+    # ---------------------------------------------------------------- writer thread
+    def _take_batch(self) -> list[_Incoming] | None:
+        db = self.config.database
+        try:
+            first = self._queue.get(timeout=0.5)
+        except queue.Empty:
+            return []
+        if first is None:
+            return None
+        batch = [first]
+        deadline = time.monotonic() + db.batch_max_age_ms / 1000.0
+        while len(batch) < db.batch_max_envelopes:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if item is None:
+                self._queue.put(None)
+                break
+            batch.append(item)
+        return batch
+
+    def _classify(self, messages: list[_Incoming]) -> tuple[Batch, list[_Incoming]]:
+        batch = Batch()
+        ackable: list[_Incoming] = []
+        for m in messages:
+            ackable.append(m)
+            parsed = parse_topic(m.topic, self.prefix)
+            if parsed is None:
+                continue
+            site, agent, rest = parsed
+            if rest == "status":
+                try:
+                    doc = orjson.loads(m.payload)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(doc, dict):
+                    batch.statuses.append(
+                        (site, agent, doc.get("state") == "online", m.payload.decode())
+                    )
+                continue
+            stream = stream_of(rest)
+            if stream is None:
+                continue  # replay requests and other plain topics are not data
+            try:
+                batch.envelopes.append(verify(m.payload, m.topic, site=site, agent=agent,
+                                              stream=stream, registry=self.registry))
+            except Rejected as exc:
+                batch.rejections.append(Rejection(m.topic, site, agent, exc.kid, exc.reason,
+                                                  m.payload))
+        return batch, ackable
+
+    def _write_loop(self) -> None:
+        store = Store(self.config.database.url)
+        delay = self.config.database.retry_initial_s
+        try:
+            while True:
+                messages = self._take_batch()
+                if messages is None:
+                    return
+                if not messages:
+                    continue
+                batch, ackable = self._classify(messages)
+                while True:
+                    try:
+                        if batch:
+                            result = self._write(store, batch)
+                            self.stats.new_envelopes += result.envelopes_new
+                            self.stats.readings += result.readings
+                            self.stats.events += result.events
+                            self.stats.rejected += result.rejected
+                            self.stats.commits += 1
+                        self.stats.db_ok = True
+                        delay = self.config.database.retry_initial_s
+                        break
+                    except psycopg.Error as exc:
+                        self.stats.db_errors += 1
+                        self.stats.db_ok = False
+                        self.stats.last_error = str(exc).strip()[:300]
+                        store.close()
+                        log.warning("database write failed; retrying", error=self.stats.last_error,
+                                    retry_s=delay)
+                        if self._stopping.wait(delay):
+                            return  # not committed, not acknowledged: the broker re-delivers
+                        delay = min(delay * 2, self.config.database.retry_max_s)
+                self.stats.committed_envelopes += len(batch.envelopes)
+                self._ack(ackable)
+        finally:
+            store.close()
+
+    def _write(self, store: Store, batch: Batch) -> Any:
+        try:
+            return store.write(batch)
+        except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
+            # A verified envelope the database cannot take (say, a malformed time): store the
+            # others, refuse that one as data, keep the evidence.
+            log.warning("batch refused by the database; writing envelopes one by one",
+                        error=str(exc).strip()[:200])
+            return self._write_one_by_one(store, batch)
+
+    def _write_one_by_one(self, store: Store, batch: Batch) -> Any:
+        total = None
+        for envelope in batch.envelopes:
+            single = Batch(envelopes=[envelope])
+            try:
+                result = store.write(single)
+            except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
+                single = Batch(rejections=[Rejection(
+                    envelope.topic, envelope.site, envelope.agent, envelope.kid,
+                    f"not storable ({str(exc).strip()[:100]})",
+                    orjson.dumps({"seq": envelope.seq}),
+                )])
+                result = store.write(single)
+            total = result if total is None else type(result)(
+                total.envelopes_new + result.envelopes_new, total.readings + result.readings,
+                total.events + result.events, total.rejected + result.rejected)
+        rest = Batch(rejections=batch.rejections, statuses=batch.statuses)
+        if rest:
+            result = store.write(rest)
+            total = result if total is None else type(result)(
+                total.envelopes_new, total.readings, total.events,
+                total.rejected + result.rejected)
+        return total
+
+    def _ack(self, messages: list[_Incoming]) -> None:
+        now = time.time()
+        with self._gen_lock:
+            generation = self._generation
+        for m in messages:
+            if m.qos == 0:
+                continue
+            if m.generation != generation:
+                continue  # that connection is gone; the broker re-sends on the new one
+            with contextlib.suppress(Exception):
+                self.client.ack(m.mid, m.qos)
+                self.stats.acked += 1
+            if self.keep_latencies:
+                self.stats.latencies.append(now - m.received)

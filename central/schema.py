@@ -1,0 +1,152 @@
+"""The ingest's PostgreSQL schema, created and migrated by the ingest itself (versioned).
+
+Each migration runs once, in order, inside one transaction that also records its version in
+`schema_version`; an advisory lock makes concurrent ingest processes wait for each other, so
+two processes starting together never both migrate.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import structlog
+
+log = structlog.get_logger("isoedge.central.schema")
+
+_LOCK_KEY = 0x15_0ED6E  # pg_advisory_xact_lock key of the migration
+
+# Version 1: the tables of CONTRACT.md §6 plus what completeness and repair need.
+_V1 = """
+CREATE TABLE envelopes (
+    site text NOT NULL,
+    agent text NOT NULL,
+    seq bigint NOT NULL,
+    stream text NOT NULL,
+    kid text NOT NULL,
+    created timestamptz NOT NULL,
+    received timestamptz NOT NULL DEFAULT now(),
+    payload_sha256 text NOT NULL,
+    prev text NOT NULL,
+    n_items integer NOT NULL,
+    topic text NOT NULL,
+    PRIMARY KEY (site, agent, seq)
+);
+CREATE TABLE readings (
+    id text NOT NULL,
+    site text NOT NULL,
+    agent text NOT NULL,
+    device text NOT NULL,
+    channel text NOT NULL,
+    t timestamptz NOT NULL,
+    value double precision,
+    unit text,
+    quality text NOT NULL,
+    nuclide text,
+    raw jsonb,
+    seq bigint NOT NULL,
+    extra jsonb
+);
+CREATE TABLE events (
+    id text PRIMARY KEY,
+    site text NOT NULL,
+    agent text NOT NULL,
+    stream text NOT NULL,
+    t timestamptz,
+    body jsonb NOT NULL,
+    seq bigint NOT NULL
+);
+CREATE INDEX events_site_agent_stream ON events (site, agent, stream, t);
+CREATE TABLE rejected (
+    id bigserial PRIMARY KEY,
+    received timestamptz NOT NULL DEFAULT now(),
+    topic text NOT NULL,
+    site text,
+    agent text,
+    kid text,
+    reason text NOT NULL,
+    body bytea NOT NULL
+);
+CREATE TABLE central_alerts (
+    id bigserial PRIMARY KEY,
+    kind text NOT NULL,
+    site text NOT NULL DEFAULT '',
+    agent text NOT NULL DEFAULT '',
+    key text NOT NULL DEFAULT '',
+    message text NOT NULL,
+    detail jsonb,
+    count integer NOT NULL DEFAULT 1,
+    raised timestamptz NOT NULL DEFAULT now(),
+    updated timestamptz NOT NULL DEFAULT now(),
+    cleared timestamptz
+);
+CREATE UNIQUE INDEX central_alerts_open ON central_alerts (kind, site, agent, key)
+    WHERE cleared IS NULL;
+CREATE TABLE gaps (
+    site text NOT NULL,
+    agent text NOT NULL,
+    from_seq bigint NOT NULL,
+    to_seq bigint NOT NULL,
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    last_request timestamptz,
+    attempts integer NOT NULL DEFAULT 0,
+    state text NOT NULL DEFAULT 'open',
+    PRIMARY KEY (site, agent, from_seq, to_seq)
+);
+CREATE TABLE agent_status (
+    site text NOT NULL,
+    agent text NOT NULL,
+    online boolean NOT NULL,
+    body jsonb NOT NULL,
+    received timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (site, agent)
+);
+"""
+
+# Plain tables: readings are unique by id. A TimescaleDB hypertable needs its time column in
+# every unique index, so there the key is (id, t): a re-delivered reading has the same t, so
+# ON CONFLICT still makes a replay change nothing.
+_READINGS_PLAIN = """
+ALTER TABLE readings ADD PRIMARY KEY (id);
+CREATE INDEX readings_device_t ON readings (site, agent, device, t);
+"""
+_READINGS_TIMESCALE = """
+CREATE EXTENSION IF NOT EXISTS timescaledb;
+ALTER TABLE readings ADD PRIMARY KEY (id, t);
+SELECT create_hypertable('readings', 't', chunk_time_interval => INTERVAL '1 day');
+CREATE INDEX readings_device_t ON readings (site, agent, device, t);
+"""
+
+SCHEMA_VERSION = 1
+
+
+def timescale_available(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    """Whether the server offers the timescaledb extension."""
+    row = conn.execute(
+        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+    ).fetchone()
+    return row is not None
+
+
+def migrate(conn: psycopg.Connection[tuple[object, ...]], *, timescaledb: bool = True) -> int:
+    """Bring the schema to `SCHEMA_VERSION`; returns the version found before."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version integer PRIMARY KEY, applied timestamptz NOT NULL DEFAULT now(),"
+            " note text NOT NULL)"
+        )
+        row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+        found = int(row[0]) if row else 0  # type: ignore[call-overload]
+        if found < 1:
+            use_ts = timescaledb and timescale_available(conn)
+            conn.execute(_V1)
+            conn.execute(_READINGS_TIMESCALE if use_ts else _READINGS_PLAIN)
+            conn.execute(
+                "INSERT INTO schema_version (version, note) VALUES (1, %s)",
+                ("tables of CONTRACT §6" + (" (timescaledb)" if use_ts else " (plain)"),),
+            )
+            log.info("schema created", version=1, timescaledb=use_ts)
+        if found > SCHEMA_VERSION:
+            log.warning("database schema is newer than this ingest", found=found,
+                        supported=SCHEMA_VERSION)
+    return found

@@ -1,0 +1,217 @@
+"""Writes verified envelopes to PostgreSQL: one transaction per batch, COPY + ON CONFLICT.
+
+Rows go by COPY into session-local temporary tables and from there into the real ones with
+`INSERT ... ON CONFLICT DO NOTHING`, so a re-delivered or replayed envelope changes nothing and
+one batch costs a handful of statements however many readings it holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import psycopg
+import structlog
+
+from central.envelope import Verified
+
+log = structlog.get_logger("isoedge.central.store")
+
+_KNOWN_READING_KEYS = frozenset(
+    {"id", "device", "channel", "t", "value", "unit", "quality", "nuclide", "raw"}
+)
+
+_TEMP_TABLES = """
+CREATE TEMP TABLE IF NOT EXISTS tmp_envelopes (
+    site text, agent text, seq bigint, stream text, kid text, created timestamptz,
+    payload_sha256 text, prev text, n_items integer, topic text) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS tmp_readings (
+    id text, site text, agent text, device text, channel text, t timestamptz,
+    value double precision, unit text, quality text, nuclide text, raw jsonb, seq bigint,
+    extra jsonb) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS tmp_events (
+    id text, site text, agent text, stream text, t timestamptz, body jsonb, seq bigint)
+    ON COMMIT DELETE ROWS;
+"""
+
+ENV_COLS = "site, agent, seq, stream, kid, created, payload_sha256, prev, n_items, topic"
+READ_COLS = "id, site, agent, device, channel, t, value, unit, quality, nuclide, raw, seq, extra"
+EVENT_COLS = "id, site, agent, stream, t, body, seq"
+
+RAISE_ALERT = """
+INSERT INTO central_alerts (kind, site, agent, key, message, detail)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (kind, site, agent, key) WHERE cleared IS NULL
+DO UPDATE SET count = central_alerts.count + 1, updated = now(), message = EXCLUDED.message,
+              detail = EXCLUDED.detail
+"""
+
+
+@dataclass(slots=True)
+class Rejection:
+    """An envelope refused as data."""
+
+    topic: str
+    site: str | None
+    agent: str | None
+    kid: str | None
+    reason: str
+    body: bytes
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one transaction writes."""
+
+    envelopes: list[Verified] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    statuses: list[tuple[str, str, bool, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.envelopes or self.rejections or self.statuses)
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """Counts of one committed batch."""
+
+    envelopes_new: int
+    readings: int
+    events: int
+    rejected: int
+
+
+def connect(url: str, *, application_name: str = "isoedge-ingest") -> psycopg.Connection[Any]:
+    """A connection with bounded waits: connect timeout, TCP keepalive and user timeout."""
+    return psycopg.connect(
+        url,
+        connect_timeout=10,
+        keepalives=1,
+        keepalives_idle=10,
+        keepalives_interval=5,
+        keepalives_count=3,
+        tcp_user_timeout=30_000,
+        application_name=application_name,
+        options="-c statement_timeout=60000 -c TimeZone=UTC",
+    )
+
+
+class Store:
+    """One writer connection (owned by one thread)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.conn: psycopg.Connection[Any] | None = None
+
+    def open(self) -> None:
+        """(Re)connect and create the temporary tables of this session."""
+        self.close()
+        conn = connect(self.url)
+        conn.execute(_TEMP_TABLES)
+        conn.commit()
+        self.conn = conn
+
+    def close(self) -> None:
+        """Close the connection, ignoring errors of a dead one."""
+        if self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
+            self.conn = None
+
+    def write(self, batch: Batch) -> WriteResult:
+        """Write one batch in one transaction (committed when this returns)."""
+        if self.conn is None or self.conn.closed:
+            self.open()
+        conn = self.conn
+        assert conn is not None  # noqa: S101 - set by open()
+        n_readings = n_events = 0
+        try:
+            with conn.cursor() as cur:
+                if batch.envelopes:
+                    n_readings, n_events = _copy_envelopes(cur, batch.envelopes)
+                    cur.execute(
+                        f"INSERT INTO envelopes ({ENV_COLS}) SELECT {ENV_COLS} FROM tmp_envelopes"  # noqa: S608
+                        " ON CONFLICT DO NOTHING"
+                    )
+                    new_envelopes = cur.rowcount
+                    if n_readings:
+                        cur.execute(
+                            f"INSERT INTO readings ({READ_COLS}) SELECT {READ_COLS}"  # noqa: S608
+                            " FROM tmp_readings ON CONFLICT DO NOTHING"
+                        )
+                    if n_events:
+                        cur.execute(
+                            f"INSERT INTO events ({EVENT_COLS}) SELECT {EVENT_COLS}"  # noqa: S608
+                            " FROM tmp_events ON CONFLICT DO NOTHING"
+                        )
+                else:
+                    new_envelopes = 0
+                for r in batch.rejections:
+                    cur.execute(
+                        "INSERT INTO rejected (topic, site, agent, kid, reason, body)"
+                        " VALUES (%s, %s, %s, %s, %s, %s)",
+                        (r.topic, r.site, r.agent, r.kid, r.reason, r.body),
+                    )
+                    cur.execute(
+                        RAISE_ALERT,
+                        (
+                            "rejected_envelope", r.site or "", r.agent or "",
+                            r.reason.split(" (")[0],
+                            f"envelope rejected on {r.topic}: {r.reason}",
+                            orjson.dumps({"topic": r.topic, "kid": r.kid}).decode(),
+                        ),
+                    )
+                for site, agent, online, body in batch.statuses:
+                    cur.execute(
+                        "INSERT INTO agent_status (site, agent, online, body) VALUES (%s,%s,%s,%s)"
+                        " ON CONFLICT (site, agent) DO UPDATE SET online = EXCLUDED.online,"
+                        " body = EXCLUDED.body, received = now()",
+                        (site, agent, online, body),
+                    )
+            conn.commit()
+        except BaseException:
+            try:
+                conn.rollback()
+            except psycopg.Error:
+                self.close()
+            raise
+        return WriteResult(new_envelopes, n_readings, n_events, len(batch.rejections))
+
+
+def _copy_envelopes(cur: psycopg.Cursor[Any], envelopes: list[Verified]) -> tuple[int, int]:
+    n_readings = n_events = 0
+    with cur.copy(f"COPY tmp_envelopes ({ENV_COLS}) FROM STDIN") as copy:
+        for e in envelopes:
+            copy.write_row((e.site, e.agent, e.seq, e.stream, e.kid, e.created,
+                            e.payload_sha256, e.prev, len(e.items), e.topic))
+    readings = [e for e in envelopes if e.stream == "readings"]
+    if readings:
+        dumps = orjson.dumps
+        with cur.copy(f"COPY tmp_readings ({READ_COLS}) FROM STDIN") as copy:
+            write = copy.write_row
+            known = _KNOWN_READING_KEYS
+            for e in readings:
+                site, agent, seq = e.site, e.agent, e.seq
+                for it in e.items:
+                    raw = it.get("raw")
+                    extra = None
+                    if len(it) > len(known) or not known.issuperset(it):
+                        extra = dumps({k: v for k, v in it.items() if k not in known}).decode()
+                    write((
+                        it["id"], site, agent, it["device"], it["channel"], it["t"],
+                        it.get("value"), it.get("unit"), it["quality"], it.get("nuclide"),
+                        None if raw is None else dumps(raw).decode(), seq, extra,
+                    ))
+                    n_readings += 1
+    events = [e for e in envelopes if e.stream != "readings"]
+    if events:
+        with cur.copy(f"COPY tmp_events ({EVENT_COLS}) FROM STDIN") as copy:
+            for e in events:
+                for index, it in enumerate(e.items):
+                    event_id = it.get("id") or f"{e.site}/{e.agent}/{e.seq}/{index}"
+                    copy.write_row((str(event_id), e.site, e.agent, e.stream, it.get("t"),
+                                    orjson.dumps(it).decode(), e.seq))
+                    n_events += 1
+    return n_readings, n_events
