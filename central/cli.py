@@ -40,7 +40,7 @@ def cmd_ingest_run(args: argparse.Namespace) -> int:
 
     import psycopg  # noqa: PLC0415
 
-    from agent.log import configure_logging  # noqa: PLC0415
+    from agent.core.log import configure_logging  # noqa: PLC0415
     from central.app import Ingest, run_until_signalled  # noqa: PLC0415
 
     configure_logging(args.log_level)

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import paho.mqtt.client as mqtt
 
-from agent.signing import Signer, generate_key_files
+from agent.delivery.signing import Signer, generate_key_files
 
 PREFIX = "isoedge/v1"
 
