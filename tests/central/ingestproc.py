@@ -75,3 +75,11 @@ def count_envelopes(db_url: str) -> int:
         return int(query(db_url, "SELECT count(*) FROM envelopes")[0][0])
     except psycopg.errors.UndefinedTable:
         return 0
+
+
+def final_stats(proc: IngestProcess) -> dict[str, Any]:
+    """The counters an ingest logs when it stops after SIGTERM."""
+    for line in reversed(proc.log().splitlines()):
+        if '"ingest stopped"' in line:
+            return dict(json.loads(line))
+    raise AssertionError(f"no final stats in {proc.log_path}")
