@@ -66,7 +66,16 @@ CREATE TABLE IF NOT EXISTS chain (
     last_hash TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS archive (
+    seq INTEGER PRIMARY KEY,
+    topic TEXT NOT NULL,
+    archived REAL NOT NULL,
+    size INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
 """
+
+ARCHIVE_PRUNE_INTERVAL_S = 30.0  # age-based pruning at most this often
 
 MAX_IN_FLIGHT = 20_000  # uncommitted items before producers are made to wait
 QUOTA_HIGH = 0.9  # pause low-priority acquisition and alert
@@ -153,8 +162,16 @@ class Outbox:
         batch_max_items: int = 500,
         batch_max_age_ms: int = 25,
         commit_interval_ms: int = 5,
+        archive_days: float = 0.0,
+        archive_bytes: int = 0,
     ) -> None:
         self.path = path
+        # Sent envelopes are kept (byte-identical) for replay requests of the central ingest,
+        # for `archive_days` and within `archive_bytes`; 0 keeps none.
+        self.archive_s = archive_days * 86400.0
+        self.archive_bytes_max = archive_bytes
+        self.archive_bytes = 0
+        self._archive_pruned = 0.0
         self.signer = signer
         self.site = site
         self.agent = agent
@@ -347,11 +364,76 @@ class Outbox:
 
         def _ack() -> None:
             db = self._db_checked()
-            db.executemany("DELETE FROM envelopes WHERE seq = ?", [(s,) for s in seqs])
+            params = [(s,) for s in seqs]
+            if self.archive_s > 0 and self.archive_bytes_max > 0:
+                now = time.time()
+                db.executemany(
+                    "INSERT OR IGNORE INTO archive (seq, topic, archived, size, body)"
+                    " SELECT seq, topic, ?, length(body), body FROM envelopes WHERE seq = ?",
+                    [(now, s) for s in seqs],
+                )
+                self.archive_bytes += int(db.execute(
+                    "SELECT COALESCE(SUM(size), 0) FROM archive WHERE archived = ?", (now,)
+                ).fetchone()[0])
+            db.executemany("DELETE FROM envelopes WHERE seq = ?", params)
+            self._prune_archive(db)
             db.commit()
             self._update_disk_usage()  # draining the backlog is what lifts a quota pause
 
         await self.call(_ack)
+
+    async def archived(self, from_seq: int, to_seq: int, limit: int = 64) -> list[Envelope]:
+        """Archived (sent) envelopes with from_seq <= seq <= to_seq, oldest first."""
+
+        def _fetch() -> list[Envelope]:
+            rows = self._db_checked().execute(
+                "SELECT seq, topic, body FROM archive WHERE seq >= ? AND seq <= ?"
+                " ORDER BY seq LIMIT ?",
+                (from_seq, to_seq, limit),
+            ).fetchall()
+            return [Envelope(int(r[0]), str(r[1]), bytes(r[2]), 0) for r in rows]
+
+        return await self.call(_fetch)
+
+    async def archive_range(self) -> tuple[int, int] | None:
+        """(first, last) seq held in the archive, None when it is empty."""
+
+        def _range() -> tuple[int, int] | None:
+            row = self._db_checked().execute("SELECT MIN(seq), MAX(seq) FROM archive").fetchone()
+            return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+
+        return await self.call(_range)
+
+    def _prune_archive(self, db: sqlite3.Connection, *, room: int = 0) -> None:
+        """Drop archived envelopes older than `archive_s` or beyond the size bound (oldest first).
+
+        `room` asks for that many more bytes back (the outbox quota comes before the archive).
+        """
+        now = time.time()
+        if now - self._archive_pruned > ARCHIVE_PRUNE_INTERVAL_S:
+            self._archive_pruned = now
+            cutoff = now - self.archive_s
+            dropped = db.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM archive WHERE archived < ?", (cutoff,)
+            ).fetchone()[0]
+            if dropped:
+                db.execute("DELETE FROM archive WHERE archived < ?", (cutoff,))
+                self.archive_bytes -= int(dropped)
+        excess = self.archive_bytes - max(0, self.archive_bytes_max - room)
+        while excess > 0:
+            rows = db.execute("SELECT seq, size FROM archive ORDER BY seq LIMIT 500").fetchall()
+            if not rows:
+                self.archive_bytes = 0
+                return
+            last, freed = rows[-1][0], 0
+            for seq, size in rows:
+                freed += int(size)
+                if freed >= excess:
+                    last = seq
+                    break
+            db.execute("DELETE FROM archive WHERE seq <= ?", (last,))
+            self.archive_bytes -= freed
+            excess -= freed
 
     async def get_meta(self, key: str) -> str | None:
         """A value remembered with the outbox (e.g. the last signing key id)."""
@@ -408,6 +490,9 @@ class Outbox:
             db.commit()
         else:
             self.last_seq, self.last_hash = int(row[0]), str(row[1])
+        self.archive_bytes = int(
+            db.execute("SELECT COALESCE(SUM(size), 0) FROM archive").fetchone()[0]
+        )
         now = time.monotonic()
         for pid, stream, device, item in db.execute(
             "SELECT id, stream, device, item FROM pending ORDER BY id"
@@ -661,7 +746,13 @@ class Outbox:
         self.envelopes_total += 1
 
     def _update_disk_usage(self) -> None:
-        self.disk_bytes = used_bytes(self._db_checked())
+        db = self._db_checked()
+        self.disk_bytes = used_bytes(db)
+        if self.archive_bytes and self.disk_bytes >= QUOTA_LOW * self.quota_bytes:
+            # The backlog has priority over the archive: give back what the quota needs.
+            self._prune_archive(db, room=int(self.disk_bytes - QUOTA_LOW * self.quota_bytes) + 1)
+            db.commit()
+            self.disk_bytes = used_bytes(db)
         used = self.disk_bytes / self.quota_bytes
         state = self.quota_state
         if used >= 1.0:

@@ -55,6 +55,7 @@ class Publisher:
         *,
         client_id: str,
         status: Callable[[str], dict[str, Any]],
+        replay_per_s: float = 200.0,
     ) -> None:
         self.broker = broker
         self.outbox = outbox
@@ -74,6 +75,10 @@ class Publisher:
         self.reconnects = 0
         self.last_error: str | None = None
         self._status_dirty = asyncio.Event()
+        self.replay_interval = 1.0 / replay_per_s
+        # What the archive holds and what the last replay request got, for the status.
+        self.archive_info: dict[str, int] | None = None
+        self.replay_info: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ helpers
     def _set_state(self, state: LinkState) -> None:
@@ -105,8 +110,12 @@ class Publisher:
         return self.broker.password_file.read_text(encoding="utf-8").strip()
 
     def status_payload(self, state: str) -> bytes:
-        """Plain-JSON status document."""
-        return json.dumps(self.status(state), separators=(",", ":")).encode()
+        """Plain-JSON status document (with what the archive holds, for the central ingest)."""
+        document = self.status(state)
+        document["archive"] = self.archive_info
+        if self.replay_info is not None:
+            document["replay"] = self.replay_info
+        return json.dumps(document, separators=(",", ":")).encode()
 
     def mark_status_dirty(self) -> None:
         """Ask for a fresh retained status (device states changed)."""
@@ -171,6 +180,9 @@ class Publisher:
         )
         async with client:
             self._client = client
+            await self._refresh_archive_info()
+            await client.subscribe(self.topics.replay_request, qos=1,
+                                   timeout=self.broker.publish_timeout_s)
             await client.publish(
                 self.topics.status,
                 self.status_payload("online"),
@@ -185,9 +197,60 @@ class Publisher:
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._pump(client), name="mqtt-pump")
                     group.create_task(self._status_loop(client), name="mqtt-status")
+                    group.create_task(self._replay_loop(client), name="mqtt-replay")
             except BaseExceptionGroup as group_error:
                 # Surface the first real failure (a lost connection, a PUBACK timeout).
                 raise _first_leaf(group_error) from None
+
+    async def _refresh_archive_info(self) -> None:
+        found = await self.outbox.archive_range()
+        self.archive_info = None if found is None else {"first_seq": found[0],
+                                                        "last_seq": found[1]}
+
+    async def _replay_loop(self, client: aiomqtt.Client) -> None:
+        """Answer replay requests one at a time (later ones wait in the client's queue)."""
+        async for message in client.messages:
+            if not message.topic.matches(self.topics.replay_request):
+                continue
+            try:
+                request = json.loads(bytes(message.payload))
+                first, last = int(request["from_seq"]), int(request["to_seq"])
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("ignored a malformed replay request", error=str(exc))
+                continue
+            await self._replay(client, first, last)
+
+    async def _replay(self, client: aiomqtt.Client, first: int, last: int) -> None:
+        """Re-publish archived envelopes first..last, byte-identical, on their own topics."""
+        await self._refresh_archive_info()
+        held = self.archive_info
+        unavailable: list[list[int]] = []
+        if held is None or last < held["first_seq"]:
+            unavailable.append([first, last])
+        elif first < held["first_seq"]:
+            unavailable.append([first, held["first_seq"] - 1])
+        sent, cursor = 0, first - 1
+        next_at = time.monotonic()
+        while cursor < last:
+            batch = await self.outbox.archived(cursor + 1, last)
+            if not batch:
+                break
+            for envelope in batch:
+                await client.publish(envelope.topic, envelope.body, qos=1,
+                                     timeout=self.broker.publish_timeout_s)
+                sent += 1
+                cursor = envelope.seq
+                next_at += self.replay_interval
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                else:
+                    next_at = time.monotonic()
+        self.replay_info = {"from_seq": first, "to_seq": last, "sent": sent,
+                            "unavailable": unavailable, "t": _now_text()}
+        log.info("replay request answered", from_seq=first, to_seq=last, sent=sent,
+                 unavailable=unavailable)
+        self.mark_status_dirty()
 
     async def _status_loop(self, client: aiomqtt.Client) -> None:
         while True:
@@ -298,3 +361,9 @@ def _interleave(first: list[Envelope], second: list[Envelope]) -> list[Envelope]
         if index < len(second):
             out.append(second[index])
     return out
+
+
+def _now_text() -> str:
+    from datetime import UTC, datetime  # noqa: PLC0415 - only when a replay is answered
+
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -88,3 +88,12 @@ class OutboxSection(StrictSection):
     batch_max_items: int = Field(default=500, ge=1, le=10000)
     batch_max_age_ms: int = Field(default=25, ge=0, le=60000)
     commit_interval_ms: int = Field(default=5, ge=0, le=1000)
+    archive_days: float = Field(
+        default=7, ge=0, description="Keep sent envelopes this long for replay requests (0: none)."
+    )
+    archive_mb: float = Field(
+        default=64, ge=0, description="Bound of the archive; within quota_mb, which comes first."
+    )
+    replay_per_s: float = Field(
+        default=200, gt=0, le=100_000, description="Rate of re-published envelopes on replay."
+    )

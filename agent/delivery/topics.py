@@ -33,6 +33,11 @@ class Topics:
         return f"{self.base}/audit"
 
     @property
+    def replay_request(self) -> str:
+        """Plain-JSON `{"from_seq", "to_seq"}` from the central ingest (CONTRACT.md §2)."""
+        return f"{self.base}/replay/request"
+
+    @property
     def status(self) -> str:
         """Retained plain-JSON status; the offline one is the Last Will."""
         return f"{self.base}/status"

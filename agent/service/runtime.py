@@ -69,6 +69,8 @@ class Agent:
             batch_max_items=config.outbox.batch_max_items,
             batch_max_age_ms=config.outbox.batch_max_age_ms,
             commit_interval_ms=config.outbox.commit_interval_ms,
+            archive_days=config.outbox.archive_days,
+            archive_bytes=int(config.outbox.archive_mb * 1024 * 1024),
         )
         devices = {d.id: d for d in config.devices if d.enabled}
         # A bad nuclide override is a configuration error: raised here, before anything runs.
@@ -94,6 +96,7 @@ class Agent:
             self.topics,
             client_id=config.broker.client_id or f"isoedge-{config.agent.site}-{config.agent.id}",
             status=self.status_document,
+            replay_per_s=config.outbox.replay_per_s,
         )
         self.supervisors = {
             d.id: DeviceSupervisor(d, self.pipeline, self.live, self._on_device_state)
