@@ -1,0 +1,134 @@
+"""Acceptance (issue 16): envelopes lost by the broker are found missing and replayed from the
+agent's archive; a gap older than the archive is reported as permanent, with an alert.
+
+Two real agents (`isoedge run`, synthetic devices) publish to a mosquitto WITHOUT persistence.
+The ingest is stopped; the agents go on publishing and the broker PUBACKs what it queues for the
+ingest's session; the broker restarts and those envelopes are gone. Agent edge1 keeps a normal
+archive, agent edge2 an archive of a few kilobytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from agentproc import AgentProcess, make_keys, write_config
+from broker import Mosquitto
+from collector import Collector
+from helpers import wait_until
+from ingestproc import IngestProcess, query, report, write_ingest_config
+from synth import Publisher
+
+DEVICE = """
+[[devices]]
+id = "area-1"
+type = "synthetic"
+channels = ["dose_rate"]
+unit = "uSv/h"
+poll_interval_s = 0.05
+"""
+
+
+def max_seqs(collector: Collector) -> dict[str, int]:
+    seqs: dict[str, int] = {}
+    for message in collector.envelopes():
+        if message.topic.endswith("/replay/request"):
+            continue
+        jws = json.loads(message.payload)
+        doc = json.loads(base64.urlsafe_b64decode(jws["payload"] + "=="))
+        seqs[doc["agent"]] = max(seqs.get(doc["agent"], 0), doc["seq"])
+    return seqs
+
+
+@pytest.fixture
+def rig(tmp_path, postgres):
+    broker = Mosquitto(tmp_path / "broker", persistent=False)
+    broker.start()
+    procs: list = []
+    yield broker, procs
+    for proc in procs:
+        proc.stop_quietly()
+    broker.stop()
+
+
+def test_lost_envelopes_are_replayed_from_the_archive_and_older_ones_are_permanent(
+        rig, tmp_path, postgres):
+    broker, procs = rig
+    agents = {}
+    for name, site, outbox in (("edge1", "lab1", "archive_days = 7\n"),
+                               ("edge2", "lab2", "archive_mb = 0.004\n")):
+        home = tmp_path / name
+        home.mkdir()
+        make_keys(home / "keys")
+        agents[name] = write_config(home / "agent.toml", broker.url, DEVICE,
+                                    f"[outbox]\n{outbox}", site=site, agent=name)
+    config = write_ingest_config(
+        tmp_path / "ingest.toml", broker.url, postgres.url,
+        [("lab1", "edge1", [tmp_path / "edge1/keys/signing.pub.jwk"]),
+         ("lab2", "edge2", [tmp_path / "edge2/keys/signing.pub.jwk"])],
+        extra="[repair]\ncheck_interval_s = 0.5\ngrace_s = 1\nretry_s = 3\nmax_attempts = 3\n",
+    )
+    ingest = IngestProcess(config).start()
+    procs.append(ingest)
+    probe = Publisher(broker.port)
+    probe.publish("isoedge/v1/probe/probe/status", b'{"state":"online"}', retain=True)
+    wait_until(lambda: _rows(postgres.url, "SELECT count(*) FROM agent_status") >= 1, timeout=30)
+    probe.close()
+    collector = Collector(broker.port).start()
+    running = {name: AgentProcess(path).start() for name, path in agents.items()}
+    procs.extend(running.values())
+
+    def stored(agent: str) -> int:
+        return _rows(postgres.url, "SELECT count(*) FROM envelopes WHERE agent = %s", (agent,))
+
+    wait_until(lambda: stored("edge1") >= 10 and stored("edge2") >= 10, timeout=60)
+    assert ingest.terminate() == 0, ingest.log()
+    before = max_seqs(collector)
+    # The broker takes (and PUBACKs) envelopes for the offline ingest session ...
+    wait_until(lambda: all(max_seqs(collector).get(a, 0) >= before[a] + 30 for a in agents),
+               timeout=60)
+    lost_to = max_seqs(collector)
+    broker.stop()  # ... and loses them: no persistence
+    broker.start()
+    ingest = IngestProcess(config, "ingest-2").start()
+    procs.append(ingest)
+
+    def settled() -> bool:
+        by_agent = {a["agent"]: a for a in report(config)["agents"]}
+        one, two = by_agent["edge1"], by_agent["edge2"]
+        return (one["gaps"] == [] and one["last_seq"] > lost_to["edge1"]
+                and two["permanent_gaps"] != [] and two["last_seq"] > lost_to["edge2"])
+
+    wait_until(settled, timeout=90, interval=0.5)
+    by_agent = {a["agent"]: a for a in report(config)["agents"]}
+    one, two = by_agent["edge1"], by_agent["edge2"]
+    # edge1: repaired, every seq from 1 once, chain intact in SQL
+    assert one["first_seq"] == 1 and one["chain"] == "ok"
+    assert one["envelopes"] == one["last_seq"]
+    assert "replay request answered" in running["edge1"].log()
+    # edge2: the hole reaches back before its tiny archive: permanent, alerted, named
+    assert two["gaps"] == two["permanent_gaps"]
+    (lo, hi), = two["permanent_gaps"]
+    assert lo <= before["edge2"] + 1 and hi >= lost_to["edge2"] - 40
+    alerts = query(postgres.url, "SELECT site, agent, key, message FROM central_alerts"
+                   " WHERE kind = 'gap_permanent' AND cleared IS NULL")
+    assert alerts == [("lab2", "edge2", f"{lo}-{hi}",
+                       f"lab2/edge2: envelopes {lo}..{hi} are lost for good "
+                       "(not in the agent's archive)")]
+    # edge2 said so itself: its retained status names what its archive no longer has
+    status = query(postgres.url, "SELECT body FROM agent_status WHERE agent = 'edge2'")[0][0]
+    assert status["archive"]["first_seq"] > hi
+    if "replay" in status:  # asked before its status was seen: it said what it lacks
+        assert status["replay"]["unavailable"]
+    collector.stop()
+    for proc in procs[1:]:
+        if proc.proc and proc.proc.poll() is None:
+            assert proc.terminate() == 0, proc.log()
+
+
+def _rows(url: str, sql: str, params: tuple = ()) -> int:
+    try:
+        return int(query(url, sql, params)[0][0])
+    except Exception:
+        return 0
