@@ -23,7 +23,7 @@ import structlog
 
 from central.completeness import chain_breaks, gaps
 from central.config import IngestConfig
-from central.store import RAISE_ALERT, connect
+from central.store import REFRESH_ALERT, connect
 
 log = structlog.get_logger("isoedge.central.repair")
 
@@ -130,7 +130,7 @@ class Repairer:
         for site, agent in sorted(set(breaks) | agents):
             seqs = breaks.get((site, agent))
             if seqs:
-                conn.execute(RAISE_ALERT, (
+                conn.execute(REFRESH_ALERT, (
                     "chain_broken", site, agent, "",
                     (f"hash chain of {site}/{agent} broken at seq {seqs[0]}"
                      + (f" and {len(seqs) - 1} more" if len(seqs) > 1 else "")),
@@ -175,7 +175,7 @@ class Repairer:
             key = f"{gap.lo}-{gap.hi}"
             if gap.state == "permanent":
                 permanent_keys.append(key)
-                conn.execute(RAISE_ALERT, (
+                conn.execute(REFRESH_ALERT, (
                     "gap_permanent", site, agent, key,
                     (f"{site}/{agent}: envelopes {gap.lo}..{gap.hi} are lost for good "
                      "(not in the agent's archive)"),
@@ -184,7 +184,7 @@ class Repairer:
                 ))
             elif now - gap.first_seen >= timedelta(seconds=grace_s):
                 open_keys.append(key)
-                conn.execute(RAISE_ALERT, (
+                conn.execute(REFRESH_ALERT, (
                     "gap", site, agent, key,
                     f"{site}/{agent}: envelopes {gap.lo}..{gap.hi} missing; replay requested",
                     orjson.dumps({"from_seq": gap.lo, "to_seq": gap.hi,

@@ -48,6 +48,15 @@ DO UPDATE SET count = central_alerts.count + 1, updated = now(), message = EXCLU
               detail = EXCLUDED.detail
 """
 
+# For states re-checked every cycle (gaps, chain): raised once, refreshed only when it changes.
+REFRESH_ALERT = """
+INSERT INTO central_alerts (kind, site, agent, key, message, detail)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (kind, site, agent, key) WHERE cleared IS NULL
+DO UPDATE SET updated = now(), message = EXCLUDED.message, detail = EXCLUDED.detail
+WHERE central_alerts.detail IS DISTINCT FROM EXCLUDED.detail
+"""
+
 
 @dataclass(slots=True)
 class Rejection:

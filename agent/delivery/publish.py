@@ -113,6 +113,7 @@ class Publisher:
         """Plain-JSON status document (with what the archive holds, for the central ingest)."""
         document = self.status(state)
         document["archive"] = self.archive_info
+        document["last_seq"] = self.outbox.last_seq  # the fleet page's backlog: last_seq - stored
         if self.replay_info is not None:
             document["replay"] = self.replay_info
         return json.dumps(document, separators=(",", ":")).encode()

@@ -49,12 +49,15 @@ class SynthAgent:
         return self.keydir / "signing.pub.jwk"
 
     def envelope(self, stream: str = "readings", n_items: int = 10,
-                 device: str = "dc-1") -> tuple[str, bytes]:
+                 device: str = "dc-1", items: list[dict] | None = None,
+                 skip: bool = False) -> tuple[str, bytes]:
+        """The next envelope (`skip`: built and chained but to be withheld, making a gap)."""
         assert self.signer is not None
         self.seq += 1
         created = now()
-        items = []
-        for _ in range(n_items):
+        given = items is not None
+        items = list(items or [])
+        for _ in range(0 if given else n_items):
             self.counter += 1
             if stream == "readings":
                 items.append({

@@ -1,0 +1,229 @@
+"""The fleet page, served by the ingest (aiohttp, the agent console's stack and auth style).
+
+Every site and agent from the retained status topics, completeness (ranges, gaps, chain), open
+central alerts, calibrator release states from the `qc` stream, readings of a device over a
+time range as a plot, and CSV export. Database work runs in threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from aiohttp import web
+
+from central.auth import Authenticator
+from central.completeness import report
+from central.config import IngestConfig
+from central.consumer import Consumer
+from central.envelope import KeyRegistry
+from central.store import connect
+
+STATIC = Path(__file__).parent / "static"
+MAX_POINTS = 20_000
+QUERY_TIMEOUT_S = 30.0
+
+CALIBRATORS_SQL = """
+SELECT DISTINCT ON (site, agent, body->>'device', body->>'test')
+       site, agent, body->>'device', body->>'test', body->>'result', t, id
+FROM events WHERE stream = 'qc' AND body ? 'test' AND body ? 'result'
+ORDER BY site, agent, body->>'device', body->>'test', t DESC
+"""
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+def _parse_time(text: str | None, default: datetime) -> datetime:
+    if not text:
+        return default
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"bad time {text!r}: expected ISO 8601") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class FleetData:
+    """The queries behind the page (blocking; called through asyncio.to_thread)."""
+
+    def __init__(self, config: IngestConfig, registry: KeyRegistry) -> None:
+        self.url = config.database.url
+        self.registry = registry
+
+    def _conn(self) -> psycopg.Connection[Any]:
+        conn = connect(self.url, application_name="isoedge-fleet-page")
+        conn.autocommit = True
+        return conn
+
+    def snapshot(self) -> dict[str, Any]:
+        """Agents, completeness, open alerts and calibrator release states."""
+        with self._conn() as conn:
+            completeness = {(a.site, a.agent): a for a in report(conn, self.registry.agents)}
+            statuses = {
+                (site, agent): (online, body, received)
+                for site, agent, online, body, received in conn.execute(
+                    "SELECT site, agent, online, body, received FROM agent_status"
+                )
+            }
+            alerts = [
+                {"id": i, "kind": kind, "site": site, "agent": agent, "message": message,
+                 "count": count, "raised": _iso(raised), "updated": _iso(updated)}
+                for i, kind, site, agent, message, count, raised, updated in conn.execute(
+                    "SELECT id, kind, site, agent, message, count, raised, updated"
+                    " FROM central_alerts WHERE cleared IS NULL ORDER BY updated DESC LIMIT 200"
+                )
+            ]
+            calibrators = self._calibrators(conn, statuses)
+            devices = [
+                {"site": s, "agent": a, "device": d, "channel": c}
+                for s, a, d, c in conn.execute(
+                    "SELECT DISTINCT site, agent, device, channel FROM readings"
+                    " WHERE t > now() - interval '2 days' ORDER BY 1, 2, 3, 4 LIMIT 500"
+                )
+            ]
+        agents = []
+        for key in sorted(set(completeness) | {k for k in statuses if k in completeness}):
+            entry = completeness[key].as_json()
+            online, body, received = statuses.get(key, (False, None, None))
+            last_seq = body.get("last_seq") if isinstance(body, dict) else None
+            stored = entry["last_seq"] or 0
+            entry.update({
+                "state": (body or {}).get("state", "unknown") if body else "unknown",
+                "online": bool(online),
+                "status_received": _iso(received),
+                "devices": (body or {}).get("devices", {}),
+                "agent_last_seq": last_seq,
+                "backlog": max(0, last_seq - stored) if isinstance(last_seq, int) else None,
+            })
+            agents.append(entry)
+        return {"agents": agents, "alerts": alerts, "calibrators": calibrators,
+                "devices": devices, "t": _iso(datetime.now(UTC))}
+
+    @staticmethod
+    def _calibrators(conn: psycopg.Connection[Any],
+                     statuses: dict[tuple[str, str], Any]) -> list[dict[str, Any]]:
+        found: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for site, agent, device, test, result, t, record in conn.execute(CALIBRATORS_SQL):
+            entry = found.setdefault((site, agent, device), {
+                "site": site, "agent": agent, "device": device, "tests": {},
+            })
+            entry["tests"][test] = {"result": result, "t": _iso(t), "record": record}
+        for entry in found.values():
+            failed = [k for k, v in entry["tests"].items() if v["result"] != "pass"]
+            entry["release"] = "on_hold" if failed else "released"
+            entry["reason"] = f"{', '.join(failed)} not passed" if failed else None
+            entry["source"] = "qc stream"
+        # The agent's own verdict (it also knows what is overdue) wins where it publishes one.
+        for (site, agent), (_online, body, _r) in statuses.items():
+            for device, state in ((body or {}).get("calibrators") or {}).items():
+                entry = found.setdefault((site, agent, device), {
+                    "site": site, "agent": agent, "device": device, "tests": {},
+                })
+                entry.update({"release": state.get("release"), "reason": state.get("reason"),
+                              "source": "agent status"})
+        return [found[k] for k in sorted(found)]
+
+    def readings(self, selection: Selection) -> list[tuple[Any, ...]]:
+        """Rows of one device in [start, end), oldest first, at most MAX_POINTS."""
+        site, agent, device, channel, start, end = selection
+        sql = ("SELECT t, value, unit, quality, channel, nuclide, id, seq FROM readings"
+               " WHERE site = %s AND agent = %s AND device = %s AND t >= %s AND t < %s")
+        params: list[Any] = [site, agent, device, start, end]
+        if channel:
+            sql += " AND channel = %s"
+            params.append(channel)
+        sql += " ORDER BY t LIMIT %s"
+        params.append(MAX_POINTS)
+        with self._conn() as conn:
+            return list(conn.execute(sql, params).fetchall())
+
+
+Selection = tuple[str, str, str, str | None, datetime, datetime]
+
+
+def create_app(config: IngestConfig, registry: KeyRegistry,
+               consumer: Consumer | None = None) -> web.Application:
+    """The aiohttp application of the fleet page."""
+    host = config.web.listen.rpartition(":")[0]
+    auth = Authenticator(config.web.users, listen_host=host)
+    app = web.Application(middlewares=[auth.middleware(frozenset({"/healthz"}))])
+    data = FleetData(config, registry)
+
+    async def run(fn: Any, *args: Any) -> Any:
+        async with asyncio.timeout(QUERY_TIMEOUT_S):
+            return await asyncio.to_thread(fn, *args)
+
+    async def index(_request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "fleet.html")
+
+    async def fleet(_request: web.Request) -> web.Response:
+        return web.json_response(await run(data.snapshot))
+
+    def _selection(request: web.Request) -> tuple[str, str, str, str | None, datetime, datetime]:
+        q = request.query
+        try:
+            site, agent, device = q["site"], q["agent"], q["device"]
+        except KeyError as exc:
+            raise web.HTTPBadRequest(text=f"missing query parameter {exc}") from None
+        end = _parse_time(q.get("to"), datetime.now(UTC) + timedelta(minutes=1))
+        start = _parse_time(q.get("from"), end - timedelta(hours=1))
+        return site, agent, device, q.get("channel") or None, start, end
+
+    async def readings(request: web.Request) -> web.Response:
+        rows = await run(data.readings, _selection(request))
+        return web.json_response({
+            "points": [[_iso(t), value, unit, quality, channel] for t, value, unit, quality,
+                       channel, *_rest in rows],
+            "truncated": len(rows) >= MAX_POINTS,
+        })
+
+    async def export(request: web.Request) -> web.Response:
+        selection = _selection(request)
+        site, agent, device, _channel, start, _end = selection
+        rows = await run(data.readings, selection)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["t", "site", "agent", "device", "channel", "value", "unit", "quality",
+                         "nuclide", "id", "seq"])
+        for t, value, unit, quality, chan, nuclide, rid, seq in rows:
+            writer.writerow([_iso(t), site, agent, device, chan,
+                             "" if value is None else repr(value), unit, quality, nuclide or "",
+                             rid, seq])
+        name = f"{site}_{agent}_{device}_{start:%Y%m%dT%H%M%S}.csv"
+        return web.Response(text=out.getvalue(), content_type="text/csv",
+                            headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    async def healthz(_request: web.Request) -> web.Response:
+        stats = consumer.stats if consumer else None
+        ok = stats is None or (stats.connected and (stats.db_ok or stats.commits == 0))
+        return web.json_response({
+            "status": "ok" if ok else "degraded",
+            "broker_connected": stats.connected if stats else None,
+            "database_ok": stats.db_ok if stats else None,
+            "envelopes_stored": stats.new_envelopes if stats else None,
+        }, status=200 if ok else 503)
+
+    app.router.add_get("/", index)
+    app.router.add_get("/api/fleet", fleet)
+    app.router.add_get("/api/readings", readings)
+    app.router.add_get("/export.csv", export)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_static("/static/", STATIC)
+    return app
+
+
+async def start_fleet_page(config: IngestConfig, registry: KeyRegistry,
+                           consumer: Consumer | None = None) -> web.AppRunner:
+    """Serve the page on `web.listen`; the caller cleans the runner up."""
+    host, _, port = config.web.listen.rpartition(":")
+    runner = web.AppRunner(create_app(config, registry, consumer), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+    return runner

@@ -1,0 +1,120 @@
+"use strict";
+const $ = (id) => document.getElementById(id);
+const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+const badge = (text, cls) => `<span class="badge ${esc(cls)}">${esc(text)}</span>`;
+const when = (t) => (t ? new Date(t).toLocaleString() : "–");
+let devicesKey = "";
+
+function localInput(date) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+}
+
+function renderAgents(agents) {
+  $("agents").querySelector("tbody").innerHTML = agents.map((a) => {
+    const gaps = a.gaps.length === 0 ? badge("none", "ok") : a.gaps.map(([lo, hi]) => {
+      const permanent = a.permanent_gaps.some(([p, q]) => p === lo && q === hi);
+      return badge(`${lo}..${hi}${permanent ? " permanent" : ""}`, permanent ? "bad" : "warn");
+    }).join(" ");
+    const devices = Object.entries(a.devices || {}).map(([id, d]) => `${esc(id)}: ${esc(d.state)}`).join("<br>");
+    return `<tr data-agent="${esc(a.site)}/${esc(a.agent)}">
+      <td>${esc(a.site)}</td><td>${esc(a.agent)}</td>
+      <td>${badge(a.state, a.online ? "online" : "offline")}</td>
+      <td>${when(a.last_seen)}</td>
+      <td>${a.first_seq == null ? "–" : `${a.first_seq}..${a.last_seq}`}</td>
+      <td>${a.backlog == null ? "–" : a.backlog}</td>
+      <td>${a.envelopes}</td><td>${a.readings}</td>
+      <td class="gaps">${gaps}</td><td>${badge(a.chain, a.chain === "ok" ? "ok" : "broken")}</td>
+      <td>${devices || "–"}</td></tr>`;
+  }).join("");
+}
+
+function renderAlerts(alerts) {
+  $("no-alerts").hidden = alerts.length > 0;
+  $("alerts").querySelector("tbody").innerHTML = alerts.map((a) => `<tr>
+    <td>${badge(a.kind, a.kind === "gap" ? "warn" : "bad")}</td><td>${esc(a.site)}/${esc(a.agent)}</td>
+    <td>${esc(a.message)}</td><td>${a.count}</td><td>${when(a.raised)}</td></tr>`).join("");
+}
+
+function renderCalibrators(cals) {
+  $("no-calibrators").hidden = cals.length > 0;
+  $("calibrators").querySelector("tbody").innerHTML = cals.map((c) => {
+    const tests = Object.entries(c.tests).map(([test, r]) => `${esc(test)}: ${badge(r.result, r.result === "pass" ? "ok" : "bad")} <span class="muted">${when(r.t)}</span>`).join("<br>");
+    return `<tr><td>${esc(c.site)}/${esc(c.agent)}</td><td>${esc(c.device)}</td>
+      <td>${badge(c.release === "released" ? "released" : "on hold", c.release)}</td>
+      <td>${esc(c.reason || "")}</td><td>${tests || "–"}</td></tr>`;
+  }).join("");
+}
+
+function renderDevices(devices) {
+  const key = JSON.stringify(devices);
+  if (key === devicesKey) return;
+  devicesKey = key;
+  const select = $("device");
+  const current = select.value;
+  select.innerHTML = devices.map((d) => {
+    const v = `${d.site}|${d.agent}|${d.device}|${d.channel}`;
+    return `<option value="${esc(v)}">${esc(d.site)}/${esc(d.agent)} ${esc(d.device)} (${esc(d.channel)})</option>`;
+  }).join("");
+  if (current && devices.some((d) => `${d.site}|${d.agent}|${d.device}|${d.channel}` === current)) select.value = current;
+  else if (devices.length) plot();
+}
+
+function selection() {
+  const [site, agent, device, channel] = ($("device").value || "|||").split("|");
+  const params = new URLSearchParams({site, agent, device, channel});
+  if ($("from").value) params.set("from", new Date($("from").value).toISOString());
+  if ($("to").value) params.set("to", new Date($("to").value).toISOString());
+  return params;
+}
+
+async function plot() {
+  if (!$("device").value) return;
+  const params = selection();
+  $("csv").href = `/export.csv?${params}`;
+  const res = await fetch(`/api/readings?${params}`);
+  if (!res.ok) { $("plot-info").textContent = `error ${res.status}`; return; }
+  const data = await res.json();
+  const pts = data.points.filter((p) => p[1] !== null).map((p) => [Date.parse(p[0]), p[1]]);
+  const svg = $("plot");
+  if (pts.length === 0) { svg.innerHTML = ""; $("plot-info").textContent = "No readings in this range."; return; }
+  const [W, H, L, B] = [900, 300, 60, 30];
+  const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
+  const [x0, x1] = [Math.min(...xs), Math.max(...xs) || 1];
+  let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
+  if (y0 === y1) { y0 -= 1; y1 += 1; }
+  const sx = (x) => L + ((x - x0) / ((x1 - x0) || 1)) * (W - L - 10);
+  const sy = (y) => H - B - ((y - y0) / (y1 - y0)) * (H - B - 10);
+  const d = pts.map((p, i) => `${i ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join("");
+  const unit = data.points[0][2] || "";
+  svg.innerHTML = `<line class="axis" x1="${L}" y1="${H - B}" x2="${W - 10}" y2="${H - B}"/>
+    <line class="axis" x1="${L}" y1="10" x2="${L}" y2="${H - B}"/>
+    <text x="4" y="16">${esc(y1.toPrecision(4))}</text><text x="4" y="${H - B}">${esc(y0.toPrecision(4))}</text>
+    <text x="${L}" y="${H - 8}">${esc(new Date(x0).toLocaleTimeString())}</text>
+    <text x="${W - 80}" y="${H - 8}">${esc(new Date(x1).toLocaleTimeString())}</text>
+    <text x="${L + 6}" y="24">${esc(unit)}</text>
+    <path class="line" d="${d}"/>`;
+  $("plot-info").textContent = `${data.points.length} readings${data.truncated ? " (truncated)" : ""}, ${unit}`;
+}
+
+async function refresh() {
+  try {
+    const res = await fetch("/api/fleet");
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    const data = await res.json();
+    renderAgents(data.agents);
+    renderAlerts(data.alerts);
+    renderCalibrators(data.calibrators);
+    renderDevices(data.devices);
+    $("updated").textContent = `updated ${new Date(data.t).toLocaleTimeString()}`;
+  } catch (err) {
+    $("updated").textContent = `cannot load: ${err.message}`;
+  }
+}
+
+$("to").value = localInput(new Date(Date.now() + 60000));
+$("from").value = localInput(new Date(Date.now() - 3600000));
+$("query").addEventListener("submit", (e) => { e.preventDefault(); plot(); });
+$("device").addEventListener("change", plot);
+refresh();
+setInterval(refresh, 3000);

@@ -1,0 +1,129 @@
+"""The fleet page in headless Chromium (Playwright): agents from their retained status, a gap,
+open alerts, calibrator release states from the qc stream, a plot of a device, CSV export.
+
+Real pieces: mosquitto, PostgreSQL, `isoedge ingest run` serving the page with basic auth,
+Debian's Chromium. Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+from helpers import REPO, free_port, wait_until
+from ingestproc import IngestProcess, query, write_ingest_config
+from playwright.sync_api import expect, sync_playwright
+from synth import Publisher, SynthAgent, now
+
+from agent.console.auth import hash_password
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update"]
+ARTIFACTS = REPO / "test-artifacts"
+PASSWORD = "physicist-at-the-centre"
+
+
+@pytest.fixture
+def chromium_available():
+    if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is not installed (apt-get install chromium)")
+
+
+def qc_item(device: str, test: str, result: str) -> dict:
+    return {"id": f"qc-{device}-{test}-{result}", "device": device, "test": test, "t": now(),
+            "result": result, "deviation_pct": 1.2 if result == "pass" else 7.5,
+            "tolerance": {"action_pct": 5, "fail_pct": 10, "basis": "IPEM 91"}}
+
+
+def test_fleet_page_shows_agents_gaps_alerts_calibrators_plot_and_exports_csv(
+        tmp_path, mosquitto, postgres, chromium_available):
+    north = SynthAgent("north", "edge-n1", tmp_path / "k1")
+    south = SynthAgent("south", "edge-s1", tmp_path / "k2")
+    port = free_port()
+    config = write_ingest_config(
+        tmp_path / "ingest.toml", mosquitto.url, postgres.url,
+        [(a.site, a.agent, [a.jwk_path]) for a in (north, south)],
+        extra=(f'[repair]\ncheck_interval_s = 0.5\ngrace_s = 1\nretry_s = 60\n'
+               f'[web]\nenabled = true\nlisten = "127.0.0.1:{port}"\n'
+               f'[[web.users]]\nname = "physicist"\nrole = "viewer"\n'
+               f'password_hash = "{hash_password(PASSWORD)}"\n'),
+    )
+    ingest = IngestProcess(config).start()
+    publisher = Publisher(mosquitto.port)
+    try:
+        for agent in (north, south):
+            publisher.publish(f"isoedge/v1/{agent.site}/{agent.agent}/status", orjson.dumps({
+                "state": "online", "site": agent.site, "agent": agent.agent, "t": now(),
+                "devices": {"dc-1": {"state": "online", "detail": None}}, "last_seq": 30,
+            }), retain=True)
+        wait_until(lambda: _n(postgres.url, "agent_status") == 2, timeout=30)
+        for i in range(30):
+            for agent in (north, south):
+                topic, body = agent.envelope(n_items=10)
+                if not (agent is south and i in (10, 11)):  # south loses 11..12
+                    publisher.publish(topic, body)
+        publisher.publish(*north.envelope("qc", items=[qc_item("dc-1", "constancy", "pass")]))
+        publisher.publish(*south.envelope("qc", items=[qc_item("dc-1", "constancy", "fail")]))
+        publisher.wait_acked()
+        wait_until(lambda: _n(postgres.url, "envelopes") == 60, timeout=30)
+        wait_until(lambda: _n(postgres.url, "central_alerts") >= 1, timeout=30)
+
+        with pytest.raises(urllib.error.HTTPError) as refused:  # no credentials, no page
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/fleet", timeout=10)
+        assert refused.value.code == 401
+        ARTIFACTS.mkdir(exist_ok=True)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            context = browser.new_context(
+                http_credentials={"username": "physicist", "password": PASSWORD},
+                accept_downloads=True, viewport={"width": 1400, "height": 1100})
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(f"http://127.0.0.1:{port}/")
+            rows = page.locator("#agents tbody tr")
+            expect(rows).to_have_count(2, timeout=15_000)
+            north_row = page.locator('#agents tr[data-agent="north/edge-n1"]')
+            south_row = page.locator('#agents tr[data-agent="south/edge-s1"]')
+            expect(north_row).to_contain_text("online")
+            expect(north_row.locator(".gaps")).to_have_text("none")
+            expect(south_row.locator(".gaps")).to_have_text("11..12", timeout=15_000)
+            expect(page.locator("#alerts tbody")).to_contain_text(
+                "south/edge-s1: envelopes 11..12 missing", timeout=15_000)
+            cal = page.locator("#calibrators tbody tr")
+            expect(cal).to_have_count(2)
+            expect(cal.nth(0)).to_contain_text("released")
+            expect(cal.nth(1)).to_contain_text("on hold")
+            expect(cal.nth(1)).to_contain_text("constancy not passed")
+            page.select_option("#device", "north|edge-n1|dc-1|activity")
+            page.click("#query button")
+            expect(page.locator("#plot path.line")).to_have_count(1, timeout=15_000)
+            expect(page.locator("#plot-info")).to_contain_text("300 readings")
+            page.screenshot(path=str(ARTIFACTS / "fleet-page.png"), full_page=True)
+            with page.expect_download() as download_info:
+                page.click("#csv")
+            csv_path = tmp_path / "export.csv"
+            download_info.value.save_as(csv_path)
+            lines = csv_path.read_text().splitlines()
+            assert lines[0] == "t,site,agent,device,channel,value,unit,quality,nuclide,id,seq"
+            assert len(lines) == 301
+            assert all(",north,edge-n1,dc-1,activity," in line for line in lines[1:])
+            assert errors == []
+            browser.close()
+        ids = {line.split(",")[9] for line in lines[1:]}
+        assert ids == {r[0] for r in query(postgres.url, "SELECT id FROM readings WHERE agent = 'edge-n1'")}
+    finally:
+        publisher.close()
+        ingest.stop_quietly()
+
+
+def _n(url: str, table: str) -> int:
+    try:
+        return int(query(url, f"SELECT count(*) FROM {table}")[0][0])  # noqa: S608
+    except Exception:
+        return 0
