@@ -1,4 +1,4 @@
-"""Central ingest bench: 20 synthetic agents → mosquitto → 1 and 2 `isoedge ingest run` → PostgreSQL.
+"""Ingest bench: 20 synthetic agents → mosquitto → 1 and 2 `isoedge ingest run` → PostgreSQL.
 
 Every envelope is a real Ed25519 JWS with seq and hash chain; the ingest verifies each one with
 joserfc before storing it. Two phases per process count:
@@ -68,11 +68,12 @@ def count(db_url: str) -> tuple[int, int]:
         row = conn.execute(
             "SELECT (SELECT count(*) FROM envelopes), (SELECT count(*) FROM readings)"
         ).fetchone()
-        assert row is not None
+        if row is None:
+            raise RuntimeError("count query returned nothing")
         return int(row[0]), int(row[1])
 
 
-def run_case(n_proc: int, args: argparse.Namespace, work: Path) -> dict[str, object]:
+def run_case(n_proc: int, args: argparse.Namespace, work: Path) -> dict[str, object]:  # noqa: PLR0915
     broker = Mosquitto(work / f"mosq-{n_proc}")
     broker.start()
     pg = PostgresServer()
@@ -153,7 +154,8 @@ def run_case(n_proc: int, args: argparse.Namespace, work: Path) -> dict[str, obj
                 " received - created)) FROM envelopes WHERE created >= to_timestamp(%s)",
                 (lat_t0,),
             ).fetchone()
-        assert lat is not None
+        if lat is None:
+            raise RuntimeError("latency query returned nothing")
         envs, readings = count(pg.url)
         publisher.close()
         return {

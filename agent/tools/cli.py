@@ -324,6 +324,9 @@ def build_parser(*, with_simulators: bool = False) -> argparse.ArgumentParser:
         "--config", default=None, help="demo configuration (default config/demo.toml)"
     )
     demo.add_argument("--plain", action="store_true", help="log lines instead of the live view")
+    demo.add_argument("--fleet", action="store_true",
+                      help="three sites' agents, private PostgreSQL, two ingests, fleet page "
+                           "(on --web, default 127.0.0.1:8090)")
     demo.set_defaults(func=cmd_demo)
 
     simulate = verbs.add_parser("simulate", help="run one instrument simulator standalone")
@@ -369,11 +372,14 @@ def build_parser(*, with_simulators: bool = False) -> argparse.ArgumentParser:
                         help=f"configuration file (default {DEFAULT_CONFIG})")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_outbox_status)
+    _add_ingest(verbs)
+    return parser
 
-    from central.cli import add_ingest_parser  # noqa: PLC0415 - light; verbs import lazily
+
+def _add_ingest(verbs: Any) -> None:
+    from central.cli import add_ingest_parser  # noqa: PLC0415 - light; its verbs import lazily
 
     add_ingest_parser(verbs)
-    return parser
 
 
 def _add_web_passwd(verbs: Any) -> None:

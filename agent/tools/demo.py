@@ -49,6 +49,10 @@ def default_demo_config() -> Path:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Entry point of `isoedge demo`."""
+    if getattr(args, "fleet", False):
+        from agent.tools.fleet_demo import run_fleet_demo  # noqa: PLC0415 - PostgreSQL only here
+
+        return run_fleet_demo(args)
     state_dir = Path(args.state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     live_view = not args.plain and sys.stdout.isatty()

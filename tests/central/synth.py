@@ -49,9 +49,8 @@ class SynthAgent:
         return self.keydir / "signing.pub.jwk"
 
     def envelope(self, stream: str = "readings", n_items: int = 10,
-                 device: str = "dc-1", items: list[dict] | None = None,
-                 skip: bool = False) -> tuple[str, bytes]:
-        """The next envelope (`skip`: built and chained but to be withheld, making a gap)."""
+                 device: str = "dc-1", items: list[dict] | None = None) -> tuple[str, bytes]:
+        """The next envelope: seq + 1, chained to the previous one, signed."""
         assert self.signer is not None
         self.seq += 1
         created = now()

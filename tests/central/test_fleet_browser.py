@@ -25,7 +25,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update"]
 ARTIFACTS = REPO / "test-artifacts"
-PASSWORD = "physicist-at-the-centre"
+PASSWORD = "physicist-at-the-centre"  # noqa: S105 - a test user's password
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def qc_item(device: str, test: str, result: str) -> dict:
             "tolerance": {"action_pct": 5, "fail_pct": 10, "basis": "IPEM 91"}}
 
 
-def test_fleet_page_shows_agents_gaps_alerts_calibrators_plot_and_exports_csv(
+def test_fleet_page_shows_agents_gaps_alerts_calibrators_plot_and_exports_csv(  # noqa: PLR0915
         tmp_path, mosquitto, postgres, chromium_available):
     north = SynthAgent("north", "edge-n1", tmp_path / "k1")
     south = SynthAgent("south", "edge-s1", tmp_path / "k2")

@@ -114,8 +114,8 @@ def test_lost_envelopes_are_replayed_from_the_archive_and_older_ones_are_permane
     alerts = query(postgres.url, "SELECT site, agent, key, message FROM central_alerts"
                    " WHERE kind = 'gap_permanent' AND cleared IS NULL")
     assert alerts == [("lab2", "edge2", f"{lo}-{hi}",
-                       f"lab2/edge2: envelopes {lo}..{hi} are lost for good "
-                       "(not in the agent's archive)")]
+                       (f"lab2/edge2: envelopes {lo}..{hi} are lost for good "
+                        "(not in the agent's archive)"))]
     # edge2 said so itself: its retained status names what its archive no longer has
     status = query(postgres.url, "SELECT body FROM agent_status WHERE agent = 'edge2'")[0][0]
     assert status["archive"]["first_seq"] > hi

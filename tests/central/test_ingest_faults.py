@@ -10,10 +10,18 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Self
 
 import pytest
 from helpers import wait_until
-from ingestproc import IngestProcess, count_envelopes, final_stats, query, report, write_ingest_config
+from ingestproc import (
+    IngestProcess,
+    count_envelopes,
+    final_stats,
+    query,
+    report,
+    write_ingest_config,
+)
 from synth import Publisher, SynthAgent
 from test_ingest_store import CHAIN_OK_SQL, wait_ready
 
@@ -39,7 +47,7 @@ class SteadyStream:
                 if delay > 0:
                     time.sleep(delay)
 
-    def __enter__(self) -> SteadyStream:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
