@@ -95,6 +95,10 @@ class Consumer:
         self._gen_lock = threading.Lock()
         self._stopping = threading.Event()
         self._writer: threading.Thread | None = None
+        self._decoder: threading.Thread | None = None
+        # Decoded batches waiting for the writer: two, so verification of the next batch runs
+        # while the database works on this one, and memory stays bounded.
+        self._decoded: queue.Queue[tuple[Batch, list[_Incoming]] | None] = queue.Queue(2)
         self._slot_handle: Any = None
         self.keep_latencies = False
         if self.broker.client_id:
@@ -137,7 +141,10 @@ class Consumer:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.broker.session_expiry_s
         props.ReceiveMaximum = self.broker.receive_maximum
+        self._decoder = threading.Thread(target=self._decode_loop, name="ingest-decoder",
+                                         daemon=True)
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
+        self._decoder.start()
         self._writer.start()
         self.client.connect_async(
             self.broker.host, self.broker.port, keepalive=self.broker.keepalive_s,
@@ -151,8 +158,10 @@ class Consumer:
         """Finish the batch in hand (commit and ack it if the database allows), then disconnect."""
         self._stopping.set()
         self._queue.put(None)
-        if self._writer is not None:
-            self._writer.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in (self._decoder, self._writer):
+            if thread is not None:
+                thread.join(max(0.1, deadline - time.monotonic()))
         self.client.disconnect()
         self.client.loop_stop()
         if self._slot_handle is not None:
@@ -251,17 +260,38 @@ class Consumer:
                                                   m.payload))
         return batch, ackable
 
-    def _write_loop(self) -> None:
-        store = Store(self.config.database.url)
-        delay = self.config.database.retry_initial_s
+    def _decode_loop(self) -> None:
+        """Take messages off the paho queue in batches and verify them."""
         try:
             while True:
                 messages = self._take_batch()
                 if messages is None:
                     return
-                if not messages:
-                    continue
-                batch, ackable = self._classify(messages)
+                if messages:
+                    self._put_decoded(self._classify(messages))
+        finally:
+            self._put_decoded(None)
+
+    def _put_decoded(self, item: tuple[Batch, list[_Incoming]] | None) -> None:
+        while True:
+            try:
+                self._decoded.put(item, timeout=0.5)
+            except queue.Full:
+                if self._stopping.is_set() and (self._writer is None
+                                                or not self._writer.is_alive()):
+                    return
+                continue
+            return
+
+    def _write_loop(self) -> None:
+        store = Store(self.config.database.url)
+        delay = self.config.database.retry_initial_s
+        try:
+            while True:
+                decoded = self._decoded.get()
+                if decoded is None:
+                    return
+                batch, ackable = decoded
                 while True:
                     try:
                         if batch:

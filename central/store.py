@@ -130,33 +130,30 @@ class Store:
             self.conn = None
 
     def write(self, batch: Batch) -> WriteResult:
-        """Write one batch in one transaction (committed when this returns)."""
+        """Write one batch in one transaction (committed when this returns).
+
+        The envelopes go in first (ON CONFLICT DO NOTHING RETURNING the new ones); only the
+        items of envelopes that were new are written, by COPY straight into their tables. An
+        item id that exists already (an agent re-using ids: never seen in practice) makes that
+        COPY fail; the batch is then written again through temporary tables with ON CONFLICT.
+        """
+        try:
+            return self._write(batch, direct=True)
+        except psycopg.errors.UniqueViolation:
+            return self._write(batch, direct=False)
+
+    def _write(self, batch: Batch, *, direct: bool) -> WriteResult:
         if self.conn is None or self.conn.closed:
             self.open()
         conn = self.conn
         assert conn is not None  # noqa: S101 - set by open()
-        n_readings = n_events = 0
+        n_readings = n_events = new_envelopes = 0
         try:
             with conn.cursor() as cur:
                 if batch.envelopes:
-                    n_readings, n_events = _copy_envelopes(cur, batch.envelopes)
-                    cur.execute(
-                        f"INSERT INTO envelopes ({ENV_COLS}) SELECT {ENV_COLS} FROM tmp_envelopes"  # noqa: S608
-                        " ON CONFLICT DO NOTHING"
+                    new_envelopes, n_readings, n_events = _write_envelopes(
+                        cur, batch.envelopes, direct=direct
                     )
-                    new_envelopes = cur.rowcount
-                    if n_readings:
-                        cur.execute(
-                            f"INSERT INTO readings ({READ_COLS}) SELECT {READ_COLS}"  # noqa: S608
-                            " FROM tmp_readings ON CONFLICT DO NOTHING"
-                        )
-                    if n_events:
-                        cur.execute(
-                            f"INSERT INTO events ({EVENT_COLS}) SELECT {EVENT_COLS}"  # noqa: S608
-                            " FROM tmp_events ON CONFLICT DO NOTHING"
-                        )
-                else:
-                    new_envelopes = 0
                 for r in batch.rejections:
                     cur.execute(
                         "INSERT INTO rejected (topic, site, agent, kid, reason, body)"
@@ -189,16 +186,49 @@ class Store:
         return WriteResult(new_envelopes, n_readings, n_events, len(batch.rejections))
 
 
-def _copy_envelopes(cur: psycopg.Cursor[Any], envelopes: list[Verified]) -> tuple[int, int]:
-    n_readings = n_events = 0
+def _write_envelopes(cur: psycopg.Cursor[Any], envelopes: list[Verified], *,
+                     direct: bool) -> tuple[int, int, int]:
     with cur.copy(f"COPY tmp_envelopes ({ENV_COLS}) FROM STDIN") as copy:
         for e in envelopes:
             copy.write_row((e.site, e.agent, e.seq, e.stream, e.kid, e.created,
                             e.payload_sha256, e.prev, len(e.items), e.topic))
+    cur.execute(
+        f"INSERT INTO envelopes ({ENV_COLS}) SELECT {ENV_COLS} FROM tmp_envelopes"  # noqa: S608
+        " ON CONFLICT DO NOTHING RETURNING site, agent, seq"
+    )
+    new = {(site, agent, int(seq)) for site, agent, seq in cur.fetchall()}
+    cur.execute("TRUNCATE tmp_envelopes")
+    if not direct:
+        n_readings, n_events = _copy_items(cur, envelopes, "tmp_")
+        if n_readings:
+            cur.execute(
+                f"INSERT INTO readings ({READ_COLS}) SELECT {READ_COLS}"  # noqa: S608
+                " FROM tmp_readings ON CONFLICT DO NOTHING"
+            )
+        if n_events:
+            cur.execute(
+                f"INSERT INTO events ({EVENT_COLS}) SELECT {EVENT_COLS}"  # noqa: S608
+                " FROM tmp_events ON CONFLICT DO NOTHING"
+            )
+        return len(new), n_readings, n_events
+    fresh: list[Verified] = []
+    for e in envelopes:
+        key = (e.site, e.agent, e.seq)
+        if key in new:
+            new.discard(key)  # an envelope twice in one batch: its items once
+            fresh.append(e)
+    n_readings, n_events = _copy_items(cur, fresh, "")
+    return len(fresh), n_readings, n_events
+
+
+def _copy_items(cur: psycopg.Cursor[Any], envelopes: list[Verified],
+               prefix: str) -> tuple[int, int]:
+    """COPY the items into `{prefix}readings` / `{prefix}events`."""
+    n_readings = n_events = 0
     readings = [e for e in envelopes if e.stream == "readings"]
     if readings:
         dumps = orjson.dumps
-        with cur.copy(f"COPY tmp_readings ({READ_COLS}) FROM STDIN") as copy:
+        with cur.copy(f"COPY {prefix}readings ({READ_COLS}) FROM STDIN") as copy:
             write = copy.write_row
             known = _KNOWN_READING_KEYS
             for e in readings:
@@ -216,7 +246,7 @@ def _copy_envelopes(cur: psycopg.Cursor[Any], envelopes: list[Verified]) -> tupl
                     n_readings += 1
     events = [e for e in envelopes if e.stream != "readings"]
     if events:
-        with cur.copy(f"COPY tmp_events ({EVENT_COLS}) FROM STDIN") as copy:
+        with cur.copy(f"COPY {prefix}events ({EVENT_COLS}) FROM STDIN") as copy:
             for e in events:
                 for index, it in enumerate(e.items):
                     event_id = it.get("id") or f"{e.site}/{e.agent}/{e.seq}/{index}"
