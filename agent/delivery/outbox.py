@@ -76,6 +76,7 @@ CREATE TABLE IF NOT EXISTS archive (
 """
 
 ARCHIVE_PRUNE_INTERVAL_S = 30.0  # age-based pruning at most this often
+ARCHIVE_YIELD = 0.7  # under quota pressure the archive shrinks until the database is this full
 
 MAX_IN_FLIGHT = 20_000  # uncommitted items before producers are made to wait
 QUOTA_HIGH = 0.9  # pause low-priority acquisition and alert
@@ -419,7 +420,7 @@ class Outbox:
             if dropped:
                 db.execute("DELETE FROM archive WHERE archived < ?", (cutoff,))
                 self.archive_bytes -= int(dropped)
-        excess = self.archive_bytes - max(0, self.archive_bytes_max - room)
+        excess = max(self.archive_bytes - self.archive_bytes_max, room)
         while excess > 0:
             rows = db.execute("SELECT seq, size FROM archive ORDER BY seq LIMIT 500").fetchall()
             if not rows:
@@ -750,7 +751,8 @@ class Outbox:
         self.disk_bytes = used_bytes(db)
         if self.archive_bytes and self.disk_bytes >= QUOTA_LOW * self.quota_bytes:
             # The backlog has priority over the archive: give back what the quota needs.
-            self._prune_archive(db, room=int(self.disk_bytes - QUOTA_LOW * self.quota_bytes) + 1)
+            # Down to 70 % of the quota, so the "ok" state (below 80 %) is reached for sure.
+            self._prune_archive(db, room=int(self.disk_bytes - ARCHIVE_YIELD * self.quota_bytes))
             db.commit()
             self.disk_bytes = used_bytes(db)
         used = self.disk_bytes / self.quota_bytes

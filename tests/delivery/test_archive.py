@@ -1,0 +1,80 @@
+"""The outbox's archive of sent envelopes (gap repair, issue 16): kept byte-identical after
+PUBACK, bounded by size and age, and yielding to the backlog when the quota is tight."""
+
+from __future__ import annotations
+
+import json
+
+from agent.delivery.outbox import Outbox
+from agent.delivery.signing import generate_key_files
+
+
+async def _outbox(tmp_path, **kwargs) -> Outbox:
+    signer = generate_key_files(tmp_path / "keys", overwrite=True)
+    outbox = Outbox(tmp_path / "outbox.db", signer, site="s", agent="a",
+                    topic_for=lambda stream, device: f"isoedge/v1/s/a/{stream}/{device}",
+                    commit_interval_ms=0, batch_max_items=10, batch_max_age_ms=0, **kwargs)
+    await outbox.start()
+    return outbox
+
+
+async def _envelopes(outbox: Outbox, n: int) -> list:
+    for i in range(n * 10):
+        outbox.submit("readings", "d1", json.dumps({"id": f"r{i}", "pad": "x" * 200}))
+    assert await outbox.flush()
+    return await outbox.fetch(0, 10_000)
+
+
+async def test_acknowledged_envelopes_stay_byte_identical_in_the_archive(tmp_path):
+    outbox = await _outbox(tmp_path, quota_bytes=64 << 20, archive_days=7, archive_bytes=8 << 20)
+    try:
+        sent = await _envelopes(outbox, 20)
+        assert len(sent) == 20
+        await outbox.acknowledge([e.seq for e in sent])
+        assert await outbox.fetch(0, 10_000) == []  # gone from the backlog ...
+        assert await outbox.archive_range() == (1, 20)  # ... kept for replay
+        replay = await outbox.archived(5, 9)
+        assert [(e.seq, e.topic, e.body) for e in replay] == [
+            (e.seq, e.topic, e.body) for e in sent[4:9]]
+    finally:
+        await outbox.close()
+
+
+async def test_the_archive_keeps_only_the_newest_envelopes_within_its_size(tmp_path):
+    outbox = await _outbox(tmp_path, quota_bytes=64 << 20, archive_days=7, archive_bytes=20_000)
+    try:
+        sent = await _envelopes(outbox, 40)
+        size = len(sent[0].body)
+        for envelope in sent:
+            await outbox.acknowledge([envelope.seq])
+        first, last = await outbox.archive_range()
+        assert last == 40
+        assert (last - first + 1) * size <= 20_000 + size
+        assert first > 1
+        assert outbox.archive_bytes <= 20_000
+    finally:
+        await outbox.close()
+
+
+async def test_archive_days_zero_keeps_nothing(tmp_path):
+    outbox = await _outbox(tmp_path, quota_bytes=64 << 20, archive_days=0, archive_bytes=8 << 20)
+    try:
+        sent = await _envelopes(outbox, 5)
+        await outbox.acknowledge([e.seq for e in sent])
+        assert await outbox.archive_range() is None
+    finally:
+        await outbox.close()
+
+
+async def test_under_quota_pressure_the_archive_gives_way_to_the_backlog(tmp_path):
+    quota = 400_000
+    outbox = await _outbox(tmp_path, quota_bytes=quota, archive_days=7, archive_bytes=8 << 20)
+    try:
+        sent = await _envelopes(outbox, 120)  # ~ 300 KB of envelopes
+        await outbox.acknowledge([e.seq for e in sent])
+        assert outbox.disk_bytes < 0.8 * quota
+        assert outbox.quota_state == "ok"
+        first, last = await outbox.archive_range()
+        assert last == sent[-1].seq and first > 1  # the oldest went first
+    finally:
+        await outbox.close()
