@@ -112,3 +112,25 @@ def _count(url: str, table: str) -> int:
         return int(query(url, f"SELECT count(*) FROM {table}")[0][0])  # noqa: S608
     except Exception:
         return 0
+
+
+def test_invalid_ingest_configuration_exits_2_naming_file_and_key(tmp_path):
+    import subprocess
+
+    from helpers import cli_env, isoedge_cmd
+
+    bad = tmp_path / "ingest.toml"
+    bad.write_text('[broker]\nurl = "http://x"\ngroup = "a b"\n[database]\nurl = "mysql://x"\n'
+                   '[[agents]]\nsite = "s"\nagent = "a"\npublic_keys = []\n')
+    result = subprocess.run(isoedge_cmd("ingest", "run", "-c", str(bad)), capture_output=True,
+                            text=True, env=cli_env(), timeout=60)
+    assert result.returncode == 2
+    for key in ("broker.url", "broker.group", "database.url", "agents[0].public_keys"):
+        assert f"{bad}: {key}:" in result.stderr, result.stderr
+    missing = tmp_path / "missing.toml"
+    missing.write_text('[database]\nurl = "postgresql://x@127.0.0.1/x"\n'
+                       '[[agents]]\nsite = "s"\nagent = "a"\npublic_keys = ["nope.jwk"]\n')
+    result = subprocess.run(isoedge_cmd("ingest", "report", "-c", str(missing)),
+                            capture_output=True, text=True, env=cli_env(), timeout=60)
+    assert result.returncode == 2
+    assert f"{missing}: agents[0].public_keys[0] ({tmp_path / 'nope.jwk'}): cannot read" in result.stderr
