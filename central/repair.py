@@ -143,6 +143,10 @@ class Repairer:
                  repair: Any) -> None:
         if gap.state == "permanent" or now - gap.first_seen < timedelta(seconds=repair.grace_s):
             return
+        unsent = (status or {}).get("unsent_from")
+        # Still in the agent's backlog (on its way) when its status was published: asked for
+        # all the same (cheap, and the answer refreshes that status), never made permanent.
+        in_backlog = isinstance(unsent, int) and gap.lo >= unsent
         start = _archive_start(status)
         if start is not None and gap.hi < start:
             gap.state = "permanent"
@@ -153,7 +157,7 @@ class Repairer:
             seconds=repair.retry_s
         ):
             return
-        if gap.attempts >= repair.max_attempts:
+        if gap.attempts >= repair.max_attempts and not in_backlog:
             gap.state = "permanent"
             log.warning("gap not repaired; permanent", site=gap.site, agent=gap.agent,
                         from_seq=gap.lo, to_seq=gap.hi, attempts=gap.attempts)

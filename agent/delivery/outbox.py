@@ -405,6 +405,15 @@ class Outbox:
 
         return await self.call(_range)
 
+    async def unsent_from(self) -> int | None:
+        """Oldest seq not yet PUBACKed (still to be sent), None when the backlog is empty."""
+
+        def _first() -> int | None:
+            row = self._db_checked().execute("SELECT MIN(seq) FROM envelopes").fetchone()
+            return None if row is None or row[0] is None else int(row[0])
+
+        return await self.call(_first)
+
     def _prune_archive(self, db: sqlite3.Connection, *, room: int = 0) -> None:
         """Drop archived envelopes older than `archive_s` or beyond the size bound (oldest first).
 

@@ -78,6 +78,7 @@ class Publisher:
         self.replay_interval = 1.0 / replay_per_s
         # What the archive holds and what the last replay request got, for the status.
         self.archive_info: dict[str, int] | None = None
+        self.unsent_from: int | None = None
         self.replay_info: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -113,6 +114,7 @@ class Publisher:
         """Plain-JSON status document (with what the archive holds, for the central ingest)."""
         document = self.status(state)
         document["archive"] = self.archive_info
+        document["unsent_from"] = self.unsent_from
         document["last_seq"] = self.outbox.last_seq  # the fleet page's backlog: last_seq - stored
         if self.replay_info is not None:
             document["replay"] = self.replay_info
@@ -207,6 +209,9 @@ class Publisher:
         found = await self.outbox.archive_range()
         self.archive_info = None if found is None else {"first_seq": found[0],
                                                         "last_seq": found[1]}
+        # Not yet sent (a backlog drains oldest-first beside live envelopes): a hole the
+        # central ingest sees there is not lost, and is not asked for.
+        self.unsent_from = await self.outbox.unsent_from()
 
     async def _replay_loop(self, client: aiomqtt.Client) -> None:
         """Answer replay requests one at a time (later ones wait in the client's queue)."""
@@ -257,6 +262,7 @@ class Publisher:
         while True:
             await self._status_dirty.wait()
             self._status_dirty.clear()
+            await self._refresh_archive_info()
             await client.publish(
                 self.topics.status,
                 self.status_payload("online"),
