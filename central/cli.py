@@ -21,6 +21,15 @@ def _err(text: str) -> None:
     sys.stderr.flush()
 
 
+def _missing_driver() -> int | None:
+    try:
+        import psycopg  # noqa: F401, PLC0415
+    except ImportError:
+        _err("the central ingest needs the PostgreSQL driver: pip install 'isoedge[central]'")
+        return EXIT_FAILURE
+    return None
+
+
 def _load(path: str) -> tuple[Any, Any] | int:
     from central.config import ConfigError, load_config  # noqa: PLC0415
     from central.envelope import KeyRegistry, RegistryError  # noqa: PLC0415
@@ -36,6 +45,8 @@ def _load(path: str) -> tuple[Any, Any] | int:
 
 def cmd_ingest_run(args: argparse.Namespace) -> int:
     """`isoedge ingest run -c FILE`."""
+    if (missing := _missing_driver()) is not None:
+        return missing
     import asyncio  # noqa: PLC0415
 
     import psycopg  # noqa: PLC0415
@@ -58,6 +69,8 @@ def cmd_ingest_run(args: argparse.Namespace) -> int:
 
 def cmd_ingest_report(args: argparse.Namespace) -> int:
     """`isoedge ingest report -c FILE [--json]`."""
+    if (missing := _missing_driver()) is not None:
+        return missing
     import psycopg  # noqa: PLC0415
 
     from central.app import ingest_report  # noqa: PLC0415

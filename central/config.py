@@ -84,6 +84,9 @@ class DatabaseSection(_Strict):
     url: str = Field(description="postgresql://USER@HOST:PORT/DB (libpq URL)")
     batch_max_envelopes: int = Field(default=500, ge=1, le=100_000)
     batch_max_age_ms: int = Field(default=50, ge=0, le=60_000)
+    writers: int = Field(
+        default=2, ge=1, le=16, description="Database connections writing batches in parallel."
+    )
     retry_initial_s: float = Field(default=0.5, gt=0, le=60)
     retry_max_s: float = Field(default=5.0, gt=0, le=600)
     timescaledb: bool = Field(

@@ -94,11 +94,19 @@ class Consumer:
         self._generation = 0
         self._gen_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._writer: threading.Thread | None = None
+        self._writers: list[threading.Thread] = []
         self._decoder: threading.Thread | None = None
-        # Decoded batches waiting for the writer: two, so verification of the next batch runs
-        # while the database works on this one, and memory stays bounded.
-        self._decoded: queue.Queue[tuple[Batch, list[_Incoming]] | None] = queue.Queue(2)
+        # Decoded batches waiting for a writer (one per database connection): verification of
+        # the next batches runs while the database works on these, and memory stays bounded.
+        n_writers = config.database.writers
+        self._decoded: queue.Queue[tuple[int, Batch, list[_Incoming]] | None] = queue.Queue(
+            n_writers + 1
+        )
+        # Batches are numbered as decoded and acknowledged strictly in that order (PUBACKs go
+        # in the order the PUBLISHes came, MQTT 5 §4.6), whichever writer commits first.
+        self._next_ack = 0
+        self._ack_turn = threading.Condition()
+        self._stats_lock = threading.Lock()
         self._slot_handle: Any = None
         self.keep_latencies = False
         if self.broker.client_id:
@@ -143,9 +151,13 @@ class Consumer:
         props.ReceiveMaximum = self.broker.receive_maximum
         self._decoder = threading.Thread(target=self._decode_loop, name="ingest-decoder",
                                          daemon=True)
-        self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
+        self._writers = [
+            threading.Thread(target=self._write_loop, name=f"ingest-writer-{i}", daemon=True)
+            for i in range(self.config.database.writers)
+        ]
         self._decoder.start()
-        self._writer.start()
+        for writer in self._writers:
+            writer.start()
         self.client.connect_async(
             self.broker.host, self.broker.port, keepalive=self.broker.keepalive_s,
             clean_start=False, properties=props,
@@ -159,7 +171,7 @@ class Consumer:
         self._stopping.set()
         self._queue.put(None)
         deadline = time.monotonic() + timeout
-        for thread in (self._decoder, self._writer):
+        for thread in (self._decoder, *self._writers):
             if thread is not None:
                 thread.join(max(0.1, deadline - time.monotonic()))
         self.client.disconnect()
@@ -262,23 +274,26 @@ class Consumer:
 
     def _decode_loop(self) -> None:
         """Take messages off the paho queue in batches and verify them."""
+        number = 0
         try:
             while True:
                 messages = self._take_batch()
                 if messages is None:
                     return
                 if messages:
-                    self._put_decoded(self._classify(messages))
+                    batch, ackable = self._classify(messages)
+                    self._put_decoded((number, batch, ackable))
+                    number += 1
         finally:
-            self._put_decoded(None)
+            for _writer in self._writers:
+                self._put_decoded(None)
 
-    def _put_decoded(self, item: tuple[Batch, list[_Incoming]] | None) -> None:
+    def _put_decoded(self, item: tuple[int, Batch, list[_Incoming]] | None) -> None:
         while True:
             try:
                 self._decoded.put(item, timeout=0.5)
             except queue.Full:
-                if self._stopping.is_set() and (self._writer is None
-                                                or not self._writer.is_alive()):
+                if self._stopping.is_set() and not any(w.is_alive() for w in self._writers):
                     return
                 continue
             return
@@ -291,16 +306,17 @@ class Consumer:
                 decoded = self._decoded.get()
                 if decoded is None:
                     return
-                batch, ackable = decoded
+                number, batch, ackable = decoded
                 while True:
                     try:
                         if batch:
                             result = self._write(store, batch)
-                            self.stats.new_envelopes += result.envelopes_new
-                            self.stats.readings += result.readings
-                            self.stats.events += result.events
-                            self.stats.rejected += result.rejected
-                            self.stats.commits += 1
+                            with self._stats_lock:
+                                self.stats.new_envelopes += result.envelopes_new
+                                self.stats.readings += result.readings
+                                self.stats.events += result.events
+                                self.stats.rejected += result.rejected
+                                self.stats.commits += 1
                         self.stats.db_ok = True
                         delay = self.config.database.retry_initial_s
                         break
@@ -314,8 +330,16 @@ class Consumer:
                         if self._stopping.wait(delay):
                             return  # not committed, not acknowledged: the broker re-delivers
                         delay = min(delay * 2, self.config.database.retry_max_s)
-                self.stats.committed_envelopes += len(batch.envelopes)
-                self._ack(ackable)
+                with self._ack_turn:
+                    while self._next_ack != number:
+                        if self._stopping.is_set():
+                            return  # an earlier batch was never committed: ack nothing after it
+                        self._ack_turn.wait(0.5)
+                    with self._stats_lock:
+                        self.stats.committed_envelopes += len(batch.envelopes)
+                    self._ack(ackable)
+                    self._next_ack += 1
+                    self._ack_turn.notify_all()
         finally:
             store.close()
 

@@ -133,6 +133,12 @@ def run_fleet_demo(args: argparse.Namespace) -> int:
     state.mkdir(parents=True, exist_ok=True)
     web = args.web if args.web != "127.0.0.1:8088" else "127.0.0.1:8090"
     try:
+        import psycopg  # noqa: F401, PLC0415 - the optional `central` extra
+    except ImportError:
+        sys.stderr.write("the fleet demo needs the PostgreSQL driver: "
+                         "pip install 'isoedge[central]'\n")
+        return 1
+    try:
         pg = PostgresServer()
     except RuntimeError as exc:
         sys.stderr.write(f"{exc}\n")
