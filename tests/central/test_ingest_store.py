@@ -134,3 +134,55 @@ def test_invalid_ingest_configuration_exits_2_naming_file_and_key(tmp_path):
                             capture_output=True, text=True, env=cli_env(), timeout=60)
     assert result.returncode == 2
     assert f"{missing}: agents[0].public_keys[0] ({tmp_path / 'nope.jwk'}): cannot read" in result.stderr
+
+
+def test_rotated_keys_are_accepted_a_broken_chain_is_alerted_and_a_foreign_key_rejected(
+        tmp_path, mosquitto, postgres):
+    from agent.delivery.signing import generate_key_files
+
+    agent = SynthAgent("lab1", "edge1", tmp_path / "old")
+    other = SynthAgent("lab2", "edge2", tmp_path / "other")
+    new_key = generate_key_files(tmp_path / "new")
+    config = write_ingest_config(
+        tmp_path / "ingest.toml", mosquitto.url, postgres.url,
+        [("lab1", "edge1", [agent.jwk_path, tmp_path / "new/signing.pub.jwk"]),
+         ("lab2", "edge2", [other.jwk_path])],
+        extra="[repair]\ncheck_interval_s = 0.5\ngrace_s = 60\n")
+    publisher = Publisher(mosquitto.port)
+    ingest = IngestProcess(config).start()
+    try:
+        wait_ready(publisher, agent, postgres.url)
+        for _ in range(3):
+            publisher.publish(*agent.envelope(n_items=2))
+        agent.signer = new_key  # key rotation: seq and chain go on under the new key
+        for _ in range(3):
+            publisher.publish(*agent.envelope(n_items=2))
+        agent.prev = "not-the-hash-of-seq-6"
+        publisher.publish(*agent.envelope(n_items=2))  # seq 7: signed, but the chain is broken
+        # edge2's (registered) key used for edge1's topic and payload: not edge1's key
+        other.site, other.agent = "lab1", "edge1"
+        publisher.publish(*other.envelope(n_items=2))
+        publisher.wait_acked()
+        wait_until(lambda: _count(postgres.url, "envelopes") == 7
+                   and _count(postgres.url, "rejected") == 1, timeout=30)
+        kids = query(postgres.url, "SELECT DISTINCT kid FROM envelopes")
+        assert {k for (k,) in kids} == {_kid(agent.jwk_path), new_key.kid}
+        assert query(postgres.url, "SELECT reason FROM rejected")[0][0] == \
+            "key registered for lab2/edge2"
+        wait_until(lambda: query(postgres.url, "SELECT count(*) FROM central_alerts"
+                                 " WHERE kind = 'chain_broken' AND cleared IS NULL")[0][0] == 1,
+                   timeout=20)
+        edge1 = next(a for a in report(config)["agents"] if a["agent"] == "edge1")
+        assert edge1["chain"] == "broken" and edge1["gaps"] == [] and edge1["last_seq"] == 7
+    finally:
+        publisher.close()
+        ingest.stop_quietly()
+
+
+def _kid(path):
+    import json
+
+    from joserfc.jwk import OKPKey
+
+    jwk = json.loads(path.read_text())
+    return OKPKey.import_key({k: jwk[k] for k in ("kty", "crv", "x")}).thumbprint()
