@@ -63,6 +63,8 @@ class Ingest:
     async def _repair_loop(self) -> None:
         interval = self.config.repair.check_interval_s
         while True:
+            if self.consumer.failed is not None:
+                raise RuntimeError(f"the consumer failed: {self.consumer.failed!r}")
             try:
                 await asyncio.to_thread(self.repairer.cycle)
             except psycopg.Error as exc:

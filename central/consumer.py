@@ -32,7 +32,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from central.config import IngestConfig
 from central.envelope import KeyRegistry, Rejected, parse_topic, stream_of, verify
-from central.store import Batch, Rejection, Store
+from central.store import Batch, Rejection, Store, WriteResult
 
 log = structlog.get_logger("isoedge.central.consumer")
 
@@ -109,6 +109,7 @@ class Consumer:
         self._stats_lock = threading.Lock()
         self._slot_handle: Any = None
         self.keep_latencies = False
+        self.failed: BaseException | None = None
         if self.broker.client_id:
             self.client_id = self.broker.client_id
         else:
@@ -255,10 +256,10 @@ class Consumer:
                 try:
                     doc = orjson.loads(m.payload)
                 except orjson.JSONDecodeError:
-                    continue
+                    continue  # not JSON: nothing to show (orjson also refuses invalid UTF-8)
                 if isinstance(doc, dict):
                     batch.statuses.append(
-                        (site, agent, doc.get("state") == "online", m.payload.decode())
+                        (site, agent, doc.get("state") == "online", orjson.dumps(doc).decode())
                     )
                 continue
             stream = stream_of(rest)
@@ -268,7 +269,8 @@ class Consumer:
                 batch.envelopes.append(verify(m.payload, m.topic, site=site, agent=agent,
                                               stream=stream, registry=self.registry))
             except Rejected as exc:
-                batch.rejections.append(Rejection(m.topic, site, agent, exc.kid, exc.reason,
+                kid = None if exc.kid is None else exc.kid.replace("\x00", "\\0")[:200]
+                batch.rejections.append(Rejection(m.topic, site, agent, kid, exc.reason,
                                                   m.payload))
         return batch, ackable
 
@@ -276,7 +278,7 @@ class Consumer:
         """Take messages off the paho queue in batches and verify them."""
         number = 0
         try:
-            while True:
+            while self.failed is None:
                 messages = self._take_batch()
                 if messages is None:
                     return
@@ -284,6 +286,10 @@ class Consumer:
                     batch, ackable = self._classify(messages)
                     self._put_decoded((number, batch, ackable))
                     number += 1
+        except Exception as exc:
+            self.failed = exc
+            log.exception("ingest decoder failed; stopping")
+            self._stopping.set()
         finally:
             for _writer in self._writers:
                 self._put_decoded(None)
@@ -299,6 +305,14 @@ class Consumer:
             return
 
     def _write_loop(self) -> None:
+        try:
+            self._write_batches()
+        except Exception as exc:
+            self.failed = exc
+            log.exception("ingest writer failed; stopping")
+            self._stopping.set()
+
+    def _write_batches(self) -> None:
         store = Store(self.config.database.url)
         delay = self.config.database.retry_initial_s
         try:
@@ -369,13 +383,19 @@ class Consumer:
             total = result if total is None else type(result)(
                 total.envelopes_new + result.envelopes_new, total.readings + result.readings,
                 total.events + result.events, total.rejected + result.rejected)
-        rest = Batch(rejections=batch.rejections, statuses=batch.statuses)
-        if rest:
-            result = store.write(rest)
-            total = result if total is None else type(result)(
-                total.envelopes_new, total.readings, total.events,
-                total.rejected + result.rejected)
-        return total
+        rejected = 0
+        for rest in [Batch(rejections=[r]) for r in batch.rejections] + [
+            Batch(statuses=[s]) for s in batch.statuses
+        ]:
+            try:
+                rejected += store.write(rest).rejected
+            except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
+                log.warning("a status or rejection the database cannot take was dropped",
+                            error=str(exc).strip()[:200])
+        if total is None:
+            return WriteResult(0, 0, 0, rejected)
+        return WriteResult(total.envelopes_new, total.readings, total.events,
+                           total.rejected + rejected)
 
     def _ack(self, messages: list[_Incoming]) -> None:
         now = time.time()

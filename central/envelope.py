@@ -154,6 +154,38 @@ def _parse_jws(body: bytes) -> tuple[dict[str, Any], str]:
     return jws_obj, kid
 
 
+def _items_well_formed(items: list[Any], *, readings: bool) -> bool:
+    """Every item an object; a reading with the members the tables need, as strings."""
+    if not readings:
+        return all(isinstance(it, dict) for it in items)
+    for it in items:
+        if not isinstance(it, dict):
+            return False
+        try:
+            if not (isinstance(it["id"], str) and isinstance(it["device"], str)
+                    and isinstance(it["channel"], str) and isinstance(it["t"], str)
+                    and isinstance(it["quality"], str)):
+                return False
+        except KeyError:
+            return False
+    return True
+
+
+def _check_payload(seq: Any, items: Any, fields: tuple[Any, ...],
+                   route: tuple[str, str, str], kid: str) -> None:
+    site, agent, stream = route
+    if not isinstance(seq, int) or seq < 1 or not isinstance(items, list):
+        raise Rejected("payload seq/items invalid", kid=kid)
+    if (fields[0], fields[1]) != (site, agent):
+        raise Rejected(f"payload names {fields[0]}/{fields[1]}, topic {site}/{agent}", kid=kid)
+    if fields[2] != stream:
+        raise Rejected(f"payload stream {fields[2]} on a {stream} topic", kid=kid)
+    if not _items_well_formed(items, readings=stream == "readings"):
+        raise Rejected("items malformed (CONTRACT §3)", kid=kid)
+    if not isinstance(fields[3], str) or not isinstance(fields[4], str):
+        raise Rejected("payload prev/created not strings", kid=kid)
+
+
 def verify(body: bytes, topic: str, *, site: str, agent: str, stream: str,
            registry: KeyRegistry) -> Verified:
     """Verify one envelope received on `topic`; raise `Rejected` with the reason."""
@@ -177,11 +209,6 @@ def verify(body: bytes, topic: str, *, site: str, agent: str, stream: str,
         items = doc["items"]
     except (orjson.JSONDecodeError, KeyError, TypeError):
         raise Rejected("payload is not an envelope", kid=kid) from None
-    if not isinstance(seq, int) or seq < 1 or not isinstance(items, list):
-        raise Rejected("payload seq/items invalid", kid=kid)
-    if (fields[0], fields[1]) != (site, agent):
-        raise Rejected(f"payload names {fields[0]}/{fields[1]}, topic {site}/{agent}", kid=kid)
-    if fields[2] != stream:
-        raise Rejected(f"payload stream {fields[2]} on a {stream} topic", kid=kid)
+    _check_payload(seq, items, fields, (site, agent, stream), kid)
     return Verified(site, agent, seq, stream, kid, fields[4], b64url_sha256(payload), fields[3],
                     topic, items)

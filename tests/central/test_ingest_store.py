@@ -186,3 +186,24 @@ def _kid(path):
 
     jwk = json.loads(path.read_text())
     return OKPKey.import_key({k: jwk[k] for k in ("kty", "crv", "x")}).thumbprint()
+
+
+def test_signed_but_malformed_or_unstorable_envelopes_are_rejected_and_the_ingest_goes_on(rig):
+    agent, config, publisher, ingests, postgres = rig
+    ingests.append(IngestProcess(config).start())
+    wait_ready(publisher, agent, postgres.url)
+    publisher.publish(*agent.envelope(n_items=3))  # seq 1
+    publisher.publish(*agent.envelope(items=[{"device": "dc-1", "value": 1}]))  # 2: no id, t ...
+    good = {"id": "x1", "device": "dc-1", "channel": "activity", "t": "2026-12-01T10:00:00.000000Z",
+            "value": 1.0, "unit": "MBq", "quality": "good", "raw": {"value": 1.0, "unit": "MBq"}}
+    publisher.publish(*agent.envelope(items=[{**good, "id": "nul\u0000id"}]))  # 3: NUL in text
+    publisher.publish(*agent.envelope(items=[{**good, "t": "yesterday-ish"}]))  # 4: not a time
+    publisher.publish(*agent.envelope(n_items=3))  # seq 5
+    publisher.wait_acked()
+    wait_until(lambda: _count(postgres.url, "envelopes") == 2 and _count(postgres.url, "rejected") == 3,
+               timeout=30)
+    reasons = sorted(r[0] for r in query(postgres.url, "SELECT reason FROM rejected"))
+    assert reasons[0] == "items malformed (CONTRACT §3)"
+    assert all(r.startswith("not storable") for r in reasons[1:])
+    assert [s for (s,) in query(postgres.url, "SELECT seq FROM envelopes ORDER BY seq")] == [1, 5]
+    assert ingests[0].proc.poll() is None  # still running
