@@ -140,7 +140,16 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]], *, timescaledb: bool =
         if found < 1:
             use_ts = timescaledb and timescale_available(conn)
             conn.execute(_V1)
-            conn.execute(_READINGS_TIMESCALE if use_ts else _READINGS_PLAIN)
+            if use_ts:
+                try:
+                    with conn.transaction():  # a savepoint: plain tables if this fails
+                        conn.execute(_READINGS_TIMESCALE)
+                except psycopg.Error as exc:
+                    # Installed but not loaded (shared_preload_libraries), or not permitted.
+                    log.warning("timescaledb unusable; plain tables", error=str(exc).strip())
+                    use_ts = False
+            if not use_ts:
+                conn.execute(_READINGS_PLAIN)
             conn.execute(
                 "INSERT INTO schema_version (version, note) VALUES (1, %s)",
                 ("tables of CONTRACT §6" + (" (timescaledb)" if use_ts else " (plain)"),),
