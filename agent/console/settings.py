@@ -14,7 +14,7 @@ class WebUser(StrictSection):
     """A console user; the password is stored as a salted hash (`isoedge web-passwd`)."""
 
     name: str
-    role: Literal["viewer", "qa"]
+    role: Literal["viewer", "technologist", "radiopharmacist", "qa"]
     password_hash: str | None = None
     token_sha256: str | None = None
 
