@@ -15,6 +15,9 @@ class WebUser(StrictSection):
 
     name: str
     role: Literal["viewer", "technologist", "radiopharmacist", "qa"]
+    full_name: str | None = Field(
+        default=None, description="Printed name on electronic signatures (default: name)."
+    )
     password_hash: str | None = None
     token_sha256: str | None = None
 

@@ -1,0 +1,175 @@
+"""Electronic signatures (21 CFR 11.50/11.70/11.200, EU GMP Annex 11 §14).
+
+Signing needs the signer's password at the moment of signing, even inside a logged-in
+session: the password is checked against the configured users (salted scrypt, the same hashes
+as the console login). A signature shows the printed name, the UTC time and the site's local
+time, and its meaning (`performed`, `reviewed`, `approved`); it is bound to the record by the
+SHA-256 of the record's content without signatures (`record_sha256`). Who may sign what is
+`[qc.signing]` (roles per meaning). A refused signature (wrong password, role not allowed,
+self-approval) is written to the audit trail and raises `SignatureError`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+
+import structlog
+
+from agent.core.passwords import verify_password
+from agent.core.reading import rfc3339
+from agent.qc.records import content_hash
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+    from agent.qc.audit import AuditLog
+    from agent.qc.programme import SigningPolicy
+
+log = structlog.get_logger("isoedge.qc.signatures")
+
+_FAILURE_WINDOW_S = 300.0
+_FAILURE_LIMIT = 5  # wrong passwords per user per window before signing is locked
+
+
+class User(Protocol):
+    """A configured person (agent.console.settings.WebUser has these fields)."""
+
+    @property
+    def name(self) -> str: ...  # noqa: D102
+    @property
+    def role(self) -> str: ...  # noqa: D102
+    @property
+    def password_hash(self) -> str | None: ...  # noqa: D102
+    @property
+    def full_name(self) -> str | None: ...  # noqa: D102
+
+
+class SignatureError(ValueError):
+    """A signature refused; `reason` is one of the `REFUSALS` keys."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+REFUSALS = ("wrong_password", "unknown_user", "role_not_allowed", "self_approval", "locked")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SignatureService:
+    """Checks a signer's password and role, then makes the signature of a record."""
+
+    def __init__(
+        self,
+        users: Sequence[User],
+        policy: SigningPolicy,
+        audit: AuditLog,
+        zone: ZoneInfo,
+        *,
+        now: Callable[[], datetime] = _now,
+    ) -> None:
+        self.users = {u.name: u for u in users}
+        self.policy = policy
+        self.audit = audit
+        self.zone = zone
+        self._now = now
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def roles_allowed(self, action: str) -> list[str]:
+        """Roles that may sign `action` (meaning, `acknowledge_alert`, `review_audit`...)."""
+        return list(self.policy.roles_for(action))
+
+    def _refuse(
+        self, reason: str, message: str, name: str, action: str, subject: str
+    ) -> NoReturn:
+        self.audit.record(
+            "signature.refused", actor=name or "?", subject=subject, reason=message,
+            refusal=reason, action_signed=action,
+        )  # fmt: skip
+        log.warning("signature refused", user=name, action=action, reason=reason)
+        raise SignatureError(reason, message)
+
+    def authenticate(self, name: str, password: str, action: str, subject: str) -> User:
+        """The user, when `password` is theirs and their role may sign `action`.
+
+        Blocking (scrypt, tens of ms): call it from a worker thread, not the event loop.
+        """
+        user = self.users.get(name)
+        if user is None or user.password_hash is None:
+            self._refuse("unknown_user", f"no user {name!r} who can sign", name, action, subject)
+        if self._locked(name):
+            self._refuse(
+                "locked", f"too many wrong passwords for {name}; wait a few minutes",
+                name, action, subject,
+            )  # fmt: skip
+        if not verify_password(password or "", user.password_hash):
+            self._note_failure(name)
+            self._refuse("wrong_password", "wrong password: not signed", name, action, subject)
+        if user.role not in self.policy.roles_for(action):
+            self._refuse(
+                "role_not_allowed",
+                f"{name} ({user.role}) may not sign {action}; allowed: "
+                f"{', '.join(self.policy.roles_for(action))}",
+                name, action, subject,
+            )  # fmt: skip
+        return user
+
+    def sign(
+        self,
+        record: dict[str, Any],
+        name: str,
+        password: str,
+        meaning: str,
+        *,
+        forbid_signers: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """Authenticate and return the signature of `record` (its content hash, now).
+
+        `forbid_signers`: names that may not sign this (the performer of a record may not
+        approve it). The signature is not added to the record: the caller does that.
+        """
+        subject = f"qc/{record.get('id')}"
+        user = self.authenticate(name, password, meaning, subject)
+        if name in forbid_signers:
+            self._refuse(
+                "self_approval",
+                f"{name} signed this record already; a second person must {meaning[:-1]} it",
+                name, meaning, subject,
+            )  # fmt: skip
+        t = self._now()
+        return {
+            "name": user.full_name or user.name,
+            "user": user.name,
+            "role": user.role,
+            "meaning": meaning,
+            "t": rfc3339(t),
+            "t_local": t.astimezone(self.zone).isoformat(timespec="seconds"),
+            "timezone": str(self.zone),
+            "record_sha256": content_hash(record),
+        }
+
+    def _locked(self, name: str) -> bool:
+        with self._lock:
+            window = self._failures.get(name)
+            if not window:
+                return False
+            cutoff = time.monotonic() - _FAILURE_WINDOW_S
+            while window and window[0] < cutoff:
+                window.popleft()
+            return len(window) >= _FAILURE_LIMIT
+
+    def _note_failure(self, name: str) -> None:
+        with self._lock:
+            self._failures.setdefault(name, deque()).append(time.monotonic())
+
+
+__all__ = ["REFUSALS", "SignatureError", "SignatureService", "User"]
