@@ -26,6 +26,13 @@ class ReadingObserver(Protocol):
         """A reading was produced."""
 
 
+class CalibratorQC(ReadingObserver, Protocol):
+    """The dose-calibrator QC programme (agent.qc.manager.QCManager satisfies this)."""
+
+    def is_held(self, device: str) -> bool:
+        """The calibrator is on hold: its activity readings are flagged."""
+
+
 HalfLifeFn = Callable[[str], float]
 
 
@@ -61,6 +68,7 @@ class Pipeline:
         self.devices = devices
         self.half_life = half_life
         self.qc = qc
+        self.qc_programme: CalibratorQC | None = None
         self.clock_trusted = True
         self._dumps = dumps_item
 
@@ -130,6 +138,12 @@ class Pipeline:
     def process(self, sample: Sample) -> Reading:
         """Full path for one sample: reading → QC → durable outbox → live state."""
         reading = self.to_reading(sample)
+        programme = self.qc_programme
+        if programme is not None and reading.nuclide is not None and programme.is_held(
+            reading.device
+        ):
+            # Not for patient doses: the calibrator's daily QC failed or is overdue.
+            reading.attrs["calibrator_release"] = "on_hold"
         item = reading.to_item()
         try:
             text = self._dumps(item)
@@ -148,6 +162,11 @@ class Pipeline:
                 self.qc.on_reading(reading)
             except Exception:
                 log.exception("QC rule evaluation failed", device=reading.device)
+        if programme is not None and reading.kind is SampleKind.READING:
+            try:
+                programme.on_reading(reading)
+            except Exception:
+                log.exception("QC programme failed on a reading", device=reading.device)
         return reading
 
     def emit_event(self, stream: str, item: dict[str, Any]) -> None:

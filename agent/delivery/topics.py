@@ -38,6 +38,11 @@ class Topics:
         return f"{self.base}/replay/request"
 
     @property
+    def qc(self) -> str:
+        """Signed QC test records of dose calibrators (CONTRACT §5)."""
+        return f"{self.base}/qc"
+
+    @property
     def status(self) -> str:
         """Retained plain-JSON status; the offline one is the Last Will."""
         return f"{self.base}/status"
@@ -50,4 +55,6 @@ class Topics:
             return self.alerts
         if stream == "audit":
             return self.audit
+        if stream == "qc":
+            return self.qc
         raise ValueError(f"unknown stream {stream!r}")

@@ -24,7 +24,12 @@ from agent.qc.config import (
     StaleRule,
     ThresholdRule,
 )
-from agent.qc.prescriptions import Prescription, PrescriptionBook, make_prescription
+from agent.qc.prescriptions import (
+    Prescription,
+    PrescriptionBook,
+    PrescriptionStore,
+    make_prescription,
+)
 from agent.qc.rules import (
     QC_ACTOR,
     BackgroundEvaluator,
@@ -68,11 +73,14 @@ class QCEngine:
         clock: Callable[[], float] = time.monotonic,
         *,
         audit: AuditLog | None = None,
+        prescriptions: PrescriptionStore | None = None,
     ) -> None:
         self.alerts = alerts
         self.audit = audit if audit is not None else alerts.audit
         self.nuclides = nuclides
         self.prescriptions = PrescriptionBook()
+        if prescriptions is not None:
+            self.prescriptions.attach(prescriptions)
         self._clock = clock
         polls = dict(poll_intervals)
         now = clock()
@@ -108,7 +116,8 @@ class QCEngine:
                     make_prescription(
                         p.id, p.nuclide, p.activity, p.unit, p.scheduled, rule.device, p.note,
                         origin=f"config:{rule.name}",
-                    )
+                    ),
+                    replace=True, persist=False,
                 )  # fmt: skip
             return DosageEvaluator(rule, alerts, self.nuclides, self.audit, self.prescriptions)
         if isinstance(rule, HalfLifeRule):
@@ -166,12 +175,13 @@ class QCEngine:
         device: str | None = None,
         note: str = "",
         actor: str = "api",
+        reason: str = "",
         replace: bool = False,
     ) -> Prescription:
-        """Add a prescribed dosage (e.g. from the web console); recorded in the audit trail.
+        """Add a prescribed dosage (console, hospital system); stored and audited (who, why).
 
         Raises ValueError with a clear message for a bad nuclide, unit, activity, naive time or
-        an id that exists (unless `replace`).
+        an id that exists (unless `replace`). Blocking (SQLite): call from a worker thread.
         """
         rx = make_prescription(
             prescription_id, nuclide, activity, unit, scheduled, device, note, origin=actor
@@ -184,8 +194,9 @@ class QCEngine:
                 old = None
         self.prescriptions.add(rx, replace=replace)
         self.audit.record(
-            "prescription.added", actor, f"prescription/{rx.id}", old=old, new=rx.to_dict()
-        )
+            "prescription.changed" if old is not None else "prescription.added",
+            actor, f"prescription/{rx.id}", old=old, new=rx.to_dict(), reason=reason or None,
+        )  # fmt: skip
         return rx
 
     def remove_prescription(self, prescription_id: str, *, actor: str, reason: str) -> None:
@@ -198,9 +209,22 @@ class QCEngine:
             reason=reason,
         )  # fmt: skip
 
-    def arm_prescription(self, device: str, prescription_id: str | None) -> None:
-        """The next settled measurement on `device` is checked against this prescription."""
-        self.prescriptions.arm(device, prescription_id)
+    def arm_prescription(self, device: str, prescription_id: str | None, by: str = "") -> None:
+        """The next settled measurement on `device` is checked against this prescription.
+
+        `by`: who measures it (named on the dispensing record).
+        """
+        self.prescriptions.arm(device, prescription_id, by)
+        if prescription_id is not None:
+            self.audit.record(
+                "prescription.armed", by or "api", f"prescription/{prescription_id}",
+                device=device,
+            )  # fmt: skip
+
+    def dispensing(self, prescription_id: str | None = None) -> list[dict[str, object]]:
+        """Dispensing records (oldest first) from the store; empty without one."""
+        store = self.prescriptions.store
+        return [] if store is None else store.dispensing(prescription_id)
 
     def rule_names(self) -> list[str]:
         """Names of the enabled rules."""

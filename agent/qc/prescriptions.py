@@ -2,23 +2,28 @@
 
 Prescriptions come from the configuration (`prescriptions` of a dosage rule) and from
 `QCEngine.add_prescription()` (the web console, a pharmacy system). They carry an order id,
-never patient data. They live in memory: a console that adds them re-sends them after a
-restart; each addition and removal is in the audit trail.
+never patient data. Those added through the API are kept in `PrescriptionStore`
+(`state_dir/prescriptions.db`), so they survive a restart; each addition and removal is in
+the audit trail with who and why. Each judged measurement writes a dispensing record
+(prescription, measured and decay-corrected activity, time, calibrator and its release
+state, who) to the same store and the audit trail.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from agent.core.reading import rfc3339
 from agent.physics.nuclides import normalize_nuclide
 from agent.physics.units import ACTIVITY_TO_MBQ, canonical_unit
-
-if TYPE_CHECKING:
-    from datetime import datetime
 
 
 @dataclass(slots=True)
@@ -51,6 +56,117 @@ class Prescription:
             "origin": self.origin,
             "result": self.result,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Prescription:
+        """Back from `to_dict()` (the store)."""
+        return cls(
+            id=data["id"],
+            nuclide=data["nuclide"],
+            activity_mbq=float(data["activity_mbq"]),
+            scheduled=datetime.fromisoformat(data["scheduled"]),
+            device=data.get("device"),
+            note=data.get("note", ""),
+            origin=data.get("origin", "api"),
+            result=data.get("result"),
+        )
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS prescriptions (
+    id      TEXT PRIMARY KEY,
+    body    TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dispensing (
+    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+    id   TEXT NOT NULL UNIQUE,
+    prescription TEXT NOT NULL,
+    t    TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dispensing_rx ON dispensing (prescription);
+CREATE TRIGGER IF NOT EXISTS dispensing_no_update BEFORE UPDATE ON dispensing
+BEGIN SELECT RAISE(ABORT, 'dispensing records are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS dispensing_no_delete BEFORE DELETE ON dispensing
+BEGIN SELECT RAISE(ABORT, 'dispensing records are append-only'); END;
+"""
+
+
+class PrescriptionStore:
+    """Prescriptions (current state) and dispensing records (append-only) in SQLite.
+
+    A small class so it can move into the agent's single state database unchanged for its
+    callers.
+    """
+
+    def __init__(self, db_path: str | Path) -> None:
+        self.path = Path(db_path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def load(self) -> list[Prescription]:
+        """Every stored prescription."""
+        with self._lock:
+            rows = self._db.execute("SELECT body FROM prescriptions ORDER BY id").fetchall()
+        return [Prescription.from_dict(json.loads(r[0])) for r in rows]
+
+    def save(self, prescription: Prescription) -> None:
+        """Insert or replace one prescription."""
+        from agent.core.reading import rfc3339  # noqa: PLC0415
+
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO prescriptions (id, body, updated) VALUES (?, ?, ?)",
+                (
+                    prescription.id,
+                    json.dumps(prescription.to_dict(), sort_keys=True, default=str),
+                    rfc3339(datetime.now(tz=prescription.scheduled.tzinfo)),
+                ),
+            )
+
+    def delete(self, prescription_id: str) -> None:
+        """Forget a withdrawn prescription (its history stays in the audit trail)."""
+        with self._lock:
+            self._db.execute("DELETE FROM prescriptions WHERE id = ?", (prescription_id,))
+
+    def add_dispensing(self, record: dict[str, Any]) -> None:
+        """Append a dispensing record."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO dispensing (id, prescription, t, body) VALUES (?, ?, ?, ?)",
+                (
+                    record["id"],
+                    record["prescription"],
+                    record["t"],
+                    json.dumps(record, sort_keys=True, default=str),
+                ),
+            )
+
+    def dispensing(self, prescription_id: str | None = None) -> list[dict[str, Any]]:
+        """Dispensing records, oldest first (of one prescription, or all)."""
+        with self._lock:
+            if prescription_id is None:
+                rows = self._db.execute("SELECT body FROM dispensing ORDER BY seq").fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT body FROM dispensing WHERE prescription = ? ORDER BY seq",
+                    (prescription_id,),
+                ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+
+DispensedHook = Callable[[str, dict[str, Any]], dict[str, Any]]
+"""(device, dispensing record) -> the record with what the hook adds (calibrator release)."""
 
 
 def make_prescription(  # noqa: PLR0917 - what a prescription is, in reading order
@@ -93,20 +209,44 @@ class PrescriptionBook:
 
     _items: dict[str, Prescription] = field(default_factory=dict)
     _armed: dict[str, str] = field(default_factory=dict)
+    _armed_by: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    store: PrescriptionStore | None = None
+    on_dispensed: DispensedHook | None = None
 
-    def add(self, prescription: Prescription, *, replace: bool = False) -> None:
-        """Add one; an existing id is refused unless `replace`."""
+    def attach(self, store: PrescriptionStore) -> None:
+        """Keep prescriptions in `store` from now on; load the ones it holds."""
+        self.store = store
+        with self._lock:
+            for rx in store.load():
+                self._items[rx.id] = rx
+
+    def add(self, prescription: Prescription, *, replace: bool = False, persist: bool = True) -> None:
+        """Add one; an existing id is refused unless `replace`. Stored unless `persist=False`."""
         with self._lock:
             if prescription.id in self._items and not replace:
                 raise ValueError(f"prescription {prescription.id!r} exists already")
             self._items[prescription.id] = prescription
+        if persist and self.store is not None:
+            self.store.save(prescription)
 
     def remove(self, prescription_id: str) -> Prescription:
         """Remove one; KeyError if unknown."""
         with self._lock:
             self._armed = {d: p for d, p in self._armed.items() if p != prescription_id}
-            return self._items.pop(prescription_id)
+            rx = self._items.pop(prescription_id)
+        if self.store is not None:
+            self.store.delete(prescription_id)
+        return rx
+
+    def save(self, prescription: Prescription) -> None:
+        """Persist a prescription's new state (its result)."""
+        if self.store is not None and not prescription.origin.startswith("config:"):
+            self.store.save(prescription)
+
+    def armed_by(self, device: str) -> str | None:
+        """Who armed the prescription on `device`."""
+        return self._armed_by.get(device)
 
     def get(self, prescription_id: str) -> Prescription:
         """One prescription; KeyError if unknown."""
@@ -117,15 +257,17 @@ class PrescriptionBook:
         with self._lock:
             return sorted(self._items.values(), key=lambda p: p.scheduled)
 
-    def arm(self, device: str, prescription_id: str | None) -> None:
+    def arm(self, device: str, prescription_id: str | None, by: str = "") -> None:
         """The next measurement on `device` is for this prescription (None: disarm)."""
         with self._lock:
             if prescription_id is None:
                 self._armed.pop(device, None)
+                self._armed_by.pop(device, None)
                 return
             if prescription_id not in self._items:
                 raise KeyError(prescription_id)
             self._armed[device] = prescription_id
+            self._armed_by[device] = by
 
     def armed(self, device: str) -> Prescription | None:
         """The prescription armed on `device`, if any."""
@@ -137,6 +279,7 @@ class PrescriptionBook:
         with self._lock:
             if self._armed.get(device) == prescription_id:
                 del self._armed[device]
+                self._armed_by.pop(device, None)
 
     def candidates(
         self, device: str, nuclide: str, t: datetime, window_s: float

@@ -20,6 +20,7 @@ Models forbid unknown keys; errors name the key (`qc.calibrators[0].constancy.so
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -60,6 +61,14 @@ BASIS_GEOMETRY = (
     " correction factor; beyond ±10 % the container is not to be used"
 )
 BASIS_BACKGROUND = "manufacturer's instructions / site SOP: empty-chamber reading below threshold"
+
+
+def _schedules(*items: Schedule) -> Callable[[], list[Schedule]]:
+    return lambda: list(items)
+
+
+def _roles(*items: Role) -> Callable[[], list[Role]]:
+    return lambda: list(items)
 
 
 class Tolerance(StrictSection):
@@ -156,7 +165,7 @@ class ConstancyTest(_Test):
     """Daily constancy with a long-lived check source on each setting in use."""
 
     schedules: list[Schedule] = Field(
-        default_factory=lambda: ["daily", "installation", "after_repair"]
+        default_factory=_schedules("daily", "installation", "after_repair")
     )
     source: IdStr
     settings: list[ConstancySetting] = Field(min_length=1)
@@ -167,7 +176,7 @@ class AccuracyTest(_Test):
     """Accuracy with at least two certified sources of different energies."""
 
     schedules: list[Schedule] = Field(
-        default_factory=lambda: ["installation", "annual", "after_repair"]
+        default_factory=_schedules("installation", "annual", "after_repair")
     )
     sources: list[IdStr] = Field(min_length=2)
     tolerance: Tolerance = Field(default_factory=lambda: _tol(5.0, 10.0, BASIS_ACCURACY))
@@ -177,7 +186,7 @@ class LinearityTest(_Test):
     """Linearity by the decay method: one sample measured as it decays, fitted."""
 
     schedules: list[Schedule] = Field(
-        default_factory=lambda: ["installation", "quarterly", "after_repair"]
+        default_factory=_schedules("installation", "quarterly", "after_repair")
     )
     method: Literal["decay"] = "decay"
     nuclide: str = "Tc-99m"
@@ -204,7 +213,7 @@ class Container(StrictSection):
 class GeometryTest(_Test):
     """Geometry: one sample in each container, factors relative to the reference container."""
 
-    schedules: list[Schedule] = Field(default_factory=lambda: ["installation", "after_repair"])
+    schedules: list[Schedule] = Field(default_factory=_schedules("installation", "after_repair"))
     nuclide: str = "Tc-99m"
     containers: list[Container] = Field(min_length=2)
     tolerance: Tolerance = Field(default_factory=lambda: _tol(2.0, 10.0, BASIS_GEOMETRY))
@@ -222,7 +231,7 @@ class GeometryTest(_Test):
 class BackgroundTest(_Test):
     """Daily background / zero: the empty chamber reads below `max_mbq`."""
 
-    schedules: list[Schedule] = Field(default_factory=lambda: ["daily"])
+    schedules: list[Schedule] = Field(default_factory=_schedules("daily"))
     max_mbq: Positive = Field(default=0.1, description="Highest acceptable background (MBq).")
     basis: str = BASIS_BACKGROUND
 
@@ -279,23 +288,15 @@ class CalibratorProgramme(StrictSection):
         return [k for k in TEST_KINDS if (t := self.test(k)) is not None and "daily" in t.schedules]
 
 
-def _default_signers() -> dict[str, list[Role]]:
-    return {
-        "performed": ["technologist", "radiopharmacist", "qa"],
-        "reviewed": ["radiopharmacist", "qa"],
-        "approved": ["qa"],
-    }
-
-
 class SigningPolicy(StrictSection):
     """Who may sign what: roles per signature meaning."""
 
-    performed: list[Role] = Field(default_factory=lambda: _default_signers()["performed"])
-    reviewed: list[Role] = Field(default_factory=lambda: _default_signers()["reviewed"])
-    approved: list[Role] = Field(default_factory=lambda: _default_signers()["approved"])
-    acknowledge_alert: list[Role] = Field(default_factory=lambda: ["radiopharmacist", "qa"])
-    review_audit: list[Role] = Field(default_factory=lambda: ["qa"])
-    prescribe: list[Role] = Field(default_factory=lambda: ["radiopharmacist", "qa"])
+    performed: list[Role] = Field(default_factory=_roles("technologist", "radiopharmacist", "qa"))
+    reviewed: list[Role] = Field(default_factory=_roles("radiopharmacist", "qa"))
+    approved: list[Role] = Field(default_factory=_roles("qa"))
+    acknowledge_alert: list[Role] = Field(default_factory=_roles("radiopharmacist", "qa"))
+    review_audit: list[Role] = Field(default_factory=_roles("qa"))
+    prescribe: list[Role] = Field(default_factory=_roles("radiopharmacist", "qa"))
 
     def roles_for(self, action: str) -> list[Role]:
         """Roles allowed to sign `action` (a meaning or an action name)."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from agent.core.reading import rfc3339
+from agent.core.reading import new_id, rfc3339
 from agent.physics.nuclides import decay_value, normalize_nuclide
 from agent.physics.units import ACTIVITY_TO_MBQ, canonical_unit, is_activity_unit
 from drivers.base import Quality
@@ -561,7 +561,10 @@ class DosageEvaluator(RuleRuntime):
             "at_scheduled_mbq": at_schedule,
             "measured_at": rfc3339(reading.t),
         }
+        who = self._book.armed_by(reading.device) or "unattended (matched by time and nuclide)"
         self._book.disarm_if(reading.device, rx.id)
+        self._book.save(rx)
+        self._dispensed(rx, reading, measured, at_schedule, deviation, result, who)
         if severity is None:
             self._clear(reading.device, reading.channel, text, deviation, subject=rx.id)
         else:
@@ -572,6 +575,38 @@ class DosageEvaluator(RuleRuntime):
         self._audit.record(
             "qc.dosage", QC_ACTOR, f"prescription/{rx.id}", new=rx.result, reason=text,
             rule=self.name, device=reading.device, channel=reading.channel,
+        )  # fmt: skip
+
+
+    def _dispensed(  # noqa: PLR0913, PLR0917 - what a dispensing record holds
+        self, rx: Prescription, reading: Reading, measured: float, at_schedule: float,
+        deviation: float, result: str, who: str,
+    ) -> None:  # fmt: skip
+        record: dict[str, Any] = {
+            "id": new_id(),
+            "prescription": rx.id,
+            "device": reading.device,
+            "channel": reading.channel,
+            "nuclide": rx.nuclide,
+            "t": rfc3339(reading.t),
+            "measured_mbq": measured,
+            "scheduled": rx.scheduled.isoformat(),
+            "at_scheduled_mbq": at_schedule,
+            "prescribed_mbq": rx.activity_mbq,
+            "deviation_pct": round(deviation, 3),
+            "result": result,
+            "readings": [reading.id],
+            "who": who,
+            "calibrator_release": None,
+        }
+        hook = self._book.on_dispensed
+        if hook is not None:
+            record = hook(reading.device, record)
+        if self._book.store is not None:
+            self._book.store.add_dispensing(record)
+        self._audit.record(
+            "dosage.dispensed", who, f"prescription/{rx.id}", new=record,
+            reason=f"{result}; calibrator {record.get('calibrator_release') or 'no QC programme'}",
         )  # fmt: skip
 
 

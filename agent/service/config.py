@@ -15,6 +15,7 @@ from agent.core.paths import resolve_relative_paths
 from agent.core.settings import StrictSection
 from agent.delivery.settings import BrokerSection, OutboxSection, SigningSection
 from agent.qc.config import RuleConfig
+from agent.qc.programme import QCSection
 from drivers.base import DeviceConfigBase
 from drivers.registry import device_config_union, unknown_driver_message
 
@@ -106,6 +107,7 @@ class Config(StrictSection):
     devices: list[DeviceConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
     nuclides: dict[str, NuclideOverride] = Field(default_factory=dict)
+    qc: QCSection = Field(default_factory=QCSection)
     demo: DemoSection | None = None
 
     @model_validator(mode="after")
@@ -128,6 +130,12 @@ class Config(StrictSection):
                 raise _KeyedError(
                     ("rules", index, "device"),
                     f"unknown device {rule.device!r}; expected one of {sorted(device_ids)}",
+                )
+        for index, calibrator in enumerate(self.qc.calibrators):
+            if calibrator.device not in device_ids:
+                raise _KeyedError(
+                    ("qc", "calibrators", index, "device"),
+                    f"unknown device {calibrator.device!r}; expected one of {sorted(device_ids)}",
                 )
         if self.demo is not None:
             for index, sim in enumerate(self.demo.simulators):

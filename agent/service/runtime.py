@@ -31,6 +31,10 @@ from agent.physics.nuclides import NuclideTable
 from agent.qc.alerts import Alert, AlertManager
 from agent.qc.audit import AuditLog
 from agent.qc.engine import QCEngine
+from agent.qc.manager import QCManager, status_of
+from agent.qc.prescriptions import PrescriptionStore
+from agent.qc.records import QCRecordStore
+from agent.qc.signatures import SignatureService
 from agent.service.clock import ClockMonitor
 from agent.service.config import Config
 from agent.service.migrate import import_legacy_stores
@@ -82,14 +86,33 @@ class Agent:
         # one owner thread together with their stream items (docs/development.md).
         self.audit = AuditLog(self.outbox, notify=self.live.on_event)
         self.alerts = AlertManager(self.outbox, self.audit, notify=self.live.on_event)
+        self.prescription_store = PrescriptionStore(self.outbox)
         self.qc = QCEngine(
             config.rules,
             self.alerts,
             self.nuclides,
             {d.id: d.poll_interval_s for d in devices.values()},
             audit=self.audit,
+            prescriptions=self.prescription_store,
         )
+        # The dose-calibrator QC programme (issue 15): records, signatures, release state.
+        self.qc_records = QCRecordStore(state_dir / "qc.db")
+        self.signatures = SignatureService(
+            config.web.users, config.qc.signing, self.audit, config.qc.zone
+        )
+        self.qc_programme = QCManager(
+            config.qc,
+            self.nuclides,
+            self.qc_records,
+            self.signatures,
+            self.alerts,
+            self.audit,
+            self.pipeline.emit_event,
+            on_change=self._on_release_change,
+        )
+        self.qc.prescriptions.on_dispensed = self.qc_programme.on_dispensed
         self.pipeline.qc = self.qc
+        self.pipeline.qc_programme = self.qc_programme
         self.publisher = Publisher(
             config.broker,
             self.outbox,
@@ -121,6 +144,7 @@ class Agent:
             on_trust=self._set_clock_trusted,
         )
         self._reload_requested = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._group: asyncio.TaskGroup | None = None
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -140,7 +164,25 @@ class Agent:
                 device_id: {"state": sup.state.value, "detail": sup.detail}
                 for device_id, sup in self.supervisors.items()
             },
+            "calibrators": status_of(self.qc_programme),
         }
+
+    def _on_release_change(self) -> None:
+        """A calibrator was released or put on hold: re-publish the retained status.
+
+        May be called from a worker thread (a signature checked off the event loop).
+        """
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self.publisher.mark_status_dirty()
+        else:
+            loop.call_soon_threadsafe(self.publisher.mark_status_dirty)
 
     def _on_device_state(self, device: str, state: str, detail: str | None) -> None:
         self.publisher.mark_status_dirty()
@@ -181,6 +223,7 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         """Start everything, run until `stop` is set, then shut down in order."""
         self._stop = stop
+        self._loop = asyncio.get_running_loop()
         self._lock = lock_state_dir(self.config.agent.state_dir)
         try:
             await self._run(stop)
@@ -354,6 +397,7 @@ class Agent:
             await asyncio.sleep(1.0)
             try:
                 self.qc.tick()
+                self.qc_programme.tick()
             except Exception:
                 log.exception("QC tick failed")
 

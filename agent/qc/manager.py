@@ -1,0 +1,940 @@
+"""The QA officer's desk: guided QC test runs, signed records, release state per calibrator.
+
+`QCManager` is what the console and the demo call. A technologist starts a test on a
+calibrator (`start_test`); the run lists its steps (place the source, select the setting);
+each step completes on the calibrator's own settled readings (never typed in), giving the
+measured activity, the expected activity with its uncertainty (decay table, certificate),
+the deviation and the result. A completed run is a draft until its performer signs it with
+their password (`sign_run`): then it is a QC record (CONTRACT §5), stored append-only and
+published on the signed `qc` stream. A review or approval (`review`) is a new record naming
+the first. Linearity by the decay method runs unattended (`start_test(..., "linearity")`):
+the sample's readings are recognised as it decays, then fitted.
+
+Release: a calibrator is `released` only when today's daily tests passed and are signed; a
+test at action level (`hold_on_action`) or failed, or overdue, holds it (`on_hold`, with the
+reason and since when). A result that is not a pass holds it at once, signed or not. Hold
+and release are alerts (`qc.release`), and every activity reading of a held calibrator is
+flagged (`calibrator_release: on_hold`); a dosage dispensed on it raises a critical alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from agent.core.reading import new_id, rfc3339
+from agent.physics.correction import decay_correct
+from agent.physics.halflife import FitError
+from agent.physics.nuclides import normalize_nuclide
+from agent.qc.linearity import LinearityResult, analyse_decay
+from agent.qc.programme import SCHEDULE_PERIOD, TEST_KINDS
+from agent.qc.records import content_hash
+from agent.qc.rules import activity_mbq
+
+if TYPE_CHECKING:
+    from agent.core.reading import Reading
+    from agent.physics.nuclides import NuclideTable
+    from agent.qc.alerts import AlertManager
+    from agent.qc.audit import AuditLog, Emit
+    from agent.qc.programme import CalibratorProgramme, QCSection, QCSource
+    from agent.qc.records import QCRecordStore
+    from agent.qc.signatures import SignatureService
+
+log = structlog.get_logger("isoedge.qc.manager")
+
+_RANK = {"pass": 0, "action": 1, "fail": 2}
+_MIN_FRACTION = 0.5  # a reading below this x expected: the source is not (yet) in
+_REMOVED_FRACTION = 0.1  # below this x the previous measurement: the sample was taken out
+_SERIES_JUMP = 0.25  # linearity: a reading this far off the decay is not the sample
+
+
+class QCError(ValueError):
+    """A QC request that cannot be carried out (unknown device, test not configured...)."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Step:
+    """One step of a guided test: what the technologist does and what IsoEdge measured."""
+
+    index: int
+    instruction: str
+    kind: str  # "source" | "background" | "sample"
+    setting: str | None = None
+    source: str | None = None
+    container: str | None = None
+    ratio: float = 1.0
+    expected_mbq: float | None = None
+    uncertainty_mbq: float | None = None
+    requires_removal: bool = False
+    state: str = "pending"  # pending | active | done
+    measured_mbq: float | None = None
+    measured_at: datetime | None = None
+    readings: list[str] = field(default_factory=list)
+    deviation_pct: float | None = None
+    result: str | None = None
+    seen_setting: str | None = None
+    seen_mbq: float | None = None
+    removal_seen: bool = False
+    _buffer: deque[tuple[float, str]] = field(default_factory=deque, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form (console, records)."""
+        return {
+            "index": self.index,
+            "instruction": self.instruction,
+            "kind": self.kind,
+            "setting": self.setting,
+            "source": self.source,
+            "container": self.container,
+            "expected_mbq": self.expected_mbq,
+            "uncertainty_mbq": self.uncertainty_mbq,
+            "state": self.state,
+            "measured_mbq": self.measured_mbq,
+            "measured_at": None if self.measured_at is None else rfc3339(self.measured_at),
+            "readings": list(self.readings),
+            "deviation_pct": None if self.deviation_pct is None else round(self.deviation_pct, 4),
+            "result": self.result,
+            "seen_setting": self.seen_setting,
+            "seen_mbq": self.seen_mbq,
+        }
+
+
+@dataclass
+class TestRun:
+    """A test in progress or completed, awaiting its performer's signature."""
+
+    id: str
+    device: str
+    test: str
+    started: datetime
+    started_by: str
+    steps: list[Step] = field(default_factory=list)
+    state: str = "running"  # running | completed | signed | cancelled
+    result: str | None = None
+    completed: datetime | None = None
+    draft: dict[str, Any] | None = None
+    record_id: str | None = None
+    summary: str = ""
+    # linearity
+    time_scale: float = 1.0
+    series: list[tuple[datetime, float, str]] = field(default_factory=list)
+    linearity: LinearityResult | None = None
+
+    @property
+    def current(self) -> Step | None:
+        """The step waiting for its measurement."""
+        return next((s for s in self.steps if s.state != "done"), None)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form for the console."""
+        return {
+            "id": self.id,
+            "device": self.device,
+            "test": self.test,
+            "started": rfc3339(self.started),
+            "started_by": self.started_by,
+            "state": self.state,
+            "result": self.result,
+            "completed": None if self.completed is None else rfc3339(self.completed),
+            "summary": self.summary,
+            "steps": [s.as_dict() for s in self.steps],
+            "current_step": None if self.current is None else self.current.index,
+            "record_id": self.record_id,
+            "draft": self.draft,
+            "points": len(self.series),
+        }
+
+
+@dataclass
+class _Latest:
+    """What the release state needs of one (device, test)."""
+
+    result: tuple[datetime, str, str] | None = None  # (t, result, summary) of the last result
+    last_pass: datetime | None = None  # last signed pass
+
+
+class QCManager:
+    """QC test runs, records, signatures and release state of every configured calibrator."""
+
+    def __init__(
+        self,
+        config: QCSection,
+        nuclides: NuclideTable,
+        store: QCRecordStore,
+        signatures: SignatureService,
+        alerts: AlertManager,
+        audit: AuditLog,
+        emit: Emit,
+        *,
+        now: Callable[[], datetime] = _now,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.nuclides = nuclides
+        self.store = store
+        self.signatures = signatures
+        self.alerts = alerts
+        self.audit = audit
+        self._emit = emit
+        self._now = now
+        self.on_change = on_change
+        self._lock = threading.RLock()
+        self._programmes = {c.device: c for c in config.calibrators}
+        self._runs: dict[str, TestRun] = {}
+        self._active: dict[str, str] = {}  # device -> guided run id
+        self._linearity: dict[str, str] = {}  # device -> linearity run id
+        self._latest: dict[tuple[str, str], _Latest] = {}
+        self._repairs: dict[str, datetime] = {}
+        self._state: dict[str, dict[str, Any]] = {}
+        self._held: set[str] = set()
+        self._load_history()
+        self.refresh(notify=False)
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def devices(self) -> list[str]:
+        """Calibrators with a QC programme."""
+        return list(self._programmes)
+
+    def programme(self, device: str) -> CalibratorProgramme:
+        """The QC programme of `device`; QCError if it has none."""
+        try:
+            return self._programmes[device]
+        except KeyError:
+            raise QCError(
+                f"no QC programme for device {device!r}; configured: {sorted(self._programmes)}"
+            ) from None
+
+    def expected_activity(
+        self, device: str, source_id: str, at: datetime | None = None, ratio: float = 1.0
+    ) -> tuple[float, float | None]:
+        """The source's decay-corrected activity at `at` (MBq) x `ratio`, with its uncertainty.
+
+        The uncertainty combines the certificate's (`uncertainty_pct`, k=1) and the
+        half-life's (table) in quadrature; None when neither is known.
+        """
+        source = self.programme(device).source(source_id)
+        return self._expected(source, at or self._now(), ratio)
+
+    def _expected(
+        self, source: QCSource, at: datetime, ratio: float
+    ) -> tuple[float, float | None]:
+        data = self.nuclides[source.nuclide]
+        elapsed = (at - source.reference_date).total_seconds()
+        u_in = None
+        if source.uncertainty_pct is not None:
+            u_in = source.activity_mbq * source.uncertainty_pct / 100.0
+        value, unc = decay_correct(
+            source.activity_mbq, elapsed, data.half_life_s, data.uncertainty_s, u_in
+        )
+        u = None if unc is None else float(unc) * ratio
+        return float(value) * ratio, u
+
+    def run(self, run_id: str) -> TestRun:
+        """A run by id; QCError if unknown."""
+        try:
+            return self._runs[run_id]
+        except KeyError:
+            raise QCError(f"no test run {run_id!r}") from None
+
+    def runs(self, device: str | None = None) -> list[TestRun]:
+        """Runs of this agent's lifetime (drafts are not kept across restarts), newest first."""
+        with self._lock:
+            runs = [r for r in self._runs.values() if device is None or r.device == device]
+        return sorted(runs, key=lambda r: r.started, reverse=True)
+
+    def active_run(self, device: str) -> TestRun | None:
+        """The guided run in progress on `device`, if any."""
+        run_id = self._active.get(device)
+        return None if run_id is None else self._runs.get(run_id)
+
+    def records(
+        self,
+        device: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        test: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Stored QC records (tests and reviews), oldest first."""
+        return self.store.query(device=device, since=since, until=until, test=test)
+
+    def release(self, device: str) -> dict[str, Any]:
+        """`{"release", "reason", "since", "due": {test: time}}` of one calibrator."""
+        self.programme(device)
+        with self._lock:
+            return {k: v for k, v in self._state[device].items() if k != "failed"}
+
+    def calibrators_status(self) -> dict[str, dict[str, Any]]:
+        """The `calibrators` object of the retained status (CONTRACT §5)."""
+        with self._lock:
+            return {
+                device: {k: v for k, v in state.items() if k != "failed"}
+                for device, state in self._state.items()
+            }
+
+    def is_held(self, device: str) -> bool:
+        """True when `device` is a calibrator on hold (cheap: per reading)."""
+        return device in self._held
+
+    # ------------------------------------------------------------------ runs
+    def start_test(
+        self, device: str, test: str, *, by: str, time_scale: float = 1.0
+    ) -> TestRun:
+        """Start a test on `device`: its steps are listed; readings complete them.
+
+        `time_scale` > 1 only for a simulated linearity run whose sample decays faster.
+        One guided test per calibrator at a time; a linearity run may run beside it.
+        """
+        programme = self.programme(device)
+        spec = programme.test(test)
+        if spec is None:
+            raise QCError(f"{device}: test {test!r} is not in its QC programme")
+        if not by.strip():
+            raise QCError("starting a test needs the person's name")
+        if not (math.isfinite(time_scale) and time_scale > 0):
+            raise QCError("time_scale must be a positive number")
+        now = self._now()
+        with self._lock:
+            busy = self._linearity if test == "linearity" else self._active
+            current = busy.get(device)
+            if current is not None and self._runs[current].state == "running":
+                raise QCError(f"{device}: a {self._runs[current].test} test is running")
+            run = TestRun(new_id(), device, test, now, by.strip(), time_scale=time_scale)
+            run.steps = self._steps(programme, test, now)
+            if run.steps:
+                run.steps[0].state = "active"
+            self._runs[run.id] = run
+            busy[device] = run.id
+        self.audit.record(
+            "qc.test.started", actor=run.started_by, subject=f"{device}/{test}", run=run.id,
+            steps=[s.instruction for s in run.steps],
+        )  # fmt: skip
+        return run
+
+    def _steps(self, programme: CalibratorProgramme, test: str, now: datetime) -> list[Step]:
+        steps: list[Step] = []
+        if test == "background":
+            steps.append(Step(1, "Empty the chamber (no source, no sample); wait", "background"))
+        elif test == "constancy" and programme.constancy is not None:
+            source = programme.source(programme.constancy.source)
+            for i, setting in enumerate(programme.constancy.settings, start=1):
+                where = f"Place check source {source.id} ({source.nuclide}); " if i == 1 else ""
+                expected, u = self._expected(source, now, setting.ratio)
+                steps.append(
+                    Step(
+                        i, f"{where}select the {setting.nuclide} setting", "source",
+                        setting=setting.nuclide, source=source.id, ratio=setting.ratio,
+                        expected_mbq=expected, uncertainty_mbq=u,
+                    )
+                )  # fmt: skip
+        elif test == "accuracy" and programme.accuracy is not None:
+            for i, source_id in enumerate(programme.accuracy.sources, start=1):
+                source = programme.source(source_id)
+                expected, u = self._expected(source, now, 1.0)
+                steps.append(
+                    Step(
+                        i, f"Place certified source {source.id} ({source.nuclide}); select "
+                        f"the {source.nuclide} setting", "source", setting=source.nuclide,
+                        source=source.id, expected_mbq=expected, uncertainty_mbq=u,
+                        requires_removal=i > 1,
+                    )
+                )  # fmt: skip
+        elif test == "geometry" and programme.geometry is not None:
+            geo = programme.geometry
+            ordered = sorted(geo.containers, key=lambda c: not c.reference)
+            for i, container in enumerate(ordered, start=1):
+                steps.append(
+                    Step(
+                        i, f"Measure the {geo.nuclide} sample in the {container.name}"
+                        f"{' (reference)' if container.reference else ''} on the "
+                        f"{geo.nuclide} setting", "sample", setting=geo.nuclide,
+                        container=container.name, requires_removal=i > 1,
+                    )
+                )  # fmt: skip
+        elif test == "linearity" and programme.linearity is not None:
+            lin = programme.linearity
+            steps.append(
+                Step(
+                    1, f"Place a high-activity {lin.nuclide} sample (top of the range in use) on "
+                    f"the {lin.nuclide} setting; IsoEdge measures it as it decays over "
+                    f"{lin.duration_h:g} h (you may take it out and put it back)", "series",
+                    setting=lin.nuclide,
+                )
+            )  # fmt: skip
+        return steps
+
+    def cancel_run(self, run_id: str, *, by: str, reason: str) -> TestRun:
+        """Abandon a run (recorded with who and why)."""
+        if not by.strip() or not reason.strip():
+            raise QCError("cancelling a test needs the person's name and a reason")
+        with self._lock:
+            run = self.run(run_id)
+            if run.state in {"signed", "cancelled"}:
+                raise QCError(f"run {run_id} is {run.state}")
+            run.state = "cancelled"
+            self._release_slot(run)
+        self.audit.record(
+            "qc.test.cancelled", actor=by, subject=f"{run.device}/{run.test}", reason=reason,
+            run=run.id,
+        )  # fmt: skip
+        self.refresh()
+        return run
+
+    def _release_slot(self, run: TestRun) -> None:
+        slots = self._linearity if run.test == "linearity" else self._active
+        if slots.get(run.device) == run.id:
+            del slots[run.device]
+
+    def finish_linearity(self, run_id: str) -> TestRun:
+        """Analyse a linearity run now with the points it has (QCError if too few)."""
+        with self._lock:
+            run = self.run(run_id)
+            if run.test != "linearity" or run.state != "running":
+                raise QCError(f"run {run_id} is not a running linearity test")
+            self._complete_linearity(run)
+        return run
+
+    # ------------------------------------------------------------------ readings
+    def on_reading(self, reading: Reading) -> None:
+        """A reading of any device: feeds the runs of a calibrator."""
+        if reading.device not in self._programmes:
+            return
+        programme = self._programmes[reading.device]
+        if reading.channel != programme.channel:
+            return
+        value = activity_mbq(reading)
+        if value is None:
+            return
+        completed: list[TestRun] = []
+        with self._lock:
+            lin_id = self._linearity.get(reading.device)
+            if lin_id is not None:
+                run = self._runs[lin_id]
+                if run.state == "running" and self._feed_series(run, programme, reading, value):
+                    completed.append(run)
+            run_id = self._active.get(reading.device)
+            if run_id is not None:
+                run = self._runs[run_id]
+                if run.state == "running" and self._feed_step(run, programme, reading, value):
+                    completed.append(run)
+        for run in completed:
+            self._after_completion(run)
+
+    def _feed_step(
+        self, run: TestRun, programme: CalibratorProgramme, reading: Reading, value: float
+    ) -> bool:
+        step = run.current
+        if step is None:
+            return False
+        nuclide = normalize_nuclide(reading.nuclide)
+        step.seen_setting, step.seen_mbq = nuclide, value
+        buffer = step._buffer  # noqa: SLF001 - the step's own buffer
+        if step.requires_removal and not step.removal_seen:
+            previous = run.steps[step.index - 2].measured_mbq or 0.0
+            if value < _REMOVED_FRACTION * previous:
+                step.removal_seen = True
+            return False
+        if step.kind == "background":
+            limit = programme.background.max_mbq if programme.background else 0.1
+            buffer.append((value, reading.id))
+        else:
+            if step.setting is not None and nuclide != step.setting:
+                buffer.clear()
+                return False
+            floor = _MIN_FRACTION * step.expected_mbq if step.expected_mbq else 1.0
+            if value < floor:
+                buffer.clear()
+                return False
+            buffer.append((value, reading.id))
+        while len(buffer) > programme.settle_readings:
+            buffer.popleft()
+        if len(buffer) < programme.settle_readings:
+            return False
+        values = [v for v, _ in buffer]
+        mean = sum(values) / len(values)
+        spread = max(values) - min(values)
+        allowed = programme.stability_pct / 100 * abs(mean)
+        if step.kind == "background":
+            allowed = max(allowed, limit)
+        if spread > allowed:
+            return False
+        step.measured_mbq, step.measured_at = mean, reading.t
+        step.readings = [rid for _, rid in buffer]
+        step.state = "done"
+        self._judge_step(run, programme, step)
+        following = run.current
+        if following is not None:
+            following.state = "active"
+            return False
+        self._complete_guided(run, programme)
+        return True
+
+    def _judge_step(self, run: TestRun, programme: CalibratorProgramme, step: Step) -> None:
+        measured = step.measured_mbq or 0.0
+        if step.kind == "background":
+            bg = programme.background
+            limit = bg.max_mbq if bg else 0.1
+            step.result = "pass" if abs(measured) <= limit else "fail"
+            return
+        if step.kind == "sample":
+            reference = run.steps[0]
+            if step is reference:
+                step.expected_mbq, step.deviation_pct, step.result = measured, 0.0, "pass"
+                return
+            half_life = self.nuclides.half_life_s(step.setting or "Tc-99m")
+            elapsed = ((step.measured_at or run.started) - (reference.measured_at or run.started))
+            decayed = (reference.measured_mbq or 0.0) * math.exp(
+                -math.log(2) * elapsed.total_seconds() / half_life
+            )
+            step.expected_mbq = decayed
+        expected = step.expected_mbq or math.nan
+        step.deviation_pct = (measured - expected) / expected * 100.0
+        tolerance = self._tolerance(programme, run.test)
+        step.result = tolerance.judge(step.deviation_pct)
+
+    @staticmethod
+    def _tolerance(programme: CalibratorProgramme, test: str) -> Any:
+        spec = programme.test(test)
+        return getattr(spec, "tolerance", None)
+
+    def _complete_guided(self, run: TestRun, programme: CalibratorProgramme) -> None:
+        now = self._now()
+        run.state, run.completed = "completed", now
+        run.result = max((s.result or "fail" for s in run.steps), key=_RANK.__getitem__)
+        worst = max(run.steps, key=lambda s: (_RANK[s.result or "fail"], abs(s.deviation_pct or 0)))
+        run.draft = self._draft(run, programme, worst)
+        run.summary = self._summary(run, worst)
+        self._active.pop(run.device, None)
+
+    def _feed_series(
+        self, run: TestRun, programme: CalibratorProgramme, reading: Reading, value: float
+    ) -> bool:
+        lin = programme.linearity
+        if lin is None or normalize_nuclide(reading.nuclide) != lin.nuclide:
+            return False
+        step = run.steps[0]
+        step.seen_setting, step.seen_mbq = lin.nuclide, value
+        if value < lin.min_activity_mbq:
+            if len(run.series) >= lin.min_points:
+                self._complete_linearity(run)
+                return True
+            return False
+        scale = run.time_scale
+        if run.series:
+            t0 = run.series[0][0]
+            last_t, last_a, _ = run.series[-1]
+            dt = (reading.t - last_t).total_seconds() * scale
+            predicted = last_a * math.exp(-math.log(2) * dt / self.nuclides.half_life_s(lin.nuclide))
+            if abs(value / predicted - 1) > _SERIES_JUMP:
+                return False  # another sample, or the sample half out: not this series
+            if dt < lin.interval_s:
+                return False
+            run.series.append((reading.t, value, reading.id))
+            if (reading.t - t0).total_seconds() * scale >= lin.duration_h * 3600:
+                self._complete_linearity(run)
+                return True
+            return False
+        run.series.append((reading.t, value, reading.id))
+        return False
+
+    def _complete_linearity(self, run: TestRun) -> None:
+        programme = self.programme(run.device)
+        lin = programme.linearity
+        if lin is None:
+            raise QCError("no linearity test configured")
+        if len(run.series) < lin.min_points:
+            raise QCError(f"only {len(run.series)} points; the test needs {lin.min_points}")
+        table = self.nuclides[lin.nuclide].half_life_s
+        try:
+            result = analyse_decay(
+                lin.nuclide, [p[0] for p in run.series], [p[1] for p in run.series], table,
+                lin.tolerance, lin.half_life_pct, [p[2] for p in run.series], run.time_scale,
+            )  # fmt: skip
+        except FitError as exc:
+            raise QCError(f"linearity fit failed: {exc}") from exc
+        run.linearity = result
+        step = run.steps[0]
+        worst = result.worst
+        step.state, step.result = "done", result.result
+        step.measured_mbq, step.expected_mbq = worst.measured_mbq, worst.fit_mbq
+        step.deviation_pct, step.measured_at = worst.deviation_pct, worst.t
+        step.readings = [p[2] for p in run.series]
+        run.state, run.completed, run.result = "completed", self._now(), result.result
+        run.summary = result.summary()
+        run.draft = self._draft(run, programme, step)
+        self._linearity.pop(run.device, None)
+
+    def _after_completion(self, run: TestRun) -> None:
+        """Audit, alert and release after a run completed (outside the lock)."""
+        self.audit.record(
+            "qc.test.completed", actor="isoedge.qc", subject=f"{run.device}/{run.test}",
+            new={"result": run.result}, reason=run.summary, run=run.id,
+        )  # fmt: skip
+        assert run.completed is not None  # noqa: S101 - set by the completion
+        latest = self._latest.setdefault((run.device, run.test), _Latest())
+        latest.result = (run.completed, run.result or "fail", run.summary)
+        rule = f"qc.{run.test}"
+        if run.result == "pass":
+            pass  # cleared when the record is signed
+        else:
+            severity = "critical" if run.result == "fail" else "alarm"
+            self.alerts.raise_alert(
+                rule, run.device, None, severity, run.summary,
+                (run.draft or {}).get("deviation_pct"), update=True,
+                details={"run": run.id, "test": run.test, "result": run.result},
+            )  # fmt: skip
+        log.info("QC test completed", device=run.device, test=run.test, result=run.result)
+        self.refresh()
+
+    # ------------------------------------------------------------------ records
+    def _draft(self, run: TestRun, programme: CalibratorProgramme, step: Step) -> dict[str, Any]:
+        completed = run.completed or self._now()
+        zone = self.config.zone
+        source = None
+        if step.source is not None:
+            source = programme.source(step.source).as_record()
+        tolerance: dict[str, Any]
+        if run.test == "background" and programme.background is not None:
+            tolerance = {
+                "action_pct": None, "fail_pct": None, "basis": programme.background.basis,
+                "max_mbq": programme.background.max_mbq,
+            }  # fmt: skip
+        else:
+            tolerance = self._tolerance(programme, run.test).as_record()
+        record: dict[str, Any] = {
+            "id": new_id(),
+            "record": "test",
+            "device": run.device,
+            "test": run.test,
+            "t": rfc3339(completed),
+            "t_local": completed.astimezone(zone).isoformat(timespec="seconds"),
+            "timezone": self.config.timezone,
+            "run": run.id,
+            "started": rfc3339(run.started),
+            "source": source,
+            "expected": {
+                "mbq": step.expected_mbq if step.kind != "background" else 0.0,
+                "uncertainty_mbq": step.uncertainty_mbq,
+            },
+            "measured": {"mbq": step.measured_mbq, "readings": list(step.readings)},
+            "deviation_pct": None if step.deviation_pct is None else round(step.deviation_pct, 4),
+            "tolerance": tolerance,
+            "result": run.result,
+            "steps": [s.as_dict() for s in run.steps],
+        }
+        if run.linearity is not None:
+            record["linearity"] = run.linearity.as_dict()
+            if run.time_scale != 1.0:
+                record["linearity"]["time_scale"] = run.time_scale
+        if run.test == "geometry":
+            record["correction_factors"] = {
+                s.container: (s.expected_mbq or 0.0) / s.measured_mbq
+                for s in run.steps
+                if s.measured_mbq
+            }
+        return record
+
+    @staticmethod
+    def _summary(run: TestRun, worst: Step) -> str:
+        if run.test == "background":
+            return f"background {run.result}: {worst.measured_mbq:.4g} MBq"
+        parts = [
+            f"{s.setting or ''}{'/' + s.container if s.container else ''} "
+            f"{s.measured_mbq:.4g} MBq vs {s.expected_mbq:.4g} MBq "
+            f"({s.deviation_pct:+.2f} % {s.result})"
+            for s in run.steps
+            if s.measured_mbq is not None and s.expected_mbq is not None
+            and s.deviation_pct is not None
+        ]
+        return f"{run.test} {run.result}: " + "; ".join(parts)
+
+    def sign_run(self, run_id: str, name: str, password: str) -> dict[str, Any]:
+        """The performer signs a completed run: it becomes a stored, published QC record.
+
+        Blocking (password hash, tens of ms): on the event loop use `asign_run`. Raises
+        SignatureError (wrong password, role not allowed: refused and audited) or QCError.
+        """
+        draft = self._signable(run_id)
+        signature = self.signatures.sign(draft, name, password, "performed")
+        return self._commit_run(run_id, draft, signature)
+
+    async def asign_run(self, run_id: str, name: str, password: str) -> dict[str, Any]:
+        """`sign_run` for the event loop: the password is checked in a worker thread."""
+        draft = self._signable(run_id)
+        signature = await asyncio.to_thread(
+            self.signatures.sign, draft, name, password, "performed"
+        )
+        return self._commit_run(run_id, draft, signature)
+
+    def _signable(self, run_id: str) -> dict[str, Any]:
+        run = self.run(run_id)
+        if run.state != "completed" or run.draft is None:
+            raise QCError(f"run {run_id} is {run.state}; only a completed run can be signed")
+        return run.draft
+
+    def _commit_run(
+        self, run_id: str, draft: dict[str, Any], signature: dict[str, Any]
+    ) -> dict[str, Any]:
+        record = {**draft, "signatures": [signature]}
+        with self._lock:
+            run = self.run(run_id)
+            if run.state != "completed":
+                raise QCError(f"run {run_id} is {run.state}")
+            self.store.append(record)
+            run.state, run.record_id = "signed", record["id"]
+        self._published(record, signature)
+        latest = self._latest.setdefault((run.device, run.test), _Latest())
+        t = datetime.fromisoformat(record["t"])
+        latest.result = (t, record["result"], run.summary)
+        if record["result"] == "pass":
+            latest.last_pass = t
+            self.alerts.clear_alert(f"qc.{run.test}", run.device, None, run.summary)
+        self.refresh()
+        return record
+
+    def review(
+        self, record_id: str, name: str, password: str, meaning: str = "reviewed",
+        comment: str = "",
+    ) -> dict[str, Any]:  # fmt: skip
+        """Review or approve a record: a new signed record naming the first (id and hash).
+
+        Whoever signed the first record may not approve it (a second person approves).
+        Blocking (password hash): on the event loop use `areview`.
+        """
+        review, forbid = self._review_draft(record_id, meaning, comment)
+        signature = self.signatures.sign(review, name, password, meaning, forbid_signers=forbid)
+        return self._commit_review(review, signature)
+
+    async def areview(
+        self, record_id: str, name: str, password: str, meaning: str = "reviewed",
+        comment: str = "",
+    ) -> dict[str, Any]:  # fmt: skip
+        """`review` for the event loop: the password is checked in a worker thread."""
+        review, forbid = self._review_draft(record_id, meaning, comment)
+        signature = await asyncio.to_thread(
+            functools.partial(
+                self.signatures.sign, review, name, password, meaning, forbid_signers=forbid
+            )
+        )
+        return self._commit_review(review, signature)
+
+    def _review_draft(
+        self, record_id: str, meaning: str, comment: str
+    ) -> tuple[dict[str, Any], list[str]]:
+        if meaning not in {"reviewed", "approved"}:
+            raise QCError("meaning must be 'reviewed' or 'approved'")
+        try:
+            first = self.store.get(record_id)
+        except KeyError:
+            raise QCError(f"no QC record {record_id!r}") from None
+        now = self._now()
+        review: dict[str, Any] = {
+            "id": new_id(),
+            "record": "review",
+            "device": first["device"],
+            "test": first["test"],
+            "t": rfc3339(now),
+            "t_local": now.astimezone(self.config.zone).isoformat(timespec="seconds"),
+            "timezone": self.config.timezone,
+            "reviews": {"id": first["id"], "record_sha256": content_hash(first)},
+            "result": first.get("result"),
+            "meaning": meaning,
+            "comment": comment,
+        }
+        performers = [str(s.get("user") or s.get("name")) for s in first.get("signatures", [])]
+        return review, performers if meaning == "approved" else []
+
+    def _commit_review(self, review: dict[str, Any], signature: dict[str, Any]) -> dict[str, Any]:
+        record = {**review, "signatures": [signature]}
+        self.store.append(record)
+        self._published(record, signature)
+        return record
+
+    def _published(self, record: dict[str, Any], signature: dict[str, Any]) -> None:
+        self.audit.record(
+            "qc.record.signed", actor=signature["user"], subject=f"qc/{record['id']}",
+            new={"result": record.get("result"), "meaning": signature["meaning"]},
+            record_sha256=signature["record_sha256"], device=record["device"],
+            test=record["test"],
+        )  # fmt: skip
+        try:
+            self._emit("qc", record)
+        except Exception:
+            log.exception("QC record stored but not emitted", record=record["id"])
+
+    def record_repair(self, device: str, *, by: str, reason: str) -> None:
+        """The calibrator was repaired: tests scheduled `after_repair` are due now."""
+        self.programme(device)
+        if not by.strip() or not reason.strip():
+            raise QCError("recording a repair needs the person's name and a reason")
+        self.audit.record("qc.repair", actor=by, subject=device, reason=reason)
+        self._repairs[device] = self._now()
+        self.refresh()
+
+    # ------------------------------------------------------------------ release
+    def _load_history(self) -> None:
+        for record in self.store.query(kind="test"):
+            key = (record["device"], record["test"])
+            latest = self._latest.setdefault(key, _Latest())
+            t = datetime.fromisoformat(record["t"])
+            latest.result = (t, record["result"], f"{record['test']} {record['result']}")
+            if record["result"] == "pass":
+                latest.last_pass = t
+        for item in self.audit.query(action="qc.repair"):
+            t = datetime.fromisoformat(item["t"])
+            self._repairs[item["subject"]] = max(t, self._repairs.get(item["subject"], t))
+
+    def tick(self) -> None:
+        """About once a second: day rollover and due dates change the release state."""
+        self.refresh()
+
+    def refresh(self, *, notify: bool = True) -> None:
+        """Recompute every calibrator's release state; alert and notify on a change."""
+        now = self._now()
+        changed = []
+        with self._lock:
+            for device, programme in self._programmes.items():
+                state = self._compute(device, programme, now)
+                old = self._state.get(device)
+                if old is None or old["release"] != state["release"] or (
+                    old["reason"] != state["reason"] or old["due"] != state["due"]
+                ):
+                    changed.append((device, old, state))
+                self._state[device] = state
+                if state["release"] == "on_hold":
+                    self._held.add(device)
+                else:
+                    self._held.discard(device)
+        for device, old, state in changed:
+            if old is not None and old["release"] == state["release"] == "on_hold" and (
+                old["reason"] == state["reason"]
+            ):
+                continue  # only a due date moved
+            if state["release"] == "on_hold":
+                severity = "alarm" if state.get("failed") else "warning"
+                self.alerts.raise_alert(
+                    "qc.release", device, None, severity,
+                    f"{device} ON HOLD: {state['reason']} — not for patient doses",
+                    details={"since": state["since"]}, update=old is not None,
+                )  # fmt: skip
+            elif old is not None or self.alerts.active_alert("qc.release", device, None):
+                self.alerts.clear_alert("qc.release", device, None, f"{device} released")
+            if old is not None:
+                self.audit.record(
+                    "qc.release.changed", actor="isoedge.qc", subject=device,
+                    old=old["release"], new=state["release"], reason=state["reason"],
+                )  # fmt: skip
+        if changed and notify and self.on_change is not None:
+            self.on_change()
+
+    def _compute(  # noqa: C901, PLR0912 - one pass over the programme's tests
+        self, device: str, programme: CalibratorProgramme, now: datetime
+    ) -> dict[str, Any]:
+        zone = self.config.zone
+        today = now.astimezone(zone).date()
+        day_start = datetime.combine(today, time(0), zone).astimezone(UTC)
+        next_day = datetime.combine(today + timedelta(days=1), time(0), zone).astimezone(UTC)
+        due: dict[str, str] = {}
+        holds: list[tuple[int, datetime, str]] = []  # (priority, since, reason)
+        released_since: datetime | None = None
+        for kind in TEST_KINDS:
+            spec = programme.test(kind)
+            if spec is None:
+                continue
+            latest = self._latest.get((device, kind), _Latest())
+            last_pass = latest.last_pass
+            if spec.last_performed is not None and (
+                last_pass is None or spec.last_performed > last_pass
+            ):
+                last_pass = spec.last_performed
+            if latest.result is not None:
+                t, result, summary = latest.result
+                bad = result == "fail" or (result == "action" and self.config.hold_on_action)
+                if bad and (last_pass is None or t > last_pass):
+                    holds.append((0, t, f"{kind} {result} at {rfc3339(t)}: {summary}"))
+            if "daily" in spec.schedules:
+                if last_pass is not None and last_pass >= day_start:
+                    due[kind] = rfc3339(next_day)
+                    released_since = max(released_since or last_pass, last_pass)
+                else:
+                    due[kind] = rfc3339(day_start)
+                    pending = (
+                        latest.result is not None and latest.result[0] >= day_start
+                        and latest.result[1] == "pass"
+                    )
+                    why = "passed, awaiting signature" if pending else "not passed yet today"
+                    holds.append((1, day_start, f"daily {kind}: {why}"))
+                continue
+            periods = [SCHEDULE_PERIOD[s] for s in spec.schedules if s in SCHEDULE_PERIOD]
+            due_t: datetime | None = None
+            if last_pass is None:
+                due_t = day_start if "installation" in spec.schedules or periods else None
+            elif periods:
+                due_t = last_pass + min(periods)
+            repair = self._repairs.get(device)
+            if (
+                "after_repair" in spec.schedules and repair is not None
+                and (last_pass is None or repair > last_pass)
+            ):
+                due_t = repair if due_t is None else min(due_t, repair)
+            if due_t is not None:
+                due[kind] = rfc3339(due_t)
+                if due_t <= now:
+                    holds.append((2, due_t, f"{kind} overdue since {rfc3339(due_t)}"))
+        if holds:
+            holds.sort(key=lambda h: (h[0], h[1]))
+            since = min(h[1] for h in holds)
+            return {
+                "release": "on_hold",
+                "reason": "; ".join(h[2] for h in holds),
+                "since": rfc3339(since),
+                "due": due,
+                "failed": any(h[0] == 0 for h in holds),
+            }
+        return {
+            "release": "released",
+            "reason": "today's daily tests passed and signed",
+            "since": rfc3339(released_since or now),
+            "due": due,
+            "failed": False,
+        }
+
+    # ------------------------------------------------------------------ dosage
+    def on_dispensed(self, device: str, dispensing: dict[str, Any]) -> dict[str, Any]:
+        """A dosage measured on `device`: adds the calibrator's release; alerts if held."""
+        state = self._state.get(device)
+        release = None if state is None else state["release"]
+        dispensing = {**dispensing, "calibrator_release": release}
+        if release == "on_hold":
+            assert state is not None  # noqa: S101
+            self.alerts.raise_alert(
+                "qc.held-calibrator-dosage", device, None, "critical",
+                f"dosage {dispensing.get('prescription')} measured on {device} while it is ON "
+                f"HOLD ({state['reason']}); re-measure on a released calibrator",
+                dispensing.get("measured_mbq"), subject=str(dispensing.get("prescription")),
+                update=True,
+            )  # fmt: skip
+        return dispensing
+
+
+def status_of(manager: QCManager | None) -> dict[str, Any]:
+    """The `calibrators` object for the retained status (empty without a QC programme)."""
+    if manager is None:
+        return {}
+    return manager.calibrators_status()
+
+
+__all__ = ["QCError", "QCManager", "Step", "TestRun", "status_of"]
