@@ -28,6 +28,18 @@ Faults (`set_fault`), applied to whatever the instrument sends while active:
 - `corrupt`: bit errors (these protocols have no checksum): the unit byte, name or value
   of a binary frame is invalid; the digits of a text reply have their high bit set.
 
+QC faults (`set_qc_fault`) change what the chamber measures, for the QC programme's tests:
+
+- `gain_drift`: the reading is 7 % high (an electrometer gain drift; constancy fails);
+- `nonlinearity`: above 30 GBq the reading is 8 % low (ion recombination; linearity fails);
+- `geometry`: a sample in a syringe reads 6 % low against the vial (a container effect).
+
+Reference sources are placed in and taken out of the chamber (`place_source`, `empty`), the
+operator turns the selector (`set_nuclide`), a sample moves between containers
+(`set_container`). Besides the methods, a small control channel (`--control-port`: one JSON
+object per line on 127.0.0.1, answered with the state) lets tests and the demo drive a
+standalone simulator; stdin takes the same commands in words.
+
 Everything runs on the caller's asyncio loop (no threads), so `isoedge demo` can start
 several simulators in-process.
 """
@@ -37,6 +49,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import math
 import os
 import random
@@ -59,6 +72,12 @@ from drivers.registry import registry
 
 FAULTS = ("unplugged", "garbage", "truncated", "timeout", "wrong_length", "corrupt")
 DEFAULT_MODEL = "capintec_crc15"
+QC_FAULTS = ("gain_drift", "nonlinearity", "geometry")
+GAIN_DRIFT = 1.07
+NONLINEAR_ABOVE_MBQ = 30_000.0
+NONLINEAR_FACTOR = 0.92
+GEOMETRY_FACTORS: dict[str, float] = {"vial": 1.0, "syringe": 0.94}
+CONTAINERS = ("vial", "syringe")
 
 
 def models() -> list[str]:
@@ -114,6 +133,8 @@ class Chamber:
         self.selected_nuclide: str | None = self.sample_nuclide
         self.a0_mbq = activity_mbq
         self.t0 = self._now()
+        self.container = "vial"
+        self.qc_faults: set[str] = set()
 
     def _now(self) -> float:
         return time.monotonic() * self.time_scale
@@ -125,6 +146,25 @@ class Chamber:
         self.a0_mbq = activity_mbq
         self.t0 = self._now()
 
+    def empty(self) -> None:
+        """Take the sample or source out: only background remains."""
+        self.a0_mbq = 0.0
+        self.t0 = self._now()
+
+    def _measured_sample_mbq(self) -> float:
+        """The sample's part of the signal, through the QC faults, in MBq of the setting."""
+        response = RESPONSE.get(self.sample_nuclide, 0.5)
+        selected = RESPONSE.get(self.selected_nuclide or "", response)
+        value = self.true_activity_mbq() * response / selected
+        faults = self.qc_faults
+        if "geometry" in faults:
+            value *= GEOMETRY_FACTORS.get(self.container, 1.0)
+        if "nonlinearity" in faults and value > NONLINEAR_ABOVE_MBQ:
+            value *= NONLINEAR_FACTOR
+        if "gain_drift" in faults:
+            value *= GAIN_DRIFT
+        return value
+
     def true_activity_mbq(self) -> float:
         """The sample's activity now (decayed since it was loaded)."""
         elapsed = self._now() - self.t0
@@ -132,9 +172,7 @@ class Chamber:
 
     def _signal_mbq(self) -> float:
         """Chamber signal in MBq of the selected nuclide, background included, with noise."""
-        response = RESPONSE.get(self.sample_nuclide, 0.5)
-        selected = RESPONSE.get(self.selected_nuclide or "", response)
-        mean = self.true_activity_mbq() * response / selected + self.background_mbq
+        mean = self._measured_sample_mbq() + self.background_mbq
         if not self.noise:
             return mean
         return self.rng.gauss(mean, math.sqrt(max(mean, 0.0) / _COUNTS_PER_MBQ))
@@ -176,6 +214,7 @@ def parse_activity(text: str) -> float:
     return value * ACTIVITY_TO_MBQ[canonical]
 
 
+CONTROL_COMMANDS = ("place", "empty", "setting", "container", "qc_fault", "fault", "status")
 Transport = Literal["pty", "tcp", "rfc2217"]
 TRANSPORTS = ("pty", "tcp", "rfc2217")
 
@@ -306,6 +345,7 @@ class DoseCalibratorSimulator:
         self.profile = profile(self)
         """This model's behaviour (its driver folder's `simulator.py`)."""
         self.profile.on_start()
+        self._control: asyncio.Server | None = None
         self.set_fault(fault)
 
     # -- control ----------------------------------------------------------------------------
@@ -328,6 +368,96 @@ class DoseCalibratorSimulator:
         """The operator puts a new sample in and selects its nuclide."""
         self.chamber.load_sample(nuclide, activity_mbq)
         self.profile.on_selector_change()
+
+    def place_source(self, nuclide: str, activity_mbq: float, container: str = "vial") -> None:
+        """A reference source (or sample) goes into the chamber; its nuclide is selected."""
+        self.set_container(container)
+        self.load_sample(nuclide, activity_mbq)
+
+    def empty(self) -> None:
+        """The source or sample is taken out of the chamber."""
+        self.chamber.empty()
+
+    def set_container(self, container: str) -> None:
+        """The sample is now in this container (vial or syringe)."""
+        if container not in CONTAINERS:
+            raise ValueError(f"unknown container {container!r}; expected one of {CONTAINERS}")
+        self.chamber.container = container
+
+    def set_qc_fault(self, name: str, on: bool = True) -> None:
+        """Start (or end) a measurement fault: gain_drift, nonlinearity, geometry."""
+        if name not in QC_FAULTS:
+            raise ValueError(f"unknown QC fault {name!r}; expected one of {QC_FAULTS}")
+        if on:
+            self.chamber.qc_faults.add(name)
+        else:
+            self.chamber.qc_faults.discard(name)
+
+    def state(self) -> dict[str, object]:
+        """What is in the chamber and which faults are on (the control channel's answer)."""
+        chamber = self.chamber
+        return {
+            "sample": chamber.sample_nuclide if chamber.a0_mbq > 0 else None,
+            "activity_mbq": chamber.true_activity_mbq(),
+            "setting": chamber.selected_nuclide,
+            "container": chamber.container,
+            "qc_faults": sorted(chamber.qc_faults),
+            "fault": self.fault,
+            "address": self.address,
+        }
+
+    def control(self, command: dict[str, object]) -> dict[str, object]:
+        """Apply one control command (see `CONTROL_COMMANDS`); returns the new state."""
+        verb = command.get("cmd")
+        if verb == "place":
+            self.place_source(
+                str(command["nuclide"]), float(str(command["activity_mbq"])),
+                str(command.get("container", "vial")),
+            )  # fmt: skip
+        elif verb == "empty":
+            self.empty()
+        elif verb == "setting":
+            self.set_nuclide(str(command["nuclide"]))
+        elif verb == "container":
+            self.set_container(str(command["container"]))
+        elif verb == "qc_fault":
+            self.set_qc_fault(str(command["name"]), bool(command.get("on", True)))
+        elif verb == "fault":
+            name = command.get("name")
+            self.set_fault(None if name in (None, "none") else str(name))
+        elif verb != "status":
+            raise ValueError(f"unknown command {verb!r}; expected one of {CONTROL_COMMANDS}")
+        return self.state()
+
+    async def start_control(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Serve the control channel (JSON lines) on `host:port`; returns the port."""
+        self._control = await asyncio.start_server(self._on_control, host, port)
+        return int(self._control.sockets[0].getsockname()[1])
+
+    async def _on_control(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            while line := await reader.readline():
+                answer = self._control_line(line)
+                writer.write(json.dumps(answer).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    def _control_line(self, line: bytes) -> dict[str, object]:
+        try:
+            command = json.loads(line)
+        except ValueError as exc:
+            return {"ok": False, "error": f"not JSON: {exc}"}
+        if not isinstance(command, dict):
+            return {"ok": False, "error": "expected a JSON object"}
+        try:
+            return {"ok": True, **self.control(command)}
+        except (ValueError, KeyError, TypeError) as exc:
+            return {"ok": False, "error": str(exc)}
 
     def sent_valid(self, raw_text: str) -> bool:
         """True if the simulator sent exactly this well-formed frame/line recently."""
@@ -359,6 +489,9 @@ class DoseCalibratorSimulator:
 
     async def stop(self) -> None:
         """Close everything this simulator opened; safe to call twice."""
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         if self._push_task is not None:
             self._push_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -587,10 +720,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--time-scale", type=float, default=1.0, help="decay runs this much faster")
     parser.add_argument("--fault", choices=FAULTS, default=None, help="start with this fault")
+    parser.add_argument(
+        "--qc-fault", choices=QC_FAULTS, action="append", default=[],
+        help="measurement fault for the QC tests (repeatable): +7%% gain drift, -8%% above "
+        "30 GBq, syringe geometry effect",
+    )
+    parser.add_argument(
+        "--control-port", type=int, default=None,
+        help="serve the JSON-lines control channel on 127.0.0.1:PORT (0: any free port)",
+    )
     parser.add_argument("--seed", type=int, default=None)
 
 
-_HELP = "commands: nuclide NAME | load NAME ACTIVITY | fault NAME|none | status"
+_HELP = (
+    "commands: nuclide NAME | load NAME ACTIVITY | empty | container vial|syringe |"
+    " qcfault NAME on|off | fault NAME|none | status"
+)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -610,8 +755,13 @@ async def run(args: argparse.Namespace) -> None:
         fault=args.fault,
         seed=args.seed,
     )
+    for name in args.qc_fault:
+        simulator.set_qc_fault(name)
     address = await simulator.start()
     print(f"dosecal {args.model} listening on {address}", flush=True)  # noqa: T201
+    if args.control_port is not None:
+        port = await simulator.start_control(port=args.control_port)
+        print(f"control channel on 127.0.0.1:{port} (JSON lines)", flush=True)  # noqa: T201
     print(_HELP, flush=True)  # noqa: T201
     loop = asyncio.get_running_loop()
     watching = False
@@ -643,6 +793,12 @@ def _operator_command(
             simulator.set_nuclide(arguments[0])
         elif verb == "load" and len(arguments) > 1:
             simulator.load_sample(arguments[0], parse_activity(" ".join(arguments[1:])))
+        elif verb == "empty" and not arguments:
+            simulator.empty()
+        elif verb == "container" and len(arguments) == 1:
+            simulator.set_container(arguments[0])
+        elif verb == "qcfault" and len(arguments) == 2 and arguments[1] in ("on", "off"):  # noqa: PLR2004
+            simulator.set_qc_fault(arguments[0], arguments[1] == "on")
         elif verb == "fault" and len(arguments) == 1:
             simulator.set_fault(None if arguments[0] == "none" else arguments[0])
         elif verb != "status":

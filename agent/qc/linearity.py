@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,11 +47,12 @@ class LinearityPoint:
     result: str
     used_in_fit: bool
     reading_id: str | None = None
+    elapsed_s: float = 0.0
 
     def describe(self) -> str:
-        """`point 3 (2026-12-01T10:00Z, 45.20 GBq): -8.00 % fail`."""
+        """`point 3 (+12.0 h, 45.20 GBq): -8.00 % fail`."""
         return (
-            f"point {self.index} ({self.t.astimezone(UTC):%Y-%m-%dT%H:%MZ}, "
+            f"point {self.index} (+{self.elapsed_s / 3600:.1f} h, "
             f"{_pretty(self.measured_mbq)}): {self.deviation_pct:+.2f} % {self.result}"
         )
 
@@ -66,6 +67,7 @@ class LinearityPoint:
             "result": self.result,
             "used_in_fit": self.used_in_fit,
             "reading": self.reading_id,
+            "elapsed_s": self.elapsed_s,
         }
 
 
@@ -205,7 +207,7 @@ def analyse_decay(  # noqa: PLR0917 - the series and what it is judged against
         points.append(
             LinearityPoint(
                 index, t, float(measured), fit, deviation, tolerance.judge(deviation),
-                bool(used), rid,
+                bool(used), rid, ts,
             )
         )  # fmt: skip
     hl_dev = (half_life - half_life_table_s) / half_life_table_s * 100.0

@@ -1,0 +1,191 @@
+"""A QC desk on a simulated dose calibrator: simulator (pty) → real driver → pipeline readings →
+QCManager, with real SQLite stores in a temporary folder. No broker: what would be published
+is collected from the emit callback."""
+
+from __future__ import annotations
+
+import asyncio
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.acquisition.pipeline import Pipeline
+from agent.acquisition.state import LiveState
+from agent.console.settings import WebUser
+from agent.core.passwords import hash_password
+from agent.core.tasks import cancel_and_wait
+from agent.physics.nuclides import NuclideTable
+from agent.qc.alerts import AlertManager
+from agent.qc.audit import AuditLog
+from agent.qc.manager import QCManager, TestRun
+from agent.qc.programme import QCSection
+from agent.qc.records import QCRecordStore
+from agent.qc.signatures import SignatureService
+from drivers.base import DeviceError, SampleKind
+from drivers.dosecal.capintec import CapintecCRC15Config, CapintecCRC15Driver
+from helpers import wait_for_condition
+from simulators.dosecal import DoseCalibratorSimulator
+
+PASSWORDS = {"tess": "tech-pass", "rita": "pharm-pass", "quinn": "qa-pass", "quentin": "qa2-pass"}
+ROLES = {"tess": "technologist", "rita": "radiopharmacist", "quinn": "qa", "quentin": "qa"}
+FULL_NAMES = {"tess": "Tess Tech", "rita": "Rita Pharm", "quinn": "Quinn QA", "quentin": "Quentin QA"}
+
+PROGRAMME = """
+timezone = "Europe/Amsterdam"
+
+[[calibrators]]
+device = "dc1"
+settle_readings = 3
+stability_pct = 2.0
+
+[[calibrators.sources]]
+id = "CS-001"
+nuclide = "Cs-137"
+activity = 7.4
+unit = "MBq"
+reference_date = 2025-06-01T12:00:00Z
+certificate = "CERT-CS-001"
+uncertainty_pct = 1.5
+
+[[calibrators.sources]]
+id = "CO-002"
+nuclide = "Co-57"
+activity = 185
+reference_date = 2026-10-01T12:00:00Z
+certificate = "CERT-CO-002"
+uncertainty_pct = 2.0
+
+[calibrators.constancy]
+source = "CS-001"
+settings = [{ nuclide = "Cs-137" }, { nuclide = "F-18", ratio = 0.74 }]
+
+[calibrators.background]
+max_mbq = 0.1
+
+[calibrators.accuracy]
+sources = ["CS-001", "CO-002"]
+last_performed = 2026-11-20T09:00:00Z
+
+[calibrators.linearity]
+nuclide = "Tc-99m"
+interval_s = 3600
+duration_h = 48
+min_points = 12
+min_activity_mbq = 100
+last_performed = 2026-11-20T09:00:00Z
+"""
+
+
+def users() -> list[WebUser]:
+    return [
+        WebUser(
+            name=name, role=ROLES[name], full_name=FULL_NAMES[name],  # type: ignore[arg-type]
+            password_hash=hash_password(PASSWORDS[name], n=2**10),
+        )
+        for name in PASSWORDS
+    ]
+
+
+class QCDesk:
+    """Simulator + driver + QC manager; `emitted` holds (stream, item) as the outbox got them."""
+
+    def __init__(
+        self, state_dir: Path, programme: str = PROGRAMME, *, time_scale: float = 1.0,
+        noise: bool = True,
+    ) -> None:
+        self.state_dir = state_dir
+        self.config = QCSection.model_validate(tomllib.loads(programme))
+        self.emitted: list[tuple[str, dict[str, Any]]] = []
+        self.simulator = DoseCalibratorSimulator(
+            "capintec", "pty", "F-18", 370.0, noise=noise, seed=7, time_scale=time_scale,
+        )
+        self.readings: list[Any] = []
+        self.manager: QCManager | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.on_reading: Callable[[Any], None] | None = None
+
+    def emit(self, stream: str, item: dict[str, Any]) -> None:
+        self.emitted.append((stream, item))
+
+    def open_manager(self) -> QCManager:
+        self.audit = AuditLog(self.state_dir / "audit.db", self.emit)
+        self.alerts = AlertManager(self.state_dir / "alerts.db", self.emit, audit=self.audit)
+        self.store = QCRecordStore(self.state_dir / "qc.db")
+        self.signatures = SignatureService(users(), self.config.signing, self.audit, self.config.zone)
+        self.manager = QCManager(
+            self.config, NuclideTable(), self.store, self.signatures, self.alerts, self.audit,
+            self.emit,
+        )
+        return self.manager
+
+    async def __aenter__(self) -> QCDesk:
+        self.open_manager()
+        address = await self.simulator.start()
+        config = CapintecCRC15Config(
+            id="dc1", type="capintec_crc15", port=address, poll_interval_s=0.05, timeout_s=0.5,
+        )
+        self.pipeline = Pipeline(None, LiveState(), {"dc1": config})  # type: ignore[arg-type]
+        self._task = asyncio.create_task(self._feed(config))
+        return self
+
+    async def _feed(self, config: CapintecCRC15Config) -> None:
+        while True:
+            driver = CapintecCRC15Driver(config)
+            try:
+                await driver.connect()
+                async for sample in driver.samples():
+                    if sample.kind is not SampleKind.READING:
+                        continue
+                    reading = self.pipeline.to_reading(sample)
+                    assert self.manager is not None
+                    if self.manager.is_held(reading.device) and reading.nuclide is not None:
+                        reading.attrs["calibrator_release"] = "on_hold"
+                    self.readings.append(reading)
+                    self.manager.on_reading(reading)
+            except DeviceError:
+                await asyncio.sleep(0.1)
+            finally:
+                await driver.close()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            await cancel_and_wait([self._task])
+        await self.simulator.stop()
+        self.close()
+
+    def close(self) -> None:
+        self.alerts.close()
+        self.store.close()
+        self.audit.close()
+
+    async def operate(self, run: TestRun, timeout: float = 20.0) -> TestRun:
+        """Act as the technologist: follow the run's steps on the simulator until it completes."""
+        assert self.manager is not None
+        sim = self.simulator
+        placed: str | None = None
+
+        def step_along() -> bool:
+            step = run.current
+            if run.state != "running" or step is None:
+                return run.state != "running"
+            if step.kind == "background":
+                if sim.chamber.a0_mbq > 0:
+                    sim.empty()
+            elif step.kind == "source" and step.source is not None:
+                nonlocal placed
+                programme = self.manager.programme(run.device)  # type: ignore[union-attr]
+                source = programme.source(step.source)
+                if placed != step.source:
+                    activity, _ = self.manager.expected_activity(run.device, source.id)  # type: ignore[union-attr]
+                    if step.requires_removal and not step.removal_seen:
+                        sim.empty()
+                        return False
+                    sim.place_source(source.nuclide, activity)
+                    placed = step.source
+                if sim.chamber.selected_nuclide != step.setting:
+                    sim.set_nuclide(step.setting or source.nuclide)
+            return False
+
+        await wait_for_condition(step_along, timeout=timeout, interval=0.05)
+        return run
