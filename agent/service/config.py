@@ -210,10 +210,11 @@ def _problems_from_validation(path: str, exc: ValidationError) -> list[ConfigPro
             message = message.removeprefix("Value error, ")
         # A discriminated union puts the tag in the path ("devices[0].modbus_tcp.port");
         # users never wrote that tag as a key, so drop it.
+        tagged = bool(loc) and loc[0] in {"devices", "rules"}  # the discriminated unions
         loc = [
             p
             for i, p in enumerate(loc)
-            if not (i > 0 and isinstance(loc[i - 1], int) and p in _UNION_TAGS)
+            if not (tagged and i > 0 and isinstance(loc[i - 1], int) and p in _UNION_TAGS)
         ]
         if err["type"] == "union_tag_invalid":
             message = _unknown_type(loc, err.get("ctx") or {})
