@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from helpers import wait_for_condition
+
 from agent.acquisition.pipeline import Pipeline
 from agent.acquisition.state import LiveState
 from agent.console.settings import WebUser
@@ -24,7 +26,6 @@ from agent.qc.records import QCRecordStore
 from agent.qc.signatures import SignatureService
 from drivers.base import DeviceError, SampleKind
 from drivers.dosecal.capintec import CapintecCRC15Config, CapintecCRC15Driver
-from helpers import wait_for_condition
 from simulators.dosecal import DoseCalibratorSimulator
 
 PASSWORDS = {"tess": "tech-pass", "rita": "pharm-pass", "quinn": "qa-pass", "quentin": "qa2-pass"}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import math
 import threading
 from collections import deque
@@ -37,7 +38,7 @@ from agent.physics.halflife import FitError
 from agent.physics.nuclides import normalize_nuclide
 from agent.qc.linearity import LinearityResult, analyse_decay
 from agent.qc.programme import SCHEDULE_PERIOD, TEST_KINDS
-from agent.qc.records import content_hash
+from agent.qc.records import canonical_json, content_hash
 from agent.qc.rules import activity_mbq
 
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ class _Latest:
 class QCManager:
     """QC test runs, records, signatures and release state of every configured calibrator."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - the collaborators of the QA desk
         self,
         config: QCSection,
         nuclides: NuclideTable,
@@ -436,40 +437,21 @@ class QCManager:
     def _feed_step(
         self, run: TestRun, programme: CalibratorProgramme, reading: Reading, value: float
     ) -> bool:
+        """Feed the current step; True when this reading completed the run."""
         step = run.current
-        if step is None:
+        if step is None or not self._buffer(run, step, reading, value):
             return False
-        nuclide = normalize_nuclide(reading.nuclide)
-        step.seen_setting, step.seen_mbq = nuclide, value
         buffer = step._buffer  # noqa: SLF001 - the step's own buffer
-        if step.requires_removal and not step.removal_seen:
-            previous = run.steps[step.index - 2].measured_mbq or 0.0
-            if value < _REMOVED_FRACTION * previous:
-                step.removal_seen = True
-            return False
-        if step.kind == "background":
-            limit = programme.background.max_mbq if programme.background else 0.1
-            buffer.append((value, reading.id))
-        else:
-            if step.setting is not None and nuclide != step.setting:
-                buffer.clear()
-                return False
-            floor = _MIN_FRACTION * step.expected_mbq if step.expected_mbq else 1.0
-            if value < floor:
-                buffer.clear()
-                return False
-            buffer.append((value, reading.id))
         while len(buffer) > programme.settle_readings:
             buffer.popleft()
         if len(buffer) < programme.settle_readings:
             return False
         values = [v for v, _ in buffer]
         mean = sum(values) / len(values)
-        spread = max(values) - min(values)
         allowed = programme.stability_pct / 100 * abs(mean)
         if step.kind == "background":
-            allowed = max(allowed, limit)
-        if spread > allowed:
+            allowed = max(allowed, programme.background.max_mbq if programme.background else 0.1)
+        if max(values) - min(values) > allowed:
             return False
         step.measured_mbq, step.measured_at = mean, reading.t
         step.readings = [rid for _, rid in buffer]
@@ -480,6 +462,24 @@ class QCManager:
             following.state = "active"
             return False
         self._complete_guided(run, programme)
+        return True
+
+    @staticmethod
+    def _buffer(run: TestRun, step: Step, reading: Reading, value: float) -> bool:
+        """Keep the reading for the step's measurement when it is the step's (else reset)."""
+        nuclide = normalize_nuclide(reading.nuclide)
+        step.seen_setting, step.seen_mbq = nuclide, value
+        buffer = step._buffer  # noqa: SLF001 - the step's own buffer
+        if step.requires_removal and not step.removal_seen:
+            previous = run.steps[step.index - 2].measured_mbq or 0.0
+            step.removal_seen = value < _REMOVED_FRACTION * previous
+            return False
+        if step.kind != "background":
+            floor = _MIN_FRACTION * step.expected_mbq if step.expected_mbq else 1.0
+            if (step.setting is not None and nuclide != step.setting) or value < floor:
+                buffer.clear()
+                return False
+        buffer.append((value, reading.id))
         return True
 
     def _judge_step(self, run: TestRun, programme: CalibratorProgramme, step: Step) -> None:
@@ -519,7 +519,7 @@ class QCManager:
         run.summary = self._summary(run, worst)
         self._active.pop(run.device, None)
 
-    def _feed_series(
+    def _feed_series(  # noqa: PLR0911 - each way a reading is not (yet) a point
         self, run: TestRun, programme: CalibratorProgramme, reading: Reading, value: float
     ) -> bool:
         lin = programme.linearity
@@ -537,7 +537,8 @@ class QCManager:
             t0 = run.series[0][0]
             last_t, last_a, _ = run.series[-1]
             dt = (reading.t - last_t).total_seconds() * scale
-            predicted = last_a * math.exp(-math.log(2) * dt / self.nuclides.half_life_s(lin.nuclide))
+            half_life = self.nuclides.half_life_s(lin.nuclide)
+            predicted = last_a * math.exp(-math.log(2) * dt / half_life)
             if abs(value / predicted - 1) > _SERIES_JUMP:
                 return False  # another sample, or the sample half out: not this series
             if dt < lin.interval_s:
@@ -774,6 +775,40 @@ class QCManager:
             self._emit("qc", record)
         except Exception:
             log.exception("QC record stored but not emitted", record=record["id"])
+
+    def acknowledge_alert(self, alert_id: str, name: str, password: str, reason: str) -> Any:
+        """Acknowledge an alert as an electronic signature: the password is asked again.
+
+        Roles: `[qc.signing] acknowledge_alert`. Blocking (password hash): worker thread.
+        Returns the acknowledged `Alert`.
+        """
+        user = self.signatures.authenticate(
+            name, password, "acknowledge_alert", f"alert/{alert_id}"
+        )
+        return self.alerts.acknowledge(alert_id, user.full_name or user.name, reason)
+
+    def review_audit(
+        self, since: datetime, until: datetime, name: str, password: str, comment: str = ""
+    ) -> dict[str, Any]:
+        """Sign a review of the audit trail from `since` to `until` (PIC/S PI 041).
+
+        The signature is bound to the SHA-256 of the reviewed entries (their canonical JSON),
+        and the review is itself an audit-trail entry (`audit.reviewed`). Blocking.
+        """
+        items = self.audit.query(since=since, until=until, limit=1_000_000)
+        content = {
+            "id": new_id(),
+            "reviewed": {"from": rfc3339(since), "to": rfc3339(until), "entries": len(items),
+                         "entries_sha256": hashlib.sha256(canonical_json(items)).hexdigest()},
+            "comment": comment,
+        }  # fmt: skip
+        signature = self.signatures.sign(
+            content, name, password, "reviewed", action="review_audit"
+        )
+        return self.audit.record(
+            "audit.reviewed", signature["user"], "audit-trail", new=content["reviewed"],
+            reason=comment or None, signatures=[signature], review_id=content["id"],
+        )  # fmt: skip
 
     def record_repair(self, device: str, *, by: str, reason: str) -> None:
         """The calibrator was repaired: tests scheduled `after_repair` are due now."""

@@ -221,7 +221,9 @@ class PrescriptionBook:
             for rx in store.load():
                 self._items[rx.id] = rx
 
-    def add(self, prescription: Prescription, *, replace: bool = False, persist: bool = True) -> None:
+    def add(
+        self, prescription: Prescription, *, replace: bool = False, persist: bool = True
+    ) -> None:
         """Add one; an existing id is refused unless `replace`. Stored unless `persist=False`."""
         with self._lock:
             if prescription.id in self._items and not replace:

@@ -578,7 +578,7 @@ class DosageEvaluator(RuleRuntime):
         )  # fmt: skip
 
 
-    def _dispensed(  # noqa: PLR0913, PLR0917 - what a dispensing record holds
+    def _dispensed(  # noqa: PLR0917 - what a dispensing record holds
         self, rx: Prescription, reading: Reading, measured: float, at_schedule: float,
         deviation: float, result: str, who: str,
     ) -> None:  # fmt: skip

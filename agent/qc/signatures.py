@@ -131,14 +131,16 @@ class SignatureService:
         meaning: str,
         *,
         forbid_signers: Sequence[str] = (),
+        action: str | None = None,
     ) -> dict[str, Any]:
         """Authenticate and return the signature of `record` (its content hash, now).
 
         `forbid_signers`: names that may not sign this (the performer of a record may not
-        approve it). The signature is not added to the record: the caller does that.
+        approve it). `action`: whose roles apply (default: the meaning's). The signature is
+        not added to the record: the caller does that.
         """
         subject = f"qc/{record.get('id')}"
-        user = self.authenticate(name, password, meaning, subject)
+        user = self.authenticate(name, password, action or meaning, subject)
         if name in forbid_signers:
             self._refuse(
                 "self_approval",

@@ -373,6 +373,7 @@ def build_parser(*, with_simulators: bool = False) -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_outbox_status)
     _add_ingest(verbs)
+    _add_report(verbs)
     return parser
 
 
@@ -380,6 +381,30 @@ def _add_ingest(verbs: Any) -> None:
     from central.cli import add_ingest_parser  # noqa: PLC0415 - light; its verbs import lazily
 
     add_ingest_parser(verbs)
+
+
+def _add_report(verbs: Any) -> None:
+    report = verbs.add_parser(
+        "report", help="a PDF: dose-calibrator QC records or an audit-trail extract"
+    )
+    report.add_argument("kind", choices=["qc", "audit"], help="qc: QC records; audit: trail")
+    report.add_argument("-c", "--config", default=None,
+                        help=f"configuration file (default {DEFAULT_CONFIG} when it exists)")
+    report.add_argument("--state-dir", default=None, help="overrides agent.state_dir")
+    report.add_argument("--device", default=None, help="only this device")
+    report.add_argument("--from", dest="date_from", default=None,
+                        help="first day (YYYY-MM-DD, site time) or an ISO 8601 instant")
+    report.add_argument("--to", dest="date_to", default=None,
+                        help="last day, inclusive (YYYY-MM-DD) or an ISO 8601 instant")
+    report.add_argument("--out", required=True, help="the PDF file to write")
+    report.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`isoedge report qc|audit ...`."""
+    from agent.tools.report_cli import run_report  # noqa: PLC0415 - reportlab loads only here
+
+    return run_report(args)
 
 
 def _add_web_passwd(verbs: Any) -> None:

@@ -1,0 +1,142 @@
+"""`isoedge report qc|audit`: PDF reports from an agent's state directory (CONTRACT §1).
+
+Reads the QC records (`qc.db`) or the audit trail (`audit.db`) of the state directory; safe
+while the agent runs (SQLite WAL readers). `--state-dir` overrides `agent.state_dir`; given
+the folder `isoedge demo --state-dir DIR` uses, its `state/` subfolder is found too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+DEFAULT_CONFIG = Path("/etc/isoedge/isoedge.toml")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+def parse_bound(text: str, zone: ZoneInfo, *, end: bool) -> datetime:
+    """`2026-12-01` → start of that day in `zone` (of the next day when `end`); or an instant."""
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        stamp = datetime.fromisoformat(text)
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=zone)
+    if end:
+        day += timedelta(days=1)
+    return datetime.combine(day, time(0), zone)
+
+
+def _state_dir(base: Path, name: str) -> Path:
+    if not (base / name).exists() and (base / "state" / name).exists():
+        return base / "state"  # the folder given to `isoedge demo --state-dir`
+    return base
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Write the PDF; exit 0, 1 (nothing to read, cannot write) or 2 (usage, configuration)."""
+    from agent.service.config import ConfigError, load_config  # noqa: PLC0415
+
+    config = None
+    config_path = Path(args.config) if args.config else None
+    if config_path is None and args.state_dir is None and DEFAULT_CONFIG.exists():
+        config_path = DEFAULT_CONFIG
+    if config_path is not None:
+        try:
+            config = load_config(config_path)
+        except ConfigError as exc:
+            _err(str(exc))
+            return EXIT_USAGE
+    if config is None and args.state_dir is None:
+        _err("isoedge report: give -c FILE or --state-dir DIR")
+        return EXIT_USAGE
+    zone = config.qc.zone if config is not None else ZoneInfo("UTC")
+    site = config.agent.site if config is not None else ""
+    base = Path(args.state_dir) if args.state_dir else config.agent.state_dir  # type: ignore[union-attr]
+    try:
+        since = None if args.date_from is None else parse_bound(args.date_from, zone, end=False)
+        until = None if args.date_to is None else parse_bound(args.date_to, zone, end=True)
+    except ValueError as exc:
+        _err(f"isoedge report: --from/--to: {exc}")
+        return EXIT_USAGE
+    period = f"{args.date_from or 'start'} to {args.date_to or 'now'}"
+    if args.device:
+        period += f", device {args.device}"
+    try:
+        if args.kind == "qc":
+            pdf, count = _qc(base, args.device, since, until, site, zone, period)
+        else:
+            pdf, count = _audit(base, args.device, since, until, site, zone, period)
+    except FileNotFoundError as exc:
+        _err(f"isoedge report: {exc}")
+        return EXIT_FAILURE
+    out = Path(args.out)
+    try:
+        out.write_bytes(pdf)
+    except OSError as exc:
+        _err(f"isoedge report: cannot write {out}: {exc.strerror or exc}")
+        return EXIT_FAILURE
+    sys.stdout.write(f"{out}: {args.kind} report, {count} records, {len(pdf)} bytes\n")
+    return EXIT_OK
+
+
+def _qc(  # noqa: PLR0917 - the report's filters
+    base: Path, device: str | None, since: datetime | None, until: datetime | None, site: str,
+    zone: ZoneInfo, period: str,
+) -> tuple[bytes, int]:  # fmt: skip
+    from agent.qc.records import QCRecordStore  # noqa: PLC0415
+    from agent.qc.reports import qc_report  # noqa: PLC0415
+
+    path = _state_dir(base, "qc.db") / "qc.db"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no QC records (has the agent run yet?)")
+    store = QCRecordStore(path)
+    try:
+        records = store.query(
+            device=device,
+            since=None if since is None else since.astimezone(UTC),
+            until=None if until is None else until.astimezone(UTC),
+        )
+    finally:
+        store.close()
+    return qc_report(records, site=site, zone=zone, period=period), len(records)
+
+
+def _audit(  # noqa: PLR0917
+    base: Path, device: str | None, since: datetime | None, until: datetime | None, site: str,
+    zone: ZoneInfo, period: str,
+) -> tuple[bytes, int]:  # fmt: skip
+    from agent.qc.audit import AuditLog  # noqa: PLC0415
+    from agent.qc.reports import audit_extract  # noqa: PLC0415
+
+    path = _state_dir(base, "audit.db") / "audit.db"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no audit trail (has the agent run yet?)")
+    audit = AuditLog(path)
+    try:
+        items: list[dict[str, Any]] = audit.query(
+            since=None if since is None else since.astimezone(UTC),
+            until=None if until is None else until.astimezone(UTC),
+            limit=1_000_000,
+        )
+        chain_ok = audit.verify_chain() is None
+    finally:
+        audit.close()
+    if device:
+        items = [
+            i for i in items
+            if i.get("device") == device or str(i.get("subject", "")).startswith(device)
+        ]  # fmt: skip
+    reviews = [i for i in items if i.get("event") == "audit.reviewed"]
+    pdf = audit_extract(items, site=site, period=period, zone=zone, chain_ok=chain_ok,
+                        reviews=reviews)  # fmt: skip
+    return pdf, len(items)
