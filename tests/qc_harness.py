@@ -8,7 +8,7 @@ import asyncio
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from helpers import wait_for_condition
 
@@ -120,7 +120,7 @@ class QCDesk:
         )
         return self.manager
 
-    async def __aenter__(self) -> QCDesk:
+    async def __aenter__(self) -> Self:
         self.open_manager()
         address = await self.simulator.start()
         config = CapintecCRC15Config(

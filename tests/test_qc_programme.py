@@ -53,8 +53,8 @@ def _with_qc(qc_toml: str) -> dict:
         (('device = "dc1"', 'device = "nope"'), "qc.calibrators[0].device", "unknown device 'nope'"),
         (('timezone = "Europe/Amsterdam"', 'timezone = "Mars/Olympus"'), "qc.timezone",
          "unknown time zone"),
-        (("[calibrators.background]", "[calibrators.background.tolerance]\naction_pct = 9\n"
-          "fail_pct = 5\nbasis = 'x'\n[calibrators.background]"), "qc.calibrators[0]", ""),
+        (("[calibrators.background]", ("[calibrators.background.tolerance]\naction_pct = 9\n"
+          "fail_pct = 5\nbasis = 'x'\n[calibrators.background]")), "qc.calibrators[0]", ""),
     ],
 )
 def test_programme_errors_name_the_key(change, key, message):

@@ -131,12 +131,6 @@ class Config(StrictSection):
                     ("rules", index, "device"),
                     f"unknown device {rule.device!r}; expected one of {sorted(device_ids)}",
                 )
-        for index, calibrator in enumerate(self.qc.calibrators):
-            if calibrator.device not in device_ids:
-                raise _KeyedError(
-                    ("qc", "calibrators", index, "device"),
-                    f"unknown device {calibrator.device!r}; expected one of {sorted(device_ids)}",
-                )
         if self.demo is not None:
             for index, sim in enumerate(self.demo.simulators):
                 if sim.device not in device_ids:
@@ -144,6 +138,17 @@ class Config(StrictSection):
                         ("demo", "simulators", index, "device"),
                         f"unknown device {sim.device!r}; expected one of {sorted(device_ids)}",
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _qc_devices(self) -> Config:
+        device_ids = {d.id for d in self.devices}
+        for index, calibrator in enumerate(self.qc.calibrators):
+            if calibrator.device not in device_ids:
+                raise _KeyedError(
+                    ("qc", "calibrators", index, "device"),
+                    f"unknown device {calibrator.device!r}; expected one of {sorted(device_ids)}",
+                )
         return self
 
     @property

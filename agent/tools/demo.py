@@ -11,6 +11,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,17 @@ SimulatorStarter = Callable[[dict[str, Any], dict[str, Any]], Awaitable[StopFn]]
 """Start a simulator with `options`, point the device config dict at it, return its stop()."""
 
 SIMULATOR_STARTERS: dict[str, SimulatorStarter] = {}
+
+DEMO_USERS = (
+    ("tech", "tech-demo", "technologist"),
+    ("pharmacist", "pharm-demo", "radiopharmacist"),
+    ("qa", "qa-demo", "qa"),
+    ("qa2", "qa2-demo", "qa"),
+)
+"""The demo users of config/demo.toml (name, password, role): printed by the banner."""
+DEMO_TECHNOLOGIST = ("tech", "tech-demo")
+DOSECAL_SIMULATORS: dict[str, Any] = {}
+"""Dose calibrator simulators the demo started, by device id (the demo QC drives them)."""
 
 
 def simulator_starter(kind: str) -> Callable[[SimulatorStarter], SimulatorStarter]:
@@ -100,6 +112,7 @@ async def _demo(
                 log.warning("no demo starter for simulator kind", kind=sim["kind"])
                 continue
             stops.append(await starter(sim.get("options", {}), devices[sim["device"]]))
+        _demo_qc_history(data)
         config = resolve_paths(parse_config(data, str(config_path)), config_path.parent)
         agent = Agent(config, config_path=config_path)
         header = _print_banner(config, broker_url, keys, args, state_dir)
@@ -110,9 +123,11 @@ async def _demo(
         async with asyncio.TaskGroup() as group:
             runner = group.create_task(agent.run(stop), name="agent")
             view = group.create_task(_live_view(agent, live_view, header), name="live-view")
+            qc_task = group.create_task(_demo_daily_qc(agent), name="demo-qc")
             if args.duration is not None:
                 group.create_task(_stop_after(stop, args.duration), name="demo-timer")
             await stop.wait()
+            qc_task.cancel()
             await runner
             view.cancel()
         _print_summary(agent)
@@ -137,7 +152,10 @@ def _print_banner(
     lines = [
         "IsoEdge demo",
         f"  broker        {broker_url}",
-        f"  topics        {base}/readings/<device>  {base}/alerts  {base}/audit  {base}/status",
+        (
+            f"  topics        {base}/readings/<device>  {base}/alerts  {base}/audit  {base}/qc"
+            f"  {base}/status"
+        ),
         f"  web console   http://{args.web}/",
         f"  public key    {keys / PUBLIC_JWK_NAME}",
         f"  state         {state_dir}",
@@ -151,8 +169,25 @@ def _print_banner(
             else "  subscribe     (install mosquitto-clients for mosquitto_sub)"
         ),
         "  stop          Ctrl-C" + (f" (or after {args.duration:g} s)" if args.duration else ""),
-        "",
     ]
+    if config.web.users:
+        known = {u.name for u in config.web.users}
+        lines.append("  demo users    (console login and electronic signatures; demo only)")
+        lines += [
+            f"    {name:<12}password {password:<12} role {role}"
+            for name, password, role in DEMO_USERS
+            if name in known
+        ]
+    if config.qc.calibrators:
+        lines.append(
+            "  QC            the demo technologist performs and signs the daily background and"
+            " constancy tests now;"
+        )
+        lines.append(
+            f"                then: isoedge report qc -c config/demo.toml --state-dir {state_dir}"
+            " --out qc.pdf"
+        )
+    lines.append("")
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
     return [
@@ -199,6 +234,14 @@ def render(agent: Agent, header: list[str] | None = None) -> str:
                 f"{device_id if first else '':<16}{health.state if first else '':<12}"
                 f"{channel:<22}{_format_value(item)}"
             )
+    calibrators = agent.qc_programme.calibrators_status()
+    if calibrators:
+        rows += ["", "CALIBRATOR QC"]
+        rows += [
+            f"  {device:<14}{state['release'].upper():<10} since {state['since'][:19]}Z"
+            f"  {state['reason'][:70]}"
+            for device, state in sorted(calibrators.items())
+        ]
     alerts = [e for e in live.recent_events if e.get("stream") == "alerts"][-6:]
     rows += ["", "RECENT ALERT EVENTS" if alerts else "no alerts"]
     rows += [
@@ -276,7 +319,63 @@ async def _start_dosecal(options: dict[str, Any], device: dict[str, Any]) -> Sto
     # simulator finds its profile through the driver registry.
     simulator = DoseCalibratorSimulator(**{"model": device["type"], **options})
     device["port"] = await simulator.start()  # a pty path or socket://HOST:PORT
+    DOSECAL_SIMULATORS[device["id"]] = simulator
     return simulator.stop
+
+
+def _demo_qc_history(data: dict[str, Any]) -> None:
+    """A demo has no QC history: its periodic tests count as done yesterday (not overdue)."""
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    for calibrator in data.get("qc", {}).get("calibrators", []):
+        for test in ("accuracy", "linearity", "geometry"):
+            if isinstance(calibrator.get(test), dict):
+                calibrator[test].setdefault("last_performed", yesterday)
+
+
+async def _demo_daily_qc(agent: Agent) -> None:
+    """At start, as the demo technologist: the daily background and constancy tests, signed."""
+    await agent.started.wait()
+    manager = agent.qc_programme
+    name, password = DEMO_TECHNOLOGIST
+    if name not in manager.signatures.users:
+        log.warning("demo QC skipped: no demo technologist in the configuration", user=name)
+        return
+    for device in manager.devices:
+        simulator = DOSECAL_SIMULATORS.get(device)
+        if simulator is None:
+            continue
+        sample = (simulator.chamber.sample_nuclide, simulator.chamber.true_activity_mbq())
+        try:
+            for test in ("background", "constancy"):
+                if manager.programme(device).test(test) is None:
+                    continue
+                run = manager.start_test(device, test, by=name)
+                async with asyncio.timeout(60):
+                    await operate_simulator(manager, simulator, run)
+                record = await manager.asign_run(run.id, name, password)
+                log.info("demo QC test signed", device=device, test=test, result=record["result"])
+        except Exception:
+            log.exception("demo QC test failed", device=device)
+        finally:
+            simulator.load_sample(*sample)  # the F-18 sample back in the chamber
+
+
+async def operate_simulator(manager: Any, simulator: Any, run: Any) -> None:
+    """Follow a guided run's steps on a simulated calibrator, as its operator would."""
+    placed: str | None = None
+    while run.state == "running":
+        step = run.current
+        if step is not None and step.kind == "background" and simulator.chamber.a0_mbq > 0:
+            simulator.empty()
+        elif step is not None and step.kind == "source" and step.source is not None:
+            source = manager.programme(run.device).source(step.source)
+            if placed != step.source:
+                activity, _ = manager.expected_activity(run.device, source.id)
+                simulator.place_source(source.nuclide, activity)
+                placed = step.source
+            if simulator.chamber.selected_nuclide != step.setting:
+                simulator.set_nuclide(step.setting or source.nuclide)
+        await asyncio.sleep(0.2)
 
 
 __all__ = ["SIMULATOR_STARTERS", "render", "run_demo", "simulator_starter"]
