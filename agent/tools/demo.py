@@ -124,10 +124,13 @@ async def _demo(
             runner = group.create_task(agent.run(stop), name="agent")
             view = group.create_task(_live_view(agent, live_view, header), name="live-view")
             qc_task = group.create_task(_demo_daily_qc(agent), name="demo-qc")
+            timer = None
             if args.duration is not None:
-                group.create_task(_stop_after(stop, args.duration), name="demo-timer")
+                timer = group.create_task(_stop_after(stop, args.duration), name="demo-timer")
             await stop.wait()
             qc_task.cancel()
+            if timer is not None:
+                timer.cancel()  # Ctrl-C before the duration: the group must not wait for it
             await runner
             view.cancel()
         _print_summary(agent)
