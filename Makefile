@@ -13,13 +13,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # System packages (apt-get, when missing and we are root): the demo needs a broker; the tests
-# also need Chromium (web console end-to-end test) and systemd-analyze (unit file checks), and
-# PostgreSQL for the central ingest (its tests, and `make demo DEMO_ARGS=--fleet`).
+# also need Chromium (web console end-to-end test), systemd-analyze (unit file checks),
+# PostgreSQL for the central ingest (its tests, and `make demo DEMO_ARGS=--fleet`) and
+# pdftotext/pdftoppm (poppler-utils: the QC report tests read the PDFs).
 setup-demo: $(STAMP)
 	@bash .ci/system-packages.sh mosquitto $(if $(findstring --fleet,$(DEMO_ARGS)),postgresql)
 
 setup-test: $(STAMP)
-	@bash .ci/system-packages.sh mosquitto chromium systemd postgresql
+	@bash .ci/system-packages.sh mosquitto chromium systemd postgresql poppler-utils
 
 demo: setup-demo
 	$(VENV)/bin/isoedge demo $(DEMO_ARGS)

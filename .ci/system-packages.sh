@@ -10,6 +10,7 @@ declare -A PROVIDES=(
     [systemd]="systemd-analyze /usr/bin/systemd-analyze"
     # Debian keeps initdb off PATH, in /usr/lib/postgresql/VERSION/bin.
     [postgresql]="initdb /usr/lib/postgresql/*/bin/initdb"
+    [poppler-utils]="pdftotext /usr/bin/pdftotext"
 )
 
 missing=()
