@@ -1,16 +1,16 @@
 """A QC desk on a simulated dose calibrator: simulator (pty) → real driver → pipeline readings →
-QCManager, with real SQLite stores in a temporary folder. No broker: what would be published
-is collected from the emit callback."""
+QCManager, on a real state database (the outbox's SQLite and owner thread) in a temporary
+folder. No broker: what would be published is read back from the outbox (`stream_items`)."""
 
 from __future__ import annotations
 
 import asyncio
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
 from helpers import wait_for_condition
+from statestore import StateStore
 
 from agent.acquisition.pipeline import Pipeline
 from agent.acquisition.state import LiveState
@@ -18,8 +18,6 @@ from agent.console.settings import WebUser
 from agent.core.passwords import hash_password
 from agent.core.tasks import cancel_and_wait
 from agent.physics.nuclides import NuclideTable
-from agent.qc.alerts import AlertManager
-from agent.qc.audit import AuditLog
 from agent.qc.manager import QCManager, TestRun
 from agent.qc.programme import QCSection
 from agent.qc.records import QCRecordStore
@@ -97,31 +95,38 @@ class QCDesk:
     ) -> None:
         self.state_dir = state_dir
         self.config = QCSection.model_validate(tomllib.loads(programme))
-        self.emitted: list[tuple[str, dict[str, Any]]] = []
         self.simulator = DoseCalibratorSimulator(
             "capintec", "pty", "F-18", 370.0, noise=noise, seed=7, time_scale=time_scale,
         )
         self.readings: list[Any] = []
         self.manager: QCManager | None = None
         self._task: asyncio.Task[None] | None = None
-        self.on_reading: Callable[[Any], None] | None = None
+        self.state = StateStore(state_dir)
 
-    def emit(self, stream: str, item: dict[str, Any]) -> None:
-        self.emitted.append((stream, item))
+    @property
+    def heard(self) -> list[tuple[str, dict[str, Any]]]:
+        """What the live view was told: (stream, item)."""
+        return self.state.heard.items
 
-    def open_manager(self) -> QCManager:
-        self.audit = AuditLog(self.state_dir / "audit.db", self.emit)
-        self.alerts = AlertManager(self.state_dir / "alerts.db", self.emit, audit=self.audit)
-        self.store = QCRecordStore(self.state_dir / "qc.db")
+    async def open_manager(self) -> QCManager:
+        await self.state.open()
+        self.audit = self.state.audit
+        self.alerts = self.state.alerts
+        self.store = QCRecordStore(self.state.outbox, notify=self.state.heard)
         self.signatures = SignatureService(users(), self.config.signing, self.audit, self.config.zone)
         self.manager = QCManager(
             self.config, NuclideTable(), self.store, self.signatures, self.alerts, self.audit,
-            self.emit,
         )
+        await self.manager.open()
         return self.manager
 
+    async def stream(self, name: str) -> list[dict[str, Any]]:
+        """Items of a stream as committed to the outbox."""
+        await self.state.settle()
+        return self.state.stream_items(name)
+
     async def __aenter__(self) -> Self:
-        self.open_manager()
+        await self.open_manager()
         address = await self.simulator.start()
         config = CapintecCRC15Config(
             id="dc1", type="capintec_crc15", port=address, poll_interval_s=0.05, timeout_s=0.5,
@@ -153,12 +158,7 @@ class QCDesk:
         if self._task is not None:
             await cancel_and_wait([self._task])
         await self.simulator.stop()
-        self.close()
-
-    def close(self) -> None:
-        self.alerts.close()
-        self.store.close()
-        self.audit.close()
+        await self.state.close()
 
     async def operate(self, run: TestRun, timeout: float = 20.0) -> TestRun:
         """Act as the technologist: follow the run's steps on the simulator until it completes."""

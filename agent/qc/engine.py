@@ -8,7 +8,7 @@ it never stops the pipeline.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -79,8 +79,7 @@ class QCEngine:
         self.audit = audit if audit is not None else alerts.audit
         self.nuclides = nuclides
         self.prescriptions = PrescriptionBook()
-        if prescriptions is not None:
-            self.prescriptions.attach(prescriptions)
+        self._prescription_store = prescriptions
         self._clock = clock
         polls = dict(poll_intervals)
         now = clock()
@@ -181,7 +180,8 @@ class QCEngine:
         """Add a prescribed dosage (console, hospital system); stored and audited (who, why).
 
         Raises ValueError with a clear message for a bad nuclide, unit, activity, naive time or
-        an id that exists (unless `replace`). Blocking (SQLite): call from a worker thread.
+        an id that exists (unless `replace`). Never blocks: the store is written by the state
+        writer.
         """
         rx = make_prescription(
             prescription_id, nuclide, activity, unit, scheduled, device, note, origin=actor
@@ -221,10 +221,15 @@ class QCEngine:
                 device=device,
             )  # fmt: skip
 
-    def dispensing(self, prescription_id: str | None = None) -> list[dict[str, object]]:
+    async def open(self) -> None:
+        """Load the stored prescriptions (after the state database is open)."""
+        if self._prescription_store is not None:
+            await self.prescriptions.attach(self._prescription_store)
+
+    async def dispensing(self, prescription_id: str | None = None) -> list[dict[str, Any]]:
         """Dispensing records (oldest first) from the store; empty without one."""
         store = self.prescriptions.store
-        return [] if store is None else store.dispensing(prescription_id)
+        return [] if store is None else await store.dispensing(prescription_id)
 
     def rule_names(self) -> list[str]:
         """Names of the enabled rules."""

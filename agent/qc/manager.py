@@ -20,7 +20,6 @@ flagged (`calibrator_release: on_hold`); a dosage dispensed on it raises a criti
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import math
 import threading
@@ -45,7 +44,7 @@ if TYPE_CHECKING:
     from agent.core.reading import Reading
     from agent.physics.nuclides import NuclideTable
     from agent.qc.alerts import AlertManager
-    from agent.qc.audit import AuditLog, Emit
+    from agent.qc.audit import AuditLog
     from agent.qc.programme import CalibratorProgramme, QCSection, QCSource
     from agent.qc.records import QCRecordStore
     from agent.qc.signatures import SignatureService
@@ -178,7 +177,6 @@ class QCManager:
         signatures: SignatureService,
         alerts: AlertManager,
         audit: AuditLog,
-        emit: Emit,
         *,
         now: Callable[[], datetime] = _now,
         on_change: Callable[[], None] | None = None,
@@ -189,7 +187,6 @@ class QCManager:
         self.signatures = signatures
         self.alerts = alerts
         self.audit = audit
-        self._emit = emit
         self._now = now
         self.on_change = on_change
         self._lock = threading.RLock()
@@ -201,7 +198,26 @@ class QCManager:
         self._repairs: dict[str, datetime] = {}
         self._state: dict[str, dict[str, Any]] = {}
         self._held: set[str] = set()
-        self._load_history()
+        self._opened = False
+
+    async def open(self) -> None:
+        """Load the QC history from the state database and compute the release states.
+
+        Call after the alert manager is open (a hold is an alert, deduplicated across
+        restarts); until then no calibrator is reported.
+        """
+        await self.store.open()
+        for record in await self.store.query(kind="test"):
+            key = (record["device"], record["test"])
+            latest = self._latest.setdefault(key, _Latest())
+            t = datetime.fromisoformat(record["t"])
+            latest.result = (t, record["result"], f"{record['test']} {record['result']}")
+            if record["result"] == "pass":
+                latest.last_pass = t
+        for item in await self.audit.query(action="qc.repair", limit=100_000):
+            t = datetime.fromisoformat(item["t"])
+            self._repairs[item["subject"]] = max(t, self._repairs.get(item["subject"], t))
+        self._opened = True
         self.refresh(notify=False)
 
     # ------------------------------------------------------------------ queries
@@ -262,7 +278,7 @@ class QCManager:
         run_id = self._active.get(device)
         return None if run_id is None else self._runs.get(run_id)
 
-    def records(
+    async def records(
         self,
         device: str | None = None,
         since: datetime | None = None,
@@ -270,7 +286,11 @@ class QCManager:
         test: str | None = None,
     ) -> list[dict[str, Any]]:
         """Stored QC records (tests and reviews), oldest first."""
-        return self.store.query(device=device, since=since, until=until, test=test)
+        return await self.store.query(device=device, since=since, until=until, test=test)
+
+    async def reviews_of(self, record_id: str) -> list[dict[str, Any]]:
+        """The review and approval records naming a record."""
+        return await self.store.reviews_of(record_id)
 
     def release(self, device: str) -> dict[str, Any]:
         """`{"release", "reason", "since", "due": {test: time}}` of one calibrator."""
@@ -662,23 +682,17 @@ class QCManager:
         ]
         return f"{run.test} {run.result}: " + "; ".join(parts)
 
-    def sign_run(self, run_id: str, name: str, password: str) -> dict[str, Any]:
+    async def sign_run(self, run_id: str, name: str, password: str) -> dict[str, Any]:
         """The performer signs a completed run: it becomes a stored, published QC record.
 
-        Blocking (password hash, tens of ms): on the event loop use `asign_run`. Raises
-        SignatureError (wrong password, role not allowed: refused and audited) or QCError.
+        The password is checked in a worker thread (scrypt); the record, its `qc` stream item
+        and the audit record of the signature are committed in one transaction before this
+        returns. Raises SignatureError (wrong password, role not allowed: refused and
+        audited) or QCError.
         """
         draft = self._signable(run_id)
-        signature = self.signatures.sign(draft, name, password, "performed")
-        return self._commit_run(run_id, draft, signature)
-
-    async def asign_run(self, run_id: str, name: str, password: str) -> dict[str, Any]:
-        """`sign_run` for the event loop: the password is checked in a worker thread."""
-        draft = self._signable(run_id)
-        signature = await asyncio.to_thread(
-            self.signatures.sign, draft, name, password, "performed"
-        )
-        return self._commit_run(run_id, draft, signature)
+        signature = await self.signatures.asign(draft, name, password, "performed")
+        return await self._commit_run(run_id, draft, signature)
 
     def _signable(self, run_id: str) -> dict[str, Any]:
         run = self.run(run_id)
@@ -686,7 +700,7 @@ class QCManager:
             raise QCError(f"run {run_id} is {run.state}; only a completed run can be signed")
         return run.draft
 
-    def _commit_run(
+    async def _commit_run(
         self, run_id: str, draft: dict[str, Any], signature: dict[str, Any]
     ) -> dict[str, Any]:
         record = {**draft, "signatures": [signature]}
@@ -694,9 +708,13 @@ class QCManager:
             run = self.run(run_id)
             if run.state != "completed":
                 raise QCError(f"run {run_id} is {run.state}")
-            self.store.append(record)
-            run.state, run.record_id = "signed", record["id"]
-        self._published(record, signature)
+            run.state = "signing"
+        try:
+            await self._store(record, signature)
+        except Exception:
+            run.state = "completed"
+            raise
+        run.state, run.record_id = "signed", record["id"]
         latest = self._latest.setdefault((run.device, run.test), _Latest())
         t = datetime.fromisoformat(record["t"])
         latest.result = (t, record["result"], run.summary)
@@ -706,39 +724,30 @@ class QCManager:
         self.refresh()
         return record
 
-    def review(
+    async def review(
         self, record_id: str, name: str, password: str, meaning: str = "reviewed",
         comment: str = "",
     ) -> dict[str, Any]:  # fmt: skip
         """Review or approve a record: a new signed record naming the first (id and hash).
 
-        Whoever signed the first record may not approve it (a second person approves).
-        Blocking (password hash): on the event loop use `areview`.
+        Whoever signed the first record may not approve it (a second person approves). The
+        password is checked in a worker thread.
         """
-        review, forbid = self._review_draft(record_id, meaning, comment)
-        signature = self.signatures.sign(review, name, password, meaning, forbid_signers=forbid)
-        return self._commit_review(review, signature)
-
-    async def areview(
-        self, record_id: str, name: str, password: str, meaning: str = "reviewed",
-        comment: str = "",
-    ) -> dict[str, Any]:  # fmt: skip
-        """`review` for the event loop: the password is checked in a worker thread."""
-        review, forbid = self._review_draft(record_id, meaning, comment)
-        signature = await asyncio.to_thread(
-            functools.partial(
-                self.signatures.sign, review, name, password, meaning, forbid_signers=forbid
-            )
+        review, forbid = await self._review_draft(record_id, meaning, comment)
+        signature = await self.signatures.asign(
+            review, name, password, meaning, forbid_signers=forbid
         )
-        return self._commit_review(review, signature)
+        record = {**review, "signatures": [signature]}
+        await self._store(record, signature)
+        return record
 
-    def _review_draft(
+    async def _review_draft(
         self, record_id: str, meaning: str, comment: str
     ) -> tuple[dict[str, Any], list[str]]:
         if meaning not in {"reviewed", "approved"}:
             raise QCError("meaning must be 'reviewed' or 'approved'")
         try:
-            first = self.store.get(record_id)
+            first = await self.store.get(record_id)
         except KeyError:
             raise QCError(f"no QC record {record_id!r}") from None
         now = self._now()
@@ -758,54 +767,49 @@ class QCManager:
         performers = [str(s.get("user") or s.get("name")) for s in first.get("signatures", [])]
         return review, performers if meaning == "approved" else []
 
-    def _commit_review(self, review: dict[str, Any], signature: dict[str, Any]) -> dict[str, Any]:
-        record = {**review, "signatures": [signature]}
-        self.store.append(record)
-        self._published(record, signature)
-        return record
-
-    def _published(self, record: dict[str, Any], signature: dict[str, Any]) -> None:
-        self.audit.record(
-            "qc.record.signed", actor=signature["user"], subject=f"qc/{record['id']}",
+    async def _store(self, record: dict[str, Any], signature: dict[str, Any]) -> None:
+        """Commit a signed record with its stream item and the audit record of its signature."""
+        audit_item = self.audit.entry(
+            "qc.record.signed", signature["user"], f"qc/{record['id']}",
             new={"result": record.get("result"), "meaning": signature["meaning"]},
             record_sha256=signature["record_sha256"], device=record["device"],
-            test=record["test"],
+            test=record["test"], record_kind=record.get("record", "test"),
         )  # fmt: skip
-        try:
-            self._emit("qc", record)
-        except Exception:
-            log.exception("QC record stored but not emitted", record=record["id"])
+        await asyncio.wrap_future(self.store.append(record, audit_item))
+        self.audit.notify(audit_item)
 
-    def acknowledge_alert(self, alert_id: str, name: str, password: str, reason: str) -> Any:
+    async def acknowledge_alert(
+        self, alert_id: str, name: str, password: str, reason: str
+    ) -> Any:
         """Acknowledge an alert as an electronic signature: the password is asked again.
 
-        Roles: `[qc.signing] acknowledge_alert`. Blocking (password hash): worker thread.
+        Roles: `[qc.signing] acknowledge_alert`; the password is checked in a worker thread.
         Returns the acknowledged `Alert`.
         """
-        user = self.signatures.authenticate(
+        user = await self.signatures.aauthenticate(
             name, password, "acknowledge_alert", f"alert/{alert_id}"
         )
-        return self.alerts.acknowledge(alert_id, user.full_name or user.name, reason)
+        return await self.alerts.acknowledge(alert_id, user.full_name or user.name, reason)
 
-    def review_audit(
+    async def review_audit(
         self, since: datetime, until: datetime, name: str, password: str, comment: str = ""
     ) -> dict[str, Any]:
         """Sign a review of the audit trail from `since` to `until` (PIC/S PI 041).
 
         The signature is bound to the SHA-256 of the reviewed entries (their canonical JSON),
-        and the review is itself an audit-trail entry (`audit.reviewed`). Blocking.
+        and the review is itself an audit-trail entry (`audit.reviewed`).
         """
-        items = self.audit.query(since=since, until=until, limit=1_000_000)
+        items = await self.audit.query(since=since, until=until, limit=1_000_000)
         content = {
             "id": new_id(),
             "reviewed": {"from": rfc3339(since), "to": rfc3339(until), "entries": len(items),
                          "entries_sha256": hashlib.sha256(canonical_json(items)).hexdigest()},
             "comment": comment,
         }  # fmt: skip
-        signature = self.signatures.sign(
+        signature = await self.signatures.asign(
             content, name, password, "reviewed", action="review_audit"
         )
-        return self.audit.record(
+        return await self.audit.record_durably(
             "audit.reviewed", signature["user"], "audit-trail", new=content["reviewed"],
             reason=comment or None, signatures=[signature], review_id=content["id"],
         )  # fmt: skip
@@ -820,24 +824,14 @@ class QCManager:
         self.refresh()
 
     # ------------------------------------------------------------------ release
-    def _load_history(self) -> None:
-        for record in self.store.query(kind="test"):
-            key = (record["device"], record["test"])
-            latest = self._latest.setdefault(key, _Latest())
-            t = datetime.fromisoformat(record["t"])
-            latest.result = (t, record["result"], f"{record['test']} {record['result']}")
-            if record["result"] == "pass":
-                latest.last_pass = t
-        for item in self.audit.query(action="qc.repair"):
-            t = datetime.fromisoformat(item["t"])
-            self._repairs[item["subject"]] = max(t, self._repairs.get(item["subject"], t))
-
     def tick(self) -> None:
         """About once a second: day rollover and due dates change the release state."""
         self.refresh()
 
-    def refresh(self, *, notify: bool = True) -> None:
+    def refresh(self, *, notify: bool = True) -> None:  # noqa: C901 - compute, then announce
         """Recompute every calibrator's release state; alert and notify on a change."""
+        if not self._opened:
+            return
         now = self._now()
         changed = []
         with self._lock:

@@ -2,8 +2,8 @@
 
 Prescriptions come from the configuration (`prescriptions` of a dosage rule) and from
 `QCEngine.add_prescription()` (the web console, a pharmacy system). They carry an order id,
-never patient data. Those added through the API are kept in `PrescriptionStore`
-(`state_dir/prescriptions.db`), so they survive a restart; each addition and removal is in
+never patient data. Those added through the API are kept in `PrescriptionStore` (tables of
+the agent's state database), so they survive a restart; each addition and removal is in
 the audit trail with who and why. Each judged measurement writes a dispensing record
 (prescription, measured and decay-corrected activity, time, calibrator and its release
 state, who) to the same store and the audit trail.
@@ -16,14 +16,18 @@ import math
 import sqlite3
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from agent.core.reading import rfc3339
+from agent.core.reading import dumps_item, rfc3339
 from agent.physics.nuclides import normalize_nuclide
 from agent.physics.units import ACTIVITY_TO_MBQ, canonical_unit
+from agent.qc.audit import AuditLog
+
+if TYPE_CHECKING:
+    from agent.qc.audit import StateWriter
 
 
 @dataclass(slots=True)
@@ -94,75 +98,76 @@ BEGIN SELECT RAISE(ABORT, 'dispensing records are append-only'); END;
 
 
 class PrescriptionStore:
-    """Prescriptions (current state) and dispensing records (append-only) in SQLite.
+    """Prescriptions (current state) and dispensing records (append-only).
 
-    A small class so it can move into the agent's single state database unchanged for its
-    callers.
+    Tables of the agent's state database, written by its owner thread: never blocks.
     """
 
-    def __init__(self, db_path: str | Path) -> None:
-        self.path = Path(db_path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+    def __init__(self, store: StateWriter) -> None:
+        self.store = store
 
-    def load(self) -> list[Prescription]:
+    async def open(self) -> None:
+        """Create the tables if missing."""
+        await self.store.run(lambda db: db.executescript(_SCHEMA))
+
+    async def load(self) -> list[Prescription]:
         """Every stored prescription."""
-        with self._lock:
-            rows = self._db.execute("SELECT body FROM prescriptions ORDER BY id").fetchall()
-        return [Prescription.from_dict(json.loads(r[0])) for r in rows]
+
+        def _load(db: sqlite3.Connection) -> list[str]:
+            return [r[0] for r in db.execute("SELECT body FROM prescriptions ORDER BY id")]
+
+        return [Prescription.from_dict(json.loads(b)) for b in await self.store.run(_load)]
 
     def save(self, prescription: Prescription) -> None:
-        """Insert or replace one prescription."""
-        from agent.core.reading import rfc3339  # noqa: PLC0415
-
-        with self._lock:
-            self._db.execute(
+        """Insert or replace one prescription (queued for the next commit)."""
+        body = json.dumps(prescription.to_dict(), sort_keys=True, default=str)
+        stamp = rfc3339(datetime.now(UTC))
+        self.store.transact(
+            lambda db: db.execute(
                 "INSERT OR REPLACE INTO prescriptions (id, body, updated) VALUES (?, ?, ?)",
-                (
-                    prescription.id,
-                    json.dumps(prescription.to_dict(), sort_keys=True, default=str),
-                    rfc3339(datetime.now(tz=prescription.scheduled.tzinfo)),
-                ),
-            )
+                (prescription.id, body, stamp),
+            ),
+            tag="prescription.save",
+        )
 
     def delete(self, prescription_id: str) -> None:
         """Forget a withdrawn prescription (its history stays in the audit trail)."""
-        with self._lock:
-            self._db.execute("DELETE FROM prescriptions WHERE id = ?", (prescription_id,))
+        self.store.transact(
+            lambda db: db.execute("DELETE FROM prescriptions WHERE id = ?", (prescription_id,)),
+            tag="prescription.delete",
+        )
 
-    def add_dispensing(self, record: dict[str, Any]) -> None:
-        """Append a dispensing record."""
-        with self._lock:
-            self._db.execute(
+    def add_dispensing(
+        self, record: dict[str, Any], audit_item: dict[str, Any] | None = None
+    ) -> Future[Any]:
+        """Append a dispensing record (and its audit record, in the same transaction)."""
+        body = json.dumps(record, sort_keys=True, default=str)
+        items = [] if audit_item is None else [("audit", "", dumps_item(audit_item))]
+
+        def _apply(db: sqlite3.Connection) -> None:
+            db.execute(
                 "INSERT INTO dispensing (id, prescription, t, body) VALUES (?, ?, ?, ?)",
-                (
-                    record["id"],
-                    record["prescription"],
-                    record["t"],
-                    json.dumps(record, sort_keys=True, default=str),
-                ),
+                (record["id"], record["prescription"], record["t"], body),
             )
+            if audit_item is not None:
+                AuditLog.insert(db, audit_item)
 
-    def dispensing(self, prescription_id: str | None = None) -> list[dict[str, Any]]:
+        return self.store.transact(_apply, items, tag="dosage.dispensed")
+
+    async def dispensing(self, prescription_id: str | None = None) -> list[dict[str, Any]]:
         """Dispensing records, oldest first (of one prescription, or all)."""
-        with self._lock:
+
+        def _read(db: sqlite3.Connection) -> list[str]:
             if prescription_id is None:
-                rows = self._db.execute("SELECT body FROM dispensing ORDER BY seq").fetchall()
+                rows = db.execute("SELECT body FROM dispensing ORDER BY seq")
             else:
-                rows = self._db.execute(
+                rows = db.execute(
                     "SELECT body FROM dispensing WHERE prescription = ? ORDER BY seq",
                     (prescription_id,),
-                ).fetchall()
-        return [json.loads(r[0]) for r in rows]
+                )
+            return [r[0] for r in rows]
 
-    def close(self) -> None:
-        """Close the database."""
-        with self._lock:
-            self._db.close()
+        return [json.loads(b) for b in await self.store.run(_read)]
 
 
 DispensedHook = Callable[[str, dict[str, Any]], dict[str, Any]]
@@ -214,11 +219,13 @@ class PrescriptionBook:
     store: PrescriptionStore | None = None
     on_dispensed: DispensedHook | None = None
 
-    def attach(self, store: PrescriptionStore) -> None:
+    async def attach(self, store: PrescriptionStore) -> None:
         """Keep prescriptions in `store` from now on; load the ones it holds."""
         self.store = store
+        await store.open()
+        stored = await store.load()
         with self._lock:
-            for rx in store.load():
+            for rx in stored:
                 self._items[rx.id] = rx
 
     def add(

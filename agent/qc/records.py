@@ -7,21 +7,27 @@ Records are never changed: a review or approval is a new record (`"record": "rev
 `reviews` names the first one by id and hash. The store refuses UPDATE and DELETE in the
 database itself (triggers), like the audit trail.
 
-The store is a small class over SQLite (`state_dir/qc.db`) so it can move into the agent's
-single state database without touching its callers.
+The records are a table of the agent's one state database (the outbox's SQLite), written by
+its owner thread in the same transaction as their `qc` stream items.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
-import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.core.reading import dumps_item, rfc3339
+from agent.qc.audit import AuditLog
+
 if TYPE_CHECKING:
     from datetime import datetime
+
+    from agent.qc.audit import Emit, StateWriter
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS qc_records (
@@ -81,69 +87,64 @@ def verify_record(record: dict[str, Any]) -> list[str]:
 def _time_key(value: datetime | str | None) -> str | None:
     if value is None or isinstance(value, str):
         return value
-    from agent.core.reading import rfc3339  # noqa: PLC0415 - tiny helper, avoids a cycle
-
     return rfc3339(value)
 
 
 class QCRecordStore:
-    """Append-only QC records in SQLite; thread-safe (the console calls in from threads)."""
+    """Append-only QC records: a table of the state database (the outbox's SQLite).
 
-    def __init__(self, db_path: str | Path) -> None:
-        self.path = Path(db_path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a signed record must survive power loss
-        self._db.executescript(_SCHEMA)
+    `append()` never touches the disk on the caller's thread: the row and its `qc` stream
+    item (and the audit record of the signature) are written by the state writer in one
+    transaction, so a record is stored exactly when it is queued for publication.
+    """
 
-    def append(self, record: dict[str, Any]) -> str:
-        """Store a signed record; returns its content hash. RecordError if it is not valid."""
+    def __init__(self, store: StateWriter, notify: Emit | None = None) -> None:
+        self.store = store
+        self._notify = notify
+
+    async def open(self) -> None:
+        """Create the table and its append-only triggers if missing."""
+        await self.store.run(lambda db: db.executescript(_SCHEMA))
+
+    def append(
+        self, record: dict[str, Any], audit_item: dict[str, Any] | None = None
+    ) -> Future[Any]:
+        """Queue a signed record (and the audit record of its signature) for the next commit.
+
+        RecordError at once when the record is not validly signed; the returned future fails
+        with RecordError when its id exists already (then nothing of it is kept).
+        """
         problems = verify_record(record)
         if problems:
             raise RecordError(f"record {record.get('id')}: {'; '.join(problems)}")
-        digest = content_hash(record)
-        reviews = record.get("reviews")
-        with self._lock:
-            try:
-                self._db.execute(
-                    "INSERT INTO qc_records (id, kind, device, test, t, reviews, sha256, body)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        record["id"],
-                        record.get("record", "test"),
-                        record["device"],
-                        record["test"],
-                        record["t"],
-                        reviews.get("id") if isinstance(reviews, dict) else None,
-                        digest,
-                        canonical_json(record).decode("utf-8"),
-                    ),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise RecordError(f"record {record['id']} exists already") from exc
-        return digest
+        items = [("qc", "", dumps_item(record))]
+        if audit_item is not None:
+            items.append(("audit", "", dumps_item(audit_item)))
 
-    def get(self, record_id: str) -> dict[str, Any]:
+        def _apply(db: sqlite3.Connection) -> None:
+            insert_record(db, record)
+            if audit_item is not None:
+                AuditLog.insert(db, audit_item)
+
+        done = self.store.transact(_apply, items, tag="qc.record")
+        if self._notify is not None:
+            # The live view is a mirror: the record is queued whatever it does.
+            with contextlib.suppress(Exception):
+                self._notify("qc", record)
+        return done
+
+    async def get(self, record_id: str) -> dict[str, Any]:
         """The record with this id (KeyError if none)."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT body FROM qc_records WHERE id = ?", (record_id,)
-            ).fetchone()
-        if row is None:
+        found = await self.store.run(lambda db: select_records(db, record_id=record_id))
+        if not found:
             raise KeyError(record_id)
-        return dict(json.loads(row[0]))
+        return found[0]
 
-    def reviews_of(self, record_id: str) -> list[dict[str, Any]]:
+    async def reviews_of(self, record_id: str) -> list[dict[str, Any]]:
         """Review and approval records that name `record_id`, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT body FROM qc_records WHERE reviews = ? ORDER BY seq", (record_id,)
-            ).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return await self.store.run(lambda db: select_records(db, reviews=record_id))
 
-    def query(
+    async def query(
         self,
         *,
         device: str | None = None,
@@ -154,35 +155,82 @@ class QCRecordStore:
         limit: int = 10000,
     ) -> list[dict[str, Any]]:
         """Records in storage order (oldest first), filtered; `until` is exclusive."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, op, value in (
-            ("device", "=", device),
-            ("test", "=", test),
-            ("kind", "=", kind),
-            ("t", ">=", _time_key(since)),
-            ("t", "<", _time_key(until)),
-        ):
-            if value is not None:
-                clauses.append(f"{column} {op} ?")
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT body FROM qc_records {where} ORDER BY seq LIMIT ?"  # noqa: S608 - fixed columns
-        with self._lock:
-            rows = self._db.execute(sql, (*params, max(0, int(limit)))).fetchall()
-        return [json.loads(r[0]) for r in rows]
-
-    def close(self) -> None:
-        """Close the database (safe to call twice)."""
-        with self._lock:
-            self._db.close()
+        return await self.store.run(
+            lambda db: select_records(
+                db, device=device, test=test, kind=kind, since=since, until=until, limit=limit
+            )
+        )
 
 
-def open_read_only(db_path: Path) -> QCRecordStore:
-    """A store on an existing database (reports while the agent runs: WAL readers)."""
+def insert_record(db: sqlite3.Connection, record: dict[str, Any]) -> None:
+    """Insert one record (on the writer's thread); RecordError when its id exists."""
+    reviews = record.get("reviews")
+    try:
+        db.execute(
+            "INSERT INTO qc_records (id, kind, device, test, t, reviews, sha256, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record["id"],
+                record.get("record", "test"),
+                record["device"],
+                record["test"],
+                record["t"],
+                reviews.get("id") if isinstance(reviews, dict) else None,
+                content_hash(record),
+                canonical_json(record).decode("utf-8"),
+            ),
+        )
+    except sqlite3.IntegrityError as exc:
+        raise RecordError(f"record {record['id']} exists already") from exc
+
+
+def select_records(
+    db: sqlite3.Connection,
+    *,
+    record_id: str | None = None,
+    reviews: str | None = None,
+    device: str | None = None,
+    test: str | None = None,
+    kind: str | None = None,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
+    limit: int = 10000,
+) -> list[dict[str, Any]]:
+    """Records matching the filters, oldest first (any connection: writer or a reader)."""
+    exists = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'qc_records'"
+    ).fetchone()
+    if exists is None:
+        return []
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, op, value in (
+        ("id", "=", record_id),
+        ("reviews", "=", reviews),
+        ("device", "=", device),
+        ("test", "=", test),
+        ("kind", "=", kind),
+        ("t", ">=", _time_key(since)),
+        ("t", "<", _time_key(until)),
+    ):
+        if value is not None:
+            clauses.append(f"{column} {op} ?")
+            params.append(value)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    sql = f"SELECT body FROM qc_records {where} ORDER BY seq LIMIT ?"  # noqa: S608 - fixed columns
+    rows = db.execute(sql, (*params, max(0, int(limit)))).fetchall()
+    return [json.loads(r[0]) for r in rows]
+
+
+def read_records(db_path: Path, **filters: Any) -> list[dict[str, Any]]:
+    """Records from a state database on disk, read-only (safe while the agent runs: WAL)."""
     if not db_path.exists():
-        raise FileNotFoundError(f"{db_path}: no QC records (has the agent run yet?)")
-    return QCRecordStore(db_path)
+        raise FileNotFoundError(f"{db_path}: no state database (has the agent run yet?)")
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return select_records(db, **filters)
+    finally:
+        db.close()
 
 
 __all__ = [
@@ -191,6 +239,8 @@ __all__ = [
     "canonical_json",
     "content_hash",
     "content_of",
-    "open_read_only",
+    "insert_record",
+    "read_records",
+    "select_records",
     "verify_record",
 ]

@@ -602,12 +602,15 @@ class DosageEvaluator(RuleRuntime):
         hook = self._book.on_dispensed
         if hook is not None:
             record = hook(reading.device, record)
-        if self._book.store is not None:
-            self._book.store.add_dispensing(record)
-        self._audit.record(
+        item = self._audit.entry(
             "dosage.dispensed", who, f"prescription/{rx.id}", new=record,
             reason=f"{result}; calibrator {record.get('calibrator_release') or 'no QC programme'}",
         )  # fmt: skip
+        if self._book.store is not None:
+            self._book.store.add_dispensing(record, item)
+            self._audit.notify(item)
+        else:
+            self._audit.submit(item)
 
 
 class HalfLifeEvaluator(RuleRuntime):

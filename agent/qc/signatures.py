@@ -6,11 +6,14 @@ as the console login). A signature shows the printed name, the UTC time and the 
 time, and its meaning (`performed`, `reviewed`, `approved`); it is bound to the record by the
 SHA-256 of the record's content without signatures (`record_sha256`). Who may sign what is
 `[qc.signing]` (roles per meaning). A refused signature (wrong password, role not allowed,
-self-approval) is written to the audit trail and raises `SignatureError`.
+self-approval) raises `SignatureError` and is written to the audit trail (`asign`,
+`aauthenticate`, or the caller through `record_refusal`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import threading
 import time
 from collections import deque
@@ -52,9 +55,14 @@ class User(Protocol):
 class SignatureError(ValueError):
     """A signature refused; `reason` is one of the `REFUSALS` keys."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(
+        self, reason: str, message: str, *, name: str = "", action: str = "", subject: str = ""
+    ) -> None:
         super().__init__(message)
         self.reason = reason
+        self.name = name
+        self.action = action
+        self.subject = subject
 
 
 REFUSALS = ("wrong_password", "unknown_user", "role_not_allowed", "self_approval", "locked")
@@ -91,17 +99,44 @@ class SignatureService:
     def _refuse(
         self, reason: str, message: str, name: str, action: str, subject: str
     ) -> NoReturn:
-        self.audit.record(
-            "signature.refused", actor=name or "?", subject=subject, reason=message,
-            refusal=reason, action_signed=action,
-        )  # fmt: skip
         log.warning("signature refused", user=name, action=action, reason=reason)
-        raise SignatureError(reason, message)
+        raise SignatureError(reason, message, name=name, action=action, subject=subject)
+
+    def record_refusal(self, exc: SignatureError) -> None:
+        """Write a refused signature to the audit trail (on the event loop's thread).
+
+        `sign()` and `authenticate()` run in worker threads (scrypt) and only raise; the
+        caller records the refusal, so the live view is told on its own thread.
+        """
+        self.audit.record(
+            "signature.refused", actor=exc.name or "?", subject=exc.subject, reason=str(exc),
+            refusal=exc.reason, action_signed=exc.action,
+        )  # fmt: skip
+
+    async def asign(self, record: dict[str, Any], name: str, password: str, meaning: str,
+                    **kw: Any) -> dict[str, Any]:  # fmt: skip
+        """`sign()` in a worker thread; a refusal is audited here, then re-raised."""
+        try:
+            return await asyncio.to_thread(
+                functools.partial(self.sign, record, name, password, meaning, **kw)
+            )
+        except SignatureError as exc:
+            self.record_refusal(exc)
+            raise
+
+    async def aauthenticate(self, name: str, password: str, action: str, subject: str) -> User:
+        """`authenticate()` in a worker thread; a refusal is audited here, then re-raised."""
+        try:
+            return await asyncio.to_thread(self.authenticate, name, password, action, subject)
+        except SignatureError as exc:
+            self.record_refusal(exc)
+            raise
 
     def authenticate(self, name: str, password: str, action: str, subject: str) -> User:
         """The user, when `password` is theirs and their role may sign `action`.
 
-        Blocking (scrypt, tens of ms): call it from a worker thread, not the event loop.
+        Blocking (scrypt, tens of ms): on the event loop use `aauthenticate`. A refusal
+        raises SignatureError; recording it is the caller's (`record_refusal`).
         """
         user = self.users.get(name)
         if user is None or user.password_hash is None:

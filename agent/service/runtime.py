@@ -96,7 +96,7 @@ class Agent:
             prescriptions=self.prescription_store,
         )
         # The dose-calibrator QC programme (issue 15): records, signatures, release state.
-        self.qc_records = QCRecordStore(state_dir / "qc.db")
+        self.qc_records = QCRecordStore(self.outbox, notify=self.live.on_event)
         self.signatures = SignatureService(
             config.web.users, config.qc.signing, self.audit, config.qc.zone
         )
@@ -107,7 +107,6 @@ class Agent:
             self.signatures,
             self.alerts,
             self.audit,
-            self.pipeline.emit_event,
             on_change=self._on_release_change,
         )
         self.qc.prescriptions.on_dispensed = self.qc_programme.on_dispensed
@@ -240,6 +239,8 @@ class Agent:
             await self.outbox.run(lambda db: import_legacy_stores(db, self.config.agent.state_dir))
             await self.audit.open()
             await self.alerts.open()
+            await self.qc.open()  # stored prescriptions
+            await self.qc_programme.open()  # QC records, release states
             stack.push_async_callback(self._stop_web)
             await self._start_web()
             await self._serve(stop)

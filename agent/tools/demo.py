@@ -355,7 +355,7 @@ async def _demo_daily_qc(agent: Agent) -> None:
                 run = manager.start_test(device, test, by=name)
                 async with asyncio.timeout(60):
                     await operate_simulator(manager, simulator, run)
-                record = await manager.asign_run(run.id, name, password)
+                record = await manager.sign_run(run.id, name, password)
                 log.info("demo QC test signed", device=device, test=test, result=record["result"])
         except Exception:
             log.exception("demo QC test failed", device=device)

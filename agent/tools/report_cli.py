@@ -1,18 +1,23 @@
 """`isoedge report qc|audit`: PDF reports from an agent's state directory (CONTRACT §1).
 
-Reads the QC records (`qc.db`) or the audit trail (`audit.db`) of the state directory; safe
-while the agent runs (SQLite WAL readers). `--state-dir` overrides `agent.state_dir`; given
-the folder `isoedge demo --state-dir DIR` uses, its `state/` subfolder is found too.
+Reads the QC records or the audit trail from the state database of the state directory
+(the outbox's SQLite), read-only: safe while the agent runs (WAL readers). `--state-dir`
+overrides `agent.state_dir`; given the folder `isoedge demo --state-dir DIR` uses, its
+`state/` subfolder is found too.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sqlite3
 import sys
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from agent.core.reading import rfc3339
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -34,12 +39,6 @@ def parse_bound(text: str, zone: ZoneInfo, *, end: bool) -> datetime:
     if end:
         day += timedelta(days=1)
     return datetime.combine(day, time(0), zone)
-
-
-def _state_dir(base: Path, name: str) -> Path:
-    if not (base / name).exists() and (base / "state" / name).exists():
-        return base / "state"  # the folder given to `isoedge demo --state-dir`
-    return base
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -71,11 +70,13 @@ def run_report(args: argparse.Namespace) -> int:
     period = f"{args.date_from or 'start'} to {args.date_to or 'now'}"
     if args.device:
         period += f", device {args.device}"
+    db_name = config.outbox.path if config is not None else Path("outbox.db")
     try:
+        db_path = _state_db(base, str(db_name))
         if args.kind == "qc":
-            pdf, count = _qc(base, args.device, since, until, site, zone, period)
+            pdf, count = _qc(db_path, args.device, since, until, site, zone, period)
         else:
-            pdf, count = _audit(base, args.device, since, until, site, zone, period)
+            pdf, count = _audit(db_path, args.device, since, until, site, zone, period)
     except FileNotFoundError as exc:
         _err(f"isoedge report: {exc}")
         return EXIT_FAILURE
@@ -89,48 +90,56 @@ def run_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _state_db(base: Path, name: str) -> Path:
+    path = base / name
+    if not path.exists() and (base / "state" / name).exists():
+        return base / "state" / name  # the folder given to `isoedge demo --state-dir`
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no state database (has the agent run yet?)")
+    return path
+
+
 def _qc(  # noqa: PLR0917 - the report's filters
-    base: Path, device: str | None, since: datetime | None, until: datetime | None, site: str,
-    zone: ZoneInfo, period: str,
+    db_path: Path, device: str | None, since: datetime | None, until: datetime | None,
+    site: str, zone: ZoneInfo, period: str,
 ) -> tuple[bytes, int]:  # fmt: skip
-    from agent.qc.records import QCRecordStore  # noqa: PLC0415
+    from agent.qc.records import read_records  # noqa: PLC0415
     from agent.qc.reports import qc_report  # noqa: PLC0415
 
-    path = _state_dir(base, "qc.db") / "qc.db"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no QC records (has the agent run yet?)")
-    store = QCRecordStore(path)
-    try:
-        records = store.query(
-            device=device,
-            since=None if since is None else since.astimezone(UTC),
-            until=None if until is None else until.astimezone(UTC),
-        )
-    finally:
-        store.close()
+    records = read_records(
+        db_path,
+        device=device,
+        since=None if since is None else since.astimezone(UTC),
+        until=None if until is None else until.astimezone(UTC),
+    )
     return qc_report(records, site=site, zone=zone, period=period), len(records)
 
 
 def _audit(  # noqa: PLR0917
-    base: Path, device: str | None, since: datetime | None, until: datetime | None, site: str,
-    zone: ZoneInfo, period: str,
+    db_path: Path, device: str | None, since: datetime | None, until: datetime | None,
+    site: str, zone: ZoneInfo, period: str,
 ) -> tuple[bytes, int]:  # fmt: skip
-    from agent.qc.audit import AuditLog  # noqa: PLC0415
+    from agent.qc.audit import verify_chain  # noqa: PLC0415
     from agent.qc.reports import audit_extract  # noqa: PLC0415
 
-    path = _state_dir(base, "audit.db") / "audit.db"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no audit trail (has the agent run yet?)")
-    audit = AuditLog(path)
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
-        items: list[dict[str, Any]] = audit.query(
-            since=None if since is None else since.astimezone(UTC),
-            until=None if until is None else until.astimezone(UTC),
-            limit=1_000_000,
-        )
-        chain_ok = audit.verify_chain() is None
+        clauses, params = [], []
+        if since is not None:
+            clauses.append("t >= ?")
+            params.append(rfc3339(since))
+        if until is not None:
+            clauses.append("t < ?")
+            params.append(rfc3339(until))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        try:
+            rows = db.execute(f"SELECT item FROM audit {where} ORDER BY seq", params).fetchall()  # noqa: S608 - fixed columns
+            chain_ok = verify_chain(db) is None
+        except sqlite3.OperationalError as exc:
+            raise FileNotFoundError(f"{db_path}: no audit trail ({exc})") from None
     finally:
-        audit.close()
+        db.close()
+    items: list[dict[str, Any]] = [json.loads(r[0]) for r in rows]
     if device:
         items = [
             i for i in items

@@ -3,6 +3,7 @@ signatures, append-only records, linearity by the decay method (time-scaled)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import tomllib
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import wait_for_condition
 from qc_harness import PASSWORDS, PROGRAMME, QCDesk
+from statestore import StateStore
 
 from agent.qc.manager import QCError
 from agent.qc.programme import QCSection
@@ -17,7 +19,7 @@ from agent.qc.records import QCRecordStore, RecordError, content_hash, verify_re
 from agent.qc.signatures import SignatureError
 from agent.service.config import ConfigError, load_config, parse_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 # ------------------------------------------------------------------ configuration
@@ -85,7 +87,7 @@ async def _daily(desk: QCDesk, who: str = "tess") -> dict:
         run = manager.start_test("dc1", test, by=who)
         await desk.operate(run)
         assert run.state == "completed", run.as_dict()
-        record = manager.sign_run(run.id, who, PASSWORDS[who])
+        record = await manager.sign_run(run.id, who, PASSWORDS[who])
     return record
 
 
@@ -107,7 +109,7 @@ async def test_constancy_pass_releases_then_gain_drift_holds_and_alerts(tmp_path
         state = manager.release("dc1")
         assert state["release"] == "released", state
         assert set(state["due"]) >= {"constancy", "background", "accuracy", "linearity"}
-        qc_items = [item for stream, item in desk.emitted if stream == "qc"]
+        qc_items = sorted(await desk.stream("qc"), key=lambda i: i["t"])
         assert [i["test"] for i in qc_items] == ["background", "constancy"]
         assert verify_record(qc_items[-1]) == []
 
@@ -134,18 +136,18 @@ async def test_constancy_pass_releases_then_gain_drift_holds_and_alerts(tmp_path
         }
 
         # Signed as performed; QA reviews it: a new record naming the first.
-        failed = manager.sign_run(run.id, "tess", PASSWORDS["tess"])
-        review = manager.review(failed["id"], "quinn", PASSWORDS["quinn"], "reviewed", "drift")
+        failed = await manager.sign_run(run.id, "tess", PASSWORDS["tess"])
+        review = await manager.review(failed["id"], "quinn", PASSWORDS["quinn"], "reviewed", "drift")
         assert review["reviews"] == {"id": failed["id"], "record_sha256": content_hash(failed)}
         assert review["signatures"][0]["meaning"] == "reviewed"
-        assert desk.store.reviews_of(failed["id"]) == [review]
+        assert await desk.store.reviews_of(failed["id"]) == [review]
         assert manager.release("dc1")["release"] == "on_hold"
 
         # Fault repaired, test passes again: released.
         desk.simulator.set_qc_fault("gain_drift", on=False)
         run = manager.start_test("dc1", "constancy", by="tess")
         await desk.operate(run)
-        manager.sign_run(run.id, "tess", PASSWORDS["tess"])
+        await manager.sign_run(run.id, "tess", PASSWORDS["tess"])
         assert manager.release("dc1")["release"] == "released"
         assert desk.alerts.active_alert("qc.constancy", "dc1", None) is None
 
@@ -154,11 +156,12 @@ async def test_release_survives_a_restart_from_the_records(tmp_path):
     async with QCDesk(tmp_path) as desk:
         await _daily(desk)
         assert desk.manager.release("dc1")["release"] == "released"
-    desk.open_manager()
+    manager = await desk.open_manager()  # a new agent on the same state database
     try:
-        assert desk.manager.release("dc1")["release"] == "released"
+        assert manager.release("dc1")["release"] == "released"
+        assert [r["test"] for r in await manager.records()] == ["background", "constancy"]
     finally:
-        desk.close()
+        await desk.state.close()
 
 
 # ------------------------------------------------------------------ signatures
@@ -168,16 +171,17 @@ async def test_signatures_password_role_self_approval_and_hash_binding(tmp_path)
         run = manager.start_test("dc1", "background", by="tess")
         await desk.operate(run)
         with pytest.raises(SignatureError) as info:
-            manager.sign_run(run.id, "tess", "not-my-password")
+            await manager.sign_run(run.id, "tess", "not-my-password")
         assert info.value.reason == "wrong_password"
-        refused = desk.audit.query(action="signature.refused")
+        await desk.state.settle()
+        refused = await desk.audit.query(action="signature.refused")
         assert refused[-1]["actor"] == "tess"
         assert refused[-1]["refusal"] == "wrong_password"
-        assert any(s == "audit" and i["event"] == "signature.refused" for s, i in desk.emitted)
+        assert any(i["event"] == "signature.refused" for i in await desk.stream("audit"))
         assert run.state == "completed"  # still unsigned, nothing stored
-        assert desk.store.query() == []
+        assert await desk.store.query() == []
 
-        record = manager.sign_run(run.id, "tess", PASSWORDS["tess"])
+        record = await manager.sign_run(run.id, "tess", PASSWORDS["tess"])
         signature = record["signatures"][0]
         assert signature["name"] == "Tess Tech"  # printed name
         assert signature["meaning"] == "performed"
@@ -186,21 +190,22 @@ async def test_signatures_password_role_self_approval_and_hash_binding(tmp_path)
         assert signature["t_local"].endswith(("+01:00", "+02:00"))
         assert signature["record_sha256"] == content_hash(record)
         with pytest.raises(QCError):
-            manager.sign_run(run.id, "tess", PASSWORDS["tess"])  # signed once only
+            await manager.sign_run(run.id, "tess", PASSWORDS["tess"])  # signed once only
 
         with pytest.raises(SignatureError) as info:  # a technologist may not approve
-            manager.review(record["id"], "tess", PASSWORDS["tess"], "approved")
+            await manager.review(record["id"], "tess", PASSWORDS["tess"], "approved")
         assert info.value.reason == "role_not_allowed"
 
         # QA performs a test, then tries to approve their own record: refused.
         run = manager.start_test("dc1", "background", by="quinn")
         await desk.operate(run)
-        own = manager.sign_run(run.id, "quinn", PASSWORDS["quinn"])
+        own = await manager.sign_run(run.id, "quinn", PASSWORDS["quinn"])
         with pytest.raises(SignatureError) as info:
-            manager.review(own["id"], "quinn", PASSWORDS["quinn"], "approved")
+            await manager.review(own["id"], "quinn", PASSWORDS["quinn"], "approved")
         assert info.value.reason == "self_approval"
-        assert desk.audit.query(action="signature.refused")[-1]["refusal"] == "self_approval"
-        approval = manager.review(own["id"], "quentin", PASSWORDS["quentin"], "approved")
+        await desk.state.settle()
+        assert (await desk.audit.query(action="signature.refused"))[-1]["refusal"] == "self_approval"
+        approval = await manager.review(own["id"], "quentin", PASSWORDS["quentin"], "approved")
         assert approval["signatures"][0]["name"] == "Quentin QA"
 
         # Changing the content breaks the binding: the store refuses it, verify says so.
@@ -210,37 +215,42 @@ async def test_signatures_password_role_self_approval_and_hash_binding(tmp_path)
             desk.store.append(tampered)
 
 
-async def test_asynchronous_signing_checks_the_password_off_the_loop(tmp_path):
+async def test_a_signed_record_its_stream_item_and_its_audit_record_commit_together(tmp_path):
     async with QCDesk(tmp_path) as desk:
         run = desk.manager.start_test("dc1", "background", by="tess")
         await desk.operate(run)
-        with pytest.raises(SignatureError):
-            await desk.manager.asign_run(run.id, "tess", "wrong")
-        record = await desk.manager.asign_run(run.id, "tess", PASSWORDS["tess"])
-        review = await desk.manager.areview(record["id"], "rita", PASSWORDS["rita"])
+        record = await desk.manager.sign_run(run.id, "tess", PASSWORDS["tess"])
+        review = await desk.manager.review(record["id"], "rita", PASSWORDS["rita"])
         assert review["signatures"][0]["meaning"] == "reviewed"
+        assert {i["id"] for i in await desk.stream("qc")} == {record["id"], review["id"]}
+        signed = await desk.audit.query(action="qc.record.signed")
+        assert [a["subject"] for a in signed] == [f"qc/{record['id']}", f"qc/{review['id']}"]
+        assert signed[0]["record_sha256"] == content_hash(record)
 
 
 # ------------------------------------------------------------------ records
-def test_records_are_append_only(tmp_path):
-    store = QCRecordStore(tmp_path / "qc.db")
+async def test_records_are_append_only(tmp_path):
+    state = await StateStore(tmp_path).open()
+    store = QCRecordStore(state.outbox)
+    await store.open()
     record = {"id": "r1", "device": "dc1", "test": "constancy", "t": "2026-12-01T08:00:00Z",
               "result": "pass"}
     record["signatures"] = [{"name": "T", "meaning": "performed", "t": record["t"],
                              "record_sha256": content_hash(record)}]
-    store.append(record)
+    await asyncio.wrap_future(store.append(record))
     with pytest.raises(RecordError, match="exists already"):
-        store.append(record)
+        await asyncio.wrap_future(store.append(record))
     with pytest.raises(RecordError, match="no signature"):
         store.append({"id": "r2", "device": "dc1", "test": "constancy", "t": "x"})
-    db = sqlite3.connect(tmp_path / "qc.db")
+    db = sqlite3.connect(state.path)
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         db.execute("UPDATE qc_records SET body = '{}' WHERE id = 'r1'")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         db.execute("DELETE FROM qc_records")
     db.close()
-    assert store.get("r1") == record
-    store.close()
+    assert await store.get("r1") == record
+    assert [i["id"] for i in state.stream_items("qc")] == ["r1"]  # once, not twice
+    await state.close()
 
 
 # ------------------------------------------------------------------ linearity
@@ -254,7 +264,7 @@ async def _linearity(tmp_path: Path, *, fault: bool):
         desk.simulator.place_source("Tc-99m", 60_000.0)  # 60 GBq, down to ~240 MBq
         await wait_for_condition(lambda: run.state != "running", timeout=90, interval=0.2)
         assert run.state == "completed"
-        record = manager.sign_run(run.id, "tess", PASSWORDS["tess"])
+        record = await manager.sign_run(run.id, "tess", PASSWORDS["tess"])
         return run, record
 
 

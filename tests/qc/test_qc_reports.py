@@ -44,20 +44,21 @@ async def test_daily_sheet_monthly_summary_and_audit_extract_show_results_and_si
         for test in ("background", "constancy"):
             run = manager.start_test("dc1", test, by="tess")
             await desk.operate(run)
-            record = manager.sign_run(run.id, "tess", PASSWORDS["tess"])
+            record = await manager.sign_run(run.id, "tess", PASSWORDS["tess"])
         desk.simulator.set_qc_fault("gain_drift")
         run = manager.start_test("dc1", "constancy", by="tess")
         await desk.operate(run)
-        failed = manager.sign_run(run.id, "tess", PASSWORDS["tess"])
-        manager.review(failed["id"], "quinn", PASSWORDS["quinn"], "reviewed", "gain drift seen")
+        failed = await manager.sign_run(run.id, "tess", PASSWORDS["tess"])
+        await manager.review(failed["id"], "quinn", PASSWORDS["quinn"], "reviewed", "gain drift seen")
         with pytest.raises(ValueError, match="wrong password"):
-            manager.review(record["id"], "quinn", "nope", "approved")
+            await manager.review(record["id"], "quentin", "nope", "approved")
         now = datetime.now(UTC)
-        audit_review = manager.review_audit(now - timedelta(hours=1), now + timedelta(minutes=1),
+        audit_review = await manager.review_audit(now - timedelta(hours=1), now + timedelta(minutes=1),
                                             "quinn", PASSWORDS["quinn"], "checked")  # fmt: skip
         assert audit_review["signatures"][0]["meaning"] == "reviewed"
-        records = manager.records()
-        items = desk.audit.query()
+        records = await manager.records()
+        await desk.state.settle()
+        items = await desk.audit.query()
     zone = desk.config.zone
     day = datetime.fromisoformat(failed["t"]).astimezone(zone).date()
     text = pdf_text(daily_sheet(records, "dc1", day, site="lab", zone=zone), tmp_path)
@@ -89,7 +90,7 @@ async def test_linearity_report_has_its_plot_and_names_the_failing_points(tmp_pa
         run = desk.manager.start_test("dc1", "linearity", by="tess", time_scale=scale)
         desk.simulator.place_source("Tc-99m", 60_000.0)
         await wait_for_state(lambda: run.state != "running", 90)
-        record = desk.manager.sign_run(run.id, "tess", PASSWORDS["tess"])
+        record = desk.await manager.sign_run(run.id, "tess", PASSWORDS["tess"])
     pdf = tmp_path / "linearity.pdf"
     pdf.write_bytes(linearity_report(record, zone=desk.config.zone))
     keep_page_png(pdf, "qc-linearity-report")
