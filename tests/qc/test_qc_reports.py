@@ -90,7 +90,7 @@ async def test_linearity_report_has_its_plot_and_names_the_failing_points(tmp_pa
         run = desk.manager.start_test("dc1", "linearity", by="tess", time_scale=scale)
         desk.simulator.place_source("Tc-99m", 60_000.0)
         await wait_for_state(lambda: run.state != "running", 90)
-        record = desk.await manager.sign_run(run.id, "tess", PASSWORDS["tess"])
+        record = await desk.manager.sign_run(run.id, "tess", PASSWORDS["tess"])
     pdf = tmp_path / "linearity.pdf"
     pdf.write_bytes(linearity_report(record, zone=desk.config.zone))
     keep_page_png(pdf, "qc-linearity-report")
