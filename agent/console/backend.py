@@ -94,6 +94,10 @@ class ConsoleBackend(Protocol):
         """Alerts needing attention (kept in memory: no disk access)."""
         ...
 
+    def calibrators(self) -> dict[str, dict[str, Any]]:
+        """Release state per dose calibrator with a QC programme (CONTRACT §5 `calibrators`)."""
+        ...
+
     async def recent_alerts(self, limit: int) -> list[Alert]:
         """The newest alerts, open or closed."""
         ...

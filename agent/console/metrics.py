@@ -101,6 +101,13 @@ class AgentCollector(Collector):
         for key in sorted(k for k in live.counters if k.startswith("event:")):
             by_name.add_metric([key.removeprefix("event:")], live.counters[key])
         yield by_name
+        released = GaugeMetricFamily(
+            "isoedge_calibrator_released",
+            "1 when the dose calibrator is released (today's daily QC passed), 0 on hold.",
+            labels=["device"])
+        for device, qc_state in sorted(backend.calibrators().items()):
+            released.add_metric([device], 1 if qc_state.get("release") == "released" else 0)
+        yield released
         stats = scrape.stats
         if stats is not None:
             yield GaugeMetricFamily("isoedge_outbox_envelopes",

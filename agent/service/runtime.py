@@ -487,6 +487,15 @@ class RuntimeConsoleBackend:
         """Epoch seconds the agent started at."""
         return self._agent.started_at
 
+    def calibrators(self) -> dict[str, dict[str, Any]]:
+        """Release state per dose calibrator with a QC programme."""
+        return self._agent.qc_programme.calibrators_status()
+
+    @property
+    def qc(self) -> QCManager:
+        """The QC programme (guided tests, signatures, records) for the console's QC pages."""
+        return self._agent.qc_programme
+
     def devices(self) -> list[DeviceView]:
         """Every supervised device, sorted by id."""
         return [
