@@ -66,6 +66,11 @@ max_mbq = 0.1
 sources = ["CS-001", "CO-002"]
 last_performed = 2026-11-20T09:00:00Z
 
+[calibrators.geometry]
+nuclide = "Tc-99m"
+containers = [{ name = "vial", reference = true }, { name = "syringe" }]
+last_performed = 2026-11-20T09:00:00Z
+
 [calibrators.linearity]
 nuclide = "Tc-99m"
 interval_s = 3600
@@ -99,6 +104,7 @@ class QCDesk:
             "capintec", "pty", "F-18", 370.0, noise=noise, seed=7, time_scale=time_scale,
         )
         self.readings: list[Any] = []
+        self.sample_mbq = 400.0  # the geometry test's sample
         self.manager: QCManager | None = None
         self._task: asyncio.Task[None] | None = None
         self.state = StateStore(state_dir)
@@ -160,7 +166,7 @@ class QCDesk:
         await self.simulator.stop()
         await self.state.close()
 
-    async def operate(self, run: TestRun, timeout: float = 20.0) -> TestRun:
+    async def operate(self, run: TestRun, timeout: float = 20.0) -> TestRun:  # noqa: C901 - one operator
         """Act as the technologist: follow the run's steps on the simulator until it completes."""
         assert self.manager is not None
         sim = self.simulator
@@ -186,6 +192,12 @@ class QCDesk:
                     placed = step.source
                 if sim.chamber.selected_nuclide != step.setting:
                     sim.set_nuclide(step.setting or source.nuclide)
+            elif step.kind == "sample" and step.container not in (None, placed):
+                if step.requires_removal and not step.removal_seen:
+                    sim.empty()
+                    return False
+                sim.place_source(step.setting or "Tc-99m", self.sample_mbq, str(step.container))
+                placed = step.container
             return False
 
         await wait_for_condition(step_along, timeout=timeout, interval=0.05)

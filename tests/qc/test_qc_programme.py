@@ -164,6 +164,44 @@ async def test_release_survives_a_restart_from_the_records(tmp_path):
         await desk.state.close()
 
 
+async def test_accuracy_with_two_certified_sources_and_geometry_correction_factors(tmp_path):
+    async with QCDesk(tmp_path) as desk:
+        manager = desk.manager
+        run = manager.start_test("dc1", "accuracy", by="tess")
+        assert [s.source for s in run.steps] == ["CS-001", "CO-002"]
+        await desk.operate(run)
+        assert run.result == "pass", run.summary
+        record = await manager.sign_run(run.id, "tess", PASSWORDS["tess"])
+        assert [s["setting"] for s in record["steps"]] == ["Cs-137", "Co-57"]
+        assert all(abs(s["deviation_pct"]) < 2 for s in record["steps"])
+        assert manager.release("dc1")["due"]["accuracy"] > record["t"]  # a year on
+
+        run = manager.start_test("dc1", "geometry", by="tess")
+        await desk.operate(run)
+        assert run.result == "pass", run.summary
+        factors = run.draft["correction_factors"]
+        assert factors["vial"] == 1.0 and abs(factors["syringe"] - 1) < 0.02
+
+        desk.simulator.set_qc_fault("geometry")  # a syringe reads 6 % low
+        run = manager.start_test("dc1", "geometry", by="tess")
+        await desk.operate(run)
+        assert run.result == "action"  # beyond ±2 %: apply the factor; within ±10 %
+        syringe = run.draft["correction_factors"]["syringe"]
+        assert 1.04 < syringe < 1.09
+        assert "syringe" in run.summary and "action" in run.summary
+
+
+async def test_repair_makes_the_after_repair_tests_due_and_holds(tmp_path):
+    async with QCDesk(tmp_path) as desk:
+        await _daily(desk)
+        manager = desk.manager
+        assert manager.release("dc1")["release"] == "released"
+        manager.record_repair("dc1", by="service engineer", reason="electrometer replaced")
+        state = manager.release("dc1")
+        assert state["release"] == "on_hold"
+        assert "accuracy overdue" in state["reason"] and "linearity overdue" in state["reason"]
+
+
 # ------------------------------------------------------------------ signatures
 async def test_signatures_password_role_self_approval_and_hash_binding(tmp_path):
     async with QCDesk(tmp_path) as desk:
