@@ -103,6 +103,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             {"name": r.name, "type": r.type, "severity": r.severity, "device": r.device}
             for r in config.rules
         ],
+        "qc": {
+            "timezone": config.qc.timezone,
+            "calibrators": [_qc_summary(c) for c in config.qc.calibrators],
+        },
     }
     if args.json:
         _out(json.dumps(summary, indent=2))
@@ -125,7 +129,25 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             f"    {rule['name']:<28} {rule['type']:<20} {rule['severity']:<9}"
             f" {rule['device'] or '(all devices)'}"
         )
+    if config.qc.calibrators:
+        count, zone = len(config.qc.calibrators), config.qc.timezone
+        _out(f"  QC       {count} calibrator(s), time zone {zone}")
+        for calibrator in summary["qc"]["calibrators"]:
+            _out(
+                f"    {calibrator['device']:<20} tests {', '.join(calibrator['tests'])}"
+                f"  sources {', '.join(calibrator['sources'])}"
+            )
     return EXIT_OK
+
+
+def _qc_summary(calibrator: Any) -> dict[str, Any]:
+    tests = ("constancy", "accuracy", "linearity", "geometry", "background")
+    return {
+        "device": calibrator.device,
+        "sources": [s.id for s in calibrator.sources],
+        "tests": [k for k in tests if calibrator.test(k) is not None],
+        "daily": calibrator.daily_tests,
+    }
 
 
 def _channels_of(device: Any) -> list[str]:
