@@ -74,7 +74,7 @@ last_performed = 2026-11-20T09:00:00Z
 [calibrators.linearity]
 nuclide = "Tc-99m"
 interval_s = 3600
-duration_h = 48
+duration_h = 24
 min_points = 12
 min_activity_mbq = 100
 last_performed = 2026-11-20T09:00:00Z
@@ -136,6 +136,7 @@ class QCDesk:
         address = await self.simulator.start()
         config = CapintecCRC15Config(
             id="dc1", type="capintec_crc15", port=address, poll_interval_s=0.05, timeout_s=0.5,
+            frame_gap_s=0.01,
         )
         self.pipeline = Pipeline(None, LiveState(), {"dc1": config})  # type: ignore[arg-type]
         self._task = asyncio.create_task(self._feed(config))

@@ -14,6 +14,7 @@ from statestore import StateStore
 from agent.core.reading import Reading
 from agent.physics import NuclideTable
 from agent.qc import QCEngine
+from agent.qc.programme import QCSection
 from agent.service.config import ConfigError, parse_config
 from drivers.base import Quality
 
@@ -37,7 +38,12 @@ def _problems(*rules):
 def test_every_documented_example_parses():
     text = (REPO / "docs" / "qc-rules.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```toml\n(.*?)```", text, re.DOTALL)
-    rules = [rule for block in blocks for rule in tomllib.loads(block)["rules"]]
+    parsed = [tomllib.loads(block) for block in blocks]
+    rules = [rule for data in parsed for rule in data.get("rules", [])]
+    programmes = [data["qc"] for data in parsed if "qc" in data]
+    assert programmes, "the [qc] programme example is documented"
+    for qc in programmes:  # the QC programme example validates too
+        assert QCSection.model_validate(qc).calibrators
     assert {r["type"] for r in rules} == {
         "threshold", "rate_of_change", "background", "stale", "device_offline", "constancy",
         "dosage", "half_life",

@@ -84,11 +84,11 @@ async def test_daily_sheet_monthly_summary_and_audit_extract_show_results_and_si
 @pytest.mark.slow
 @pytest.mark.timeout(200)
 async def test_linearity_report_has_its_plot_and_names_the_failing_points(tmp_path):
-    scale = 7200.0
+    scale = 3600.0
     async with QCDesk(tmp_path, time_scale=scale) as desk:
         desk.simulator.set_qc_fault("nonlinearity")
         run = desk.manager.start_test("dc1", "linearity", by="tess", time_scale=scale)
-        desk.simulator.place_source("Tc-99m", 60_000.0)
+        desk.simulator.place_source("Tc-99m", 45_000.0)
         await wait_for_state(lambda: run.state != "running", 90)
         record = await desk.manager.sign_run(run.id, "tess", PASSWORDS["tess"])
     pdf = tmp_path / "linearity.pdf"
