@@ -23,7 +23,7 @@ from agent.qc.programme import QCSection
 from agent.qc.records import QCRecordStore
 from agent.qc.signatures import SignatureService
 from drivers.base import DeviceError, SampleKind
-from drivers.dosecal.capintec import CapintecCRC15Config, CapintecCRC15Driver
+from drivers.dosecal.capintec_crc15 import CapintecCRC15Config, CapintecCRC15Driver
 from simulators.dosecal import DoseCalibratorSimulator
 
 PASSWORDS = {"tess": "tech-pass", "rita": "pharm-pass", "quinn": "qa-pass", "quentin": "qa2-pass"}
@@ -101,7 +101,7 @@ class QCDesk:
         self.state_dir = state_dir
         self.config = QCSection.model_validate(tomllib.loads(programme))
         self.simulator = DoseCalibratorSimulator(
-            "capintec", "pty", "F-18", 370.0, noise=noise, seed=7, time_scale=time_scale,
+            "capintec_crc15", "pty", "F-18", 370.0, noise=noise, seed=7, time_scale=time_scale,
         )
         self.readings: list[Any] = []
         self.sample_mbq = 400.0  # the geometry test's sample

@@ -10,7 +10,7 @@ import pytest
 from helpers import wait_for_condition
 from supervised import Supervised
 
-from drivers.dosecal.capintec import CapintecCRC15Config, CapintecCRC15Driver
+from drivers.dosecal.capintec_crc15 import CapintecCRC15Config, CapintecCRC15Driver
 from simulators.dosecal import DoseCalibratorSimulator
 
 
@@ -29,7 +29,7 @@ async def _ask(port: int, *commands: dict) -> list[dict]:
 
 
 async def test_control_channel_places_sources_switches_settings_and_injects_faults():
-    simulator = DoseCalibratorSimulator("capintec", "pty", "F-18", 370.0, noise=False)
+    simulator = DoseCalibratorSimulator("capintec_crc15", "pty", "F-18", 370.0, noise=False)
     address = await simulator.start()
     port = await simulator.start_control()
     config = CapintecCRC15Config(id="dc1", type="capintec_crc15", port=address,
@@ -60,7 +60,7 @@ async def test_control_channel_places_sources_switches_settings_and_injects_faul
 
 @pytest.mark.parametrize(("mbq", "expected"), [(40_000.0, 40_000.0 * 0.92), (20_000.0, 20_000.0)])
 def test_nonlinearity_fault_lowers_only_readings_above_30_gbq(mbq, expected):
-    simulator = DoseCalibratorSimulator("capintec", "pty", "Tc-99m", mbq, noise=False,
+    simulator = DoseCalibratorSimulator("capintec_crc15", "pty", "Tc-99m", mbq, noise=False,
                                         background_mbq=0.0)  # fmt: skip
     simulator.set_qc_fault("nonlinearity")
     assert simulator.chamber.displayed_mbq() == pytest.approx(expected, rel=1e-4)
