@@ -394,9 +394,13 @@ def build_parser(*, with_simulators: bool = False) -> argparse.ArgumentParser:
                         help=f"configuration file (default {DEFAULT_CONFIG})")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_outbox_status)
+    _add_ingest_and_report(verbs)
+    return parser
+
+
+def _add_ingest_and_report(verbs: Any) -> None:
     _add_ingest(verbs)
     _add_report(verbs)
-    return parser
 
 
 def _add_ingest(verbs: Any) -> None:
