@@ -12,6 +12,7 @@ from aiohttp import web
 
 from agent.console.auth import Authenticator, is_loopback
 from agent.console.live import LiveHub
+from agent.console.qc_views import QCViews, add_routes
 from agent.console.views import STATIC_DIR, Views
 
 if TYPE_CHECKING:
@@ -73,11 +74,12 @@ def create_app(backend: ConsoleBackend, section: WebSection) -> web.Application:
     """The console application for one agent, seen through `backend`."""
     host, _port = parse_listen(section.listen)
     auth = Authenticator(section.users, listen_host=host)
-    views = Views(backend, device_grace_s=section.health_device_grace_s)
+    qc_views = QCViews(backend)
+    views = Views(backend, device_grace_s=section.health_device_grace_s, qc=qc_views)
     hub = LiveHub(backend.live, views.health_snapshot)
     app = web.Application(
         middlewares=[_security_headers, auth.middleware(PUBLIC_PATHS)],
-        client_max_size=64 * 1024,  # the only bodies are acknowledgements
+        client_max_size=64 * 1024,  # bodies: acknowledgements, signatures, prescriptions
     )
     app[HUB_KEY] = hub
     app.router.add_get("/", views.index)
@@ -85,9 +87,9 @@ def create_app(backend: ConsoleBackend, section: WebSection) -> web.Application:
     app.router.add_get("/api/trends", views.trends)
     app.router.add_get("/api/stream", hub.handle)
     app.router.add_get("/api/alerts", views.list_alerts)
-    app.router.add_post("/api/alerts/{alert_id}/ack", views.acknowledge)
     app.router.add_get("/api/audit", views.audit_json)
     app.router.add_get("/api/audit.csv", views.audit_csv)
+    add_routes(app, qc_views)
     app.router.add_get("/healthz", views.healthz)
     app.router.add_get("/metrics", views.metrics)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)

@@ -63,6 +63,7 @@ class Principal:
     role: Role
     authenticated: bool
     method: Literal["basic", "bearer", "none"]
+    full_name: str = ""
 
     def may(self, role: Role) -> bool:
         """True when this principal holds `role` (`qa` includes `viewer`)."""
@@ -158,7 +159,10 @@ class Authenticator:
             user, method = self._check_bearer(value), "bearer"
         if user is None:
             return None
-        return Principal(name=user.name, role=user.role, authenticated=True, method=method)
+        return Principal(
+            name=user.name, role=user.role, authenticated=True, method=method,
+            full_name=user.full_name or user.name,
+        )
 
     def middleware(self, public_paths: frozenset[str]) -> Middleware:
         """Middleware: 401 without valid credentials (except on `public_paths`)."""

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from agent.acquisition.state import LiveState
     from agent.delivery.outbox import OutboxStats
     from agent.qc.alerts import Alert
+    from agent.qc.manager import TestRun
+    from agent.qc.prescriptions import Prescription, PrescriptionBook
+    from agent.qc.programme import CalibratorProgramme, QCSection
+    from agent.qc.signatures import SignatureService
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,122 @@ class DeliveryView:
     quota_bytes: int
     writer_alive: bool
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class QCDesk(Protocol):
+    """The dose-calibrator QC programme as the console uses it (`agent.qc.manager.QCManager`)."""
+
+    config: QCSection
+    signatures: SignatureService
+
+    @property
+    def devices(self) -> list[str]:
+        """Calibrators with a QC programme."""
+        ...
+
+    def programme(self, device: str) -> CalibratorProgramme:
+        """The QC programme of one calibrator (QCError if none)."""
+        ...
+
+    def release(self, device: str) -> dict[str, Any]:
+        """`{"release", "reason", "since", "due"}` of one calibrator."""
+        ...
+
+    def calibrators_status(self) -> dict[str, dict[str, Any]]:
+        """Release state of every calibrator."""
+        ...
+
+    def start_test(self, device: str, test: str, *, by: str, time_scale: float = 1.0) -> TestRun:
+        """Start a guided (or linearity) test."""
+        ...
+
+    def run(self, run_id: str) -> TestRun:
+        """A run by id (QCError if unknown)."""
+        ...
+
+    def runs(self, device: str | None = None) -> list[TestRun]:
+        """Runs of this agent's lifetime, newest first."""
+        ...
+
+    def cancel_run(self, run_id: str, *, by: str, reason: str) -> TestRun:
+        """Abandon a run (audited)."""
+        ...
+
+    def finish_linearity(self, run_id: str) -> TestRun:
+        """Analyse a linearity run with the points it has."""
+        ...
+
+    async def sign_run(self, run_id: str, name: str, password: str) -> dict[str, Any]:
+        """The performer signs a completed run: a stored, published QC record."""
+        ...
+
+    async def records(
+        self,
+        device: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        test: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Stored QC records (tests and reviews), oldest first."""
+        ...
+
+    async def reviews_of(self, record_id: str) -> list[dict[str, Any]]:
+        """Review and approval records naming a record."""
+        ...
+
+    async def review(
+        self, record_id: str, name: str, password: str, meaning: str = "reviewed",
+        comment: str = "",
+    ) -> dict[str, Any]:  # fmt: skip
+        """A signed review or approval of a record (a second person approves)."""
+        ...
+
+    async def acknowledge_alert(
+        self, alert_id: str, name: str, password: str, reason: str
+    ) -> Any:
+        """Acknowledge an alert as an electronic signature (password asked again)."""
+        ...
+
+    async def review_audit(
+        self, since: datetime, until: datetime, name: str, password: str, comment: str = ""
+    ) -> dict[str, Any]:
+        """A signed review of an audit-trail range."""
+        ...
+
+
+class DosageDesk(Protocol):
+    """Prescriptions and dispensing records (`agent.qc.engine.QCEngine`)."""
+
+    prescriptions: PrescriptionBook
+
+    def add_prescription(
+        self,
+        prescription_id: str,
+        nuclide: str,
+        activity: float,
+        unit: str,
+        scheduled: datetime,
+        *,
+        device: str | None = None,
+        note: str = "",
+        actor: str = "api",
+        reason: str = "",
+        replace: bool = False,
+    ) -> Prescription:
+        """Add or (with `replace`) change a prescription; stored and audited."""
+        ...
+
+    def remove_prescription(self, prescription_id: str, *, actor: str, reason: str) -> None:
+        """Withdraw a prescription (audited)."""
+        ...
+
+    def arm_prescription(self, device: str, prescription_id: str | None, by: str = "") -> None:
+        """The next settled measurement on `device` is checked against this prescription."""
+        ...
+
+    async def dispensing(self, prescription_id: str | None = None) -> list[dict[str, Any]]:
+        """Dispensing records, oldest first."""
+        ...
 
 
 class ConsoleBackend(Protocol):
@@ -100,6 +220,16 @@ class ConsoleBackend(Protocol):
 
     async def recent_alerts(self, limit: int) -> list[Alert]:
         """The newest alerts, open or closed."""
+        ...
+
+    @property
+    def qc(self) -> QCDesk:
+        """The dose-calibrator QC programme: tests, records, signatures, release."""
+        ...
+
+    @property
+    def dosage(self) -> DosageDesk:
+        """Prescriptions and dispensing records."""
         ...
 
     async def acknowledge_alert(self, alert_id: str, user: str, reason: str) -> Alert:

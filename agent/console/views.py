@@ -13,16 +13,17 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import structlog
 from aiohttp import web
 
-from agent.console.auth import principal_of, require_role
+from agent.console.auth import principal_of
 from agent.console.health import check_health
 from agent.console.metrics import Metrics, Scrape
-from agent.qc.alerts import Alert, AlertError, UnknownAlertError
+from agent.qc.alerts import Alert
 from agent.qc.audit import AuditLog
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from agent.console.backend import ConsoleBackend
+    from agent.console.qc_views import QCViews
 
 log = structlog.get_logger("isoedge.web")
 
@@ -55,8 +56,9 @@ ALERT_FILTERS: dict[str, Callable[[Alert], bool]] = {
 class Views:
     """Request handlers bound to one agent."""
 
-    def __init__(self, backend: ConsoleBackend, *, device_grace_s: float) -> None:
+    def __init__(self, backend: ConsoleBackend, *, device_grace_s: float, qc: QCViews) -> None:
         self.backend = backend
+        self.qc = qc
         self.device_grace_s = device_grace_s
         self.metrics_registry = Metrics(backend)
 
@@ -79,6 +81,7 @@ class Views:
             "devices": self.devices(),
             "broker": self.backend.delivery().link_state,
             "health": report.as_dict(),
+            "calibrators": self.qc.calibrators(),
             "t": time.time(),
         }
 
@@ -111,9 +114,12 @@ class Views:
                 "me": {
                     "name": principal.name,
                     "role": principal.role,
+                    "full_name": principal.full_name or principal.name,
                     "authenticated": principal.authenticated,
-                    "may_acknowledge": principal.may("qa"),
+                    "may_acknowledge": self.qc.may(principal, "acknowledge_alert"),
+                    "may": self.qc.permissions(principal),
                 },
+                "timezone": self.backend.qc.config.timezone,
                 "latest": latest,
                 **self.health_snapshot(),
             },
@@ -155,31 +161,6 @@ class Views:
             "open": sum(1 for a in self.backend.open_alerts() if not a.acknowledged),
         }
         return web.json_response(body, dumps=_dumps)
-
-    async def acknowledge(self, request: web.Request) -> web.Response:
-        """POST /api/alerts/{id}/ack with JSON `{"name": ..., "reason": ...}` (qa role)."""
-        principal = require_role(request, "qa")
-        name, reason = await _ack_fields(request)
-        # With access control on, the acknowledging person is the signed-in user; a typed name
-        # must be theirs (a deliberate re-statement, as for a signature).
-        if principal.authenticated:
-            if name and name != principal.name:
-                _bad_request(f"name {name!r} is not the signed-in user", web.HTTPForbidden)
-            name = principal.name
-        if not name:
-            _bad_request("a name is required to acknowledge an alert")
-        if not reason:
-            _bad_request("a reason is required to acknowledge an alert")
-        alert_id = request.match_info["alert_id"]
-        try:
-            alert = await self.backend.acknowledge_alert(alert_id, name, reason)
-        except UnknownAlertError as exc:
-            _bad_request(str(exc), web.HTTPNotFound)
-        except AlertError as exc:
-            _bad_request(str(exc), web.HTTPConflict)
-        log.info("alert acknowledged", alert=alert_id, user=name, rule=alert.rule, via="web",
-                 auth=principal.method, client=request.remote)
-        return web.json_response({"alert": alert.to_dict()}, dumps=_dumps)
 
     # --------------------------------------------------------------- audit
     async def audit_rows(self, request: web.Request) -> list[dict[str, Any]]:
@@ -228,24 +209,6 @@ class Views:
             body=body, headers={"Content-Type": self.metrics_registry.content_type,
                                 "Cache-Control": "no-store"},
         )
-
-
-async def _ack_fields(request: web.Request) -> tuple[str, str]:
-    """(name, reason) from a JSON acknowledgement body, stripped."""
-    if request.content_type != "application/json":
-        # Also a CSRF guard: a cross-site HTML form cannot send application/json.
-        _bad_request("expected application/json", web.HTTPUnsupportedMediaType)
-    try:
-        body = await request.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        _bad_request("expected a JSON object with name and reason")
-    name = str(body.get("name") or "").strip()
-    reason = str(body.get("reason") or "").strip()
-    if len(name) > MAX_NAME_CHARS or len(reason) > MAX_REASON_CHARS:
-        _bad_request("name or reason too long")
-    return name, reason
 
 
 def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:

@@ -534,6 +534,16 @@ class RuntimeConsoleBackend:
         """The newest alerts, open or closed."""
         return await self._agent.alerts.all_alerts(limit=limit)
 
+    @property
+    def qc(self) -> QCManager:
+        """The dose-calibrator QC programme (satisfies the console's `QCDesk`)."""
+        return self._agent.qc_programme
+
+    @property
+    def dosage(self) -> QCEngine:
+        """Prescriptions and dispensing records (satisfies the console's `DosageDesk`)."""
+        return self._agent.qc
+
     async def acknowledge_alert(self, alert_id: str, user: str, reason: str) -> Alert:
         """Alert state, audit record and stream events in one transaction."""
         return await self._agent.alerts.acknowledge(alert_id, user, reason)

@@ -1,0 +1,613 @@
+"""Console handlers of the QC programme: tests, signatures, records, charts, reports, orders.
+
+Issue 15: guided tests, electronic signatures, prescriptions and PDF reports in the console.
+
+Every signature (a QC test, a review or approval, an alert acknowledgement, an audit-trail
+review) takes the signer's password in the request body at the moment of signing, even inside
+a signed-in session; the signer is the signed-in user (with access control off, a typed
+configured user name). The password is checked by the QC programme (a worker thread); a
+refusal is audited there and answered 403 here with its reason. Who may do what follows the
+site's `[qc.signing]` roles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import statistics
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import structlog
+from aiohttp import web
+
+from agent.console.auth import Principal, principal_of
+from agent.qc.alerts import AlertError, UnknownAlertError
+from agent.qc.manager import QCError
+from agent.qc.signatures import SignatureError
+
+if TYPE_CHECKING:
+    from agent.console.backend import ConsoleBackend, QCDesk
+    from agent.qc.manager import TestRun
+
+log = structlog.get_logger("isoedge.web")
+
+MAX_TEXT = 2000
+MAX_PASSWORD = 1024
+REPORT_KINDS = ("daily", "qc", "monthly", "linearity")
+# Actions of the signing policy and what the console lets a role start.
+ACTIONS = ("performed", "reviewed", "approved", "acknowledge_alert", "review_audit", "prescribe")
+
+
+def _fail(message: str, status: type[web.HTTPException] = web.HTTPBadRequest,
+          **extra: Any) -> NoReturn:  # fmt: skip
+    raise status(text=json.dumps({"error": message, **extra}), content_type="application/json")
+
+
+def _dumps(data: object) -> str:
+    return json.dumps(data, default=str, allow_nan=False)
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=_dumps)
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object (415 for anything else: also a CSRF guard)."""
+    if request.content_type != "application/json":
+        _fail("expected application/json", web.HTTPUnsupportedMediaType)
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        _fail("expected a JSON object")
+    return body
+
+
+def text_field(body: dict[str, Any], name: str, *, required: bool = False,
+               limit: int = MAX_TEXT) -> str:  # fmt: skip
+    """A stripped text field of a JSON body."""
+    value = body.get(name)
+    text = "" if value is None else str(value).strip()
+    if len(text) > limit:
+        _fail(f"{name}: too long (at most {limit} characters)")
+    if required and not text:
+        _fail(f"{name} is required")
+    return text
+
+
+def _signature_refused(exc: SignatureError) -> NoReturn:
+    _fail(str(exc), web.HTTPForbidden, refusal=exc.reason)
+
+
+class Signer:
+    """Who signs a request, and with which password (from the JSON body)."""
+
+    def __init__(self, principal: Principal, body: dict[str, Any]) -> None:
+        if principal.authenticated:
+            typed = text_field(body, "name", limit=200)
+            if typed and typed != principal.name:
+                _fail(f"name {typed!r} is not the signed-in user", web.HTTPForbidden)
+            self.name = principal.name
+        else:
+            self.name = text_field(body, "name", required=True, limit=200)
+        password = body.get("password")
+        if not isinstance(password, str) or not password:
+            _fail("your password is required to sign (electronic signature)")
+        if len(password) > MAX_PASSWORD:
+            _fail("password too long")
+        self.password = password
+
+
+def _time(text: str | None, name: str) -> datetime | None:
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        _fail(f"{name}: expected an ISO 8601 time, e.g. 2026-11-22T08:00:00Z")
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def constancy_chart(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Constancy deviation per setting over time; bands and 2 sd limits of its own history."""
+    by_setting: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    tolerance: dict[str, Any] = {}
+    for record in records:
+        if record.get("record") != "test" or record.get("test") != "constancy":
+            continue
+        tolerance = record.get("tolerance") or tolerance
+        for step in record.get("steps", []):
+            if step.get("deviation_pct") is None or not step.get("setting"):
+                continue
+            by_setting[step["setting"]].append({
+                "t": step.get("measured_at") or record["t"], "deviation_pct": step["deviation_pct"],
+                "result": step.get("result"), "record": record["id"],
+            })  # fmt: skip
+    series = []
+    for setting, points in sorted(by_setting.items()):
+        values = [float(p["deviation_pct"]) for p in points]
+        mean = statistics.fmean(values)
+        sd = statistics.stdev(values) if len(values) > 2 else None  # noqa: PLR2004
+        series.append({
+            "setting": setting, "points": points, "mean": mean, "sd": sd,
+            "limits_2sd": None if sd is None else [mean - 2 * sd, mean + 2 * sd],
+        })  # fmt: skip
+    return {
+        "action_pct": tolerance.get("action_pct"),
+        "fail_pct": tolerance.get("fail_pct"),
+        "basis": tolerance.get("basis"),
+        "series": series,
+    }
+
+
+def linearity_chart(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The latest linearity record: activity vs time (for a log axis), fit and residuals."""
+    latest = [r for r in records if r.get("record") == "test" and r.get("linearity")]
+    if not latest:
+        return None
+    record = latest[-1]
+    lin = record["linearity"]
+    return {
+        "record": record["id"],
+        "t": record["t"],
+        "result": record.get("result"),
+        "nuclide": lin.get("nuclide"),
+        "tolerance": record.get("tolerance"),
+        "half_life_fit_h": lin["half_life_fit_s"] / 3600,
+        "half_life_table_h": lin["half_life_table_s"] / 3600,
+        "half_life_deviation_pct": lin.get("half_life_deviation_pct"),
+        "failing_points": lin.get("failing_points", []),
+        "points": [
+            {
+                "elapsed_h": p.get("elapsed_s", 0.0) / 3600,
+                "measured_mbq": p["measured_mbq"],
+                "fit_mbq": p["fit_mbq"],
+                "deviation_pct": p["deviation_pct"],
+                "result": p["result"],
+            }
+            for p in lin["points"]
+        ],
+    }
+
+
+class QCViews:
+    """Handlers of the QC pages and the prescriptions API."""
+
+    def __init__(self, backend: ConsoleBackend) -> None:
+        self.backend = backend
+
+    @property
+    def desk(self) -> QCDesk:
+        """The QC programme."""
+        return self.backend.qc
+
+    # ------------------------------------------------------------ permissions
+    def may(self, principal: Principal, action: str) -> bool:
+        """True when `principal`'s role may do `action` of the signing policy."""
+        if not principal.authenticated:
+            return principal.role == "qa"  # access control off: full access (bench set-up)
+        return principal.role in self.desk.signatures.roles_allowed(action)
+
+    def permissions(self, principal: Principal) -> dict[str, bool]:
+        """What the page may offer this person."""
+        return {action: self.may(principal, action) for action in ACTIONS}
+
+    def _require(self, request: web.Request, action: str) -> Principal:
+        principal = principal_of(request)
+        if not self.may(principal, action):
+            roles = ", ".join(self.desk.signatures.roles_allowed(action))
+            _fail(f"your role ({principal.role}) may not do this; needed: {roles}",
+                  web.HTTPForbidden)  # fmt: skip
+        return principal
+
+    # ------------------------------------------------------------------ state
+    def calibrators(self) -> dict[str, dict[str, Any]]:
+        """Release state of every calibrator (header, event stream)."""
+        return self.desk.calibrators_status()
+
+    async def qc_state(self, request: web.Request) -> web.Response:
+        """GET /api/qc/state: calibrators, their tests, runs in progress, permissions."""
+        principal = principal_of(request)
+        calibrators = []
+        for device in self.desk.devices:
+            programme = self.desk.programme(device)
+            tests = [k for k in ("background", "constancy", "accuracy", "geometry", "linearity")
+                     if programme.test(k) is not None]  # fmt: skip
+            runs = [r.as_dict() for r in self.desk.runs(device)[:10]]
+            calibrators.append({
+                "device": device, "release": self.desk.release(device), "tests": tests,
+                "daily": programme.daily_tests, "runs": runs,
+            })  # fmt: skip
+        return _json({
+            "timezone": self.desk.config.timezone,
+            "calibrators": calibrators,
+            "may": self.permissions(principal),
+        })  # fmt: skip
+
+    # ------------------------------------------------------------------- runs
+    async def start_run(self, request: web.Request) -> web.Response:
+        """POST /api/qc/runs `{"device", "test"}` (technologist)."""
+        principal = self._require(request, "performed")
+        body = await json_body(request)
+        device = text_field(body, "device", required=True, limit=200)
+        test = text_field(body, "test", required=True, limit=40)
+        by = principal.name or text_field(body, "name", required=True, limit=200)
+        scale = body.get("time_scale", 1.0)
+        if not isinstance(scale, (int, float)) or not math.isfinite(scale):
+            _fail("time_scale: expected a number")
+        try:
+            run = self.desk.start_test(device, test, by=by, time_scale=float(scale))
+        except QCError as exc:
+            _fail(str(exc), web.HTTPConflict)
+        log.info("QC test started", device=device, test=test, user=by, via="web")
+        return _json({"run": self._run_dict(run)}, status=201)
+
+    def _run_dict(self, run: TestRun) -> dict[str, Any]:
+        data = run.as_dict()
+        programme = self.desk.programme(run.device)
+        spec = programme.test(run.test)
+        tolerance = getattr(spec, "tolerance", None)
+        data["tolerance"] = None if tolerance is None else tolerance.as_record()
+        if run.test == "background" and programme.background is not None:
+            data["tolerance"] = {"max_mbq": programme.background.max_mbq,
+                                 "basis": programme.background.basis}  # fmt: skip
+        data["settle_readings"] = programme.settle_readings
+        return data
+
+    def _get_run(self, request: web.Request) -> TestRun:
+        try:
+            return self.desk.run(request.match_info["run_id"])
+        except QCError as exc:
+            _fail(str(exc), web.HTTPNotFound)
+
+    async def get_run(self, request: web.Request) -> web.Response:
+        """GET /api/qc/runs/{id}: steps, what the calibrator shows now, results."""
+        return _json({"run": self._run_dict(self._get_run(request))})
+
+    async def cancel_run(self, request: web.Request) -> web.Response:
+        """POST /api/qc/runs/{id}/cancel `{"reason"}`."""
+        principal = self._require(request, "performed")
+        body = await json_body(request)
+        run = self._get_run(request)
+        by = principal.name or text_field(body, "name", required=True, limit=200)
+        try:
+            run = self.desk.cancel_run(run.id, by=by, reason=text_field(body, "reason",
+                                                                        required=True))
+        except QCError as exc:
+            _fail(str(exc), web.HTTPConflict)
+        return _json({"run": self._run_dict(run)})
+
+    async def finish_run(self, request: web.Request) -> web.Response:
+        """POST /api/qc/runs/{id}/finish: analyse a linearity run with the points it has."""
+        self._require(request, "performed")
+        run = self._get_run(request)
+        try:
+            run = self.desk.finish_linearity(run.id)
+        except QCError as exc:
+            _fail(str(exc), web.HTTPConflict)
+        return _json({"run": self._run_dict(run)})
+
+    async def sign_run(self, request: web.Request) -> web.Response:
+        """POST /api/qc/runs/{id}/sign `{"password"}`: the performer's electronic signature."""
+        principal = self._require(request, "performed")
+        signer = Signer(principal, await json_body(request))
+        run = self._get_run(request)
+        try:
+            record = await self.desk.sign_run(run.id, signer.name, signer.password)
+        except SignatureError as exc:
+            _signature_refused(exc)
+        except QCError as exc:
+            _fail(str(exc), web.HTTPConflict)
+        log.info("QC record signed", record=record["id"], user=signer.name, via="web")
+        return _json({"record": record, "run": self._run_dict(self.desk.run(run.id))})
+
+    # ---------------------------------------------------------------- records
+    async def list_records(self, request: web.Request) -> web.Response:
+        """GET /api/qc/records?device=&test=&since=&until=: tests with their reviews."""
+        records = await self.desk.records(
+            device=request.query.get("device") or None,
+            since=_time(request.query.get("since"), "since"),
+            until=_time(request.query.get("until"), "until"),
+        )
+        test = request.query.get("test") or None
+        reviews: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in records:
+            if r.get("record") == "review":
+                reviews[r["reviews"]["id"]].append(r)
+        tests = [
+            {**r, "reviewed_by": reviews.get(r["id"], [])}
+            for r in records
+            if r.get("record") == "test" and (test is None or r.get("test") == test)
+        ]
+        tests.reverse()  # newest first
+        return _json({"records": tests, "timezone": self.desk.config.timezone})
+
+    async def review_record(self, request: web.Request) -> web.Response:
+        """POST /api/qc/records/{id}/review `{"password", "meaning", "comment"}`."""
+        body = await json_body(request)
+        meaning = text_field(body, "meaning") or "reviewed"
+        if meaning not in {"reviewed", "approved"}:
+            _fail("meaning must be 'reviewed' or 'approved'")
+        principal = self._require(request, meaning)
+        signer = Signer(principal, body)
+        try:
+            record = await self.desk.review(
+                request.match_info["record_id"], signer.name, signer.password, meaning,
+                text_field(body, "comment"),
+            )  # fmt: skip
+        except SignatureError as exc:
+            _signature_refused(exc)
+        except QCError as exc:
+            _fail(str(exc), web.HTTPNotFound if "no QC record" in str(exc) else web.HTTPConflict)
+        return _json({"record": record}, status=201)
+
+    async def charts(self, request: web.Request) -> web.Response:
+        """GET /api/qc/charts?device=: constancy control chart and linearity plot data."""
+        device = request.query.get("device") or None
+        if device is None and self.desk.devices:
+            device = self.desk.devices[0]
+        records = await self.desk.records(device=device)
+        return _json({
+            "device": device, "constancy": constancy_chart(records),
+            "linearity": linearity_chart(records),
+        })  # fmt: skip
+
+    # ---------------------------------------------------------------- reports
+    async def report(self, request: web.Request) -> web.StreamResponse:
+        """GET /api/qc/report.pdf?kind=daily|qc|monthly|linearity&device=&date=&record=."""
+        kind = request.query.get("kind") or "daily"
+        if kind not in REPORT_KINDS:
+            _fail(f"kind: expected one of {', '.join(REPORT_KINDS)}")
+        desk = self.desk
+        zone = desk.config.zone
+        device = request.query.get("device") or (desk.devices[0] if desk.devices else None)
+        if device is None or device not in desk.devices:
+            _fail(f"device: expected one of {desk.devices}", web.HTTPNotFound)
+        text = request.query.get("date") or datetime.now(zone).date().isoformat()
+        try:
+            day = date.fromisoformat(text[:10])
+        except ValueError:
+            _fail("date: expected YYYY-MM-DD")
+        site = self.backend.identity.site
+        records = await desk.records(device=device)
+        release = {device: desk.release(device)}
+        from agent.qc import reports  # noqa: PLC0415 - reportlab/matplotlib: only when asked
+
+        if kind == "daily":
+            pdf = await asyncio.to_thread(reports.daily_sheet, records, device, day, site=site,
+                                          zone=zone)  # fmt: skip
+            name = f"qc-daily-{device}-{day.isoformat()}.pdf"
+        elif kind == "monthly":
+            pdf = await asyncio.to_thread(reports.monthly_summary, records, device, day.year,
+                                          day.month, site=site, zone=zone)  # fmt: skip
+            name = f"qc-monthly-{device}-{day:%Y-%m}.pdf"
+        elif kind == "linearity":
+            pdf, name = await self._linearity_report(request, records, site)
+        else:
+            pdf = await asyncio.to_thread(
+                reports.qc_report, records, site=site, zone=zone, period=f"{device}, all records",
+                release=release,
+            )  # fmt: skip
+            name = f"qc-{device}.pdf"
+        return _pdf(pdf, name)
+
+    async def _linearity_report(
+        self, request: web.Request, records: list[dict[str, Any]], site: str
+    ) -> tuple[bytes, str]:
+        from agent.qc import reports  # noqa: PLC0415
+
+        wanted = request.query.get("record")
+        found = [r for r in records if r.get("linearity") and (wanted in {None, r["id"]})]
+        if not found:
+            _fail("no linearity record", web.HTTPNotFound)
+        record = found[-1]
+        reviews = [r for r in records if (r.get("reviews") or {}).get("id") == record["id"]]
+        pdf = await asyncio.to_thread(reports.linearity_report, record, reviews, site=site,
+                                      zone=self.desk.config.zone)  # fmt: skip
+        return pdf, f"qc-linearity-{record['device']}-{record['id']}.pdf"
+
+    async def audit_report(self, request: web.Request) -> web.StreamResponse:
+        """GET /api/audit/report.pdf?since=&until=: the audit-trail extract with its reviews."""
+        until = _time(request.query.get("until"), "until") or datetime.now(UTC)
+        since = _time(request.query.get("since"), "since") or until - timedelta(days=1)
+        items = await self.backend.audit_query(
+            since=since, until=until, actor=None, action=None, subject=None, limit=100_000
+        )
+        reviews = [i for i in items if i.get("event") == "audit.reviewed"]
+        from agent.qc import reports  # noqa: PLC0415
+
+        pdf = await asyncio.to_thread(
+            reports.audit_extract, items, site=self.backend.identity.site,
+            period=f"{since.isoformat()} to {until.isoformat()}", zone=self.desk.config.zone,
+            reviews=reviews,
+        )  # fmt: skip
+        return _pdf(pdf, f"audit-{since:%Y%m%dT%H%M%SZ}.pdf")
+
+    # ------------------------------------------------------------ signatures
+    async def acknowledge(self, request: web.Request) -> web.Response:
+        """POST /api/alerts/{id}/ack `{"reason", "password"}`: a signed acknowledgement.
+
+        With access control off (loopback bench, no users) there is nobody to sign: the
+        acknowledgement takes a typed name and reason, as before, and is not a signature.
+        """
+        principal = self._require(request, "acknowledge_alert")
+        body = await json_body(request)
+        reason = text_field(body, "reason")
+        alert_id = request.match_info["alert_id"]
+        if not principal.authenticated and not body.get("password"):
+            name = text_field(body, "name", limit=200)
+            if not name or not reason:
+                _fail("a name and a reason are required to acknowledge an alert")
+            call = self.backend.acknowledge_alert(alert_id, name, reason)
+        else:
+            signer = Signer(principal, body)
+            if not reason:
+                _fail("a reason is required to acknowledge an alert")
+            name = signer.name
+            call = self.desk.acknowledge_alert(alert_id, signer.name, signer.password, reason)
+        try:
+            alert = await call
+        except SignatureError as exc:
+            _signature_refused(exc)
+        except UnknownAlertError as exc:
+            _fail(str(exc), web.HTTPNotFound)
+        except AlertError as exc:
+            _fail(str(exc), web.HTTPConflict)
+        log.info("alert acknowledged", alert=alert_id, user=name, rule=alert.rule, via="web",
+                 auth=principal.method, client=request.remote)  # fmt: skip
+        return _json({"alert": alert.to_dict()})
+
+    async def review_audit(self, request: web.Request) -> web.Response:
+        """POST /api/audit/review `{"since", "until", "password", "comment"}` (qa)."""
+        principal = self._require(request, "review_audit")
+        body = await json_body(request)
+        since = _time(text_field(body, "since", required=True), "since")
+        until = _time(text_field(body, "until"), "until") or datetime.now(UTC)
+        assert since is not None  # noqa: S101 - required above
+        if until <= since:
+            _fail("until must be after since")
+        signer = Signer(principal, body)
+        try:
+            item = await self.desk.review_audit(
+                since, until, signer.name, signer.password, text_field(body, "comment")
+            )
+        except SignatureError as exc:
+            _signature_refused(exc)
+        return _json({"review": item}, status=201)
+
+    # ---------------------------------------------------------- prescriptions
+    async def list_prescriptions(self, _request: web.Request) -> web.Response:
+        """GET /api/prescriptions: every prescription with its dispensing records."""
+        dosage = self.backend.dosage
+        dispensing = await dosage.dispensing()
+        by_rx: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for d in dispensing:
+            by_rx[d["prescription"]].append(d)
+        items = [
+            {**rx.to_dict(), "dispensing": by_rx.get(rx.id, [])}
+            for rx in dosage.prescriptions.all()
+        ]
+        return _json({"prescriptions": items, "dispensing": dispensing[-200:]})
+
+    async def get_prescription(self, request: web.Request) -> web.Response:
+        """GET /api/prescriptions/{id}: one prescription and its dispensing records."""
+        dosage = self.backend.dosage
+        rx_id = request.match_info["rx_id"]
+        try:
+            rx = dosage.prescriptions.get(rx_id)
+        except KeyError:
+            _fail(f"no prescription {rx_id!r}", web.HTTPNotFound)
+        return _json({"prescription": {**rx.to_dict(),
+                                       "dispensing": await dosage.dispensing(rx_id)}})  # fmt: skip
+
+    async def create_prescription(self, request: web.Request) -> web.Response:
+        """POST /api/prescriptions `{"id", "nuclide", "activity", "unit", "scheduled", ...}`."""
+        return await self._save_prescription(request, None)
+
+    async def change_prescription(self, request: web.Request) -> web.Response:
+        """PUT /api/prescriptions/{id}: change it; `reason` is required."""
+        return await self._save_prescription(request, request.match_info["rx_id"])
+
+    async def _save_prescription(self, request: web.Request, rx_id: str | None) -> web.Response:
+        principal = self._require(request, "prescribe")
+        body = await json_body(request)
+        dosage = self.backend.dosage
+        actor = principal.name or text_field(body, "name", required=True, limit=200)
+        reason = text_field(body, "reason", required=rx_id is not None)
+        if rx_id is not None:
+            try:
+                dosage.prescriptions.get(rx_id)
+            except KeyError:
+                _fail(f"no prescription {rx_id!r}", web.HTTPNotFound)
+        ident = rx_id or text_field(body, "id", required=True, limit=200)
+        activity = body.get("activity")
+        if isinstance(activity, bool) or not isinstance(activity, (int, float)):
+            _fail("activity: expected a number")
+        scheduled = _time(text_field(body, "scheduled", required=True), "scheduled")
+        assert scheduled is not None  # noqa: S101 - required above
+        try:
+            rx = dosage.add_prescription(
+                ident, text_field(body, "nuclide", required=True, limit=40), float(activity),
+                text_field(body, "unit") or "MBq", scheduled,
+                device=text_field(body, "device", limit=200) or None,
+                note=text_field(body, "note"), actor=actor, reason=reason,
+                replace=rx_id is not None,
+            )  # fmt: skip
+        except ValueError as exc:
+            status = web.HTTPConflict if "exists" in str(exc) else web.HTTPBadRequest
+            _fail(str(exc), status)
+        log.info("prescription saved", prescription=rx.id, user=actor, auth=principal.method)
+        return _json({"prescription": rx.to_dict()}, status=200 if rx_id else 201)
+
+    async def delete_prescription(self, request: web.Request) -> web.Response:
+        """DELETE /api/prescriptions/{id} `{"reason"}`: withdraw it (audited)."""
+        principal = self._require(request, "prescribe")
+        body = await json_body(request)
+        actor = principal.name or text_field(body, "name", required=True, limit=200)
+        try:
+            self.backend.dosage.remove_prescription(
+                request.match_info["rx_id"], actor=actor,
+                reason=text_field(body, "reason", required=True),
+            )  # fmt: skip
+        except KeyError:
+            _fail(f"no prescription {request.match_info['rx_id']!r}", web.HTTPNotFound)
+        except ValueError as exc:
+            _fail(str(exc))
+        return _json({"removed": request.match_info["rx_id"]})
+
+    async def arm_prescription(self, request: web.Request) -> web.Response:
+        """POST /api/prescriptions/{id}/arm `{"device"}`: the next measurement is this dose."""
+        principal = self._require(request, "performed")
+        body = await json_body(request)
+        device = text_field(body, "device", required=True, limit=200)
+        by = principal.name or text_field(body, "name", required=True, limit=200)
+        try:
+            self.backend.dosage.arm_prescription(device, request.match_info["rx_id"], by)
+        except KeyError:
+            _fail(f"no prescription {request.match_info['rx_id']!r}", web.HTTPNotFound)
+        return _json({"armed": request.match_info["rx_id"], "device": device})
+
+    async def dispensing(self, _request: web.Request) -> web.Response:
+        """GET /api/dispensing: dispensing records, newest first."""
+        records = await self.backend.dosage.dispensing()
+        return _json({"dispensing": list(reversed(records))})
+
+
+def _pdf(pdf: bytes, name: str) -> web.Response:
+    return web.Response(
+        body=pdf, content_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )  # fmt: skip
+
+
+def add_routes(app: web.Application, views: QCViews) -> None:
+    """The QC and prescription routes."""
+    r = app.router
+    r.add_get("/api/qc/state", views.qc_state)
+    r.add_post("/api/qc/runs", views.start_run)
+    r.add_get("/api/qc/runs/{run_id}", views.get_run)
+    r.add_post("/api/qc/runs/{run_id}/cancel", views.cancel_run)
+    r.add_post("/api/qc/runs/{run_id}/finish", views.finish_run)
+    r.add_post("/api/qc/runs/{run_id}/sign", views.sign_run)
+    r.add_get("/api/qc/records", views.list_records)
+    r.add_post("/api/qc/records/{record_id}/review", views.review_record)
+    r.add_get("/api/qc/charts", views.charts)
+    r.add_get("/api/qc/report.pdf", views.report)
+    r.add_get("/api/audit/report.pdf", views.audit_report)
+    r.add_post("/api/audit/review", views.review_audit)
+    r.add_post("/api/alerts/{alert_id}/ack", views.acknowledge)
+    r.add_get("/api/prescriptions", views.list_prescriptions)
+    r.add_post("/api/prescriptions", views.create_prescription)
+    r.add_get("/api/prescriptions/{rx_id}", views.get_prescription)
+    r.add_put("/api/prescriptions/{rx_id}", views.change_prescription)
+    r.add_delete("/api/prescriptions/{rx_id}", views.delete_prescription)
+    r.add_post("/api/prescriptions/{rx_id}/arm", views.arm_prescription)
+    r.add_get("/api/dispensing", views.dispensing)
+
+
+__all__ = ["QCViews", "add_routes", "constancy_chart", "linearity_chart"]
