@@ -445,9 +445,9 @@ class QCViews:
                 _fail("a name and a reason are required to acknowledge an alert")
             call = self.backend.acknowledge_alert(alert_id, name, reason)
         else:
-            signer = Signer(principal, body)
             if not reason:
                 _fail("a reason is required to acknowledge an alert")
+            signer = Signer(principal, body)
             name = signer.name
             call = self.desk.acknowledge_alert(alert_id, signer.name, signer.password, reason)
         try:

@@ -79,6 +79,7 @@ async def running_agent(
     devices: list[dict[str, Any]] | None = None,
     web: dict[str, Any] | None = None,
     rules: list[dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> AsyncIterator[Agent]:
     """An in-process agent with its web console on a free loopback port."""
     generate_key_files(tmp_path / "keys")
@@ -89,6 +90,7 @@ async def running_agent(
         "web": {"listen": f"127.0.0.1:{free_port()}", **(web or {})},
         "devices": devices if devices is not None else [AREA_MONITOR],
         "rules": rules or [],
+        **(extra or {}),
     })
     agent = Agent(config)
     stop = asyncio.Event()
@@ -164,8 +166,10 @@ async def test_viewer_may_look_but_not_acknowledge(secured):
     async with session.get(url(agent, "/api/state"), headers=basic(VIEWER)) as response:
         assert response.status == 200
         body = await response.json()
-    assert body["me"] == {"name": "victor", "role": "viewer", "authenticated": True,
-                          "may_acknowledge": False}
+    me = body["me"]
+    assert (me["name"], me["role"], me["authenticated"]) == ("victor", "viewer", True)
+    assert me["may_acknowledge"] is False
+    assert not any(me["may"].values())  # a viewer signs nothing
     async with session.post(url(agent, f"/api/alerts/{alert_id}/ack"), headers=basic(VIEWER),
                             json={"name": "victor", "reason": "seen"}) as response:
         assert response.status == 403
@@ -194,8 +198,21 @@ async def test_qa_acknowledges_with_reason_and_it_is_audited(secured):
     async with session.post(ack, headers={**basic(QA), "Origin": "http://evil.example"},
                             json={"name": "alice", "reason": "x"}) as response:
         assert response.status == 403
+    # An acknowledgement is an electronic signature: the password again, even when signed in.
+    async with session.post(ack, headers=basic(QA),
+                            json={"name": "alice", "reason": "x"}) as response:
+        assert response.status == 400
+        assert "password" in (await response.json())["error"]
+    async with session.post(ack, headers=basic(QA), json={
+        "name": "alice", "reason": "x", "password": "not-her-password"}) as response:
+        assert response.status == 403
+        assert (await response.json())["refusal"] == "wrong_password"
+    assert not agent.alerts.get(alert_id).acknowledged
+    refused = await agent.audit.query(action="signature.refused")
+    assert [(r["actor"], r["refusal"]) for r in refused] == [("alice", "wrong_password")]
     async with session.post(
-        ack, headers=basic(QA), json={"name": "alice", "reason": "  source moved back to shield "}
+        ack, headers=basic(QA), json={"name": "alice", "reason": "  source moved back to shield ",
+                                      "password": QA[1]}
     ) as response:
         assert response.status == 200, await response.text()
         alert = (await response.json())["alert"]
@@ -203,10 +220,12 @@ async def test_qa_acknowledges_with_reason_and_it_is_audited(secured):
     assert alert["ack_reason"] == "source moved back to shield"
     assert alert["state"] == "active_acknowledged"
     async with session.post(ack, headers=basic(QA),
-                            json={"name": "alice", "reason": "again"}) as response:
+                            json={"name": "alice", "reason": "again",
+                                  "password": QA[1]}) as response:
         assert response.status == 409
     async with session.post(url(agent, "/api/alerts/nope/ack"), headers=basic(QA),
-                            json={"name": "alice", "reason": "x"}) as response:
+                            json={"name": "alice", "reason": "x",
+                                  "password": QA[1]}) as response:
         assert response.status == 404
 
     async with session.get(url(agent, "/api/audit?actor=alice&action=alert.acknowledged"),
@@ -217,7 +236,7 @@ async def test_qa_acknowledges_with_reason_and_it_is_audited(secured):
     assert rows[0]["reason"] == "source moved back to shield"
     assert rows[0]["old"]["state"] == "active"
     assert rows[0]["new"]["state"] == "active_acknowledged"
-    async with session.get(url(agent, "/api/audit.csv?actor=alice"),
+    async with session.get(url(agent, "/api/audit.csv?actor=alice&action=alert.acknowledged"),
                            headers=basic(VIEWER)) as response:
         assert response.status == 200
         assert response.content_type == "text/csv"

@@ -160,6 +160,9 @@ async def acknowledge_in_alert_list(page) -> None:
     await page.click("#ack-submit")  # without a reason: refused in the page
     await expect(page.locator("#ack-error")).to_contain_text("reason")
     await page.fill("#ack-reason", REASON)
+    await page.click("#ack-submit")  # without the password: an acknowledgement is a signature
+    await expect(page.locator("#ack-error")).to_contain_text("password")
+    await page.fill("#ack-password", QA[1])
     await page.click("#ack-submit")
     await expect(dialog).to_be_hidden()
     await expect(row.locator(".alert-state")).to_have_text("active · acknowledged")

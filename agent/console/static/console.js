@@ -90,11 +90,12 @@ function showTab(name) {
   }
   if (name === "alerts") loadAlerts();
   if (name === "audit") loadAudit();
+  if (window.IsoQC) window.IsoQC.onTab(name);
 }
 
 function currentTab() {
   const name = (location.hash || "#overview").slice(1);
-  return ["overview", "alerts", "audit"].includes(name) ? name : "overview";
+  return ["overview", "qc", "prescriptions", "alerts", "audit"].includes(name) ? name : "overview";
 }
 
 // ------------------------------------------------------------------ health
@@ -111,6 +112,7 @@ function renderHealth(snapshot) {
   banner.hidden = !health.reasons.length;
   banner.textContent = health.reasons.join("; ");
 
+  if (window.IsoQC) window.IsoQC.onHealth(snapshot);
   const body = $("#devices tbody");
   body.replaceChildren(...snapshot.devices.map((d) => el("tr", { "data-device": d.device },
     el("td", {}, d.device, d.description ? el("div", { class: "muted small" }, d.description) : null),
@@ -282,6 +284,8 @@ function openAck(alert) {
     name.readOnly = false;
   }
   $("#ack-reason").value = "";
+  $("#ack-password").value = "";
+  $("#ack-password-label").hidden = !(state.me && state.me.authenticated);
   $("#ack-error").hidden = true;
   $("#ack-dialog").showModal();
   (name.readOnly ? $("#ack-reason") : name).focus();
@@ -291,9 +295,16 @@ async function submitAck(event) {
   event.preventDefault();
   const name = $("#ack-name").value.trim();
   const reason = $("#ack-reason").value.trim();
+  const password = $("#ack-password").value;
   const errorBox = $("#ack-error");
   if (!name || !reason) {
     errorBox.textContent = "A name and a reason are required.";
+    errorBox.hidden = false;
+    return;
+  }
+  const signing = state.me && state.me.authenticated;
+  if (signing && !password) {
+    errorBox.textContent = "Your password is required: an acknowledgement is an electronic signature.";
     errorBox.hidden = false;
     return;
   }
@@ -302,13 +313,14 @@ async function submitAck(event) {
     await api(`/api/alerts/${encodeURIComponent(state.ackAlertId)}/ack`, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ name, reason }),
+      body: JSON.stringify(signing ? { name, reason, password } : { name, reason }),
     });
     $("#ack-dialog").close();
     await loadAlerts();
   } catch (error) {
     errorBox.textContent = `Not acknowledged: ${error.message}`;
     errorBox.hidden = false;
+    $("#ack-password").value = "";
   } finally {
     $("#ack-submit").disabled = false;
   }
@@ -351,6 +363,7 @@ function fmtChange(row) {
 async function loadAudit() {
   const query = auditQuery();
   $("#audit-csv").href = `/api/audit.csv${query ? `?${query}` : ""}`;
+  $("#audit-pdf").href = `/api/audit/report.pdf${query ? `?${query}` : ""}`;
   try {
     const data = await api(`/api/audit${query ? `?${query}` : ""}`);
     // The trail comes oldest first (as exported); the view shows the newest at the top.
@@ -391,7 +404,11 @@ function connectStream() {
   });
   source.addEventListener("health", (e) => renderHealth(JSON.parse(e.data)));
   source.addEventListener("alerts", () => scheduleAlertReload());
-  source.addEventListener("audit", () => { if (currentTab() === "audit") loadAudit(); });
+  source.addEventListener("audit", () => {
+    if (currentTab() === "audit") loadAudit();
+    if (window.IsoQC) window.IsoQC.onRecord();  // dispensing records, signatures
+  });
+  source.addEventListener("qc", () => { if (window.IsoQC) window.IsoQC.onRecord(); });
   source.addEventListener("overflow", () => { source.close(); setTimeout(connectStream, 500); });
 }
 
@@ -404,9 +421,12 @@ async function boot() {
   $("#audit-since").value = new Date(dayAgo.getTime() - dayAgo.getTimezoneOffset() * 60e3)
     .toISOString().slice(0, 19);
   $("#agent-name").textContent = `${initial.agent.site} / ${initial.agent.id}`;
+  const ROLE_TEXT = { qa: "QA officer", viewer: "viewer", technologist: "technologist",
+                      radiopharmacist: "radiopharmacist" };
   $("#me").textContent = initial.me.authenticated
-    ? `${initial.me.name} (${initial.me.role === "qa" ? "QA officer" : "viewer"})`
+    ? `${initial.me.name} (${ROLE_TEXT[initial.me.role] || initial.me.role})`
     : "access control off (loopback)";
+  if (window.IsoQC) window.IsoQC.boot(initial);
   renderHealth(initial);
   try {
     const trends = await api("/api/trends");
