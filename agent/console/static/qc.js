@@ -50,6 +50,16 @@ function localTime(text) {
   }
 }
 
+function stamped(local) {
+  // The site-time stamp as the record holds it (2026-12-02T00:45:48+01:00).
+  return String(local || "").replace("T", " ");
+}
+
+function shorten(text, limit) {
+  const value = String(text || "");
+  return value.length <= limit ? value : `${value.slice(0, limit - 1)}…`;
+}
+
 // ---------------------------------------------------------------- release
 function renderReleaseBar() {
   const bar = $("#release-bar");
@@ -60,7 +70,7 @@ function renderReleaseBar() {
     `${device} `, pill(RELEASE_TEXT[s.release] || s.release, s.release === "released" ? "ok" : "critical",
       "release-state"),
     el("span", { class: "release-since small" }, ` since ${fmtTime(s.since)} UTC`),
-    s.release === "released" ? null : el("span", { class: "release-reason small" }, ` — ${s.reason}`))));
+    s.release === "released" ? null : el("span", { class: "release-reason small" }, ` — ${shorten(s.reason, 90)}`))));
   bar.hidden = items.length === 0;
   renderReleasePanel();
 }
@@ -162,7 +172,7 @@ function showRun(run) {
       : fmtMbq(s.expected_mbq, s.uncertainty_mbq)),
     el("td", { class: "seen" }, s.seen_mbq === null || s.seen_mbq === undefined ? "—"
       : `${s.seen_setting || "?"} · ${fmtMbq(s.seen_mbq)} MBq`),
-    el("td", { class: "num measured" }, fmtMbq(s.measured_mbq),
+    el("td", { class: "num measured" }, el("span", { class: "value" }, fmtMbq(s.measured_mbq)),
       s.readings.length ? el("div", { class: "muted small" }, `${s.readings.length} readings`) : null),
     el("td", { class: "num deviation" }, fmtPct(s.deviation_pct)),
     el("td", { class: "step-result" }, resultPill(s.result)))));
@@ -291,7 +301,7 @@ function signatureList(record) {
   return el("ul", { class: "signatures" }, ...all.map(([s, comment]) => el("li",
     { class: "signature", "data-meaning": s.meaning },
     el("strong", {}, s.meaning), ` by ${s.name} (${s.role}) `,
-    el("span", { class: "muted small" }, `${fmtTime(s.t)} UTC · ${s.t_local} ${s.timezone}`),
+    el("div", { class: "muted small" }, `${fmtTime(s.t)} UTC · ${stamped(s.t_local)} ${s.timezone}`),
     comment ? el("div", { class: "muted small" }, `“${comment}”`) : null)));
 }
 
@@ -300,16 +310,19 @@ async function loadRecords() {
   try {
     const data = await api(`/api/qc/records?device=${encodeURIComponent(qc.device)}`);
     $("#qc-records tbody").replaceChildren(...data.records.slice(0, 50).map((r) => {
-      const signers = (r.signatures || []).map((s) => s.user);
+      const signers = [r, ...(r.reviewed_by || [])].flatMap((x) => (x.signatures || []).map((s) => s.user));
       const mayReview = (qc.may.reviewed || qc.may.approved) && !signers.includes(qc.me && qc.me.name);
       const summary = (r.steps || []).filter((s) => s.measured_mbq !== null && s.measured_mbq !== undefined)
-        .map((s) => `${s.setting || s.container || s.kind}: ${fmtMbq(s.measured_mbq)} vs ${fmtMbq(s.expected_mbq, s.uncertainty_mbq)} MBq (${fmtPct(s.deviation_pct)})`)
+        .map((s) => (s.kind === "background"
+          ? `empty chamber ${fmtMbq(s.measured_mbq)} MBq (limit ${fmtValue((r.tolerance || {}).max_mbq)} MBq)`
+          : `${s.setting || s.container || s.kind}: ${fmtMbq(s.measured_mbq)} vs ${fmtMbq(s.expected_mbq, s.uncertainty_mbq)} MBq (${fmtPct(s.deviation_pct)})`))
         .join("; ");
       return el("tr", { "data-record": r.id, "data-test": r.test, "data-result": r.result },
-        el("td", {}, `${fmtTime(r.t)} UTC`, el("div", { class: "muted small" }, `${r.t_local} ${r.timezone}`)),
-        el("td", {}, TEST_TEXT[r.test] || r.test),
+        el("td", { class: "nowrap" }, `${fmtTime(r.t)} UTC`,
+          el("div", { class: "muted small" }, `${stamped(r.t_local)} ${r.timezone}`)),
+        el("td", { class: "nowrap" }, TEST_TEXT[r.test] || r.test),
         el("td", {}, resultPill(r.result)),
-        el("td", { class: "num" }, fmtPct(r.deviation_pct)),
+        el("td", { class: "num nowrap" }, fmtPct(r.deviation_pct)),
         el("td", { class: "small" }, summary),
         el("td", {}, signatureList(r)),
         el("td", {}, mayReview ? el("button", { type: "button", class: "review",
@@ -347,7 +360,8 @@ function constancyChart(data, series) {
   const lim = Math.max(fail * 1.3, ...series.points.map((p) => Math.abs(p.deviation_pct) * 1.1));
   const times = series.points.map((p) => Date.parse(p.t));
   let t0 = Math.min(...times), t1 = Math.max(...times);
-  if (t1 - t0 < 60e3) { t0 -= 30e3; t1 += 30e3; }
+  const pad = Math.max((t1 - t0) * 0.06, 30e3);
+  t0 -= pad; t1 += pad;
   const x = (t) => L + (W - L - R) * (t - t0) / (t1 - t0);
   const y = (v) => T + (H - T - B) * (lim - v) / (2 * lim);
   const root = svg("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img",
