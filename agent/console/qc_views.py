@@ -208,7 +208,7 @@ class QCViews:
     # ------------------------------------------------------------------ state
     def calibrators(self) -> dict[str, dict[str, Any]]:
         """Release state of every calibrator (header, event stream)."""
-        return self.desk.calibrators_status()
+        return self.backend.calibrators()
 
     async def qc_state(self, request: web.Request) -> web.Response:
         """GET /api/qc/state: calibrators, their tests, runs in progress, permissions."""

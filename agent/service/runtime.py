@@ -493,7 +493,7 @@ class RuntimeConsoleBackend:
 
     @property
     def qc(self) -> QCManager:
-        """The QC programme (guided tests, signatures, records) for the console's QC pages."""
+        """The QC programme (guided tests, signatures, records): the console's `QCDesk`."""
         return self._agent.qc_programme
 
     def devices(self) -> list[DeviceView]:
@@ -533,11 +533,6 @@ class RuntimeConsoleBackend:
     async def recent_alerts(self, limit: int) -> list[Alert]:
         """The newest alerts, open or closed."""
         return await self._agent.alerts.all_alerts(limit=limit)
-
-    @property
-    def qc(self) -> QCManager:
-        """The dose-calibrator QC programme (satisfies the console's `QCDesk`)."""
-        return self._agent.qc_programme
 
     @property
     def dosage(self) -> QCEngine:
