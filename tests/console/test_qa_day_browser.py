@@ -358,3 +358,75 @@ async def report_from_the_page(qa, tmp_path: Path) -> None:
     assert rendered
     assert rendered[0].stat().st_size > 10_000
     shutil.copy(pdf, ARTIFACTS / "qa-day-report.pdf")
+
+
+LINEARITY_PROGRAMME: dict[str, Any] = {
+    "timezone": "Europe/Amsterdam",
+    "calibrators": [{
+        "device": CAL, "settle_readings": 3, "stability_pct": 2.0,
+        "sources": PROGRAMME["calibrators"][0]["sources"],
+        "linearity": {"nuclide": "Tc-99m", "interval_s": 1800, "duration_h": 30,
+                      "min_points": 12, "min_activity_mbq": 100},
+    }],
+}
+TIME_SCALE = 7200.0  # two hours of decay per second (simulator and run alike)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+async def test_linearity_plot_names_the_failing_points_in_the_browser(
+    tmp_path, mosquitto, chromium_available
+):
+    """A time-scaled decay-method linearity run with the -8 % non-linearity above 30 GBq: the
+    page plots activity vs time on a log axis with the fit and the residuals in %, and names the
+    failing points."""
+    sim = DoseCalibratorSimulator("capintec", "pty", "F-18", 0.001, seed=5, noise=True,
+                                  time_scale=TIME_SCALE)
+    address = await sim.start()
+    sim.set_qc_fault("nonlinearity")
+    devices = [{"id": CAL, "type": "capintec_crc15", "port": address, "poll_interval_s": 0.1,
+                "timeout_s": 0.5}]
+    try:
+        async with (
+            running_agent(tmp_path, mosquitto.url, devices=devices, web={"users": web_users()},
+                          extra={"qc": LINEARITY_PROGRAMME}) as agent,
+            async_playwright() as pw,
+        ):
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                               args=CHROMIUM_ARGS)
+            try:
+                context = await browser.new_context(
+                    http_credentials={"username": "tess", "password": USERS["tess"][2]},
+                    viewport={"width": 1280, "height": 1000},
+                )
+                page = await context.new_page()
+                page.set_default_timeout(90_000)
+                await page.goto(url(agent, "/#qc"))
+                # Started through the API: only a simulated sample decays time-scaled.
+                started = await page.evaluate("""async (device) => {
+                    const r = await fetch("/api/qc/runs", { method: "POST",
+                      headers: { "Content-Type": "application/json" },
+                      body: JSON.stringify({ device, test: "linearity", time_scale: %s }) });
+                    return r.status; }""" % TIME_SCALE, CAL)  # noqa: UP031
+                assert started == 201
+                sim.place_source("Tc-99m", 60_000.0)
+                await expect(page.locator("#qc-run")).to_have_attribute(
+                    "data-state", "completed", timeout=90_000)
+                await expect(page.locator("#qc-run-result .result")).to_have_text("fail")
+                await page.click("#qc-sign")
+                await sign(page, USERS["tess"][2])
+                await expect(page.locator("#sign-dialog")).to_be_hidden()
+                chart = page.locator("#qc-linearity-chart .chart.linearity")
+                await expect(chart).to_have_count(1)
+                await expect(chart).to_contain_text("Outside tolerance: point 1")
+                # The points above 30 GBq, read 8 % low, are marked off the pass band.
+                await expect(chart.locator('svg[aria-label="residuals"] circle:not(.pass)')) \
+                    .not_to_have_count(0)
+                assert await chart.locator('svg[aria-label="linearity"] polyline.fit') \
+                    .count() == 1
+                await chart.scroll_into_view_if_needed()
+                await chart.screenshot(path=_shots("qa-day-linearity.png"))
+            finally:
+                await browser.close()
+    finally:
+        await sim.stop()
