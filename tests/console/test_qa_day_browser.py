@@ -365,7 +365,7 @@ LINEARITY_PROGRAMME: dict[str, Any] = {
     "calibrators": [{
         "device": CAL, "settle_readings": 3, "stability_pct": 2.0,
         "sources": PROGRAMME["calibrators"][0]["sources"],
-        "linearity": {"nuclide": "Tc-99m", "interval_s": 1800, "duration_h": 30,
+        "linearity": {"nuclide": "Tc-99m", "interval_s": 1800, "duration_h": 48,
                       "min_points": 12, "min_activity_mbq": 100},
     }],
 }

@@ -309,6 +309,9 @@ async function loadRecords() {
   if (!qc.device) return;
   try {
     const data = await api(`/api/qc/records?device=${encodeURIComponent(qc.device)}`);
+    const key = JSON.stringify([data, qc.may]);
+    if (key === qc.lastRecordsKey) return;  // unchanged: keep the table (and its focus)
+    qc.lastRecordsKey = key;
     $("#qc-records tbody").replaceChildren(...data.records.slice(0, 50).map((r) => {
       const signers = [r, ...(r.reviewed_by || [])].flatMap((x) => (x.signatures || []).map((s) => s.user));
       const mayReview = (qc.may.reviewed || qc.may.approved) && !signers.includes(qc.me && qc.me.name);
@@ -415,13 +418,16 @@ function linearityChart(lin) {
   for (let d = lo; d <= hi; d += 1) {
     root.append(svg("line", { x1: L, x2: W - R, y1: y(10 ** d), y2: y(10 ** d), class: "grid" }));
     const label = svg("text", { x: L - 4, y: y(10 ** d) + 3, "text-anchor": "end" });
-    label.textContent = `${axisLabel(10 ** d)} MBq`;
+    label.textContent = 10 ** d >= 1000 ? `${axisLabel(10 ** d / 1000)} GBq` : `${axisLabel(10 ** d)} MBq`;
     root.append(label);
   }
   root.append(svg("polyline", { class: "fit", points: pts.map((p) => `${x(p.elapsed_h).toFixed(1)},${y(p.fit_mbq).toFixed(1)}`).join(" ") }));
   for (const p of pts) {
     root.append(svg("circle", { cx: x(p.elapsed_h), cy: y(p.measured_mbq), r: 3.5, class: `point ${p.result}` }));
   }
+  const x0 = svg("text", { x: L, y: H - 8, "text-anchor": "start" });
+  x0.textContent = "0 h";
+  root.append(x0);
   const xl = svg("text", { x: W - R, y: H - 8, "text-anchor": "end" });
   xl.textContent = `${axisLabel(h1)} h`;
   root.append(xl);
@@ -436,6 +442,13 @@ function linearityChart(lin) {
     label.textContent = `${v > 0 ? "+" : ""}${axisLabel(v)} %`;
     res.append(label);
   }
+  const tol = lin.tolerance || {};
+  for (const [v, cls] of [[tol.action_pct, "band-line action"], [tol.fail_pct, "band-line fail"]]) {
+    if (v === undefined || v === null) continue;
+    for (const sign of [1, -1]) {
+      res.append(svg("line", { x1: L, x2: W - R, y1: ry(sign * v), y2: ry(sign * v), class: cls }));
+    }
+  }
   for (const p of pts) {
     res.append(svg("circle", { cx: x(p.elapsed_h), cy: ry(p.deviation_pct), r: 3, class: `point ${p.result}` }));
   }
@@ -449,6 +462,9 @@ async function loadCharts() {
   if (!qc.device) return;
   try {
     const data = await api(`/api/qc/charts?device=${encodeURIComponent(qc.device)}`);
+    const key = JSON.stringify(data);
+    if (key === qc.chartsKey) return;  // unchanged: keep the drawn charts
+    qc.chartsKey = key;
     const box = $("#qc-constancy-chart");
     if (data.constancy.series.length) {
       box.replaceChildren(...data.constancy.series.map((s) => constancyChart(data.constancy, s)));
