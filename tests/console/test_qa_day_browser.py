@@ -242,6 +242,7 @@ async def daily_tests(page, agent, tech: Technologist, sim: DoseCalibratorSimula
     await expect(page.locator("#sign-dialog")).to_be_hidden()
     await expect(header.locator(".release-state")).to_have_text("released")
     await expect(page.locator("#qc-release")).to_contain_text("today's daily tests passed")
+    await expect(page.locator("#qc-release")).not_to_contain_text("null")
     records = page.locator("#qc-records tbody tr")
     await expect(records).to_have_count(2)
     signature = records.first.locator('.signature[data-meaning="performed"]')

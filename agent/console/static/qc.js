@@ -32,7 +32,8 @@ function fmtMbq(v, u) {
 
 function fmtPct(v) {
   if (v === null || v === undefined) return "—";
-  return `${v >= 0 ? "+" : ""}${v.toFixed(2)} %`;
+  const r = Math.round(v * 100) / 100 || 0;  // no "-0.00"
+  return `${r >= 0 ? "+" : ""}${r.toFixed(2)} %`;
 }
 
 function resultPill(result) {
@@ -82,14 +83,15 @@ function renderReleasePanel() {
   const due = Object.entries(s.due || {}).map(([test, t]) =>
     el("li", {}, `${TEST_TEXT[test] || test}: due ${fmtTime(t)} UTC (${localTime(t)} ${qc.timezone})`));
   box.className = `release-panel ${s.release}`;
-  box.replaceChildren(
+  box.replaceChildren(...[
+
     el("div", { class: "release-head" }, `${qc.device}: `,
       pill(RELEASE_TEXT[s.release] || s.release, s.release === "released" ? "ok" : "critical", "release-state"),
       el("span", { class: "muted" }, ` since ${fmtTime(s.since)} UTC (${localTime(s.since)} ${qc.timezone})`)),
     el("div", { class: "release-reason" }, s.reason),
     s.release === "released" ? null
       : el("div", { class: "error" }, "Not for patient doses until the tests pass and are signed."),
-    due.length ? el("ul", { class: "due small" }, ...due) : null);
+    due.length ? el("ul", { class: "due small" }, ...due) : null].filter(Boolean));
 }
 
 // ------------------------------------------------------------------ tests
@@ -402,7 +404,7 @@ function constancyChart(data, series) {
   const sd = series.sd === null || series.sd === undefined ? "SD: needs 3 points"
     : `mean ${fmtPct(series.mean)}, ±2 SD ${fmtPct(series.limits_2sd[0])} … ${fmtPct(series.limits_2sd[1])}`;
   return el("div", { class: "chart qc-chart", "data-setting": series.setting },
-    el("div", { class: "title" }, `${series.setting} setting — ${series.points.length} tests — ${sd}`), root);
+    el("div", { class: "title" }, `${series.setting} setting — ${series.points.length} test${series.points.length === 1 ? "" : "s"} — ${sd}`), root);
 }
 
 function linearityChart(lin) {
