@@ -140,7 +140,7 @@ async def sign(page, password: str) -> None:
 
 
 async def test_qa_day_in_the_browser(tmp_path, mosquitto, chromium_available):
-    sim = DoseCalibratorSimulator("capintec", "pty", "F-18", 0.001, seed=11, noise=True)
+    sim = DoseCalibratorSimulator("capintec_crc15", "pty", "F-18", 0.001, seed=11, noise=True)
     address = await sim.start()
     collector = Collector(mosquitto.port, topic="isoedge/v1/lab1/edge1/#").start()
     console_errors: list[str] = []
@@ -381,7 +381,7 @@ async def test_linearity_plot_names_the_failing_points_in_the_browser(
     """A time-scaled decay-method linearity run with the -8 % non-linearity above 30 GBq: the
     page plots activity vs time on a log axis with the fit and the residuals in %, and names the
     failing points."""
-    sim = DoseCalibratorSimulator("capintec", "pty", "F-18", 0.001, seed=5, noise=True,
+    sim = DoseCalibratorSimulator("capintec_crc15", "pty", "F-18", 0.001, seed=5, noise=True,
                                   time_scale=TIME_SCALE)
     address = await sim.start()
     sim.set_qc_fault("nonlinearity")
