@@ -177,6 +177,9 @@ function renderDoseCalibrator(items) {
         el("span", { class: "muted small ref-time" }, ` at reference ${fmtTime(r.ref_time)}`))
       : el("div", { class: "muted small" }, "no reference time configured"),
     r.quality !== "good" ? el("div", { class: "error small" }, `${r.quality}: ${r.reason || ""}`) : null,
+    r.calibrator_release === "on_hold"
+      ? el("div", { class: "held-flag" }, pill("calibrator ON HOLD — not for patient doses", "critical"))
+      : null,
   )));
 }
 
