@@ -299,6 +299,21 @@ async def qa_review(qa, agent) -> None:
         "Quinn QA Officer")
     await qa.screenshot(path=_shots("qa-day-reviewed.png"), full_page=True)
 
+    # The audit trail of the day, reviewed and signed (PIC/S PI 041).
+    await qa.click('nav a[data-tab="audit"]')
+    await qa.click("#audit-review")
+    await expect(qa.locator("#sign-meaning")).to_have_text("reviewed")
+    await qa.fill("#sign-comment", "Daily review: one refused signature (typo), gain drift")
+    await sign(qa, USERS["quinn"][2])
+    await expect(qa.locator("#sign-dialog")).to_be_hidden()
+    reviewed = qa.locator('#audit-table tr[data-action="audit.reviewed"]')
+    await expect(reviewed).to_have_count(1)
+    await expect(reviewed).to_contain_text("quinn")
+    refused = qa.locator('#audit-table tr[data-action="signature.refused"]')
+    await expect(refused).to_have_count(1)
+    await expect(refused).to_contain_text("wrong password")
+    await qa.screenshot(path=_shots("qa-day-audit-reviewed.png"), full_page=True)
+
 
 
 async def held_dosage(rx_page, agent, sim: DoseCalibratorSimulator) -> None:
@@ -337,6 +352,7 @@ async def held_dosage(rx_page, agent, sim: DoseCalibratorSimulator) -> None:
 
 async def report_from_the_page(qa, tmp_path: Path) -> None:
     """The QC report from the page: results and both signatures."""
+    await qa.click('nav a[data-tab="qc"]')
     await qa.select_option("#qc-report-kind", "daily")
     async with qa.expect_download() as info:
         await qa.click("#qc-report")
