@@ -360,6 +360,11 @@ async def test_loopback_without_users_needs_no_login_but_a_typed_name(tmp_path, 
                 me = (await response.json())["me"]
             assert me["authenticated"] is False
             assert me["may_acknowledge"] is True
+            # Nobody to sign: no QC test, review or prescription without users.
+            assert not any(v for k, v in me["may"].items() if k != "acknowledge_alert")
+            async with session.post(url(agent, "/api/qc/runs"),
+                                    json={"device": "area-1", "test": "constancy"}) as response:
+                assert response.status == 403
             ack = url(agent, f"/api/alerts/{alert_id}/ack")
             async with session.post(ack, json={"reason": "checked"}) as response:
                 assert response.status == 400

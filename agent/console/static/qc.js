@@ -646,6 +646,7 @@ window.IsoQC = {
     $("#qc-report-date").addEventListener("change", updateReportLink);
     $("#audit-review").addEventListener("click", reviewAudit);
     $("#audit-review").hidden = !qc.may.review_audit;
+    $("#qc-no-signing").hidden = Boolean(qc.me.authenticated);
     $("#rx-form").addEventListener("submit", saveRx);
     $("#rx-new").addEventListener("click", resetRxForm);
     if (!qc.may.prescribe) for (const input of $("#rx-form").elements) input.disabled = true;
