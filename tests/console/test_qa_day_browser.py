@@ -290,6 +290,7 @@ async def qa_review(qa, agent) -> None:
     failed = qa.locator('#qc-records tbody tr[data-result="fail"]')
     await expect(failed).to_have_count(1)
     await failed.locator("button.review").click()
+    await expect(qa.locator("#sign-meaning-select")).to_be_visible()
     await qa.select_option("#sign-meaning-select", "reviewed")
     await qa.fill("#sign-comment", "Gain drift +7 %: calibrator held, service called")
     await qa.screenshot(path=_shots("qa-day-review-dialog.png"))

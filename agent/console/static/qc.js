@@ -251,6 +251,8 @@ function openSign(spec) {
   $("#sign-what").textContent = spec.what;
   $("#sign-meaning").textContent = spec.meaning;
   $("#sign-meaning-label").hidden = !spec.meanings;
+  // One place for the meaning: the fixed text, or the choice (review or approval).
+  for (const node of document.querySelectorAll(".sign-meaning-row")) node.hidden = Boolean(spec.meanings);
   if (spec.meanings) {
     const select = $("#sign-meaning-select");
     select.replaceChildren(...spec.meanings.map((m) => el("option", { value: m }, m)));
