@@ -313,7 +313,7 @@ async def qa_review(qa, agent) -> None:
     refused = qa.locator('#audit-table tr[data-action="signature.refused"]')
     await expect(refused).to_have_count(1)
     await expect(refused).to_contain_text("wrong password")
-    await qa.screenshot(path=_shots("qa-day-audit-reviewed.png"), full_page=True)
+    await qa.screenshot(path=_shots("qa-day-audit-reviewed.png"))
 
 
 
