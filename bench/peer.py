@@ -1,0 +1,466 @@
+"""IsoEdge against Node-RED on the same Modbus TCP load: readings per CPU-second, peak RSS.
+
+One pymodbus TCP server (its own process) holds 100 float32 values in holding registers
+0..199; every poll reads registers 0..99 as one request and turns them into 50 float32
+readings (the load of issue 13). One mosquitto. Then each system in turn, at 20, 5 and 1 ms
+polls:
+
+- Node-RED 4 + node-red-contrib-modbus 5.23: modbus-read (FC 3, 100 registers) → a function
+  node decoding the 50 floats into one JSON message per poll → mqtt out, QoS 1. Unsigned,
+  in memory: Node-RED's best case.
+- `isoedge run`: one modbus_tcp device with 50 float32 points, Ed25519 signing,
+  `fsync = "full"` outbox.
+
+A subscriber in this process decodes every payload (JSON for Node-RED, the JWS payload for
+IsoEdge) and counts the readings delivered. CPU is utime+stime of the system's process from
+/proc/PID/stat over the measured window; peak RSS is VmHWM at the end.
+
+Node-RED and the contrib node are installed with npm into a scratch directory
+(`$ISOEDGE_BENCH_CACHE`, default `$XDG_CACHE_HOME/isoedge-bench` or `~/.cache/isoedge-bench`),
+never into the repository, and reused when present. Needs node ≥ 18, npm and mosquitto.
+
+    .venv/bin/python bench/peer.py                         # 20, 5, 1 ms, both systems
+    .venv/bin/python bench/peer.py --polls 5 --seconds 10 --only isoedge
+
+Prints one JSON line per system per poll, then one ratio line per poll
+(readings per CPU-second of IsoEdge / Node-RED).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+try:
+    from agent.tools.mosquitto import Mosquitto, free_port
+except ImportError:  # before the stage-package layout
+    from agent.mosquitto import Mosquitto, free_port  # type: ignore[no-redef]
+try:
+    from agent.delivery.signing import generate_key_files
+except ImportError:
+    from agent.signing import generate_key_files  # type: ignore[no-redef]
+
+NODE_RED_VERSION = "4"
+CONTRIB_MODBUS_VERSION = "5.23"
+VALUES = 100  # float32 values held by the server (200 registers)
+READ_REGISTERS = 100  # registers one poll reads ...
+READINGS_PER_POLL = READ_REGISTERS // 2  # ... as 50 float32 readings
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ----------------------------------------------------------------------------- helpers
+def cache_dir() -> Path:
+    """Scratch directory for the npm install (outside the repository)."""
+    explicit = os.environ.get("ISOEDGE_BENCH_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "isoedge-bench"
+
+
+def ensure_node_red() -> Path:
+    """Node-RED 4 and node-red-contrib-modbus 5.23 in the scratch directory; its path."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        sys.exit("node and npm are needed: apt-get install nodejs npm (node >= 18)")
+    major = int(subprocess.check_output([node, "--version"], text=True).strip().lstrip("v")
+                .split(".")[0])
+    if major < 18:  # noqa: PLR2004
+        sys.exit(f"Node-RED 4 needs node >= 18, found {major}")
+    directory = cache_dir() / "node-red"
+    if (REPO in directory.resolve().parents) or directory.resolve() == REPO:
+        sys.exit(f"{directory}: the npm scratch directory must be outside the repository")
+    red = directory / "node_modules" / "node-red" / "red.js"
+    contrib = directory / "node_modules" / "node-red-contrib-modbus" / "package.json"
+    if not (red.exists() and contrib.exists()):
+        directory.mkdir(parents=True, exist_ok=True)
+        manifest = directory / "package.json"
+        if not manifest.exists():
+            manifest.write_text('{"name": "isoedge-peer-bench", "private": true}\n')
+        print(f"installing Node-RED into {directory} (npm) ...", file=sys.stderr, flush=True)
+        subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", f"node-red@{NODE_RED_VERSION}",
+             f"node-red-contrib-modbus@{CONTRIB_MODBUS_VERSION}"],
+            cwd=directory, check=True, stdout=sys.stderr,
+        )
+    return directory
+
+
+def versions(directory: Path) -> dict[str, str]:
+    out = {}
+    for name in ("node-red", "node-red-contrib-modbus"):
+        manifest = directory / "node_modules" / name / "package.json"
+        out[name] = json.loads(manifest.read_text())["version"]
+    out["node"] = subprocess.check_output(["node", "--version"], text=True).strip()
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (children not included), in seconds."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def load_average() -> str:
+    """1, 5 and 15 minute load averages (other work shares the cores)."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    import socket  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+# ------------------------------------------------------------------------ modbus server
+def register_values() -> list[int]:
+    """200 holding registers: 100 float32 values, big-endian words (ABCD)."""
+    words: list[int] = []
+    for i in range(VALUES):
+        blob = struct.pack(">f", 10.0 + i * 0.25)
+        words += [int.from_bytes(blob[0:2], "big"), int.from_bytes(blob[2:4], "big")]
+    return words
+
+
+def serve_modbus(port: int) -> None:
+    """Run the pymodbus TCP server until killed (a child process of the bench)."""
+    from pymodbus.datastore import (  # noqa: PLC0415
+        ModbusDeviceContext,
+        ModbusSequentialDataBlock,
+        ModbusServerContext,
+    )
+    from pymodbus.server import StartAsyncTcpServer  # noqa: PLC0415
+
+    # pymodbus addresses a data block from 1 for protocol address 0.
+    device = ModbusDeviceContext(hr=ModbusSequentialDataBlock(1, register_values()))
+    context = ModbusServerContext(devices=device, single=True)
+    asyncio.run(StartAsyncTcpServer(context=context, address=("127.0.0.1", port)))
+
+
+# --------------------------------------------------------------------------- subscriber
+class Counter:
+    """Decodes every payload and counts readings (Node-RED JSON or an IsoEdge JWS)."""
+
+    def __init__(self, port: int) -> None:
+        self.readings = 0
+        self.messages = 0
+        self.errors = 0
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"peer-{port}")
+        self.client.on_connect = lambda c, *_: c.subscribe(
+            [("peer/nodered/#", 1), ("isoedge/v1/+/+/readings/+", 1)]
+        )
+        self.client.on_message = self.on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            document = json.loads(message.payload)
+            if "payload" in document and "protected" in document:  # a flattened JWS
+                raw = document["payload"]
+                payload = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+                count = sum(1 for item in payload["items"] if item.get("value") is not None)
+            else:
+                count = sum(1 for r in document["readings"] if r.get("value") is not None)
+        except (ValueError, KeyError, TypeError):
+            with self.lock:
+                self.errors += 1
+            return
+        with self.lock:
+            self.readings += count
+            self.messages += 1
+
+    def snapshot(self) -> tuple[int, int]:
+        with self.lock:
+            return self.readings, self.messages
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+# ----------------------------------------------------------------------------- systems
+FUNCTION_JS = """
+const buf = msg.responseBuffer.buffer;
+const t = new Date().toISOString();
+const readings = new Array(buf.length / 4);
+for (let i = 0; i < readings.length; i++) {
+    readings[i] = {channel: "v" + String(i).padStart(2, "0"),
+                   value: Math.fround(buf.readFloatBE(i * 4))};
+}
+msg.payload = {device: "plc-1", t: t, readings: readings};
+msg.topic = "peer/nodered/plc-1";
+return msg;
+"""
+
+
+def node_red_flow(modbus_port: int, broker_port: int, poll_ms: int) -> list[dict[str, Any]]:
+    return [
+        {"id": "tab1", "type": "tab", "label": "bench"},
+        {
+            "id": "mbclient", "type": "modbus-client", "name": "plc", "clienttype": "tcp",
+            "bufferCommands": True, "stateLogEnabled": False, "queueLogEnabled": False,
+            "failureLogEnabled": True, "tcpHost": "127.0.0.1", "tcpPort": str(modbus_port),
+            "tcpType": "DEFAULT", "serialPort": "/dev/null", "serialType": "RTU-BUFFERD",
+            "serialBaudrate": "9600", "serialDatabits": "8", "serialStopbits": "1",
+            "serialParity": "none", "serialConnectionDelay": "100",
+            "serialAsciiResponseStartDelimiter": "0x3A", "unit_id": "1", "commandDelay": "1",
+            "clientTimeout": "1000", "reconnectOnTimeout": True, "reconnectTimeout": "2000",
+            "parallelUnitIdsAllowed": True,
+        },
+        {
+            "id": "read1", "type": "modbus-read", "z": "tab1", "name": "poll",
+            "topic": "", "showStatusActivities": False, "logIOActivities": False,
+            "showErrors": False, "unitid": "1", "dataType": "HoldingRegister", "adr": "0",
+            "quantity": str(READ_REGISTERS), "rate": str(poll_ms), "rateUnit": "ms",
+            "delayOnStart": False, "startDelayTime": "", "server": "mbclient",
+            "useIOFile": False, "ioFile": "", "useIOForPayload": False,
+            "emptyMsgOnFail": False, "x": 100, "y": 100, "wires": [["fn1"], []],
+        },
+        {
+            "id": "fn1", "type": "function", "z": "tab1", "name": "one message per poll",
+            "func": FUNCTION_JS, "outputs": 1, "noerr": 0, "x": 300, "y": 100,
+            "wires": [["mqtt1"]],
+        },
+        {
+            "id": "mqtt1", "type": "mqtt out", "z": "tab1", "name": "", "topic": "",
+            "qos": "1", "retain": "false", "broker": "broker1", "x": 500, "y": 100,
+            "wires": [],
+        },
+        {
+            "id": "broker1", "type": "mqtt-broker", "name": "bench", "broker": "127.0.0.1",
+            "port": str(broker_port), "clientid": "nodered-bench", "autoConnect": True,
+            "usetls": False, "protocolVersion": "4", "keepalive": "60", "cleansession": True,
+        },
+    ]
+
+
+def start_node_red(install: Path, work: Path, modbus_port: int, broker_port: int,
+                   poll_ms: int) -> subprocess.Popen[bytes]:
+    user_dir = work / "node-red"
+    user_dir.mkdir(parents=True, exist_ok=True)
+    (user_dir / "flows.json").write_text(json.dumps(node_red_flow(modbus_port, broker_port,
+                                                                  poll_ms)))
+    # Best case for Node-RED: no editor, no admin API, no flow credential encryption noise.
+    (user_dir / "settings.js").write_text(
+        "module.exports = {flowFile: 'flows.json', uiPort: %d, uiHost: '127.0.0.1',\n"
+        "  httpAdminRoot: false, httpNodeRoot: false, credentialSecret: false,\n"
+        "  logging: {console: {level: 'warn'}}};\n" % free_port()  # noqa: UP031
+    )
+    env = dict(os.environ, NODE_PATH=str(install / "node_modules"))
+    log = (work / "node-red.log").open("ab")
+    return subprocess.Popen(
+        ["node", str(install / "node_modules" / "node-red" / "red.js"), "--userDir",
+         str(user_dir), "--settings", str(user_dir / "settings.js")],
+        cwd=install, stdout=log, stderr=log, env=env,
+    )
+
+
+def isoedge_config(work: Path, modbus_port: int, broker_port: int, poll_ms: int) -> Path:
+    points = "\n".join(
+        f'[[devices.points]]\nchannel = "v{i:02d}"\naddress = {2 * i}\n'
+        f'data_type = "float32"\nunit = "Pa"\n'
+        for i in range(READINGS_PER_POLL)
+    )
+    path = work / "isoedge.toml"
+    path.write_text(
+        f"""
+[agent]
+site = "bench"
+id = "peer"
+state_dir = "state"
+[broker]
+url = "mqtt://127.0.0.1:{broker_port}"
+[signing]
+key_file = "keys/signing.key"
+[outbox]
+fsync = "full"
+[web]
+enabled = false
+
+[[devices]]
+id = "plc-1"
+type = "modbus_tcp"
+host = "127.0.0.1"
+port = {modbus_port}
+unit_id = 1
+poll_interval_s = {poll_ms / 1000}
+{points}
+"""
+    )
+    return path
+
+
+def start_isoedge(work: Path, modbus_port: int, broker_port: int,
+                  poll_ms: int) -> subprocess.Popen[bytes]:
+    generate_key_files(work / "keys")
+    config = isoedge_config(work, modbus_port, broker_port, poll_ms)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    log = (work / "isoedge.log").open("ab")
+    argv = [sys.executable, "-m", "agent", "run", "-c", str(config)]
+    if os.environ.get("ISOEDGE_BENCH_PYSPY"):
+        # Profile the agent (py-spy record) for the per-stage cost: --pyspy writes here.
+        argv = [os.environ["ISOEDGE_BENCH_PYSPY_BIN"], "record", "-o",
+                os.environ["ISOEDGE_BENCH_PYSPY"], "-f", "raw", "-r", "200", "--", *argv]
+    return subprocess.Popen(argv, cwd=work, stdout=log, stderr=log, env=env)
+
+
+def agent_pid(proc: subprocess.Popen[bytes]) -> int:
+    """The agent's own pid (under py-spy, its child)."""
+    if not os.environ.get("ISOEDGE_BENCH_PYSPY"):
+        return proc.pid
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        if children.exists() and children.read_text().split():
+            return int(children.read_text().split()[0])
+        time.sleep(0.05)
+    raise RuntimeError("py-spy did not start the agent")
+
+
+def measure(system: str, proc: subprocess.Popen[bytes], pid: int, counter: Counter,
+            poll_ms: int, warmup: float, seconds: float) -> dict[str, Any]:
+    # Wait for the first delivered readings (start-up is not measured), then warm up.
+    deadline = time.monotonic() + 60
+    while counter.snapshot()[0] == 0:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{system} delivered nothing (exit {proc.poll()})")
+        time.sleep(0.05)
+    time.sleep(warmup)
+    readings0, messages0 = counter.snapshot()
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    readings1, messages1 = counter.snapshot()
+    cpu1, t1 = cpu_seconds(pid), time.monotonic()
+    wall = t1 - t0
+    readings = readings1 - readings0
+    cpu = cpu1 - cpu0
+    return {
+        "system": system,
+        "poll_ms": poll_ms,
+        "readings_per_s": round(readings / wall),
+        "messages_per_s": round((messages1 - messages0) / wall),
+        "cores": round(cpu / wall, 3),
+        "readings_per_cpu_s": round(readings / cpu) if cpu > 0 else None,
+        "peak_rss_mb": round(peak_rss_mb(pid), 1),
+        "decode_errors": counter.errors,
+        "load": load_average(),
+    }
+
+
+def run_system(system: str, install: Path | None, poll_ms: int, warmup: float,
+               seconds: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix=f"peer-{system}-") as tmp:
+        work = Path(tmp)
+        modbus_port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, __file__, "--serve-modbus", str(modbus_port)],
+            stdout=subprocess.DEVNULL, stderr=(work / "modbus.log").open("ab"),
+        )
+        broker = Mosquitto(work / "broker")
+        counter: Counter | None = None
+        proc: subprocess.Popen[bytes] | None = None
+        try:
+            wait_port(modbus_port)
+            broker.start()
+            counter = Counter(broker.port)
+            if system == "node-red":
+                assert install is not None  # noqa: S101
+                proc = start_node_red(install, work, modbus_port, broker.port, poll_ms)
+                pid = proc.pid
+            else:
+                proc = start_isoedge(work, modbus_port, broker.port, poll_ms)
+                pid = agent_pid(proc)
+            try:
+                return measure(system, proc, pid, counter, poll_ms, warmup, seconds)
+            except RuntimeError:
+                for name in ("node-red.log", "isoedge.log"):
+                    if (work / name).exists():
+                        sys.stderr.write((work / name).read_text()[-3000:])
+                raise
+        finally:
+            if proc is not None:
+                stop(proc)
+            if counter is not None:
+                counter.stop()
+            broker.stop()
+            stop(server)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--polls", type=int, nargs="+", default=[20, 5, 1],
+                        help="poll intervals in ms (default: 20 5 1)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured window per run")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--only", choices=["node-red", "isoedge"])
+    parser.add_argument("--serve-modbus", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_modbus:
+        serve_modbus(args.serve_modbus)
+        return
+    systems = [args.only] if args.only else ["node-red", "isoedge"]
+    install = ensure_node_red() if "node-red" in systems else None
+    if install is not None:
+        print(json.dumps({"versions": versions(install)}), flush=True)
+    for poll_ms in args.polls:
+        results = {}
+        for system in systems:
+            results[system] = run_system(system, install, poll_ms, args.warmup, args.seconds)
+            print(json.dumps(results[system]), flush=True)
+        if len(results) == 2:  # noqa: PLR2004
+            red, iso = results["node-red"]["readings_per_cpu_s"], results["isoedge"][
+                "readings_per_cpu_s"]
+            print(json.dumps({
+                "poll_ms": poll_ms,
+                "ratio_readings_per_cpu_s": round(iso / red, 2) if red and iso else None,
+                "rss_ratio": round(results["isoedge"]["peak_rss_mb"]
+                                   / results["node-red"]["peak_rss_mb"], 2),
+            }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
