@@ -82,7 +82,7 @@ def ensure_node_red() -> Path:
         sys.exit("node and npm are needed: apt-get install nodejs npm (node >= 18)")
     major = int(subprocess.check_output([node, "--version"], text=True).strip().lstrip("v")
                 .split(".")[0])
-    if major < 18:  # noqa: PLR2004
+    if major < 18:
         sys.exit(f"Node-RED 4 needs node >= 18, found {major}")
     directory = cache_dir() / "node-red"
     if (REPO in directory.resolve().parents) or directory.resolve() == REPO:
@@ -288,7 +288,7 @@ def start_node_red(install: Path, work: Path, modbus_port: int, broker_port: int
     (user_dir / "settings.js").write_text(
         "module.exports = {flowFile: 'flows.json', uiPort: %d, uiHost: '127.0.0.1',\n"
         "  httpAdminRoot: false, httpNodeRoot: false, credentialSecret: false,\n"
-        "  logging: {console: {level: 'warn'}}};\n" % free_port()  # noqa: UP031
+        "  logging: {console: {level: 'warn'}}};\n" % free_port()
     )
     env = dict(os.environ, NODE_PATH=str(install / "node_modules"))
     log = (work / "node-red.log").open("ab")
@@ -451,7 +451,7 @@ def main() -> None:
         for system in systems:
             results[system] = run_system(system, install, poll_ms, args.warmup, args.seconds)
             print(json.dumps(results[system]), flush=True)
-        if len(results) == 2:  # noqa: PLR2004
+        if len(results) == 2:
             red, iso = results["node-red"]["readings_per_cpu_s"], results["isoedge"][
                 "readings_per_cpu_s"]
             print(json.dumps({

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import enum
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -60,6 +61,91 @@ class Sample:
     attrs: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class SampleBatch:
+    """One poll or notification burst of one device, column by column.
+
+    Every column has one entry per item. `t` is the time stamp the items share; `times`
+    replaces it per item when they differ. The optional columns are None when every item
+    has the default (good quality, no reason, no nuclide, a reading, no attrs), which is the
+    case the pipeline handles without building per-item objects. Treat a batch as immutable
+    once yielded.
+    """
+
+    device: str
+    t: datetime
+    channels: Sequence[str]
+    values: Sequence[JSONScalar]
+    units: Sequence[str | None]
+    raw_texts: Sequence[str | None] | None = None
+    times: Sequence[datetime] | None = None
+    qualities: Sequence[Quality] | None = None
+    reasons: Sequence[str | None] | None = None
+    nuclides: Sequence[str | None] | None = None
+    kinds: Sequence[SampleKind] | None = None
+    attrs: Sequence[Mapping[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.channels)
+
+    @property
+    def plain(self) -> bool:
+        """Only the default columns: good readings without nuclide, reason or attrs."""
+        return (
+            self.times is None
+            and self.qualities is None
+            and self.reasons is None
+            and self.nuclides is None
+            and self.kinds is None
+            and self.attrs is None
+        )
+
+    @classmethod
+    def from_samples(cls, samples: Sequence[Sample]) -> SampleBatch:
+        """Samples of one device as one batch (drivers whose values come one by one)."""
+        first = samples[0]
+        t = first.t
+        batch = cls(
+            first.device,
+            t,
+            [s.channel for s in samples],
+            [s.value for s in samples],
+            [s.unit for s in samples],
+            [s.raw_text for s in samples],
+        )
+        if any(s.t is not t for s in samples):
+            batch.times = [s.t for s in samples]
+        if any(s.quality is not Quality.GOOD for s in samples):
+            batch.qualities = [s.quality for s in samples]
+        if any(s.reason is not None for s in samples):
+            batch.reasons = [s.reason for s in samples]
+        if any(s.nuclide is not None for s in samples):
+            batch.nuclides = [s.nuclide for s in samples]
+        if any(s.kind is not SampleKind.READING for s in samples):
+            batch.kinds = [s.kind for s in samples]
+        if any(s.attrs for s in samples):
+            batch.attrs = [s.attrs for s in samples]
+        return batch
+
+    def samples(self) -> list[Sample]:
+        """The batch item by item (tests, and the pipeline's path for unusual items)."""
+        n = len(self.channels)
+        none: list[Any] = [None] * n
+        times = self.times or [self.t] * n
+        qualities = self.qualities or [Quality.GOOD] * n
+        kinds = self.kinds or [SampleKind.READING] * n
+        attrs: Sequence[Mapping[str, Any]] = self.attrs or [{}] * n
+        return [
+            Sample(self.device, channel, value, unit, t, quality, reason, text, nuclide, kind,
+                   attr)
+            for channel, value, unit, t, quality, reason, text, nuclide, kind, attr in zip(
+                self.channels, self.values, self.units, times, qualities,
+                self.reasons or none, self.raw_texts or none, self.nuclides or none, kinds,
+                attrs, strict=True,
+            )
+        ]  # fmt: skip
+
+
 class DeviceError(Exception):
     """The device cannot be read right now (link down, timeout, protocol violation).
 
@@ -113,9 +199,11 @@ StatusCallback = Callable[[str, str | None], None]
 
 
 class Driver(abc.ABC):
-    """One device's connection. The supervisor owns it: connect, iterate samples, close.
+    """One device's connection. The supervisor owns it: connect, iterate batches, close.
 
-    `samples()` yields until the link fails, then raises `DeviceError`; the supervisor
+    A driver implements `batches()` (one poll or notification burst per batch: the fast
+    path) or `samples()` (one value at a time), or both; each has a default made from the
+    other. They yield until the link fails, then raise `DeviceError`; the supervisor
     closes the driver, backs off and builds a fresh one. Every wait on the device must have
     a timeout (`config.timeout_s`), so a dead instrument surfaces as an error, never a hang.
     """
@@ -151,9 +239,30 @@ class Driver(abc.ABC):
     async def connect(self) -> None:
         """Open the link; raise `DeviceError` when the device cannot be reached."""
 
-    @abc.abstractmethod
-    def samples(self) -> AsyncIterator[Sample]:
-        """Yield samples until the link fails (then raise `DeviceError`)."""
+    async def samples(self) -> AsyncIterator[Sample]:
+        """Yield samples until the link fails (then raise `DeviceError`).
+
+        Default: the items of `batches()` one by one.
+        """
+        if type(self).batches is Driver.batches:
+            raise NotImplementedError(f"{type(self).__name__} implements neither batches() "
+                                      "nor samples()")
+        async with contextlib.aclosing(self.batches()) as batches:
+            async for batch in batches:
+                for sample in batch.samples():
+                    yield sample
+
+    async def batches(self) -> AsyncIterator[SampleBatch]:
+        """Yield one batch per poll or notification burst until the link fails.
+
+        Default: every sample of `samples()` as a batch of one.
+        """
+        if type(self).samples is Driver.samples:
+            raise NotImplementedError(f"{type(self).__name__} implements neither batches() "
+                                      "nor samples()")
+        async with contextlib.aclosing(self.samples()) as samples:
+            async for sample in samples:
+                yield SampleBatch.from_samples([sample])
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -1,26 +1,37 @@
-"""Sample → Reading: units, nuclide, decay correction → QC → outbox (and live state)."""
+"""Batch → items: units, nuclide, decay correction → outbox (one row per batch) → live, QC.
+
+A driver's batch of plain numbers (the common poll) takes a path without per-item objects;
+anything unusual (quality, nuclide and decay, events, text values, NaN) goes through one
+`Reading` per item. Either way the batch's items are serialised in one call and handed to
+the outbox as one row, live state is updated once, and QC sees only the channels a rule
+watches.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, time
 from typing import Any, Protocol
 
+import orjson
 import structlog
 
 from agent.acquisition.state import LiveState
-from agent.core.reading import Reading, dumps_item
+from agent.core.reading import Reading, dumps_item, new_ids, rfc3339
 from agent.delivery.outbox import Outbox
 from agent.physics.nuclides import NUCLIDES, decay_value, normalize_nuclide
-from agent.physics.units import convert, is_activity_unit
-from drivers.base import DeviceConfigBase, JSONScalar, Quality, Sample, SampleKind
+from agent.physics.units import conversion, convert, is_activity_unit
+from drivers.base import DeviceConfigBase, JSONScalar, Quality, Sample, SampleBatch, SampleKind
 
 log = structlog.get_logger("isoedge.pipeline")
 
 
 class ReadingObserver(Protocol):
     """What the pipeline tells QC about (agent.qc.QCEngine satisfies this)."""
+
+    def watches(self, device: str, channel: str) -> bool:
+        """True when a rule looks at this channel (only those get `Reading` objects)."""
 
     def on_reading(self, reading: Reading) -> None:
         """A reading was produced."""
@@ -71,6 +82,7 @@ class Pipeline:
         self.qc_programme: CalibratorQC | None = None
         self.clock_trusted = True
         self._dumps = dumps_item
+        self._conversions: dict[str, tuple[float, Callable[[float], float] | None, str]] = {}
 
     def to_reading(self, sample: Sample) -> Reading:
         """Convert units, normalise the nuclide, decay-correct; never raises on odd values."""
@@ -136,38 +148,158 @@ class Pipeline:
         reading.value_at_ref = decay_value(reading.value, elapsed, self.half_life(reading.nuclide))
 
     def process(self, sample: Sample) -> Reading:
-        """Full path for one sample: reading → QC → durable outbox → live state."""
-        reading = self.to_reading(sample)
-        programme = self.qc_programme
-        if programme is not None and reading.nuclide is not None and programme.is_held(
-            reading.device
-        ):
-            # Not for patient doses: the calibrator's daily QC failed or is overdue.
-            reading.attrs["calibrator_release"] = "on_hold"
-        item = reading.to_item()
+        """One sample on its own (a batch of one): reading → QC → durable outbox → live state."""
+        return self._process_items(sample.device, [sample])[0]
+
+    def process_batch(self, batch: SampleBatch) -> int:
+        """A driver's batch: converted, serialised in one call, one outbox row, one live update.
+
+        Returns the number of readings. Batches larger than an envelope are split, so an
+        outbox row always fits in one envelope.
+        """
+        n = len(batch.channels)
+        limit = self.outbox.batch_max_items
+        if n > limit:
+            samples = batch.samples()
+            for start in range(0, n, limit):
+                self._process_items(batch.device, samples[start : start + limit])
+            return n
+        if n == 0:
+            return 0
+        if batch.plain:
+            items = self._plain_items(batch)
+            if items is not None:
+                self._commit(batch.device, batch.channels, batch.values, items, None)
+                return n
+        self._process_items(batch.device, batch.samples())
+        return n
+
+    def _plain_items(self, batch: SampleBatch) -> list[dict[str, Any]] | None:
+        """Items of a batch of good, finite numbers without nuclide; None for anything else.
+
+        The common case of a poll: no `Reading` objects, one unit look-up per item, the
+        time stamp formatted once.
+        """
+        values = batch.values
+        for value in values:
+            kind = type(value)
+            if kind is not float and kind is not int:
+                return None  # text, bool or None: the general path
+        if not math.isfinite(sum(values)):  # type: ignore[arg-type]
+            return None  # NaN or infinity: the general path makes them bad readings
+        conversions = self._conversions
+        published: list[float | int] = []
+        units: list[str | None] = []
+        for value, unit in zip(values, batch.units, strict=True):
+            if not unit:
+                published.append(value)  # type: ignore[arg-type]
+                units.append(unit)
+                continue
+            found = conversions.get(unit)
+            if found is None:
+                found = conversions[unit] = conversion(unit)
+            factor, function, target = found
+            if function is not None:
+                published.append(function(float(value)))  # type: ignore[arg-type]
+            elif factor != 1.0:
+                published.append(float(value) * factor)  # type: ignore[arg-type]
+            else:
+                published.append(float(value))  # type: ignore[arg-type]
+            units.append(target)
+        if not math.isfinite(sum(published)):
+            return None  # out of range after conversion: the general path says so
+        stamp = rfc3339(batch.t)
+        device = batch.device
+        texts = batch.raw_texts or [None] * len(values)
+        items = [
+            {
+                "id": item_id,
+                "device": device,
+                "channel": channel,
+                "t": stamp,
+                "value": value,
+                "unit": unit,
+                "quality": "good",
+                "raw": {"value": raw, "unit": raw_unit}
+                if text is None
+                else {"value": raw, "unit": raw_unit, "text": text},
+            }
+            for item_id, channel, value, unit, raw, raw_unit, text in zip(
+                new_ids(len(values)), batch.channels, published, units, values, batch.units,
+                texts, strict=True,
+            )
+        ]  # fmt: skip
+        if not self.clock_trusted:
+            for item in items:
+                item["clock"] = "untrusted"
+        return items
+
+    def _process_items(self, device: str, samples: Sequence[Sample]) -> list[Reading]:
+        """The general path: one `Reading` per sample (quality, nuclide, decay, attrs)."""
+        readings = [self.to_reading(sample) for sample in samples]
+        items = [reading.to_item() for reading in readings]
+        self._commit(device, [r.channel for r in readings], [r.value for r in readings], items,
+                     readings)  # fmt: skip
+        return readings
+
+    def _serialise(self, device: str, items: list[dict[str, Any]],
+                   readings: list[Reading] | None) -> str:  # fmt: skip
+        """The items as JSON, joined by commas (an envelope's items are a join of these)."""
         try:
-            text = self._dumps(item)
+            return orjson.dumps(items)[1:-1].decode("utf-8")
         except (TypeError, ValueError) as exc:
             # A driver put something unserialisable in attrs: publish the fact, not a crash.
-            log.exception("unserialisable reading", device=sample.device, error=str(exc))
-            reading.attrs.clear()
-            reading.value, reading.quality = None, Quality.BAD
-            reading.reason = f"unserialisable value: {exc}"
-            item = reading.to_item()
-            text = self._dumps(item)
-        self.outbox.submit("readings", reading.device, text)
-        self.live.on_reading(reading, item)
-        if self.qc is not None and reading.kind is SampleKind.READING:
+            log.exception("unserialisable reading", device=device, error=str(exc))
+        texts = []
+        for index, item in enumerate(items):
             try:
-                self.qc.on_reading(reading)
-            except Exception:
-                log.exception("QC rule evaluation failed", device=reading.device)
-        if programme is not None and reading.kind is SampleKind.READING:
+                texts.append(self._dumps(item))
+            except (TypeError, ValueError) as exc:
+                assert readings is not None  # noqa: S101 - plain items are plain numbers
+                reading = readings[index]
+                reading.attrs.clear()
+                reading.value, reading.quality = None, Quality.BAD
+                reading.reason = f"unserialisable value: {exc}"
+                items[index] = reading.to_item()
+                texts.append(self._dumps(items[index]))
+        return ",".join(texts)
+
+    def _commit(
+        self,
+        device: str,
+        channels: Sequence[str],
+        values: Sequence[JSONScalar],
+        items: list[dict[str, Any]],
+        readings: list[Reading] | None,
+    ) -> None:
+        """Hand the batch to the outbox, then live state and QC."""
+        text = self._serialise(device, items, readings)
+        self.outbox.submit_batch("readings", device, len(items), text)
+        self.live.on_batch(device, channels, values, items)
+        qc = self.qc
+        if qc is None:
+            return
+        watches = qc.watches
+        for index, channel in enumerate(channels):
+            if not watches(device, channel):
+                continue
+            reading = readings[index] if readings is not None else self._reading_of(items[index])
+            if reading.kind is not SampleKind.READING:
+                continue
             try:
-                programme.on_reading(reading)
+                qc.on_reading(reading)
             except Exception:
-                log.exception("QC programme failed on a reading", device=reading.device)
-        return reading
+                log.exception("QC rule evaluation failed", device=device)
+
+    @staticmethod
+    def _reading_of(item: dict[str, Any]) -> Reading:
+        """A `Reading` for QC from a plain item (only for channels a rule watches)."""
+        raw = item["raw"]
+        return Reading(
+            item["device"], item["channel"], datetime.fromisoformat(item["t"]), item["value"],
+            item["unit"], Quality.GOOD, raw["value"], raw["unit"], raw.get("text"),
+            clock_trusted="clock" not in item, id=item["id"],
+        )  # fmt: skip
 
     def emit_event(self, stream: str, item: dict[str, Any]) -> None:
         """Alerts and audit events (already built by `agent.core.reading.event_item`)."""

@@ -5,9 +5,14 @@ from __future__ import annotations
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.core.reading import Reading, rfc3339_from_epoch
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from drivers.base import JSONScalar
 
 TREND_POINTS = 720  # per channel: one hour ...
 TREND_STEP_S = 5.0  # ... at 5 s resolution
@@ -58,6 +63,7 @@ class LiveState:
             lambda: deque(maxlen=TREND_POINTS)
         )
         self._trend_last: dict[tuple[str, str], float] = {}
+        self._trend_due: dict[str, float] = {}
         self.counters: dict[str, int] = defaultdict(int)
         self.recent_events: deque[dict[str, Any]] = deque(maxlen=200)
         self.listeners: list[Any] = []
@@ -88,6 +94,42 @@ class LiveState:
             self.trends[key].append((time.time(), float(value)))
         for listener in self.listeners:
             listener("reading", item)
+
+    def on_batch(
+        self,
+        device: str,
+        channels: Sequence[str],
+        values: Sequence[JSONScalar],
+        items: list[dict[str, Any]],
+    ) -> None:
+        """One batch of a device: latest values, counters once, trend points at most each 5 s."""
+        latest = self.latest
+        for channel, item in zip(channels, items, strict=True):
+            latest[device, channel] = item
+        health = self.devices.get(device) or self.device(device)
+        now = time.monotonic()
+        health.last_reading_monotonic = now
+        health.readings += len(items)
+        self.counters["readings_acquired"] += len(items)
+        if now >= self._trend_due.get(device, 0.0):
+            # A trend pass at most every few seconds per device, not a check per reading.
+            wall = time.time()
+            trend_last = self._trend_last
+            soonest = now + TREND_STEP_S
+            for channel, value in zip(channels, values, strict=True):
+                key = (device, channel)
+                last = trend_last.get(key, -TREND_STEP_S)
+                if now - last < TREND_STEP_S:
+                    soonest = min(soonest, last + TREND_STEP_S)
+                    continue
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    trend_last[key] = now
+                    self.trends[key].append((wall, float(value)))
+            self._trend_due[device] = soonest
+        if self.listeners:
+            for item in items:
+                for listener in self.listeners:
+                    listener("reading", item)
 
     def on_event(self, stream: str, item: dict[str, Any]) -> None:
         """Remember an alert or audit event for the live views."""

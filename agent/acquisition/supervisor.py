@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -16,7 +17,7 @@ from agent.core.tasks import cancel_and_wait
 from drivers.base import DeviceConfigBase, Driver
 from drivers.registry import create_driver
 
-FAIRNESS_BATCH = 64  # samples processed before yielding to the event loop
+FAIRNESS_BATCH = 64  # readings processed before yielding to the event loop
 
 StateCallback = Callable[[str, str, str | None], None]
 
@@ -119,20 +120,24 @@ class DeviceSupervisor:
             self._set_state(DeviceState.ONLINE)
             self.log.info("device connected")
             count = 0
-            process = self.pipeline.process
+            since_yield = 0
+            process = self.pipeline.process_batch
             outbox = self.pipeline.outbox
-            async for sample in driver.samples():
-                if count == 0:
-                    backoff.reset()
-                count += 1
-                process(sample)
-                if count % FAIRNESS_BATCH == 0:
-                    # A driver's async generator only yields to the loop when it waits on I/O;
-                    # a fast device must still let other devices, MQTT and signals run.
-                    # Backpressure is checked here too: the bound is loose by one batch.
-                    if outbox.saturated:
-                        await outbox.wait_capacity()
-                    await asyncio.sleep(0)
+            async with contextlib.aclosing(driver.batches()) as batches:
+                async for batch in batches:
+                    if count == 0:
+                        backoff.reset()
+                    n = process(batch)
+                    count += n
+                    since_yield += n
+                    if since_yield >= FAIRNESS_BATCH:
+                        # A driver's async generator only yields to the loop when it waits on
+                        # I/O; a fast device must still let other devices, MQTT and signals
+                        # run. Backpressure is checked here too: loose by one batch.
+                        since_yield = 0
+                        if outbox.saturated:
+                            await outbox.wait_capacity()
+                        await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

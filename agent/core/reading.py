@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
+import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,7 +42,8 @@ def rfc3339_now() -> str:
 
 
 _ID_PREFIX = uuid.uuid4().hex[:16]
-_id_counter = itertools.count(1)
+_id_lock = threading.Lock()
+_id_next = 1
 
 
 def new_id() -> str:
@@ -51,7 +52,17 @@ def new_id() -> str:
     64 random bits drawn once per process, then a counter: unique across restarts and agents
     without a system call per reading.
     """
-    return f"{_ID_PREFIX}{next(_id_counter):012x}"
+    return new_ids(1)[0]
+
+
+def new_ids(n: int) -> list[str]:
+    """`n` unique item ids at once (one counter step per batch)."""
+    global _id_next  # noqa: PLW0603 - the process-wide counter
+    with _id_lock:
+        first = _id_next
+        _id_next += n
+    prefix = _ID_PREFIX
+    return [f"{prefix}{i:012x}" for i in range(first, first + n)]
 
 
 @dataclass(slots=True)

@@ -2,12 +2,15 @@
 
 Two stages, each one transaction:
 
-1. `submit()`ed items are committed to `pending` within `commit_interval_ms` (group commit).
-   Only then do they count as acquired; on a crash they are found again at start-up.
-2. Pending items of one (stream, device) are cut into envelopes of at most `batch_max_items`
-   once the batch is full or its oldest item is `batch_max_age_ms` old. In the same
-   transaction the envelope gets the next `seq`, the hash of the previous payload as `prev`,
-   and its signature; the signed bytes are stored in `envelopes` and the pending rows deleted.
+1. `submit_batch()`ed batches (a driver's poll, already serialised: the items' JSON joined
+   by commas) are committed to `batches`, one row per batch, within `commit_interval_ms`
+   (group commit). Only then do they count as acquired; on a crash they are found again at
+   start-up. `submit()` is a batch of one item (alerts, audit).
+2. Batch rows of one (stream, device) are cut into envelopes of at most `batch_max_items`
+   items once enough are waiting or the oldest is `batch_max_age_ms` old. An envelope's items
+   are the rows' texts joined: nothing is parsed back or re-encoded. In the same transaction
+   the envelope gets the next `seq`, the hash of the previous payload as `prev`, and its
+   signature; the signed bytes are stored in `envelopes` and the batch rows deleted.
 
 The publisher reads envelopes in seq order and deletes them only after PUBACK. A replay after
 a crash therefore re-sends byte-identical envelopes, which consumers deduplicate on `seq`/`id`.
@@ -44,12 +47,13 @@ log = structlog.get_logger("isoedge.outbox")
 T = TypeVar("T")
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS pending (
+CREATE TABLE IF NOT EXISTS batches (
     id INTEGER PRIMARY KEY,
     stream TEXT NOT NULL,
     device TEXT NOT NULL,
     created REAL NOT NULL,
-    item TEXT NOT NULL
+    n_items INTEGER NOT NULL,
+    items TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS envelopes (
     seq INTEGER PRIMARY KEY,
@@ -139,12 +143,22 @@ class _Write:
 
 @dataclass(slots=True)
 class _Batch:
+    """Committed (or about to be) rows of one (stream, device) not yet in an envelope."""
+
     stream: str
     device: str
     ids: list[int]
-    items: list[str]
-    oldest: float  # time.monotonic() of the first item
-    unsaved: list[tuple[int, str, str, float, str]] = field(default_factory=list)
+    counts: list[int]  # items per row
+    texts: list[str]  # the row's items, serialised and joined by commas
+    oldest: float  # time.monotonic() of the first row
+    n_items: int = 0
+    unsaved: list[tuple[int, str, str, float, int, str]] = field(default_factory=list)
+
+    def add(self, row_id: int, count: int, text: str) -> None:
+        self.ids.append(row_id)
+        self.counts.append(count)
+        self.texts.append(text)
+        self.n_items += count
 
 
 class Outbox:
@@ -184,7 +198,7 @@ class Outbox:
         self.commit_interval = commit_interval_ms / 1000.0
         # Items go through a plain list (swapped whole by the owner thread); jobs and the
         # stop marker through a queue. `_wake` tells the owner thread there is work.
-        self._items: list[tuple[str, str, str]] = []
+        self._items: list[tuple[str, str, int, str]] = []
         self._writes: list[_Write] = []
         self._inbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -229,8 +243,16 @@ class Outbox:
     # ------------------------------------------------------------------ producer
     def submit(self, stream: str, device: str, item_json: str) -> None:
         """Queue one item (already JSON text). Thread-safe, never blocks, never drops."""
-        self._submitted += 1
-        self._items.append((stream, device, item_json))
+        self.submit_batch(stream, device, 1, item_json)
+
+    def submit_batch(self, stream: str, device: str, n_items: int, items_json: str) -> None:
+        """Queue a batch: `n_items` items' JSON joined by commas. Never blocks, never drops.
+
+        A batch of more than `batch_max_items` items still goes out whole in one envelope;
+        the pipeline splits larger ones.
+        """
+        self._submitted += n_items
+        self._items.append((stream, device, n_items, items_json))
         if not self._wake.is_set():
             self._wake.set()
 
@@ -503,16 +525,16 @@ class Outbox:
         self.archive_bytes = int(
             db.execute("SELECT COALESCE(SUM(size), 0) FROM archive").fetchone()[0]
         )
+        _migrate_pending(db)
         now = time.monotonic()
-        for pid, stream, device, item in db.execute(
-            "SELECT id, stream, device, item FROM pending ORDER BY id"
+        for pid, stream, device, count, items in db.execute(
+            "SELECT id, stream, device, n_items, items FROM batches ORDER BY id"
         ):
-            # Items committed before a crash: batch them again, oldest first, right away.
+            # Batches committed before a crash: cut them again, oldest first, right away.
             batch = self._batches.setdefault(
-                (stream, device), _Batch(stream, device, [], [], now - self.batch_max_age)
+                (stream, device), _Batch(stream, device, [], [], [], now - self.batch_max_age)
             )
-            batch.ids.append(int(pid))
-            batch.items.append(str(item))
+            batch.add(int(pid), int(count), str(items))
             self._next_pending_id = max(self._next_pending_id, int(pid) + 1)
         return db
 
@@ -528,7 +550,7 @@ class Outbox:
             "outbox opened",
             path=str(self.path),
             last_seq=self.last_seq,
-            recovered_pending=sum(len(b.ids) for b in self._batches.values()),
+            recovered_pending=sum(b.n_items for b in self._batches.values()),
         )
         try:
             self._loop_forever()
@@ -584,7 +606,7 @@ class Outbox:
         writes, self._writes = self._writes, []
         self._commit_cycle(self._swap_items(), writes, force=True)
 
-    def _swap_items(self) -> list[tuple[str, str, str]]:
+    def _swap_items(self) -> list[tuple[str, str, int, str]]:
         """Take everything submitted so far, in one swap.
 
         No per-item hand-off that would have to win the GIL back from a busy event loop for
@@ -595,15 +617,15 @@ class Outbox:
 
     def _commit_cycle(
         self,
-        items: list[tuple[str, str, str]],
+        items: list[tuple[str, str, int, str]],
         writes: list[_Write] | None = None,
         *,
         force: bool = False,
     ) -> None:
         """One transaction, one fsync: state writes, new items, and every due batch cut.
 
-        Items whose batch is cut in this same cycle go straight into their envelope; only the
-        rest are written to `pending`.
+        Rows whose envelope is cut in this same cycle go straight into it; only the rest are
+        written to `batches`.
         """
         db = self._db_checked()
         writes = writes or []
@@ -611,7 +633,7 @@ class Outbox:
             applied = self._apply_writes(db, writes)
             fresh = self._add_to_batches(items)
             for write, _result in applied:
-                self._add_to_batches(write.items)
+                self._add_to_batches([(st, dev, 1, text) for st, dev, text in write.items])
             created = self._form_envelopes(force=force)
             self._save_pending(db)
             if fresh or created or applied:
@@ -633,11 +655,12 @@ class Outbox:
                 self._loop.call_soon_threadsafe(self._new_envelopes.set)
 
     def _save_pending(self, db: sqlite3.Connection) -> None:
-        """Items of batches not cut this cycle go to `pending` (inside the transaction)."""
+        """Rows of batches not cut this cycle go to `batches` (inside the transaction)."""
         rows = [row for batch in self._batches.values() for row in batch.unsaved]
         if rows:
             db.executemany(
-                "INSERT INTO pending (id, stream, device, created, item) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO batches (id, stream, device, created, n_items, items)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
             for batch in self._batches.values():
@@ -675,19 +698,20 @@ class Outbox:
         oldest = min(b.oldest for b in self._batches.values())
         return max(0.0, oldest + self.batch_max_age - time.monotonic())
 
-    def _add_to_batches(self, items: list[tuple[str, str, str]]) -> int:
+    def _add_to_batches(self, items: list[tuple[str, str, int, str]]) -> int:
         now_wall = time.time()
         now = time.monotonic()
-        for stream, device, item in items:
+        fresh = 0
+        for stream, device, count, text in items:
             pid = self._next_pending_id
             self._next_pending_id += 1
             batch = self._batches.get((stream, device))
             if batch is None:
-                batch = self._batches[(stream, device)] = _Batch(stream, device, [], [], now)
-            batch.ids.append(pid)
-            batch.items.append(item)
-            batch.unsaved.append((pid, stream, device, now_wall, item))
-        return len(items)
+                batch = self._batches[(stream, device)] = _Batch(stream, device, [], [], [], now)
+            batch.add(pid, count, text)
+            batch.unsaved.append((pid, stream, device, now_wall, count, text))
+            fresh += count
+        return fresh
 
     def _form_envelopes(self, *, force: bool = False) -> bool:
         """Cut due batches into signed envelopes (inside the caller's transaction)."""
@@ -696,7 +720,7 @@ class Outbox:
             key
             for key, batch in self._batches.items()
             if force
-            or len(batch.ids) >= self.batch_max_items
+            or batch.n_items >= self.batch_max_items
             or now - batch.oldest >= self.batch_max_age
         ]
         if not due:
@@ -704,18 +728,18 @@ class Outbox:
         db = self._db_checked()
         for key in due:
             batch = self._batches.pop(key)
-            saved = len(batch.ids) - len(batch.unsaved)  # the first `saved` are in `pending`
-            for start in range(0, len(batch.ids), self.batch_max_items):
-                ids = batch.ids[start : start + self.batch_max_items]
-                items = batch.items[start : start + self.batch_max_items]
-                self._write_envelope(db, batch.stream, batch.device, items)
+            saved = len(batch.ids) - len(batch.unsaved)  # the first `saved` are in `batches`
+            for start, end, n_items in _envelope_spans(batch.counts, self.batch_max_items):
+                self._write_envelope(
+                    db, batch.stream, batch.device, batch.texts[start:end], n_items
+                )
                 if start < saved:
-                    last_saved = ids[min(len(ids), saved - start) - 1]
                     db.execute(
-                        "DELETE FROM pending WHERE id BETWEEN ? AND ? AND stream = ?"
+                        "DELETE FROM batches WHERE id BETWEEN ? AND ? AND stream = ?"
                         " AND device = ?",
-                        (ids[0], last_saved, batch.stream, batch.device),
-                    )
+                        (batch.ids[start], batch.ids[min(end, saved) - 1], batch.stream,
+                         batch.device),
+                    )  # fmt: skip
         db.execute(
             "UPDATE chain SET last_seq = ?, last_hash = ? WHERE k = 1",
             (self.last_seq, self.last_hash),
@@ -723,11 +747,11 @@ class Outbox:
         return True
 
     def _write_envelope(
-        self, db: sqlite3.Connection, stream: str, device: str, items: list[str]
+        self, db: sqlite3.Connection, stream: str, device: str, rows: list[str], n_items: int
     ) -> None:
         seq = self.last_seq + 1
-        # The payload is assembled from the items' stored JSON text, so what was committed
-        # at acquisition is exactly what is signed (no re-encoding of values).
+        # The payload is assembled from the rows' stored JSON text, so what was committed
+        # at acquisition is exactly what is signed (no parsing back, no re-encoding).
         payload = (
             '{"v":1,"site":'
             + json.dumps(self.site)
@@ -742,14 +766,14 @@ class Outbox:
             + ',"created":'
             + json.dumps(rfc3339(datetime.now(UTC)))
             + ',"items":['
-            + ",".join(items)
+            + ",".join(rows)
             + "]}"
         ).encode("utf-8")
         body = self.signer.sign_bytes(payload)
         db.execute(
             "INSERT INTO envelopes (seq, topic, stream, device, n_items, created, body)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (seq, self.topic_for(stream, device), stream, device, len(items), time.time(), body),
+            (seq, self.topic_for(stream, device), stream, device, n_items, time.time(), body),
         )
         self.last_seq = seq
         self.last_hash = b64url(hashlib.sha256(payload).digest())
@@ -806,11 +830,40 @@ def used_bytes(db: sqlite3.Connection) -> int:
     return (pages - free) * page_size
 
 
+def _envelope_spans(counts: list[int], limit: int) -> list[tuple[int, int, int]]:
+    """Rows [start, end) per envelope, whole rows, at most `limit` items unless one row is more."""
+    spans: list[tuple[int, int, int]] = []
+    start, n_items = 0, 0
+    for index, count in enumerate(counts):
+        if n_items and n_items + count > limit:
+            spans.append((start, index, n_items))
+            start, n_items = index, 0
+        n_items += count
+    if n_items or start < len(counts):
+        spans.append((start, len(counts), n_items))
+    return spans
+
+
+def _migrate_pending(db: sqlite3.Connection) -> None:
+    """An outbox written by a version with one `pending` row per item: each becomes a batch."""
+    found = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pending'"
+    ).fetchone()
+    if found is None:
+        return
+    db.execute(
+        "INSERT INTO batches (id, stream, device, created, n_items, items)"
+        " SELECT id, stream, device, created, 1, item FROM pending ORDER BY id"
+    )
+    db.execute("DROP TABLE pending")
+    db.commit()
+
+
 def _stats(db: sqlite3.Connection) -> OutboxStats:
     count, items, oldest = db.execute(
         "SELECT COUNT(*), COALESCE(SUM(n_items), 0), MIN(created) FROM envelopes"
     ).fetchone()
-    pending = int(db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
+    pending = int(db.execute("SELECT COALESCE(SUM(n_items), 0) FROM batches").fetchone()[0])
     chain = db.execute("SELECT last_seq FROM chain WHERE k = 1").fetchone()
     oldest_text = (
         rfc3339(datetime.fromtimestamp(float(oldest), UTC)) if oldest is not None else None

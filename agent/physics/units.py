@@ -108,6 +108,11 @@ def _conversion(unit: str) -> tuple[float, Callable[[float], float] | None, str]
     return 1.0, None, u
 
 
+def conversion(unit: str) -> tuple[float, Callable[[float], float] | None, str]:
+    """(factor, function, published unit) for a raw unit: apply to a whole batch at once."""
+    return _conversion(unit)
+
+
 def convert(value: float, unit: str) -> tuple[float, str]:
     """Convert to the published unit of the quantity; other units pass through unchanged."""
     factor, function, target = _conversion(unit)

@@ -124,14 +124,20 @@ class QCEngine:
         raise TypeError(f"no evaluator for rule type {rule.type!r}")
 
     # ------------------------------------------------------------------ pipeline calls
-    def on_reading(self, reading: Reading) -> None:
-        """Evaluate the rules about this reading's device and channel."""
-        key = (reading.device, reading.channel)
+    def _rules_for(self, device: str, channel: str) -> tuple[RuleRuntime, ...]:
+        key = (device, channel)
         rules = self._index.get(key)
         if rules is None:
-            rules = self._index[key] = tuple(
-                r for r in self._rules if r.matches(reading.device, reading.channel)
-            )
+            rules = self._index[key] = tuple(r for r in self._rules if r.matches(device, channel))
+        return rules
+
+    def watches(self, device: str, channel: str) -> bool:
+        """True when a rule looks at this channel's readings (others skip QC entirely)."""
+        return bool(self._rules_for(device, channel))
+
+    def on_reading(self, reading: Reading) -> None:
+        """Evaluate the rules about this reading's device and channel."""
+        rules = self._rules_for(reading.device, reading.channel)
         if not rules:
             return
         now = self._clock()

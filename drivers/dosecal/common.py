@@ -28,7 +28,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from agent.physics.units import ACTIVITY_TO_MBQ, canonical_unit
-from drivers.base import DeviceConfigBase, DeviceError, Driver, Quality, Sample
+from drivers.base import DeviceConfigBase, DeviceError, Driver, Quality, Sample, SampleBatch
 from drivers.dosecal.transport import SerialTransport
 
 NUMBER = r"[-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][-+]?\d{1,3})?"
@@ -377,6 +377,12 @@ class SerialDoseCalibratorDriver(Driver):
             raise
 
     async def _poll_loop(self) -> AsyncGenerator[Sample, None]:
+        async with contextlib.aclosing(self._polls()) as polls:
+            async for samples in polls:
+                for sample in samples:
+                    yield sample
+
+    async def _polls(self) -> AsyncGenerator[list[Sample], None]:
         interval = self.cfg.poll_interval_s
         next_due = time.monotonic()
         while True:
@@ -384,9 +390,29 @@ class SerialDoseCalibratorDriver(Driver):
             if delay > 0:
                 await asyncio.sleep(delay)
             next_due = max(next_due + interval, time.monotonic())
-            for sample in await self.poll_once():
-                yield sample
+            samples = await self.poll_once()
+            if samples:
+                yield samples
             self.raise_if_exhausted()
+
+    async def poll_batches(self) -> AsyncIterator[SampleBatch]:
+        """`poll_loop` with the samples of one poll cycle handed over as one batch."""
+        try:
+            async with contextlib.aclosing(self._polls()) as polls:
+                async for samples in polls:
+                    yield SampleBatch.from_samples(samples)
+        except DeviceError as exc:
+            self.log.warning("dosecal.link_error", port=self.cfg.port, error=str(exc))
+            raise
+
+    async def push_batches(
+        self, parse: LineParser, idle_timeout_s: float | None, max_line_bytes: int
+    ) -> AsyncIterator[SampleBatch]:
+        """`push_loop` with each pushed line (one measurement) handed over as a batch."""
+        lines = self.push_loop(parse, idle_timeout_s, max_line_bytes)
+        async with contextlib.aclosing(lines) as inner:  # type: ignore[type-var]
+            async for sample in inner:
+                yield SampleBatch.from_samples([sample])
 
     async def push_loop(
         self, parse: LineParser, idle_timeout_s: float | None, max_line_bytes: int

@@ -1,4 +1,4 @@
-"""Modbus TCP / RTU driver: polls a register map and yields one Sample per point."""
+"""Modbus TCP / RTU driver: polls a register map and yields one batch per poll."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pymodbus.constants import ExcCodes
 
-from drivers.base import DeviceError, Driver, Quality, Sample, utc_now
+from drivers.base import DeviceError, Driver, JSONScalar, Quality, SampleBatch, utc_now
 from drivers.modbus.bus import LinkDown, ModbusBus, NoResponse, acquire_bus, release_bus
+from drivers.modbus.points import BlockDecoder
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -29,11 +30,25 @@ def exception_name(code: int) -> str:
         return f"UNKNOWN_{code}"
 
 
-def _tidy(value: float, data_type: str) -> float:
-    """Drop binary noise a reader would never have meant (0.41999998 for float32 0.42)."""
-    if data_type == "float32":
-        return float(f"{value:.7g}")
-    return float(f"{value:.12g}")
+def _merge(parts: list[SampleBatch]) -> SampleBatch:
+    """The batches of one poll's requests as the poll's one batch (time stamps kept)."""
+    n = sum(len(p) for p in parts)
+    merged = SampleBatch(
+        parts[0].device,
+        parts[0].t,
+        [c for p in parts for c in p.channels],
+        [v for p in parts for v in p.values],
+        [u for p in parts for u in p.units],
+        [x for p in parts for x in (p.raw_texts or [None] * len(p))],
+        times=[p.t for p in parts for _ in range(len(p))],
+    )
+    if any(p.qualities is not None for p in parts):
+        merged.qualities = [q for p in parts for q in (p.qualities or [Quality.GOOD] * len(p))]
+        merged.reasons = [r for p in parts for r in (p.reasons or [None] * len(p))]
+    if any(p.nuclides is not None for p in parts):
+        merged.nuclides = [x for p in parts for x in (p.nuclides or [None] * len(p))]
+    assert len(merged.channels) == n  # noqa: S101
+    return merged
 
 
 class ModbusDriver(Driver):
@@ -53,6 +68,7 @@ class ModbusDriver(Driver):
         super().__init__(config)
         self.cfg = config
         self.plan: list[ReadBlock] = config.read_plan()
+        self.decoders = [BlockDecoder(block) for block in self.plan]
         self._bus: ModbusBus | None = None
 
     async def connect(self) -> None:
@@ -70,11 +86,11 @@ class ModbusDriver(Driver):
             requests_per_poll=len(self.plan),
         )
 
-    async def samples(self) -> AsyncIterator[Sample]:
-        """Poll forever; raise `DeviceError` when the link or the unit is gone."""
+    async def batches(self) -> AsyncIterator[SampleBatch]:
+        """Poll forever, one batch per poll; raise `DeviceError` when the link or unit is gone."""
         bus = self._bus
         if bus is None:
-            raise DeviceError("samples() before connect()", device=self.cfg.id)
+            raise DeviceError("batches() before connect()", device=self.cfg.id)
         health = bus.unit(self.cfg.unit_id)
         # A unit that recently stayed silent is probed again only when its backoff expires.
         wait = health.next_probe_at - time.monotonic()
@@ -83,19 +99,19 @@ class ModbusDriver(Driver):
         period = self.cfg.poll_interval_s
         next_due = time.monotonic()
         while True:
-            batch: list[Sample] = []
+            parts: list[SampleBatch] = []
             answered = 0
-            for block in self.plan:
+            for block, decoder in zip(self.plan, self.decoders, strict=True):
                 try:
                     response = await self._read(bus, block, probing=health.failures > 0)
                 except NoResponse as exc:
                     if answered == 0:
                         # Silent from the first request on: spend no more bus time on it.
                         break
-                    batch.extend(self._bad(block.points, "no response", str(exc)))
+                    parts.append(self._bad(block.points, "no response", str(exc)))
                     continue
                 answered += 1
-                batch.extend(self._decode(block, response))
+                parts.append(self._decode_block(block, decoder, response))
             if answered == 0:
                 delay = health.record_silence(self.cfg.backoff.initial_s, self.cfg.backoff.max_s)
                 self.report_status("degraded", f"unit {self.cfg.unit_id} not answering")
@@ -105,8 +121,7 @@ class ModbusDriver(Driver):
                     device=self.cfg.id,
                 )
             health.record_answer()
-            for sample in batch:
-                yield sample
+            yield parts[0] if len(parts) == 1 else _merge(parts)
             next_due += period
             now = time.monotonic()
             if next_due < now - period:
@@ -129,23 +144,24 @@ class ModbusDriver(Driver):
         assert last is not None  # noqa: S101 (attempts >= 1)
         raise last
 
-    def _bad(self, points: Sequence[ModbusPoint], reason: str, raw_text: str) -> list[Sample]:
-        t = utc_now()
-        return [
-            self.sample(
-                p.channel,
-                None,
-                p.unit,
-                t=t,
-                quality=Quality.BAD,
-                reason=reason,
-                raw_text=raw_text,
-                nuclide=p.nuclide,
-            )
-            for p in points
-        ]
+    def _bad(self, points: Sequence[ModbusPoint], reason: str, raw_text: str) -> SampleBatch:
+        n = len(points)
+        return SampleBatch(
+            self.cfg.id,
+            utc_now(),
+            [p.channel for p in points],
+            [None] * n,
+            [p.unit for p in points],
+            [raw_text] * n,
+            qualities=[Quality.BAD] * n,
+            reasons=[reason] * n,
+            nuclides=[p.nuclide for p in points],
+        )
 
-    def _decode(self, block: ReadBlock, response: ModbusPDU) -> list[Sample]:
+    def _decode_block(
+        self, block: ReadBlock, decoder: BlockDecoder, response: ModbusPDU
+    ) -> SampleBatch:
+        """A whole response as one batch: one unpack over the block's bytes."""
         t = utc_now()
         if response.isError():
             code = int(getattr(response, "exception_code", 0))
@@ -155,30 +171,39 @@ class ModbusDriver(Driver):
             return self._bad(block.points, reason, text)
         if block.table.is_bits:
             bits = [bool(b) for b in response.bits]
-            out_bits: list[Sample] = []
-            for p in block.points:
-                bit = bits[p.address - block.address]
-                text = f"{block.table.short} {p.address}: {int(bit)}"
-                out_bits.append(
-                    self.sample(p.channel, bit, p.unit, t=t, raw_text=text, nuclide=p.nuclide)
-                )
-            return out_bits
-        registers: list[int] = list(response.registers)  # length checked by the bus
-        out: list[Sample] = []
-        for p in block.points:
-            words = block.slice_for(p, registers)
-            text = f"{block.table.short} {p.address}: " + " ".join(f"{w:04X}" for w in words)
-            raw = p.decode(words)
-            if isinstance(raw, float) and not math.isfinite(raw):
-                out.extend(self._bad((p,), "not a finite number", text))
-                continue
-            value: float = p.value(raw)
-            if isinstance(value, float):
-                value = _tidy(value, p.effective_type)
-            out.append(
-                self.sample(p.channel, value, p.unit, t=t, raw_text=text, nuclide=p.nuclide)
-            )
-        return out
+            values: list[JSONScalar] = [bits[p.address - block.address] for p in block.points]
+            texts = [
+                f"{block.table.short} {p.address}: {int(bit)}"
+                for p, bit in zip(block.points, values, strict=True)
+            ]
+            return SampleBatch(self.cfg.id, t, decoder.channels, values, decoder.units, texts,
+                               nuclides=decoder.nuclides)  # fmt: skip
+        numbers, hex_text = decoder.raw_numbers(response.registers)  # length checked by the bus
+        texts = decoder.raw_texts(hex_text)
+        out: list[JSONScalar] = []
+        bad: list[int] = []
+        for index, (p, raw, spec) in enumerate(zip(block.points, numbers, decoder.tidy,
+                                                   strict=True)):  # fmt: skip
+            if type(raw) is float:
+                if not math.isfinite(raw):
+                    out.append(None)
+                    bad.append(index)
+                    continue
+                out.append(float(format(p.value(raw), spec)))
+            elif p.scale == 1.0 and p.offset == 0.0:
+                out.append(raw)
+            else:
+                out.append(float(format(p.value(raw), spec)))
+        batch = SampleBatch(self.cfg.id, t, decoder.channels, out, decoder.units, texts,
+                            nuclides=decoder.nuclides)  # fmt: skip
+        if bad:
+            batch.qualities = [Quality.GOOD] * len(out)
+            reasons: list[str | None] = [None] * len(out)
+            for index in bad:
+                batch.qualities[index] = Quality.BAD  # type: ignore[index]
+                reasons[index] = "not a finite number"
+            batch.reasons = reasons
+        return batch
 
     async def close(self) -> None:
         """Leave the bus; the last device on it closes the link."""

@@ -178,6 +178,75 @@ class ReadBlock:
         return list(values[start : start + point.width])
 
 
+class BlockDecoder:
+    """A register block's raw numbers and raw texts, decoded in one pass over its bytes.
+
+    Points in the Modbus standard order (big byte and word order) are unpacked by one
+    precompiled `struct` over the block's big-endian bytes; the others (word- or
+    byte-swapped) are decoded point by point. Raw texts ("hr 12: 41C8 0000") are cut from
+    one hex rendering of the block.
+    """
+
+    __slots__ = ("_fallback", "_prefixes", "_spans", "_struct", "channels", "nuclides",
+                 "points", "tidy", "units")
+
+    def __init__(self, block: ReadBlock) -> None:
+        self.points = block.points
+        self.channels = [p.channel for p in block.points]
+        self.units = [p.unit for p in block.points]
+        self.nuclides = (
+            [p.nuclide for p in block.points] if any(p.nuclide for p in block.points) else None
+        )
+        # 7 significant digits for float32, 12 for values scaled or of wider types.
+        self.tidy = [
+            ".7g" if p.effective_type == "float32" else ".12g" for p in block.points
+        ]
+        short = block.table.short
+        self._prefixes = [f"{short} {p.address}: " for p in block.points]
+        self._spans = [
+            (5 * (p.address - block.address), 5 * (p.end - block.address) - 1)
+            for p in block.points
+        ]
+        fmt = [">"]
+        cursor = block.address
+        self._fallback: list[int] = []
+        for index, p in enumerate(() if block.table.is_bits else block.points):
+            if p.address > cursor:
+                fmt.append(f"{2 * (p.address - cursor)}x")
+            if p.byte_order == "big" and p.word_order == "big":
+                fmt.append(_STRUCT[p.effective_type][1])
+            else:
+                fmt.append(f"{2 * p.width}x")  # decoded on its own below
+                self._fallback.append(index)
+            cursor = p.end
+        self._struct = struct.Struct("".join(fmt))
+
+    def raw_numbers(self, registers: Sequence[int]) -> tuple[list[int | float], str]:
+        """Raw numbers of every point (before scale/offset) and the block's hex text."""
+        blob = struct.pack(f">{len(registers)}H", *registers)
+        numbers: list[int | float] = list(self._struct.unpack_from(blob))
+        if self._fallback:
+            merged: list[int | float] = []
+            standard = iter(numbers)
+            fallback = set(self._fallback)
+            base = self.points[0].address
+            for index, p in enumerate(self.points):
+                if index in fallback:
+                    start = p.address - base
+                    merged.append(p.decode(registers[start : start + p.width]))
+                else:
+                    merged.append(next(standard))
+            numbers = merged
+        return numbers, blob.hex(" ", 2).upper()
+
+    def raw_texts(self, hex_text: str) -> list[str]:
+        """"hr 12: 41C8 0000" for every point."""
+        return [
+            prefix + hex_text[start:end]
+            for prefix, (start, end) in zip(self._prefixes, self._spans, strict=True)
+        ]
+
+
 def check_overlaps(points: Sequence[ModbusPoint]) -> list[str]:
     """Problems with a map: duplicate channels, points sharing registers."""
     problems: list[str] = []

@@ -18,7 +18,16 @@ from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.uaerrors import UaError
 
-from drivers.base import DeviceError, Driver, JSONScalar, Quality, Sample, SampleKind, utc_now
+from drivers.base import (
+    DeviceError,
+    Driver,
+    JSONScalar,
+    Quality,
+    Sample,
+    SampleBatch,
+    SampleKind,
+    utc_now,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -29,7 +38,8 @@ if TYPE_CHECKING:
 
     from drivers.opcua.config import OpcUaConfig, OpcUaEvents, OpcUaNode
 
-# How often `samples()` wakes up without notifications to check the session is alive.
+_MAX_BURST = 1000  # samples handed over as one batch at most
+# How often `batches()` wakes up without notifications to check the session is alive.
 _LIVENESS_CHECK_S = 0.5
 _OPCUA_NULL_YEAR = 1601
 
@@ -233,22 +243,37 @@ class OpcUaDriver(Driver):
             self.queue.put_nowait(_Lost(self._lost))
 
     # ---- samples ---------------------------------------------------------------------
-    async def samples(self) -> AsyncIterator[Sample]:
-        """Yield notifications as they arrive; `DeviceError` once the session is gone."""
+    async def batches(self) -> AsyncIterator[SampleBatch]:
+        """Yield each notification burst as one batch; `DeviceError` once the session is gone.
+
+        A burst is what the queue holds when the first notification is taken: the data
+        changes of one publish response arrive together.
+        """
         client = self._client
         if client is None:
-            raise DeviceError("samples() before connect()", device=self.cfg.id)
+            raise DeviceError("batches() before connect()", device=self.cfg.id)
+        queue = self.queue
         while True:
             try:
                 async with asyncio.timeout(_LIVENESS_CHECK_S):
-                    item = await self.queue.get()
+                    item = await queue.get()
             except TimeoutError:
                 if self._lost is not None:
                     raise DeviceError(self._lost, device=self.cfg.id) from None
                 continue
             if isinstance(item, _Lost):
                 raise DeviceError(item.reason, device=self.cfg.id)
-            yield item
+            burst = [item]
+            lost: _Lost | None = None
+            while len(burst) < _MAX_BURST and not queue.empty():
+                more = queue.get_nowait()
+                if isinstance(more, _Lost):
+                    lost = more
+                    break
+                burst.append(more)
+            yield SampleBatch.from_samples(burst)
+            if lost is not None:
+                raise DeviceError(lost.reason, device=self.cfg.id)
 
     def on_data_change(self, data_value: ua.DataValue, client_handle: int | None) -> None:
         """Build a Sample from one data change notification."""

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from drivers.base import DeviceConfigBase, DeviceError, Driver, Sample, utc_now
+from drivers.base import DeviceConfigBase, DeviceError, Driver, SampleBatch, utc_now
 
 MAX_BURST = 256
 # At high rates values are taken in ticks, like the polls of a fast instrument: one wake-up,
@@ -58,8 +58,8 @@ class SyntheticDriver(Driver):
     async def connect(self) -> None:
         """Nothing to open."""
 
-    async def samples(self) -> AsyncIterator[Sample]:
-        """Yield values at the configured rate, batching sleeps so high rates stay cheap."""
+    async def batches(self) -> AsyncIterator[SampleBatch]:
+        """One batch per wake-up at the configured rate, so high rates stay cheap."""
         cfg = self.cfg
         per_s = cfg.rate_per_s or len(cfg.channels) / cfg.poll_interval_s
         period = 1.0 / per_s
@@ -67,7 +67,10 @@ class SyntheticDriver(Driver):
         lead = max(0.0, TICK_S - period)
         next_due = time.monotonic()
         idx = 0
+        n_channels = len(cfg.channels)
         counters = dict.fromkeys(cfg.channels, 0)
+        units = [cfg.unit] * MAX_BURST
+        rand = random.random
         while True:
             now = time.monotonic()
             if now < next_due + lead:
@@ -78,25 +81,32 @@ class SyntheticDriver(Driver):
             due = min(max(1, behind), MAX_BURST)
             if behind > MAX_BURST:
                 next_due = time.monotonic() - period * due
+            failing = False
+            if cfg.fail_after is not None and self._count + due > cfg.fail_after:
+                due, failing = cfg.fail_after - self._count, True
             # One time stamp and one wave phase per burst: values of a burst are taken together.
             stamp = utc_now()
-            wave = cfg.base + cfg.amplitude * math.sin(time.monotonic() / 60.0 * 2 * math.pi)
-            for _ in range(due):
-                channel = cfg.channels[idx % len(cfg.channels)]
-                idx += 1
-                self._count += 1
-                if cfg.fail_after is not None and self._count > cfg.fail_after:
-                    self._count = 0
-                    raise DeviceError("synthetic failure", device=cfg.id)
-                if cfg.mode == "counter":
+            channels = [cfg.channels[(idx + k) % n_channels] for k in range(due)]
+            idx += due
+            self._count += due
+            if cfg.mode == "counter":
+                values: list[float] = []
+                for channel in channels:
                     counters[channel] += 1
-                    value = float(counters[channel])
-                else:
-                    # Triangular noise (sum of two uniforms): Gaussian-like and much cheaper.
-                    value = wave + (random.random() + random.random() - 1.0) * 0.02
-                yield Sample(
-                    cfg.id, channel, round(value, 6), cfg.unit, stamp, raw_text=f"{value:.6f}"
-                )
+                    values.append(float(counters[channel]))
+                texts = [f"{v:.6f}" for v in values]
+                rounded = values
+            else:
+                wave = cfg.base + cfg.amplitude * math.sin(time.monotonic() / 60.0 * 2 * math.pi)
+                # Triangular noise (sum of two uniforms): Gaussian-like and much cheaper.
+                values = [wave + (rand() + rand() - 1.0) * 0.02 for _ in range(due)]
+                texts = [f"{v:.6f}" for v in values]
+                rounded = [round(v, 6) for v in values]
+            if due:
+                yield SampleBatch(cfg.id, stamp, channels, rounded, units[:due], texts)
+            if failing:
+                self._count = 0
+                raise DeviceError("synthetic failure", device=cfg.id)
             next_due += due * period
             # Yield to the loop even when behind, so one fast source never starves others.
             await asyncio.sleep(0)

@@ -80,11 +80,15 @@ def test_broker_outage_of_30_s_loses_nothing(tmp_path, mosquitto):
 
 
 def durable_item_ids(db_path) -> tuple[set[str], set[int]]:
-    """Every item id committed to the outbox (pending or in unsent envelopes), and the seqs of
-    the unsent envelopes."""
+    """Every item id committed to the outbox (in batch rows not yet cut, or in unsent
+    envelopes), and the seqs of the unsent envelopes."""
     db = sqlite3.connect(db_path)
     try:
-        ids = {json.loads(row[0])["id"] for row in db.execute("SELECT item FROM pending")}
+        ids = {
+            item["id"]
+            for (items,) in db.execute("SELECT items FROM batches")
+            for item in json.loads("[" + items + "]")
+        }
         seqs = set()
         for (body,) in db.execute("SELECT body FROM envelopes"):
             payload = json.loads(base64.urlsafe_b64decode(json.loads(body)["payload"] + "=="))

@@ -23,7 +23,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from drivers.base import Sample
+from drivers.base import Sample, SampleBatch
 from drivers.dosecal.common import (
     NUMBER,
     Measurement,
@@ -130,3 +130,7 @@ class Atomlab500Driver(SerialDoseCalibratorDriver):
     def samples(self) -> AsyncIterator[Sample]:
         """Poll until the link fails."""
         return self.poll_loop()
+
+    def batches(self) -> AsyncIterator[SampleBatch]:
+        """One batch per poll cycle until the link fails."""
+        return self.poll_batches()

@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from drivers.base import Sample
+from drivers.base import Sample, SampleBatch
 from drivers.dosecal.common import (
     ACTIVITY_CHANNEL,
     Measurement,
@@ -155,3 +155,10 @@ class SerialLineDriver(SerialDoseCalibratorDriver):
             return self.poll_loop()
         cfg = self.line_cfg
         return self.push_loop(self.parse, cfg.idle_timeout_s, cfg.max_line_bytes)
+
+    def batches(self) -> AsyncIterator[SampleBatch]:
+        """One batch per poll cycle or pushed line, as configured."""
+        if self.line_cfg.mode == "poll":
+            return self.poll_batches()
+        cfg = self.line_cfg
+        return self.push_batches(self.parse, cfg.idle_timeout_s, cfg.max_line_bytes)

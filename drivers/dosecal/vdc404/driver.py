@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from drivers.base import Sample
+from drivers.base import Sample, SampleBatch
 from drivers.dosecal.common import (
     NUMBER,
     Measurement,
@@ -65,3 +65,9 @@ class VDC404Driver(SerialDoseCalibratorDriver):
     def samples(self) -> AsyncIterator[Sample]:
         """One `activity` sample per pushed line."""
         return self.push_loop(parse_vdc404_line, self.vdc.idle_timeout_s, self.vdc.max_line_bytes)
+
+    def batches(self) -> AsyncIterator[SampleBatch]:
+        """One batch per pushed line."""
+        return self.push_batches(
+            parse_vdc404_line, self.vdc.idle_timeout_s, self.vdc.max_line_bytes
+        )

@@ -27,7 +27,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from drivers.base import DeviceError, Sample
+from drivers.base import DeviceError, Sample, SampleBatch
 from drivers.dosecal.common import (
     ACTIVITY_CHANNEL,
     NUMBER,
@@ -228,3 +228,7 @@ class VIK202Driver(SerialDoseCalibratorDriver):
     def samples(self) -> AsyncIterator[Sample]:
         """Poll until the link fails."""
         return self.poll_loop()
+
+    def batches(self) -> AsyncIterator[SampleBatch]:
+        """One batch per poll cycle until the link fails."""
+        return self.poll_batches()
