@@ -48,14 +48,8 @@ import paho.mqtt.client as mqtt
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-try:
-    from agent.tools.mosquitto import Mosquitto, free_port
-except ImportError:  # before the stage-package layout
-    from agent.mosquitto import Mosquitto, free_port  # type: ignore[no-redef]
-try:
-    from agent.delivery.signing import generate_key_files
-except ImportError:
-    from agent.signing import generate_key_files  # type: ignore[no-redef]
+from agent.delivery.signing import generate_key_files  # noqa: E402
+from agent.tools.mosquitto import Mosquitto, free_port  # noqa: E402
 
 NODE_RED_VERSION = "4"
 CONTRIB_MODBUS_VERSION = "5.23"
@@ -286,9 +280,10 @@ def start_node_red(install: Path, work: Path, modbus_port: int, broker_port: int
                                                                   poll_ms)))
     # Best case for Node-RED: no editor, no admin API, no flow credential encryption noise.
     (user_dir / "settings.js").write_text(
-        "module.exports = {flowFile: 'flows.json', uiPort: %d, uiHost: '127.0.0.1',\n"
+        "module.exports = {flowFile: 'flows.json', uiPort: " + str(free_port())
+        + ", uiHost: '127.0.0.1',\n"
         "  httpAdminRoot: false, httpNodeRoot: false, credentialSecret: false,\n"
-        "  logging: {console: {level: 'warn'}}};\n" % free_port()
+        "  logging: {console: {level: 'warn'}}};\n"
     )
     env = dict(os.environ, NODE_PATH=str(install / "node_modules"))
     log = (work / "node-red.log").open("ab")
@@ -361,7 +356,7 @@ def agent_pid(proc: subprocess.Popen[bytes]) -> int:
     raise RuntimeError("py-spy did not start the agent")
 
 
-def measure(system: str, proc: subprocess.Popen[bytes], pid: int, counter: Counter,
+def measure(system: str, proc: subprocess.Popen[bytes], pid: int, counter: Counter, *,
             poll_ms: int, warmup: float, seconds: float) -> dict[str, Any]:
     # Wait for the first delivered readings (start-up is not measured), then warm up.
     deadline = time.monotonic() + 60
@@ -415,7 +410,8 @@ def run_system(system: str, install: Path | None, poll_ms: int, warmup: float,
                 proc = start_isoedge(work, modbus_port, broker.port, poll_ms)
                 pid = agent_pid(proc)
             try:
-                return measure(system, proc, pid, counter, poll_ms, warmup, seconds)
+                return measure(system, proc, pid, counter, poll_ms=poll_ms, warmup=warmup,
+                               seconds=seconds)
             except RuntimeError:
                 for name in ("node-red.log", "isoedge.log"):
                     if (work / name).exists():

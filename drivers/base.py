@@ -5,10 +5,10 @@ from __future__ import annotations
 import abc
 import contextlib
 import enum
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
@@ -196,6 +196,18 @@ class DeviceConfigBase(BaseModel):
 
 
 StatusCallback = Callable[[str, str | None], None]
+T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def closing(iterator: AsyncIterator[T]) -> AsyncGenerator[AsyncIterator[T], None]:
+    """`contextlib.aclosing` for any async iterator: an async generator is closed on exit."""
+    try:
+        yield iterator
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 class Driver(abc.ABC):
@@ -247,7 +259,7 @@ class Driver(abc.ABC):
         if type(self).batches is Driver.batches:
             raise NotImplementedError(f"{type(self).__name__} implements neither batches() "
                                       "nor samples()")
-        async with contextlib.aclosing(self.batches()) as batches:
+        async with closing(self.batches()) as batches:
             async for batch in batches:
                 for sample in batch.samples():
                     yield sample
@@ -260,7 +272,7 @@ class Driver(abc.ABC):
         if type(self).samples is Driver.samples:
             raise NotImplementedError(f"{type(self).__name__} implements neither batches() "
                                       "nor samples()")
-        async with contextlib.aclosing(self.samples()) as samples:
+        async with closing(self.samples()) as samples:
             async for sample in samples:
                 yield SampleBatch.from_samples([sample])
 

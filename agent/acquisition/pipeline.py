@@ -187,27 +187,10 @@ class Pipeline:
                 return None  # text, bool or None: the general path
         if not math.isfinite(sum(values)):  # type: ignore[arg-type]
             return None  # NaN or infinity: the general path makes them bad readings
-        conversions = self._conversions
-        published: list[float | int] = []
-        units: list[str | None] = []
-        for value, unit in zip(values, batch.units, strict=True):
-            if not unit:
-                published.append(value)  # type: ignore[arg-type]
-                units.append(unit)
-                continue
-            found = conversions.get(unit)
-            if found is None:
-                found = conversions[unit] = conversion(unit)
-            factor, function, target = found
-            if function is not None:
-                published.append(function(float(value)))  # type: ignore[arg-type]
-            elif factor != 1.0:
-                published.append(float(value) * factor)  # type: ignore[arg-type]
-            else:
-                published.append(float(value))  # type: ignore[arg-type]
-            units.append(target)
-        if not math.isfinite(sum(published)):
-            return None  # out of range after conversion: the general path says so
+        converted = self._convert(values, batch.units)
+        if converted is None:
+            return None
+        published, units = converted
         stamp = rfc3339(batch.t)
         device = batch.device
         texts = batch.raw_texts or [None] * len(values)
@@ -233,6 +216,36 @@ class Pipeline:
             for item in items:
                 item["clock"] = "untrusted"
         return items
+
+    def _convert(
+        self, values: Sequence[JSONScalar], raw_units: Sequence[str | None]
+    ) -> tuple[list[float | int], list[str | None]] | None:
+        """Published values and units of finite numbers; None when one leaves the float range.
+
+        One cached look-up per item; numpy does not pay at poll sizes (tens of values).
+        """
+        conversions = self._conversions
+        published: list[float | int] = []
+        units: list[str | None] = []
+        for value, unit in zip(values, raw_units, strict=True):
+            if not unit:
+                published.append(value)  # type: ignore[arg-type]
+                units.append(unit)
+                continue
+            found = conversions.get(unit)
+            if found is None:
+                found = conversions[unit] = conversion(unit)
+            factor, function, target = found
+            if function is not None:
+                published.append(function(float(value)))  # type: ignore[arg-type]
+            elif factor != 1.0:
+                published.append(float(value) * factor)  # type: ignore[arg-type]
+            else:
+                published.append(float(value))  # type: ignore[arg-type]
+            units.append(target)
+        if not math.isfinite(sum(published)):
+            return None  # out of range after conversion: the general path says so
+        return published, units
 
     def _process_items(self, device: str, samples: Sequence[Sample]) -> list[Reading]:
         """The general path: one `Reading` per sample (quality, nuclide, decay, attrs)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 
@@ -123,21 +122,20 @@ class DeviceSupervisor:
             since_yield = 0
             process = self.pipeline.process_batch
             outbox = self.pipeline.outbox
-            async with contextlib.aclosing(driver.batches()) as batches:
-                async for batch in batches:
-                    if count == 0:
-                        backoff.reset()
-                    n = process(batch)
-                    count += n
-                    since_yield += n
-                    if since_yield >= FAIRNESS_BATCH:
-                        # A driver's async generator only yields to the loop when it waits on
-                        # I/O; a fast device must still let other devices, MQTT and signals
-                        # run. Backpressure is checked here too: loose by one batch.
-                        since_yield = 0
-                        if outbox.saturated:
-                            await outbox.wait_capacity()
-                        await asyncio.sleep(0)
+            async for batch in driver.batches():
+                if count == 0:
+                    backoff.reset()
+                n = process(batch)
+                count += n
+                since_yield += n
+                if since_yield >= FAIRNESS_BATCH:
+                    # A driver's async generator only yields to the loop when it waits on
+                    # I/O; a fast device must still let other devices, MQTT and signals
+                    # run. Backpressure is checked here too: loose by one batch.
+                    since_yield = 0
+                    if outbox.saturated:
+                        await outbox.wait_capacity()
+                    await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

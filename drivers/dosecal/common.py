@@ -28,7 +28,15 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from agent.physics.units import ACTIVITY_TO_MBQ, canonical_unit
-from drivers.base import DeviceConfigBase, DeviceError, Driver, Quality, Sample, SampleBatch
+from drivers.base import (
+    DeviceConfigBase,
+    DeviceError,
+    Driver,
+    Quality,
+    Sample,
+    SampleBatch,
+    closing,
+)
 from drivers.dosecal.transport import SerialTransport
 
 NUMBER = r"[-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][-+]?\d{1,3})?"
@@ -410,7 +418,7 @@ class SerialDoseCalibratorDriver(Driver):
     ) -> AsyncIterator[SampleBatch]:
         """`push_loop` with each pushed line (one measurement) handed over as a batch."""
         lines = self.push_loop(parse, idle_timeout_s, max_line_bytes)
-        async with contextlib.aclosing(lines) as inner:  # type: ignore[type-var]
+        async with closing(lines) as inner:
             async for sample in inner:
                 yield SampleBatch.from_samples([sample])
 

@@ -171,11 +171,12 @@ class ModbusDriver(Driver):
             return self._bad(block.points, reason, text)
         if block.table.is_bits:
             bits = [bool(b) for b in response.bits]
-            values: list[JSONScalar] = [bits[p.address - block.address] for p in block.points]
+            picked = [bits[p.address - block.address] for p in block.points]
             texts = [
                 f"{block.table.short} {p.address}: {int(bit)}"
-                for p, bit in zip(block.points, values, strict=True)
+                for p, bit in zip(block.points, picked, strict=True)
             ]
+            values: list[JSONScalar] = list(picked)
             return SampleBatch(self.cfg.id, t, decoder.channels, values, decoder.units, texts,
                                nuclides=decoder.nuclides)  # fmt: skip
         numbers, hex_text = decoder.raw_numbers(response.registers)  # length checked by the bus
@@ -197,12 +198,12 @@ class ModbusDriver(Driver):
         batch = SampleBatch(self.cfg.id, t, decoder.channels, out, decoder.units, texts,
                             nuclides=decoder.nuclides)  # fmt: skip
         if bad:
-            batch.qualities = [Quality.GOOD] * len(out)
+            qualities = [Quality.GOOD] * len(out)
             reasons: list[str | None] = [None] * len(out)
             for index in bad:
-                batch.qualities[index] = Quality.BAD  # type: ignore[index]
+                qualities[index] = Quality.BAD
                 reasons[index] = "not a finite number"
-            batch.reasons = reasons
+            batch.qualities, batch.reasons = qualities, reasons
         return batch
 
     async def close(self) -> None:
