@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Self
 
 from agent.core.tasks import cancel_and_wait
-from drivers.base import DeviceConfigBase, DeviceError, Driver, Quality, Sample
+from drivers.base import DeviceConfigBase, DeviceError, Driver, Quality, Sample, SampleBatch
 from drivers.registry import create_driver
 
 
@@ -24,6 +24,7 @@ class Supervised:
         self.make_driver = source if callable(source) else (lambda: create_driver(source))
         self.backoff_s = backoff_s
         self.samples: list[Sample] = []
+        self.batches: list[SampleBatch] = []
         self.statuses: list[tuple[str, str | None]] = []
         self.errors: list[str] = []
         self.connects = 0
@@ -36,8 +37,10 @@ class Supervised:
             try:
                 await driver.connect()
                 self.connects += 1
-                async for sample in driver.samples():
-                    self.samples.append(sample)
+                # Like the agent's supervisor: batches, as the pipeline gets them.
+                async for batch in driver.batches():
+                    self.batches.append(batch)
+                    self.samples.extend(batch.samples())
             except DeviceError as exc:
                 self.errors.append(str(exc))
             finally:
