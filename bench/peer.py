@@ -57,6 +57,7 @@ VALUES = 100  # float32 values held by the server (200 registers)
 READ_REGISTERS = 100  # registers one poll reads ...
 READINGS_PER_POLL = READ_REGISTERS // 2  # ... as 50 float32 readings
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROFILE: dict[str, str] = {}  # --profile: py-spy binary and output file
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -336,24 +337,7 @@ def start_isoedge(work: Path, modbus_port: int, broker_port: int,
     env = dict(os.environ, PYTHONPATH=str(REPO))
     log = (work / "isoedge.log").open("ab")
     argv = [sys.executable, "-m", "agent", "run", "-c", str(config)]
-    if os.environ.get("ISOEDGE_BENCH_PYSPY"):
-        # Profile the agent (py-spy record) for the per-stage cost: --pyspy writes here.
-        argv = [os.environ["ISOEDGE_BENCH_PYSPY_BIN"], "record", "-o",
-                os.environ["ISOEDGE_BENCH_PYSPY"], "-f", "raw", "-r", "200", "--", *argv]
     return subprocess.Popen(argv, cwd=work, stdout=log, stderr=log, env=env)
-
-
-def agent_pid(proc: subprocess.Popen[bytes]) -> int:
-    """The agent's own pid (under py-spy, its child)."""
-    if not os.environ.get("ISOEDGE_BENCH_PYSPY"):
-        return proc.pid
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
-        if children.exists() and children.read_text().split():
-            return int(children.read_text().split()[0])
-        time.sleep(0.05)
-    raise RuntimeError("py-spy did not start the agent")
 
 
 def measure(system: str, proc: subprocess.Popen[bytes], pid: int, counter: Counter, *,
@@ -367,9 +351,19 @@ def measure(system: str, proc: subprocess.Popen[bytes], pid: int, counter: Count
     time.sleep(warmup)
     readings0, messages0 = counter.snapshot()
     cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    spy = None
+    if PROFILE.get("out") and system == "isoedge":
+        # The measured window only (no start-up), collapsed stacks for bench/stages.py.
+        spy = subprocess.Popen(
+            [PROFILE["py_spy"], "record", "--pid", str(pid), "--nonblocking", "-r", "250",
+             "-f", "raw", "-d", str(max(1, int(seconds))), "-o", PROFILE["out"]],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
     time.sleep(seconds)
     readings1, messages1 = counter.snapshot()
     cpu1, t1 = cpu_seconds(pid), time.monotonic()
+    if spy is not None:
+        spy.wait(30)
     wall = t1 - t0
     readings = readings1 - readings0
     cpu = cpu1 - cpu0
@@ -408,7 +402,7 @@ def run_system(system: str, install: Path | None, poll_ms: int, warmup: float,
                 pid = proc.pid
             else:
                 proc = start_isoedge(work, modbus_port, broker.port, poll_ms)
-                pid = agent_pid(proc)
+                pid = proc.pid
             try:
                 return measure(system, proc, pid, counter, poll_ms=poll_ms, warmup=warmup,
                                seconds=seconds)
@@ -433,8 +427,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window per run")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--only", choices=["node-red", "isoedge"])
+    parser.add_argument("--profile", metavar="FILE",
+                        help="py-spy the agent during the window: collapsed stacks to FILE "
+                        "(summarise with bench/stages.py)")
     parser.add_argument("--serve-modbus", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.profile:
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        PROFILE.update(py_spy=py_spy, out=str(Path(args.profile).resolve()))
     if args.serve_modbus:
         serve_modbus(args.serve_modbus)
         return
