@@ -114,6 +114,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread ("name/tid"): the event loop against the outbox thread."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            text = (task / "stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        out[f"{name}/{task.name}"] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -351,6 +365,7 @@ def measure(system: str, proc: subprocess.Popen[bytes], pid: int, counter: Count
     time.sleep(warmup)
     readings0, messages0 = counter.snapshot()
     cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    threads0 = thread_cpu(pid)
     spy = None
     if PROFILE.get("out") and system == "isoedge":
         # The measured window only (no start-up), collapsed stacks for bench/stages.py.
@@ -362,6 +377,7 @@ def measure(system: str, proc: subprocess.Popen[bytes], pid: int, counter: Count
     time.sleep(seconds)
     readings1, messages1 = counter.snapshot()
     cpu1, t1 = cpu_seconds(pid), time.monotonic()
+    threads1 = thread_cpu(pid)
     if spy is not None:
         spy.wait(30)
     wall = t1 - t0
@@ -375,6 +391,10 @@ def measure(system: str, proc: subprocess.Popen[bytes], pid: int, counter: Count
         "cores": round(cpu / wall, 3),
         "readings_per_cpu_s": round(readings / cpu) if cpu > 0 else None,
         "peak_rss_mb": round(peak_rss_mb(pid), 1),
+        "thread_cores": {
+            name: round((cpu - threads0.get(name, 0.0)) / wall, 3)
+            for name, cpu in sorted(threads1.items(), key=lambda kv: -kv[1])[:4]
+        },
         "decode_errors": counter.errors,
         "load": load_average(),
     }

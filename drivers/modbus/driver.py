@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from drivers.modbus.config import ModbusDeviceConfig, ModbusRtuConfig, ModbusTcpConfig
     from drivers.modbus.points import ModbusPoint, ReadBlock
+    from drivers.modbus.tcp import ReadResponse
 
 
 def exception_name(code: int) -> str:
@@ -130,7 +131,9 @@ class ModbusDriver(Driver):
                 next_due = now
             await asyncio.sleep(max(0.0, next_due - now))
 
-    async def _read(self, bus: ModbusBus, block: ReadBlock, *, probing: bool) -> ModbusPDU:
+    async def _read(
+        self, bus: ModbusBus, block: ReadBlock, *, probing: bool
+    ) -> ModbusPDU | ReadResponse:
         """One request with retries; the bus is released between attempts."""
         attempts = 1 if probing else self.cfg.retries + 1
         last: NoResponse | None = None
@@ -159,7 +162,7 @@ class ModbusDriver(Driver):
         )
 
     def _decode_block(
-        self, block: ReadBlock, decoder: BlockDecoder, response: ModbusPDU
+        self, block: ReadBlock, decoder: BlockDecoder, response: ModbusPDU | ReadResponse
     ) -> SampleBatch:
         """A whole response as one batch: one unpack over the block's bytes."""
         t = utc_now()
@@ -179,7 +182,9 @@ class ModbusDriver(Driver):
             values: list[JSONScalar] = list(picked)
             return SampleBatch(self.cfg.id, t, decoder.channels, values, decoder.units, texts,
                                nuclides=decoder.nuclides)  # fmt: skip
-        numbers, hex_text = decoder.raw_numbers(response.registers)  # length checked by the bus
+        # The register bytes as they came when the link gives them (Modbus TCP), else ints.
+        data = getattr(response, "register_bytes", None)
+        numbers, hex_text = decoder.raw_numbers(data if data is not None else response.registers)
         texts = decoder.raw_texts(hex_text)
         out: list[JSONScalar] = []
         bad: list[int] = []

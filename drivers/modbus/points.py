@@ -221,9 +221,17 @@ class BlockDecoder:
             cursor = p.end
         self._struct = struct.Struct("".join(fmt))
 
-    def raw_numbers(self, registers: Sequence[int]) -> tuple[list[int | float], str]:
-        """Raw numbers of every point (before scale/offset) and the block's hex text."""
-        blob = struct.pack(f">{len(registers)}H", *registers)
+    def raw_numbers(self, registers: Sequence[int] | bytes) -> tuple[list[int | float], str]:
+        """Raw numbers of every point (before scale/offset) and the block's hex text.
+
+        `registers` as integers, or as the response's big-endian bytes.
+        """
+        if isinstance(registers, bytes):
+            blob = registers
+            if self._fallback:
+                registers = struct.unpack(f">{len(blob) // 2}H", blob)
+        else:
+            blob = struct.pack(f">{len(registers)}H", *registers)
         numbers: list[int | float] = list(self._struct.unpack_from(blob))
         if self._fallback:
             merged: list[int | float] = []
