@@ -141,8 +141,10 @@ async def outbox_cost(text: str, batch_native: bool, rounds: int) -> float:
     idle = await pace(lambda: None)
     with tempfile.TemporaryDirectory() as tmp:
         signer = generate_key_files(Path(tmp) / "keys")
-        outbox = Outbox(Path(tmp) / "outbox.db", signer, site="s", agent="a",
-                        topic_for=lambda s, d: f"t/{s}/{d}", quota_bytes=2**30, fsync="full")  # fmt: skip
+        outbox = Outbox(
+            Path(tmp) / "outbox.db", signer, site="s", agent="a",
+            topic_for=lambda s, d: f"t/{s}/{d}", quota_bytes=2**30, fsync="full",
+        )  # fmt: skip
         await outbox.start()
         if batch_native:
             busy = await pace(lambda: outbox.submit_batch("readings", "plc-1", READINGS, text))
