@@ -61,11 +61,12 @@ class StateStore:
         return await self.open()
 
     def stream_items(self, stream: str) -> list[dict]:
-        """Items of `stream` stored in the outbox (pending or in signed envelopes)."""
+        """Items of `stream` stored in the outbox (batch rows or signed envelopes)."""
         db = sqlite3.connect(self.path)
         try:
-            items = [json.loads(r[0]) for r in db.execute(
-                "SELECT item FROM pending WHERE stream = ? ORDER BY id", (stream,))]
+            items = [item for (row,) in db.execute(
+                "SELECT items FROM batches WHERE stream = ? ORDER BY id", (stream,))
+                for item in json.loads("[" + row + "]")]
             for (body,) in db.execute(
                     "SELECT body FROM envelopes WHERE stream = ? ORDER BY seq", (stream,)):
                 items.extend(_payload(body)["items"])

@@ -55,7 +55,8 @@ def acknowledgement_in(db_path: Path, alert_id: str) -> dict[str, bool]:
             "SELECT COUNT(*) FROM audit WHERE action = 'alert.acknowledged' AND subject = ?",
             (f"alert/{alert_id}",),
         ).fetchone()[0]
-        items = [json.loads(r[0]) for r in db.execute("SELECT item FROM pending")]
+        items = [item for (row,) in db.execute("SELECT items FROM batches")
+                 for item in json.loads("[" + row + "]")]  # fmt: skip
         for (body,) in db.execute("SELECT body FROM envelopes"):
             items.extend(_payload_items(body))
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
