@@ -19,7 +19,7 @@ import structlog
 
 from agent.acquisition.state import LiveState
 from agent.core.reading import Reading, dumps_item, new_ids, rfc3339
-from agent.delivery.outbox import Outbox
+from agent.delivery.outbox import MAX_ENVELOPE_ITEM_BYTES, Outbox
 from agent.physics.nuclides import NUCLIDES, decay_value, normalize_nuclide
 from agent.physics.units import conversion, convert, is_activity_unit
 from drivers.base import DeviceConfigBase, JSONScalar, Quality, Sample, SampleBatch, SampleKind
@@ -287,6 +287,13 @@ class Pipeline:
     ) -> None:
         """Hand the batch to the outbox, then live state and QC."""
         text = self._serialise(device, items, readings)
+        if len(text) > MAX_ENVELOPE_ITEM_BYTES and len(items) > 1:
+            # One row must fit one envelope: halves of a batch of unusually long items.
+            half = len(items) // 2
+            for part in (slice(0, half), slice(half, None)):
+                self._commit(device, channels[part], values[part], items[part],
+                             readings[part] if readings is not None else None)  # fmt: skip
+            return
         self.outbox.submit_batch("readings", device, len(items), text)
         self.live.on_batch(device, channels, values, items)
         qc = self.qc

@@ -82,6 +82,9 @@ CREATE TABLE IF NOT EXISTS archive (
 ARCHIVE_PRUNE_INTERVAL_S = 30.0  # age-based pruning at most this often
 ARCHIVE_YIELD = 0.7  # under quota pressure the archive shrinks until the database is this full
 
+# Items of one envelope at most this many bytes, so its base64url payload stays under the
+# 128 000 bytes that JOSE libraries accept by default (joserfc's max_payload_length).
+MAX_ENVELOPE_ITEM_BYTES = 90_000
 MAX_IN_FLIGHT = 20_000  # uncommitted items before producers are made to wait
 QUOTA_HIGH = 0.9  # pause low-priority acquisition and alert
 QUOTA_LOW = 0.8  # resume below this
@@ -152,11 +155,16 @@ class _Batch:
     texts: list[str]  # the row's items, serialised and joined by commas
     oldest: float  # time.monotonic() of the first row
     n_items: int = 0
+    n_bytes: int = 0
+    sizes: list[int] = field(default_factory=list)  # UTF-8 bytes per row
     unsaved: list[tuple[int, str, str, float, int, str]] = field(default_factory=list)
 
     def add(self, row_id: int, count: int, text: str) -> None:
         self.ids.append(row_id)
         self.counts.append(count)
+        size = len(text.encode("utf-8"))
+        self.sizes.append(size)
+        self.n_bytes += size
         self.texts.append(text)
         self.n_items += count
 
@@ -721,6 +729,7 @@ class Outbox:
             for key, batch in self._batches.items()
             if force
             or batch.n_items >= self.batch_max_items
+            or batch.n_bytes >= MAX_ENVELOPE_ITEM_BYTES
             or now - batch.oldest >= self.batch_max_age
         ]
         if not due:
@@ -729,7 +738,8 @@ class Outbox:
         for key in due:
             batch = self._batches.pop(key)
             saved = len(batch.ids) - len(batch.unsaved)  # the first `saved` are in `batches`
-            for start, end, n_items in _envelope_spans(batch.counts, self.batch_max_items):
+            spans = _envelope_spans(batch.counts, batch.sizes, self.batch_max_items)
+            for start, end, n_items in spans:
                 self._write_envelope(
                     db, batch.stream, batch.device, batch.texts[start:end], n_items
                 )
@@ -830,15 +840,21 @@ def used_bytes(db: sqlite3.Connection) -> int:
     return (pages - free) * page_size
 
 
-def _envelope_spans(counts: list[int], limit: int) -> list[tuple[int, int, int]]:
-    """Rows [start, end) per envelope, whole rows, at most `limit` items unless one row is more."""
+def _envelope_spans(
+    counts: list[int], sizes: list[int], limit: int
+) -> list[tuple[int, int, int]]:
+    """Rows [start, end) per envelope: whole rows, within both bounds unless one row is more.
+
+    The bounds: `limit` items, and `MAX_ENVELOPE_ITEM_BYTES` bytes of items.
+    """
     spans: list[tuple[int, int, int]] = []
-    start, n_items = 0, 0
-    for index, count in enumerate(counts):
-        if n_items and n_items + count > limit:
+    start, n_items, n_bytes = 0, 0, 0
+    for index, (count, size) in enumerate(zip(counts, sizes, strict=True)):
+        if n_items and (n_items + count > limit or n_bytes + size > MAX_ENVELOPE_ITEM_BYTES):
             spans.append((start, index, n_items))
-            start, n_items = index, 0
+            start, n_items, n_bytes = index, 0, 0
         n_items += count
+        n_bytes += size
     if n_items or start < len(counts):
         spans.append((start, len(counts), n_items))
     return spans
