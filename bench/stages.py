@@ -13,15 +13,20 @@ Prints one JSON line: per stage the share of samples and µs of CPU per reading.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+
 # Samples whose innermost frame waits are not CPU (py-spy cannot always tell an idle thread).
 IDLE_LEAVES = ("EpollSelector.select", "time.sleep", "Condition.wait", "Event.wait",
-               "SimpleQueue.get", "outbox.py:440)")  # fmt: skip
+               "SimpleQueue.get")  # fmt: skip
+IDLE_CALLS = ("time.sleep(", ".wait(")  # a leaf line of the agent's own code that waits
 # A commit is mostly waiting for fsync; shown on its own, and not part of the CPU split.
-COMMIT_LEAVES = ("db.commit", "outbox.py:487)", "outbox.py:320)")
+COMMIT_CALLS = (".commit()",)
 COMMIT = "outbox commit (SQLite + fsync, mostly waiting)"
 # First match wins, in this order (a stack names its innermost frames last).
 STAGES: list[tuple[str, tuple[str, ...]]] = [
@@ -34,11 +39,23 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("pipeline (convert, items, serialise)", ("Pipeline.",)),
     ("driver decode", ("ModbusDriver._decode", "BlockDecoder.", "ModbusPoint.decode",
                        "_decode_block", "ModbusDriver._bad")),
-    ("driver requests (pymodbus, socket)", ("ModbusDriver._read", "modbus/bus.py", "pymodbus")),
+    ("driver requests (Modbus client, socket)", ("ModbusDriver._read", "modbus/bus.py",
+                                                 "modbus/tcp.py", "pymodbus")),
     ("supervisor / driver loop", ("DeviceSupervisor.", "ModbusDriver.batches",
                                   "ModbusDriver.samples")),
 ]
 OTHER = "event loop, timers, other"
+
+
+@functools.cache
+def source_line(path: str, line: int) -> str:
+    """The text of `path:line` of the profiled checkout (py-spy names the line only)."""
+    for root in (ROOT, Path.cwd()):
+        try:
+            return (root / path).read_text().splitlines()[line - 1]
+        except (OSError, IndexError):
+            continue
+    return ""
 
 
 def classify(stack: str) -> str | None:
@@ -46,8 +63,13 @@ def classify(stack: str) -> str | None:
     leaf = stack.rsplit(";", 1)[-1]
     if any(needle in leaf for needle in IDLE_LEAVES):
         return None
-    if any(needle in leaf for needle in COMMIT_LEAVES):
-        return COMMIT
+    found = re.search(r"\((\S+?):(\d+)\)$", leaf)
+    if found:
+        text = source_line(found[1], int(found[2]))
+        if any(call in text for call in IDLE_CALLS):
+            return None
+        if any(call in text for call in COMMIT_CALLS):
+            return COMMIT
     for name, needles in STAGES:
         if any(needle in stack for needle in needles):
             return name
@@ -69,7 +91,11 @@ def main() -> None:
     parser.add_argument("profile", type=Path, help="py-spy collapsed stacks (-f raw)")
     parser.add_argument("--readings-per-cpu-s", type=float, required=True,
                         help="from the same run's JSON line")  # fmt: skip
+    parser.add_argument("--source", type=Path, help="the profiled checkout (default: this one)")
     args = parser.parse_args()
+    if args.source is not None:
+        global ROOT  # noqa: PLW0603 - one setting for the line look-ups
+        ROOT = args.source
     counts = summarise(args.profile)
     idle, commit = counts.pop("idle", 0), counts.pop(COMMIT, 0)
     total = sum(counts.values()) or 1
