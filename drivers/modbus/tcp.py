@@ -6,9 +6,8 @@ the 12-byte request itself and hands the driver the response's register bytes as
 so a block decodes with one `struct` unpack. RTU (serial or tunnelled over TCP) stays with
 pymodbus.
 
-One reader task per connection (owned by the link, ended by `close()` or by the connection
-ending) matches answers to requests by transaction id: a late answer to an abandoned request
-is dropped, never taken for the next one's data.
+Answers are matched to requests by transaction id: a late answer to an abandoned request is
+dropped, never taken for the next one's data.
 """
 
 from __future__ import annotations
@@ -47,60 +46,87 @@ class ReadResponse:
         return list(struct.unpack(f">{len(data) // 2}H", data))
 
 
+class _Framing(asyncio.Protocol):
+    """Cuts the byte stream into MBAP frames and hands each to the request waiting for it."""
+
+    def __init__(self, link: TcpLink) -> None:
+        self.link = link
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - a TCP connection
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        while len(buffer) >= _MBAP.size:
+            tid, protocol, length, unit = _MBAP.unpack_from(buffer)
+            if protocol != 0 or not 2 <= length <= _MAX_PDU + 1:  # noqa: PLR2004
+                # Not Modbus TCP framing: the stream cannot be trusted any more.
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            end = 6 + length
+            if len(buffer) < end:
+                return
+            body = bytes(buffer[_MBAP.size : end])
+            del buffer[:end]
+            self.link.answer(tid, unit, body)
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - reason unused
+        self.link.lost(self.transport)
+
+
 class TcpLink:
-    """One Modbus TCP connection: requests by transaction id, one reader task."""
+    """One Modbus TCP connection; answers matched to requests by transaction id.
+
+    An `asyncio.Protocol`, not streams and a reader task: an answer reaches the waiting
+    request in the loop iteration that reads it, and there is no task to own.
+    """
 
     def __init__(self, host: str, port: int, timeout_s: float) -> None:
         self.host = host
         self.port = port
         self.timeout_s = timeout_s
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
+        self._transport: asyncio.Transport | None = None
         self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
         self._tid = 0
 
     @property
     def connected(self) -> bool:
-        """True while the connection is open and its reader runs."""
-        return (
-            self._writer is not None
-            and not self._writer.is_closing()
-            and self._reader_task is not None
-            and not self._reader_task.done()
-        )
+        """True while the connection is open."""
+        return self._transport is not None and not self._transport.is_closing()
 
     async def connect(self) -> bool:
         """Open the connection (OSError or TimeoutError when it cannot be opened)."""
         self.close()
+        loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.timeout_s):
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-        self._writer = writer
-        self._reader_task = asyncio.create_task(
-            self._read_loop(reader), name=f"modbus-tcp-{self.host}:{self.port}"
-        )
+            transport, _framing = await loop.create_connection(
+                lambda: _Framing(self), self.host, self.port
+            )
+        self._transport = transport
         return True
 
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
-        """Take answers off the connection until it ends; each goes to its request."""
-        try:
-            while True:
-                head = await reader.readexactly(_MBAP.size)
-                tid, protocol, length, unit = _MBAP.unpack(head)
-                if protocol != 0 or not 2 <= length <= _MAX_PDU + 1:  # noqa: PLR2004
-                    return  # not Modbus TCP framing: the stream cannot be trusted any more
-                body = await reader.readexactly(length - 1)
-                waiter = self._pending.pop(tid, None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result((unit, body))
-        except (asyncio.IncompleteReadError, OSError):
-            return
-        finally:
-            self._drop_connection()
+    def answer(self, tid: int, unit: int, body: bytes) -> None:
+        """A frame arrived: it goes to its request; a late one (request abandoned) is dropped."""
+        waiter = self._pending.pop(tid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result((unit, body))
 
-    def _drop_connection(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
+    def lost(self, transport: asyncio.Transport | None) -> None:
+        """A connection ended: if it is the current one, every waiting request learns it.
+
+        (The end of a connection already replaced by a newer one changes nothing.)
+        """
+        if transport is not self._transport:
+            return
+        self._transport = None
+        self._fail_pending()
+
+    def _fail_pending(self) -> None:
         pending, self._pending = self._pending, {}
         for waiter in pending.values():
             if not waiter.done():
@@ -110,14 +136,14 @@ class TcpLink:
         self, function_code: int, address: int, count: int, unit_id: int
     ) -> ReadResponse:
         """One read request; `TimeoutError` when no answer came within the timeout."""
-        writer = self._writer
-        if writer is None or not self.connected:
+        transport = self._transport
+        if transport is None or transport.is_closing():
             raise LinkClosed("not connected")
         self._tid = tid = (self._tid + 1) & 0xFFFF
         waiter: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
         self._pending[tid] = waiter
         try:
-            writer.write(_REQUEST.pack(tid, 0, 6, unit_id, function_code, address, count))
+            transport.write(_REQUEST.pack(tid, 0, 6, unit_id, function_code, address, count))
             async with asyncio.timeout(self.timeout_s):
                 unit, body = await waiter
         finally:
@@ -125,12 +151,12 @@ class TcpLink:
         return _parse(function_code, count, unit_id, unit, body)
 
     def close(self) -> None:
-        """Close the connection; the reader task ends with it. Idempotent, never raises."""
-        task, self._reader_task = self._reader_task, None
-        with contextlib.suppress(Exception):
-            self._drop_connection()
-        if task is not None and not task.done():
-            task.cancel()
+        """Close the connection (waiting requests fail with `LinkClosed`). Never raises."""
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                transport.close()
+        self._fail_pending()
 
 
 class BadResponse(Exception):  # noqa: N818 - a state of the answer, like NoResponse
