@@ -41,8 +41,12 @@ from agent.acquisition.pipeline import Pipeline  # noqa: E402
 from agent.acquisition.state import LiveState  # noqa: E402
 from agent.delivery.outbox import Outbox  # noqa: E402
 from agent.delivery.signing import generate_key_files  # noqa: E402
-from drivers.catalog import create_driver  # noqa: E402
 from drivers.modbus.config import ModbusTcpConfig  # noqa: E402
+
+if (Path(agent.__file__).resolve().parent.parent / "drivers" / "registry.py").exists():
+    from drivers.registry import create_driver
+else:  # a checkout from before the driver registry
+    from drivers.catalog import create_driver  # type: ignore[import-not-found,no-redef]
 
 READINGS = 50
 
