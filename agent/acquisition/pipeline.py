@@ -250,6 +250,12 @@ class Pipeline:
     def _process_items(self, device: str, samples: Sequence[Sample]) -> list[Reading]:
         """The general path: one `Reading` per sample (quality, nuclide, decay, attrs)."""
         readings = [self.to_reading(sample) for sample in samples]
+        programme = self.qc_programme
+        if programme is not None and programme.is_held(device):
+            for reading in readings:
+                if reading.nuclide is not None:
+                    # Not for patient doses: the calibrator's daily QC failed or is overdue.
+                    reading.attrs["calibrator_release"] = "on_hold"
         items = [reading.to_item() for reading in readings]
         self._commit(device, [r.channel for r in readings], [r.value for r in readings], items,
                      readings)  # fmt: skip
@@ -296,20 +302,37 @@ class Pipeline:
             return
         self.outbox.submit_batch("readings", device, len(items), text)
         self.live.on_batch(device, channels, values, items)
-        qc = self.qc
-        if qc is None:
-            return
-        watches = qc.watches
+        if self.qc is not None or self.qc_programme is not None:
+            self._to_qc(device, channels, items, readings)
+
+    def _to_qc(
+        self,
+        device: str,
+        channels: Sequence[str],
+        items: list[dict[str, Any]],
+        readings: list[Reading] | None,
+    ) -> None:
+        """Readings of the channels a rule or a calibrator's QC programme watches, to them."""
+        qc, programme = self.qc, self.qc_programme
         for index, channel in enumerate(channels):
-            if not watches(device, channel):
+            rules = qc if qc is not None and qc.watches(device, channel) else None
+            watched = programme is not None and programme.watches(device, channel)
+            runs = programme if watched else None
+            if rules is None and runs is None:
                 continue
             reading = readings[index] if readings is not None else self._reading_of(items[index])
             if reading.kind is not SampleKind.READING:
                 continue
-            try:
-                qc.on_reading(reading)
-            except Exception:
-                log.exception("QC rule evaluation failed", device=device)
+            if rules is not None:
+                try:
+                    rules.on_reading(reading)
+                except Exception:
+                    log.exception("QC rule evaluation failed", device=device)
+            if runs is not None:
+                try:
+                    runs.on_reading(reading)
+                except Exception:
+                    log.exception("QC programme failed on a reading", device=device)
 
     @staticmethod
     def _reading_of(item: dict[str, Any]) -> Reading:

@@ -306,6 +306,11 @@ class QCManager:
                 for device, state in self._state.items()
             }
 
+    def watches(self, device: str, channel: str) -> bool:
+        """True for the activity channel of a calibrator with a programme (cheap: per item)."""
+        programme = self._programmes.get(device)
+        return programme is not None and programme.channel == channel
+
     def is_held(self, device: str) -> bool:
         """True when `device` is a calibrator on hold (cheap: per reading)."""
         return device in self._held
