@@ -20,7 +20,6 @@ from pymodbus.exceptions import ConnectionException, ModbusIOException
 
 from drivers.modbus.config import ModbusDeviceConfig, ModbusRtuConfig, ModbusTcpConfig
 from drivers.modbus.points import Table
-from drivers.modbus.tcp import BadResponse, LinkClosed, ReadResponse, TcpLink
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -69,10 +68,10 @@ class UnitHealth:
 
 @dataclass(eq=False)
 class ModbusBus:
-    """One client (our Modbus TCP link, or pymodbus for RTU), its lock, each unit's health."""
+    """One pymodbus client, its lock and the health of each unit id on it."""
 
     key: str
-    client: TcpLink | AsyncModbusTcpClient | AsyncModbusSerialClient
+    client: AsyncModbusTcpClient | AsyncModbusSerialClient
     timeout_s: float
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     connect_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -96,22 +95,14 @@ class ModbusBus:
                 raise LinkDown(f"cannot open {self.key}: {exc or type(exc).__name__}") from exc
             if not ok:
                 raise LinkDown(f"cannot open {self.key}")
-            if not isinstance(self.client, TcpLink):
-                self.client.set_max_no_responses(_MAX_NO_RESPONSES)
+            self.client.set_max_no_responses(_MAX_NO_RESPONSES)
 
-    async def read(
-        self, table: Table, address: int, count: int, unit_id: int
-    ) -> ModbusPDU | ReadResponse:
+    async def read(self, table: Table, address: int, count: int, unit_id: int) -> ModbusPDU:
         """One read request; the bus is held only for this request and its response."""
-        client = self.client
-        if isinstance(client, TcpLink):
-            async with self.lock:
-                answer = await self._read_tcp(client, table, address, count, unit_id)
-            return self._checked(answer, table, count, unit_id)
         async with self.lock:
-            if not client.connected:
+            if not self.client.connected:
                 raise LinkDown(f"{self.key} is not connected")
-            call = self._request(client, table, address, count, unit_id)
+            call = self._request(table, address, count, unit_id)
             try:
                 async with asyncio.timeout(self.timeout_s + _HARD_TIMEOUT_MARGIN_S):
                     response = await call
@@ -121,26 +112,6 @@ class ModbusBus:
                 if not self.client.connected:
                     raise LinkDown(f"{self.key}: connection lost") from exc
                 raise NoResponse(f"unit {unit_id} did not answer within {self.timeout_s}s") from exc
-        return self._checked(response, table, count, unit_id)
-
-    async def _read_tcp(
-        self, client: TcpLink, table: Table, address: int, count: int, unit_id: int
-    ) -> ReadResponse:
-        try:
-            return await client.read(_FUNCTION_CODES[table], address, count, unit_id)
-        except LinkClosed as exc:
-            raise LinkDown(f"{self.key}: {exc}") from exc
-        except TimeoutError as exc:
-            if not client.connected:
-                raise LinkDown(f"{self.key}: connection lost") from exc
-            raise NoResponse(f"unit {unit_id} did not answer within {self.timeout_s}s") from exc
-        except BadResponse as exc:
-            raise NoResponse(f"unit {unit_id}: {exc}") from exc
-
-    @staticmethod
-    def _checked(
-        response: ModbusPDU | ReadResponse, table: Table, count: int, unit_id: int
-    ) -> ModbusPDU | ReadResponse:
         # A late answer to an abandoned request must never pass for this one's data.
         if response.function_code & 0x7F != _FUNCTION_CODES[table]:
             raise NoResponse(
@@ -148,24 +119,15 @@ class ModbusBus:
                 f"to a function {_FUNCTION_CODES[table]} request"
             )
         if not response.isError():
-            if table.is_bits:
-                got = len(response.bits)
-            elif isinstance(response, ReadResponse):
-                got = len(response.register_bytes) // 2
-            else:
-                got = len(response.registers)
+            got = len(response.bits) if table.is_bits else len(response.registers)
             if got < count:
                 raise NoResponse(f"unit {unit_id} answered {got} of {count} values")
         return response
 
-    @staticmethod
     def _request(
-        client: AsyncModbusTcpClient | AsyncModbusSerialClient,
-        table: Table,
-        address: int,
-        count: int,
-        unit_id: int,
+        self, table: Table, address: int, count: int, unit_id: int
     ) -> Awaitable[ModbusPDU]:
+        client = self.client
         match table:
             case Table.HOLDING:
                 return client.read_holding_registers(address, count=count, device_id=unit_id)
@@ -186,14 +148,14 @@ _FUNCTION_CODES = {Table.COIL: 1, Table.DISCRETE: 2, Table.HOLDING: 3, Table.INP
 _BUSES: dict[tuple[int, str], ModbusBus] = {}
 
 
-def _make_client(
-    config: ModbusDeviceConfig,
-) -> TcpLink | AsyncModbusTcpClient | AsyncModbusSerialClient:
+def _make_client(config: ModbusDeviceConfig) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
     # Retries and reconnects are decided by the driver and its supervisor, not by pymodbus:
     # its automatic reconnect would hide a dead link, its retries would hold the bus.
     timeout = config.timeout_s
     if isinstance(config, ModbusTcpConfig):
-        return TcpLink(config.host, config.port, timeout)
+        return AsyncModbusTcpClient(
+            config.host, port=config.port, timeout=timeout, retries=0, reconnect_delay=0.0
+        )
     if isinstance(config, ModbusRtuConfig):
         address = config.tcp_address
         if address is not None:

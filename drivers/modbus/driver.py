@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
     from drivers.modbus.config import ModbusDeviceConfig, ModbusRtuConfig, ModbusTcpConfig
     from drivers.modbus.points import ModbusPoint, ReadBlock
-    from drivers.modbus.tcp import ReadResponse
 
 
 def exception_name(code: int) -> str:
@@ -133,7 +132,7 @@ class ModbusDriver(Driver):
 
     async def _read(
         self, bus: ModbusBus, block: ReadBlock, *, probing: bool
-    ) -> ModbusPDU | ReadResponse:
+    ) -> ModbusPDU:
         """One request with retries; the bus is released between attempts."""
         attempts = 1 if probing else self.cfg.retries + 1
         last: NoResponse | None = None
@@ -162,7 +161,7 @@ class ModbusDriver(Driver):
         )
 
     def _decode_block(
-        self, block: ReadBlock, decoder: BlockDecoder, response: ModbusPDU | ReadResponse
+        self, block: ReadBlock, decoder: BlockDecoder, response: ModbusPDU
     ) -> SampleBatch:
         """A whole response as one batch: one unpack over the block's bytes."""
         t = utc_now()
@@ -182,9 +181,7 @@ class ModbusDriver(Driver):
             values: list[JSONScalar] = list(picked)
             return SampleBatch(self.cfg.id, t, decoder.channels, values, decoder.units, texts,
                                nuclides=decoder.nuclides)  # fmt: skip
-        # The register bytes as they came when the link gives them (Modbus TCP), else ints.
-        data = getattr(response, "register_bytes", None)
-        numbers, hex_text = decoder.raw_numbers(data if data is not None else response.registers)
+        numbers, hex_text = decoder.raw_numbers(response.registers)
         texts = decoder.raw_texts(hex_text)
         out: list[JSONScalar] = []
         bad: list[int] = []
