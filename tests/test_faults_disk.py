@@ -1,0 +1,175 @@
+"""A full disk (issue 14): the state directory on a small tmpfs the test mounts and fills.
+
+ENOSPC never stops the agent; what is durable stays durable; acquisition pauses by priority
+with an alert seen on /healthz and in the log; writes are retried, and acquisition resumes on
+its own when space returns. The agent starts on a full disk and delivers its backlog.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from agentproc import AgentProcess, make_keys
+from collector import Collector, assert_gapless_chain, decode_all
+from faults.scenario import (
+    counter_devices,
+    events,
+    fault_config,
+    healthz,
+    metrics,
+    reading_runs_are_whole,
+)
+from faults.tmpfs import MountImpossibleError, fill, free_bytes, tmpfs
+from helpers import wait_until
+from test_durability import durable_item_ids
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """tmp_path/state on its own 24 MiB tmpfs."""
+    try:
+        with tmpfs(tmp_path / "state", "24m") as mount:
+            yield mount
+    except MountImpossibleError as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+
+
+def disk_reason(port: int) -> str | None:
+    """The /healthz reason that names the disk, if any."""
+    report = healthz(port)
+    if report is None:
+        return None
+    return next((r for r in report["reasons"] if "disk" in r), None)
+
+
+def delivered_ids(collector: Collector, jwk) -> set[str]:
+    return {i["id"] for _t, d, _p in decode_all(collector.envelopes(), jwk) for i in d["items"]}
+
+
+def test_a_full_disk_pauses_acquisition_with_an_alert_and_resumes_when_space_returns(
+    tmp_path, mosquitto, small_disk
+):
+    jwk = make_keys(tmp_path / "keys")
+    collector = Collector(mosquitto.port).start()
+    # No reserve: the disk really runs out (ENOSPC inside SQLite's commit).
+    config, port = fault_config(tmp_path, mosquitto.url, counter_devices(2, 0.002, [1, 5]),
+                                outbox="min_free_mb = 0")
+    ballast = fill(small_disk, leave_bytes=3 * 1024 * 1024)
+    agent = AgentProcess(config).start()
+    try:
+        wait_until(lambda: len(collector.envelopes()) > 3, timeout=30)
+        mosquitto.stop()  # the backlog grows until the disk is full
+        wait_until(lambda: disk_reason(port) is not None, timeout=90, interval=0.5)
+        assert free_bytes(small_disk) < 1024 * 1024
+        report = healthz(port)
+        assert report is not None and report["checks"]["disk"]["state"] == "full", report
+        assert agent.proc is not None and agent.proc.poll() is None, agent.log()[-3000:]
+        wait_until(lambda: all(d["state"] == "paused" for d in
+                               (healthz(port) or {"checks": {"devices": {"x": {"state": ""}}}})
+                               ["checks"]["devices"].values()), timeout=30)
+        assert "disk full" in agent.log()
+        # Space returns: the agent notices on its own, commits what it held, acquires again.
+        ballast.unlink()
+        wait_until(lambda: (healthz(port) or {}).get("status") == "ok", timeout=60, interval=0.5)
+        mosquitto.start()
+        wait_until(lambda: metrics(port).get("isoedge_outbox_envelopes", 1) == 0
+                   and metrics(port).get("isoedge_mqtt_connected") == 1, timeout=60)
+        acquired = metrics(port)["isoedge_readings_acquired_total"]
+    finally:
+        code = agent.terminate()
+    assert code == 0, agent.log()[-3000:]
+    time.sleep(1)  # the last envelopes on their way to the collector
+    collector.stop()
+    decoded = decode_all(collector.envelopes(), jwk)
+    assert_gapless_chain(decoded)
+    seen = reading_runs_are_whole(decoded)  # nothing acquired was dropped
+    assert seen["readings"] >= acquired
+    disk_alerts = [a for a in events(decoded, "alerts") if a.get("rule") == "outbox.disk"]
+    assert {a["event"] for a in disk_alerts} >= {"alert.raised", "alert.cleared"}, disk_alerts
+
+
+def test_the_agent_starts_on_a_full_disk_and_delivers_its_backlog(tmp_path, mosquitto,
+                                                                  small_disk):
+    jwk = make_keys(tmp_path / "keys")
+    mosquitto.stop()
+    config, port = fault_config(tmp_path, mosquitto.url, counter_devices(2, 0.002),
+                                outbox="min_free_mb = 0")
+    first = AgentProcess(config).start()
+    try:
+        wait_until(lambda: metrics(port).get("isoedge_outbox_items", 0) > 20_000, timeout=60)
+    finally:
+        assert first.terminate() == 0, first.log()[-3000:]
+    durable, _seqs = durable_item_ids(small_disk / "outbox.db")
+    assert len(durable) > 20_000
+    ballast = fill(small_disk, leave_bytes=0)
+    assert free_bytes(small_disk) < 64 * 1024
+
+    mosquitto.start()
+    collector = Collector(mosquitto.port).start()
+    agent = AgentProcess(config).start()
+    try:
+        wait_until(lambda: durable <= delivered_ids(collector, jwk), timeout=60, interval=0.5)
+        assert agent.proc is not None and agent.proc.poll() is None, agent.log()[-3000:]
+        assert disk_reason(port) is not None
+        ballast.unlink()
+        wait_until(lambda: (healthz(port) or {}).get("status") == "ok", timeout=60, interval=0.5)
+        wait_until(lambda: len(delivered_ids(collector, jwk) - durable) > 1000, timeout=30)
+    finally:
+        code = agent.terminate()
+    assert code == 0, agent.log()[-3000:]
+    time.sleep(1)
+    collector.stop()
+    decoded = decode_all(collector.envelopes(), jwk)
+    assert_gapless_chain(decoded)
+    reading_runs_are_whole(decoded)
+    db = sqlite3.connect(small_disk / "outbox.db")
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    db.close()
+
+
+def test_the_free_space_reserve_pauses_low_priority_first_and_never_fills_the_disk(
+    tmp_path, mosquitto, small_disk
+):
+    jwk = make_keys(tmp_path / "keys")
+    collector = Collector(mosquitto.port).start()
+    config, port = fault_config(tmp_path, mosquitto.url, counter_devices(2, 0.002, [1, 5]),
+                                outbox="min_free_mb = 2")
+    fill(small_disk, leave_bytes=8 * 1024 * 1024)
+    agent = AgentProcess(config).start()
+    lowest = free_bytes(small_disk)
+    try:
+        wait_until(lambda: len(collector.envelopes()) > 3, timeout=30)
+        mosquitto.stop()
+
+        def all_paused() -> bool:
+            nonlocal lowest
+            lowest = min(lowest, free_bytes(small_disk))
+            report = healthz(port)
+            return report is not None and report["checks"]["disk"]["state"] == "full"
+        wait_until(all_paused, timeout=90, interval=0.2)
+        time.sleep(2)  # paused: the free space stays put
+        lowest = min(lowest, free_bytes(small_disk))
+        mosquitto.start()
+        # Delivered envelopes are deleted; their pages are reused: the agent resumes.
+        wait_until(lambda: (healthz(port) or {}).get("status") == "ok", timeout=60, interval=0.5)
+    finally:
+        code = agent.terminate()
+    assert code == 0, agent.log()[-3000:]
+    time.sleep(1)
+    collector.stop()
+    assert lowest > 1 * 1024 * 1024, "the reserve was eaten into"
+    assert "database or disk is full" not in agent.log()
+    decoded = decode_all(collector.envelopes(), jwk)
+    assert_gapless_chain(decoded)
+    reading_runs_are_whole(decoded)
+    raised = [a for a in events(decoded, "alerts")
+              if a.get("rule") == "outbox.disk" and a["event"] in {"alert.raised", "alert.updated"}]
+    assert raised, "no disk alert"
+    assert raised[0]["details"]["paused_devices"] == ["dev-0"]  # priority 1 first
+    assert raised[0]["details"]["state"] == "high"
