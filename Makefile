@@ -14,13 +14,14 @@ $(STAMP): pyproject.toml
 
 # System packages (apt-get, when missing and we are root): the demo needs a broker; the tests
 # also need Chromium (web console end-to-end test), systemd-analyze (unit file checks),
-# PostgreSQL for the central ingest (its tests, and `make demo DEMO_ARGS=--fleet`) and
-# pdftotext/pdftoppm (poppler-utils: the QC report tests read the PDFs).
+# PostgreSQL for the central ingest (its tests, and `make demo DEMO_ARGS=--fleet`),
+# pdftotext/pdftoppm (poppler-utils: the QC report tests read the PDFs) and fuse3 (libfuse3 for
+# the power-cut and slow-disk file system of the fault tests).
 setup-demo: $(STAMP)
 	@bash .ci/system-packages.sh mosquitto $(if $(findstring --fleet,$(DEMO_ARGS)),postgresql)
 
 setup-test: $(STAMP)
-	@bash .ci/system-packages.sh mosquitto chromium systemd postgresql poppler-utils
+	@bash .ci/system-packages.sh mosquitto chromium systemd postgresql poppler-utils fuse3
 
 demo: setup-demo
 	$(VENV)/bin/isoedge demo $(DEMO_ARGS)

@@ -11,6 +11,7 @@ declare -A PROVIDES=(
     # Debian keeps initdb off PATH, in /usr/lib/postgresql/VERSION/bin.
     [postgresql]="initdb /usr/lib/postgresql/*/bin/initdb"
     [poppler-utils]="pdftotext /usr/bin/pdftotext"
+    [fuse3]="fusermount3 /usr/bin/fusermount3"
 )
 
 missing=()

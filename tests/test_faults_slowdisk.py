@@ -1,0 +1,122 @@
+"""A slow disk (issue 14): every fsync takes 300 ms longer, like a worn SD card.
+
+The state directory is on a cutfs with `--fsync-delay-ms 300`. Polls keep their interval
+within 10 %, the web console answers within a second while alerts are raised and cleared
+several times a second, and memory stays bounded (the outbox holds acquisition back).
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from agentproc import AgentProcess, make_keys
+from collector import Collector, decode_all
+from faults.cutfs import CutFS, fuse_available
+from faults.scenario import events, fault_config, http_get, metrics
+from helpers import wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+POLL_S = 0.2
+DEVICES = f"""
+[[devices]]
+id = "steady"
+type = "synthetic"
+mode = "counter"
+channels = ["a"]
+poll_interval_s = {POLL_S}
+
+[[devices]]
+id = "noisy"
+type = "synthetic"
+channels = ["x"]
+base = 1.0
+amplitude = 0.0
+poll_interval_s = 0.05
+
+[[devices]]
+id = "fast"
+type = "synthetic"
+channels = ["a", "b", "c", "d"]
+rate_per_s = 2000
+
+[[rules]]
+name = "noisy-high"
+type = "threshold"
+device = "noisy"
+channel = "x"
+high = 1.0
+hysteresis = 0.001
+severity = "warning"
+"""
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_a_slow_disk_keeps_polls_on_time_the_console_responsive_and_memory_bounded(
+    tmp_path, mosquitto
+):
+    reason = fuse_available()
+    if reason is not None:
+        pytest.skip(reason)
+    jwk = make_keys(tmp_path / "keys")
+    collector = Collector(mosquitto.port).start()
+    config, port = fault_config(tmp_path, mosquitto.url, DEVICES)
+    fs = CutFS(tmp_path / "backing", tmp_path / "state", fsync_delay_ms=300).mount()
+    agent = AgentProcess(config).start()
+    latencies: list[float] = []
+    rss: list[int] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            status, _body = http_get(port, "/healthz", timeout=5)
+            if status:
+                latencies.append(time.monotonic() - started)
+            assert agent.proc is not None
+            rss.append(rss_kib(agent.proc.pid))
+            stop.wait(0.2)
+
+    try:
+        wait_until(lambda: metrics(port).get("isoedge_mqtt_connected") == 1, timeout=30)
+        prober = threading.Thread(target=probe, daemon=True)
+        prober.start()
+        begun = time.time()
+        wait_until(lambda: time.time() - begun > 20, timeout=40, interval=0.5)
+        stop.set()
+        prober.join(10)
+        final = metrics(port)
+    finally:
+        code = agent.terminate(timeout=20)
+        fs.unmount()
+    assert code == 0, agent.log()[-3000:]
+    time.sleep(0.5)
+    collector.stop()
+    decoded = decode_all(collector.envelopes(), jwk)
+    # Alerts were really raised and cleared meanwhile (each a write to the state store).
+    flips = [a for a in events(decoded, "alerts") if a.get("rule") == "noisy-high"]
+    assert len(flips) > 20, len(flips)
+    times = [datetime.fromisoformat(i["t"]).timestamp()
+             for _t, d, _p in decoded if d["stream"] == "readings"
+             for i in d["items"] if i["device"] == "steady"]
+    times = sorted(times)[5:]  # after warm-up
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert len(gaps) > 50
+    late = sorted(gaps)[int(len(gaps) * 0.95)]
+    assert abs(statistics.mean(gaps) - POLL_S) <= 0.1 * POLL_S, statistics.mean(gaps)
+    assert late <= 1.1 * POLL_S, f"95th percentile poll interval {late:.3f} s"
+    assert max(gaps) <= 2 * POLL_S, f"a poll was {max(gaps):.3f} s late"
+    assert latencies and max(latencies) < 1.0, f"console took {max(latencies):.2f} s"
+    assert max(rss) - min(rss[len(rss) // 4 :]) < 64 * 1024, "RSS kept growing"
+    assert "isoedge_acquisition_held_back_seconds_total" in final
