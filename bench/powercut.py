@@ -24,9 +24,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from agent.mosquitto import Mosquitto  # noqa: E402
 from faults.cutfs import fuse_available  # noqa: E402
 from faults.powercut import run_power_cuts  # noqa: E402
+
+from agent.tools.mosquitto import Mosquitto  # noqa: E402
 
 
 def main() -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -60,6 +61,17 @@ def public_key_from_jwk(jwk: dict[str, Any]) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(b64url_decode(jwk["x"]))
 
 
+KEY_RECOVERY = (
+    "restore the key file from your backup, or create a new key with `isoedge keygen --out DIR`"
+    " (the agent then announces the new public key in the audit stream as key.rotated, and the"
+    " central key registry needs it)"
+)
+
+
+class KeyFileError(ValueError):
+    """The signing key file is missing, unreadable or damaged; the message names the file."""
+
+
 @dataclass(frozen=True)
 class Signer:  # not slotted: functools.cached_property needs an instance __dict__
     """Signs payloads with one private key."""
@@ -79,10 +91,23 @@ class Signer:  # not slotted: functools.cached_property needs an instance __dict
 
     @classmethod
     def load(cls, path: Path) -> Signer:
-        """Load a PEM (PKCS#8) Ed25519 private key written by `isoedge keygen`."""
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        """Load a PEM (PKCS#8) Ed25519 private key written by `isoedge keygen`.
+
+        Raises `KeyFileError` naming the file and saying how to recover.
+        """
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise KeyFileError(f"{path}: cannot read the signing key ({exc.strerror});"
+                               f" {KEY_RECOVERY}") from None
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            reason = str(exc).split(". See ", 1)[0] or type(exc).__name__
+            raise KeyFileError(f"{path}: the signing key file is damaged or not a PEM private"
+                               f" key ({reason}); {KEY_RECOVERY}") from None
         if not isinstance(key, Ed25519PrivateKey):
-            raise TypeError(f"{path}: not an Ed25519 private key")
+            raise KeyFileError(f"{path}: not an Ed25519 private key; {KEY_RECOVERY}")
         return cls.from_private_key(key)
 
     def protected_header(self) -> str:

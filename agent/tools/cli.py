@@ -50,8 +50,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _err(str(exc))
         return EXIT_USAGE
+    from agent.delivery.signing import KeyFileError  # noqa: PLC0415
+
     try:
         agent = Agent(config, config_path=Path(args.config))
+    except KeyFileError as exc:
+        _err(f"{args.config}: signing.key_file: {exc}")
+        return EXIT_USAGE
     except (OSError, TypeError) as exc:
         _err(f"{args.config}: signing.key_file: cannot load signing key: {exc}")
         return EXIT_USAGE

@@ -111,3 +111,27 @@ def reading_runs_are_whole(decoded: list[tuple[str, dict[str, Any], bytes]]) -> 
 def events(decoded: list[tuple[str, dict[str, Any], bytes]], stream: str) -> list[dict[str, Any]]:
     """Items of one event stream (alerts, audit), in seq order."""
     return [i for _t, d, _p in decoded if d["stream"] == stream for i in d["items"]]
+
+
+def state_db(state: Path) -> Path:
+    """The database holding the outbox: the one state database, or the older outbox.db."""
+    merged = state / "state.db"
+    return merged if merged.exists() else state / "outbox.db"
+
+
+def durable_item_ids(db_path: Path) -> tuple[set[str], set[int]]:
+    """Every item id committed (pending, or in envelopes not yet PUBACKed) and those seqs."""
+    import base64
+    import sqlite3
+
+    db = sqlite3.connect(db_path)
+    try:
+        ids = {json.loads(row[0])["id"] for row in db.execute("SELECT item FROM pending")}
+        seqs = set()
+        for (body,) in db.execute("SELECT body FROM envelopes"):
+            payload = json.loads(base64.urlsafe_b64decode(json.loads(body)["payload"] + "=="))
+            ids.update(item["id"] for item in payload["items"])
+            seqs.add(payload["seq"])
+        return ids, seqs
+    finally:
+        db.close()

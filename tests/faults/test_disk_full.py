@@ -17,15 +17,16 @@ from agentproc import AgentProcess, make_keys
 from collector import Collector, assert_gapless_chain, decode_all
 from faults.scenario import (
     counter_devices,
+    durable_item_ids,
     events,
     fault_config,
     healthz,
     metrics,
     reading_runs_are_whole,
+    state_db,
 )
 from faults.tmpfs import MountImpossibleError, fill, free_bytes, tmpfs
 from helpers import wait_until
-from test_durability import durable_item_ids
 
 pytestmark = pytest.mark.slow
 
@@ -105,7 +106,7 @@ def test_the_agent_starts_on_a_full_disk_and_delivers_its_backlog(tmp_path, mosq
         wait_until(lambda: metrics(port).get("isoedge_outbox_items", 0) > 20_000, timeout=60)
     finally:
         assert first.terminate() == 0, first.log()[-3000:]
-    durable, _seqs = durable_item_ids(small_disk / "outbox.db")
+    durable, _seqs = durable_item_ids(state_db(small_disk))
     assert len(durable) > 20_000
     ballast = fill(small_disk, leave_bytes=0)
     assert free_bytes(small_disk) < 64 * 1024
@@ -128,7 +129,7 @@ def test_the_agent_starts_on_a_full_disk_and_delivers_its_backlog(tmp_path, mosq
     decoded = decode_all(collector.envelopes(), jwk)
     assert_gapless_chain(decoded)
     reading_runs_are_whole(decoded)
-    db = sqlite3.connect(small_disk / "outbox.db")
+    db = sqlite3.connect(state_db(small_disk))
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     db.close()
 

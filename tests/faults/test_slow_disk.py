@@ -7,6 +7,7 @@ several times a second, and memory stays bounded (the outbox holds acquisition b
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import threading
 import time
@@ -111,7 +112,7 @@ def test_a_slow_disk_keeps_polls_on_time_the_console_responsive_and_memory_bound
              for _t, d, _p in decoded if d["stream"] == "readings"
              for i in d["items"] if i["device"] == "steady"]
     times = sorted(times)[5:]  # after warm-up
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(gaps) > 50
     late = sorted(gaps)[int(len(gaps) * 0.95)]
     assert abs(statistics.mean(gaps) - POLL_S) <= 0.1 * POLL_S, statistics.mean(gaps)
