@@ -85,6 +85,18 @@ class OutboxSection(StrictSection):
         default="full", description="full: every commit reaches the disk (safe on power loss)."
     )
     quota_mb: float = Field(default=512, gt=0)
+    min_free_mb: float = Field(
+        default=64, ge=0, description="Free space kept on the state directory's file system: "
+        "below twice this, devices below the top priority pause; below it, all of them."
+    )
+    reserve_file_mb: float = Field(
+        default=4, ge=0, le=1024, description="Ballast file the agent gives up when the disk "
+        "is full, so the database can still delete delivered envelopes (0: none)."
+    )
+    on_damaged: Literal["refuse", "move_aside"] = Field(
+        default="refuse", description="A damaged state database at start: refuse to start "
+        "(exit 2), or move it aside (never deleted) and start with a fresh one."
+    )
     batch_max_items: int = Field(default=500, ge=1, le=10000)
     batch_max_age_ms: int = Field(default=25, ge=0, le=60000)
     commit_interval_ms: int = Field(default=5, ge=0, le=1000)
