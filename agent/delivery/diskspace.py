@@ -115,9 +115,13 @@ class DiskSpacePolicy:
         full_below = self.min_free
         high_below = 2 * self.min_free
         previous = current.state
-        if current.write_failed or headroom < full_below or (previous == "full" and headroom < full_below + self.margin):
+        # Entering a state needs the headroom under its threshold; leaving it, over the
+        # threshold plus the margin.
+        stay_full = previous == "full" and headroom < full_below + self.margin
+        stay_high = previous in {"high", "full"} and headroom < high_below + self.margin
+        if current.write_failed or headroom < full_below or stay_full:
             state = "full"
-        elif headroom < high_below or (previous in {"high", "full"} and headroom < high_below + self.margin):
+        elif headroom < high_below or stay_high:
             state = "high"
         else:
             state = "ok"
