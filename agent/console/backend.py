@@ -57,6 +57,10 @@ class DeliveryView:
     quota_bytes: int
     writer_alive: bool
     extra: dict[str, Any] = field(default_factory=dict)
+    disk: dict[str, Any] = field(default_factory=dict)  # free-space state (SpaceState.as_dict)
+    committed_by_stream: dict[str, int] = field(default_factory=dict)
+    disk_full_total: int = 0
+    held_back_seconds: float = 0.0
 
 
 class QCDesk(Protocol):

@@ -4,6 +4,8 @@
 
 - the agent has started and the outbox owner thread is alive (nothing durable is lost);
 - the outbox is not over its quota (`high` or `full`: acquisition is being paused);
+- the state directory's disk has its reserve free (`outbox.min_free_mb`) and no write is
+  failing for lack of space (`disk` check: `high` or `full`, acquisition is being paused);
 - no enabled device has been out of `online`/`degraded` (offline, connecting, paused) for
   longer than `web.health_device_grace_s`.
 
@@ -59,6 +61,15 @@ def check_health(
     report.checks["outbox_quota"] = delivery.quota_state
     if delivery.quota_state != "ok":
         report.fail(f"outbox quota {delivery.quota_state}: acquisition is being paused")
+    disk = delivery.disk
+    if disk:
+        report.checks["disk"] = disk
+        if disk["state"] != "ok":
+            cause = "a write failed for lack of space" if disk["write_failed"] else (
+                f"{disk['free_bytes'] + disk['reusable_bytes']} bytes left,"
+                f" reserve {disk['min_free_bytes']}"
+            )
+            report.fail(f"disk {disk['state']} ({cause}): acquisition is being paused")
     report.checks["broker"] = delivery.link_state
     report.checks["publishing"] = delivery.connected
     report.checks["buffering"] = not delivery.connected

@@ -30,7 +30,7 @@ from agent.core.states import DeviceState
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from agent.console.backend import ConsoleBackend
+    from agent.console.backend import ConsoleBackend, DeliveryView
     from agent.console.health import HealthReport
     from agent.delivery.outbox import OutboxStats
 
@@ -131,6 +131,13 @@ class AgentCollector(Collector):
         for state in QUOTA_STATES:
             quota.add_metric([state], 1 if delivery.quota_state == state else 0)
         yield quota
+        committed = CounterMetricFamily(
+            "isoedge_outbox_items_committed",
+            "Items committed to the state database (durable), by stream.", labels=["stream"])
+        for stream, count in sorted(delivery.committed_by_stream.items()):
+            committed.add_metric([stream], count)
+        yield committed
+        yield from _disk_families(delivery)
         yield GaugeMetricFamily("isoedge_outbox_thread_up",
                                 "1 while the state database writer runs.",
                                 value=1 if delivery.writer_alive else 0)
@@ -193,3 +200,33 @@ class Metrics:
             return generate_latest(self.registry)
         finally:
             self.collector.scrape = None
+
+
+def _disk_families(delivery: DeliveryView) -> Iterator[Metric]:
+    """Free space on the state directory's file system (outbox.min_free_mb policy)."""
+    disk = delivery.disk
+    if not disk:
+        return
+    yield GaugeMetricFamily("isoedge_disk_free_bytes",
+                            "Free space on the state directory's file system.",
+                            value=disk["free_bytes"])
+    yield GaugeMetricFamily(
+        "isoedge_disk_headroom_bytes",
+        "Free space plus free database pages: what the outbox can still write into.",
+        value=disk["free_bytes"] + disk["reusable_bytes"])
+    yield GaugeMetricFamily("isoedge_disk_min_free_bytes",
+                            "Reserve kept free (outbox.min_free_mb).",
+                            value=disk["min_free_bytes"])
+    state = GaugeMetricFamily("isoedge_disk_state", "Free-space state (1 = current).",
+                              labels=["state"])
+    for name in QUOTA_STATES:
+        state.add_metric([name], 1 if disk["state"] == name else 0)
+    yield state
+    yield CounterMetricFamily(
+        "isoedge_disk_full_writes",
+        "State database writes that failed for lack of space (each retried).",
+        value=delivery.disk_full_total)
+    yield CounterMetricFamily(
+        "isoedge_acquisition_held_back_seconds",
+        "Time devices waited for the outbox to commit (the bounded queue holding them back).",
+        value=delivery.held_back_seconds)

@@ -22,6 +22,7 @@ disk never stalls device I/O.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -40,6 +41,8 @@ from typing import Any, TypeVar
 import structlog
 
 from agent.core.reading import rfc3339
+from agent.delivery.damage import DamagedDatabaseError, DamageReport, check_database, move_aside
+from agent.delivery.diskspace import DiskSpacePolicy, SpaceState, is_disk_full
 from agent.delivery.signing import Signer, b64url
 
 log = structlog.get_logger("isoedge.outbox")
@@ -88,6 +91,7 @@ MAX_ENVELOPE_ITEM_BYTES = 90_000
 MAX_IN_FLIGHT = 20_000  # uncommitted items before producers are made to wait
 QUOTA_HIGH = 0.9  # pause low-priority acquisition and alert
 QUOTA_LOW = 0.8  # resume below this
+SPACE_CHECK_S = 1.0  # free space measured (and failed writes retried) at least this often
 
 
 class OutboxError(RuntimeError):
@@ -187,6 +191,9 @@ class Outbox:
         commit_interval_ms: int = 5,
         archive_days: float = 0.0,
         archive_bytes: int = 0,
+        min_free_bytes: int = 0,
+        reserve_file_bytes: int = 0,
+        on_damaged: str = "refuse",
     ) -> None:
         self.path = path
         # Sent envelopes are kept (byte-identical) for replay requests of the central ingest,
@@ -226,6 +233,22 @@ class Outbox:
         self.items_committed_total = 0
         self.envelopes_total = 0
         self._fatal: BaseException | None = None
+        # Disk full (issue 14): a cycle that fails for lack of space is rolled back and its
+        # items kept here, in order, for the next attempt; acknowledgements likewise.
+        self.space = DiskSpacePolicy(
+            path.parent, min_free_bytes=min_free_bytes, reserve_file_bytes=reserve_file_bytes
+        )
+        self.disk_state = "ok"
+        self.on_disk_change: Callable[[SpaceState], None] | None = None
+        self.disk_full_total = 0  # cycles or acknowledgements that failed for lack of space
+        self._retry_items: list[tuple[str, str, int, str]] = []
+        self._retry_writes: list[_Write] = []
+        self._deferred_acks: list[int] = []
+        self._deferred_meta: dict[str, str] = {}
+        self._space_checked = 0.0
+        self.committed_by_stream: dict[str, int] = {}
+        self.on_damaged = on_damaged
+        self.damage: DamageReport | None = None
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -320,8 +343,8 @@ class Outbox:
 
         def _mark() -> None:
             if done.set_running_or_notify_cancel():
-                writes, self._writes = self._writes, []
-                self._commit_cycle([], writes, force=True)
+                items, writes = self._take_work()
+                self._guarded_cycle(items, writes, force=True)
                 done.set_result(None)
 
         deadline = time.monotonic() + timeout
@@ -394,22 +417,8 @@ class Outbox:
             return
 
         def _ack() -> None:
-            db = self._db_checked()
-            params = [(s,) for s in seqs]
-            if self.archive_s > 0 and self.archive_bytes_max > 0:
-                now = time.time()
-                db.executemany(
-                    "INSERT OR IGNORE INTO archive (seq, topic, archived, size, body)"
-                    " SELECT seq, topic, ?, length(body), body FROM envelopes WHERE seq = ?",
-                    [(now, s) for s in seqs],
-                )
-                self.archive_bytes += int(db.execute(
-                    "SELECT COALESCE(SUM(size), 0) FROM archive WHERE archived = ?", (now,)
-                ).fetchone()[0])
-            db.executemany("DELETE FROM envelopes WHERE seq = ?", params)
-            self._prune_archive(db)
-            db.commit()
-            self._update_disk_usage()  # draining the backlog is what lifts a quota pause
+            self._deferred_acks.extend(seqs)
+            self._apply_deferred()
 
         await self.call(_ack)
 
@@ -489,9 +498,8 @@ class Outbox:
         """Remember a value durably with the outbox."""
 
         def _set() -> None:
-            db = self._db_checked()
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
-            db.commit()
+            self._deferred_meta[key] = value
+            self._apply_deferred()
 
         await self.call(_set)
 
@@ -534,6 +542,11 @@ class Outbox:
             db.execute("SELECT COALESCE(SUM(size), 0) FROM archive").fetchone()[0]
         )
         _migrate_pending(db)
+        self._load_pending(db)
+        return db
+
+    def _load_pending(self, db: sqlite3.Connection) -> None:
+        """Items committed but not yet in an envelope: batch them again, oldest first."""
         now = time.monotonic()
         for pid, stream, device, count, items in db.execute(
             "SELECT id, stream, device, n_items, items FROM batches ORDER BY id"
@@ -544,11 +557,44 @@ class Outbox:
             )
             batch.add(int(pid), int(count), str(items))
             self._next_pending_id = max(self._next_pending_id, int(pid) + 1)
-        return db
+
+    def _check_damage(self) -> None:
+        """Refuse, or move aside, a damaged database before anything writes to it."""
+        reason = check_database(self.path)
+        if reason is None:
+            return
+        if self.on_damaged != "move_aside":
+            raise DamagedDatabaseError(self.path, reason)
+        self.damage = move_aside(self.path, reason)
+
+    def _open_retrying(self) -> sqlite3.Connection:
+        """Open; on a disk too full even for the WAL, give up the reserve and keep trying."""
+        warned = False
+        while True:
+            try:
+                return self._open()
+            except sqlite3.Error as exc:
+                if not is_disk_full(exc) and "unable to open" not in str(exc):
+                    raise
+                if self.space.release_reserve():
+                    continue
+                if not warned:
+                    log.critical("disk full: cannot open the state database; retrying",
+                                 path=str(self.path), error=str(exc))
+                    warned = True
+                time.sleep(SPACE_CHECK_S)
 
     def _run(self, ready: Future[None]) -> None:
         try:
-            self._db = self._open()
+            self.space.release_if_low()
+            self._check_damage()
+            self._db = self._open_retrying()
+            if self.damage is not None and self.damage.continued_seq is not None:
+                self.last_seq = self.damage.continued_seq
+                self.last_hash = self.damage.continued_hash
+                self._db.execute("UPDATE chain SET last_seq = ?, last_hash = ? WHERE k = 1",
+                                 (self.last_seq, self.last_hash))
+                self._db.commit()
             self._update_disk_usage()
         except BaseException as exc:
             ready.set_exception(exc)
@@ -589,7 +635,7 @@ class Outbox:
     def _loop_forever(self) -> None:
         stopping = False
         while not stopping:
-            self._wake.wait(self._next_deadline())
+            self._wake.wait(self._wait_timeout())
             self._wake.clear()
             if self._items and self.commit_interval > 0:
                 # Group commit: let a burst finish arriving (the sleep releases the GIL).
@@ -606,13 +652,151 @@ class Outbox:
                     jobs.append(job)
             # Jobs were taken first, so every write queued before a job (a read after a
             # write) is committed in this cycle, before the job runs.
-            items = self._swap_items()
-            writes, self._writes = self._writes, []
-            self._commit_cycle(items, writes, force=stopping)
+            items, writes = self._take_work()
+            self._guarded_cycle(items, writes, force=stopping)
             for job in jobs:
                 job()
+            self._periodic_space_check()
+        items, writes = self._take_work()
+        if not self._guarded_cycle(items, writes, force=True):
+            log.critical("disk full at shutdown: acquired items and state writes not stored",
+                         items=len(self._retry_items), writes=len(self._retry_writes))
+            for write in self._retry_writes:
+                if not write.done.done():
+                    write.done.set_exception(OutboxError("disk full at shutdown"))
+
+    def _take_work(self) -> tuple[list[tuple[str, str, int, str]], list[_Write]]:
+        """Everything submitted since the last cycle, after what a failed cycle left to retry."""
+        items = self._swap_items()
         writes, self._writes = self._writes, []
-        self._commit_cycle(self._swap_items(), writes, force=True)
+        if self._retry_items:
+            items, self._retry_items = self._retry_items + items, []
+        if self._retry_writes:
+            writes, self._retry_writes = self._retry_writes + writes, []
+        return items, writes
+
+    def _wait_timeout(self) -> float | None:
+        deadline = self._next_deadline()
+        idle = not (self._retry_items or self._retry_writes or self._deferred_acks)
+        if self.disk_state == "ok" and idle:
+            return deadline
+        # Under disk pressure: measure and retry at least every SPACE_CHECK_S.
+        return SPACE_CHECK_S if deadline is None else min(deadline, SPACE_CHECK_S)
+
+    def _guarded_cycle(
+        self, items: list[tuple[str, str, int, str]], writes: list[_Write], *, force: bool
+    ) -> bool:
+        """A commit cycle that survives a full disk: rolled back, its work kept for later."""
+        try:
+            self._commit_cycle(items, writes, force=force)
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
+                raise
+            self._on_write_failed(exc)
+            self._retry_items = items + self._retry_items
+            self._retry_writes = [w for w in writes if not w.done.done()] + self._retry_writes
+            return False
+        counts = self.committed_by_stream
+        for stream, _device, count, _text in items:
+            counts[stream] = counts.get(stream, 0) + count
+        if self.space.current.write_failed:
+            log.warning("state database writes succeed again", items=len(items))
+            self._evaluate_space(write_failed=False)
+        return True
+
+    def _on_write_failed(self, exc: BaseException) -> None:
+        """Roll back, forget what the failed transaction changed in memory, free what we can."""
+        db = self._db_checked()
+        with contextlib.suppress(sqlite3.Error):
+            db.rollback()
+        self._reload_state(db)
+        self.disk_full_total += 1
+        if not self.space.current.write_failed:
+            log.error("disk full: state database write failed; acquisition pauses, writes are"
+                      " retried", path=str(self.path), error=str(exc))
+        released = self.space.release_reserve()
+        self._checkpoint_truncate()
+        self._evaluate_space(write_failed=not released)
+
+    def _reload_state(self, db: sqlite3.Connection) -> None:
+        """After a rollback: the chain head and the pending batches as the database has them."""
+        row = db.execute("SELECT last_seq, last_hash FROM chain WHERE k = 1").fetchone()
+        if row is not None:
+            self.last_seq, self.last_hash = int(row[0]), str(row[1])
+        self._batches.clear()
+        self._load_pending(db)
+
+    def _checkpoint_truncate(self) -> None:
+        """Give the WAL's space back to the file system (frames already in the database)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db_checked().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def _apply_deferred(self) -> None:
+        """Acknowledged deletions and meta values; kept for later when the disk is full."""
+        if not self._deferred_acks and not self._deferred_meta:
+            return
+        db = self._db_checked()
+        acks, meta = list(self._deferred_acks), dict(self._deferred_meta)
+        try:
+            if acks:
+                self._archive_and_delete(db, acks)
+            db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                           list(meta.items()))
+            db.commit()
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
+                raise
+            self._on_write_failed(exc)
+            return
+        del self._deferred_acks[: len(acks)]
+        for key, value in meta.items():
+            if self._deferred_meta.get(key) == value:
+                del self._deferred_meta[key]
+        self._update_disk_usage()  # draining the backlog is what lifts a quota pause
+
+    def _archive_and_delete(self, db: sqlite3.Connection, seqs: list[int]) -> None:
+        """PUBACKed envelopes leave the outbox, into the replay archive while the disk allows."""
+        if self.archive_s > 0 and self.archive_bytes_max > 0 and self.disk_state == "ok":
+            now = time.time()
+            db.executemany(
+                "INSERT OR IGNORE INTO archive (seq, topic, archived, size, body)"
+                " SELECT seq, topic, ?, length(body), body FROM envelopes WHERE seq = ?",
+                [(now, s) for s in seqs],
+            )
+            self.archive_bytes += int(db.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM archive WHERE archived = ?", (now,)
+            ).fetchone()[0])
+        db.executemany("DELETE FROM envelopes WHERE seq = ?", [(s,) for s in seqs])
+        self._prune_archive(db)
+
+    def _periodic_space_check(self) -> None:
+        if time.monotonic() - self._space_checked < SPACE_CHECK_S:
+            return
+        if self._deferred_acks or self._deferred_meta:
+            self._apply_deferred()
+        self._evaluate_space()
+        if self.disk_state == "ok":
+            self.space.ensure_reserve()
+
+    def _evaluate_space(self, *, write_failed: bool | None = None) -> None:
+        """Measure free space and tell the event loop when the disk state changed."""
+        self._space_checked = time.monotonic()
+        db = self._db_checked()
+        try:
+            page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
+            free_pages = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+        except sqlite3.Error:
+            free_pages, page_size = 0, 0
+        before = self.disk_state
+        current = self.space.evaluate(free_pages * page_size, write_failed=write_failed)
+        if current.state != "ok" and before == "ok":
+            self._checkpoint_truncate()
+        if current.state != before:
+            self.disk_state = current.state
+            snapshot = SpaceState(**{k: getattr(current, k) for k in current.__slots__})
+            callback = self.on_disk_change
+            if callback is not None and self._loop is not None:
+                self._loop.call_soon_threadsafe(callback, snapshot)
 
     def _swap_items(self) -> list[tuple[str, str, int, str]]:
         """Take everything submitted so far, in one swap.
@@ -649,9 +833,12 @@ class Outbox:
                 db.commit()
                 _fault_point("after-commit", applied)
         except BaseException as exc:
-            for write in writes:
-                if not write.done.done():
-                    write.done.set_exception(OutboxError(f"state database write failed: {exc!r}"))
+            if not is_disk_full(exc):  # a full disk: the caller retries every write later
+                for write in writes:
+                    if not write.done.done():
+                        write.done.set_exception(
+                            OutboxError(f"state database write failed: {exc!r}")
+                        )
             raise
         for write, result in applied:
             write.done.set_result(result)
@@ -692,6 +879,8 @@ class Outbox:
             try:
                 result = write.apply(db)
             except Exception as exc:
+                if is_disk_full(exc):
+                    raise  # the whole cycle is rolled back and retried, this write with it
                 db.execute("ROLLBACK TO state_write")
                 db.execute("RELEASE state_write")
                 write.done.set_exception(exc)
@@ -798,6 +987,7 @@ class Outbox:
             self._prune_archive(db, room=int(self.disk_bytes - ARCHIVE_YIELD * self.quota_bytes))
             db.commit()
             self.disk_bytes = used_bytes(db)
+        self._evaluate_space()
         used = self.disk_bytes / self.quota_bytes
         state = self.quota_state
         if used >= 1.0:

@@ -23,6 +23,8 @@ from agent.core.reading import rfc3339_now
 from agent.core.states import LINK_STATES
 from agent.core.tasks import RECANCEL_S, cancel_and_wait
 from agent.core.version import __version__
+from agent.delivery.damage import DamagedDatabaseError, DamageReport, check_database, move_aside
+from agent.delivery.diskspace import SpaceState
 from agent.delivery.outbox import Outbox, OutboxError, OutboxStats
 from agent.delivery.publish import LinkState, Publisher
 from agent.delivery.signing import Signer, load_public_jwks
@@ -75,6 +77,9 @@ class Agent:
             commit_interval_ms=config.outbox.commit_interval_ms,
             archive_days=config.outbox.archive_days,
             archive_bytes=int(config.outbox.archive_mb * 1024 * 1024),
+            min_free_bytes=int(config.outbox.min_free_mb * 1024 * 1024),
+            reserve_file_bytes=int(config.outbox.reserve_file_mb * 1024 * 1024),
+            on_damaged=config.outbox.on_damaged,
         )
         devices = {d.id: d for d in config.devices if d.enabled}
         # A bad nuclide override is a configuration error: raised here, before anything runs.
@@ -82,6 +87,20 @@ class Agent:
         self.pipeline = Pipeline(
             self.outbox, self.live, devices, half_life=self.nuclides.half_life_s
         )
+        state_dir = config.agent.state_dir
+        # Started on a (nearly) full disk: the reserve file makes room to open the database.
+        self.outbox.space.release_if_low()
+        self.side_damage: list[DamageReport] = []
+        # Every state database (and the legacy ones still to import) is checked before any is
+        # opened: a refused start changes nothing. The outbox moves its own aside, on its thread.
+        for side in (config.outbox_path, state_dir / "audit.db", state_dir / "alerts.db"):
+            reason = check_database(side)
+            if reason is None:
+                continue
+            if config.outbox.on_damaged != "move_aside":
+                raise DamagedDatabaseError(side, reason)
+            if side != config.outbox_path:
+                self.side_damage.append(move_aside(side, reason))
         # Alerts and the audit trail are tables of the outbox's state database, written by its
         # one owner thread together with their stream items (docs/development.md).
         self.audit = AuditLog(self.outbox, notify=self.live.on_event)
@@ -125,6 +144,7 @@ class Agent:
             for d in devices.values()
         }
         self.outbox.on_quota_change = self._on_quota_change
+        self.outbox.on_disk_change = self._on_disk_change
         self.web: WebConsole | None = None
         if config.web.enabled:
             # aiohttp loads only when the console is wanted.
@@ -164,6 +184,7 @@ class Agent:
                 for device_id, sup in self.supervisors.items()
             },
             "calibrators": status_of(self.qc_programme),
+            "disk": self.outbox.space.current.as_dict(),
         }
 
     def _on_release_change(self) -> None:
@@ -191,16 +212,10 @@ class Agent:
     def _on_quota_change(self, state: str, used_bytes: int) -> None:
         """Outbox quota policy: never drop; pause low-priority devices, then all, and alert."""
         quota = int(self.config.outbox.quota_mb * 1024 * 1024)
+        self._apply_pressure()
         if state == "ok":
-            for sup in self.supervisors.values():
-                sup.resume()
-            log.info("outbox below quota; acquisition resumed", used_bytes=used_bytes)
+            log.info("outbox below quota", used_bytes=used_bytes)
         else:
-            for sup in self.supervisors.values():
-                if self._pauses_under_quota(sup, state):
-                    sup.pause(f"outbox quota {state}: {used_bytes} of {quota} bytes")
-                else:
-                    sup.resume()
             log.error("outbox quota pressure", state=state, used_bytes=used_bytes, quota=quota)
         paused = sorted(d for d, s in self.supervisors.items() if s.paused)
         if state == "ok":
@@ -217,6 +232,59 @@ class Agent:
                 float(used_bytes),
                 details={"state": state, "quota_bytes": quota, "paused_devices": paused},
             )
+
+    def _on_disk_change(self, space: SpaceState) -> None:
+        """Free-space policy (outbox.min_free_mb, disk full): as for the quota, never drop."""
+        self._apply_pressure()
+        self.publisher.mark_status_dirty()
+        paused = sorted(d for d, s in self.supervisors.items() if s.paused)
+        where = str(self.config.agent.state_dir)
+        if space.state == "ok":
+            log.info("disk space back above the reserve", free_bytes=space.free_bytes,
+                     directory=where)
+            self.alerts.clear_alert(
+                "outbox.disk", None, None,
+                f"disk space back: {space.headroom_bytes} bytes free for {where}",
+            )
+            return
+        cause = "disk full (a write failed)" if space.write_failed else f"disk {space.state}"
+        log.error("disk space pressure" if space.state == "high" else "disk full",
+                  state=space.state, free_bytes=space.free_bytes,
+                  reusable_bytes=space.reusable_bytes, min_free_bytes=space.min_free_bytes,
+                  directory=where, paused=paused)
+        self.alerts.raise_alert(
+            "outbox.disk", None, None,
+            "critical" if space.state == "full" else "alarm",
+            f"{cause}: {space.headroom_bytes} bytes left for {where} (reserve"
+            f" {space.min_free_bytes}); paused: {', '.join(paused) or 'none'}",
+            float(space.headroom_bytes),
+            details={**space.as_dict(), "paused_devices": paused, "directory": where},
+        )
+
+    def _pressure(self) -> str:
+        """The worse of the quota and the free-space state."""
+        order = {"ok": 0, "high": 1, "full": 2}
+        return max(self.outbox.quota_state, self.outbox.disk_state, key=order.__getitem__)
+
+    def _pressure_reason(self) -> str:
+        parts = []
+        if self.outbox.quota_state != "ok":
+            parts.append(f"outbox quota {self.outbox.quota_state}")
+        if self.outbox.disk_state != "ok":
+            parts.append(f"disk {self.outbox.disk_state}")
+        return ", ".join(parts)
+
+    def _apply_pressure(self) -> None:
+        """Pause or resume every device by the priority policy for the current pressure."""
+        state = self._pressure()
+        reason = self._pressure_reason()
+        for sup in self.supervisors.values():
+            if self._pauses_under_quota(sup, state):
+                sup.pause(reason)
+            else:
+                sup.resume()
+        if state == "ok":
+            log.info("outbox pressure gone; acquisition resumed")
 
     # --------------------------------------------------------------- lifecycle
     async def run(self, stop: asyncio.Event) -> None:
@@ -241,6 +309,7 @@ class Agent:
             await self.alerts.open()
             await self.qc.open()  # stored prescriptions
             await self.qc_programme.open()  # QC records, release states
+            self._report_damage()
             stack.push_async_callback(self._stop_web)
             await self._start_web()
             await self._serve(stop)
@@ -292,6 +361,34 @@ class Agent:
         finally:
             self._group = None
             self.notifier.close()
+
+    def _report_damage(self) -> None:
+        """A damaged database moved aside at start: an alert and an audit record say so."""
+        for damage in [*self.side_damage, self.outbox.damage]:
+            if damage is not None:
+                self._report_one_damage(damage)
+
+    def _report_one_damage(self, damage: DamageReport) -> None:
+        continued = (
+            f"seq continues from {damage.continued_seq}"
+            if damage.continued_seq is not None
+            else "its chain could not be read: seq starts again from 1"
+        )
+        self.audit.record(
+            "state.damaged",
+            actor="isoedge",
+            subject=str(damage.path),
+            old={"path": str(damage.path), "reason": damage.reason},
+            new={"moved_to": str(damage.moved_to), "continued_seq": damage.continued_seq},
+            reason=f"damaged state database moved aside; a fresh one was started ({continued})",
+        )
+        self.alerts.raise_alert(
+            "state.damaged", None, None, "critical",
+            f"{damage.path} was damaged ({damage.reason}) and moved aside to {damage.moved_to};"
+            f" envelopes not yet delivered are in that file; {continued}",
+            None,
+            details={"path": str(damage.path), "moved_to": str(damage.moved_to)},
+        )
 
     async def _announce_key(self) -> None:
         """Write `key.rotated` to the audit trail when the signing key changed since last run.
@@ -377,9 +474,9 @@ class Agent:
 
     def _apply_quota_pause(self, sup: DeviceSupervisor) -> None:
         """A device added while the outbox is over quota follows the same pause policy."""
-        state = self.outbox.quota_state
+        state = self._pressure()
         if self._pauses_under_quota(sup, state):
-            sup.pause(f"outbox quota {state}")
+            sup.pause(self._pressure_reason())
 
     async def _watch_outbox(self) -> None:
         """Stop with exit code 1 when the outbox fails (disk full, corrupt database).
@@ -517,6 +614,9 @@ class RuntimeConsoleBackend:
             quota_state=agent.outbox.quota_state,
             quota_bytes=agent.outbox.quota_bytes,
             writer_alive=agent.outbox.alive,
+            disk=agent.outbox.space.current.as_dict(),
+            committed_by_stream=dict(agent.outbox.committed_by_stream),
+            disk_full_total=agent.outbox.disk_full_total,
         )
 
     async def outbox_stats(self) -> OutboxStats | None:

@@ -38,7 +38,7 @@ def _err(text: str) -> None:
 
 
 # --------------------------------------------------------------------- verbs
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one exit per failure kind
     """`isoedge run -c FILE`."""
     from agent.core.log import configure_logging  # noqa: PLC0415
     from agent.service.config import ConfigError, load_config  # noqa: PLC0415 - fast --help
@@ -50,12 +50,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _err(str(exc))
         return EXIT_USAGE
+    from agent.delivery.damage import DamagedDatabaseError  # noqa: PLC0415
     from agent.delivery.signing import KeyFileError  # noqa: PLC0415
 
     try:
         agent = Agent(config, config_path=Path(args.config))
     except KeyFileError as exc:
         _err(f"{args.config}: signing.key_file: {exc}")
+        return EXIT_USAGE
+    except DamagedDatabaseError as exc:
+        _err(str(exc))
         return EXIT_USAGE
     except (OSError, TypeError) as exc:
         _err(f"{args.config}: signing.key_file: cannot load signing key: {exc}")
@@ -68,6 +72,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StateDirBusyError as exc:
         _err(str(exc))
         return EXIT_FAILURE
+    except DamagedDatabaseError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
     return agent.exit_code
 
 

@@ -95,7 +95,8 @@ def test_where_allowed_a_damaged_database_is_moved_aside_with_an_alert_and_an_au
         assert agent.terminate() == 0, agent.log()[-3000:]
     time.sleep(0.5)
     collector.stop()
-    aside = [p for p in state.iterdir() if p.name.startswith(target.name + ".damaged-")]
+    aside = [p for p in state.iterdir() if p.name.startswith(target.name + ".damaged-")
+             and not p.name.endswith(("-wal", "-shm"))]
     assert len(aside) == 1, sorted(p.name for p in state.iterdir())
     assert aside[0].read_bytes() == damaged  # moved, never deleted or changed
     decoded = decode_all(collector.envelopes(), jwk)
