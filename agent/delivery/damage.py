@@ -50,18 +50,32 @@ class DamageReport:
     continued_hash: str
 
 
+SQLITE_CORRUPT = 11
+SQLITE_NOTADB = 26
+
+
+def _is_damage(exc: sqlite3.Error) -> bool:
+    """Corruption, not a database: damage. A full disk or an I/O error is not (retried)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and int(code) & 0xFF in {SQLITE_CORRUPT, SQLITE_NOTADB}
+
+
 def check_database(path: Path) -> str | None:
-    """None when `path` is absent or passes `PRAGMA quick_check`; else what is wrong."""
+    """None when `path` is absent or passes `PRAGMA quick_check`; else what is wrong.
+
+    Errors that are not about the file's content (a full disk, no permission) are not
+    damage: they are left for the normal open, which reports or waits them out.
+    """
     if not path.exists():
         return None
     try:
         db = sqlite3.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
-        return str(exc)
+        return str(exc) if _is_damage(exc) else None
     try:
         rows = db.execute("PRAGMA quick_check").fetchall()
-    except sqlite3.DatabaseError as exc:
-        return str(exc)
+    except sqlite3.Error as exc:
+        return str(exc) if _is_damage(exc) else None
     finally:
         db.close()
     problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]

@@ -9,7 +9,9 @@ SD card shared with the journal can run out first. Three states, as for the quot
 
 Headroom is what the outbox can still write into: the file system's free space (for an
 unprivileged writer) plus the database's free pages (envelopes deleted after PUBACK leave
-pages SQLite reuses before it grows the file). Leaving a state needs a margin above its
+pages SQLite reuses before it grows the file). After a write has failed for lack of space,
+only the file system's free space counts until the state is left: the free pages evidently
+were not enough (the WAL had no room to grow). Leaving a state needs a margin above its
 threshold (a tenth of the reserve, at least `RESUME_MARGIN_BYTES`), so a disk hovering at a
 limit does not flap.
 
@@ -93,6 +95,7 @@ class DiskSpacePolicy:
         self.reserve_bytes = max(0, reserve_file_bytes)
         self.reserve_path = directory / RESERVE_FILE_NAME
         self.current = SpaceState(min_free_bytes=self.min_free)
+        self._failed_episode = False
 
     @property
     def margin(self) -> int:
@@ -112,6 +115,12 @@ class DiskSpacePolicy:
             return current
         current.reusable_bytes = max(0, reusable_bytes)
         headroom = current.headroom_bytes
+        if current.write_failed:
+            self._failed_episode = True
+        if self._failed_episode:
+            # A write failed for lack of space: free pages inside the database did not help
+            # (the WAL had no room to grow), so only space the file system gives back counts.
+            headroom = current.free_bytes
         full_below = self.min_free
         high_below = 2 * self.min_free
         previous = current.state
@@ -126,6 +135,8 @@ class DiskSpacePolicy:
         else:
             state = "ok"
         current.state = state
+        if state != "full":
+            self._failed_episode = False
         return current
 
     # ------------------------------------------------------------- reserve file

@@ -92,6 +92,7 @@ MAX_IN_FLIGHT = 20_000  # uncommitted items before producers are made to wait
 QUOTA_HIGH = 0.9  # pause low-priority acquisition and alert
 QUOTA_LOW = 0.8  # resume below this
 SPACE_CHECK_S = 1.0  # free space measured (and failed writes retried) at least this often
+RESERVE_CHECK_S = 10.0  # the reserve file rewritten (when missing and there is room) this often
 
 
 class OutboxError(RuntimeError):
@@ -246,6 +247,7 @@ class Outbox:
         self._deferred_acks: list[int] = []
         self._deferred_meta: dict[str, str] = {}
         self._space_checked = 0.0
+        self._reserve_checked = 0.0
         self.committed_by_stream: dict[str, int] = {}
         self.on_damaged = on_damaged
         self.damage: DamageReport | None = None
@@ -715,7 +717,7 @@ class Outbox:
             log.error("disk full: state database write failed; acquisition pauses, writes are"
                       " retried", path=str(self.path), error=str(exc))
         released = self.space.release_reserve()
-        self._checkpoint_truncate()
+        self._checkpoint()
         self._evaluate_space(write_failed=not released)
 
     def _reload_state(self, db: sqlite3.Connection) -> None:
@@ -726,10 +728,14 @@ class Outbox:
         self._batches.clear()
         self._load_pending(db)
 
-    def _checkpoint_truncate(self) -> None:
-        """Give the WAL's space back to the file system (frames already in the database)."""
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database, so the next write starts the WAL over.
+
+        Not TRUNCATE: a WAL file that keeps its size is room the next transactions can use
+        on a disk with no free space at all.
+        """
         with contextlib.suppress(sqlite3.Error):
-            self._db_checked().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            self._db_checked().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _apply_deferred(self) -> None:
         """Acknowledged deletions and meta values; kept for later when the disk is full."""
@@ -770,12 +776,13 @@ class Outbox:
         self._prune_archive(db)
 
     def _periodic_space_check(self) -> None:
-        if time.monotonic() - self._space_checked < SPACE_CHECK_S:
-            return
-        if self._deferred_acks or self._deferred_meta:
-            self._apply_deferred()
-        self._evaluate_space()
-        if self.disk_state == "ok":
+        now = time.monotonic()
+        if now - self._space_checked >= SPACE_CHECK_S:
+            if self._deferred_acks or self._deferred_meta:
+                self._apply_deferred()
+            self._evaluate_space()
+        if self.disk_state == "ok" and now - self._reserve_checked >= RESERVE_CHECK_S:
+            self._reserve_checked = now
             self.space.ensure_reserve()
 
     def _evaluate_space(self, *, write_failed: bool | None = None) -> None:
@@ -789,8 +796,6 @@ class Outbox:
             free_pages, page_size = 0, 0
         before = self.disk_state
         current = self.space.evaluate(free_pages * page_size, write_failed=write_failed)
-        if current.state != "ok" and before == "ok":
-            self._checkpoint_truncate()
         if current.state != before:
             self.disk_state = current.state
             snapshot = SpaceState(**{k: getattr(current, k) for k in current.__slots__})
