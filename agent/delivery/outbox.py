@@ -248,6 +248,8 @@ class Outbox:
         self._deferred_meta: dict[str, str] = {}
         self._space_checked = 0.0
         self._reserve_checked = 0.0
+        self._wal_checked = 0.0
+        self._wal_reusable = 0
         self.committed_by_stream: dict[str, int] = {}
         self.on_damaged = on_damaged
         self.damage: DamageReport | None = None
@@ -728,6 +730,27 @@ class Outbox:
         self._batches.clear()
         self._load_pending(db)
 
+    def _wal_reusable_bytes(self) -> int:
+        """Under disk pressure: checkpoint, and count the WAL as room when all of it is copied.
+
+        A fully checkpointed WAL is written again from its start, so its file is space the
+        next transactions use without the file system giving any (not TRUNCATEd: see
+        `_checkpoint`). Run at most once per SPACE_CHECK_S, and only while under pressure.
+        """
+        self._wal_checked = time.monotonic()
+        try:
+            busy, log_frames, done = self._db_checked().execute(
+                "PRAGMA wal_checkpoint(PASSIVE)"
+            ).fetchone()
+        except sqlite3.Error:
+            return 0
+        if int(busy) != 0 or int(log_frames) != int(done):
+            return 0
+        try:
+            return self.path.with_name(self.path.name + "-wal").stat().st_size
+        except OSError:
+            return 0
+
     def _checkpoint(self) -> None:
         """Copy the WAL into the database, so the next write starts the WAL over.
 
@@ -795,7 +818,12 @@ class Outbox:
         except sqlite3.Error:
             free_pages, page_size = 0, 0
         before = self.disk_state
-        current = self.space.evaluate(free_pages * page_size, write_failed=write_failed)
+        if before != "ok" and time.monotonic() - self._wal_checked >= SPACE_CHECK_S:
+            self._wal_reusable = self._wal_reusable_bytes()
+        elif before == "ok":
+            self._wal_reusable = 0
+        current = self.space.evaluate(free_pages * page_size + self._wal_reusable,
+                                      write_failed=write_failed)
         if current.state != before:
             self.disk_state = current.state
             snapshot = SpaceState(**{k: getattr(current, k) for k in current.__slots__})

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import urllib.error
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from agentproc import write_config
+from agentproc import AgentProcess, write_config
 from helpers import free_port
 
 
@@ -135,3 +136,12 @@ def durable_item_ids(db_path: Path) -> tuple[set[str], set[int]]:
         return ids, seqs
     finally:
         db.close()
+
+
+def finish(agent: AgentProcess, timeout: float = 15.0) -> int:
+    """SIGTERM and wait; an agent that does not stop in time is killed and reported as -9."""
+    try:
+        return agent.terminate(timeout)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        return -9

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from agentproc import AgentProcess, make_keys
 from collector import Collector, decode_all
-from faults.scenario import counter_devices, events, fault_config, healthz, metrics
+from faults.scenario import counter_devices, events, fault_config, finish, healthz, metrics
 from helpers import cli_env, isoedge_cmd, wait_until
 
 pytestmark = pytest.mark.slow
@@ -33,7 +33,7 @@ def run_once(tmp_path: Path, mosquitto, *, outbox: str = "") -> tuple[Path, int]
     try:
         wait_until(lambda: metrics(port).get("isoedge_outbox_last_seq", 0) > 5, timeout=30)
     finally:
-        assert agent.terminate() == 0, agent.log()[-3000:]
+        assert finish(agent) == 0, agent.log()[-3000:]
     return config, port
 
 
@@ -74,7 +74,7 @@ def test_a_damaged_state_database_refuses_the_start_naming_the_file(tmp_path, mo
 
 
 def test_where_allowed_a_damaged_database_is_moved_aside_with_an_alert_and_an_audit_record(
-    tmp_path, mosquitto
+    tmp_path, mosquitto, teardown
 ):
     jwk = make_keys(tmp_path / "keys")
     config, port = run_once(tmp_path, mosquitto, outbox='on_damaged = "move_aside"')
@@ -82,6 +82,7 @@ def test_where_allowed_a_damaged_database_is_moved_aside_with_an_alert_and_an_au
     target = state / "state.db" if (state / "state.db").exists() else state / "outbox.db"
     damaged = damage(target, "pages")
     collector = Collector(mosquitto.port).start()
+    teardown.callback(collector.stop)
     agent = AgentProcess(config).start()
     try:
         wait_until(lambda: (healthz(port) or {}).get("checks", {}).get("broker") == "connected",
@@ -92,7 +93,7 @@ def test_where_allowed_a_damaged_database_is_moved_aside_with_an_alert_and_an_au
             return any(i.get("event") == "state.damaged" for i in events(decoded, "audit"))
         wait_until(recorded, timeout=30)
     finally:
-        assert agent.terminate() == 0, agent.log()[-3000:]
+        assert finish(agent) == 0, agent.log()[-3000:]
     time.sleep(0.5)
     collector.stop()
     aside = [p for p in state.iterdir() if p.name.startswith(target.name + ".damaged-")

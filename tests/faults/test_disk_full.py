@@ -20,6 +20,7 @@ from faults.scenario import (
     durable_item_ids,
     events,
     fault_config,
+    finish,
     healthz,
     metrics,
     reading_runs_are_whole,
@@ -54,10 +55,11 @@ def delivered_ids(collector: Collector, jwk) -> set[str]:
 
 
 def test_a_full_disk_pauses_acquisition_with_an_alert_and_resumes_when_space_returns(
-    tmp_path, mosquitto, small_disk
+    tmp_path, mosquitto, small_disk, teardown
 ):
     jwk = make_keys(tmp_path / "keys")
     collector = Collector(mosquitto.port).start()
+    teardown.callback(collector.stop)
     # No reserve: the disk really runs out (ENOSPC inside SQLite's commit).
     config, port = fault_config(tmp_path, mosquitto.url, counter_devices(2, 0.002, [1, 5]),
                                 outbox="min_free_mb = 0")
@@ -83,7 +85,7 @@ def test_a_full_disk_pauses_acquisition_with_an_alert_and_resumes_when_space_ret
                    and metrics(port).get("isoedge_mqtt_connected") == 1, timeout=60)
         acquired = metrics(port)["isoedge_readings_acquired_total"]
     finally:
-        code = agent.terminate()
+        code = finish(agent)
     assert code == 0, agent.log()[-3000:]
     time.sleep(1)  # the last envelopes on their way to the collector
     collector.stop()
@@ -96,7 +98,7 @@ def test_a_full_disk_pauses_acquisition_with_an_alert_and_resumes_when_space_ret
 
 
 def test_the_agent_starts_on_a_full_disk_and_delivers_its_backlog(tmp_path, mosquitto,
-                                                                  small_disk):
+                                                                  small_disk, teardown):
     jwk = make_keys(tmp_path / "keys")
     mosquitto.stop()
     config, port = fault_config(tmp_path, mosquitto.url, counter_devices(2, 0.002),
@@ -105,7 +107,7 @@ def test_the_agent_starts_on_a_full_disk_and_delivers_its_backlog(tmp_path, mosq
     try:
         wait_until(lambda: metrics(port).get("isoedge_outbox_items", 0) > 20_000, timeout=60)
     finally:
-        assert first.terminate() == 0, first.log()[-3000:]
+        assert finish(first) == 0, first.log()[-3000:]
     durable, _seqs = durable_item_ids(state_db(small_disk))
     assert len(durable) > 20_000
     ballast = fill(small_disk, leave_bytes=0)
@@ -113,6 +115,7 @@ def test_the_agent_starts_on_a_full_disk_and_delivers_its_backlog(tmp_path, mosq
 
     mosquitto.start()
     collector = Collector(mosquitto.port).start()
+    teardown.callback(collector.stop)
     agent = AgentProcess(config).start()
     try:
         wait_until(lambda: durable <= delivered_ids(collector, jwk), timeout=60, interval=0.5)
@@ -122,7 +125,7 @@ def test_the_agent_starts_on_a_full_disk_and_delivers_its_backlog(tmp_path, mosq
         wait_until(lambda: (healthz(port) or {}).get("status") == "ok", timeout=60, interval=0.5)
         wait_until(lambda: len(delivered_ids(collector, jwk) - durable) > 1000, timeout=30)
     finally:
-        code = agent.terminate()
+        code = finish(agent)
     assert code == 0, agent.log()[-3000:]
     time.sleep(1)
     collector.stop()
@@ -135,10 +138,11 @@ def test_the_agent_starts_on_a_full_disk_and_delivers_its_backlog(tmp_path, mosq
 
 
 def test_the_free_space_reserve_pauses_low_priority_first_and_never_fills_the_disk(
-    tmp_path, mosquitto, small_disk
+    tmp_path, mosquitto, small_disk, teardown
 ):
     jwk = make_keys(tmp_path / "keys")
     collector = Collector(mosquitto.port).start()
+    teardown.callback(collector.stop)
     config, port = fault_config(tmp_path, mosquitto.url, counter_devices(2, 0.002, [1, 5]),
                                 outbox="min_free_mb = 2")
     fill(small_disk, leave_bytes=8 * 1024 * 1024)
@@ -160,7 +164,7 @@ def test_the_free_space_reserve_pauses_low_priority_first_and_never_fills_the_di
         # Delivered envelopes are deleted; their pages are reused: the agent resumes.
         wait_until(lambda: (healthz(port) or {}).get("status") == "ok", timeout=60, interval=0.5)
     finally:
-        code = agent.terminate()
+        code = finish(agent)
     assert code == 0, agent.log()[-3000:]
     time.sleep(1)
     collector.stop()

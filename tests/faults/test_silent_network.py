@@ -13,7 +13,14 @@ import pytest
 from agentproc import AgentProcess, make_keys
 from collector import Collector, assert_gapless_chain, decode_all
 from faults.blackhole import BlackholeProxy
-from faults.scenario import counter_devices, fault_config, healthz, metrics, reading_runs_are_whole
+from faults.scenario import (
+    counter_devices,
+    fault_config,
+    finish,
+    healthz,
+    metrics,
+    reading_runs_are_whole,
+)
 from helpers import wait_until
 
 pytestmark = pytest.mark.slow
@@ -28,11 +35,13 @@ def broker_state(port: int) -> str | None:
 
 @pytest.mark.parametrize("traffic", ["idle", "busy"])
 def test_a_silent_network_is_noticed_within_the_keepalive_and_nothing_is_lost(
-    tmp_path, mosquitto, traffic
+    tmp_path, mosquitto, traffic, teardown
 ):
     jwk = make_keys(tmp_path / "keys")
     collector = Collector(mosquitto.port).start()
+    teardown.callback(collector.stop)
     proxy = BlackholeProxy(mosquitto.port).start()
+    teardown.callback(proxy.stop)
     # idle: one reading a second, so the keep-alive ping is what must notice.
     interval = 1.0 if traffic == "idle" else 0.01
     config, port = fault_config(
@@ -56,8 +65,7 @@ def test_a_silent_network_is_noticed_within_the_keepalive_and_nothing_is_lost(
         wait_until(lambda: metrics(port).get("isoedge_outbox_envelopes", 1) == 0, timeout=30)
         acquired = metrics(port)["isoedge_readings_acquired_total"]
     finally:
-        code = agent.terminate()
-        proxy.stop()
+        code = finish(agent)
     assert code == 0, agent.log()[-3000:]
     time.sleep(1)
     collector.stop()

@@ -18,7 +18,7 @@ import pytest
 from agentproc import AgentProcess, make_keys
 from collector import Collector, decode_all
 from faults.cutfs import CutFS, fuse_available
-from faults.scenario import events, fault_config, http_get, metrics
+from faults.scenario import events, fault_config, finish, http_get, metrics
 from helpers import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -65,15 +65,17 @@ def rss_kib(pid: int) -> int:
 
 
 def test_a_slow_disk_keeps_polls_on_time_the_console_responsive_and_memory_bounded(
-    tmp_path, mosquitto
+    tmp_path, mosquitto, teardown
 ):
     reason = fuse_available()
     if reason is not None:
         pytest.skip(reason)
     jwk = make_keys(tmp_path / "keys")
     collector = Collector(mosquitto.port).start()
+    teardown.callback(collector.stop)
     config, port = fault_config(tmp_path, mosquitto.url, DEVICES)
     fs = CutFS(tmp_path / "backing", tmp_path / "state", fsync_delay_ms=300).mount()
+    teardown.callback(fs.unmount)
     agent = AgentProcess(config).start()
     latencies: list[float] = []
     rss: list[int] = []
@@ -99,8 +101,8 @@ def test_a_slow_disk_keeps_polls_on_time_the_console_responsive_and_memory_bound
         prober.join(10)
         final = metrics(port)
     finally:
-        code = agent.terminate(timeout=20)
-        fs.unmount()
+        stop.set()
+        code = finish(agent, timeout=20)
     assert code == 0, agent.log()[-3000:]
     time.sleep(0.5)
     collector.stop()
