@@ -76,6 +76,7 @@ class Collector:
 def jose_verify(body: bytes, jwk: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
     """Verify with joserfc (an independent JOSE library); return (protected header, payload)."""
     registry = jws.JWSRegistry(algorithms=["Ed25519"])
+    registry.max_payload_length = 16 * 1024 * 1024  # full envelopes exceed joserfc's 128 000
     key = OKPKey.import_key({k: jwk[k] for k in ("kty", "crv", "x")})
     result = jws.deserialize_json(json.loads(body), key, registry=registry)
     return dict(result.headers()), result.payload

@@ -251,6 +251,8 @@ class Outbox:
         self._wal_checked = 0.0
         self._wal_reusable = 0
         self.committed_by_stream: dict[str, int] = {}
+        self.held_back_seconds = 0.0  # producers waiting in wait_capacity (event loop only)
+        self.held_back_total = 0
         self.on_damaged = on_damaged
         self.damage: DamageReport | None = None
 
@@ -335,8 +337,17 @@ class Outbox:
     async def wait_capacity(self) -> None:
         """Backpressure: return once the uncommitted queue is back under half its bound.
 
-        Memory stays bounded and a shutdown flush stays short however fast a source is.
+        Memory stays bounded and a shutdown flush stays short however fast a source is. The
+        time spent waiting is summed in `held_back_seconds` (a metric: a slow disk shows there).
         """
+        started = time.monotonic()
+        try:
+            await self._wait_capacity()
+        finally:
+            self.held_back_seconds += time.monotonic() - started
+            self.held_back_total += 1
+
+    async def _wait_capacity(self) -> None:
         while self._submitted - self._committed > MAX_IN_FLIGHT // 2:  # noqa: ASYNC110 - counter lives on the owner thread
             await asyncio.sleep(0.002)
 

@@ -22,6 +22,9 @@ from agent.delivery.signing import ALG, b64url_decode, thumbprint
 
 # RFC 9864 names the algorithm Ed25519; older producers say EdDSA (deprecated). Both verify.
 _REGISTRY = jws.JWSRegistry(algorithms=[ALG, "EdDSA"])
+# joserfc refuses payloads over 128 000 bytes by default; a full envelope (batch_max_items
+# readings, up to 10 000) is larger: a slow disk or a drained backlog fills batches to the cap.
+_REGISTRY.max_payload_length = 16 * 1024 * 1024
 
 
 class VerificationError(Exception):

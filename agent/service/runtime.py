@@ -617,6 +617,7 @@ class RuntimeConsoleBackend:
             disk=agent.outbox.space.current.as_dict(),
             committed_by_stream=dict(agent.outbox.committed_by_stream),
             disk_full_total=agent.outbox.disk_full_total,
+            held_back_seconds=agent.outbox.held_back_seconds,
         )
 
     async def outbox_stats(self) -> OutboxStats | None:

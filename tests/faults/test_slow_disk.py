@@ -64,6 +64,14 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def poll_gaps(decoded, device: str) -> list[float]:
+    """Intervals between a device's readings (measurement times), after a warm-up."""
+    times = sorted(datetime.fromisoformat(i["t"]).timestamp()
+                   for _t, d, _p in decoded if d["stream"] == "readings"
+                   for i in d["items"] if i["device"] == device)[5:]
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
 def test_a_slow_disk_keeps_polls_on_time_the_console_responsive_and_memory_bounded(
     tmp_path, mosquitto, teardown
 ):
@@ -110,11 +118,7 @@ def test_a_slow_disk_keeps_polls_on_time_the_console_responsive_and_memory_bound
     # Alerts were really raised and cleared meanwhile (each a write to the state store).
     flips = [a for a in events(decoded, "alerts") if a.get("rule") == "noisy-high"]
     assert len(flips) > 20, len(flips)
-    times = [datetime.fromisoformat(i["t"]).timestamp()
-             for _t, d, _p in decoded if d["stream"] == "readings"
-             for i in d["items"] if i["device"] == "steady"]
-    times = sorted(times)[5:]  # after warm-up
-    gaps = [b - a for a, b in itertools.pairwise(times)]
+    gaps = poll_gaps(decoded, "steady")
     assert len(gaps) > 50
     late = sorted(gaps)[int(len(gaps) * 0.95)]
     assert abs(statistics.mean(gaps) - POLL_S) <= 0.1 * POLL_S, statistics.mean(gaps)
