@@ -131,8 +131,11 @@ def _operations() -> Any:
                     attrs["st_blocks"] = (state.size + 511) // 512
                 return attrs
 
-        def readdir(self, path: str, fh: int) -> list[str]:
-            return [".", "..", *os.listdir(self._real(path))]
+        def readdir(self, path: str, fh: int) -> list[tuple[str, dict[str, Any], int]]:
+            # With attributes: the kernel asks for READDIRPLUS, and entries without a mode
+            # are dropped (an empty listing).
+            entries = [".", "..", *os.listdir(self._real(path))]
+            return [(name, self.getattr(os.path.join(path, name)), 0) for name in entries]
 
         def access(self, path: str, amode: int) -> int:
             if not os.access(self._real(path), amode):

@@ -86,10 +86,7 @@ def check_databases(state: Path) -> dict[str, str]:
 
 def audit_chain_ok(state: Path) -> bool:
     """The audit trail's own hash chain (stored with each record) holds."""
-    candidates = [state / "audit.db", state / "state.db"]
-    for path in candidates:
-        if not path.exists():
-            continue
+    for path in sorted(state.glob("*.db")):
         db = sqlite3.connect(path)
         try:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
@@ -105,6 +102,19 @@ def audit_chain_ok(state: Path) -> bool:
         finally:
             db.close()
     return False
+
+
+def audit_debug(state: Path) -> str:
+    out = []
+    for path in sorted(state.glob("*")):
+        out.append(f"{path.name}:{path.stat().st_size}")
+        if path.suffix == ".db":
+            db = sqlite3.connect(path)
+            try:
+                out.append(str([r[0] for r in db.execute("SELECT name FROM sqlite_master")]))
+            finally:
+                db.close()
+    return " ".join(out)
 
 
 def run_power_cuts(tmp_path: Path, mosquitto: Any, cuts: int, *, seed: int,
@@ -144,9 +154,13 @@ def run_power_cuts(tmp_path: Path, mosquitto: Any, cuts: int, *, seed: int,
                 agent.stop_quietly()  # the power is off for the agent too
             fs.remount()
             cycle.integrity = check_databases(state)
+            assert cycle.integrity, f"cut {len(cycles)}: no database found after the cut"
             bad = {k: v for k, v in cycle.integrity.items() if v != "ok"}
             assert not bad, f"cut {len(cycles)}: integrity_check failed: {bad}"
-            assert audit_chain_ok(state), f"cut {len(cycles)}: the audit hash chain is broken"
+            assert audit_chain_ok(state), (
+                f"cut {len(cycles)}: the audit hash chain is broken or missing:"
+                f" {audit_debug(state)}"
+            )
         if not broker_running(mosquitto):
             mosquitto.start()
         final = AgentProcess(config).start()
