@@ -714,6 +714,9 @@ class Outbox:
         counts = self.committed_by_stream
         for stream, _device, count, _text in items:
             counts[stream] = counts.get(stream, 0) + count
+        for write in writes:
+            for stream, _device, _text in write.items:
+                counts[stream] = counts.get(stream, 0) + 1
         if self.space.current.write_failed:
             log.warning("state database writes succeed again", items=len(items))
             self._evaluate_space(write_failed=False)
