@@ -35,7 +35,8 @@ import paho.mqtt.client as mqtt
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agent.delivery.signing import b64url, generate_key_files, load_public_jwks, verify_envelope  # noqa: E402
+from agent.delivery.signing import b64url, generate_key_files  # noqa: E402
+from agent.delivery.verification import KeyRegistry  # noqa: E402
 from agent.tools.mosquitto import Mosquitto, free_port  # noqa: E402
 
 RATE = 1000  # readings per second, all channels of the counter device
@@ -45,7 +46,7 @@ class Subscriber:
     """Persistent session (messages sent while the broker restarts are kept for it)."""
 
     def __init__(self, port: int, jwk: Path) -> None:
-        self.keys = load_public_jwks([jwk])
+        self.keys = KeyRegistry.from_files([jwk])
         self.lock = threading.Lock()
         self.hashes: dict[int, str] = {}
         self.prevs: dict[int, str] = {}
@@ -68,7 +69,8 @@ class Subscriber:
         if message.topic.endswith("/status"):
             return
         try:
-            _h, payload, document = verify_envelope(message.payload, self.keys)
+            verified = self.keys.verify(message.payload)
+            payload, document = verified.payload, verified.document
         except Exception:
             with self.lock:
                 self.bad += 1
