@@ -24,6 +24,8 @@ class BlackholeProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         self._silent = threading.Event()
+        self._restore = threading.Event()
+        self._restore_done = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._pairs: dict[socket.socket, socket.socket] = {}
@@ -43,18 +45,27 @@ class BlackholeProxy:
         """Drop every byte from now on, in both directions; refuse nothing."""
         self._silent.set()
 
-    def restore(self) -> None:
-        """Forward again. Connections silenced meanwhile are dead for their peers: closed."""
+    def restore(self, timeout: float = 5.0) -> None:
+        """Forward again. Connections silenced meanwhile are dead for their peers: closed.
+
+        The proxy's own thread closes them (a socket closed under its selector would kill it);
+        this waits until it has.
+        """
+        self._restore_done.clear()
+        self._restore.set()
+        if not self._restore_done.wait(timeout):
+            raise RuntimeError("the proxy thread did not restore forwarding")
+
+    def _do_restore(self) -> None:
         with self._lock:
-            for sock in list(self._pairs):
+            for sock in [*self._pairs, *self._held]:
                 with contextlib.suppress(OSError):
                     sock.close()
             self._pairs.clear()
-            for sock in self._held:
-                with contextlib.suppress(OSError):
-                    sock.close()
             self._held.clear()
-            self._silent.clear()
+        self._silent.clear()
+        self._restore.clear()
+        self._restore_done.set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -68,6 +79,8 @@ class BlackholeProxy:
     def _run(self) -> None:
         self._listener.setblocking(False)
         while not self._stop.is_set():
+            if self._restore.is_set():
+                self._do_restore()
             with self._lock:
                 readers = [self._listener, *self._pairs]
                 readers = [s for s in readers if s.fileno() >= 0]
@@ -76,6 +89,8 @@ class BlackholeProxy:
                 selector.register(sock, selectors.EVENT_READ)
             try:
                 events = selector.select(0.05)
+            except (OSError, ValueError):
+                continue  # a socket went away under the selector: look again
             finally:
                 selector.close()
             if self._silent.is_set():
