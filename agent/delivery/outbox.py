@@ -234,10 +234,15 @@ class Outbox:
         self.items_committed_total = 0
         self.envelopes_total = 0
         self._fatal: BaseException | None = None
+        self._init_fault_state(min_free_bytes, reserve_file_bytes, on_damaged)
+
+    def _init_fault_state(self, min_free_bytes: int, reserve_file_bytes: int,
+                          on_damaged: str) -> None:
+        """What the outbox keeps for disk faults (a full disk, a damaged file) and its metrics."""
         # Disk full (issue 14): a cycle that fails for lack of space is rolled back and its
         # items kept here, in order, for the next attempt; acknowledgements likewise.
         self.space = DiskSpacePolicy(
-            path.parent, min_free_bytes=min_free_bytes, reserve_file_bytes=reserve_file_bytes
+            self.path.parent, min_free_bytes=min_free_bytes, reserve_file_bytes=reserve_file_bytes
         )
         self.disk_state = "ok"
         self.on_disk_change: Callable[[SpaceState], None] | None = None
@@ -743,6 +748,7 @@ class Outbox:
             self.last_seq, self.last_hash = int(row[0]), str(row[1])
         self._batches.clear()
         self._load_pending(db)
+        self._reload_archive_bytes(db)
 
     def _wal_reusable_bytes(self) -> int:
         """Under disk pressure: checkpoint, and count the WAL as room when all of it is copied.
@@ -812,12 +818,37 @@ class Outbox:
         db.executemany("DELETE FROM envelopes WHERE seq = ?", [(s,) for s in seqs])
         self._prune_archive(db)
 
+    def _yield_archive(self) -> None:
+        """Under disk pressure the replay archive gives its pages to the backlog."""
+        if not self.archive_bytes:
+            return
+        db = self._db_checked()
+        try:
+            self._prune_archive(db, room=self.archive_bytes)
+            db.commit()
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
+                raise
+            with contextlib.suppress(sqlite3.Error):
+                db.rollback()
+            self._reload_archive_bytes(db)
+            return
+        log.warning("replay archive emptied to make room on the disk")
+
+    def _reload_archive_bytes(self, db: sqlite3.Connection) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.archive_bytes = int(
+                db.execute("SELECT COALESCE(SUM(size), 0) FROM archive").fetchone()[0]
+            )
+
     def _periodic_space_check(self) -> None:
         now = time.monotonic()
         if now - self._space_checked >= SPACE_CHECK_S:
             if self._deferred_acks or self._deferred_meta:
                 self._apply_deferred()
             self._evaluate_space()
+            if self.disk_state != "ok":
+                self._yield_archive()
         if self.disk_state == "ok" and now - self._reserve_checked >= RESERVE_CHECK_S:
             self._reserve_checked = now
             self.space.ensure_reserve()
