@@ -127,7 +127,12 @@ def durable_item_ids(db_path: Path) -> tuple[set[str], set[int]]:
 
     db = sqlite3.connect(db_path)
     try:
-        ids = {json.loads(row[0])["id"] for row in db.execute("SELECT item FROM pending")}
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        if "batches" in tables:  # rows of items' JSON joined by commas
+            ids = {item["id"] for (text,) in db.execute("SELECT items FROM batches")
+                   for item in json.loads(f"[{text}]")}
+        else:
+            ids = {json.loads(row[0])["id"] for row in db.execute("SELECT item FROM pending")}
         seqs = set()
         for (body,) in db.execute("SELECT body FROM envelopes"):
             payload = json.loads(base64.urlsafe_b64decode(json.loads(body)["payload"] + "=="))
