@@ -133,6 +133,7 @@ def test_unit_contract():
     ]
     assert settings["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert settings["Restart"] == ["on-failure"]
+    assert settings["RestartPreventExitStatus"] == ["2"]
     assert settings["User"] == ["isoedge"]
     assert settings["SupplementaryGroups"] == ["dialout"]
     assert settings["StateDirectory"] == ["isoedge"]
