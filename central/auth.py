@@ -15,13 +15,14 @@ import base64
 import binascii
 import hashlib
 import hmac
-import ipaddress
 import time
 from collections import deque
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from agent.core.hosts import host_name, is_loopback
+from agent.core.passwords import verify_password
 from central.config import WebUser
 
 REALM = "IsoEdge fleet"
@@ -30,38 +31,11 @@ _FAILURE_WINDOW_S = 60.0
 _FAILURE_LIMIT = 10
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def verify_password(password: str, encoded: str) -> bool:
-    """True when `password` matches an `scrypt$n$r$p$salt$hash` string (constant-time)."""
-    try:
-        scheme, n, r, p, salt, expected = encoded.split("$")
-        if scheme != "scrypt":
-            return False
-        want = _unb64(expected)
-        got = hashlib.scrypt(password.encode("utf-8"), salt=_unb64(salt), n=int(n), r=int(r),
-                             p=int(p), dklen=len(want), maxmem=128 * 1024 * 1024)
-    except (ValueError, binascii.Error):
-        return False
-    return hmac.compare_digest(got, want)
 
 
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and `localhost`."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
-
-def _host_name(host: str) -> str:
-    if host.startswith("["):
-        return host[1:].partition("]")[0]
-    return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
 class Authenticator:
@@ -109,7 +83,7 @@ class Authenticator:
         @web.middleware
         async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
             if not self.enabled:
-                if not is_loopback(_host_name(request.host)):
+                if not is_loopback(host_name(request.host)):
                     return web.json_response({"error": "unexpected Host header"}, status=421)
                 return await handler(request)
             if request.path in public_paths:

@@ -10,10 +10,11 @@ from urllib.parse import urlsplit
 import structlog
 from aiohttp import web
 
-from agent.console.auth import Authenticator, is_loopback
+from agent.console.auth import Authenticator
 from agent.console.live import LiveHub
 from agent.console.qc_views import QCViews, add_routes
 from agent.console.views import STATIC_DIR, Views
+from agent.core.hosts import is_loopback
 
 if TYPE_CHECKING:
     from agent.console.backend import ConsoleBackend

@@ -12,7 +12,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import ipaddress
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 from aiohttp import web
 
 # Re-exported: the console and `isoedge web-passwd` import them from here.
+from agent.core.hosts import host_name, is_loopback
 from agent.core.passwords import check_password_hash_format, hash_password, verify_password
 
 if TYPE_CHECKING:
@@ -45,14 +45,6 @@ def token_sha256(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and `localhost`."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +161,7 @@ class Authenticator:
 
         @web.middleware
         async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if not self.enabled and not is_loopback(_host_name(request.host)):
+            if not self.enabled and not is_loopback(host_name(request.host)):
                 # Without access control only loopback names are served: a web page whose
                 # domain re-resolves to 127.0.0.1 (DNS rebinding) gets nothing.
                 return web.json_response({"error": "unexpected Host header"}, status=421)
@@ -197,11 +189,6 @@ class Authenticator:
         return auth_middleware
 
 
-def _host_name(host: str) -> str:
-    """`127.0.0.1:8088` → `127.0.0.1`; `[::1]:8088` → `::1`."""
-    if host.startswith("["):
-        return host[1:].partition("]")[0]
-    return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
 def principal_of(request: web.Request) -> Principal:
