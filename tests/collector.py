@@ -21,6 +21,7 @@ class Message:
     topic: str
     payload: bytes
     retain: bool
+    qos: int = 0
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Collector:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         with self._lock:
-            self.messages.append(Message(message.topic, bytes(message.payload), message.retain))
+            self.messages.append(Message(message.topic, bytes(message.payload), message.retain, message.qos))
 
     def start(self) -> Collector:
         self.client.connect("127.0.0.1", self.port, keepalive=10)

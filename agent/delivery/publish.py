@@ -214,7 +214,12 @@ class Publisher:
         self.unsent_from = await self.outbox.unsent_from()
 
     async def _replay_loop(self, client: aiomqtt.Client) -> None:
-        """Answer replay requests one at a time (later ones wait in the client's queue)."""
+        """Answer replay requests one at a time (later ones wait in the client's queue).
+
+        The message iterator also raises as soon as the connection drops, so an idle
+        publisher notices a dead broker at once, not at its next publish
+        (tests/delivery/test_publisher.py, broker restart).
+        """
         async for message in client.messages:
             if not message.topic.matches(self.topics.replay_request):
                 continue
