@@ -152,5 +152,7 @@ class DeviceSupervisor:
         try:
             async with asyncio.timeout(self.config.timeout_s + 2):
                 await driver.close()
+        except TimeoutError:
+            self.log.warning("driver close timed out", timeout_s=self.config.timeout_s + 2)
         except Exception as exc:
-            self.log.warning("driver close failed", error=str(exc))
+            self.log.warning("driver close failed", error=f"{type(exc).__name__}: {exc}")
