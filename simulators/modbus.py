@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import random
@@ -22,9 +23,9 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
-from pymodbus.datastore import ModbusServerContext
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.modbus.points import ModbusPoint, Table
 
@@ -39,7 +40,9 @@ ProfileName = Literal["hotcell", "area_monitor"]
 
 # Addresses past the last mapped one that still read as zero (devices commonly expose a
 # little unmapped space); beyond that the simulator answers ILLEGAL_ADDRESS like a device.
+# Coils and discrete inputs are served in whole 16-bit words, so their limit is rounded up.
 _SPARE_ADDRESSES = 32
+_ANY_OTHER_UNIT = 0  # pymodbus routes requests for unit ids it does not know to device 0
 _FUNCTION_TABLE = {1: Table.COIL, 2: Table.DISCRETE, 3: Table.HOLDING, 4: Table.INPUT}
 _WRITE_TABLE = {5: Table.COIL, 15: Table.COIL, 6: Table.HOLDING, 16: Table.HOLDING}
 
@@ -194,35 +197,18 @@ class RequestLog:
         return sum(n for (unit, _), n in self.counts.items() if unit_id in (None, unit))
 
 
-class _Context(ModbusServerContext):
-    """A datastore computed on demand from the unit models.
+def _table_limit(points: Sequence[ModbusPoint], table: Table) -> int:
+    """Addresses served in `table`: the map plus spare space (bits: whole 16-bit words)."""
+    limit = max((p.end for p in points if p.table is table), default=0) + _SPARE_ADDRESSES
+    return -(-limit // 16) * 16 if table.is_bits else limit
 
-    pymodbus accepts a ModbusServerContext flagged as `old_simulator` and then only calls
-    `async_getValues`, `async_setValues` and `device_ids`; the base initialiser is not run
-    because it only builds its own (deprecated) register blocks.
-    """
 
-    def __init__(self, sim: ModbusSimulator) -> None:
-        self.old_simulator = True
-        self.simdevices = []
-        self._sim = sim
-
-    def device_ids(self) -> list[int]:
-        return list(self._sim.units)
-
-    async def async_getValues(  # noqa: N802 (pymodbus API name)
-        self, device_id: int, func_code: int, address: int, count: int = 1
-    ) -> list[int] | list[bool] | ExcCodes:
-        return await self._sim.serve_read(device_id, func_code, address, count)
-
-    async def async_setValues(  # noqa: N802 (pymodbus API name)
-        self,
-        device_id: int,
-        func_code: int,
-        address: int,
-        values: Sequence[int] | Sequence[bool],
-    ) -> ExcCodes | None:
-        return await self._sim.serve_write(device_id, func_code, address, list(values))
+def _pack_bits(bits: list[bool]) -> list[int]:
+    """Bits as pymodbus keeps coils/discrete inputs: 16 to a word, bit 0 first."""
+    return [
+        sum(1 << i for i, bit in enumerate(bits[start : start + 16]) if bit)
+        for start in range(0, len(bits), 16)
+    ]
 
 
 class _PtyCable:
@@ -342,7 +328,7 @@ class ModbusSimulator:
         if self._server is not None:
             return self.address
         framer = FramerType.SOCKET if self.transport == "tcp" else FramerType.RTU
-        context = _Context(self)
+        context = self._datastore()
         trace = cast("Callable[[bool, ModbusPDU], ModbusPDU]", self._trace_pdu)
         server: ModbusTcpServer | ModbusSerialServer
         if self.transport == "rtu_pty":
@@ -416,6 +402,74 @@ class ModbusSimulator:
         return self.units[unit_id].current()
 
     # ---- serving ---------------------------------------------------------------------
+    def _datastore(self) -> list[SimDevice]:
+        """One pymodbus `SimDevice` per unit, its values computed on every request.
+
+        Each device holds the four tables (coils, discrete inputs, holding, input registers)
+        sized to the map; its action writes the unit's current image into the registers
+        pymodbus is about to answer from. Requests for any other unit id reach a catch-all
+        device that answers as an absent unit does.
+        """
+        devices = [
+            SimDevice(unit_id, simdata=self._tables(),
+                      action=functools.partial(self._serve, unit_id))
+            for unit_id in self.units
+        ]
+        if _ANY_OTHER_UNIT not in self.units:
+            devices.append(
+                SimDevice(_ANY_OTHER_UNIT, simdata=self._tables(), action=self._serve_absent_unit)
+            )
+        return devices
+
+    def _tables(
+        self,
+    ) -> tuple[list[SimData], list[SimData], list[SimData], list[SimData]]:
+        """Coils, discrete inputs, holding and input registers, each sized to the map."""
+
+        def table(kind: Table) -> list[SimData]:
+            limit = _table_limit(self.points, kind)
+            if kind.is_bits:
+                return [SimData(0, count=limit, values=False, datatype=DataType.BITS)]
+            return [SimData(0, count=limit, values=0, datatype=DataType.REGISTERS)]
+
+        return table(Table.COIL), table(Table.DISCRETE), table(Table.HOLDING), table(Table.INPUT)
+
+    async def _serve(
+        self,
+        unit_id: int,
+        func_code: int,
+        _start_address: int,
+        address: int,
+        _count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        """Serve one unit (the SimDevice action): refresh `registers` for a read, vet a write."""
+        if set_values is not None:
+            return await self.serve_write(unit_id, func_code, address, list(set_values))
+        table = _FUNCTION_TABLE.get(func_code) or _WRITE_TABLE.get(func_code)
+        if table is None:
+            return ExcCodes.ILLEGAL_FUNCTION
+        # The whole table is refreshed (it is small); for bits pymodbus passes a word count.
+        image = await self.serve_read(unit_id, func_code, 0, _table_limit(self.points, table))
+        if isinstance(image, ExcCodes):
+            return image
+        words = _pack_bits([bool(v) for v in image]) if table.is_bits else list(image)
+        registers[: len(words)] = [int(w) for w in words]
+        return None
+
+    async def _serve_absent_unit(
+        self,
+        _func_code: int,
+        _start_address: int,
+        _address: int,
+        _count: int,
+        _registers: list[int],
+        _set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        """No such unit: pymodbus stays silent (serial bus) or answers GATEWAY_NO_RESPONSE."""
+        raise NoSuchIdException("no such unit")
+
     def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU | None:
         if sending:
             return pdu
@@ -433,8 +487,7 @@ class ModbusSimulator:
 
     def _image(self, unit: _Unit, table: Table, address: int, count: int) -> list[int] | ExcCodes:
         in_table = [p for p in self.points if p.table is table]
-        limit = max((p.end for p in in_table), default=0) + _SPARE_ADDRESSES
-        if address + count > limit:
+        if address + count > _table_limit(self.points, table):
             return ExcCodes.ILLEGAL_ADDRESS
         words = [0] * count
         values = unit.current()
