@@ -63,8 +63,10 @@ class Collector:
         return self
 
     def stop(self) -> None:
-        self.client.loop_stop()
+        # DISCONNECT while the network thread runs (it sends it and closes the socket), then
+        # join the thread: paho's documented order, nothing left open for the next test.
         self.client.disconnect()
+        self.client.loop_stop()
 
     def snapshot(self) -> list[Message]:
         with self._lock:

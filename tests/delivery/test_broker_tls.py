@@ -132,8 +132,8 @@ def test_agent_publishes_over_tls_with_client_certificate_and_password(tmp_path,
         wait_until(lambda: any("/readings/area-1" in m.topic for m in received), timeout=30)
     finally:
         assert agent.terminate() == 0
-        subscriber.loop_stop()
         subscriber.disconnect()
+        subscriber.loop_stop()
     status = [json.loads(m.payload) for m in received if m.topic.endswith("/status")]
     assert status and status[0]["state"] == "online"
 

@@ -177,8 +177,8 @@ def republisher(port: int, envelopes):
         client.loop_start()
         for topic, body in envelopes:
             client.publish(topic, body, qos=1).wait_for_publish(5)
-        client.loop_stop()
         client.disconnect()
+        client.loop_stop()
     return publish
 
 

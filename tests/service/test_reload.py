@@ -63,8 +63,8 @@ class Collector:
         return sum(1 for i in self.items("readings") if i["device"] == device)
 
     def close(self) -> None:
-        self.client.loop_stop()
         self.client.disconnect()
+        self.client.loop_stop()
 
 
 @pytest.fixture
