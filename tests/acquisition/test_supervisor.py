@@ -171,8 +171,8 @@ async def test_reconnects_back_off_capped_and_connect_again(rig):
     gaps = [b - a for a, b in itertools.pairwise(script.connects)]
     assert min(gaps) >= initial / 2 * 0.9, f"no backoff: {gaps}"
     # Capped: however many failures, no wait is longer than max_s (plus scheduling slack).
-    assert max(gaps) <= cap + 0.3, f"backoff beyond its cap: {gaps}"
-    assert sum(gaps) <= 12 * cap + 1.0
+    assert max(gaps) <= cap + 0.5, f"backoff beyond its cap: {gaps}"
+    assert sum(gaps) <= 12 * cap + 2.0  # uncapped, the last waits alone would be 20 s and more
     await wait_for_condition(lambda: len(script.sample_times) >= 3)
 
 
@@ -198,10 +198,11 @@ async def test_a_hung_or_flooding_device_never_delays_another_devices_samples(ri
     assert "online" not in rig.states("hung-connect")
     assert hung_connect.state in {DeviceState.CONNECTING, DeviceState.OFFLINE}
     assert hung_stream.state is DeviceState.ONLINE
-    assert len(window) >= 0.5 * span / poll, f"{len(window)} samples in {span:.2f} s"
-    assert max(gaps) < poll + 0.25, f"steady device delayed by {max(gaps):.3f} s"
+    # Bounds leave room for a loaded machine; a starved device would have no samples at all.
+    assert len(window) >= 0.4 * span / poll, f"{len(window)} samples in {span:.2f} s"
+    assert max(gaps) < 1.0, f"steady device delayed by {max(gaps):.3f} s"
     median = sorted(gaps)[len(gaps) // 2]
-    assert median < poll * 2, f"median interval {median:.3f} s for a {poll} s poll"
+    assert median < poll * 3, f"median interval {median:.3f} s for a {poll} s poll"
 
 
 async def test_pause_closes_the_driver_and_resume_reconnects(rig):
@@ -250,5 +251,5 @@ async def test_a_driver_close_that_hangs_is_bounded_by_its_timeout(rig):
     assert script.closes >= 1
     assert bound * 0.9 <= reconnected <= bound + 2.0, f"reconnected after {reconnected:.2f} s"
     # The hung close held only its own device: the other one kept sampling meanwhile.
-    assert len(clock.sample_times) - ticks >= 0.3 * reconnected / 0.02
+    assert len(clock.sample_times) - ticks >= 0.2 * reconnected / 0.02
     await wait_state(supervisor, DeviceState.ONLINE)
