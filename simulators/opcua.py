@@ -320,6 +320,13 @@ class SynthesisModuleSimulator:
                 await task
         server, self._server = self._server, None
         if server is not None:
+            # A module that stops ends every session. asyncua keeps a session that has
+            # subscriptions alive after its connection drops (for a transfer to a new channel,
+            # OPC UA Part 4 6.7), and Server.stop() does not end it: its timeout and publishing
+            # tasks would run on until the session timeout. With its subscriptions deleted
+            # first, each session closes together with its connection.
+            subscriptions = server.iserver.subscription_service
+            await subscriptions.delete_subscriptions(list(subscriptions.subscriptions))
             await server.stop()
 
     # ---- fault injection -------------------------------------------------------------
