@@ -117,8 +117,11 @@ say "installing IsoEdge from $SOURCE into $VENV"
 # Build from a copy: the source tree (maybe a read-only checkout) is left as it was.
 build=$(mktemp -d)
 trap 'rm -rf "$build"' EXIT
+# Caches and test output are left out: they are not part of the program, and a linter or test
+# run writing them meanwhile would make tar fail ("file changed as we read it").
 tar -C "$SOURCE" --exclude=.venv --exclude=.git --exclude='*.egg-info' --exclude=build \
-    --exclude=__pycache__ -cf - . | tar -C "$build" -xf -
+    --exclude=__pycache__ --exclude=.mypy_cache --exclude=.ruff_cache --exclude=.pytest_cache \
+    --exclude=test-artifacts -cf - . | tar -C "$build" -xf -
 # shellcheck disable=SC2086  # PIP_ARGS is a list of words on purpose
 "$R$VENV/bin/python" -m pip install --quiet --disable-pip-version-check $PIP_ARGS "$build"
 "$R$VENV/bin/isoedge" --version
