@@ -257,7 +257,8 @@ def on_disk(path: Path) -> tuple[set[str], list[str]]:
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         names = {r[0] for r in db.execute("SELECT name FROM notes")}
-        items = [json.loads(r[0]) for r in db.execute("SELECT item FROM pending ORDER BY id")]
+        items = [item for (row,) in db.execute("SELECT items FROM batches ORDER BY id")
+                 for item in json.loads("[" + row + "]")]  # a row holds items joined by commas
         bodies = [json.loads(r[0]) for r in db.execute("SELECT body FROM envelopes")]
     finally:
         db.close()
