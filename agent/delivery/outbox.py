@@ -687,8 +687,10 @@ class Outbox:
 
     def _take_work(self) -> tuple[list[tuple[str, str, int, str]], list[_Write]]:
         """Everything submitted since the last cycle, after what a failed cycle left to retry."""
-        items = self._swap_items()
+        # Writes first: an item submitted before a write is then always in the same cycle as
+        # that write (or an earlier one), so a write's future never resolves ahead of it.
         writes, self._writes = self._writes, []
+        items = self._swap_items()
         if self._retry_items:
             items, self._retry_items = self._retry_items + items, []
         if self._retry_writes:
