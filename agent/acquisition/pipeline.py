@@ -109,24 +109,24 @@ class Pipeline:
                 reason = reason or f"unknown nuclide {nuclide!r}: not in the nuclide table"
             else:
                 nuclide = known
+        # Only samples off the batch fast path come here (activities, odd values), so the
+        # keyword call costs nothing that matters.
         reading = Reading(
-            sample.device,
-            sample.channel,
-            sample.t,
-            value,
-            unit,
-            quality,
-            raw_value,
-            sample.unit,
-            sample.raw_text,
-            reason,
-            nuclide,
-            None,
-            None,
-            sample.kind,
-            self.clock_trusted,
-            dict(sample.attrs) if sample.attrs else {},
-        )  # positional: keyword arguments double the cost of this call
+            device=sample.device,
+            channel=sample.channel,
+            t=sample.t,
+            value=value,
+            unit=unit,
+            quality=quality,
+            raw_value=raw_value,
+            raw_unit=sample.unit,
+            raw_text=sample.raw_text,
+            reason=reason,
+            nuclide=nuclide,
+            kind=sample.kind,
+            clock_trusted=self.clock_trusted,
+            attrs=dict(sample.attrs) if sample.attrs else {},
+        )
         if nuclide is not None:
             self._decay_correct(reading)
         return reading
@@ -339,8 +339,9 @@ class Pipeline:
         """A `Reading` for QC from a plain item (only for channels a rule watches)."""
         raw = item["raw"]
         return Reading(
-            item["device"], item["channel"], datetime.fromisoformat(item["t"]), item["value"],
-            item["unit"], Quality.GOOD, raw["value"], raw["unit"], raw.get("text"),
+            device=item["device"], channel=item["channel"], t=datetime.fromisoformat(item["t"]),
+            value=item["value"], unit=item["unit"], quality=Quality.GOOD,
+            raw_value=raw["value"], raw_unit=raw["unit"], raw_text=raw.get("text"),
             clock_trusted="clock" not in item, id=item["id"],
         )  # fmt: skip
 

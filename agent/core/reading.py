@@ -65,7 +65,7 @@ def new_ids(n: int) -> list[str]:
     return [f"{prefix}{i:012x}" for i in range(first, first + n)]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Reading:
     """One converted, decay-corrected reading, as published in a `readings` envelope."""
 
