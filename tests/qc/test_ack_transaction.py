@@ -71,6 +71,17 @@ def acknowledgement_in(db_path: Path, alert_id: str) -> dict[str, bool]:
     }
 
 
+def alert_committed(db_path: Path, alert_id: str) -> bool:
+    """True once the alert's row is committed (read from outside, as a WAL reader)."""
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone() is not None
+    except sqlite3.OperationalError:  # the table is created at start
+        return False
+    finally:
+        db.close()
+
+
 async def _open_alert_id(session: aiohttp.ClientSession, base: str) -> str | None:
     async with session.get(base + "/api/alerts?state=open") as response:
         alerts = (await response.json())["alerts"]
@@ -109,6 +120,10 @@ async def test_agent_killed_at_the_acknowledgement_commit_keeps_all_or_none(
 
             await wait_for_condition(alert_raised, timeout=30)
             alert_id = alert_ids[-1]
+            # The alert itself must be committed first, so that the acknowledgement is the only
+            # thing the kill can take away (a raise and an ack in one cycle would go together).
+            await wait_for_condition(
+                lambda: alert_committed(tmp_path / "state" / "outbox.db", alert_id), timeout=30)
             with pytest.raises((aiohttp.ClientError, TimeoutError)):
                 # The agent dies at the commit: the request never gets its answer.
                 await session.post(f"{base}/api/alerts/{alert_id}/ack",
