@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent.delivery.settings import BrokerEndpoint
+
 IdStr = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 GroupStr = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
@@ -17,60 +19,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TLSSection(_Strict):
-    """TLS towards the broker (as for the agent): CA always verified; client cert optional."""
-
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-
-
-class BrokerSection(_Strict):
+class BrokerSection(BrokerEndpoint):
     """The MQTT broker (or cluster) the agents publish to."""
 
-    url: str = Field(default="mqtt://127.0.0.1:1883", description="mqtt://HOST:PORT or mqtts://")
     group: GroupStr = Field(default="ingest", description="Shared-subscription group name.")
-    topic_prefix: str = "isoedge/v1"
     client_id: str | None = Field(
         default=None,
         description="Stable MQTT client id; default: ingest-{group}-{host}-{slot}, slot taken "
         "by a lock so a restarted process resumes its own persistent session.",
     )
-    username: str | None = None
-    password_file: Path | None = None
-    tls: TLSSection | None = None
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
     session_expiry_s: int = Field(default=7 * 86400, ge=0, description="Persistent session life.")
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
-    connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in {"mqtt", "mqtts"} or not parts.hostname:
-            raise ValueError("expected mqtt://HOST:PORT or mqtts://HOST:PORT")
-        try:
-            _ = parts.port
-        except ValueError as exc:
-            raise ValueError(f"bad port in broker url: {exc}") from None
-        return value
-
-    @property
-    def host(self) -> str:
-        """Broker host name."""
-        return urlsplit(self.url).hostname or "127.0.0.1"
-
-    @property
-    def port(self) -> int:
-        """Broker port (1883, or 8883 for mqtts, unless given)."""
-        parts = urlsplit(self.url)
-        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-
-    @property
-    def uses_tls(self) -> bool:
-        """True for mqtts:// or when a TLS section is present."""
-        return urlsplit(self.url).scheme == "mqtts" or self.tls is not None
 
     @property
     def subscription(self) -> str:

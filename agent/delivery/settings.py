@@ -20,22 +20,17 @@ class TLSSection(StrictSection):
     key_file: Path | None = None
 
 
-class BrokerSection(StrictSection):
-    """The MQTT broker readings are published to."""
+class BrokerEndpoint(StrictSection):
+    """Where a broker is and how to log in: shared by the agent and the central ingest."""
 
     url: str = Field(default="mqtt://127.0.0.1:1883", description="mqtt://HOST:PORT or mqtts://")
     topic_prefix: str = "isoedge/v1"
     client_id: str | None = None
     username: str | None = None
     password_file: Path | None = None
-    protocol: Literal["auto", "5", "3.1.1"] = "auto"
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     tls: TLSSection | None = None
     connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
-    publish_timeout_s: float = Field(default=10.0, gt=0, le=300)
-    max_inflight: int = Field(default=32, ge=1, le=1000)
-    reconnect_initial_s: float = Field(default=0.5, gt=0, le=60)
-    reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
 
     @field_validator("url")
     @classmethod
@@ -64,6 +59,16 @@ class BrokerSection(StrictSection):
     def uses_tls(self) -> bool:
         """True for mqtts:// or when a TLS section is present."""
         return urlsplit(self.url).scheme == "mqtts" or self.tls is not None
+
+
+class BrokerSection(BrokerEndpoint):
+    """The MQTT broker readings are published to."""
+
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    publish_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    max_inflight: int = Field(default=32, ge=1, le=1000)
+    reconnect_initial_s: float = Field(default=0.5, gt=0, le=60)
+    reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
 
 
 class SigningSection(StrictSection):
