@@ -131,7 +131,8 @@ async def run_daily_test(page, tech: Technologist, test: str) -> None:
     await expect(page.locator("#qc-run")).to_be_visible()
     await expect(page.locator("#qc-run")).to_have_attribute("data-test", test)
     await tech.follow(page)
-    await expect(page.locator("#qc-run")).to_have_attribute("data-state", "completed")
+    await expect(page.locator("#qc-run")).to_have_attribute("data-state", "completed",
+                                                         timeout=30_000)
 
 
 async def sign(page, password: str) -> None:

@@ -162,7 +162,7 @@ def test_the_free_space_reserve_pauses_low_priority_first_and_never_fills_the_di
         lowest = min(lowest, free_bytes(small_disk))
         mosquitto.start()
         # Delivered envelopes are deleted; their pages are reused: the agent resumes.
-        wait_until(lambda: (healthz(port) or {}).get("status") == "ok", timeout=60, interval=0.5)
+        wait_until(lambda: (healthz(port) or {}).get("status") == "ok", timeout=150, interval=0.5)
     finally:
         code = finish(agent)
     assert code == 0, agent.log()[-3000:]
