@@ -163,6 +163,12 @@ def test_the_free_space_reserve_pauses_low_priority_first_and_never_fills_the_di
         mosquitto.start()
         # Delivered envelopes are deleted; their pages are reused: the agent resumes.
         wait_until(lambda: (healthz(port) or {}).get("status") == "ok", timeout=150, interval=0.5)
+
+        def disk_alert_delivered() -> bool:
+            decoded = decode_all(collector.envelopes(), jwk)
+            return any(a.get("rule") == "outbox.disk" for a in events(decoded, "alerts"))
+        # The alert was raised while the broker was away: it arrives with the backlog.
+        wait_until(disk_alert_delivered, timeout=60, interval=0.5)
     finally:
         code = finish(agent)
     assert code == 0, agent.log()[-3000:]
