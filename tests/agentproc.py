@@ -48,6 +48,24 @@ enabled = false
     return path
 
 
+def counter_devices(n: int, interval: float = 0.01, priorities: list[int] | None = None) -> str:
+    """`n` synthetic counter devices, two channels each: values 1, 2, 3 ... per channel."""
+    blocks = []
+    for i in range(n):
+        priority = priorities[i] if priorities else 1
+        blocks.append(f"""
+[[devices]]
+id = "dev-{i}"
+type = "synthetic"
+mode = "counter"
+channels = ["a", "b"]
+unit = "uSv/h"
+poll_interval_s = {interval}
+priority = {priority}
+""")
+    return "\n".join(blocks)
+
+
 class AgentProcess:
     """`isoedge run -c CONFIG` with its output captured to a log file."""
 

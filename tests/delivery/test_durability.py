@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import paho.mqtt.client as mqtt
 import pytest
-from agentproc import AgentProcess, make_keys, write_config
+from agentproc import AgentProcess, counter_devices, make_keys, write_config
 from collector import Collector, assert_gapless_chain, decode_all
 from helpers import cli_env, isoedge_cmd, wait_until
 
@@ -20,21 +20,6 @@ from agent.delivery.settings import BrokerSection
 pytestmark = pytest.mark.slow
 
 
-def counter_devices(n: int, interval: float = 0.01, priorities: list[int] | None = None) -> str:
-    blocks = []
-    for i in range(n):
-        priority = priorities[i] if priorities else 1
-        blocks.append(f"""
-[[devices]]
-id = "dev-{i}"
-type = "synthetic"
-mode = "counter"
-channels = ["a", "b"]
-unit = "uSv/h"
-poll_interval_s = {interval}
-priority = {priority}
-""")
-    return "\n".join(blocks)
 
 
 def counters_by_channel(decoded) -> dict[tuple[str, str], list[float]]:

@@ -25,10 +25,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agentproc import AgentProcess, make_keys
+from agentproc import AgentProcess, counter_devices, make_keys
 from collector import Collector, assert_gapless_chain, jose_verify
 from faults.cutfs import CutFS
-from faults.scenario import counter_devices, fault_config, metrics, reading_runs_are_whole
+from faults.scenario import fault_config, metrics, reading_runs_are_whole
 from helpers import wait_until
 
 DURABLE_METRIC = 'isoedge_outbox_items_committed_total{stream="readings"}'

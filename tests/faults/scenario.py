@@ -19,24 +19,6 @@ from agentproc import AgentProcess, write_config
 from helpers import free_port
 
 
-def counter_devices(n: int, interval: float = 0.01, priorities: list[int] | None = None) -> str:
-    """`n` synthetic counter devices, two channels each: values 1, 2, 3 ... per channel."""
-    blocks = []
-    for i in range(n):
-        priority = priorities[i] if priorities else 1
-        blocks.append(f"""
-[[devices]]
-id = "dev-{i}"
-type = "synthetic"
-mode = "counter"
-channels = ["a", "b"]
-unit = "uSv/h"
-poll_interval_s = {interval}
-priority = {priority}
-""")
-    return "\n".join(blocks)
-
-
 def fault_config(tmp_path: Path, broker_url: str, devices: str, *, outbox: str = "",
                  extra: str = "", broker_extra: str = "") -> tuple[Path, int]:
     """A config with the console on a free loopback port; returns (path, web port)."""

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from agentproc import AgentProcess, make_keys
+from agentproc import AgentProcess, counter_devices, make_keys
 from collector import Collector, decode_all
-from faults.scenario import counter_devices, events, fault_config, finish, healthz, metrics
+from faults.scenario import events, fault_config, finish, healthz, metrics
 from helpers import cli_env, isoedge_cmd, wait_until
 
 pytestmark = pytest.mark.slow

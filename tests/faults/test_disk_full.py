@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agentproc import AgentProcess, make_keys
+from agentproc import AgentProcess, counter_devices, make_keys
 from collector import Collector, assert_gapless_chain, decode_all
 from faults.scenario import (
-    counter_devices,
     durable_item_ids,
     events,
     fault_config,

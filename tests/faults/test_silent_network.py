@@ -10,11 +10,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from agentproc import AgentProcess, make_keys
+from agentproc import AgentProcess, counter_devices, make_keys
 from collector import Collector, assert_gapless_chain, decode_all
 from faults.blackhole import BlackholeProxy
 from faults.scenario import (
-    counter_devices,
     fault_config,
     finish,
     healthz,
