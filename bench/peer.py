@@ -309,6 +309,9 @@ def start_node_red(install: Path, work: Path, modbus_port: int, broker_port: int
     )
 
 
+OUTBOX_OVERRIDES: list[str] = []  # `--outbox KEY=VALUE` lines added to [outbox]
+
+
 def isoedge_config(work: Path, modbus_port: int, broker_port: int, poll_ms: int) -> Path:
     points = "\n".join(
         f'[[devices.points]]\nchannel = "v{i:02d}"\naddress = {2 * i}\n'
@@ -328,6 +331,7 @@ url = "mqtt://127.0.0.1:{broker_port}"
 key_file = "keys/signing.key"
 [outbox]
 fsync = "full"
+{chr(10).join(OUTBOX_OVERRIDES)}
 [web]
 enabled = false
 
@@ -450,8 +454,11 @@ def main() -> None:
     parser.add_argument("--profile", metavar="FILE",
                         help="py-spy the agent during the window: collapsed stacks to FILE "
                         "(summarise with bench/stages.py)")
+    parser.add_argument("--outbox", metavar="KEY=VALUE", action="append", default=[],
+                        help="extra [outbox] setting of the agent, e.g. commit_interval_ms=20")
     parser.add_argument("--serve-modbus", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    OUTBOX_OVERRIDES.extend(args.outbox)
     if args.profile:
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         PROFILE.update(py_spy=py_spy, out=str(Path(args.profile).resolve()))

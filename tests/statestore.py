@@ -75,6 +75,30 @@ class StateStore:
         return items
 
 
+def durable_item_ids(db_path: Path) -> tuple[set[str], set[int]]:
+    """Every item id committed to the outbox (batch rows not yet cut, envelopes sent or not)
+    and the seqs of the envelopes not yet PUBACKed."""
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        if "batches" in tables:  # rows of items' JSON joined by commas
+            ids = {item["id"] for (text,) in db.execute("SELECT items FROM batches")
+                   for item in json.loads(f"[{text}]")}
+        else:  # an outbox of a version with one `pending` row per item
+            ids = {json.loads(row[0])["id"] for row in db.execute("SELECT item FROM pending")}
+        sent: set[int] = set()
+        if "sent" in tables:  # PUBACKed envelopes stay in place as the replay archive
+            sent = {int(seq) for (seq,) in db.execute("SELECT seq FROM sent")}
+        seqs = set()
+        for (seq, body) in db.execute("SELECT seq, body FROM envelopes"):
+            ids.update(item["id"] for item in _payload(body)["items"])
+            if seq not in sent:
+                seqs.add(int(seq))
+        return ids, seqs
+    finally:
+        db.close()
+
+
 def _payload(body: bytes) -> dict:
     import base64
 

@@ -62,6 +62,9 @@ def reference_instant(spec: str, t: datetime) -> datetime:
     return datetime.combine(day, clock, tzinfo=UTC)
 
 
+SHAPE_CACHE_SIZE = 4096  # batch shapes (device, channels) remembered per look-up cache
+
+
 class Pipeline:
     """Turns driver samples into published readings. Cheap, synchronous, one per agent."""
 
@@ -83,6 +86,10 @@ class Pipeline:
         self.clock_trusted = True
         self._dumps = dumps_item
         self._conversions: dict[str, tuple[float, Callable[[float], float] | None, str]] = {}
+        # Per (device, channels of a batch): the indices a QC rule or programme watches,
+        # looked up once per batch shape instead of once per reading; for `_watch_owners`.
+        self._watched: dict[tuple[str, tuple[str, ...]], tuple[tuple[int, bool, bool], ...]] = {}
+        self._watch_owners: tuple[object, object] = (None, None)
 
     def to_reading(self, sample: Sample) -> Reading:
         """Convert units, normalise the nuclide, decay-correct; never raises on odd values."""
@@ -314,12 +321,9 @@ class Pipeline:
     ) -> None:
         """Readings of the channels a rule or a calibrator's QC programme watches, to them."""
         qc, programme = self.qc, self.qc_programme
-        for index, channel in enumerate(channels):
-            rules = qc if qc is not None and qc.watches(device, channel) else None
-            watched = programme is not None and programme.watches(device, channel)
-            runs = programme if watched else None
-            if rules is None and runs is None:
-                continue
+        for index, by_rules, by_programme in self._watched_indices(device, channels):
+            rules = qc if by_rules else None
+            runs = programme if by_programme else None
             reading = readings[index] if readings is not None else self._reading_of(items[index])
             if reading.kind is not SampleKind.READING:
                 continue
@@ -333,6 +337,31 @@ class Pipeline:
                     runs.on_reading(reading)
                 except Exception:
                     log.exception("QC programme failed on a reading", device=device)
+
+    def _watched_indices(
+        self, device: str, channels: Sequence[str]
+    ) -> tuple[tuple[int, bool, bool], ...]:
+        """(index, watched by a rule, by the QC programme) of the watched channels only."""
+        qc, programme = self.qc, self.qc_programme
+        owners = self._watch_owners
+        if owners[0] is not qc or owners[1] is not programme:
+            self._watched.clear()  # rules or programme replaced: look up again
+            self._watch_owners = (qc, programme)
+        key = (device, tuple(channels))
+        found = self._watched.get(key)
+        if found is None:
+            if len(self._watched) >= SHAPE_CACHE_SIZE:
+                self._watched.clear()  # batches of ever new shapes (notification bursts)
+            found = self._watched[key] = tuple(
+                (index, by_rules, by_programme)
+                for index, channel in enumerate(channels)
+                for by_rules, by_programme in [(
+                    qc is not None and qc.watches(device, channel),
+                    programme is not None and programme.watches(device, channel),
+                )]
+                if by_rules or by_programme
+            )  # fmt: skip
+        return found
 
     @staticmethod
     def _reading_of(item: dict[str, Any]) -> Reading:

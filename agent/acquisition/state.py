@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 TREND_POINTS = 720  # per channel: one hour ...
 TREND_STEP_S = 5.0  # ... at 5 s resolution
+SHAPE_CACHE_SIZE = 4096  # batch shapes (device, channels) whose `latest` keys are remembered
 
 
 @dataclass(slots=True)
@@ -59,6 +60,7 @@ class LiveState:
     def __init__(self) -> None:
         self.devices: dict[str, DeviceHealth] = {}
         self.latest: dict[tuple[str, str], dict[str, Any]] = {}
+        self._batch_keys: dict[tuple[str, tuple[str, ...]], list[tuple[str, str]]] = {}
         self.trends: dict[tuple[str, str], deque[tuple[float, float]]] = defaultdict(
             lambda: deque(maxlen=TREND_POINTS)
         )
@@ -103,9 +105,7 @@ class LiveState:
         items: list[dict[str, Any]],
     ) -> None:
         """One batch of a device: latest values, counters once, trend points at most each 5 s."""
-        latest = self.latest
-        for channel, item in zip(channels, items, strict=True):
-            latest[device, channel] = item
+        self.latest.update(zip(self._keys(device, channels), items, strict=True))
         health = self.devices.get(device) or self.device(device)
         now = time.monotonic()
         health.last_reading_monotonic = now
@@ -130,6 +130,16 @@ class LiveState:
             for item in items:
                 for listener in self.listeners:
                     listener("reading", item)
+
+    def _keys(self, device: str, channels: Sequence[str]) -> list[tuple[str, str]]:
+        """The `latest` keys of a batch's channels, built once per batch shape."""
+        shape = (device, tuple(channels))
+        keys = self._batch_keys.get(shape)
+        if keys is None:
+            if len(self._batch_keys) >= SHAPE_CACHE_SIZE:
+                self._batch_keys.clear()  # batches of ever new shapes (notification bursts)
+            keys = self._batch_keys[shape] = [(device, channel) for channel in channels]
+        return keys
 
     def on_event(self, stream: str, item: dict[str, Any]) -> None:
         """Remember an alert or audit event for the live views."""

@@ -1,10 +1,7 @@
 """Local web console for QA officers.
 
 Live readings, alerts, acknowledgement, audit trail, `/healthz` and `/metrics`;
-see docs/web-console.md.
+see docs/web-console.md. The package imports nothing heavy itself: the agent imports the
+console's narrow interface (`agent.console.backend`) always, and aiohttp (`agent.console.app`)
+only when the console is enabled.
 """
-
-from agent.console.app import WebConsole, create_app
-from agent.console.auth import hash_password, token_sha256, verify_password
-
-__all__ = ["WebConsole", "create_app", "hash_password", "token_sha256", "verify_password"]

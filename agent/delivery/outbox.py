@@ -12,8 +12,11 @@ Two stages, each one transaction:
    the envelope gets the next `seq`, the hash of the previous payload as `prev`, and its
    signature; the signed bytes are stored in `envelopes` and the batch rows deleted.
 
-The publisher reads envelopes in seq order and deletes them only after PUBACK. A replay after
-a crash therefore re-sends byte-identical envelopes, which consumers deduplicate on `seq`/`id`.
+The publisher reads unsent envelopes in seq order; a PUBACK marks an envelope sent (a small row
+in `sent`, written with the next commit cycle). A sent envelope stays where it is, byte-identical,
+as the replay archive, until it is older than `archive_days` or beyond `archive_bytes`; nothing
+is copied. A replay after a crash re-sends byte-identical envelopes (a PUBACK not yet recorded
+included), which consumers deduplicate on `seq`/`id`.
 
 One thread owns the database connection; the event loop talks to it through a queue, so a slow
 disk never stalls device I/O.
@@ -73,12 +76,10 @@ CREATE TABLE IF NOT EXISTS chain (
     last_hash TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS archive (
+CREATE TABLE IF NOT EXISTS sent (
     seq INTEGER PRIMARY KEY,
-    topic TEXT NOT NULL,
-    archived REAL NOT NULL,
-    size INTEGER NOT NULL,
-    body BLOB NOT NULL
+    sent REAL NOT NULL,
+    size INTEGER NOT NULL
 );
 """
 
@@ -91,6 +92,7 @@ MAX_ENVELOPE_ITEM_BYTES = 90_000
 MAX_IN_FLIGHT = 20_000  # uncommitted items before producers are made to wait
 QUOTA_HIGH = 0.9  # pause low-priority acquisition and alert
 QUOTA_LOW = 0.8  # resume below this
+ACK_COMMIT_S = 0.05  # acknowledgements recorded at least this soon when no data is committed
 SPACE_CHECK_S = 1.0  # free space measured (and failed writes retried) at least this often
 RESERVE_CHECK_S = 10.0  # the reserve file rewritten (when missing and there is room) this often
 
@@ -189,7 +191,7 @@ class Outbox:
         fsync: str = "full",
         batch_max_items: int = 500,
         batch_max_age_ms: int = 25,
-        commit_interval_ms: int = 5,
+        commit_interval_ms: int = 20,
         archive_days: float = 0.0,
         archive_bytes: int = 0,
         min_free_bytes: int = 0,
@@ -203,6 +205,7 @@ class Outbox:
         self.archive_bytes_max = archive_bytes
         self.archive_bytes = 0
         self._archive_pruned = 0.0
+        self._sent_floor = 0  # every envelope with seq <= this has been sent (or pruned)
         self.signer = signer
         self.site = site
         self.agent = agent
@@ -357,7 +360,10 @@ class Outbox:
             await asyncio.sleep(0.002)
 
     async def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every item submitted so far is committed and cut into envelopes."""
+        """Wait until every item submitted so far is committed and cut into envelopes.
+
+        Acknowledgements made before the call are recorded by then too.
+        """
         target = self._submitted
         done: Future[None] = Future()
 
@@ -423,22 +429,27 @@ class Outbox:
             db = self._db_checked()
             upper = below_seq if below_seq is not None else 2**62
             rows = db.execute(
-                "SELECT seq, topic, body, n_items FROM envelopes WHERE seq > ? AND seq < ?"
+                "SELECT seq, topic, body, n_items FROM envelopes e WHERE seq > ? AND seq < ?"
+                " AND NOT EXISTS (SELECT 1 FROM sent s WHERE s.seq = e.seq)"
                 " ORDER BY seq LIMIT ?",
-                (after_seq, upper, limit),
+                (max(after_seq, self._sent_floor), upper, limit),
             ).fetchall()
             return [Envelope(int(r[0]), str(r[1]), bytes(r[2]), int(r[3])) for r in rows]
 
         return await self.call(_fetch)
 
     async def acknowledge(self, seqs: list[int]) -> None:
-        """Delete envelopes the broker has PUBACKed."""
+        """Envelopes the broker has PUBACKed: marked sent (kept as the archive) or deleted.
+
+        Recorded with the next commit cycle, not in a transaction of their own: an
+        acknowledgement lost in a crash only means that envelope is sent again, which
+        consumers deduplicate.
+        """
         if not seqs:
             return
 
         def _ack() -> None:
             self._deferred_acks.extend(seqs)
-            self._apply_deferred()
 
         await self.call(_ack)
 
@@ -447,8 +458,8 @@ class Outbox:
 
         def _fetch() -> list[Envelope]:
             rows = self._db_checked().execute(
-                "SELECT seq, topic, body FROM archive WHERE seq >= ? AND seq <= ?"
-                " ORDER BY seq LIMIT ?",
+                "SELECT e.seq, e.topic, e.body FROM sent s JOIN envelopes e ON e.seq = s.seq"
+                " WHERE s.seq >= ? AND s.seq <= ? ORDER BY s.seq LIMIT ?",
                 (from_seq, to_seq, limit),
             ).fetchall()
             return [Envelope(int(r[0]), str(r[1]), bytes(r[2]), 0) for r in rows]
@@ -459,7 +470,7 @@ class Outbox:
         """(first, last) seq held in the archive, None when it is empty."""
 
         def _range() -> tuple[int, int] | None:
-            row = self._db_checked().execute("SELECT MIN(seq), MAX(seq) FROM archive").fetchone()
+            row = self._db_checked().execute("SELECT MIN(seq), MAX(seq) FROM sent").fetchone()
             return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
 
         return await self.call(_range)
@@ -468,8 +479,7 @@ class Outbox:
         """Oldest seq not yet PUBACKed (still to be sent), None when the backlog is empty."""
 
         def _first() -> int | None:
-            row = self._db_checked().execute("SELECT MIN(seq) FROM envelopes").fetchone()
-            return None if row is None or row[0] is None else int(row[0])
+            return _first_unsent(self._db_checked(), self._sent_floor)
 
         return await self.call(_first)
 
@@ -483,14 +493,16 @@ class Outbox:
             self._archive_pruned = now
             cutoff = now - self.archive_s
             dropped = db.execute(
-                "SELECT COALESCE(SUM(size), 0) FROM archive WHERE archived < ?", (cutoff,)
+                "SELECT COALESCE(SUM(size), 0) FROM sent WHERE sent < ?", (cutoff,)
             ).fetchone()[0]
             if dropped:
-                db.execute("DELETE FROM archive WHERE archived < ?", (cutoff,))
+                db.execute("DELETE FROM envelopes WHERE seq IN"
+                           " (SELECT seq FROM sent WHERE sent < ?)", (cutoff,))
+                db.execute("DELETE FROM sent WHERE sent < ?", (cutoff,))
                 self.archive_bytes -= int(dropped)
         excess = max(self.archive_bytes - self.archive_bytes_max, room)
         while excess > 0:
-            rows = db.execute("SELECT seq, size FROM archive ORDER BY seq LIMIT 500").fetchall()
+            rows = db.execute("SELECT seq, size FROM sent ORDER BY seq LIMIT 500").fetchall()
             if not rows:
                 self.archive_bytes = 0
                 return
@@ -500,7 +512,9 @@ class Outbox:
                 if freed >= excess:
                     last = seq
                     break
-            db.execute("DELETE FROM archive WHERE seq <= ?", (last,))
+            db.execute("DELETE FROM envelopes WHERE seq IN (SELECT seq FROM sent WHERE seq <= ?)",
+                       (last,))
+            db.execute("DELETE FROM sent WHERE seq <= ?", (last,))
             self.archive_bytes -= freed
             excess -= freed
 
@@ -558,10 +572,12 @@ class Outbox:
             db.commit()
         else:
             self.last_seq, self.last_hash = int(row[0]), str(row[1])
-        self.archive_bytes = int(
-            db.execute("SELECT COALESCE(SUM(size), 0) FROM archive").fetchone()[0]
-        )
         _migrate_pending(db)
+        _migrate_archive(db)
+        self.archive_bytes = int(
+            db.execute("SELECT COALESCE(SUM(size), 0) FROM sent").fetchone()[0]
+        )
+        self._sent_floor = (_first_unsent(db, 0) or self.last_seq + 1) - 1
         self._load_pending(db)
         return db
 
@@ -699,6 +715,9 @@ class Outbox:
 
     def _wait_timeout(self) -> float | None:
         deadline = self._next_deadline()
+        if self._deferred_acks and self.disk_state == "ok":
+            # Acknowledgements wait for the next commit cycle; when no data brings one, this.
+            deadline = ACK_COMMIT_S if deadline is None else min(deadline, ACK_COMMIT_S)
         idle = not (self._retry_items or self._retry_writes or self._deferred_acks)
         if self.disk_state == "ok" and idle:
             return deadline
@@ -783,41 +802,60 @@ class Outbox:
             self._db_checked().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _apply_deferred(self) -> None:
-        """Acknowledged deletions and meta values; kept for later when the disk is full."""
+        """Acknowledgements and meta values in a transaction of their own (kept when full)."""
         if not self._deferred_acks and not self._deferred_meta:
             return
         db = self._db_checked()
-        acks, meta = list(self._deferred_acks), dict(self._deferred_meta)
         try:
-            if acks:
-                self._archive_and_delete(db, acks)
-            db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                           list(meta.items()))
+            staged = self._stage_deferred(db)
             db.commit()
         except sqlite3.Error as exc:
             if not is_disk_full(exc):
                 raise
             self._on_write_failed(exc)
             return
-        del self._deferred_acks[: len(acks)]
+        self._deferred_done(db, staged)
+
+    def _stage_deferred(self, db: sqlite3.Connection) -> tuple[int, dict[str, str]]:
+        """Write the waiting acknowledgements and meta values into the open transaction."""
+        acks, meta = list(self._deferred_acks), dict(self._deferred_meta)
+        if acks:
+            self._mark_sent(db, acks)
+        if meta:
+            db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                           list(meta.items()))
+        return len(acks), meta
+
+    def _deferred_done(self, db: sqlite3.Connection, staged: tuple[int, dict[str, str]]) -> None:
+        """After the commit that stored them: forget what `_stage_deferred` wrote."""
+        n_acks, meta = staged
+        if not n_acks and not meta:
+            return
+        del self._deferred_acks[:n_acks]
         for key, value in meta.items():
             if self._deferred_meta.get(key) == value:
                 del self._deferred_meta[key]
-        self._update_disk_usage()  # draining the backlog is what lifts a quota pause
+        if n_acks:
+            self._sent_floor = (_first_unsent(db, self._sent_floor) or self.last_seq + 1) - 1
+            self._update_disk_usage()  # draining the backlog is what lifts a quota pause
 
-    def _archive_and_delete(self, db: sqlite3.Connection, seqs: list[int]) -> None:
-        """PUBACKed envelopes leave the outbox, into the replay archive while the disk allows."""
+    def _mark_sent(self, db: sqlite3.Connection, seqs: list[int]) -> None:
+        """PUBACKed envelopes: kept in place as the replay archive while the disk allows.
+
+        Marking is a small `sent` row; the envelope itself is neither copied nor rewritten.
+        """
         if self.archive_s > 0 and self.archive_bytes_max > 0 and self.disk_state == "ok":
             now = time.time()
             db.executemany(
-                "INSERT OR IGNORE INTO archive (seq, topic, archived, size, body)"
-                " SELECT seq, topic, ?, length(body), body FROM envelopes WHERE seq = ?",
+                "INSERT OR IGNORE INTO sent (seq, sent, size)"
+                " SELECT seq, ?, length(body) FROM envelopes WHERE seq = ?",
                 [(now, s) for s in seqs],
             )
             self.archive_bytes += int(db.execute(
-                "SELECT COALESCE(SUM(size), 0) FROM archive WHERE archived = ?", (now,)
+                "SELECT COALESCE(SUM(size), 0) FROM sent WHERE sent = ?", (now,)
             ).fetchone()[0])
-        db.executemany("DELETE FROM envelopes WHERE seq = ?", [(s,) for s in seqs])
+        else:
+            db.executemany("DELETE FROM envelopes WHERE seq = ?", [(s,) for s in seqs])
         self._prune_archive(db)
 
     def _yield_archive(self) -> None:
@@ -840,7 +878,7 @@ class Outbox:
     def _reload_archive_bytes(self, db: sqlite3.Connection) -> None:
         with contextlib.suppress(sqlite3.Error):
             self.archive_bytes = int(
-                db.execute("SELECT COALESCE(SUM(size), 0) FROM archive").fetchone()[0]
+                db.execute("SELECT COALESCE(SUM(size), 0) FROM sent").fetchone()[0]
             )
 
     def _periodic_space_check(self) -> None:
@@ -908,7 +946,8 @@ class Outbox:
                 self._add_to_batches([(st, dev, 1, text) for st, dev, text in write.items])
             created = self._form_envelopes(force=force)
             self._save_pending(db)
-            if fresh or created or applied:
+            staged = self._stage_deferred(db)  # acknowledgements ride along: no commit of their own
+            if fresh or created or applied or staged[0] or staged[1]:
                 _fault_point("before-commit", applied)
                 db.commit()
                 _fault_point("after-commit", applied)
@@ -920,6 +959,7 @@ class Outbox:
                             OutboxError(f"state database write failed: {exc!r}")
                         )
             raise
+        self._deferred_done(db, staged)
         for write, result in applied:
             write.done.set_result(result)
         self._committed += fresh
@@ -992,14 +1032,16 @@ class Outbox:
 
     def _form_envelopes(self, *, force: bool = False) -> bool:
         """Cut due batches into signed envelopes (inside the caller's transaction)."""
-        now = time.monotonic()
+        # Due now, or due before the next cycle could cut it: then its rows go straight into
+        # the envelope instead of into `batches` first (one write per reading, not two).
+        aged = time.monotonic() + self.commit_interval - self.batch_max_age
         due = [
             key
             for key, batch in self._batches.items()
             if force
             or batch.n_items >= self.batch_max_items
             or batch.n_bytes >= MAX_ENVELOPE_ITEM_BYTES
-            or now - batch.oldest >= self.batch_max_age
+            or batch.oldest <= aged
         ]
         if not due:
             return False
@@ -1130,6 +1172,34 @@ def _envelope_spans(
     return spans
 
 
+def _first_unsent(db: sqlite3.Connection, after: int) -> int | None:
+    """The oldest envelope after `after` not yet PUBACKed, None when there is none."""
+    row = db.execute(
+        "SELECT seq FROM envelopes e WHERE seq > ?"
+        " AND NOT EXISTS (SELECT 1 FROM sent s WHERE s.seq = e.seq) ORDER BY seq LIMIT 1",
+        (after,),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _migrate_archive(db: sqlite3.Connection) -> None:
+    """An outbox with a separate `archive` table (copies of sent envelopes): kept in place."""
+    found = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'archive'"
+    ).fetchone()
+    if found is None:
+        return
+    db.execute(
+        "INSERT OR IGNORE INTO envelopes (seq, topic, stream, device, n_items, created, body)"
+        " SELECT seq, topic, '', '', 0, archived, body FROM archive"
+    )
+    db.execute(
+        "INSERT OR IGNORE INTO sent (seq, sent, size) SELECT seq, archived, size FROM archive"
+    )
+    db.execute("DROP TABLE archive")
+    db.commit()
+
+
 def _migrate_pending(db: sqlite3.Connection) -> None:
     """An outbox written by a version with one `pending` row per item: each becomes a batch."""
     found = db.execute(
@@ -1146,8 +1216,14 @@ def _migrate_pending(db: sqlite3.Connection) -> None:
 
 
 def _stats(db: sqlite3.Connection) -> OutboxStats:
+    has_sent = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sent'"
+    ).fetchone()
     count, items, oldest = db.execute(
-        "SELECT COUNT(*), COALESCE(SUM(n_items), 0), MIN(created) FROM envelopes"
+        "SELECT COUNT(*), COALESCE(SUM(n_items), 0), MIN(created) FROM envelopes e"
+        " WHERE NOT EXISTS (SELECT 1 FROM sent s WHERE s.seq = e.seq)"
+        if has_sent  # an outbox of an older version, read by `outbox status`
+        else "SELECT COUNT(*), COALESCE(SUM(n_items), 0), MIN(created) FROM envelopes"
     ).fetchone()
     pending = int(db.execute("SELECT COALESCE(SUM(n_items), 0) FROM batches").fetchone()[0])
     chain = db.execute("SELECT last_seq FROM chain WHERE k = 1").fetchone()

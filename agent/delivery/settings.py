@@ -104,7 +104,11 @@ class OutboxSection(StrictSection):
     )
     batch_max_items: int = Field(default=500, ge=1, le=10000)
     batch_max_age_ms: int = Field(default=25, ge=0, le=60000)
-    commit_interval_ms: int = Field(default=5, ge=0, le=1000)
+    commit_interval_ms: int = Field(
+        default=20, ge=0, le=1000, description="Group commit window: readings arriving within it "
+        "share one transaction (one fsync); an envelope due before the next commit is cut in "
+        "this one, so its readings are written once."
+    )
     archive_days: float = Field(
         default=7, ge=0, description="Keep sent envelopes this long for replay requests (0: none)."
     )

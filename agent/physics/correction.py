@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
-import numpy.typing as npt
+from agent.physics.lazy import lazy_import
 
 # decay_value (scalar, no numpy) lives with the table; re-exported here for callers.
 from agent.physics.nuclides import LN2, NuclideTable
@@ -25,8 +24,14 @@ from agent.physics.units import ACTIVITY_TO_MBQ, canonical_unit
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-FloatArray = npt.NDArray[np.float64]
-_Value = TypeVar("_Value", float, npt.NDArray[np.float64])
+    import numpy as np
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[np.float64]
+else:
+    np = lazy_import("numpy")  # loaded when an array is first corrected
+
+_Value = TypeVar("_Value", float, "npt.NDArray[np.float64]")
 
 # Units offered to people (TBq is accepted too); µ may be typed as u, µ or μ.
 ACTIVITY_UNITS = ("Bq", "kBq", "MBq", "GBq", "TBq", "uCi", "mCi", "Ci")

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
-
+from agent.physics.lazy import lazy_import
 from agent.physics.nuclides import ACCEPTANCE_WINDOWS, LN2, MINUTE
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    np = lazy_import("numpy")  # loaded at the first fit
 
 # Acceptance windows for the radionuclidic identity test by half-life, in seconds.
 # F-18: 105-115 min (Ph. Eur. monographs of F-18 preparations, USP <Fludeoxyglucose F 18>).

@@ -21,15 +21,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from agent.core.reading import rfc3339
 from agent.physics.halflife import FitError, fit_half_life
+from agent.physics.lazy import lazy_import
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    import numpy as np
+
     from agent.qc.programme import Tolerance
+else:
+    np = lazy_import("numpy")  # loaded at the first linearity analysis
 
 _KEEP = 0.7  # least trimmed squares: the fit rests on the best 70 % of the points
 _REJECT_SIGMA = 3.0

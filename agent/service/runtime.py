@@ -46,7 +46,7 @@ from agent.service.sdnotify import SystemdNotifier
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from agent.console import WebConsole
+    from agent.console.app import WebConsole
     from drivers.base import DeviceConfigBase
 
 log = structlog.get_logger("isoedge.agent")
@@ -148,7 +148,7 @@ class Agent:
         self.web: WebConsole | None = None
         if config.web.enabled:
             # aiohttp loads only when the console is wanted.
-            from agent.console import WebConsole  # noqa: PLC0415
+            from agent.console.app import WebConsole  # noqa: PLC0415
 
             self.web = WebConsole(RuntimeConsoleBackend(self), config.web)
         self.started = asyncio.Event()

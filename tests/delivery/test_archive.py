@@ -4,6 +4,7 @@ PUBACK, bounded by size and age, and yielding to the backlog when the quota is t
 from __future__ import annotations
 
 import json
+import sqlite3
 
 from agent.delivery.outbox import Outbox
 from agent.delivery.signing import generate_key_files
@@ -47,6 +48,8 @@ async def test_the_archive_keeps_only_the_newest_envelopes_within_its_size(tmp_p
         size = len(sent[0].body)
         for envelope in sent:
             await outbox.acknowledge([envelope.seq])
+        assert await outbox.flush()
+        assert outbox.archive_bytes <= 20_000
         first, last = await outbox.archive_range()
         assert last == sent[-1].seq
         assert (last - first + 1) * size <= 20_000 + size
@@ -72,9 +75,40 @@ async def test_under_quota_pressure_the_archive_gives_way_to_the_backlog(tmp_pat
     try:
         sent = await _envelopes(outbox, 120)  # ~ 300 KB of envelopes
         await outbox.acknowledge([e.seq for e in sent])
+        assert await outbox.flush()  # acknowledgements are recorded with the next commit
         assert outbox.disk_bytes < 0.8 * quota
         assert outbox.quota_state == "ok"
         first, last = await outbox.archive_range()
         assert last == sent[-1].seq and first > 1  # the oldest went first
+    finally:
+        await outbox.close()
+
+
+async def test_an_archive_of_an_older_version_is_kept_on_upgrade(tmp_path):
+    """Older outboxes copied sent envelopes into an `archive` table; they are kept in place."""
+    outbox = await _outbox(tmp_path, quota_bytes=64 << 20, archive_days=7, archive_bytes=8 << 20)
+    try:
+        sent = await _envelopes(outbox, 6)
+        await outbox.acknowledge([e.seq for e in sent[:4]])
+        assert await outbox.flush()
+    finally:
+        await outbox.close()
+    db = sqlite3.connect(tmp_path / "outbox.db")  # rewritten into the older layout
+    db.executescript("""
+        CREATE TABLE archive (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL,
+                              archived REAL NOT NULL, size INTEGER NOT NULL, body BLOB NOT NULL);
+        INSERT INTO archive SELECT e.seq, e.topic, s.sent, s.size, e.body
+            FROM envelopes e JOIN sent s ON s.seq = e.seq;
+        DELETE FROM envelopes WHERE seq IN (SELECT seq FROM sent);
+        DROP TABLE sent;
+    """)
+    db.commit()
+    db.close()
+    outbox = await _outbox(tmp_path, quota_bytes=64 << 20, archive_days=7, archive_bytes=8 << 20)
+    try:
+        assert await outbox.archive_range() == (1, 4)
+        assert [e.body for e in await outbox.archived(1, 4)] == [e.body for e in sent[:4]]
+        assert [e.seq for e in await outbox.fetch(0, 100)] == [e.seq for e in sent[4:]]
+        assert (await outbox.stats()).envelopes == len(sent) - 4
     finally:
         await outbox.close()

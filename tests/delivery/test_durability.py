@@ -14,6 +14,7 @@ import pytest
 from agentproc import AgentProcess, counter_devices, make_keys, write_config
 from collector import Collector, assert_gapless_chain, decode_all
 from helpers import cli_env, isoedge_cmd, wait_until
+from statestore import durable_item_ids
 
 from agent.delivery.settings import BrokerSection
 
@@ -62,26 +63,6 @@ def test_broker_outage_of_30_s_loses_nothing(tmp_path, mosquitto):
         # The outage lasted 30 s at ~50 values/s per channel: the backlog is really in there.
         assert len(unique) > 30 * 20, (key, len(unique))
     assert "broker connection lost" in agent.log() or "broker unreachable" in agent.log()
-
-
-def durable_item_ids(db_path) -> tuple[set[str], set[int]]:
-    """Every item id committed to the outbox (in batch rows not yet cut, or in unsent
-    envelopes), and the seqs of the unsent envelopes."""
-    db = sqlite3.connect(db_path)
-    try:
-        ids = {
-            item["id"]
-            for (items,) in db.execute("SELECT items FROM batches")
-            for item in json.loads("[" + items + "]")
-        }
-        seqs = set()
-        for (body,) in db.execute("SELECT body FROM envelopes"):
-            payload = json.loads(base64.urlsafe_b64decode(json.loads(body)["payload"] + "=="))
-            ids.update(item["id"] for item in payload["items"])
-            seqs.add(payload["seq"])
-        return ids, seqs
-    finally:
-        db.close()
 
 
 def test_sigkill_loses_nothing_durable_and_seq_continues(tmp_path, mosquitto):

@@ -102,29 +102,6 @@ def state_db(state: Path) -> Path:
     return merged if merged.exists() else state / "outbox.db"
 
 
-def durable_item_ids(db_path: Path) -> tuple[set[str], set[int]]:
-    """Every item id committed (pending, or in envelopes not yet PUBACKed) and those seqs."""
-    import base64
-    import sqlite3
-
-    db = sqlite3.connect(db_path)
-    try:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
-        if "batches" in tables:  # rows of items' JSON joined by commas
-            ids = {item["id"] for (text,) in db.execute("SELECT items FROM batches")
-                   for item in json.loads(f"[{text}]")}
-        else:
-            ids = {json.loads(row[0])["id"] for row in db.execute("SELECT item FROM pending")}
-        seqs = set()
-        for (body,) in db.execute("SELECT body FROM envelopes"):
-            payload = json.loads(base64.urlsafe_b64decode(json.loads(body)["payload"] + "=="))
-            ids.update(item["id"] for item in payload["items"])
-            seqs.add(payload["seq"])
-        return ids, seqs
-    finally:
-        db.close()
-
-
 def finish(agent: AgentProcess, timeout: float = 15.0) -> int:
     """SIGTERM and wait; an agent that does not stop in time is killed and reported as -9."""
     try:

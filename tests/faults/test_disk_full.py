@@ -16,7 +16,6 @@ import pytest
 from agentproc import AgentProcess, counter_devices, make_keys
 from collector import Collector, assert_gapless_chain, decode_all
 from faults.scenario import (
-    durable_item_ids,
     events,
     fault_config,
     finish,
@@ -27,6 +26,7 @@ from faults.scenario import (
 )
 from faults.tmpfs import MountImpossibleError, fill, free_bytes, tmpfs
 from helpers import wait_until
+from statestore import durable_item_ids
 
 pytestmark = pytest.mark.slow
 
