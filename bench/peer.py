@@ -15,9 +15,14 @@ A subscriber in this process decodes every payload (JSON for Node-RED, the JWS p
 IsoEdge) and counts the readings delivered. CPU is utime+stime of the system's process from
 /proc/PID/stat over the measured window; peak RSS is VmHWM at the end.
 
-Node-RED and the contrib node are installed with npm into a scratch directory
+Each system runs as its users install it: Node-RED and the contrib node with npm, IsoEdge
+with pip (this checkout, editable, so the code measured is the checkout's) into a venv of its
+own, with its runtime dependencies and none of the test tools. Both go into a scratch directory
 (`$ISOEDGE_BENCH_CACHE`, default `$XDG_CACHE_HOME/isoedge-bench` or `~/.cache/isoedge-bench`),
-never into the repository, and reused when present. Needs node ≥ 18, npm and mosquitto.
+never into the repository, reused while pyproject.toml is unchanged. (A test tool in the
+development venv can change what the agent loads: structlog imports `rich` when it is
+installed.) `--agent-python` runs the agent with another interpreter. Needs node ≥ 18, npm
+and mosquitto.
 
     .venv/bin/python bench/peer.py                         # 20, 5, 1 ms, both systems
     .venv/bin/python bench/peer.py --polls 5 --seconds 10 --only isoedge
@@ -31,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -40,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +65,7 @@ READ_REGISTERS = 100  # registers one poll reads ...
 READINGS_PER_POLL = READ_REGISTERS // 2  # ... as 50 float32 readings
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROFILE: dict[str, str] = {}  # --profile: py-spy binary and output file
+AGENT_PYTHON: list[str] = [sys.executable]  # the interpreter `isoedge run` is started with
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -96,6 +104,29 @@ def ensure_node_red() -> Path:
             cwd=directory, check=True, stdout=sys.stderr,
         )
     return directory
+
+
+def ensure_agent_venv() -> Path:
+    """A venv holding IsoEdge as `pip install` leaves it (no test tools); its python.
+
+    Keyed by pyproject.toml, so a change of dependencies or entry points gets a fresh one.
+    """
+    manifest = (REPO / "pyproject.toml").read_bytes()
+    key = hashlib.sha256(manifest).hexdigest()[:12]
+    directory = cache_dir() / f"agent-venv-{key}"
+    python = directory / "bin" / "python"
+    if (REPO in directory.resolve().parents) or directory.resolve() == REPO:
+        sys.exit(f"{directory}: the venv scratch directory must be outside the repository")
+    if not (directory / ".complete").exists():
+        print(f"installing IsoEdge's runtime dependencies into {directory} (pip) ...",
+              file=sys.stderr, flush=True)
+        shutil.rmtree(directory, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(directory)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", str(REPO)],
+                       check=True, stdout=sys.stderr)
+        dependencies = tomllib.loads(manifest.decode())["project"]["dependencies"]
+        (directory / ".complete").write_text("\n".join(dependencies) + "\n")
+    return python
 
 
 def versions(directory: Path) -> dict[str, str]:
@@ -354,7 +385,7 @@ def start_isoedge(work: Path, modbus_port: int, broker_port: int,
     config = isoedge_config(work, modbus_port, broker_port, poll_ms)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     log = (work / "isoedge.log").open("ab")
-    argv = [sys.executable, "-m", "agent", "run", "-c", str(config)]
+    argv = [*AGENT_PYTHON, "-m", "agent", "run", "-c", str(config)]
     return subprocess.Popen(argv, cwd=work, stdout=log, stderr=log, env=env)
 
 
@@ -456,6 +487,9 @@ def main() -> None:
                         "(summarise with bench/stages.py)")
     parser.add_argument("--outbox", metavar="KEY=VALUE", action="append", default=[],
                         help="extra [outbox] setting of the agent, e.g. commit_interval_ms=20")
+    parser.add_argument("--agent-python", metavar="PYTHON",
+                        help="interpreter for `isoedge run` (default: a venv of the runtime "
+                        "dependencies only, made in the scratch directory)")
     parser.add_argument("--serve-modbus", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     OUTBOX_OVERRIDES.extend(args.outbox)
@@ -466,6 +500,9 @@ def main() -> None:
         serve_modbus(args.serve_modbus)
         return
     systems = [args.only] if args.only else ["node-red", "isoedge"]
+    if "isoedge" in systems:
+        AGENT_PYTHON[:] = [args.agent_python or str(ensure_agent_venv())]
+        print(json.dumps({"agent_python": AGENT_PYTHON[0]}), flush=True)
     install = ensure_node_red() if "node-red" in systems else None
     if install is not None:
         print(json.dumps({"versions": versions(install)}), flush=True)

@@ -548,8 +548,12 @@ class Outbox:
             self._new_envelopes.clear()
 
     async def stats(self) -> OutboxStats:
-        """Backlog, oldest unsent envelope, disk use."""
-        return await self.call(lambda: _stats(self._db_checked()))
+        """Backlog, oldest unsent envelope, disk use.
+
+        An envelope PUBACKed but not yet recorded (that waits for the next commit cycle) no
+        longer counts as waiting.
+        """
+        return await self.call(lambda: _stats(self._db_checked(), acked=self._deferred_acks))
 
     # -------------------------------------------------------------- owner thread
     def _db_checked(self) -> sqlite3.Connection:
@@ -728,6 +732,10 @@ class Outbox:
         self, items: list[tuple[str, str, int, str]], writes: list[_Write], *, force: bool
     ) -> bool:
         """A commit cycle that survives a full disk: rolled back, its work kept for later."""
+        if self.disk_state != "ok" or self.space.current.write_failed:
+            # Under disk pressure acknowledgements go first, in a transaction of their own:
+            # their deletions make the room this cycle's rows may need.
+            self._apply_deferred()
         try:
             self._commit_cycle(items, writes, force=force)
         except sqlite3.Error as exc:
@@ -1215,7 +1223,7 @@ def _migrate_pending(db: sqlite3.Connection) -> None:
     db.commit()
 
 
-def _stats(db: sqlite3.Connection) -> OutboxStats:
+def _stats(db: sqlite3.Connection, acked: list[int] | None = None) -> OutboxStats:
     has_sent = db.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sent'"
     ).fetchone()
@@ -1225,6 +1233,17 @@ def _stats(db: sqlite3.Connection) -> OutboxStats:
         if has_sent  # an outbox of an older version, read by `outbox status`
         else "SELECT COUNT(*), COALESCE(SUM(n_items), 0), MIN(created) FROM envelopes"
     ).fetchone()
+    if acked and has_sent:
+        seqs = sorted(set(acked))
+        gone, gone_items = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(n_items), 0) FROM envelopes e"
+            " WHERE seq IN (SELECT value FROM json_each(?))"
+            " AND NOT EXISTS (SELECT 1 FROM sent s WHERE s.seq = e.seq)",
+            (json.dumps(seqs),),
+        ).fetchone()
+        count, items = int(count) - int(gone), int(items) - int(gone_items)
+        if count == 0:
+            oldest = None
     pending = int(db.execute("SELECT COALESCE(SUM(n_items), 0) FROM batches").fetchone()[0])
     chain = db.execute("SELECT last_seq FROM chain WHERE k = 1").fetchone()
     oldest_text = (

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from agent.physics.lazy import lazy_import
-
 # decay_value (scalar, no numpy) lives with the table; re-exported here for callers.
 from agent.physics.nuclides import LN2, NuclideTable
 from agent.physics.units import ACTIVITY_TO_MBQ, canonical_unit
@@ -28,8 +26,6 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     FloatArray = npt.NDArray[np.float64]
-else:
-    np = lazy_import("numpy")  # loaded when an array is first corrected
 
 _Value = TypeVar("_Value", float, "npt.NDArray[np.float64]")
 
@@ -75,6 +71,7 @@ def decay_correct(
 
     Uncertainties are None when neither the half-life nor the activity uncertainty is known.
     """
+    import numpy as np  # noqa: PLC0415 - numpy (~10 MB) only when this runs
     if not half_life_s > 0:
         raise ValueError("half-life must be positive")
     a0 = np.asarray(activity, dtype=np.float64)
@@ -97,6 +94,7 @@ def decay_correct(
 
 def epoch_seconds(times: Sequence[datetime] | npt.NDArray[Any]) -> FloatArray:
     """UTC seconds since the epoch of aware datetimes or numpy datetime64 values (UTC)."""
+    import numpy as np  # noqa: PLC0415 - numpy (~10 MB) only when this runs
     arr = np.asarray(times)
     if np.issubdtype(arr.dtype, np.datetime64):
         micros = arr.astype("datetime64[us]").astype(np.int64)

@@ -14,14 +14,10 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from agent.physics.lazy import lazy_import
 from agent.physics.nuclides import ACCEPTANCE_WINDOWS, LN2, MINUTE
 
 if TYPE_CHECKING:
-    import numpy as np
     import numpy.typing as npt
-else:
-    np = lazy_import("numpy")  # loaded at the first fit
 
 # Acceptance windows for the radionuclidic identity test by half-life, in seconds.
 # F-18: 105-115 min (Ph. Eur. monographs of F-18 preparations, USP <Fludeoxyglucose F 18>).
@@ -62,6 +58,7 @@ def fit_half_life(
     sigma: npt.ArrayLike | None = None,
 ) -> HalfLifeFit:
     """Fit λ and T½ to activities measured at times `t_s` (seconds, any origin)."""
+    import numpy as np  # noqa: PLC0415 - numpy (~10 MB) only when this runs
     t = np.asarray(t_s, dtype=np.float64).ravel()
     a = np.asarray(activity, dtype=np.float64).ravel()
     if t.shape != a.shape:

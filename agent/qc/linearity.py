@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from agent.core.reading import rfc3339
 from agent.physics.halflife import FitError, fit_half_life
-from agent.physics.lazy import lazy_import
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -31,8 +30,6 @@ if TYPE_CHECKING:
     import numpy as np
 
     from agent.qc.programme import Tolerance
-else:
-    np = lazy_import("numpy")  # loaded at the first linearity analysis
 
 _KEEP = 0.7  # least trimmed squares: the fit rests on the best 70 % of the points
 _REJECT_SIGMA = 3.0
@@ -153,6 +150,7 @@ def robust_exponential_fit(
     points with the smallest residuals, refitted until the subset is stable), then the points
     within 3 standard deviations of that fit are fitted by least squares.
     """
+    import numpy as np  # noqa: PLC0415 - numpy (~10 MB) only when this runs
     t = np.asarray(t_s, dtype=np.float64)
     t = t - t[0]
     y = np.log(np.asarray(activity, dtype=np.float64))
@@ -176,6 +174,7 @@ def robust_exponential_fit(
 
 
 def _ols(t: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    import numpy as np  # noqa: PLC0415 - numpy (~10 MB) only when this runs
     t_mean, y_mean = float(np.mean(t)), float(np.mean(y))
     sxx = float(np.sum((t - t_mean) ** 2))
     if sxx <= 0:
@@ -186,6 +185,7 @@ def _ols(t: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def _theil_sen(t: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Intercept and slope: median of pairwise slopes, median intercept (29 % breakdown)."""
+    import numpy as np  # noqa: PLC0415 - numpy (~10 MB) only when this runs
     step = max(1, t.size // _PAIRS_MAX_POINTS)
     ts, ys = t[::step], y[::step]
     i, j = np.triu_indices(ts.size, k=1)
@@ -209,6 +209,7 @@ def analyse_decay(  # noqa: PLR0917 - the series and what it is judged against
 
     Raises FitError for fewer than four points, non-positive activities or no time span.
     """
+    import numpy as np  # noqa: PLC0415 - numpy (~10 MB) only when this runs
     if len(times) != len(activities_mbq) or len(times) < 4:  # noqa: PLR2004
         raise FitError(f"need at least 4 measurements of the sample, got {len(times)}")
     if any(not (math.isfinite(a) and a > 0) for a in activities_mbq):

@@ -28,7 +28,7 @@ from typing import Any
 from agentproc import AgentProcess, counter_devices, make_keys
 from collector import Collector, assert_gapless_chain, jose_verify
 from faults.cutfs import CutFS
-from faults.scenario import fault_config, metrics, reading_runs_are_whole
+from faults.scenario import backlog_drained, fault_config, metrics, reading_runs_are_whole
 from helpers import wait_until
 
 DURABLE_METRIC = 'isoedge_outbox_items_committed_total{stream="readings"}'
@@ -165,9 +165,7 @@ def run_power_cuts(tmp_path: Path, mosquitto: Any, cuts: int, *, seed: int,
             mosquitto.start()
         final = AgentProcess(config).start()
         try:
-            wait_until(lambda: metrics(port).get("isoedge_outbox_envelopes", 1) == 0
-                       and metrics(port).get("isoedge_mqtt_connected") == 1,
-                       timeout=120, interval=0.2)
+            wait_until(lambda: backlog_drained(metrics(port)), timeout=120, interval=0.2)
         finally:
             assert final.terminate() == 0, final.log()[-3000:]
         time.sleep(1)

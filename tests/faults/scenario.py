@@ -102,6 +102,15 @@ def state_db(state: Path) -> Path:
     return merged if merged.exists() else state / "outbox.db"
 
 
+def backlog_drained(figures: dict[str, float]) -> bool:
+    """Connected, and nothing waits longer than a second: the envelopes still counted are the
+    ones in flight (acquisition goes on), not a backlog."""
+    if figures.get("isoedge_mqtt_connected") != 1:
+        return False
+    return (figures.get("isoedge_outbox_envelopes", 1) == 0
+            or figures.get("isoedge_outbox_oldest_unsent_age_seconds", 99.0) < 1.0)
+
+
 def finish(agent: AgentProcess, timeout: float = 15.0) -> int:
     """SIGTERM and wait; an agent that does not stop in time is killed and reported as -9."""
     try:

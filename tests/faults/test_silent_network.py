@@ -14,6 +14,7 @@ from agentproc import AgentProcess, counter_devices, make_keys
 from collector import Collector, assert_gapless_chain, decode_all
 from faults.blackhole import BlackholeProxy
 from faults.scenario import (
+    backlog_drained,
     fault_config,
     finish,
     healthz,
@@ -62,7 +63,7 @@ def test_a_silent_network_is_noticed_within_the_keepalive_and_nothing_is_lost(
         time.sleep(2)  # readings keep being acquired into the outbox meanwhile
         proxy.restore()
         wait_until(lambda: broker_state(port) == "connected", timeout=6 * KEEPALIVE_S)
-        wait_until(lambda: metrics(port).get("isoedge_outbox_envelopes", 1) == 0, timeout=30)
+        wait_until(lambda: backlog_drained(metrics(port)), timeout=30)
         acquired = metrics(port)["isoedge_readings_acquired_total"]
     finally:
         code = finish(agent)
