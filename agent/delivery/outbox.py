@@ -92,6 +92,8 @@ MAX_ENVELOPE_ITEM_BYTES = 90_000
 MAX_IN_FLIGHT = 20_000  # uncommitted items before producers are made to wait
 QUOTA_HIGH = 0.9  # pause low-priority acquisition and alert
 QUOTA_LOW = 0.8  # resume below this
+DISK_USAGE_INTERVAL_S = 0.1  # routine measurements of the database's size at most this often,
+USAGE_SKIP_BELOW = 0.5  # ... while below this share of the quota (then every cycle)
 ACK_COMMIT_S = 0.05  # acknowledgements recorded at least this soon when no data is committed
 SPACE_CHECK_S = 1.0  # free space measured (and failed writes retried) at least this often
 RESERVE_CHECK_S = 10.0  # the reserve file rewritten (when missing and there is room) this often
@@ -206,6 +208,8 @@ class Outbox:
         self.archive_bytes = 0
         self._archive_pruned = 0.0
         self._sent_floor = 0  # every envelope with seq <= this has been sent (or pruned)
+        self._usage_measured = 0.0
+        self._written_since_measured = 0  # bytes of envelopes and rows since that
         self.signer = signer
         self.site = site
         self.agent = agent
@@ -845,7 +849,7 @@ class Outbox:
                 del self._deferred_meta[key]
         if n_acks:
             self._sent_floor = (_first_unsent(db, self._sent_floor) or self.last_seq + 1) - 1
-            self._update_disk_usage()  # draining the backlog is what lifts a quota pause
+            self._update_disk_usage(soon=True)  # draining the backlog lifts a quota pause
 
     def _mark_sent(self, db: sqlite3.Connection, seqs: list[int]) -> None:
         """PUBACKed envelopes: kept in place as the replay archive while the disk allows.
@@ -973,7 +977,7 @@ class Outbox:
         self._committed += fresh
         self.items_committed_total += fresh
         if created:
-            self._update_disk_usage()
+            self._update_disk_usage(soon=True)
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self._new_envelopes.set)
 
@@ -981,6 +985,7 @@ class Outbox:
         """Rows of batches not cut this cycle go to `batches` (inside the transaction)."""
         rows = [row for batch in self._batches.values() for row in batch.unsaved]
         if rows:
+            self._written_since_measured += sum(len(row[5]) for row in rows)
             db.executemany(
                 "INSERT INTO batches (id, stream, device, created, n_items, items)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -1099,6 +1104,7 @@ class Outbox:
             + "]}"
         ).encode("utf-8")
         body = self.signer.sign_bytes(payload)
+        self._written_since_measured += len(body)
         db.execute(
             "INSERT INTO envelopes (seq, topic, stream, device, n_items, created, body)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -1108,7 +1114,22 @@ class Outbox:
         self.last_hash = b64url(hashlib.sha256(payload).digest())
         self.envelopes_total += 1
 
-    def _update_disk_usage(self) -> None:
+    def _update_disk_usage(self, *, soon: bool = False) -> None:
+        """Measure the database and free space; decide the quota state.
+
+        `soon`: after a routine cycle, at most every DISK_USAGE_INTERVAL_S while the quota and
+        the disk are fine and the last measurement was well below the quota (five PRAGMAs and a
+        statvfs per cycle were a tenth of the owner thread's time); otherwise every time.
+        """
+        now = time.monotonic()
+        # Twice the bytes written since: room for page and index overhead.
+        estimate = self.disk_bytes + 2 * self._written_since_measured
+        if (soon and self.quota_state == "ok" and self.disk_state == "ok"
+                and estimate < USAGE_SKIP_BELOW * self.quota_bytes
+                and now - self._usage_measured < DISK_USAGE_INTERVAL_S):
+            return
+        self._usage_measured = now
+        self._written_since_measured = 0
         db = self._db_checked()
         self.disk_bytes = used_bytes(db)
         if self.archive_bytes and self.disk_bytes >= QUOTA_LOW * self.quota_bytes:
