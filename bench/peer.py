@@ -78,6 +78,14 @@ def cache_dir() -> Path:
     return Path(base) / "isoedge-bench"
 
 
+def scratch_dir(name: str) -> Path:
+    """`name` in the scratch directory; refused when that would be inside the repository."""
+    directory = cache_dir() / name
+    if (REPO in directory.resolve().parents) or directory.resolve() == REPO:
+        sys.exit(f"{directory}: the scratch directory must be outside the repository")
+    return directory
+
+
 def ensure_node_red() -> Path:
     """Node-RED 4 and node-red-contrib-modbus 5.23 in the scratch directory; its path."""
     node, npm = shutil.which("node"), shutil.which("npm")
@@ -87,9 +95,7 @@ def ensure_node_red() -> Path:
                 .split(".")[0])
     if major < 18:
         sys.exit(f"Node-RED 4 needs node >= 18, found {major}")
-    directory = cache_dir() / "node-red"
-    if (REPO in directory.resolve().parents) or directory.resolve() == REPO:
-        sys.exit(f"{directory}: the npm scratch directory must be outside the repository")
+    directory = scratch_dir("node-red")
     red = directory / "node_modules" / "node-red" / "red.js"
     contrib = directory / "node_modules" / "node-red-contrib-modbus" / "package.json"
     if not (red.exists() and contrib.exists()):
@@ -113,10 +119,8 @@ def ensure_agent_venv() -> Path:
     """
     manifest = (REPO / "pyproject.toml").read_bytes()
     key = hashlib.sha256(manifest).hexdigest()[:12]
-    directory = cache_dir() / f"agent-venv-{key}"
+    directory = scratch_dir(f"agent-venv-{key}")
     python = directory / "bin" / "python"
-    if (REPO in directory.resolve().parents) or directory.resolve() == REPO:
-        sys.exit(f"{directory}: the venv scratch directory must be outside the repository")
     if not (directory / ".complete").exists():
         print(f"installing IsoEdge's runtime dependencies into {directory} (pip) ...",
               file=sys.stderr, flush=True)

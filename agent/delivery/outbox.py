@@ -1211,12 +1211,16 @@ def _first_unsent(db: sqlite3.Connection, after: int) -> int | None:
     return None if row is None else int(row[0])
 
 
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    """True when the database has a table of that name (older layouts lack or keep some)."""
+    return db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ).fetchone() is not None
+
+
 def _migrate_archive(db: sqlite3.Connection) -> None:
     """An outbox with a separate `archive` table (copies of sent envelopes): kept in place."""
-    found = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'archive'"
-    ).fetchone()
-    if found is None:
+    if not _has_table(db, "archive"):
         return
     db.execute(
         "INSERT OR IGNORE INTO envelopes (seq, topic, stream, device, n_items, created, body)"
@@ -1231,10 +1235,7 @@ def _migrate_archive(db: sqlite3.Connection) -> None:
 
 def _migrate_pending(db: sqlite3.Connection) -> None:
     """An outbox written by a version with one `pending` row per item: each becomes a batch."""
-    found = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pending'"
-    ).fetchone()
-    if found is None:
+    if not _has_table(db, "pending"):
         return
     db.execute(
         "INSERT INTO batches (id, stream, device, created, n_items, items)"
@@ -1245,9 +1246,7 @@ def _migrate_pending(db: sqlite3.Connection) -> None:
 
 
 def _stats(db: sqlite3.Connection, acked: list[int] | None = None) -> OutboxStats:
-    has_sent = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sent'"
-    ).fetchone()
+    has_sent = _has_table(db, "sent")
     count, items, oldest = db.execute(
         "SELECT COUNT(*), COALESCE(SUM(n_items), 0), MIN(created) FROM envelopes e"
         " WHERE NOT EXISTS (SELECT 1 FROM sent s WHERE s.seq = e.seq)"

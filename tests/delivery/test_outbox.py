@@ -22,7 +22,7 @@ import pytest
 from helpers import REPO, cli_env, wait_for_condition
 
 from agent.delivery.outbox import Envelope, Outbox
-from agent.delivery.signing import Signer, b64url, generate_key_files
+from agent.delivery.signing import Signer, b64url
 from agent.delivery.verification import KeyRegistry, Verified
 
 
@@ -34,16 +34,6 @@ def make_outbox(path: Path, signer: Signer, **kw) -> Outbox:
     options = {"quota_bytes": 64 * 1024 * 1024, "fsync": "normal", "commit_interval_ms": 0}
     options.update(kw)
     return Outbox(path, signer, site="site-1", agent="agent-1", topic_for=topic_for, **options)
-
-
-@pytest.fixture
-def signer(tmp_path) -> Signer:
-    return generate_key_files(tmp_path / "keys")
-
-
-@pytest.fixture
-def registry(signer) -> KeyRegistry:
-    return KeyRegistry([signer.jwk])
 
 
 @pytest.fixture

@@ -73,16 +73,6 @@ class Running:
         return (await self.outbox.stats()).envelopes
 
 
-@pytest.fixture
-def signer(tmp_path) -> Signer:
-    return generate_key_files(tmp_path / "keys")
-
-
-@pytest.fixture
-def registry(signer) -> KeyRegistry:
-    return KeyRegistry([signer.jwk])
-
-
 @contextlib.contextmanager
 def collecting(port: int, topic: str = "isoedge/v1/#"):
     collector = Collector(port, topic).start()

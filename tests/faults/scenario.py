@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agentproc import AgentProcess, write_config
+from collector import Collector, assert_gapless_chain, decode_all
 from helpers import free_port
 
 
@@ -109,6 +111,16 @@ def backlog_drained(figures: dict[str, float]) -> bool:
         return False
     return (figures.get("isoedge_outbox_envelopes", 1) == 0
             or figures.get("isoedge_outbox_oldest_unsent_age_seconds", 99.0) < 1.0)
+
+
+def verified_delivery(collector: Collector, jwk: Any) -> tuple[list[Any], dict[str, Any]]:
+    """After the agent stopped: every envelope collected, verified, gapless and chained, and
+    every counter run whole. Returns the decoded envelopes and the channels' counts."""
+    time.sleep(1)  # the last envelopes on their way to the collector
+    collector.stop()
+    decoded = decode_all(collector.envelopes(), jwk)
+    assert_gapless_chain(decoded)
+    return decoded, reading_runs_are_whole(decoded)
 
 
 def finish(agent: AgentProcess, timeout: float = 15.0) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from agentproc import AgentProcess, counter_devices, make_keys
-from collector import Collector, assert_gapless_chain, decode_all
+from collector import Collector, decode_all
 from faults.scenario import (
     backlog_drained,
     events,
@@ -22,8 +22,8 @@ from faults.scenario import (
     finish,
     healthz,
     metrics,
-    reading_runs_are_whole,
     state_db,
+    verified_delivery,
 )
 from faults.tmpfs import MountImpossibleError, fill, free_bytes, tmpfs
 from helpers import wait_until
@@ -86,12 +86,8 @@ def test_a_full_disk_pauses_acquisition_with_an_alert_and_resumes_when_space_ret
     finally:
         code = finish(agent)
     assert code == 0, agent.log()[-3000:]
-    time.sleep(1)  # the last envelopes on their way to the collector
-    collector.stop()
-    decoded = decode_all(collector.envelopes(), jwk)
-    assert_gapless_chain(decoded)
-    seen = reading_runs_are_whole(decoded)  # nothing acquired was dropped
-    assert seen["readings"] >= acquired
+    decoded, seen = verified_delivery(collector, jwk)
+    assert seen["readings"] >= acquired  # nothing acquired was dropped
     disk_alerts = [a for a in events(decoded, "alerts") if a.get("rule") == "outbox.disk"]
     assert {a["event"] for a in disk_alerts} >= {"alert.raised", "alert.cleared"}, disk_alerts
 
@@ -130,11 +126,7 @@ def test_the_agent_starts_on_a_full_disk_and_delivers_its_backlog(tmp_path, mosq
     finally:
         code = finish(agent)
     assert code == 0, agent.log()[-3000:]
-    time.sleep(1)
-    collector.stop()
-    decoded = decode_all(collector.envelopes(), jwk)
-    assert_gapless_chain(decoded)
-    reading_runs_are_whole(decoded)
+    verified_delivery(collector, jwk)
     db = sqlite3.connect(state_db(small_disk))
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     db.close()
@@ -175,13 +167,9 @@ def test_the_free_space_reserve_pauses_low_priority_first_and_never_fills_the_di
     finally:
         code = finish(agent)
     assert code == 0, agent.log()[-3000:]
-    time.sleep(1)
-    collector.stop()
     assert lowest > 1 * 1024 * 1024, "the reserve was eaten into"
     assert "database or disk is full" not in agent.log()
-    decoded = decode_all(collector.envelopes(), jwk)
-    assert_gapless_chain(decoded)
-    reading_runs_are_whole(decoded)
+    decoded, _seen = verified_delivery(collector, jwk)
     raised = [a for a in events(decoded, "alerts")
               if a.get("rule") == "outbox.disk" and a["event"] in {"alert.raised", "alert.updated"}]
     assert raised, "no disk alert"

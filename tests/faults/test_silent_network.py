@@ -11,7 +11,7 @@ import time
 
 import pytest
 from agentproc import AgentProcess, counter_devices, make_keys
-from collector import Collector, assert_gapless_chain, decode_all
+from collector import Collector
 from faults.blackhole import BlackholeProxy
 from faults.scenario import (
     backlog_drained,
@@ -19,7 +19,7 @@ from faults.scenario import (
     finish,
     healthz,
     metrics,
-    reading_runs_are_whole,
+    verified_delivery,
 )
 from helpers import wait_until
 
@@ -68,9 +68,5 @@ def test_a_silent_network_is_noticed_within_the_keepalive_and_nothing_is_lost(
     finally:
         code = finish(agent)
     assert code == 0, agent.log()[-3000:]
-    time.sleep(1)
-    collector.stop()
-    decoded = decode_all(collector.envelopes(), jwk)
-    assert_gapless_chain(decoded)
-    seen = reading_runs_are_whole(decoded)
+    _decoded, seen = verified_delivery(collector, jwk)
     assert seen["readings"] >= acquired
