@@ -161,6 +161,7 @@ function showRun(run) {
   $("#qc-run").hidden = false;
   $("#qc-run").dataset.state = run.state;
   $("#qc-run").dataset.test = run.test;
+  $("#qc-run").dataset.run = run.id;
   $("#qc-run-title").textContent =
     `${TEST_TEXT[run.test] || run.test} on ${run.device}, started ${fmtTime(run.started)} UTC by ${run.started_by}`;
   $("#qc-steps tbody").replaceChildren(...run.steps.map((s) => el("tr",
