@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import orjson
 import structlog
 
+from agent.acquisition.shapes import ShapeCache
 from agent.acquisition.state import LiveState
 from agent.core.reading import Reading, dumps_item, new_ids, rfc3339
 from agent.delivery.outbox import MAX_ENVELOPE_ITEM_BYTES, Outbox
@@ -62,9 +63,6 @@ def reference_instant(spec: str, t: datetime) -> datetime:
     return datetime.combine(day, clock, tzinfo=UTC)
 
 
-SHAPE_CACHE_SIZE = 4096  # batch shapes (device, channels) remembered per look-up cache
-
-
 class Pipeline:
     """Turns driver samples into published readings. Cheap, synchronous, one per agent."""
 
@@ -88,7 +86,7 @@ class Pipeline:
         self._conversions: dict[str, tuple[float, Callable[[float], float] | None, str]] = {}
         # Per (device, channels of a batch): the indices a QC rule or programme watches,
         # looked up once per batch shape instead of once per reading; for `_watch_owners`.
-        self._watched: dict[tuple[str, tuple[str, ...]], tuple[tuple[int, bool, bool], ...]] = {}
+        self._watched: ShapeCache[tuple[tuple[int, bool, bool], ...]] = ShapeCache()
         self._watch_owners: tuple[object, object] = (None, None)
 
     def to_reading(self, sample: Sample) -> Reading:
@@ -347,21 +345,15 @@ class Pipeline:
         if owners[0] is not qc or owners[1] is not programme:
             self._watched.clear()  # rules or programme replaced: look up again
             self._watch_owners = (qc, programme)
-        key = (device, tuple(channels))
-        found = self._watched.get(key)
-        if found is None:
-            if len(self._watched) >= SHAPE_CACHE_SIZE:
-                self._watched.clear()  # batches of ever new shapes (notification bursts)
-            found = self._watched[key] = tuple(
-                (index, by_rules, by_programme)
-                for index, channel in enumerate(channels)
-                for by_rules, by_programme in [(
-                    qc is not None and qc.watches(device, channel),
-                    programme is not None and programme.watches(device, channel),
-                )]
-                if by_rules or by_programme
-            )  # fmt: skip
-        return found
+        return self._watched.get(device, channels, lambda: tuple(
+            (index, by_rules, by_programme)
+            for index, channel in enumerate(channels)
+            for by_rules, by_programme in [(
+                qc is not None and qc.watches(device, channel),
+                programme is not None and programme.watches(device, channel),
+            )]
+            if by_rules or by_programme
+        ))  # fmt: skip
 
     @staticmethod
     def _reading_of(item: dict[str, Any]) -> Reading:

@@ -7,6 +7,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agent.acquisition.shapes import ShapeCache
 from agent.core.reading import Reading, rfc3339_from_epoch
 
 if TYPE_CHECKING:
@@ -16,7 +17,6 @@ if TYPE_CHECKING:
 
 TREND_POINTS = 720  # per channel: one hour ...
 TREND_STEP_S = 5.0  # ... at 5 s resolution
-SHAPE_CACHE_SIZE = 4096  # batch shapes (device, channels) whose `latest` keys are remembered
 
 
 @dataclass(slots=True)
@@ -60,7 +60,7 @@ class LiveState:
     def __init__(self) -> None:
         self.devices: dict[str, DeviceHealth] = {}
         self.latest: dict[tuple[str, str], dict[str, Any]] = {}
-        self._batch_keys: dict[tuple[str, tuple[str, ...]], list[tuple[str, str]]] = {}
+        self._batch_keys: ShapeCache[list[tuple[str, str]]] = ShapeCache()
         self.trends: dict[tuple[str, str], deque[tuple[float, float]]] = defaultdict(
             lambda: deque(maxlen=TREND_POINTS)
         )
@@ -133,13 +133,8 @@ class LiveState:
 
     def _keys(self, device: str, channels: Sequence[str]) -> list[tuple[str, str]]:
         """The `latest` keys of a batch's channels, built once per batch shape."""
-        shape = (device, tuple(channels))
-        keys = self._batch_keys.get(shape)
-        if keys is None:
-            if len(self._batch_keys) >= SHAPE_CACHE_SIZE:
-                self._batch_keys.clear()  # batches of ever new shapes (notification bursts)
-            keys = self._batch_keys[shape] = [(device, channel) for channel in channels]
-        return keys
+        return self._batch_keys.get(device, channels,
+                                    lambda: [(device, channel) for channel in channels])
 
     def on_event(self, stream: str, item: dict[str, Any]) -> None:
         """Remember an alert or audit event for the live views."""
