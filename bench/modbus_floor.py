@@ -43,10 +43,10 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import peer  # noqa: E402
+import stage_costs  # noqa: E402
 from pymodbus.client import AsyncModbusTcpClient, ModbusTcpClient  # noqa: E402
 
 from agent.tools.mosquitto import free_port  # noqa: E402
-from drivers.modbus.config import ModbusTcpConfig  # noqa: E402
 from drivers.registry import create_driver  # noqa: E402
 
 WARMUP_POLLS = 50
@@ -122,13 +122,7 @@ async def pymodbus_sync_thread(port: int, interval: float, polls: int) -> float:
 
 async def isoedge_driver(port: int, interval: float, polls: int) -> float:
     """CPU µs per poll of the agent's Modbus TCP driver (requests, schedule, decode)."""
-    config = ModbusTcpConfig.model_validate({
-        "id": "plc-1", "type": "modbus_tcp", "host": "127.0.0.1", "port": port,
-        "poll_interval_s": interval, "timeout_s": TIMEOUT_S,
-        "points": [{"channel": f"v{i:02d}", "address": 2 * i, "data_type": "float32",
-                    "unit": "Pa"} for i in range(peer.READINGS_PER_POLL)],
-    })  # fmt: skip
-    driver: Any = create_driver(config)
+    driver: Any = create_driver(stage_costs.config(port, poll_interval_s=interval))
     async with asyncio.timeout(5):
         await driver.connect()
     try:

@@ -57,10 +57,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def config(port: int) -> ModbusTcpConfig:
+def config(port: int, poll_interval_s: float = 0.001) -> ModbusTcpConfig:
+    """bench/peer.py's device: 50 float32 points in one block of 100 holding registers."""
     return ModbusTcpConfig.model_validate({
         "id": "plc-1", "type": "modbus_tcp", "host": "127.0.0.1", "port": port,
-        "poll_interval_s": 0.001,
+        "poll_interval_s": poll_interval_s,
         "points": [{"channel": f"v{i:02d}", "address": 2 * i, "data_type": "float32",
                     "unit": "Pa"} for i in range(READINGS)],
     })  # fmt: skip
