@@ -30,6 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check agent drivers simulators central tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(PY) .ci/i18n_catalogs.py check
 
 test: setup-test lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import structlog
 from aiohttp import web
 
+from agent.console import i18n
 from agent.console.auth import Authenticator
 from agent.console.live import LiveHub
 from agent.console.qc_views import QCViews, add_routes
@@ -76,15 +77,17 @@ def create_app(backend: ConsoleBackend, section: WebSection) -> web.Application:
     host, _port = parse_listen(section.listen)
     auth = Authenticator(section.users, listen_host=host)
     qc_views = QCViews(backend)
-    views = Views(backend, device_grace_s=section.health_device_grace_s, qc=qc_views)
+    views = Views(backend, device_grace_s=section.health_device_grace_s, qc=qc_views,
+                  section=section)
     hub = LiveHub(backend.live, views.health_snapshot)
     app = web.Application(
-        middlewares=[_security_headers, auth.middleware(PUBLIC_PATHS)],
+        middlewares=[_security_headers, i18n.middleware(section), auth.middleware(PUBLIC_PATHS)],
         client_max_size=64 * 1024,  # bodies: acknowledgements, signatures, prescriptions
     )
     app[HUB_KEY] = hub
     app.router.add_get("/", views.index)
     app.router.add_get("/api/state", views.state)
+    app.router.add_get("/api/i18n", views.catalog)
     app.router.add_get("/api/trends", views.trends)
     app.router.add_get("/api/stream", hub.handle)
     app.router.add_get("/api/alerts", views.list_alerts)

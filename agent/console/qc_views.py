@@ -24,6 +24,8 @@ import structlog
 from aiohttp import web
 
 from agent.console.auth import Principal, principal_of
+from agent.console.i18n import fail
+from agent.core.i18n import parse_decimal
 from agent.qc.alerts import AlertError, UnknownAlertError
 from agent.qc.manager import QCError
 from agent.qc.signatures import SignatureError
@@ -42,8 +44,9 @@ ACTIONS = ("performed", "reviewed", "approved", "acknowledge_alert", "review_aud
 
 
 def _fail(message: str, status: type[web.HTTPException] = web.HTTPBadRequest,
-          **extra: Any) -> NoReturn:  # fmt: skip
-    raise status(text=json.dumps({"error": message, **extra}), content_type="application/json")
+          *, code: str | None = None, fields: dict[str, Any] | None = None,
+          **params: Any) -> NoReturn:  # fmt: skip
+    fail(message, status, code=code, fields=fields, **params)
 
 
 def _dumps(data: object) -> str:
@@ -73,14 +76,14 @@ def text_field(body: dict[str, Any], name: str, *, required: bool = False,
     value = body.get(name)
     text = "" if value is None else str(value).strip()
     if len(text) > limit:
-        _fail(f"{name}: too long (at most {limit} characters)")
+        _fail("{field}: too long (at most {limit} characters)", field=name, limit=limit)
     if required and not text:
-        _fail(f"{name} is required")
+        _fail("{field} is required", code="required", field=name)
     return text
 
 
 def _signature_refused(exc: SignatureError) -> NoReturn:
-    _fail(str(exc), web.HTTPForbidden, refusal=exc.reason)
+    _fail(str(exc), web.HTTPForbidden, code="signature_refused", fields={"refusal": exc.reason})
 
 
 class Signer:
@@ -90,7 +93,7 @@ class Signer:
         if principal.authenticated:
             typed = text_field(body, "name", limit=200)
             if typed and typed != principal.name:
-                _fail(f"name {typed!r} is not the signed-in user", web.HTTPForbidden)
+                _fail("name {name} is not the signed-in user", web.HTTPForbidden, name=repr(typed))
             self.name = principal.name
         else:
             self.name = text_field(body, "name", required=True, limit=200)
@@ -109,7 +112,8 @@ def _time(text: str | None, name: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        _fail(f"{name}: expected an ISO 8601 time, e.g. 2026-11-22T08:00:00Z")
+        _fail("{field}: expected an ISO 8601 time, e.g. {example}", field=name,
+              example="2026-11-22T08:00:00Z")
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -203,8 +207,8 @@ class QCViews:
         principal = principal_of(request)
         if not self.may(principal, action):
             roles = ", ".join(self.desk.signatures.roles_allowed(action))
-            _fail(f"your role ({principal.role}) may not do this; needed: {roles}",
-                  web.HTTPForbidden)  # fmt: skip
+            _fail("your role ({role}) may not do this; needed: {roles}", web.HTTPForbidden,
+                  code="role_not_allowed", role=principal.role, roles=roles)
         return principal
 
     # ------------------------------------------------------------------ state
@@ -364,12 +368,14 @@ class QCViews:
         """GET /api/qc/report.pdf?kind=daily|qc|monthly|linearity&device=&date=&record=."""
         kind = request.query.get("kind") or "daily"
         if kind not in REPORT_KINDS:
-            _fail(f"kind: expected one of {', '.join(REPORT_KINDS)}")
+            _fail("{field}: expected one of {choices}", field="kind",
+                  choices=", ".join(REPORT_KINDS))
         desk = self.desk
         zone = desk.config.zone
         device = request.query.get("device") or (desk.devices[0] if desk.devices else None)
         if device is None or device not in desk.devices:
-            _fail(f"device: expected one of {desk.devices}", web.HTTPNotFound)
+            _fail("{field}: expected one of {choices}", web.HTTPNotFound, field="device",
+                  choices=", ".join(desk.devices))
         text = request.query.get("date") or datetime.now(zone).date().isoformat()
         try:
             day = date.fromisoformat(text[:10])
@@ -503,7 +509,7 @@ class QCViews:
         try:
             rx = dosage.prescriptions.get(rx_id)
         except KeyError:
-            _fail(f"no prescription {rx_id!r}", web.HTTPNotFound)
+            _fail("no prescription {id}", web.HTTPNotFound, id=repr(rx_id))
         return _json({"prescription": {**rx.to_dict(),
                                        "dispensing": await dosage.dispensing(rx_id)}})  # fmt: skip
 
@@ -525,11 +531,14 @@ class QCViews:
             try:
                 dosage.prescriptions.get(rx_id)
             except KeyError:
-                _fail(f"no prescription {rx_id!r}", web.HTTPNotFound)
+                _fail("no prescription {id}", web.HTTPNotFound, id=repr(rx_id))
         ident = rx_id or text_field(body, "id", required=True, limit=200)
-        activity = body.get("activity")
-        if isinstance(activity, bool) or not isinstance(activity, (int, float)):
-            _fail("activity: expected a number")
+        # A number, or a text as typed: "370,5" is 370.5 (a decimal comma), never 3705.
+        try:
+            activity = parse_decimal(body.get("activity"))  # type: ignore[arg-type]
+        except (ValueError, TypeError):
+            _fail("{field}: expected a number (e.g. {example})", code="not_a_number",
+                  field="activity", example="370,5")
         scheduled = _time(text_field(body, "scheduled", required=True), "scheduled")
         assert scheduled is not None  # noqa: S101 - required above
         try:
@@ -557,7 +566,7 @@ class QCViews:
                 reason=text_field(body, "reason", required=True),
             )  # fmt: skip
         except KeyError:
-            _fail(f"no prescription {request.match_info['rx_id']!r}", web.HTTPNotFound)
+            _fail("no prescription {id}", web.HTTPNotFound, id=repr(request.match_info["rx_id"]))
         except ValueError as exc:
             _fail(str(exc))
         return _json({"removed": request.match_info["rx_id"]})
@@ -568,12 +577,12 @@ class QCViews:
         body = await json_body(request)
         device = text_field(body, "device", required=True, limit=200)
         if device not in {d.id for d in self.backend.devices()}:
-            _fail(f"no device {device!r}", web.HTTPNotFound)
+            _fail("no device {id}", web.HTTPNotFound, id=repr(device))
         by = principal.name or text_field(body, "name", required=True, limit=200)
         try:
             self.backend.dosage.arm_prescription(device, request.match_info["rx_id"], by)
         except KeyError:
-            _fail(f"no prescription {request.match_info['rx_id']!r}", web.HTTPNotFound)
+            _fail("no prescription {id}", web.HTTPNotFound, id=repr(request.match_info["rx_id"]))
         return _json({"armed": request.match_info["rx_id"], "device": device})
 
     async def dispensing(self, _request: web.Request) -> web.Response:

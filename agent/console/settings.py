@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from agent.core.i18n import Language
 from agent.core.settings import StrictSection
 
 
@@ -20,6 +21,10 @@ class WebUser(StrictSection):
     )
     password_hash: str | None = None
     token_sha256: str | None = None
+    language: Language | None = Field(
+        default=None, description="This user's console language (ru, kk, ky, en); the header's "
+        "selector overrides it in one browser. Default: the site's `web.language`."
+    )
 
 
 class WebSection(StrictSection):
@@ -30,6 +35,10 @@ class WebSection(StrictSection):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     users: list[WebUser] = Field(default_factory=list)
+    language: Language | None = Field(
+        default=None, description="The site's console and report language (ru, kk, ky, en). "
+        "Without it, each browser's Accept-Language decides (English when none fits)."
+    )
     health_device_grace_s: float = Field(
         default=60.0, gt=0, description="/healthz fails when an enabled device has been "
         "offline (or connecting, or paused) for longer than this."

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from agent.console.auth import principal_of
 from agent.console.health import check_health
+from agent.console.i18n import catalog_json, fail, language_for, language_of, render_page
 from agent.console.metrics import Metrics, Scrape
 from agent.qc.alerts import Alert
 from agent.qc.audit import AuditLog
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
     from agent.console.backend import ConsoleBackend
     from agent.console.qc_views import QCViews
+    from agent.console.settings import WebSection
 
 log = structlog.get_logger("isoedge.web")
 
@@ -35,8 +37,9 @@ AUDIT_LIMIT_DEFAULT = 500
 AUDIT_LIMIT_MAX = 10000
 
 
-def _bad_request(message: str, status: type[web.HTTPException] = web.HTTPBadRequest) -> NoReturn:
-    raise status(text=json.dumps({"error": message}), content_type="application/json")
+def _bad_request(message: str, status: type[web.HTTPException] = web.HTTPBadRequest,
+                 **params: Any) -> NoReturn:  # fmt: skip
+    fail(message, status, **params)
 
 
 def _dumps(data: object) -> str:
@@ -56,8 +59,10 @@ ALERT_FILTERS: dict[str, Callable[[Alert], bool]] = {
 class Views:
     """Request handlers bound to one agent."""
 
-    def __init__(self, backend: ConsoleBackend, *, device_grace_s: float, qc: QCViews) -> None:
+    def __init__(self, backend: ConsoleBackend, *, device_grace_s: float, qc: QCViews,
+                 section: WebSection) -> None:  # fmt: skip
         self.backend = backend
+        self.section = section
         self.qc = qc
         self.device_grace_s = device_grace_s
         self.metrics_registry = Metrics(backend)
@@ -93,9 +98,24 @@ class Views:
         return counts
 
     # ---------------------------------------------------------------- pages
-    async def index(self, _request: web.Request) -> web.StreamResponse:
-        """The single-page console."""
-        return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        """The single-page console, in the request's language."""
+        lang = language_for(request, self.section)
+        page = render_page(STATIC_DIR / "index.html", lang, self.backend.qc.config.zone)
+        return web.Response(text=page, content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-store", "Content-Language": lang,
+                                     "Vary": "Cookie, Accept-Language"})
+
+    async def catalog(self, request: web.Request) -> web.Response:
+        """GET /api/i18n[?lang=]: the catalog, formats and site zone for the JavaScript."""
+        wanted = request.query.get("lang")
+        lang = language_for(request, self.section) if not wanted else language_of(request)
+        if wanted:
+            from agent.core.i18n import choose  # noqa: PLC0415 - only here
+
+            lang = choose(wanted, lang)
+        return web.json_response(catalog_json(lang, self.backend.qc.config.zone),
+                                 headers={"Content-Language": lang})
 
     async def state(self, request: web.Request) -> web.Response:
         """GET /api/state: everything the page needs on load."""
@@ -149,7 +169,8 @@ class Views:
         wanted = request.query.get("state") or "all"
         keep = ALERT_FILTERS.get(wanted)
         if keep is None:
-            _bad_request(f"state: expected one of {sorted(ALERT_FILTERS)}")
+            _bad_request("{field}: expected one of {choices}", field="state",
+                         choices=", ".join(sorted(ALERT_FILTERS)))
         limit = _int_param(request, "limit", 200, 1, 5000)
         alerts = (
             self.backend.open_alerts()
@@ -218,7 +239,7 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     try:
         value = int(text)
     except ValueError:
-        _bad_request(f"{name}: expected an integer")
+        _bad_request("{field}: expected an integer", field=name)
     return max(low, min(high, value))
 
 
@@ -229,7 +250,8 @@ def _time_param(request: web.Request, name: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        _bad_request(f"{name}: expected an ISO 8601 time, e.g. 2026-11-22T08:00:00Z")
+        _bad_request("{field}: expected an ISO 8601 time, e.g. {example}", field=name,
+                     example="2026-11-22T08:00:00Z")
     # A time without zone from the browser's datetime-local field is the user's local time;
     # the page converts to UTC before sending, so a naive value here is taken as UTC.
     return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator, model_validator
 
 from agent.core.settings import StrictSection
+from agent.core.zones import site_zone
 from agent.physics.units import ACTIVITY_TO_MBQ
 from agent.qc.config import IdStr, NonNegative, Positive, _activity_unit, _aware, _nuclide
 
@@ -322,7 +323,7 @@ class QCSection(StrictSection):
     @classmethod
     def _zone(cls, value: str) -> str:
         try:
-            ZoneInfo(value)
+            site_zone(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r} (e.g. 'Europe/Amsterdam')") from None
         return value
@@ -337,7 +338,7 @@ class QCSection(StrictSection):
     @property
     def zone(self) -> ZoneInfo:
         """The site time zone."""
-        return ZoneInfo(self.timezone)
+        return site_zone(self.timezone)
 
     def calibrator(self, device: str) -> CalibratorProgramme:
         """The programme of `device` (KeyError if the device has none)."""

@@ -6,6 +6,30 @@
 const TREND_WINDOW_S = 3600;
 const TREND_MIN_STEP_S = 2;
 
+// The catalog (GET /api/i18n): translations, the language's formats and the site's zone
+// offsets from the agent's tzdata (browsers carry their own, possibly older, zone rules).
+const I18N = {
+  lang: "en", messages: {},
+  formats: { date: "yyyy-MM-dd", time: "HH:mm:ss", decimal: ".", group: ",", minus: "-" },
+  zone: { name: "UTC", offsets: [[0, 0]] },
+};
+
+// A message in the page's language; "{name}" placeholders are filled from `params`.
+function _(msgid, params) {
+  const text = I18N.messages[msgid] || msgid;
+  if (!params) return text;
+  return text.replace(/\{(\w+)\}/g, (m, k) => (k in params ? String(params[k]) : m));
+}
+
+// Codes the agent sends and the page shows translated (marked here for the catalog).
+function N_(msgid) { return msgid; }
+const CODE_TEXTS = [
+  N_("ok"), N_("unhealthy"), N_("connected"), N_("disconnected"), N_("reconnecting"),
+  N_("starting"), N_("connecting"), N_("online"), N_("degraded"), N_("offline"), N_("paused"),
+  N_("stopped"), N_("good"), N_("uncertain"), N_("bad"), N_("info"), N_("warning"), N_("alarm"),
+  N_("critical"), N_("µSv/h"), N_("°C"), N_("m³"), N_("m³/h"), N_("1/m³"), N_("µSv"),
+];
+
 const state = {
   me: null,
   latest: new Map(),      // "device\u0000channel" -> reading item
@@ -45,25 +69,102 @@ function pill(text, ...classes) {
 
 function keyOf(item) { return `${item.device}\u0000${item.channel}`; }
 
-function fmtValue(v) {
-  if (v === null || v === undefined) return "—";
-  if (typeof v !== "number") return String(v);
-  const a = Math.abs(v);
-  if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(3);
-  // Six significant digits, trailing zeros dropped (the instrument's own text is in `raw`).
-  return String(Number(v.toPrecision(6)));
+// A number as the language writes it: its decimal sign and minus, no digit groups.
+function fmtNumber(text) {
+  const f = I18N.formats;
+  return String(text).replace(/^-/, f.minus).replace(".", f.decimal);
 }
 
-function fmtTime(text) {
-  if (!text) return "—";
-  return String(text).replace("T", " ").replace(/\.\d+Z$/, "Z").replace(/Z$/, "");
+function fmtValue(v, resolution) {
+  if (v === null || v === undefined) return "—";
+  if (typeof v !== "number") return String(v);
+  if (resolution > 0) {
+    // Rounded to the instrument's resolution (0.001 MBq shows three decimals).
+    const places = Math.max(0, -Math.floor(Math.log10(resolution) + 1e-9));
+    return fmtNumber((Math.round(v / resolution) * resolution).toFixed(places));
+  }
+  const a = Math.abs(v);
+  if (a !== 0 && (a < 1e-3 || a >= 1e6)) return fmtNumber(v.toExponential(3));
+  // Four significant digits, trailing zeros dropped (the instrument's own text is in `raw`).
+  return fmtNumber(String(Number(v.toPrecision(4))));
+}
+
+// A number typed by a person: "370,5" and "370.5" are 370.5, never 3705; ambiguous is NaN.
+function parseDecimal(text) {
+  const t = String(text || "").replace(/[\s\u00a0\u202f']/g, "").replace("\u2212", "-");
+  if ((t.match(/[.,]/g) || []).length > 1) return NaN;
+  if (!/^[+-]?(\d+([.,]\d*)?|[.,]\d+)$/.test(t)) return NaN;
+  return Number(t.replace(",", "."));
+}
+
+// The site zone's offset at epoch milliseconds `ms` (from the agent's tzdata).
+function zoneOffsetS(ms) {
+  const s = ms / 1000;
+  let offset = 0;
+  for (const [from, value] of I18N.zone.offsets) { if (from <= s) offset = value; else break; }
+  return offset;
+}
+
+function pad(n, width) { return String(n).padStart(width, "0"); }
+
+// Epoch ms as the language's one date/time pattern, in the site zone (or UTC).
+function fmtPattern(ms, pattern, utc) {
+  const d = new Date(ms + (utc ? 0 : zoneOffsetS(ms) * 1000));
+  const parts = { yyyy: pad(d.getUTCFullYear(), 4), MM: pad(d.getUTCMonth() + 1, 2),
+    dd: pad(d.getUTCDate(), 2), HH: pad(d.getUTCHours(), 2), mm: pad(d.getUTCMinutes(), 2),
+    ss: pad(d.getUTCSeconds(), 2) };
+  return pattern.replace(/yyyy|MM|dd|HH|mm|ss/g, (k) => parts[k]);
+}
+
+function toMs(value) {
+  if (value === null || value === undefined || value === "") return NaN;
+  return typeof value === "number" ? value * 1000 : Date.parse(value);
+}
+
+// A time in the site's zone with the zone's name: the primary time on every screen.
+function fmtTime(value, options) {
+  const ms = toMs(value);
+  if (Number.isNaN(ms)) return value ? String(value) : "—";
+  const f = I18N.formats;
+  const text = fmtPattern(ms, `${f.date} ${(options && options.short) ? "HH:mm" : f.time}`, false);
+  return options && options.bare ? text : `${text} ${I18N.zone.name}`;
+}
+
+// The same instant in UTC (beside the site time where a signature needs both).
+function fmtUtc(value) {
+  const ms = toMs(value);
+  if (Number.isNaN(ms)) return "—";
+  return `${fmtPattern(ms, `${I18N.formats.date} ${I18N.formats.time}`, true)} UTC`;
+}
+
+// A site-time wall clock for a datetime-local field, and back to UTC (ISO 8601).
+function siteInput(ms) { return fmtPattern(ms, "yyyy-MM-ddTHH:mm:ss", false); }
+function siteInputToUtc(value) {
+  if (!value) return "";
+  const wall = Date.parse(`${value.length === 16 ? `${value}:00` : value}Z`);
+  if (Number.isNaN(wall)) return "";
+  // The offset in force at that wall time (looked up twice across a transition).
+  let ms = wall - zoneOffsetS(wall) * 1000;
+  ms = wall - zoneOffsetS(ms) * 1000;
+  return new Date(ms).toISOString();
 }
 
 function fmtAge(seconds) {
-  if (seconds === null || seconds === undefined) return "never";
-  if (seconds < 60) return `${seconds.toFixed(1)} s ago`;
-  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${Math.floor(seconds % 60)} s ago`;
-  return `${(seconds / 3600).toFixed(1)} h ago`;
+  if (seconds === null || seconds === undefined) return _("never");
+  if (seconds < 60) return _("{n} s ago", { n: fmtNumber(seconds.toFixed(1)) });
+  if (seconds < 3600) {
+    return _("{m} min {s} s ago", { m: Math.floor(seconds / 60), s: Math.floor(seconds % 60) });
+  }
+  return _("{n} h ago", { n: fmtNumber((seconds / 3600).toFixed(1)) });
+}
+
+// Units as people write them (the records keep UCUM codes).
+const UNIT_TEXT = { "uSv/h": "µSv/h", "Cel": "°C", "1/m3": "1/m³", "m3": "m³", "m3/h": "m³/h",
+  "uSv": "µSv", "kBq/m3": "kBq/m³", "Bq/m3": "Bq/m³", "%RH": "%", "[ppm]": "ppm" };
+function fmtUnit(unit) {
+  if (!unit) return "";
+  const text = UNIT_TEXT[unit] || unit;
+  return _(text);
 }
 
 async function api(path, options) {
@@ -102,11 +203,12 @@ function currentTab() {
 function renderHealth(snapshot) {
   const broker = snapshot.broker;
   const brokerPill = $("#broker-state");
-  brokerPill.textContent = broker === "connected" ? "connected" : `${broker} (buffering)`;
+  brokerPill.textContent = broker === "connected" ? _("connected")
+    : _("{state} (buffering)", { state: _(broker) });
   brokerPill.className = `pill ${broker === "connected" ? "connected" : "buffering"}`;
   const health = snapshot.health || { status: "?", reasons: [] };
   const healthPill = $("#health-state");
-  healthPill.textContent = health.status;
+  healthPill.textContent = _(health.status);
   healthPill.className = `pill ${health.status === "ok" ? "ok" : "unhealthy"}`;
   const banner = $("#health-reasons");
   banner.hidden = !health.reasons.length;
@@ -117,7 +219,7 @@ function renderHealth(snapshot) {
   body.replaceChildren(...snapshot.devices.map((d) => el("tr", { "data-device": d.device },
     el("td", {}, d.device, d.description ? el("div", { class: "muted small" }, d.description) : null),
     el("td", {}, d.driver),
-    el("td", { class: "device-state" }, pill(d.state, d.state)),
+    el("td", { class: "device-state" }, pill(_(d.state), d.state)),
     el("td", { class: "age" }, fmtAge(d.last_reading_age_s)),
     el("td", { class: "num" }, d.readings),
     el("td", { class: "num" }, d.errors),
@@ -154,9 +256,9 @@ function renderReadings() {
     { "data-key": `${r.device}/${r.channel}`, class: `quality-${r.quality}` },
     el("td", {}, r.device),
     el("td", {}, r.channel),
-    el("td", { class: "num value" }, fmtValue(r.value)),
-    el("td", {}, r.unit || ""),
-    el("td", { title: r.reason || "" }, r.quality, r.reason ? ` (${r.reason})` : ""),
+    el("td", { class: "num value" }, fmtValue(r.value, r.resolution)),
+    el("td", {}, fmtUnit(r.unit)),
+    el("td", { title: r.reason || "" }, _(r.quality), r.reason ? ` (${r.reason})` : ""),
     el("td", {}, fmtTime(r.t)),
   )));
   renderDoseCalibrator(items.filter((r) => r.nuclide));
@@ -169,16 +271,16 @@ function renderDoseCalibrator(items) {
     el("div", { class: "muted small" }, `${r.device} · ${r.channel}`),
     el("div", { class: "nuclide" }, r.nuclide),
     el("div", {},
-      el("span", { class: "big measured" }, fmtValue(r.value)), " ", r.unit || "",
-      el("span", { class: "muted small" }, ` measured ${fmtTime(r.t)}`)),
+      el("span", { class: "big measured" }, fmtValue(r.value, r.resolution)), " ", fmtUnit(r.unit),
+      el("span", { class: "muted small" }, ` ${_("measured {time}", { time: fmtTime(r.t) })}`)),
     r.value_at_ref !== undefined && r.value_at_ref !== null
       ? el("div", {},
-        el("span", { class: "big at-ref" }, fmtValue(r.value_at_ref)), " ", r.unit || "",
-        el("span", { class: "muted small ref-time" }, ` at reference ${fmtTime(r.ref_time)}`))
-      : el("div", { class: "muted small" }, "no reference time configured"),
-    r.quality !== "good" ? el("div", { class: "error small" }, `${r.quality}: ${r.reason || ""}`) : null,
+        el("span", { class: "big at-ref" }, fmtValue(r.value_at_ref, r.resolution)), " ", fmtUnit(r.unit),
+        el("span", { class: "muted small ref-time" }, ` ${_("at reference {time}", { time: fmtTime(r.ref_time) })}`))
+      : el("div", { class: "muted small" }, _("no reference time configured")),
+    r.quality !== "good" ? el("div", { class: "error small" }, `${_(r.quality)}: ${r.reason || ""}`) : null,
     r.calibrator_release === "on_hold"
-      ? el("div", { class: "held-flag" }, pill("calibrator ON HOLD — not for patient doses", "critical"))
+      ? el("div", { class: "held-flag" }, pill(_("calibrator ON HOLD — not for patient doses"), "critical"))
       : null,
   )));
 }
@@ -199,7 +301,7 @@ function renderTrends() {
   $("#trends").replaceChildren(...shown.map(chart));
 }
 
-function axisValue(v) { return String(Number(v.toPrecision(3))); }
+function axisValue(v) { return fmtNumber(String(Number(v.toPrecision(3)))); }
 
 function chart(series) {
   const W = 280, H = 90, L = 44, R = 6, T = 6, B = 16;
@@ -218,23 +320,23 @@ function chart(series) {
   const label = (text, attrs) => { const t = svg("text", attrs); t.textContent = text; return t; };
   root.append(label(axisValue(hi), { x: L - 3, y: T + 8, "text-anchor": "end" }));
   root.append(label(axisValue(lo), { x: L - 3, y: H - B, "text-anchor": "end" }));
-  root.append(label(`−${Math.round(span / 60)} min`, { x: L, y: H - 3 }));
-  root.append(label("now", { x: W - R, y: H - 3, "text-anchor": "end" }));
+  root.append(label(fmtTime(t0, { bare: true, short: true }).slice(-5), { x: L, y: H - 3 }));
+  root.append(label(_("now"), { x: W - R, y: H - 3, "text-anchor": "end" }));
   root.append(svg("polyline", {
     points: series.points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" "),
   }));
   const last = series.points[series.points.length - 1][1];
   return el("div", { class: "chart", "data-key": `${series.device}/${series.channel}` },
-    el("div", { class: "title" }, `${series.device} · ${series.channel}: ${fmtValue(last)} ${series.unit || ""}`),
+    el("div", { class: "title" }, `${series.device} · ${series.channel}: ${fmtValue(last)} ${fmtUnit(series.unit)}`),
     root);
 }
 
 // ------------------------------------------------------------------- alerts
 const ALERT_STATE_TEXT = {
-  active: "active",
-  active_acknowledged: "active · acknowledged",
-  cleared_unacknowledged: "cleared · unacknowledged",
-  closed: "closed",
+  active: _("active"),
+  active_acknowledged: _("active · acknowledged"),
+  cleared_unacknowledged: _("cleared · unacknowledged"),
+  closed: _("closed"),
 };
 
 async function loadAlerts() {
@@ -259,16 +361,16 @@ function renderAlerts(alerts) {
         el("div", { class: "muted small ack-reason" }, a.ack_reason || ""))
       : "";
     const button = !a.acknowledged && mayAck
-      ? el("button", { class: "ack", type: "button", onclick: () => openAck(a) }, "Acknowledge")
+      ? el("button", { class: "ack", type: "button", onclick: () => openAck(a) }, _("Acknowledge"))
       : null;
     return el("tr", { "data-alert-id": a.id, "data-state": a.state },
-      el("td", {}, pill(a.severity, a.severity)),
-      el("td", { class: "alert-state" }, pill(ALERT_STATE_TEXT[a.state] || a.state,
+      el("td", {}, pill(_(a.severity), a.severity)),
+      el("td", { class: "alert-state" }, pill(_(ALERT_STATE_TEXT[a.state] || a.state),
         a.active ? (a.acknowledged ? "acknowledged" : "open") : "cleared", a.active ? a.severity : "")),
       el("td", {}, a.rule),
       el("td", {}, [a.device, a.channel].filter(Boolean).join(" · ")),
       el("td", {}, a.message || "",
-        a.cleared_at ? el("div", { class: "muted small" }, `cleared ${fmtTime(a.cleared_at)}`) : null),
+        a.cleared_at ? el("div", { class: "muted small" }, _("cleared {time}", { time: fmtTime(a.cleared_at) })) : null),
       el("td", {}, fmtTime(a.raised_at)),
       el("td", {}, acked),
       el("td", {}, button));
@@ -278,7 +380,7 @@ function renderAlerts(alerts) {
 function openAck(alert) {
   state.ackAlertId = alert.id;
   $("#ack-summary").textContent =
-    `${alert.severity} · ${alert.rule} · ${alert.device || ""} — ${alert.message || ""}`;
+    `${_(alert.severity)} · ${alert.rule} · ${alert.device || ""} — ${alert.message || ""}`;
   const name = $("#ack-name");
   if (state.me && state.me.authenticated) {
     name.value = state.me.name;
@@ -301,13 +403,13 @@ async function submitAck(event) {
   const password = $("#ack-password").value;
   const errorBox = $("#ack-error");
   if (!name || !reason) {
-    errorBox.textContent = "A name and a reason are required.";
+    errorBox.textContent = _("A name and a reason are required.");
     errorBox.hidden = false;
     return;
   }
   const signing = state.me && state.me.authenticated;
   if (signing && !password) {
-    errorBox.textContent = "Your password is required: an acknowledgement is an electronic signature.";
+    errorBox.textContent = _("Your password is required: an acknowledgement is an electronic signature.");
     errorBox.hidden = false;
     return;
   }
@@ -321,7 +423,7 @@ async function submitAck(event) {
     $("#ack-dialog").close();
     await loadAlerts();
   } catch (error) {
-    errorBox.textContent = `Not acknowledged: ${error.message}`;
+    errorBox.textContent = _("Not acknowledged: {reason}", { reason: error.message });
     errorBox.hidden = false;
     $("#ack-password").value = "";
   } finally {
@@ -331,8 +433,8 @@ async function submitAck(event) {
 
 // -------------------------------------------------------------------- audit
 function localToUtc(value) {
-  // datetime-local gives the user's local wall time; the agent works in UTC.
-  return value ? new Date(value).toISOString() : "";
+  // datetime-local fields hold the site's wall time (its zone is named beside them).
+  return siteInputToUtc(value);
 }
 
 function auditQuery() {
@@ -399,8 +501,8 @@ function scheduleAlertReload() {
 function connectStream() {
   const source = new EventSource("/api/stream");
   const streamPill = $("#stream-state");
-  source.onopen = () => { streamPill.textContent = "live"; streamPill.className = "pill live"; };
-  source.onerror = () => { streamPill.textContent = "reconnecting"; streamPill.className = "pill warning"; };
+  source.onopen = () => { streamPill.textContent = _("live"); streamPill.className = "pill live"; };
+  source.onerror = () => { streamPill.textContent = _("reconnecting"); streamPill.className = "pill warning"; };
   source.addEventListener("readings", (e) => {
     for (const item of JSON.parse(e.data).items) onReading(item);
     renderReadings();
@@ -416,19 +518,48 @@ function connectStream() {
 }
 
 // --------------------------------------------------------------------- boot
+function roleText(role) {
+  const ROLE_TEXT = { qa: _("QA officer"), viewer: _("viewer"), technologist: _("technologist"),
+                      radiopharmacist: _("radiopharmacist") };
+  return ROLE_TEXT[role] || role;
+}
+
+// The header's language selector: remembered in a cookie (the server renders the page in it)
+// and in localStorage (a cleared cookie is restored from it).
+const LANG_COOKIE = "isoedge_lang";
+function chooseLanguage(lang) {
+  document.cookie = `${LANG_COOKIE}=${encodeURIComponent(lang)}; path=/; max-age=31536000; SameSite=Strict`;
+  try { localStorage.setItem(LANG_COOKIE, lang); } catch (error) { /* private mode */ }
+}
+function rememberedLanguage() {
+  try { return localStorage.getItem(LANG_COOKIE); } catch (error) { return null; }
+}
+
+async function loadCatalog() {
+  const remembered = rememberedLanguage();
+  if (remembered && !document.cookie.split("; ").some((c) => c.startsWith(`${LANG_COOKIE}=`))) {
+    chooseLanguage(remembered);
+    if (remembered !== document.documentElement.lang) { location.reload(); return false; }
+  }
+  Object.assign(I18N, await api(`/api/i18n?lang=${encodeURIComponent(document.documentElement.lang)}`));
+  const select = $("#lang-select");
+  if (select) {
+    select.addEventListener("change", () => { chooseLanguage(select.value); location.reload(); });
+  }
+  return true;
+}
+
 async function boot() {
+  if (!(await loadCatalog())) return;
   const initial = await api("/api/state");
   state.me = initial.me;
   // The audit view starts at the last 24 hours (local time in the field, UTC on the wire).
   const dayAgo = new Date(Date.now() - 86400e3);
-  $("#audit-since").value = new Date(dayAgo.getTime() - dayAgo.getTimezoneOffset() * 60e3)
-    .toISOString().slice(0, 19);
+  $("#audit-since").value = siteInput(dayAgo.getTime());
   $("#agent-name").textContent = `${initial.agent.site} / ${initial.agent.id}`;
-  const ROLE_TEXT = { qa: "QA officer", viewer: "viewer", technologist: "technologist",
-                      radiopharmacist: "radiopharmacist" };
   $("#me").textContent = initial.me.authenticated
-    ? `${initial.me.name} (${ROLE_TEXT[initial.me.role] || initial.me.role})`
-    : "access control off (loopback)";
+    ? `${initial.me.name} (${roleText(initial.me.role)})`
+    : _("access control off (loopback)");
   if (window.IsoQC) window.IsoQC.boot(initial);
   renderHealth(initial);
   try {
@@ -453,6 +584,6 @@ async function boot() {
 
 document.addEventListener("DOMContentLoaded", () => {
   boot().catch((error) => {
-    document.body.prepend(el("div", { class: "banner" }, `Console failed to load: ${error.message}`));
+    document.body.prepend(el("div", { class: "banner" }, _("Console failed to load: {reason}", { reason: error.message })));
   });
 });

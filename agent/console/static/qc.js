@@ -18,43 +18,38 @@ const qc = {
   lastRecordsKey: "",
 };
 
-const RELEASE_TEXT = { released: "released", on_hold: "ON HOLD" };
-const TEST_TEXT = {
-  background: "Background", constancy: "Constancy", accuracy: "Accuracy",
-  geometry: "Geometry", linearity: "Linearity (decay)",
-};
+function releaseText(release) {
+  return { released: _("released"), on_hold: _("ON HOLD") }[release] || release;
+}
+function testText(test) {
+  return { background: _("Background"), constancy: _("Constancy"), accuracy: _("Accuracy"),
+    geometry: _("Geometry"), linearity: _("Linearity (decay)") }[test] || test;
+}
+function meaningText(meaning) {
+  return { performed: _("performed"), reviewed: _("reviewed"), approved: _("approved") }[meaning] || meaning;
+}
+function resultText(result) {
+  return { pass: _("pass"), action: _("action"), fail: _("fail") }[result] || result;
+}
 
 function fmtMbq(v, u) {
   if (v === null || v === undefined) return "—";
-  const text = fmtValue(Number(v.toPrecision(5)));
-  return u === null || u === undefined ? text : `${text} ± ${fmtValue(Number(u.toPrecision(2)))}`;
+  const text = fmtNumber(String(Number(v.toPrecision(5))));
+  return u === null || u === undefined ? text : `${text} ± ${fmtNumber(String(Number(u.toPrecision(2))))}`;
 }
 
 function fmtPct(v) {
   if (v === null || v === undefined) return "—";
   const r = Math.round(v * 100) / 100 || 0;  // no "-0.00"
-  return `${r >= 0 ? "+" : ""}${r.toFixed(2)} %`;
+  return `${r >= 0 ? "+" : ""}${fmtNumber(r.toFixed(2))} %`;
 }
 
 function resultPill(result) {
   if (!result) return "";
   const cls = result === "pass" ? "ok" : result === "action" ? "warning" : "critical";
-  return pill(result, cls, "result");
+  return pill(resultText(result), cls, "result");
 }
 
-function localTime(text) {
-  if (!text) return "";
-  try {
-    return new Date(text).toLocaleString("en-GB", { timeZone: qc.timezone, hour12: false });
-  } catch (error) {
-    return "";
-  }
-}
-
-function stamped(local) {
-  // The site-time stamp as the record holds it (2026-12-02T00:45:48+01:00).
-  return String(local || "").replace("T", " ");
-}
 
 function shorten(text, limit) {
   const value = String(text || "");
@@ -67,10 +62,10 @@ function renderReleaseBar() {
   const items = Object.entries(qc.calibrators).sort(([a], [b]) => a.localeCompare(b));
   bar.replaceChildren(...items.map(([device, s]) => el("span",
     { class: `release ${s.release}`, "data-device": device,
-      title: `${s.reason} (since ${fmtTime(s.since)} UTC)` },
-    `${device} `, pill(RELEASE_TEXT[s.release] || s.release, s.release === "released" ? "ok" : "critical",
+      title: `${s.reason} (${_("since {time}", { time: fmtTime(s.since) })})` },
+    `${device} `, pill(releaseText(s.release), s.release === "released" ? "ok" : "critical",
       "release-state"),
-    el("span", { class: "release-since small" }, ` since ${fmtTime(s.since)} UTC`),
+    el("span", { class: "release-since small" }, ` ${_("since {time}", { time: fmtTime(s.since) })}`),
     s.release === "released" ? null : el("span", { class: "release-reason small" }, ` — ${shorten(s.reason, 90)}`))));
   bar.hidden = items.length === 0;
   renderReleasePanel();
@@ -79,18 +74,18 @@ function renderReleaseBar() {
 function renderReleasePanel() {
   const box = $("#qc-release");
   const s = qc.calibrators[qc.device];
-  if (!s) { box.replaceChildren(el("p", { class: "muted" }, "No calibrator with a QC programme.")); return; }
+  if (!s) { box.replaceChildren(el("p", { class: "muted" }, _("No calibrator with a QC programme."))); return; }
   const due = Object.entries(s.due || {}).map(([test, t]) =>
-    el("li", {}, `${TEST_TEXT[test] || test}: due ${fmtTime(t)} UTC (${localTime(t)} ${qc.timezone})`));
+    el("li", {}, _("{test}: due {time}", { test: testText(test), time: fmtTime(t) })));
   box.className = `release-panel ${s.release}`;
   box.replaceChildren(...[
 
     el("div", { class: "release-head" }, `${qc.device}: `,
-      pill(RELEASE_TEXT[s.release] || s.release, s.release === "released" ? "ok" : "critical", "release-state"),
-      el("span", { class: "muted" }, ` since ${fmtTime(s.since)} UTC (${localTime(s.since)} ${qc.timezone})`)),
+      pill(releaseText(s.release), s.release === "released" ? "ok" : "critical", "release-state"),
+      el("span", { class: "muted" }, ` ${_("since {time}", { time: fmtTime(s.since) })} (${fmtUtc(s.since)})`)),
     el("div", { class: "release-reason" }, s.reason),
     s.release === "released" ? null
-      : el("div", { class: "error" }, "Not for patient doses until the tests pass and are signed."),
+      : el("div", { class: "error" }, _("Not for patient doses until the tests pass and are signed.")),
     due.length ? el("ul", { class: "due small" }, ...due) : null].filter(Boolean));
 }
 
@@ -107,7 +102,7 @@ async function loadQCState() {
     qc.devices = devices;
     select.replaceChildren(...devices.map((d) => el("option", { value: d }, d)));
     const rxDevice = $("#rx-device");
-    rxDevice.replaceChildren(el("option", { value: "" }, "any"),
+    rxDevice.replaceChildren(el("option", { value: "" }, _("any")),
       ...devices.map((d) => el("option", { value: d }, d)));
   }
   if (!qc.device || !devices.includes(qc.device)) qc.device = devices[0] || null;
@@ -130,9 +125,9 @@ function renderStart(cal) {
   box.replaceChildren(...cal.tests.map((test) => el("button", {
     type: "button", class: `start-test${cal.daily.includes(test) ? " daily" : ""}`,
     "data-test": test, disabled: !qc.may.performed || (busy && test !== "linearity"),
-    title: cal.daily.includes(test) ? "daily test" : "",
+    title: cal.daily.includes(test) ? _("daily test") : "",
     onclick: () => startTest(test),
-  }, `${TEST_TEXT[test] || test}${cal.daily.includes(test) ? " (daily)" : ""}`)));
+  }, cal.daily.includes(test) ? _("{test} (daily)", { test: testText(test) }) : testText(test))));
 }
 
 async function startTest(test) {
@@ -146,7 +141,7 @@ async function startTest(test) {
     showRun(data.run);
     loadQCState();
   } catch (error) {
-    errorBox.textContent = `Not started: ${error.message}`;
+    errorBox.textContent = _("Not started: {reason}", { reason: error.message });
     errorBox.hidden = false;
   }
 }
@@ -163,20 +158,22 @@ function showRun(run) {
   $("#qc-run").dataset.test = run.test;
   $("#qc-run").dataset.run = run.id;
   $("#qc-run-title").textContent =
-    `${TEST_TEXT[run.test] || run.test} on ${run.device}, started ${fmtTime(run.started)} UTC by ${run.started_by}`;
+    _("{test} on {device}, started {time} by {user}", { test: testText(run.test), device: run.device,
+      time: fmtTime(run.started), user: run.started_by });
   $("#qc-steps tbody").replaceChildren(...run.steps.map((s) => el("tr",
     { "data-step": s.index, "data-state": s.state, class: `step ${s.state}` },
     el("td", {}, s.index),
     el("td", { class: "instruction" }, s.instruction,
       s.state === "active" ? el("div", { class: "muted small" },
-        `waiting for ${run.settle_readings} stable readings on the ${s.setting || "right"} setting…`) : null),
+        _("waiting for {n} stable readings on the {setting} setting…",
+          { n: run.settle_readings, setting: s.setting || _("right") })) : null),
     el("td", {}, s.setting || s.container || ""),
     el("td", { class: "num expected" }, s.kind === "background" ? `≤ ${fmtValue((run.tolerance || {}).max_mbq)}`
       : fmtMbq(s.expected_mbq, s.uncertainty_mbq)),
     el("td", { class: "seen" }, s.seen_mbq === null || s.seen_mbq === undefined ? "—"
-      : `${s.seen_setting || "?"} · ${fmtMbq(s.seen_mbq)} MBq`),
+      : `${s.seen_setting || "?"} · ${fmtMbq(s.seen_mbq)} ${_("MBq")}`),
     el("td", { class: "num measured" }, el("span", { class: "value" }, fmtMbq(s.measured_mbq)),
-      s.readings.length ? el("div", { class: "muted small" }, `${s.readings.length} readings`) : null),
+      s.readings.length ? el("div", { class: "muted small" }, _("{n} readings", { n: s.readings.length })) : null),
     el("td", { class: "num deviation" }, fmtPct(s.deviation_pct)),
     el("td", { class: "step-result" }, resultPill(s.result)))));
   const box = $("#qc-run-result");
@@ -184,12 +181,13 @@ function showRun(run) {
   if (run.result) {
     const tol = run.tolerance || {};
     const band = tol.action_pct !== undefined && tol.action_pct !== null
-      ? `pass within ±${tol.action_pct} %, action to ±${tol.fail_pct} %, fail beyond (${tol.basis})`
+      ? _("pass within ±{action} %, action to ±{fail} %, fail beyond ({basis})",
+        { action: fmtNumber(tol.action_pct), fail: fmtNumber(tol.fail_pct), basis: tol.basis })
       : tol.basis || "";
     box.className = `run-result ${run.result}`;
     box.replaceChildren(
-      el("div", {}, "Result ", resultPill(run.result), " ",
-        el("span", { class: "run-state" }, run.state === "signed" ? "signed" : "awaiting your signature")),
+      el("div", {}, _("Result"), " ", resultPill(run.result), " ",
+        el("span", { class: "run-state" }, run.state === "signed" ? _("signed") : _("awaiting your signature"))),
       el("div", { class: "run-summary" }, run.summary),
       el("div", { class: "muted small" }, band));
   }
@@ -211,8 +209,8 @@ async function pollRun() {
 function signRun() {
   const run = qc.run;
   openSign({
-    title: "Sign QC test",
-    what: `${TEST_TEXT[run.test] || run.test} on ${run.device}: ${run.summary}`,
+    title: _("Sign QC test"),
+    what: _("{test} on {device}: {summary}", { test: testText(run.test), device: run.device, summary: run.summary }),
     meaning: "performed",
     comment: false,
     submit: async (body) => {
@@ -227,7 +225,7 @@ function signRun() {
 }
 
 async function cancelRun() {
-  const reason = window.prompt("Why is this test cancelled?");
+  const reason = window.prompt(_("Why is this test cancelled?"));
   if (!reason) return;
   try {
     await api(`/api/qc/runs/${encodeURIComponent(qc.run.id)}/cancel`, {
@@ -250,19 +248,19 @@ function openSign(spec) {
   qc.sign = spec;
   $("#sign-title").textContent = spec.title;
   $("#sign-what").textContent = spec.what;
-  $("#sign-meaning").textContent = spec.meaning;
+  $("#sign-meaning").textContent = meaningText(spec.meaning);
   $("#sign-meaning-label").hidden = !spec.meanings;
   // One place for the meaning: the fixed text, or the choice (review or approval).
   for (const node of document.querySelectorAll(".sign-meaning-row")) node.hidden = Boolean(spec.meanings);
   if (spec.meanings) {
     const select = $("#sign-meaning-select");
-    select.replaceChildren(...spec.meanings.map((m) => el("option", { value: m }, m)));
+    select.replaceChildren(...spec.meanings.map((m) => el("option", { value: m }, meaningText(m))));
     select.value = spec.meaning;
-    $("#sign-meaning").textContent = select.value;
+    $("#sign-meaning").textContent = meaningText(select.value);
   }
   $("#sign-name").textContent = qc.me && qc.me.authenticated
-    ? `${qc.me.full_name} (${qc.me.name}, ${qc.me.role})` : "(type a configured user name)";
-  $("#sign-time").textContent = `at signing, in UTC and site time (${qc.timezone})`;
+    ? `${qc.me.full_name} (${qc.me.name}, ${roleText(qc.me.role)})` : _("(type a configured user name)");
+  $("#sign-time").textContent = _("at signing, in site time ({zone}) and UTC", { zone: I18N.zone.name });
   $("#sign-comment-label").hidden = !spec.comment;
   $("#sign-comment").value = "";
   $("#sign-password").value = "";
@@ -276,7 +274,7 @@ async function submitSign(event) {
   const password = $("#sign-password").value;
   const errorBox = $("#sign-error");
   if (!password) {
-    errorBox.textContent = "Enter your password to sign.";
+    errorBox.textContent = _("Enter your password to sign.");
     errorBox.hidden = false;
     return;
   }
@@ -288,7 +286,7 @@ async function submitSign(event) {
     await qc.sign.submit(body);
     $("#sign-dialog").close();
   } catch (error) {
-    errorBox.textContent = `Not signed: ${error.message}`;
+    errorBox.textContent = _("Not signed: {reason}", { reason: error.message });
     errorBox.hidden = false;
     $("#sign-password").value = "";
   } finally {
@@ -305,8 +303,8 @@ function signatureList(record) {
   }
   return el("ul", { class: "signatures" }, ...all.map(([s, comment]) => el("li",
     { class: "signature", "data-meaning": s.meaning },
-    el("strong", {}, s.meaning), ` by ${s.name} (${s.role}) `,
-    el("div", { class: "muted small" }, `${fmtTime(s.t)} UTC · ${stamped(s.t_local)} ${s.timezone}`),
+    el("strong", {}, meaningText(s.meaning)), ` ${_("by {name} ({role})", { name: s.name, role: roleText(s.role) })} `,
+    el("div", { class: "muted small" }, `${fmtTime(s.t)} · ${fmtUtc(s.t)}`),
     comment ? el("div", { class: "muted small" }, `“${comment}”`) : null)));
 }
 
@@ -322,19 +320,21 @@ async function loadRecords() {
       const mayReview = (qc.may.reviewed || qc.may.approved) && !signers.includes(qc.me && qc.me.name);
       const summary = (r.steps || []).filter((s) => s.measured_mbq !== null && s.measured_mbq !== undefined)
         .map((s) => (s.kind === "background"
-          ? `empty chamber ${fmtMbq(s.measured_mbq)} MBq (limit ${fmtValue((r.tolerance || {}).max_mbq)} MBq)`
-          : `${s.setting || s.container || s.kind}: ${fmtMbq(s.measured_mbq)} vs ${fmtMbq(s.expected_mbq, s.uncertainty_mbq)} MBq (${fmtPct(s.deviation_pct)})`))
+          ? _("empty chamber {measured} MBq (limit {limit} MBq)",
+            { measured: fmtMbq(s.measured_mbq), limit: fmtValue((r.tolerance || {}).max_mbq) })
+          : _("{setting}: {measured} vs {expected} MBq ({deviation})", { setting: s.setting || s.container || s.kind,
+            measured: fmtMbq(s.measured_mbq), expected: fmtMbq(s.expected_mbq, s.uncertainty_mbq), deviation: fmtPct(s.deviation_pct) })))
         .join("; ");
       return el("tr", { "data-record": r.id, "data-test": r.test, "data-result": r.result },
-        el("td", { class: "nowrap" }, `${fmtTime(r.t)} UTC`,
-          el("div", { class: "muted small" }, `${stamped(r.t_local)} ${r.timezone}`)),
-        el("td", { class: "nowrap" }, TEST_TEXT[r.test] || r.test),
+        el("td", { class: "nowrap" }, fmtTime(r.t),
+          el("div", { class: "muted small" }, fmtUtc(r.t))),
+        el("td", { class: "nowrap" }, testText(r.test)),
         el("td", {}, resultPill(r.result)),
         el("td", { class: "num nowrap" }, fmtPct(r.deviation_pct)),
         el("td", { class: "small" }, summary),
         el("td", {}, signatureList(r)),
         el("td", {}, mayReview ? el("button", { type: "button", class: "review",
-          onclick: () => reviewRecord(r) }, "Review / approve…") : null));
+          onclick: () => reviewRecord(r) }, _("Review / approve…")) : null));
     }));
   } catch (error) { console.warn("records", error); }
   loadCharts();
@@ -345,8 +345,9 @@ function reviewRecord(record) {
   if (qc.may.reviewed) meanings.push("reviewed");
   if (qc.may.approved) meanings.push("approved");
   openSign({
-    title: "Review QC record",
-    what: `${TEST_TEXT[record.test] || record.test} on ${record.device}, ${fmtTime(record.t)} UTC, result ${record.result}`,
+    title: _("Review QC record"),
+    what: _("{test} on {device}, {time}, result {result}", { test: testText(record.test),
+      device: record.device, time: fmtTime(record.t), result: resultText(record.result) }),
     meaning: meanings[0],
     meanings,
     comment: true,
@@ -395,19 +396,20 @@ function constancyChart(data, series) {
   series.points.forEach((p, i) => {
     const dot = svg("circle", { cx: x(times[i]), cy: y(p.deviation_pct), r: 4, class: `point ${p.result}` });
     const tip = svg("title", {});
-    tip.textContent = `${fmtTime(p.t)} UTC: ${fmtPct(p.deviation_pct)} (${p.result})`;
+    tip.textContent = `${fmtTime(p.t)}: ${fmtPct(p.deviation_pct)} (${resultText(p.result)})`;
     dot.append(tip);
     root.append(dot);
   });
   for (const [t, anchor] of [[t0, "start"], [t1, "end"]]) {
     const label = svg("text", { x: x(t), y: H - 8, "text-anchor": anchor });
-    label.textContent = `${new Date(t).toISOString().slice(5, 16).replace("T", " ")} UTC`;
+    label.textContent = fmtTime(t / 1000, { short: true });
     root.append(label);
   }
-  const sd = series.sd === null || series.sd === undefined ? "SD: needs 3 points"
-    : `mean ${fmtPct(series.mean)}, ±2 SD ${fmtPct(series.limits_2sd[0])} … ${fmtPct(series.limits_2sd[1])}`;
+  const sd = series.sd === null || series.sd === undefined ? _("SD: needs 3 points")
+    : _("mean {mean}, ±2 SD {low} … {high}", { mean: fmtPct(series.mean),
+      low: fmtPct(series.limits_2sd[0]), high: fmtPct(series.limits_2sd[1]) });
   return el("div", { class: "chart qc-chart", "data-setting": series.setting },
-    el("div", { class: "title" }, `${series.setting} setting — ${series.points.length} test${series.points.length === 1 ? "" : "s"} — ${sd}`), root);
+    el("div", { class: "title" }, _("{setting} setting — tests: {n} — {sd}", { setting: series.setting, n: series.points.length, sd })), root);
 }
 
 function linearityChart(lin) {
@@ -423,7 +425,7 @@ function linearityChart(lin) {
   for (let d = lo; d <= hi; d += 1) {
     root.append(svg("line", { x1: L, x2: W - R, y1: y(10 ** d), y2: y(10 ** d), class: "grid" }));
     const label = svg("text", { x: L - 4, y: y(10 ** d) + 3, "text-anchor": "end" });
-    label.textContent = 10 ** d >= 1000 ? `${axisLabel(10 ** d / 1000)} GBq` : `${axisLabel(10 ** d)} MBq`;
+    label.textContent = 10 ** d >= 1000 ? `${axisLabel(10 ** d / 1000)} ${_("GBq")}` : `${axisLabel(10 ** d)} ${_("MBq")}`;
     root.append(label);
   }
   root.append(svg("polyline", { class: "fit", points: pts.map((p) => `${x(p.elapsed_h).toFixed(1)},${y(p.fit_mbq).toFixed(1)}`).join(" ") }));
@@ -431,10 +433,10 @@ function linearityChart(lin) {
     root.append(svg("circle", { cx: x(p.elapsed_h), cy: y(p.measured_mbq), r: 3.5, class: `point ${p.result}` }));
   }
   const x0 = svg("text", { x: L, y: H - 8, "text-anchor": "start" });
-  x0.textContent = "0 h";
+  x0.textContent = _("{n} h", { n: 0 });
   root.append(x0);
   const xl = svg("text", { x: W - R, y: H - 8, "text-anchor": "end" });
-  xl.textContent = `${axisLabel(h1)} h`;
+  xl.textContent = _("{n} h", { n: axisLabel(h1) });
   root.append(xl);
   // Residuals in %.
   const RH = 120;
@@ -458,9 +460,11 @@ function linearityChart(lin) {
     res.append(svg("circle", { cx: x(p.elapsed_h), cy: ry(p.deviation_pct), r: 3, class: `point ${p.result}` }));
   }
   return el("div", { class: "chart qc-chart linearity", "data-record": lin.record },
-    el("div", { class: "title" }, `${lin.nuclide}: ${pts.length} points, fitted T½ ${lin.half_life_fit_h.toFixed(3)} h vs table ${lin.half_life_table_h.toFixed(3)} h (${fmtPct(lin.half_life_deviation_pct)}) — `, resultPill(lin.result)),
-    root, el("div", { class: "title" }, "residuals from the fit (%)"), res,
-    lin.failing_points.length ? el("div", { class: "error small" }, `Outside tolerance: ${lin.failing_points.join("; ")}`) : null);
+    el("div", { class: "title" }, _("{nuclide}: points: {n}, fitted T½ {fit} h vs table {table} h ({deviation})", {
+      nuclide: lin.nuclide, n: pts.length, fit: fmtNumber(lin.half_life_fit_h.toFixed(3)),
+      table: fmtNumber(lin.half_life_table_h.toFixed(3)), deviation: fmtPct(lin.half_life_deviation_pct) }), " — ", resultPill(lin.result)),
+    root, el("div", { class: "title" }, _("residuals from the fit (%)")), res,
+    lin.failing_points.length ? el("div", { class: "error small" }, _("Outside tolerance: {points}", { points: lin.failing_points.join("; ") })) : null);
 }
 
 async function loadCharts() {
@@ -474,11 +478,11 @@ async function loadCharts() {
     if (data.constancy.series.length) {
       box.replaceChildren(...data.constancy.series.map((s) => constancyChart(data.constancy, s)));
     } else {
-      box.replaceChildren(el("p", { class: "muted" }, "No constancy record yet."));
+      box.replaceChildren(el("p", { class: "muted" }, _("No constancy record yet.")));
     }
     const lbox = $("#qc-linearity-chart");
     lbox.replaceChildren(data.linearity ? linearityChart(data.linearity)
-      : el("p", { class: "muted" }, "No linearity record yet."));
+      : el("p", { class: "muted" }, _("No linearity record yet.")));
   } catch (error) { console.warn("charts", error); }
 }
 
@@ -492,10 +496,10 @@ function updateReportLink() {
 function reviewAudit() {
   const since = localToUtc($("#audit-since").value);
   const until = localToUtc($("#audit-until").value) || new Date().toISOString();
-  if (!since) { window.alert("Choose the start of the range to review."); return; }
+  if (!since) { window.alert(_("Choose the start of the range to review.")); return; }
   openSign({
-    title: "Review audit trail",
-    what: `Audit trail from ${fmtTime(since)} to ${fmtTime(until)} UTC, as filtered`,
+    title: _("Review audit trail"),
+    what: _("Audit trail from {since} to {until}, as filtered", { since: fmtTime(since), until: fmtTime(until) }),
     meaning: "reviewed",
     comment: true,
     submit: async (body) => {
@@ -510,8 +514,7 @@ function reviewAudit() {
 
 // ---------------------------------------------------------- prescriptions
 function toLocalInput(iso) {
-  const d = new Date(iso);
-  return new Date(d.getTime() - d.getTimezoneOffset() * 60e3).toISOString().slice(0, 19);
+  return siteInput(Date.parse(iso));
 }
 
 async function loadPrescriptions() {
@@ -525,16 +528,16 @@ async function loadPrescriptions() {
         el("td", {}, rx.nuclide),
         el("td", { class: "num" }, fmtMbq(rx.activity_mbq)),
         el("td", {}, fmtTime(rx.scheduled)),
-        el("td", {}, rx.device || "any"),
+        el("td", {}, rx.device || _("any")),
         el("td", { class: "small" }, rx.origin),
         el("td", {}, last ? resultPill(last.result) : "—",
           last ? el("div", { class: "muted small" }, `${last.detail} (${fmtPct(last.deviation_pct)})`) : null),
         el("td", {},
           qc.may.prescribe && !rx.origin.startsWith("config:")
-            ? el("button", { type: "button", class: "rx-edit", onclick: () => editRx(rx) }, "Change") : null,
-          mayArm ? el("button", { type: "button", class: "rx-arm", onclick: () => armRx(rx) }, "Measure now") : null,
+            ? el("button", { type: "button", class: "rx-edit", onclick: () => editRx(rx) }, _("Change")) : null,
+          mayArm ? el("button", { type: "button", class: "rx-arm", onclick: () => armRx(rx) }, _("Measure now")) : null,
           qc.may.prescribe && !rx.origin.startsWith("config:")
-            ? el("button", { type: "button", class: "rx-remove", onclick: () => removeRx(rx) }, "Withdraw") : null));
+            ? el("button", { type: "button", class: "rx-remove", onclick: () => removeRx(rx) }, _("Withdraw")) : null));
     }));
     $("#dispensing-table tbody").replaceChildren(...data.dispensing.slice().reverse().map((d) => el("tr",
       { "data-dispensing": d.id, "data-rx": d.prescription, class: d.calibrator_release === "on_hold" ? "held" : "" },
@@ -545,9 +548,9 @@ async function loadPrescriptions() {
       el("td", { class: "num" }, fmtMbq(d.at_scheduled_mbq)),
       el("td", { class: "num" }, fmtMbq(d.prescribed_mbq)),
       el("td", { class: "num" }, fmtPct(d.deviation_pct)),
-      el("td", {}, d.result),
+      el("td", {}, resultText(d.result)),
       el("td", { class: "dispensing-release" }, d.calibrator_release === "on_hold"
-        ? pill("ON HOLD — not for patient use", "critical") : pill(d.calibrator_release || "—", d.calibrator_release === "released" ? "ok" : "")),
+        ? pill(_("ON HOLD — not for patient use"), "critical") : pill(releaseText(d.calibrator_release || "—"), d.calibrator_release === "released" ? "ok" : "")),
       el("td", {}, d.who))));
   } catch (error) { console.warn("prescriptions", error); }
 }
@@ -563,13 +566,13 @@ function editRx(rx) {
   $("#rx-id").value = rx.id;
   $("#rx-id").readOnly = true;
   $("#rx-nuclide").value = rx.nuclide;
-  $("#rx-activity").value = rx.activity_mbq;
+  $("#rx-activity").value = fmtNumber(String(rx.activity_mbq));
   $("#rx-unit").value = "MBq";
   $("#rx-scheduled").value = toLocalInput(rx.scheduled);
   $("#rx-device").value = rx.device || "";
   $("#rx-note").value = rx.note || "";
   $("#rx-reason").value = "";
-  $("#rx-save").textContent = "Save change";
+  $("#rx-save").textContent = _("Save change");
   $("#rx-new").hidden = false;
   rxError("");
   $("#rx-reason").focus();
@@ -579,7 +582,7 @@ function resetRxForm() {
   qc.rxEditing = null;
   $("#rx-form").reset();
   $("#rx-id").readOnly = false;
-  $("#rx-save").textContent = "Add prescription";
+  $("#rx-save").textContent = _("Add prescription");
   $("#rx-new").hidden = true;
 }
 
@@ -588,15 +591,15 @@ async function saveRx(event) {
   const scheduled = localToUtc($("#rx-scheduled").value);
   const body = {
     id: $("#rx-id").value.trim(), nuclide: $("#rx-nuclide").value.trim(),
-    activity: Number($("#rx-activity").value), unit: $("#rx-unit").value, scheduled,
+    activity: parseDecimal($("#rx-activity").value), unit: $("#rx-unit").value, scheduled,
     device: $("#rx-device").value || null, note: $("#rx-note").value.trim(),
     reason: $("#rx-reason").value.trim(),
   };
   if (!body.id || !body.nuclide || !scheduled || !(body.activity > 0)) {
-    rxError("Order id, nuclide, a positive activity and the scheduled time are required.");
+    rxError(_("Order id, nuclide, a positive activity and the scheduled time are required."));
     return;
   }
-  if (qc.rxEditing && !body.reason) { rxError("A change needs a reason."); return; }
+  if (qc.rxEditing && !body.reason) { rxError(_("A change needs a reason.")); return; }
   try {
     const path = qc.rxEditing ? `/api/prescriptions/${encodeURIComponent(qc.rxEditing)}` : "/api/prescriptions";
     await api(path, { method: qc.rxEditing ? "PUT" : "POST",
@@ -604,7 +607,7 @@ async function saveRx(event) {
     rxError("");
     resetRxForm();
     loadPrescriptions();
-  } catch (error) { rxError(`Not saved: ${error.message}`); }
+  } catch (error) { rxError(_("Not saved: {reason}", { reason: error.message })); }
 }
 
 async function armRx(rx) {
@@ -616,19 +619,19 @@ async function armRx(rx) {
     rxError("");
     const row = document.querySelector(`#rx-table tr[data-rx="${CSS.escape(rx.id)}"]`);
     if (row) row.classList.add("armed");
-  } catch (error) { rxError(`Not armed: ${error.message}`); }
+  } catch (error) { rxError(_("Not armed: {reason}", { reason: error.message })); }
 }
 
 async function removeRx(rx) {
   const reason = $("#rx-reason").value.trim();
-  if (!reason) { rxError(`Type the reason for withdrawing ${rx.id} in "Reason", then Withdraw.`); return; }
+  if (!reason) { rxError(_("Type the reason for withdrawing {id} in \"Reason\", then Withdraw.", { id: rx.id })); return; }
   try {
     await api(`/api/prescriptions/${encodeURIComponent(rx.id)}`, {
       method: "DELETE", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ reason }),
     });
     resetRxForm();
     loadPrescriptions();
-  } catch (error) { rxError(`Not withdrawn: ${error.message}`); }
+  } catch (error) { rxError(_("Not withdrawn: {reason}", { reason: error.message })); }
 }
 
 // -------------------------------------------------------------------- hooks
@@ -637,14 +640,14 @@ window.IsoQC = {
     qc.me = initial.me;
     qc.may = initial.me.may || {};
     qc.timezone = initial.timezone || "UTC";
-    $("#qc-report-date").value = new Date().toLocaleDateString("en-CA", { timeZone: qc.timezone });
+    $("#qc-report-date").value = siteInput(Date.now()).slice(0, 10);
     $("#qc-device").addEventListener("change", (e) => { qc.device = e.target.value; hideRun(); loadQCState(); loadRecords(); updateReportLink(); });
     $("#qc-sign").addEventListener("click", signRun);
     $("#qc-cancel").addEventListener("click", cancelRun);
     $("#qc-finish").addEventListener("click", finishRun);
     $("#sign-form").addEventListener("submit", submitSign);
     $("#sign-cancel").addEventListener("click", () => $("#sign-dialog").close());
-    $("#sign-meaning-select").addEventListener("change", (e) => { $("#sign-meaning").textContent = e.target.value; });
+    $("#sign-meaning-select").addEventListener("change", (e) => { $("#sign-meaning").textContent = meaningText(e.target.value); });
     $("#qc-report-kind").addEventListener("change", updateReportLink);
     $("#qc-report-date").addEventListener("change", updateReportLink);
     $("#audit-review").addEventListener("click", reviewAudit);

@@ -1,0 +1,156 @@
+"""The console in its users' language: the page, the JavaScript's catalog, the API's errors.
+
+A request's language is, in order: the header selector's choice (cookie `isoedge_lang`), the
+signed-in user's `language`, the site's `web.language`, the browser's `Accept-Language`, English.
+Errors keep their machine `code` (and, for a refused signature, its `refusal`); only `error`,
+the sentence a person reads, is translated.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import re
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from agent.console.auth import PRINCIPAL_KEY, Principal
+from agent.core.i18n import (
+    LANGUAGE_NAMES,
+    LANGUAGES,
+    Language,
+    choose,
+    formats,
+    gettext,
+    messages,
+    negotiate,
+    zone_offsets,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+    from zoneinfo import ZoneInfo
+
+    from agent.console.settings import WebSection
+
+LANG_COOKIE = "isoedge_lang"
+_FIRST_ERROR_STATUS = 400
+# Placeholders that carry a code with a translation (a role, a state); others are data.
+_CODE_PARAMS = frozenset({"role", "state", "result", "meaning"})
+LANG_KEY: web.RequestKey[str] = web.RequestKey("isoedge_lang", str)
+_MARK = re.compile(r'\{\{\s*_\("((?:[^"\\]|\\.)*)"\)\s*\}\}')
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def fail(message: str, status: type[web.HTTPException] = web.HTTPBadRequest, *,
+         code: str | None = None, fields: dict[str, Any] | None = None,
+         **params: Any) -> NoReturn:  # fmt: skip
+    """Answer with a JSON error, translated on the way out (`code` stays machine-readable).
+
+    `message` is an English catalog id whose `{name}` placeholders `params` fill in.
+    """
+    if code is None:
+        code = HTTPStatus(status.status_code).phrase.lower().replace(" ", "_")
+    body: dict[str, Any] = {
+        "error": message.format(**params) if params else message,
+        "code": code,
+        **(fields or {}),
+        "_i18n": [message, {k: str(v) for k, v in params.items()}],
+    }
+    raise status(text=json.dumps(body), content_type="application/json")
+
+
+def language_for(request: web.Request, section: WebSection) -> Language:
+    """The language of `request` (see the module's docstring for the order)."""
+    chosen = request.cookies.get(LANG_COOKIE)
+    principal = request.get(PRINCIPAL_KEY)
+    user_lang = None
+    if isinstance(principal, Principal) and principal.authenticated:
+        user = next((u for u in section.users if u.name == principal.name), None)
+        user_lang = user.language if user is not None else None
+    return choose(chosen, user_lang, section.language,
+                  negotiate(request.headers.get("Accept-Language")))
+
+
+def language_of(request: web.Request) -> Language:
+    """The language the middleware chose for `request`."""
+    return choose(request.get(LANG_KEY))
+
+
+def _translate_error(body: dict[str, Any], lang: str) -> dict[str, Any]:
+    marker = body.pop("_i18n", None)
+    if isinstance(marker, list) and len(marker) == 2 and isinstance(marker[0], str):  # noqa: PLR2004 - [id, params]
+        params = marker[1] if isinstance(marker[1], dict) else {}
+        translated_params = {k: gettext(lang, v) if k in _CODE_PARAMS and isinstance(v, str)
+                             else v for k, v in params.items()}
+        try:
+            body["error"] = gettext(lang, marker[0]).format(**translated_params)
+        except (KeyError, IndexError, ValueError):
+            body["error"] = marker[0].format(**params)
+    elif isinstance(body.get("error"), str):
+        body["error"] = gettext(lang, body["error"])  # a fixed sentence from below the console
+    return body
+
+
+def middleware(section: WebSection) -> Middleware:
+    """Chooses each request's language and translates the JSON errors it is answered with."""
+
+    @web.middleware
+    async def i18n_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request[LANG_KEY] = choose(request.cookies.get(LANG_COOKIE), section.language,
+                                   negotiate(request.headers.get("Accept-Language")))
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            response = exc
+        if response.status >= _FIRST_ERROR_STATUS and isinstance(response, web.Response) and \
+                response.content_type == "application/json" and response.body is not None:
+            lang = language_for(request, section)
+            raw = response.body
+            try:
+                body = json.loads(raw) if isinstance(raw, (bytes, bytearray)) else None
+            except ValueError:
+                body = None
+            if isinstance(body, dict):
+                response.text = json.dumps(_translate_error(body, lang), ensure_ascii=False)
+                response.content_type = "application/json"
+        if isinstance(response, web.HTTPException):
+            raise response
+        return response
+
+    return i18n_middleware
+
+
+@functools.lru_cache(maxsize=4)
+def _template(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def render_page(path: Path, lang: Language, zone: ZoneInfo) -> str:
+    """An HTML page with its `{{ _("…") }}` marks translated into `lang`."""
+    text = _template(path)
+    options = "".join(
+        f'<option value="{code}"{" selected" if code == lang else ""} lang="{code}">'
+        f"{html.escape(LANGUAGE_NAMES[code])}</option>"
+        for code in LANGUAGES
+    )
+    text = _MARK.sub(lambda m: html.escape(gettext(lang, m.group(1).replace('\\"', '"'))), text)
+    return (text.replace("{{ lang }}", lang).replace("{{ zone }}", html.escape(zone.key or "UTC"))
+            .replace("{{ language_options }}", options))
+
+
+def catalog_json(lang: Language, zone: ZoneInfo) -> dict[str, Any]:
+    """GET /api/i18n: what the JavaScript formats and translates with."""
+    return {
+        "lang": lang,
+        "languages": {code: LANGUAGE_NAMES[code] for code in LANGUAGES},
+        "messages": messages(lang),
+        "formats": formats(lang).as_dict(),
+        "zone": {"name": zone.key or "UTC", "offsets": zone_offsets(zone)},
+    }

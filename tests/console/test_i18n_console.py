@@ -1,0 +1,120 @@
+"""The console in the user's language: page, catalog for the JavaScript, API errors, input."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from test_qc_console import CAL, DEVICES, QC, RULES, USERS, auth, web_users
+from test_web import running_agent, url
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    from agent.service.runtime import Agent
+
+
+@contextlib.asynccontextmanager
+async def agent_in(tmp_path: Path, broker_url: str, *, site_language: str | None = None,
+                   ) -> AsyncIterator[tuple[Agent, aiohttp.ClientSession]]:
+    users = web_users()
+    for user in users:
+        if user["name"] == "rita":
+            user["language"] = "kk"
+    web: dict[str, Any] = {"users": users}
+    if site_language:
+        web["language"] = site_language
+    qc = {**QC, "timezone": "Asia/Almaty"}
+    async with (
+        running_agent(tmp_path, broker_url, devices=DEVICES, rules=RULES, web=web,
+                      extra={"qc": qc}) as agent,
+        aiohttp.ClientSession() as session,
+    ):
+        yield agent, session
+
+
+async def page(session, agent, who: str, **headers: str) -> tuple[str, str]:
+    async with session.get(url(agent, "/"), headers={**auth(who), **headers}) as r:
+        text = await r.text()
+        assert r.status == 200
+        return re.search(r'<html lang="(\w+)"', text).group(1), text
+
+
+async def test_page_language_follows_selector_user_site_and_browser(tmp_path, mosquitto):
+    async with agent_in(tmp_path, mosquitto.url) as (agent, session):
+        # The browser's Accept-Language, when nothing else is set.
+        lang, text = await page(session, agent, "tess", **{"Accept-Language": "ru-RU,ru;q=0.9"})
+        assert lang == "ru"
+        assert "Журнал аудита" in text and "Audit trail" not in text
+        assert '<option value="ru" selected' in text
+        lang, text = await page(session, agent, "tess", **{"Accept-Language": "de-DE"})
+        assert lang == "en" and "Audit trail" in text
+        # The user's own language beats the browser's.
+        lang, text = await page(session, agent, "rita", **{"Accept-Language": "ru-RU"})
+        assert lang == "kk"
+        assert "Аудит журналы" in text and "Тағайындаулар" in text
+        # The header selector's cookie beats both.
+        lang, text = await page(session, agent, "rita", Cookie="isoedge_lang=ky")
+        assert lang == "ky" and "Дайындамалар" in text
+        # A cookie naming no language of ours is ignored.
+        lang, _ = await page(session, agent, "rita", Cookie="isoedge_lang=xx")
+        assert lang == "kk"
+
+
+async def test_site_default_and_catalog_for_the_javascript(tmp_path, mosquitto):
+    async with agent_in(tmp_path, mosquitto.url, site_language="ky") as (agent, session):
+        lang, _ = await page(session, agent, "tess", **{"Accept-Language": "ru"})
+        assert lang == "ky"  # the site's web.language before the browser's
+        async with session.get(url(agent, "/api/i18n?lang=ru"), headers=auth("tess")) as r:
+            catalog = await r.json()
+        assert catalog["lang"] == "ru"
+        assert catalog["messages"]["Measure now"] == "Измерить сейчас"
+        assert catalog["messages"]["Not signed: {reason}"] == "Не подписано: {reason}"
+        assert catalog["formats"]["decimal"] == ","
+        assert catalog["formats"]["date"] == "dd.MM.yyyy"
+        assert catalog["zone"]["name"] == "Asia/Almaty"
+        now = datetime.now(UTC).timestamp()
+        assert [o for t, o in catalog["zone"]["offsets"] if t <= now][-1] == 5 * 3600
+
+
+async def test_api_errors_in_the_users_language_with_their_codes(tmp_path, mosquitto):
+    async with agent_in(tmp_path, mosquitto.url) as (agent, session):
+        scheduled = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        body = {"id": "RX-1", "nuclide": "F-18", "activity": "3,705.5", "unit": "MBq",
+                "scheduled": scheduled}
+        async with session.post(url(agent, "/api/prescriptions"), json=body,
+                                headers={**auth("rita")}) as r:
+            answer = await r.json()
+        assert r.status == 400
+        assert answer["code"] == "not_a_number"
+        assert answer["error"] == "activity: сан күтіледі (мысалы, 370,5)"  # rita reads Kazakh
+        async with session.post(url(agent, "/api/prescriptions"), json=body,
+                                headers={**auth("quinn"), "Accept-Language": "ru"}) as r:
+            answer = await r.json()
+        assert answer["error"] == "activity: ожидается число (например, 370,5)"
+        async with session.post(url(agent, "/api/qc/runs"), json={"device": CAL, "test": "background"},
+                                headers={**auth("victor"), "Accept-Language": "ky"}) as r:
+            answer = await r.json()
+        assert r.status == 403
+        assert answer["code"] == "role_not_allowed"
+        assert answer["error"].startswith("сиздин ролуңузга (байкоочу) бул уруксат эмес")
+        async with session.get(url(agent, "/api/audit?limit=x"),
+                               headers={**auth("quinn"), "Accept-Language": "en"}) as r:
+            assert (await r.json())["error"] == "limit: expected an integer"
+
+
+async def test_a_decimal_comma_is_stored_as_a_decimal(tmp_path, mosquitto):
+    async with agent_in(tmp_path, mosquitto.url) as (agent, session):
+        scheduled = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        body = {"id": "RX-2", "nuclide": "F-18", "activity": "370,5", "unit": "MBq",
+                "scheduled": scheduled, "device": CAL}
+        async with session.post(url(agent, "/api/prescriptions"), json=body,
+                                headers=auth("rita")) as r:
+            answer = await r.json()
+        assert r.status == 201, answer
+        assert answer["prescription"]["activity_mbq"] == 370.5  # never 3705
+        assert USERS["rita"][0] == "radiopharmacist"
