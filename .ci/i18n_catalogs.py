@@ -35,7 +35,7 @@ SOURCES = {
 }
 KEYWORDS: dict[str, Any] = {
     "_": None, "N_": None, "translate": (2,), "gettext": (2,), "ngettext": (2, 3),
-    "_fail": None, "_bad_request": None,
+    "_fail": None, "_bad_request": None, "tr": None,
 }
 _HTML_MARK = re.compile(r'\{\{\s*_\("((?:[^"\\]|\\.)*)"\)\s*\}\}')
 

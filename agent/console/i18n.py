@@ -43,6 +43,7 @@ _FIRST_ERROR_STATUS = 400
 # Placeholders that carry a code with a translation (a role, a state); others are data.
 _CODE_PARAMS = frozenset({"role", "state", "result", "meaning"})
 LANG_KEY: web.RequestKey[str] = web.RequestKey("isoedge_lang", str)
+SECTION_KEY: web.RequestKey[Any] = web.RequestKey("isoedge_web_section", object)
 _MARK = re.compile(r'\{\{\s*_\("((?:[^"\\]|\\.)*)"\)\s*\}\}')
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -79,7 +80,10 @@ def language_for(request: web.Request, section: WebSection) -> Language:
 
 
 def language_of(request: web.Request) -> Language:
-    """The language the middleware chose for `request`."""
+    """The language of `request` (its signed-in user's, once the user is known)."""
+    section = request.get(SECTION_KEY)
+    if section is not None:
+        return language_for(request, section)
     return choose(request.get(LANG_KEY))
 
 
@@ -105,6 +109,7 @@ def middleware(section: WebSection) -> Middleware:
     async def i18n_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         request[LANG_KEY] = choose(request.cookies.get(LANG_COOKIE), section.language,
                                    negotiate(request.headers.get("Accept-Language")))
+        request[SECTION_KEY] = section
         try:
             response = await handler(request)
         except web.HTTPException as exc:

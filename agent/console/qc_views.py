@@ -24,8 +24,8 @@ import structlog
 from aiohttp import web
 
 from agent.console.auth import Principal, principal_of
-from agent.console.i18n import fail
-from agent.core.i18n import parse_decimal
+from agent.console.i18n import fail, language_of
+from agent.core.i18n import format_datetime, parse_decimal
 from agent.qc.alerts import AlertError, UnknownAlertError
 from agent.qc.manager import QCError
 from agent.qc.signatures import SignatureError
@@ -382,24 +382,25 @@ class QCViews:
         except ValueError:
             _fail("date: expected YYYY-MM-DD")
         site = self.backend.identity.site
+        lang = language_of(request)
         records = await desk.records(device=device)
         release = {device: desk.release(device)}
         from agent.qc import reports  # noqa: PLC0415 - reportlab/matplotlib: only when asked
 
         if kind == "daily":
             pdf = await asyncio.to_thread(reports.daily_sheet, records, device, day, site=site,
-                                          zone=zone)  # fmt: skip
+                                          zone=zone, lang=lang)  # fmt: skip
             name = f"qc-daily-{device}-{day.isoformat()}.pdf"
         elif kind == "monthly":
             pdf = await asyncio.to_thread(reports.monthly_summary, records, device, day.year,
-                                          day.month, site=site, zone=zone)  # fmt: skip
+                                          day.month, site=site, zone=zone, lang=lang)  # fmt: skip
             name = f"qc-monthly-{device}-{day:%Y-%m}.pdf"
         elif kind == "linearity":
             pdf, name = await self._linearity_report(request, records, site)
         else:
             pdf = await asyncio.to_thread(
-                reports.qc_report, records, site=site, zone=zone, period=f"{device}, all records",
-                release=release,
+                reports.qc_report, records, site=site, zone=zone, period=device,
+                release=release, lang=lang,
             )  # fmt: skip
             name = f"qc-{device}.pdf"
         return _pdf(pdf, name)
@@ -416,7 +417,8 @@ class QCViews:
         record = found[-1]
         reviews = [r for r in records if (r.get("reviews") or {}).get("id") == record["id"]]
         pdf = await asyncio.to_thread(reports.linearity_report, record, reviews, site=site,
-                                      zone=self.desk.config.zone)  # fmt: skip
+                                      zone=self.desk.config.zone,
+                                      lang=language_of(request))  # fmt: skip
         return pdf, f"qc-linearity-{record['device']}-{record['id']}.pdf"
 
     async def audit_report(self, request: web.Request) -> web.StreamResponse:
@@ -429,10 +431,11 @@ class QCViews:
         reviews = [i for i in items if i.get("event") == "audit.reviewed"]
         from agent.qc import reports  # noqa: PLC0415
 
+        lang, zone = language_of(request), self.desk.config.zone
         pdf = await asyncio.to_thread(
             reports.audit_extract, items, site=self.backend.identity.site,
-            period=f"{since.isoformat()} to {until.isoformat()}", zone=self.desk.config.zone,
-            reviews=reviews,
+            period=f"{format_datetime(since, lang, zone)} — {format_datetime(until, lang, zone)}",
+            zone=zone, reviews=reviews, lang=lang,
         )  # fmt: skip
         return _pdf(pdf, f"audit-{since:%Y%m%dT%H%M%SZ}.pdf")
 

@@ -9,19 +9,25 @@
 
 Every function returns the PDF as bytes and does no I/O of its own beyond reading fonts, so
 the console can serve it and the CLI can write it. Text uses DejaVu Sans (shipped with
-matplotlib) so ±, µ and ½ print as such. Records' own hashes are printed with each
-signature so a reader can check the binding.
+matplotlib, embedded in every PDF) so ±, µ, ½ and the Kazakh and Kyrgyz letters (U+04D9,
+U+0493, U+049B, U+04A3, U+04E9, U+04B1, U+04AF, U+04BB, U+0456) print as such. Records' own
+hashes are printed in full with each signature so a reader can check the binding. Each report
+is in one of the catalog's languages (`lang`); times are the site's, with its zone's name, and
+UTC beside them in the signatures.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import math
 import statistics
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from agent.core.i18n import choose, format_datetime, format_number, translate
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -51,8 +57,9 @@ def _register_fonts() -> None:
 class _Doc:
     """A report being built: styles, flowables, then `pdf()`."""
 
-    def __init__(self, title: str, subtitle: str = "") -> None:
+    def __init__(self, title: str, subtitle: str = "", *, lang: str = "en") -> None:
         _register_fonts()
+        self.lang = choose(lang)
         from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet  # noqa: PLC0415
 
         base = getSampleStyleSheet()
@@ -63,13 +70,40 @@ class _Doc:
             "h3": ParagraphStyle("h3", parent=base["Heading3"], fontName=_FONT_BOLD, fontSize=10),
             "p": ParagraphStyle("p", parent=base["BodyText"], fontName=_FONT, fontSize=8.5,
                                 leading=11),
+            # Table cells wrap between words only ("Severit y" is not a word).
             "small": ParagraphStyle("small", parent=base["BodyText"], fontName=_FONT,
-                                    fontSize=7, leading=9),
+                                    fontSize=7, leading=9, splitLongWords=False),
         }  # fmt: skip
         self.story: list[Flowable] = []
+        self.flagged: set[str] = {self.tr("fail"), self.tr("action"), "FAIL"}
         self.h1(title)
         if subtitle:
             self.p(subtitle)
+
+    def tr(self, message: str, **params: Any) -> str:
+        """`message` in the report's language."""
+        return translate(self.lang, message, **params)
+
+    def num(self, value: Any, digits: int = 4) -> str:
+        """A number with the language's decimal sign, `digits` significant digits."""
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return "—"
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return format_number(float(value), self.lang, significant=digits)
+        return str(value)
+
+    def mbq(self, value: Any) -> str:
+        """An activity in MBq to the calibrators' resolution (0.001 MBq)."""
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return "—"
+        return format_number(float(value), self.lang, decimals=3)
+
+    def pct(self, value: Any) -> str:
+        """A signed percentage to two decimals."""
+        if value is None:
+            return "—"
+        text = format_number(float(value), self.lang, decimals=2)
+        return f"{'' if text.startswith(('-', chr(0x2212))) else '+'}{text} %"
 
     def _para(self, text: str, style: str) -> None:
         from reportlab.platypus import Paragraph  # noqa: PLC0415
@@ -109,11 +143,12 @@ class _Doc:
             ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef5")),
             ("VALIGN", (0, 0), (-1, -1), "TOP"),
         ]
+        fail_words, action_word = {self.tr("fail"), "FAIL"}, self.tr("action")
         for index, row in enumerate(rows[1:], start=1):
-            text = " ".join(str(c) for c in row)
-            if " fail" in f" {text}" or "FAIL" in text:
+            words = {str(c) for c in row}
+            if words & fail_words:
                 style.append(("BACKGROUND", (0, index), (-1, index), colors.HexColor("#fde2e2")))
-            elif " action" in f" {text}":
+            elif action_word in words:
                 style.append(("BACKGROUND", (0, index), (-1, index), colors.HexColor("#fff4d6")))
         table.setStyle(TableStyle(style))
         self.story.append(table)
@@ -145,26 +180,47 @@ class _Doc:
         """The finished document."""
         from reportlab.lib.pagesizes import A4  # noqa: PLC0415
         from reportlab.lib.units import mm  # noqa: PLC0415
+        from reportlab.pdfgen.canvas import Canvas  # noqa: PLC0415
         from reportlab.platypus import SimpleDocTemplate  # noqa: PLC0415
 
         out = io.BytesIO()
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        stamp = format_datetime(datetime.now(UTC), self.lang, None, seconds=False)
         title = self.title
+        footer_text = f"IsoEdge — {title} — " + self.tr("generated {time}", time=stamp)
+        page_text = self.tr("page {page} of {pages}", page="{page}", pages="{pages}")
 
-        def footer(canvas: Any, doc: Any) -> None:
-            canvas.saveState()
-            canvas.setFont(_FONT, 7)
-            canvas.drawString(15 * mm, 10 * mm, f"IsoEdge — {title} — generated {stamp}")
-            canvas.drawRightString(195 * mm, 10 * mm, f"page {doc.page}")
-            canvas.restoreState()
+        class _NumberedCanvas(Canvas):  # type: ignore[misc]  # reportlab is untyped
+            """Holds each page until the end so that every footer can say "page x of y"."""
+
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                # The embedded font from the first page on (not reportlab's Helvetica).
+                kwargs.setdefault("initialFontName", _FONT)
+                super().__init__(*args, **kwargs)
+                self._pages: list[dict[str, Any]] = []
+
+            def showPage(self) -> None:  # noqa: N802 - reportlab's API
+                self._pages.append(dict(self.__dict__))
+                self._startPage()
+
+            def save(self) -> None:
+                for number, state in enumerate(self._pages, start=1):
+                    self.__dict__.update(state)
+                    self.saveState()
+                    self.setFont(_FONT, 7)
+                    self.drawString(15 * mm, 10 * mm, footer_text)
+                    self.drawRightString(195 * mm, 10 * mm, page_text.format(
+                        page=number, pages=len(self._pages)))
+                    self.restoreState()
+                    super().showPage()
+                super().save()
 
         doc = SimpleDocTemplate(
             out, pagesize=A4, leftMargin=15 * mm, rightMargin=15 * mm, topMargin=15 * mm,
-            bottomMargin=18 * mm, title=title, author="IsoEdge",
+            bottomMargin=18 * mm, title=title, author="IsoEdge", lang=self.lang,
         )  # fmt: skip
         if not self.story:
-            self.p("(empty)")
-        doc.build(self.story, onFirstPage=footer, onLaterPages=footer)
+            self.p(self.tr("(empty)"))
+        doc.build(self.story, canvasmaker=_NumberedCanvas)
         return out.getvalue()
 
 
@@ -172,99 +228,132 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "—"
-        return f"{value:.{digits}g}"
-    return str(value)
+def _local(doc: _Doc, t: str, zone: ZoneInfo | None) -> str:
+    return format_datetime(t, doc.lang, zone)
 
 
-def _local(t: str, zone: ZoneInfo | None) -> str:
-    stamp = datetime.fromisoformat(t)
-    if zone is None:
-        return stamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return stamp.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+def _code(doc: _Doc, value: Any) -> str:
+    """A record's code (pass, on_hold, performed…) as the report's language says it."""
+    text = str(value or "")
+    names = {"on_hold": doc.tr("ON HOLD"), "released": doc.tr("released")}
+    return names.get(text) or (doc.tr(text) if text else "")
 
 
 # ------------------------------------------------------------------ record sections
-def _signature_rows(record: dict[str, Any], reviews: Sequence[dict[str, Any]]) -> list[list[str]]:
-    rows: list[list[Any]] = [
-        ["meaning", "printed name (user, role)", "UTC time", "local time", "record SHA-256"]
-    ]
+def _signature_rows(doc: _Doc, record: dict[str, Any],
+                    reviews: Sequence[dict[str, Any]]) -> list[list[str]]:  # fmt: skip
+    _ = doc.tr
+    rows: list[list[Any]] = [[_("meaning"), _("printed name (user, role)"), _("site time"),
+                              _("UTC time"), _("record SHA-256")]]  # fmt: skip
+    zone_name = None
     for item in [record, *reviews]:
         for s in item.get("signatures", []):
-            rows.append([  # noqa: PERF401
-                s.get("meaning", ""),
-                f"{s.get('name', '')} ({s.get('user', '')}, {s.get('role', '')})",
-                s.get("t", ""),
-                f"{s.get('t_local', '')} {s.get('timezone', '')}",
-                str(s.get("record_sha256", ""))[:16] + "…",
+            zone_name = s.get("timezone") or zone_name
+            t = s.get("t", "")
+            rows.append([
+                _code(doc, s.get("meaning", "")),
+                f"{s.get('name', '')} ({s.get('user', '')}, {_code(doc, s.get('role', ''))})",
+                format_datetime(t, doc.lang, _zone_named(s.get("timezone"))) if t else "",
+                format_datetime(t, doc.lang, None) if t else "",
+                _grouped(str(s.get("record_sha256", ""))),
             ])  # fmt: skip
         if item is not record and item.get("comment"):
-            rows.append(["comment", item["comment"], "", "", ""])
+            rows.append([_("comment"), item["comment"], "", "", ""])
     return rows
+
+
+def _grouped(digest: str, size: int = 16) -> str:
+    """A full hash in groups that a table cell can wrap between."""
+    return " ".join(digest[i:i + size] for i in range(0, len(digest), size))
+
+
+def _zone_named(name: str | None) -> ZoneInfo | None:
+    if not name:
+        return None
+    from agent.core.zones import site_zone  # noqa: PLC0415
+
+    try:
+        return site_zone(name)
+    except (ValueError, OSError):
+        return None
 
 
 def _record_section(
     doc: _Doc, record: dict[str, Any], reviews: Sequence[dict[str, Any]], zone: ZoneInfo | None
 ) -> None:
+    _ = doc.tr
     test = record.get("test", "?")
-    doc.h3(
-        f"{test} — {record.get('device')} — {_local(record['t'], zone)} — result "
-        f"{str(record.get('result', '?')).upper()}"
-    )
+    doc.h3(_("{test} — {device} — {time} — result {result}", test=_test_name(doc, test),
+             device=record.get("device"), time=_local(doc, record["t"], zone),
+             result=_code(doc, record.get("result", "?")).upper()))
     source = record.get("source")
     if source:
-        doc.p(
-            f"Source {source.get('id')} ({source.get('nuclide')}), certified "
-            f"{_fmt(source.get('certified_mbq'))} MBq on {source.get('certified_date')}, "
-            f"certificate {source.get('certificate')}."
-        )
+        doc.p(_("Source {id} ({nuclide}), certified {activity} MBq on {date}, certificate "
+                "{certificate}.", id=source.get("id"), nuclide=source.get("nuclide"),
+                activity=doc.num(source.get("certified_mbq")),
+                date=_day(doc, source.get("certified_date")),
+                certificate=source.get("certificate")))
     tol = record.get("tolerance") or {}
     if tol.get("action_pct") is not None:
-        doc.p(
-            f"Tolerance: pass within ±{tol['action_pct']:g} %, action to ±{tol['fail_pct']:g} %, "
-            f"fail beyond. Basis: {tol.get('basis')}.", small=True,
-        )  # fmt: skip
+        doc.p(_("Tolerance: pass within ±{action} %, action to ±{fail} %, fail beyond. Basis: "
+                "{basis}.", action=doc.num(tol["action_pct"]), fail=doc.num(tol["fail_pct"]),
+                basis=tol.get("basis")), small=True)
     elif tol.get("max_mbq") is not None:
-        doc.p(f"Limit: {tol['max_mbq']:g} MBq. Basis: {tol.get('basis')}.", small=True)
-    rows: list[list[Any]] = [["step", "setting", "expected (MBq)", "u (MBq)", "measured (MBq)",
-                              "deviation", "result", "readings"]]  # fmt: skip
+        doc.p(_("Limit: {limit} MBq. Basis: {basis}.", limit=doc.num(tol["max_mbq"]),
+                basis=tol.get("basis")), small=True)
+    rows: list[list[Any]] = [[_("step"), _("setting"), _("expected (MBq)"), _("u (MBq)"),
+                              _("measured (MBq)"), _("deviation"), _("result"),
+                              _("readings")]]  # fmt: skip
     for step in record.get("steps", []):
         rows.append([  # noqa: PERF401
             step.get("index"),
-            step.get("setting") or step.get("container") or step.get("kind"),
-            _fmt(step.get("expected_mbq")),
-            _fmt(step.get("uncertainty_mbq"), 2),
-            _fmt(step.get("measured_mbq")),
-            "—" if step.get("deviation_pct") is None else f"{step['deviation_pct']:+.2f} %",
-            step.get("result") or "",
+            step.get("setting") or step.get("container") or _code(doc, step.get("kind")),
+            doc.mbq(step.get("expected_mbq")),
+            doc.num(step.get("uncertainty_mbq"), 2),
+            doc.mbq(step.get("measured_mbq")),
+            doc.pct(step.get("deviation_pct")),
+            _code(doc, step.get("result")),
             len(step.get("readings") or []),
         ])  # fmt: skip
     if test != "linearity":
-        doc.table(rows, [10, 22, 24, 16, 24, 20, 16, 18])
+        doc.table(rows, [10, 22, 22, 16, 22, 20, 26, 20])
     factors = record.get("correction_factors")
     if factors:
-        doc.p("Correction factors: " + ", ".join(f"{k} {v:.4f}" for k, v in factors.items()))
+        doc.p(_("Correction factors: {factors}", factors=", ".join(
+            f"{k} {format_number(v, doc.lang, decimals=4)}" for k, v in factors.items())))
     lin = record.get("linearity")
     if lin:
-        doc.p(
-            f"{len(lin['points'])} points from {_fmt(lin['range_mbq'][1])} MBq to "
-            f"{_fmt(lin['range_mbq'][0])} MBq; fitted half-life "
-            f"{lin['half_life_fit_s'] / 3600:.4f} ± {lin['half_life_fit_uncertainty_s'] / 3600:.4f}"
-            f" h vs table {lin['half_life_table_s'] / 3600:.4f} h "
-            f"({lin['half_life_deviation_pct']:+.2f} %)."
-        )
+        doc.p(_("{n} points from {high} MBq to {low} MBq; fitted half-life {fit} ± {u} h vs "
+                "table {table} h ({deviation}).", n=len(lin["points"]),
+                high=doc.num(lin["range_mbq"][1]), low=doc.num(lin["range_mbq"][0]),
+                fit=format_number(lin["half_life_fit_s"] / 3600, doc.lang, decimals=4),
+                u=format_number(lin["half_life_fit_uncertainty_s"] / 3600, doc.lang, decimals=4),
+                table=format_number(lin["half_life_table_s"] / 3600, doc.lang, decimals=4),
+                deviation=doc.pct(lin["half_life_deviation_pct"])))
         if lin.get("failing_points"):
-            doc.p("Outside tolerance: " + "; ".join(lin["failing_points"]))
-        doc.image(linearity_plot(record), 165)
-    doc.p(f"Record {record['id']}, content SHA-256 of the record without signatures below.",
-          small=True)  # fmt: skip
-    doc.table(_signature_rows(record, reviews), [18, 56, 38, 44, 26])
+            doc.p(_("Outside tolerance: {points}", points="; ".join(lin["failing_points"])))
+        doc.image(linearity_plot(record, lang=doc.lang), 165)
+    doc.p(_("Record {id}, content SHA-256 of the record without signatures below.",
+            id=record["id"]), small=True)
+    doc.table(_signature_rows(doc, record, reviews), [24, 40, 30, 30, 56])
     doc.space()
+
+
+def _day(doc: _Doc, value: Any) -> str:
+    """A certificate's date as the language writes a day."""
+    from agent.core.i18n import format_date  # noqa: PLC0415
+
+    try:
+        return format_date(str(value), doc.lang, None)
+    except ValueError:
+        return str(value or "—")
+
+
+def _test_name(doc: _Doc, test: str) -> str:
+    _ = doc.tr
+    return {"background": _("Background"), "constancy": _("Constancy"),
+            "accuracy": _("Accuracy"), "geometry": _("Geometry"),
+            "linearity": _("Linearity (decay)")}.get(test, test)
 
 
 # ------------------------------------------------------------------ charts
@@ -284,9 +373,14 @@ def _png(fig: Any) -> bytes:
     return out.getvalue()
 
 
-def control_chart(records: Sequence[dict[str, Any]], title: str = "") -> bytes:  # noqa: C901
+def control_chart(records: Sequence[dict[str, Any]], title: str = "", *,  # noqa: C901
+                  lang: str = "en", zone: ZoneInfo | None = None) -> bytes:  # fmt: skip
     """Constancy deviation per setting over time, with action and fail bands and ±2 SD."""
     plt = _pyplot()
+    from matplotlib.dates import DateFormatter  # noqa: PLC0415
+
+    def _(message: str) -> str:
+        return translate(lang, message)
     series: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
     action = fail = None
     for record in records:
@@ -312,20 +406,30 @@ def control_chart(records: Sequence[dict[str, Any]], title: str = "") -> bytes: 
             ax.axhline(band, color=colour, lw=1, ls="--")
             ax.axhline(-band, color=colour, lw=1, ls="--")
     ax.axhline(0, color="black", lw=0.5)
-    ax.set_ylabel("deviation (%)")
-    ax.set_title(title or "Constancy (dashed: action/fail bands; dotted: ±2 SD of own history)",
+    ax.set_ylabel(_("deviation (%)"))
+    ax.set_title(title or _("Constancy (dashed: action/fail bands; dotted: ±2 SD of own history)"),
                  fontsize=9)  # fmt: skip
     if series:
         ax.legend(fontsize=7)
     else:
-        ax.text(0.5, 0.5, "no constancy records", ha="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, _("no constancy records"), ha="center", transform=ax.transAxes)
+    # The time axis in the site's zone, in the language's date order, named.
+    day_first = lang != "en"
+    pattern = "%d.%m %H:%M" if day_first else "%m-%d %H:%M"
+    formatter = DateFormatter(pattern, tz=zone or UTC)  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_formatter(formatter)
+    ax.set_xlabel(zone.key if zone is not None else "UTC", fontsize=7)
     fig.autofmt_xdate()
     return _png(fig)
 
 
-def linearity_plot(record: dict[str, Any]) -> bytes:
+def linearity_plot(record: dict[str, Any], *, lang: str = "en") -> bytes:
     """Activity vs time on a log axis with the fit; residuals (%) below, with the bands."""
     plt = _pyplot()
+
+    def _(message: str, **params: Any) -> str:
+        return translate(lang, message, **params)
+
     lin = record["linearity"]
     points = lin["points"]
     hours = [p.get("elapsed_s", 0.0) / 3600 for p in points]
@@ -333,17 +437,17 @@ def linearity_plot(record: dict[str, Any]) -> bytes:
         2, 1, figsize=(8, 5), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
     )
     good = [p["result"] == "pass" for p in points]
-    top.semilogy(hours, [p["fit_mbq"] for p in points], "-", lw=1, label="fitted exponential")
+    top.semilogy(hours, [p["fit_mbq"] for p in points], "-", lw=1, label=_("fitted exponential"))
     top.semilogy([h for h, g in zip(hours, good, strict=True) if g],
                  [p["measured_mbq"] for p, g in zip(points, good, strict=True) if g],
-                 "o", ms=3, label="measured")  # fmt: skip
+                 "o", ms=3, label=_("measured"))  # fmt: skip
     bad = [(h, p) for h, p in zip(hours, points, strict=True) if p["result"] != "pass"]
     if bad:
         top.semilogy([h for h, _ in bad], [p["measured_mbq"] for _, p in bad], "x", color="red",
-                     ms=6, label="outside tolerance")  # fmt: skip
-    top.set_ylabel("activity (MBq)")
+                     ms=6, label=_("outside tolerance"))  # fmt: skip
+    top.set_ylabel(_("activity (MBq)"))
     top.legend(fontsize=7)
-    top.set_title(f"Linearity, decay method ({lin['nuclide']})", fontsize=9)
+    top.set_title(_("Linearity, decay method ({nuclide})", nuclide=lin["nuclide"]), fontsize=9)
     bottom.plot(hours, [p["deviation_pct"] for p in points], "o-", ms=3, lw=0.8)
     tol = record.get("tolerance") or {}
     for band, colour in ((tol.get("action_pct"), "orange"), (tol.get("fail_pct"), "red")):
@@ -351,8 +455,8 @@ def linearity_plot(record: dict[str, Any]) -> bytes:
             bottom.axhline(band, color=colour, ls="--", lw=1)
             bottom.axhline(-band, color=colour, ls="--", lw=1)
     bottom.axhline(0, color="black", lw=0.5)
-    bottom.set_ylabel("residual (%)")
-    bottom.set_xlabel("elapsed (h)")
+    bottom.set_ylabel(_("residual (%)"))
+    bottom.set_xlabel(_("elapsed (h)"))
     return _png(fig)
 
 
@@ -371,19 +475,19 @@ def _reviews_index(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str
 
 def _summary_table(doc: _Doc, tests: Sequence[dict[str, Any]], zone: ZoneInfo | None,
                    reviews: dict[str, list[dict[str, Any]]]) -> None:  # fmt: skip
-    rows: list[list[Any]] = [
-        ["time", "device", "test", "deviation", "result", "performed by", "reviewed/approved"]
-    ]
+    _ = doc.tr
+    rows: list[list[Any]] = [[_("time"), _("device"), _("test"), _("deviation"), _("result"),
+                              _("performed by"), _("reviewed/approved")]]  # fmt: skip
     for r in tests:
         performed = ", ".join(s["name"] for s in r.get("signatures", []))
         later = ", ".join(
-            f"{s['meaning']}: {s['name']}" for rv in reviews.get(r["id"], [])
+            f"{_code(doc, s['meaning'])}: {s['name']}" for rv in reviews.get(r["id"], [])
             for s in rv.get("signatures", [])
         )  # fmt: skip
-        deviation = "—" if r.get("deviation_pct") is None else f"{r['deviation_pct']:+.2f} %"
-        rows.append([_local(r["t"], zone), r["device"], r["test"], deviation,
-                     r.get("result", ""), performed, later or "—"])  # fmt: skip
-    doc.table(rows, [30, 20, 20, 18, 14, 38, 40])
+        rows.append([_local(doc, r["t"], zone), r["device"], _test_name(doc, r["test"]),
+                     doc.pct(r.get("deviation_pct")), _code(doc, r.get("result", "")),
+                     performed, later or "—"])  # fmt: skip
+    doc.table(rows, [28, 18, 26, 20, 26, 32, 30])
 
 
 def qc_report(
@@ -393,37 +497,48 @@ def qc_report(
     zone: ZoneInfo | None = None,
     period: str = "",
     release: dict[str, dict[str, Any]] | None = None,
+    lang: str = "en",
 ) -> bytes:
     """The QC report of `isoedge report qc`: summary, control charts, records, signatures."""
     tests = _tests(records)
     reviews = _reviews_index(records)
-    doc = _Doc("Dose calibrator QC records", f"Site {site} — {period}".strip(" —"))
+    doc = _Doc(translate(lang, "Dose calibrator QC records"), _site_line(lang, site, period),
+               lang=lang)
+    _ = doc.tr
     if release:
-        doc.h2("Release state")
-        rows: list[list[Any]] = [["device", "release", "since", "reason"]]
-        rows += [[d, s.get("release"), s.get("since"), s.get("reason")] for d, s in release.items()]
+        doc.h2(_("Release state"))
+        rows: list[list[Any]] = [[_("device"), _("release"), _("since"), _("reason")]]
+        rows += [[d, _code(doc, s.get("release")),
+                  _local(doc, s["since"], zone) if s.get("since") else "—", s.get("reason")]
+                 for d, s in release.items()]  # fmt: skip
         doc.table(rows, [24, 20, 36, 100])
-    doc.h2(f"Summary: {len(tests)} tests")
+    doc.h2(_("Summary: tests: {n}", n=len(tests)))
     counts: dict[str, int] = defaultdict(int)
     for r in tests:
         counts[str(r.get("result"))] += 1
-    doc.p(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "no QC records")
+    doc.p(", ".join(f"{_code(doc, k)}: {v}" for k, v in sorted(counts.items()))
+          or _("no QC records"))
     _summary_table(doc, tests, zone, reviews)
     for device in sorted({r["device"] for r in tests}):
         mine = [r for r in tests if r["device"] == device]
         if any(r["test"] == "constancy" for r in mine):
-            doc.h2(f"Constancy control chart — {device}")
-            doc.image(control_chart(mine), 170)
+            doc.h2(_("Constancy control chart — {device}", device=device))
+            doc.image(control_chart(mine, lang=doc.lang, zone=zone), 170)
     doc.page_break()
-    doc.h2("Records")
+    doc.h2(_("Records"))
     for record in tests:
         _record_section(doc, record, reviews.get(record["id"], []), zone)
     return doc.pdf()
 
 
+def _site_line(lang: str, site: str, period: str = "") -> str:
+    parts = [translate(lang, "Site {site}", site=site) if site else "", period]
+    return " — ".join(p for p in parts if p)
+
+
 def daily_sheet(
     records: Sequence[dict[str, Any]], device: str, day: date, *, site: str = "",
-    zone: ZoneInfo | None = None,
+    zone: ZoneInfo | None = None, lang: str = "en",
 ) -> bytes:  # fmt: skip
     """One calibrator's QC sheet of one (local) day, with every signature."""
     reviews = _reviews_index(records)
@@ -433,28 +548,36 @@ def daily_sheet(
         return (t.astimezone(zone) if zone else t.astimezone(UTC)).date()
 
     tests = [r for r in _tests(records) if r["device"] == device and local_day(r) == day]
-    doc = _Doc(f"Daily QC sheet — {device} — {day.isoformat()}", f"Site {site}".strip())
+    from agent.core.i18n import format_date  # noqa: PLC0415
+
+    noon = datetime(day.year, day.month, day.day, 12, tzinfo=zone or UTC)
+    doc = _Doc(translate(lang, "Daily QC sheet — {device} — {day}", device=device,
+                         day=format_date(noon, lang, zone)),
+               _site_line(lang, site, translate(lang, "times in {zone}",
+                                                zone=zone.key if zone else "UTC")), lang=lang)
     _summary_table(doc, tests, zone, reviews)
     for record in tests:
         _record_section(doc, record, reviews.get(record["id"], []), zone)
     if not tests:
-        doc.p("No QC test recorded on this day: the calibrator was not released.")
+        doc.p(doc.tr("No QC test recorded on this day: the calibrator was not released."))
     return doc.pdf()
 
 
 def linearity_report(
     record: dict[str, Any], reviews: Sequence[dict[str, Any]] = (), *, site: str = "",
-    zone: ZoneInfo | None = None,
+    zone: ZoneInfo | None = None, lang: str = "en",
 ) -> bytes:  # fmt: skip
     """One linearity record with its plot, points table and signatures."""
-    doc = _Doc(f"Linearity report — {record['device']}", f"Site {site}".strip())
+    doc = _Doc(translate(lang, "Linearity report — {device}", device=record["device"]),
+               _site_line(lang, site), lang=lang)
+    _ = doc.tr
     _record_section(doc, record, reviews, zone)
-    rows: list[list[Any]] = [
-        ["point", "elapsed (h)", "measured (MBq)", "fit (MBq)", "deviation", "result"]
-    ]
+    rows: list[list[Any]] = [[_("point"), _("elapsed (h)"), _("measured (MBq)"), _("fit (MBq)"),
+                              _("deviation"), _("result")]]  # fmt: skip
     rows += [
-        [p["index"], f"{p.get('elapsed_s', 0) / 3600:.2f}", _fmt(p["measured_mbq"], 6),
-         _fmt(p["fit_mbq"], 6), f"{p['deviation_pct']:+.2f} %", p["result"]]
+        [p["index"], format_number(p.get("elapsed_s", 0) / 3600, doc.lang, decimals=2),
+         doc.num(p["measured_mbq"], 6), doc.num(p["fit_mbq"], 6), doc.pct(p["deviation_pct"]),
+         _code(doc, p["result"])]
         for p in record["linearity"]["points"]
     ]  # fmt: skip
     doc.table(rows, [14, 22, 32, 32, 22, 18])
@@ -463,7 +586,7 @@ def linearity_report(
 
 def monthly_summary(
     records: Sequence[dict[str, Any]], device: str, year: int, month: int, *, site: str = "",
-    zone: ZoneInfo | None = None,
+    zone: ZoneInfo | None = None, lang: str = "en",
 ) -> bytes:  # fmt: skip
     """A month of one calibrator's QC: summary table, control chart, signatures per record."""
     def in_month(r: dict[str, Any]) -> bool:
@@ -472,7 +595,8 @@ def monthly_summary(
         return (t.year, t.month) == (year, month)
 
     mine = [r for r in records if r["device"] == device and in_month(r)]
-    return qc_report(mine, site=site, zone=zone, period=f"{device}, {year}-{month:02d}")
+    return qc_report(mine, site=site, zone=zone, period=f"{device}, {month:02d}.{year}"
+                     if lang != "en" else f"{device}, {year}-{month:02d}", lang=lang)
 
 
 def audit_extract(
@@ -483,30 +607,53 @@ def audit_extract(
     zone: ZoneInfo | None = None,
     chain_ok: bool | None = None,
     reviews: Sequence[dict[str, Any]] = (),
+    lang: str = "en",
 ) -> bytes:
     """The audit trail of a period; `reviews`: signed audit-trail review records of it."""
-    doc = _Doc("Audit-trail extract", f"Site {site} — {period}".strip(" —"))
+    doc = _Doc(translate(lang, "Audit-trail extract"), _site_line(lang, site, period), lang=lang)
+    _ = doc.tr
     if chain_ok is not None:
-        doc.p("Hash chain of the audit trail: " + ("intact." if chain_ok else "BROKEN."))
-    doc.p(f"{len(items)} entries.")
-    rows: list[list[Any]] = [["time", "event", "actor", "subject", "old → new", "reason"]]
-    for item in items:
-        change = ""
-        if item.get("old") is not None or item.get("new") is not None:
-            change = f"{_short(item.get('old'))} → {_short(item.get('new'))}"
-        rows.append([_local(item["t"], zone), item.get("event", ""), item.get("actor", ""),
-                     item.get("subject", ""), change, item.get("reason") or ""])  # fmt: skip
+        doc.p(_("Hash chain of the audit trail: intact.") if chain_ok
+              else _("Hash chain of the audit trail: BROKEN."))
+    doc.p(_("Entries: {n}.", n=len(items)))
+    rows: list[list[Any]] = [[_("time"), _("event"), _("actor"), _("subject"), _("old → new"),
+                              _("reason")]]  # fmt: skip
+    rows += [[_local(doc, item["t"], zone), item.get("event", ""), item.get("actor", ""),
+              item.get("subject", ""), changes(item.get("old"), item.get("new"), doc.lang),
+              item.get("reason") or ""] for item in items]  # fmt: skip
     doc.table(rows, [28, 30, 22, 30, 40, 32])
     if reviews:
-        doc.h2("Review of this audit trail")
+        doc.h2(_("Review of this audit trail"))
         for review in reviews:
-            doc.table(_signature_rows(review, []), [18, 56, 38, 44, 26])
+            doc.table(_signature_rows(doc, review, []), [24, 40, 30, 30, 56])
+            if review.get("comment"):
+                doc.p(_("Comment: {comment}", comment=review["comment"]))
     return doc.pdf()
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = "—" if value is None else str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _plain(value: Any, lang: str) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return format_number(value, lang)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def changes(old: Any, new: Any, lang: str = "en") -> str:
+    """An audit entry's change as "field: old → new" (one line per changed field)."""
+    if old is None and new is None:
+        return ""
+    if isinstance(old, dict) or isinstance(new, dict):
+        before = old if isinstance(old, dict) else {}
+        after = new if isinstance(new, dict) else {}
+        keys = [k for k in dict.fromkeys([*before, *after]) if before.get(k) != after.get(k)]
+        return "\n".join(f"{k}: {_plain(before.get(k), lang)} → {_plain(after.get(k), lang)}"
+                         for k in keys)
+    if old is None:
+        return _plain(new, lang)
+    return f"{_plain(old, lang)} → {_plain(new, lang)}"
 
 
 __all__ = [

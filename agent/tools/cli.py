@@ -435,6 +435,8 @@ def _add_report(verbs: Any) -> None:
     report.add_argument("--to", dest="date_to", default=None,
                         help="last day, inclusive (YYYY-MM-DD) or an ISO 8601 instant")
     report.add_argument("--out", required=True, help="the PDF file to write")
+    report.add_argument("--lang", choices=["ru", "kk", "ky", "en"], default=None,
+                        help="the report's language (default: web.language, else English)")
     report.set_defaults(func=cmd_report)
 
 

@@ -59,6 +59,8 @@ def run_report(args: argparse.Namespace) -> int:
         _err("isoedge report: give -c FILE or --state-dir DIR")
         return EXIT_USAGE
     zone = config.qc.zone if config is not None else ZoneInfo("UTC")
+    lang = getattr(args, "lang", None) or (config.web.language if config is not None else None) \
+        or "en"
     site = config.agent.site if config is not None else ""
     base = Path(args.state_dir) if args.state_dir else config.agent.state_dir  # type: ignore[union-attr]
     try:
@@ -74,9 +76,9 @@ def run_report(args: argparse.Namespace) -> int:
     try:
         db_path = _state_db(base, str(db_name))
         if args.kind == "qc":
-            pdf, count = _qc(db_path, args.device, since, until, site, zone, period)
+            pdf, count = _qc(db_path, args.device, since, until, site, zone, period, lang)
         else:
-            pdf, count = _audit(db_path, args.device, since, until, site, zone, period)
+            pdf, count = _audit(db_path, args.device, since, until, site, zone, period, lang)
     except FileNotFoundError as exc:
         _err(f"isoedge report: {exc}")
         return EXIT_FAILURE
@@ -101,7 +103,7 @@ def _state_db(base: Path, name: str) -> Path:
 
 def _qc(  # noqa: PLR0917 - the report's filters
     db_path: Path, device: str | None, since: datetime | None, until: datetime | None,
-    site: str, zone: ZoneInfo, period: str,
+    site: str, zone: ZoneInfo, period: str, lang: str,
 ) -> tuple[bytes, int]:  # fmt: skip
     from agent.qc.records import read_records  # noqa: PLC0415
     from agent.qc.reports import qc_report  # noqa: PLC0415
@@ -112,12 +114,12 @@ def _qc(  # noqa: PLR0917 - the report's filters
         since=None if since is None else since.astimezone(UTC),
         until=None if until is None else until.astimezone(UTC),
     )
-    return qc_report(records, site=site, zone=zone, period=period), len(records)
+    return qc_report(records, site=site, zone=zone, period=period, lang=lang), len(records)
 
 
 def _audit(  # noqa: PLR0917
     db_path: Path, device: str | None, since: datetime | None, until: datetime | None,
-    site: str, zone: ZoneInfo, period: str,
+    site: str, zone: ZoneInfo, period: str, lang: str,
 ) -> tuple[bytes, int]:  # fmt: skip
     from agent.qc.audit import verify_chain  # noqa: PLC0415
     from agent.qc.reports import audit_extract  # noqa: PLC0415
@@ -147,5 +149,5 @@ def _audit(  # noqa: PLR0917
         ]  # fmt: skip
     reviews = [i for i in items if i.get("event") == "audit.reviewed"]
     pdf = audit_extract(items, site=site, period=period, zone=zone, chain_ok=chain_ok,
-                        reviews=reviews)  # fmt: skip
+                        reviews=reviews, lang=lang)  # fmt: skip
     return pdf, len(items)

@@ -63,7 +63,8 @@ async def test_daily_sheet_monthly_summary_and_audit_extract_show_results_and_si
     day = datetime.fromisoformat(failed["t"]).astimezone(zone).date()
     text = pdf_text(daily_sheet(records, "dc1", day, site="lab", zone=zone), tmp_path)
     assert "Daily QC sheet — dc1" in text
-    assert "constancy" in text and "background" in text
+    assert "Constancy" in text and "Background" in text
+    assert "page 1 of " in text
     assert "ACTION" in text and "PASS" in text
     assert "Tess Tech" in text and "Quinn QA" in text
     assert "performed" in text and "reviewed" in text
@@ -153,7 +154,7 @@ def test_demo_publishes_a_signed_constancy_record_and_report_qc_works(tmp_path, 
     keep_page_png(out, "qc-demo-report")
     text = pdf_text(out, tmp_path)
     assert "Dose calibrator QC records" in text
-    assert "constancy" in text and "PASS" in text
+    assert "Constancy" in text and "PASS" in text
     assert "Tess Technologist (demo)" in text and "performed" in text
     assert "CS137-DEMO-01" in text
 
