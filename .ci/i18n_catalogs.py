@@ -59,6 +59,7 @@ def template() -> Catalog:
             with path.open("rb") as handle:
                 for line, message, comments, _context in extract(
                     methods[kind], handle, keywords=KEYWORDS, comment_tags=("i18n:",),
+                    options={"parse_template_string": "true"} if kind == "javascript" else None,
                 ):
                     if not message:
                         continue

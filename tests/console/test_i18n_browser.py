@@ -1,0 +1,103 @@
+"""The console in Russian and Kazakh in headless Chromium: the page, its JavaScript, the
+language selector that remembers, a prescription typed with a decimal comma, site time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+from helpers import REPO
+from playwright.async_api import async_playwright, expect
+from test_i18n_console import agent_in
+from test_qc_console import USERS, auth
+from test_web import url
+from test_web_browser import CHROMIUM, CHROMIUM_ARGS, chromium_available  # noqa: F401 - fixture
+
+from drivers.base import Sample
+
+SHOTS = REPO / "docs" / "screenshots"
+UI_TIMEOUT_MS = 30_000
+
+
+async def test_console_in_russian_then_kazakh_with_a_decimal_comma(
+    tmp_path: Path, mosquitto, chromium_available,  # noqa: F811 - the fixture
+):
+    console_errors: list[str] = []
+    async with agent_in(tmp_path, mosquitto.url) as (agent, session):
+        agent.pipeline.process(Sample(
+            device="dosecal-1", channel="vial", value=405.0694, unit="MBq", nuclide="F-18",
+            t=dt.datetime.now(dt.UTC), raw_text="F-18  405.069 MBq",
+        ))
+        async with async_playwright() as pw:
+            context = await pw.chromium.launch_persistent_context(
+                str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
+                args=[*CHROMIUM_ARGS, "--lang=ru-RU"], locale="ru-RU",
+                http_credentials={"username": "quinn", "password": USERS["quinn"][2]},
+                viewport={"width": 1024, "height": 900},
+            )
+            try:
+                page = context.pages[0] if context.pages else await context.new_page()
+                page.set_default_timeout(UI_TIMEOUT_MS)
+                page.on("console", lambda m: console_errors.append(m.text)
+                        if m.type == "error" else None)  # fmt: skip
+                page.on("pageerror", lambda e: console_errors.append(str(e)))
+                await page.goto(agent.web.url)
+                # The browser says ru-RU: the page and its JavaScript are in Russian.
+                assert await page.get_attribute("html", "lang") == "ru"
+                await expect(page.locator("nav a[data-tab=audit]")).to_have_text("Журнал аудита")
+                await expect(page.locator("#release-bar .release-state").first).to_have_text(
+                    "НЕ ДОПУЩЕН")
+                await expect(page.locator("#stream-state")).to_have_text("онлайн")
+                # Site time with the zone's name (Asia/Almaty), the number with a comma.
+                card = page.locator("#dosecal .card").first
+                await expect(card).to_contain_text("Asia/Almaty")
+                await expect(card.locator(".measured")).to_have_text(re.compile(r"^405,\d+$"))
+                await page.screenshot(path=str(SHOTS / "console-overview-ru.png"))
+
+                # A prescription typed as a Russian speaker types it: 370,5 MBq.
+                await page.click("nav a[data-tab=prescriptions]")
+                await page.fill("#rx-id", "ORD-1")
+                await page.fill("#rx-nuclide", "F-18")
+                await page.fill("#rx-activity", "370,5")
+                scheduled = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
+                local = scheduled.astimezone(agent.config.qc.zone)
+                await page.fill("#rx-scheduled", local.strftime("%Y-%m-%dT%H:%M:%S"))
+                await page.click("#rx-save")
+                row = page.locator('#rx-table tr[data-rx="ORD-1"]')
+                await expect(row).to_contain_text("370,5")
+                # Entered in site time, shown in site time with its zone, stored in UTC.
+                await expect(row).to_contain_text(local.strftime("%d.%m.%Y %H:%M:%S") +
+                                                  " Asia/Almaty")
+                async with session.get(url(agent, "/api/prescriptions/ORD-1"),
+                                       headers=auth("quinn")) as r:
+                    stored = (await r.json())["prescription"]
+                assert stored["activity_mbq"] == 370.5  # never 3705
+                at = dt.datetime.fromisoformat(stored["scheduled"])
+                assert abs((at - scheduled).total_seconds()) < 1
+                await page.screenshot(path=str(SHOTS / "console-prescriptions-ru.png"))
+
+                await switch_to_kazakh(page)
+            finally:
+                await context.close()
+    assert not console_errors, console_errors
+
+
+async def switch_to_kazakh(page) -> None:
+    """The header's selector: Kazakh, remembered across a reload."""
+    await page.select_option("#lang-select", "kk")
+    await page.wait_for_function("document.documentElement.lang === 'kk'")
+    await expect(page.locator("nav a[data-tab=prescriptions]")).to_have_text(
+        "Тағайындаулар")
+    await page.reload()
+    assert await page.get_attribute("html", "lang") == "kk"
+    await expect(page.locator("#release-bar .release-state").first).to_have_text(
+        "РҰҚСАТ ЖОҚ")
+    await page.click("nav a[data-tab=prescriptions]")
+    await expect(page.locator('#rx-table tr[data-rx="ORD-1"] button.rx-arm')
+                 ).to_have_text("Қазір өлшеу")  # fmt: skip
+    await page.screenshot(path=str(SHOTS / "console-prescriptions-kk.png"))
+    await page.click("nav a[data-tab=qc]")
+    await expect(page.locator("#qc-start button[data-test=background]")).to_have_text(
+        "Фон (күнделікті)")
+    await page.screenshot(path=str(SHOTS / "console-qc-kk.png"))
