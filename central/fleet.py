@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from aiohttp import web
 
+from agent.core.i18n import Language, catalog_json, choose, negotiate, render_page
 from central.auth import Authenticator
 from central.completeness import report
 from central.config import IngestConfig
@@ -148,6 +149,25 @@ class FleetData:
 Selection = tuple[str, str, str, str | None, datetime, datetime]
 
 
+def _language(request: web.Request) -> Language:
+    """The page's language: the selector's cookie, else the browser's, else English."""
+    return choose(request.cookies.get("isoedge_lang"),
+                  negotiate(request.headers.get("Accept-Language")))
+
+
+async def _index(request: web.Request) -> web.StreamResponse:
+    lang = _language(request)
+    return web.Response(text=render_page(STATIC / "fleet.html", lang, None),
+                        content_type="text/html", charset="utf-8",
+                        headers={"Content-Language": lang, "Cache-Control": "no-store"})
+
+
+async def _catalog(request: web.Request) -> web.Response:
+    """GET /api/i18n: the JavaScript's catalog."""
+    return web.json_response(catalog_json(choose(request.query.get("lang"), _language(request)),
+                                          None))
+
+
 def create_app(config: IngestConfig, registry: KeyRegistry,
                consumer: Consumer | None = None) -> web.Application:
     """The aiohttp application of the fleet page."""
@@ -160,8 +180,6 @@ def create_app(config: IngestConfig, registry: KeyRegistry,
         async with asyncio.timeout(QUERY_TIMEOUT_S):
             return await asyncio.to_thread(fn, *args)
 
-    async def index(_request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(STATIC / "fleet.html")
 
     async def fleet(_request: web.Request) -> web.Response:
         return web.json_response(await run(data.snapshot))
@@ -210,8 +228,9 @@ def create_app(config: IngestConfig, registry: KeyRegistry,
             "envelopes_stored": stats.new_envelopes if stats else None,
         }, status=200 if ok else 503)
 
-    app.router.add_get("/", index)
+    app.router.add_get("/", _index)
     app.router.add_get("/api/fleet", fleet)
+    app.router.add_get("/api/i18n", _catalog)
     app.router.add_get("/api/readings", readings)
     app.router.add_get("/export.csv", export)
     app.router.add_get("/healthz", healthz)

@@ -8,10 +8,7 @@ the sentence a person reads, is translated.
 
 from __future__ import annotations
 
-import functools
-import html
 import json
-import re
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -21,21 +18,15 @@ from aiohttp.typedefs import Middleware
 
 from agent.console.auth import PRINCIPAL_KEY, Principal
 from agent.core.i18n import (
-    LANGUAGE_NAMES,
-    LANGUAGES,
     Language,
+    catalog_json,
     choose,
-    formats,
     gettext,
-    messages,
     negotiate,
-    zone_offsets,
+    render_page,
 )
 
 if TYPE_CHECKING:
-    from pathlib import Path
-    from zoneinfo import ZoneInfo
-
     from agent.console.settings import WebSection
 
 LANG_COOKIE = "isoedge_lang"
@@ -44,7 +35,6 @@ _FIRST_ERROR_STATUS = 400
 _CODE_PARAMS = frozenset({"role", "state", "result", "meaning"})
 LANG_KEY: web.RequestKey[str] = web.RequestKey("isoedge_lang", str)
 SECTION_KEY: web.RequestKey[Any] = web.RequestKey("isoedge_web_section", object)
-_MARK = re.compile(r'\{\{\s*_\("((?:[^"\\]|\\.)*)"\)\s*\}\}')
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -132,30 +122,5 @@ def middleware(section: WebSection) -> Middleware:
     return i18n_middleware
 
 
-@functools.lru_cache(maxsize=4)
-def _template(path: Path) -> str:
-    return path.read_text(encoding="utf-8")
-
-
-def render_page(path: Path, lang: Language, zone: ZoneInfo) -> str:
-    """An HTML page with its `{{ _("…") }}` marks translated into `lang`."""
-    text = _template(path)
-    options = "".join(
-        f'<option value="{code}"{" selected" if code == lang else ""} lang="{code}">'
-        f"{html.escape(LANGUAGE_NAMES[code])}</option>"
-        for code in LANGUAGES
-    )
-    text = _MARK.sub(lambda m: html.escape(gettext(lang, m.group(1).replace('\\"', '"'))), text)
-    return (text.replace("{{ lang }}", lang).replace("{{ zone }}", html.escape(zone.key or "UTC"))
-            .replace("{{ language_options }}", options))
-
-
-def catalog_json(lang: Language, zone: ZoneInfo) -> dict[str, Any]:
-    """GET /api/i18n: what the JavaScript formats and translates with."""
-    return {
-        "lang": lang,
-        "languages": {code: LANGUAGE_NAMES[code] for code in LANGUAGES},
-        "messages": messages(lang),
-        "formats": formats(lang).as_dict(),
-        "zone": {"name": zone.key or "UTC", "offsets": zone_offsets(zone)},
-    }
+__all__ = ["LANG_COOKIE", "catalog_json", "fail", "language_for", "language_of", "middleware",
+           "render_page"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import gettext as _gettext
+import html
 import io
 import math
 import re
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
+
+_MARK = re.compile(r'\{\{\s*_\("((?:[^"\\]|\\.)*)"\)\s*\}\}')
 
 Language = Literal["ru", "kk", "ky", "en"]
 LANGUAGES: tuple[Language, ...] = ("ru", "kk", "ky", "en")
@@ -285,3 +288,34 @@ def zone_offsets(zone: ZoneInfo, start_year: int = 1990, end_year: int = 2045) -
             current = value
         t = nxt
     return tuple(changes)
+
+
+# --------------------------------------------------------------------- pages
+@functools.lru_cache(maxsize=4)
+def _template(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def render_page(path: Path, lang: Language, zone: ZoneInfo | None) -> str:
+    """An HTML page with its `{{ _("…") }}` marks translated into `lang`."""
+    text = _template(path)
+    options = "".join(
+        f'<option value="{code}"{" selected" if code == lang else ""} lang="{code}">'
+        f"{html.escape(LANGUAGE_NAMES[code])}</option>"
+        for code in LANGUAGES
+    )
+    text = _MARK.sub(lambda m: html.escape(gettext(lang, m.group(1).replace('\\"', '"'))), text)
+    return (text.replace("{{ lang }}", lang).replace("{{ zone }}", html.escape(zone_label(zone)))
+            .replace("{{ language_options }}", options))
+
+
+def catalog_json(lang: Language, zone: ZoneInfo | None) -> dict[str, Any]:
+    """What a page's JavaScript formats and translates with (GET /api/i18n)."""
+    return {
+        "lang": lang,
+        "languages": {code: LANGUAGE_NAMES[code] for code in LANGUAGES},
+        "messages": messages(lang),
+        "formats": formats(lang).as_dict(),
+        "zone": {"name": zone_label(zone),
+                 "offsets": zone_offsets(zone) if zone is not None else ((0, 0),)},
+    }

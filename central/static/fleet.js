@@ -2,7 +2,17 @@
 const $ = (id) => document.getElementById(id);
 const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 const badge = (text, cls) => `<span class="badge ${esc(cls)}">${esc(text)}</span>`;
-const when = (t) => (t ? new Date(t).toLocaleString() : "–");
+const when = (t) => (t ? new Date(t).toLocaleString(I18N.lang) : "–");
+
+// The catalog (GET /api/i18n) in the page's language; "{name}" placeholders from `params`.
+const I18N = { lang: document.documentElement.lang || "en", messages: {} };
+function _(msgid, params) {
+  const text = I18N.messages[msgid] || msgid;
+  return params ? text.replace(/\{(\w+)\}/g, (m, k) => (k in params ? String(params[k]) : m)) : text;
+}
+function N_(msgid) { return msgid; }
+const CODE_TEXTS = [N_("online"), N_("offline"), N_("ok"), N_("broken"), N_("gap"), N_("pass"),
+  N_("fail"), N_("action")];
 let devicesKey = "";
 
 function localInput(date) {
@@ -12,19 +22,20 @@ function localInput(date) {
 
 function renderAgents(agents) {
   $("agents").querySelector("tbody").innerHTML = agents.map((a) => {
-    const gaps = a.gaps.length === 0 ? badge("none", "ok") : a.gaps.map(([lo, hi]) => {
+    const gaps = a.gaps.length === 0 ? badge(_("none"), "ok") : a.gaps.map(([lo, hi]) => {
       const permanent = a.permanent_gaps.some(([p, q]) => p === lo && q === hi);
-      return badge(`${lo}..${hi}${permanent ? " permanent" : ""}`, permanent ? "bad" : "warn");
+      return badge(permanent ? _("{range} permanent", { range: `${lo}..${hi}` }) : `${lo}..${hi}`,
+        permanent ? "bad" : "warn");
     }).join(" ");
     const devices = Object.entries(a.devices || {}).map(([id, d]) => `${esc(id)}: ${esc(d.state)}`).join("<br>");
     return `<tr data-agent="${esc(a.site)}/${esc(a.agent)}">
       <td>${esc(a.site)}</td><td>${esc(a.agent)}</td>
-      <td>${badge(a.state, a.online ? "online" : "offline")}</td>
+      <td>${badge(_(a.state), a.online ? "online" : "offline")}</td>
       <td>${when(a.last_seen)}</td>
       <td>${a.first_seq == null ? "–" : `${a.first_seq}..${a.last_seq}`}</td>
       <td>${a.backlog == null ? "–" : a.backlog}</td>
       <td>${a.envelopes}</td><td>${a.readings}</td>
-      <td class="gaps">${gaps}</td><td>${badge(a.chain, a.chain === "ok" ? "ok" : "broken")}</td>
+      <td class="gaps">${gaps}</td><td>${badge(_(a.chain), a.chain === "ok" ? "ok" : "broken")}</td>
       <td>${devices || "–"}</td></tr>`;
   }).join("");
 }
@@ -32,16 +43,16 @@ function renderAgents(agents) {
 function renderAlerts(alerts) {
   $("no-alerts").hidden = alerts.length > 0;
   $("alerts").querySelector("tbody").innerHTML = alerts.map((a) => `<tr>
-    <td>${badge(a.kind, a.kind === "gap" ? "warn" : "bad")}</td><td>${esc(a.site)}/${esc(a.agent)}</td>
+    <td>${badge(_(a.kind), a.kind === "gap" ? "warn" : "bad")}</td><td>${esc(a.site)}/${esc(a.agent)}</td>
     <td>${esc(a.message)}</td><td>${a.count}</td><td>${when(a.raised)}</td></tr>`).join("");
 }
 
 function renderCalibrators(cals) {
   $("no-calibrators").hidden = cals.length > 0;
   $("calibrators").querySelector("tbody").innerHTML = cals.map((c) => {
-    const tests = Object.entries(c.tests).map(([test, r]) => `${esc(test)}: ${badge(r.result, r.result === "pass" ? "ok" : "bad")} <span class="muted">${when(r.t)}</span>`).join("<br>");
+    const tests = Object.entries(c.tests).map(([test, r]) => `${esc(test)}: ${badge(_(r.result), r.result === "pass" ? "ok" : "bad")} <span class="muted">${when(r.t)}</span>`).join("<br>");
     return `<tr><td>${esc(c.site)}/${esc(c.agent)}</td><td>${esc(c.device)}</td>
-      <td>${badge(c.release === "released" ? "released" : "on hold", c.release)}</td>
+      <td>${badge(c.release === "released" ? _("released") : _("ON HOLD"), c.release)}</td>
       <td>${esc(c.reason || "")}</td><td>${tests || "–"}</td></tr>`;
   }).join("");
 }
@@ -73,11 +84,11 @@ async function plot() {
   const params = selection();
   $("csv").href = `/export.csv?${params}`;
   const res = await fetch(`/api/readings?${params}`);
-  if (!res.ok) { $("plot-info").textContent = `error ${res.status}`; return; }
+  if (!res.ok) { $("plot-info").textContent = _("error {status}", { status: res.status }); return; }
   const data = await res.json();
   const pts = data.points.filter((p) => p[1] !== null).map((p) => [Date.parse(p[0]), p[1]]);
   const svg = $("plot");
-  if (pts.length === 0) { svg.innerHTML = ""; $("plot-info").textContent = "No readings in this range."; return; }
+  if (pts.length === 0) { svg.innerHTML = ""; $("plot-info").textContent = _("No readings in this range."); return; }
   const [W, H, L, B] = [900, 300, 60, 30];
   const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
   const [x0, x1] = [Math.min(...xs), Math.max(...xs) || 1];
@@ -94,7 +105,7 @@ async function plot() {
     <text x="${W - 80}" y="${H - 8}">${esc(new Date(x1).toLocaleTimeString())}</text>
     <text x="${L + 6}" y="24">${esc(unit)}</text>
     <path class="line" d="${d}"/>`;
-  $("plot-info").textContent = `${data.points.length} readings${data.truncated ? " (truncated)" : ""}, ${unit}`;
+  $("plot-info").textContent = `${_("{n} readings", { n: data.points.length })}${data.truncated ? ` ${_("(truncated)")}` : ""}, ${unit}`;
 }
 
 async function refresh() {
@@ -106,9 +117,9 @@ async function refresh() {
     renderAlerts(data.alerts);
     renderCalibrators(data.calibrators);
     renderDevices(data.devices);
-    $("updated").textContent = `updated ${new Date(data.t).toLocaleTimeString()}`;
+    $("updated").textContent = _("updated {time}", { time: new Date(data.t).toLocaleTimeString(I18N.lang) });
   } catch (err) {
-    $("updated").textContent = `cannot load: ${err.message}`;
+    $("updated").textContent = _("cannot load: {reason}", { reason: err.message });
   }
 }
 
@@ -116,5 +127,11 @@ $("to").value = localInput(new Date(Date.now() + 60000));
 $("from").value = localInput(new Date(Date.now() - 3600000));
 $("query").addEventListener("submit", (e) => { e.preventDefault(); plot(); });
 $("device").addEventListener("change", plot);
-refresh();
-setInterval(refresh, 3000);
+$("lang-select").addEventListener("change", (e) => {
+  document.cookie = `isoedge_lang=${encodeURIComponent(e.target.value)}; path=/; max-age=31536000; SameSite=Strict`;
+  location.reload();
+});
+fetch(`/api/i18n?lang=${encodeURIComponent(I18N.lang)}`).then((r) => r.json())
+  .then((c) => { I18N.messages = c.messages || {}; })
+  .catch(() => {})
+  .finally(() => { refresh(); setInterval(refresh, 3000); });

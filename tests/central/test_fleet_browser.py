@@ -98,7 +98,7 @@ def test_fleet_page_shows_agents_gaps_alerts_calibrators_plot_and_exports_csv(  
             cal = page.locator("#calibrators tbody tr")
             expect(cal).to_have_count(2)
             expect(cal.nth(0)).to_contain_text("released")
-            expect(cal.nth(1)).to_contain_text("on hold")
+            expect(cal.nth(1)).to_contain_text("ON HOLD")
             expect(cal.nth(1)).to_contain_text("constancy not passed")
             page.select_option("#device", "north|edge-n1|dc-1|activity")
             page.click("#query button")
@@ -113,6 +113,18 @@ def test_fleet_page_shows_agents_gaps_alerts_calibrators_plot_and_exports_csv(  
             assert lines[0] == "t,site,agent,device,channel,value,unit,quality,nuclide,id,seq"
             assert len(lines) == 301
             assert all(",north,edge-n1,dc-1,activity," in line for line in lines[1:])
+            # The page in Kyrgyz (the browser's language), its JavaScript too.
+            ky = browser.new_context(
+                http_credentials={"username": "physicist", "password": PASSWORD},
+                locale="ky-KG", extra_http_headers={"Accept-Language": "ky-KG,ky;q=0.9"})
+            ky_page = ky.new_page()
+            ky_page.goto(f"http://127.0.0.1:{port}/")
+            assert ky_page.get_attribute("html", "lang") == "ky"
+            expect(ky_page.locator("h2").first).to_have_text("Агенттер")
+            expect(ky_page.locator('#agents tr[data-agent="north/edge-n1"] .gaps')).to_have_text(
+                "жок", timeout=15_000)
+            expect(ky_page.locator("#calibrators tbody tr").nth(1)).to_contain_text("УРУКСАТ ЖОК")
+            ky.close()
             assert errors == []
             browser.close()
         ids = {line.split(",")[9] for line in lines[1:]}
