@@ -42,6 +42,7 @@ class DeviceView:
     description: str | None
     state: str
     detail: str | None
+    timeout_s: float = 3.0  # the driver's answer timeout: silent longer than this is offline
 
 
 @dataclass(frozen=True, slots=True)

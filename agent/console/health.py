@@ -6,8 +6,9 @@
 - the outbox is not over its quota (`high` or `full`: acquisition is being paused);
 - the state directory's disk has its reserve free (`outbox.min_free_mb`) and no write is
   failing for lack of space (`disk` check: `high` or `full`, acquisition is being paused);
-- no enabled device has been out of `online`/`degraded` (offline, connecting, paused) for
-  longer than `web.health_device_grace_s`.
+- no enabled device is out of `online`/`degraded` (offline, connecting, paused) with its last
+  good reading older than `web.health_device_grace_s` (counted from that reading, so a device
+  whose reconnect attempts keep changing its state is still counted from when it went silent).
 
 A broker that is down is *not* unhealthy on its own: the outbox buffers, and that is the design.
 It is reported (`publishing: false`) so a monitor can still see it.
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from agent.core.states import HEALTHY_STATES
 
 if TYPE_CHECKING:
+    from agent.acquisition.state import DeviceHealth
     from agent.console.backend import ConsoleBackend
 
 
@@ -76,12 +78,21 @@ def check_health(
     devices: dict[str, Any] = {}
     for device in backend.devices():
         health = backend.live.devices.get(device.id)
-        since = health.since if health is not None else backend.started_at
-        duration = max(0.0, now - since)
-        devices[device.id] = {"state": device.state, "for_s": round(duration, 1)}
+        # Counted from the last good reading (reconnect attempts change the state, not this).
+        age = last_reading_age(health)
+        duration = max(0.0, now - backend.started_at) if age is None else age
+        devices[device.id] = {"state": device.state, "for_s": round(duration, 1),
+                              "last_reading_age_s": None if age is None else round(age, 1)}
         if device.state not in HEALTHY_STATES and duration > device_grace_s:
             detail = f" ({device.detail})" if device.detail else ""
             report.fail(f"device {device.id} {device.state} for {duration:.0f} s{detail}")
     report.checks["devices"] = devices
     report.checks["device_grace_s"] = device_grace_s
     return report
+
+
+def last_reading_age(health: DeviceHealth | None) -> float | None:
+    """Seconds since the device's last good reading (None: none yet)."""
+    if health is None or health.last_reading_monotonic is None:
+        return None
+    return max(0.0, time.monotonic() - health.last_reading_monotonic)

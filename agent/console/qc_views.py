@@ -26,8 +26,10 @@ from aiohttp import web
 from agent.console.auth import Principal, principal_of
 from agent.console.i18n import fail, language_of
 from agent.core.i18n import format_datetime, parse_decimal
+from agent.physics.units import ACTIVITY_TO_MBQ
 from agent.qc.alerts import AlertError, UnknownAlertError
 from agent.qc.manager import QCError
+from agent.qc.plausibility import implausible
 from agent.qc.signatures import SignatureError
 
 if TYPE_CHECKING:
@@ -544,10 +546,13 @@ class QCViews:
                   field="activity", example="370,5")
         scheduled = _time(text_field(body, "scheduled", required=True), "scheduled")
         assert scheduled is not None  # noqa: S101 - required above
+        unit = text_field(body, "unit") or "MBq"
+        reason = self._plausible(body, text_field(body, "nuclide", required=True, limit=40),
+                                 activity, unit, reason)
         try:
             rx = dosage.add_prescription(
                 ident, text_field(body, "nuclide", required=True, limit=40), float(activity),
-                text_field(body, "unit") or "MBq", scheduled,
+                unit, scheduled,
                 device=text_field(body, "device", limit=200) or None,
                 note=text_field(body, "note"), actor=actor, reason=reason,
                 replace=rx_id is not None,
@@ -557,6 +562,27 @@ class QCViews:
             _fail(str(exc), status)
         log.info("prescription saved", prescription=rx.id, user=actor, auth=principal.method)
         return _json({"prescription": rx.to_dict()}, status=200 if rx_id else 201)
+
+    def _plausible(self, body: dict[str, Any], nuclide: str, activity: float, unit: str,
+                   reason: str) -> str:  # fmt: skip
+        """The audit reason; 409 `implausible_activity` until one beyond the range is confirmed."""
+        factor = ACTIVITY_TO_MBQ.get(unit)
+        if factor is None:
+            return reason  # the dosage check refuses the unit with its own message
+        limit = implausible(nuclide, activity * factor, self.desk.config.activity_limits)
+        if limit is None:
+            return reason
+        confirmation = text_field(body, "confirm_reason")
+        shown, low, high = f"{activity * factor:g}", f"{limit.min_mbq:g}", f"{limit.max_mbq:g}"
+        if body.get("confirm_implausible") is not True or not confirmation:
+            _fail("{activity} MBq is outside the plausible range for {nuclide} ({low}-{high} "
+                  "MBq): check the value, or confirm it with a reason", web.HTTPConflict,
+                  code="implausible_activity",
+                  fields={"min_mbq": limit.min_mbq, "max_mbq": limit.max_mbq},
+                  activity=shown, nuclide=nuclide, low=low, high=high)
+        note = (f"activity {activity * factor:g} MBq beyond the plausible "
+                f"{limit.min_mbq:g}-{limit.max_mbq:g} MBq for {nuclide}, confirmed: {confirmation}")
+        return f"{reason}; {note}" if reason else note
 
     async def delete_prescription(self, request: web.Request) -> web.Response:
         """DELETE /api/prescriptions/{id} `{"reason"}`: withdraw it (audited)."""
@@ -582,6 +608,13 @@ class QCViews:
         if device not in {d.id for d in self.backend.devices()}:
             _fail("no device {id}", web.HTTPNotFound, id=repr(device))
         by = principal.name or text_field(body, "name", required=True, limit=200)
+        if device in self.desk.devices and self.desk.release(device).get("release") != "released":
+            # No patient dose is measured on a held calibrator (docs/qa-guide.md).
+            status = self.desk.release(device)
+            _fail("{device} is ON HOLD ({reason}): measure this dose on a released calibrator",
+                  web.HTTPConflict, code="calibrator_on_hold",
+                  fields={"release": status.get("release"), "since": status.get("since")},
+                  device=device, reason=status.get("reason") or "")
         try:
             self.backend.dosage.arm_prescription(device, request.match_info["rx_id"], by)
         except KeyError:

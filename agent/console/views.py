@@ -14,9 +14,10 @@ import structlog
 from aiohttp import web
 
 from agent.console.auth import principal_of
-from agent.console.health import check_health
+from agent.console.health import check_health, last_reading_age
 from agent.console.i18n import catalog_json, fail, language_for, language_of, render_page
 from agent.console.metrics import Metrics, Scrape
+from agent.core.states import HEALTHY_STATES
 from agent.qc.alerts import Alert
 from agent.qc.audit import AuditLog
 
@@ -72,10 +73,20 @@ class Views:
         """Health of every supervised device, as the page shows it."""
         out = []
         for device in self.backend.devices():
-            health = self.backend.live.device(device.id, device.type).as_dict()
+            live = self.backend.live.device(device.id, device.type)
+            health = live.as_dict()
+            health["link_state"] = device.state
             health["state"] = device.state
             health["detail"] = device.detail
             health["description"] = device.description
+            health["timeout_s"] = device.timeout_s
+            # Silent past its answer timeout, a device is offline whatever its reconnect
+            # attempts say ("connecting" every few seconds); its last values are stale.
+            age = last_reading_age(live)
+            silent = (time.time() - self.backend.started_at) if age is None else age
+            if device.state not in HEALTHY_STATES and silent > device.timeout_s:
+                health["state"] = "offline"
+            health["stale"] = health["state"] not in HEALTHY_STATES
             out.append(health)
         return out
 

@@ -31,6 +31,7 @@ from agent.core.settings import StrictSection
 from agent.core.zones import site_zone
 from agent.physics.units import ACTIVITY_TO_MBQ
 from agent.qc.config import IdStr, NonNegative, Positive, _activity_unit, _aware, _nuclide
+from agent.qc.plausibility import ActivityLimit
 
 TestKind = Literal["constancy", "accuracy", "linearity", "geometry", "background"]
 TEST_KINDS: tuple[TestKind, ...] = ("constancy", "accuracy", "linearity", "geometry", "background")
@@ -318,6 +319,11 @@ class QCSection(StrictSection):
     )
     signing: SigningPolicy = Field(default_factory=SigningPolicy)
     calibrators: list[CalibratorProgramme] = Field(default_factory=list)
+    activity_limits: dict[str, ActivityLimit] = Field(
+        default_factory=dict,
+        description="Plausible activity of one administration per nuclide (MBq); a prescription "
+        "beyond it needs a confirmation with a reason. Unset nuclides use wide shipped bounds.",
+    )
 
     @field_validator("timezone")
     @classmethod

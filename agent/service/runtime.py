@@ -597,7 +597,8 @@ class RuntimeConsoleBackend:
         """Every supervised device, sorted by id."""
         return [
             DeviceView(id=device_id, type=sup.config.type, description=sup.config.description,
-                       state=sup.state.value, detail=sup.detail)
+                       state=sup.state.value, detail=sup.detail,
+                       timeout_s=sup.config.timeout_s)
             for device_id, sup in sorted(self._agent.supervisors.items())
         ]
 

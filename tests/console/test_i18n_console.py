@@ -118,3 +118,35 @@ async def test_a_decimal_comma_is_stored_as_a_decimal(tmp_path, mosquitto):
         assert r.status == 201, answer
         assert answer["prescription"]["activity_mbq"] == 370.5  # never 3705
         assert USERS["rita"][0] == "radiopharmacist"
+
+
+async def test_an_implausible_activity_needs_a_reason_and_a_held_calibrator_cannot_be_armed(
+        tmp_path, mosquitto):
+    async with agent_in(tmp_path, mosquitto.url) as (agent, session):
+        scheduled = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        body = {"id": "RX-3", "nuclide": "F-18", "activity": "3705", "unit": "MBq",
+                "scheduled": scheduled, "device": CAL}
+        rx_url = url(agent, "/api/prescriptions")
+        async with session.post(rx_url, json=body,
+                                headers={**auth("quinn"), "Accept-Language": "en"}) as r:
+            answer = await r.json()
+        assert r.status == 409
+        assert answer["code"] == "implausible_activity"
+        assert answer["max_mbq"] == 800
+        assert "outside the plausible range for F-18 (20-800 MBq)" in answer["error"]
+        confirmed = {**body, "confirm_implausible": True,
+                     "confirm_reason": "two patients from one syringe (SOP 12)"}
+        async with session.post(rx_url, json=confirmed, headers=auth("rita")) as r:
+            assert r.status == 201, await r.json()
+        async with session.get(url(agent, "/api/audit?subject=prescription/RX-3"),
+                               headers=auth("quinn")) as r:
+            rows = (await r.json())["rows"]
+        assert any("two patients from one syringe" in (row.get("reason") or "") for row in rows)
+        # The calibrator is on hold at the start of the day: "Measure now" is refused.
+        async with session.post(url(agent, "/api/prescriptions/RX-3/arm"), json={"device": CAL},
+                                headers={**auth("tess"), "Accept-Language": "ru"}) as r:
+            answer = await r.json()
+        assert r.status == 409
+        assert answer["code"] == "calibrator_on_hold"
+        assert answer["release"] == "on_hold"
+        assert answer["error"].startswith("dosecal-1 НЕ ДОПУЩЕН")

@@ -187,9 +187,11 @@ async def test_qa_day_in_the_browser(tmp_path, mosquitto, chromium_available):
     finally:
         collector.stop()
         await sim.stop()
-    # The one refused request is the wrong password (403); nothing else failed in the page.
+    # The refused requests are the wrong password (403) and the test's own attempt to arm a
+    # prescription on the held calibrator (409); nothing else failed in the page.
     assert console_errors == [
-        "Failed to load resource: the server responded with a status of 403 (Forbidden)"
+        "Failed to load resource: the server responded with a status of 403 (Forbidden)",
+        "Failed to load resource: the server responded with a status of 409 (Conflict)",
     ]
     published = qc_published()
     assert [(i["test"], i.get("record"), i["result"]) for i in published] == [
@@ -326,9 +328,7 @@ async def qa_review(qa, agent) -> None:
 async def held_dosage(rx_page, agent, sim: DoseCalibratorSimulator) -> None:
     """The radiopharmacist enters a prescription; the dose measured now is flagged."""
     await rx_page.goto(url(agent, "/#prescriptions"))
-    now_local = await rx_page.evaluate(
-        "() => { const d = new Date(); return new Date(d.getTime() - d.getTimezoneOffset()"
-        " * 60e3).toISOString().slice(0, 19); }")
+    now_local = await rx_page.evaluate("() => siteInput(Date.now())")  # site time
     await rx_page.fill("#rx-id", "RX-2026-0042")
     await rx_page.fill("#rx-nuclide", "F-18")
     await rx_page.fill("#rx-activity", "370")
@@ -337,19 +337,28 @@ async def held_dosage(rx_page, agent, sim: DoseCalibratorSimulator) -> None:
     await rx_page.click("#rx-save")
     rx_row = rx_page.locator('#rx-table tr[data-rx="RX-2026-0042"]')
     await expect(rx_row).to_have_count(1)
-    await rx_row.locator("button.rx-arm").click()
+    # "Measure now" is blocked while the calibrator is on hold, on the page and in the API.
+    await expect(rx_row.locator("button.rx-arm")).to_be_disabled()
+    await expect(rx_row.locator(".rx-held")).to_contain_text("ON HOLD")
+    refused = await rx_page.evaluate(
+        """async (device) => { const r = await fetch('/api/prescriptions/RX-2026-0042/arm', {
+             method: 'POST', headers: {'Content-Type': 'application/json'},
+             body: JSON.stringify({device})}); return [r.status, await r.json()]; }""", CAL)
+    assert refused[0] == 409 and refused[1]["code"] == "calibrator_on_hold", refused
+    # A dose measured anyway (no button needed) is flagged wherever it appears.
     sim.set_qc_fault("gain_drift", on=False)
     sim.place_source("F-18", 370.0)
     held = rx_page.locator('#dispensing-table tr[data-rx="RX-2026-0042"]')
     await expect(held).to_have_count(1)
     await expect(held.locator(".dispensing-release")).to_contain_text("ON HOLD")
     await expect(held).to_have_class("held")
+    await expect(rx_row.locator(".rx-last")).to_contain_text("ON HOLD")
     await rx_page.screenshot(path=_shots("qa-day-prescriptions.png"), full_page=True)
     alerts = {(a.rule, a.severity) for a in agent.alerts.open_alerts()}
     assert ("qc.held-calibrator-dosage", "critical") in alerts
     dispensing = await agent.qc.dispensing("RX-2026-0042")
     assert dispensing[0]["calibrator_release"] == "on_hold"
-    assert dispensing[0]["who"] == "rita"
+    assert dispensing[0]["who"].startswith("unattended")  # nobody could arm it: it was held
     # The live view flags every activity reading of the held calibrator.
     await rx_page.click('nav a[data-tab="overview"]')
     await expect(rx_page.locator(f'.dosecal[data-device="{CAL}"] .held-flag')).to_contain_text(

@@ -176,6 +176,8 @@ async function api(path, options) {
     const message = (body && body.error) || `${response.status} ${response.statusText}`;
     const error = new Error(message);
     error.status = response.status;
+    error.code = body && body.code;
+    error.body = body;
     throw error;
   }
   return body;
@@ -215,6 +217,8 @@ function renderHealth(snapshot) {
   banner.textContent = health.reasons.join("; ");
 
   if (window.IsoQC) window.IsoQC.onHealth(snapshot);
+  state.deviceHealth = new Map(snapshot.devices.map((d) => [d.device, d]));
+  renderReadings();
   const body = $("#devices tbody");
   body.replaceChildren(...snapshot.devices.map((d) => el("tr", { "data-device": d.device },
     el("td", {}, d.device, d.description ? el("div", { class: "muted small" }, d.description) : null),
@@ -252,22 +256,33 @@ function renderReadings() {
   const body = $("#readings tbody");
   const items = [...state.latest.values()].sort((a, b) =>
     a.device.localeCompare(b.device) || a.channel.localeCompare(b.channel));
-  body.replaceChildren(...items.map((r) => el("tr",
-    { "data-key": `${r.device}/${r.channel}`, class: `quality-${r.quality}` },
-    el("td", {}, r.device),
-    el("td", {}, r.channel),
-    el("td", { class: "num value" }, fmtValue(r.value, r.resolution)),
-    el("td", {}, fmtUnit(r.unit)),
-    el("td", { title: r.reason || "" }, _(r.quality), r.reason ? ` (${r.reason})` : ""),
-    el("td", {}, fmtTime(r.t)),
-  )));
+  body.replaceChildren(...items.map((r) => {
+    const stale = staleness(r.device);
+    return el("tr",
+      { "data-key": `${r.device}/${r.channel}`, class: `quality-${r.quality}${stale ? " stale" : ""}` },
+      el("td", {}, r.device),
+      el("td", {}, r.channel),
+      el("td", { class: "num value" }, fmtValue(r.value, r.resolution)),
+      el("td", {}, fmtUnit(r.unit)),
+      el("td", { title: r.reason || "", class: "quality" }, stale ? pill(stale, "stale")
+        : [_(r.quality), r.reason ? ` (${r.reason})` : ""].join("")),
+      el("td", {}, fmtTime(r.t)));
+  }));
   renderDoseCalibrator(items.filter((r) => r.nuclide));
+}
+
+// "stale, 1 min 30 s ago" when the device has gone offline: its last value is not live.
+function staleness(device) {
+  const health = state.deviceHealth && state.deviceHealth.get(device);
+  if (!health || !health.stale) return "";
+  return _("stale: {state}, last value {age}", { state: _(health.state), age: fmtAge(health.last_reading_age_s) });
 }
 
 function renderDoseCalibrator(items) {
   const box = $("#dosecal");
   if (!items.length) return;
-  box.replaceChildren(...items.map((r) => el("div", { class: "card dosecal", "data-device": r.device },
+  box.replaceChildren(...items.map((r) => el("div", { class: `card dosecal${staleness(r.device) ? " stale" : ""}`, "data-device": r.device },
+    staleness(r.device) ? el("div", { class: "stale-flag" }, pill(staleness(r.device), "stale")) : null,
     el("div", { class: "muted small" }, `${r.device} · ${r.channel}`),
     el("div", { class: "nuclide" }, r.nuclide),
     el("div", {},

@@ -523,6 +523,12 @@ async function loadPrescriptions() {
     const mayArm = qc.may.performed;
     $("#rx-table tbody").replaceChildren(...data.prescriptions.map((rx) => {
       const last = rx.result;
+      // A measurement on a held calibrator is not a pass, whatever its activity.
+      const lastDispensed = data.dispensing.filter((d) => d.prescription === rx.id).slice(-1)[0];
+      const heldDose = lastDispensed && lastDispensed.calibrator_release === "on_hold";
+      const device = rx.device || qc.device;
+      const cal = qc.calibrators[device];
+      const held = cal && cal.release !== "released";
       return el("tr", { "data-rx": rx.id },
         el("td", {}, rx.id, rx.note ? el("div", { class: "muted small" }, rx.note) : null),
         el("td", {}, rx.nuclide),
@@ -530,12 +536,18 @@ async function loadPrescriptions() {
         el("td", {}, fmtTime(rx.scheduled)),
         el("td", {}, rx.device || _("any")),
         el("td", { class: "small" }, rx.origin),
-        el("td", {}, last ? resultPill(last.result) : "—",
+        el("td", { class: "rx-last" }, heldDose ? pill(_("ON HOLD — not for patient use"), "critical")
+          : last ? resultPill(last.result) : "—",
           last ? el("div", { class: "muted small" }, `${last.detail} (${fmtPct(last.deviation_pct)})`) : null),
         el("td", {},
           qc.may.prescribe && !rx.origin.startsWith("config:")
             ? el("button", { type: "button", class: "rx-edit", onclick: () => editRx(rx) }, _("Change")) : null,
-          mayArm ? el("button", { type: "button", class: "rx-arm", onclick: () => armRx(rx) }, _("Measure now")) : null,
+          mayArm ? el("button", { type: "button", class: "rx-arm", onclick: () => armRx(rx),
+            disabled: Boolean(held),
+            title: held ? _("{device} is ON HOLD: measure this dose on a released calibrator", { device }) : "",
+          }, _("Measure now")) : null,
+          mayArm && held ? el("div", { class: "error small rx-held" },
+            _("{device} is ON HOLD: measure this dose on a released calibrator", { device })) : null,
           qc.may.prescribe && !rx.origin.startsWith("config:")
             ? el("button", { type: "button", class: "rx-remove", onclick: () => removeRx(rx) }, _("Withdraw")) : null));
     }));
@@ -580,6 +592,7 @@ function editRx(rx) {
 
 function resetRxForm() {
   qc.rxEditing = null;
+  $("#rx-confirm-row").hidden = true;
   $("#rx-form").reset();
   $("#rx-id").readOnly = false;
   $("#rx-save").textContent = _("Add prescription");
@@ -600,6 +613,12 @@ async function saveRx(event) {
     return;
   }
   if (qc.rxEditing && !body.reason) { rxError(_("A change needs a reason.")); return; }
+  if (!$("#rx-confirm-row").hidden && $("#rx-confirm").checked) {
+    // The person confirmed an activity outside the plausible range: the reason is audited.
+    body.confirm_implausible = true;
+    body.confirm_reason = $("#rx-confirm-reason").value.trim();
+    if (!body.confirm_reason) { rxError(_("Type why this activity is right.")); return; }
+  }
   try {
     const path = qc.rxEditing ? `/api/prescriptions/${encodeURIComponent(qc.rxEditing)}` : "/api/prescriptions";
     await api(path, { method: qc.rxEditing ? "PUT" : "POST",
@@ -607,7 +626,14 @@ async function saveRx(event) {
     rxError("");
     resetRxForm();
     loadPrescriptions();
-  } catch (error) { rxError(_("Not saved: {reason}", { reason: error.message })); }
+  } catch (error) {
+    if (error.code === "implausible_activity") {
+      $("#rx-confirm-row").hidden = false;
+      $("#rx-confirm").checked = false;
+      $("#rx-confirm-reason").focus();
+    }
+    rxError(_("Not saved: {reason}", { reason: error.message }));
+  }
 }
 
 async function armRx(rx) {
