@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from agent.acquisition.shapes import ShapeCache
 from agent.core.reading import Reading, rfc3339_from_epoch
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from drivers.base import JSONScalar
 
@@ -54,6 +57,19 @@ class DeviceHealth:
 
 
 
+@dataclass(frozen=True, slots=True)
+class LiveSnapshot:
+    """The live state at one instant: copies, safe to keep and read (never mutated)."""
+
+    latest: Mapping[tuple[str, str], dict[str, Any]]
+    devices: Mapping[str, DeviceHealth]
+    counters: Mapping[str, int]
+
+    def device(self, device: str, driver: str = "") -> DeviceHealth:
+        """A device's health (an empty record for a device not seen yet)."""
+        return self.devices.get(device) or DeviceHealth(device=device, driver=driver)
+
+
 class LiveState:
     """Latest readings, device health, trend buffers and counters. Single event-loop owner."""
 
@@ -69,6 +85,32 @@ class LiveState:
         self.counters: dict[str, int] = defaultdict(int)
         self.recent_events: deque[dict[str, Any]] = deque(maxlen=200)
         self.listeners: list[Any] = []
+
+    def snapshot(self) -> LiveSnapshot:
+        """Copies of the latest readings, device health and counters, for readers."""
+        return LiveSnapshot(
+            latest=MappingProxyType(dict(self.latest)),
+            devices=MappingProxyType({k: dataclasses.replace(v) for k, v in self.devices.items()}),
+            counters=MappingProxyType(dict(self.counters)),
+        )
+
+    def trends_since(self, cutoff: float) -> dict[tuple[str, str], list[tuple[float, float]]]:
+        """Trend points newer than `cutoff` (epoch seconds) per numeric channel (copies)."""
+        return {key: [p for p in points if p[0] >= cutoff]
+                for key, points in self.trends.items()}
+
+    def subscribe(self, listener: Callable[[str, dict[str, Any]], None]) -> Callable[[], None]:
+        """Call `listener(kind, item)` on each reading and event; returns its remover.
+
+        Listeners run on the event loop, synchronously: they must stay cheap.
+        """
+        self.listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self.listeners.remove(listener)
+
+        return remove
 
     def device(self, device: str, driver: str = "") -> DeviceHealth:
         """Health record of a device (created on first use)."""

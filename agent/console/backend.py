@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
 
-    from agent.acquisition.state import LiveState
+    from agent.acquisition.state import LiveSnapshot
     from agent.delivery.outbox import OutboxStats
     from agent.qc.alerts import Alert
     from agent.qc.manager import TestRun
@@ -180,6 +181,26 @@ class DosageDesk(Protocol):
         ...
 
 
+class LiveFeed(Protocol):
+    """What the console reads of the live state: snapshots and a subscription.
+
+    (`agent.acquisition.state.LiveState`.) The console never changes the live state: it reads
+    copies and registers listeners through `subscribe()`, which returns the listener's remover.
+    """
+
+    def snapshot(self) -> LiveSnapshot:
+        """The latest readings, device health and counters, copied."""
+        ...
+
+    def trends_since(self, cutoff: float) -> dict[tuple[str, str], list[tuple[float, float]]]:
+        """Thinned trend points newer than `cutoff` per numeric channel."""
+        ...
+
+    def subscribe(self, listener: Callable[[str, dict[str, Any]], None]) -> Callable[[], None]:
+        """Call `listener(kind, item)` on readings and events; returns its remover."""
+        ...
+
+
 class ConsoleBackend(Protocol):
     """The running agent, as far as the console is concerned."""
 
@@ -189,7 +210,7 @@ class ConsoleBackend(Protocol):
         ...
 
     @property
-    def live(self) -> LiveState:
+    def live(self) -> LiveFeed:
         """Latest readings, trends and device health (updated by the pipeline)."""
         ...
 

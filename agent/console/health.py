@@ -76,8 +76,9 @@ def check_health(
     report.checks["publishing"] = delivery.connected
     report.checks["buffering"] = not delivery.connected
     devices: dict[str, Any] = {}
+    live = backend.live.snapshot()
     for device in backend.devices():
-        health = backend.live.devices.get(device.id)
+        health = live.devices.get(device.id)
         # Counted from the last good reading (reconnect attempts change the state, not this).
         age = last_reading_age(health)
         duration = max(0.0, now - backend.started_at) if age is None else age

@@ -19,7 +19,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from agent.acquisition.state import LiveState
+    from agent.console.backend import LiveFeed
 
 MIN_INTERVAL_S = 0.25
 HEALTH_INTERVAL_S = 2.0
@@ -39,25 +39,23 @@ class _Subscriber:
 class LiveHub:
     """Fans LiveState changes out to the connected event streams."""
 
-    def __init__(self, live: LiveState, health_snapshot: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, live: LiveFeed, health_snapshot: Callable[[], dict[str, Any]]) -> None:
         self.live = live
         self.health_snapshot = health_snapshot
         self._subscribers: set[_Subscriber] = set()
         self._closing = asyncio.Event()
-        self._attached = False
+        self._remove: Callable[[], None] | None = None
 
     def attach(self) -> None:
         """Start listening to LiveState."""
-        if not self._attached:
-            self.live.listeners.append(self._on_change)
-            self._attached = True
+        if self._remove is None:
+            self._remove = self.live.subscribe(self._on_change)
 
     def close(self) -> None:
         """Stop listening and end every open stream."""
-        if self._attached:
-            with contextlib.suppress(ValueError):
-                self.live.listeners.remove(self._on_change)
-            self._attached = False
+        remove, self._remove = self._remove, None
+        if remove is not None:
+            remove()
         self._closing.set()
         for sub in self._subscribers:
             sub.wake.set()

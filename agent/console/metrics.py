@@ -70,7 +70,7 @@ class AgentCollector(Collector):
             return
         backend = self.backend
         who = backend.identity
-        live = backend.live
+        live = backend.live.snapshot()
         delivery = backend.delivery()
         now = scrape.now
         info = InfoMetricFamily("isoedge_build", "Agent version and signing key id.")
@@ -156,7 +156,7 @@ class AgentCollector(Collector):
 
     def _device_families(self, now_wall: float) -> Iterator[Metric]:
         del now_wall
-        live = self.backend.live
+        live = self.backend.live.snapshot()
         devices = self.backend.devices()
         readings = CounterMetricFamily("isoedge_device_readings", "Readings per device.",
                                        labels=["device"])

@@ -72,8 +72,9 @@ class Views:
     def devices(self) -> list[dict[str, Any]]:
         """Health of every supervised device, as the page shows it."""
         out = []
+        snapshot = self.backend.live.snapshot()
         for device in self.backend.devices():
-            live = self.backend.live.device(device.id, device.type)
+            live = snapshot.device(device.id, device.type)
             health = live.as_dict()
             health["link_state"] = device.state
             health["state"] = device.state
@@ -131,7 +132,7 @@ class Views:
     async def state(self, request: web.Request) -> web.Response:
         """GET /api/state: everything the page needs on load."""
         principal = principal_of(request)
-        latest = list(self.backend.live.latest.values())
+        latest = list(self.backend.live.snapshot().latest.values())
         who = self.backend.identity
         return web.json_response(
             {
@@ -161,15 +162,15 @@ class Views:
         """GET /api/trends: the last hour of thinned points per numeric channel."""
         cutoff = time.time() - TREND_WINDOW_S
         series = []
-        live = self.backend.live
-        for (device, channel), points in sorted(live.trends.items()):
-            latest = live.latest.get((device, channel), {})
+        latest_all = self.backend.live.snapshot().latest
+        for (device, channel), points in sorted(self.backend.live.trends_since(cutoff).items()):
+            latest = latest_all.get((device, channel), {})
             series.append(
                 {
                     "device": device,
                     "channel": channel,
                     "unit": latest.get("unit"),
-                    "points": [[round(t, 3), v] for t, v in points if t >= cutoff],
+                    "points": [[round(t, 3), v] for t, v in points],
                 }
             )
         return web.json_response({"window_s": TREND_WINDOW_S, "series": series})
