@@ -139,6 +139,12 @@ class QCDesk(Protocol):
         """Acknowledge an alert as an electronic signature (password asked again)."""
         ...
 
+    async def acknowledge_alerts(
+        self, alert_ids: list[str], name: str, password: str, reason: str
+    ) -> tuple[list[Any], dict[str, str]]:
+        """Acknowledge a selection with one reason and one signature; (done, refused by id)."""
+        ...
+
     async def review_audit(
         self, since: datetime, until: datetime, name: str, password: str, comment: str = ""
     ) -> dict[str, Any]:

@@ -40,6 +40,7 @@ log = structlog.get_logger("isoedge.web")
 
 MAX_TEXT = 2000
 MAX_PASSWORD = 1024
+MAX_BULK_ACK = 500
 REPORT_KINDS = ("daily", "qc", "monthly", "linearity")
 # Actions of the signing policy and what the console lets a role start.
 ACTIONS = ("performed", "reviewed", "approved", "acknowledge_alert", "review_audit", "prescribe")
@@ -475,6 +476,28 @@ class QCViews:
                  auth=principal.method, client=request.remote)  # fmt: skip
         return _json({"alert": alert.to_dict()})
 
+    async def acknowledge_many(self, request: web.Request) -> web.Response:
+        """POST /api/alerts/ack `{"ids": [...], "reason", "password"}`: one signature for all."""
+        principal = self._require(request, "acknowledge_alert")
+        body = await json_body(request)
+        ids = body.get("ids")
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            _fail("{field}: expected a list of alert ids", field="ids")
+        if len(ids) > MAX_BULK_ACK:
+            _fail("{field}: at most {limit} at once", field="ids", limit=MAX_BULK_ACK)
+        reason = text_field(body, "reason")
+        if not reason:
+            _fail("a reason is required to acknowledge an alert")
+        signer = Signer(principal, body)
+        try:
+            done, refused = await self.desk.acknowledge_alerts(
+                list(dict.fromkeys(ids)), signer.name, signer.password, reason)
+        except SignatureError as exc:
+            _signature_refused(exc)
+        log.info("alerts acknowledged", count=len(done), refused=len(refused), user=signer.name,
+                 via="web", auth=principal.method, client=request.remote)  # fmt: skip
+        return _json({"alerts": [a.to_dict() for a in done], "refused": refused})
+
     async def review_audit(self, request: web.Request) -> web.Response:
         """POST /api/audit/review `{"since", "until", "password", "comment"}` (qa)."""
         principal = self._require(request, "review_audit")
@@ -649,6 +672,7 @@ def add_routes(app: web.Application, views: QCViews) -> None:
     r.add_get("/api/qc/report.pdf", views.report)
     r.add_get("/api/audit/report.pdf", views.audit_report)
     r.add_post("/api/audit/review", views.review_audit)
+    r.add_post("/api/alerts/ack", views.acknowledge_many)
     r.add_post("/api/alerts/{alert_id}/ack", views.acknowledge)
     r.add_get("/api/prescriptions", views.list_prescriptions)
     r.add_post("/api/prescriptions", views.create_prescription)

@@ -796,6 +796,29 @@ class QCManager:
         )
         return await self.alerts.acknowledge(alert_id, user.full_name or user.name, reason)
 
+    async def acknowledge_alerts(
+        self, alert_ids: list[str], name: str, password: str, reason: str
+    ) -> tuple[list[Any], dict[str, str]]:
+        """Acknowledge a selection of alerts with one reason and one signature.
+
+        The password is checked once; each alert is then acknowledged on its own (its state and
+        its audit record in one transaction), the reason naming the selection. Returns the
+        acknowledged alerts and, per alert that could not be, why (unknown, already done).
+        """
+        user = await self.signatures.aauthenticate(
+            name, password, "acknowledge_alert", f"alerts/{len(alert_ids)}"
+        )
+        signer = user.full_name or user.name
+        note = f"{reason} (one acknowledgement of {len(alert_ids)} alerts)"
+        done: list[Any] = []
+        refused: dict[str, str] = {}
+        for alert_id in alert_ids:
+            try:
+                done.append(await self.alerts.acknowledge(alert_id, signer, note))
+            except (KeyError, ValueError) as exc:
+                refused[alert_id] = str(exc)
+        return done, refused
+
     async def review_audit(
         self, since: datetime, until: datetime, name: str, password: str, comment: str = ""
     ) -> dict[str, Any]:

@@ -101,3 +101,43 @@ async def switch_to_kazakh(page) -> None:
     await expect(page.locator("#qc-start button[data-test=background]")).to_have_text(
         "Фон (күнделікті)")
     await page.screenshot(path=str(SHOTS / "console-qc-kk.png"))
+
+
+async def test_bulk_acknowledgement_in_russian(tmp_path: Path, mosquitto, chromium_available):  # noqa: F811
+    async with agent_in(tmp_path, mosquitto.url) as (agent, session):
+        ids = [agent.alerts.raise_alert(f"area-high-{n}", f"area-{n}", "dose_rate", "alarm",
+                                        f"dose rate {80 + n} uSv/h above 25 uSv/h",
+                                        value=80.0 + n).id for n in range(3)]
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                               args=CHROMIUM_ARGS)
+            try:
+                context = await browser.new_context(
+                    locale="ru-RU", viewport={"width": 1024, "height": 800},
+                    http_credentials={"username": "quinn", "password": USERS["quinn"][2]})
+                page = await context.new_page()
+                page.set_default_timeout(UI_TIMEOUT_MS)
+                await page.goto(agent.web.url + "#alerts")
+                for alert_id in ids:
+                    await page.locator(f'tr[data-alert-id="{alert_id}"] .alert-select').check()
+                button = page.locator("#ack-selected")
+                await expect(button).to_have_text("Квитировать выбранные (3)…")
+                await button.click()
+                await expect(page.locator("#ack-summary")).to_contain_text("Тревог: 3")
+                await page.fill("#ack-reason", "Источник убран в свинцовый контейнер")
+                await page.fill("#ack-password", USERS["quinn"][2])
+                await page.screenshot(path=str(SHOTS / "console-bulk-ack-ru.png"))
+                await page.click("#ack-submit")
+                await expect(page.locator("#ack-dialog")).to_be_hidden()
+                for alert_id in ids:
+                    await expect(page.locator(f'tr[data-alert-id="{alert_id}"] .acked')
+                                 ).to_contain_text("Quinn QA")  # fmt: skip
+            finally:
+                await browser.close()
+        # One signature, each alert acknowledged and audited on its own.
+        async with session.get(url(agent, "/api/audit?action=alert.acknowledged"),
+                               headers=auth("quinn")) as r:
+            rows = (await r.json())["rows"]
+        assert sorted(row["subject"].removeprefix("alert/") for row in rows) == sorted(ids)
+        assert all("(one acknowledgement of 3 alerts)" in row["reason"] for row in rows)
+        assert all(row["reason"].startswith("Источник убран в свинцовый контейнер") for row in rows)

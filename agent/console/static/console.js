@@ -37,6 +37,8 @@ const state = {
   alerts: [],
   trendsDirty: false,
   ackAlertId: null,
+  ackAlertIds: null,      // a selection acknowledged with one reason and one signature
+  selected: new Set(),
 };
 
 // ------------------------------------------------------------------ helpers
@@ -363,6 +365,7 @@ async function loadAlerts() {
     badge.hidden = data.open === 0;
     badge.textContent = data.open;
     renderAlerts(data.alerts);
+    updateSelection();
   } catch (error) {
     console.warn("alerts", error);
   }
@@ -378,7 +381,12 @@ function renderAlerts(alerts) {
     const button = !a.acknowledged && mayAck
       ? el("button", { class: "ack", type: "button", onclick: () => openAck(a) }, _("Acknowledge"))
       : null;
+    const pick = !a.acknowledged && mayAck
+      ? el("input", { type: "checkbox", class: "alert-select", checked: state.selected.has(a.id),
+        onchange: (e) => { if (e.target.checked) state.selected.add(a.id); else state.selected.delete(a.id); updateSelection(); } })
+      : null;
     return el("tr", { "data-alert-id": a.id, "data-state": a.state },
+      el("td", { class: "select" }, pick),
       el("td", {}, pill(_(a.severity), a.severity)),
       el("td", { class: "alert-state" }, pill(_(ALERT_STATE_TEXT[a.state] || a.state),
         a.active ? (a.acknowledged ? "acknowledged" : "open") : "cleared", a.active ? a.severity : "")),
@@ -392,8 +400,28 @@ function renderAlerts(alerts) {
   }));
 }
 
+function updateSelection() {
+  const open = new Set(state.alerts.filter((a) => !a.acknowledged).map((a) => a.id));
+  for (const id of [...state.selected]) if (!open.has(id)) state.selected.delete(id);
+  const button = $("#ack-selected");
+  button.disabled = state.selected.size === 0;
+  button.textContent = state.selected.size
+    ? _("Acknowledge selected ({n})…", { n: state.selected.size }) : _("Acknowledge selected…");
+}
+
+function openAckSelected() {
+  const chosen = state.alerts.filter((a) => state.selected.has(a.id));
+  if (!chosen.length) return;
+  openAck(chosen[0]);
+  state.ackAlertId = null;
+  state.ackAlertIds = chosen.map((a) => a.id);
+  $("#ack-summary").textContent = _("{n} alerts: {rules}", { n: chosen.length,
+    rules: [...new Set(chosen.map((a) => `${a.rule} · ${a.device || ""}`))].join("; ") });
+}
+
 function openAck(alert) {
   state.ackAlertId = alert.id;
+  state.ackAlertIds = null;
   $("#ack-summary").textContent =
     `${_(alert.severity)} · ${alert.rule} · ${alert.device || ""} — ${alert.message || ""}`;
   const name = $("#ack-name");
@@ -430,11 +458,21 @@ async function submitAck(event) {
   }
   $("#ack-submit").disabled = true;
   try {
-    await api(`/api/alerts/${encodeURIComponent(state.ackAlertId)}/ack`, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(signing ? { name, reason, password } : { name, reason }),
-    });
+    if (state.ackAlertIds) {
+      const answer = await api("/api/alerts/ack", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ ids: state.ackAlertIds, name, reason, password }),
+      });
+      state.selected.clear();
+      const refused = Object.keys(answer.refused || {}).length;
+      if (refused) window.alert(_("Not acknowledged: {n} (already acknowledged or closed)", { n: refused }));
+    } else {
+      await api(`/api/alerts/${encodeURIComponent(state.ackAlertId)}/ack`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(signing ? { name, reason, password } : { name, reason }),
+      });
+    }
     $("#ack-dialog").close();
     await loadAlerts();
   } catch (error) {
@@ -591,6 +629,12 @@ async function boot() {
   $("#alert-filter").addEventListener("change", loadAlerts);
   $("#audit-filters").addEventListener("submit", (e) => { e.preventDefault(); loadAudit(); });
   $("#ack-form").addEventListener("submit", submitAck);
+  $("#ack-selected").addEventListener("click", openAckSelected);
+  $("#alerts-select-all").addEventListener("change", (e) => {
+    for (const a of state.alerts) if (!a.acknowledged) { if (e.target.checked) state.selected.add(a.id); else state.selected.delete(a.id); }
+    renderAlerts(state.alerts);
+    updateSelection();
+  });
   $("#ack-cancel").addEventListener("click", () => $("#ack-dialog").close());
   showTab(currentTab());
   loadAlerts();
