@@ -108,7 +108,9 @@ class QCDesk(Protocol):
         """Analyse a linearity run with the points it has."""
         ...
 
-    async def sign_run(self, run_id: str, name: str, password: str) -> dict[str, Any]:
+    async def sign_run(
+        self, run_id: str, name: str, password: str, comment: str = ""
+    ) -> dict[str, Any]:
         """The performer signs a completed run: a stored, published QC record."""
         ...
 

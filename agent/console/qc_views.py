@@ -304,10 +304,12 @@ class QCViews:
     async def sign_run(self, request: web.Request) -> web.Response:
         """POST /api/qc/runs/{id}/sign `{"password"}`: the performer's electronic signature."""
         principal = self._require(request, "performed")
-        signer = Signer(principal, await json_body(request))
+        body = await json_body(request)
+        signer = Signer(principal, body)
         run = self._get_run(request)
         try:
-            record = await self.desk.sign_run(run.id, signer.name, signer.password)
+            record = await self.desk.sign_run(run.id, signer.name, signer.password,
+                                              text_field(body, "comment"))
         except SignatureError as exc:
             _signature_refused(exc)
         except QCError as exc:

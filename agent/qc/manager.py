@@ -687,7 +687,9 @@ class QCManager:
         ]
         return f"{run.test} {run.result}: " + "; ".join(parts)
 
-    async def sign_run(self, run_id: str, name: str, password: str) -> dict[str, Any]:
+    async def sign_run(
+        self, run_id: str, name: str, password: str, comment: str = ""
+    ) -> dict[str, Any]:
         """The performer signs a completed run: it becomes a stored, published QC record.
 
         The password is checked in a worker thread (scrypt); the record, its `qc` stream item
@@ -696,6 +698,9 @@ class QCManager:
         audited) or QCError.
         """
         draft = self._signable(run_id)
+        if comment.strip():
+            # The performer's comment (why a test failed, what was done) is signed content.
+            draft = {**draft, "comment": comment.strip()}
         signature = await self.signatures.asign(draft, name, password, "performed")
         return await self._commit_run(run_id, draft, signature)
 

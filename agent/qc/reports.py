@@ -246,6 +246,8 @@ def _signature_rows(doc: _Doc, record: dict[str, Any],
     rows: list[list[Any]] = [[_("meaning"), _("printed name (user, role)"), _("site time"),
                               _("UTC time"), _("record SHA-256")]]  # fmt: skip
     zone_name = None
+    if record.get("comment"):
+        rows.append([_("comment"), record["comment"], "", "", ""])
     for item in [record, *reviews]:
         for s in item.get("signatures", []):
             zone_name = s.get("timezone") or zone_name

@@ -150,3 +150,41 @@ async def test_an_implausible_activity_needs_a_reason_and_a_held_calibrator_cann
         assert answer["code"] == "calibrator_on_hold"
         assert answer["release"] == "on_hold"
         assert answer["error"].startswith("dosecal-1 НЕ ДОПУЩЕН")
+
+
+async def test_the_performer_signs_with_a_comment_printed_on_the_sheet(tmp_path, mosquitto):
+    import asyncio
+
+    async with agent_in(tmp_path, mosquitto.url) as (agent, session):
+        async with session.post(url(agent, "/api/qc/runs"), headers=auth("tess"),
+                                json={"device": CAL, "test": "background"}) as r:
+            run_id = (await r.json())["run"]["id"]
+        for _ in range(200):
+            async with session.get(url(agent, f"/api/qc/runs/{run_id}"), headers=auth("tess")) as r:
+                if (await r.json())["run"]["state"] == "completed":
+                    break
+            await asyncio.sleep(0.05)
+        comment = "Камера протёрта перед измерением"
+        async with session.post(url(agent, f"/api/qc/runs/{run_id}/sign"), headers=auth("tess"),
+                                json={"password": USERS["tess"][2], "comment": comment}) as r:
+            record = (await r.json())["record"]
+        assert r.status == 200
+        assert record["comment"] == comment
+        async with session.get(url(agent, f"/api/qc/report.pdf?kind=daily&device={CAL}"),
+                               headers={**auth("tess"), "Accept-Language": "ru"}) as r:
+            pdf = await r.read()
+    text = pdf_text(pdf, tmp_path)
+    assert "Ежедневный лист КК" in text
+    assert "Камера протёрта" in text
+    assert "Asia/Almaty" in text
+
+
+def pdf_text(pdf: bytes, tmp_path) -> str:
+    import shutil
+    import subprocess
+
+    path = tmp_path / "report.pdf"
+    path.write_bytes(pdf)
+    assert shutil.which("pdftotext")
+    return subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True,
+                          text=True, check=True).stdout

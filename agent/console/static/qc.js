@@ -212,7 +212,7 @@ function signRun() {
     title: _("Sign QC test"),
     what: _("{test} on {device}: {summary}", { test: testText(run.test), device: run.device, summary: run.summary }),
     meaning: "performed",
-    comment: false,
+    comment: true,  // why a test failed, what was done: signed with the record
     submit: async (body) => {
       const data = await api(`/api/qc/runs/${encodeURIComponent(run.id)}/sign`, {
         method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
@@ -224,23 +224,42 @@ function signRun() {
   });
 }
 
-async function cancelRun() {
-  const reason = window.prompt(_("Why is this test cancelled?"));
-  if (!reason) return;
+function cancelRun() {
+  $("#cancel-reason").value = "";
+  $("#cancel-error").hidden = true;
+  $("#cancel-dialog").showModal();
+  $("#cancel-reason").focus();
+}
+
+async function submitCancel(event) {
+  event.preventDefault();
+  const reason = $("#cancel-reason").value.trim();
+  const errorBox = $("#cancel-error");
+  if (!reason) { errorBox.textContent = _("A reason is required."); errorBox.hidden = false; return; }
   try {
     await api(`/api/qc/runs/${encodeURIComponent(qc.run.id)}/cancel`, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ reason }),
     });
-  } catch (error) { window.alert(error.message); }
+  } catch (error) {
+    errorBox.textContent = _("Not cancelled: {reason}", { reason: error.message });
+    errorBox.hidden = false;
+    return;
+  }
+  $("#cancel-dialog").close();
   hideRun();
   loadQCState();
 }
 
 async function finishRun() {
+  const errorBox = $("#qc-start-error");
+  errorBox.hidden = true;
   try {
     const data = await api(`/api/qc/runs/${encodeURIComponent(qc.run.id)}/finish`, { method: "POST" });
     showRun(data.run);
-  } catch (error) { window.alert(error.message); }
+  } catch (error) {
+    errorBox.textContent = _("Not analysed: {reason}", { reason: error.message });
+    errorBox.hidden = false;
+  }
 }
 
 // --------------------------------------------------------------- signing
@@ -297,7 +316,7 @@ async function submitSign(event) {
 // ---------------------------------------------------------------- records
 function signatureList(record) {
   const all = [];
-  for (const s of record.signatures || []) all.push([s, ""]);
+  for (const s of record.signatures || []) all.push([s, record.comment || ""]);
   for (const review of record.reviewed_by || []) {
     for (const s of review.signatures || []) all.push([s, review.comment || ""]);
   }
@@ -670,6 +689,8 @@ window.IsoQC = {
     $("#qc-device").addEventListener("change", (e) => { qc.device = e.target.value; hideRun(); loadQCState(); loadRecords(); updateReportLink(); });
     $("#qc-sign").addEventListener("click", signRun);
     $("#qc-cancel").addEventListener("click", cancelRun);
+    $("#cancel-form").addEventListener("submit", submitCancel);
+    $("#cancel-back").addEventListener("click", () => $("#cancel-dialog").close());
     $("#qc-finish").addEventListener("click", finishRun);
     $("#sign-form").addEventListener("submit", submitSign);
     $("#sign-cancel").addEventListener("click", () => $("#sign-dialog").close());
