@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from agent.core.i18n import N_
 from agent.core.reading import new_id, rfc3339
 from agent.physics.correction import decay_correct
 from agent.physics.halflife import FitError
@@ -88,6 +89,8 @@ class Step:
     seen_setting: str | None = None
     seen_mbq: float | None = None
     removal_seen: bool = False
+    # The instruction as a catalog id and its parameters (the page shows it translated).
+    text: tuple[str, dict[str, str]] | None = None
     _buffer: deque[tuple[float, str]] = field(default_factory=deque, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -95,6 +98,7 @@ class Step:
         return {
             "index": self.index,
             "instruction": self.instruction,
+            "instruction_i18n": list(self.text) if self.text else None,
             "kind": self.kind,
             "setting": self.setting,
             "source": self.source,
@@ -353,15 +357,18 @@ class QCManager:
     def _steps(self, programme: CalibratorProgramme, test: str, now: datetime) -> list[Step]:
         steps: list[Step] = []
         if test == "background":
-            steps.append(Step(1, "Empty the chamber (no source, no sample); wait", "background"))
+            steps.append(_step(1, N_("Empty the chamber (no source, no sample); wait"), {},
+                               "background"))
         elif test == "constancy" and programme.constancy is not None:
             source = programme.source(programme.constancy.source)
             for i, setting in enumerate(programme.constancy.settings, start=1):
-                where = f"Place check source {source.id} ({source.nuclide}); " if i == 1 else ""
+                text = (N_("Place check source {source} ({nuclide}); select the {setting} setting")
+                        if i == 1 else N_("select the {setting} setting"))
                 expected, u = self._expected(source, now, setting.ratio)
                 steps.append(
-                    Step(
-                        i, f"{where}select the {setting.nuclide} setting", "source",
+                    _step(
+                        i, text, {"source": source.id, "nuclide": source.nuclide,
+                                  "setting": setting.nuclide}, "source",
                         setting=setting.nuclide, source=source.id, ratio=setting.ratio,
                         expected_mbq=expected, uncertainty_mbq=u,
                     )
@@ -371,9 +378,11 @@ class QCManager:
                 source = programme.source(source_id)
                 expected, u = self._expected(source, now, 1.0)
                 steps.append(
-                    Step(
-                        i, f"Place certified source {source.id} ({source.nuclide}); select "
-                        f"the {source.nuclide} setting", "source", setting=source.nuclide,
+                    _step(
+                        i, N_("Place certified source {source} ({nuclide}); select the {setting} "
+                              "setting"), {"source": source.id, "nuclide": source.nuclide,
+                                           "setting": source.nuclide},
+                        "source", setting=source.nuclide,
                         source=source.id, expected_mbq=expected, uncertainty_mbq=u,
                         requires_removal=i > 1,
                     )
@@ -382,22 +391,26 @@ class QCManager:
             geo = programme.geometry
             ordered = sorted(geo.containers, key=lambda c: not c.reference)
             for i, container in enumerate(ordered, start=1):
+                text = (N_("Measure the {nuclide} sample in the {container} (reference) on the "
+                           "{setting} setting") if container.reference else
+                        N_("Measure the {nuclide} sample in the {container} on the {setting} "
+                           "setting"))
                 steps.append(
-                    Step(
-                        i, f"Measure the {geo.nuclide} sample in the {container.name}"
-                        f"{' (reference)' if container.reference else ''} on the "
-                        f"{geo.nuclide} setting", "sample", setting=geo.nuclide,
+                    _step(
+                        i, text, {"nuclide": geo.nuclide, "container": container.name,
+                                  "setting": geo.nuclide}, "sample", setting=geo.nuclide,
                         container=container.name, requires_removal=i > 1,
                     )
                 )  # fmt: skip
         elif test == "linearity" and programme.linearity is not None:
             lin = programme.linearity
             steps.append(
-                Step(
-                    1, f"Place a high-activity {lin.nuclide} sample (top of the range in use) on "
-                    f"the {lin.nuclide} setting; IsoEdge measures it as it decays over "
-                    f"{lin.duration_h:g} h (you may take it out and put it back)", "series",
-                    setting=lin.nuclide,
+                _step(
+                    1, N_("Place a high-activity {nuclide} sample (top of the range in use) on "
+                          "the {setting} setting; IsoEdge measures it as it decays over {hours} h "
+                          "(you may take it out and put it back)"),
+                    {"nuclide": lin.nuclide, "setting": lin.nuclide,
+                     "hours": f"{lin.duration_h:g}"}, "series", setting=lin.nuclide,
                 )
             )  # fmt: skip
         return steps
@@ -910,7 +923,8 @@ class QCManager:
         day_start = datetime.combine(today, time(0), zone).astimezone(UTC)
         next_day = datetime.combine(today + timedelta(days=1), time(0), zone).astimezone(UTC)
         due: dict[str, str] = {}
-        holds: list[tuple[int, datetime, str]] = []  # (priority, since, reason)
+        # (priority, since, reason, (catalog id, parameters) of the reason)
+        holds: list[tuple[int, datetime, str, tuple[str, dict[str, str]]]] = []
         released_since: datetime | None = None
         for kind in TEST_KINDS:
             spec = programme.test(kind)
@@ -926,7 +940,10 @@ class QCManager:
                 t, result, summary = latest.result
                 bad = result == "fail" or (result == "action" and self.config.hold_on_action)
                 if bad and (last_pass is None or t > last_pass):
-                    holds.append((0, t, f"{kind} {result} at {rfc3339(t)}: {summary}"))
+                    holds.append((0, t, f"{kind} {result} at {rfc3339(t)}: {summary}",
+                                  (N_("{test} {result} at {time}: {summary}"),
+                                   {"test": kind, "result": result, "time": rfc3339(t),
+                                    "summary": summary})))
             if "daily" in spec.schedules:
                 if last_pass is not None and last_pass >= day_start:
                     due[kind] = rfc3339(next_day)
@@ -938,7 +955,9 @@ class QCManager:
                         and latest.result[1] == "pass"
                     )
                     why = "passed, awaiting signature" if pending else "not passed yet today"
-                    holds.append((1, day_start, f"daily {kind}: {why}"))
+                    text = (N_("daily {test}: passed, awaiting signature") if pending
+                            else N_("daily {test}: not passed yet today"))
+                    holds.append((1, day_start, f"daily {kind}: {why}", (text, {"test": kind})))
                 continue
             periods = [SCHEDULE_PERIOD[s] for s in spec.schedules if s in SCHEDULE_PERIOD]
             due_t: datetime | None = None
@@ -955,13 +974,16 @@ class QCManager:
             if due_t is not None:
                 due[kind] = rfc3339(due_t)
                 if due_t <= now:
-                    holds.append((2, due_t, f"{kind} overdue since {rfc3339(due_t)}"))
+                    holds.append((2, due_t, f"{kind} overdue since {rfc3339(due_t)}",
+                                  (N_("{test} overdue since {time}"),
+                                   {"test": kind, "time": rfc3339(due_t)})))
         if holds:
             holds.sort(key=lambda h: (h[0], h[1]))
             since = min(h[1] for h in holds)
             return {
                 "release": "on_hold",
                 "reason": "; ".join(h[2] for h in holds),
+                "reasons": [list(h[3]) for h in holds],
                 "since": rfc3339(since),
                 "due": due,
                 "failed": any(h[0] == 0 for h in holds),
@@ -969,6 +991,7 @@ class QCManager:
         return {
             "release": "released",
             "reason": "today's daily tests passed and signed",
+            "reasons": [[N_("today's daily tests passed and signed"), {}]],
             "since": rfc3339(released_since or now),
             "due": due,
             "failed": False,
@@ -1000,3 +1023,8 @@ def status_of(manager: QCManager | None) -> dict[str, Any]:
 
 
 __all__ = ["QCError", "QCManager", "Step", "TestRun", "status_of"]
+
+
+def _step(index: int, message: str, params: dict[str, str], kind: str, **fields: Any) -> Step:
+    """A step whose instruction is `message` (a catalog id) with `params` filled in."""
+    return Step(index, message.format(**params), kind, text=(message, params), **fields)

@@ -104,7 +104,7 @@ class Technologist:
                 const box = document.querySelector("#qc-run");
                 const row = document.querySelector("#qc-steps tr[data-state=active]");
                 return { state: box.dataset.state,
-                         text: row ? row.querySelector(".instruction").textContent : "",
+                         text: row ? row.querySelector(".instruction").dataset.instruction : "",
                          setting: row ? row.children[2].textContent.trim() : "" };
             }""")
             if seen["state"] != "running":

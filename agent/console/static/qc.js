@@ -32,6 +32,20 @@ function resultText(result) {
   return { pass: _("pass"), action: _("action"), fail: _("fail") }[result] || result;
 }
 
+// A message the agent sent as [catalog id, parameters]: codes and times shown as people read them.
+function agentText(pair, fallback) {
+  if (!pair || !pair[0]) return fallback || "";
+  const params = { ...(pair[1] || {}) };
+  if (params.test) params.test = testText(params.test);
+  if (params.result) params.result = resultText(params.result);
+  if (params.time) params.time = fmtTime(params.time);
+  return _(pair[0], params);
+}
+
+function releaseReason(s) {
+  return s.reasons ? s.reasons.map((r) => agentText(r)).join("; ") : s.reason;
+}
+
 function fmtMbq(v, u) {
   if (v === null || v === undefined) return "—";
   const text = fmtNumber(String(Number(v.toPrecision(5))));
@@ -62,11 +76,11 @@ function renderReleaseBar() {
   const items = Object.entries(qc.calibrators).sort(([a], [b]) => a.localeCompare(b));
   bar.replaceChildren(...items.map(([device, s]) => el("span",
     { class: `release ${s.release}`, "data-device": device,
-      title: `${s.reason} (${_("since {time}", { time: fmtTime(s.since) })})` },
+      title: `${releaseReason(s)} (${_("since {time}", { time: fmtTime(s.since) })})` },
     `${device} `, pill(releaseText(s.release), s.release === "released" ? "ok" : "critical",
       "release-state"),
     el("span", { class: "release-since small" }, ` ${_("since {time}", { time: fmtTime(s.since) })}`),
-    s.release === "released" ? null : el("span", { class: "release-reason small" }, ` — ${shorten(s.reason, 90)}`))));
+    s.release === "released" ? null : el("span", { class: "release-reason small" }, ` — ${shorten(releaseReason(s), 90)}`))));
   bar.hidden = items.length === 0;
   renderReleasePanel();
 }
@@ -83,7 +97,7 @@ function renderReleasePanel() {
     el("div", { class: "release-head" }, `${qc.device}: `,
       pill(releaseText(s.release), s.release === "released" ? "ok" : "critical", "release-state"),
       el("span", { class: "muted" }, ` ${_("since {time}", { time: fmtTime(s.since) })} (${fmtUtc(s.since)})`)),
-    el("div", { class: "release-reason" }, s.reason),
+    el("div", { class: "release-reason" }, releaseReason(s)),
     s.release === "released" ? null
       : el("div", { class: "error" }, _("Not for patient doses until the tests pass and are signed.")),
     due.length ? el("ul", { class: "due small" }, ...due) : null].filter(Boolean));
@@ -163,7 +177,7 @@ function showRun(run) {
   $("#qc-steps tbody").replaceChildren(...run.steps.map((s) => el("tr",
     { "data-step": s.index, "data-state": s.state, class: `step ${s.state}` },
     el("td", {}, s.index),
-    el("td", { class: "instruction" }, s.instruction,
+    el("td", { class: "instruction", "data-instruction": s.instruction }, agentText(s.instruction_i18n, s.instruction),
       s.state === "active" ? el("div", { class: "muted small" },
         _("waiting for {n} stable readings on the {setting} setting…",
           { n: run.settle_readings, setting: s.setting || _("right") })) : null),
