@@ -10,7 +10,7 @@ from pathlib import Path
 from helpers import REPO
 from playwright.async_api import async_playwright, expect
 from test_i18n_console import agent_in
-from test_qc_console import USERS, auth
+from test_qc_console import CAL, USERS, auth
 from test_web import url
 from test_web_browser import CHROMIUM, CHROMIUM_ARGS, chromium_available  # noqa: F401 - fixture
 
@@ -141,3 +141,50 @@ async def test_bulk_acknowledgement_in_russian(tmp_path: Path, mosquitto, chromi
         assert sorted(row["subject"].removeprefix("alert/") for row in rows) == sorted(ids)
         assert all("(one acknowledgement of 3 alerts)" in row["reason"] for row in rows)
         assert all(row["reason"].startswith("Источник убран в свинцовый контейнер") for row in rows)
+
+
+async def test_qc_test_signed_and_held_calibrator_blocked_in_russian(
+        tmp_path: Path, mosquitto, chromium_available):  # noqa: F811
+    async with agent_in(tmp_path, mosquitto.url) as (agent, session):
+        scheduled = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=30)
+        async with session.post(url(agent, "/api/prescriptions"), headers=auth("rita"), json={
+                "id": "ORD-7", "nuclide": "F-18", "activity": "185,5", "unit": "MBq",
+                "scheduled": scheduled.isoformat(), "device": CAL}) as r:
+            assert r.status == 201
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                               args=CHROMIUM_ARGS)
+            try:
+                context = await browser.new_context(
+                    locale="ru-RU", viewport={"width": 1024, "height": 900},
+                    http_credentials={"username": "tess", "password": USERS["tess"][2]})
+                page = await context.new_page()
+                page.set_default_timeout(UI_TIMEOUT_MS)
+                # On hold at the start of the day: "Measure now" is blocked, the hold named.
+                await page.goto(agent.web.url + "#prescriptions")
+                row = page.locator('#rx-table tr[data-rx="ORD-7"]')
+                await expect(row).to_contain_text("185,5")
+                await expect(row.locator("button.rx-arm")).to_be_disabled()
+                await expect(row.locator(".rx-held")).to_have_text(
+                    "dosecal-1 НЕ ДОПУЩЕН: измерьте эту дозу на допущенном калибраторе")
+                await page.screenshot(path=str(SHOTS / "console-held-ru.png"))
+                # The background test, guided in Russian, signed with a comment.
+                await page.click("nav a[data-tab=qc]")
+                await page.click('#qc-start button[data-test="background"]')
+                box = page.locator("#qc-run")
+                await expect(box).to_have_attribute("data-state", "completed")
+                await expect(page.locator("#qc-steps .instruction").first).to_contain_text(
+                    "Освободите камеру")
+                await page.click("#qc-sign")
+                await expect(page.locator("#sign-meaning")).to_have_text("выполнено")
+                await page.fill("#sign-comment", "Камера пуста, фон в норме")
+                await page.fill("#sign-password", USERS["tess"][2])
+                await page.screenshot(path=str(SHOTS / "console-sign-ru.png"))
+                await page.click("#sign-submit")
+                await expect(box.locator(".run-state")).to_have_text("подписан")
+                record = page.locator('#qc-records tr[data-test="background"]').first
+                await expect(record).to_contain_text("Камера пуста, фон в норме")
+                await expect(record).to_contain_text("соответствует")
+                await expect(record).to_contain_text("Asia/Almaty")
+            finally:
+                await browser.close()
