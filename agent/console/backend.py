@@ -147,6 +147,12 @@ class QCDesk(Protocol):
         """Acknowledge a selection with one reason and one signature; (done, refused by id)."""
         ...
 
+    async def shelve_alert(
+        self, alert_id: str, name: str, password: str, reason: str, minutes: float
+    ) -> Any:
+        """Shelve a flapping alarm for `minutes` (signed; audited; ends on its own)."""
+        ...
+
     async def review_audit(
         self, since: datetime, until: datetime, name: str, password: str, comment: str = ""
     ) -> dict[str, Any]:

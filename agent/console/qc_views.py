@@ -500,6 +500,30 @@ class QCViews:
                  via="web", auth=principal.method, client=request.remote)  # fmt: skip
         return _json({"alerts": [a.to_dict() for a in done], "refused": refused})
 
+    async def shelve(self, request: web.Request) -> web.Response:
+        """POST /api/alerts/{id}/shelve `{"minutes", "reason", "password"}`."""
+        principal = self._require(request, "acknowledge_alert")
+        body = await json_body(request)
+        reason = text_field(body, "reason")
+        if not reason:
+            _fail("a reason is required to shelve an alarm")
+        try:
+            minutes = parse_decimal(body.get("minutes"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            _fail("{field}: expected a number (e.g. {example})", field="minutes", example="60")
+        signer = Signer(principal, body)
+        alert_id = request.match_info["alert_id"]
+        try:
+            alert = await self.desk.shelve_alert(alert_id, signer.name, signer.password, reason,
+                                                 minutes)  # fmt: skip
+        except SignatureError as exc:
+            _signature_refused(exc)
+        except UnknownAlertError as exc:
+            _fail(str(exc), web.HTTPNotFound)
+        except AlertError as exc:
+            _fail(str(exc), web.HTTPConflict)
+        return _json({"alert": alert.to_dict()})
+
     async def review_audit(self, request: web.Request) -> web.Response:
         """POST /api/audit/review `{"since", "until", "password", "comment"}` (qa)."""
         principal = self._require(request, "review_audit")
@@ -676,6 +700,7 @@ def add_routes(app: web.Application, views: QCViews) -> None:
     r.add_post("/api/audit/review", views.review_audit)
     r.add_post("/api/alerts/ack", views.acknowledge_many)
     r.add_post("/api/alerts/{alert_id}/ack", views.acknowledge)
+    r.add_post("/api/alerts/{alert_id}/shelve", views.shelve)
     r.add_get("/api/prescriptions", views.list_prescriptions)
     r.add_post("/api/prescriptions", views.create_prescription)
     r.add_get("/api/prescriptions/{rx_id}", views.get_prescription)

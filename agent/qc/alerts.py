@@ -19,7 +19,7 @@ import asyncio
 import json
 import sqlite3
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
@@ -36,6 +36,7 @@ log = structlog.get_logger("isoedge.alerts")
 Severity = Literal["info", "warning", "alarm", "critical"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "alarm": 2, "critical": 3}
 SYSTEM_ACTOR = "isoedge"
+MAX_SHELVE_MIN = 1440.0  # a shelf lasts at most a day
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -181,6 +182,9 @@ class AlertManager:
         self._now = now
         self._active: dict[AlertKey, Alert] = {}
         self._open: dict[str, Alert] = {}
+        # Shelved keys (a flapping alarm put aside by a signed decision) -> until, who.
+        # Kept in memory: after a restart a shelved alarm is raised again (the safe side).
+        self._shelved: dict[AlertKey, tuple[datetime, str]] = {}
 
     async def open(self) -> None:
         """Create the table if missing and load the open alerts."""
@@ -227,6 +231,12 @@ class AlertManager:
         key = (rule, device or "", channel or "", subject)
         current = self._active.get(key)
         stamp = rfc3339(self._now())
+        if current is None and self._is_shelved(key):
+            # Shelved: no new alert until the shelf expires (the condition is still evaluated).
+            return Alert(id="", rule=rule, device=device, channel=channel, subject=subject,
+                         severity=severity, message=message, value=value, active=False,
+                         raised_at=stamp, updated_at=stamp,
+                         details={"shelved_until": rfc3339(self._shelved[key][0])})
         if current is None:
             alert = Alert(
                 id=new_id(),
@@ -290,6 +300,46 @@ class AlertManager:
         why = message or "condition no longer present"
         self._write(alert, self._event("alert.cleared", current, alert, SYSTEM_ACTOR, why))
         log.info("alert cleared", rule=rule, device=device, msg=why)
+        return alert
+
+    def _is_shelved(self, key: AlertKey) -> bool:
+        shelf = self._shelved.get(key)
+        if shelf is None:
+            return False
+        until, who = shelf
+        if self._now() < until:
+            return True
+        del self._shelved[key]
+        self.audit.record("alert.unshelved", SYSTEM_ACTOR, "/".join(filter(None, key)),
+                          old={"shelved_until": rfc3339(until), "by": who},
+                          reason="shelf expired")  # fmt: skip
+        return False
+
+    def shelved(self) -> dict[str, str]:
+        """Shelved alarms: "rule/device/channel" -> until (RFC 3339)."""
+        now = self._now()
+        return {"/".join(filter(None, k)): rfc3339(u) for k, (u, _w) in self._shelved.items()
+                if u > now}
+
+    async def shelve(self, alert_id: str, user: str, reason: str, minutes: float) -> Alert:
+        """Put a flapping alarm aside for `minutes`: acknowledged now, not raised again until then.
+
+        The acknowledgement and its audit record are one transaction; the shelf itself is audited
+        (`alert.shelved`, with its expiry) and ends on its own (`alert.unshelved`).
+        """
+        if not 0 < minutes <= MAX_SHELVE_MIN:
+            raise AlertError(f"shelving lasts 1 to {MAX_SHELVE_MIN:g} minutes")
+        current = self._open.get(alert_id) or await self.fetch(alert_id)
+        until = self._now() + timedelta(minutes=minutes)
+        note = f"shelved until {rfc3339(until)}: {reason}"
+        alert = current if current.acknowledged else await self.acknowledge(alert_id, user, note)
+        self._shelved[current.key] = (until, user)
+        await self.audit.record_durably(
+            "alert.shelved", user, f"alert/{alert_id}", new={"shelved_until": rfc3339(until)},
+            reason=reason, rule=current.rule, device=current.device,
+        )  # fmt: skip
+        log.warning("alert shelved", rule=current.rule, device=current.device, user=user,
+                    until=rfc3339(until))  # fmt: skip
         return alert
 
     # ------------------------------------------------------------------ for people

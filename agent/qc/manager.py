@@ -814,6 +814,15 @@ class QCManager:
         )
         return await self.alerts.acknowledge(alert_id, user.full_name or user.name, reason)
 
+    async def shelve_alert(
+        self, alert_id: str, name: str, password: str, reason: str, minutes: float
+    ) -> Any:
+        """Shelve a flapping alarm for `minutes`, signed like an acknowledgement."""
+        user = await self.signatures.aauthenticate(
+            name, password, "acknowledge_alert", f"alert/{alert_id}"
+        )
+        return await self.alerts.shelve(alert_id, user.full_name or user.name, reason, minutes)
+
     async def acknowledge_alerts(
         self, alert_ids: list[str], name: str, password: str, reason: str
     ) -> tuple[list[Any], dict[str, str]]:

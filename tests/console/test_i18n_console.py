@@ -188,3 +188,32 @@ def pdf_text(pdf: bytes, tmp_path) -> str:
     assert shutil.which("pdftotext")
     return subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True,
                           text=True, check=True).stdout
+
+
+async def test_a_flapping_alarm_is_shelved_until_its_expiry_and_audited(tmp_path, mosquitto):
+    async with agent_in(tmp_path, mosquitto.url) as (agent, session):
+        alert = agent.alerts.raise_alert("area-high", "area-1", "dose_rate", "alarm",
+                                         "dose rate 80 uSv/h above 25 uSv/h", value=80.0)
+        async with session.post(url(agent, f"/api/alerts/{alert.id}/shelve"), headers=auth("quinn"),
+                                json={"minutes": "0,05", "reason": "detector cable loose",
+                                      "password": USERS["quinn"][2]}) as r:
+            body = await r.json()
+        assert r.status == 200, body
+        assert body["alert"]["acknowledged_by"] == "Quinn QA"
+        # It flaps: cleared and raised again while shelved -> no new alert.
+        agent.alerts.clear_alert("area-high", "area-1", "dose_rate")
+        again = agent.alerts.raise_alert("area-high", "area-1", "dose_rate", "alarm", "again")
+        assert again.id == ""
+        assert not [a for a in agent.alerts.open_alerts() if a.rule == "area-high" and a.active]
+        # After the expiry (3 s) it is raised again, and the shelf's end is audited.
+        import asyncio
+        await asyncio.sleep(3.2)
+        back = agent.alerts.raise_alert("area-high", "area-1", "dose_rate", "alarm", "back")
+        assert back.id and back.active
+        async with session.get(url(agent, "/api/audit"), headers=auth("quinn")) as r:
+            events = [row["event"] for row in (await r.json())["rows"]]
+        assert "alert.shelved" in events and "alert.unshelved" in events
+        # A wrong password shelves nothing.
+        async with session.post(url(agent, f"/api/alerts/{back.id}/shelve"), headers=auth("quinn"),
+                                json={"minutes": 60, "reason": "x", "password": "wrong"}) as r:
+            assert r.status == 403

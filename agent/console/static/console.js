@@ -415,6 +415,7 @@ function openAckSelected() {
   openAck(chosen[0]);
   state.ackAlertId = null;
   state.ackAlertIds = chosen.map((a) => a.id);
+  $("#ack-shelve-label").hidden = true;  // one alarm at a time is shelved
   $("#ack-summary").textContent = _("{n} alerts: {rules}", { n: chosen.length,
     rules: [...new Set(chosen.map((a) => `${a.rule} · ${a.device || ""}`))].join("; ") });
 }
@@ -433,6 +434,8 @@ function openAck(alert) {
   }
   $("#ack-reason").value = "";
   $("#ack-password").value = "";
+  $("#ack-shelve").value = "0";
+  $("#ack-shelve-label").hidden = !(state.me && state.me.authenticated);
   $("#ack-password-label").hidden = !(state.me && state.me.authenticated);
   $("#ack-error").hidden = true;
   $("#ack-dialog").showModal();
@@ -466,6 +469,11 @@ async function submitAck(event) {
       state.selected.clear();
       const refused = Object.keys(answer.refused || {}).length;
       if (refused) window.alert(_("Not acknowledged: {n} (already acknowledged or closed)", { n: refused }));
+    } else if (signing && Number($("#ack-shelve").value) > 0) {
+      await api(`/api/alerts/${encodeURIComponent(state.ackAlertId)}/shelve`, {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ name, reason, password, minutes: Number($("#ack-shelve").value) }),
+      });
     } else {
       await api(`/api/alerts/${encodeURIComponent(state.ackAlertId)}/ack`, {
         method: "POST",
