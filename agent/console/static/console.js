@@ -511,16 +511,25 @@ function auditQuery() {
 
 const AUDIT_KNOWN = new Set(["id", "t", "event", "actor", "subject", "old", "new", "reason"]);
 
+// A value as a person reads it: numbers in the language's format, objects as "key: value".
+function plain(v) {
+  if (v === null || v === undefined) return "—";
+  if (typeof v === "number") return fmtValue(v);
+  if (Array.isArray(v)) return v.map(plain).join(", ");
+  if (typeof v === "object") return Object.entries(v).map(([k, x]) => `${k}: ${plain(x)}`).join("; ");
+  return String(v);
+}
+
 function fmtChange(row) {
   // Objects: only the fields that changed ("state: active → active_acknowledged").
-  const show = (v) => (v === null || v === undefined ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v));
+  const show = plain;
   const { old: before, new: after } = row;
   if ((before === null || before === undefined) && (after === null || after === undefined)) return "";
   const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
   if (isObj(before) && isObj(after)) {
     const keys = [...new Set([...Object.keys(before), ...Object.keys(after)])]
       .filter((k) => JSON.stringify(before[k]) !== JSON.stringify(after[k]));
-    return keys.map((k) => `${k}: ${show(before[k])} → ${show(after[k])}`).join("; ");
+    return keys.map((k) => `${k}: ${show(before[k])} → ${show(after[k])}`).join("\n");
   }
   if (before === null || before === undefined) return show(after);
   return `${show(before)} → ${show(after)}`;
@@ -543,9 +552,9 @@ async function loadAudit() {
         el("td", {}, row.event || ""),
         el("td", {}, row.actor || ""),
         el("td", {}, row.subject || ""),
-        el("td", {}, fmtChange(row)),
+        el("td", { class: "change" }, fmtChange(row)),
         el("td", {}, row.reason || ""),
-        el("td", { class: "muted small" }, Object.keys(details).length ? JSON.stringify(details) : ""));
+        el("td", { class: "muted small" }, Object.keys(details).length ? plain(details) : ""));
     }));
   } catch (error) {
     console.warn("audit", error);
