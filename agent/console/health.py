@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agent.core.i18n import N_
 from agent.core.states import HEALTHY_STATES
 
 if TYPE_CHECKING:
@@ -34,16 +35,19 @@ class HealthReport:
     ok: bool = True
     reasons: list[str] = field(default_factory=list)
     checks: dict[str, Any] = field(default_factory=dict)
+    # Each reason as a catalog id and its parameters (the page shows it translated).
+    texts: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: str, text: tuple[str, dict[str, str]] | None = None) -> None:
         """Record one reason for being unhealthy."""
         self.ok = False
+        self.texts.append(text or (reason, {}))
         self.reasons.append(reason)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON body."""
         return {"status": "ok" if self.ok else "unhealthy", "reasons": self.reasons,
-                "checks": self.checks}
+                "reasons_i18n": [list(t) for t in self.texts], "checks": self.checks}
 
 
 def check_health(
@@ -55,14 +59,16 @@ def check_health(
     started = backend.started
     report.checks["started"] = started
     if not started:
-        report.fail("agent is still starting")
+        report.fail(N_("agent is still starting"))
     delivery = backend.delivery()
     report.checks["outbox_thread_alive"] = delivery.writer_alive
     if not delivery.writer_alive:
-        report.fail("outbox thread is not running: readings cannot be stored")
+        report.fail(N_("outbox thread is not running: readings cannot be stored"))
     report.checks["outbox_quota"] = delivery.quota_state
     if delivery.quota_state != "ok":
-        report.fail(f"outbox quota {delivery.quota_state}: acquisition is being paused")
+        report.fail(f"outbox quota {delivery.quota_state}: acquisition is being paused",
+                    (N_("outbox quota {state}: acquisition is being paused"),
+                     {"state": delivery.quota_state}))
     disk = delivery.disk
     if disk:
         report.checks["disk"] = disk
@@ -71,7 +77,9 @@ def check_health(
                 f"{disk['free_bytes'] + disk['reusable_bytes']} bytes left,"
                 f" reserve {disk['min_free_bytes']}"
             )
-            report.fail(f"disk {disk['state']} ({cause}): acquisition is being paused")
+            report.fail(f"disk {disk['state']} ({cause}): acquisition is being paused",
+                        (N_("disk {state} ({cause}): acquisition is being paused"),
+                         {"state": disk["state"], "cause": cause}))
     report.checks["broker"] = delivery.link_state
     report.checks["publishing"] = delivery.connected
     report.checks["buffering"] = not delivery.connected
@@ -86,7 +94,10 @@ def check_health(
                               "last_reading_age_s": None if age is None else round(age, 1)}
         if device.state not in HEALTHY_STATES and duration > device_grace_s:
             detail = f" ({device.detail})" if device.detail else ""
-            report.fail(f"device {device.id} {device.state} for {duration:.0f} s{detail}")
+            report.fail(f"device {device.id} {device.state} for {duration:.0f} s{detail}",
+                        (N_("device {device} {state} for {seconds} s{detail}"),
+                         {"device": device.id, "state": device.state,
+                          "seconds": f"{duration:.0f}", "detail": detail}))
     report.checks["devices"] = devices
     report.checks["device_grace_s"] = device_grace_s
     return report

@@ -216,7 +216,8 @@ function renderHealth(snapshot) {
   healthPill.className = `pill ${health.status === "ok" ? "ok" : "unhealthy"}`;
   const banner = $("#health-reasons");
   banner.hidden = !health.reasons.length;
-  banner.textContent = health.reasons.join("; ");
+  banner.textContent = (health.reasons_i18n || health.reasons.map((r) => [r, {}]))
+    .map(([m, p]) => _(m, { ...p, state: p.state ? _(p.state) : p.state })).join("; ");
 
   if (window.IsoQC) window.IsoQC.onHealth(snapshot);
   state.deviceHealth = new Map(snapshot.devices.map((d) => [d.device, d]));
