@@ -7,6 +7,7 @@ import datetime as dt
 import re
 from pathlib import Path
 
+import pytest
 from helpers import REPO
 from playwright.async_api import async_playwright, expect
 from test_i18n_console import agent_in
@@ -16,8 +17,14 @@ from test_web_browser import CHROMIUM, CHROMIUM_ARGS, chromium_available  # noqa
 
 from drivers.base import Sample
 
-SHOTS = REPO / "docs" / "screenshots"
+# Written next to the other test artifacts; docs/screenshots/ holds copies of a run.
+SHOTS = REPO / "test-artifacts"
 UI_TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(autouse=True)
+def shots_dir():
+    SHOTS.mkdir(exist_ok=True)
 
 
 async def test_console_in_russian_then_kazakh_with_a_decimal_comma(
