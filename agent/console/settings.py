@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from agent.core.passwords import check_user_credentials
 from agent.core.settings import StrictSection
 
 
@@ -20,6 +21,11 @@ class WebUser(StrictSection):
     )
     password_hash: str | None = None
     token_sha256: str | None = None
+
+    @model_validator(mode="after")
+    def _complete_credentials(self) -> WebUser:
+        check_user_credentials(self.name, self.password_hash, self.token_sha256)
+        return self
 
 
 class WebSection(StrictSection):

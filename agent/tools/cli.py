@@ -447,7 +447,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _add_web_passwd(verbs: Any) -> None:
     passwd = verbs.add_parser(
-        "web-passwd", help="hash a web console password (or make a bearer token) for the config"
+        "web-passwd", aliases=["passwd"],
+        help="hash a web console password (or make a bearer token) for the config",
     )
     passwd.add_argument("--stdin", action="store_true", help="read the password from stdin")
     passwd.add_argument("--token", action="store_true",

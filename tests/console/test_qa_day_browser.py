@@ -67,7 +67,7 @@ PROGRAMME: dict[str, Any] = {
 
 def web_users() -> list[dict[str, Any]]:
     users: list[dict[str, Any]] = [
-        {"name": name, "role": role, "full_name": full, "password_hash": hash_password(pw, n=2**10)}
+        {"name": name, "role": role, "full_name": full, "password_hash": hash_password(pw)}
         for name, (role, full, pw) in USERS.items()
     ]
     from agent.console.auth import token_sha256
