@@ -50,6 +50,20 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 @web.middleware
+async def _clean_parameters(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """400 for a path or query parameter with NUL or text that is not valid UTF-8."""
+    texts = [request.path, *request.query.keys(), *request.query.values()]
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return web.json_response({"error": "parameters must be valid UTF-8"}, status=400)
+        if "\x00" in text:
+            return web.json_response({"error": "NUL is not allowed in parameters"}, status=400)
+    return await handler(request)
+
+
+@web.middleware
 async def _security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     """No framing, no sniffing, no caching of API answers; same-origin writes only."""
     if request.method not in {"GET", "HEAD", "OPTIONS"}:
@@ -79,7 +93,7 @@ def create_app(backend: ConsoleBackend, section: WebSection) -> web.Application:
     views = Views(backend, device_grace_s=section.health_device_grace_s, qc=qc_views)
     hub = LiveHub(backend.live, views.health_snapshot)
     app = web.Application(
-        middlewares=[_security_headers, auth.middleware(PUBLIC_PATHS)],
+        middlewares=[_security_headers, _clean_parameters, auth.middleware(PUBLIC_PATHS)],
         client_max_size=64 * 1024,  # bodies: acknowledgements, signatures, prescriptions
     )
     app[HUB_KEY] = hub

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from agent.console.auth import Principal, principal_of
 from agent.qc.alerts import AlertError, UnknownAlertError
+from agent.qc.audit import AuditTextError
 from agent.qc.manager import QCError
 from agent.qc.signatures import SignatureError
 
@@ -67,11 +68,27 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def valid_text(text: str, name: str) -> str:
+    """`text` when it is valid UTF-8 without NUL; 400 otherwise.
+
+    A lone surrogate once made the audit record fail after its change had been made.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        _fail(f"{name}: not valid UTF-8 text")
+    if "\x00" in text:
+        _fail(f"{name}: NUL is not allowed in text")
+    return text
+
+
 def text_field(body: dict[str, Any], name: str, *, required: bool = False,
                limit: int = MAX_TEXT) -> str:  # fmt: skip
-    """A stripped text field of a JSON body."""
+    """A stripped text field of a JSON body (a string, or a number written as text)."""
     value = body.get(name)
-    text = "" if value is None else str(value).strip()
+    if value is not None and (isinstance(value, bool) or not isinstance(value, str | int | float)):
+        _fail(f"{name}: expected text")
+    text = "" if value is None else valid_text(str(value), name).strip()
     if len(text) > limit:
         _fail(f"{name}: too long (at most {limit} characters)")
     if required and not text:
@@ -107,10 +124,28 @@ def _time(text: str | None, name: str) -> datetime | None:
     if not text:
         return None
     try:
-        value = datetime.fromisoformat(text)
+        return checked_time(datetime.fromisoformat(text), name)
     except ValueError:
         _fail(f"{name}: expected an ISO 8601 time, e.g. 2026-11-22T08:00:00Z")
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+MIN_YEAR, MAX_YEAR = 1970, 9998
+
+
+def checked_time(value: datetime, name: str) -> datetime:
+    """`value` (naive: UTC) when it converts to UTC within years MIN_YEAR..MAX_YEAR, else 400.
+
+    `0001-01-01T00:00+14:00` parses but cannot be converted to UTC: once it made a
+    prescription that broke /api/prescriptions until a restart.
+    """
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        utc = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        utc = None
+    if utc is None or not MIN_YEAR <= utc.year <= MAX_YEAR:
+        _fail(f"{name}: a time between {MIN_YEAR} and {MAX_YEAR} is expected")
+    return value
 
 
 def constancy_chart(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -246,6 +281,8 @@ class QCViews:
             run = self.desk.start_test(device, test, by=by, time_scale=float(scale))
         except QCError as exc:
             _fail(str(exc), web.HTTPConflict)
+        except AuditTextError as exc:
+            _fail(str(exc))
         log.info("QC test started", device=device, test=test, user=by, via="web")
         return _json({"run": self._run_dict(run)}, status=201)
 
@@ -282,11 +319,14 @@ class QCViews:
                                                                         required=True))
         except QCError as exc:
             _fail(str(exc), web.HTTPConflict)
+        except AuditTextError as exc:
+            _fail(str(exc))
         return _json({"run": self._run_dict(run)})
 
     async def finish_run(self, request: web.Request) -> web.Response:
         """POST /api/qc/runs/{id}/finish: analyse a linearity run with the points it has."""
         self._require(request, "performed")
+        await json_body(request)  # JSON only, as every write (also a CSRF guard)
         run = self._get_run(request)
         try:
             run = self.desk.finish_linearity(run.id)
@@ -614,4 +654,11 @@ def add_routes(app: web.Application, views: QCViews) -> None:
     r.add_get("/api/dispensing", views.dispensing)
 
 
-__all__ = ["QCViews", "add_routes", "constancy_chart", "linearity_chart"]
+__all__ = [
+    "QCViews",
+    "add_routes",
+    "checked_time",
+    "constancy_chart",
+    "linearity_chart",
+    "valid_text",
+]

@@ -16,6 +16,7 @@ from aiohttp import web
 from agent.console.auth import principal_of
 from agent.console.health import check_health
 from agent.console.metrics import Metrics, Scrape
+from agent.console.qc_views import checked_time
 from agent.qc.alerts import Alert
 from agent.qc.audit import AuditLog
 
@@ -232,4 +233,4 @@ def _time_param(request: web.Request, name: str) -> datetime | None:
         _bad_request(f"{name}: expected an ISO 8601 time, e.g. 2026-11-22T08:00:00Z")
     # A time without zone from the browser's datetime-local field is the user's local time;
     # the page converts to UTC before sending, so a naive value here is taken as UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return checked_time(value, name)

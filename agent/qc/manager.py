@@ -333,21 +333,23 @@ class QCManager:
         if not (math.isfinite(time_scale) and time_scale > 0):
             raise QCError("time_scale must be a positive number")
         now = self._now()
+        run = TestRun(new_id(), device, test, now, by.strip(), time_scale=time_scale)
+        run.steps = self._steps(programme, test, now)
+        if run.steps:
+            run.steps[0].state = "active"
+        # Audit first: the record is made (its texts checked) before the run exists.
+        staged = self.audit.stage(
+            "qc.test.started", actor=run.started_by, subject=f"{device}/{test}", run=run.id,
+            steps=[s.instruction for s in run.steps],
+        )  # fmt: skip
         with self._lock:
             busy = self._linearity if test == "linearity" else self._active
             current = busy.get(device)
             if current is not None and self._runs[current].state == "running":
                 raise QCError(f"{device}: a {self._runs[current].test} test is running")
-            run = TestRun(new_id(), device, test, now, by.strip(), time_scale=time_scale)
-            run.steps = self._steps(programme, test, now)
-            if run.steps:
-                run.steps[0].state = "active"
             self._runs[run.id] = run
             busy[device] = run.id
-        self.audit.record(
-            "qc.test.started", actor=run.started_by, subject=f"{device}/{test}", run=run.id,
-            steps=[s.instruction for s in run.steps],
-        )  # fmt: skip
+            self.audit.commit(staged)
         return run
 
     def _steps(self, programme: CalibratorProgramme, test: str, now: datetime) -> list[Step]:
@@ -410,12 +412,13 @@ class QCManager:
             run = self.run(run_id)
             if run.state in {"signed", "cancelled"}:
                 raise QCError(f"run {run_id} is {run.state}")
+            staged = self.audit.stage(
+                "qc.test.cancelled", actor=by, subject=f"{run.device}/{run.test}",
+                reason=reason, run=run.id,
+            )  # fmt: skip
             run.state = "cancelled"
             self._release_slot(run)
-        self.audit.record(
-            "qc.test.cancelled", actor=by, subject=f"{run.device}/{run.test}", reason=reason,
-            run=run.id,
-        )  # fmt: skip
+            self.audit.commit(staged)
         self.refresh()
         return run
 
@@ -824,8 +827,9 @@ class QCManager:
         self.programme(device)
         if not by.strip() or not reason.strip():
             raise QCError("recording a repair needs the person's name and a reason")
-        self.audit.record("qc.repair", actor=by, subject=device, reason=reason)
+        staged = self.audit.stage("qc.repair", actor=by, subject=device, reason=reason)
         self._repairs[device] = self._now()
+        self.audit.commit(staged)
         self.refresh()
 
     # ------------------------------------------------------------------ release

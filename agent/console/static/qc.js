@@ -240,7 +240,9 @@ async function cancelRun() {
 
 async function finishRun() {
   try {
-    const data = await api(`/api/qc/runs/${encodeURIComponent(qc.run.id)}/finish`, { method: "POST" });
+    const data = await api(`/api/qc/runs/${encodeURIComponent(qc.run.id)}/finish`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: "{}",
+    });
     showRun(data.run);
   } catch (error) { window.alert(error.message); }
 }
