@@ -88,7 +88,12 @@ async def _security_headers(request: web.Request, handler: Handler) -> web.Strea
 def create_app(backend: ConsoleBackend, section: WebSection) -> web.Application:
     """The console application for one agent, seen through `backend`."""
     host, _port = parse_listen(section.listen)
-    auth = Authenticator(section.users, listen_host=host)
+    audit = backend.qc.signatures.audit
+
+    def audit_failure(name: str, client: str, reason: str) -> None:
+        audit.record("login.failed", actor=name, subject="console", reason=reason, client=client)
+
+    auth = Authenticator(section.users, listen_host=host, on_failure=audit_failure)
     qc_views = QCViews(backend)
     views = Views(backend, device_grace_s=section.health_device_grace_s, qc=qc_views)
     hub = LiveHub(backend.live, views.health_snapshot)

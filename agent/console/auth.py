@@ -8,20 +8,29 @@ basic credentials (name + password, checked against a salted scrypt hash) or a b
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+import structlog
 from aiohttp import web
 
 # Re-exported: the console and `isoedge web-passwd` import them from here.
 from agent.core.hosts import host_name, is_loopback
-from agent.core.passwords import check_password_hash_format, hash_password, verify_password
+from agent.core.logins import LoginThrottle
+from agent.core.passwords import (
+    check_password_hash_format,
+    hash_password,
+    verify_dummy,
+    verify_password,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -36,8 +45,11 @@ REALM = "IsoEdge"
 _CACHE_TTL_S = 300.0
 _CACHE_SIZE = 64
 _FAILURE_WINDOW_S = 60.0
-_FAILURE_LIMIT = 10  # failed attempts per client address per window before 429
+_FAILURE_LIMIT = 10  # failed attempts per account, and per client address, per window: 429
 _FAILURE_CLIENTS_MAX = 1024
+_NAME_SHOWN = 200  # a user name is cut to this in logs and the audit trail
+
+log = structlog.get_logger("isoedge.web")
 
 
 def token_sha256(token: str) -> str:
@@ -54,7 +66,7 @@ class Principal:
     name: str
     role: Role
     authenticated: bool
-    method: Literal["basic", "bearer", "none"]
+    method: Literal["basic", "bearer", "session", "none"]
     full_name: str = ""
 
     def may(self, role: Role) -> bool:
@@ -70,14 +82,37 @@ PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("isoedge_principal", P
 
 
 
-class Authenticator:
-    """Checks credentials against the configured users; caches successful password checks."""
+class LoginThrottled(Exception):  # noqa: N818 - a refusal, as aiohttp's HTTP exceptions
+    """Too many failed logins for this account or from this address: not checked."""
 
-    def __init__(self, users: Sequence[WebUser], *, listen_host: str) -> None:
+
+FailureHook = Callable[[str, str, str], None]
+"""(user name, client address, reason) of a failed or refused login: audit it."""
+
+
+class Authenticator:
+    """Checks credentials against the configured users; caches successful password checks.
+
+    Password checks are throttled per account and per client address, a failure slot taken
+    BEFORE the (slow) scrypt check; an unknown name costs the same check against a dummy hash.
+    Every failure is logged and handed to `on_failure` (the agent audits it).
+    """
+
+    def __init__(
+        self,
+        users: Sequence[WebUser],
+        *,
+        listen_host: str,
+        on_failure: FailureHook | None = None,
+    ) -> None:
         self.users = {u.name: u for u in users}
         self.enabled = bool(users) or not is_loopback(listen_host)
+        self.on_failure = on_failure
         self._cache: OrderedDict[str, tuple[float, WebUser]] = OrderedDict()
-        self._failures: dict[str, deque[float]] = {}
+        self.throttle = LoginThrottle(
+            per_account=_FAILURE_LIMIT, per_address=_FAILURE_LIMIT, window_s=_FAILURE_WINDOW_S,
+            max_keys=_FAILURE_CLIENTS_MAX,
+        )  # fmt: skip
         for user in users:
             if user.password_hash is not None:
                 check_password_hash_format(user.password_hash)
@@ -86,20 +121,38 @@ class Authenticator:
         # Keyed by a hash of the credentials, so a changed password never hits the cache.
         return hashlib.sha256(f"{name}\0{password}".encode()).hexdigest()
 
-    async def _check_basic(self, name: str, password: str) -> WebUser | None:
+    def _failed(self, name: str, client: str, reason: str) -> None:
+        log.warning("login failed", user=name[:_NAME_SHOWN], client=client, reason=reason)
+        if self.on_failure is not None and reason != "throttled":
+            # Audited once per failure slot: the throttle bounds how many reach the trail.
+            try:
+                self.on_failure(name[:_NAME_SHOWN] or "?", client, reason)
+            except Exception:
+                log.exception("failed login not audited", client=client)
+
+    async def check_password(self, name: str, password: str, client: str) -> WebUser | None:
+        """The user when `password` is theirs; None when not; LoginThrottled when over a limit."""
         user = self.users.get(name)
-        if user is None or user.password_hash is None:
-            return None
         key = self._cache_key(name, password)
         cached = self._cache.get(key)
         now = time.monotonic()
-        if cached is not None and now - cached[0] < _CACHE_TTL_S and cached[1] is user:
+        if (user is not None and cached is not None and now - cached[0] < _CACHE_TTL_S
+                and cached[1] is user):  # fmt: skip
             return user
-        import asyncio  # noqa: PLC0415 - only needed on this slow path
-
+        slot = self.throttle.reserve(name, client)
+        if slot is None:
+            self._failed(name, client, "throttled")
+            raise LoginThrottled
         # scrypt takes tens of milliseconds: keep it off the event loop that does device I/O.
-        if not await asyncio.to_thread(verify_password, password, user.password_hash):
+        # An unknown name (or one without a password) costs the same check, on a dummy hash.
+        if user is None or user.password_hash is None:
+            await asyncio.to_thread(verify_dummy, password)
+            self._failed(name, client, "unknown user")
             return None
+        if not await asyncio.to_thread(verify_password, password, user.password_hash):
+            self._failed(name, client, "wrong password")
+            return None
+        self.throttle.release(slot)
         self._cache[key] = (now, user)
         self._cache.move_to_end(key)
         while len(self._cache) > _CACHE_SIZE:
@@ -116,45 +169,45 @@ class Authenticator:
                 found = user
         return found
 
-    def _throttled(self, client: str) -> bool:
-        window = self._failures.get(client)
-        if window is None:
-            return False
-        cutoff = time.monotonic() - _FAILURE_WINDOW_S
-        while window and window[0] < cutoff:
-            window.popleft()
-        return len(window) >= _FAILURE_LIMIT
-
-    def _note_failure(self, client: str) -> None:
-        if client not in self._failures and len(self._failures) >= _FAILURE_CLIENTS_MAX:
-            self._failures.pop(next(iter(self._failures)))  # forget the longest-known client
-        self._failures.setdefault(client, deque()).append(time.monotonic())
+    def principal(self, user: WebUser, method: Literal["basic", "bearer", "session"]) -> Principal:
+        """The principal of an authenticated user."""
+        return Principal(
+            name=user.name, role=user.role, authenticated=True, method=method,
+            full_name=user.full_name or user.name,
+        )  # fmt: skip
 
     async def authenticate(self, request: web.Request) -> Principal | None:
-        """The request's principal, or None when credentials are missing or wrong."""
+        """The request's principal, or None when credentials are missing or wrong.
+
+        LoginThrottled when a password check is refused (too many failures).
+        """
         if not self.enabled:
             return ANONYMOUS
+        client = request.remote or "?"
         header = request.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
         value = value.strip()
-        user: WebUser | None = None
-        method: Literal["basic", "bearer"] = "basic"
         if scheme.lower() == "basic" and value:
             try:
                 decoded = base64.b64decode(value, validate=True).decode("utf-8")
             except (binascii.Error, UnicodeDecodeError):
+                if self.throttle.reserve(None, client) is None:
+                    raise LoginThrottled from None
+                self._failed("?", client, "malformed basic credentials")
                 return None
             name, sep, password = decoded.partition(":")
-            if sep:
-                user = await self._check_basic(name, password)
-        elif scheme.lower() == "bearer" and value:
-            user, method = self._check_bearer(value), "bearer"
-        if user is None:
-            return None
-        return Principal(
-            name=user.name, role=user.role, authenticated=True, method=method,
-            full_name=user.full_name or user.name,
-        )
+            user = await self.check_password(name, password, client) if sep else None
+            return None if user is None else self.principal(user, "basic")
+        if scheme.lower() == "bearer" and value:
+            # A token is 256 random bits checked in constant time: a valid one is always
+            # accepted; wrong ones count against the address.
+            user = self._check_bearer(value)
+            if user is not None:
+                return self.principal(user, "bearer")
+            if self.throttle.reserve(None, client) is None:
+                raise LoginThrottled
+            self._failed("?", client, "unknown bearer token")
+        return None
 
     def middleware(self, public_paths: frozenset[str]) -> Middleware:
         """Middleware: 401 without valid credentials (except on `public_paths`)."""
@@ -168,16 +221,11 @@ class Authenticator:
             if request.path in public_paths:
                 request[PRINCIPAL_KEY] = ANONYMOUS if not self.enabled else _PUBLIC
                 return await handler(request)
-            client = request.remote or "?"
-            if self.enabled and self._throttled(client):
-                return web.json_response(
-                    {"error": "too many failed logins; try again in a minute"}, status=429,
-                    headers={"Retry-After": str(int(_FAILURE_WINDOW_S))},
-                )
-            principal = await self.authenticate(request)
+            try:
+                principal = await self.authenticate(request)
+            except LoginThrottled:
+                return too_many_failures()
             if principal is None:
-                if request.headers.get("Authorization"):
-                    self._note_failure(client)
                 return web.json_response(
                     {"error": "authentication required"},
                     status=401,
@@ -189,6 +237,12 @@ class Authenticator:
         return auth_middleware
 
 
+def too_many_failures() -> web.Response:
+    """429 with Retry-After: a password check refused by the throttle."""
+    return web.json_response(
+        {"error": "too many failed logins; try again in a minute"}, status=429,
+        headers={"Retry-After": str(int(_FAILURE_WINDOW_S))},
+    )  # fmt: skip
 
 
 def principal_of(request: web.Request) -> Principal:
@@ -212,11 +266,13 @@ def require_role(request: web.Request, role: Role) -> Principal:
 __all__ = [
     "ANONYMOUS",
     "Authenticator",
+    "LoginThrottled",
     "Principal",
     "check_password_hash_format",
     "hash_password",
     "principal_of",
     "require_role",
     "token_sha256",
+    "too_many_failures",
     "verify_password",
 ]
