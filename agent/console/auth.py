@@ -68,6 +68,7 @@ class Principal:
     authenticated: bool
     method: Literal["basic", "bearer", "session", "none"]
     full_name: str = ""
+    scopes: frozenset[str] = frozenset()
 
     def may(self, role: Role) -> bool:
         """True when this principal holds `role` (`qa` includes `viewer`)."""
@@ -174,6 +175,7 @@ class Authenticator:
         return Principal(
             name=user.name, role=user.role, authenticated=True, method=method,
             full_name=user.full_name or user.name,
+            scopes=frozenset(user.scopes) if method == "bearer" else frozenset(),
         )  # fmt: skip
 
     async def authenticate(self, request: web.Request) -> Principal | None:
@@ -231,10 +233,37 @@ class Authenticator:
                     status=401,
                     headers={"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'},
                 )
+            if principal.method == "bearer":
+                scope = token_scope(request.method, request.path)
+                if scope is None or scope not in principal.scopes:
+                    return web.json_response(
+                        {"error": f"this token's scopes ({', '.join(sorted(principal.scopes))})"
+                                  " do not allow this request"}, status=403,
+                    )  # fmt: skip
             request[PRINCIPAL_KEY] = principal
             return await handler(request)
 
         return auth_middleware
+
+
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def token_scope(method: str, path: str) -> str | None:
+    """The scope a bearer token needs for this request; None: no token may do it.
+
+    Tokens are for machines: the hospital system's prescriptions, Prometheus, a read-only
+    dashboard. They never start, cancel or sign QC work and never read the audit trail.
+    """
+    if path == "/metrics":
+        return "metrics" if method in _READ_METHODS else None
+    if path.startswith("/api/prescriptions") or path == "/api/dispensing":
+        return "prescriptions"
+    if path.startswith("/api/audit") or path == "/api/stream":
+        return None
+    if path.startswith("/api/") and method in _READ_METHODS:
+        return "read"
+    return None
 
 
 def too_many_failures() -> web.Response:
@@ -272,6 +301,7 @@ __all__ = [
     "hash_password",
     "principal_of",
     "require_role",
+    "token_scope",
     "token_sha256",
     "too_many_failures",
     "verify_password",

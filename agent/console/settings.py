@@ -10,6 +10,12 @@ from pydantic import Field, model_validator
 from agent.core.passwords import check_user_credentials
 from agent.core.settings import StrictSection
 
+Scope = Literal["prescriptions", "read", "metrics"]
+
+
+def _least_scopes() -> list[Scope]:
+    return ["metrics"]
+
 
 class WebUser(StrictSection):
     """A console user; the password is stored as a salted hash (`isoedge web-passwd`)."""
@@ -21,6 +27,12 @@ class WebUser(StrictSection):
     )
     password_hash: str | None = None
     token_sha256: str | None = None
+    scopes: list[Scope] = Field(
+        default_factory=_least_scopes,
+        description="What this user's bearer token may do (least by default): `metrics` "
+        "(/metrics), `read` (GET /api/* except the audit trail), `prescriptions` (the "
+        "prescriptions API). A token never starts or cancels QC runs or signs.",
+    )
 
     @model_validator(mode="after")
     def _complete_credentials(self) -> WebUser:

@@ -65,7 +65,7 @@ def web_users() -> list[dict[str, Any]]:
         for n, (r, f, p) in USERS.items()
     ]
     users.append({"name": "his", "role": "radiopharmacist", "full_name": "Hospital information system",
-                  "token_sha256": token_sha256(HIS_TOKEN)})
+                  "token_sha256": token_sha256(HIS_TOKEN), "scopes": ["prescriptions"]})
     return users
 
 
