@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("isoedge.web")
 
-PUBLIC_PATHS = frozenset({"/healthz"})  # liveness probes carry no credentials
+# Liveness probes carry no credentials; the page and its login hold no data (static files
+# under /static/ are public too).
+PUBLIC_PATHS = frozenset({"/healthz", "/", "/api/login", "/api/logout", "/api/session"})
 SHUTDOWN_TIMEOUT_S = 1.0
 
 HUB_KEY: web.AppKey[LiveHub] = web.AppKey("hub", LiveHub)
@@ -90,10 +92,14 @@ def create_app(backend: ConsoleBackend, section: WebSection) -> web.Application:
     host, _port = parse_listen(section.listen)
     audit = backend.qc.signatures.audit
 
-    def audit_failure(name: str, client: str, reason: str) -> None:
-        audit.record("login.failed", actor=name, subject="console", reason=reason, client=client)
+    def audit_login(action: str, name: str, client: str, reason: str) -> None:
+        audit.record(action, actor=name, subject="console", reason=reason, client=client)
 
-    auth = Authenticator(section.users, listen_host=host, on_failure=audit_failure)
+    auth = Authenticator(
+        section.users, listen_host=host, audit=audit_login,
+        idle_timeout_s=section.idle_timeout_min * 60, session_max_s=section.session_max_h * 3600,
+        secure_cookie=section.tls_cert is not None,
+    )  # fmt: skip
     qc_views = QCViews(backend)
     views = Views(backend, device_grace_s=section.health_device_grace_s, qc=qc_views)
     hub = LiveHub(backend.live, views.health_snapshot)
@@ -103,6 +109,9 @@ def create_app(backend: ConsoleBackend, section: WebSection) -> web.Application:
     )
     app[HUB_KEY] = hub
     app.router.add_get("/", views.index)
+    app.router.add_post("/api/login", auth.login)
+    app.router.add_post("/api/logout", auth.logout)
+    app.router.add_get("/api/session", auth.session_info)
     app.router.add_get("/api/state", views.state)
     app.router.add_get("/api/trends", views.trends)
     app.router.add_get("/api/stream", hub.handle)

@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -48,6 +49,7 @@ _FAILURE_WINDOW_S = 60.0
 _FAILURE_LIMIT = 10  # failed attempts per account, and per client address, per window: 429
 _FAILURE_CLIENTS_MAX = 1024
 _NAME_SHOWN = 200  # a user name is cut to this in logs and the audit trail
+_PASSWORD_MAX = 1024
 
 log = structlog.get_logger("isoedge.web")
 
@@ -82,13 +84,80 @@ _PUBLIC = Principal(name="", role="viewer", authenticated=False, method="none")
 PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("isoedge_principal", Principal)
 
 
+class SessionCheck:
+    """For a long request (the event stream): is the session it was made in still valid?"""
+
+    __slots__ = ("sessions", "token")
+
+    def __init__(self, sessions: Sessions, token: str) -> None:
+        self.sessions = sessions
+        self.token = token
+
+    def __call__(self) -> bool:
+        """True while the session lasts (not signed out, not timed out)."""
+        return self.sessions.get(self.token, touch=False) is not None
+
+
+STILL_VALID_KEY: web.RequestKey[SessionCheck] = web.RequestKey("isoedge_still_valid", SessionCheck)
+
+
+
+SESSION_COOKIE = "isoedge_session"
+AUTO_HEADER = "X-IsoEdge-Auto"  # the page's own background requests: no user activity
+_SESSIONS_MAX = 512
+
+
+@dataclass(slots=True)
+class Session:
+    """A signed-in browser: who, since when, last user activity (monotonic seconds)."""
+
+    user: WebUser
+    created: float
+    last_active: float
+
+
+class Sessions:
+    """Browser sessions: a random cookie (only its SHA-256 is kept), idle and absolute limits."""
+
+    def __init__(self, *, idle_s: float, absolute_s: float) -> None:
+        self.idle_s = idle_s
+        self.absolute_s = absolute_s
+        self._by_digest: OrderedDict[str, Session] = OrderedDict()
+
+    def start(self, user: WebUser) -> str:
+        """A new session for `user`; returns the cookie value."""
+        token = secrets.token_urlsafe(32)
+        now = time.monotonic()
+        self._by_digest[token_sha256(token)] = Session(user, now, now)
+        while len(self._by_digest) > _SESSIONS_MAX:
+            self._by_digest.popitem(last=False)  # the oldest session ends
+        return token
+
+    def get(self, token: str, *, touch: bool) -> Session | None:
+        """The live session of a cookie (None: unknown, idle too long or too old)."""
+        digest = token_sha256(token)
+        session = self._by_digest.get(digest)
+        if session is None:
+            return None
+        now = time.monotonic()
+        if now - session.last_active > self.idle_s or now - session.created > self.absolute_s:
+            del self._by_digest[digest]
+            return None
+        if touch:
+            session.last_active = now
+        return session
+
+    def end(self, token: str) -> Session | None:
+        """Sign out: the cookie is worthless from now on."""
+        return self._by_digest.pop(token_sha256(token), None)
+
 
 class LoginThrottled(Exception):  # noqa: N818 - a refusal, as aiohttp's HTTP exceptions
     """Too many failed logins for this account or from this address: not checked."""
 
 
-FailureHook = Callable[[str, str, str], None]
-"""(user name, client address, reason) of a failed or refused login: audit it."""
+AuditHook = Callable[[str, str, str, str], None]
+"""(action, user name, client address, reason): a failed login, a session begun or ended."""
 
 
 class Authenticator:
@@ -104,11 +173,16 @@ class Authenticator:
         users: Sequence[WebUser],
         *,
         listen_host: str,
-        on_failure: FailureHook | None = None,
+        audit: AuditHook | None = None,
+        secure_cookie: bool = False,
+        idle_timeout_s: float = 15 * 60.0,
+        session_max_s: float = 12 * 3600.0,
     ) -> None:
         self.users = {u.name: u for u in users}
+        self.sessions = Sessions(idle_s=idle_timeout_s, absolute_s=session_max_s)
         self.enabled = bool(users) or not is_loopback(listen_host)
-        self.on_failure = on_failure
+        self.audit = audit
+        self.secure_cookie = secure_cookie
         self._cache: OrderedDict[str, tuple[float, WebUser]] = OrderedDict()
         self.throttle = LoginThrottle(
             per_account=_FAILURE_LIMIT, per_address=_FAILURE_LIMIT, window_s=_FAILURE_WINDOW_S,
@@ -122,14 +196,84 @@ class Authenticator:
         # Keyed by a hash of the credentials, so a changed password never hits the cache.
         return hashlib.sha256(f"{name}\0{password}".encode()).hexdigest()
 
+    def _audit(self, action: str, name: str, client: str, reason: str) -> None:
+        if self.audit is not None:
+            try:
+                self.audit(action, name[:_NAME_SHOWN] or "?", client, reason)
+            except Exception:
+                log.exception("login event not audited", action=action, client=client)
+
     def _failed(self, name: str, client: str, reason: str) -> None:
         log.warning("login failed", user=name[:_NAME_SHOWN], client=client, reason=reason)
-        if self.on_failure is not None and reason != "throttled":
+        if reason != "throttled":
             # Audited once per failure slot: the throttle bounds how many reach the trail.
-            try:
-                self.on_failure(name[:_NAME_SHOWN] or "?", client, reason)
-            except Exception:
-                log.exception("failed login not audited", client=client)
+            self._audit("login.failed", name, client, reason)
+
+    # ------------------------------------------------------------ the login page
+    async def login(self, request: web.Request) -> web.Response:
+        """POST /api/login `{"name", "password"}`: a session cookie (or 401/429)."""
+        client = request.remote or "?"
+        if request.content_type != "application/json":
+            return web.json_response({"error": "expected application/json"}, status=415)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        name = body.get("name") if isinstance(body, dict) else None
+        password = body.get("password") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not isinstance(password, str) or not name:
+            return web.json_response({"error": "a name and a password are required"},
+                                     status=400)  # fmt: skip
+        if len(name) > _NAME_SHOWN or len(password) > _PASSWORD_MAX:
+            return web.json_response({"error": "name or password too long"}, status=400)
+        old = request.cookies.get(SESSION_COOKIE)
+        if old:
+            self._end(old, client, "switch user")
+        try:
+            user = await self.check_password(name, password, client)
+        except LoginThrottled:
+            return too_many_failures()
+        if user is None:
+            return web.json_response({"error": "wrong name or password"}, status=401)
+        token = self.sessions.start(user)
+        log.info("signed in", user=user.name, client=client)
+        self._audit("session.started", user.name, client, "signed in on the login page")
+        response = web.json_response({"name": user.name, "role": user.role,
+                                      "full_name": user.full_name or user.name})  # fmt: skip
+        response.set_cookie(
+            SESSION_COOKIE, token, path="/", httponly=True, samesite="Strict",
+            secure=self.secure_cookie,
+        )  # fmt: skip
+        return response
+
+    async def session_info(self, request: web.Request) -> web.Response:
+        """GET /api/session (public): is this browser signed in?
+
+        The page asks before it loads anything, so a signed-out page shows the login form
+        without a 401.
+        """
+        token = request.cookies.get(SESSION_COOKIE)
+        session = self.sessions.get(token, touch=False) if token else None
+        return web.json_response({
+            "access_control": self.enabled,
+            "signed_in": session is not None or not self.enabled,
+            "idle_timeout_min": self.sessions.idle_s / 60,
+        })  # fmt: skip
+
+    def _end(self, token: str, client: str, why: str) -> None:
+        session = self.sessions.end(token)
+        if session is not None:
+            log.info("signed out", user=session.user.name, client=client, why=why)
+            self._audit("session.ended", session.user.name, client, why)
+
+    async def logout(self, request: web.Request) -> web.Response:
+        """POST /api/logout: the session ends; the cookie is cleared."""
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            self._end(token, request.remote or "?", "signed out")
+        response = web.json_response({"signed_out": True})
+        response.del_cookie(SESSION_COOKIE, path="/")
+        return response
 
     async def check_password(self, name: str, password: str, client: str) -> WebUser | None:
         """The user when `password` is theirs; None when not; LoginThrottled when over a limit."""
@@ -186,10 +330,15 @@ class Authenticator:
         if not self.enabled:
             return ANONYMOUS
         client = request.remote or "?"
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            session = self.sessions.get(cookie, touch=AUTO_HEADER not in request.headers)
+            if session is not None:
+                return self.principal(session.user, "session")
         header = request.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
         value = value.strip()
-        if scheme.lower() == "basic" and value:
+        if scheme.lower() == "basic" and value and not from_browser(request):
             try:
                 decoded = base64.b64decode(value, validate=True).decode("utf-8")
             except (binascii.Error, UnicodeDecodeError):
@@ -220,7 +369,8 @@ class Authenticator:
                 # Without access control only loopback names are served: a web page whose
                 # domain re-resolves to 127.0.0.1 (DNS rebinding) gets nothing.
                 return web.json_response({"error": "unexpected Host header"}, status=421)
-            if request.path in public_paths:
+            if request.path in public_paths or request.path.startswith("/static/"):
+                # The page, its scripts and the login itself hold no data.
                 request[PRINCIPAL_KEY] = ANONYMOUS if not self.enabled else _PUBLIC
                 return await handler(request)
             try:
@@ -228,11 +378,7 @@ class Authenticator:
             except LoginThrottled:
                 return too_many_failures()
             if principal is None:
-                return web.json_response(
-                    {"error": "authentication required"},
-                    status=401,
-                    headers={"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'},
-                )
+                return authentication_required(request)
             if principal.method == "bearer":
                 scope = token_scope(request.method, request.path)
                 if scope is None or scope not in principal.scopes:
@@ -241,9 +387,29 @@ class Authenticator:
                                   " do not allow this request"}, status=403,
                     )  # fmt: skip
             request[PRINCIPAL_KEY] = principal
+            cookie = request.cookies.get(SESSION_COOKIE)
+            if principal.method == "session" and cookie:
+                request[STILL_VALID_KEY] = SessionCheck(self.sessions, cookie)
             return await handler(request)
 
         return auth_middleware
+
+
+def from_browser(request: web.Request) -> bool:
+    """True for a browser's request (it sends Fetch Metadata); API clients do not.
+
+    HTTP Basic is for API clients only: a browser signs in on the login page (a session
+    cookie it can sign out of), so browsers are never offered, nor served by, Basic.
+    """
+    return "Sec-Fetch-Mode" in request.headers or "Sec-Fetch-Site" in request.headers
+
+
+def authentication_required(request: web.Request) -> web.Response:
+    """401; the Basic challenge only for API clients (a browser would pop up a dialog)."""
+    headers = {} if from_browser(request) else {
+        "WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'
+    }
+    return web.json_response({"error": "authentication required"}, status=401, headers=headers)
 
 
 _READ_METHODS = frozenset({"GET", "HEAD"})
@@ -294,10 +460,16 @@ def require_role(request: web.Request, role: Role) -> Principal:
 
 __all__ = [
     "ANONYMOUS",
+    "AUTO_HEADER",
+    "SESSION_COOKIE",
     "Authenticator",
     "LoginThrottled",
     "Principal",
+    "Session",
+    "Sessions",
+    "authentication_required",
     "check_password_hash_format",
+    "from_browser",
     "hash_password",
     "principal_of",
     "require_role",

@@ -48,6 +48,14 @@ class WebSection(StrictSection):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     users: list[WebUser] = Field(default_factory=list)
+    idle_timeout_min: float = Field(
+        default=15.0, gt=0, le=24 * 60,
+        description="A browser session without user activity for this long is signed out.",
+    )
+    session_max_h: float = Field(
+        default=12.0, gt=0, le=7 * 24,
+        description="A browser session ends this long after sign-in, active or not.",
+    )
     health_device_grace_s: float = Field(
         default=60.0, gt=0, description="/healthz fails when an enabled device has been "
         "offline (or connecting, or paused) for longer than this."

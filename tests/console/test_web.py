@@ -139,10 +139,12 @@ async def secured(tmp_path, mosquitto):
 
 # ------------------------------------------------------------- access control
 PROTECTED = [
-    ("GET", "/"), ("GET", "/api/state"), ("GET", "/api/stream"), ("GET", "/api/alerts"),
+    ("GET", "/api/state"), ("GET", "/api/stream"), ("GET", "/api/alerts"),
     ("GET", "/api/audit"), ("GET", "/api/audit.csv"), ("GET", "/metrics"), ("GET", "/api/trends"),
-    ("GET", "/static/console.js"), ("POST", "/api/alerts/x/ack"),
+    ("POST", "/api/alerts/x/ack"),
 ]
+# The page and its scripts hold no data: they are served to everyone (the page signs in).
+PUBLIC_FILES = ["/", "/static/console.js"]
 WRONG_CREDENTIALS = [
     basic(("alice", "wrong-password")), basic(("mallory", QA[1])), bearer("not-the-token"),
     {"Authorization": "Basic !!!notbase64"}, {"Authorization": "Digest abc"},
@@ -155,6 +157,9 @@ async def test_requests_without_or_with_wrong_credentials_get_401(secured):
         async with session.request(method, url(agent, path), json={}) as response:
             assert response.status == 401, path
             assert response.headers["WWW-Authenticate"].startswith('Basic realm="IsoEdge"')
+    for path in PUBLIC_FILES:
+        async with session.get(url(agent, path)) as response:
+            assert response.status == 200, path
     for headers in WRONG_CREDENTIALS:
         async with session.get(url(agent, "/api/state"), headers=headers) as response:
             assert response.status == 401, headers

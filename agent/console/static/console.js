@@ -6,6 +6,18 @@
 const TREND_WINDOW_S = 3600;
 const TREND_MIN_STEP_S = 2;
 
+// Texts of signing in and out (kept together for translation).
+const LOGIN_TEXT = {
+  ended: "Your session ended (signed out, or idle too long). Sign in again.",
+  switch: "Sign in as another user.",
+  wrong: "Wrong name or password.",
+  throttled: "Too many failed sign-ins; wait a minute.",
+};
+// A request within this long of a key press or click is the user's; later ones are the page's
+// own (live updates) and do not keep an idle session alive.
+const ACTIVITY_WINDOW_MS = 5000;
+let lastInput = Date.now();
+
 const state = {
   me: null,
   latest: new Map(),      // "device\u0000channel" -> reading item
@@ -67,7 +79,14 @@ function fmtAge(seconds) {
 }
 
 async function api(path, options) {
-  const response = await fetch(path, Object.assign({ credentials: "same-origin" }, options || {}));
+  const opts = Object.assign({ credentials: "same-origin" }, options || {});
+  if (Date.now() - lastInput > ACTIVITY_WINDOW_MS) {
+    opts.headers = Object.assign({ "X-IsoEdge-Auto": "1" }, opts.headers || {});
+  }
+  const response = await fetch(path, opts);
+  if (response.status === 401 && state.me && path !== "/api/login") {
+    showLogin(LOGIN_TEXT.ended);
+  }
   let body = null;
   const type = response.headers.get("Content-Type") || "";
   if (type.includes("application/json")) body = await response.json();
@@ -400,7 +419,12 @@ function connectStream() {
   const source = new EventSource("/api/stream");
   const streamPill = $("#stream-state");
   source.onopen = () => { streamPill.textContent = "live"; streamPill.className = "pill live"; };
-  source.onerror = () => { streamPill.textContent = "reconnecting"; streamPill.className = "pill warning"; };
+  source.onerror = () => {
+    streamPill.textContent = "reconnecting"; streamPill.className = "pill warning";
+    // The stream ends with the session: find out whether that is why.
+    api("/api/state").catch(() => {});
+  };
+  state.stream = source;
   source.addEventListener("readings", (e) => {
     for (const item of JSON.parse(e.data).items) onReading(item);
     renderReadings();
@@ -415,10 +439,56 @@ function connectStream() {
   source.addEventListener("overflow", () => { source.close(); setTimeout(connectStream, 500); });
 }
 
+// ---------------------------------------------------------- sign in and out
+function showLogin(message) {
+  if (state.stream) { state.stream.close(); state.stream = null; }
+  for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
+  document.body.classList.add("signed-out");
+  $("#login").hidden = false;
+  $("#login-message").textContent = message || "";
+  $("#login-password").value = "";
+  $("#login-name").focus();
+}
+
+async function submitLogin(event) {
+  event.preventDefault();
+  const error = $("#login-error");
+  error.hidden = true;
+  try {
+    await api("/api/login", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ name: $("#login-name").value, password: $("#login-password").value }),
+    });
+  } catch (e) {
+    error.textContent = e.status === 401 ? LOGIN_TEXT.wrong : e.status === 429 ? LOGIN_TEXT.throttled : e.message;
+    error.hidden = false;
+    $("#login-password").value = "";
+    return;
+  }
+  location.reload();
+}
+
+async function signOut(message) {
+  try {
+    await api("/api/logout", { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
+  } catch (e) { console.warn("sign out", e); }
+  state.me = null;
+  showLogin(message);
+}
+
 // --------------------------------------------------------------------- boot
 async function boot() {
+  for (const kind of ["keydown", "pointerdown"]) {
+    document.addEventListener(kind, () => { lastInput = Date.now(); }, true);
+  }
+  $("#login-form").addEventListener("submit", submitLogin);
+  $("#sign-out").addEventListener("click", () => signOut(""));
+  $("#switch-user").addEventListener("click", () => signOut(LOGIN_TEXT.switch));
+  const session = await api("/api/session");
+  if (!session.signed_in) { showLogin(""); return; }
   const initial = await api("/api/state");
   state.me = initial.me;
+  $("#sign-out").hidden = $("#switch-user").hidden = !initial.me.authenticated;
   // The audit view starts at the last 24 hours (local time in the field, UTC on the wire).
   const dayAgo = new Date(Date.now() - 86400e3);
   $("#audit-since").value = new Date(dayAgo.getTime() - dayAgo.getTimezoneOffset() * 60e3)
