@@ -190,6 +190,7 @@ class QCManager:
         self._now = now
         self.on_change = on_change
         self._lock = threading.RLock()
+        self._review_lock = asyncio.Lock()
         self._programmes = {c.device: c for c in config.calibrators}
         self._runs: dict[str, TestRun] = {}
         self._active: dict[str, str] = {}  # device -> guided run id
@@ -738,15 +739,18 @@ class QCManager:
     ) -> dict[str, Any]:  # fmt: skip
         """Review or approve a record: a new signed record naming the first (id and hash).
 
-        Whoever signed the first record may not approve it (a second person approves). The
-        password is checked in a worker thread.
+        Segregation of duties: whoever performed the record may neither review nor approve it;
+        a record is approved once; only test records are reviewed (not reviews). Reviews are
+        made one at a time, so two approvals cannot race past the check. The password is
+        checked in a worker thread.
         """
-        review, forbid = await self._review_draft(record_id, meaning, comment)
-        signature = await self.signatures.asign(
-            review, name, password, meaning, forbid_signers=forbid
-        )
-        record = {**review, "signatures": [signature]}
-        await self._store(record, signature)
+        async with self._review_lock:
+            review, forbid = await self._review_draft(record_id, meaning, comment)
+            signature = await self.signatures.asign(
+                review, name, password, meaning, forbid_signers=forbid
+            )
+            record = {**review, "signatures": [signature]}
+            await self._store(record, signature)
         return record
 
     async def _review_draft(
@@ -758,6 +762,14 @@ class QCManager:
             first = await self.store.get(record_id)
         except KeyError:
             raise QCError(f"no QC record {record_id!r}") from None
+        if first.get("record", "test") != "test":
+            raise QCError(f"record {record_id} is a {first.get('record')}: only test records "
+                          "are reviewed or approved")  # fmt: skip
+        if meaning == "approved":
+            for other in await self.store.reviews_of(record_id):
+                if other.get("meaning") == "approved":
+                    by = ", ".join(str(s.get("name")) for s in other.get("signatures", []))
+                    raise QCError(f"record {record_id} is approved already (by {by})")
         now = self._now()
         review: dict[str, Any] = {
             "id": new_id(),
@@ -773,7 +785,7 @@ class QCManager:
             "comment": comment,
         }
         performers = [str(s.get("user") or s.get("name")) for s in first.get("signatures", [])]
-        return review, performers if meaning == "approved" else []
+        return review, performers
 
     async def _store(self, record: dict[str, Any], signature: dict[str, Any]) -> None:
         """Commit a signed record with its stream item and the audit record of its signature."""
