@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from agent.core.hosts import is_loopback
 from agent.core.passwords import check_user_credentials
 from agent.core.settings import StrictSection
 
@@ -43,6 +44,20 @@ class WebUser(StrictSection):
 class WebSection(StrictSection):
     """The local web console for QA officers."""
 
+    @model_validator(mode="after")
+    def _tls_off_loopback(self) -> WebSection:
+        host = self.listen.rpartition(":")[0].strip("[]")
+        if self.enabled and host and not is_loopback(host) and self.tls_cert is None:
+            if not self.allow_insecure:
+                raise ValueError(
+                    f"the console would listen on {self.listen} without TLS (passwords and "
+                    "session cookies in clear text): set tls_cert and tls_key, or set "
+                    "allow_insecure = true with an insecure_reason"
+                )
+            if not (self.insecure_reason or "").strip():
+                raise ValueError("allow_insecure = true needs an insecure_reason (why)")
+        return self
+
     enabled: bool = True
     listen: str = "127.0.0.1:8088"
     tls_cert: Path | None = None
@@ -56,6 +71,11 @@ class WebSection(StrictSection):
         default=12.0, gt=0, le=7 * 24,
         description="A browser session ends this long after sign-in, active or not.",
     )
+    allow_insecure: bool = Field(
+        default=False, description="Serve the console beyond loopback without TLS anyway "
+        "(passwords and session cookies in clear text); needs `insecure_reason`.",
+    )
+    insecure_reason: str | None = None
     health_device_grace_s: float = Field(
         default=60.0, gt=0, description="/healthz fails when an enabled device has been "
         "offline (or connecting, or paused) for longer than this."

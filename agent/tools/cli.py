@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import importlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -44,6 +45,9 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one exit per fa
     from agent.service.config import ConfigError, load_config  # noqa: PLC0415 - fast --help
     from agent.service.runtime import Agent, StateDirBusyError, run_until_signalled  # noqa: PLC0415
 
+    # State files (the outbox with the audit trail and prescriptions, keys) for this user only,
+    # also outside systemd's UMask=.
+    os.umask(0o077)
     configure_logging(args.log_level)
     try:
         config = load_config(args.config)
@@ -316,6 +320,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """`isoedge demo`."""
     from agent.tools.demo import run_demo  # noqa: PLC0415
 
+    os.umask(0o077)  # as `isoedge run`: state files for this user only
     return run_demo(args)
 
 
