@@ -96,6 +96,20 @@ def text_field(body: dict[str, Any], name: str, *, required: bool = False,
     return text
 
 
+def number_field(body: dict[str, Any], name: str, default: float | None = None) -> float:
+    """A finite number of a JSON body (400 otherwise: also integers beyond a float)."""
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _fail(f"{name}: expected a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        _fail(f"{name}: out of range")
+    if not math.isfinite(number):
+        _fail(f"{name}: expected a finite number")
+    return number
+
+
 def _signature_refused(exc: SignatureError) -> NoReturn:
     _fail(str(exc), web.HTTPForbidden, refusal=exc.reason)
 
@@ -274,11 +288,9 @@ class QCViews:
         device = text_field(body, "device", required=True, limit=200)
         test = text_field(body, "test", required=True, limit=40)
         by = principal.name or text_field(body, "name", required=True, limit=200)
-        scale = body.get("time_scale", 1.0)
-        if not isinstance(scale, (int, float)) or not math.isfinite(scale):
-            _fail("time_scale: expected a number")
+        scale = number_field(body, "time_scale", 1.0)
         try:
-            run = self.desk.start_test(device, test, by=by, time_scale=float(scale))
+            run = self.desk.start_test(device, test, by=by, time_scale=scale)
         except QCError as exc:
             _fail(str(exc), web.HTTPConflict)
         except AuditTextError as exc:
@@ -567,14 +579,12 @@ class QCViews:
             except KeyError:
                 _fail(f"no prescription {rx_id!r}", web.HTTPNotFound)
         ident = rx_id or text_field(body, "id", required=True, limit=200)
-        activity = body.get("activity")
-        if isinstance(activity, bool) or not isinstance(activity, (int, float)):
-            _fail("activity: expected a number")
+        activity = number_field(body, "activity")
         scheduled = _time(text_field(body, "scheduled", required=True), "scheduled")
         assert scheduled is not None  # noqa: S101 - required above
         try:
             rx = dosage.add_prescription(
-                ident, text_field(body, "nuclide", required=True, limit=40), float(activity),
+                ident, text_field(body, "nuclide", required=True, limit=40), activity,
                 text_field(body, "unit") or "MBq", scheduled,
                 device=text_field(body, "device", limit=200) or None,
                 note=text_field(body, "note"), actor=actor, reason=reason,

@@ -4,6 +4,7 @@ record")."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from test_qc_console import CAL, HIS_TOKEN, auth, qc_agent
@@ -120,3 +121,15 @@ async def test_finish_needs_a_json_body_and_nul_parameters_are_400(tmp_path, mos
                      "/api/qc/records?device=a%00b", "/api/prescriptions/ORD%00-1"):
             async with session.get(url(agent, path), headers=auth("quinn")) as r:
                 assert r.status == 400, (path, r.status, await r.text())
+
+
+async def test_numbers_beyond_float_are_400(tmp_path, mosquitto):
+    async with qc_agent(tmp_path, mosquitto.url) as (agent, session):
+        async with session.post(url(agent, "/api/prescriptions"), headers={
+            **auth("rita"), "Content-Type": "application/json"},
+            data=json.dumps({**ORDER, "activity": 10**400})) as response:
+            assert response.status == 400
+        async with session.post(url(agent, "/api/qc/runs"), headers={
+            **auth("tess"), "Content-Type": "application/json"},
+            data=json.dumps({"device": CAL, "test": "constancy", "time_scale": 10**400})) as r:
+            assert r.status == 400
