@@ -435,6 +435,8 @@ class QCManager:
             if run.test != "linearity" or run.state != "running":
                 raise QCError(f"run {run_id} is not a running linearity test")
             self._complete_linearity(run)
+        # Audited and alerted as a run that completed by itself (it was not, before).
+        self._after_completion(run)
         return run
 
     # ------------------------------------------------------------------ readings
