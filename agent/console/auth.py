@@ -1,9 +1,12 @@
-"""Web console access control: password hashes, basic/bearer authentication, roles.
+"""Web console access control: logins, sessions, basic/bearer authentication, token scopes.
 
 Authentication is off only when the console listens on a loopback address and no users are
-configured (a single-seat bench set-up). Otherwise every request except `/healthz` needs HTTP
-basic credentials (name + password, checked against a salted scrypt hash) or a bearer token
-(checked against its SHA-256), and acknowledging an alert needs the `qa` role.
+configured (a single-seat bench set-up). Otherwise every request except the page, its static
+files, the login itself and `/healthz` needs a session cookie (people, from the login page:
+idle and absolute timeouts, sign-out), HTTP basic credentials (API clients only; name +
+password checked against a salted scrypt hash) or a bearer token (checked against its SHA-256;
+limited to its user's scopes). Password checks are throttled per account and per address, the
+failure slot taken before the check; failures are logged and audited. See docs/security.md.
 """
 
 from __future__ import annotations
