@@ -117,6 +117,18 @@ async def run_console_checks(page, agent) -> None:
     await check_overview(page, agent)
     await acknowledge_in_alert_list(page)
     await check_audit_view(page)
+    await sign_out(page)
+
+
+async def sign_out(page) -> None:
+    # Signed out, the page shows the login form, also after a reload (the cookie is dead).
+    await page.click("#sign-out")
+    await expect(page.locator("#login")).to_be_visible()
+    await expect(page.locator("#devices")).to_be_hidden()
+    await page.reload()
+    await expect(page.locator("#login")).to_be_visible()
+    session = await page.evaluate("fetch('/api/session').then(r => r.json())")
+    assert session["signed_in"] is False
 
 
 async def check_overview(page, agent) -> None:
