@@ -74,3 +74,15 @@ def test_state_files_are_the_agent_users_only(tmp_path, mosquitto):
             assert _mode(path) & 0o077 == 0, (path.name, oct(_mode(path)))
     finally:
         assert agent.terminate() == 0, agent.log()
+
+
+def test_the_ingest_refuses_broker_credentials_in_clear_text_too():
+    from central.config import ConfigError as IngestConfigError
+    from central.config import parse_config as parse_ingest
+
+    data = {"database": {"url": "postgresql://127.0.0.1/isoedge"},
+            "broker": {"url": "mqtt://broker.hospital.example", "username": "ingest"}}
+    with pytest.raises(IngestConfigError, match="clear text"):
+        parse_ingest(data, "ingest.toml")
+    parse_ingest({**data, "broker": {**data["broker"], "url": "mqtts://broker.hospital.example"}},
+                 "ingest.toml")
