@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agent.core.passwords import check_user_credentials
 from agent.delivery.settings import BrokerEndpoint
 
 IdStr = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
@@ -76,6 +77,11 @@ class WebUser(_Strict):
     role: str = "viewer"
     password_hash: str | None = None
     token_sha256: str | None = None
+
+    @model_validator(mode="after")
+    def _complete_credentials(self) -> WebUser:
+        check_user_credentials(self.name, self.password_hash, self.token_sha256)
+        return self
 
 
 class WebSection(_Strict):

@@ -67,6 +67,20 @@ VENV=$PREFIX/venv
 if [ -z "$R" ] && [ "$(id -u)" != 0 ]; then
     die "run as root (sudo), or use --root DIR to install into a directory"
 fi
+# A placeholder credential ("REPLACE", "<salt>", an all-zero token digest) is never installed:
+# an incomplete password hash once let about one password in 256 in.
+placeholders() { # placeholders FILE: print uncommented credential lines that are placeholders
+    grep -nE '^[[:space:]]*(password_hash|token_sha256)[[:space:]]*=.*(REPLACE|[<>]|\$ME"|"0{64}")' "$1" || true
+}
+for cfg in "$R$ETC/isoedge.toml" "$CONFIG"; do
+    [ -f "$cfg" ] || continue
+    found=$(placeholders "$cfg")
+    if [ -n "$found" ]; then
+        printf '%s\n' "$found" >&2
+        die "$cfg holds placeholder credentials (above); make real ones with: isoedge web-passwd"
+    fi
+    [ "$cfg" = "$R$ETC/isoedge.toml" ] && break   # an existing configuration is the one used
+done
 "$PYTHON" - <<'EOF' || die "$PYTHON: Python >= 3.11 with the venv module is required (apt install python3-venv)"
 import sys, venv, ensurepip  # noqa: F401
 raise SystemExit(0 if sys.version_info >= (3, 11) else 1)

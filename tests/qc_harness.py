@@ -85,7 +85,7 @@ def users() -> list[WebUser]:
     return [
         WebUser(
             name=name, role=ROLES[name], full_name=FULL_NAMES[name],  # type: ignore[arg-type]
-            password_hash=hash_password(PASSWORDS[name], n=2**10),
+            password_hash=hash_password(PASSWORDS[name]),
         )
         for name in PASSWORDS
     ]

@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 
 from agent.console import i18n
-from agent.console.auth import Authenticator
+from agent.console.auth import SESSION_COOKIE, Authenticator
 from agent.console.live import LiveHub
 from agent.console.qc_views import QCViews, add_routes
 from agent.console.views import STATIC_DIR, Views
@@ -23,7 +23,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("isoedge.web")
 
-PUBLIC_PATHS = frozenset({"/healthz"})  # liveness probes carry no credentials
+# Liveness probes carry no credentials; the page and its login hold no data (static files
+# under /static/ are public too).
+# The page and its catalog are public: the login form is shown (translated) before sign-in.
+PUBLIC_PATHS = frozenset({"/healthz", "/", "/api/login", "/api/logout", "/api/session",
+                          "/api/i18n"})
 SHUTDOWN_TIMEOUT_S = 1.0
 
 HUB_KEY: web.AppKey[LiveHub] = web.AppKey("hub", LiveHub)
@@ -51,6 +55,20 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 @web.middleware
+async def _clean_parameters(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """400 for a path or query parameter with NUL or text that is not valid UTF-8."""
+    texts = [request.path, *request.query.keys(), *request.query.values()]
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return web.json_response({"error": "parameters must be valid UTF-8"}, status=400)
+        if "\x00" in text:
+            return web.json_response({"error": "NUL is not allowed in parameters"}, status=400)
+    return await handler(request)
+
+
+@web.middleware
 async def _security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     """No framing, no sniffing, no caching of API answers; same-origin writes only."""
     if request.method not in {"GET", "HEAD", "OPTIONS"}:
@@ -75,17 +93,37 @@ async def _security_headers(request: web.Request, handler: Handler) -> web.Strea
 def create_app(backend: ConsoleBackend, section: WebSection) -> web.Application:
     """The console application for one agent, seen through `backend`."""
     host, _port = parse_listen(section.listen)
-    auth = Authenticator(section.users, listen_host=host)
+    audit = backend.qc.signatures.audit
+
+    def audit_login(action: str, name: str, client: str, reason: str) -> None:
+        audit.record(action, actor=name, subject="console", reason=reason, client=client)
+
+    auth = Authenticator(
+        section.users, listen_host=host, audit=audit_login,
+        idle_timeout_s=section.idle_timeout_min * 60, session_max_s=section.session_max_h * 3600,
+        secure_cookie=section.tls_cert is not None,
+    )  # fmt: skip
     qc_views = QCViews(backend)
     views = Views(backend, device_grace_s=section.health_device_grace_s, qc=qc_views,
                   section=section)
     hub = LiveHub(backend.live, views.health_snapshot)
     app = web.Application(
-        middlewares=[_security_headers, i18n.middleware(section), auth.middleware(PUBLIC_PATHS)],
+        middlewares=[_security_headers, _clean_parameters, i18n.middleware(section),
+                     auth.middleware(PUBLIC_PATHS)],
         client_max_size=64 * 1024,  # bodies: acknowledgements, signatures, prescriptions
     )
     app[HUB_KEY] = hub
+
+    def session_user(request: web.Request) -> str | None:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        session = auth.sessions.get(cookie, touch=False) if cookie else None
+        return session.user.name if session is not None else None
+
+    app[i18n.SESSION_USER_KEY] = session_user
     app.router.add_get("/", views.index)
+    app.router.add_post("/api/login", auth.login)
+    app.router.add_post("/api/logout", auth.logout)
+    app.router.add_get("/api/session", auth.session_info)
     app.router.add_get("/api/state", views.state)
     app.router.add_get("/api/i18n", views.catalog)
     app.router.add_get("/api/trends", views.trends)

@@ -35,6 +35,8 @@ _FIRST_ERROR_STATUS = 400
 _CODE_PARAMS = frozenset({"role", "state", "result", "meaning"})
 LANG_KEY: web.RequestKey[str] = web.RequestKey("isoedge_lang", str)
 SECTION_KEY: web.RequestKey[Any] = web.RequestKey("isoedge_web_section", object)
+# On public paths (the page itself) nobody is authenticated: who a session cookie belongs to.
+SESSION_USER_KEY: web.AppKey[Any] = web.AppKey("isoedge_session_user", object)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -62,8 +64,13 @@ def language_for(request: web.Request, section: WebSection) -> Language:
     chosen = request.cookies.get(LANG_COOKIE)
     principal = request.get(PRINCIPAL_KEY)
     user_lang = None
-    if isinstance(principal, Principal) and principal.authenticated:
-        user = next((u for u in section.users if u.name == principal.name), None)
+    name = principal.name if isinstance(principal, Principal) and principal.authenticated \
+        else None
+    if name is None:
+        session_user = request.app.get(SESSION_USER_KEY)
+        name = session_user(request) if session_user is not None else None
+    if name:
+        user = next((u for u in section.users if u.name == name), None)
         user_lang = user.language if user is not None else None
     return choose(chosen, user_lang, section.language,
                   negotiate(request.headers.get("Accept-Language")))

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from agent.console.auth import STILL_VALID_KEY, principal_of
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
 MIN_INTERVAL_S = 0.25
 HEALTH_INTERVAL_S = 2.0
 MAX_EVENTS = 500
+MAX_STREAMS_PER_USER = 4  # a few tabs; 200 streams of one viewer once took half a core
+MAX_STREAMS = 64
 
 
 class _Subscriber:
@@ -43,6 +47,7 @@ class LiveHub:
         self.live = live
         self.health_snapshot = health_snapshot
         self._subscribers: set[_Subscriber] = set()
+        self._per_user: dict[str, int] = {}
         self._closing = asyncio.Event()
         self._remove: Callable[[], None] | None = None
 
@@ -77,7 +82,25 @@ class LiveHub:
             sub.wake.set()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """GET /api/stream: an endless `text/event-stream`."""
+        """GET /api/stream: an endless `text/event-stream` (a few per user; 429 beyond)."""
+        who = principal_of(request).name
+        busy = len(self._subscribers) >= MAX_STREAMS
+        if busy or self._per_user.get(who, 0) >= MAX_STREAMS_PER_USER:
+            return web.json_response(
+                {"error": "too many open event streams; close other console tabs"}, status=429
+            )
+        still_valid = request.get(STILL_VALID_KEY)
+        self._per_user[who] = self._per_user.get(who, 0) + 1
+        try:
+            return await self._stream(request, still_valid)
+        finally:
+            self._per_user[who] -= 1
+            if not self._per_user[who]:
+                del self._per_user[who]
+
+    async def _stream(
+        self, request: web.Request, still_valid: Callable[[], bool] | None
+    ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream; charset=utf-8",
@@ -98,8 +121,8 @@ class LiveHub:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(timeout):
                         await sub.wake.wait()
-                if self._closing.is_set():
-                    break
+                if self._closing.is_set() or (still_valid is not None and not still_valid()):
+                    break  # shutting down, or the session ended (signed out, timed out)
                 sub.wake.clear()
                 if sub.overflow:
                     await _send(response, "overflow", {"dropped": True})

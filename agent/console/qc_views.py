@@ -28,6 +28,7 @@ from agent.console.i18n import fail, language_of
 from agent.core.i18n import format_datetime, parse_decimal
 from agent.physics.units import ACTIVITY_TO_MBQ
 from agent.qc.alerts import AlertError, UnknownAlertError
+from agent.qc.audit import AuditTextError
 from agent.qc.manager import QCError
 from agent.qc.plausibility import implausible
 from agent.qc.signatures import SignatureError
@@ -73,16 +74,46 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def valid_text(text: str, name: str) -> str:
+    """`text` when it is valid UTF-8 without NUL; 400 otherwise.
+
+    A lone surrogate once made the audit record fail after its change had been made.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        _fail("{field}: not valid UTF-8 text", field=name)
+    if "\x00" in text:
+        _fail("{field}: NUL is not allowed in text", field=name)
+    return text
+
+
 def text_field(body: dict[str, Any], name: str, *, required: bool = False,
                limit: int = MAX_TEXT) -> str:  # fmt: skip
-    """A stripped text field of a JSON body."""
+    """A stripped text field of a JSON body (a string, or a number written as text)."""
     value = body.get(name)
-    text = "" if value is None else str(value).strip()
+    if value is not None and (isinstance(value, bool) or not isinstance(value, str | int | float)):
+        _fail("{field}: expected text", field=name)
+    text = "" if value is None else valid_text(str(value), name).strip()
     if len(text) > limit:
         _fail("{field}: too long (at most {limit} characters)", field=name, limit=limit)
     if required and not text:
         _fail("{field} is required", code="required", field=name)
     return text
+
+
+def number_field(body: dict[str, Any], name: str, default: float | None = None) -> float:
+    """A finite number of a JSON body (400 otherwise: also integers beyond a float)."""
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _fail("{field}: expected a number", field=name)
+    try:
+        number = float(value)
+    except OverflowError:
+        _fail("{field}: out of range", field=name)
+    if not math.isfinite(number):
+        _fail("{field}: expected a finite number", field=name)
+    return number
 
 
 def _signature_refused(exc: SignatureError) -> NoReturn:
@@ -113,11 +144,30 @@ def _time(text: str | None, name: str) -> datetime | None:
     if not text:
         return None
     try:
-        value = datetime.fromisoformat(text)
+        return checked_time(datetime.fromisoformat(text), name)
     except ValueError:
         _fail("{field}: expected an ISO 8601 time, e.g. {example}", field=name,
               example="2026-11-22T08:00:00Z")
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+MIN_YEAR, MAX_YEAR = 1970, 9998
+
+
+def checked_time(value: datetime, name: str) -> datetime:
+    """`value` (naive: UTC) when it converts to UTC within years MIN_YEAR..MAX_YEAR, else 400.
+
+    `0001-01-01T00:00+14:00` parses but cannot be converted to UTC: once it made a
+    prescription that broke /api/prescriptions until a restart.
+    """
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        utc = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        utc = None
+    if utc is None or not MIN_YEAR <= utc.year <= MAX_YEAR:
+        _fail("{field}: a time between {low} and {high} is expected", field=name, low=MIN_YEAR,
+              high=MAX_YEAR)
+    return value
 
 
 def constancy_chart(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -246,13 +296,13 @@ class QCViews:
         device = text_field(body, "device", required=True, limit=200)
         test = text_field(body, "test", required=True, limit=40)
         by = principal.name or text_field(body, "name", required=True, limit=200)
-        scale = body.get("time_scale", 1.0)
-        if not isinstance(scale, (int, float)) or not math.isfinite(scale):
-            _fail("time_scale: expected a number")
+        scale = number_field(body, "time_scale", 1.0)
         try:
-            run = self.desk.start_test(device, test, by=by, time_scale=float(scale))
+            run = self.desk.start_test(device, test, by=by, time_scale=scale)
         except QCError as exc:
             _fail(str(exc), web.HTTPConflict)
+        except AuditTextError as exc:
+            _fail(str(exc))
         log.info("QC test started", device=device, test=test, user=by, via="web")
         return _json({"run": self._run_dict(run)}, status=201)
 
@@ -289,11 +339,14 @@ class QCViews:
                                                                         required=True))
         except QCError as exc:
             _fail(str(exc), web.HTTPConflict)
+        except AuditTextError as exc:
+            _fail(str(exc))
         return _json({"run": self._run_dict(run)})
 
     async def finish_run(self, request: web.Request) -> web.Response:
         """POST /api/qc/runs/{id}/finish: analyse a linearity run with the points it has."""
         self._require(request, "performed")
+        await json_body(request)  # JSON only, as every write (also a CSRF guard)
         run = self._get_run(request)
         try:
             run = self.desk.finish_linearity(run.id)
@@ -590,7 +643,7 @@ class QCViews:
         # A number, or a text as typed: "370,5" is 370.5 (a decimal comma), never 3705.
         try:
             activity = parse_decimal(body.get("activity"))  # type: ignore[arg-type]
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             _fail("{field}: expected a number (e.g. {example})", code="not_a_number",
                   field="activity", example="370,5")
         scheduled = _time(text_field(body, "scheduled", required=True), "scheduled")
@@ -600,7 +653,7 @@ class QCViews:
                                  activity, unit, reason)
         try:
             rx = dosage.add_prescription(
-                ident, text_field(body, "nuclide", required=True, limit=40), float(activity),
+                ident, text_field(body, "nuclide", required=True, limit=40), activity,
                 unit, scheduled,
                 device=text_field(body, "device", limit=200) or None,
                 note=text_field(body, "note"), actor=actor, reason=reason,
@@ -710,4 +763,11 @@ def add_routes(app: web.Application, views: QCViews) -> None:
     r.add_get("/api/dispensing", views.dispensing)
 
 
-__all__ = ["QCViews", "add_routes", "constancy_chart", "linearity_chart"]
+__all__ = [
+    "QCViews",
+    "add_routes",
+    "checked_time",
+    "constancy_chart",
+    "linearity_chart",
+    "valid_text",
+]

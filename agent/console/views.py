@@ -17,6 +17,7 @@ from agent.console.auth import principal_of
 from agent.console.health import check_health, last_reading_age
 from agent.console.i18n import catalog_json, fail, language_for, language_of, render_page
 from agent.console.metrics import Metrics, Scrape
+from agent.console.qc_views import checked_time
 from agent.core.states import HEALTHY_STATES
 from agent.qc.alerts import Alert
 from agent.qc.audit import AuditLog
@@ -266,4 +267,4 @@ def _time_param(request: web.Request, name: str) -> datetime | None:
                      example="2026-11-22T08:00:00Z")
     # A time without zone from the browser's datetime-local field is the user's local time;
     # the page converts to UTC before sending, so a naive value here is taken as UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return checked_time(value, name)

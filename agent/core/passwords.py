@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
+import re
 import secrets
 
 # scrypt cost: n=2**14, r=8 needs 16 MiB and ~50 ms per check on a small ARM board; the result
@@ -43,36 +45,110 @@ def hash_password(
     return f"scrypt${n}${r}${p}${_b64(salt)}${_b64(digest)}"
 
 
-def verify_password(password: str, encoded: str) -> bool:
-    """True when `password` matches an `scrypt$n$r$p$salt$hash` string (constant-time compare)."""
+# What a stored hash must at least be: anything weaker or shorter is a configuration error
+# (a one-byte digest would let about one password in 256 in).
+MIN_N = 2**14
+MIN_R = 8
+MIN_SALT_BYTES = 16
+_MAX_N_R = 2**20  # 128 * n * r bytes of memory: at most 128 MiB (_SCRYPT_MAXMEM)
+_MAX_P = 16
+_B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
+_FIELDS = 6
+EXPECTED = (
+    f"a complete scrypt hash `scrypt$n$r$p$salt$hash`: {SCRYPT_DKLEN}-byte digest, salt of at"
+    f" least {MIN_SALT_BYTES} bytes, n a power of two >= {MIN_N}, r >= {MIN_R}"
+    " (make one with `isoedge web-passwd`)"
+)
+
+
+def parse_password_hash(encoded: str) -> tuple[int, int, int, bytes, bytes]:
+    """(n, r, p, salt, digest) of a complete hash; ValueError saying what is missing."""
+    parts = encoded.split("$")
+    if len(parts) != _FIELDS or parts[0] != "scrypt":
+        raise ValueError(f"not {EXPECTED}")
     try:
-        scheme, n_text, r_text, p_text, salt_text, hash_text = encoded.split("$")
-        if scheme != "scrypt":
-            return False
-        n, r, p = int(n_text), int(r_text), int(p_text)
-        salt, expected = _unb64(salt_text), _unb64(hash_text)
+        n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
+    except ValueError:
+        raise ValueError(f"n, r and p are not numbers; expected {EXPECTED}") from None
+    if not (_B64URL.match(parts[4]) and _B64URL.match(parts[5])):
+        raise ValueError(f"salt or digest is not base64url; expected {EXPECTED}")
+    try:
+        salt, digest = _unb64(parts[4]), _unb64(parts[5])
+    except (ValueError, binascii.Error):
+        raise ValueError(f"salt or digest is not base64url; expected {EXPECTED}") from None
+    if len(digest) != SCRYPT_DKLEN:
+        raise ValueError(f"digest of {len(digest)} bytes; expected {EXPECTED}")
+    if len(salt) < MIN_SALT_BYTES:
+        raise ValueError(f"salt of {len(salt)} bytes; expected {EXPECTED}")
+    if n < MIN_N or n & (n - 1) or r < MIN_R or not 1 <= p <= _MAX_P or n * r > _MAX_N_R:
+        raise ValueError(f"weak or unusable scrypt cost n={n} r={r} p={p}; expected {EXPECTED}")
+    return n, r, p, salt, digest
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    """True when `password` matches a complete `scrypt$n$r$p$salt$hash` (constant-time).
+
+    The digest length is always SCRYPT_DKLEN, never taken from the stored string; an
+    incomplete hash matches nothing (the configuration refuses one anyway).
+    """
+    try:
+        n, r, p, salt, expected = parse_password_hash(encoded)
         digest = hashlib.scrypt(
-            password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=len(expected),
+            password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=SCRYPT_DKLEN,
             maxmem=_SCRYPT_MAXMEM,
         )
-    except (ValueError, binascii.Error):
+    except (ValueError, UnicodeEncodeError):
         return False
     return hmac.compare_digest(digest, expected)
 
 
+# Checked for a name that has no password (unknown user, token-only user), so that it takes
+# as long as a real check: the answer's timing does not tell which names exist.
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(24))
+
+
+def verify_dummy(password: str) -> bool:
+    """Spend one real scrypt check on `password` and return False (unknown user)."""
+    verify_password(password, _dummy_hash())
+    return False
+
+
 def check_password_hash_format(encoded: str) -> None:
-    """Raise ValueError when `encoded` is not a usable `scrypt$n$r$p$salt$hash` string."""
-    parts = encoded.split("$")
-    if len(parts) != 6 or parts[0] != "scrypt":  # noqa: PLR2004 - six fields by definition
-        raise ValueError("expected scrypt$n$r$p$salt$hash (from `isoedge web-passwd`)")
-    try:
-        n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
-        _unb64(parts[4])
-        _unb64(parts[5])
-    except (ValueError, binascii.Error) as exc:
-        raise ValueError(f"malformed scrypt hash: {exc}") from None
-    if n < 2 or n & (n - 1) or r < 1 or p < 1:  # noqa: PLR2004 - scrypt's own constraints
-        raise ValueError("scrypt parameters must be n a power of two > 1, r >= 1, p >= 1")
+    """Raise ValueError (saying what was expected) when `encoded` is not a complete hash."""
+    parse_password_hash(encoded)
 
 
-__all__ = ["check_password_hash_format", "hash_password", "verify_password"]
+_SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def check_user_credentials(name: str, password_hash: str | None, token_sha256: str | None) -> None:
+    """ValueError naming user `name` when a configured credential is incomplete.
+
+    An incomplete hash (a placeholder such as "scrypt$16384$8$1$REPLACE$ME") once let about
+    one password in 256 in; an all-zero token digest is a placeholder too.
+    """
+    if password_hash is not None:
+        try:
+            parse_password_hash(password_hash)
+        except ValueError as exc:
+            raise ValueError(f"user {name!r}: bad password_hash: {exc}") from None
+    if token_sha256 is not None and (
+        not _SHA256_HEX.match(token_sha256) or len(set(token_sha256)) == 1
+    ):
+        raise ValueError(
+            f"user {name!r}: token_sha256 is not the 64 hex digits of a token's SHA-256"
+            " (`isoedge web-passwd --token` prints it)"
+        )
+
+
+__all__ = [
+    "EXPECTED",
+    "check_password_hash_format",
+    "check_user_credentials",
+    "hash_password",
+    "parse_password_hash",
+    "verify_dummy",
+    "verify_password",
+]

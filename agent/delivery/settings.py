@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from agent.core.hosts import is_loopback
 from agent.core.paths import KeepRelative
 from agent.core.settings import StrictSection
 
@@ -31,6 +32,25 @@ class BrokerEndpoint(StrictSection):
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     tls: TLSSection | None = None
     connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    allow_insecure: bool = Field(
+        default=False, description="Send credentials over plain mqtt:// to a host beyond "
+        "loopback anyway; needs `insecure_reason`.",
+    )
+    insecure_reason: str | None = None
+
+    @model_validator(mode="after")
+    def _no_plain_credentials(self) -> BrokerEndpoint:
+        credentials = self.username is not None or self.password_file is not None
+        if credentials and not self.uses_tls and not is_loopback(self.host):
+            if not self.allow_insecure:
+                raise ValueError(
+                    f"credentials would cross the network in clear text to {self.host}: use "
+                    "mqtts:// (or [broker.tls]), or set allow_insecure = true with an "
+                    "insecure_reason"
+                )
+            if not (self.insecure_reason or "").strip():
+                raise ValueError("allow_insecure = true needs an insecure_reason (why)")
+        return self
 
     @field_validator("url")
     @classmethod

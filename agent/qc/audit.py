@@ -17,6 +17,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import structlog
@@ -84,6 +85,18 @@ class StateWriter(Protocol):
         ...
 
 
+class AuditTextError(ValueError):
+    """An audit record cannot be made of these texts (not valid UTF-8): nothing was changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class StagedAudit:
+    """An audit record built and serialised ahead of its change (`AuditLog.stage`)."""
+
+    item: dict[str, Any]
+    stream: str
+
+
 class AuditLog:
     """The agent's audit trail: a table of the state database, mirrored to the audit stream.
 
@@ -132,6 +145,52 @@ class AuditLog:
             (item["id"], item["t"], item["event"], item["actor"], item["subject"], body, digest),
         )
 
+    def stage(
+        self,
+        action: str,
+        actor: str,
+        subject: str,
+        *,
+        old: Any = None,
+        new: Any = None,
+        reason: str | None = None,
+        **details: Any,
+    ) -> StagedAudit:
+        """Build and serialise a record BEFORE the change it records is made.
+
+        Audit first: a record that cannot be made (a text that is not valid UTF-8, such as
+        a lone surrogate) raises AuditTextError here, while nothing has changed yet. Commit
+        it with `commit()`, together with the change's own write.
+        """
+        item = self.entry(action, actor, subject, old=old, new=new, reason=reason, **details)
+        try:
+            stream = dumps_item(item)
+            body = _dumps(item)
+            body.encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise AuditTextError(f"text that is not valid UTF-8: {exc}") from None
+        return StagedAudit(item, stream)
+
+    def commit(
+        self,
+        staged: StagedAudit,
+        apply: Callable[[sqlite3.Connection], Any] | None = None,
+        *,
+        tag: str = "",
+    ) -> Future[Any]:
+        """One transaction: the audit record first, then the change's write `apply(db)`."""
+
+        def _apply(db: sqlite3.Connection) -> None:
+            self.insert(db, staged.item)
+            if apply is not None:
+                apply(db)
+
+        done = self.store.transact(
+            _apply, [("audit", "", staged.stream)], tag=tag or str(staged.item["event"])
+        )
+        self.notify(staged.item)
+        return done
+
     def notify(self, item: dict[str, Any]) -> None:
         """Tell the live view about a stored (or being stored) record."""
         if self._notify is not None:
@@ -160,9 +219,9 @@ class AuditLog:
         **details: Any,
     ) -> dict[str, Any]:
         """Queue one record (and its stream item) for the next commit; return the item."""
-        item = self.entry(action, actor, subject, old=old, new=new, reason=reason, **details)
-        self.submit(item)
-        return item
+        staged = self.stage(action, actor, subject, old=old, new=new, reason=reason, **details)
+        self.commit(staged)
+        return staged.item
 
     async def record_durably(  # noqa: PLR0917 - as record()
         self,

@@ -198,21 +198,33 @@ class QCEngine:
                 old = self.prescriptions.get(rx.id).to_dict()
             except KeyError:
                 old = None
-        self.prescriptions.add(rx, replace=replace)
-        self.audit.record(
+        # Audit first: the record is built (and its texts checked) before anything changes,
+        # then the prescription's row and the audit record are one transaction.
+        staged = self.audit.stage(
             "prescription.changed" if old is not None else "prescription.added",
             actor, f"prescription/{rx.id}", old=old, new=rx.to_dict(), reason=reason or None,
         )  # fmt: skip
+        self.prescriptions.add(rx, replace=replace, persist=False)
+        store = self.prescriptions.store
+        self.audit.commit(
+            staged, None if store is None else store.save_op(rx), tag="prescription.save"
+        )
         return rx
 
     def remove_prescription(self, prescription_id: str, *, actor: str, reason: str) -> None:
         """Withdraw a prescription (KeyError if unknown); recorded with who and why."""
         if not actor.strip() or not reason.strip():
             raise ValueError("removing a prescription needs the person's name and a reason")
-        rx = self.prescriptions.remove(prescription_id)
-        self.audit.record(
-            "prescription.removed", actor, f"prescription/{rx.id}", old=rx.to_dict(),
+        current = self.prescriptions.get(prescription_id)
+        staged = self.audit.stage(
+            "prescription.removed", actor, f"prescription/{current.id}", old=current.to_dict(),
             reason=reason,
+        )  # fmt: skip
+        self.prescriptions.remove(prescription_id)
+        store = self.prescriptions.store
+        self.audit.commit(
+            staged, None if store is None else store.delete_op(prescription_id),
+            tag="prescription.delete",
         )  # fmt: skip
 
     def arm_prescription(self, device: str, prescription_id: str | None, by: str = "") -> None:
@@ -220,12 +232,15 @@ class QCEngine:
 
         `by`: who measures it (named on the dispensing record).
         """
-        self.prescriptions.arm(device, prescription_id, by)
+        staged = None
         if prescription_id is not None:
-            self.audit.record(
+            staged = self.audit.stage(
                 "prescription.armed", by or "api", f"prescription/{prescription_id}",
                 device=device,
             )  # fmt: skip
+        self.prescriptions.arm(device, prescription_id, by)
+        if staged is not None:
+            self.audit.commit(staged)
 
     async def open(self) -> None:
         """Load the stored prescriptions (after the state database is open)."""

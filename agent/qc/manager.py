@@ -194,6 +194,7 @@ class QCManager:
         self._now = now
         self.on_change = on_change
         self._lock = threading.RLock()
+        self._review_lock = asyncio.Lock()
         self._programmes = {c.device: c for c in config.calibrators}
         self._runs: dict[str, TestRun] = {}
         self._active: dict[str, str] = {}  # device -> guided run id
@@ -337,21 +338,23 @@ class QCManager:
         if not (math.isfinite(time_scale) and time_scale > 0):
             raise QCError("time_scale must be a positive number")
         now = self._now()
+        run = TestRun(new_id(), device, test, now, by.strip(), time_scale=time_scale)
+        run.steps = self._steps(programme, test, now)
+        if run.steps:
+            run.steps[0].state = "active"
+        # Audit first: the record is made (its texts checked) before the run exists.
+        staged = self.audit.stage(
+            "qc.test.started", actor=run.started_by, subject=f"{device}/{test}", run=run.id,
+            steps=[s.instruction for s in run.steps],
+        )  # fmt: skip
         with self._lock:
             busy = self._linearity if test == "linearity" else self._active
             current = busy.get(device)
             if current is not None and self._runs[current].state == "running":
                 raise QCError(f"{device}: a {self._runs[current].test} test is running")
-            run = TestRun(new_id(), device, test, now, by.strip(), time_scale=time_scale)
-            run.steps = self._steps(programme, test, now)
-            if run.steps:
-                run.steps[0].state = "active"
             self._runs[run.id] = run
             busy[device] = run.id
-        self.audit.record(
-            "qc.test.started", actor=run.started_by, subject=f"{device}/{test}", run=run.id,
-            steps=[s.instruction for s in run.steps],
-        )  # fmt: skip
+            self.audit.commit(staged)
         return run
 
     def _steps(self, programme: CalibratorProgramme, test: str, now: datetime) -> list[Step]:
@@ -423,12 +426,13 @@ class QCManager:
             run = self.run(run_id)
             if run.state in {"signed", "cancelled"}:
                 raise QCError(f"run {run_id} is {run.state}")
+            staged = self.audit.stage(
+                "qc.test.cancelled", actor=by, subject=f"{run.device}/{run.test}",
+                reason=reason, run=run.id,
+            )  # fmt: skip
             run.state = "cancelled"
             self._release_slot(run)
-        self.audit.record(
-            "qc.test.cancelled", actor=by, subject=f"{run.device}/{run.test}", reason=reason,
-            run=run.id,
-        )  # fmt: skip
+            self.audit.commit(staged)
         self.refresh()
         return run
 
@@ -444,6 +448,8 @@ class QCManager:
             if run.test != "linearity" or run.state != "running":
                 raise QCError(f"run {run_id} is not a running linearity test")
             self._complete_linearity(run)
+        # Audited and alerted as a run that completed by itself (it was not, before).
+        self._after_completion(run)
         return run
 
     # ------------------------------------------------------------------ readings
@@ -753,15 +759,18 @@ class QCManager:
     ) -> dict[str, Any]:  # fmt: skip
         """Review or approve a record: a new signed record naming the first (id and hash).
 
-        Whoever signed the first record may not approve it (a second person approves). The
-        password is checked in a worker thread.
+        Segregation of duties: whoever performed the record may neither review nor approve it;
+        a record is approved once; only test records are reviewed (not reviews). Reviews are
+        made one at a time, so two approvals cannot race past the check. The password is
+        checked in a worker thread.
         """
-        review, forbid = await self._review_draft(record_id, meaning, comment)
-        signature = await self.signatures.asign(
-            review, name, password, meaning, forbid_signers=forbid
-        )
-        record = {**review, "signatures": [signature]}
-        await self._store(record, signature)
+        async with self._review_lock:
+            review, forbid = await self._review_draft(record_id, meaning, comment)
+            signature = await self.signatures.asign(
+                review, name, password, meaning, forbid_signers=forbid
+            )
+            record = {**review, "signatures": [signature]}
+            await self._store(record, signature)
         return record
 
     async def _review_draft(
@@ -773,6 +782,14 @@ class QCManager:
             first = await self.store.get(record_id)
         except KeyError:
             raise QCError(f"no QC record {record_id!r}") from None
+        if first.get("record", "test") != "test":
+            raise QCError(f"record {record_id} is a {first.get('record')}: only test records "
+                          "are reviewed or approved")  # fmt: skip
+        if meaning == "approved":
+            for other in await self.store.reviews_of(record_id):
+                if other.get("meaning") == "approved":
+                    by = ", ".join(str(s.get("name")) for s in other.get("signatures", []))
+                    raise QCError(f"record {record_id} is approved already (by {by})")
         now = self._now()
         review: dict[str, Any] = {
             "id": new_id(),
@@ -788,7 +805,7 @@ class QCManager:
             "comment": comment,
         }
         performers = [str(s.get("user") or s.get("name")) for s in first.get("signatures", [])]
-        return review, performers if meaning == "approved" else []
+        return review, performers
 
     async def _store(self, record: dict[str, Any], signature: dict[str, Any]) -> None:
         """Commit a signed record with its stream item and the audit record of its signature."""
@@ -874,8 +891,9 @@ class QCManager:
         self.programme(device)
         if not by.strip() or not reason.strip():
             raise QCError("recording a repair needs the person's name and a reason")
-        self.audit.record("qc.repair", actor=by, subject=device, reason=reason)
+        staged = self.audit.stage("qc.repair", actor=by, subject=device, reason=reason)
         self._repairs[device] = self._now()
+        self.audit.commit(staged)
         self.refresh()
 
     # ------------------------------------------------------------------ release

@@ -118,24 +118,24 @@ class PrescriptionStore:
 
         return [Prescription.from_dict(json.loads(b)) for b in await self.store.run(_load)]
 
-    def save(self, prescription: Prescription) -> None:
-        """Insert or replace one prescription (queued for the next commit)."""
+    @staticmethod
+    def save_op(prescription: Prescription) -> Callable[[sqlite3.Connection], Any]:
+        """The write that inserts or replaces one prescription (for a transaction)."""
         body = json.dumps(prescription.to_dict(), sort_keys=True, default=str)
         stamp = rfc3339(datetime.now(UTC))
-        self.store.transact(
-            lambda db: db.execute(
-                "INSERT OR REPLACE INTO prescriptions (id, body, updated) VALUES (?, ?, ?)",
-                (prescription.id, body, stamp),
-            ),
-            tag="prescription.save",
+        return lambda db: db.execute(
+            "INSERT OR REPLACE INTO prescriptions (id, body, updated) VALUES (?, ?, ?)",
+            (prescription.id, body, stamp),
         )
 
-    def delete(self, prescription_id: str) -> None:
-        """Forget a withdrawn prescription (its history stays in the audit trail)."""
-        self.store.transact(
-            lambda db: db.execute("DELETE FROM prescriptions WHERE id = ?", (prescription_id,)),
-            tag="prescription.delete",
-        )
+    @staticmethod
+    def delete_op(prescription_id: str) -> Callable[[sqlite3.Connection], Any]:
+        """The write that forgets a withdrawn prescription (its history is in the audit trail)."""
+        return lambda db: db.execute("DELETE FROM prescriptions WHERE id = ?", (prescription_id,))
+
+    def save(self, prescription: Prescription) -> None:
+        """Insert or replace one prescription (queued for the next commit)."""
+        self.store.transact(self.save_op(prescription), tag="prescription.save")
 
     def add_dispensing(
         self, record: dict[str, Any], audit_item: dict[str, Any] | None = None
@@ -197,6 +197,10 @@ def make_prescription(  # noqa: PLR0917 - what a prescription is, in reading ord
         raise ValueError("prescribed activity must be a positive number")
     if scheduled.tzinfo is None:
         raise ValueError("scheduled time needs a time zone")
+    try:
+        scheduled.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("scheduled time is out of range") from None
     return Prescription(
         prescription_id.strip(),
         name,
@@ -240,12 +244,13 @@ class PrescriptionBook:
             self.store.save(prescription)
 
     def remove(self, prescription_id: str) -> Prescription:
-        """Remove one; KeyError if unknown."""
+        """Remove one from memory; KeyError if unknown.
+
+        The caller writes the store with its audit record (`PrescriptionStore.delete_op`).
+        """
         with self._lock:
-            self._armed = {d: p for d, p in self._armed.items() if p != prescription_id}
             rx = self._items.pop(prescription_id)
-        if self.store is not None:
-            self.store.delete(prescription_id)
+            self._armed = {d: p for d, p in self._armed.items() if p != prescription_id}
         return rx
 
     def save(self, prescription: Prescription) -> None:

@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import threading
-import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import structlog
 
-from agent.core.passwords import verify_password
+from agent.core.logins import LoginThrottle
+from agent.core.passwords import verify_dummy, verify_password
 from agent.core.reading import rfc3339
 from agent.qc.records import content_hash
 
@@ -89,8 +87,9 @@ class SignatureService:
         self.audit = audit
         self.zone = zone
         self._now = now
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
+        self._throttle = LoginThrottle(
+            per_account=_FAILURE_LIMIT, per_address=None, window_s=_FAILURE_WINDOW_S
+        )
 
     def roles_allowed(self, action: str) -> list[str]:
         """Roles that may sign `action` (meaning, `acknowledge_alert`, `review_audit`...)."""
@@ -139,16 +138,20 @@ class SignatureService:
         raises SignatureError; recording it is the caller's (`record_refusal`).
         """
         user = self.users.get(name)
-        if user is None or user.password_hash is None:
-            self._refuse("unknown_user", f"no user {name!r} who can sign", name, action, subject)
-        if self._locked(name):
+        # The failure slot is taken before the (slow) check, under a lock: parallel guesses
+        # cannot all be checked before the first failure counts.
+        slot = self._throttle.reserve(name, None)
+        if slot is None:
             self._refuse(
                 "locked", f"too many wrong passwords for {name}; wait a few minutes",
                 name, action, subject,
             )  # fmt: skip
+        if user is None or user.password_hash is None:
+            verify_dummy(password or "")  # as long as a real check
+            self._refuse("unknown_user", f"no user {name!r} who can sign", name, action, subject)
         if not verify_password(password or "", user.password_hash):
-            self._note_failure(name)
             self._refuse("wrong_password", "wrong password: not signed", name, action, subject)
+        self._throttle.release(slot)
         if user.role not in self.policy.roles_for(action):
             self._refuse(
                 "role_not_allowed",
@@ -193,20 +196,6 @@ class SignatureService:
             "timezone": str(self.zone),
             "record_sha256": content_hash(record),
         }
-
-    def _locked(self, name: str) -> bool:
-        with self._lock:
-            window = self._failures.get(name)
-            if not window:
-                return False
-            cutoff = time.monotonic() - _FAILURE_WINDOW_S
-            while window and window[0] < cutoff:
-                window.popleft()
-            return len(window) >= _FAILURE_LIMIT
-
-    def _note_failure(self, name: str) -> None:
-        with self._lock:
-            self._failures.setdefault(name, deque()).append(time.monotonic())
 
 
 __all__ = ["REFUSALS", "SignatureError", "SignatureService", "User"]

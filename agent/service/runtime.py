@@ -304,6 +304,7 @@ class Agent:
             # last (a console that fails to stop must not keep the outbox from flushing).
             await self.outbox.start()
             stack.push_async_callback(self.outbox.close)
+            await asyncio.to_thread(restrict_state_files, self.config.agent.state_dir)
             await self.outbox.run(lambda db: import_legacy_stores(db, self.config.agent.state_dir))
             await self.audit.open()
             await self.alerts.open()
@@ -535,6 +536,27 @@ class Agent:
 
 class StateDirBusyError(RuntimeError):
     """Another agent already uses this state directory (two writers would fork the chain)."""
+
+
+STATE_FILE_MODE = 0o600
+
+
+def restrict_state_files(state_dir: Path) -> None:
+    """Make the state directory's files readable by the agent's user only.
+
+    outbox.db and its WAL hold the audit trail, prescriptions and QC records. `isoedge run`
+    sets umask 077 at start, so new files are created so; this also mends files an older
+    version or another umask left readable.
+    """
+    for path in state_dir.iterdir():
+        try:
+            if path.is_file() and not path.is_symlink() and (
+                path.stat().st_mode & 0o777
+            ) != STATE_FILE_MODE:
+                path.chmod(STATE_FILE_MODE)
+        except OSError as exc:
+            log.warning("cannot restrict a state file to its owner", path=str(path),
+                        error=str(exc))  # fmt: skip
 
 
 def lock_state_dir(state_dir: Path) -> TextIO:

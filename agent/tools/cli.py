@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import importlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -44,6 +45,9 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one exit per fa
     from agent.service.config import ConfigError, load_config  # noqa: PLC0415 - fast --help
     from agent.service.runtime import Agent, StateDirBusyError, run_until_signalled  # noqa: PLC0415
 
+    # State files (the outbox with the audit trail and prescriptions, keys) for this user only,
+    # also outside systemd's UMask=.
+    os.umask(0o077)
     configure_logging(args.log_level)
     try:
         config = load_config(args.config)
@@ -316,6 +320,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """`isoedge demo`."""
     from agent.tools.demo import run_demo  # noqa: PLC0415
 
+    os.umask(0o077)  # as `isoedge run`: state files for this user only
     return run_demo(args)
 
 
@@ -449,7 +454,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _add_web_passwd(verbs: Any) -> None:
     passwd = verbs.add_parser(
-        "web-passwd", help="hash a web console password (or make a bearer token) for the config"
+        "web-passwd", aliases=["passwd"],
+        help="hash a web console password (or make a bearer token) for the config",
     )
     passwd.add_argument("--stdin", action="store_true", help="read the password from stdin")
     passwd.add_argument("--token", action="store_true",

@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from agent.core.hosts import is_loopback
 from agent.core.log import configure_logging
 from agent.delivery.signing import PRIVATE_KEY_NAME, PUBLIC_JWK_NAME, generate_key_files
 from agent.service.config import ConfigError, load_config, parse_config, resolve_paths
@@ -51,6 +52,15 @@ def simulator_starter(kind: str) -> Callable[[SimulatorStarter], SimulatorStarte
         return fn
 
     return register
+
+
+def _demo_web(web: dict[str, Any], listen: str) -> dict[str, Any]:
+    """The demo's [web] on `listen`; beyond loopback without TLS on purpose (demo users)."""
+    web = {**web, "listen": listen}
+    if not is_loopback(listen.rpartition(":")[0].strip("[]")) and "tls_cert" not in web:
+        web["allow_insecure"] = True
+        web["insecure_reason"] = "isoedge demo --web: demo users with published passwords"
+    return web
 
 
 def default_demo_config() -> Path:
@@ -104,7 +114,7 @@ async def _demo(
         data["agent"]["state_dir"] = str(state_dir / "state")
         data.setdefault("broker", {})["url"] = broker_url
         data.setdefault("signing", {})["key_file"] = str(keys / PRIVATE_KEY_NAME)
-        data.setdefault("web", {})["listen"] = args.web
+        data["web"] = _demo_web(data.get("web", {}), args.web)
         devices = {d["id"]: d for d in data.get("devices", [])}
         for sim in data.get("demo", {}).get("simulators", []):
             starter = SIMULATOR_STARTERS.get(sim["kind"])

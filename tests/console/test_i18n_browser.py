@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from consolelogin import sign_in
 from helpers import REPO
 from playwright.async_api import async_playwright, expect
 from test_i18n_console import agent_in
@@ -40,7 +41,6 @@ async def test_console_in_russian_then_kazakh_with_a_decimal_comma(
             context = await pw.chromium.launch_persistent_context(
                 str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
                 args=[*CHROMIUM_ARGS, "--lang=ru-RU"], locale="ru-RU",
-                http_credentials={"username": "quinn", "password": USERS["quinn"][2]},
                 viewport={"width": 1024, "height": 900},
             )
             try:
@@ -49,8 +49,10 @@ async def test_console_in_russian_then_kazakh_with_a_decimal_comma(
                 page.on("console", lambda m: console_errors.append(m.text)
                         if m.type == "error" else None)  # fmt: skip
                 page.on("pageerror", lambda e: console_errors.append(str(e)))
+                # The browser says ru-RU: the login page, then the console, are in Russian.
                 await page.goto(agent.web.url)
-                # The browser says ru-RU: the page and its JavaScript are in Russian.
+                await expect(page.locator("#login h2")).to_have_text("Войти")
+                await sign_in(page, agent.web.url, "quinn", USERS["quinn"][2])
                 assert await page.get_attribute("html", "lang") == "ru"
                 await expect(page.locator("nav a[data-tab=audit]")).to_have_text("Журнал аудита")
                 await expect(page.locator("#release-bar .release-state").first).to_have_text(
@@ -120,11 +122,10 @@ async def test_bulk_acknowledgement_in_russian(tmp_path: Path, mosquitto, chromi
                                                args=CHROMIUM_ARGS)
             try:
                 context = await browser.new_context(
-                    locale="ru-RU", viewport={"width": 1024, "height": 800},
-                    http_credentials={"username": "quinn", "password": USERS["quinn"][2]})
+                    locale="ru-RU", viewport={"width": 1024, "height": 800})
                 page = await context.new_page()
                 page.set_default_timeout(UI_TIMEOUT_MS)
-                await page.goto(agent.web.url + "#alerts")
+                await sign_in(page, agent.web.url + "#alerts", "quinn", USERS["quinn"][2])
                 for alert_id in ids:
                     await page.locator(f'tr[data-alert-id="{alert_id}"] .alert-select').check()
                 button = page.locator("#ack-selected")
@@ -163,12 +164,11 @@ async def test_qc_test_signed_and_held_calibrator_blocked_in_russian(
                                                args=CHROMIUM_ARGS)
             try:
                 context = await browser.new_context(
-                    locale="ru-RU", viewport={"width": 1024, "height": 900},
-                    http_credentials={"username": "tess", "password": USERS["tess"][2]})
+                    locale="ru-RU", viewport={"width": 1024, "height": 900})
                 page = await context.new_page()
                 page.set_default_timeout(UI_TIMEOUT_MS)
                 # On hold at the start of the day: "Measure now" is blocked, the hold named.
-                await page.goto(agent.web.url + "#prescriptions")
+                await sign_in(page, agent.web.url + "#prescriptions", "tess", USERS["tess"][2])
                 row = page.locator('#rx-table tr[data-rx="ORD-7"]')
                 await expect(row).to_contain_text("185,5")
                 await expect(row.locator("button.rx-arm")).to_be_disabled()

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from collector import Collector, decode_all
+from consolelogin import sign_in
 from helpers import REPO, wait_for_condition
 from playwright.async_api import async_playwright, expect
 from test_web import running_agent, url
@@ -67,7 +68,7 @@ PROGRAMME: dict[str, Any] = {
 
 def web_users() -> list[dict[str, Any]]:
     users: list[dict[str, Any]] = [
-        {"name": name, "role": role, "full_name": full, "password_hash": hash_password(pw, n=2**10)}
+        {"name": name, "role": role, "full_name": full, "password_hash": hash_password(pw)}
         for name, (role, full, pw) in USERS.items()
     ]
     from agent.console.auth import token_sha256
@@ -165,7 +166,6 @@ async def test_qa_day_in_the_browser(tmp_path, mosquitto, chromium_available):
                     pages = {}
                     for name, (_role, _full, password) in USERS.items():
                         context = await browser.new_context(
-                            http_credentials={"username": name, "password": password},
                             viewport={"width": 1280, "height": 1000}, accept_downloads=True,
                         )
                         page = await context.new_page()
@@ -173,6 +173,7 @@ async def test_qa_day_in_the_browser(tmp_path, mosquitto, chromium_available):
                         page.on("console", lambda m: console_errors.append(m.text)
                                 if m.type == "error" else None)
                         page.on("pageerror", lambda e: console_errors.append(str(e)))
+                        await sign_in(page, url(agent, "/"), name, password)
                         pages[name] = page
                     await the_day(pages, agent, tech, sim, tmp_path)
                 finally:
@@ -432,13 +433,10 @@ async def test_linearity_plot_names_the_failing_points_in_the_browser(
             browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                                args=CHROMIUM_ARGS)
             try:
-                context = await browser.new_context(
-                    http_credentials={"username": "tess", "password": USERS["tess"][2]},
-                    viewport={"width": 1280, "height": 1000},
-                )
+                context = await browser.new_context(viewport={"width": 1280, "height": 1000})
                 page = await context.new_page()
                 page.set_default_timeout(90_000)
-                await page.goto(url(agent, "/#qc"))
+                await sign_in(page, url(agent, "/#qc"), "tess", USERS["tess"][2])
                 # Started through the API: only a simulated sample decays time-scaled.
                 started = await page.evaluate("""async (device) => {
                     const r = await fetch("/api/qc/runs", { method: "POST",

@@ -61,11 +61,11 @@ def auth(name: str) -> dict[str, str]:
 
 def web_users() -> list[dict[str, Any]]:
     users: list[dict[str, Any]] = [
-        {"name": n, "role": r, "full_name": f, "password_hash": hash_password(p, n=2**10)}
+        {"name": n, "role": r, "full_name": f, "password_hash": hash_password(p)}
         for n, (r, f, p) in USERS.items()
     ]
     users.append({"name": "his", "role": "radiopharmacist", "full_name": "Hospital information system",
-                  "token_sha256": token_sha256(HIS_TOKEN)})
+                  "token_sha256": token_sha256(HIS_TOKEN), "scopes": ["prescriptions"]})
     return users
 
 

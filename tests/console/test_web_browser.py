@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from collector import Collector, decode_all
+from consolelogin import sign_in
 from helpers import REPO, wait_until
 from playwright.async_api import async_playwright, expect
 from test_web import QA, running_agent, url, users
@@ -73,7 +74,6 @@ async def test_qa_officer_acknowledges_a_device_alert_in_the_browser(
                     executable_path=CHROMIUM,
                     headless=True,
                     args=CHROMIUM_ARGS,
-                    http_credentials={"username": QA[0], "password": QA[1]},
                     viewport={"width": 1280, "height": 1000},
                 )
                 try:
@@ -113,10 +113,22 @@ async def test_qa_officer_acknowledges_a_device_alert_in_the_browser(
 
 
 async def run_console_checks(page, agent) -> None:
-    await page.goto(url(agent, "/"))
+    await sign_in(page, url(agent, "/"), QA[0], QA[1])
     await check_overview(page, agent)
     await acknowledge_in_alert_list(page)
     await check_audit_view(page)
+    await sign_out(page)
+
+
+async def sign_out(page) -> None:
+    # Signed out, the page shows the login form, also after a reload (the cookie is dead).
+    await page.click("#sign-out")
+    await expect(page.locator("#login")).to_be_visible()
+    await expect(page.locator("#devices")).to_be_hidden()
+    await page.reload()
+    await expect(page.locator("#login")).to_be_visible()
+    session = await page.evaluate("fetch('/api/session').then(r => r.json())")
+    assert session["signed_in"] is False
 
 
 async def check_overview(page, agent) -> None:

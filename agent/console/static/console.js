@@ -29,6 +29,19 @@ const CODE_TEXTS = [
   N_("stopped"), N_("good"), N_("uncertain"), N_("bad"), N_("info"), N_("warning"), N_("alarm"),
   N_("critical"), N_("µSv/h"), N_("°C"), N_("m³"), N_("m³/h"), N_("1/m³"), N_("µSv"),
 ];
+// Texts of signing in and out (kept together for translation).
+function loginText(kind) {
+  return {
+    ended: _("Your session ended (signed out, or idle too long). Sign in again."),
+    switch: _("Sign in as another user."),
+    wrong: _("Wrong name or password."),
+    throttled: _("Too many failed sign-ins; wait a minute."),
+  }[kind];
+}
+// A request within this long of a key press or click is the user's; later ones are the page's
+// own (live updates) and do not keep an idle session alive.
+const ACTIVITY_WINDOW_MS = 5000;
+let lastInput = Date.now();
 
 const state = {
   me: null,
@@ -170,7 +183,14 @@ function fmtUnit(unit) {
 }
 
 async function api(path, options) {
-  const response = await fetch(path, Object.assign({ credentials: "same-origin" }, options || {}));
+  const opts = Object.assign({ credentials: "same-origin" }, options || {});
+  if (Date.now() - lastInput > ACTIVITY_WINDOW_MS) {
+    opts.headers = Object.assign({ "X-IsoEdge-Auto": "1" }, opts.headers || {});
+  }
+  const response = await fetch(path, opts);
+  if (response.status === 401 && state.me && path !== "/api/login") {
+    showLogin(loginText("ended"));
+  }
   let body = null;
   const type = response.headers.get("Content-Type") || "";
   if (type.includes("application/json")) body = await response.json();
@@ -573,7 +593,12 @@ function connectStream() {
   const source = new EventSource("/api/stream");
   const streamPill = $("#stream-state");
   source.onopen = () => { streamPill.textContent = _("live"); streamPill.className = "pill live"; };
-  source.onerror = () => { streamPill.textContent = _("reconnecting"); streamPill.className = "pill warning"; };
+  source.onerror = () => {
+    streamPill.textContent = _("reconnecting"); streamPill.className = "pill warning";
+    // The stream ends with the session: find out whether that is why.
+    api("/api/state").catch(() => {});
+  };
+  state.stream = source;
   source.addEventListener("readings", (e) => {
     for (const item of JSON.parse(e.data).items) onReading(item);
     renderReadings();
@@ -586,6 +611,43 @@ function connectStream() {
   });
   source.addEventListener("qc", () => { if (window.IsoQC) window.IsoQC.onRecord(); });
   source.addEventListener("overflow", () => { source.close(); setTimeout(connectStream, 500); });
+}
+
+// ---------------------------------------------------------- sign in and out
+function showLogin(message) {
+  if (state.stream) { state.stream.close(); state.stream = null; }
+  for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
+  document.body.classList.add("signed-out");
+  $("#login").hidden = false;
+  $("#login-message").textContent = message || "";
+  $("#login-password").value = "";
+  $("#login-name").focus();
+}
+
+async function submitLogin(event) {
+  event.preventDefault();
+  const error = $("#login-error");
+  error.hidden = true;
+  try {
+    await api("/api/login", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ name: $("#login-name").value, password: $("#login-password").value }),
+    });
+  } catch (e) {
+    error.textContent = e.status === 401 ? loginText("wrong") : e.status === 429 ? loginText("throttled") : e.message;
+    error.hidden = false;
+    $("#login-password").value = "";
+    return;
+  }
+  location.reload();
+}
+
+async function signOut(message) {
+  try {
+    await api("/api/logout", { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
+  } catch (e) { console.warn("sign out", e); }
+  state.me = null;
+  showLogin(message);
 }
 
 // --------------------------------------------------------------------- boot
@@ -622,8 +684,17 @@ async function loadCatalog() {
 
 async function boot() {
   if (!(await loadCatalog())) return;
+  for (const kind of ["keydown", "pointerdown"]) {
+    document.addEventListener(kind, () => { lastInput = Date.now(); }, true);
+  }
+  $("#login-form").addEventListener("submit", submitLogin);
+  $("#sign-out").addEventListener("click", () => signOut(""));
+  $("#switch-user").addEventListener("click", () => signOut(loginText("switch")));
+  const session = await api("/api/session");
+  if (!session.signed_in) { showLogin(""); return; }
   const initial = await api("/api/state");
   state.me = initial.me;
+  $("#sign-out").hidden = $("#switch-user").hidden = !initial.me.authenticated;
   // The audit view starts at the last 24 hours (local time in the field, UTC on the wire).
   const dayAgo = new Date(Date.now() - 86400e3);
   $("#audit-since").value = siteInput(dayAgo.getTime());

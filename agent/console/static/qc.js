@@ -268,7 +268,9 @@ async function finishRun() {
   const errorBox = $("#qc-start-error");
   errorBox.hidden = true;
   try {
-    const data = await api(`/api/qc/runs/${encodeURIComponent(qc.run.id)}/finish`, { method: "POST" });
+    const data = await api(`/api/qc/runs/${encodeURIComponent(qc.run.id)}/finish`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: "{}",
+    });
     showRun(data.run);
   } catch (error) {
     errorBox.textContent = _("Not analysed: {reason}", { reason: error.message });
