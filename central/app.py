@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import structlog
 
+from agent.delivery.signing import Signer
 from central.completeness import report
 from central.config import IngestConfig
 from central.consumer import Consumer
@@ -49,11 +50,12 @@ def ingest_report(config: IngestConfig, registry: KeyRegistry) -> dict[str, Any]
 class Ingest:
     """One ingest process: consumer threads, the repair cycle and (optionally) the fleet page."""
 
-    def __init__(self, config: IngestConfig, registry: KeyRegistry) -> None:
+    def __init__(self, config: IngestConfig, registry: KeyRegistry, *,
+                 signer: Signer | None = None) -> None:
         self.config = config
         self.registry = registry
         self.consumer = Consumer(config, registry)
-        self.repairer = Repairer(config, self.consumer.publish)
+        self.repairer = Repairer(config, self.consumer.publish, signer=signer)
         self._stop = asyncio.Event()
 
     def request_stop(self) -> None:

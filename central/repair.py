@@ -21,6 +21,8 @@ import orjson
 import psycopg
 import structlog
 
+from agent.delivery.replay import build_request
+from agent.delivery.signing import Signer
 from central.completeness import chain_breaks, gaps
 from central.config import IngestConfig
 from central.store import REFRESH_ALERT, connect
@@ -60,9 +62,14 @@ def _archive_start(status: dict[str, Any] | None) -> int | None:
 class Repairer:
     """One check cycle at a time; `publish(topic, payload)` sends replay requests."""
 
-    def __init__(self, config: IngestConfig, publish: Callable[[str, bytes], None]) -> None:
+    def __init__(self, config: IngestConfig, publish: Callable[[str, bytes], None], *,
+                 signer: Signer | None = None) -> None:
         self.config = config
         self.publish = publish
+        # Replay requests are signed with the ingest's own key (agents trust its public JWK);
+        # without one nothing is asked, and gaps stay open (said once in the log).
+        self.signer = signer
+        self._said_unsigned = False
         self.prefix = config.broker.topic_prefix
         self.conn: psycopg.Connection[Any] | None = None
         self.requests_sent = 0
@@ -162,8 +169,15 @@ class Repairer:
             log.warning("gap not repaired; permanent", site=gap.site, agent=gap.agent,
                         from_seq=gap.lo, to_seq=gap.hi, attempts=gap.attempts)
             return
+        if self.signer is None:
+            if not self._said_unsigned:
+                log.warning("no signing key configured ([signing] key_file): replay requests"
+                            " are not sent, gaps stay open")
+                self._said_unsigned = True
+            return
         topic = f"{self.prefix}/{gap.site}/{gap.agent}/replay/request"
-        self.publish(topic, orjson.dumps({"from_seq": gap.lo, "to_seq": gap.hi}))
+        self.publish(topic, build_request(self.signer, site=gap.site, agent=gap.agent,
+                                          from_seq=gap.lo, to_seq=gap.hi, created=now))
         self.requests_sent += 1
         gap.attempts += 1
         gap.last_request = now

@@ -16,6 +16,7 @@ import structlog
 
 from agent.core.backoff import Backoff
 from agent.delivery.outbox import Envelope, Outbox, OutboxError
+from agent.delivery.replay import Accepted, ReplayGate, ReplaySection
 from agent.delivery.settings import BrokerSection
 from agent.delivery.topics import Topics
 
@@ -56,6 +57,7 @@ class Publisher:
         client_id: str,
         status: Callable[[str], dict[str, Any]],
         replay_per_s: float = 200.0,
+        replay: ReplayGate | None = None,
     ) -> None:
         self.broker = broker
         self.outbox = outbox
@@ -80,6 +82,10 @@ class Publisher:
         self.archive_info: dict[str, int] | None = None
         self.unsent_from: int | None = None
         self.replay_info: dict[str, Any] | None = None
+        # Admission of replay requests (agent/delivery/replay.py); without one, none is trusted.
+        self.replay_gate = replay or ReplayGate(ReplaySection(), site=topics.site,
+                                                agent=topics.agent)
+        self._replay_wanted = asyncio.Event()
 
     # ------------------------------------------------------------------ helpers
     def _set_state(self, state: LinkState) -> None:
@@ -118,6 +124,7 @@ class Publisher:
         document["last_seq"] = self.outbox.last_seq  # the fleet page's backlog: last_seq - stored
         if self.replay_info is not None:
             document["replay"] = self.replay_info
+        document["replay_requests"] = self.replay_gate.status()
         return json.dumps(document, separators=(",", ":")).encode()
 
     def mark_status_dirty(self) -> None:
@@ -201,6 +208,7 @@ class Publisher:
                     group.create_task(self._pump(client), name="mqtt-pump")
                     group.create_task(self._status_loop(client), name="mqtt-status")
                     group.create_task(self._replay_loop(client), name="mqtt-replay")
+                    group.create_task(self._replay_worker(client), name="mqtt-replay-worker")
             except BaseExceptionGroup as group_error:
                 # Surface the first real failure (a lost connection, a PUBACK timeout).
                 raise _first_leaf(group_error) from None
@@ -214,22 +222,51 @@ class Publisher:
         self.unsent_from = await self.outbox.unsent_from()
 
     async def _replay_loop(self, client: aiomqtt.Client) -> None:
-        """Answer replay requests one at a time (later ones wait in the client's queue).
+        """Admit replay requests (agent/delivery/replay.py); the worker answers them.
 
-        The message iterator also raises as soon as the connection drops, so an idle
-        publisher notices a dead broker at once, not at its next publish
-        (tests/delivery/test_publisher.py, broker restart).
+        A request is parsed, authenticated and bounded by `ReplayGate.admit`, which never
+        raises: whatever arrives on the topic, this loop goes on. The message iterator also
+        raises as soon as the connection drops, so an idle publisher notices a dead broker at
+        once, not at its next publish (tests/delivery/test_publisher.py, broker restart).
         """
         async for message in client.messages:
             if not message.topic.matches(self.topics.replay_request):
                 continue
-            try:
-                request = json.loads(bytes(message.payload))
-                first, last = int(request["from_seq"]), int(request["to_seq"])
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("ignored a malformed replay request", error=str(exc))
+            self._admit(message)
+
+    def _admit(self, message: aiomqtt.Message) -> None:
+        payload = message.payload
+        body = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+        archive = self.archive_info
+        outcome = self.replay_gate.admit(
+            bytes(body), retained=bool(message.retain),
+            archive=None if archive is None else (archive["first_seq"], archive["last_seq"]),
+            last_seq=self.outbox.last_seq,
+        )
+        if isinstance(outcome, Accepted):
+            log.info("replay request accepted", from_seq=outcome.from_seq,
+                     to_seq=outcome.to_seq, merged=outcome.merged, request=outcome.request_id)
+            if outcome.unavailable:
+                self.replay_info = {"from_seq": outcome.from_seq, "to_seq": outcome.to_seq,
+                                    "sent": 0, "unavailable": outcome.unavailable,
+                                    "t": _now_text()}
+            self._replay_wanted.set()
+        else:
+            log.warning("replay request refused", reason=outcome.reason, detail=outcome.detail)
+        self.mark_status_dirty()
+
+    async def _replay_worker(self, client: aiomqtt.Client) -> None:
+        """Answer the queued ranges one at a time, rate-limited."""
+        while True:
+            span = self.replay_gate.take()
+            if span is None:
+                self._replay_wanted.clear()
+                await self._replay_wanted.wait()
                 continue
-            await self._replay(client, first, last)
+            try:
+                await self._replay(client, *span)
+            finally:
+                self.replay_gate.done()
 
     async def _replay(self, client: aiomqtt.Client, first: int, last: int) -> None:
         """Re-publish archived envelopes first..last, byte-identical, on their own topics."""

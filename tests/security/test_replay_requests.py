@@ -1,0 +1,174 @@
+"""Issue 20, MQTT control plane: replay requests at a running agent (`isoedge run`, real mosquitto).
+
+Findings: a number the old parser turned into an OverflowError (1e400) or an SQLite overflow
+(10^23) stopped the agent for good, retained it crash-looped; anyone on the broker could make
+an agent replay its whole archive. Now a request is a signed JWS of the ingest's key, parsed by
+a typed model, bounded, budgeted, and every refusal is counted in the agent's status.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+
+import paho.mqtt.client as mqtt
+import pytest
+from agentproc import AgentProcess, make_keys, write_config
+from collector import Collector
+from helpers import wait_until
+
+from agent.delivery.replay import build_request
+from agent.delivery.signing import Signer, generate_key_files
+
+SITE, AGENT = "lab1", "edge1"
+BASE = f"isoedge/v1/{SITE}/{AGENT}"
+REQUEST = f"{BASE}/replay/request"
+DEVICE = """
+[[devices]]
+id = "area-1"
+type = "synthetic"
+mode = "counter"
+channels = ["a"]
+unit = "uSv/h"
+poll_interval_s = 0.05
+"""
+
+
+class Rig:
+    """A running agent trusting one ingest key, a collector and a plain publishing client."""
+
+    def __init__(self, tmp_path, broker, replay: str = "") -> None:
+        self.ingest = generate_key_files(tmp_path / "ingest-keys")
+        self.stranger = generate_key_files(tmp_path / "stranger-keys")
+        make_keys(tmp_path / "keys")
+        trusted = json.dumps(str(tmp_path / "ingest-keys" / "signing.pub.jwk"))
+        config = write_config(tmp_path / "agent.toml", broker.url, DEVICE,
+                              f"[replay]\ntrusted_keys = [{trusted}]\n{replay}",
+                              site=SITE, agent=AGENT)
+        self.collector = Collector(broker.port).start()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hostile",
+                                  protocol=mqtt.MQTTv311)
+        self.client.connect("127.0.0.1", broker.port, keepalive=10)
+        self.client.loop_start()
+        self.agent = AgentProcess(config)
+
+    def start(self) -> Rig:
+        self.agent.start()
+        wait_until(lambda: self.max_seq() >= 20, timeout=60)
+        return self
+
+    def send(self, body: bytes, *, retain: bool = False) -> None:
+        self.client.publish(REQUEST, body, qos=1, retain=retain).wait_for_publish(10)
+
+    def status(self) -> dict:
+        found = [m for m in self.collector.snapshot() if m.topic == f"{BASE}/status"]
+        return json.loads(found[-1].payload) if found else {}
+
+    def counts(self) -> dict[str, int]:
+        return (self.status().get("replay_requests") or {}).get("counts", {})
+
+    def seqs(self) -> list[int]:
+        out = []
+        for m in self.collector.envelopes():
+            if m.topic.startswith(f"{BASE}/") and not m.topic.endswith("/replay/request"):
+                doc = json.loads(base64.urlsafe_b64decode(json.loads(m.payload)["payload"] + "=="))
+                out.append(doc["seq"])
+        return out
+
+    def max_seq(self) -> int:
+        return max(self.seqs(), default=0)
+
+    def alive(self) -> bool:
+        return self.agent.proc is not None and self.agent.proc.poll() is None
+
+    def close(self) -> None:
+        self.agent.stop_quietly()
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.collector.stop()
+
+
+@pytest.fixture
+def rig(tmp_path, mosquitto):
+    made: list[Rig] = []
+
+    def make(replay: str = "") -> Rig:
+        made.append(Rig(tmp_path, mosquitto, replay))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def signed(signer: Signer, lo: int, hi: int, **kw) -> bytes:
+    return build_request(signer, site=kw.pop("site", SITE), agent=kw.pop("agent", AGENT),
+                         from_seq=lo, to_seq=hi, **kw)
+
+
+HOSTILE = [
+    b'{"from_seq": 1e400, "to_seq": 5}',                 # OverflowError in int() before
+    b'{"from_seq": 1, "to_seq": 100000000000000000000000}',  # SQLite overflow before
+    b"null", b'"from_seq"', b"[1, 2]", b"\xff\xfe", b"",
+    b'{"protected": "eyJraWQiOiJ4In0", "payload": null, "signature": ""}',
+    b"{" * 100_000,
+    b"x" * (1 << 20),
+]
+
+
+def test_hostile_replay_requests_are_refused_and_the_agent_keeps_publishing(rig):
+    r = rig()
+    # Retained before the agent is up: the old agent crash-looped on it at every start.
+    r.send(b'{"from_seq": 1e400, "to_seq": 5}', retain=True)
+    r.start()
+    for body in HOSTILE:
+        r.send(body)
+    wait_until(lambda: sum(r.counts().values()) >= len(HOSTILE) + 1, timeout=30)
+    counts = r.counts()
+    assert counts.get("refused_retained") == 1
+    assert sum(v for k, v in counts.items() if k.startswith("refused_")) == len(HOSTILE) + 1
+    assert "accepted" not in counts
+    assert r.alive(), r.agent.log()
+    before = r.max_seq()
+    wait_until(lambda: r.max_seq() > before + 20, timeout=30)  # still publishing
+    assert r.status()["replay_requests"]["last_refused"]["reason"] in {"too_large", "malformed"}
+
+
+def test_only_fresh_requests_signed_by_a_trusted_ingest_key_are_answered(rig):
+    r = rig().start()
+    now = datetime.now(UTC)
+    refused = {
+        "malformed": b'{"from_seq": 1, "to_seq": 5}',  # the old, unsigned form: answered before
+        "untrusted": signed(r.stranger, 1, 5),
+        "foreign": signed(r.ingest, 1, 5, agent="edge9"),
+        "stale": signed(r.ingest, 1, 5, created=now - timedelta(hours=1)),
+    }
+    for body in refused.values():
+        r.send(body)
+    wait_until(lambda: all(r.counts().get(f"refused_{k}") == 1 for k in refused), timeout=30)
+    assert r.seqs().count(1) == 1  # nothing re-published
+
+    good = signed(r.ingest, 1, 5, request_id="req-1")
+    r.send(good)
+    wait_until(lambda: r.seqs().count(5) == 2, timeout=30)
+    assert [r.seqs().count(s) for s in range(1, 6)] == [2] * 5
+    r.send(good)  # the same signed request again: a replay of the request, refused
+    wait_until(lambda: r.counts().get("refused_duplicate") == 1, timeout=30)
+    assert r.counts().get("accepted") == 1
+    assert r.alive()
+
+
+def test_ranges_are_capped_and_budgeted(rig):
+    r = rig("max_envelopes = 4\nrequests_per_min = 2\n").start()
+    r.send(signed(r.ingest, 1, 100_000_000))  # the whole archive, before
+    wait_until(lambda: r.seqs().count(4) == 2, timeout=30)
+    r.send(signed(r.ingest, 10, 11))
+    r.send(signed(r.ingest, 15, 16))  # third request within the minute: over budget
+    wait_until(lambda: r.counts().get("refused_budget") == 1, timeout=30)
+    wait_until(lambda: r.seqs().count(11) == 2, timeout=30)
+    seqs = r.seqs()
+    assert seqs.count(5) == 1  # capped at 4 envelopes
+    assert seqs.count(15) == 1  # refused: not re-published
+    assert r.status()["replay"]["sent"] in {2, 4}
+    assert r.alive()
