@@ -32,6 +32,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from central.config import IngestConfig
 from central.envelope import KeyRegistry, Rejected, parse_topic, stream_of, verify
+from central.status import parse_status
 from central.store import Batch, Rejection, Store, WriteResult
 
 log = structlog.get_logger("isoedge.central.consumer")
@@ -57,6 +58,8 @@ class IngestStats:
     readings: int = 0
     events: int = 0
     rejected: int = 0
+    statuses_ignored: int = 0  # unregistered agent, not a valid status document
+    statuses_unsigned: int = 0  # stored for display only: no verified evidence
     acked: int = 0
     db_errors: int = 0
     commits: int = 0
@@ -253,14 +256,7 @@ class Consumer:
                 continue
             site, agent, rest = parsed
             if rest == "status":
-                try:
-                    doc = orjson.loads(m.payload)
-                except orjson.JSONDecodeError:
-                    continue  # not JSON: nothing to show (orjson also refuses invalid UTF-8)
-                if isinstance(doc, dict):
-                    batch.statuses.append(
-                        (site, agent, doc.get("state") == "online", orjson.dumps(doc).decode())
-                    )
+                self._status(batch, m.payload, site, agent)
                 continue
             stream = stream_of(rest)
             if stream is None:
@@ -273,6 +269,17 @@ class Consumer:
                 batch.rejections.append(Rejection(m.topic, site, agent, kid, exc.reason,
                                                   m.payload))
         return batch, ackable
+
+    def _status(self, batch: Batch, payload: bytes, site: str, agent: str) -> None:
+        """A status: typed, of a registered agent, evidence only when signed (central/status)."""
+        verdict = parse_status(payload, site, agent, self.registry)
+        if verdict.body is None:
+            self.stats.statuses_ignored += 1
+            log.info("status ignored", site=site[:64], agent=agent[:64], reason=verdict.reason)
+            return
+        if verdict.reason != "ok":
+            self.stats.statuses_unsigned += 1
+        batch.statuses.append((site, agent, verdict.online, verdict.body))
 
     def _decode_loop(self) -> None:
         """Take messages off the paho queue in batches and verify them."""

@@ -49,8 +49,17 @@ class _Gap:
     state: str = "open"
 
 
+def _signed(status: dict[str, Any] | None) -> dict[str, Any]:
+    """The members of the status that came from verified evidence (central/status.py)."""
+    if not status:
+        return {}
+    evidence = status.get("evidence")
+    return status if isinstance(evidence, dict) and evidence.get("verified") is True else {}
+
+
 def _archive_start(status: dict[str, Any] | None) -> int | None:
-    """First seq the agent still has in its archive, from its retained status."""
+    """First seq the agent still has in its archive, from its SIGNED status evidence."""
+    status = _signed(status)
     if not status:
         return None
     archive = status.get("archive")
@@ -148,13 +157,21 @@ class Repairer:
 
     def _advance(self, gap: _Gap, now: datetime, status: dict[str, Any] | None, *,
                  repair: Any) -> None:
+        start = _archive_start(status)
+        if (gap.state == "permanent" and start is not None and start <= gap.lo
+                and gap.attempts < repair.max_attempts):
+            # Made permanent on an archive claim, and a later signed statement shows the
+            # archive holds the range: ask again.
+            gap.state, gap.last_request = "open", None
+            log.warning("permanent gap re-opened: the agent's signed status shows its archive"
+                        " holds it", site=gap.site, agent=gap.agent, from_seq=gap.lo,
+                        to_seq=gap.hi, archive_first_seq=start)
         if gap.state == "permanent" or now - gap.first_seen < timedelta(seconds=repair.grace_s):
             return
-        unsent = (status or {}).get("unsent_from")
+        unsent = _signed(status).get("unsent_from")
         # Still in the agent's backlog (on its way) when its status was published: asked for
         # all the same (cheap, and the answer refreshes that status), never made permanent.
         in_backlog = isinstance(unsent, int) and gap.lo >= unsent
-        start = _archive_start(status)
         if start is not None and gap.hi < start:
             gap.state = "permanent"
             log.warning("gap older than the agent's archive", site=gap.site, agent=gap.agent,

@@ -15,6 +15,8 @@ import aiomqtt
 import structlog
 
 from agent.core.backoff import Backoff
+from agent.core.reading import rfc3339_now
+from agent.delivery.evidence import sign_evidence
 from agent.delivery.outbox import Envelope, Outbox, OutboxError
 from agent.delivery.replay import Accepted, ReplayGate, ReplaySection
 from agent.delivery.settings import BrokerSection
@@ -125,7 +127,16 @@ class Publisher:
         if self.replay_info is not None:
             document["replay"] = self.replay_info
         document["replay_requests"] = self.replay_gate.status()
+        document["evidence"] = self._evidence(document)
         return json.dumps(document, separators=(",", ":")).encode()
+
+    def _evidence(self, document: dict[str, Any]) -> dict[str, str]:
+        """What the ingest relies on, signed with the outbox's key (agent/delivery/evidence.py)."""
+        return sign_evidence(
+            self.outbox.signer, site=self.topics.site, agent=self.topics.agent,
+            t=rfc3339_now(), archive=self.archive_info, unsent_from=self.unsent_from,
+            last_seq=self.outbox.last_seq, calibrators=document.get("calibrators") or {},
+        )
 
     def mark_status_dirty(self) -> None:
         """Ask for a fresh retained status (device states changed)."""
@@ -374,7 +385,9 @@ class Publisher:
         if client is None or self.state != LinkState.CONNECTED:
             return
         try:
-            payload = json.dumps({**self.status("offline"), "reason": reason}).encode()
+            document = {**self.status("offline"), "reason": reason}
+            document["evidence"] = self._evidence(document)
+            payload = json.dumps(document).encode()
             await client.publish(self.topics.status, payload, qos=1, retain=True, timeout=timeout)
         except (aiomqtt.MqttError, TimeoutError) as exc:
             log.warning("could not publish offline status", error=str(exc))

@@ -642,6 +642,7 @@ class RuntimeConsoleBackend:
             committed_by_stream=dict(agent.outbox.committed_by_stream),
             disk_full_total=agent.outbox.disk_full_total,
             held_back_seconds=agent.outbox.held_back_seconds,
+            replay_requests=dict(agent.publisher.replay_gate.counts),
         )
 
     async def outbox_stats(self) -> OutboxStats | None:

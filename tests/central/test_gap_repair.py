@@ -73,7 +73,7 @@ def test_lost_envelopes_are_replayed_from_the_archive_and_older_ones_are_permane
     ingest = IngestProcess(config).start()
     procs.append(ingest)
     probe = Publisher(broker.port)
-    probe.publish("isoedge/v1/probe/probe/status", b'{"state":"online"}', retain=True)
+    probe.publish("isoedge/v1/lab1/edge1/status", b'{"state":"offline"}', retain=True)
     wait_until(lambda: _rows(postgres.url, "SELECT count(*) FROM agent_status") >= 1, timeout=30)
     probe.close()
     collector = Collector(broker.port).start()
