@@ -38,6 +38,9 @@ UNSUPPORTED_PROTOCOL_CODES = frozenset({1, 0x84})
 code 132 (0x84); how a broker that speaks only 3.1.1 refuses an MQTT 5 CONNECT."""
 
 
+_CONNACK_TIMEOUT = "Operation timed out"  # aiomqtt: connected, but no CONNACK in time
+
+
 class LinkState(enum.StrEnum):
     """State of the broker connection (others wait on changes instead of sleeping)."""
 
@@ -79,6 +82,10 @@ class Publisher:
         self.reconnects = 0
         self.last_error: str | None = None
         self._status_dirty = asyncio.Event()
+        # MQTT 3.1.1 fallback on a CONNECT closed or unanswered (_unanswered_fallback).
+        self._awaiting_connack = False
+        self._v5_worked = False
+        self._v311_worked = False
         self.replay_interval = 1.0 / replay_per_s
         # What the archive holds and what the last replay request got, for the status.
         self.archive_info: dict[str, int] | None = None
@@ -156,6 +163,8 @@ class Publisher:
                     log.warning("broker refused MQTT 5; falling back to 3.1.1", error=str(exc))
                     self._protocol = aiomqtt.ProtocolVersion.V311
                     continue
+                if self._unanswered_fallback(exc):
+                    continue
                 log.warning("broker connection lost", error=str(exc), broker=self.broker.url)
             except OutboxError as exc:
                 # Nothing left to publish from; the agent's outbox watch stops the agent.
@@ -181,6 +190,28 @@ class Publisher:
         value = getattr(code, "value", code)
         return value in UNSUPPORTED_PROTOCOL_CODES
 
+    def _unanswered_fallback(self, exc: aiomqtt.MqttError) -> bool:
+        """A CONNECT the broker closed or never answered (no CONNACK at all).
+
+        Some brokers that speak only MQTT 3.1.1 (RabbitMQ's MQTT plugin) close the connection
+        on an MQTT 5 CONNECT instead of refusing it with a code; aiomqtt then reports its own
+        connect wait as timed out ("Operation timed out": the TCP connection was made, the
+        CONNACK never came). With `protocol = "auto"` and no connection made yet with MQTT 5,
+        the next attempt is MQTT 3.1.1 (at once); if that goes unanswered as well, the one
+        after is MQTT 5 again (the broker may only be slow), with the usual backoff.
+        """
+        if (self.broker.protocol != "auto" or not self._awaiting_connack
+                or isinstance(exc, aiomqtt.MqttCodeError) or str(exc) != _CONNACK_TIMEOUT):
+            return False
+        if self._protocol == aiomqtt.ProtocolVersion.V5 and not self._v5_worked:
+            log.warning("the broker closed or did not answer an MQTT 5 CONNECT; trying 3.1.1",
+                        error=str(exc), broker=self.broker.url)
+            self._protocol = aiomqtt.ProtocolVersion.V311
+            return True
+        if self._protocol == aiomqtt.ProtocolVersion.V311 and not self._v311_worked:
+            self._protocol = aiomqtt.ProtocolVersion.V5
+        return False
+
     async def _session(self, backoff: Backoff) -> None:
         will = aiomqtt.Will(self.topics.status, self.status_payload("offline"), qos=1, retain=True)
         client = aiomqtt.Client(
@@ -199,7 +230,13 @@ class Publisher:
             max_inflight_messages=self.broker.max_inflight,
             max_queued_outgoing_messages=self.broker.max_inflight * 4,
         )
+        self._awaiting_connack = True
         async with client:
+            self._awaiting_connack = False
+            if self._protocol == aiomqtt.ProtocolVersion.V5:
+                self._v5_worked = True
+            else:
+                self._v311_worked = True
             self._client = client
             await self._refresh_archive_info()
             await client.subscribe(self.topics.replay_request, qos=1,
