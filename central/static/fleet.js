@@ -24,7 +24,7 @@ function renderAgents(agents) {
       <td>${a.first_seq == null ? "–" : `${a.first_seq}..${a.last_seq}`}</td>
       <td>${a.backlog == null ? "–" : a.backlog}</td>
       <td>${a.envelopes}</td><td>${a.readings}</td>
-      <td class="gaps">${gaps}</td><td>${badge(a.chain, a.chain === "ok" ? "ok" : "broken")}</td>
+      <td class="gaps">${gaps}</td><td>${badge(a.chain, a.chain === "ok" ? "ok" : a.chain === "no data" ? "warn" : "broken")}</td>
       <td>${devices || "–"}</td></tr>`;
   }).join("");
 }
