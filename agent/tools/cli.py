@@ -228,6 +228,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         _err(f"isoedge verify: {exc}")
         return EXIT_USAGE
     verifier = Verifier(keys)
+    failed: str | None = None
     try:
         asyncio.run(
             subscribe_and_verify(
@@ -242,15 +243,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 on_subscribed=lambda: _err(
                     f"isoedge verify: subscribed to {args.topic} on {host}:{port}; waiting"
                 ),
+                on_reconnect=lambda error: _err(
+                    f"isoedge verify: connection lost ({error}); reconnecting"
+                ),
             )
         )
     except KeyboardInterrupt:
         pass
-    except Exception as exc:
-        _err(f"isoedge verify: broker {args.broker}: {exc}")
-        return EXIT_FAILURE
+    except Exception as exc:  # the report of what was verified is printed all the same
+        failed = f"isoedge verify: broker {args.broker}: {exc}"
     report = verifier.report(allow_redelivery=args.allow_redelivery)
     _out(json.dumps(report, indent=2))
+    if failed is not None:
+        _err(failed)
+        return EXIT_FAILURE
     return EXIT_OK if report["ok"] else EXIT_FAILURE
 
 
