@@ -104,6 +104,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         "broker": config.broker.url,
         "topic_prefix": f"{config.broker.topic_prefix}/{config.agent.site}/{config.agent.id}",
         "signing_key": str(config.signing.key_file),
+        "replay_trusted_keys": [str(k) for k in config.replay.trusted_keys],
         "state_dir": str(config.agent.state_dir),
         "devices": [
             {
@@ -131,6 +132,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     _out(f"  agent    {config.agent.site}/{config.agent.id}  (state in {config.agent.state_dir})")
     _out(f"  broker   {config.broker.url}  topics {summary['topic_prefix']}/...")
     _out(f"  signing  {config.signing.key_file}")
+    trusted = summary["replay_trusted_keys"]
+    _out("  replay   " + (f"answers requests signed by {', '.join(trusted)}" if trusted else
+                          "no trusted ingest key: every replay request is refused"))
     _out(f"  devices  {len(config.devices)}")
     for device in summary["devices"]:
         channels = ", ".join(device["channels"]) or "-"
