@@ -13,6 +13,8 @@ from typing import Any
 
 import aiomqtt
 import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from agent.core.backoff import Backoff
 from agent.core.reading import rfc3339_now
@@ -38,6 +40,8 @@ UNSUPPORTED_PROTOCOL_CODES = frozenset({1, 0x84})
 code 132 (0x84); how a broker that speaks only 3.1.1 refuses an MQTT 5 CONNECT."""
 
 
+INCOMING_QUEUE = 256  # replay requests waiting for admission (a flood beyond is dropped)
+MAX_INCOMING_PACKET = 16 * 1024  # bytes; a replay request is at most MAX_REQUEST_BYTES
 _CONNACK_TIMEOUT = "Operation timed out"  # aiomqtt: connected, but no CONNACK in time
 
 
@@ -190,6 +194,13 @@ class Publisher:
         value = getattr(code, "value", code)
         return value in UNSUPPORTED_PROTOCOL_CODES
 
+    def _connect_properties(self) -> Properties | None:
+        if self._protocol != aiomqtt.ProtocolVersion.V5:
+            return None
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.MaximumPacketSize = MAX_INCOMING_PACKET
+        return properties
+
     def _unanswered_fallback(self, exc: aiomqtt.MqttError) -> bool:
         """A CONNECT the broker closed or never answered (no CONNACK at all).
 
@@ -229,6 +240,10 @@ class Publisher:
             tls_context=self._tls_context(),
             max_inflight_messages=self.broker.max_inflight,
             max_queued_outgoing_messages=self.broker.max_inflight * 4,
+            # Only replay requests come in: a short queue (a flood is dropped, the ingest asks
+            # again) and, with MQTT 5, no packet the agent would refuse anyway (§3.1.2.11.4).
+            max_queued_incoming_messages=INCOMING_QUEUE,
+            properties=self._connect_properties(),
         )
         self._awaiting_connack = True
         async with client:
