@@ -39,6 +39,8 @@ def test_hostile_replay_requests_are_refused_and_the_agent_keeps_publishing(rig)
     assert r.alive(), r.agent.log()
     before = r.max_seq()
     wait_until(lambda: r.max_seq() > before + 20, timeout=30)  # still publishing
+    seqs = sorted(set(r.seqs()))
+    assert seqs == list(range(1, seqs[-1] + 1))  # the stream complete from seq 1
     assert r.status()["replay_requests"]["last_refused"]["reason"] in {"too_large", "malformed"}
 
 
