@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-import orjson
 from helpers import wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,19 +26,22 @@ KEYS = ["state", "devices", "calibrators", "archive", "unsent_from", "last_seq",
         "version", "kid", "t", "replay", "disk"]
 
 
+def _dumps(value: object) -> bytes:
+    return json.dumps(value, allow_nan=True).encode()  # any int, NaN and Infinity as sent
+
+
 def documents(rig: Rig) -> st.SearchStrategy[bytes]:
-    shaped = st.dictionaries(st.sampled_from(KEYS), JSON, max_size=8).map(
-        lambda d: json.dumps(d, allow_nan=True).encode())
+    shaped = st.dictionaries(st.sampled_from(KEYS), JSON, max_size=8).map(_dumps)
     calibrator = st.fixed_dictionaries({"release": st.sampled_from(["released", "on_hold"])
                                         | JSON}, optional={"reason": JSON, "due": JSON})
     evidence = st.builds(
-        lambda state, first, cals: orjson.dumps({"state": state, "evidence": sign_evidence(
+        lambda state, first, cals: _dumps({"state": state, "evidence": sign_evidence(
             rig.agent.signer, site="lab1", agent="edge1", t="2026-12-04T12:00:00.000000Z",
             archive={"first_seq": first, "last_seq": first}, unsent_from=None, last_seq=first,
             calibrators=cals)}),
         st.sampled_from(["online", "offline", "gone"]), st.integers(min_value=-5, max_value=2**70),
         st.dictionaries(st.text(max_size=8), calibrator | JSON, max_size=3))
-    return st.binary(max_size=3000) | JSON.map(orjson.dumps) | shaped | evidence
+    return st.binary(max_size=3000) | JSON.map(_dumps) | shaped | evidence
 
 
 def test_fuzzed_statuses_never_stop_the_ingest_or_the_fleet_page(ingest_rig):
