@@ -59,6 +59,33 @@ class DeviceState(_Lenient):
     detail: _Text | None = None
 
 
+class ReplayAnswer(_Lenient):
+    """The status's `replay`: what the last replay request got."""
+
+    from_seq: _Seq
+    to_seq: _Seq
+    sent: _Seq
+    unavailable: list[Annotated[list[_Seq], Field(max_length=2)]] = Field(
+        default_factory=list, max_length=64)
+    t: Annotated[str, StringConstraints(max_length=40)] | None = None
+
+
+class LastRefusal(_Lenient):
+    """Why the last replay request was refused."""
+
+    reason: Annotated[str, StringConstraints(max_length=40)]
+    detail: _Text | None = None
+    t: Annotated[str, StringConstraints(max_length=40)] | None = None
+
+
+class ReplayRequests(_Lenient):
+    """The status's `replay_requests`: counts by outcome and the last refusal."""
+
+    counts: dict[Annotated[str, StringConstraints(max_length=40)], _Seq] = Field(
+        default_factory=dict, max_length=64)
+    last_refused: LastRefusal | None = None
+
+
 class SignedJWS(BaseModel):
     """A flattened JWS: three base64url strings, nothing else."""
 
@@ -94,6 +121,10 @@ class StatusDocument(_Lenient):
     t: Annotated[str, StringConstraints(max_length=40)] | None = None
     reason: _Text | None = None
     devices: dict[_Key, DeviceState] = Field(default_factory=dict, max_length=1000)
+    disk: dict[Annotated[str, StringConstraints(max_length=40)],
+               StrictInt | float | bool | _Text | None] | None = Field(default=None, max_length=32)
+    replay: ReplayAnswer | None = None
+    replay_requests: ReplayRequests | None = None
     evidence: SignedJWS | None = None
 
 
