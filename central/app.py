@@ -10,9 +10,10 @@ from typing import Any
 import psycopg
 import structlog
 
+from agent.delivery.signing import Signer
 from central.completeness import report
 from central.config import IngestConfig
-from central.consumer import Consumer
+from central.consumer import BrokerIncompatibleError, Consumer
 from central.envelope import KeyRegistry
 from central.repair import Repairer
 from central.schema import migrate
@@ -49,11 +50,12 @@ def ingest_report(config: IngestConfig, registry: KeyRegistry) -> dict[str, Any]
 class Ingest:
     """One ingest process: consumer threads, the repair cycle and (optionally) the fleet page."""
 
-    def __init__(self, config: IngestConfig, registry: KeyRegistry) -> None:
+    def __init__(self, config: IngestConfig, registry: KeyRegistry, *,
+                 signer: Signer | None = None) -> None:
         self.config = config
         self.registry = registry
         self.consumer = Consumer(config, registry)
-        self.repairer = Repairer(config, self.consumer.publish)
+        self.repairer = Repairer(config, self.consumer.publish, signer=signer)
         self._stop = asyncio.Event()
 
     def request_stop(self) -> None:
@@ -63,8 +65,11 @@ class Ingest:
     async def _repair_loop(self) -> None:
         interval = self.config.repair.check_interval_s
         while True:
-            if self.consumer.failed is not None:
-                raise RuntimeError(f"the consumer failed: {self.consumer.failed!r}")
+            failed = self.consumer.failed
+            if isinstance(failed, BrokerIncompatibleError):
+                raise failed
+            if failed is not None:
+                raise RuntimeError(f"the consumer failed: {failed!r}")
             try:
                 await asyncio.to_thread(self.repairer.cycle)
             except psycopg.Error as exc:
@@ -85,6 +90,9 @@ class Ingest:
                 repair = group.create_task(self._repair_loop(), name="ingest-repair")
                 await self._stop.wait()
                 repair.cancel()
+        except* BrokerIncompatibleError as group:
+            # One clear line (`ingest failed: …`, exit 1), not a task group's traceback.
+            raise RuntimeError(str(group.exceptions[0])) from None
         finally:
             if runner is not None:
                 await runner.cleanup()

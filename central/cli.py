@@ -59,8 +59,17 @@ def cmd_ingest_run(args: argparse.Namespace) -> int:
     if isinstance(loaded, int):
         return loaded
     config, registry = loaded
+    from agent.delivery.signing import KeyFileError, Signer  # noqa: PLC0415
+
+    signer = None
+    if config.signing is not None:
+        try:
+            signer = Signer.load(config.signing.key_file)
+        except KeyFileError as exc:
+            _err(f"{args.config}: signing.key_file: {exc}")
+            return EXIT_USAGE
     try:
-        asyncio.run(run_until_signalled(Ingest(config, registry)))
+        asyncio.run(run_until_signalled(Ingest(config, registry, signer=signer)))
     except (psycopg.Error, OSError, RuntimeError) as exc:
         _err(f"ingest failed: {exc}")
         return EXIT_FAILURE

@@ -61,8 +61,10 @@ class AgentCompleteness:
 
     @property
     def chain(self) -> str:
-        """`ok` or `broken`."""
-        return "broken" if self.broken_at else "ok"
+        """`ok`, `broken`, or `no data` (registered, nothing stored: nothing to vouch for)."""
+        if self.broken_at:
+            return "broken"
+        return "no data" if not self.envelopes else "ok"
 
     def as_json(self) -> dict[str, Any]:
         """The object of CONTRACT.md §6 (plus `permanent_gaps`, the gaps no archive can fill)."""

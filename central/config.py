@@ -92,6 +92,16 @@ class WebSection(_Strict):
     users: list[WebUser] = Field(default_factory=list)
 
 
+class SigningSection(_Strict):
+    """The ingest's own Ed25519 key (`isoedge keygen`): it signs replay requests.
+
+    Agents answer only requests signed by a key in their `replay.trusted_keys` (the
+    `signing.pub.jwk` next to this key). Without it, the ingest asks for no replay.
+    """
+
+    key_file: Path
+
+
 class AgentKeys(_Strict):
     """One agent of the key registry: its kids are computed from these JWKs."""
 
@@ -107,6 +117,7 @@ class IngestConfig(_Strict):
     database: DatabaseSection
     repair: RepairSection = RepairSection()
     web: WebSection = WebSection()
+    signing: SigningSection | None = None
     agents: list[AgentKeys] = Field(default_factory=list)
 
 
@@ -167,4 +178,7 @@ def load_config(path: str | Path) -> IngestConfig:
         broker = broker.model_copy(update={"tls": tls})
     if broker.password_file is not None:
         broker = broker.model_copy(update={"password_file": rel(broker.password_file)})
-    return config.model_copy(update={"agents": agents, "broker": broker})
+    signing = config.signing
+    if signing is not None:
+        signing = signing.model_copy(update={"key_file": rel(signing.key_file)})
+    return config.model_copy(update={"agents": agents, "broker": broker, "signing": signing})

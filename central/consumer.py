@@ -32,9 +32,27 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from central.config import IngestConfig
 from central.envelope import KeyRegistry, Rejected, parse_topic, stream_of, verify
+from central.status import parse_status
 from central.store import Batch, Rejection, Store, WriteResult
 
 log = structlog.get_logger("isoedge.central.consumer")
+
+
+class BrokerIncompatibleError(RuntimeError):
+    """The broker cannot give the ingest QoS 1 shared subscriptions; the ingest stops."""
+
+
+def broker_problem(properties: Any) -> str | None:
+    """What in a CONNACK's properties rules the broker out (MQTT 5 §3.2.2.3), or None."""
+    if properties is None:
+        return None
+    if getattr(properties, "SharedSubscriptionAvailable", 1) == 0:
+        return ("the broker does not offer shared subscriptions (CONNACK Shared Subscription"
+                " Available = 0); the ingest needs them (broker.group)")
+    if getattr(properties, "MaximumQoS", 2) == 0:
+        return ("the broker allows QoS 0 only (CONNACK Maximum QoS = 0); envelopes need QoS 1"
+                " (mosquitto: max_qos; EMQX: mqtt.max_qos_allowed)")
+    return None
 
 
 @dataclass(slots=True)
@@ -57,6 +75,8 @@ class IngestStats:
     readings: int = 0
     events: int = 0
     rejected: int = 0
+    statuses_ignored: int = 0  # unregistered agent, not a valid status document
+    statuses_unsigned: int = 0  # stored for display only: no verified evidence
     acked: int = 0
     db_errors: int = 0
     commits: int = 0
@@ -124,6 +144,8 @@ class Consumer:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self._subscribe_mid: int | None = None
         self.client.reconnect_delay_set(1, 5)
         self.client.max_inflight_messages_set(100)
         if self.broker.username:
@@ -186,22 +208,47 @@ class Consumer:
         self.client.publish(topic, payload, qos=1)
 
     # ---------------------------------------------------------------- paho thread
-    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
             log.warning("broker refused the ingest", reason=str(reason))
+            return
+        if (problem := broker_problem(props)) is not None:
+            self._incompatible(client, problem)
             return
         with self._gen_lock:
             self._generation += 1
         status_topic = f"{self.prefix}/+/+/status"
         # Shared subscriptions get no retained messages (MQTT 5 §4.8.2): the retained status of
         # every agent comes through a plain subscription to the status topics.
-        client.subscribe([
+        _rc, self._subscribe_mid = client.subscribe([
             (self.broker.subscription, SubscribeOptions(qos=1)),
             (status_topic, SubscribeOptions(qos=1)),
         ])
         self.stats.connected = True
         self.connected.set()
         log.info("ingest connected", client_id=self.client_id, broker=self.broker.url)
+
+    def _on_subscribe(self, client: mqtt.Client, _u: Any, mid: int, codes: list[Any],
+                      _p: Any) -> None:
+        """Both subscriptions must be granted QoS 1 (a failure code or QoS 0: stop, say why)."""
+        if mid != self._subscribe_mid:
+            return
+        names = (self.broker.subscription, f"{self.prefix}/+/+/status")
+        for name, code in zip(names, codes, strict=False):
+            value = getattr(code, "value", code)
+            if getattr(code, "is_failure", False) or value != 1:
+                self._incompatible(client, f"the broker answered the subscription {name} with"
+                                   f" {code} (SUBACK reason code {value}); the ingest needs"
+                                   " QoS 1 (check the broker's ACL and max QoS)")
+                return
+        log.info("ingest subscribed", subscription=names[0], qos=1)
+
+    def _incompatible(self, client: mqtt.Client, problem: str) -> None:
+        self.failed = BrokerIncompatibleError(problem)
+        log.error("broker unusable for the ingest; stopping", problem=problem,
+                  broker=self.broker.url)
+        self._stopping.set()
+        client.disconnect()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         with self._gen_lock:
@@ -253,14 +300,7 @@ class Consumer:
                 continue
             site, agent, rest = parsed
             if rest == "status":
-                try:
-                    doc = orjson.loads(m.payload)
-                except orjson.JSONDecodeError:
-                    continue  # not JSON: nothing to show (orjson also refuses invalid UTF-8)
-                if isinstance(doc, dict):
-                    batch.statuses.append(
-                        (site, agent, doc.get("state") == "online", orjson.dumps(doc).decode())
-                    )
+                self._status(batch, m.payload, site, agent)
                 continue
             stream = stream_of(rest)
             if stream is None:
@@ -273,6 +313,17 @@ class Consumer:
                 batch.rejections.append(Rejection(m.topic, site, agent, kid, exc.reason,
                                                   m.payload))
         return batch, ackable
+
+    def _status(self, batch: Batch, payload: bytes, site: str, agent: str) -> None:
+        """A status: typed, of a registered agent, evidence only when signed (central/status)."""
+        verdict = parse_status(payload, site, agent, self.registry)
+        if verdict.body is None:
+            self.stats.statuses_ignored += 1
+            log.info("status ignored", site=site[:64], agent=agent[:64], reason=verdict.reason)
+            return
+        if verdict.reason != "ok":
+            self.stats.statuses_unsigned += 1
+        batch.statuses.append((site, agent, verdict.online, verdict.body))
 
     def _decode_loop(self) -> None:
         """Take messages off the paho queue in batches and verify them."""

@@ -21,6 +21,8 @@ import orjson
 import psycopg
 import structlog
 
+from agent.delivery.replay import build_request
+from agent.delivery.signing import Signer
 from central.completeness import chain_breaks, gaps
 from central.config import IngestConfig
 from central.store import REFRESH_ALERT, connect
@@ -47,8 +49,17 @@ class _Gap:
     state: str = "open"
 
 
+def _signed(status: dict[str, Any] | None) -> dict[str, Any]:
+    """The members of the status that came from verified evidence (central/status.py)."""
+    if not status:
+        return {}
+    evidence = status.get("evidence")
+    return status if isinstance(evidence, dict) and evidence.get("verified") is True else {}
+
+
 def _archive_start(status: dict[str, Any] | None) -> int | None:
-    """First seq the agent still has in its archive, from its retained status."""
+    """First seq the agent still has in its archive, from its SIGNED status evidence."""
+    status = _signed(status)
     if not status:
         return None
     archive = status.get("archive")
@@ -60,9 +71,14 @@ def _archive_start(status: dict[str, Any] | None) -> int | None:
 class Repairer:
     """One check cycle at a time; `publish(topic, payload)` sends replay requests."""
 
-    def __init__(self, config: IngestConfig, publish: Callable[[str, bytes], None]) -> None:
+    def __init__(self, config: IngestConfig, publish: Callable[[str, bytes], None], *,
+                 signer: Signer | None = None) -> None:
         self.config = config
         self.publish = publish
+        # Replay requests are signed with the ingest's own key (agents trust its public JWK);
+        # without one nothing is asked, and gaps stay open (said once in the log).
+        self.signer = signer
+        self._said_unsigned = False
         self.prefix = config.broker.topic_prefix
         self.conn: psycopg.Connection[Any] | None = None
         self.requests_sent = 0
@@ -141,13 +157,21 @@ class Repairer:
 
     def _advance(self, gap: _Gap, now: datetime, status: dict[str, Any] | None, *,
                  repair: Any) -> None:
+        start = _archive_start(status)
+        if (gap.state == "permanent" and start is not None and start <= gap.lo
+                and gap.attempts < repair.max_attempts):
+            # Made permanent on an archive claim, and a later signed statement shows the
+            # archive holds the range: ask again.
+            gap.state, gap.last_request = "open", None
+            log.warning("permanent gap re-opened: the agent's signed status shows its archive"
+                        " holds it", site=gap.site, agent=gap.agent, from_seq=gap.lo,
+                        to_seq=gap.hi, archive_first_seq=start)
         if gap.state == "permanent" or now - gap.first_seen < timedelta(seconds=repair.grace_s):
             return
-        unsent = (status or {}).get("unsent_from")
+        unsent = _signed(status).get("unsent_from")
         # Still in the agent's backlog (on its way) when its status was published: asked for
         # all the same (cheap, and the answer refreshes that status), never made permanent.
         in_backlog = isinstance(unsent, int) and gap.lo >= unsent
-        start = _archive_start(status)
         if start is not None and gap.hi < start:
             gap.state = "permanent"
             log.warning("gap older than the agent's archive", site=gap.site, agent=gap.agent,
@@ -162,8 +186,15 @@ class Repairer:
             log.warning("gap not repaired; permanent", site=gap.site, agent=gap.agent,
                         from_seq=gap.lo, to_seq=gap.hi, attempts=gap.attempts)
             return
+        if self.signer is None:
+            if not self._said_unsigned:
+                log.warning("no signing key configured ([signing] key_file): replay requests"
+                            " are not sent, gaps stay open")
+                self._said_unsigned = True
+            return
         topic = f"{self.prefix}/{gap.site}/{gap.agent}/replay/request"
-        self.publish(topic, orjson.dumps({"from_seq": gap.lo, "to_seq": gap.hi}))
+        self.publish(topic, build_request(self.signer, site=gap.site, agent=gap.agent,
+                                          from_seq=gap.lo, to_seq=gap.hi, created=now))
         self.requests_sent += 1
         gap.attempts += 1
         gap.last_request = now

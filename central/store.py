@@ -58,6 +58,25 @@ WHERE central_alerts.detail IS DISTINCT FROM EXCLUDED.detail
 """
 
 
+# The last VERIFIED evidence of an agent (central/status.py) is kept: a newer verified one
+# replaces it; an unsigned status, or an older signed one played again, changes only the
+# display members (state, devices, ...), never archive, unsent_from, last_seq or calibrators.
+STATUS_UPSERT = """
+INSERT INTO agent_status AS old (site, agent, online, body) VALUES (%s, %s, %s, %s)
+ON CONFLICT (site, agent) DO UPDATE SET online = EXCLUDED.online, received = now(),
+body = CASE
+  WHEN COALESCE((old.body->'evidence'->>'verified')::boolean, false)
+       AND NOT (COALESCE((EXCLUDED.body->'evidence'->>'verified')::boolean, false)
+                AND EXCLUDED.body->'evidence'->>'t' >= old.body->'evidence'->>'t')
+  THEN EXCLUDED.body || jsonb_build_object(
+       'archive', old.body->'archive', 'unsent_from', old.body->'unsent_from',
+       'last_seq', old.body->'last_seq', 'calibrators', old.body->'calibrators',
+       'evidence', old.body->'evidence')
+  ELSE EXCLUDED.body
+END
+"""
+
+
 @dataclass(slots=True)
 class Rejection:
     """An envelope refused as data."""
@@ -170,12 +189,7 @@ class Store:
                         ),
                     )
                 for site, agent, online, body in batch.statuses:
-                    cur.execute(
-                        "INSERT INTO agent_status (site, agent, online, body) VALUES (%s,%s,%s,%s)"
-                        " ON CONFLICT (site, agent) DO UPDATE SET online = EXCLUDED.online,"
-                        " body = EXCLUDED.body, received = now()",
-                        (site, agent, online, body),
-                    )
+                    cur.execute(STATUS_UPSERT, (site, agent, online, body))
             conn.commit()
         except BaseException:
             try:

@@ -63,6 +63,7 @@ class DeliveryView:
     committed_by_stream: dict[str, int] = field(default_factory=dict)
     disk_full_total: int = 0
     held_back_seconds: float = 0.0
+    replay_requests: dict[str, int] = field(default_factory=dict)  # by outcome (delivery/replay)
 
 
 class QCDesk(Protocol):

@@ -56,6 +56,15 @@ def _age_of(rfc3339_text: str | None, now: float) -> float:
     return max(0.0, now - then.timestamp())
 
 
+def _replay_requests(delivery: DeliveryView) -> Metric:
+    replay = CounterMetricFamily(
+        "isoedge_replay_requests", "Replay requests by outcome (accepted, merged,"
+        " refused_<reason>: docs/security.md).", labels=["outcome"])
+    for outcome, count in sorted(delivery.replay_requests.items()):
+        replay.add_metric([outcome], count)
+    return replay
+
+
 class AgentCollector(Collector):
     """Yields the agent's metric families from the backend and the current scrape."""
 
@@ -90,6 +99,7 @@ class AgentCollector(Collector):
         yield CounterMetricFamily("isoedge_envelopes_published",
                                   "Signed envelopes PUBACKed by the broker.",
                                   value=delivery.published_envelopes)
+        yield _replay_requests(delivery)
         events = CounterMetricFamily("isoedge_events", "Alert and audit events emitted.",
                                      labels=["stream"])
         for stream in ("alerts", "audit", "qc"):

@@ -13,9 +13,14 @@ from typing import Any
 
 import aiomqtt
 import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from agent.core.backoff import Backoff
+from agent.core.reading import rfc3339_now
+from agent.delivery.evidence import sign_evidence
 from agent.delivery.outbox import Envelope, Outbox, OutboxError
+from agent.delivery.replay import Accepted, ReplayGate, ReplaySection
 from agent.delivery.settings import BrokerSection
 from agent.delivery.topics import Topics
 
@@ -33,6 +38,11 @@ ACK_DELAY_S = 0.05  # ... or after this long, whichever comes first
 UNSUPPORTED_PROTOCOL_CODES = frozenset({1, 0x84})
 """CONNACK codes for "unsupported protocol version": MQTT 3.1.1 return code 1, MQTT 5 reason
 code 132 (0x84); how a broker that speaks only 3.1.1 refuses an MQTT 5 CONNECT."""
+
+
+INCOMING_QUEUE = 256  # replay requests waiting for admission (a flood beyond is dropped)
+MAX_INCOMING_PACKET = 16 * 1024  # bytes; a replay request is at most MAX_REQUEST_BYTES
+_CONNACK_TIMEOUT = "Operation timed out"  # aiomqtt: connected, but no CONNACK in time
 
 
 class LinkState(enum.StrEnum):
@@ -56,6 +66,7 @@ class Publisher:
         client_id: str,
         status: Callable[[str], dict[str, Any]],
         replay_per_s: float = 200.0,
+        replay: ReplayGate | None = None,
     ) -> None:
         self.broker = broker
         self.outbox = outbox
@@ -75,11 +86,19 @@ class Publisher:
         self.reconnects = 0
         self.last_error: str | None = None
         self._status_dirty = asyncio.Event()
+        # MQTT 3.1.1 fallback on a CONNECT closed or unanswered (_unanswered_fallback).
+        self._awaiting_connack = False
+        self._v5_worked = False
+        self._v311_worked = False
         self.replay_interval = 1.0 / replay_per_s
         # What the archive holds and what the last replay request got, for the status.
         self.archive_info: dict[str, int] | None = None
         self.unsent_from: int | None = None
         self.replay_info: dict[str, Any] | None = None
+        # Admission of replay requests (agent/delivery/replay.py); without one, none is trusted.
+        self.replay_gate = replay or ReplayGate(ReplaySection(), site=topics.site,
+                                                agent=topics.agent)
+        self._replay_wanted = asyncio.Event()
 
     # ------------------------------------------------------------------ helpers
     def _set_state(self, state: LinkState) -> None:
@@ -118,7 +137,17 @@ class Publisher:
         document["last_seq"] = self.outbox.last_seq  # the fleet page's backlog: last_seq - stored
         if self.replay_info is not None:
             document["replay"] = self.replay_info
+        document["replay_requests"] = self.replay_gate.status()
+        document["evidence"] = self._evidence(document)
         return json.dumps(document, separators=(",", ":")).encode()
+
+    def _evidence(self, document: dict[str, Any]) -> dict[str, str]:
+        """What the ingest relies on, signed with the outbox's key (agent/delivery/evidence.py)."""
+        return sign_evidence(
+            self.outbox.signer, site=self.topics.site, agent=self.topics.agent,
+            t=rfc3339_now(), archive=self.archive_info, unsent_from=self.unsent_from,
+            last_seq=self.outbox.last_seq, calibrators=document.get("calibrators") or {},
+        )
 
     def mark_status_dirty(self) -> None:
         """Ask for a fresh retained status (device states changed)."""
@@ -137,6 +166,8 @@ class Publisher:
                 if self._should_fall_back(exc):
                     log.warning("broker refused MQTT 5; falling back to 3.1.1", error=str(exc))
                     self._protocol = aiomqtt.ProtocolVersion.V311
+                    continue
+                if self._unanswered_fallback(exc):
                     continue
                 log.warning("broker connection lost", error=str(exc), broker=self.broker.url)
             except OutboxError as exc:
@@ -163,6 +194,35 @@ class Publisher:
         value = getattr(code, "value", code)
         return value in UNSUPPORTED_PROTOCOL_CODES
 
+    def _connect_properties(self) -> Properties | None:
+        if self._protocol != aiomqtt.ProtocolVersion.V5:
+            return None
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.MaximumPacketSize = MAX_INCOMING_PACKET
+        return properties
+
+    def _unanswered_fallback(self, exc: aiomqtt.MqttError) -> bool:
+        """A CONNECT the broker closed or never answered (no CONNACK at all).
+
+        Some brokers that speak only MQTT 3.1.1 (RabbitMQ's MQTT plugin) close the connection
+        on an MQTT 5 CONNECT instead of refusing it with a code; aiomqtt then reports its own
+        connect wait as timed out ("Operation timed out": the TCP connection was made, the
+        CONNACK never came). With `protocol = "auto"` and no connection made yet with MQTT 5,
+        the next attempt is MQTT 3.1.1 (at once); if that goes unanswered as well, the one
+        after is MQTT 5 again (the broker may only be slow), with the usual backoff.
+        """
+        if (self.broker.protocol != "auto" or not self._awaiting_connack
+                or isinstance(exc, aiomqtt.MqttCodeError) or str(exc) != _CONNACK_TIMEOUT):
+            return False
+        if self._protocol == aiomqtt.ProtocolVersion.V5 and not self._v5_worked:
+            log.warning("the broker closed or did not answer an MQTT 5 CONNECT; trying 3.1.1",
+                        error=str(exc), broker=self.broker.url)
+            self._protocol = aiomqtt.ProtocolVersion.V311
+            return True
+        if self._protocol == aiomqtt.ProtocolVersion.V311 and not self._v311_worked:
+            self._protocol = aiomqtt.ProtocolVersion.V5
+        return False
+
     async def _session(self, backoff: Backoff) -> None:
         will = aiomqtt.Will(self.topics.status, self.status_payload("offline"), qos=1, retain=True)
         client = aiomqtt.Client(
@@ -180,8 +240,18 @@ class Publisher:
             tls_context=self._tls_context(),
             max_inflight_messages=self.broker.max_inflight,
             max_queued_outgoing_messages=self.broker.max_inflight * 4,
+            # Only replay requests come in: a short queue (a flood is dropped, the ingest asks
+            # again) and, with MQTT 5, no packet the agent would refuse anyway (§3.1.2.11.4).
+            max_queued_incoming_messages=INCOMING_QUEUE,
+            properties=self._connect_properties(),
         )
+        self._awaiting_connack = True
         async with client:
+            self._awaiting_connack = False
+            if self._protocol == aiomqtt.ProtocolVersion.V5:
+                self._v5_worked = True
+            else:
+                self._v311_worked = True
             self._client = client
             await self._refresh_archive_info()
             await client.subscribe(self.topics.replay_request, qos=1,
@@ -201,6 +271,7 @@ class Publisher:
                     group.create_task(self._pump(client), name="mqtt-pump")
                     group.create_task(self._status_loop(client), name="mqtt-status")
                     group.create_task(self._replay_loop(client), name="mqtt-replay")
+                    group.create_task(self._replay_worker(client), name="mqtt-replay-worker")
             except BaseExceptionGroup as group_error:
                 # Surface the first real failure (a lost connection, a PUBACK timeout).
                 raise _first_leaf(group_error) from None
@@ -214,22 +285,51 @@ class Publisher:
         self.unsent_from = await self.outbox.unsent_from()
 
     async def _replay_loop(self, client: aiomqtt.Client) -> None:
-        """Answer replay requests one at a time (later ones wait in the client's queue).
+        """Admit replay requests (agent/delivery/replay.py); the worker answers them.
 
-        The message iterator also raises as soon as the connection drops, so an idle
-        publisher notices a dead broker at once, not at its next publish
-        (tests/delivery/test_publisher.py, broker restart).
+        A request is parsed, authenticated and bounded by `ReplayGate.admit`, which never
+        raises: whatever arrives on the topic, this loop goes on. The message iterator also
+        raises as soon as the connection drops, so an idle publisher notices a dead broker at
+        once, not at its next publish (tests/delivery/test_publisher.py, broker restart).
         """
         async for message in client.messages:
             if not message.topic.matches(self.topics.replay_request):
                 continue
-            try:
-                request = json.loads(bytes(message.payload))
-                first, last = int(request["from_seq"]), int(request["to_seq"])
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("ignored a malformed replay request", error=str(exc))
+            self._admit(message)
+
+    def _admit(self, message: aiomqtt.Message) -> None:
+        payload = message.payload
+        body = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+        archive = self.archive_info
+        outcome = self.replay_gate.admit(
+            bytes(body), retained=bool(message.retain),
+            archive=None if archive is None else (archive["first_seq"], archive["last_seq"]),
+            last_seq=self.outbox.last_seq,
+        )
+        if isinstance(outcome, Accepted):
+            log.info("replay request accepted", from_seq=outcome.from_seq,
+                     to_seq=outcome.to_seq, merged=outcome.merged, request=outcome.request_id)
+            if outcome.unavailable:
+                self.replay_info = {"from_seq": outcome.from_seq, "to_seq": outcome.to_seq,
+                                    "sent": 0, "unavailable": outcome.unavailable,
+                                    "t": _now_text()}
+            self._replay_wanted.set()
+        else:
+            log.warning("replay request refused", reason=outcome.reason, detail=outcome.detail)
+        self.mark_status_dirty()
+
+    async def _replay_worker(self, client: aiomqtt.Client) -> None:
+        """Answer the queued ranges one at a time, rate-limited."""
+        while True:
+            span = self.replay_gate.take()
+            if span is None:
+                self._replay_wanted.clear()
+                await self._replay_wanted.wait()
                 continue
-            await self._replay(client, first, last)
+            try:
+                await self._replay(client, *span)
+            finally:
+                self.replay_gate.done()
 
     async def _replay(self, client: aiomqtt.Client, first: int, last: int) -> None:
         """Re-publish archived envelopes first..last, byte-identical, on their own topics."""
@@ -337,7 +437,9 @@ class Publisher:
         if client is None or self.state != LinkState.CONNECTED:
             return
         try:
-            payload = json.dumps({**self.status("offline"), "reason": reason}).encode()
+            document = {**self.status("offline"), "reason": reason}
+            document["evidence"] = self._evidence(document)
+            payload = json.dumps(document).encode()
             await client.publish(self.topics.status, payload, qos=1, retain=True, timeout=timeout)
         except (aiomqtt.MqttError, TimeoutError) as exc:
             log.warning("could not publish offline status", error=str(exc))

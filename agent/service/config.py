@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from agent.console.settings import WebSection
 from agent.core.paths import resolve_relative_paths
 from agent.core.settings import StrictSection
+from agent.delivery.replay import ReplaySection
 from agent.delivery.settings import BrokerSection, OutboxSection, SigningSection
 from agent.qc.config import RuleConfig
 from agent.qc.programme import QCSection
@@ -102,6 +103,7 @@ class Config(StrictSection):
     broker: BrokerSection = Field(default_factory=BrokerSection)
     signing: SigningSection = Field(default_factory=SigningSection)
     outbox: OutboxSection = Field(default_factory=OutboxSection)
+    replay: ReplaySection = Field(default_factory=ReplaySection)
     web: WebSection = Field(default_factory=WebSection)
     clock: ClockSection = Field(default_factory=ClockSection)
     devices: list[DeviceConfig] = Field(default_factory=list)

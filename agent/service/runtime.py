@@ -27,6 +27,7 @@ from agent.delivery.damage import DamagedDatabaseError, DamageReport, check_data
 from agent.delivery.diskspace import SpaceState
 from agent.delivery.outbox import Outbox, OutboxError, OutboxStats
 from agent.delivery.publish import LinkState, Publisher
+from agent.delivery.replay import ReplayGate
 from agent.delivery.signing import Signer, load_public_jwks
 from agent.delivery.topics import Topics
 from agent.physics.nuclides import NuclideTable
@@ -138,6 +139,7 @@ class Agent:
             client_id=config.broker.client_id or f"isoedge-{config.agent.site}-{config.agent.id}",
             status=self.status_document,
             replay_per_s=config.outbox.replay_per_s,
+            replay=ReplayGate(config.replay, site=config.agent.site, agent=config.agent.id),
         )
         self.supervisors = {
             d.id: DeviceSupervisor(d, self.pipeline, self.live, self._on_device_state)
@@ -641,6 +643,7 @@ class RuntimeConsoleBackend:
             committed_by_stream=dict(agent.outbox.committed_by_stream),
             disk_full_total=agent.outbox.disk_full_total,
             held_back_seconds=agent.outbox.held_back_seconds,
+            replay_requests=dict(agent.publisher.replay_gate.counts),
         )
 
     async def outbox_stats(self) -> OutboxStats | None:

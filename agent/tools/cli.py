@@ -104,6 +104,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         "broker": config.broker.url,
         "topic_prefix": f"{config.broker.topic_prefix}/{config.agent.site}/{config.agent.id}",
         "signing_key": str(config.signing.key_file),
+        "replay_trusted_keys": [str(k) for k in config.replay.trusted_keys],
         "state_dir": str(config.agent.state_dir),
         "devices": [
             {
@@ -131,6 +132,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     _out(f"  agent    {config.agent.site}/{config.agent.id}  (state in {config.agent.state_dir})")
     _out(f"  broker   {config.broker.url}  topics {summary['topic_prefix']}/...")
     _out(f"  signing  {config.signing.key_file}")
+    trusted = summary["replay_trusted_keys"]
+    _out("  replay   " + (f"answers requests signed by {', '.join(trusted)}" if trusted else
+                          "no trusted ingest key: every replay request is refused"))
     _out(f"  devices  {len(config.devices)}")
     for device in summary["devices"]:
         channels = ", ".join(device["channels"]) or "-"
@@ -228,6 +232,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         _err(f"isoedge verify: {exc}")
         return EXIT_USAGE
     verifier = Verifier(keys)
+    failed: str | None = None
     try:
         asyncio.run(
             subscribe_and_verify(
@@ -242,15 +247,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 on_subscribed=lambda: _err(
                     f"isoedge verify: subscribed to {args.topic} on {host}:{port}; waiting"
                 ),
+                on_reconnect=lambda error: _err(
+                    f"isoedge verify: connection lost ({error}); reconnecting"
+                ),
             )
         )
     except KeyboardInterrupt:
         pass
-    except Exception as exc:
-        _err(f"isoedge verify: broker {args.broker}: {exc}")
-        return EXIT_FAILURE
+    except Exception as exc:  # the report of what was verified is printed all the same
+        failed = f"isoedge verify: broker {args.broker}: {exc}"
     report = verifier.report(allow_redelivery=args.allow_redelivery)
     _out(json.dumps(report, indent=2))
+    if failed is not None:
+        _err(failed)
+        return EXIT_FAILURE
     return EXIT_OK if report["ok"] else EXIT_FAILURE
 
 

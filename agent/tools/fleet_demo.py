@@ -49,6 +49,9 @@ enabled = false
 archive_days = 7
 archive_mb = 16
 
+[replay]
+trusted_keys = ["{ingest_jwk}"]
+
 [[devices]]
 id = "area-1"
 type = "synthetic"
@@ -75,13 +78,22 @@ def _ingest_config(path: Path, broker: str, db: str, agents: list[tuple[str, str
                    web: str | None) -> Path:
     lines = [f'[broker]\nurl = "{broker}"\ngroup = "fleet-demo"\n',
              f'[database]\nurl = "{db}"\n',
-             "[repair]\ncheck_interval_s = 2\ngrace_s = 10\nretry_s = 15\n"]
+             "[repair]\ncheck_interval_s = 2\ngrace_s = 10\nretry_s = 15\n",
+             f'[signing]\nkey_file = "{_ingest_keys(path.parent) / PRIVATE_KEY_NAME}"\n']
     if web:
         lines.append(f'[web]\nenabled = true\nlisten = "{web}"\n')
     lines += [f'[[agents]]\nsite = "{s}"\nagent = "{a}"\npublic_keys = ["{k}"]\n'
               for s, a, k in agents]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def _ingest_keys(state: Path) -> Path:
+    """The ingests' own key pair (signs replay requests; every agent trusts its public JWK)."""
+    keys = state / "ingest-keys"
+    if not (keys / PRIVATE_KEY_NAME).exists():
+        generate_key_files(keys)
+    return keys
 
 
 def _write_agents(state: Path, broker_url: str) -> list[tuple[str, str, Path, Path]]:
@@ -95,7 +107,8 @@ def _write_agents(state: Path, broker_url: str) -> list[tuple[str, str, Path, Pa
         config = home / "agent.toml"
         config.write_text(AGENT_TEMPLATE.format(
             site=site, agent=agent, label=label, state=home / "state", broker=broker_url,
-            key=keys / PRIVATE_KEY_NAME), encoding="utf-8")
+            key=keys / PRIVATE_KEY_NAME, ingest_jwk=_ingest_keys(state) / PUBLIC_JWK_NAME),
+            encoding="utf-8")
         out.append((site, agent, keys / PUBLIC_JWK_NAME, config))
     return out
 

@@ -6,11 +6,15 @@ import asyncio
 import hashlib
 import itertools
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from agent.delivery.signing import b64url
 from agent.delivery.verification import KeyRegistry, VerificationError
@@ -38,6 +42,7 @@ class Verifier:
     duplicate_item_ids: int = 0
     chains: dict[str, _AgentChain] = field(default_factory=dict)
     status: dict[str, Any] = field(default_factory=dict)
+    reconnects: int = 0  # connections lost and made again while verifying
 
     def add(self, topic: str, body: bytes) -> None:
         """Check one received envelope."""
@@ -116,10 +121,14 @@ class Verifier:
             "broken_chain": broken[:100],
             "bad_signatures": self.bad_signatures[:100],
             "bad_signature_count": len(self.bad_signatures),
+            "reconnects": self.reconnects,
         }
 
 
-async def subscribe_and_verify(
+SESSION_EXPIRY_S = 300  # the broker keeps verify's session (and queues for it) this long
+
+
+async def subscribe_and_verify(  # noqa: C901 - one loop: connect, collect, reconnect
     host: str,
     port: int,
     topic: str,
@@ -132,35 +141,73 @@ async def subscribe_and_verify(
     username: str | None = None,
     password: str | None = None,
     on_subscribed: Callable[[], None] | None = None,
+    on_reconnect: Callable[[str], None] | None = None,
 ) -> None:
-    """Collect envelopes until `duration` passes, `count` arrive or `idle` seconds are quiet."""
+    """Collect envelopes until `duration` passes, `count` arrive or `idle` seconds are quiet.
+
+    One MQTT 5 session (clean at the first connect, kept by the broker for
+    `SESSION_EXPIRY_S`): when the connection drops (a broker restart), it reconnects with
+    capped backoff and resumes the session, so what the broker queued meanwhile still arrives
+    and nothing verified so far is lost. Only the first connection failing raises.
+    """
     start = last = time.monotonic()
-    tls_params = aiomqtt.TLSParameters() if tls else None
-    async with aiomqtt.Client(
-        host, port, username=username, password=password, tls_params=tls_params, timeout=10
-    ) as client:
-        await client.subscribe(topic, qos=1)
-        if on_subscribed is not None:
-            on_subscribed()
-        messages = client.messages.__aiter__()
-        while True:
-            now = time.monotonic()
-            limits = [float("inf")]
-            if duration is not None:
-                limits.append(start + duration - now)
-            if idle is not None:
-                limits.append(last + idle - now)
-            wait = min(limits)
-            if wait <= 0:
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.SessionExpiryInterval = SESSION_EXPIRY_S
+    client = aiomqtt.Client(
+        host, port, username=username, password=password,
+        tls_params=aiomqtt.TLSParameters() if tls else None, timeout=10,
+        identifier=f"isoedge-verify-{uuid.uuid4().hex[:12]}",
+        protocol=aiomqtt.ProtocolVersion.V5, clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+        properties=properties,
+    )
+
+    def remaining() -> float:
+        now = time.monotonic()
+        limits = [float("inf")]
+        if duration is not None:
+            limits.append(start + duration - now)
+        if idle is not None:
+            limits.append(last + idle - now)
+        return min(limits)
+
+    connected_once = False
+    delay = 0.2
+    while True:
+        try:
+            async with client:
+                await client.subscribe(topic, qos=1)
+                if not connected_once and on_subscribed is not None:
+                    on_subscribed()
+                connected_once, delay = True, 0.2
+                async for message in _until(client, remaining):
+                    last = time.monotonic()
+                    payload = message.payload
+                    body = payload if isinstance(payload, bytes) else str(payload).encode()
+                    verifier.add(str(message.topic), body)
+                    if count is not None and verifier.envelopes >= count:
+                        return
                 return
-            try:
-                async with asyncio.timeout(None if wait == float("inf") else wait):
-                    message = await messages.__anext__()
-            except TimeoutError:
-                return
-            last = time.monotonic()
-            payload = message.payload
-            body = payload if isinstance(payload, bytes) else str(payload).encode()
-            verifier.add(str(message.topic), body)
-            if count is not None and verifier.envelopes >= count:
-                return
+        except aiomqtt.MqttError as exc:
+            if not connected_once:
+                raise
+            verifier.reconnects += 1
+            if on_reconnect is not None:
+                on_reconnect(str(exc))
+        wait = remaining()
+        if wait <= 0:
+            return
+        await asyncio.sleep(min(delay, wait))
+        delay = min(delay * 2, 2.0)
+
+
+async def _until(client: aiomqtt.Client,
+                 remaining: Callable[[], float]) -> AsyncIterator[aiomqtt.Message]:
+    """The client's messages until `remaining()` runs out (raises when the link drops)."""
+    messages = client.messages.__aiter__()
+    while (wait := remaining()) > 0:
+        try:
+            async with asyncio.timeout(None if wait == float("inf") else wait):
+                message = await messages.__anext__()
+        except TimeoutError:
+            return
+        yield message

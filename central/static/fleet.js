@@ -12,7 +12,7 @@ function _(msgid, params) {
 }
 function N_(msgid) { return msgid; }
 const CODE_TEXTS = [N_("online"), N_("offline"), N_("ok"), N_("broken"), N_("gap"), N_("pass"),
-  N_("fail"), N_("action")];
+  N_("fail"), N_("action"), N_("no data")];
 let devicesKey = "";
 
 function localInput(date) {
@@ -35,7 +35,7 @@ function renderAgents(agents) {
       <td>${a.first_seq == null ? "–" : `${a.first_seq}..${a.last_seq}`}</td>
       <td>${a.backlog == null ? "–" : a.backlog}</td>
       <td>${a.envelopes}</td><td>${a.readings}</td>
-      <td class="gaps">${gaps}</td><td>${badge(_(a.chain), a.chain === "ok" ? "ok" : "broken")}</td>
+      <td class="gaps">${gaps}</td><td>${badge(_(a.chain), a.chain === "ok" ? "ok" : a.chain === "no data" ? "warn" : "broken")}</td>
       <td>${devices || "–"}</td></tr>`;
   }).join("");
 }

@@ -11,6 +11,21 @@ from typing import Any
 import psycopg
 from helpers import cli_env, isoedge_cmd
 
+from agent.delivery.signing import PRIVATE_KEY_NAME, PUBLIC_JWK_NAME, generate_key_files
+
+
+def ingest_key(directory: Path) -> Path:
+    """The ingest's own key pair in `directory/ingest-keys` (made once); its public JWK."""
+    keys = directory / "ingest-keys"
+    if not (keys / PRIVATE_KEY_NAME).exists():
+        generate_key_files(keys)
+    return keys / PUBLIC_JWK_NAME
+
+
+def trust_ingest(directory: Path) -> str:
+    """An agent's `[replay]` section trusting the ingest key of `directory`."""
+    return f"[replay]\ntrusted_keys = [{json.dumps(str(ingest_key(directory)))}]\n"
+
 
 def write_ingest_config(path: Path, broker_url: str, db_url: str,
                         agents: list[tuple[str, str, list[Path]]], *, group: str = "ingest",
@@ -20,8 +35,10 @@ def write_ingest_config(path: Path, broker_url: str, db_url: str,
         f"public_keys = {json.dumps([str(k) for k in keys])}\n"
         for site, agent, keys in agents
     )
+    key = ingest_key(path.parent).parent / PRIVATE_KEY_NAME
     path.write_text(
         f'[broker]\nurl = "{broker_url}"\ngroup = "{group}"\n\n'
+        f"[signing]\nkey_file = {json.dumps(str(key))}\n\n"
         f'[database]\nurl = "{db_url}"\nbatch_max_age_ms = 20\nretry_initial_s = 0.2\n'
         f"retry_max_s = 1.0\n\n{extra}\n{blocks}"
     )

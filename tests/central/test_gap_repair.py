@@ -17,7 +17,7 @@ from agentproc import AgentProcess, make_keys, write_config
 from broker import Mosquitto
 from collector import Collector
 from helpers import wait_until
-from ingestproc import IngestProcess, query, report, write_ingest_config
+from ingestproc import IngestProcess, query, report, trust_ingest, write_ingest_config
 from synth import Publisher
 
 DEVICE = """
@@ -62,7 +62,8 @@ def test_lost_envelopes_are_replayed_from_the_archive_and_older_ones_are_permane
         home.mkdir()
         make_keys(home / "keys")
         agents[name] = write_config(home / "agent.toml", broker.url, DEVICE,
-                                    f"[outbox]\n{outbox}", site=site, agent=name)
+                                    f"[outbox]\n{outbox}\n{trust_ingest(tmp_path)}",
+                                    site=site, agent=name)
     config = write_ingest_config(
         tmp_path / "ingest.toml", broker.url, postgres.url,
         [("lab1", "edge1", [tmp_path / "edge1/keys/signing.pub.jwk"]),
@@ -72,7 +73,7 @@ def test_lost_envelopes_are_replayed_from_the_archive_and_older_ones_are_permane
     ingest = IngestProcess(config).start()
     procs.append(ingest)
     probe = Publisher(broker.port)
-    probe.publish("isoedge/v1/probe/probe/status", b'{"state":"online"}', retain=True)
+    probe.publish("isoedge/v1/lab1/edge1/status", b'{"state":"offline"}', retain=True)
     wait_until(lambda: _rows(postgres.url, "SELECT count(*) FROM agent_status") >= 1, timeout=30)
     probe.close()
     collector = Collector(broker.port).start()

@@ -1,8 +1,51 @@
-"""The security tests drive the console with the console tests' helpers (real agent, HTTP)."""
+"""Fixtures of the security tests: the console tests' helpers (real agent, HTTP), the ingest
+helpers (tests/central) and a real PostgreSQL."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "console"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "central"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from agentrig import Rig
+from ingestrig import Rig as IngestRig
+
+from central.pgserver import PostgresServer
+
+
+@pytest.fixture
+def rig(tmp_path, mosquitto):
+    """`rig(replay_toml)`: a running agent trusting one ingest key (tests/security/agentrig.py)."""
+    made: list[Rig] = []
+
+    def make(replay: str = "") -> Rig:
+        made.append(Rig(tmp_path, mosquitto, replay))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+@pytest.fixture
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def ingest_rig(tmp_path, mosquitto, postgres):
+    """A running ingest with one registered synthetic agent (tests/security/ingestrig.py)."""
+    made = IngestRig(tmp_path, mosquitto, postgres)
+    yield made
+    made.close()
