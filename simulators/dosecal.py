@@ -214,7 +214,9 @@ def parse_activity(text: str) -> float:
     return value * ACTIVITY_TO_MBQ[canonical]
 
 
-CONTROL_COMMANDS = ("place", "empty", "setting", "container", "qc_fault", "fault", "status")
+CONTROL_COMMANDS = (
+    "place", "empty", "setting", "container", "key", "qc_fault", "fault", "status",
+)
 Transport = Literal["pty", "tcp", "rfc2217"]
 TRANSPORTS = ("pty", "tcp", "rfc2217")
 
@@ -378,6 +380,18 @@ class DoseCalibratorSimulator:
         """The source or sample is taken out of the chamber."""
         self.chamber.empty()
 
+    def press_key(self, key: str) -> None:
+        """The operator presses a front-panel key of the model (e.g. the CRC-15's `print`)."""
+        keys = self.profile.keys
+        if key not in keys:
+            raise ValueError(f"model {self.model!r} has no key {key!r}; it has {list(keys)}")
+        self.profile.on_key(key)
+
+    def broadcast(self, data: bytes, *, record: bool = False) -> None:
+        """Send bytes unasked to every connected reader, through the active fault."""
+        for session in list(self._sessions):
+            self.reply(session, data, record=record)
+
     def set_container(self, container: str) -> None:
         """The sample is now in this container (vial or syringe)."""
         if container not in CONTAINERS:
@@ -420,6 +434,8 @@ class DoseCalibratorSimulator:
             self.set_nuclide(str(command["nuclide"]))
         elif verb == "container":
             self.set_container(str(command["container"]))
+        elif verb == "key":
+            self.press_key(str(command["key"]))
         elif verb == "qc_fault":
             self.set_qc_fault(str(command["name"]), bool(command.get("on", True)))
         elif verb == "fault":
@@ -651,7 +667,7 @@ class DoseCalibratorSimulator:
                 self.valid_frames.append(frame.hex(" "))
             else:
                 for line in re.split(rb"[\r\n]+", frame):
-                    if line and not line.startswith(b">"):
+                    if line:
                         self.valid_frames.append(line.decode("latin-1"))
         session.write(frame)
 
@@ -733,7 +749,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 _HELP = (
-    "commands: nuclide NAME | load NAME ACTIVITY | empty | container vial|syringe |"
+    "commands: nuclide NAME | load NAME ACTIVITY | empty | container vial|syringe | key NAME |"
     " qcfault NAME on|off | fault NAME|none | status"
 )
 
@@ -795,8 +811,10 @@ def _operator_command(
             simulator.load_sample(arguments[0], parse_activity(" ".join(arguments[1:])))
         elif verb == "empty" and not arguments:
             simulator.empty()
-        elif verb == "container" and len(arguments) == 1:
-            simulator.set_container(arguments[0])
+        elif verb in ("container", "key") and len(arguments) == 1:
+            (simulator.set_container if verb == "container" else simulator.press_key)(
+                arguments[0]
+            )
         elif verb == "qcfault" and len(arguments) == 2 and arguments[1] in ("on", "off"):  # noqa: PLR2004
             simulator.set_qc_fault(arguments[0], arguments[1] == "on")
         elif verb == "fault" and len(arguments) == 1:

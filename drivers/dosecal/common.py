@@ -60,6 +60,9 @@ class Measurement:
     nuclide: str | None = None
     reason: str | None = None
     attrs: Mapping[str, Any] = field(default_factory=dict)
+    caution: str | None = None
+    """Set when the value is readable but its meaning is not established (e.g. a unit byte
+    the site has not confirmed at commissioning): the sample is `uncertain` with this reason."""
 
     @property
     def ok(self) -> bool:
@@ -359,6 +362,17 @@ class SerialDoseCalibratorDriver(Driver):
                 nuclide=measurement.nuclide,
             )
         self.note_success()
+        if measurement.caution is not None:
+            return self.sample(
+                channel,
+                measurement.value,
+                measurement.unit,
+                quality=Quality.UNCERTAIN,
+                reason=measurement.caution,
+                raw_text=measurement.raw_text,
+                nuclide=measurement.nuclide,
+                attrs=dict(measurement.attrs),
+            )
         return self.sample(
             channel,
             measurement.value,

@@ -84,6 +84,10 @@ class Instrument(Protocol):
         """Complete CR-ended commands in the buffer (a lone ^C is one if `ctrl_c`)."""
         ...
 
+    def broadcast(self, data: bytes, *, record: bool = False) -> None:
+        """Send bytes unasked to every connected reader, through the active fault."""
+        ...
+
 
 class SimulationProfile:
     """One model's behaviour. The default: a push instrument that ignores its input.
@@ -113,6 +117,12 @@ class SimulationProfile:
 
     def on_selector_change(self) -> None:
         """The operator turned the selector or loaded a sample."""
+
+    keys: ClassVar[tuple[str, ...]] = ()
+    """Front-panel keys this model sends something for (`press_key`)."""
+
+    def on_key(self, key: str) -> None:
+        """The operator pressed a front-panel key listed in `keys`."""
 
 
 def significant(value: float, digits: int = 4) -> str:
