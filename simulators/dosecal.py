@@ -387,6 +387,10 @@ class DoseCalibratorSimulator:
             raise ValueError(f"model {self.model!r} has no key {key!r}; it has {list(keys)}")
         self.profile.on_key(key)
 
+    def note_command(self, command: str) -> None:
+        """Record a command received (models that frame commands themselves)."""
+        self.commands.append(command)
+
     def broadcast(self, data: bytes, *, record: bool = False) -> None:
         """Send bytes unasked to every connected reader, through the active fault."""
         for session in list(self._sessions):

@@ -88,6 +88,10 @@ class Instrument(Protocol):
         """Send bytes unasked to every connected reader, through the active fault."""
         ...
 
+    def note_command(self, command: str) -> None:
+        """Record a command received (models that frame commands themselves)."""
+        ...
+
 
 class SimulationProfile:
     """One model's behaviour. The default: a push instrument that ignores its input.

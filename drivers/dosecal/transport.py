@@ -33,6 +33,31 @@ _LINE_END = re.compile(rb"\r\n|\r|\n")
 T = TypeVar("T")
 
 
+def take_delimited(
+    buf: bytearray, start: bytes, end: bytes, max_bytes: int
+) -> tuple[bytes, bytes] | None:
+    """Take `(skipped, frame)` off the front of `buf`: see `SerialTransport.read_delimited`."""
+    first = 0
+    if start:
+        first = buf.find(start)
+        if first < 0:
+            if len(buf) <= max_bytes:
+                return None
+            skipped = bytes(buf)
+            buf.clear()
+            return skipped, b""
+    last = buf.find(end, first + len(start))
+    if last >= 0:
+        cut = last + len(end)
+    elif len(buf) - first > max_bytes:
+        cut = first + max_bytes + 1
+    else:
+        return None
+    skipped, frame = bytes(buf[:first]), bytes(buf[first:cut])
+    del buf[:cut]
+    return skipped, frame
+
+
 class SerialTransport:
     """Deadline-bounded, thread-confined access to one serial port (local or over the network).
 
@@ -154,6 +179,30 @@ class SerialTransport:
                     line = bytes(self._pending[: max_bytes + 1])
                     del self._pending[: max_bytes + 1]
                     return line
+                if self._closing or time.monotonic() >= deadline:
+                    return None
+                self._pending += port.read(max(1, port.in_waiting))
+
+        return await self._run(_read, timeout_s + 1.0)
+
+    async def read_delimited(
+        self, end: bytes, timeout_s: float, max_bytes: int, *, start: bytes = b""
+    ) -> tuple[bytes, bytes] | None:
+        """The next frame from `start` (if any) up to and including the `end` byte string.
+
+        Returns `(skipped, frame)`: `skipped` holds the bytes before `start` (noise, or the
+        rest of a frame that lost its start). None when no complete frame arrived within
+        `timeout_s` (the partial frame is kept for the next call). A frame that reaches
+        `max_bytes` without its end is returned as it is, `max_bytes + 1` long.
+        """
+        deadline = time.monotonic() + timeout_s
+
+        def _read() -> tuple[bytes, bytes] | None:
+            port = self._require_open()
+            while True:
+                taken = take_delimited(self._pending, start, end, max_bytes)
+                if taken is not None:
+                    return taken
                 if self._closing or time.monotonic() >= deadline:
                     return None
                 self._pending += port.read(max(1, port.in_waiting))
