@@ -1,4 +1,10 @@
-"""Dose calibrator simulators on a pseudo-terminal or a TCP port (a serial device server).
+"""Serial instrument simulators on a pseudo-terminal or a TCP port (a serial device server).
+
+The server part is instrument-agnostic: a pty, a raw TCP or RFC 2217 device server, sessions,
+fault injection on whatever the instrument sends. What the instrument says is its profile's
+(the `simulator.py` in its driver folder): dose calibrators use the simulated chamber below,
+other line instruments (`activity = False` profiles, e.g. `lb111`) make their own values.
+`SerialInstrumentSimulator` is the same class under its general name.
 
 Over TCP the device server is either raw (`tcp`: bytes as they are, `socket://HOST:PORT`) or
 RFC 2217 (`rfc2217`: Telnet with the COM-PORT option, `rfc2217://HOST:PORT`), where the client
@@ -319,7 +325,7 @@ class DoseCalibratorSimulator:
         self.host = host
         self.port = port
         self.unit = profile.default_unit if unit is None or profile.fixed_unit else unit
-        if canonical_unit(self.unit) not in ACTIVITY_TO_MBQ:
+        if profile.activity and canonical_unit(self.unit) not in ACTIVITY_TO_MBQ:
             raise ValueError(f"unknown activity unit {self.unit!r}")
         self.push_interval_s = push_interval_s
         self.slow_reply_s = slow_reply_s
@@ -835,3 +841,7 @@ def _operator_command(
         f"selected {chamber.selected_nuclide}, fault {simulator.fault}",
         flush=True,
     )
+
+
+SerialInstrumentSimulator = DoseCalibratorSimulator
+"""The simulator under its general name: any serial line instrument with a profile."""

@@ -1,4 +1,4 @@
-"""What a dose calibrator model tells the simulator: its wire behaviour, in its driver folder.
+"""What a serial instrument model tells the simulator: its wire behaviour, in its driver folder.
 
 `simulators/dosecal.py` owns everything models share (the decaying sample, noise, the pty and
 TCP/RFC 2217 device servers, fault injection); each driver folder's `simulator.py` holds a
@@ -104,6 +104,9 @@ class SimulationProfile:
     default_unit: ClassVar[str] = "MBq"
     fixed_unit: ClassVar[bool] = False
     pushes: ClassVar[bool] = False
+    activity: ClassVar[bool] = True
+    """The display unit is an activity unit (dose calibrators); False for other instruments,
+    whose profile then makes its own values (the chamber is not used)."""
 
     def __init__(self, instrument: Instrument) -> None:
         self.instrument = instrument

@@ -234,7 +234,7 @@ class VIK202Driver(SerialDoseCalibratorDriver):
                 measurement = malformed(_joined(reply.lines), problem)
             else:
                 measurement = parse_vik202_value(reply.lines[0], unit)
-            samples.append(self.to_sample(measurement, channel, activity=False))
+            samples.append(self.to_sample(measurement, channel))
         return samples
 
     def _failed(self, reply: Reply) -> list[Sample]:

@@ -72,12 +72,18 @@ def test_capintec_any_eleven_byte_frame(name, unit, value):
 
 
 @settings(max_examples=300, deadline=None)
-@given(any_bytes, any_bytes)
-def test_capintec_print_line_split_never_loses_other_bytes(before, after):
+@given(
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=6, max_size=6),
+    st.integers(0, 0x1F),  # a unit byte is a small number, never printable
+    st.binary(min_size=4, max_size=4),
+    any_bytes,
+)
+def test_capintec_print_line_after_any_frame_is_found_and_the_frame_kept(name, unit, value, after):
+    frame = name.encode() + bytes([unit]) + value
     line = b"F 18  ,4,2,849790,390,047309,22.07.2013,10:21:26\r\n"
-    rest, lines = split_print_lines(before + line + after)
-    assert b"F 18  ,4,2,849790,390,047309,22.07.2013,10:21:26" in lines
-    assert len(rest) <= len(before) + len(after)
+    rest, lines = split_print_lines(frame + line + after)
+    assert lines[0] == line.rstrip(b"\r\n")
+    assert rest.startswith(frame[:7])  # the name and unit byte are never taken into a line
 
 
 @settings(max_examples=300, deadline=None)
