@@ -14,19 +14,20 @@ Time stamps are RFC 3339 in UTC with `Z` (`rfc3339_z`).
 
 from __future__ import annotations
 
-import struct
 from datetime import UTC, datetime
 
-_F32 = struct.Struct("<f")
+import numpy as np
+
+_FLOAT32 = np.float32
 
 
 def float32_value(value: float) -> float:
-    """The shortest decimal that reads back as the same float32 (`value` is one, widened)."""
-    for digits in (6, 7, 8, 9):
-        candidate = float(f"{value:.{digits}g}")
-        if _F32.unpack(_F32.pack(candidate))[0] == value:
-            return candidate
-    return value  # not a float32 value (cannot happen for one decoded from 4 bytes)
+    """The shortest decimal that reads back as the same float32 (`value` is one, widened).
+
+    numpy prints a float32 scalar with the shortest round-trip digits (Dragon4, "unique");
+    about as fast as the fixed 7-digit formatting it replaces (docs/benchmarks.md).
+    """
+    return float(str(_FLOAT32(value)))
 
 
 def rfc3339_z(value: datetime) -> str:
