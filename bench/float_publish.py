@@ -36,7 +36,7 @@ def main() -> None:
     }
     for name, way in ways.items():
         seconds = min(timeit.repeat(way, number=1, repeat=runs)) / len(values)
-        print(f"{name:32s} {seconds * 1e6:6.2f} µs/value")  # noqa: T201
+        print(f"{name:32s} {seconds * 1e6:6.2f} µs/value")
     assert [float32_value(v) for v in values] == [_pure(v) for v in values]  # noqa: S101
 
 

@@ -31,8 +31,9 @@ Faults (`set_fault`), applied to whatever the instrument sends while active:
 - `truncated`: only the first part of a reply or line, without its terminator.
 - `timeout`: polls are answered `slow_reply_s` late; push instruments fall silent.
 - `wrong_length`: binary replies carry two extra bytes; lines overflow any sane length.
-- `corrupt`: bit errors (these protocols have no checksum): the unit byte, name or value
-  of a binary frame is invalid; the digits of a text reply have their high bit set.
+- `corrupt`: bit errors, as the instrument profile makes them (`SimulationProfile.corrupt`):
+  the CRC-15's unit byte, name or value made invalid; by default the digits of a text reply
+  with their high bit set (a checksummed protocol then fails its checksum).
 
 QC faults (`set_qc_fault`) change what the chamber measures, for the QC programme's tests:
 
@@ -60,7 +61,6 @@ import math
 import os
 import random
 import re
-import struct
 import sys
 import time
 import tty
@@ -111,7 +111,6 @@ RESPONSE: dict[str, float] = {
 }
 
 _CTRL_C = ord(CTRL_C)
-_ASCII_DIGITS = frozenset(b"0123456789")
 _AMPERE_PER_MBQ = 2.5e-13  # chamber current per MBq of an F-18-like emitter (illustrative)
 _COUNTS_PER_MBQ = 4000.0  # sets the Poisson-like noise: sd = sqrt(A / _COUNTS_PER_MBQ)
 
@@ -694,18 +693,8 @@ class DoseCalibratorSimulator:
             if binary:
                 return frame + bytes([rng.randrange(256), rng.randrange(256)])
             return frame.rstrip(b"\r\n") + b" " + b"#" * 600 + b"\r\n"
-        # corrupt
-        if binary:
-            damaged = bytearray(frame)
-            choice = rng.randrange(3)
-            if choice == 0:
-                damaged[6] = 0x0E  # unit index out of range
-            elif choice == 1:
-                damaged[7:11] = struct.pack("<f", math.nan)
-            else:
-                damaged[1] = 0x01  # control byte in the name field
-            return bytes(damaged)
-        return bytes(b | 0x80 if b in _ASCII_DIGITS else b for b in frame)
+        # corrupt: the instrument profile knows which bit errors its format can show
+        return self.profile.corrupt(frame, binary=binary)
 
 
 # -- command line ---------------------------------------------------------------------------

@@ -125,6 +125,16 @@ class SimulationProfile:
     def on_selector_change(self) -> None:
         """The operator turned the selector or loaded a sample."""
 
+    def corrupt(self, frame: bytes, *, binary: bool) -> bytes:
+        """The `corrupt` fault: bit errors in one reply or line (the profile owns its bytes).
+
+        Default: text has the high bit set on its digits; a binary frame gets a control byte
+        at its start and every other byte inverted (a profile knows better and overrides).
+        """
+        if binary:
+            return bytes([0x01]) + bytes(b ^ 0xFF for b in frame[1:])
+        return bytes(b | 0x80 if 0x30 <= b <= 0x39 else b for b in frame)  # noqa: PLR2004
+
     keys: ClassVar[tuple[str, ...]] = ()
     """Front-panel keys this model sends something for (`press_key`)."""
 

@@ -6,7 +6,9 @@ enum); the Print key sends a CSV line unasked on the same port (`press_key("prin
 
 from __future__ import annotations
 
+import math
 import re
+import struct
 import time
 from typing import ClassVar
 
@@ -31,6 +33,21 @@ class CapintecCRC15Simulation(SimulationProfile):
                 crc15_name(sim.nuclide()), canonical_unit(sim.unit), sim.displayed()
             )
             sim.reply(session, frame, binary=True)
+
+    def corrupt(self, frame: bytes, *, binary: bool) -> bytes:  # noqa: ARG002 - always binary
+        """Bit errors a reader can see: a unit byte out of range, NaN, a control name byte.
+
+        This protocol has no checksum: other bit errors cannot be seen by any reader.
+        """
+        damaged = bytearray(frame)
+        choice = self.instrument.rng.randrange(3)
+        if choice == 0:
+            damaged[6] = 0x0E  # unit byte out of range
+        elif choice == 1:
+            damaged[7:11] = struct.pack("<f", math.nan)
+        else:
+            damaged[1] = 0x01  # control byte in the name field
+        return bytes(damaged)
 
     def print_line(self) -> bytes:
         """The Print key's line in the published shape.
