@@ -1,4 +1,10 @@
-"""Dose calibrator simulators on a pseudo-terminal or a TCP port (a serial device server).
+"""Serial instrument simulators on a pseudo-terminal or a TCP port (a serial device server).
+
+The server part is instrument-agnostic: a pty, a raw TCP or RFC 2217 device server, sessions,
+fault injection on whatever the instrument sends. What the instrument says is its profile's
+(the `simulator.py` in its driver folder): dose calibrators use the simulated chamber below,
+other line instruments (`activity = False` profiles, e.g. `lb111`) make their own values.
+`SerialInstrumentSimulator` is the same class under its general name.
 
 Over TCP the device server is either raw (`tcp`: bytes as they are, `socket://HOST:PORT`) or
 RFC 2217 (`rfc2217`: Telnet with the COM-PORT option, `rfc2217://HOST:PORT`), where the client
@@ -25,8 +31,9 @@ Faults (`set_fault`), applied to whatever the instrument sends while active:
 - `truncated`: only the first part of a reply or line, without its terminator.
 - `timeout`: polls are answered `slow_reply_s` late; push instruments fall silent.
 - `wrong_length`: binary replies carry two extra bytes; lines overflow any sane length.
-- `corrupt`: bit errors (these protocols have no checksum): the unit byte, name or value
-  of a binary frame is invalid; the digits of a text reply have their high bit set.
+- `corrupt`: bit errors, as the instrument profile makes them (`SimulationProfile.corrupt`):
+  the CRC-15's unit byte, name or value made invalid; by default the digits of a text reply
+  with their high bit set (a checksummed protocol then fails its checksum).
 
 QC faults (`set_qc_fault`) change what the chamber measures, for the QC programme's tests:
 
@@ -54,7 +61,6 @@ import math
 import os
 import random
 import re
-import struct
 import sys
 import time
 import tty
@@ -105,7 +111,6 @@ RESPONSE: dict[str, float] = {
 }
 
 _CTRL_C = ord(CTRL_C)
-_ASCII_DIGITS = frozenset(b"0123456789")
 _AMPERE_PER_MBQ = 2.5e-13  # chamber current per MBq of an F-18-like emitter (illustrative)
 _COUNTS_PER_MBQ = 4000.0  # sets the Poisson-like noise: sd = sqrt(A / _COUNTS_PER_MBQ)
 
@@ -214,7 +219,9 @@ def parse_activity(text: str) -> float:
     return value * ACTIVITY_TO_MBQ[canonical]
 
 
-CONTROL_COMMANDS = ("place", "empty", "setting", "container", "qc_fault", "fault", "status")
+CONTROL_COMMANDS = (
+    "place", "empty", "setting", "container", "key", "qc_fault", "fault", "status",
+)
 Transport = Literal["pty", "tcp", "rfc2217"]
 TRANSPORTS = ("pty", "tcp", "rfc2217")
 
@@ -317,7 +324,7 @@ class DoseCalibratorSimulator:
         self.host = host
         self.port = port
         self.unit = profile.default_unit if unit is None or profile.fixed_unit else unit
-        if canonical_unit(self.unit) not in ACTIVITY_TO_MBQ:
+        if profile.activity and canonical_unit(self.unit) not in ACTIVITY_TO_MBQ:
             raise ValueError(f"unknown activity unit {self.unit!r}")
         self.push_interval_s = push_interval_s
         self.slow_reply_s = slow_reply_s
@@ -378,6 +385,22 @@ class DoseCalibratorSimulator:
         """The source or sample is taken out of the chamber."""
         self.chamber.empty()
 
+    def press_key(self, key: str) -> None:
+        """The operator presses a front-panel key of the model (e.g. the CRC-15's `print`)."""
+        keys = self.profile.keys
+        if key not in keys:
+            raise ValueError(f"model {self.model!r} has no key {key!r}; it has {list(keys)}")
+        self.profile.on_key(key)
+
+    def note_command(self, command: str) -> None:
+        """Record a command received (models that frame commands themselves)."""
+        self.commands.append(command)
+
+    def broadcast(self, data: bytes, *, record: bool = False) -> None:
+        """Send bytes unasked to every connected reader, through the active fault."""
+        for session in list(self._sessions):
+            self.reply(session, data, record=record)
+
     def set_container(self, container: str) -> None:
         """The sample is now in this container (vial or syringe)."""
         if container not in CONTAINERS:
@@ -420,6 +443,8 @@ class DoseCalibratorSimulator:
             self.set_nuclide(str(command["nuclide"]))
         elif verb == "container":
             self.set_container(str(command["container"]))
+        elif verb == "key":
+            self.press_key(str(command["key"]))
         elif verb == "qc_fault":
             self.set_qc_fault(str(command["name"]), bool(command.get("on", True)))
         elif verb == "fault":
@@ -651,7 +676,7 @@ class DoseCalibratorSimulator:
                 self.valid_frames.append(frame.hex(" "))
             else:
                 for line in re.split(rb"[\r\n]+", frame):
-                    if line and not line.startswith(b">"):
+                    if line:
                         self.valid_frames.append(line.decode("latin-1"))
         session.write(frame)
 
@@ -668,18 +693,8 @@ class DoseCalibratorSimulator:
             if binary:
                 return frame + bytes([rng.randrange(256), rng.randrange(256)])
             return frame.rstrip(b"\r\n") + b" " + b"#" * 600 + b"\r\n"
-        # corrupt
-        if binary:
-            damaged = bytearray(frame)
-            choice = rng.randrange(3)
-            if choice == 0:
-                damaged[6] = 0x0E  # unit index out of range
-            elif choice == 1:
-                damaged[7:11] = struct.pack("<f", math.nan)
-            else:
-                damaged[1] = 0x01  # control byte in the name field
-            return bytes(damaged)
-        return bytes(b | 0x80 if b in _ASCII_DIGITS else b for b in frame)
+        # corrupt: the instrument profile knows which bit errors its format can show
+        return self.profile.corrupt(frame, binary=binary)
 
 
 # -- command line ---------------------------------------------------------------------------
@@ -733,7 +748,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 _HELP = (
-    "commands: nuclide NAME | load NAME ACTIVITY | empty | container vial|syringe |"
+    "commands: nuclide NAME | load NAME ACTIVITY | empty | container vial|syringe | key NAME |"
     " qcfault NAME on|off | fault NAME|none | status"
 )
 
@@ -795,8 +810,10 @@ def _operator_command(
             simulator.load_sample(arguments[0], parse_activity(" ".join(arguments[1:])))
         elif verb == "empty" and not arguments:
             simulator.empty()
-        elif verb == "container" and len(arguments) == 1:
-            simulator.set_container(arguments[0])
+        elif verb in ("container", "key") and len(arguments) == 1:
+            (simulator.set_container if verb == "container" else simulator.press_key)(
+                arguments[0]
+            )
         elif verb == "qcfault" and len(arguments) == 2 and arguments[1] in ("on", "off"):  # noqa: PLR2004
             simulator.set_qc_fault(arguments[0], arguments[1] == "on")
         elif verb == "fault" and len(arguments) == 1:
@@ -813,3 +830,7 @@ def _operator_command(
         f"selected {chamber.selected_nuclide}, fault {simulator.fault}",
         flush=True,
     )
+
+
+SerialInstrumentSimulator = DoseCalibratorSimulator
+"""The simulator under its general name: any serial line instrument with a profile."""

@@ -209,6 +209,36 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_opcua_cert(args: argparse.Namespace) -> int:
+    """`isoedge opcua-cert --device ID --out DIR`: the OPC UA client certificate and key."""
+    from drivers.opcua.certs import make_client_certificate  # noqa: PLC0415
+    from drivers.opcua.driver import application_uri  # noqa: PLC0415
+
+    uri = args.uri or application_uri(args.device)
+    name = f"{args.device}-client"
+    out = Path(args.out)
+    if not args.force and any((out / f"{name}{ext}").exists() for ext in (".der", ".pem")):
+        _err(f"{out / name}.der or .pem exists (use --force to replace it)")
+        return EXIT_USAGE
+    try:
+        cert, key = make_client_certificate(
+            out, uri, name=name, days=args.days, hostname=args.hostname
+        )
+    except OSError as exc:
+        _err(f"{out}: cannot write the certificate: {exc.strerror or exc}")
+        return EXIT_FAILURE
+    _out(f"application URI: {uri}")
+    _out(f"certificate:     {cert} (give this to the OPC UA server and trust it there)")
+    _out(f"private key:     {key} (mode 0600; keep it secret)")
+    _out("in the device's configuration:")
+    _out("  [devices.security]")
+    _out('  policy = "Basic256Sha256"')
+    _out('  mode = "SignAndEncrypt"')
+    _out(f'  certificate = "{cert}"')
+    _out(f'  private_key = "{key}"')
+    return EXIT_OK
+
+
 def _parse_broker(url: str) -> tuple[str, int, bool]:
     parts = urlsplit(url)
     if parts.scheme not in {"mqtt", "mqtts"} or not parts.hostname:
@@ -388,11 +418,7 @@ def build_parser(*, with_simulators: bool = False) -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="machine-readable summary")
     check.set_defaults(func=cmd_check_config)
 
-    keygen = verbs.add_parser("keygen", help="create an Ed25519 signing key and its public JWK")
-    keygen.add_argument("--out", required=True, help="directory for signing.key / signing.pub.jwk")
-    keygen.add_argument("--force", action="store_true", help="replace an existing key")
-    keygen.add_argument("--json", action="store_true")
-    keygen.set_defaults(func=cmd_keygen)
+    _add_keys(verbs)
 
     verify = verbs.add_parser("verify", help="subscribe and verify signed envelopes")
     verify.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
@@ -460,6 +486,31 @@ def cmd_report(args: argparse.Namespace) -> int:
     from agent.tools.report_cli import run_report  # noqa: PLC0415 - reportlab loads only here
 
     return run_report(args)
+
+
+def _add_keys(verbs: Any) -> None:
+    """`keygen` (the signing key) and `opcua-cert` (an OPC UA client certificate)."""
+    keygen = verbs.add_parser("keygen", help="create an Ed25519 signing key and its public JWK")
+    keygen.add_argument("--out", required=True, help="directory for signing.key / signing.pub.jwk")
+    keygen.add_argument("--force", action="store_true", help="replace an existing key")
+    keygen.add_argument("--json", action="store_true")
+    keygen.set_defaults(func=cmd_keygen)
+    _add_opcua_cert(verbs)
+
+
+def _add_opcua_cert(verbs: Any) -> None:
+    opcua_cert = verbs.add_parser(
+        "opcua-cert", help="make the agent's OPC UA client certificate and key for a device"
+    )
+    opcua_cert.add_argument("--device", required=True, help="the OPC UA device's id")
+    opcua_cert.add_argument("--out", required=True, help="directory for <device>-client.der/.pem")
+    opcua_cert.add_argument(
+        "--uri", default=None, help="application URI (default: urn:isoedge:agent:<device>)"
+    )
+    opcua_cert.add_argument("--hostname", default=None, help="host name in the certificate")
+    opcua_cert.add_argument("--days", type=int, default=730, help="validity (default 730)")
+    opcua_cert.add_argument("--force", action="store_true", help="replace existing files")
+    opcua_cert.set_defaults(func=cmd_opcua_cert)
 
 
 def _add_web_passwd(verbs: Any) -> None:

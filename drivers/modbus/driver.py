@@ -12,6 +12,7 @@ from pymodbus.constants import ExcCodes
 from drivers.base import DeviceError, Driver, JSONScalar, Quality, SampleBatch, utc_now
 from drivers.modbus.bus import LinkDown, ModbusBus, NoResponse, acquire_bus, release_bus
 from drivers.modbus.points import BlockDecoder
+from drivers.numbers import float32_value
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -185,18 +186,19 @@ class ModbusDriver(Driver):
         texts = decoder.raw_texts(hex_text)
         out: list[JSONScalar] = []
         bad: list[int] = []
-        for index, (p, raw, spec) in enumerate(zip(block.points, numbers, decoder.tidy,
+        for index, (p, raw, kind) in enumerate(zip(block.points, numbers, decoder.tidy,
                                                    strict=True)):  # fmt: skip
             if type(raw) is float:
                 if not math.isfinite(raw):
                     out.append(None)
                     bad.append(index)
                     continue
-                out.append(float(format(p.value(raw), spec)))
+                number = float32_value(raw) if kind == "float32" else raw
+                out.append(number if p.scale == 1.0 and p.offset == 0.0 else p.value(number))
             elif p.scale == 1.0 and p.offset == 0.0:
                 out.append(raw)
             else:
-                out.append(float(format(p.value(raw), spec)))
+                out.append(float(format(p.value(raw), ".12g")))
         batch = SampleBatch(self.cfg.id, t, decoder.channels, out, decoder.units, texts,
                             nuclides=decoder.nuclides)  # fmt: skip
         if bad:

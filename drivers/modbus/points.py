@@ -197,10 +197,10 @@ class BlockDecoder:
         self.nuclides = (
             [p.nuclide for p in block.points] if any(p.nuclide for p in block.points) else None
         )
-        # 7 significant digits for float32, 12 for values scaled or of wider types.
-        self.tidy = [
-            ".7g" if p.effective_type == "float32" else ".12g" for p in block.points
-        ]
+        # Floats at their type's precision (drivers/numbers.py): float32 → the shortest
+        # decimal that reads back the same, float64 in full. Scaled integers: 12 significant
+        # digits, which drops the binary noise of the scale (123 * 0.1 → 12.3).
+        self.tidy = [p.effective_type for p in block.points]
         short = block.table.short
         self._prefixes = [f"{short} {p.address}: " for p in block.points]
         self._spans = [

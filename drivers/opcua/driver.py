@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -17,6 +18,8 @@ from asyncua.client.client import Client
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.uaerrors import UaError
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from drivers.base import (
     DeviceError,
@@ -28,6 +31,7 @@ from drivers.base import (
     SampleKind,
     utc_now,
 )
+from drivers.numbers import float32_value, rfc3339_z
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -67,20 +71,41 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _scalar(value: Any) -> tuple[JSONScalar, str | None]:
-    """A Variant's value as a JSON scalar, or None with a reason when it is not one."""
+def _scalar(
+    value: Any, variant_type: ua.VariantType | None = None
+) -> tuple[JSONScalar, str | None]:
+    """A Variant's value as a JSON scalar, or None with a reason when it is not one.
+
+    Floats at their type's precision (`drivers/numbers.py`): a `Float` (float32) as the
+    shortest decimal that reads back the same, a `Double` in full; DateTime as RFC 3339 `Z`.
+    """
     if value is None or isinstance(value, bool | int | str):
         return value, None
     if isinstance(value, float):
+        if variant_type is ua.VariantType.Float and math.isfinite(value):
+            return float32_value(value), None
         return value, None
     if isinstance(value, datetime):
         if value.year <= _OPCUA_NULL_YEAR:  # DateTime minimum means "no time" (Part 6, 5.2.2.5)
             return None, None
-        return (_utc(value) or value).isoformat(), None
+        return rfc3339_z(value), None
     return None, f"unsupported value type {type(value).__name__}"
 
 
 _FIRST_DATA_HANDLE = 1_000_000
+_PINNED_MISMATCH = frozenset({
+    "BadTcpInternalError", "BadCertificateInvalid", "BadSecurityChecksFailed",
+    "BadCertificateUseNotAllowed", "BadCertificateUriInvalid",
+})  # fmt: skip
+_CLIENT_UNTRUSTED = frozenset({
+    "BadCertificateUntrusted", "BadSecurityChecksFailed", "BadCertificateInvalid",
+    "BadCertificateUriInvalid", "BadCertificateRevoked", "BadCertificateTimeInvalid",
+})  # fmt: skip
+
+
+def application_uri(device_id: str) -> str:
+    """The OPC UA application URI of the agent's client for one device."""
+    return f"urn:isoedge:agent:{device_id}"
 
 
 def _monitored_item_request(
@@ -163,8 +188,16 @@ class OpcUaDriver(Driver):
                 await self._subscribe(client)
         except DeviceError:
             raise
-        except (TimeoutError, OSError, UaError, ConnectionError) as exc:
-            raise DeviceError(f"cannot open OPC UA session to {cfg.url}: {exc!r}") from exc
+        except (TimeoutError, OSError, UaError, ConnectionError, AssertionError) as exc:
+            # asyncua fails with a bare AssertionError when it cannot parse the server's
+            # refusal of the secure channel (an untrusted client certificate).
+            reason = self.describe_failure(exc)
+            if cfg.security.server_certificate is not None and await self._pinned_mismatch():
+                reason = (
+                    "server certificate does not match the pinned one "
+                    f"({cfg.security.server_certificate}): the server offers another [{exc!r}]"
+                )
+            raise DeviceError(f"cannot open OPC UA session to {cfg.url}: {reason}") from exc
         self.log.info(
             "opcua connected",
             url=cfg.url,
@@ -173,9 +206,58 @@ class OpcUaDriver(Driver):
             events=cfg.events is not None,
         )
 
+    def describe_failure(self, exc: BaseException) -> str:
+        """A connect failure named for what it is (certificates), else the exception itself."""
+        security = self.cfg.security
+        code = getattr(exc, "code", None)
+        name = ua.StatusCode(ua.UInt32(code)).name if isinstance(code, int) else ""
+        if security.policy == "None":
+            return repr(exc)
+        if security.server_certificate is not None and name in _PINNED_MISMATCH:
+            return (
+                f"server certificate does not match the pinned one "
+                f"({security.server_certificate}) [{name}]"
+            )
+        if isinstance(exc, AssertionError) or name in _CLIENT_UNTRUSTED:
+            return (
+                "the server does not trust this client certificate: give it "
+                f"{security.certificate} (application URI {self.application_uri}) and trust it "
+                f"in the server's certificate store [{name or type(exc).__name__}]"
+            )
+        return repr(exc)
+
+    async def _pinned_mismatch(self) -> bool:
+        """True when the server's endpoints offer a certificate other than the pinned one.
+
+        Asked without security (GetEndpoints is open to any client, OPC UA Part 4 5.4.4);
+        False when that cannot be told (server unreachable, unreadable file).
+        """
+        pinned_path = self.cfg.security.server_certificate
+        if pinned_path is None:
+            return False
+        try:
+            data = await asyncio.to_thread(pinned_path.read_bytes)
+            pinned = (
+                x509.load_pem_x509_certificate(data).public_bytes(serialization.Encoding.DER)
+                if data.startswith(b"-----")
+                else data
+            )
+            probe = Client(self.cfg.url, timeout=self.cfg.timeout_s)
+            async with asyncio.timeout(self.cfg.timeout_s * 2):
+                endpoints = await probe.connect_and_get_server_endpoints()
+        except Exception:
+            return False
+        offered = {bytes(e.ServerCertificate) for e in endpoints if e.ServerCertificate}
+        return bool(offered) and pinned not in offered
+
+    @property
+    def application_uri(self) -> str:
+        """The application URI the client certificate must carry (`isoedge opcua-cert`)."""
+        return application_uri(self.cfg.id)
+
     async def _configure_identity(self, client: Client) -> None:
         cfg = self.cfg
-        client.application_uri = f"urn:isoedge:agent:{cfg.id}"
+        client.application_uri = self.application_uri
         if cfg.username is not None:
             client.set_user(cfg.username)
             if cfg.password_file is not None:
@@ -286,7 +368,8 @@ class OpcUaDriver(Driver):
         preferred = source if self.cfg.timestamps == "source" else server
         t = preferred or source or server or utc_now()
         variant_value = data_value.Value.Value if data_value.Value is not None else None
-        value, problem = _scalar(variant_value)
+        variant_type = data_value.Value.VariantType if data_value.Value is not None else None
+        value, problem = _scalar(variant_value, variant_type)
         reason = None
         if quality is Quality.BAD:
             value, reason = None, status.name

@@ -213,10 +213,8 @@ def test_simulate_dosecal_help_lists_every_built_in_model():
     assert listed <= set(registry())
 
 
-def test_built_in_models_are_the_dose_calibrator_folders():
-    folders = {
-        p.name for p in (REPO / "drivers" / "dosecal").iterdir() if (p / "simulator.py").is_file()
-    }
+def test_built_in_models_are_the_driver_folders_with_a_simulator_profile():
+    folders = {p.parent.name for p in (REPO / "drivers").rglob("simulator.py")}
     assert folders == {spec.type for spec in registry().with_simulator()}
 
 

@@ -1,4 +1,4 @@
-"""`isoedge demo` wires a dose calibrator simulator by the device's driver type (registry)."""
+"""`isoedge demo` wires a serial instrument simulator by the device's driver type (registry)."""
 
 from __future__ import annotations
 
@@ -36,4 +36,5 @@ async def test_each_sample_config_reads_good_values_from_its_demo_simulator(spec
     finally:
         await stop()
     assert sample.quality is Quality.GOOD, sample
-    assert sample.channel == "activity"
+    # Whatever the instrument measures: the channel is one its configuration declares.
+    assert sample.channel in config.devices[0].channels

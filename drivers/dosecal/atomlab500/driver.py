@@ -1,11 +1,14 @@
 """Biodex/Mirion Atomlab 500: ASCII command protocol.
 
-Public facts: 19200 baud, no parity, 1 stop bit, null-modem cable. Commands are ASCII, at
-most 7 letters, ended by CR, with one space or comma before a parameter. Every reply, errors
-included, is ASCII ended by CR LF. A lone `^C` (0x03) or `1` returns the current activity
-reading (a legacy of the Atomlab 100/200). `ISO` changes the isotope.
+Public facts (the Atomlab 500/500Plus manual, Appendix G "Serial Communications Interface",
+p. 219-220): 19200 baud, no parity, 1 stop bit, null-modem cable. Commands are ASCII, at most
+7 letters, ended by CR, with one space or comma before a parameter. Every reply, errors
+included, is ASCII ended by CR LF. `^C` (0x03) or `1` (0x31) returns the current activity
+reading and needs **no** carriage return (a legacy of the Atomlab 100/200): the driver sends
+the single byte. The report's format is the one described under the `DS` command. `ISO`
+changes the isotope.
 
-Not public: the layout of the reading line. It is parsed with `reading_pattern`, a regular
+Not verified here: the DS report layout. It is parsed with `reading_pattern`, a regular
 expression with named groups `value` (required), `unit` and `nuclide`. The shipped default
 expects `<nuclide> <value> <unit>` (e.g. `F-18      370.2 MBq`); check it against your
 instrument's output before relying on it, and set your own pattern if it differs. Lines that
@@ -72,7 +75,7 @@ class Atomlab500Config(SerialDeviceConfig):
     type: Literal["atomlab500"]
     baudrate: int = Field(default=19200, ge=50, le=4_000_000)
     poll_command: Literal["ctrl-c", "1"] = Field(
-        default="ctrl-c", description="The read-only reading request: ^C (0x03) or `1` CR."
+        default="ctrl-c", description="The read-only reading request: ^C (0x03) or `1` (no CR)."
     )
     reading_pattern: ReadingPatternSetting = Field(
         default=DEFAULT_READING_PATTERN,
@@ -96,9 +99,9 @@ class Atomlab500Driver(SerialDoseCalibratorDriver):
         self._poll = _CTRL_C if config.poll_command == "ctrl-c" else "1"
 
     def encode_command(self, command: str) -> bytes:
-        """A lone ^C goes out as the single byte 0x03; other commands end with CR."""
-        if command == _CTRL_C:
-            return b"\x03"
+        """^C and `1` go out as their single byte (no CR needed); others end with CR."""
+        if command in (_CTRL_C, "1"):
+            return command.encode("ascii")
         return command.encode("ascii") + b"\r"
 
     async def run_init_command(self, command: str) -> None:

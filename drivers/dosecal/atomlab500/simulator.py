@@ -1,4 +1,4 @@
-"""Simulator profile: the Atomlab 500 answers ^C or `1` with a reading line; `ISO` sets the isotope.
+"""Simulator profile: the Atomlab 500 answers ^C or `1` (no CR) with a reading; `ISO` sets it.
 
 The reading line is the layout the driver's default `reading_pattern` expects (an assumption,
 the real layout is not public): `F-18       370.2 MBq`.
@@ -21,17 +21,34 @@ class Atomlab500Simulation(SimulationProfile):
         return f"{sim.nuclide():<7} {significant(sim.displayed()):>10} {sim.unit}"
 
     def on_input(self, session: Session) -> None:
-        """Readings for ^C / `1`, `OK` for a valid `ISO`, `ERROR` for anything else."""
+        """Readings for ^C / `1` (no CR needed), `OK` for a valid `ISO`, `ERROR` otherwise."""
         sim = self.instrument
-        for command in sim.take_commands(session, ctrl_c=True):
-            verb, _, argument = command.partition(" ")
-            if command in (CTRL_C, "1"):
+        buffer = session.buffer
+        while buffer:
+            first = bytes(buffer[:1])
+            if first in (CTRL_C.encode(), b"1"):
+                del buffer[:1]
+                sim.note_command(first.decode())
                 sim.reply(session, (self.reading_line() + "\r\n").encode("latin-1"))
-            elif verb.upper() == "ISO" and normalize_nuclide(argument) is not None:
-                sim.set_nuclide(argument)
-                sim.reply(session, b"OK\r\n", record=False)
-            else:
-                sim.reply(session, b"ERROR\r\n", record=False)
+                continue
+            end = buffer.find(b"\r")
+            if end < 0:
+                break
+            command = bytes(buffer[:end]).decode("latin-1").strip("\n ")
+            del buffer[: end + 1]
+            if command:
+                sim.note_command(command)
+                self.on_command(session, command)
+
+    def on_command(self, session: Session, command: str) -> None:
+        """A CR-ended command: `ISO <nuclide>` sets the isotope; anything else is an error."""
+        sim = self.instrument
+        verb, _, argument = command.partition(" ")
+        if verb.upper() == "ISO" and normalize_nuclide(argument) is not None:
+            sim.set_nuclide(argument)
+            sim.reply(session, b"OK\r\n", record=False)
+        else:
+            sim.reply(session, b"ERROR\r\n", record=False)
 
 
 PROFILE = Atomlab500Simulation

@@ -13,7 +13,6 @@ configuration, which is the explicit permission to send it: it must be a read-on
 
 from __future__ import annotations
 
-import codecs
 import re
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +28,7 @@ from drivers.dosecal.common import (
     RegexSetting,
     SerialDeviceConfig,
     SerialDoseCalibratorDriver,
+    decode_escapes,
     decode_text,
     malformed,
     parse_with_pattern,
@@ -48,11 +48,6 @@ def parse_line(
     if not text.strip() or (ignore is not None and ignore.search(text)):
         return None
     return parse_with_pattern(line, pattern, default_unit=unit, default_nuclide=nuclide)
-
-
-def decode_escapes(command: str) -> bytes:
-    r"""`"\x03"`, `"P\r\n"` as written in TOML (backslash escapes) → bytes on the wire."""
-    return codecs.decode(command, "unicode_escape").encode("latin-1")
 
 
 class SerialLineConfig(SerialDeviceConfig):
@@ -119,13 +114,9 @@ class SerialLineDriver(SerialDoseCalibratorDriver):
             nuclide=self.line_cfg.nuclide,
         )
 
-    def to_sample(
-        self, measurement: Measurement, channel: str | None = None, *, activity: bool | None = None
-    ) -> Sample:
-        """Samples go to the configured channel; only activities get the activity checks."""
-        if activity is None:
-            activity = self.line_cfg.activity
-        return super().to_sample(measurement, channel or self.line_cfg.channel, activity=activity)
+    def check_value(self, measurement: Measurement, channel: str) -> str | None:
+        """Only activities (`activity = true`) get the activity checks."""
+        return super().check_value(measurement, channel) if self.line_cfg.activity else None
 
     async def poll_once(self) -> list[Sample]:
         """Send the configured poll and parse the first non-ignored reply line."""
@@ -138,7 +129,7 @@ class SerialLineDriver(SerialDoseCalibratorDriver):
         deadline = time.monotonic() + self.cfg.timeout_s
         while True:
             remaining = deadline - time.monotonic()
-            line = await self.transport.read_line(remaining, limit) if remaining > 0 else None
+            line = await self.read_record(remaining, limit) if remaining > 0 else None
             if line is None:
                 self.note_failure(f"no reply within {self.cfg.timeout_s:g} s")
                 return []

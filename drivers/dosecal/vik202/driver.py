@@ -1,16 +1,21 @@
 """Veenstra VIK-202 ionisation chamber, read directly with its command set.
 
-Public facts: 9600 baud 8N1; commands end in CR; the chamber acknowledges with `>OK`.
-`!R` activity in Bq; `!BON`/`!BOFF` background subtraction on/off; `!Z` autozero and `!A` its
-result; `!V` HV battery voltage; `!GQ` chamber current (A); `!GV` version; `!GF` the selected
-calibration factor; `!F<n>` selects a calibration factor (e.g. 762 F-18, 236 Tc-99m,
-587 Cs-137, 447 I-131; site-specific).
+Public facts: 9600 baud 8N1; commands end in CR. Public working code (a 2024/25 program that
+drives the chamber directly) shows every reply as one line: `>` + payload + CR.
 
-Not public: the exact reply layout. The driver assumes zero or more data lines followed by
-the acknowledgement line (`>OK`; any other line starting with `>` is an error), takes the
-data line's single number (optionally labelled) as the value, and accepts CR, LF or CR LF.
+- Commands without data (`!BOFF`, `!BON`, `!F<n>`, `!Z`) answer `>OK`.
+- Commands with data answer `>` + the value and nothing else (no `>OK` after it):
+  `!R` → `>370200000` (activity in Bq), `!GF` → `>762` (the selected calibration factor).
+
+`!V` HV battery voltage, `!GQ` chamber current (A), `!GV` version and `!A` the autozero
+result are read the same way (their payload is taken as one number; only `!R` and `!GF`
+have published byte strings). A reply that is not `>` + one number for a data command, or
+not `>OK` for the others, is an error reply (`bad` / a failed poll).
+
 The chamber knows calibration factors, not nuclides: `calibration_factors` maps the number
 read with `!GF` to the nuclide put into each reading (an unmapped factor: no nuclide).
+Factors seen in public code: 762 F-18, 236 Tc-99m, 587 Cs-137, 447 I-131, 618 I-123,
+287 Ga-67, 676 In-111, 902 Y-90, 552 Tl-201 (site-specific: check the chamber's certificate).
 
 Read-only commands the driver uses: `!R`, `!GF`, `!GQ`, `!V` (and `!GV`, `!A` if asked).
 `!BON`, `!BOFF`, `!Z` and `!F<n>` change the chamber's state and are sent only when listed in
@@ -37,6 +42,7 @@ from drivers.dosecal.common import (
     decode_text,
     has_control_chars,
     malformed,
+    normalize_command,
     parse_number,
 )
 
@@ -45,13 +51,17 @@ DEFAULT_CALIBRATION_FACTORS: dict[str, str] = {
     "236": "Tc-99m",
     "587": "Cs-137",
     "447": "I-131",
+    "618": "I-123",
+    "287": "Ga-67",
+    "676": "In-111",
+    "902": "Y-90",
+    "552": "Tl-201",
 }
-"""The public examples; every site should list its own chamber's factors."""
+"""The factors seen in public code; every site should list its own chamber's factors."""
 
-_DATA_LINE = re.compile(
-    rf"\s*(?:[A-Za-z]{{1,8}}\s*[=:]\s*)?(?P<value>{NUMBER})\s*(?:[A-Za-z/]{{1,8}})?\s*"
-)
-_MAX_DATA_LINES = 4
+_DATA_LINE = re.compile(rf"\s*(?P<value>{NUMBER})\s*")
+DATA_COMMANDS = frozenset({"!R", "!GF", "!GQ", "!V", "!GV", "!A"})
+"""Commands answered with `>` + a value; every other command answers `>OK`."""
 _STATUS_QUERIES = (("!GQ", "chamber_current", "A"), ("!V", "hv_battery", "V"))
 
 
@@ -61,14 +71,15 @@ def _joined(lines: tuple[bytes, ...]) -> str:
 
 
 def parse_vik202_value(line: bytes, unit: str | None) -> Measurement:
-    """A data line holding one number (`3.7020E+08`, `R= 3.70E8 Bq`), read in `unit`.
+    """A reply holding one number (`>370200000`, or its payload `370200000`), read in `unit`.
 
-    The line may carry a short label before and a unit after the number, nothing else.
+    The raw text is the reply as received, `>` included.
     """
     text = decode_text(line)
+    payload = text.removeprefix(">")
     if has_control_chars(text):
         return malformed(text, "control characters in line")
-    match = _DATA_LINE.fullmatch(text)
+    match = _DATA_LINE.fullmatch(payload)
     if match is None:
         return malformed(text, "reply is not a single number")
     value = parse_number(match.group("value"))
@@ -78,22 +89,39 @@ def parse_vik202_value(line: bytes, unit: str | None) -> Measurement:
 
 
 def parse_vik202_factor(line: bytes) -> int | None:
-    """The calibration factor number from a `!GF` data line, or None."""
-    text = decode_text(line).strip()
+    """The calibration factor number from a `!GF` reply (`>762`), or None."""
+    text = decode_text(line).strip().removeprefix(">")
     return int(text) if re.fullmatch(r"\d{1,6}", text) else None
 
 
-def is_acknowledgement(line: bytes) -> bool | None:
-    """True for `>OK`, False for another `>` reply (an error), None for a data line."""
+def split_reply(line: bytes) -> bytes | None:
+    """The payload of a reply line (`>370200000` → `370200000`, `>OK` → `OK`).
+
+    None when the line does not start with `>` (not a reply of this protocol).
+    """
     text = line.strip()
-    if not text.startswith(b">"):
+    return text[1:] if text.startswith(b">") else None
+
+
+def reply_problem(command: str, line: bytes) -> str | None:
+    """What is wrong with a reply line to `command`, or None.
+
+    A data command needs `>` + a value, any other command `>OK`.
+    """
+    payload = split_reply(line)
+    if payload is None:
+        return f"{command}: not a reply line {decode_text(line)!r}"
+    is_ok = payload.upper() == b"OK"
+    if normalize_command(command) in DATA_COMMANDS:
+        if is_ok or not payload:
+            return f"{command}: reply {decode_text(line)!r} carries no value"
         return None
-    return text.upper() == b">OK"
+    return None if is_ok else f"{command}: error reply {decode_text(line)!r}"
 
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """The data lines of one acknowledged command, or why there are none."""
+    """The payload of one reply (`lines`: none for `>OK`, one for data), or why there is none."""
 
     lines: tuple[bytes, ...] = ()
     problem: str | None = None
@@ -140,29 +168,17 @@ class VIK202Driver(SerialDoseCalibratorDriver):
         self._next_status = time.monotonic()
 
     async def query(self, command: str) -> Reply:
-        """Send a command and collect its data lines up to the acknowledgement."""
+        """Send a command and read its one reply line: `>` + value, or `>OK`."""
         await self.send_command(command)
-        lines: list[bytes] = []
-        deadline = time.monotonic() + self.cfg.timeout_s
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                problem = f"{command}: no acknowledgement within {self.cfg.timeout_s:g} s"
-                return Reply(tuple(lines), problem)
-            line = await self.transport.read_line(remaining, self.vik.max_line_bytes)
-            if line is None:
-                continue
-            ack = is_acknowledgement(line)
-            if ack is True:
-                return Reply(tuple(lines))
-            if ack is False:
-                return Reply(tuple(lines), f"{command}: error reply {decode_text(line)!r}")
-            lines.append(line)
-            if len(lines) > _MAX_DATA_LINES or len(line) > self.vik.max_line_bytes:
-                return Reply(tuple(lines), f"{command}: reply too long")
+        line = await self.transport.read_line(self.cfg.timeout_s, self.vik.max_line_bytes)
+        if line is None:
+            return Reply((), f"{command}: no reply within {self.cfg.timeout_s:g} s")
+        if len(line) > self.vik.max_line_bytes:
+            return Reply((line[:32],), f"{command}: reply too long")
+        return Reply((line,), reply_problem(command, line))
 
     async def run_init_command(self, command: str) -> None:
-        """Send an allowed state-changing command (e.g. `!BON`) and require `>OK`."""
+        """Send an allowed state-changing command (e.g. `!BON`) and require its `>OK`."""
         await self.transport.discard_input()
         reply = await self.query(command)
         if reply.problem is not None:
@@ -218,7 +234,7 @@ class VIK202Driver(SerialDoseCalibratorDriver):
                 measurement = malformed(_joined(reply.lines), problem)
             else:
                 measurement = parse_vik202_value(reply.lines[0], unit)
-            samples.append(self.to_sample(measurement, channel, activity=False))
+            samples.append(self.to_sample(measurement, channel))
         return samples
 
     def _failed(self, reply: Reply) -> list[Sample]:

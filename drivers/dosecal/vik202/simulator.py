@@ -1,7 +1,10 @@
 """Simulator profile: the VIK-202 chamber's command set (`!R`, `!GF`, `!F<n>`, `!BON` ...).
 
-Every command is acknowledged with `>OK` after its data lines, or refused with `>ERR`.
-Background subtraction is off until `!BON`, as after power-on.
+As public working code shows it: every reply is one line, `>` + payload + CR. Commands
+without data answer `>OK`; commands with data answer `>` + the value only (`!R` →
+`>370200000`, Bq as an integer; `!GF` → `>762`). An unknown command answers `>ERR` (the
+real chamber's answer to one is not public). Background subtraction is off until `!BON`, as
+after power-on.
 """
 
 from __future__ import annotations
@@ -11,8 +14,11 @@ from collections.abc import Callable
 
 from drivers.dosecal.simulation import Instrument, Session, SimulationProfile
 
-FACTORS: dict[int, str] = {762: "F-18", 236: "Tc-99m", 587: "Cs-137", 447: "I-131"}
-"""Calibration factor numbers of the public VIK-202 examples (site-specific in practice)."""
+FACTORS: dict[int, str] = {
+    762: "F-18", 236: "Tc-99m", 587: "Cs-137", 447: "I-131", 618: "I-123", 287: "Ga-67",
+    676: "In-111", 902: "Y-90", 552: "Tl-201",
+}
+"""Calibration factor numbers seen in public VIK-202 code (site-specific in practice)."""
 
 
 class VIK202Simulation(SimulationProfile):
@@ -39,10 +45,11 @@ class VIK202Simulation(SimulationProfile):
         for command in sim.take_commands(session, ctrl_c=False):
             data = self.answer(command.upper())
             if data is None:
-                sim.reply(session, b">ERR\r\n", record=False)
+                sim.reply(session, b">ERR\r", record=False)
+            elif data:
+                sim.reply(session, f">{data[0]}\r".encode("latin-1"))
             else:
-                lines = "".join(f"{line}\r\n" for line in data)
-                sim.reply(session, f"{lines}>OK\r\n".encode("latin-1"), record=bool(data))
+                sim.reply(session, b">OK\r", record=False)
 
     def answer(self, command: str) -> list[str] | None:
         """The data lines of a command, or None for an unknown one."""
@@ -55,7 +62,7 @@ class VIK202Simulation(SimulationProfile):
             self.factor = number
             return []
         answers: dict[str, Callable[[], list[str]]] = {
-            "!R": lambda: [f"{chamber.displayed_mbq() * 1e6:.4E}"],
+            "!R": lambda: [f"{round(chamber.displayed_mbq() * 1e6)}"],
             "!BON": lambda: self._background(on=True),
             "!BOFF": lambda: self._background(on=False),
             "!Z": self._autozero,

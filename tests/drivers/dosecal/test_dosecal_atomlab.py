@@ -140,3 +140,12 @@ async def test_fault_is_visible_and_recovered(transport, fault):
     bad_run, _good_run, _logs = await fault_scenario("atomlab500", transport, fault, make_driver)
     if fault in ("garbage", "wrong_length", "corrupt"):
         assert bad_run.bad(), "a malformed reply should surface as a BAD sample"
+
+
+def test_golden_manual_reading_request_has_no_carriage_return():
+    """Manual, Appendix G p. 219: `^C` (0x03) and `1` (0x31) need no CR; others end in CR."""
+    driver = Atomlab500Driver(make_config("a", "/dev/ttyS0", poll_command="1"))
+    assert driver.encode_command("1") == b"1"
+    assert driver.encode_command("\x03") == b"\x03"
+    assert driver.encode_command("ISO F18") == b"ISO F18\r"
+    assert (driver.cfg.baudrate, driver.cfg.parity, driver.cfg.stopbits) == (19200, "N", 1)

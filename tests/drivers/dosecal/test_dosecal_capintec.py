@@ -9,29 +9,36 @@ from dosecal_harness import fault_scenario, supervised
 from helpers import wait_for_condition
 
 from agent.physics import normalize_nuclide
-from drivers.base import Quality
+from drivers.base import Quality, SampleKind
 from drivers.dosecal.capintec_crc15.driver import (
     CapintecCRC15Config,
     CapintecCRC15Driver,
     crc15_name,
     encode_crc15_reply,
     parse_crc15_reply,
+    split_print_lines,
 )
 from drivers.registry import create_driver
 from simulators.dosecal import FAULTS, DoseCalibratorSimulator
 
 
-def make_driver(device_id: str, address: str) -> CapintecCRC15Driver:
-    config = CapintecCRC15Config(
-        id=device_id,
-        type="capintec_crc15",
-        port=address,
-        poll_interval_s=0.05,
-        timeout_s=0.4,
-        max_consecutive_failures=2,
-        frame_gap_s=0.02,
-    )
+def make_driver(device_id: str, address: str, **options) -> CapintecCRC15Driver:
+    settings = {
+        "poll_interval_s": 0.05,
+        "timeout_s": 0.4,
+        "max_consecutive_failures": 2,
+        "frame_gap_s": 0.02,
+    }
+    settings.update(options)
+    config = CapintecCRC15Config(id=device_id, type="capintec_crc15", port=address, **settings)
     return CapintecCRC15Driver(config)
+
+
+MCI_FRAME = bytes.fromhex("46 20 31 38 20 20 02") + struct.pack("<f", 25.0)
+"""Unit byte 2 and 25.0: by Capintec's firmware enum 25 mCi (925 MBq); the community table
+the driver used before read it as 0.925 MBq."""
+PRINT_LINE = b"F 18  ,4,2,849790,390,047309,22.07.2013,10:21:26\r\n"
+"""The Print key's line as published (README), sent unasked on the poll port."""
 
 
 def test_documented_example_frame():
@@ -44,8 +51,92 @@ def test_documented_example_frame():
     assert m.raw_text == "46 20 31 38 20 20 05 cc 85 35 40"
 
 
+def test_golden_mci_frame_is_25_mci_and_uncertain_until_commissioned():
+    m = parse_crc15_reply(MCI_FRAME)
+    assert (m.value, m.unit, m.nuclide) == (25.0, "mCi", "F 18")
+    driver = make_driver("c", "/dev/null")
+    sample = driver.reading(MCI_FRAME)
+    # Never published as good while the site has not confirmed byte 2 on the display.
+    assert sample.quality is Quality.UNCERTAIN
+    assert (sample.value, sample.unit) == (25.0, "mCi")
+    assert "unit byte 2" in (sample.reason or "")
+    assert "not confirmed" in (sample.reason or "")
+    confirmed = make_driver(
+        "c", "/dev/null",
+        confirmed_units={"2": "2026-11-30 J. Doe: display 25.00 mCi, reading 25.0 mCi"},
+    )  # fmt: skip
+    sample = confirmed.reading(MCI_FRAME)
+    assert sample.quality is Quality.GOOD
+    assert (sample.value, sample.unit) == (25.0, "mCi")
+
+
+def test_golden_captured_mbq_frame_is_good_by_default():
+    sample = make_driver("c", "/dev/null").reading(
+        bytes.fromhex("46 20 31 38 20 20 05 cc 85 35 40")
+    )
+    assert sample.quality is Quality.GOOD
+    assert (sample.value, sample.unit) == (pytest.approx(2.836291), "MBq")
+    assert sample.attrs["unit_byte"] == 5
+
+
+def test_unit_map_and_confirmation_are_validated():
+    with pytest.raises(ValueError, match="not an activity unit"):
+        make_driver("c", "/dev/null", unit_map={"2": "mSv"})
+    with pytest.raises(ValueError, match="not in unit_map"):
+        make_driver("c", "/dev/null", confirmed_units={"9": "someone"})
+    with pytest.raises(ValueError, match="commissioning record"):
+        make_driver("c", "/dev/null", confirmed_units={"2": " "})
+    site = make_driver("c", "/dev/null", unit_map={"2": "MBq"}, confirmed_units={"2": "x"})
+    assert site.reading(MCI_FRAME).unit == "MBq"
+
+
+def test_golden_print_line_between_frames():
+    frame = bytes.fromhex("46 20 31 38 20 20 05 cc 85 35 40")
+    for stream in (PRINT_LINE + frame, frame + PRINT_LINE, PRINT_LINE):
+        rest, lines = split_print_lines(stream)
+        assert lines == [PRINT_LINE.rstrip(b"\r\n")]
+        assert rest in (frame, b"")
+    # A frame whose float ends in a printable byte, right before the line: the frame stays whole.
+    frame_c = b"F 18  \x05\x00\x00\xb9C"
+    rest, lines = split_print_lines(frame_c + PRINT_LINE)
+    assert rest == frame_c
+    assert lines[0].startswith(b"F 18  ,4,2,")
+    driver = make_driver("c", "/dev/null")
+    event = driver.print_event(lines[0])
+    assert event.kind is SampleKind.EVENT
+    assert event.channel == "print"
+    assert event.value == "F 18  ,4,2,849790,390,047309,22.07.2013,10:21:26"
+    assert event.attrs["date"] == "22.07.2013"
+    assert event.attrs["time"] == "10:21:26"
+    assert event.nuclide == "F 18"
+
+
+@pytest.mark.parametrize("transport", ["pty", "tcp"])
+async def test_print_key_between_polls_is_an_event_and_loses_no_frame(transport):
+    sim = DoseCalibratorSimulator("capintec_crc15", transport, noise=False, seed=4)
+    address = await sim.start()
+    try:
+        async with supervised(lambda: make_driver("cal", address)) as run:
+            await wait_for_condition(lambda: len(run.good()) >= 2)
+            for _ in range(3):
+                mark = len(run.samples)
+                sim.press_key("print")
+                await wait_for_condition(
+                    lambda mark=mark: any(s.kind is SampleKind.EVENT for s in run.samples[mark:])
+                )
+                await wait_for_condition(lambda mark=mark: len(run.good(mark)) >= 2)
+        events = [s for s in run.samples if s.kind is SampleKind.EVENT]
+        assert len(events) == 3
+        assert all(e.channel == "print" and e.attrs["event"] == "print" for e in events)
+        assert not run.bad(), run.bad()
+        assert not run.errors
+        assert not run.statuses, "a print line must not degrade the device"
+    finally:
+        await sim.stop()
+
+
 @pytest.mark.parametrize(
-    ("index", "unit"), [(2, "uCi"), (3, "mCi"), (4, "Ci"), (5, "MBq"), (6, "GBq")]
+    ("index", "unit"), [(1, "uCi"), (2, "mCi"), (3, "Ci"), (4, "kBq"), (5, "MBq"), (6, "GBq")]
 )
 def test_unit_table(index, unit):
     frame = b"Tc99m " + bytes([index]) + struct.pack("<f", 12.5)
@@ -59,9 +150,8 @@ def test_unit_table(index, unit):
         (b"", "no reply"),
         (b"F 18  \x05\xcc\x85\x35", "wrong frame length"),
         (b"F 18  \x05\xcc\x85\x35\x40\x00", "wrong frame length"),
-        (b"F 18  \x00\xcc\x85\x35\x40", "unknown unit index 0"),
-        (b"F 18  \x01\xcc\x85\x35\x40", "unknown unit index 1"),
-        (b"F 18  \x07\xcc\x85\x35\x40", "unknown unit index 7"),
+        (b"F 18  \x00\xcc\x85\x35\x40", "unknown unit byte 0"),
+        (b"F 18  \x07\xcc\x85\x35\x40", "unknown unit byte 7"),
         (b"F\x0018  \x05\xcc\x85\x35\x40", "not printable"),
         (b"      \x05\xcc\x85\x35\x40", "blank"),
         (b"F 18  \x05" + struct.pack("<f", float("nan")), "not a finite"),
@@ -169,10 +259,12 @@ async def test_display_unit_mci():
     address = await sim.start()
     try:
         async with supervised(lambda: make_driver("cal", address)) as run:
-            await wait_for_condition(lambda: len(run.good()) >= 1)
-        sample = run.good()[0]
-        assert sample.unit == "mCi"
+            await wait_for_condition(lambda: len(run.samples) >= 1)
+        sample = run.samples[0]
+        # 10 mCi, not 0.01 MBq; uncertain until the site confirms unit byte 2.
+        assert (sample.unit, sample.quality) == ("mCi", Quality.UNCERTAIN)
         assert sample.value == pytest.approx(10.0, rel=1e-3)
+        assert bytes.fromhex(sample.raw_text or "")[6] == 2
     finally:
         await sim.stop()
 

@@ -14,14 +14,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.dosecal.atomlab500.driver import parse_atomlab_line
-from drivers.dosecal.capintec_crc15.driver import UNITS, parse_crc15_reply
+from drivers.dosecal.capintec_crc15.driver import (
+    FIRMWARE_UNITS,
+    parse_crc15_reply,
+    split_print_lines,
+)
 from drivers.dosecal.common import Measurement, parse_number
 from drivers.dosecal.serial_line.driver import parse_line
 from drivers.dosecal.vdc404.driver import parse_vdc404_line
 from drivers.dosecal.vik202.driver import (
-    is_acknowledgement,
     parse_vik202_factor,
     parse_vik202_value,
+    reply_problem,
 )
 
 SITE_PATTERN = re.compile(r"(?P<nuclide>\S+)\s+(?P<value>\S+)\s+(?P<unit>\S+)")
@@ -62,9 +66,24 @@ def test_capintec_any_eleven_byte_frame(name, unit, value):
     check(m)
     (raw_float,) = struct.unpack("<f", value)
     if m.ok:
-        assert m.unit in UNITS
+        assert m.unit in FIRMWARE_UNITS.values()
         assert math.isfinite(raw_float)
         assert m.raw_text == (name + bytes([unit]) + value).hex(" ")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=6, max_size=6),
+    st.integers(0, 0x1F),  # a unit byte is a small number, never printable
+    st.binary(min_size=4, max_size=4),
+    any_bytes,
+)
+def test_capintec_print_line_after_any_frame_is_found_and_the_frame_kept(name, unit, value, after):
+    frame = name.encode() + bytes([unit]) + value
+    line = b"F 18  ,4,2,849790,390,047309,22.07.2013,10:21:26\r\n"
+    rest, lines = split_print_lines(frame + line + after)
+    assert lines[0] == line.rstrip(b"\r\n")
+    assert rest.startswith(frame[:7])  # the name and unit byte are never taken into a line
 
 
 @settings(max_examples=300, deadline=None)
@@ -86,7 +105,9 @@ def test_vik202_arbitrary_lines(data):
     check(parse_vik202_value(data, "Bq"))
     factor = parse_vik202_factor(data)
     assert factor is None or factor >= 0
-    assert is_acknowledgement(data) in (True, False, None)
+    for command in ("!R", "!BON"):
+        problem = reply_problem(command, data)
+        assert problem is None or problem.startswith(command)
 
 
 @settings(max_examples=300, deadline=None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from dosecal_harness import fault_scenario, supervised
 from helpers import wait_for_condition
@@ -11,9 +13,9 @@ from drivers.base import DeviceError
 from drivers.dosecal.vik202.driver import (
     VIK202Config,
     VIK202Driver,
-    is_acknowledgement,
     parse_vik202_factor,
     parse_vik202_value,
+    split_reply,
 )
 from drivers.registry import create_driver
 from simulators.dosecal import FAULTS, DoseCalibratorSimulator
@@ -36,24 +38,32 @@ def make_driver(device_id: str, address: str) -> VIK202Driver:
     return VIK202Driver(make_config(device_id, address))
 
 
+def test_golden_published_replies():
+    """The byte strings of public working code: `!R` → `>370200000` CR, `!GF` → `>762` CR,
+    `!BOFF` / `!F<n>` / `!Z` → `>OK` CR (no `>OK` after data)."""
+    m = parse_vik202_value(b">370200000", "Bq")
+    assert (m.value, m.unit, m.raw_text) == (370200000.0, "Bq", ">370200000")
+    assert parse_vik202_factor(b">762") == 762
+    assert split_reply(b">OK") == b"OK"
+    assert split_reply(b">370200000") == b"370200000"
+    assert split_reply(b"370200000") is None
+
+
 def test_reply_parsing():
-    m = parse_vik202_value(b"3.7020E+08", "Bq")
-    assert (m.value, m.unit) == (3.702e8, "Bq")
-    assert parse_vik202_value(b"R= 1.5E-11 A", "A").value == 1.5e-11
-    assert not parse_vik202_value(b"\xb3.\xb70E+08", "Bq").ok
-    assert not parse_vik202_value(b"NaN", "Bq").ok
-    assert not parse_vik202_value(b"1e400", "Bq").ok
-    assert parse_vik202_factor(b"762") == 762
-    assert parse_vik202_factor(b"76x") is None
-    assert is_acknowledgement(b">OK") is True
-    assert is_acknowledgement(b">ERR") is False
-    assert is_acknowledgement(b"762") is None
+    assert parse_vik202_value(b">1.5E-11", "A").value == 1.5e-11
+    assert not parse_vik202_value(b">\xb3.\xb70E+08", "Bq").ok
+    assert not parse_vik202_value(b">NaN", "Bq").ok
+    assert not parse_vik202_value(b">1e400", "Bq").ok
+    assert not parse_vik202_value(b">OK", "Bq").ok
+    assert parse_vik202_factor(b">76x") is None
 
 
 def test_config_validation():
     config = make_config("v", "rfc2217://10.0.0.5:4001")
     assert (config.baudrate, config.parity, config.stopbits) == (9600, "N", 1)
     assert config.calibration_factors["762"] == "F-18"
+    assert config.calibration_factors["618"] == "I-123"
+    assert config.calibration_factors["902"] == "Y-90"
     assert isinstance(create_driver(config), VIK202Driver)
     with pytest.raises(ValidationError, match="allowed_commands"):
         make_config("v", "/dev/ttyS0", init_commands=["!BON"])
@@ -103,6 +113,41 @@ async def test_activity_nuclide_and_status_channels(transport):
         assert not run.bad()
     finally:
         await sim.stop()
+
+
+async def test_golden_r_reply_from_the_wire_is_read(tmp_path):
+    """A chamber answering exactly as published (`>762` CR, `>370200000` CR) over a pty."""
+    import os
+    import tty
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    os.set_blocking(master, False)
+    loop = asyncio.get_running_loop()
+    received = bytearray()
+    replies = {b"!GF": b">762\r", b"!R": b">370200000\r"}
+
+    def on_readable() -> None:
+        received.extend(os.read(master, 1024))
+        while b"\r" in received:
+            command, _, rest = bytes(received).partition(b"\r")
+            received[:] = rest
+            os.write(master, replies.get(command, b">ERR\r"))
+
+    loop.add_reader(master, on_readable)
+    try:
+        config = make_config("vik", os.ttyname(slave))
+        async with supervised(lambda: VIK202Driver(config)) as run:
+            await wait_for_condition(lambda: len(run.samples) >= 2)
+        sample = run.samples[0]
+        assert sample.quality.value == "good", sample
+        assert (sample.value, sample.unit, sample.nuclide) == (370200000.0, "Bq", "F-18")
+        assert sample.raw_text == ">370200000"
+        assert not run.errors and not run.statuses
+    finally:
+        loop.remove_reader(master)
+        os.close(master)
+        os.close(slave)
 
 
 async def test_allowed_background_subtraction_is_switched_on():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 
 import pytest
@@ -11,6 +12,7 @@ from supervised import Supervised
 
 from agent.service.config import parse_config
 from drivers.base import Quality
+from drivers.numbers import float32_value
 from simulators.modbus import ModbusSimulator
 
 pytestmark = pytest.mark.timeout(60)
@@ -59,9 +61,10 @@ async def test_values_decode_in_every_byte_and_word_order(hotcell):
         await wait_for_condition(lambda: len(run.channel("interlock_ok")) >= 1)
     latest = {s.channel: s for s in run.samples}
     assert all(s.quality is Quality.GOOD for s in latest.values())
-    # float32 CDAB and float64 DCBA carry the value exactly to their precision.
-    assert latest["dose_rate_outside"].value == pytest.approx(truth["dose_rate_outside"], rel=1e-6)
-    assert latest["extract_flow"].value == pytest.approx(truth["extract_flow"], rel=1e-11)
+    # float32 CDAB: the shortest decimal of the float32; float64 DCBA: in full, exactly.
+    f32 = struct.unpack("<f", struct.pack("<f", truth["dose_rate_outside"]))[0]
+    assert latest["dose_rate_outside"].value == float32_value(f32)
+    assert latest["extract_flow"].value == truth["extract_flow"]
     # Integer registers quantise to their scale.
     assert latest["cell_pressure"].value == pytest.approx(truth["cell_pressure"], abs=0.05)
     assert latest["temperature"].value == pytest.approx(truth["temperature"], abs=0.05)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import json
@@ -239,3 +240,44 @@ async def test_relative_security_paths_are_relative_to_the_config_file(
     async with Supervised(loaded) as run:
         await wait_for_condition(lambda: len(run.channel("supply_pressure")) >= 2)
     assert run.errors == []
+
+
+async def test_opcua_cert_verb_makes_a_certificate_the_server_accepts(secure_module, tmp_path):
+    """`isoedge opcua-cert --device synth-sec` (cryptography, not openssl): the certificate
+    carries the application URI the agent states, and a real secure session opens with it."""
+    import subprocess
+    import sys
+
+    from drivers.opcua.certs import certificate_uri
+
+    sim, certs = secure_module
+    (server_cert, _), _ = certs
+    command = [sys.executable, "-m", "agent.tools.cli", "opcua-cert", "--device", "synth-sec",
+               "--out", str(tmp_path / "pki"), "--hostname", "localhost"]  # fmt: skip
+    result = await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "urn:isoedge:agent:synth-sec" in result.stdout
+    cert, key = tmp_path / "pki" / "synth-sec-client.der", tmp_path / "pki" / "synth-sec-client.pem"
+    assert certificate_uri(cert) == "urn:isoedge:agent:synth-sec"
+    assert key.stat().st_mode & 0o777 == 0o600
+    config = secure_device(
+        sim, ((None, None), (cert, key)), tmp_path, server_certificate=str(server_cert)
+    )
+    async with Supervised(config) as run:
+        await wait_for_condition(lambda: len(run.channel("supply_pressure")) >= 1)
+    assert run.errors == []
+
+
+async def test_wrong_pinned_server_certificate_is_named(secure_module, tmp_path):
+    sim, certs = secure_module
+    _, (client_cert, _) = certs
+    # Pin a certificate the server does not have (the client's own).
+    config = secure_device(sim, certs, tmp_path, server_certificate=str(client_cert))
+    driver = create_driver(config)
+    try:
+        with pytest.raises(DeviceError, match="server certificate does not match the pinned one"):
+            await driver.connect()
+    finally:
+        await driver.close()

@@ -67,6 +67,7 @@ async def test_values_and_batch_events_of_a_whole_run(module):
     assert eos.attrs["eos_activity_unit"] == "MBq"
     assert 50 < eos.attrs["yield_pct"] < 80
     assert datetime.fromisoformat(eos.attrs["eos_time"]).tzinfo is not None
+    assert eos.attrs["eos_time"].endswith("Z")  # RFC 3339 in UTC with Z, not +00:00
     assert eos.nuclide == "F-18"
     temps = run.channel("reactor_temperature")
     assert temps[-1].unit == "Cel"

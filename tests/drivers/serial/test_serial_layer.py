@@ -1,0 +1,96 @@
+"""The serial layer every line instrument shares: line control, framing, code page."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tty
+from collections.abc import AsyncIterator
+
+import pytest
+from dosecal_harness import supervised
+from helpers import wait_for_condition
+
+from drivers.dosecal.capintec_crc15.driver import CapintecCRC15Config, CapintecCRC15Driver
+from drivers.dosecal.serial_line.driver import SerialLineConfig, SerialLineDriver
+from drivers.serial.instrument import strip_escapes
+from drivers.serial.transport import take_delimited
+from simulators.dosecal import DoseCalibratorSimulator
+
+
+@contextlib.asynccontextmanager
+async def raw_pty() -> AsyncIterator[tuple[int, str]]:
+    """A pty: (the instrument's end, the path a driver opens)."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    try:
+        yield master, os.ttyname(slave)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_take_delimited_frames_and_noise():
+    buf = bytearray(b"xx$SDR1#$O#tail")
+    assert take_delimited(buf, b"$", b"#", 64) == (b"xx", b"$SDR1#")
+    assert take_delimited(buf, b"$", b"#", 64) == (b"", b"$O#")
+    assert take_delimited(buf, b"$", b"#", 64) is None  # no start yet: kept
+    assert buf == bytearray(b"tail")
+    long = bytearray(b"$" + b"9" * 100)
+    skipped, frame = take_delimited(long, b"$", b"#", 16)
+    assert (skipped, len(frame)) == (b"", 17)
+    assert take_delimited(bytearray(b"abc\x03def\x03"), b"", b"\x03", 64) == (b"", b"abc\x03")
+
+
+def test_strip_escapes_removes_printer_codes():
+    ticket = b"\x1b@\x1b!\x08F-18\x1b!\x00    370.0 MBq\x1dV\x01"
+    assert strip_escapes(ticket) == b"F-18    370.0 MBq"
+    assert strip_escapes(b"\x1b[1;32mOK\x1b[0m\tx") == b"OK\tx"
+
+
+async def test_line_control_reaches_an_rfc2217_device_server():
+    sim = DoseCalibratorSimulator("capintec_crc15", "rfc2217", noise=False)
+    address = await sim.start()
+    try:
+        config = CapintecCRC15Config(
+            id="c", type="capintec_crc15", port=address, poll_interval_s=0.05, timeout_s=0.5,
+            frame_gap_s=0.02, dtr=False, rts=False, xonxoff=True,
+        )  # fmt: skip
+        async with supervised(lambda: CapintecCRC15Driver(config)) as run:
+            await wait_for_condition(lambda: len(run.samples) >= 1)
+        assert (sim.line.dtr, sim.line.rts, sim.line.xonxoff) == (False, False, True)
+    finally:
+        await sim.stop()
+
+
+async def test_terminator_start_delimiter_escapes_and_code_page_over_a_pty():
+    """A printer-style stream: ESC/POS codes, STX … ETX frames, cp437 text (µ = 0xE6)."""
+    async with raw_pty() as (instrument, path):
+        config = SerialLineConfig(
+            id="t", type="serial_line", port=path, timeout_s=0.5, activity=False,
+            channel="dose_rate", terminator=r"\x03", start_delimiter=r"\x02",
+            strip_escapes=True, encoding="cp437",
+            pattern=r"^(?P<value>\S+) (?P<unit>\S+)$",
+        )  # fmt: skip
+        driver = SerialLineDriver(config)
+        await driver.connect()
+        try:
+            os.write(instrument, b"noise\x02\x1b@\x1b!\x081.25 \xe6Sv/h\x03\x02\x1b@0.50 \xe6Sv/h\x03")
+            samples = driver.samples()
+            first = await asyncio.wait_for(anext(samples), 5)
+            second = await asyncio.wait_for(anext(samples), 5)
+            await samples.aclose()
+        finally:
+            await driver.close()
+    assert (first.channel, first.value, first.unit) == ("dose_rate", 1.25, "µSv/h")
+    assert (second.value, second.unit) == (0.5, "µSv/h")
+    assert first.quality.value == "good"
+
+
+def test_bad_settings_are_configuration_errors():
+    base = {"id": "t", "type": "serial_line", "port": "/dev/ttyS0", "pattern": "(?P<value>.*)"}
+    with pytest.raises(ValueError, match="code page"):
+        SerialLineConfig(**base, encoding="no-such-codec")
+    with pytest.raises(ValueError, match="escape"):
+        SerialLineConfig(**base, terminator="\\x0")
