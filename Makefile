@@ -32,8 +32,12 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(PY) .ci/i18n_catalogs.py check
 
+# The suite runs in parallel (pytest-xdist), one worker per core: every test has its own free
+# ports and temporary directories; tests sharing an expensive module fixture carry an
+# `xdist_group` mark and run on one worker (--dist loadgroup). PYTEST_WORKERS=0: serially.
+PYTEST_WORKERS ?= auto
 test: setup-test lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: setup-demo
 	$(PY) bench/throughput.py

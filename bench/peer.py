@@ -2,8 +2,8 @@
 
 One pymodbus TCP server (its own process) holds 100 float32 values in holding registers
 0..199; every poll reads registers 0..99 as one request and turns them into 50 float32
-readings (the load of issue 13). One mosquitto. Then each system in turn, at 20, 5 and 1 ms
-polls:
+readings (the load of issue 13). One mosquitto. Then each system in turn, at 1000, 100, 20, 5
+and 1 ms polls:
 
 - Node-RED 4 + node-red-contrib-modbus 5.23: modbus-read (FC 3, 100 registers) → a function
   node decoding the 50 floats into one JSON message per poll → mqtt out, QoS 1. Unsigned,
@@ -11,9 +11,22 @@ polls:
 - `isoedge run`: one modbus_tcp device with 50 float32 points, Ed25519 signing,
   `fsync = "full"` outbox.
 
+The system measured runs pinned to one core (`taskset -c CORE`, default the last core this
+process may use: a stand-in for one Raspberry Pi-class core); the bench itself, the Modbus
+server, mosquitto and the subscriber run on the other cores, so the system has its core to
+itself as far as this bench is concerned (other work on the machine may still share it).
+
 A subscriber in this process decodes every payload (JSON for Node-RED, the JWS payload for
 IsoEdge) and counts the readings delivered. CPU is utime+stime of the system's process from
-/proc/PID/stat over the measured window; peak RSS is VmHWM at the end.
+/proc/PID/stat over the measured window; peak RSS is VmHWM at the end. The window is
+`--seconds` or 60 polls, whichever is longer, at most 60 s: at 1000 ms polls a system spends
+a fraction of a second of CPU in 15 s, which the kernel's 10 ms tick cannot resolve.
+
+Then one line for the agent idle at a site: `isoedge run` with config/demo.toml's five
+instruments (Modbus TCP hot cell and area monitor, Modbus RTU area monitor on a pty, OPC UA
+synthesis module, dose calibrator on a pty), every one at 1 Hz, pinned the same way; the
+simulators run in a process of their own, so the CPU reported (% of one core) is the agent's
+alone.
 
 Each system runs as its users install it: Node-RED and the contrib node with npm, IsoEdge
 with pip (this checkout, editable, so the code measured is the checkout's) into a venv of its
@@ -21,14 +34,14 @@ own, with its runtime dependencies and none of the test tools. Both go into a sc
 (`$ISOEDGE_BENCH_CACHE`, default `$XDG_CACHE_HOME/isoedge-bench` or `~/.cache/isoedge-bench`),
 never into the repository, reused while pyproject.toml is unchanged. (A test tool in the
 development venv can change what the agent loads: structlog imports `rich` when it is
-installed.) `--agent-python` runs the agent with another interpreter. Needs node ≥ 18, npm
-and mosquitto.
+installed.) `--agent-python` runs the agent with another interpreter. Needs node ≥ 18, npm,
+mosquitto and taskset (util-linux).
 
-    .venv/bin/python bench/peer.py                         # 20, 5, 1 ms, both systems
-    .venv/bin/python bench/peer.py --polls 5 --seconds 10 --only isoedge
+    .venv/bin/python bench/peer.py                         # every rate, both systems, idle
+    .venv/bin/python bench/peer.py --polls 5 --seconds 10 --only isoedge --no-idle
 
 Prints one JSON line per system per poll, then one ratio line per poll
-(readings per CPU-second of IsoEdge / Node-RED).
+(readings per CPU-second of IsoEdge / Node-RED), then the idle line.
 """
 
 from __future__ import annotations
@@ -36,10 +49,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
+import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -53,9 +70,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 REPO = Path(__file__).resolve().parent.parent
+DEMO_CONFIG = REPO / "config" / "demo.toml"
 sys.path.insert(0, str(REPO))
 
-from agent.delivery.signing import generate_key_files  # noqa: E402
+from agent.delivery.signing import PRIVATE_KEY_NAME, generate_key_files  # noqa: E402
 from agent.tools.mosquitto import Mosquitto, free_port  # noqa: E402
 
 NODE_RED_VERSION = "4"
@@ -66,6 +84,8 @@ READINGS_PER_POLL = READ_REGISTERS // 2  # ... as 50 float32 readings
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROFILE: dict[str, str] = {}  # --profile: py-spy binary and output file
 AGENT_PYTHON: list[str] = [sys.executable]  # the interpreter `isoedge run` is started with
+PIN: list[str] = []  # `taskset -c CORE`: the system measured runs on one core
+MAX_WINDOW_S = 60.0  # a window of 60 polls at slow rates, never longer than this
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -338,7 +358,7 @@ def start_node_red(install: Path, work: Path, modbus_port: int, broker_port: int
     env = dict(os.environ, NODE_PATH=str(install / "node_modules"))
     log = (work / "node-red.log").open("ab")
     return subprocess.Popen(
-        ["node", str(install / "node_modules" / "node-red" / "red.js"), "--userDir",
+        [*PIN, "node", str(install / "node_modules" / "node-red" / "red.js"), "--userDir",
          str(user_dir), "--settings", str(user_dir / "settings.js")],
         cwd=install, stdout=log, stderr=log, env=env,
     )
@@ -386,10 +406,14 @@ poll_interval_s = {poll_ms / 1000}
 def start_isoedge(work: Path, modbus_port: int, broker_port: int,
                   poll_ms: int) -> subprocess.Popen[bytes]:
     generate_key_files(work / "keys")
-    config = isoedge_config(work, modbus_port, broker_port, poll_ms)
+    return launch_agent(work, isoedge_config(work, modbus_port, broker_port, poll_ms))
+
+
+def launch_agent(work: Path, config: Path) -> subprocess.Popen[bytes]:
+    """`isoedge run -c CONFIG` on the pinned core, logging to WORK/isoedge.log."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     log = (work / "isoedge.log").open("ab")
-    argv = [*AGENT_PYTHON, "-m", "agent", "run", "-c", str(config)]
+    argv = [*PIN, *AGENT_PYTHON, "-m", "agent", "run", "-c", str(config)]
     return subprocess.Popen(argv, cwd=work, stdout=log, stderr=log, env=env)
 
 
@@ -425,6 +449,8 @@ def measure(system: str, proc: subprocess.Popen[bytes], pid: int, counter: Count
     return {
         "system": system,
         "poll_ms": poll_ms,
+        "core": PIN[-1] if PIN else None,
+        "window_s": round(wall, 1),
         "readings_per_s": round(readings / wall),
         "messages_per_s": round((messages1 - messages0) / wall),
         "cores": round(cpu / wall, 3),
@@ -437,6 +463,11 @@ def measure(system: str, proc: subprocess.Popen[bytes], pid: int, counter: Count
         "decode_errors": counter.errors,
         "load": load_average(),
     }
+
+
+def window_s(poll_ms: int, seconds: float) -> float:
+    """`seconds`, or 60 polls when that is longer, at most MAX_WINDOW_S."""
+    return max(seconds, min(MAX_WINDOW_S, 60 * poll_ms / 1000))
 
 
 def run_system(system: str, install: Path | None, poll_ms: int, warmup: float,
@@ -464,7 +495,7 @@ def run_system(system: str, install: Path | None, poll_ms: int, warmup: float,
                 pid = proc.pid
             try:
                 return measure(system, proc, pid, counter, poll_ms=poll_ms, warmup=warmup,
-                               seconds=seconds)
+                               seconds=window_s(poll_ms, seconds))
             except RuntimeError:
                 for name in ("node-red.log", "isoedge.log"):
                     if (work / name).exists():
@@ -479,12 +510,162 @@ def run_system(system: str, install: Path | None, poll_ms: int, warmup: float,
             stop(server)
 
 
+# ------------------------------------------------------------------ the agent idle at a site
+def toml_text(data: dict[str, Any]) -> str:
+    """Parsed TOML back to text (tables, arrays of tables, inline values): enough for a config."""
+    lines: list[str] = []
+    _toml_table(data, [], lines)
+    return "\n".join(lines) + "\n"
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _toml_inline(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_inline(v) for v in value) + "]"
+    if isinstance(value, dict):
+        pairs = (f"{_toml_key(k)} = {_toml_inline(v)}" for k, v in value.items())
+        return "{" + ", ".join(pairs) + "}"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def _toml_table(data: dict[str, Any], path: list[str], lines: list[str]) -> None:
+    tables: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict) or (
+            isinstance(value, list) and value and all(isinstance(v, dict) for v in value)
+        ):
+            tables.append((key, value))
+        else:
+            lines.append(f"{_toml_key(key)} = {_toml_inline(value)}")
+    for key, value in tables:
+        name = ".".join([*path, _toml_key(key)])
+        for item in value if isinstance(value, list) else [value]:
+            lines += ["", f"[[{name}]]" if isinstance(value, list) else f"[{name}]"]
+            _toml_table(item, [*path, _toml_key(key)], lines)
+
+
+async def serve_demo_simulators(out: Path) -> None:
+    """Start the demo's simulators as `isoedge demo` does; write the wired devices to OUT."""
+    from agent.tools.demo import SIMULATOR_STARTERS  # noqa: PLC0415
+
+    text = await asyncio.to_thread(DEMO_CONFIG.read_text, encoding="utf-8")
+    data = tomllib.loads(text)
+    devices = {d["id"]: d for d in data["devices"]}
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    stops = []
+    try:
+        for sim in data["demo"]["simulators"]:
+            starter = SIMULATOR_STARTERS[sim["kind"]]
+            stops.append(await starter(sim.get("options", {}), devices[sim["device"]]))
+        partial = out.with_suffix(".partial")
+        await asyncio.to_thread(partial.write_text, json.dumps(data["devices"]))
+        await asyncio.to_thread(partial.replace, out)
+        await stop.wait()
+    finally:
+        for stop_fn in reversed(stops):
+            with contextlib.suppress(Exception):
+                await stop_fn()
+
+
+def idle_config(work: Path, devices: list[dict[str, Any]], broker_port: int) -> Path:
+    """config/demo.toml pointed at the simulators, every instrument at 1 Hz."""
+    data = tomllib.loads(DEMO_CONFIG.read_text(encoding="utf-8"))
+    data.pop("demo", None)
+    data["agent"]["state_dir"] = str(work / "state")
+    data["broker"]["url"] = f"mqtt://127.0.0.1:{broker_port}"
+    data["signing"]["key_file"] = str(work / "keys" / PRIVATE_KEY_NAME)
+    data["web"]["listen"] = f"127.0.0.1:{free_port()}"
+    for device in devices:
+        if "poll_interval_s" in device:
+            device["poll_interval_s"] = 1.0
+        if device["type"] == "opcua":
+            device["publishing_interval_ms"] = 1000
+    data["devices"] = devices
+    path = work / "isoedge.toml"
+    path.write_text(toml_text(data), encoding="utf-8")
+    return path
+
+
+def run_idle(warmup: float, seconds: float) -> dict[str, Any]:
+    """The agent with the demo's five instruments at 1 Hz: its CPU, not the simulators'."""
+    with tempfile.TemporaryDirectory(prefix="peer-idle-") as tmp:
+        work = Path(tmp)
+        wiring = work / "devices.json"
+        simulators = subprocess.Popen(
+            [sys.executable, __file__, "--serve-demo", str(wiring)],
+            stdout=subprocess.DEVNULL, stderr=(work / "simulators.log").open("ab"),
+        )
+        broker = Mosquitto(work / "broker")
+        counter: Counter | None = None
+        proc: subprocess.Popen[bytes] | None = None
+        try:
+            deadline = time.monotonic() + 60
+            while not wiring.exists():
+                if simulators.poll() is not None or time.monotonic() > deadline:
+                    sys.stderr.write((work / "simulators.log").read_text()[-3000:])
+                    raise RuntimeError("the demo's simulators did not start")
+                time.sleep(0.1)
+            devices = json.loads(wiring.read_text())
+            broker.start()
+            counter = Counter(broker.port)
+            generate_key_files(work / "keys")
+            proc = launch_agent(work, idle_config(work, devices, broker.port))
+            try:
+                result = measure("isoedge-idle", proc, proc.pid, counter, poll_ms=1000,
+                                 warmup=warmup, seconds=seconds)
+            except RuntimeError:
+                sys.stderr.write((work / "isoedge.log").read_text()[-3000:])
+                raise
+            result["devices"] = len(devices)
+            result["cpu_pct_of_one_core"] = round(100 * result["cores"], 2)
+            return result
+        finally:
+            if proc is not None:
+                stop(proc)
+            if counter is not None:
+                counter.stop()
+            broker.stop()
+            stop(simulators)
+
+
+def pin(core: int | None) -> None:
+    """The systems measured on CORE (default: the last allowed); everything else elsewhere."""
+    if shutil.which("taskset") is None:
+        sys.exit("taskset is needed: apt-get install util-linux")
+    allowed = sorted(os.sched_getaffinity(0))
+    chosen = allowed[-1] if core is None else core
+    PIN[:] = ["taskset", "-c", str(chosen)]
+    others = set(allowed) - {chosen}
+    if others:  # this process and its helpers (server, broker, subscriber) keep off that core
+        os.sched_setaffinity(0, others)
+    print(json.dumps({"system_core": chosen, "helper_cores": sorted(others)}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--polls", type=int, nargs="+", default=[20, 5, 1],
-                        help="poll intervals in ms (default: 20 5 1)")
-    parser.add_argument("--seconds", type=float, default=15.0, help="measured window per run")
+    parser.add_argument("--polls", type=int, nargs="+", default=[1000, 100, 20, 5, 1],
+                        help="poll intervals in ms (default: 1000 100 20 5 1)")
+    parser.add_argument("--seconds", type=float, default=15.0,
+                        help="measured window per run (at least 60 polls, at most 60 s)")
     parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--core", type=int,
+                        help="core the system measured is pinned to (default: the last one)")
+    parser.add_argument("--no-idle", action="store_true",
+                        help="skip the agent idle with the demo's five instruments at 1 Hz")
+    parser.add_argument("--idle-seconds", type=float, default=60.0,
+                        help="measured window of the idle line (after a 10 s warm-up)")
     parser.add_argument("--only", choices=["node-red", "isoedge"])
     parser.add_argument("--profile", metavar="FILE",
                         help="py-spy the agent during the window: collapsed stacks to FILE "
@@ -495,6 +676,7 @@ def main() -> None:
                         help="interpreter for `isoedge run` (default: a venv of the runtime "
                         "dependencies only, made in the scratch directory)")
     parser.add_argument("--serve-modbus", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-demo", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     OUTBOX_OVERRIDES.extend(args.outbox)
     if args.profile:
@@ -503,6 +685,10 @@ def main() -> None:
     if args.serve_modbus:
         serve_modbus(args.serve_modbus)
         return
+    if args.serve_demo:
+        asyncio.run(serve_demo_simulators(args.serve_demo))
+        return
+    pin(args.core)
     systems = [args.only] if args.only else ["node-red", "isoedge"]
     if "isoedge" in systems:
         AGENT_PYTHON[:] = [args.agent_python or str(ensure_agent_venv())]
@@ -524,6 +710,9 @@ def main() -> None:
                 "rss_ratio": round(results["isoedge"]["peak_rss_mb"]
                                    / results["node-red"]["peak_rss_mb"], 2),
             }), flush=True)
+
+    if "isoedge" in systems and not args.no_idle:
+        print(json.dumps(run_idle(10.0, args.idle_seconds)), flush=True)
 
 
 if __name__ == "__main__":

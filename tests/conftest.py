@@ -16,6 +16,17 @@ import pytest
 from broker import Mosquitto
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow scenarios first (otherwise in file order).
+
+    `make test` runs the suite on several xdist workers that each take the next test when
+    one ends: started first, the long scenarios run side by side while the short tests fill
+    the gaps, rather than one of them starting last and the whole run waiting for it. Every
+    worker sorts the same collection the same way, as xdist requires.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     """A real mosquitto on a free loopback port, stopped after the test."""

@@ -52,6 +52,7 @@ def rig(tmp_path, postgres):
     broker.stop()
 
 
+@pytest.mark.slow
 def test_lost_envelopes_are_replayed_from_the_archive_and_older_ones_are_permanent(
         rig, tmp_path, postgres):
     broker, procs = rig

@@ -109,6 +109,7 @@ def test_two_ingests_one_sigkilled_and_restarted_mid_stream_store_every_envelope
     assert all(a["gaps"] == [] and a["chain"] == "ok" for a in report(config)["agents"])
 
 
+@pytest.mark.slow
 def test_postgresql_stopped_mid_stream_loses_and_duplicates_nothing(fleet, postgres):
     agents, config, publisher, procs = fleet
     procs += [IngestProcess(config, "ingest-a").start(), IngestProcess(config, "ingest-b").start()]

@@ -146,6 +146,7 @@ async def sign(page, password: str) -> None:
     await page.click("#sign-submit")
 
 
+@pytest.mark.slow
 async def test_qa_day_in_the_browser(tmp_path, mosquitto, chromium_available):
     sim = DoseCalibratorSimulator("capintec_crc15", "pty", "F-18", 0.001, seed=11, noise=True)
     address = await sim.start()

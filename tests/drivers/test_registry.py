@@ -23,6 +23,10 @@ from drivers.registry import registry
 
 pytestmark = pytest.mark.timeout(300)
 
+# The tests that need the plugin venv (a pip install) run on one xdist worker, so it is built
+# once per run, not once per worker (`make test` runs with --dist loadgroup).
+uses_plugin_venv = pytest.mark.xdist_group("plugin_venv")
+
 PLUGIN_MODULE = '''
 """ACME DC-1: a dose calibrator pushing `<nuclide> <value> <unit>` lines (test package)."""
 
@@ -141,6 +145,7 @@ def _isoedge(venv: Path, *args: str | Path, cwd: Path):
     return _run(venv / "bin" / "python", "-m", "agent", *args, env=_venv_env(), cwd=cwd)
 
 
+@uses_plugin_venv
 def test_a_driver_package_is_discovered_by_check_config(plugin_venv, tmp_path):
     good = tmp_path / "acme.toml"
     good.write_text(CONFIG.format(type="acme_dc1"), encoding="utf-8")
@@ -159,6 +164,7 @@ def test_a_driver_package_is_discovered_by_check_config(plugin_venv, tmp_path):
         assert f"'{known}'" in message, message
 
 
+@uses_plugin_venv
 def test_a_broken_package_is_named_and_cannot_replace_a_built_in(plugin_venv, tmp_path):
     broken = tmp_path / "broken.toml"
     broken.write_text(CONFIG.format(type="acme_broken"), encoding="utf-8")
@@ -184,6 +190,7 @@ def test_a_broken_package_is_named_and_cannot_replace_a_built_in(plugin_venv, tm
     assert json.loads(result.stdout)["devices"][0]["type"] == "acme_dc1"
 
 
+@uses_plugin_venv
 def test_the_simulator_lists_a_driver_package_model(plugin_venv, tmp_path):
     result = _isoedge(plugin_venv, "simulate", "dosecal", "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -7,9 +7,11 @@ import re
 import subprocess
 import urllib.request
 
+import pytest
 from helpers import cli_env, free_port, isoedge_cmd, wait_until
 
 
+@pytest.mark.slow
 def test_fleet_demo_stores_three_agents_completely_and_serves_the_fleet_page(tmp_path):
     port = free_port()
     proc = subprocess.Popen(

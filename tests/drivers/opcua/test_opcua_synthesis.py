@@ -145,6 +145,7 @@ async def test_stuck_values_stop_notifications(module):
         await wait_for_condition(lambda: len(run.channel("supply_pressure")) > count)
 
 
+@pytest.mark.slow
 async def test_readings_resume_after_server_restart(module):
     async with Supervised(device(module, watchdog_interval_s=1.0), backoff_s=0.5) as run:
         await wait_for_condition(lambda: len(run.channel("supply_pressure")) >= 3)
