@@ -47,6 +47,16 @@ def ingest_report(config: IngestConfig, registry: KeyRegistry) -> dict[str, Any]
         return {"agents": [a.as_json() for a in report(conn, registry.agents)]}
 
 
+def rebuild_completeness(config: IngestConfig, *, write: bool) -> list[str]:
+    """`isoedge ingest rebuild-completeness`: recompute from the record; the differences."""
+    from central.completeness import rebuild  # noqa: PLC0415 - only this verb needs it
+
+    with connect(config.database.url, application_name="isoedge-ingest-rebuild",
+                 statement_timeout_ms=0) as conn:
+        migrate(conn, timescaledb=config.database.timescaledb)
+        return rebuild(conn, write=write)
+
+
 class Ingest:
     """One ingest process: consumer threads, the repair cycle and (optionally) the fleet page."""
 

@@ -109,8 +109,37 @@ def cmd_ingest_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ingest_rebuild(args: argparse.Namespace) -> int:
+    """`isoedge ingest rebuild-completeness -c FILE [--check]`."""
+    if (missing := _missing_driver()) is not None:
+        return missing
+    import psycopg  # noqa: PLC0415
+
+    from central.app import rebuild_completeness  # noqa: PLC0415
+
+    loaded = _load(args.config)
+    if isinstance(loaded, int):
+        return loaded
+    config, _registry = loaded
+    try:
+        diff = rebuild_completeness(config, write=not args.check)
+    except psycopg.Error as exc:
+        _err(f"{args.config}: database.url: {str(exc).strip()}")
+        return EXIT_FAILURE
+    for line in diff:
+        sys.stdout.write(line + "\n")
+    if not diff:
+        sys.stdout.write("completeness agrees with the record\n")
+        return EXIT_OK
+    if args.check:
+        sys.stdout.write(f"{len(diff)} difference(s); not changed (--check)\n")
+        return EXIT_FAILURE
+    sys.stdout.write(f"{len(diff)} difference(s); completeness rebuilt from the record\n")
+    return EXIT_OK
+
+
 def add_ingest_parser(verbs: Any) -> None:
-    """`isoedge ingest run|report`."""
+    """`isoedge ingest run|report|rebuild-completeness`."""
     ingest = verbs.add_parser("ingest", help="the central consumer: verify, store in PostgreSQL")
     sub = ingest.add_subparsers(dest="ingest_verb", metavar="ACTION", required=True)
     run = sub.add_parser("run", help="consume, verify and store until SIGTERM; repair gaps")
@@ -121,3 +150,10 @@ def add_ingest_parser(verbs: Any) -> None:
     report.add_argument("-c", "--config", required=True, help="ingest configuration (TOML)")
     report.add_argument("--json", action="store_true", help="machine-readable (CONTRACT §6)")
     report.set_defaults(func=cmd_ingest_report)
+    rebuild = sub.add_parser(
+        "rebuild-completeness",
+        help="recompute each agent's ranges, chain and counts from the record; show differences")
+    rebuild.add_argument("-c", "--config", required=True, help="ingest configuration (TOML)")
+    rebuild.add_argument("--check", action="store_true",
+                         help="only compare; exit 1 when the maintained state disagrees")
+    rebuild.set_defaults(func=cmd_ingest_rebuild)

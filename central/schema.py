@@ -10,6 +10,8 @@ from __future__ import annotations
 import psycopg
 import structlog
 
+from central.completeness import rebuild
+
 log = structlog.get_logger("isoedge.central.schema")
 
 _LOCK_KEY = 0x15_0ED6E  # pg_advisory_xact_lock key of the migration
@@ -115,7 +117,42 @@ SELECT create_hypertable('readings', 't', chunk_time_interval => INTERVAL '1 day
 CREATE INDEX readings_device_t ON readings (site, agent, device, t);
 """
 
-SCHEMA_VERSION = 1
+# Version 2: every value the contract allows (CONTRACT.md §7: a number, a boolean or a short
+# text). `value` keeps numbers; booleans and text go to their own columns (at most one of the
+# three is set; all null for a `bad` reading without a value).
+_V2 = """
+ALTER TABLE readings ADD COLUMN value_bool boolean, ADD COLUMN value_text text;
+"""
+
+# Version 3: completeness maintained by the writers in the transaction of the envelopes
+# (central.completeness): per agent its counts, its stored seq ranges and its chain breaks.
+_V3 = """
+CREATE TABLE agent_record (
+    site text NOT NULL,
+    agent text NOT NULL,
+    envelopes bigint NOT NULL DEFAULT 0,
+    readings bigint NOT NULL DEFAULT 0,
+    first_seq bigint,
+    last_seq bigint,
+    last_seen timestamptz,
+    PRIMARY KEY (site, agent)
+);
+CREATE TABLE seq_ranges (
+    site text NOT NULL,
+    agent text NOT NULL,
+    lo bigint NOT NULL,
+    hi bigint NOT NULL,
+    PRIMARY KEY (site, agent, lo)
+);
+CREATE TABLE chain_breaks (
+    site text NOT NULL,
+    agent text NOT NULL,
+    seq bigint NOT NULL,
+    PRIMARY KEY (site, agent, seq)
+);
+"""
+
+SCHEMA_VERSION = 3
 
 
 def timescale_available(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
@@ -155,6 +192,17 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]], *, timescaledb: bool =
                 ("tables of CONTRACT §6" + (" (timescaledb)" if use_ts else " (plain)"),),
             )
             log.info("schema created", version=1, timescaledb=use_ts)
+        if found < 2:  # noqa: PLR2004 - the version number
+            conn.execute(_V2)
+            conn.execute("INSERT INTO schema_version (version, note) VALUES (2, %s)",
+                         ("readings: boolean and text values",))
+            log.info("schema migrated", version=2)
+        if found < 3:  # noqa: PLR2004 - the version number
+            conn.execute(_V3)
+            rebuild(conn)  # an existing record: its completeness computed once, here
+            conn.execute("INSERT INTO schema_version (version, note) VALUES (3, %s)",
+                         ("completeness maintained per agent",))
+            log.info("schema migrated", version=3)
         if found > SCHEMA_VERSION:
             log.warning("database schema is newer than this ingest", found=found,
                         supported=SCHEMA_VERSION)

@@ -15,6 +15,7 @@ import orjson
 import psycopg
 import structlog
 
+from central.completeness import merge_ranges, runs
 from central.envelope import Verified
 
 log = structlog.get_logger("isoedge.central.store")
@@ -29,15 +30,16 @@ CREATE TEMP TABLE IF NOT EXISTS tmp_envelopes (
     payload_sha256 text, prev text, n_items integer, topic text) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_readings (
     id text, site text, agent text, device text, channel text, t timestamptz,
-    value double precision, unit text, quality text, nuclide text, raw jsonb, seq bigint,
-    extra jsonb) ON COMMIT DELETE ROWS;
+    value double precision, value_bool boolean, value_text text, unit text, quality text,
+    nuclide text, raw jsonb, seq bigint, extra jsonb) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_events (
     id text, site text, agent text, stream text, t timestamptz, body jsonb, seq bigint)
     ON COMMIT DELETE ROWS;
 """
 
 ENV_COLS = "site, agent, seq, stream, kid, created, payload_sha256, prev, n_items, topic"
-READ_COLS = "id, site, agent, device, channel, t, value, unit, quality, nuclide, raw, seq, extra"
+READ_COLS = ("id, site, agent, device, channel, t, value, value_bool, value_text, unit, quality,"
+             " nuclide, raw, seq, extra")
 EVENT_COLS = "id, site, agent, stream, t, body, seq"
 
 RAISE_ALERT = """
@@ -111,8 +113,12 @@ class WriteResult:
     rejected: int
 
 
-def connect(url: str, *, application_name: str = "isoedge-ingest") -> psycopg.Connection[Any]:
-    """A connection with bounded waits: connect timeout, TCP keepalive and user timeout."""
+def connect(url: str, *, application_name: str = "isoedge-ingest",
+            statement_timeout_ms: int = 60_000) -> psycopg.Connection[Any]:
+    """A connection with bounded waits: connect timeout, TCP keepalive and user timeout.
+
+    `statement_timeout_ms` 0 for the full scans of a rebuild.
+    """
     return psycopg.connect(
         url,
         connect_timeout=10,
@@ -122,7 +128,7 @@ def connect(url: str, *, application_name: str = "isoedge-ingest") -> psycopg.Co
         keepalives_count=3,
         tcp_user_timeout=30_000,
         application_name=application_name,
-        options="-c statement_timeout=60000 -c TimeZone=UTC",
+        options=f"-c statement_timeout={int(statement_timeout_ms)} -c TimeZone=UTC",
     )
 
 
@@ -202,6 +208,8 @@ class Store:
 
 def _write_envelopes(cur: psycopg.Cursor[Any], envelopes: list[Verified], *,
                      direct: bool) -> tuple[int, int, int]:
+    agents = sorted({(e.site, e.agent) for e in envelopes})
+    _lock_agents(cur, agents)
     with cur.copy(f"COPY tmp_envelopes ({ENV_COLS}) FROM STDIN") as copy:
         for e in envelopes:
             copy.write_row((e.site, e.agent, e.seq, e.stream, e.kid, e.created,
@@ -213,26 +221,132 @@ def _write_envelopes(cur: psycopg.Cursor[Any], envelopes: list[Verified], *,
     new = {(site, agent, int(seq)) for site, agent, seq in cur.fetchall()}
     cur.execute("TRUNCATE tmp_envelopes")
     if not direct:
-        n_readings, n_events = _copy_items(cur, envelopes, "tmp_")
-        if n_readings:
-            cur.execute(
-                f"INSERT INTO readings ({READ_COLS}) SELECT {READ_COLS}"  # noqa: S608
-                " FROM tmp_readings ON CONFLICT DO NOTHING"
-            )
-        if n_events:
-            cur.execute(
-                f"INSERT INTO events ({EVENT_COLS}) SELECT {EVENT_COLS}"  # noqa: S608
-                " FROM tmp_events ON CONFLICT DO NOTHING"
-            )
-        return len(new), n_readings, n_events
+        n_events = _copy_items(cur, envelopes, "tmp_")[1]
+        per_agent: dict[tuple[str, str], int] = {}
+        cur.execute(
+            f"WITH stored AS (INSERT INTO readings ({READ_COLS}) SELECT {READ_COLS}"  # noqa: S608
+            " FROM tmp_readings ON CONFLICT DO NOTHING RETURNING site, agent)"
+            " SELECT site, agent, count(*) FROM stored GROUP BY site, agent"
+        )
+        for site, agent, count in cur.fetchall():
+            per_agent[(site, agent)] = int(count)
+        cur.execute(
+            f"INSERT INTO events ({EVENT_COLS}) SELECT {EVENT_COLS}"  # noqa: S608
+            " FROM tmp_events ON CONFLICT DO NOTHING"
+        )
+        _maintain_completeness(cur, new, per_agent)
+        return len(new), sum(per_agent.values()), n_events
     fresh: list[Verified] = []
+    per_agent = {}
     for e in envelopes:
         key = (e.site, e.agent, e.seq)
         if key in new:
             new.discard(key)  # an envelope twice in one batch: its items once
             fresh.append(e)
+            if e.stream == "readings":
+                per_agent[(e.site, e.agent)] = per_agent.get((e.site, e.agent), 0) + len(e.items)
     n_readings, n_events = _copy_items(cur, fresh, "")
+    _maintain_completeness(cur, {(e.site, e.agent, e.seq) for e in fresh}, per_agent)
     return len(fresh), n_readings, n_events
+
+
+def _lock_agents(cur: psycopg.Cursor[Any], agents: list[tuple[str, str]]) -> None:
+    """Take the row of each agent of the batch, in one order (no deadlock between writers).
+
+    Writers of one agent thus take turns, so the ranges and chain joins each one derives from
+    what is stored are never computed from a state another transaction is changing.
+    """
+    sites, names = [a[0] for a in agents], [a[1] for a in agents]
+    cur.execute(
+        "INSERT INTO agent_record (site, agent) SELECT * FROM unnest(%s::text[], %s::text[])"
+        " ON CONFLICT DO NOTHING",
+        (sites, names),
+    )
+    cur.execute(
+        "SELECT 1 FROM agent_record a JOIN unnest(%s::text[], %s::text[]) AS k(site, agent)"
+        " ON a.site = k.site AND a.agent = k.agent ORDER BY a.site, a.agent FOR UPDATE OF a",
+        (sites, names),
+    )
+
+
+def _maintain_completeness(cur: psycopg.Cursor[Any], new: set[tuple[str, str, int]],
+                           readings: dict[tuple[str, str], int]) -> None:
+    """Fold the batch's new envelopes into `agent_record`, `seq_ranges` and `chain_breaks`."""
+    if not new and not readings:
+        return
+    by_agent: dict[tuple[str, str], list[int]] = {}
+    for site, agent, seq in new:
+        by_agent.setdefault((site, agent), []).append(seq)
+    keys = sorted(set(by_agent) | set(readings))
+    spans = {k: (min(v), max(v)) for k, v in by_agent.items()}
+    cur.execute(
+        "UPDATE agent_record a SET envelopes = a.envelopes + u.n,"
+        " readings = a.readings + u.r, first_seq = least(a.first_seq, u.lo),"
+        " last_seq = greatest(a.last_seq, u.hi),"
+        " last_seen = CASE WHEN u.n > 0 THEN greatest(a.last_seen, now()) ELSE a.last_seen END"
+        " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[],"
+        " %s::bigint[]) AS u(site, agent, n, r, lo, hi)"
+        " WHERE a.site = u.site AND a.agent = u.agent",
+        ([k[0] for k in keys], [k[1] for k in keys], [len(by_agent.get(k, [])) for k in keys],
+         [readings.get(k, 0) for k in keys], [spans.get(k, (None, None))[0] for k in keys],
+         [spans.get(k, (None, None))[1] for k in keys]),
+    )
+    if not by_agent:
+        return
+    # The stored ranges touching the batch's span are taken out and put back merged.
+    agents = sorted(by_agent)
+    cur.execute(
+        "DELETE FROM seq_ranges r USING unnest(%s::text[], %s::text[], %s::bigint[],"
+        " %s::bigint[]) AS s(site, agent, lo, hi)"
+        " WHERE r.site = s.site AND r.agent = s.agent AND r.hi >= s.lo - 1 AND r.lo <= s.hi + 1"
+        " RETURNING r.site, r.agent, r.lo, r.hi",
+        ([k[0] for k in agents], [k[1] for k in agents], [spans[k][0] for k in agents],
+         [spans[k][1] for k in agents]),
+    )
+    old: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for site, agent, lo, hi in cur.fetchall():
+        old.setdefault((site, agent), []).append((int(lo), int(hi)))
+    rows = [
+        (*key, lo, hi)
+        for key in agents
+        for lo, hi in merge_ranges(old.get(key, []) + runs(by_agent[key]))
+    ]
+    cur.execute(
+        "INSERT INTO seq_ranges (site, agent, lo, hi)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[])",
+        ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]),
+    )
+    # Chain joins the batch made: each new envelope with its predecessor and its successor.
+    joins = sorted({(s, a, q) for s, a, seq in new for q in (seq, seq + 1)})
+    cur.execute(
+        "INSERT INTO chain_breaks (site, agent, seq)"
+        " SELECT e.site, e.agent, e.seq"
+        " FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS k(site, agent, seq)"
+        " JOIN envelopes e ON e.site = k.site AND e.agent = k.agent AND e.seq = k.seq"
+        " LEFT JOIN envelopes p ON p.site = e.site AND p.agent = e.agent AND p.seq = e.seq - 1"
+        " WHERE (e.seq = 1 AND e.prev <> '')"
+        "    OR (p.seq IS NOT NULL AND e.prev <> p.payload_sha256)"
+        " ON CONFLICT DO NOTHING",
+        ([j[0] for j in joins], [j[1] for j in joins], [j[2] for j in joins]),
+    )
+
+
+def typed_value(value: Any) -> tuple[float | None, bool | None, str | None,
+                                     dict[str, Any] | None]:
+    """(number, boolean, text, other) of a reading's value: at most one is not None.
+
+    CONTRACT.md §7: a value is a number, a boolean or a short text (or null for a `bad`
+    reading). Anything else is outside the contract; it is kept in `extra`, not lost.
+    """
+    if value is None:
+        return None, None, None, None
+    if value is True or value is False:
+        return None, value, None, None
+    if isinstance(value, int | float):
+        return value, None, None, None
+    if isinstance(value, str):
+        return None, None, value, None
+    return None, None, None, {"value": value}
 
 
 def _copy_items(cur: psycopg.Cursor[Any], envelopes: list[Verified],
@@ -249,12 +363,14 @@ def _copy_items(cur: psycopg.Cursor[Any], envelopes: list[Verified],
                 site, agent, seq = e.site, e.agent, e.seq
                 for it in e.items:
                     raw = it.get("raw")
+                    number, flag, text, other = typed_value(it.get("value"))
                     extra = None
-                    if len(it) > len(known) or not known.issuperset(it):
-                        extra = dumps({k: v for k, v in it.items() if k not in known}).decode()
+                    if other is not None or len(it) > len(known) or not known.issuperset(it):
+                        extra = dumps({**{k: v for k, v in it.items() if k not in known},
+                                       **(other or {})}).decode()
                     write((
                         it["id"], site, agent, it["device"], it["channel"], it["t"],
-                        it.get("value"), it.get("unit"), it["quality"], it.get("nuclide"),
+                        number, flag, text, it.get("unit"), it["quality"], it.get("nuclide"),
                         None if raw is None else dumps(raw).decode(), seq, extra,
                     ))
                     n_readings += 1

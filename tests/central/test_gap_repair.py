@@ -17,7 +17,14 @@ from agentproc import AgentProcess, make_keys, write_config
 from broker import Mosquitto
 from collector import Collector
 from helpers import wait_until
-from ingestproc import IngestProcess, query, report, trust_ingest, write_ingest_config
+from ingestproc import (
+    IngestProcess,
+    query,
+    rebuild_check,
+    report,
+    trust_ingest,
+    write_ingest_config,
+)
 from synth import Publisher
 
 DEVICE = """
@@ -108,6 +115,10 @@ def test_lost_envelopes_are_replayed_from_the_archive_and_older_ones_are_permane
     assert one["first_seq"] == 1 and one["chain"] == "ok"
     assert one["envelopes"] == one["last_seq"]
     assert "replay request answered" in running["edge1"].log()
+    # the replayed hole merged into the stored range from 1 (the agents still publish)
+    ranges = query(postgres.url, "SELECT lo, hi FROM seq_ranges WHERE agent = 'edge1'"
+                   " ORDER BY lo LIMIT 1")
+    assert ranges[0][0] == 1 and ranges[0][1] >= one["last_seq"], ranges
     # edge2: the hole reaches back before its tiny archive: permanent, alerted, named
     assert two["gaps"] == two["permanent_gaps"]
     (lo, hi), = two["permanent_gaps"]
@@ -122,6 +133,8 @@ def test_lost_envelopes_are_replayed_from_the_archive_and_older_ones_are_permane
     assert status["archive"]["first_seq"] > hi
     if "replay" in status:  # asked before its status was seen: it said what it lacks
         assert status["replay"]["unavailable"]
+    check = rebuild_check(config)  # maintained as it arrived = recomputed from the record
+    assert check.returncode == 0, check.stdout + check.stderr
     collector.stop()
     for proc in procs[1:]:
         if proc.proc and proc.proc.poll() is None:

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import base64
+import subprocess
 
 import orjson
+import psycopg
 import pytest
-from helpers import wait_until
-from ingestproc import IngestProcess, count_envelopes, query, report, write_ingest_config
+from helpers import cli_env, isoedge_cmd, wait_until
+from ingestproc import (
+    IngestProcess,
+    count_envelopes,
+    query,
+    rebuild_check,
+    report,
+    write_ingest_config,
+)
 from synth import Publisher, SynthAgent
 
 CHAIN_OK_SQL = """
@@ -55,6 +64,22 @@ def test_envelopes_are_stored_once_with_their_readings_and_the_report_shows_them
         "last_seen": result["agents"][0]["last_seen"], "permanent_gaps": [],
     }]}
     assert ingest.terminate() == 0, ingest.log()
+    # The completeness kept as envelopes arrived is what the record itself says ...
+    check = rebuild_check(config)
+    assert check.returncode == 0 and "agrees" in check.stdout, check.stdout + check.stderr
+    # ... and a rebuild finds and mends a maintained state that no longer matches it.
+    query_write(postgres.url, "UPDATE seq_ranges SET hi = 30")
+    query_write(postgres.url, "UPDATE agent_record SET readings = readings - 25")
+    check = rebuild_check(config)
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "lab1/edge1: counts (41, 975," in check.stdout
+    assert "lab1/edge1: ranges [(1, 30)] kept, [(1, 41)] in the record" in check.stdout
+    assert report(config)["agents"][0]["readings"] == 975  # what the page would show
+    rebuild = subprocess.run(isoedge_cmd("ingest", "rebuild-completeness", "-c", str(config)),
+                             capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert rebuild.returncode == 0 and "rebuilt" in rebuild.stdout, rebuild.stdout
+    assert rebuild_check(config).returncode == 0
+    assert report(config) == result
 
 
 def test_forged_and_tampered_envelopes_are_rejected_and_alerted_never_stored(rig, tmp_path):
@@ -89,6 +114,11 @@ def test_forged_and_tampered_envelopes_are_rejected_and_alerted_never_stored(rig
                       ("rejected_envelope", "lab1", "edge1", "unknown key")]
     # seq 4 never arrived intact: a gap, asked for (the synthetic agent does not answer)
     wait_until(lambda: report(config)["agents"][0]["gaps"] == [[4, 4]], timeout=20)
+
+
+def query_write(db_url: str, sql: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        conn.execute(sql)
 
 
 def wait_ready(publisher, agent, db_url, timeout: float = 30.0) -> None:
