@@ -138,8 +138,39 @@ def cmd_ingest_rebuild(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ingest_verify_stored(args: argparse.Namespace) -> int:
+    """`isoedge ingest verify-stored -c FILE [--site S --agent A --from SEQ --to SEQ]`."""
+    if (missing := _missing_driver()) is not None:
+        return missing
+    import psycopg  # noqa: PLC0415
+
+    from central.schema import migrate  # noqa: PLC0415
+    from central.store import connect  # noqa: PLC0415
+    from central.verify_stored import Selection, verify_stored  # noqa: PLC0415
+
+    loaded = _load(args.config)
+    if isinstance(loaded, int):
+        return loaded
+    config, registry = loaded
+    selection = Selection(args.site, args.agent, args.from_seq, args.to_seq)
+    try:
+        with connect(config.database.url, application_name="isoedge-verify-stored",
+                     statement_timeout_ms=0) as conn:
+            migrate(conn, timescaledb=config.database.timescaledb)
+            found = verify_stored(conn, registry, selection)
+    except psycopg.Error as exc:
+        _err(f"{args.config}: database.url: {str(exc).strip()}")
+        return EXIT_FAILURE
+    for line in found.problems:
+        sys.stdout.write(line + "\n")
+    sys.stdout.write(f"{found.envelopes} envelopes, {found.readings} readings, {found.events}"
+                     f" events checked against their signatures: "
+                     f"{len(found.problems) or 'no'} problem(s)\n")
+    return EXIT_FAILURE if found.problems else EXIT_OK
+
+
 def add_ingest_parser(verbs: Any) -> None:
-    """`isoedge ingest run|report|rebuild-completeness`."""
+    """`isoedge ingest run|report|rebuild-completeness|verify-stored`."""
     ingest = verbs.add_parser("ingest", help="the central consumer: verify, store in PostgreSQL")
     sub = ingest.add_subparsers(dest="ingest_verb", metavar="ACTION", required=True)
     run = sub.add_parser("run", help="consume, verify and store until SIGTERM; repair gaps")
@@ -157,3 +188,12 @@ def add_ingest_parser(verbs: Any) -> None:
     rebuild.add_argument("--check", action="store_true",
                          help="only compare; exit 1 when the maintained state disagrees")
     rebuild.set_defaults(func=cmd_ingest_rebuild)
+    check = sub.add_parser(
+        "verify-stored",
+        help="re-verify stored evidence against the key registry and the stored rows")
+    check.add_argument("-c", "--config", required=True, help="ingest configuration (TOML)")
+    check.add_argument("--site", help="only this site")
+    check.add_argument("--agent", help="only this agent")
+    check.add_argument("--from", dest="from_seq", type=int, help="first seq")
+    check.add_argument("--to", dest="to_seq", type=int, help="last seq")
+    check.set_defaults(func=cmd_ingest_verify_stored)

@@ -152,7 +152,20 @@ CREATE TABLE chain_breaks (
 );
 """
 
-SCHEMA_VERSION = 3
+# Version 4: the signed evidence. The JWS of each stored envelope as received, zlib-compressed,
+# so `isoedge ingest verify-stored` can re-verify the record against the agents' keys years
+# later. Envelopes stored before version 4 have none (verify-stored says so).
+_V4 = """
+CREATE TABLE evidence (
+    site text NOT NULL,
+    agent text NOT NULL,
+    seq bigint NOT NULL,
+    jws_zlib bytea NOT NULL,
+    PRIMARY KEY (site, agent, seq)
+);
+"""
+
+SCHEMA_VERSION = 4
 
 
 def timescale_available(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
@@ -203,6 +216,11 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]], *, timescaledb: bool =
             conn.execute("INSERT INTO schema_version (version, note) VALUES (3, %s)",
                          ("completeness maintained per agent",))
             log.info("schema migrated", version=3)
+        if found < 4:  # noqa: PLR2004 - the version number
+            conn.execute(_V4)
+            conn.execute("INSERT INTO schema_version (version, note) VALUES (4, %s)",
+                         ("signed evidence kept (compressed JWS)",))
+            log.info("schema migrated", version=4)
         if found > SCHEMA_VERSION:
             log.warning("database schema is newer than this ingest", found=found,
                         supported=SCHEMA_VERSION)
