@@ -92,8 +92,8 @@ class FleetData:
             devices = [
                 {"site": s, "agent": a, "device": d, "channel": c}
                 for s, a, d, c in conn.execute(
-                    "SELECT DISTINCT site, agent, device, channel FROM readings"
-                    " WHERE t > now() - interval '2 days' ORDER BY 1, 2, 3, 4 LIMIT 500"
+                    "SELECT DISTINCT site, agent, device, channel FROM series"
+                    " WHERE last_t > now() - interval '2 days' ORDER BY 1, 2, 3, 4 LIMIT 500"
                 )
             ]
         agents = []

@@ -253,6 +253,23 @@ def _write_envelopes(cur: psycopg.Cursor[Any], envelopes: list[Verified], *,
     return len(fresh), n_readings, n_events
 
 
+def _upsert_series(cur: psycopg.Cursor[Any],
+                   latest: dict[tuple[str, str, str, str, str], str]) -> None:
+    """The batch's series with the time of their latest reading (the fleet page's device list).
+
+    The agents' rows are locked already, so writers never meet on a series row.
+    """
+    rows = sorted(latest.items())
+    cur.execute(
+        "INSERT INTO series (site, agent, device, channel, unit, last_t)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+        " %s::timestamptz[])"
+        " ON CONFLICT (site, agent, device, channel, unit)"
+        " DO UPDATE SET last_t = greatest(series.last_t, EXCLUDED.last_t)",
+        (*([k[i] for k, _t in rows] for i in range(5)), [t for _k, t in rows]),
+    )
+
+
 def _copy_evidence(cur: psycopg.Cursor[Any], envelopes: list[Verified]) -> None:
     """The signed JWS of each new envelope, compressed (one twice in `envelopes`: once)."""
     seen: set[tuple[str, str, int]] = set()
@@ -371,6 +388,7 @@ def _copy_items(cur: psycopg.Cursor[Any], envelopes: list[Verified],
     readings = [e for e in envelopes if e.stream == "readings"]
     if readings:
         dumps = orjson.dumps
+        latest: dict[tuple[str, str, str, str, str], str] = {}
         with cur.copy(f"COPY {prefix}readings ({READ_COLS}) FROM STDIN") as copy:
             write = copy.write_row
             known = _KNOWN_READING_KEYS
@@ -389,6 +407,10 @@ def _copy_items(cur: psycopg.Cursor[Any], envelopes: list[Verified],
                         None if raw is None else dumps(raw).decode(), seq, extra,
                     ))
                     n_readings += 1
+                    key = (site, agent, it["device"], it["channel"], str(it.get("unit") or ""))
+                    if latest.get(key, "") < it["t"]:
+                        latest[key] = it["t"]
+        _upsert_series(cur, latest)
     events = [e for e in envelopes if e.stream != "readings"]
     if events:
         with cur.copy(f"COPY {prefix}events ({EVENT_COLS}) FROM STDIN") as copy:
