@@ -48,7 +48,8 @@ SELECT e.site, e.agent, e.n, coalesce(r.n, 0), e.first_seq, e.last_seq, e.last_s
 FROM (SELECT site, agent, count(*) AS n, min(seq) AS first_seq, max(seq) AS last_seq,
              max(received) AS last_seen
       FROM envelopes GROUP BY site, agent) e
-LEFT JOIN (SELECT site, agent, count(*) AS n FROM readings GROUP BY site, agent) r
+LEFT JOIN (SELECT site, agent, sum(n_items) AS n FROM envelopes WHERE stream = 'readings'
+           GROUP BY site, agent) r
        ON r.site = e.site AND r.agent = e.agent
 ORDER BY 1, 2
 """

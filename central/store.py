@@ -8,7 +8,6 @@ one batch costs a handful of statements however many readings it holds.
 from __future__ import annotations
 
 import contextlib
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +15,7 @@ import orjson
 import psycopg
 import structlog
 
+from central import evidence
 from central.completeness import merge_ranges, runs
 from central.envelope import Verified
 
@@ -28,19 +28,18 @@ _KNOWN_READING_KEYS = frozenset(
 _TEMP_TABLES = """
 CREATE TEMP TABLE IF NOT EXISTS tmp_envelopes (
     site text, agent text, seq bigint, stream text, kid text, created timestamptz,
-    payload_sha256 text, prev text, n_items integer, topic text) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS tmp_readings (
-    id text, site text, agent text, device text, channel text, t timestamptz,
-    value double precision, value_bool boolean, value_text text, unit text, quality text,
-    nuclide text, raw jsonb, seq bigint, extra jsonb) ON COMMIT DELETE ROWS;
+    payload_sha256 text, prev text, n_items integer, topic text, id_prefix text,
+    id_first bigint) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_events (
     id text, site text, agent text, stream text, t timestamptz, body jsonb, seq bigint)
     ON COMMIT DELETE ROWS;
 """
 
-ENV_COLS = "site, agent, seq, stream, kid, created, payload_sha256, prev, n_items, topic"
-READ_COLS = ("id, site, agent, device, channel, t, value, value_bool, value_text, unit, quality,"
-             " nuclide, raw, seq, extra")
+ENV_COLS = ("site, agent, seq, stream, kid, created, payload_sha256, prev, n_items, topic,"
+            " id_prefix, id_first")
+ROW_COLS = "series, pos, seq, t, value, quality, value_bool, value_text, nuclide, extra"
+QUALITY = {"good": 0, "uncertain": 1, "bad": 2}
+QUALITY_OTHER = 3  # the text itself goes to `extra`
 EVENT_COLS = "id, site, agent, stream, t, body, seq"
 
 RAISE_ALERT = """
@@ -159,9 +158,11 @@ class Store:
         """Write one batch in one transaction (committed when this returns).
 
         The envelopes go in first (ON CONFLICT DO NOTHING RETURNING the new ones); only the
-        items of envelopes that were new are written, by COPY straight into their tables. An
-        item id that exists already (an agent re-using ids: never seen in practice) makes that
-        COPY fail; the batch is then written again through temporary tables with ON CONFLICT.
+        items of envelopes that were new are written, by COPY straight into their tables
+        (a reading is identified by its envelope and position, so the envelope's key is what
+        makes a replay change nothing). An event id that exists already (an agent re-using
+        ids: never seen in practice) makes that COPY fail; the batch is then written again
+        with the events through a temporary table with ON CONFLICT.
         """
         try:
             return self._write(batch, direct=True)
@@ -211,63 +212,144 @@ def _write_envelopes(cur: psycopg.Cursor[Any], envelopes: list[Verified], *,
                      direct: bool) -> tuple[int, int, int]:
     agents = sorted({(e.site, e.agent) for e in envelopes})
     _lock_agents(cur, agents)
+    id_runs = [id_run(e.items) if e.stream == "readings" else None for e in envelopes]
     with cur.copy(f"COPY tmp_envelopes ({ENV_COLS}) FROM STDIN") as copy:
-        for e in envelopes:
+        for e, ids in zip(envelopes, id_runs, strict=True):
             copy.write_row((e.site, e.agent, e.seq, e.stream, e.kid, e.created,
-                            e.payload_sha256, e.prev, len(e.items), e.topic))
+                            e.payload_sha256, e.prev, len(e.items), e.topic,
+                            *(ids or (None, None))))
     cur.execute(
         f"INSERT INTO envelopes ({ENV_COLS}) SELECT {ENV_COLS} FROM tmp_envelopes"  # noqa: S608
         " ON CONFLICT DO NOTHING RETURNING site, agent, seq"
     )
     new = {(site, agent, int(seq)) for site, agent, seq in cur.fetchall()}
     cur.execute("TRUNCATE tmp_envelopes")
-    if not direct:
-        n_events = _copy_items(cur, envelopes, "tmp_")[1]
-        per_agent: dict[tuple[str, str], int] = {}
-        cur.execute(
-            f"WITH stored AS (INSERT INTO readings ({READ_COLS}) SELECT {READ_COLS}"  # noqa: S608
-            " FROM tmp_readings ON CONFLICT DO NOTHING RETURNING site, agent)"
-            " SELECT site, agent, count(*) FROM stored GROUP BY site, agent"
-        )
-        for site, agent, count in cur.fetchall():
-            per_agent[(site, agent)] = int(count)
-        cur.execute(
-            f"INSERT INTO events ({EVENT_COLS}) SELECT {EVENT_COLS}"  # noqa: S608
-            " FROM tmp_events ON CONFLICT DO NOTHING"
-        )
-        _copy_evidence(cur, [e for e in envelopes if (e.site, e.agent, e.seq) in new])
-        _maintain_completeness(cur, new, per_agent)
-        return len(new), sum(per_agent.values()), n_events
     fresh: list[Verified] = []
-    per_agent = {}
-    for e in envelopes:
+    loose_ids: list[Verified] = []
+    per_agent: dict[tuple[str, str], int] = {}
+    for e, ids in zip(envelopes, id_runs, strict=True):
         key = (e.site, e.agent, e.seq)
         if key in new:
             new.discard(key)  # an envelope twice in one batch: its items once
             fresh.append(e)
             if e.stream == "readings":
                 per_agent[(e.site, e.agent)] = per_agent.get((e.site, e.agent), 0) + len(e.items)
-    n_readings, n_events = _copy_items(cur, fresh, "")
+                if ids is None:
+                    loose_ids.append(e)
+    n_readings = _copy_readings(cur, [e for e in fresh if e.stream == "readings"], loose_ids)
+    n_events = _copy_events(cur, [e for e in fresh if e.stream != "readings"], direct=direct)
     _copy_evidence(cur, fresh)
     _maintain_completeness(cur, {(e.site, e.agent, e.seq) for e in fresh}, per_agent)
     return len(fresh), n_readings, n_events
 
 
-def _upsert_series(cur: psycopg.Cursor[Any],
-                   latest: dict[tuple[str, str, str, str, str], str]) -> None:
-    """The batch's series with the time of their latest reading (the fleet page's device list).
+def id_run(items: list[dict[str, Any]]) -> tuple[str, int] | None:
+    """(prefix, first counter) when the items' ids are the agent's form, else None.
+
+    The agent's form: one prefix and a 12-hex-digit counter, consecutive in item order. Then
+    `prefix + %012x(first + pos)` gives every id back and no id needs a row of its own.
+    """
+    if not items:
+        return None
+    first = items[0]["id"]
+    if len(first) <= 12:  # noqa: PLR2004 - the counter's width
+        return None
+    prefix, digits = first[:-12], first[-12:]
+    try:
+        start = int(digits, 16)
+    except ValueError:
+        return None
+    for pos, it in enumerate(items):
+        if it["id"] != f"{prefix}{start + pos:012x}":
+            return None
+    return prefix, start
+
+
+def _series_ids(cur: psycopg.Cursor[Any], envelopes: list[Verified]) -> dict[tuple[str, ...], int]:
+    """The number of each series of the batch (created on first sight), its latest time kept.
 
     The agents' rows are locked already, so writers never meet on a series row.
     """
+    latest: dict[tuple[str, ...], str] = {}
+    for e in envelopes:
+        site, agent = e.site, e.agent
+        for it in e.items:
+            key = (site, agent, it["device"], it["channel"], str(it.get("unit") or ""))
+            if latest.get(key, "") < it["t"]:
+                latest[key] = it["t"]
     rows = sorted(latest.items())
     cur.execute(
         "INSERT INTO series (site, agent, device, channel, unit, last_t)"
         " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
         " %s::timestamptz[])"
         " ON CONFLICT (site, agent, device, channel, unit)"
-        " DO UPDATE SET last_t = greatest(series.last_t, EXCLUDED.last_t)",
+        " DO UPDATE SET last_t = greatest(series.last_t, EXCLUDED.last_t)"
+        " RETURNING site, agent, device, channel, unit, id",
         (*([k[i] for k, _t in rows] for i in range(5)), [t for _k, t in rows]),
     )
+    return {tuple(r[:5]): int(r[5]) for r in cur.fetchall()}
+
+
+def _copy_readings(cur: psycopg.Cursor[Any], envelopes: list[Verified],
+                   loose_ids: list[Verified]) -> int:
+    """COPY the readings of new envelopes into `reading_rows` (one narrow row each)."""
+    if not envelopes:
+        return 0
+    series = _series_ids(cur, envelopes)
+    n = 0
+    dumps = orjson.dumps
+    known = _KNOWN_READING_KEYS
+    quality_code = QUALITY.get
+    with cur.copy(f"COPY reading_rows ({ROW_COLS}) FROM STDIN") as copy:
+        write = copy.write_row
+        for e in envelopes:
+            site, agent, seq = e.site, e.agent, e.seq
+            for pos, it in enumerate(e.items):
+                number, flag, text, other = typed_value(it.get("value"))
+                quality = quality_code(it["quality"], QUALITY_OTHER)
+                extra = None
+                if (other is not None or quality == QUALITY_OTHER or len(it) > len(known)
+                        or not known.issuperset(it)):
+                    more = {k: v for k, v in it.items() if k not in known} | (other or {})
+                    if quality == QUALITY_OTHER:
+                        more["quality"] = it["quality"]
+                    extra = dumps(more).decode()
+                write((
+                    series[(site, agent, it["device"], it["channel"], str(it.get("unit") or ""))],
+                    pos, seq, it["t"], number, quality, flag, text, it.get("nuclide"), extra,
+                ))
+                n += 1
+    if loose_ids:
+        with cur.copy("COPY item_ids (site, agent, seq, pos, id) FROM STDIN") as copy:
+            for e in loose_ids:
+                for pos, it in enumerate(e.items):
+                    copy.write_row((e.site, e.agent, e.seq, pos, it["id"]))
+    return n
+
+
+def _copy_events(cur: psycopg.Cursor[Any], envelopes: list[Verified], *, direct: bool) -> int:
+    """COPY the events of new envelopes.
+
+    With `direct` False through a temporary table with ON CONFLICT (an event id seen before:
+    an agent re-using ids).
+    """
+    if not envelopes:
+        return 0
+    n = 0
+    table = "events" if direct else "tmp_events"
+    with cur.copy(f"COPY {table} ({EVENT_COLS}) FROM STDIN") as copy:
+        for e in envelopes:
+            for index, it in enumerate(e.items):
+                event_id = it.get("id") or f"{e.site}/{e.agent}/{e.seq}/{index}"
+                copy.write_row((str(event_id), e.site, e.agent, e.stream, it.get("t"),
+                                orjson.dumps(it).decode(), e.seq))
+                n += 1
+    if not direct:
+        cur.execute(
+            f"INSERT INTO events ({EVENT_COLS}) SELECT {EVENT_COLS}"  # noqa: S608
+            " FROM tmp_events ON CONFLICT DO NOTHING"
+        )
+    return n
 
 
 def _copy_evidence(cur: psycopg.Cursor[Any], envelopes: list[Verified]) -> None:
@@ -279,7 +361,7 @@ def _copy_evidence(cur: psycopg.Cursor[Any], envelopes: list[Verified]) -> None:
             if key in seen or not e.body:
                 continue
             seen.add(key)
-            copy.write_row((e.site, e.agent, e.seq, zlib.compress(e.body, 6)))
+            copy.write_row((e.site, e.agent, e.seq, evidence.pack(e.body)))
 
 
 def _lock_agents(cur: psycopg.Cursor[Any], agents: list[tuple[str, str]]) -> None:
@@ -379,45 +461,3 @@ def typed_value(value: Any) -> tuple[float | None, bool | None, str | None,
     if isinstance(value, str):
         return None, None, value, None
     return None, None, None, {"value": value}
-
-
-def _copy_items(cur: psycopg.Cursor[Any], envelopes: list[Verified],
-               prefix: str) -> tuple[int, int]:
-    """COPY the items into `{prefix}readings` / `{prefix}events`."""
-    n_readings = n_events = 0
-    readings = [e for e in envelopes if e.stream == "readings"]
-    if readings:
-        dumps = orjson.dumps
-        latest: dict[tuple[str, str, str, str, str], str] = {}
-        with cur.copy(f"COPY {prefix}readings ({READ_COLS}) FROM STDIN") as copy:
-            write = copy.write_row
-            known = _KNOWN_READING_KEYS
-            for e in readings:
-                site, agent, seq = e.site, e.agent, e.seq
-                for it in e.items:
-                    raw = it.get("raw")
-                    number, flag, text, other = typed_value(it.get("value"))
-                    extra = None
-                    if other is not None or len(it) > len(known) or not known.issuperset(it):
-                        extra = dumps({**{k: v for k, v in it.items() if k not in known},
-                                       **(other or {})}).decode()
-                    write((
-                        it["id"], site, agent, it["device"], it["channel"], it["t"],
-                        number, flag, text, it.get("unit"), it["quality"], it.get("nuclide"),
-                        None if raw is None else dumps(raw).decode(), seq, extra,
-                    ))
-                    n_readings += 1
-                    key = (site, agent, it["device"], it["channel"], str(it.get("unit") or ""))
-                    if latest.get(key, "") < it["t"]:
-                        latest[key] = it["t"]
-        _upsert_series(cur, latest)
-    events = [e for e in envelopes if e.stream != "readings"]
-    if events:
-        with cur.copy(f"COPY {prefix}events ({EVENT_COLS}) FROM STDIN") as copy:
-            for e in events:
-                for index, it in enumerate(e.items):
-                    event_id = it.get("id") or f"{e.site}/{e.agent}/{e.seq}/{index}"
-                    copy.write_row((str(event_id), e.site, e.agent, e.stream, it.get("t"),
-                                    orjson.dumps(it).decode(), e.seq))
-                    n_events += 1
-    return n_readings, n_events

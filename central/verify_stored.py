@@ -9,7 +9,6 @@ no longer verifies: each is a finding naming the agent and seq.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,7 +17,8 @@ import orjson
 import psycopg
 
 from central.envelope import KeyRegistry, Rejected, verify
-from central.store import typed_value
+from central.evidence import unpack
+from central.store import QUALITY, typed_value
 
 _KNOWN = frozenset({"id", "device", "channel", "t", "value", "unit", "quality", "nuclide", "raw"})
 PAGE = 500  # envelopes per query
@@ -44,19 +44,25 @@ class Findings:
     problems: list[str] = field(default_factory=list)
 
 
-def _reading_row(site: str, agent: str, seq: int, it: dict[str, Any]) -> tuple[Any, ...]:
-    """The row the ingest stores for a reading item (as read back from PostgreSQL)."""
+def _reading_row(it: dict[str, Any]) -> tuple[Any, ...]:
+    """The row the ingest stores for a reading item, as the view `readings` shows it."""
     number, flag, text, other = typed_value(it.get("value"))
     extra = {k: v for k, v in it.items() if k not in _KNOWN} | (other or {})
-    return (site, agent, it["device"], it["channel"], datetime.fromisoformat(it["t"]),
-            None if number is None else float(number), flag, text, it.get("unit"),
-            it["quality"], it.get("nuclide"), it.get("raw"), seq, extra or None)
+    if it["quality"] not in QUALITY:
+        extra["quality"] = it["quality"]
+    unit = it.get("unit")
+    return (it["id"], it["device"], it["channel"], datetime.fromisoformat(it["t"]),
+            None if number is None else float(number), flag, text,
+            None if unit in (None, "") else str(unit), it["quality"], it.get("nuclide"),
+            extra or None)
 
 
 READING_SQL = (
-    "SELECT id, site, agent, device, channel, t, value, value_bool, value_text, unit, quality,"
-    " nuclide, raw, seq, extra FROM readings WHERE id = ANY(%s)"
+    "SELECT pos, id, device, channel, t, value, value_bool, value_text, unit, quality, nuclide,"
+    " extra FROM readings WHERE site = %s AND agent = %s AND seq = %s AND t >= %s AND t <= %s"
 )
+READING_COLUMNS = ("id", "device", "channel", "t", "value", "value_bool", "value_text", "unit",
+                   "quality", "nuclide", "extra")
 
 
 def verify_stored(conn: psycopg.Connection[Any], registry: KeyRegistry,
@@ -96,9 +102,9 @@ def _check_envelope(conn: psycopg.Connection[Any], registry: KeyRegistry,
         found.problems.append(f"{name}: no signed evidence stored")
         return
     try:
-        env = verify(zlib.decompress(blob), topic, site=site, agent=agent, stream=stream,
+        env = verify(unpack(bytes(blob)), topic, site=site, agent=agent, stream=stream,
                      registry=registry)
-    except (Rejected, zlib.error) as exc:
+    except (Rejected, ValueError) as exc:
         found.problems.append(f"{name}: evidence does not verify ({exc})")
         return
     try:
@@ -120,24 +126,31 @@ def _check_envelope(conn: psycopg.Connection[Any], registry: KeyRegistry,
 def _check_readings(conn: psycopg.Connection[Any], items: list[dict[str, Any]],
                     key: tuple[str, str, int], name: str, found: Findings) -> None:
     site, agent, seq = key
-    stored = {r[0]: tuple(r[1:]) for r in conn.execute(READING_SQL, ([i["id"] for i in items],))}
+    expected: list[tuple[Any, ...] | None] = []
     for it in items:
+        try:
+            expected.append(_reading_row(it))
+        except ValueError:
+            expected.append(None)
+            found.problems.append(f"{name}: reading {it['id']}: signed time {it['t']!r} unreadable")
+    times = [row[3] for row in expected if row is not None]
+    stored: dict[int, tuple[Any, ...]] = {}
+    if times:
+        stored = {int(r[0]): tuple(r[1:]) for r in conn.execute(
+            READING_SQL, (site, agent, seq, min(times), max(times)))}
+    for pos, (it, want) in enumerate(zip(items, expected, strict=True)):
         found.readings += 1
-        row = stored.get(it["id"])
+        row = stored.pop(pos, None)
+        if want is None:
+            continue
         if row is None:
             found.problems.append(f"{name}: reading {it['id']} missing")
-            continue
-        try:
-            expected = _reading_row(site, agent, seq, it)
-        except ValueError:
-            found.problems.append(f"{name}: reading {it['id']}: signed time {it['t']!r} unreadable")
-            continue
-        if row != expected:
-            columns = ("site", "agent", "device", "channel", "t", "value", "value_bool",
-                       "value_text", "unit", "quality", "nuclide", "raw", "seq", "extra")
-            changed = [c for c, a, b in zip(columns, row, expected, strict=True) if a != b]
+        elif row != want:
+            changed = [c for c, a, b in zip(READING_COLUMNS, row, want, strict=True) if a != b]
             found.problems.append(f"{name}: reading {it['id']} differs from the signed item"
                                   f" ({', '.join(changed)})")
+    for pos in sorted(stored):
+        found.problems.append(f"{name}: a stored reading at position {pos} was never signed")
 
 
 def _check_events(conn: psycopg.Connection[Any], items: list[dict[str, Any]],

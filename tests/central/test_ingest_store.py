@@ -55,8 +55,8 @@ def test_envelopes_are_stored_once_with_their_readings_and_the_report_shows_them
     assert query(postgres.url, "SELECT count(*) FROM readings")[0][0] == 1000
     assert query(postgres.url, "SELECT count(*) FROM events WHERE stream = 'audit'")[0][0] == 2
     assert query(postgres.url, CHAIN_OK_SQL)[0][0] == 0
-    row = query(postgres.url, "SELECT unit, quality, nuclide, raw->>'unit' FROM readings LIMIT 1")
-    assert row[0] == ("MBq", "good", "F-18", "mCi")
+    row = query(postgres.url, "SELECT unit, quality, nuclide FROM readings LIMIT 1")
+    assert row[0] == ("MBq", "good", "F-18")
     result = report(config)
     assert result == {"agents": [{
         "site": "lab1", "agent": "edge1", "first_seq": 1, "last_seq": 41, "envelopes": 41,
@@ -266,9 +266,9 @@ def test_verify_stored_rechecks_the_signed_evidence_and_finds_a_row_altered_in_s
                                " WHERE id IN ('door-1', 'state-1') ORDER BY id") == [
         (True, None), (None, "IDLE")]
     # Someone changes a stored reading in the database: the evidence says otherwise.
-    victim = query(postgres.url, "SELECT id, seq FROM readings WHERE seq = 3 LIMIT 1")[0]
-    query_write(postgres.url, "UPDATE readings SET value = value + 1 WHERE id = %s", victim[0])
-    query_write(postgres.url, "UPDATE readings SET value_bool = false WHERE id = 'door-1'")
+    victim = query(postgres.url, "SELECT id, seq FROM readings WHERE seq = 3 AND pos = 1")[0]
+    query_write(postgres.url, "UPDATE reading_rows SET value = value + 1 WHERE seq = 3 AND pos = 1")
+    query_write(postgres.url, "UPDATE reading_rows SET value_bool = false WHERE seq = 7 AND pos = 0")
     bad = _verify_stored(config)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert f"lab1/edge1 seq 3: reading {victim[0]} differs from the signed item (value)" \
