@@ -169,8 +169,42 @@ def cmd_ingest_verify_stored(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if found.problems else EXIT_OK
 
 
+def cmd_ingest_archive(args: argparse.Namespace) -> int:
+    """`isoedge ingest archive -c FILE --before DATE`."""
+    if (missing := _missing_driver()) is not None:
+        return missing
+    from datetime import date  # noqa: PLC0415
+
+    import psycopg  # noqa: PLC0415
+
+    from central.schema import archive_partitions, migrate  # noqa: PLC0415
+    from central.store import connect  # noqa: PLC0415
+
+    loaded = _load(args.config)
+    if isinstance(loaded, int):
+        return loaded
+    config, _registry = loaded
+    try:
+        before = date.fromisoformat(args.before)
+    except ValueError:
+        _err(f"--before: expected a date YYYY-MM-DD, got {args.before!r}")
+        return EXIT_USAGE
+    try:
+        with connect(config.database.url, application_name="isoedge-ingest-archive",
+                     statement_timeout_ms=0) as conn:
+            migrate(conn, timescaledb=config.database.timescaledb)
+            moved = archive_partitions(conn, before)
+    except psycopg.Error as exc:
+        _err(f"{args.config}: database.url: {str(exc).strip()}")
+        return EXIT_FAILURE
+    for name in moved:
+        sys.stdout.write(f"detached to {name}\n")
+    sys.stdout.write(f"{len(moved)} daily partition(s) before {before} moved to schema archive\n")
+    return EXIT_OK
+
+
 def add_ingest_parser(verbs: Any) -> None:
-    """`isoedge ingest run|report|rebuild-completeness|verify-stored`."""
+    """`isoedge ingest run|report|rebuild-completeness|verify-stored|archive`."""
     ingest = verbs.add_parser("ingest", help="the central consumer: verify, store in PostgreSQL")
     sub = ingest.add_subparsers(dest="ingest_verb", metavar="ACTION", required=True)
     run = sub.add_parser("run", help="consume, verify and store until SIGTERM; repair gaps")
@@ -197,3 +231,8 @@ def add_ingest_parser(verbs: Any) -> None:
     check.add_argument("--from", dest="from_seq", type=int, help="first seq")
     check.add_argument("--to", dest="to_seq", type=int, help="last seq")
     check.set_defaults(func=cmd_ingest_verify_stored)
+    archive = sub.add_parser(
+        "archive", help="detach the readings' daily partitions before a date into schema archive")
+    archive.add_argument("-c", "--config", required=True, help="ingest configuration (TOML)")
+    archive.add_argument("--before", required=True, help="YYYY-MM-DD: days before it move")
+    archive.set_defaults(func=cmd_ingest_archive)

@@ -62,7 +62,7 @@ class FleetData:
     """The queries behind the page (blocking; called through asyncio.to_thread)."""
 
     def __init__(self, config: IngestConfig, registry: KeyRegistry) -> None:
-        self.url = config.database.url
+        self.url = config.web.database_url or config.database.url
         self.registry = registry
 
     def _conn(self) -> psycopg.Connection[Any]:
