@@ -66,7 +66,7 @@ def postgres_pids(uid: int) -> list[int]:
 def count(db_url: str) -> tuple[int, int]:
     with psycopg.connect(db_url) as conn:
         row = conn.execute(
-            "SELECT (SELECT count(*) FROM envelopes), (SELECT count(*) FROM readings)"
+            "SELECT (SELECT count(*) FROM envelopes), (SELECT count(*) FROM reading_rows)"
         ).fetchone()
         if row is None:
             raise RuntimeError("count query returned nothing")

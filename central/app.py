@@ -16,12 +16,13 @@ from central.config import IngestConfig
 from central.consumer import BrokerIncompatibleError, Consumer
 from central.envelope import KeyRegistry
 from central.repair import Repairer
-from central.schema import migrate
+from central.schema import ensure_partitions, migrate
 from central.store import connect
 
 log = structlog.get_logger("isoedge.central")
 
 MIGRATE_TIMEOUT_S = 120.0
+PARTITIONS_EVERY_S = 3600.0  # the daily partitions of the days ahead, checked hourly
 
 
 def prepare_database(config: IngestConfig, timeout: float = MIGRATE_TIMEOUT_S) -> int:
@@ -47,6 +48,16 @@ def ingest_report(config: IngestConfig, registry: KeyRegistry) -> dict[str, Any]
         return {"agents": [a.as_json() for a in report(conn, registry.agents)]}
 
 
+def rebuild_completeness(config: IngestConfig, *, write: bool) -> list[str]:
+    """`isoedge ingest rebuild-completeness`: recompute from the record; the differences."""
+    from central.completeness import rebuild  # noqa: PLC0415 - only this verb needs it
+
+    with connect(config.database.url, application_name="isoedge-ingest-rebuild",
+                 statement_timeout_ms=0) as conn:
+        migrate(conn, timescaledb=config.database.timescaledb)
+        return rebuild(conn, write=write)
+
+
 class Ingest:
     """One ingest process: consumer threads, the repair cycle and (optionally) the fleet page."""
 
@@ -62,9 +73,22 @@ class Ingest:
         """Ask `run` to return (signal handlers call this)."""
         self._stop.set()
 
+    def _ensure_partitions(self) -> None:
+        with connect(self.config.database.url, application_name="isoedge-ingest-partitions") as c:
+            created = ensure_partitions(c)
+        if created:
+            log.info("partitions created ahead", partitions=created)
+
     async def _repair_loop(self) -> None:
         interval = self.config.repair.check_interval_s
+        partitions_due = 0.0
         while True:
+            if asyncio.get_running_loop().time() >= partitions_due:
+                try:
+                    await asyncio.to_thread(self._ensure_partitions)
+                    partitions_due = asyncio.get_running_loop().time() + PARTITIONS_EVERY_S
+                except psycopg.Error as exc:
+                    log.warning("creating partitions ahead failed", error=str(exc).strip()[:200])
             failed = self.consumer.failed
             if isinstance(failed, BrokerIncompatibleError):
                 raise failed

@@ -109,8 +109,102 @@ def cmd_ingest_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ingest_rebuild(args: argparse.Namespace) -> int:
+    """`isoedge ingest rebuild-completeness -c FILE [--check]`."""
+    if (missing := _missing_driver()) is not None:
+        return missing
+    import psycopg  # noqa: PLC0415
+
+    from central.app import rebuild_completeness  # noqa: PLC0415
+
+    loaded = _load(args.config)
+    if isinstance(loaded, int):
+        return loaded
+    config, _registry = loaded
+    try:
+        diff = rebuild_completeness(config, write=not args.check)
+    except psycopg.Error as exc:
+        _err(f"{args.config}: database.url: {str(exc).strip()}")
+        return EXIT_FAILURE
+    for line in diff:
+        sys.stdout.write(line + "\n")
+    if not diff:
+        sys.stdout.write("completeness agrees with the record\n")
+        return EXIT_OK
+    if args.check:
+        sys.stdout.write(f"{len(diff)} difference(s); not changed (--check)\n")
+        return EXIT_FAILURE
+    sys.stdout.write(f"{len(diff)} difference(s); completeness rebuilt from the record\n")
+    return EXIT_OK
+
+
+def cmd_ingest_verify_stored(args: argparse.Namespace) -> int:
+    """`isoedge ingest verify-stored -c FILE [--site S --agent A --from SEQ --to SEQ]`."""
+    if (missing := _missing_driver()) is not None:
+        return missing
+    import psycopg  # noqa: PLC0415
+
+    from central.schema import migrate  # noqa: PLC0415
+    from central.store import connect  # noqa: PLC0415
+    from central.verify_stored import Selection, verify_stored  # noqa: PLC0415
+
+    loaded = _load(args.config)
+    if isinstance(loaded, int):
+        return loaded
+    config, registry = loaded
+    selection = Selection(args.site, args.agent, args.from_seq, args.to_seq)
+    try:
+        with connect(config.database.url, application_name="isoedge-verify-stored",
+                     statement_timeout_ms=0) as conn:
+            migrate(conn, timescaledb=config.database.timescaledb)
+            found = verify_stored(conn, registry, selection)
+    except psycopg.Error as exc:
+        _err(f"{args.config}: database.url: {str(exc).strip()}")
+        return EXIT_FAILURE
+    for line in found.problems:
+        sys.stdout.write(line + "\n")
+    sys.stdout.write(f"{found.envelopes} envelopes, {found.readings} readings, {found.events}"
+                     f" events checked against their signatures: "
+                     f"{len(found.problems) or 'no'} problem(s)\n")
+    return EXIT_FAILURE if found.problems else EXIT_OK
+
+
+def cmd_ingest_archive(args: argparse.Namespace) -> int:
+    """`isoedge ingest archive -c FILE --before DATE`."""
+    if (missing := _missing_driver()) is not None:
+        return missing
+    from datetime import date  # noqa: PLC0415
+
+    import psycopg  # noqa: PLC0415
+
+    from central.schema import archive_partitions, migrate  # noqa: PLC0415
+    from central.store import connect  # noqa: PLC0415
+
+    loaded = _load(args.config)
+    if isinstance(loaded, int):
+        return loaded
+    config, _registry = loaded
+    try:
+        before = date.fromisoformat(args.before)
+    except ValueError:
+        _err(f"--before: expected a date YYYY-MM-DD, got {args.before!r}")
+        return EXIT_USAGE
+    try:
+        with connect(config.database.url, application_name="isoedge-ingest-archive",
+                     statement_timeout_ms=0) as conn:
+            migrate(conn, timescaledb=config.database.timescaledb)
+            moved = archive_partitions(conn, before)
+    except psycopg.Error as exc:
+        _err(f"{args.config}: database.url: {str(exc).strip()}")
+        return EXIT_FAILURE
+    for name in moved:
+        sys.stdout.write(f"detached to {name}\n")
+    sys.stdout.write(f"{len(moved)} daily partition(s) before {before} moved to schema archive\n")
+    return EXIT_OK
+
+
 def add_ingest_parser(verbs: Any) -> None:
-    """`isoedge ingest run|report`."""
+    """`isoedge ingest run|report|rebuild-completeness|verify-stored|archive`."""
     ingest = verbs.add_parser("ingest", help="the central consumer: verify, store in PostgreSQL")
     sub = ingest.add_subparsers(dest="ingest_verb", metavar="ACTION", required=True)
     run = sub.add_parser("run", help="consume, verify and store until SIGTERM; repair gaps")
@@ -121,3 +215,24 @@ def add_ingest_parser(verbs: Any) -> None:
     report.add_argument("-c", "--config", required=True, help="ingest configuration (TOML)")
     report.add_argument("--json", action="store_true", help="machine-readable (CONTRACT §6)")
     report.set_defaults(func=cmd_ingest_report)
+    rebuild = sub.add_parser(
+        "rebuild-completeness",
+        help="recompute each agent's ranges, chain and counts from the record; show differences")
+    rebuild.add_argument("-c", "--config", required=True, help="ingest configuration (TOML)")
+    rebuild.add_argument("--check", action="store_true",
+                         help="only compare; exit 1 when the maintained state disagrees")
+    rebuild.set_defaults(func=cmd_ingest_rebuild)
+    check = sub.add_parser(
+        "verify-stored",
+        help="re-verify stored evidence against the key registry and the stored rows")
+    check.add_argument("-c", "--config", required=True, help="ingest configuration (TOML)")
+    check.add_argument("--site", help="only this site")
+    check.add_argument("--agent", help="only this agent")
+    check.add_argument("--from", dest="from_seq", type=int, help="first seq")
+    check.add_argument("--to", dest="to_seq", type=int, help="last seq")
+    check.set_defaults(func=cmd_ingest_verify_stored)
+    archive = sub.add_parser(
+        "archive", help="detach the readings' daily partitions before a date into schema archive")
+    archive.add_argument("-c", "--config", required=True, help="ingest configuration (TOML)")
+    archive.add_argument("--before", required=True, help="YYYY-MM-DD: days before it move")
+    archive.set_defaults(func=cmd_ingest_archive)

@@ -90,6 +90,18 @@ class WebSection(_Strict):
     enabled: bool = False
     listen: str = "127.0.0.1:8090"
     users: list[WebUser] = Field(default_factory=list)
+    database_url: str | None = Field(
+        default=None,
+        description="A read replica for the page's queries (default: database.url); the page "
+        "only reads, so a streaming replica a few seconds behind serves it.",
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in {"postgresql", "postgres"}:
+            raise ValueError("expected postgresql://USER@HOST:PORT/DATABASE")
+        return value
 
 
 class SigningSection(_Strict):

@@ -121,6 +121,7 @@ class Verified:
     prev: str
     topic: str
     items: list[dict[str, Any]]
+    body: bytes = b""  # the JWS as received: the evidence kept beside the rows
 
 
 def parse_topic(topic: str, prefix: str) -> tuple[str, str, str] | None:
@@ -211,4 +212,4 @@ def verify(body: bytes, topic: str, *, site: str, agent: str, stream: str,
         raise Rejected("payload is not an envelope", kid=kid) from None
     _check_payload(seq, items, fields, (site, agent, stream), kid)
     return Verified(site, agent, seq, stream, kid, fields[4], b64url_sha256(payload), fields[3],
-                    topic, items)
+                    topic, items, body)

@@ -41,6 +41,14 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
+def _csv_value(value: float | bool | str | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else repr(value)
+
+
 def _parse_time(text: str | None, default: datetime) -> datetime:
     if not text:
         return default
@@ -55,7 +63,7 @@ class FleetData:
     """The queries behind the page (blocking; called through asyncio.to_thread)."""
 
     def __init__(self, config: IngestConfig, registry: KeyRegistry) -> None:
-        self.url = config.database.url
+        self.url = config.web.database_url or config.database.url
         self.registry = registry
 
     def _conn(self) -> psycopg.Connection[Any]:
@@ -85,8 +93,8 @@ class FleetData:
             devices = [
                 {"site": s, "agent": a, "device": d, "channel": c}
                 for s, a, d, c in conn.execute(
-                    "SELECT DISTINCT site, agent, device, channel FROM readings"
-                    " WHERE t > now() - interval '2 days' ORDER BY 1, 2, 3, 4 LIMIT 500"
+                    "SELECT DISTINCT site, agent, device, channel FROM series"
+                    " WHERE last_t > now() - interval '2 days' ORDER BY 1, 2, 3, 4 LIMIT 500"
                 )
             ]
         agents = []
@@ -134,7 +142,9 @@ class FleetData:
     def readings(self, selection: Selection) -> list[tuple[Any, ...]]:
         """Rows of one device in [start, end), oldest first, at most MAX_POINTS."""
         site, agent, device, channel, start, end = selection
-        sql = ("SELECT t, value, unit, quality, channel, nuclide, id, seq FROM readings"
+        # A value is a number, a boolean or a text (CONTRACT.md §7): one column each.
+        sql = ("SELECT t, value, value_bool, value_text, unit, quality, channel, nuclide, id, seq"
+               " FROM readings"
                " WHERE site = %s AND agent = %s AND device = %s AND t >= %s AND t < %s")
         params: list[Any] = [site, agent, device, start, end]
         if channel:
@@ -143,7 +153,11 @@ class FleetData:
         sql += " ORDER BY t LIMIT %s"
         params.append(MAX_POINTS)
         with self._conn() as conn:
-            return list(conn.execute(sql, params).fetchall())
+            return [
+                (t, number if flag is None and text is None else (flag if text is None else text),
+                 *rest)
+                for t, number, flag, text, *rest in conn.execute(sql, params)
+            ]
 
 
 Selection = tuple[str, str, str, str | None, datetime, datetime]
@@ -212,7 +226,7 @@ def create_app(config: IngestConfig, registry: KeyRegistry,
                          "nuclide", "id", "seq"])
         for t, value, unit, quality, chan, nuclide, rid, seq in rows:
             writer.writerow([_iso(t), site, agent, device, chan,
-                             "" if value is None else repr(value), unit, quality, nuclide or "",
+                             _csv_value(value), unit, quality, nuclide or "",
                              rid, seq])
         name = f"{site}_{agent}_{device}_{start:%Y%m%dT%H%M%S}.csv"
         return web.Response(text=out.getvalue(), content_type="text/csv",

@@ -15,6 +15,8 @@ import orjson
 import psycopg
 import structlog
 
+from central import evidence
+from central.completeness import merge_ranges, runs
 from central.envelope import Verified
 
 log = structlog.get_logger("isoedge.central.store")
@@ -26,18 +28,18 @@ _KNOWN_READING_KEYS = frozenset(
 _TEMP_TABLES = """
 CREATE TEMP TABLE IF NOT EXISTS tmp_envelopes (
     site text, agent text, seq bigint, stream text, kid text, created timestamptz,
-    payload_sha256 text, prev text, n_items integer, topic text) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS tmp_readings (
-    id text, site text, agent text, device text, channel text, t timestamptz,
-    value double precision, unit text, quality text, nuclide text, raw jsonb, seq bigint,
-    extra jsonb) ON COMMIT DELETE ROWS;
+    payload_sha256 text, prev text, n_items integer, topic text, id_prefix text,
+    id_first bigint) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_events (
     id text, site text, agent text, stream text, t timestamptz, body jsonb, seq bigint)
     ON COMMIT DELETE ROWS;
 """
 
-ENV_COLS = "site, agent, seq, stream, kid, created, payload_sha256, prev, n_items, topic"
-READ_COLS = "id, site, agent, device, channel, t, value, unit, quality, nuclide, raw, seq, extra"
+ENV_COLS = ("site, agent, seq, stream, kid, created, payload_sha256, prev, n_items, topic,"
+            " id_prefix, id_first")
+ROW_COLS = "series, pos, seq, t, value, quality, value_bool, value_text, nuclide, extra"
+QUALITY = {"good": 0, "uncertain": 1, "bad": 2}
+QUALITY_OTHER = 3  # the text itself goes to `extra`
 EVENT_COLS = "id, site, agent, stream, t, body, seq"
 
 RAISE_ALERT = """
@@ -111,8 +113,12 @@ class WriteResult:
     rejected: int
 
 
-def connect(url: str, *, application_name: str = "isoedge-ingest") -> psycopg.Connection[Any]:
-    """A connection with bounded waits: connect timeout, TCP keepalive and user timeout."""
+def connect(url: str, *, application_name: str = "isoedge-ingest",
+            statement_timeout_ms: int = 60_000) -> psycopg.Connection[Any]:
+    """A connection with bounded waits: connect timeout, TCP keepalive and user timeout.
+
+    `statement_timeout_ms` 0 for the full scans of a rebuild.
+    """
     return psycopg.connect(
         url,
         connect_timeout=10,
@@ -122,7 +128,7 @@ def connect(url: str, *, application_name: str = "isoedge-ingest") -> psycopg.Co
         keepalives_count=3,
         tcp_user_timeout=30_000,
         application_name=application_name,
-        options="-c statement_timeout=60000 -c TimeZone=UTC",
+        options=f"-c statement_timeout={int(statement_timeout_ms)} -c TimeZone=UTC",
     )
 
 
@@ -152,9 +158,11 @@ class Store:
         """Write one batch in one transaction (committed when this returns).
 
         The envelopes go in first (ON CONFLICT DO NOTHING RETURNING the new ones); only the
-        items of envelopes that were new are written, by COPY straight into their tables. An
-        item id that exists already (an agent re-using ids: never seen in practice) makes that
-        COPY fail; the batch is then written again through temporary tables with ON CONFLICT.
+        items of envelopes that were new are written, by COPY straight into their tables
+        (a reading is identified by its envelope and position, so the envelope's key is what
+        makes a replay change nothing). An event id that exists already (an agent re-using
+        ids: never seen in practice) makes that COPY fail; the batch is then written again
+        with the events through a temporary table with ON CONFLICT.
         """
         try:
             return self._write(batch, direct=True)
@@ -202,69 +210,254 @@ class Store:
 
 def _write_envelopes(cur: psycopg.Cursor[Any], envelopes: list[Verified], *,
                      direct: bool) -> tuple[int, int, int]:
+    agents = sorted({(e.site, e.agent) for e in envelopes})
+    _lock_agents(cur, agents)
+    id_runs = [id_run(e.items) if e.stream == "readings" else None for e in envelopes]
     with cur.copy(f"COPY tmp_envelopes ({ENV_COLS}) FROM STDIN") as copy:
-        for e in envelopes:
+        for e, ids in zip(envelopes, id_runs, strict=True):
             copy.write_row((e.site, e.agent, e.seq, e.stream, e.kid, e.created,
-                            e.payload_sha256, e.prev, len(e.items), e.topic))
+                            e.payload_sha256, e.prev, len(e.items), e.topic,
+                            *(ids or (None, None))))
     cur.execute(
         f"INSERT INTO envelopes ({ENV_COLS}) SELECT {ENV_COLS} FROM tmp_envelopes"  # noqa: S608
         " ON CONFLICT DO NOTHING RETURNING site, agent, seq"
     )
     new = {(site, agent, int(seq)) for site, agent, seq in cur.fetchall()}
     cur.execute("TRUNCATE tmp_envelopes")
-    if not direct:
-        n_readings, n_events = _copy_items(cur, envelopes, "tmp_")
-        if n_readings:
-            cur.execute(
-                f"INSERT INTO readings ({READ_COLS}) SELECT {READ_COLS}"  # noqa: S608
-                " FROM tmp_readings ON CONFLICT DO NOTHING"
-            )
-        if n_events:
-            cur.execute(
-                f"INSERT INTO events ({EVENT_COLS}) SELECT {EVENT_COLS}"  # noqa: S608
-                " FROM tmp_events ON CONFLICT DO NOTHING"
-            )
-        return len(new), n_readings, n_events
     fresh: list[Verified] = []
-    for e in envelopes:
+    loose_ids: list[Verified] = []
+    per_agent: dict[tuple[str, str], int] = {}
+    for e, ids in zip(envelopes, id_runs, strict=True):
         key = (e.site, e.agent, e.seq)
         if key in new:
             new.discard(key)  # an envelope twice in one batch: its items once
             fresh.append(e)
-    n_readings, n_events = _copy_items(cur, fresh, "")
+            if e.stream == "readings":
+                per_agent[(e.site, e.agent)] = per_agent.get((e.site, e.agent), 0) + len(e.items)
+                if ids is None:
+                    loose_ids.append(e)
+    n_readings = _copy_readings(cur, [e for e in fresh if e.stream == "readings"], loose_ids)
+    n_events = _copy_events(cur, [e for e in fresh if e.stream != "readings"], direct=direct)
+    _copy_evidence(cur, fresh)
+    _maintain_completeness(cur, {(e.site, e.agent, e.seq) for e in fresh}, per_agent)
     return len(fresh), n_readings, n_events
 
 
-def _copy_items(cur: psycopg.Cursor[Any], envelopes: list[Verified],
-               prefix: str) -> tuple[int, int]:
-    """COPY the items into `{prefix}readings` / `{prefix}events`."""
-    n_readings = n_events = 0
-    readings = [e for e in envelopes if e.stream == "readings"]
-    if readings:
-        dumps = orjson.dumps
-        with cur.copy(f"COPY {prefix}readings ({READ_COLS}) FROM STDIN") as copy:
-            write = copy.write_row
-            known = _KNOWN_READING_KEYS
-            for e in readings:
-                site, agent, seq = e.site, e.agent, e.seq
-                for it in e.items:
-                    raw = it.get("raw")
-                    extra = None
-                    if len(it) > len(known) or not known.issuperset(it):
-                        extra = dumps({k: v for k, v in it.items() if k not in known}).decode()
-                    write((
-                        it["id"], site, agent, it["device"], it["channel"], it["t"],
-                        it.get("value"), it.get("unit"), it["quality"], it.get("nuclide"),
-                        None if raw is None else dumps(raw).decode(), seq, extra,
-                    ))
-                    n_readings += 1
-    events = [e for e in envelopes if e.stream != "readings"]
-    if events:
-        with cur.copy(f"COPY {prefix}events ({EVENT_COLS}) FROM STDIN") as copy:
-            for e in events:
-                for index, it in enumerate(e.items):
-                    event_id = it.get("id") or f"{e.site}/{e.agent}/{e.seq}/{index}"
-                    copy.write_row((str(event_id), e.site, e.agent, e.stream, it.get("t"),
-                                    orjson.dumps(it).decode(), e.seq))
-                    n_events += 1
-    return n_readings, n_events
+def id_run(items: list[dict[str, Any]]) -> tuple[str, int] | None:
+    """(prefix, first counter) when the items' ids are the agent's form, else None.
+
+    The agent's form: one prefix and a 12-hex-digit counter, consecutive in item order. Then
+    `prefix + %012x(first + pos)` gives every id back and no id needs a row of its own.
+    """
+    if not items:
+        return None
+    first = items[0]["id"]
+    if len(first) <= 12:  # noqa: PLR2004 - the counter's width
+        return None
+    prefix, digits = first[:-12], first[-12:]
+    try:
+        start = int(digits, 16)
+    except ValueError:
+        return None
+    for pos, it in enumerate(items):
+        if it["id"] != f"{prefix}{start + pos:012x}":
+            return None
+    return prefix, start
+
+
+def _series_ids(cur: psycopg.Cursor[Any], envelopes: list[Verified]) -> dict[tuple[str, ...], int]:
+    """The number of each series of the batch (created on first sight), its latest time kept.
+
+    The agents' rows are locked already, so writers never meet on a series row.
+    """
+    latest: dict[tuple[str, ...], str] = {}
+    for e in envelopes:
+        site, agent = e.site, e.agent
+        for it in e.items:
+            key = (site, agent, it["device"], it["channel"], str(it.get("unit") or ""))
+            if latest.get(key, "") < it["t"]:
+                latest[key] = it["t"]
+    rows = sorted(latest.items())
+    cur.execute(
+        "INSERT INTO series (site, agent, device, channel, unit, last_t)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+        " %s::timestamptz[])"
+        " ON CONFLICT (site, agent, device, channel, unit)"
+        " DO UPDATE SET last_t = greatest(series.last_t, EXCLUDED.last_t)"
+        " RETURNING site, agent, device, channel, unit, id",
+        (*([k[i] for k, _t in rows] for i in range(5)), [t for _k, t in rows]),
+    )
+    return {tuple(r[:5]): int(r[5]) for r in cur.fetchall()}
+
+
+def _copy_readings(cur: psycopg.Cursor[Any], envelopes: list[Verified],
+                   loose_ids: list[Verified]) -> int:
+    """COPY the readings of new envelopes into `reading_rows` (one narrow row each)."""
+    if not envelopes:
+        return 0
+    series = _series_ids(cur, envelopes)
+    n = 0
+    dumps = orjson.dumps
+    known = _KNOWN_READING_KEYS
+    quality_code = QUALITY.get
+    with cur.copy(f"COPY reading_rows ({ROW_COLS}) FROM STDIN") as copy:
+        write = copy.write_row
+        for e in envelopes:
+            site, agent, seq = e.site, e.agent, e.seq
+            for pos, it in enumerate(e.items):
+                number, flag, text, other = typed_value(it.get("value"))
+                quality = quality_code(it["quality"], QUALITY_OTHER)
+                extra = None
+                if (other is not None or quality == QUALITY_OTHER or len(it) > len(known)
+                        or not known.issuperset(it)):
+                    more = {k: v for k, v in it.items() if k not in known} | (other or {})
+                    if quality == QUALITY_OTHER:
+                        more["quality"] = it["quality"]
+                    extra = dumps(more).decode()
+                write((
+                    series[(site, agent, it["device"], it["channel"], str(it.get("unit") or ""))],
+                    pos, seq, it["t"], number, quality, flag, text, it.get("nuclide"), extra,
+                ))
+                n += 1
+    if loose_ids:
+        with cur.copy("COPY item_ids (site, agent, seq, pos, id) FROM STDIN") as copy:
+            for e in loose_ids:
+                for pos, it in enumerate(e.items):
+                    copy.write_row((e.site, e.agent, e.seq, pos, it["id"]))
+    return n
+
+
+def _copy_events(cur: psycopg.Cursor[Any], envelopes: list[Verified], *, direct: bool) -> int:
+    """COPY the events of new envelopes.
+
+    With `direct` False through a temporary table with ON CONFLICT (an event id seen before:
+    an agent re-using ids).
+    """
+    if not envelopes:
+        return 0
+    n = 0
+    table = "events" if direct else "tmp_events"
+    with cur.copy(f"COPY {table} ({EVENT_COLS}) FROM STDIN") as copy:
+        for e in envelopes:
+            for index, it in enumerate(e.items):
+                event_id = it.get("id") or f"{e.site}/{e.agent}/{e.seq}/{index}"
+                copy.write_row((str(event_id), e.site, e.agent, e.stream, it.get("t"),
+                                orjson.dumps(it).decode(), e.seq))
+                n += 1
+    if not direct:
+        cur.execute(
+            f"INSERT INTO events ({EVENT_COLS}) SELECT {EVENT_COLS}"  # noqa: S608
+            " FROM tmp_events ON CONFLICT DO NOTHING"
+        )
+    return n
+
+
+def _copy_evidence(cur: psycopg.Cursor[Any], envelopes: list[Verified]) -> None:
+    """The signed JWS of each new envelope, compressed (one twice in `envelopes`: once)."""
+    seen: set[tuple[str, str, int]] = set()
+    with cur.copy("COPY evidence (site, agent, seq, jws_zlib) FROM STDIN") as copy:
+        for e in envelopes:
+            key = (e.site, e.agent, e.seq)
+            if key in seen or not e.body:
+                continue
+            seen.add(key)
+            copy.write_row((e.site, e.agent, e.seq, evidence.pack(e.body)))
+
+
+def _lock_agents(cur: psycopg.Cursor[Any], agents: list[tuple[str, str]]) -> None:
+    """Take the row of each agent of the batch, in one order (no deadlock between writers).
+
+    Writers of one agent thus take turns, so the ranges and chain joins each one derives from
+    what is stored are never computed from a state another transaction is changing.
+    """
+    sites, names = [a[0] for a in agents], [a[1] for a in agents]
+    cur.execute(
+        "INSERT INTO agent_record (site, agent) SELECT * FROM unnest(%s::text[], %s::text[])"
+        " ON CONFLICT DO NOTHING",
+        (sites, names),
+    )
+    cur.execute(
+        "SELECT 1 FROM agent_record a JOIN unnest(%s::text[], %s::text[]) AS k(site, agent)"
+        " ON a.site = k.site AND a.agent = k.agent ORDER BY a.site, a.agent FOR UPDATE OF a",
+        (sites, names),
+    )
+
+
+def _maintain_completeness(cur: psycopg.Cursor[Any], new: set[tuple[str, str, int]],
+                           readings: dict[tuple[str, str], int]) -> None:
+    """Fold the batch's new envelopes into `agent_record`, `seq_ranges` and `chain_breaks`."""
+    if not new and not readings:
+        return
+    by_agent: dict[tuple[str, str], list[int]] = {}
+    for site, agent, seq in new:
+        by_agent.setdefault((site, agent), []).append(seq)
+    keys = sorted(set(by_agent) | set(readings))
+    spans = {k: (min(v), max(v)) for k, v in by_agent.items()}
+    cur.execute(
+        "UPDATE agent_record a SET envelopes = a.envelopes + u.n,"
+        " readings = a.readings + u.r, first_seq = least(a.first_seq, u.lo),"
+        " last_seq = greatest(a.last_seq, u.hi),"
+        " last_seen = CASE WHEN u.n > 0 THEN greatest(a.last_seen, now()) ELSE a.last_seen END"
+        " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[],"
+        " %s::bigint[]) AS u(site, agent, n, r, lo, hi)"
+        " WHERE a.site = u.site AND a.agent = u.agent",
+        ([k[0] for k in keys], [k[1] for k in keys], [len(by_agent.get(k, [])) for k in keys],
+         [readings.get(k, 0) for k in keys], [spans.get(k, (None, None))[0] for k in keys],
+         [spans.get(k, (None, None))[1] for k in keys]),
+    )
+    if not by_agent:
+        return
+    # The stored ranges touching the batch's span are taken out and put back merged.
+    agents = sorted(by_agent)
+    cur.execute(
+        "DELETE FROM seq_ranges r USING unnest(%s::text[], %s::text[], %s::bigint[],"
+        " %s::bigint[]) AS s(site, agent, lo, hi)"
+        " WHERE r.site = s.site AND r.agent = s.agent AND r.hi >= s.lo - 1 AND r.lo <= s.hi + 1"
+        " RETURNING r.site, r.agent, r.lo, r.hi",
+        ([k[0] for k in agents], [k[1] for k in agents], [spans[k][0] for k in agents],
+         [spans[k][1] for k in agents]),
+    )
+    old: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for site, agent, lo, hi in cur.fetchall():
+        old.setdefault((site, agent), []).append((int(lo), int(hi)))
+    rows = [
+        (*key, lo, hi)
+        for key in agents
+        for lo, hi in merge_ranges(old.get(key, []) + runs(by_agent[key]))
+    ]
+    cur.execute(
+        "INSERT INTO seq_ranges (site, agent, lo, hi)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[])",
+        ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]),
+    )
+    # Chain joins the batch made: each new envelope with its predecessor and its successor.
+    joins = sorted({(s, a, q) for s, a, seq in new for q in (seq, seq + 1)})
+    cur.execute(
+        "INSERT INTO chain_breaks (site, agent, seq)"
+        " SELECT e.site, e.agent, e.seq"
+        " FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS k(site, agent, seq)"
+        " JOIN envelopes e ON e.site = k.site AND e.agent = k.agent AND e.seq = k.seq"
+        " LEFT JOIN envelopes p ON p.site = e.site AND p.agent = e.agent AND p.seq = e.seq - 1"
+        " WHERE (e.seq = 1 AND e.prev <> '')"
+        "    OR (p.seq IS NOT NULL AND e.prev <> p.payload_sha256)"
+        " ON CONFLICT DO NOTHING",
+        ([j[0] for j in joins], [j[1] for j in joins], [j[2] for j in joins]),
+    )
+
+
+def typed_value(value: Any) -> tuple[float | None, bool | None, str | None,
+                                     dict[str, Any] | None]:
+    """(number, boolean, text, other) of a reading's value: at most one is not None.
+
+    CONTRACT.md §7: a value is a number, a boolean or a short text (or null for a `bad`
+    reading). Anything else is outside the contract; it is kept in `extra`, not lost.
+    """
+    if value is None:
+        return None, None, None, None
+    if value is True or value is False:
+        return None, value, None, None
+    if isinstance(value, int | float):
+        return value, None, None, None
+    if isinstance(value, str):
+        return None, None, value, None
+    return None, None, None, {"value": value}

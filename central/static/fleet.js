@@ -86,7 +86,9 @@ async function plot() {
   const res = await fetch(`/api/readings?${params}`);
   if (!res.ok) { $("plot-info").textContent = _("error {status}", { status: res.status }); return; }
   const data = await res.json();
-  const pts = data.points.filter((p) => p[1] !== null).map((p) => [Date.parse(p[0]), p[1]]);
+  // Numbers and booleans (as 0/1) are plotted; text states are listed in the CSV export.
+  const pts = data.points.filter((p) => typeof p[1] === "number" || typeof p[1] === "boolean")
+    .map((p) => [Date.parse(p[0]), Number(p[1])]);
   const svg = $("plot");
   if (pts.length === 0) { svg.innerHTML = ""; $("plot-info").textContent = _("No readings in this range."); return; }
   const [W, H, L, B] = [900, 300, 60, 30];

@@ -100,3 +100,11 @@ def final_stats(proc: IngestProcess) -> dict[str, Any]:
         if '"ingest stopped"' in line:
             return dict(json.loads(line))
     raise AssertionError(f"no final stats in {proc.log_path}")
+
+
+def rebuild_check(config: Path) -> subprocess.CompletedProcess[str]:
+    """`isoedge ingest rebuild-completeness --check`: the maintained completeness against a
+    recomputation from the whole record (exit 0: they agree)."""
+    return subprocess.run(
+        isoedge_cmd("ingest", "rebuild-completeness", "-c", str(config), "--check"),
+        capture_output=True, text=True, env=cli_env(), check=False, timeout=120)

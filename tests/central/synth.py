@@ -39,6 +39,8 @@ class SynthAgent:
     prev: str = ""
     counter: int = 0
     sent: dict[int, tuple[str, bytes]] = field(default_factory=dict)
+    # Reading ids in the agent's form (agent/core/reading.py): a random prefix and a counter.
+    id_prefix: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
 
     def __post_init__(self) -> None:
         if self.signer is None:
@@ -60,7 +62,7 @@ class SynthAgent:
             self.counter += 1
             if stream == "readings":
                 items.append({
-                    "id": f"{self.agent}-{uuid.uuid4().hex}", "device": device,
+                    "id": f"{self.id_prefix}{self.counter:012x}", "device": device,
                     "channel": "activity", "t": now(), "value": 100.0 + self.counter % 50,
                     "unit": "MBq", "quality": "good", "nuclide": "F-18",
                     "raw": {"value": 2.7 + self.counter % 50 / 37, "unit": "mCi"},

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Self
 
 import pytest
@@ -19,6 +20,7 @@ from ingestproc import (
     count_envelopes,
     final_stats,
     query,
+    rebuild_check,
     report,
     write_ingest_config,
 )
@@ -56,7 +58,8 @@ class SteadyStream:
         self.publisher.wait_acked(60)
 
 
-def _assert_exactly_once(db_url: str, agents: list[SynthAgent], total: int) -> None:
+def _assert_exactly_once(db_url: str, agents: list[SynthAgent], total: int,
+                         config: Path) -> None:
     rows = query(db_url, "SELECT agent, count(*), count(DISTINCT seq), min(seq), max(seq)"
                          " FROM envelopes GROUP BY agent ORDER BY agent")
     assert rows == [(a.agent, total, total, 1, total) for a in sorted(agents, key=lambda a: a.agent)]
@@ -67,6 +70,13 @@ def _assert_exactly_once(db_url: str, agents: list[SynthAgent], total: int) -> N
     for agent in agents:
         assert query(db_url, "SELECT count(*) FROM envelopes WHERE agent = %s AND prev = %s",
                      (agent.agent, agent.prev))[0][0] == 0  # nobody points past the last one
+    # The completeness the writers maintained (two processes, a kill, re-deliveries) is what
+    # a recomputation from the whole record finds.
+    check = rebuild_check(config)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert query(db_url, "SELECT agent, lo, hi FROM seq_ranges ORDER BY agent") == [
+        (a.agent, 1, total) for a in sorted(agents, key=lambda a: a.agent)]
+    assert query(db_url, "SELECT count(*) FROM chain_breaks") == [(0,)]
 
 
 @pytest.fixture
@@ -101,7 +111,7 @@ def test_two_ingests_one_sigkilled_and_restarted_mid_stream_store_every_envelope
         first = IngestProcess(config, "ingest-a").start()
         procs.append(first)
     wait_until(lambda: count_envelopes(postgres.url) >= total * len(agents), timeout=90)
-    _assert_exactly_once(postgres.url, agents, total)
+    _assert_exactly_once(postgres.url, agents, total, config)
     for proc in (first, second):
         assert proc.terminate() == 0, proc.log()
     assert final_stats(second)["new_envelopes"] > 0  # the group shared the load
@@ -121,7 +131,7 @@ def test_postgresql_stopped_mid_stream_loses_and_duplicates_nothing(fleet, postg
         time.sleep(PG_OUTAGE_S)  # the outage itself: its length is the point of the test
         postgres.start()
     wait_until(lambda: count_envelopes(postgres.url) >= total * len(agents), timeout=120)
-    _assert_exactly_once(postgres.url, agents, total)
+    _assert_exactly_once(postgres.url, agents, total, config)
     logs = "".join(p.log() for p in procs)
     assert "database write failed; retrying" in logs
     for proc in procs:

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import base64
+import subprocess
 
 import orjson
+import psycopg
 import pytest
-from helpers import wait_until
-from ingestproc import IngestProcess, count_envelopes, query, report, write_ingest_config
+from helpers import cli_env, isoedge_cmd, wait_until
+from ingestproc import (
+    IngestProcess,
+    count_envelopes,
+    query,
+    rebuild_check,
+    report,
+    write_ingest_config,
+)
 from synth import Publisher, SynthAgent
 
 CHAIN_OK_SQL = """
@@ -46,8 +55,8 @@ def test_envelopes_are_stored_once_with_their_readings_and_the_report_shows_them
     assert query(postgres.url, "SELECT count(*) FROM readings")[0][0] == 1000
     assert query(postgres.url, "SELECT count(*) FROM events WHERE stream = 'audit'")[0][0] == 2
     assert query(postgres.url, CHAIN_OK_SQL)[0][0] == 0
-    row = query(postgres.url, "SELECT unit, quality, nuclide, raw->>'unit' FROM readings LIMIT 1")
-    assert row[0] == ("MBq", "good", "F-18", "mCi")
+    row = query(postgres.url, "SELECT unit, quality, nuclide FROM readings LIMIT 1")
+    assert row[0] == ("MBq", "good", "F-18")
     result = report(config)
     assert result == {"agents": [{
         "site": "lab1", "agent": "edge1", "first_seq": 1, "last_seq": 41, "envelopes": 41,
@@ -55,6 +64,22 @@ def test_envelopes_are_stored_once_with_their_readings_and_the_report_shows_them
         "last_seen": result["agents"][0]["last_seen"], "permanent_gaps": [],
     }]}
     assert ingest.terminate() == 0, ingest.log()
+    # The completeness kept as envelopes arrived is what the record itself says ...
+    check = rebuild_check(config)
+    assert check.returncode == 0 and "agrees" in check.stdout, check.stdout + check.stderr
+    # ... and a rebuild finds and mends a maintained state that no longer matches it.
+    query_write(postgres.url, "UPDATE seq_ranges SET hi = 30")
+    query_write(postgres.url, "UPDATE agent_record SET readings = readings - 25")
+    check = rebuild_check(config)
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "lab1/edge1: counts (41, 975," in check.stdout
+    assert "lab1/edge1: ranges [(1, 30)] kept, [(1, 41)] in the record" in check.stdout
+    assert report(config)["agents"][0]["readings"] == 975  # what the page would show
+    rebuild = subprocess.run(isoedge_cmd("ingest", "rebuild-completeness", "-c", str(config)),
+                             capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert rebuild.returncode == 0 and "rebuilt" in rebuild.stdout, rebuild.stdout
+    assert rebuild_check(config).returncode == 0
+    assert report(config) == result
 
 
 def test_forged_and_tampered_envelopes_are_rejected_and_alerted_never_stored(rig, tmp_path):
@@ -89,6 +114,11 @@ def test_forged_and_tampered_envelopes_are_rejected_and_alerted_never_stored(rig
                       ("rejected_envelope", "lab1", "edge1", "unknown key")]
     # seq 4 never arrived intact: a gap, asked for (the synthetic agent does not answer)
     wait_until(lambda: report(config)["agents"][0]["gaps"] == [[4, 4]], timeout=20)
+
+
+def query_write(db_url: str, sql: str, *params: object) -> None:
+    with psycopg.connect(db_url) as conn:
+        conn.execute(sql, params or None)
 
 
 def wait_ready(publisher, agent, db_url, timeout: float = 30.0) -> None:
@@ -207,3 +237,50 @@ def test_signed_but_malformed_or_unstorable_envelopes_are_rejected_and_the_inges
     assert all(r.startswith("not storable") for r in reasons[1:])
     assert [s for (s,) in query(postgres.url, "SELECT seq FROM envelopes ORDER BY seq")] == [1, 5]
     assert ingests[0].proc.poll() is None  # still running
+
+
+def _verify_stored(config, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(isoedge_cmd("ingest", "verify-stored", "-c", str(config), *extra),
+                          capture_output=True, text=True, env=cli_env(), timeout=120, check=False)
+
+
+def test_verify_stored_rechecks_the_signed_evidence_and_finds_a_row_altered_in_sql(rig):
+    agent, config, publisher, ingests, postgres = rig
+    ingests.append(IngestProcess(config).start())
+    wait_ready(publisher, agent, postgres.url)
+    for _ in range(5):
+        publisher.publish(*agent.envelope(n_items=4))
+    publisher.publish(*agent.envelope(stream="audit", n_items=2))
+    door = {"id": "door-1", "device": "hotcell-1", "channel": "door_open",
+            "t": "2026-12-04T10:00:00.000000Z", "value": True, "unit": None, "quality": "good",
+            "raw": {"value": True, "text": "co 0: 01"}}
+    state = {**door, "id": "state-1", "channel": "state", "value": "IDLE", "raw": {"text": "IDLE"}}
+    publisher.publish(*agent.envelope(items=[door, state], device="hotcell-1"))
+    publisher.wait_acked()
+    wait_until(lambda: count_envelopes(postgres.url) >= 7, timeout=30)
+    ok = _verify_stored(config)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "7 envelopes, 22 readings, 2 events checked against their signatures: no problem" \
+        in ok.stdout
+    assert query(postgres.url, "SELECT value_bool, value_text FROM readings"
+                               " WHERE id IN ('door-1', 'state-1') ORDER BY id") == [
+        (True, None), (None, "IDLE")]
+    # Someone changes a stored reading in the database: the evidence says otherwise.
+    victim = query(postgres.url, "SELECT id, seq FROM readings WHERE seq = 3 AND pos = 1")[0]
+    query_write(postgres.url, "UPDATE reading_rows SET value = value + 1 WHERE seq = 3 AND pos = 1")
+    query_write(postgres.url, "UPDATE reading_rows SET value_bool = false WHERE seq = 7 AND pos = 0")
+    bad = _verify_stored(config)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert f"lab1/edge1 seq 3: reading {victim[0]} differs from the signed item (value)" \
+        in bad.stdout
+    assert "lab1/edge1 seq 7: reading door-1 differs from the signed item (value_bool)" \
+        in bad.stdout
+    # A range: only seq 1..2 is checked, and it is intact.
+    part = _verify_stored(config, "--site", "lab1", "--agent", "edge1", "--from", "1", "--to", "2")
+    assert part.returncode == 0 and "2 envelopes, 8 readings" in part.stdout, part.stdout
+    # An envelope row altered (its chain link) and evidence deleted are found too.
+    query_write(postgres.url, "UPDATE envelopes SET prev = 'x' WHERE seq = 2")
+    query_write(postgres.url, "DELETE FROM evidence WHERE seq = 5")
+    bad = _verify_stored(config, "--from", "1", "--to", "6")
+    assert "lab1/edge1 seq 2: envelope row differs from its evidence" in bad.stdout
+    assert "lab1/edge1 seq 5: no signed evidence stored" in bad.stdout
