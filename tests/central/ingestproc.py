@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import signal
 import subprocess
 from pathlib import Path
@@ -28,8 +29,12 @@ def trust_ingest(directory: Path) -> str:
 
 
 def write_ingest_config(path: Path, broker_url: str, db_url: str,
-                        agents: list[tuple[str, str, list[Path]]], *, group: str = "ingest",
+                        agents: list[tuple[str, str, list[Path]]], *, group: str | None = None,
                         extra: str = "") -> Path:
+    # A group of its own per configuration: an ingest's client id comes from the first free
+    # instance slot of its group on this host, and tests running side by side (xdist) must not
+    # take each other's slots, or a restarted ingest would not resume its own session.
+    group = group or f"ingest-{secrets.token_hex(4)}"
     blocks = "".join(
         f'\n[[agents]]\nsite = "{site}"\nagent = "{agent}"\n'
         f"public_keys = {json.dumps([str(k) for k in keys])}\n"
