@@ -160,6 +160,17 @@ class FleetData:
             ]
 
 
+def _metrics_handler(consumer: Consumer | None) -> Any:
+    async def metrics(_request: web.Request) -> web.Response:
+        if consumer is None:
+            raise web.HTTPNotFound(text="no consumer in this process")
+        from central.metrics import render  # noqa: PLC0415 - prometheus_client only when scraped
+
+        return web.Response(body=render(consumer), content_type="text/plain", charset="utf-8")
+
+    return metrics
+
+
 Selection = tuple[str, str, str, str | None, datetime, datetime]
 
 
@@ -248,6 +259,7 @@ def create_app(config: IngestConfig, registry: KeyRegistry,
     app.router.add_get("/api/readings", readings)
     app.router.add_get("/export.csv", export)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", _metrics_handler(consumer))
     app.router.add_static("/static/", STATIC)
     return app
 
