@@ -201,14 +201,14 @@ def parse_jws(body: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[dict[str, A
     try:
         header_doc = orjson.loads(b64url_decode(jws.protected))
         header = ProtectedHeader.model_validate(header_doc)
-    except (ValueError, orjson.JSONDecodeError):
-        raise Rejected("malformed JWS (protected header)") from None
-    except ValidationError as exc:
+    except ValidationError as exc:  # (a ValueError too: caught first)
         kid = header_doc.get("kid") if isinstance(header_doc, dict) else None
         if not isinstance(kid, str) or not kid:
             raise Rejected("no kid in the protected header") from None
         raise Rejected(f"bad protected header ({_first_error(exc)})", code="bad_header",
                        kid=kid[:128]) from None
+    except (ValueError, orjson.JSONDecodeError):
+        raise Rejected("malformed JWS (protected header)") from None
     if header.typ != TYP:
         raise Rejected(f"bad protected header (typ {header.typ[:40]!r}, expected {TYP})",
                        code="bad_header", kid=header.kid)
