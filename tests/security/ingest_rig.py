@@ -111,9 +111,9 @@ def make_rig(tmp_path: Path, mosquitto: Any, postgres: PostgresServer, inbound: 
         # A group of its own: its slot lock (and so the client id a restart resumes) is not
         # shared with ingest tests running at the same time.
         group=f"sec-{uuid.uuid4().hex[:12]}",
-        extra=(f"[repair]\ncheck_interval_s = 1\ngrace_s = 600\n"
-               f'[web]\nenabled = true\nlisten = "127.0.0.1:{port}"\n'
-               f"[inbound]\n{inbound}\n"),
+        extra=((f"[repair]\ncheck_interval_s = 1\ngrace_s = 600\n"
+               f'[web]\nenabled = true\nlisten = "127.0.0.1:{port}"\n')
+               + (f"[inbound]\n{inbound}\n" if inbound else "")),
     )
     publisher = Publisher(mosquitto.port)
     ingest = IngestProcess(config).start()
