@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agent.core.passwords import check_user_credentials
 from agent.delivery.settings import BrokerEndpoint
@@ -134,6 +141,19 @@ class WebSection(_Strict):
             raise ValueError("expected postgresql://USER@HOST:PORT/DATABASE")
         return value
 
+    tls_cert_file: Path | None = Field(
+        default=None, description="PEM certificate (chain): the page is then served over HTTPS."
+    )
+    tls_key_file: Path | None = Field(
+        default=None, description="PEM private key, when not in the certificate file."
+    )
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> WebSection:
+        if self.tls_key_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_key_file without tls_cert_file")
+        return self
+
 
 class SigningSection(_Strict):
     """The ingest's own Ed25519 key (`isoedge keygen`): it signs replay requests.
@@ -225,4 +245,8 @@ def load_config(path: str | Path) -> IngestConfig:
     signing = config.signing
     if signing is not None:
         signing = signing.model_copy(update={"key_file": rel(signing.key_file)})
-    return config.model_copy(update={"agents": agents, "broker": broker, "signing": signing})
+    web_section = config.web.model_copy(update={
+        k: rel(getattr(config.web, k)) for k in ("tls_cert_file", "tls_key_file")
+    })
+    return config.model_copy(update={"agents": agents, "broker": broker, "signing": signing,
+                                     "web": web_section})

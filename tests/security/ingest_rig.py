@@ -73,6 +73,14 @@ class Rig:
         self.publisher.publish(f"isoedge/v1/{self.agent.site}/{self.agent.agent}/status",
                                orjson.dumps({"state": "online"}), retain=True)
         wait_until(lambda: self.count("SELECT count(*) FROM agent_status") >= 1, timeout=60)
+        wait_until(self._page_answers, timeout=60)
+
+    def _page_answers(self) -> bool:
+        try:
+            self.metrics()
+        except OSError:
+            return False
+        return True
 
     def send_legit(self, n: int) -> None:
         for _ in range(n):
@@ -102,7 +110,8 @@ class Rig:
                      " central_alerts WHERE kind = %s AND cleared IS NULL ORDER BY id", (kind,))
 
 
-def make_rig(tmp_path: Path, mosquitto: Any, postgres: PostgresServer, inbound: str = "") -> Rig:
+def make_rig(tmp_path: Path, mosquitto: Any, postgres: PostgresServer, inbound: str = "",
+             web: str = "") -> Rig:
     agent = SynthAgent("lab1", "edge1", tmp_path / "keys-edge1")
     port = free_port()
     config = write_ingest_config(
@@ -112,7 +121,7 @@ def make_rig(tmp_path: Path, mosquitto: Any, postgres: PostgresServer, inbound: 
         # shared with ingest tests running at the same time.
         group=f"sec-{uuid.uuid4().hex[:12]}",
         extra=((f"[repair]\ncheck_interval_s = 1\ngrace_s = 600\n"
-               f'[web]\nenabled = true\nlisten = "127.0.0.1:{port}"\n')
+               f'[web]\nenabled = true\nlisten = "127.0.0.1:{port}"\n{web}\n')
                + (f"[inbound]\n{inbound}\n" if inbound else "")),
     )
     publisher = Publisher(mosquitto.port)
