@@ -141,17 +141,16 @@ class WebSection(_Strict):
             raise ValueError("expected postgresql://USER@HOST:PORT/DATABASE")
         return value
 
-    tls_cert_file: Path | None = Field(
-        default=None, description="PEM certificate (chain): the page is then served over HTTPS."
+    tls_cert: Path | None = Field(
+        default=None, description="PEM certificate (chain): the page is then served over HTTPS"
+        " only (TLS 1.2 or newer); with `tls_key`, both or neither, as the agent console's.",
     )
-    tls_key_file: Path | None = Field(
-        default=None, description="PEM private key, when not in the certificate file."
-    )
+    tls_key: Path | None = Field(default=None, description="PEM private key of `tls_cert`.")
 
     @model_validator(mode="after")
-    def _key_needs_cert(self) -> WebSection:
-        if self.tls_key_file is not None and self.tls_cert_file is None:
-            raise ValueError("tls_key_file without tls_cert_file")
+    def _both_or_neither(self) -> WebSection:
+        if (self.tls_key is None) != (self.tls_cert is None):
+            raise ValueError("tls_cert and tls_key: both or neither")
         return self
 
 
@@ -246,7 +245,7 @@ def load_config(path: str | Path) -> IngestConfig:
     if signing is not None:
         signing = signing.model_copy(update={"key_file": rel(signing.key_file)})
     web_section = config.web.model_copy(update={
-        k: rel(getattr(config.web, k)) for k in ("tls_cert_file", "tls_key_file")
+        k: rel(getattr(config.web, k)) for k in ("tls_cert", "tls_key")
     })
     return config.model_copy(update={"agents": agents, "broker": broker, "signing": signing,
                                      "web": web_section})

@@ -266,7 +266,7 @@ def create_app(config: IngestConfig, registry: KeyRegistry,
     """The aiohttp application of the fleet page."""
     host = config.web.listen.rpartition(":")[0]
     auth = Authenticator(config.web.users, listen_host=host)
-    tls = config.web.tls_cert_file is not None
+    tls = config.web.tls_cert is not None
     app = web.Application(middlewares=[security_headers(tls=tls),
                                        auth.middleware(frozenset({"/healthz"}))])
     data = FleetData(config, registry)
@@ -339,14 +339,14 @@ def create_app(config: IngestConfig, registry: KeyRegistry,
 
 
 def tls_context(config: IngestConfig) -> ssl.SSLContext | None:
-    """The server context of `web.tls_cert_file`/`tls_key_file` (TLS 1.2 or later), or None."""
+    """The server context of `web.tls_cert`/`tls_key` (TLS 1.2 or later), or None."""
     section = config.web
-    if section.tls_cert_file is None:
+    if section.tls_cert is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    key = str(section.tls_key_file) if section.tls_key_file else None
-    context.load_cert_chain(str(section.tls_cert_file), key)
+    key = str(section.tls_key) if section.tls_key else None
+    context.load_cert_chain(str(section.tls_cert), key)
     return context
 
 

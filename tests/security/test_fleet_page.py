@@ -107,7 +107,7 @@ def _certificate(folder):
 def test_the_page_is_served_over_tls_with_hsts(tmp_path, mosquitto, postgres):
     cert_file, key_file = _certificate(tmp_path)
     rig = make_rig(tmp_path, mosquitto, postgres,
-                   web=f'tls_cert_file = "{cert_file}"\ntls_key_file = "{key_file}"\n')
+                   web=f'tls_cert = "{cert_file}"\ntls_key = "{key_file}"\n')
     try:
         context = ssl.create_default_context(cafile=str(cert_file))
 
