@@ -106,3 +106,40 @@ def test_the_alert_limiter_writes_once_per_interval_with_the_count_and_bounds_ne
                             new_source=True, now=100.0 + i) for i in range(5)]
     written = [(n.site, n.agent) for n in sources if n is not None]
     assert written == [("s0", "a"), ("s1", "a"), ("*", "*")]
+
+
+def test_a_bug_met_by_one_message_costs_that_message_only(keyed, tmp_path):
+    """The decoder's per-message catch-all: a failure of ours (here a key look-up that raises,
+    standing for any bug) rejects that message with code internal_error, counts it and raises a
+    critical alert; the other messages of the same batch are verified as usual."""
+    import uuid
+
+    from central.config import BrokerSection, DatabaseSection, IngestConfig
+    from central.consumer import Consumer, _Incoming
+
+    agent, registry = keyed
+    other = SynthAgent("lab1", "edge1", tmp_path / "other-key")
+
+    class FaultyRegistry(KeyRegistry):
+        def get(self, kid):
+            if kid == other.signer.kid:
+                raise RuntimeError("a bug")
+            return super().get(kid)
+
+    faulty = FaultyRegistry([registry.get(agent.signer.kid)])
+    config = IngestConfig(broker=BrokerSection(group=f"t-{uuid.uuid4().hex[:8]}"),
+                          database=DatabaseSection(url="postgresql://x@127.0.0.1/x"))
+    consumer = Consumer(config, faulty)
+    try:
+        messages = [_Incoming(0, i + 1, 1, topic, body, time.time()) for i, (topic, body) in
+                    enumerate([agent.envelope(n_items=2), other.envelope(n_items=2),
+                               agent.envelope(n_items=2)])]
+        batch, ackable = consumer._classify(messages)
+        assert [e.seq for e in batch.envelopes] == [agent.seq - 1, agent.seq]
+        assert [(r.code, r.reason) for r in batch.rejections] == [
+            ("internal_error", "internal error (RuntimeError)")]
+        assert len(ackable) == 3  # the failed one is acknowledged with the rest
+        assert consumer.stats.internal_errors == 1
+        assert [(a.kind, a.severity) for a in batch.alerts] == [("rejected_envelope", "critical")]
+    finally:
+        consumer._slot_handle.close()
