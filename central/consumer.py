@@ -56,13 +56,15 @@ def broker_problem(properties: Any) -> str | None:
     return None
 
 
-# Errors that say the database (or the connection) is away: retried, never a verdict on data.
-# Everything else a write raises is deterministic for that batch (psycopg's DataError,
-# IntegrityError, ProgramLimitExceeded ..., or a bug of ours) and goes one message at a time.
 _LOG_FIRST = 10  # internal errors logged with their traceback; then every thousandth
 
 
 def _retryable(exc: BaseException) -> bool:
+    """The database (or the connection) is away: retried, never a verdict on data.
+
+    Everything else a write raises is deterministic for that batch (psycopg's DataError,
+    IntegrityError, ProgramLimitExceeded ..., or a bug of ours): it goes one message at a time.
+    """
     return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and not isinstance(
         exc, psycopg.errors.ProgramLimitExceeded
     )
@@ -92,7 +94,6 @@ class IngestStats:
     statuses_unsigned: int = 0  # stored for display only: no verified evidence
     rejected_by_code: dict[str, int] = field(default_factory=dict)
     internal_errors: int = 0
-    conflicts: int = 0
     acked: int = 0
     db_errors: int = 0
     commits: int = 0
