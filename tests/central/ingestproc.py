@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,12 @@ def trust_ingest(directory: Path) -> str:
 
 
 def write_ingest_config(path: Path, broker_url: str, db_url: str,
-                        agents: list[tuple[str, str, list[Path]]], *, group: str = "ingest",
+                        agents: list[tuple[str, str, list[Path]]], *, group: str | None = None,
                         extra: str = "") -> Path:
+    # A share group of its own per configuration: the ingest's instance slot (a lock file per
+    # host and group, which makes its client id) is then never taken by an ingest of another
+    # test running at the same time, so a restarted process resumes its own session.
+    group = group or f"ingest-{uuid.uuid4().hex[:12]}"
     blocks = "".join(
         f'\n[[agents]]\nsite = "{site}"\nagent = "{agent}"\n'
         f"public_keys = {json.dumps([str(k) for k in keys])}\n"
