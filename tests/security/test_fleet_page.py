@@ -32,11 +32,11 @@ def _readings(**params: str) -> str:
     return "/api/readings?" + urllib.parse.urlencode({**base, **params})
 
 
-def test_bad_query_parameters_answer_400_never_500(rig):
-    rig.send_legit(2)
-    rig.publisher.wait_acked()
-    rig.assert_stream_complete()
-    port = rig.web_port
+def test_bad_query_parameters_answer_400_never_500(central_rig):
+    central_rig.send_legit(2)
+    central_rig.publisher.wait_acked()
+    central_rig.assert_stream_complete()
+    port = central_rig.web_port
     assert get(port, _readings())[0] == 200
     bad = [
         _readings(device="dc\x00-1"), _readings(site="lab\x001"), _readings(channel="a\x00"),
@@ -53,11 +53,11 @@ def test_bad_query_parameters_answer_400_never_500(rig):
     extreme = _readings(to="9999-12-31T23:59:59", **{"from": "0001-01-01T00:00:00+14:00"})
     assert get(port, extreme)[0] == 200
     assert get(port, "/api/fleet")[0] == 200  # and the page still answers
-    assert rig.ingest.proc.poll() is None
+    assert central_rig.ingest.proc.poll() is None
 
 
-def test_the_csv_file_name_cannot_be_injected(rig):
-    status, headers, _body = get(rig.web_port, "/export.csv?" + urllib.parse.urlencode({
+def test_the_csv_file_name_cannot_be_injected(central_rig):
+    status, headers, _body = get(central_rig.web_port, "/export.csv?" + urllib.parse.urlencode({
         "site": "lab1", "agent": "edge1",
         "device": 'dc"; filename="evil.sh',
     }))
@@ -65,16 +65,16 @@ def test_the_csv_file_name_cannot_be_injected(rig):
     disposition = headers["content-disposition"]
     assert disposition.startswith('attachment; filename="lab1_edge1_dc--')
     assert disposition.count('"') == 2 and "evil.sh" not in disposition.split('"')[2]
-    status, headers, _body = get(rig.web_port, "/export.csv?" + urllib.parse.urlencode({
+    status, headers, _body = get(central_rig.web_port, "/export.csv?" + urllib.parse.urlencode({
         "site": "lab1", "agent": "edge1", "device": "dc\r\nX-Injected: 1"}))
     assert status == 400 and "x-injected" not in headers
     name = disposition.split('"')[1]  # of the first answer
     assert all(c.isalnum() or c in "_.-" for c in name), name
 
 
-def test_security_headers_on_every_answer(rig):
+def test_security_headers_on_every_answer(central_rig):
     for path in ("/", "/api/fleet", "/static/fleet.js", "/api/readings?site=x", "/nope"):
-        _status, headers, _body = get(rig.web_port, path)
+        _status, headers, _body = get(central_rig.web_port, path)
         assert headers["x-frame-options"] == "DENY", path
         assert headers["x-content-type-options"] == "nosniff", path
         assert "frame-ancestors 'none'" in headers["content-security-policy"], path
@@ -106,28 +106,28 @@ def _certificate(folder):
 
 def test_the_page_is_served_over_tls_with_hsts(tmp_path, mosquitto, postgres):
     cert_file, key_file = _certificate(tmp_path)
-    rig = make_rig(tmp_path, mosquitto, postgres,
+    central_rig = make_rig(tmp_path, mosquitto, postgres,
                    web=f'tls_cert = "{cert_file}"\ntls_key = "{key_file}"\n')
     try:
         context = ssl.create_default_context(cafile=str(cert_file))
 
         def answers() -> bool:
             try:
-                return get(rig.web_port, "/healthz", context=context)[0] in {200, 503}
+                return get(central_rig.web_port, "/healthz", context=context)[0] in {200, 503}
             except OSError:
                 return False
 
         wait_until(answers, timeout=60)
-        status, headers, body = get(rig.web_port, "/api/fleet", context=context)
+        status, headers, body = get(central_rig.web_port, "/api/fleet", context=context)
         assert status == 200 and b'"agents"' in body
         assert headers["strict-transport-security"].startswith("max-age=")
         assert headers["x-frame-options"] == "DENY"
         # plain HTTP on the TLS port gets no page
         try:
-            plain = get(rig.web_port, "/api/fleet")[0]
+            plain = get(central_rig.web_port, "/api/fleet")[0]
         except (http.client.HTTPException, OSError):
             plain = None
         assert plain != 200
     finally:
-        rig.publisher.close()
-        rig.ingest.stop_quietly()
+        central_rig.publisher.close()
+        central_rig.ingest.stop_quietly()

@@ -49,14 +49,14 @@ def _item(stream: str, n: int) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stream", ["readings", "alerts", "audit", "qc"])
-def test_fuzzed_messages_on_each_topic_never_stop_the_ingest_or_break_the_stream(rig, stream):
-    agent = rig.agent
+def test_fuzzed_messages_on_each_topic_never_stop_the_ingest_or_break_the_stream(central_rig, stream):
+    agent = central_rig.agent
     topic = f"isoedge/v1/lab1/edge1/{'readings/dc-1' if stream == 'readings' else stream}"
     counter = itertools.count(1)
     published = [0]
 
     def legit() -> None:
-        rig.publisher.publish(*agent.envelope(stream=stream, n_items=2))
+        central_rig.publisher.publish(*agent.envelope(stream=stream, n_items=2))
 
     registered = b64(_dumps({"alg": "Ed25519", "kid": agent.signer.kid, "typ": "isoedge+json"}))
     bodies = st.one_of(
@@ -86,7 +86,7 @@ def test_fuzzed_messages_on_each_topic_never_stop_the_ingest_or_break_the_stream
                                      HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(body=bodies)
     def publish_one(body: bytes) -> None:
-        rig.publisher.publish(topic, body)
+        central_rig.publisher.publish(topic, body)
         published[0] += 1
         if published[0] % 10 == 0:
             legit()
@@ -94,16 +94,16 @@ def test_fuzzed_messages_on_each_topic_never_stop_the_ingest_or_break_the_stream
     legit()
     publish_one()
     legit()
-    rig.publisher.wait_acked(120)
-    rig.assert_stream_complete()
+    central_rig.publisher.wait_acked(120)
+    central_rig.assert_stream_complete()
     # every fuzzed message was received and acknowledged (so rejected or accepted), none hit
     # an internal error, and the process still runs
-    wait_until(lambda: metric(rig.metrics(), "isoedge_ingest_messages_received_total")
+    wait_until(lambda: metric(central_rig.metrics(), "isoedge_ingest_messages_received_total")
                >= published[0] + agent.seq, timeout=60)
-    wait_until(lambda: _all_acked(rig.metrics()), timeout=60)
-    assert metric(rig.metrics(), "isoedge_ingest_internal_errors_total") == 0
-    assert rig.count("SELECT count(*) FROM rejected") >= published[0] // 2
-    assert rig.ingest.proc.poll() is None
+    wait_until(lambda: _all_acked(central_rig.metrics()), timeout=60)
+    assert metric(central_rig.metrics(), "isoedge_ingest_internal_errors_total") == 0
+    assert central_rig.count("SELECT count(*) FROM rejected") >= published[0] // 2
+    assert central_rig.ingest.proc.poll() is None
 
 
 def _all_acked(text: str) -> bool:
