@@ -117,7 +117,10 @@ class ReadingItem(TypedDict):
     device: Text
     channel: Text
     t: Time
-    value: NotRequired[float | None]
+    # CONTRACT.md §7: a number, a boolean or a short text; anything else the record keeps in
+    # `extra` (central/store.py), so it is not refused here.
+    value: NotRequired[float | bool | Annotated[str, StringConstraints(max_length=4096)]
+                       | dict[str, Any] | list[Any] | None]
     unit: NotRequired[Text | None]
     quality: Literal["good", "uncertain", "bad"]
     nuclide: NotRequired[Text | None]
