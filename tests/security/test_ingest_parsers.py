@@ -17,8 +17,8 @@ from synth import SynthAgent
 
 from central.config import AgentKeys
 from central.envelope import KeyRegistry, Verified, verify
-from central.evidence import AlertLimiter, AlertNote
 from central.inbound import CODES, Rejected
+from central.refusals import AlertLimiter, AlertNote
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
