@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agent.core.passwords import check_user_credentials
 from agent.delivery.settings import BrokerEndpoint
@@ -70,6 +77,37 @@ class RepairSection(_Strict):
     max_attempts: int = Field(default=5, ge=1, description="Then the gap is permanent.")
 
 
+class InboundSection(_Strict):
+    """Bounds on what the ingest accepts from the broker (docs/security.md)."""
+
+    max_envelope_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024,
+        description="A larger message is rejected unread (the agent's largest batch of 10 000"
+        " readings is about 10 MiB).",
+    )
+    max_items: int = Field(default=10_000, ge=1, le=1_000_000)
+    created_future_s: float = Field(
+        default=600.0, ge=0, description="`created` further ahead of the receive time is flagged."
+    )
+    created_past_days: float = Field(
+        default=400.0, gt=0, description="`created` older than this at receipt is flagged."
+    )
+    max_seq_jump: int = Field(
+        default=10**10, ge=1,
+        description="A new seq this far beyond the agent's stored ones raises a critical alert.",
+    )
+    rejected_body_bytes: int = Field(
+        default=4096, ge=0, le=1024 * 1024,
+        description="How much of a rejected message is kept (with the SHA-256 of the whole).",
+    )
+    alert_interval_s: float = Field(
+        default=60.0, ge=0, description="At most one write per alert (with the count) this often."
+    )
+    unknown_sources_per_hour: int = Field(
+        default=20, ge=1, description="Unknown site/agent names with an alert of their own."
+    )
+
+
 class WebUser(_Strict):
     """A fleet-page user, stored like the agent console's (`isoedge web-passwd`)."""
 
@@ -103,6 +141,18 @@ class WebSection(_Strict):
             raise ValueError("expected postgresql://USER@HOST:PORT/DATABASE")
         return value
 
+    tls_cert: Path | None = Field(
+        default=None, description="PEM certificate (chain): the page is then served over HTTPS"
+        " only (TLS 1.2 or newer); with `tls_key`, both or neither, as the agent console's.",
+    )
+    tls_key: Path | None = Field(default=None, description="PEM private key of `tls_cert`.")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> WebSection:
+        if (self.tls_key is None) != (self.tls_cert is None):
+            raise ValueError("tls_cert and tls_key: both or neither")
+        return self
+
 
 class SigningSection(_Strict):
     """The ingest's own Ed25519 key (`isoedge keygen`): it signs replay requests.
@@ -128,6 +178,7 @@ class IngestConfig(_Strict):
     broker: BrokerSection = BrokerSection()
     database: DatabaseSection
     repair: RepairSection = RepairSection()
+    inbound: InboundSection = InboundSection()
     web: WebSection = WebSection()
     signing: SigningSection | None = None
     agents: list[AgentKeys] = Field(default_factory=list)
@@ -193,4 +244,8 @@ def load_config(path: str | Path) -> IngestConfig:
     signing = config.signing
     if signing is not None:
         signing = signing.model_copy(update={"key_file": rel(signing.key_file)})
-    return config.model_copy(update={"agents": agents, "broker": broker, "signing": signing})
+    web_section = config.web.model_copy(update={
+        k: rel(getattr(config.web, k)) for k in ("tls_cert", "tls_key")
+    })
+    return config.model_copy(update={"agents": agents, "broker": broker, "signing": signing,
+                                     "web": web_section})

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import paho.mqtt.client as mqtt
 import psycopg
 import structlog
@@ -31,9 +30,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from central.config import IngestConfig
-from central.envelope import KeyRegistry, Rejected, parse_topic, stream_of, verify
+from central.envelope import KeyRegistry, parse_topic, stream_of, verify
+from central.inbound import Limits, Rejected
+from central.refusals import AlertLimiter, AlertNote, Rejection, printable
 from central.status import parse_status
-from central.store import Batch, Rejection, Store, WriteResult
+from central.store import Batch, Store, WriteResult
 
 log = structlog.get_logger("isoedge.central.consumer")
 
@@ -53,6 +54,20 @@ def broker_problem(properties: Any) -> str | None:
         return ("the broker allows QoS 0 only (CONNACK Maximum QoS = 0); envelopes need QoS 1"
                 " (mosquitto: max_qos; EMQX: mqtt.max_qos_allowed)")
     return None
+
+
+_LOG_FIRST = 10  # internal errors logged with their traceback; then every thousandth
+
+
+def _retryable(exc: BaseException) -> bool:
+    """The database (or the connection) is away: retried, never a verdict on data.
+
+    Everything else a write raises is deterministic for that batch (psycopg's DataError,
+    IntegrityError, ProgramLimitExceeded ..., or a bug of ours): it goes one message at a time.
+    """
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and not isinstance(
+        exc, psycopg.errors.ProgramLimitExceeded
+    )
 
 
 @dataclass(slots=True)
@@ -77,6 +92,8 @@ class IngestStats:
     rejected: int = 0
     statuses_ignored: int = 0  # unregistered agent, not a valid status document
     statuses_unsigned: int = 0  # stored for display only: no verified evidence
+    rejected_by_code: dict[str, int] = field(default_factory=dict)
+    internal_errors: int = 0
     acked: int = 0
     db_errors: int = 0
     commits: int = 0
@@ -110,6 +127,13 @@ class Consumer:
         self.broker = config.broker
         self.prefix = config.broker.topic_prefix
         self.stats = IngestStats()
+        inbound = config.inbound
+        self.limits = Limits(max_envelope_bytes=inbound.max_envelope_bytes,
+                             max_items=inbound.max_items,
+                             created_future_s=inbound.created_future_s,
+                             created_past_s=inbound.created_past_days * 86400.0)
+        self._alerts = AlertLimiter(inbound.alert_interval_s, inbound.unknown_sources_per_hour)
+        self._known = frozenset(registry.agents)
         self._queue: queue.SimpleQueue[_Incoming | None] = queue.SimpleQueue()
         self._generation = 0
         self._gen_lock = threading.Lock()
@@ -291,27 +315,25 @@ class Consumer:
         return batch
 
     def _classify(self, messages: list[_Incoming]) -> tuple[Batch, list[_Incoming]]:
+        """Verify each message; whatever one message does, it costs that message only."""
         batch = Batch()
         ackable: list[_Incoming] = []
         for m in messages:
-            ackable.append(m)
-            parsed = parse_topic(m.topic, self.prefix)
-            if parsed is None:
-                continue
-            site, agent, rest = parsed
-            if rest == "status":
-                self._status(batch, m.payload, site, agent)
-                continue
-            stream = stream_of(rest)
-            if stream is None:
-                continue  # replay requests and other plain topics are not data
+            ackable.append(m)  # rejected or accepted, every message is acknowledged once written
             try:
-                batch.envelopes.append(verify(m.payload, m.topic, site=site, agent=agent,
-                                              stream=stream, registry=self.registry))
-            except Rejected as exc:
-                kid = None if exc.kid is None else exc.kid.replace("\x00", "\\0")[:200]
-                batch.rejections.append(Rejection(m.topic, site, agent, kid, exc.reason,
-                                                  m.payload))
+                self._classify_one(m, batch)
+            except Exception as exc:
+                # A bug of ours met by one message: refuse the message, count it, say so.
+                with self._stats_lock:
+                    self.stats.internal_errors += 1
+                parsed = parse_topic(m.topic, self.prefix)
+                site, agent = (parsed[0], parsed[1]) if parsed else (None, None)
+                self._reject(batch, m, site, agent, Rejected(
+                    f"internal error ({type(exc).__name__})", code="internal_error"))
+                errors = self.stats.internal_errors
+                if errors <= _LOG_FIRST or errors % 1000 == 0:
+                    log.exception("message refused after an internal error", topic=m.topic[:200],
+                                  errors=errors)
         return batch, ackable
 
     def _status(self, batch: Batch, payload: bytes, site: str, agent: str) -> None:
@@ -324,6 +346,60 @@ class Consumer:
         if verdict.reason != "ok":
             self.stats.statuses_unsigned += 1
         batch.statuses.append((site, agent, verdict.online, verdict.body))
+
+    def _classify_one(self, m: _Incoming, batch: Batch) -> None:
+        parsed = parse_topic(m.topic, self.prefix)
+        if parsed is None:
+            return
+        site, agent, rest = parsed
+        if rest == "status":
+            self._status(batch, m.payload, site, agent)
+            return
+        stream = stream_of(rest)
+        if stream is None:
+            return  # replay requests and other plain topics are not data
+        if (site, agent) not in self._known:
+            self._reject(batch, m, site, agent, Rejected(
+                "unknown source (no such agent in the key registry)", code="unknown_source"))
+            return
+        try:
+            verified = verify(m.payload, m.topic, site=site, agent=agent, stream=stream,
+                              registry=self.registry, limits=self.limits, received=m.received)
+        except Rejected as exc:
+            self._reject(batch, m, site, agent, exc)
+            return
+        batch.envelopes.append(verified)
+        if verified.flag is not None:
+            self._alert(batch, AlertNote(
+                "implausible_envelope", site, agent, "created",
+                f"{site}/{agent} seq {verified.seq}: {verified.flag} (stored, but check the"
+                " agent's clock)", {"seq": verified.seq, "created": verified.created}))
+
+    def _reject(self, batch: Batch, m: _Incoming, site: str | None, agent: str | None,
+                exc: Rejected) -> None:
+        kid = None if exc.kid is None else printable(exc.kid, 200)
+        batch.rejections.append(Rejection(m.topic, site, agent, kid, exc.reason, m.payload,
+                                          exc.code))
+        with self._stats_lock:
+            by_code = self.stats.rejected_by_code
+            by_code[exc.code] = by_code.get(exc.code, 0) + 1
+        if exc.code == "unknown_source":
+            self._alert(batch, AlertNote(
+                "unknown_source", printable(site), printable(agent), "",
+                f"messages from an unknown source on {printable(m.topic, 200)}",
+                {"topic": printable(m.topic, 200)}), new_source=True)
+            return
+        self._alert(batch, AlertNote(
+            "rejected_envelope", printable(site), printable(agent),
+            printable(exc.reason.split(" (")[0], 100),
+            f"envelope rejected on {printable(m.topic, 200)}: {printable(exc.reason, 300)}",
+            {"topic": printable(m.topic, 200), "kid": kid, "code": exc.code},
+            severity="critical" if exc.code == "internal_error" else "warning"))
+
+    def _alert(self, batch: Batch, note: AlertNote, *, new_source: bool = False) -> None:
+        due = self._alerts.note(note, new_source=new_source)
+        if due is not None:
+            batch.alerts.append(due)
 
     def _decode_loop(self) -> None:
         """Take messages off the paho queue in batches and verify them."""
@@ -364,7 +440,9 @@ class Consumer:
             self._stopping.set()
 
     def _write_batches(self) -> None:
-        store = Store(self.config.database.url)
+        inbound = self.config.inbound
+        store = Store(self.config.database.url, rejected_body_bytes=inbound.rejected_body_bytes,
+                      max_seq_jump=inbound.max_seq_jump)
         delay = self.config.database.retry_initial_s
         try:
             while True:
@@ -411,11 +489,13 @@ class Consumer:
     def _write(self, store: Store, batch: Batch) -> Any:
         try:
             return store.write(batch)
-        except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
-            # A verified envelope the database cannot take (say, a malformed time): store the
-            # others, refuse that one as data, keep the evidence.
-            log.warning("batch refused by the database; writing envelopes one by one",
-                        error=str(exc).strip()[:200])
+        except Exception as exc:
+            if _retryable(exc):
+                raise  # the database is away: the caller retries the whole batch
+            # A verified envelope the database (or our code) cannot take: say, a time out of
+            # range, an index row too big. Store the others, refuse that one as data.
+            log.warning("batch refused; writing its messages one by one",
+                        error=f"{type(exc).__name__}: {str(exc).strip()[:200]}")
             return self._write_one_by_one(store, batch)
 
     def _write_one_by_one(self, store: Store, batch: Batch) -> Any:
@@ -424,25 +504,39 @@ class Consumer:
             single = Batch(envelopes=[envelope])
             try:
                 result = store.write(single)
-            except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
+            except Exception as exc:
+                if _retryable(exc):
+                    raise
                 single = Batch(rejections=[Rejection(
                     envelope.topic, envelope.site, envelope.agent, envelope.kid,
-                    f"not storable ({str(exc).strip()[:100]})",
-                    orjson.dumps({"seq": envelope.seq}),
+                    f"not storable ({printable(str(exc).strip(), 100)})", envelope.body,
+                    "not_storable",
                 )])
-                result = store.write(single)
+                with self._stats_lock:
+                    by_code = self.stats.rejected_by_code
+                    by_code["not_storable"] = by_code.get("not_storable", 0) + 1
+                try:
+                    result = store.write(single)
+                except Exception as again:
+                    if _retryable(again):
+                        raise
+                    log.warning("an unstorable envelope's rejection was dropped",
+                                error=f"{type(again).__name__}: {str(again).strip()[:200]}")
+                    result = WriteResult(0, 0, 0, 0)
             total = result if total is None else type(result)(
                 total.envelopes_new + result.envelopes_new, total.readings + result.readings,
                 total.events + result.events, total.rejected + result.rejected)
         rejected = 0
         for rest in [Batch(rejections=[r]) for r in batch.rejections] + [
             Batch(statuses=[s]) for s in batch.statuses
-        ]:
+        ] + [Batch(alerts=[a]) for a in batch.alerts]:
             try:
                 rejected += store.write(rest).rejected
-            except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
-                log.warning("a status or rejection the database cannot take was dropped",
-                            error=str(exc).strip()[:200])
+            except Exception as exc:
+                if _retryable(exc):
+                    raise
+                log.warning("a status, rejection or alert the database cannot take was dropped",
+                            error=f"{type(exc).__name__}: {str(exc).strip()[:200]}")
         if total is None:
             return WriteResult(0, 0, 0, rejected)
         return WriteResult(total.envelopes_new, total.readings, total.events,

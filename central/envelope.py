@@ -14,30 +14,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-import orjson
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
 from central.config import AgentKeys
+from central.inbound import (
+    DEFAULT_LIMITS,
+    Limits,
+    Rejected,
+    created_flag,
+    parse_jws,
+    parse_payload,
+)
 
 ALGORITHMS = ["Ed25519", "EdDSA"]  # RFC 9864 name; the deprecated one is still accepted
 _REGISTRY = jws.JWSRegistry(algorithms=ALGORITHMS)
+__all__ = [
+    "READING_COLUMNS", "STREAMS", "KeyRegistry", "RegisteredKey", "RegistryError", "Rejected",
+    "Verified", "b64url_sha256", "parse_topic", "stream_of", "verify",
+]
+
 STREAMS = frozenset({"readings", "alerts", "audit", "qc"})
 READING_COLUMNS = ("id", "device", "channel", "t", "value", "unit", "quality", "nuclide", "raw")
 
 
 class RegistryError(Exception):
     """A public key file of the registry cannot be used (message names file and key)."""
-
-
-class Rejected(Exception):  # noqa: N818 - a verdict, not an error of ours
-    """An envelope that must not be stored as data: unknown key, bad signature, malformed."""
-
-    def __init__(self, reason: str, *, kid: str | None = None) -> None:
-        self.reason = reason
-        self.kid = kid
-        super().__init__(reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +124,8 @@ class Verified:
     prev: str
     topic: str
     items: list[dict[str, Any]]
-    body: bytes = b""  # the JWS as received: the evidence kept beside the rows
+    body: bytes = b""  # the JWS as received: the evidence kept beside the rows (or a conflict's)
+    flag: str | None = None  # an implausible `created`: stored, and alerted
 
 
 def parse_topic(topic: str, prefix: str) -> tuple[str, str, str] | None:
@@ -143,73 +147,33 @@ def stream_of(rest: str) -> str | None:
     return None
 
 
-def _parse_jws(body: bytes) -> tuple[dict[str, Any], str]:
-    try:
-        jws_obj = orjson.loads(body)
-        header = orjson.loads(_b64url_decode(jws_obj["protected"]))
-        kid = header.get("kid")
-    except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError):
-        raise Rejected("malformed JWS") from None
-    if not isinstance(kid, str):
-        raise Rejected("no kid in the protected header")
-    return jws_obj, kid
-
-
-def _items_well_formed(items: list[Any], *, readings: bool) -> bool:
-    """Every item an object; a reading with the members the tables need, as strings."""
-    if not readings:
-        return all(isinstance(it, dict) for it in items)
-    for it in items:
-        if not isinstance(it, dict):
-            return False
-        try:
-            if not (isinstance(it["id"], str) and isinstance(it["device"], str)
-                    and isinstance(it["channel"], str) and isinstance(it["t"], str)
-                    and isinstance(it["quality"], str)):
-                return False
-        except KeyError:
-            return False
-    return True
-
-
-def _check_payload(seq: Any, items: Any, fields: tuple[Any, ...],
-                   route: tuple[str, str, str], kid: str) -> None:
-    site, agent, stream = route
-    if not isinstance(seq, int) or seq < 1 or not isinstance(items, list):
-        raise Rejected("payload seq/items invalid", kid=kid)
-    if (fields[0], fields[1]) != (site, agent):
-        raise Rejected(f"payload names {fields[0]}/{fields[1]}, topic {site}/{agent}", kid=kid)
-    if fields[2] != stream:
-        raise Rejected(f"payload stream {fields[2]} on a {stream} topic", kid=kid)
-    if not _items_well_formed(items, readings=stream == "readings"):
-        raise Rejected("items malformed (CONTRACT §3)", kid=kid)
-    if not isinstance(fields[3], str) or not isinstance(fields[4], str):
-        raise Rejected("payload prev/created not strings", kid=kid)
-
-
 def verify(body: bytes, topic: str, *, site: str, agent: str, stream: str,
-           registry: KeyRegistry) -> Verified:
-    """Verify one envelope received on `topic`; raise `Rejected` with the reason."""
-    jws_obj, kid = _parse_jws(body)
+           registry: KeyRegistry, limits: Limits = DEFAULT_LIMITS,
+           received: float | None = None) -> Verified:
+    """Verify one envelope received on `topic`; raise `Rejected` (and nothing else) otherwise.
+
+    The typed parsers of central/inbound.py check the JWS object and its protected header
+    (`typ` included) before any key is looked up, and the payload after the signature holds.
+    """
+    jws_obj, header = parse_jws(body, limits)
+    kid = header.kid
     entry = registry.get(kid)
     if entry is None:
-        raise Rejected("unknown key", kid=kid)
+        raise Rejected("unknown key", kid=kid, code="unknown_key")
     if (entry.site, entry.agent) != (site, agent):
-        raise Rejected(f"key registered for {entry.site}/{entry.agent}", kid=kid)
+        raise Rejected(f"key registered for {entry.site}/{entry.agent}", kid=kid,
+                       code="foreign_key")
     try:
         result = jws.deserialize_json(cast("Any", jws_obj), entry.key, registry=_REGISTRY)
     except JoseError as exc:
-        raise Rejected(f"bad signature ({exc.error})", kid=kid) from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise Rejected(f"malformed JWS: {exc}", kid=kid) from None
+        raise Rejected(f"bad signature ({exc.error})", kid=kid, code="bad_signature") from None
+    except Exception as exc:
+        raise Rejected(f"malformed JWS ({type(exc).__name__})", kid=kid) from None
     payload = result.payload
-    try:
-        doc = orjson.loads(payload)
-        seq = doc["seq"]
-        fields = (doc["site"], doc["agent"], doc["stream"], doc["prev"], doc["created"])
-        items = doc["items"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        raise Rejected("payload is not an envelope", kid=kid) from None
-    _check_payload(seq, items, fields, (site, agent, stream), kid)
-    return Verified(site, agent, seq, stream, kid, fields[4], b64url_sha256(payload), fields[3],
-                    topic, items, body)
+    doc = parse_payload(stream, payload, kid=kid, limits=limits)
+    if (doc.site, doc.agent) != (site, agent):
+        raise Rejected(f"payload names {doc.site}/{doc.agent}, topic {site}/{agent}", kid=kid,
+                       code="route_mismatch")
+    flag = None if received is None else created_flag(doc.created_at, received, limits)
+    return Verified(site, agent, doc.seq, stream, kid, doc.created, b64url_sha256(payload),
+                    doc.prev, topic, doc.items, body=body, flag=flag)

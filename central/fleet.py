@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import re
+import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from agent.core.i18n import Language, catalog_json, choose, negotiate, render_page
 from central.auth import Authenticator
@@ -26,6 +29,14 @@ from central.envelope import KeyRegistry
 from central.store import connect
 
 STATIC = Path(__file__).parent / "static"
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+HSTS = "max-age=31536000"
+MAX_PARAM = 256
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 MAX_POINTS = 20_000
 QUERY_TIMEOUT_S = 30.0
 
@@ -55,8 +66,63 @@ def _parse_time(text: str | None, default: datetime) -> datetime:
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise web.HTTPBadRequest(text=f"bad time {text!r}: expected ISO 8601") from None
+        raise web.HTTPBadRequest(text="bad time: expected ISO 8601") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _param(query: Any, name: str, *, required: bool, pattern: re.Pattern[str] | None = None,
+           ) -> str | None:
+    """One query parameter, bounded and printable (a NUL never reaches the database): 400."""
+    value = query.get(name)
+    if value is None or value == "":
+        if required:
+            raise web.HTTPBadRequest(text=f"missing query parameter {name!r}")
+        return None
+    if len(query.getall(name)) > 1:
+        raise web.HTTPBadRequest(text=f"query parameter {name!r} given twice")
+    if len(value) > MAX_PARAM or not value.isprintable():
+        raise web.HTTPBadRequest(text=f"query parameter {name!r}: control characters or too long")
+    if pattern is not None and not pattern.match(value):
+        raise web.HTTPBadRequest(text=f"query parameter {name!r}: not a site/agent name")
+    return str(value)
+
+
+def _required(query: Any, name: str, *, pattern: re.Pattern[str] | None = None) -> str:
+    value = _param(query, name, required=True, pattern=pattern)
+    if value is None:  # _param raised already; for the type checker
+        raise web.HTTPBadRequest(text=f"missing query parameter {name!r}")
+    return value
+
+
+def file_name(*parts: str) -> str:
+    """A download name made of letters, digits, `_`, `.` and `-` only (no quote, no path)."""
+    name = "_".join(_UNSAFE_NAME.sub("-", p) for p in parts)[:180]
+    return name.lstrip(".") or "export"
+
+
+def security_headers(*, tls: bool) -> Any:
+    """No framing, no sniffing, a strict CSP, no referrer, no caching of API answers."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            response = exc
+        headers = response.headers
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("X-Frame-Options", "DENY")
+        headers.setdefault("Referrer-Policy", "no-referrer")
+        headers.setdefault("Content-Security-Policy", CSP)
+        if tls:
+            headers.setdefault("Strict-Transport-Security", HSTS)
+        if request.path.startswith("/api/") or request.path == "/export.csv":
+            headers.setdefault("Cache-Control", "no-store")
+        if isinstance(response, web.HTTPException):
+            raise response
+        return response
+
+    return middleware
 
 
 class FleetData:
@@ -83,9 +149,11 @@ class FleetData:
             }
             alerts = [
                 {"id": i, "kind": kind, "site": site, "agent": agent, "message": message,
-                 "count": count, "raised": _iso(raised), "updated": _iso(updated)}
-                for i, kind, site, agent, message, count, raised, updated in conn.execute(
-                    "SELECT id, kind, site, agent, message, count, raised, updated"
+                 "count": count, "raised": _iso(raised), "updated": _iso(updated),
+                 "severity": severity}
+                for i, kind, site, agent, message, count, raised, updated, severity
+                in conn.execute(
+                    "SELECT id, kind, site, agent, message, count, raised, updated, severity"
                     " FROM central_alerts WHERE cleared IS NULL ORDER BY updated DESC LIMIT 200"
                 )
             ]
@@ -160,6 +228,17 @@ class FleetData:
             ]
 
 
+def _metrics_handler(consumer: Consumer | None) -> Any:
+    async def metrics(_request: web.Request) -> web.Response:
+        if consumer is None:
+            raise web.HTTPNotFound(text="no consumer in this process")
+        from central.metrics import render  # noqa: PLC0415 - prometheus_client only when scraped
+
+        return web.Response(body=render(consumer), content_type="text/plain", charset="utf-8")
+
+    return metrics
+
+
 Selection = tuple[str, str, str, str | None, datetime, datetime]
 
 
@@ -187,7 +266,9 @@ def create_app(config: IngestConfig, registry: KeyRegistry,
     """The aiohttp application of the fleet page."""
     host = config.web.listen.rpartition(":")[0]
     auth = Authenticator(config.web.users, listen_host=host)
-    app = web.Application(middlewares=[auth.middleware(frozenset({"/healthz"}))])
+    tls = config.web.tls_cert is not None
+    app = web.Application(middlewares=[security_headers(tls=tls),
+                                       auth.middleware(frozenset({"/healthz"}))])
     data = FleetData(config, registry)
 
     async def run(fn: Any, *args: Any) -> Any:
@@ -198,15 +279,19 @@ def create_app(config: IngestConfig, registry: KeyRegistry,
     async def fleet(_request: web.Request) -> web.Response:
         return web.json_response(await run(data.snapshot))
 
-    def _selection(request: web.Request) -> tuple[str, str, str, str | None, datetime, datetime]:
+    def _selection(request: web.Request) -> Selection:
         q = request.query
+        site = _required(q, "site", pattern=_ID)
+        agent = _required(q, "agent", pattern=_ID)
+        device = _required(q, "device")
+        channel = _param(q, "channel", required=False)
         try:
-            site, agent, device = q["site"], q["agent"], q["device"]
-        except KeyError as exc:
-            raise web.HTTPBadRequest(text=f"missing query parameter {exc}") from None
-        end = _parse_time(q.get("to"), datetime.now(UTC) + timedelta(minutes=1))
-        start = _parse_time(q.get("from"), end - timedelta(hours=1))
-        return site, agent, device, q.get("channel") or None, start, end
+            end = _parse_time(_param(q, "to", required=False),
+                              datetime.now(UTC) + timedelta(minutes=1))
+            start = _parse_time(_param(q, "from", required=False), end - timedelta(hours=1))
+        except OverflowError:
+            raise web.HTTPBadRequest(text="time out of range") from None
+        return site, agent, device, channel, start, end
 
     async def readings(request: web.Request) -> web.Response:
         rows = await run(data.readings, _selection(request))
@@ -228,7 +313,7 @@ def create_app(config: IngestConfig, registry: KeyRegistry,
             writer.writerow([_iso(t), site, agent, device, chan,
                              _csv_value(value), unit, quality, nuclide or "",
                              rid, seq])
-        name = f"{site}_{agent}_{device}_{start:%Y%m%dT%H%M%S}.csv"
+        name = file_name(site, agent, device, f"{start:%Y%m%dT%H%M%S}") + ".csv"
         return web.Response(text=out.getvalue(), content_type="text/csv",
                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
@@ -248,15 +333,29 @@ def create_app(config: IngestConfig, registry: KeyRegistry,
     app.router.add_get("/api/readings", readings)
     app.router.add_get("/export.csv", export)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", _metrics_handler(consumer))
     app.router.add_static("/static/", STATIC)
     return app
 
 
+def tls_context(config: IngestConfig) -> ssl.SSLContext | None:
+    """The server context of `web.tls_cert`/`tls_key` (TLS 1.2 or later), or None."""
+    section = config.web
+    if section.tls_cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    key = str(section.tls_key) if section.tls_key else None
+    context.load_cert_chain(str(section.tls_cert), key)
+    return context
+
+
 async def start_fleet_page(config: IngestConfig, registry: KeyRegistry,
                            consumer: Consumer | None = None) -> web.AppRunner:
-    """Serve the page on `web.listen`; the caller cleans the runner up."""
+    """Serve the page on `web.listen` (HTTPS when a certificate is configured)."""
     host, _, port = config.web.listen.rpartition(":")
+    context = tls_context(config)
     runner = web.AppRunner(create_app(config, registry, consumer), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+    await web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=context).start()
     return runner

@@ -258,7 +258,7 @@ LEFT JOIN item_ids i ON i.site = s.site AND i.agent = s.agent AND i.seq = r.seq
                     AND i.pos = r.pos;
 """
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 PARTITION_DAYS_AHEAD = 7
 
 
@@ -323,6 +323,29 @@ def archive_partitions(conn: psycopg.Connection[tuple[object, ...]], before: dat
             moved.append(f"archive.{name}")
     return moved
 
+# Version 7 (trust at the boundaries, docs/security.md): rejected bodies are kept truncated
+# with the hash and size of the whole; alerts carry a severity; a validly signed envelope that
+# claims a stored seq with other bytes is kept as evidence.
+_V7 = """
+ALTER TABLE rejected ADD COLUMN body_sha256 text, ADD COLUMN body_size integer;
+ALTER TABLE central_alerts ADD COLUMN severity text NOT NULL DEFAULT 'warning';
+CREATE TABLE conflicting_envelopes (
+    id bigserial PRIMARY KEY,
+    received timestamptz NOT NULL DEFAULT now(),
+    site text NOT NULL,
+    agent text NOT NULL,
+    seq bigint NOT NULL,
+    stream text NOT NULL,
+    kid text NOT NULL,
+    topic text NOT NULL,
+    stored_sha256 text NOT NULL,
+    payload_sha256 text NOT NULL,
+    created text NOT NULL,
+    body bytea NOT NULL,
+    UNIQUE (site, agent, seq, payload_sha256)
+);
+"""
+
 
 def timescale_available(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
     """Whether the server offers the timescaledb extension."""
@@ -353,6 +376,8 @@ _STEPS: list[tuple[int, str, Callable[[Conn], object]]] = [
     (4, "signed evidence kept (compressed JWS)", lambda c: c.execute(_V4)),
     (5, "series of the record", lambda c: c.execute(_V5)),
     (6, "narrow, partitioned record; readings is a view", _v6),
+    (7, "rejected bodies truncated with hash, alert severity, conflicts (docs/security.md)",
+     lambda c: c.execute(_V7)),
 ]
 
 

@@ -18,6 +18,16 @@ import structlog
 from central import evidence
 from central.completeness import merge_ranges, runs
 from central.envelope import Verified
+from central.refusals import (
+    AlertNote,
+    Rejection,
+    flag_seq_jumps,
+    raise_alerts,
+    record_conflicts,
+    write_rejections,
+)
+
+__all__ = ["Batch", "Rejection", "Store", "WriteResult", "connect"]
 
 log = structlog.get_logger("isoedge.central.store")
 
@@ -80,27 +90,16 @@ END
 
 
 @dataclass(slots=True)
-class Rejection:
-    """An envelope refused as data."""
-
-    topic: str
-    site: str | None
-    agent: str | None
-    kid: str | None
-    reason: str
-    body: bytes
-
-
-@dataclass(slots=True)
 class Batch:
     """What one transaction writes."""
 
     envelopes: list[Verified] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     statuses: list[tuple[str, str, bool, str]] = field(default_factory=list)
+    alerts: list[AlertNote] = field(default_factory=list)  # rate-limited by the consumer
 
     def __bool__(self) -> bool:
-        return bool(self.envelopes or self.rejections or self.statuses)
+        return bool(self.envelopes or self.rejections or self.statuses or self.alerts)
 
 
 @dataclass(slots=True)
@@ -135,8 +134,11 @@ def connect(url: str, *, application_name: str = "isoedge-ingest",
 class Store:
     """One writer connection (owned by one thread)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, rejected_body_bytes: int = 4096,
+                 max_seq_jump: int = 10**10) -> None:
         self.url = url
+        self.rejected_body_bytes = rejected_body_bytes
+        self.max_seq_jump = max_seq_jump
         self.conn: psycopg.Connection[Any] | None = None
 
     def open(self) -> None:
@@ -179,23 +181,10 @@ class Store:
             with conn.cursor() as cur:
                 if batch.envelopes:
                     new_envelopes, n_readings, n_events = _write_envelopes(
-                        cur, batch.envelopes, direct=direct
+                        cur, batch.envelopes, direct=direct, max_seq_jump=self.max_seq_jump
                     )
-                for r in batch.rejections:
-                    cur.execute(
-                        "INSERT INTO rejected (topic, site, agent, kid, reason, body)"
-                        " VALUES (%s, %s, %s, %s, %s, %s)",
-                        (r.topic, r.site, r.agent, r.kid, r.reason, r.body),
-                    )
-                    cur.execute(
-                        RAISE_ALERT,
-                        (
-                            "rejected_envelope", r.site or "", r.agent or "",
-                            r.reason.split(" (")[0],
-                            f"envelope rejected on {r.topic}: {r.reason}",
-                            orjson.dumps({"topic": r.topic, "kid": r.kid}).decode(),
-                        ),
-                    )
+                write_rejections(cur, batch.rejections, self.rejected_body_bytes)
+                raise_alerts(cur, batch.alerts)
                 for site, agent, online, body in batch.statuses:
                     cur.execute(STATUS_UPSERT, (site, agent, online, body))
             conn.commit()
@@ -209,7 +198,7 @@ class Store:
 
 
 def _write_envelopes(cur: psycopg.Cursor[Any], envelopes: list[Verified], *,
-                     direct: bool) -> tuple[int, int, int]:
+                     direct: bool, max_seq_jump: int) -> tuple[int, int, int]:
     agents = sorted({(e.site, e.agent) for e in envelopes})
     _lock_agents(cur, agents)
     id_runs = [id_run(e.items) if e.stream == "readings" else None for e in envelopes]
@@ -224,6 +213,19 @@ def _write_envelopes(cur: psycopg.Cursor[Any], envelopes: list[Verified], *,
     )
     new = {(site, agent, int(seq)) for site, agent, seq in cur.fetchall()}
     cur.execute("TRUNCATE tmp_envelopes")
+    # Not inserted: a re-delivery (same bytes) or a conflict (other bytes), kept as evidence.
+    firsts: set[tuple[str, str, int]] = set()
+    taken: list[Verified] = []
+    inserted: list[Verified] = []
+    for e in envelopes:
+        key = (e.site, e.agent, e.seq)
+        if key in new and key not in firsts:
+            firsts.add(key)
+            inserted.append(e)
+        else:
+            taken.append(e)
+    record_conflicts(cur, taken)
+    flag_seq_jumps(cur, inserted, max_seq_jump)
     fresh: list[Verified] = []
     loose_ids: list[Verified] = []
     per_agent: dict[tuple[str, str], int] = {}

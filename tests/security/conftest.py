@@ -14,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "central"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from agentrig import Rig
+from ingest_rig import Rig as CentralRig
+from ingest_rig import make_rig
 from ingestrig import Rig as IngestRig
 
 from central.pgserver import PostgresServer
@@ -49,3 +51,17 @@ def ingest_rig(tmp_path, mosquitto, postgres):
     made = IngestRig(tmp_path, mosquitto, postgres)
     yield made
     made.close()
+
+
+@pytest.fixture
+def central_rig(tmp_path, mosquitto, postgres) -> Iterator[CentralRig]:
+    """A running ingest with its fleet page, one registered synthetic agent and a paho client
+    (tests/security/ingest_rig.py), ready: subscribed and serving."""
+    made = make_rig(tmp_path, mosquitto, postgres)
+    try:
+        made.wait_ready()
+        yield made
+    finally:
+        made.publisher.close()
+        for proc in (made.ingest, *made.extra_procs):
+            proc.stop_quietly()
