@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
-import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -145,7 +144,7 @@ async def subscribe_and_verify(  # noqa: C901 - one loop: connect, collect, reco
 ) -> None:
     """Collect envelopes until `duration` passes, `count` arrive or `idle` seconds are quiet.
 
-    One MQTT 5 session (clean at the first connect, kept by the broker for
+    One MQTT 5 session (a new client id, so nothing to resume at first; kept by the broker for
     `SESSION_EXPIRY_S`): when the connection drops (a broker restart), it reconnects with
     capped backoff and resumes the session, so what the broker queued meanwhile still arrives
     and nothing verified so far is lost. Only the first connection failing raises.
@@ -157,7 +156,11 @@ async def subscribe_and_verify(  # noqa: C901 - one loop: connect, collect, reco
         host, port, username=username, password=password,
         tls_params=aiomqtt.TLSParameters() if tls else None, timeout=10,
         identifier=f"isoedge-verify-{uuid.uuid4().hex[:12]}",
-        protocol=aiomqtt.ProtocolVersion.V5, clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+        # Never a clean start: the identifier is new, so the first connect has no session to
+        # resume anyway, and a reconnect must resume it. (paho's "first only" counts every
+        # connect() call as a first one, and aiomqtt calls connect() on each re-entry: the
+        # session, with what the broker queued while we were away, was wiped on reconnect.)
+        protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
         properties=properties,
     )
 
