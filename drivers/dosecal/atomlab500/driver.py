@@ -1,18 +1,21 @@
 """Biodex/Mirion Atomlab 500: ASCII command protocol.
 
-Public facts (the Atomlab 500/500Plus manual, Appendix G "Serial Communications Interface",
-p. 219-220): 19200 baud, no parity, 1 stop bit, null-modem cable. Commands are ASCII, at most
-7 letters, ended by CR, with one space or comma before a parameter. Every reply, errors
-included, is ASCII ended by CR LF. `^C` (0x03) or `1` (0x31) returns the current activity
-reading and needs **no** carriage return (a legacy of the Atomlab 100/200): the driver sends
-the single byte. The report's format is the one described under the `DS` command. `ISO`
-changes the isotope.
+What the manual says (Atomlab 500/500Plus manual, Appendix G "Serial Communications
+Interface", p. 219): 19.2 kbaud, no parity, 1 stop bit, female/female null-modem cable.
+Commands are ASCII, at most 7 letters, ended by CR, with a space or comma before a parameter.
+Errors and all data sent as the result of a command are ASCII ended by CR LF. `^C` (0x03) or
+`1` (0x31) sends the current activity reading and needs **no** carriage return after it (a
+legacy of the Atomlab 100/200): the driver sends the single byte and reads one CR LF line. The
+report's layout is described under the `DS` command (p. 220). `ISO` changes the isotope.
+Inferred, not in the manual: 8 data bits, no handshake.
 
-Not verified here: the DS report layout. It is parsed with `reading_pattern`, a regular
-expression with named groups `value` (required), `unit` and `nuclide`. The shipped default
-expects `<nuclide> <value> <unit>` (e.g. `F-18      370.2 MBq`); check it against your
-instrument's output before relying on it, and set your own pattern if it differs. Lines that
-match `error_pattern` are instrument error replies (BAD samples with the reply as reason).
+Not known: the reading layout. p. 220 could not be found in any public copy of the manual or
+in public code, so the line is parsed with `reading_pattern`, a regular expression with named
+groups `value` (required), `unit` and `nuclide`, whose shipped default is a guess:
+`<nuclide> <value> <unit>` (e.g. `F-18      370.2 MBq`). A site checks it against a captured
+line and overrides it (README.md in this folder, "Checking the layout"). A line the pattern
+does not match is a BAD sample, never a misread value. Lines that match `error_pattern` (also
+a guess) are instrument error replies (BAD samples with the reply as reason).
 
 The agent stays read-only: it sends the poll and nothing else unless a command is listed in
 `allowed_commands` (changing the isotope during a QA test would corrupt that test).
@@ -43,10 +46,10 @@ DEFAULT_READING_PATTERN = (
     r"^\s*(?P<nuclide>[A-Za-z]{1,2}[- ]?\d{1,3}[mM]?)[\s,;:]+"
     rf"(?P<value>{NUMBER})\s*(?P<unit>[kMGT]?Bq|[uµμm]?Ci)\s*$"
 )
-"""An assumption (the real format is not public): `F-18      370.2 MBq`."""
+"""A guess (the manual's layout, p. 220, could not be checked): `F-18      370.2 MBq`."""
 
 DEFAULT_ERROR_PATTERN = r"^\s*(\?|ERR)"
-"""An assumption: error replies start with `?` or `ERR`."""
+"""A guess (the manual gives no error text): error replies start with `?` or `ERR`."""
 
 _CTRL_C = "\x03"
 
@@ -79,7 +82,10 @@ class Atomlab500Config(SerialDeviceConfig):
     )
     reading_pattern: ReadingPatternSetting = Field(
         default=DEFAULT_READING_PATTERN,
-        description="Regex for the reading line; named groups value (required), unit, nuclide.",
+        description=(
+            "Regex for the reading line; named groups value (required), unit, nuclide. "
+            "The default is a guess: check it against a captured line (README)."
+        ),
     )
     error_pattern: RegexSetting = Field(default=DEFAULT_ERROR_PATTERN)
     max_line_bytes: int = Field(default=128, ge=16, le=4096)

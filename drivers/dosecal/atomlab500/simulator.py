@@ -1,7 +1,9 @@
 """Simulator profile: the Atomlab 500 answers ^C or `1` (no CR) with a reading; `ISO` sets it.
 
-The reading line is the layout the driver's default `reading_pattern` expects (an assumption,
-the real layout is not public): `F-18       370.2 MBq`.
+The reading line is the layout the driver's default `reading_pattern` expects, a guess: the
+manual describes the real layout under `DS` (p. 220), which could not be checked. So the
+simulator tests show the driver and this profile agree, not that either matches an instrument:
+`F-18       370.2 MBq`, ended by CR LF (the manual's rule for data sent after a command).
 """
 
 from __future__ import annotations

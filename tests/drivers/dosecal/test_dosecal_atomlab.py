@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from dosecal_harness import fault_scenario, supervised
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 
 from agent.physics import normalize_nuclide
 from drivers.base import DeviceError, Quality
+from drivers.dosecal.atomlab500 import driver as atomlab_driver
 from drivers.dosecal.atomlab500.driver import Atomlab500Config, Atomlab500Driver, parse_atomlab_line
 from drivers.registry import create_driver
 from simulators.dosecal import FAULTS, DoseCalibratorSimulator
@@ -149,3 +151,31 @@ def test_golden_manual_reading_request_has_no_carriage_return():
     assert driver.encode_command("\x03") == b"\x03"
     assert driver.encode_command("ISO F18") == b"ISO F18\r"
     assert (driver.cfg.baudrate, driver.cfg.parity, driver.cfg.stopbits) == (19200, "N", 1)
+
+
+README = Path(atomlab_driver.__file__).with_name("README.md")
+
+
+def test_readme_override_example():
+    """The README's documented override works: its example line parses with its pattern."""
+    text = README.read_text(encoding="utf-8")
+    line = re.search(r"captured line were `([^`]+)`", text)
+    pattern = re.search(r"override would be:\s*```toml\s*reading_pattern = '([^']+)'", text)
+    assert line is not None and pattern is not None, "README override example not found"
+    config = make_config("a", "/dev/ttyS0", reading_pattern=pattern.group(1))
+    m = parse_atomlab_line(line.group(1).encode(), re.compile(config.reading_pattern))
+    assert m.ok, m.reason
+    assert (m.value, m.unit, m.nuclide) == (370.2, "MBq", "F-18")
+    # The shipped default does not read that layout: the line is BAD, not misread.
+    default = parse_atomlab_line(line.group(1).encode())
+    assert not default.ok
+    assert default.reason == "line does not match the configured pattern"
+
+
+def test_readme_and_sample_show_the_shipped_default():
+    """The pattern the README and sample.toml show is the driver's real default."""
+    for path in (README, README.with_name("sample.toml")):
+        text = path.read_text(encoding="utf-8")
+        shown = re.search(r"^reading_pattern = '([^']+)'$", text, re.MULTILINE)
+        assert shown is not None, path
+        assert shown.group(1) == atomlab_driver.DEFAULT_READING_PATTERN, path
