@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -76,23 +79,51 @@ def cmd_ingest_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_ingest_report(args: argparse.Namespace) -> int:
-    """`isoedge ingest report -c FILE [--json]`."""
+def _on_database(args: argparse.Namespace, work: Callable[[Any, Any], _T]) -> _T | int:
+    """Run `work(config, registry)` in the frame every verb on the record shares.
+
+    The driver checked, logs on stderr (stdout carries the verb's output, `--json` included),
+    the configuration and key registry loaded, a database error named with the file and key.
+    """
     if (missing := _missing_driver()) is not None:
         return missing
     import psycopg  # noqa: PLC0415
 
-    from central.app import ingest_report  # noqa: PLC0415
+    from agent.core.log import configure_logging  # noqa: PLC0415
 
+    configure_logging("warning", sys.stderr)
     loaded = _load(args.config)
     if isinstance(loaded, int):
         return loaded
     config, registry = loaded
     try:
-        result = ingest_report(config, registry)
+        return work(config, registry)
     except psycopg.Error as exc:
         _err(f"{args.config}: database.url: {str(exc).strip()}")
         return EXIT_FAILURE
+
+
+def _migrated(config: Any, application: str) -> Any:
+    """A connection without a statement timeout to a record migrated to this version."""
+    from central.schema import migrate  # noqa: PLC0415
+    from central.store import connect  # noqa: PLC0415
+
+    conn = connect(config.database.url, application_name=application, statement_timeout_ms=0)
+    try:
+        migrate(conn, timescaledb=config.database.timescaledb)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def cmd_ingest_report(args: argparse.Namespace) -> int:
+    """`isoedge ingest report -c FILE [--json]`."""
+    from central.app import ingest_report  # noqa: PLC0415
+
+    result = _on_database(args, ingest_report)
+    if isinstance(result, int):
+        return result
     if args.json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return EXIT_OK
@@ -111,21 +142,12 @@ def cmd_ingest_report(args: argparse.Namespace) -> int:
 
 def cmd_ingest_rebuild(args: argparse.Namespace) -> int:
     """`isoedge ingest rebuild-completeness -c FILE [--check]`."""
-    if (missing := _missing_driver()) is not None:
-        return missing
-    import psycopg  # noqa: PLC0415
-
     from central.app import rebuild_completeness  # noqa: PLC0415
 
-    loaded = _load(args.config)
-    if isinstance(loaded, int):
-        return loaded
-    config, _registry = loaded
-    try:
-        diff = rebuild_completeness(config, write=not args.check)
-    except psycopg.Error as exc:
-        _err(f"{args.config}: database.url: {str(exc).strip()}")
-        return EXIT_FAILURE
+    diff = _on_database(
+        args, lambda config, _registry: rebuild_completeness(config, write=not args.check))
+    if isinstance(diff, int):
+        return diff
     for line in diff:
         sys.stdout.write(line + "\n")
     if not diff:
@@ -140,27 +162,17 @@ def cmd_ingest_rebuild(args: argparse.Namespace) -> int:
 
 def cmd_ingest_verify_stored(args: argparse.Namespace) -> int:
     """`isoedge ingest verify-stored -c FILE [--site S --agent A --from SEQ --to SEQ]`."""
-    if (missing := _missing_driver()) is not None:
-        return missing
-    import psycopg  # noqa: PLC0415
-
-    from central.schema import migrate  # noqa: PLC0415
-    from central.store import connect  # noqa: PLC0415
     from central.verify_stored import Selection, verify_stored  # noqa: PLC0415
 
-    loaded = _load(args.config)
-    if isinstance(loaded, int):
-        return loaded
-    config, registry = loaded
     selection = Selection(args.site, args.agent, args.from_seq, args.to_seq)
-    try:
-        with connect(config.database.url, application_name="isoedge-verify-stored",
-                     statement_timeout_ms=0) as conn:
-            migrate(conn, timescaledb=config.database.timescaledb)
-            found = verify_stored(conn, registry, selection)
-    except psycopg.Error as exc:
-        _err(f"{args.config}: database.url: {str(exc).strip()}")
-        return EXIT_FAILURE
+
+    def check(config: Any, registry: Any) -> Any:
+        with _migrated(config, "isoedge-verify-stored") as conn:
+            return verify_stored(conn, registry, selection)
+
+    found = _on_database(args, check)
+    if isinstance(found, int):
+        return found
     for line in found.problems:
         sys.stdout.write(line + "\n")
     sys.stdout.write(f"{found.envelopes} envelopes, {found.readings} readings, {found.events}"
@@ -171,32 +183,23 @@ def cmd_ingest_verify_stored(args: argparse.Namespace) -> int:
 
 def cmd_ingest_archive(args: argparse.Namespace) -> int:
     """`isoedge ingest archive -c FILE --before DATE`."""
-    if (missing := _missing_driver()) is not None:
-        return missing
     from datetime import date  # noqa: PLC0415
 
-    import psycopg  # noqa: PLC0415
+    from central.schema import archive_partitions  # noqa: PLC0415
 
-    from central.schema import archive_partitions, migrate  # noqa: PLC0415
-    from central.store import connect  # noqa: PLC0415
-
-    loaded = _load(args.config)
-    if isinstance(loaded, int):
-        return loaded
-    config, _registry = loaded
     try:
         before = date.fromisoformat(args.before)
     except ValueError:
         _err(f"--before: expected a date YYYY-MM-DD, got {args.before!r}")
         return EXIT_USAGE
-    try:
-        with connect(config.database.url, application_name="isoedge-ingest-archive",
-                     statement_timeout_ms=0) as conn:
-            migrate(conn, timescaledb=config.database.timescaledb)
-            moved = archive_partitions(conn, before)
-    except psycopg.Error as exc:
-        _err(f"{args.config}: database.url: {str(exc).strip()}")
-        return EXIT_FAILURE
+
+    def archive(config: Any, _registry: Any) -> list[str]:
+        with _migrated(config, "isoedge-ingest-archive") as conn:
+            return list(archive_partitions(conn, before))
+
+    moved = _on_database(args, archive)
+    if isinstance(moved, int):
+        return moved
     for name in moved:
         sys.stdout.write(f"detached to {name}\n")
     sys.stdout.write(f"{len(moved)} daily partition(s) before {before} moved to schema archive\n")
