@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from broker import Mosquitto
 
+from central.pgserver import PostgresServer
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Slow scenarios first (otherwise in file order).
@@ -73,3 +75,15 @@ async def no_leaked_tasks_or_threads(request: pytest.FixtureRequest) -> AsyncIte
             f"{len(threads)} thread(s) {[t.name for t in threads]}",
             pytrace=False,
         )
+
+
+@pytest.fixture
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL (Debian binaries, initdb in a temp dir, an unprivileged user, a free
+    port), destroyed after the test."""
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()

@@ -18,8 +18,6 @@ from ingest_rig import Rig as CentralRig
 from ingest_rig import make_rig
 from ingestrig import Rig as IngestRig
 
-from central.pgserver import PostgresServer
-
 
 @pytest.fixture
 def rig(tmp_path, mosquitto):
@@ -33,16 +31,6 @@ def rig(tmp_path, mosquitto):
     yield make
     for r in made:
         r.close()
-
-
-@pytest.fixture
-def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.destroy()
 
 
 @pytest.fixture
