@@ -109,6 +109,10 @@ class QCDesk(Protocol):
         """Analyse a linearity run with the points it has."""
         ...
 
+    def confirm_step(self, run_id: str, index: int, *, by: str) -> TestRun:
+        """The operator's go-ahead for the current step (audited)."""
+        ...
+
     async def sign_run(
         self, run_id: str, name: str, password: str, comment: str = ""
     ) -> dict[str, Any]:

@@ -178,9 +178,14 @@ function showRun(run) {
     { "data-step": s.index, "data-state": s.state, class: `step ${s.state}` },
     el("td", {}, s.index),
     el("td", { class: "instruction", "data-instruction": s.instruction }, agentText(s.instruction_i18n, s.instruction),
-      s.state === "active" ? el("div", { class: "muted small" },
-        _("waiting for {n} stable readings on the {setting} setting…",
-          { n: run.settle_readings, setting: s.setting || _("right") })) : null),
+      s.state === "active" && s.confirm && !s.confirmed_at && run.state === "running"
+        ? el("div", { class: "step-go" },
+          el("button", { type: "button", class: "step-confirm", "data-step": s.index,
+            disabled: !qc.may.performed, onclick: () => confirmStep(run, s.index) }, _(s.confirm)),
+          el("div", { class: "muted small" }, _("IsoEdge measures once you confirm.")))
+        : s.state === "active" ? el("div", { class: "muted small" },
+          _("waiting for {n} stable readings on the {setting} setting…",
+            { n: run.settle_readings, setting: s.setting || _("right") })) : null),
     el("td", {}, s.setting || s.container || ""),
     el("td", { class: "num expected" }, s.kind === "background" ? `≤ ${fmtValue((run.tolerance || {}).max_mbq)}`
       : fmtMbq(s.expected_mbq, s.uncertainty_mbq)),
@@ -208,6 +213,20 @@ function showRun(run) {
   $("#qc-sign").hidden = !(run.state === "completed" && qc.may.performed);
   $("#qc-finish").hidden = !(run.test === "linearity" && run.state === "running");
   $("#qc-cancel").hidden = !["running", "completed"].includes(run.state);
+}
+
+async function confirmStep(run, index) {
+  const errorBox = $("#qc-start-error");
+  errorBox.hidden = true;
+  try {
+    const data = await api(`/api/qc/runs/${encodeURIComponent(run.id)}/steps/${index}/confirm`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: "{}",
+    });
+    showRun(data.run);
+  } catch (error) {
+    errorBox.textContent = _("Not confirmed: {reason}", { reason: error.message });
+    errorBox.hidden = false;
+  }
 }
 
 async function pollRun() {
