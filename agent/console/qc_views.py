@@ -283,11 +283,30 @@ class QCViews:
                 "device": device, "release": self.desk.release(device), "tests": tests,
                 "daily": programme.daily_tests, "runs": runs,
             })  # fmt: skip
+        panel = self.backend.simulator_panel
         return _json({
             "timezone": self.desk.config.timezone,
             "calibrators": calibrators,
             "may": self.permissions(principal),
+            # The demo only: its simulated calibrators under the console's hands.
+            "simulator": None if panel is None else panel.state(),
         })  # fmt: skip
+
+    async def simulator(self, request: web.Request) -> web.Response:
+        """POST /api/demo/simulator `{"device", "action", "source"?, "nuclide"?}` (demo only)."""
+        panel = self.backend.simulator_panel
+        if panel is None:
+            _fail("no simulator here (only `isoedge demo` has one)", web.HTTPNotFound)
+        self._require(request, "performed")
+        body = await json_body(request)
+        try:
+            state = panel.act(text_field(body, "device", required=True, limit=200),
+                              text_field(body, "action", required=True, limit=40),
+                              source=text_field(body, "source", limit=200) or None,
+                              nuclide=text_field(body, "nuclide", limit=40) or None)  # fmt: skip
+        except ValueError as exc:
+            _fail(str(exc), web.HTTPConflict)
+        return _json({"simulator": state})
 
     # ------------------------------------------------------------------- runs
     async def start_run(self, request: web.Request) -> web.Response:
@@ -761,6 +780,7 @@ def add_routes(app: web.Application, views: QCViews) -> None:
     r.add_get("/api/qc/state", views.qc_state)
     r.add_post("/api/qc/runs", views.start_run)
     r.add_get("/api/qc/runs/{run_id}", views.get_run)
+    r.add_post("/api/demo/simulator", views.simulator)
     r.add_post("/api/qc/runs/{run_id}/cancel", views.cancel_run)
     r.add_post("/api/qc/runs/{run_id}/finish", views.finish_run)
     r.add_post("/api/qc/runs/{run_id}/steps/{index}/confirm", views.confirm_step)

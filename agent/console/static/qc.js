@@ -125,11 +125,60 @@ async function loadQCState() {
   renderReleaseBar();
   const cal = qc.state.calibrators.find((c) => c.device === qc.device);
   renderStart(cal);
+  renderSimulator((qc.state.simulator || {})[qc.device]);
   // Show the newest run of this calibrator that is still of interest.
   const current = cal && cal.runs.find((r) => ["running", "completed", "signing"].includes(r.state));
   if (current) showRun(current);
   else if (qc.run && qc.run.device === qc.device && qc.run.state === "signed") showRun(qc.run);
   else hideRun();
+}
+
+// The demo's simulated calibrator (absent on a real site: the server sends no simulator).
+function renderSimulator(sim) {
+  const panel = $("#sim-panel");
+  panel.hidden = !sim;
+  if (!sim) return;
+  panel.dataset.sample = sim.sample || "";
+  panel.dataset.setting = sim.setting || "";
+  $("#sim-state").textContent = sim.sample
+    ? _("In the chamber: {nuclide}, {activity} MBq; setting {setting}",
+      { nuclide: sim.sample, activity: fmtMbq(sim.activity_mbq), setting: sim.setting || "—" })
+    : _("The chamber is empty; setting {setting}", { setting: sim.setting || "—" });
+  // A redraw keeps the setting the user is choosing (the state is reloaded every few seconds).
+  const was = $("#sim-setting") ? $("#sim-setting").value : null;
+  const chosen = sim.settings.includes(was) && was !== panel.dataset.shown ? was : sim.setting;
+  panel.dataset.shown = sim.setting || "";
+  const setting = el("select", { id: "sim-setting" },
+    ...sim.settings.map((n) => el("option", { value: n, selected: n === chosen }, n)));
+  const act = (action, extra) => () => simulatorAct(action, extra);
+  const disabled = !qc.may.performed;
+  $("#sim-actions").replaceChildren(
+    el("button", { type: "button", "data-action": "empty", disabled, onclick: act("empty") },
+      _("Empty the chamber")),
+    ...sim.sources.map((s) => el("button", { type: "button", "data-action": "place", "data-source": s.id,
+      disabled, onclick: act("place", { source: s.id }) },
+    _("Place {source} ({nuclide})", { source: s.id, nuclide: s.nuclide }))),
+    el("button", { type: "button", "data-action": "vial", disabled, onclick: act("vial") },
+      _("Put the {nuclide} vial back", { nuclide: sim.vial })),
+    el("label", {}, _("Setting"), " ", setting),
+    el("button", { type: "button", "data-action": "setting", disabled,
+      onclick: () => simulatorAct("setting", { nuclide: $("#sim-setting").value }) }, _("Select setting")));
+}
+
+async function simulatorAct(action, extra) {
+  const errorBox = $("#sim-error");
+  errorBox.hidden = true;
+  try {
+    const data = await api("/api/demo/simulator", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ device: qc.device, action, ...(extra || {}) }),
+    });
+    if (qc.state && qc.state.simulator) qc.state.simulator[qc.device] = data.simulator;
+    renderSimulator(data.simulator);
+  } catch (error) {
+    errorBox.textContent = _("Not done: {reason}", { reason: error.message });
+    errorBox.hidden = false;
+  }
 }
 
 function renderStart(cal) {

@@ -1,0 +1,97 @@
+"""The demo's simulated dose calibrators under the console's hands (`isoedge demo` only).
+
+On a real site the technologist places the source in the chamber and turns the setting knob;
+in the demo nobody can, so the console shows this panel (the agent's `simulator_panel`, which
+only `isoedge demo` sets): empty the chamber, place a source of the QC programme (at its
+decay-corrected activity), put the demo's vial back, select a setting. The guided QC steps
+can then be done from a browser.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from agent.physics.nuclides import normalize_nuclide
+
+if TYPE_CHECKING:
+    from agent.qc.manager import QCManager
+    from simulators.dosecal import DoseCalibratorSimulator
+
+log = structlog.get_logger("isoedge.demo")
+
+ACTIONS = ("empty", "place", "vial", "setting")
+
+
+class DemoSimulatorPanel:
+    """Satisfies the console's `SimulatorPanel` over the demo's calibrator simulators."""
+
+    def __init__(self, manager: QCManager, simulators: dict[str, DoseCalibratorSimulator]) -> None:
+        self._manager = manager
+        self._simulators = simulators
+        # The demo's vial as it was at start (put back by `vial`).
+        self._vials = {device: (sim.chamber.sample_nuclide, sim.chamber.a0_mbq)
+                       for device, sim in simulators.items()}  # fmt: skip
+
+    def _settings(self, device: str) -> list[str]:
+        settings: list[str] = []
+        if device in self._manager.devices:
+            programme = self._manager.programme(device)
+            if programme.constancy is not None:
+                settings += [s.nuclide for s in programme.constancy.settings]
+            settings += [s.nuclide for s in programme.sources]
+            if programme.linearity is not None:
+                settings.append(programme.linearity.nuclide)
+        settings.append(self._vials[device][0])
+        return list(dict.fromkeys(settings))
+
+    def state(self) -> dict[str, dict[str, Any]]:
+        """Per simulated calibrator: chamber, setting, the sources and settings on offer."""
+        out: dict[str, dict[str, Any]] = {}
+        for device, sim in self._simulators.items():
+            chamber = sim.chamber
+            sources = []
+            if device in self._manager.devices:
+                sources = [{"id": s.id, "nuclide": s.nuclide}
+                           for s in self._manager.programme(device).sources]  # fmt: skip
+            out[device] = {
+                "sample": chamber.sample_nuclide if chamber.a0_mbq > 0 else None,
+                "activity_mbq": chamber.true_activity_mbq() if chamber.a0_mbq > 0 else 0.0,
+                "setting": chamber.selected_nuclide,
+                "sources": sources,
+                "settings": self._settings(device),
+                "vial": self._vials[device][0],
+            }
+        return out
+
+    def act(self, device: str, action: str, *, source: str | None = None,
+            nuclide: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """Do `action` on `device`'s simulator; its new state."""
+        sim = self._simulators.get(device)
+        if sim is None:
+            raise ValueError(f"{device}: not a simulated calibrator")
+        if action == "empty":
+            sim.empty()
+        elif action == "place":
+            ids = {s.id for s in self._manager.programme(device).sources} \
+                if device in self._manager.devices else set()  # fmt: skip
+            if source not in ids:
+                raise ValueError(f"{device}: no source {source!r} in its QC programme")
+            known = self._manager.programme(device).source(source)
+            activity, _ = self._manager.expected_activity(device, known.id)
+            sim.place_source(known.nuclide, activity)
+        elif action == "vial":
+            sim.load_sample(*self._vials[device])
+        elif action == "setting":
+            wanted = normalize_nuclide(nuclide or "")
+            if wanted is None or wanted not in self._settings(device):
+                raise ValueError(f"{device}: no setting {nuclide!r}")
+            sim.set_nuclide(wanted)
+        else:
+            raise ValueError(f"unknown simulator action {action!r}; expected one of {ACTIONS}")
+        log.info("demo simulator", device=device, action=action, source=source, nuclide=nuclide)
+        return self.state()[device]
+
+
+__all__ = ["ACTIONS", "DemoSimulatorPanel"]
