@@ -39,68 +39,72 @@ async def test_background_and_constancy_done_from_the_browser_with_the_demo_pane
                 "timeout_s": 0.5}]
     tess = USERS["tess"]
     try:
-        async with running_agent(tmp_path, mosquitto.url, devices=devices,
-                                 web={"users": web_users()}, extra={"qc": PROGRAMME}) as agent:
-            async with async_playwright() as pw:
-                browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                                   args=CHROMIUM_ARGS)
-                try:
-                    page = await (await browser.new_context(
-                        viewport={"width": 1280, "height": 1000})).new_page()
-                    page.set_default_timeout(UI_TIMEOUT_MS)
-                    await sign_in(page, url(agent, "/#qc"), "tess", tess[2])
-                    # A real site: no panel, and its API is not there.
-                    await expect(page.locator("#qc-start button[data-test=background]")).to_be_visible()
-                    await expect(page.locator("#sim-panel")).to_be_hidden()
-                    answer = await page.evaluate("""async () => (await fetch("/api/demo/simulator", {
-                        method: "POST", headers: {"Content-Type": "application/json"},
-                        body: JSON.stringify({device: "dosecal-1", action: "empty"})})).status""")
-                    assert answer == 404
-                    assert sim.chamber.a0_mbq > 0  # untouched
+        async with (running_agent(tmp_path, mosquitto.url, devices=devices,
+                                  web={"users": web_users()}, extra={"qc": PROGRAMME}) as agent,
+                    async_playwright() as pw):
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                               args=CHROMIUM_ARGS)
+            try:
+                page = await (await browser.new_context(
+                    viewport={"width": 1280, "height": 1000})).new_page()
+                page.set_default_timeout(UI_TIMEOUT_MS)
+                await sign_in(page, url(agent, "/#qc"), "tess", tess[2])
+                # A real site: no panel, and its API is not there.
+                await expect(page.locator("#qc-start button[data-test=background]")).to_be_visible()
+                await expect(page.locator("#sim-panel")).to_be_hidden()
+                answer = await page.evaluate("""async () => (await fetch("/api/demo/simulator", {
+                    method: "POST", headers: {"Content-Type": "application/json"},
+                    body: JSON.stringify({device: "dosecal-1", action: "empty"})})).status""")
+                assert answer == 404
+                assert sim.chamber.a0_mbq > 0  # untouched
 
-                    # The demo: the panel is there; the F-18 vial is in the chamber.
-                    agent.simulator_panel = DemoSimulatorPanel(agent.qc_programme, {CAL: sim})
-                    await page.reload()
-                    panel = page.locator("#sim-panel")
-                    await expect(panel).to_be_visible()
-                    await expect(panel).to_have_attribute("data-sample", "F-18")
-
-                    # Background: the vial is taken out from the panel, then "chamber empty".
-                    await page.click('#qc-start button[data-test="background"]')
-                    await panel.locator("button[data-action=empty]").click()
-                    await expect(panel).to_have_attribute("data-sample", "")
-                    await confirm_and_wait(page, "Chamber empty — measure", 1)
-                    box = page.locator("#qc-run")
-                    await expect(box).to_have_attribute("data-state", "completed")
-                    await expect(box.locator(".run-result")).to_contain_text("pass")
-                    await page.click("#qc-sign")
-                    await page.fill("#sign-password", tess[2])
-                    await page.click("#sign-submit")
-                    await expect(box.locator(".run-state")).to_have_text("signed")
-
-                    # Constancy: the check source placed, then each setting turned on the panel.
-                    await page.click('#qc-start button[data-test="constancy"]')
-                    await expect(box).to_have_attribute("data-test", "constancy")
-                    await panel.locator('button[data-action=place][data-source="CS137-01"]').click()
-                    await expect(panel).to_have_attribute("data-sample", "Cs-137")
-                    await confirm_and_wait(page, "Source placed — measure", 1)
-                    await panel.locator("#sim-setting").select_option("F-18")
-                    await panel.locator("button[data-action=setting]").click()
-                    await expect(panel).to_have_attribute("data-setting", "F-18")
-                    await confirm_and_wait(page, "Setting selected — measure", 2)
-                    await expect(box).to_have_attribute("data-state", "completed")
-                    await expect(box.locator(".run-result")).to_contain_text("pass")
-                    await page.click("#qc-sign")
-                    await page.fill("#sign-password", tess[2])
-                    await page.click("#sign-submit")
-                    await expect(box.locator(".run-state")).to_have_text("signed")
-                    release = page.locator(f'#release-bar .release[data-device="{CAL}"]')
-                    await expect(release.locator(".release-state")).to_have_text("released")
-
-                    # The vial goes back for the day's dispensing.
-                    await panel.locator("button[data-action=vial]").click()
-                    await expect(panel).to_have_attribute("data-sample", "F-18")
-                finally:
-                    await browser.close()
+                await the_demo_day(page, agent, sim)
+            finally:
+                await browser.close()
     finally:
         await sim.stop()
+
+
+async def sign_run(page, password: str) -> None:
+    box = page.locator("#qc-run")
+    await expect(box).to_have_attribute("data-state", "completed")
+    await expect(box.locator(".run-result")).to_contain_text("pass")
+    await page.click("#qc-sign")
+    await page.fill("#sign-password", password)
+    await page.click("#sign-submit")
+    await expect(box.locator(".run-state")).to_have_text("signed")
+
+
+async def the_demo_day(page, agent, sim: DoseCalibratorSimulator) -> None:
+    # The demo: the panel is there; the F-18 vial is in the chamber.
+    agent.simulator_panel = DemoSimulatorPanel(agent.qc_programme, {CAL: sim})
+    await page.reload()
+    panel = page.locator("#sim-panel")
+    await expect(panel).to_be_visible()
+    await expect(panel).to_have_attribute("data-sample", "F-18")
+
+    # Background: the vial is taken out from the panel, then "chamber empty".
+    await page.click('#qc-start button[data-test="background"]')
+    await panel.locator("button[data-action=empty]").click()
+    await expect(panel).to_have_attribute("data-sample", "")
+    await confirm_and_wait(page, "Chamber empty — measure", 1)
+    box = page.locator("#qc-run")
+    await sign_run(page, USERS["tess"][2])
+
+    # Constancy: the check source placed, then each setting turned on the panel.
+    await page.click('#qc-start button[data-test="constancy"]')
+    await expect(box).to_have_attribute("data-test", "constancy")
+    await panel.locator('button[data-action=place][data-source="CS137-01"]').click()
+    await expect(panel).to_have_attribute("data-sample", "Cs-137")
+    await confirm_and_wait(page, "Source placed — measure", 1)
+    await panel.locator("#sim-setting").select_option("F-18")
+    await panel.locator("button[data-action=setting]").click()
+    await expect(panel).to_have_attribute("data-setting", "F-18")
+    await confirm_and_wait(page, "Setting selected — measure", 2)
+    await sign_run(page, USERS["tess"][2])
+    release = page.locator(f'#release-bar .release[data-device="{CAL}"]')
+    await expect(release.locator(".release-state")).to_have_text("released")
+
+    # The vial goes back for the day's dispensing.
+    await panel.locator("button[data-action=vial]").click()
+    await expect(panel).to_have_attribute("data-sample", "F-18")
