@@ -3,8 +3,9 @@
 On a real site the technologist places the source in the chamber and turns the setting knob;
 in the demo nobody can, so the console shows this panel (the agent's `simulator_panel`, which
 only `isoedge demo` sets): empty the chamber, place a source of the QC programme (at its
-decay-corrected activity), put the demo's vial back, select a setting. The guided QC steps
-can then be done from a browser.
+decay-corrected activity), put the demo's vial back, select a setting, or place a linearity
+sample that decays `LINEARITY_TIME_SCALE` times faster than real time. The guided QC steps and
+a linearity run can then be done from a browser.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("isoedge.demo")
 
-ACTIONS = ("empty", "place", "vial", "setting")
+ACTIONS = ("empty", "place", "vial", "setting", "linearity")
+# The demo's linearity sample decays this much faster than real time: a 48 h decay-method run
+# (a point every 30 min) takes 4 min. The console starts the run with the same scale.
+LINEARITY_TIME_SCALE = 720.0
+LINEARITY_ACTIVITY_MBQ = 40_000.0  # top of a Tc-99m range: above the minimum after 8 half-lives
 
 
 class DemoSimulatorPanel:
@@ -46,6 +51,20 @@ class DemoSimulatorPanel:
         settings.append(self._vials[device][0])
         return list(dict.fromkeys(settings))
 
+    def _linearity(self, device: str) -> dict[str, Any] | None:
+        if device not in self._manager.devices:
+            return None
+        lin = self._manager.programme(device).linearity
+        if lin is None:
+            return None
+        return {"nuclide": lin.nuclide, "activity_mbq": LINEARITY_ACTIVITY_MBQ,
+                "time_scale": LINEARITY_TIME_SCALE}  # fmt: skip
+
+    @staticmethod
+    def _real_time(sim: DoseCalibratorSimulator) -> None:
+        """What goes in next decays in real time (a time-scaled linearity sample taken out)."""
+        sim.chamber.time_scale = 1.0
+
     def state(self) -> dict[str, dict[str, Any]]:
         """Per simulated calibrator: chamber, setting, the sources and settings on offer."""
         out: dict[str, dict[str, Any]] = {}
@@ -62,6 +81,7 @@ class DemoSimulatorPanel:
                 "sources": sources,
                 "settings": self._settings(device),
                 "vial": self._vials[device][0],
+                "linearity": self._linearity(device),
             }
         return out
 
@@ -72,6 +92,7 @@ class DemoSimulatorPanel:
         if sim is None:
             raise ValueError(f"{device}: not a simulated calibrator")
         if action == "empty":
+            self._real_time(sim)
             sim.empty()
         elif action == "place":
             ids = {s.id for s in self._manager.programme(device).sources} \
@@ -80,9 +101,17 @@ class DemoSimulatorPanel:
                 raise ValueError(f"{device}: no source {source!r} in its QC programme")
             known = self._manager.programme(device).source(source)
             activity, _ = self._manager.expected_activity(device, known.id)
+            self._real_time(sim)
             sim.place_source(known.nuclide, activity)
         elif action == "vial":
+            self._real_time(sim)
             sim.load_sample(*self._vials[device])
+        elif action == "linearity":
+            lin = self._linearity(device)
+            if lin is None:
+                raise ValueError(f"{device}: no linearity test in its QC programme")
+            sim.chamber.time_scale = lin["time_scale"]  # before loading: t0 on the new clock
+            sim.place_source(lin["nuclide"], lin["activity_mbq"])
         elif action == "setting":
             wanted = normalize_nuclide(nuclide or "")
             if wanted is None or wanted not in self._settings(device):
@@ -94,4 +123,4 @@ class DemoSimulatorPanel:
         return self.state()[device]
 
 
-__all__ = ["ACTIONS", "DemoSimulatorPanel"]
+__all__ = ["ACTIONS", "LINEARITY_TIME_SCALE", "DemoSimulatorPanel"]

@@ -108,3 +108,47 @@ async def the_demo_day(page, agent, sim: DoseCalibratorSimulator) -> None:
     # The vial goes back for the day's dispensing.
     await panel.locator("button[data-action=vial]").click()
     await expect(panel).to_have_attribute("data-sample", "F-18")
+
+
+LINEARITY = {"nuclide": "Tc-99m", "interval_s": 900, "duration_h": 6, "min_activity_mbq": 100}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_linearity_runs_in_the_demo_on_a_time_scaled_sample(
+        tmp_path, mosquitto, chromium_available):  # noqa: F811 - the fixture
+    """The panel's linearity sample decays x720: a 6 h decay-method run (a point every 15 min)
+    completes in 30 s in the page, started with the same time scale."""
+    sim = DoseCalibratorSimulator("capintec_crc15", "pty", "F-18", 400.0, seed=7, noise=True)
+    address = await sim.start()
+    devices = [{"id": CAL, "type": "capintec_crc15", "port": address, "poll_interval_s": 0.1,
+                "timeout_s": 0.5}]
+    programme = {**PROGRAMME, "calibrators": [{**PROGRAMME["calibrators"][0],
+                                               "linearity": LINEARITY}]}  # fmt: skip
+    try:
+        async with (running_agent(tmp_path, mosquitto.url, devices=devices,
+                                  web={"users": web_users()}, extra={"qc": programme}) as agent,
+                    async_playwright() as pw):
+            agent.simulator_panel = DemoSimulatorPanel(agent.qc_programme, {CAL: sim})
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                               args=CHROMIUM_ARGS)
+            try:
+                page = await (await browser.new_context(
+                    viewport={"width": 1280, "height": 1000})).new_page()
+                page.set_default_timeout(UI_TIMEOUT_MS)
+                await sign_in(page, url(agent, "/#qc"), "tess", USERS["tess"][2])
+                await page.click('#qc-start button[data-test="linearity"]')
+                box = page.locator("#qc-run")
+                await expect(box).to_have_attribute("data-test", "linearity")
+                await expect(box).to_have_attribute("data-state", "running")
+                await page.locator("#sim-panel button[data-action=linearity]").click()
+                await expect(page.locator("#sim-panel")).to_have_attribute("data-sample", "Tc-99m")
+                await expect(box).to_have_attribute("data-state", "completed", timeout=120_000)
+                run = agent.qc_programme.run(await box.get_attribute("data-run"))
+                assert run.time_scale == sim.chamber.time_scale == 720.0
+                assert run.linearity is not None and run.result == "pass"
+                assert len(run.series) >= 20  # a point every 15 simulated minutes over 6 h
+            finally:
+                await browser.close()
+    finally:
+        await sim.stop()

@@ -160,6 +160,9 @@ function renderSimulator(sim) {
     _("Place {source} ({nuclide})", { source: s.id, nuclide: s.nuclide }))),
     el("button", { type: "button", "data-action": "vial", disabled, onclick: act("vial") },
       _("Put the {nuclide} vial back", { nuclide: sim.vial })),
+    sim.linearity ? el("button", { type: "button", "data-action": "linearity", disabled, onclick: act("linearity") },
+      _("Place a linearity sample ({nuclide}, {activity} MBq, time ×{scale})", { nuclide: sim.linearity.nuclide,
+        activity: fmtMbq(sim.linearity.activity_mbq), scale: fmtNumber(String(sim.linearity.time_scale)) })) : null,
     el("label", {}, _("Setting"), " ", setting),
     el("button", { type: "button", "data-action": "setting", disabled,
       onclick: () => simulatorAct("setting", { nuclide: $("#sim-setting").value }) }, _("Select setting")));
@@ -193,13 +196,19 @@ function renderStart(cal) {
   }, cal.daily.includes(test) ? _("{test} (daily)", { test: testText(test) }) : testText(test))));
 }
 
+function simulatedScale(test) {
+  const sim = ((qc.state || {}).simulator || {})[qc.device];
+  return test === "linearity" && sim && sim.linearity ? { time_scale: sim.linearity.time_scale } : {};
+}
+
 async function startTest(test) {
   const errorBox = $("#qc-start-error");
   errorBox.hidden = true;
   try {
     const data = await api("/api/qc/runs", {
       method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ device: qc.device, test }),
+      // The demo's linearity sample decays time-scaled: the run is told the same scale.
+      body: JSON.stringify({ device: qc.device, test, ...simulatedScale(test) }),
     });
     showRun(data.run);
     loadQCState();
