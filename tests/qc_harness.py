@@ -173,7 +173,7 @@ class QCDesk:
         sim = self.simulator
         placed: str | None = None
 
-        def step_along() -> bool:
+        def step_along() -> bool:  # noqa: C901 - one operator's hands, step by step
             step = run.current
             if run.state != "running" or step is None:
                 return run.state != "running"
@@ -199,6 +199,8 @@ class QCDesk:
                     return False
                 sim.place_source(step.setting or "Tc-99m", self.sample_mbq, str(step.container))
                 placed = step.container
+            if step.waiting_for_operator:  # the chamber is as the step asks: "— measure"
+                self.manager.confirm_step(run.id, step.index, by=run.started_by)  # type: ignore[union-attr]
             return False
 
         await wait_for_condition(step_along, timeout=timeout, interval=0.05)

@@ -109,6 +109,10 @@ class QCDesk(Protocol):
         """Analyse a linearity run with the points it has."""
         ...
 
+    def confirm_step(self, run_id: str, index: int, *, by: str) -> TestRun:
+        """The operator's go-ahead for the current step (audited)."""
+        ...
+
     async def sign_run(
         self, run_id: str, name: str, password: str, comment: str = ""
     ) -> dict[str, Any]:
@@ -216,12 +220,34 @@ class LiveFeed(Protocol):
         ...
 
 
+class SimulatorPanel(Protocol):
+    """The demo's simulated calibrators, under the console's hands (absent in production)."""
+
+    def state(self) -> dict[str, dict[str, Any]]:
+        """Per simulated calibrator: what is in the chamber, the setting, what can be placed."""
+        ...
+
+    def act(self, device: str, action: str, *, source: str | None = None,
+            nuclide: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """Do `action` on `device`'s simulator; its new state (ValueError if it cannot be done).
+
+        `empty`, `place` (a source of the QC programme), `vial` (the demo's sample back) or
+        `setting` (select `nuclide`).
+        """
+        ...
+
+
 class ConsoleBackend(Protocol):
     """The running agent, as far as the console is concerned."""
 
     @property
     def identity(self) -> AgentIdentity:
         """Site, agent id, key id, broker."""
+        ...
+
+    @property
+    def simulator_panel(self) -> SimulatorPanel | None:
+        """The demo's simulator controls; None on a real site."""
         ...
 
     @property

@@ -42,6 +42,7 @@ log = structlog.get_logger("isoedge.web")
 MAX_TEXT = 2000
 MAX_PASSWORD = 1024
 MAX_BULK_ACK = 500
+MAX_STEP_DIGITS = 3  # a guided test has a handful of steps
 REPORT_KINDS = ("daily", "qc", "monthly", "linearity")
 # Actions of the signing policy and what the console lets a role start.
 ACTIONS = ("performed", "reviewed", "approved", "acknowledge_alert", "review_audit", "prescribe")
@@ -282,11 +283,30 @@ class QCViews:
                 "device": device, "release": self.desk.release(device), "tests": tests,
                 "daily": programme.daily_tests, "runs": runs,
             })  # fmt: skip
+        panel = self.backend.simulator_panel
         return _json({
             "timezone": self.desk.config.timezone,
             "calibrators": calibrators,
             "may": self.permissions(principal),
+            # The demo only: its simulated calibrators under the console's hands.
+            "simulator": None if panel is None else panel.state(),
         })  # fmt: skip
+
+    async def simulator(self, request: web.Request) -> web.Response:
+        """POST /api/demo/simulator `{"device", "action", "source"?, "nuclide"?}` (demo only)."""
+        panel = self.backend.simulator_panel
+        if panel is None:
+            _fail("no simulator here (only `isoedge demo` has one)", web.HTTPNotFound)
+        self._require(request, "performed")
+        body = await json_body(request)
+        try:
+            state = panel.act(text_field(body, "device", required=True, limit=200),
+                              text_field(body, "action", required=True, limit=40),
+                              source=text_field(body, "source", limit=200) or None,
+                              nuclide=text_field(body, "nuclide", limit=40) or None)  # fmt: skip
+        except ValueError as exc:
+            _fail(str(exc), web.HTTPConflict)
+        return _json({"simulator": state})
 
     # ------------------------------------------------------------------- runs
     async def start_run(self, request: web.Request) -> web.Response:
@@ -341,6 +361,24 @@ class QCViews:
             _fail(str(exc), web.HTTPConflict)
         except AuditTextError as exc:
             _fail(str(exc))
+        return _json({"run": self._run_dict(run)})
+
+    async def confirm_step(self, request: web.Request) -> web.Response:
+        """POST /api/qc/runs/{id}/steps/{index}/confirm: "chamber empty — measure" (audited)."""
+        principal = self._require(request, "performed")
+        body = await json_body(request)  # JSON only, as every write (also a CSRF guard)
+        run = self._get_run(request)
+        by = principal.name or text_field(body, "name", required=True, limit=200)
+        index = request.match_info["index"]
+        if not (index.isascii() and index.isdigit() and len(index) <= MAX_STEP_DIGITS):
+            _fail("a step is a number")
+        try:
+            run = self.desk.confirm_step(run.id, int(index), by=by)
+        except QCError as exc:
+            _fail(str(exc), web.HTTPConflict)
+        except AuditTextError as exc:
+            _fail(str(exc))
+        log.info("QC step confirmed", run=run.id, step=index, user=by, via="web")
         return _json({"run": self._run_dict(run)})
 
     async def finish_run(self, request: web.Request) -> web.Response:
@@ -742,8 +780,10 @@ def add_routes(app: web.Application, views: QCViews) -> None:
     r.add_get("/api/qc/state", views.qc_state)
     r.add_post("/api/qc/runs", views.start_run)
     r.add_get("/api/qc/runs/{run_id}", views.get_run)
+    r.add_post("/api/demo/simulator", views.simulator)
     r.add_post("/api/qc/runs/{run_id}/cancel", views.cancel_run)
     r.add_post("/api/qc/runs/{run_id}/finish", views.finish_run)
+    r.add_post("/api/qc/runs/{run_id}/steps/{index}/confirm", views.confirm_step)
     r.add_post("/api/qc/runs/{run_id}/sign", views.sign_run)
     r.add_get("/api/qc/records", views.list_records)
     r.add_post("/api/qc/records/{record_id}/review", views.review_record)

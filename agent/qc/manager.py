@@ -89,6 +89,11 @@ class Step:
     seen_setting: str | None = None
     seen_mbq: float | None = None
     removal_seen: bool = False
+    # The operator's go-ahead (a catalog id: "Chamber empty — measure"): until they press it,
+    # the step takes no reading (a background cannot fail on a vial still in the chamber).
+    confirm: str | None = None
+    confirmed_by: str | None = None
+    confirmed_at: datetime | None = None
     # The instruction as a catalog id and its parameters (the page shows it translated).
     text: tuple[str, dict[str, str]] | None = None
     _buffer: deque[tuple[float, str]] = field(default_factory=deque, repr=False)
@@ -113,7 +118,15 @@ class Step:
             "result": self.result,
             "seen_setting": self.seen_setting,
             "seen_mbq": self.seen_mbq,
+            "confirm": self.confirm,
+            "confirmed_by": self.confirmed_by,
+            "confirmed_at": None if self.confirmed_at is None else rfc3339(self.confirmed_at),
         }
+
+    @property
+    def waiting_for_operator(self) -> bool:
+        """True while the step waits for its operator's go-ahead."""
+        return self.confirm is not None and self.confirmed_at is None
 
 
 @dataclass
@@ -361,7 +374,7 @@ class QCManager:
         steps: list[Step] = []
         if test == "background":
             steps.append(_step(1, N_("Empty the chamber (no source, no sample); wait"), {},
-                               "background"))
+                               "background", confirm=N_("Chamber empty — measure")))
         elif test == "constancy" and programme.constancy is not None:
             source = programme.source(programme.constancy.source)
             for i, setting in enumerate(programme.constancy.settings, start=1):
@@ -374,6 +387,8 @@ class QCManager:
                                   "setting": setting.nuclide}, "source",
                         setting=setting.nuclide, source=source.id, ratio=setting.ratio,
                         expected_mbq=expected, uncertainty_mbq=u,
+                        confirm=(N_("Source placed — measure") if i == 1
+                                 else N_("Setting selected — measure")),
                     )
                 )  # fmt: skip
         elif test == "accuracy" and programme.accuracy is not None:
@@ -434,6 +449,26 @@ class QCManager:
             self._release_slot(run)
             self.audit.commit(staged)
         self.refresh()
+        return run
+
+    def confirm_step(self, run_id: str, index: int, *, by: str) -> TestRun:
+        """The operator's go-ahead for the run's current step (audited): it measures from now."""
+        if not by.strip():
+            raise QCError("confirming a step needs the person's name")
+        with self._lock:
+            run = self.run(run_id)
+            step = run.current
+            if run.state != "running" or step is None or step.index != index:
+                raise QCError(f"step {index} of run {run_id} is not the step in progress")
+            if not step.waiting_for_operator:
+                raise QCError(f"step {index} of run {run_id} is not waiting for a confirmation")
+            staged = self.audit.stage(
+                "qc.step.confirmed", actor=by.strip(), subject=f"{run.device}/{run.test}",
+                run=run.id, step=index, confirmed=step.confirm,
+            )  # fmt: skip
+            step.confirmed_by, step.confirmed_at = by.strip(), self._now()
+            step._buffer.clear()  # noqa: SLF001 - the step's own buffer: from now on
+            self.audit.commit(staged)
         return run
 
     def _release_slot(self, run: TestRun) -> None:
@@ -513,6 +548,8 @@ class QCManager:
         """Keep the reading for the step's measurement when it is the step's (else reset)."""
         nuclide = normalize_nuclide(reading.nuclide)
         step.seen_setting, step.seen_mbq = nuclide, value
+        if step.waiting_for_operator:
+            return False
         buffer = step._buffer  # noqa: SLF001 - the step's own buffer
         if step.requires_removal and not step.removal_seen:
             previous = run.steps[step.index - 2].measured_mbq or 0.0

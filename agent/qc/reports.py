@@ -27,7 +27,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.core.i18n import choose, format_datetime, format_number, translate
+from agent.core.i18n import N_, choose, format_datetime, format_number, translate
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -601,6 +601,46 @@ def monthly_summary(
                      if lang != "en" else f"{device}, {year}-{month:02d}", lang=lang)
 
 
+# The dosage rule's results (record codes) as the report prints them.
+DOSAGE_RESULTS = (N_("outside site tolerance"), N_("outside regulatory limit"))
+
+
+def dispensing_report(
+    records: Sequence[dict[str, Any]], *, site: str = "", zone: ZoneInfo | None = None,
+    period: str = "", lang: str = "en",
+) -> bytes:  # fmt: skip
+    """Dispensing records: each measured dose against its prescription.
+
+    With the calibrator's release state at the time and who measured it.
+    """
+    zone_line = translate(lang, "times in {zone}", zone=zone.key if zone else "UTC")
+    doc = _Doc(translate(lang, "Dispensing report"),
+               _site_line(lang, site, "; ".join(p for p in (period, zone_line) if p)), lang=lang)
+    _ = doc.tr
+    held = sum(1 for r in records if r.get("calibrator_release") == "on_hold")
+    passed = sum(1 for r in records if r.get("result") == "pass")
+    doc.p(_("{n} dispensing records: {passed} within the site's limits, {other} outside; "
+            "{held} measured on a calibrator on hold.", n=len(records), passed=passed,
+            other=len(records) - passed, held=held))
+    rows: list[list[Any]] = [[
+        _("time"), _("prescription"), _("nuclide"), _("calibrator"), _("prescribed (MBq)"),
+        _("measured (MBq)"), _("at scheduled time (MBq)"), _("deviation"), _("result"),
+        _("calibrator state"), _("by"),
+    ]]  # fmt: skip
+    rows += [
+        [_local(doc, r["t"], zone), r.get("prescription", ""), r.get("nuclide", ""),
+         r.get("device", ""), doc.mbq(r.get("prescribed_mbq")), doc.mbq(r.get("measured_mbq")),
+         doc.mbq(r.get("at_scheduled_mbq")), doc.pct(r.get("deviation_pct")),
+         _code(doc, r.get("result")),
+         _code(doc, r.get("calibrator_release")) or _("no QC programme"), r.get("who", "")]
+        for r in records
+    ]  # fmt: skip
+    doc.table(rows, [24, 18, 12, 17, 15, 15, 15, 13, 12, 17, 12])
+    if not records:
+        doc.p(_("No dispensing record in this period."))
+    return doc.pdf()
+
+
 def audit_extract(
     items: Sequence[dict[str, Any]],
     *,
@@ -662,6 +702,7 @@ __all__ = [
     "audit_extract",
     "control_chart",
     "daily_sheet",
+    "dispensing_report",
     "linearity_plot",
     "linearity_report",
     "monthly_summary",

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from agent.console.app import WebConsole
+    from agent.console.backend import SimulatorPanel
     from drivers.base import DeviceConfigBase
 
 log = structlog.get_logger("isoedge.agent")
@@ -147,6 +148,8 @@ class Agent:
         }
         self.outbox.on_quota_change = self._on_quota_change
         self.outbox.on_disk_change = self._on_disk_change
+        # `isoedge demo` only: the simulated calibrators under the console's hands.
+        self.simulator_panel: SimulatorPanel | None = None
         self.web: WebConsole | None = None
         if config.web.enabled:
             # aiohttp loads only when the console is wanted.
@@ -616,6 +619,11 @@ class RuntimeConsoleBackend:
     def qc(self) -> QCManager:
         """The QC programme (guided tests, signatures, records): the console's `QCDesk`."""
         return self._agent.qc_programme
+
+    @property
+    def simulator_panel(self) -> SimulatorPanel | None:
+        """The demo's simulator controls (set by `isoedge demo` only)."""
+        return self._agent.simulator_panel
 
     def devices(self) -> list[DeviceView]:
         """Every supervised device, sorted by id."""

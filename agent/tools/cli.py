@@ -464,9 +464,11 @@ def _add_ingest(verbs: Any) -> None:
 
 def _add_report(verbs: Any) -> None:
     report = verbs.add_parser(
-        "report", help="a PDF: dose-calibrator QC records or an audit-trail extract"
+        "report",
+        help="a PDF: dose-calibrator QC records, an audit-trail extract or dispensing records"
     )
-    report.add_argument("kind", choices=["qc", "audit"], help="qc: QC records; audit: trail")
+    report.add_argument("kind", choices=["qc", "audit", "dispensing"],
+                        help="qc: QC records; audit: trail; dispensing: dispensing records")
     report.add_argument("-c", "--config", default=None,
                         help=f"configuration file (default {DEFAULT_CONFIG} when it exists)")
     report.add_argument("--state-dir", default=None, help="overrides agent.state_dir")
@@ -482,7 +484,7 @@ def _add_report(verbs: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """`isoedge report qc|audit ...`."""
+    """`isoedge report qc|audit|dispensing ...`."""
     from agent.tools.report_cli import run_report  # noqa: PLC0415 - reportlab loads only here
 
     return run_report(args)

@@ -23,6 +23,7 @@ from agent.delivery.signing import PRIVATE_KEY_NAME, PUBLIC_JWK_NAME, generate_k
 from agent.service.config import ConfigError, load_config, parse_config, resolve_paths
 from agent.service.runtime import Agent
 from agent.tools.mosquitto import Mosquitto
+from agent.tools.sim_panel import DemoSimulatorPanel
 
 log = structlog.get_logger("isoedge.demo")
 
@@ -124,7 +125,7 @@ async def _demo(
             stops.append(await starter(sim.get("options", {}), devices[sim["device"]]))
         _demo_qc_history(data)
         config = resolve_paths(parse_config(data, str(config_path)), config_path.parent)
-        agent = Agent(config, config_path=config_path)
+        agent = _demo_agent(config, config_path)
         header = _print_banner(config, broker_url, keys, args, state_dir)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -151,6 +152,13 @@ async def _demo(
         if broker is not None:
             broker.stop()
     return 0
+
+
+def _demo_agent(config: Any, config_path: Path) -> Agent:
+    """The agent of the demo: its simulated calibrators under the console's hands."""
+    agent = Agent(config, config_path=config_path)
+    agent.simulator_panel = DemoSimulatorPanel(agent.qc_programme, DOSECAL_SIMULATORS)
+    return agent
 
 
 async def _stop_after(stop: asyncio.Event, seconds: float) -> None:
@@ -378,16 +386,22 @@ async def operate_simulator(manager: Any, simulator: Any, run: Any) -> None:
     placed: str | None = None
     while run.state == "running":
         step = run.current
+        changed = False
         if step is not None and step.kind == "background" and simulator.chamber.a0_mbq > 0:
             simulator.empty()
+            changed = True
         elif step is not None and step.kind == "source" and step.source is not None:
             source = manager.programme(run.device).source(step.source)
             if placed != step.source:
                 activity, _ = manager.expected_activity(run.device, source.id)
                 simulator.place_source(source.nuclide, activity)
-                placed = step.source
+                placed, changed = step.source, True
             if simulator.chamber.selected_nuclide != step.setting:
                 simulator.set_nuclide(step.setting or source.nuclide)
+                changed = True
+        if step is not None and not changed and step.waiting_for_operator:
+            # The chamber is as the step asks: the operator's "— measure".
+            manager.confirm_step(run.id, step.index, by=run.started_by)
         await asyncio.sleep(0.2)
 
 

@@ -1,4 +1,4 @@
-"""`isoedge report qc|audit`: PDF reports from an agent's state directory (CONTRACT §1).
+"""`isoedge report qc|audit|dispensing`: PDF reports from an agent's state directory (CONTRACT §1).
 
 Reads the QC records or the audit trail from the state database of the state directory
 (the outbox's SQLite), read-only: safe while the agent runs (WAL readers). `--state-dir`
@@ -41,7 +41,7 @@ def parse_bound(text: str, zone: ZoneInfo, *, end: bool) -> datetime:
     return datetime.combine(day, time(0), zone)
 
 
-def run_report(args: argparse.Namespace) -> int:
+def run_report(args: argparse.Namespace) -> int:  # noqa: C901 - configuration, filters, kind
     """Write the PDF; exit 0, 1 (nothing to read, cannot write) or 2 (usage, configuration)."""
     from agent.service.config import ConfigError, load_config  # noqa: PLC0415
 
@@ -77,6 +77,9 @@ def run_report(args: argparse.Namespace) -> int:
         db_path = _state_db(base, str(db_name))
         if args.kind == "qc":
             pdf, count = _qc(db_path, args.device, since, until, site, zone, period, lang)
+        elif args.kind == "dispensing":
+            pdf, count = _dispensing(db_path, args.device, since, until, site, zone, period,
+                                     lang)  # fmt: skip
         else:
             pdf, count = _audit(db_path, args.device, since, until, site, zone, period, lang)
     except FileNotFoundError as exc:
@@ -115,6 +118,32 @@ def _qc(  # noqa: PLR0917 - the report's filters
         until=None if until is None else until.astimezone(UTC),
     )
     return qc_report(records, site=site, zone=zone, period=period, lang=lang), len(records)
+
+
+def _dispensing(  # noqa: PLR0917 - the report's filters
+    db_path: Path, device: str | None, since: datetime | None, until: datetime | None,
+    site: str, zone: ZoneInfo, period: str, lang: str,
+) -> tuple[bytes, int]:  # fmt: skip
+    from agent.qc.reports import dispensing_report  # noqa: PLC0415
+
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        try:
+            rows = db.execute("SELECT body FROM dispensing ORDER BY seq").fetchall()
+        except sqlite3.OperationalError as exc:
+            raise FileNotFoundError(f"{db_path}: no dispensing records ({exc})") from None
+    finally:
+        db.close()
+    records: list[dict[str, Any]] = []
+    for (body,) in rows:
+        record = json.loads(body)
+        t = datetime.fromisoformat(record["t"])
+        if (device and record.get("device") != device) or (since and t < since) \
+                or (until and t >= until):  # fmt: skip
+            continue
+        records.append(record)
+    pdf = dispensing_report(records, site=site, zone=zone, period=period, lang=lang)
+    return pdf, len(records)
 
 
 def _audit(  # noqa: PLR0917

@@ -163,6 +163,9 @@ async def test_the_performer_signs_with_a_comment_printed_on_the_sheet(tmp_path,
         async with session.post(url(agent, "/api/qc/runs"), headers=auth("tess"),
                                 json={"device": CAL, "test": "background"}) as r:
             run_id = (await r.json())["run"]["id"]
+        async with session.post(url(agent, f"/api/qc/runs/{run_id}/steps/1/confirm"),
+                                headers=auth("tess"), json={}) as r:
+            assert r.status == 200  # "chamber empty — measure"
         for _ in range(200):
             async with session.get(url(agent, f"/api/qc/runs/{run_id}"), headers=auth("tess")) as r:
                 if (await r.json())["run"]["state"] == "completed":

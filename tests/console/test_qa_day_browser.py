@@ -95,6 +95,7 @@ class Technologist:
     def __init__(self, sim: DoseCalibratorSimulator, agent: Any) -> None:
         self.sim = sim
         self.agent = agent
+        self.confirmations = 0
 
     async def follow(self, page) -> None:
         """Act on each active step until the run in the page is no longer running."""
@@ -114,15 +115,24 @@ class Technologist:
             if not text:
                 await asyncio.sleep(0.1)
                 continue
+            changed = False
             if text.startswith("Empty the chamber"):
                 if self.sim.chamber.a0_mbq > 0:
                     self.sim.empty()
+                    changed = True
             elif "check source" in text and self.sim.chamber.a0_mbq < 1.0:
                 source = manager.programme(CAL).source("CS137-01")
                 activity, _ = manager.expected_activity(CAL, source.id)
                 self.sim.place_source(source.nuclide, activity)
+                changed = True
             if setting and self.sim.chamber.selected_nuclide != setting:
                 self.sim.set_nuclide(setting)
+                changed = True
+            # The chamber as the step asks: the operator says so ("chamber empty — measure").
+            go = page.locator("#qc-steps tr[data-state=active] button.step-confirm")
+            if not changed and await go.count() and await go.is_enabled():
+                self.confirmations += 1
+                await go.click()
             await asyncio.sleep(0.2)
         raise AssertionError("the test did not complete")
 
@@ -137,7 +147,16 @@ async def run_daily_test(page, tech: Technologist, test: str) -> None:
     await expect(box).to_have_attribute("data-test", test)
     if previous is not None:
         await expect(box).not_to_have_attribute("data-run", previous)
+    # The first step waits for the operator: its button, no measurement before it is pressed.
+    label = {"background": "Chamber empty — measure", "constancy": "Source placed — measure"}
+    await expect(box.locator("tr[data-state=active] button.step-confirm")).to_have_text(label[test])
+    if tech.sim.chamber.a0_mbq > 0:  # the guide's order: the chamber is emptied after the start
+        await page.wait_for_timeout(1500)  # 15 polls of the calibrator: no reading is taken yet
+        await expect(box).to_have_attribute("data-state", "running")
+        await expect(box.locator("tr[data-state=active] .measured .value")).to_have_text("—")
+    confirmed = tech.confirmations
     await tech.follow(page)
+    assert tech.confirmations - confirmed == len(await box.locator("#qc-steps tbody tr").all())
     await expect(box).to_have_attribute("data-state", "completed", timeout=30_000)
 
 
@@ -222,7 +241,9 @@ async def daily_tests(page, agent, tech: Technologist, sim: DoseCalibratorSimula
     await expect(header.locator(".release-state")).to_have_text("ON HOLD")
     await expect(header).to_contain_text("not passed yet today")
 
-    # -- background, then constancy; the first signature with a wrong password.
+    # -- background, then constancy; the first signature with a wrong password. Yesterday's
+    # vial is still in the chamber when the background test starts: it waits for the operator.
+    sim.place_source("F-18", 400.0)
     await run_daily_test(page, tech, "background")
     await page.click("#qc-sign")
     await expect(page.locator("#sign-dialog")).to_be_visible()

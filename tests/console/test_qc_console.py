@@ -90,6 +90,12 @@ async def signed_background(agent, session, who: str) -> dict[str, Any]:
                               {"device": CAL, "test": "background"})
     assert status == 201, body
     run_id = body["run"]["id"]
+    assert body["run"]["steps"][0]["confirm"] == "Chamber empty — measure"
+    status, body = await post(session, agent, f"/api/qc/runs/{run_id}/steps/2/confirm", auth(who), {})
+    assert status == 409, body  # not the step in progress
+    status, body = await post(session, agent, f"/api/qc/runs/{run_id}/steps/1/confirm", auth(who), {})
+    assert status == 200, body
+    assert body["run"]["steps"][0]["confirmed_by"] == who
 
     async def completed() -> bool:
         async with session.get(url(agent, f"/api/qc/runs/{run_id}"), headers=auth(who)) as r:
@@ -122,6 +128,9 @@ async def test_roles_signatures_and_second_person_approval(tmp_path, mosquitto):
                                   {"device": CAL, "test": "background"})
         assert status == 201
         run_id = body["run"]["id"]
+        status, body = await post(session, agent, f"/api/qc/runs/{run_id}/steps/1/confirm",
+                                  auth("quinn"), {})
+        assert status == 200, body
         await wait_for_condition(lambda: agent.qc_programme.run(run_id).state == "completed")
         status, body = await post(session, agent, f"/api/qc/runs/{run_id}/sign", auth("quinn"), {})
         assert status == 400

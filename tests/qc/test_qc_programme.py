@@ -337,3 +337,41 @@ async def test_time_scaled_linearity_fails_with_nonlinearity_naming_the_points(t
     assert abs(lin["half_life_deviation_pct"]) < 0.5
     assert lin["failing_points"][0].startswith("point 1 (+0.0 h, ")
     assert "outside tolerance: point 1" in run.summary
+
+
+# ------------------------------------------------------------------ the operator's go-ahead
+async def test_a_guided_step_measures_only_after_the_operator_confirms(tmp_path):
+    """The background test started with a vial still in the chamber waits (it used to fail in
+    2 s); "chamber empty — measure" starts the measurement, audited with who pressed it."""
+    async with QCDesk(tmp_path) as desk:
+        manager = desk.manager
+        desk.simulator.place_source("F-18", 400.0)
+        run = manager.start_test("dc1", "background", by="tess")
+        step = run.steps[0]
+        assert step.confirm == "Chamber empty — measure" and step.waiting_for_operator
+        count = len(desk.readings)
+        await wait_for_condition(lambda: len(desk.readings) > count + 8)  # many settled readings
+        assert run.state == "running" and step.measured_mbq is None
+        assert step.seen_mbq is not None and step.seen_mbq > 300  # the page shows the vial
+        with pytest.raises(QCError, match="not the step in progress"):
+            manager.confirm_step(run.id, 2, by="tess")
+        desk.simulator.empty()
+        count = len(desk.readings)
+        await wait_for_condition(lambda: len(desk.readings) > count + 1)
+        manager.confirm_step(run.id, 1, by="tess")
+        with pytest.raises(QCError, match="not waiting"):
+            manager.confirm_step(run.id, 1, by="tess")
+        await wait_for_condition(lambda: run.state == "completed")
+        assert run.result == "pass"
+        assert run.as_dict()["steps"][0]["confirmed_by"] == "tess"
+        await desk.state.settle()
+        confirmed = await desk.audit.query(action="qc.step.confirmed")
+        assert [(a["actor"], a["step"]) for a in confirmed] == [("tess", 1)]
+
+        # Constancy: each step (source placed, then each setting) waits for its go-ahead.
+        run = manager.start_test("dc1", "constancy", by="tess")
+        assert [s.confirm for s in run.steps] == ["Source placed — measure",
+                                                  "Setting selected — measure"]
+        await desk.operate(run)
+        assert run.state == "completed"
+        assert all(s.confirmed_by == "tess" for s in run.steps)

@@ -64,6 +64,7 @@ ENDPOINTS = st.sampled_from([
     ("DELETE", "/api/prescriptions/{id}"), ("POST", "/api/prescriptions/{id}/arm"),
     ("POST", "/api/qc/runs"), ("POST", "/api/qc/runs/{id}/cancel"),
     ("POST", "/api/qc/runs/{id}/finish"), ("POST", "/api/qc/runs/{id}/sign"),
+    ("POST", "/api/qc/runs/{id}/steps/{id}/confirm"), ("POST", "/api/demo/simulator"),
     ("POST", "/api/qc/records/{id}/review"), ("POST", "/api/alerts/{id}/ack"),
     ("POST", "/api/audit/review"), ("POST", "/api/login"), ("POST", "/api/logout"),
     ("GET", "/api/audit?since={id}&until={id}&actor={id}&limit={id}"),

@@ -125,11 +125,63 @@ async function loadQCState() {
   renderReleaseBar();
   const cal = qc.state.calibrators.find((c) => c.device === qc.device);
   renderStart(cal);
+  renderSimulator((qc.state.simulator || {})[qc.device]);
   // Show the newest run of this calibrator that is still of interest.
   const current = cal && cal.runs.find((r) => ["running", "completed", "signing"].includes(r.state));
   if (current) showRun(current);
   else if (qc.run && qc.run.device === qc.device && qc.run.state === "signed") showRun(qc.run);
   else hideRun();
+}
+
+// The demo's simulated calibrator (absent on a real site: the server sends no simulator).
+function renderSimulator(sim) {
+  const panel = $("#sim-panel");
+  panel.hidden = !sim;
+  if (!sim) return;
+  panel.dataset.sample = sim.sample || "";
+  panel.dataset.setting = sim.setting || "";
+  $("#sim-state").textContent = sim.sample
+    ? _("In the chamber: {nuclide}, {activity} MBq; setting {setting}",
+      { nuclide: sim.sample, activity: fmtMbq(sim.activity_mbq), setting: sim.setting || "—" })
+    : _("The chamber is empty; setting {setting}", { setting: sim.setting || "—" });
+  // A redraw keeps the setting the user is choosing (the state is reloaded every few seconds).
+  const was = $("#sim-setting") ? $("#sim-setting").value : null;
+  const chosen = sim.settings.includes(was) && was !== panel.dataset.shown ? was : sim.setting;
+  panel.dataset.shown = sim.setting || "";
+  const setting = el("select", { id: "sim-setting" },
+    ...sim.settings.map((n) => el("option", { value: n, selected: n === chosen }, n)));
+  const act = (action, extra) => () => simulatorAct(action, extra);
+  const disabled = !qc.may.performed;
+  $("#sim-actions").replaceChildren(
+    el("button", { type: "button", "data-action": "empty", disabled, onclick: act("empty") },
+      _("Empty the chamber")),
+    ...sim.sources.map((s) => el("button", { type: "button", "data-action": "place", "data-source": s.id,
+      disabled, onclick: act("place", { source: s.id }) },
+    _("Place {source} ({nuclide})", { source: s.id, nuclide: s.nuclide }))),
+    el("button", { type: "button", "data-action": "vial", disabled, onclick: act("vial") },
+      _("Put the {nuclide} vial back", { nuclide: sim.vial })),
+    sim.linearity ? el("button", { type: "button", "data-action": "linearity", disabled, onclick: act("linearity") },
+      _("Place a linearity sample ({nuclide}, {activity} MBq, time ×{scale})", { nuclide: sim.linearity.nuclide,
+        activity: fmtMbq(sim.linearity.activity_mbq), scale: fmtNumber(String(sim.linearity.time_scale)) })) : null,
+    el("label", {}, _("Setting"), " ", setting),
+    el("button", { type: "button", "data-action": "setting", disabled,
+      onclick: () => simulatorAct("setting", { nuclide: $("#sim-setting").value }) }, _("Select setting")));
+}
+
+async function simulatorAct(action, extra) {
+  const errorBox = $("#sim-error");
+  errorBox.hidden = true;
+  try {
+    const data = await api("/api/demo/simulator", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ device: qc.device, action, ...(extra || {}) }),
+    });
+    if (qc.state && qc.state.simulator) qc.state.simulator[qc.device] = data.simulator;
+    renderSimulator(data.simulator);
+  } catch (error) {
+    errorBox.textContent = _("Not done: {reason}", { reason: error.message });
+    errorBox.hidden = false;
+  }
 }
 
 function renderStart(cal) {
@@ -144,13 +196,19 @@ function renderStart(cal) {
   }, cal.daily.includes(test) ? _("{test} (daily)", { test: testText(test) }) : testText(test))));
 }
 
+function simulatedScale(test) {
+  const sim = ((qc.state || {}).simulator || {})[qc.device];
+  return test === "linearity" && sim && sim.linearity ? { time_scale: sim.linearity.time_scale } : {};
+}
+
 async function startTest(test) {
   const errorBox = $("#qc-start-error");
   errorBox.hidden = true;
   try {
     const data = await api("/api/qc/runs", {
       method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ device: qc.device, test }),
+      // The demo's linearity sample decays time-scaled: the run is told the same scale.
+      body: JSON.stringify({ device: qc.device, test, ...simulatedScale(test) }),
     });
     showRun(data.run);
     loadQCState();
@@ -178,9 +236,14 @@ function showRun(run) {
     { "data-step": s.index, "data-state": s.state, class: `step ${s.state}` },
     el("td", {}, s.index),
     el("td", { class: "instruction", "data-instruction": s.instruction }, agentText(s.instruction_i18n, s.instruction),
-      s.state === "active" ? el("div", { class: "muted small" },
-        _("waiting for {n} stable readings on the {setting} setting…",
-          { n: run.settle_readings, setting: s.setting || _("right") })) : null),
+      s.state === "active" && s.confirm && !s.confirmed_at && run.state === "running"
+        ? el("div", { class: "step-go" },
+          el("button", { type: "button", class: "step-confirm", "data-step": s.index,
+            disabled: !qc.may.performed, onclick: () => confirmStep(run, s.index) }, _(s.confirm)),
+          el("div", { class: "muted small" }, _("IsoEdge measures once you confirm.")))
+        : s.state === "active" ? el("div", { class: "muted small" },
+          _("waiting for {n} stable readings on the {setting} setting…",
+            { n: run.settle_readings, setting: s.setting || _("right") })) : null),
     el("td", {}, s.setting || s.container || ""),
     el("td", { class: "num expected" }, s.kind === "background" ? `≤ ${fmtValue((run.tolerance || {}).max_mbq)}`
       : fmtMbq(s.expected_mbq, s.uncertainty_mbq)),
@@ -208,6 +271,20 @@ function showRun(run) {
   $("#qc-sign").hidden = !(run.state === "completed" && qc.may.performed);
   $("#qc-finish").hidden = !(run.test === "linearity" && run.state === "running");
   $("#qc-cancel").hidden = !["running", "completed"].includes(run.state);
+}
+
+async function confirmStep(run, index) {
+  const errorBox = $("#qc-start-error");
+  errorBox.hidden = true;
+  try {
+    const data = await api(`/api/qc/runs/${encodeURIComponent(run.id)}/steps/${index}/confirm`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: "{}",
+    });
+    showRun(data.run);
+  } catch (error) {
+    errorBox.textContent = _("Not confirmed: {reason}", { reason: error.message });
+    errorBox.hidden = false;
+  }
 }
 
 async function pollRun() {
