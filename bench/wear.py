@@ -7,7 +7,7 @@ instruments, each with its own simulator). After a warm-up it reads the agent pr
 the state database, its WAL, logs, everything) and the readings committed (the console's
 /metrics, `isoedge_outbox_items_committed{stream="readings"}`), and again at the end. It
 prints bytes written per reading, GB written per day, and the life of an SD card of the
-stated endurance at that rate (capacity × P/E cycles, write amplification 1: a best case).
+stated endurance at that rate (capacity x P/E cycles, write amplification 1: a best case).
 
 The state directory is on the disk that holds this checkout (not /tmp, which may be tmpfs
 and write nothing).
@@ -44,8 +44,9 @@ EXTRA_DEVICES = 15
 """The 20-device variant: this many Modbus TCP instruments besides the demo's five."""
 
 _AUTH = "Basic " + base64.b64encode(b"tech:tech-demo").decode("ascii")  # a demo user
-_COMMITTED = re.compile(r'^isoedge_outbox_items_committed_total\{stream="readings"\} (\S+)$',
-                        re.MULTILINE)
+_COMMITTED = re.compile(
+    r'^isoedge_outbox_items_committed_total\{stream="readings"\} (\S+)$', re.MULTILINE
+)
 
 
 def write_bytes(pid: int) -> int:
@@ -70,11 +71,14 @@ def readings_committed(web: str) -> int:
 def device_block(text: str, device: str) -> str:
     """The TOML text of one `[[devices]]` entry (its points included)."""
     lines = text.splitlines(keepends=True)
-    start = next(i for i, line in enumerate(lines)
-                 if line.startswith("[[devices]]") and lines[i + 1].strip() == f'id = "{device}"')
+    start = next(
+        i
+        for i, line in enumerate(lines)
+        if line.startswith("[[devices]]") and lines[i + 1].strip() == f'id = "{device}"'
+    )
     end = start + 1
     while end < len(lines) and not (
-        lines[end].startswith("[") and not lines[end].startswith(("[devices.", "[[devices."))
+        (lines[end].startswith("[") and not lines[end].startswith(("[devices.", "[[devices.")))
         or lines[end].startswith("[[devices]]")
     ):
         end += 1
@@ -86,13 +90,16 @@ def twenty_device_config(demo: Path, target: Path) -> Path:
     text = demo.read_text(encoding="utf-8")
     parts = [text]
     for index in range(EXTRA_DEVICES):
-        source, profile = (("hotcell-1", "hotcell") if index % 2 == 0
-                           else ("area-monitor-1", "area_monitor"))
+        source, profile = (
+            ("hotcell-1", "hotcell") if index % 2 == 0 else ("area-monitor-1", "area_monitor")
+        )
         device = f"{source.rsplit('-', 1)[0]}-x{index + 1}"
         block = device_block(text, source).replace(f'id = "{source}"', f'id = "{device}"', 1)
         parts.append("\n" + block)
-        parts.append(f'\n[[demo.simulators]]\nkind = "modbus"\ndevice = "{device}"\n'
-                     f'options = {{ profile = "{profile}", transport = "tcp" }}\n')
+        parts.append(
+            f'\n[[demo.simulators]]\nkind = "modbus"\ndevice = "{device}"\n'
+            f'options = {{ profile = "{profile}", transport = "tcp" }}\n'
+        )
     target.write_text("".join(parts), encoding="utf-8")
     tomllib.loads(target.read_text(encoding="utf-8"))  # fails here, not in the demo
     return target
@@ -106,13 +113,24 @@ def measure(load: str, seconds: float, warmup: float, work: Path) -> dict[str, A
         config = twenty_device_config(demo_config, work / "demo20.toml")
     web = f"127.0.0.1:{free_port()}"
     state = work / f"state-{load}"
-    command = [sys.executable, "-m", "agent.tools.cli", "demo", "--plain",
-               "--duration", str(warmup + seconds + 120), "--state-dir", str(state),
-               "--web", web, "--config", str(config)]
+    command = [
+        sys.executable,
+        "-m",
+        "agent.tools.cli",
+        "demo",
+        "--plain",
+        "--duration",
+        str(warmup + seconds + 120),
+        "--state-dir",
+        str(state),
+        "--web",
+        web,
+        "--config",
+        str(config),
+    ]
     log_path = work / f"demo-{load}.log"
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log_file,  # noqa: S603 - our own CLI
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -155,19 +173,29 @@ def measure(load: str, seconds: float, warmup: float, work: Path) -> dict[str, A
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--load", choices=["demo", "20", "both"], default="both",
-                        help="the demo's five instruments, the 20-device variant, or both")
-    parser.add_argument("--seconds", type=float, default=300.0,
-                        help="measured time per load after the warm-up (default 5 minutes)")
+    parser.add_argument(
+        "--load",
+        choices=["demo", "20", "both"],
+        default="both",
+        help="the demo's five instruments, the 20-device variant, or both",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=300.0,
+        help="measured time per load after the warm-up (default 5 minutes)",
+    )
     parser.add_argument("--warmup", type=float, default=30.0, help="seconds before measuring")
     parser.add_argument("--card-gb", type=float, default=32.0, help="SD card capacity, GB")
-    parser.add_argument("--pe-cycles", type=float, default=3000.0,
-                        help="program/erase cycles the card is rated for")
+    parser.add_argument(
+        "--pe-cycles", type=float, default=3000.0, help="program/erase cycles the card is rated for"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the state directories")
     args = parser.parse_args()
     if not Path("/proc/self/io").exists():
-        print("cannot run: no /proc/PID/io (Linux with task I/O accounting needed)",
-              file=sys.stderr)
+        print(
+            "cannot run: no /proc/PID/io (Linux with task I/O accounting needed)", file=sys.stderr
+        )
         return 2
     loads = ["demo", "20"] if args.load == "both" else [args.load]
     work = Path(tempfile.mkdtemp(prefix=".wear-", dir=REPO))
@@ -180,11 +208,14 @@ def main() -> int:
             figures["card"] = f"{args.card_gb:g} GB x {args.pe_cycles:g} P/E"
             figures["card_life_years"] = round(years, 1)
             print(json.dumps(figures))
-            print(f"{figures['load']}: {figures['readings_per_s']} readings/s,"
-                  f" {figures['bytes_per_reading']} bytes written per reading,"
-                  f" {figures['bytes_per_s'] / 1000:.1f} kB/s = {gb_day} GB/day;"
-                  f" a {figures['card']} card lasts {years:.1f} years at that rate"
-                  f" (write amplification 1)", flush=True)
+            print(
+                f"{figures['load']}: {figures['readings_per_s']} readings/s,"
+                f" {figures['bytes_per_reading']} bytes written per reading,"
+                f" {figures['bytes_per_s'] / 1000:.1f} kB/s = {gb_day} GB/day;"
+                f" a {figures['card']} card lasts {years:.1f} years at that rate"
+                f" (write amplification 1)",
+                flush=True,
+            )
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
