@@ -76,6 +76,7 @@ class Agent:
             fsync=config.outbox.fsync,
             batch_max_items=config.outbox.batch_max_items,
             batch_max_age_ms=config.outbox.batch_max_age_ms,
+            max_commit_delay_ms=config.outbox.max_commit_delay_ms,
             commit_interval_ms=config.outbox.commit_interval_ms,
             archive_days=config.outbox.archive_days,
             archive_bytes=int(config.outbox.archive_mb * 1024 * 1024),
@@ -299,6 +300,12 @@ class Agent:
         self._lock = lock_state_dir(self.config.agent.state_dir)
         try:
             await self._run(stop)
+        except OutboxError:
+            if self.outbox.failure is None:
+                raise
+            # The state database failed while the agent was still starting (or stopping).
+            log.critical("outbox failed; stopping the agent", error=repr(self.outbox.failure))
+            self.exit_code = 1
         finally:
             self._lock.close()
             log.info("agent stopped")
@@ -489,8 +496,7 @@ class Agent:
 
         An agent must not keep acquiring what it cannot store; systemd restarts it.
         """
-        while self.outbox.alive:  # noqa: ASYNC110 - the state lives on another thread
-            await asyncio.sleep(0.5)
+        await self.outbox.failed.wait()
         log.critical("outbox failed; stopping the agent", error=repr(self.outbox.failure))
         self.exit_code = 1
         self._stop.set()

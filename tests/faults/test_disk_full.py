@@ -63,7 +63,8 @@ def test_a_full_disk_pauses_acquisition_with_an_alert_and_resumes_when_space_ret
     # No reserve: the disk really runs out (ENOSPC inside SQLite's commit).
     config, port = fault_config(tmp_path, mosquitto.url, counter_devices(2, 0.002, [1, 5]),
                                 outbox="min_free_mb = 0")
-    ballast = fill(small_disk, leave_bytes=3 * 1024 * 1024)
+    # Envelopes are stored compressed: 1.5 MB left hold many readings (all verified at the end).
+    ballast = fill(small_disk, leave_bytes=3 * 512 * 1024)
     agent = AgentProcess(config).start()
     try:
         wait_until(lambda: len(collector.envelopes()) > 3, timeout=30)
