@@ -261,8 +261,6 @@ class Outbox:
         self.disk_bytes = 0
         self.quota_state = "ok"
         self.on_quota_change: Callable[[str, int], None] | None = None
-        self.items_committed_total = 0
-        self.envelopes_total = 0
         self._fatal: BaseException | None = None
         self._init_fault_state(min_free_bytes, reserve_file_bytes, on_damaged)
 
@@ -303,7 +301,6 @@ class Outbox:
         self._wal_reusable = 0
         self.committed_by_stream: dict[str, int] = {}
         self.held_back_seconds = 0.0  # producers waiting in wait_capacity (event loop only)
-        self.held_back_total = 0
         self.on_damaged = on_damaged
         self.damage: DamageReport | None = None
 
@@ -382,11 +379,6 @@ class Outbox:
         return await asyncio.wrap_future(self.transact(apply, items, tag=tag))
 
     @property
-    def in_flight_items(self) -> int:
-        """Items submitted but not yet committed."""
-        return self._submitted - self._committed
-
-    @property
     def saturated(self) -> bool:
         """More than `MAX_IN_FLIGHT` items wait for their commit: producers should wait."""
         return self._submitted - self._committed > MAX_IN_FLIGHT
@@ -402,7 +394,6 @@ class Outbox:
             await self._wait_capacity()
         finally:
             self.held_back_seconds += time.monotonic() - started
-            self.held_back_total += 1
 
     async def _wait_capacity(self) -> None:
         while self._submitted - self._committed > MAX_IN_FLIGHT // 2:
@@ -1104,7 +1095,6 @@ class Outbox:
         for write, result in applied:
             write.done.set_result(result)
         self._committed += fresh
-        self.items_committed_total += fresh
         self._notify_capacity()
         if created:
             self._update_disk_usage(soon=True)
@@ -1255,7 +1245,6 @@ class Outbox:
         self._remember(seq, body)
         self.last_seq = seq
         self.last_hash = b64url(hashlib.sha256(payload).digest())
-        self.envelopes_total += 1
 
     def _update_disk_usage(self, *, soon: bool = False) -> None:
         """Measure the database and free space; decide the quota state.

@@ -175,7 +175,7 @@ class Agent:
 
     # ------------------------------------------------------------------ status
     def status_document(self, state: str) -> dict[str, Any]:
-        """Retained status of CONTRACT.md §2."""
+        """Retained status of docs/contract.md §2."""
         return {
             "state": state,
             "site": self.config.agent.site,
