@@ -50,7 +50,7 @@ import structlog
 
 from agent.core.reading import rfc3339
 from agent.delivery.damage import DamagedDatabaseError, DamageReport, check_database, move_aside
-from agent.delivery.diskspace import DiskSpacePolicy, SpaceState, is_disk_full
+from agent.delivery.diskspace import DiskSpacePolicy, Pressure, SpaceState, is_disk_full
 from agent.delivery.signing import Signer, b64url, jws_bytes
 
 log = structlog.get_logger("isoedge.outbox")
@@ -259,8 +259,8 @@ class Outbox:
         self._submitted = 0
         self._committed = 0
         self.disk_bytes = 0
-        self.quota_state = "ok"
-        self.on_quota_change: Callable[[str, int], None] | None = None
+        self.quota_state = Pressure.OK
+        self.on_quota_change: Callable[[Pressure, int], None] | None = None
         self._fatal: BaseException | None = None
         self._init_fault_state(min_free_bytes, reserve_file_bytes, on_damaged)
 
@@ -288,7 +288,7 @@ class Outbox:
         self.space = DiskSpacePolicy(
             self.path.parent, min_free_bytes=min_free_bytes, reserve_file_bytes=reserve_file_bytes
         )
-        self.disk_state = "ok"
+        self.disk_state = Pressure.OK
         self.on_disk_change: Callable[[SpaceState], None] | None = None
         self.disk_full_total = 0  # cycles or acknowledgements that failed for lack of space
         self._retry_items: list[tuple[str, str, int, str]] = []
@@ -1274,13 +1274,13 @@ class Outbox:
         used = self.disk_bytes / self.quota_bytes
         state = self.quota_state
         if used >= 1.0:
-            state = "full"
+            state = Pressure.FULL
         elif used >= QUOTA_HIGH:
-            state = "high" if self.quota_state in {"ok", "high"} else self.quota_state
+            state = Pressure.HIGH if self.quota_state != Pressure.FULL else self.quota_state
         elif used < QUOTA_LOW:
-            state = "ok"
-        elif self.quota_state == "full":
-            state = "high"
+            state = Pressure.OK
+        elif self.quota_state == Pressure.FULL:
+            state = Pressure.HIGH
         if state != self.quota_state:
             self.quota_state = state
             callback = self.on_quota_change
