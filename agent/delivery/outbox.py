@@ -111,6 +111,9 @@ DISK_USAGE_INTERVAL_S = 0.1  # routine measurements of the database's size at mo
 USAGE_SKIP_BELOW = 0.5  # ... while below this share of the quota (then every cycle)
 COMMIT_BYTES = 256 * 1024  # items waiting that make a commit due before the delay is up
 ACK_COMMIT_S = 0.05  # acknowledgements recorded at least this soon when no data is committed
+# ... or, with a commit delay, within this many commit delays: they ride with the readings'
+# commits, and one lost in a crash only means that envelope is sent again.
+ACK_DELAYS = 5
 SPACE_CHECK_S = 1.0  # free space measured (and failed writes retried) at least this often
 RESERVE_CHECK_S = 10.0  # the reserve file rewritten (when missing and there is room) this often
 # An envelope `e` still to be sent: no PUBACK recorded for it (sent ones stay as the archive).
@@ -554,16 +557,23 @@ class Outbox:
                            " (SELECT seq FROM sent WHERE sent < ?)", (cutoff,))
                 db.execute("DELETE FROM sent WHERE sent < ?", (cutoff,))
                 self.archive_bytes -= int(dropped)
-        excess = max(self.archive_bytes - self.archive_bytes_max, room)
-        while excess > 0:
-            rows = db.execute("SELECT seq, size FROM sent ORDER BY seq LIMIT 500").fetchall()
+        # Two bounds: the archive's own (`archive_bytes`, counted as published) and the room
+        # the quota asks for (counted as stored: envelopes are stored compressed).
+        excess = self.archive_bytes - self.archive_bytes_max
+        while excess > 0 or room > 0:
+            rows = db.execute(
+                f"SELECT s.seq, s.size, {_STORED} FROM sent s JOIN envelopes e ON e.seq = s.seq"  # noqa: S608 - a fixed fragment
+                " ORDER BY s.seq LIMIT 500"
+            ).fetchall()
             if not rows:
+                db.execute("DELETE FROM sent")  # rows of envelopes already gone
                 self.archive_bytes = 0
                 return
-            last, freed = rows[-1][0], 0
-            for seq, size in rows:
+            last, freed, stored = rows[-1][0], 0, 0
+            for seq, size, held in rows:
                 freed += int(size)
-                if freed >= excess:
+                stored += int(held)
+                if freed >= excess and stored >= room:
                     last = seq
                     break
             db.execute("DELETE FROM envelopes WHERE seq IN (SELECT seq FROM sent WHERE seq <= ?)",
@@ -571,6 +581,7 @@ class Outbox:
             db.execute("DELETE FROM sent WHERE seq <= ?", (last,))
             self.archive_bytes -= freed
             excess -= freed
+            room -= stored
 
     async def get_meta(self, key: str) -> str | None:
         """A value remembered with the outbox (e.g. the last signing key id)."""
@@ -824,6 +835,15 @@ class Outbox:
         deadline = self._commit_deadline()
         return deadline is not None and deadline <= 0.0
 
+    def _acks_due(self, force: bool) -> bool:
+        """Record the waiting PUBACKs in this commit (else they wait for a later one)."""
+        if force or self._deferred_meta or self._first_ack is None:
+            return True
+        if self.disk_state != Pressure.OK or self.quota_state != Pressure.OK:
+            return True  # recording them lets the archive give its room back
+        wait = max(ACK_DELAYS * self.commit_delay, ACK_COMMIT_S)
+        return time.monotonic() - self._first_ack >= wait - self.commit_delay
+
     def _commit_deadline(self) -> float | None:
         """Seconds until the next commit is due (None: nothing waits for one)."""
         now = time.monotonic()
@@ -832,7 +852,8 @@ class Outbox:
             deadlines.append(self._oldest_item + self.commit_delay - now)
         if self._first_ack is not None and self.disk_state == "ok":
             # Acknowledgements ride with the next commit; when no data brings one, this.
-            deadlines.append(self._first_ack + max(self.commit_delay, ACK_COMMIT_S) - now)
+            wait = max(ACK_DELAYS * self.commit_delay, ACK_COMMIT_S)
+            deadlines.append(self._first_ack + wait - now)
         cut = self._next_deadline()
         if cut is not None:
             deadlines.append(cut)
@@ -1014,8 +1035,8 @@ class Outbox:
     def _periodic_space_check(self) -> None:
         now = time.monotonic()
         if now - self._space_checked >= SPACE_CHECK_S:
-            if self._deferred_acks or self._deferred_meta:
-                self._apply_deferred()
+            if (self._deferred_acks or self._deferred_meta) and self.disk_state != Pressure.OK:
+                self._apply_deferred()  # otherwise they ride with a commit (`_acks_due`)
             self._evaluate_space()
             if self.disk_state != "ok":
                 self._yield_archive()
@@ -1078,7 +1099,9 @@ class Outbox:
                 self._add_to_batches([(st, dev, 1, text) for st, dev, text in write.items])
             created = self._form_envelopes(force=force)
             self._save_pending(db)
-            staged = self._stage_deferred(db)  # acknowledgements ride along: no commit of their own
+            # Acknowledgements ride along, once due (not in every commit: the `sent` pages are
+            # then rewritten once per ACK_DELAYS commits), or at once under disk pressure.
+            staged = self._stage_deferred(db) if self._acks_due(force) else (0, {})
             if fresh or created or applied or staged[0] or staged[1]:
                 _fault_point("before-commit", applied)
                 db.commit()
@@ -1344,6 +1367,9 @@ def _first_unsent(db: sqlite3.Connection, after: int) -> int | None:
 
 _COLUMNS = "e.seq, e.topic, e.body, e.payload, e.sig, e.signer"
 """An envelope row as `_rebuild` reads it."""
+_STORED = ("length(e.body) + COALESCE(length(e.payload), 0) + COALESCE(length(e.sig), 0)"
+           " + length(e.topic) + 48")
+"""Bytes an envelope row takes in the database, roughly (its columns and row overhead)."""
 _SIZE = "COALESCE(size, length(body))"
 """Bytes of an envelope as published (what the archive bound counts)."""
 
