@@ -139,11 +139,9 @@ def test_the_free_space_reserve_pauses_low_priority_first_and_never_fills_the_di
     jwk = make_keys(tmp_path / "keys")
     collector = Collector(mosquitto.port).start()
     teardown.callback(collector.stop)
-    # Envelopes are stored compressed: a smaller reserve and less room keep the fill short
-    # (no reserve file: this is about the free-space reserve alone).
     config, port = fault_config(tmp_path, mosquitto.url, counter_devices(2, 0.002, [1, 5]),
-                                outbox="min_free_mb = 1\nreserve_file_mb = 0")
-    fill(small_disk, leave_bytes=5 * 512 * 1024)
+                                outbox="min_free_mb = 2")
+    fill(small_disk, leave_bytes=8 * 1024 * 1024)
     agent = AgentProcess(config).start()
     lowest = free_bytes(small_disk)
     try:
@@ -170,7 +168,7 @@ def test_the_free_space_reserve_pauses_low_priority_first_and_never_fills_the_di
     finally:
         code = finish(agent)
     assert code == 0, agent.log()[-3000:]
-    assert lowest > 512 * 1024, "the reserve was eaten into"
+    assert lowest > 1 * 1024 * 1024, "the reserve was eaten into"
     assert "database or disk is full" not in agent.log()
     decoded, _seen = verified_delivery(collector, jwk)
     raised = [a for a in events(decoded, "alerts")
