@@ -560,6 +560,9 @@ class Outbox:
         # Two bounds: the archive's own (`archive_bytes`, counted as published) and the room
         # the quota asks for (counted as stored: envelopes are stored compressed).
         excess = self.archive_bytes - self.archive_bytes_max
+        # The newest sent envelope stays even when it alone is beyond the bound (an envelope
+        # holds up to a commit delay of readings), unless the quota needs its room.
+        newest = db.execute("SELECT MAX(seq) FROM sent").fetchone()[0] if room <= 0 else None
         while excess > 0 or room > 0:
             rows = db.execute(
                 f"SELECT s.seq, s.size, {_STORED} FROM sent s JOIN envelopes e ON e.seq = s.seq"  # noqa: S608 - a fixed fragment
@@ -569,6 +572,10 @@ class Outbox:
                 db.execute("DELETE FROM sent")  # rows of envelopes already gone
                 self.archive_bytes = 0
                 return
+            if newest is not None:
+                rows = [row for row in rows if row[0] != newest]
+                if not rows:
+                    return
             last, freed, stored = rows[-1][0], 0, 0
             for seq, size, held in rows:
                 freed += int(size)
