@@ -302,7 +302,6 @@ class Outbox:
         self._space_checked = 0.0
         self._reserve_checked = 0.0
         self._wal_checked = 0.0
-        self._wal_reusable = 0
         self.committed_by_stream: dict[str, int] = {}
         self.held_back_seconds = 0.0  # producers waiting in wait_capacity (event loop only)
         self.on_damaged = on_damaged
@@ -928,26 +927,16 @@ class Outbox:
         self._load_pending(db)
         self._reload_archive_bytes(db)
 
-    def _wal_reusable_bytes(self) -> int:
-        """Under disk pressure: checkpoint, and count the WAL as room when all of it is copied.
+    def _checkpoint_under_pressure(self) -> None:
+        """Under disk pressure: copy the WAL into the database, at most once per SPACE_CHECK_S.
 
-        A fully checkpointed WAL is written again from its start, so its file is space the
-        next transactions use without the file system giving any (not TRUNCATEd: see
-        `_checkpoint`). Run at most once per SPACE_CHECK_S, and only while under pressure.
+        The WAL is not counted as room: what the next transactions write into a reused WAL
+        reaches the database file at the next checkpoint, which takes a free page or space the
+        file system gives. Counting it let the file system's free space fall below the reserve
+        by the WAL's size.
         """
         self._wal_checked = time.monotonic()
-        try:
-            busy, log_frames, done = self._db_checked().execute(
-                "PRAGMA wal_checkpoint(PASSIVE)"
-            ).fetchone()
-        except sqlite3.Error:
-            return 0
-        if int(busy) != 0 or int(log_frames) != int(done):
-            return 0
-        try:
-            return self.path.with_name(self.path.name + "-wal").stat().st_size
-        except OSError:
-            return 0
+        self._checkpoint()
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the database, so the next write starts the WAL over.
@@ -1063,11 +1052,8 @@ class Outbox:
             free_pages, page_size = 0, 0
         before = self.disk_state
         if before != "ok" and time.monotonic() - self._wal_checked >= SPACE_CHECK_S:
-            self._wal_reusable = self._wal_reusable_bytes()
-        elif before == "ok":
-            self._wal_reusable = 0
-        current = self.space.evaluate(free_pages * page_size + self._wal_reusable,
-                                      write_failed=write_failed)
+            self._checkpoint_under_pressure()
+        current = self.space.evaluate(free_pages * page_size, write_failed=write_failed)
         if current.state != before:
             self.disk_state = current.state
             snapshot = SpaceState(**{k: getattr(current, k) for k in current.__slots__})

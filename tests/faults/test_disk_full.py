@@ -139,7 +139,10 @@ def test_the_free_space_reserve_pauses_low_priority_first_and_never_fills_the_di
     jwk = make_keys(tmp_path / "keys")
     collector = Collector(mosquitto.port).start()
     teardown.callback(collector.stop)
-    config, port = fault_config(tmp_path, mosquitto.url, counter_devices(2, 0.002, [1, 5]),
+    # Envelopes are stored compressed (a counter reading takes under ten bytes): sixteen
+    # channels a device bring the 8 MB down to the reserve within the timeout.
+    config, port = fault_config(tmp_path, mosquitto.url,
+                                counter_devices(2, 0.002, [1, 5], channels=16),
                                 outbox="min_free_mb = 2")
     fill(small_disk, leave_bytes=8 * 1024 * 1024)
     agent = AgentProcess(config).start()
