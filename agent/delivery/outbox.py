@@ -302,6 +302,7 @@ class Outbox:
         self._space_checked = 0.0
         self._reserve_checked = 0.0
         self._wal_checked = 0.0
+        self._wal_excess = 0
         self.committed_by_stream: dict[str, int] = {}
         self.held_back_seconds = 0.0  # producers waiting in wait_capacity (event loop only)
         self.on_damaged = on_damaged
@@ -927,16 +928,30 @@ class Outbox:
         self._load_pending(db)
         self._reload_archive_bytes(db)
 
-    def _checkpoint_under_pressure(self) -> None:
-        """Under disk pressure: copy the WAL into the database, at most once per SPACE_CHECK_S.
+    def _wal_excess_bytes(self) -> int:
+        """Under disk pressure: checkpoint, and count the WAL beyond its steady size as room.
 
-        The WAL is not counted as room: what the next transactions write into a reused WAL
-        reaches the database file at the next checkpoint, which takes a free page or space the
-        file system gives. Counting it let the file system's free space fall below the reserve
-        by the WAL's size.
+        A WAL of up to WAL_AUTOCHECKPOINT pages is the database's working space: what the next
+        transactions write into it reaches the database file at the next checkpoint, so it is
+        not room (counting it let free space fall below the reserve by its size). What a long
+        transaction (deleting a drained backlog) grew it by, once all of it is copied, is: it
+        is written again from its start. Run at most once per SPACE_CHECK_S.
         """
         self._wal_checked = time.monotonic()
-        self._checkpoint()
+        db = self._db_checked()
+        try:
+            busy, log_frames, done = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
+        except sqlite3.Error:
+            return 0
+        if int(busy) != 0 or int(log_frames) != int(done):
+            return 0
+        steady = 32 + WAL_AUTOCHECKPOINT * (page_size + 24)  # WAL header, frames
+        try:
+            size = self.path.with_name(self.path.name + "-wal").stat().st_size
+        except OSError:
+            return 0
+        return max(0, size - steady)
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the database, so the next write starts the WAL over.
@@ -1052,8 +1067,11 @@ class Outbox:
             free_pages, page_size = 0, 0
         before = self.disk_state
         if before != "ok" and time.monotonic() - self._wal_checked >= SPACE_CHECK_S:
-            self._checkpoint_under_pressure()
-        current = self.space.evaluate(free_pages * page_size, write_failed=write_failed)
+            self._wal_excess = self._wal_excess_bytes()
+        elif before == "ok":
+            self._wal_excess = 0
+        current = self.space.evaluate(free_pages * page_size + self._wal_excess,
+                                      write_failed=write_failed)
         if current.state != before:
             self.disk_state = current.state
             snapshot = SpaceState(**{k: getattr(current, k) for k in current.__slots__})
