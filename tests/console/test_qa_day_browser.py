@@ -459,6 +459,11 @@ async def test_linearity_plot_names_the_failing_points_in_the_browser(
                 page = await context.new_page()
                 page.set_default_timeout(90_000)
                 await sign_in(page, url(agent, "/#qc"), "tess", USERS["tess"][2])
+                # No linearity record yet: the page says so instead of a silent non-download.
+                await page.select_option("#qc-report-kind", "linearity")
+                await page.click("#qc-report")
+                await expect(page.locator("#qc-report-error")).to_contain_text(
+                    "no linearity record")
                 # Started through the API: only a simulated sample decays time-scaled.
                 started = await page.evaluate("""async (device) => {
                     const r = await fetch("/api/qc/runs", { method: "POST",
@@ -483,6 +488,15 @@ async def test_linearity_plot_names_the_failing_points_in_the_browser(
                     .count() == 1
                 await chart.scroll_into_view_if_needed()
                 await chart.screenshot(path=_shots("qa-day-linearity.png"))
+                # The signed record's linearity report downloads as a PDF.
+                async with page.expect_download() as info:
+                    await page.click("#qc-report")
+                download = await info.value
+                assert download.suggested_filename.startswith(f"qc-linearity-{CAL}-")
+                pdf = tmp_path / "linearity.pdf"
+                await download.save_as(pdf)
+                assert pdf.read_bytes().startswith(b"%PDF")
+                await expect(page.locator("#qc-report-error")).to_be_hidden()
             finally:
                 await browser.close()
     finally:

@@ -604,6 +604,33 @@ function updateReportLink() {
   $("#qc-report").href = `/api/qc/report.pdf?${params}`;
 }
 
+// The report is fetched, not followed: a refusal (no linearity record yet, a bad day) is said
+// on the page instead of a download that silently fails.
+async function downloadReport(event) {
+  event.preventDefault();
+  updateReportLink();
+  const errorBox = $("#qc-report-error");
+  errorBox.hidden = true;
+  try {
+    const response = await fetch($("#qc-report").href, { credentials: "same-origin" });
+    if (!response.ok) {
+      const type = response.headers.get("Content-Type") || "";
+      const body = type.includes("application/json") ? await response.json() : null;
+      throw new Error((body && body.error) || `${response.status} ${response.statusText}`);
+    }
+    const found = /filename="?([^";]+)"?/.exec(response.headers.get("Content-Disposition") || "");
+    const url = URL.createObjectURL(await response.blob());
+    const link = el("a", { href: url, download: found ? found[1] : "qc-report.pdf", hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  } catch (error) {
+    errorBox.textContent = _("Not done: {reason}", { reason: error.message });
+    errorBox.hidden = false;
+  }
+}
+
 // ----------------------------------------------------------- audit review
 function reviewAudit() {
   const since = localToUtc($("#audit-since").value);
@@ -789,6 +816,7 @@ window.IsoQC = {
     $("#sign-cancel").addEventListener("click", () => $("#sign-dialog").close());
     $("#sign-meaning-select").addEventListener("change", (e) => { $("#sign-meaning").textContent = meaningText(e.target.value); });
     $("#qc-report-kind").addEventListener("change", updateReportLink);
+    $("#qc-report").addEventListener("click", downloadReport);
     $("#qc-report-date").addEventListener("change", updateReportLink);
     $("#audit-review").addEventListener("click", reviewAudit);
     $("#audit-review").hidden = !qc.may.review_audit;
