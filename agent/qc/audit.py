@@ -201,12 +201,7 @@ class AuditLog:
 
     def submit(self, item: dict[str, Any]) -> Future[Any]:
         """Queue a built record with its stream item; the future resolves once committed."""
-        done = self.store.transact(
-            lambda db: self.insert(db, item), [("audit", "", dumps_item(item))],
-            tag=str(item["event"]),
-        )
-        self.notify(item)
-        return done
+        return self.commit(StagedAudit(item, dumps_item(item)))
 
     def record(  # noqa: PLR0917 - who/what/old/new/why, as audit records read
         self,
