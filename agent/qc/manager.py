@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from agent.core.i18n import N_
+from agent.core.messages import Message, msg
 from agent.core.reading import new_id, rfc3339
 from agent.physics.correction import decay_correct
 from agent.physics.halflife import FitError
@@ -144,7 +145,7 @@ class TestRun:
     completed: datetime | None = None
     draft: dict[str, Any] | None = None
     record_id: str | None = None
-    summary: str = ""
+    summary: Message = field(default_factory=lambda: Message(""))
     # linearity
     time_scale: float = 1.0
     series: list[tuple[datetime, float, str]] = field(default_factory=list)
@@ -166,7 +167,7 @@ class TestRun:
             "state": self.state,
             "result": self.result,
             "completed": None if self.completed is None else rfc3339(self.completed),
-            "summary": self.summary,
+            "summary": self.summary.as_data(),
             "steps": [s.as_dict() for s in self.steps],
             "current_step": None if self.current is None else self.current.index,
             "record_id": self.record_id,
@@ -179,7 +180,7 @@ class TestRun:
 class _Latest:
     """What the release state needs of one (device, test)."""
 
-    result: tuple[datetime, str, str] | None = None  # (t, result, summary) of the last result
+    result: tuple[datetime, str, Message] | None = None  # (t, result, summary) of the last one
     last_pass: datetime | None = None  # last signed pass
 
 
@@ -229,7 +230,8 @@ class QCManager:
             key = (record["device"], record["test"])
             latest = self._latest.setdefault(key, _Latest())
             t = datetime.fromisoformat(record["t"])
-            latest.result = (t, record["result"], f"{record['test']} {record['result']}")
+            latest.result = (t, record["result"],
+                             msg("qc.run.short", test=record["test"], result=record["result"]))
             if record["result"] == "pass":
                 latest.last_pass = t
         for item in await self.audit.query(action="qc.repair", limit=100_000):
@@ -655,7 +657,7 @@ class QCManager:
         step.deviation_pct, step.measured_at = worst.deviation_pct, worst.t
         step.readings = [p[2] for p in run.series]
         run.state, run.completed, run.result = "completed", self._now(), result.result
-        run.summary = result.summary()
+        run.summary = result.summary_message()
         run.draft = self._draft(run, programme, step)
         self._linearity.pop(run.device, None)
 
@@ -663,7 +665,8 @@ class QCManager:
         """Audit, alert and release after a run completed (outside the lock)."""
         self.audit.record(
             "qc.test.completed", actor="isoedge.qc", subject=f"{run.device}/{run.test}",
-            new={"result": run.result}, reason=run.summary, run=run.id,
+            new={"result": run.result}, reason=run.summary.code,
+            reason_params=run.summary.params, run=run.id,
         )  # fmt: skip
         assert run.completed is not None  # noqa: S101 - set by the completion
         latest = self._latest.setdefault((run.device, run.test), _Latest())
@@ -730,18 +733,21 @@ class QCManager:
         return record
 
     @staticmethod
-    def _summary(run: TestRun, worst: Step) -> str:
+    def _summary(run: TestRun, worst: Step) -> Message:
         if run.test == "background":
-            return f"background {run.result}: {worst.measured_mbq:.4g} MBq"
+            return msg("qc.run.background", result=run.result,
+                       measured=None if worst.measured_mbq is None
+                       else round(worst.measured_mbq, 3))
         parts = [
-            f"{s.setting or ''}{'/' + s.container if s.container else ''} "
-            f"{s.measured_mbq:.4g} MBq vs {s.expected_mbq:.4g} MBq "
-            f"({s.deviation_pct:+.2f} % {s.result})"
+            msg("qc.run.step",
+                setting=f"{s.setting or ''}{'/' + s.container if s.container else ''}",
+                measured=round(s.measured_mbq, 3), expected=round(s.expected_mbq, 3),
+                deviation=round(s.deviation_pct, 2), result=s.result)
             for s in run.steps
             if s.measured_mbq is not None and s.expected_mbq is not None
             and s.deviation_pct is not None
         ]
-        return f"{run.test} {run.result}: " + "; ".join(parts)
+        return msg("qc.run", test=run.test, result=run.result, steps=parts)
 
     async def sign_run(
         self, run_id: str, name: str, password: str, comment: str = ""
@@ -966,15 +972,17 @@ class QCManager:
                 severity = "alarm" if state.get("failed") else "warning"
                 self.alerts.raise_alert(
                     "qc.release", device, None, severity,
-                    f"{device} ON HOLD: {state['reason']} — not for patient doses",
+                    msg("qc.release.on_hold", device=device, reason=_reasons(state)),
                     details={"since": state["since"]}, update=old is not None,
                 )  # fmt: skip
             elif old is not None or self.alerts.active_alert("qc.release", device, None):
-                self.alerts.clear_alert("qc.release", device, None, f"{device} released")
+                self.alerts.clear_alert("qc.release", device, None,
+                                        msg("qc.release.released", device=device))
             if old is not None:
                 self.audit.record(
                     "qc.release.changed", actor="isoedge.qc", subject=device,
-                    old=old["release"], new=state["release"], reason=state["reason"],
+                    old=old["release"], new=state["release"], reason="qc.release.why",
+                    reason_params={"reasons": [m.as_data() for m in _reasons(state)]},
                 )  # fmt: skip
         if changed and notify and self.on_change is not None:
             self.on_change()
@@ -988,7 +996,7 @@ class QCManager:
         next_day = datetime.combine(today + timedelta(days=1), time(0), zone).astimezone(UTC)
         due: dict[str, str] = {}
         # (priority, since, reason, (catalog id, parameters) of the reason)
-        holds: list[tuple[int, datetime, str, tuple[str, dict[str, str]]]] = []
+        holds: list[tuple[int, datetime, str, tuple[str, dict[str, Any]]]] = []
         released_since: datetime | None = None
         for kind in TEST_KINDS:
             spec = programme.test(kind)
@@ -1007,7 +1015,7 @@ class QCManager:
                     holds.append((0, t, f"{kind} {result} at {rfc3339(t)}: {summary}",
                                   (N_("{test} {result} at {time}: {summary}"),
                                    {"test": kind, "result": result, "time": rfc3339(t),
-                                    "summary": summary})))
+                                    "summary": summary.as_data()})))
             if "daily" in spec.schedules:
                 if last_pass is not None and last_pass >= day_start:
                     due[kind] = rfc3339(next_day)
@@ -1071,12 +1079,17 @@ class QCManager:
             assert state is not None  # noqa: S101
             self.alerts.raise_alert(
                 "qc.held-calibrator-dosage", device, None, "critical",
-                f"dosage {dispensing.get('prescription')} measured on {device} while it is ON "
-                f"HOLD ({state['reason']}); re-measure on a released calibrator",
+                msg("qc.held_dosage", rx=str(dispensing.get("prescription")), device=device,
+                    reason=_reasons(state)),
                 dispensing.get("measured_mbq"), subject=str(dispensing.get("prescription")),
                 update=True,
             )  # fmt: skip
         return dispensing
+
+
+def _reasons(state: dict[str, Any]) -> list[Message]:
+    """A release state's reasons as messages (their catalog ids are their codes)."""
+    return [Message(str(text), dict(params)) for text, params in state.get("reasons") or []]
 
 
 def status_of(manager: QCManager | None) -> dict[str, Any]:

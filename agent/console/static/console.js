@@ -9,7 +9,7 @@ const TREND_MIN_STEP_S = 2;
 // The catalog (GET /api/i18n): translations, the language's formats and the site's zone
 // offsets from the agent's tzdata (browsers carry their own, possibly older, zone rules).
 const I18N = {
-  lang: "en", messages: {},
+  lang: "en", messages: {}, codes: {},
   formats: { date: "yyyy-MM-dd", time: "HH:mm:ss", decimal: ".", group: ",", minus: "-" },
   zone: { name: "UTC", offsets: [[0, 0]] },
 };
@@ -180,6 +180,32 @@ function fmtUnit(unit) {
   if (!unit) return "";
   const text = UNIT_TEXT[unit] || unit;
   return _(text);
+}
+
+// A text the agent keeps as data ({code, params}: alerts, QC summaries, audit reasons), in the
+// page's language and the site's zone (the same rules as agent/core/messages.py's render()).
+const MSG_CODE_KEYS = new Set(["result", "state", "test", "outcome", "release", "severity"]);
+const MSG_SIGNED_KEYS = new Set(["deviation", "rate", "half_life_deviation"]);
+function msgParam(key, value) {
+  if (value === null || value === undefined) return "—";
+  if (Array.isArray(value)) return value.map((v) => msgParam(key, v)).join("; ");
+  if (typeof value === "object") return "code" in value ? msgText(value) : JSON.stringify(value);
+  if ((key === "time" || key.endsWith("_at")) && typeof value === "string") return fmtTime(value);
+  if (typeof value === "number") {
+    const text = fmtNumber(String(value));
+    return MSG_SIGNED_KEYS.has(key) && !Number.isInteger(value) && value >= 0 ? `+${text}` : text;
+  }
+  if (key === "unit") return fmtUnit(value);
+  if (MSG_CODE_KEYS.has(key) && typeof value === "string") return _(value);
+  return String(value);
+}
+function msgText(message, params) {
+  const m = (message && typeof message === "object") ? message : { code: message, params };
+  if (!m.code) return "";
+  const template = I18N.codes[m.code] || m.code;
+  const text = I18N.messages[template] || template;
+  if (!m.params || !Object.keys(m.params).length) return text;
+  return text.replace(/\{(\w+)\}/g, (all, k) => (k in m.params ? msgParam(k, m.params[k]) : all));
 }
 
 async function api(path, options) {
@@ -413,7 +439,7 @@ function renderAlerts(alerts) {
         a.active ? (a.acknowledged ? "acknowledged" : "open") : "cleared", a.active ? a.severity : "")),
       el("td", {}, a.rule),
       el("td", {}, [a.device, a.channel].filter(Boolean).join(" · ")),
-      el("td", {}, a.message || "",
+      el("td", { class: "alert-message" }, msgText(a.message, a.params),
         a.cleared_at ? el("div", { class: "muted small" }, _("cleared {time}", { time: fmtTime(a.cleared_at) })) : null),
       el("td", {}, fmtTime(a.raised_at)),
       el("td", {}, acked),
@@ -445,7 +471,7 @@ function openAck(alert) {
   state.ackAlertId = alert.id;
   state.ackAlertIds = null;
   $("#ack-summary").textContent =
-    `${_(alert.severity)} · ${alert.rule} · ${alert.device || ""} — ${alert.message || ""}`;
+    `${_(alert.severity)} · ${alert.rule} · ${alert.device || ""} — ${msgText(alert.message, alert.params)}`;
   const name = $("#ack-name");
   if (state.me && state.me.authenticated) {
     name.value = state.me.name;
@@ -530,7 +556,14 @@ function auditQuery() {
   return params.toString();
 }
 
-const AUDIT_KNOWN = new Set(["id", "t", "event", "actor", "subject", "old", "new", "reason"]);
+const AUDIT_KNOWN = new Set(["id", "t", "event", "actor", "subject", "old", "new", "reason",
+  "reason_params"]);
+
+// An audit record's reason: a person's words as typed, the system's as a message code.
+function auditReason(row) {
+  if (!row.reason) return "";
+  return row.reason_params || I18N.codes[row.reason] ? msgText(row.reason, row.reason_params) : row.reason;
+}
 
 // A value as a person reads it: numbers in the language's format, objects as "key: value".
 function plain(v) {
@@ -574,7 +607,7 @@ async function loadAudit() {
         el("td", {}, row.actor || ""),
         el("td", {}, row.subject || ""),
         el("td", { class: "change" }, fmtChange(row)),
-        el("td", {}, row.reason || ""),
+        el("td", { class: "audit-reason" }, auditReason(row)),
         el("td", { class: "muted small" }, Object.keys(details).length ? plain(details) : ""));
     }));
   } catch (error) {

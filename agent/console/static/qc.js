@@ -39,6 +39,7 @@ function agentText(pair, fallback) {
   if (params.test) params.test = testText(params.test);
   if (params.result) params.result = resultText(params.result);
   if (params.time) params.time = fmtTime(params.time);
+  if (params.summary && typeof params.summary === "object") params.summary = msgText(params.summary);
   return _(pair[0], params);
 }
 
@@ -265,7 +266,7 @@ function showRun(run) {
     box.replaceChildren(
       el("div", {}, _("Result"), " ", resultPill(run.result), " ",
         el("span", { class: "run-state" }, run.state === "signed" ? _("signed") : _("awaiting your signature"))),
-      el("div", { class: "run-summary" }, run.summary),
+      el("div", { class: "run-summary" }, msgText(run.summary)),
       el("div", { class: "muted small" }, band));
   }
   $("#qc-sign").hidden = !(run.state === "completed" && qc.may.performed);
@@ -301,7 +302,7 @@ function signRun() {
   const run = qc.run;
   openSign({
     title: _("Sign QC test"),
-    what: _("{test} on {device}: {summary}", { test: testText(run.test), device: run.device, summary: run.summary }),
+    what: _("{test} on {device}: {summary}", { test: testText(run.test), device: run.device, summary: msgText(run.summary) }),
     meaning: "performed",
     comment: true,  // why a test failed, what was done: signed with the record
     submit: async (body) => {
