@@ -208,7 +208,8 @@ def _param(key: str, value: Any, lang: str, zone: ZoneInfo | None) -> str:  # no
         except ValueError:
             return value
     if isinstance(value, (int, float)):
-        text = format_number(value, lang, significant=6)
+        whole = isinstance(value, int) or (math.isfinite(value) and abs(value) >= 1e6)  # noqa: PLR2004
+        text = format_number(value, lang, decimals=0 if whole else None, significant=6)
         if key in SIGNED_KEYS and isinstance(value, float) and math.isfinite(value) and value >= 0:
             return "+" + text
         return text

@@ -16,6 +16,7 @@ from test_qc_console import CAL, USERS, auth
 from test_web import url
 from test_web_browser import CHROMIUM, CHROMIUM_ARGS, chromium_available  # noqa: F401 - fixture
 
+from agent.core.messages import msg
 from drivers.base import Sample
 
 # Written next to the other test artifacts; docs/screenshots/ holds copies of a run.
@@ -114,9 +115,11 @@ async def switch_to_kazakh(page) -> None:
 
 async def test_bulk_acknowledgement_in_russian(tmp_path: Path, mosquitto, chromium_available):  # noqa: F811
     async with agent_in(tmp_path, mosquitto.url) as (agent, session):
+        # Alert texts are codes with parameters, shown in the reader's language.
         ids = [agent.alerts.raise_alert(f"area-high-{n}", f"area-{n}", "dose_rate", "alarm",
-                                        f"dose rate {80 + n} uSv/h above 25 uSv/h",
-                                        value=80.0 + n).id for n in range(3)]
+                                        msg("alert.threshold.above", channel="dose_rate",
+                                            value=80.5 + n, unit="uSv/h", limit=25.0),
+                                        value=80.5 + n).id for n in range(3)]
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                                args=CHROMIUM_ARGS)
@@ -126,6 +129,8 @@ async def test_bulk_acknowledgement_in_russian(tmp_path: Path, mosquitto, chromi
                 page = await context.new_page()
                 page.set_default_timeout(UI_TIMEOUT_MS)
                 await sign_in(page, agent.web.url + "#alerts", "quinn", USERS["quinn"][2])
+                await expect(page.locator(f'tr[data-alert-id="{ids[0]}"] .alert-message')
+                             ).to_have_text("dose_rate 80,5 мкЗв/ч выше 25")  # fmt: skip
                 for alert_id in ids:
                     await page.locator(f'tr[data-alert-id="{alert_id}"] .alert-select').check()
                 button = page.locator("#ack-selected")
