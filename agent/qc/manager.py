@@ -217,6 +217,8 @@ class QCManager:
         self._repairs: dict[str, datetime] = {}
         self._state: dict[str, dict[str, Any]] = {}
         self._held: set[str] = set()
+        # (device, prescription) -> a signed override of the hold for that one dose
+        self._overrides: dict[tuple[str, str], dict[str, Any]] = {}
         self._opened = False
 
     async def open(self) -> None:
@@ -1070,12 +1072,54 @@ class QCManager:
         }
 
     # ------------------------------------------------------------------ dosage
+    async def override_hold(self, device: str, prescription_id: str, name: str, password: str,
+                            reason: str) -> dict[str, Any]:  # fmt: skip
+        """A signed override (`[qc] held_override`): one dose measured on held `device`.
+
+        Signed with the password at the moment (meaning `performed`) and audited durably
+        (`dosage.held_override`, the hold's reasons beside the person's) before it takes effect;
+        the dispensing record of that dose carries it. Raises QCError when the site does not
+        allow overrides, the calibrator is not held or no reason is given; SignatureError.
+        """
+        state = self.release(device)
+        if not self.config.held_override:
+            raise QCError("this site does not allow measuring on a calibrator ON HOLD")
+        if state.get("release") != "on_hold":
+            raise QCError(f"{device} is not on hold")
+        if not reason.strip():
+            raise QCError("an override of a hold needs a reason")
+        content = {"id": f"override/{device}/{prescription_id}", "device": device,
+                   "prescription": prescription_id, "release": state, "reason": reason.strip()}
+        signature = await self.signatures.asign(content, name, password, "performed")
+        await self.audit.record_durably(
+            "dosage.held_override", signature["user"], f"prescription/{prescription_id}",
+            new={"device": device, "release": "on_hold", "since": state.get("since")},
+            reason=reason.strip(), signatures=[signature], hold_reasons=state.get("reasons"),
+        )  # fmt: skip
+        override = {"by": signature["user"], "name": signature["name"], "reason": reason.strip(),
+                    "t": signature["t"], "record_sha256": signature["record_sha256"]}
+        self._overrides[(device, prescription_id)] = override
+        log.warning("hold overridden for one dose", device=device, prescription=prescription_id,
+                    user=signature["user"])
+        return override
+
     def on_dispensed(self, device: str, dispensing: dict[str, Any]) -> dict[str, Any]:
         """A dosage measured on `device`: adds the calibrator's release; alerts if held."""
         state = self._state.get(device)
         release = None if state is None else state["release"]
         dispensing = {**dispensing, "calibrator_release": release}
-        if release == "on_hold":
+        override = self._overrides.pop((device, str(dispensing.get("prescription"))), None)
+        if release == "on_hold" and override is not None:
+            # Measured on a held calibrator by a signed decision: the record says so and by whom.
+            dispensing["held_override"] = override
+            self.alerts.raise_alert(
+                "qc.held-calibrator-dosage", device, None, "warning",
+                msg("qc.held_dosage.override", rx=str(dispensing.get("prescription")),
+                    device=device, who=override["by"], reason=override["reason"]),
+                dispensing.get("measured_mbq"), subject=str(dispensing.get("prescription")),
+                update=True,
+            )  # fmt: skip
+        elif release == "on_hold":
             assert state is not None  # noqa: S101
             self.alerts.raise_alert(
                 "qc.held-calibrator-dosage", device, None, "critical",

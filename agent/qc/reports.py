@@ -634,13 +634,24 @@ def dispensing_report(
          r.get("device", ""), doc.mbq(r.get("prescribed_mbq")), doc.mbq(r.get("measured_mbq")),
          doc.mbq(r.get("at_scheduled_mbq")), doc.pct(r.get("deviation_pct")),
          _code(doc, r.get("result")),
-         _code(doc, r.get("calibrator_release")) or _("no QC programme"), r.get("who", "")]
+         _release_cell(doc, r), r.get("who", "")]
         for r in records
     ]  # fmt: skip
     doc.table(rows, [24, 18, 12, 17, 15, 15, 15, 13, 12, 17, 12])
     if not records:
         doc.p(_("No dispensing record in this period."))
     return doc.pdf()
+
+
+def _release_cell(doc: _Doc, r: dict[str, Any]) -> str:
+    """The calibrator's state at the dose, with a signed override of its hold if there was one."""
+    state = _code(doc, r.get("calibrator_release")) or doc.tr("no QC programme")
+    override = r.get("held_override")
+    if not isinstance(override, dict):
+        return state
+    return doc.tr("{state}; override signed by {name}: {reason}", state=state,
+                  name=override.get("name") or override.get("by") or "",
+                  reason=override.get("reason") or "")
 
 
 def audit_extract(

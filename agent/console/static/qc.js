@@ -669,6 +669,8 @@ async function loadPrescriptions() {
       const device = rx.device || qc.device;
       const cal = qc.calibrators[device];
       const held = cal && cal.release !== "released";
+      // The site may allow one dose on a held calibrator after a signed override with a reason.
+      const override = Boolean(held && qc.state && qc.state.held_override);
       return el("tr", { "data-rx": rx.id },
         el("td", {}, rx.id, rx.note ? el("div", { class: "muted small" }, rx.note) : null),
         el("td", {}, rx.nuclide),
@@ -676,16 +678,17 @@ async function loadPrescriptions() {
         el("td", {}, fmtTime(rx.scheduled)),
         el("td", {}, rx.device || _("any")),
         el("td", { class: "small" }, rx.origin),
-        el("td", { class: "rx-last" }, heldDose ? pill(_("ON HOLD — not for patient use"), "critical")
+        el("td", { class: "rx-last" }, heldDose ? heldPill(lastDispensed)
           : last ? resultPill(last.result) : "—",
           last ? el("div", { class: "muted small" }, `${last.detail} (${fmtPct(last.deviation_pct)})`) : null),
         el("td", {},
           qc.may.prescribe && !rx.origin.startsWith("config:")
             ? el("button", { type: "button", class: "rx-edit", onclick: () => editRx(rx) }, _("Change")) : null,
-          mayArm ? el("button", { type: "button", class: "rx-arm", onclick: () => armRx(rx),
-            disabled: Boolean(held),
+          mayArm ? el("button", { type: "button", class: override ? "rx-arm rx-override" : "rx-arm",
+            onclick: () => (override ? overrideRx(rx, device) : armRx(rx)),
+            disabled: Boolean(held) && !override,
             title: held ? _("{device} is ON HOLD: measure this dose on a released calibrator", { device }) : "",
-          }, _("Measure now")) : null,
+          }, override ? _("Override the hold…") : _("Measure now")) : null,
           mayArm && held ? el("div", { class: "error small rx-held" },
             _("{device} is ON HOLD: measure this dose on a released calibrator", { device })) : null,
           qc.may.prescribe && !rx.origin.startsWith("config:")
@@ -702,7 +705,7 @@ async function loadPrescriptions() {
       el("td", { class: "num" }, fmtPct(d.deviation_pct)),
       el("td", {}, resultText(d.result)),
       el("td", { class: "dispensing-release" }, d.calibrator_release === "on_hold"
-        ? pill(_("ON HOLD — not for patient use"), "critical") : pill(releaseText(d.calibrator_release || "—"), d.calibrator_release === "released" ? "ok" : "")),
+        ? heldPill(d) : pill(releaseText(d.calibrator_release || "—"), d.calibrator_release === "released" ? "ok" : "")),
       el("td", {}, d.who))));
   } catch (error) { console.warn("prescriptions", error); }
 }
@@ -774,6 +777,34 @@ async function saveRx(event) {
     }
     rxError(_("Not saved: {reason}", { reason: error.message }));
   }
+}
+
+// A dose measured on a held calibrator: not for patient use, or used by a signed override.
+function heldPill(d) {
+  if (!d.held_override) return pill(_("ON HOLD — not for patient use"), "critical");
+  return el("span", {}, pill(_("ON HOLD — override"), "warning"),
+    el("div", { class: "muted small held-override" }, _("signed by {name}: {reason}",
+      { name: d.held_override.name || d.held_override.by, reason: d.held_override.reason })));
+}
+
+// Measure on a held calibrator by a signed decision (the site allows it: `[qc] held_override`).
+function overrideRx(rx, device) {
+  openSign({
+    title: _("Override the hold"),
+    what: _("{device} is ON HOLD. Measure {id} on it all the same: type the reason; it is signed and recorded with the dose.",
+      { device, id: rx.id }),
+    meaning: "performed",
+    comment: true,
+    submit: async (body) => {
+      if (!body.comment) throw new Error(_("a reason is required to override the hold"));
+      await api(`/api/prescriptions/${encodeURIComponent(rx.id)}/arm`, {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ device, override: { reason: body.comment, password: body.password } }),
+      });
+      rxError("");
+      loadPrescriptions();
+    },
+  });
 }
 
 async function armRx(rx) {
