@@ -120,6 +120,16 @@ TEMPLATES: dict[str, str] = {
     "central.many_sources": N_("{message} (and other sources: more than {n} new ones this hour)"),
 }
 
+# Reasons the system writes to the audit trail as short fixed texts (sign-in, sign-out, a shelf
+# ending, a refused configuration, a new key): each text is its own code.
+TEMPLATES.update({text: text for text in (
+    N_("signed in on the login page"), N_("switch user"), N_("signed out"),
+    N_("unknown user"), N_("wrong password"), N_("malformed basic credentials"),
+    N_("unknown bearer token"), N_("shelf expired"),
+    N_("invalid configuration; the running one is kept"),
+    N_("the configured signing key differs from the one used last"),
+)})
+
 # Codes shown translated as parameters (marked for the catalogs; most are in the console too).
 CODE_TEXTS = (
     N_("pass"), N_("action"), N_("fail"), N_("on_hold"), N_("released"), N_("no QC programme"),

@@ -566,9 +566,11 @@ function auditReason(row) {
 }
 
 // A value as a person reads it: numbers in the language's format, objects as "key: value".
+const ISO_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/;
 function plain(v) {
   if (v === null || v === undefined) return "—";
   if (typeof v === "number") return fmtValue(v);
+  if (typeof v === "string" && ISO_INSTANT.test(v)) return fmtTime(v);  // site time, its zone
   if (Array.isArray(v)) return v.map(plain).join(", ");
   if (typeof v === "object") return Object.entries(v).map(([k, x]) => `${k}: ${plain(x)}`).join("; ");
   return String(v);
