@@ -104,6 +104,21 @@ function fmtValue(v, resolution) {
   return fmtNumber(String(Number(v.toPrecision(4))));
 }
 
+// The instrument's resolution: as sent, else that of its own display (the raw text's number
+// nearest the raw value, within 0.5 %, in the unit shown): "F-18  405.069 MBq" reads to 0.001.
+function resolutionOf(r) {
+  if (r.resolution > 0) return r.resolution;
+  const raw = r.raw || {};
+  if (typeof raw.text !== "string" || typeof raw.value !== "number" || (raw.unit || r.unit) !== r.unit) return 0;
+  const v = Math.abs(raw.value);
+  let best = null;
+  for (const token of raw.text.match(/\d+(?:\.\d+)?/g) || []) {
+    const off = Math.abs(Number(token) - v);
+    if (off <= 0.005 * Math.max(v, 1e-12) && (best === null || off < best[0])) best = [off, token];
+  }
+  return best ? 10 ** -(best[1].split(".")[1] || "").length : 0;
+}
+
 // A number typed by a person: "370,5" and "370.5" are 370.5, never 3705; ambiguous is NaN.
 function parseDecimal(text) {
   const t = String(text || "").replace(/[\s\u00a0\u202f']/g, "").replace("\u2212", "-");
@@ -311,7 +326,7 @@ function renderReadings() {
       { "data-key": `${r.device}/${r.channel}`, class: `quality-${r.quality}${stale ? " stale" : ""}` },
       el("td", {}, r.device),
       el("td", {}, r.channel),
-      el("td", { class: "num value" }, fmtValue(r.value, r.resolution)),
+      el("td", { class: "num value" }, fmtValue(r.value, resolutionOf(r))),
       el("td", {}, fmtUnit(r.unit)),
       el("td", { title: r.reason || "", class: "quality" }, stale ? pill(stale, "stale")
         : [_(r.quality), r.reason ? ` (${r.reason})` : ""].join("")),
@@ -335,11 +350,11 @@ function renderDoseCalibrator(items) {
     el("div", { class: "muted small" }, `${r.device} · ${r.channel}`),
     el("div", { class: "nuclide" }, r.nuclide),
     el("div", {},
-      el("span", { class: "big measured" }, fmtValue(r.value, r.resolution)), " ", fmtUnit(r.unit),
+      el("span", { class: "big measured" }, fmtValue(r.value, resolutionOf(r))), " ", fmtUnit(r.unit),
       el("span", { class: "muted small" }, ` ${_("measured {time}", { time: fmtTime(r.t) })}`)),
     r.value_at_ref !== undefined && r.value_at_ref !== null
       ? el("div", {},
-        el("span", { class: "big at-ref" }, fmtValue(r.value_at_ref, r.resolution)), " ", fmtUnit(r.unit),
+        el("span", { class: "big at-ref" }, fmtValue(r.value_at_ref, resolutionOf(r))), " ", fmtUnit(r.unit),
         el("span", { class: "muted small ref-time" }, ` ${_("at reference {time}", { time: fmtTime(r.ref_time) })}`))
       : el("div", { class: "muted small" }, _("no reference time configured")),
     r.quality !== "good" ? el("div", { class: "error small" }, `${_(r.quality)}: ${r.reason || ""}`) : null,
@@ -515,7 +530,10 @@ async function submitAck(event) {
       });
       state.selected.clear();
       const refused = Object.keys(answer.refused || {}).length;
-      if (refused) window.alert(_("Not acknowledged: {n} (already acknowledged or closed)", { n: refused }));
+      // Shown beside the button, in the page (no browser dialog).
+      const note = $("#ack-selected-note");
+      note.textContent = refused ? _("Not acknowledged: {n} (already acknowledged or closed)", { n: refused }) : "";
+      note.hidden = !refused;
     } else if (signing && Number($("#ack-shelve").value) > 0) {
       await api(`/api/alerts/${encodeURIComponent(state.ackAlertId)}/shelve`, {
         method: "POST", headers: { "Content-Type": "application/json" },

@@ -47,9 +47,10 @@ function releaseReason(s) {
   return s.reasons ? s.reasons.map((r) => agentText(r)).join("; ") : s.reason;
 }
 
+// An activity to the calibrators' resolution, 0.001 MBq (as on the PDF records).
 function fmtMbq(v, u) {
   if (v === null || v === undefined) return "—";
-  const text = fmtNumber(String(Number(v.toPrecision(5))));
+  const text = fmtValue(v, 0.001);
   return u === null || u === undefined ? text : `${text} ± ${fmtNumber(String(Number(u.toPrecision(2))))}`;
 }
 
@@ -636,7 +637,10 @@ async function downloadReport(event) {
 function reviewAudit() {
   const since = localToUtc($("#audit-since").value);
   const until = localToUtc($("#audit-until").value) || new Date().toISOString();
-  if (!since) { window.alert(_("Choose the start of the range to review.")); return; }
+  const note = $("#audit-review-note");
+  note.hidden = Boolean(since);
+  note.textContent = since ? "" : _("Choose the start of the range to review.");
+  if (!since) return;
   openSign({
     title: _("Review audit trail"),
     what: _("Audit trail from {since} to {until}, as filtered", { since: fmtTime(since), until: fmtTime(until) }),
