@@ -19,14 +19,13 @@ flagged (`calibrator_release: on_hold`); a dosage dispensed on it raises a criti
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -36,10 +35,12 @@ from agent.core.reading import new_id, rfc3339
 from agent.physics.correction import decay_correct
 from agent.physics.halflife import FitError
 from agent.physics.nuclides import normalize_nuclide
+from agent.qc.errors import QCError
 from agent.qc.linearity import LinearityResult, analyse_decay
-from agent.qc.programme import SCHEDULE_PERIOD, TEST_KINDS
 from agent.qc.records import canonical_json, content_hash
+from agent.qc.release import ReleaseState, TestHistory, compute_release
 from agent.qc.rules import activity_mbq
+from agent.qc.signed_records import Meaning, SignedActions, Signer, performers
 
 if TYPE_CHECKING:
     from agent.core.reading import Reading
@@ -56,10 +57,6 @@ _RANK = {"pass": 0, "action": 1, "fail": 2}
 _MIN_FRACTION = 0.5  # a reading below this x expected: the source is not (yet) in
 _REMOVED_FRACTION = 0.1  # below this x the previous measurement: the sample was taken out
 _SERIES_JUMP = 0.25  # linearity: a reading this far off the decay is not the sample
-
-
-class QCError(ValueError):
-    """A QC request that cannot be carried out (unknown device, test not configured...)."""
 
 
 def _now() -> datetime:
@@ -175,14 +172,6 @@ class TestRun:
         }
 
 
-@dataclass
-class _Latest:
-    """What the release state needs of one (device, test)."""
-
-    result: tuple[datetime, str, str] | None = None  # (t, result, summary) of the last result
-    last_pass: datetime | None = None  # last signed pass
-
-
 class QCManager:
     """QC test runs, records, signatures and release state of every configured calibrator."""
 
@@ -204,17 +193,17 @@ class QCManager:
         self.signatures = signatures
         self.alerts = alerts
         self.audit = audit
+        self.actions = SignedActions(signatures, audit)
         self._now = now
         self.on_change = on_change
         self._lock = threading.RLock()
-        self._review_lock = asyncio.Lock()
         self._programmes = {c.device: c for c in config.calibrators}
         self._runs: dict[str, TestRun] = {}
         self._active: dict[str, str] = {}  # device -> guided run id
         self._linearity: dict[str, str] = {}  # device -> linearity run id
-        self._latest: dict[tuple[str, str], _Latest] = {}
+        self._latest: dict[str, dict[str, TestHistory]] = {}
         self._repairs: dict[str, datetime] = {}
-        self._state: dict[str, dict[str, Any]] = {}
+        self._state: dict[str, ReleaseState] = {}
         self._held: set[str] = set()
         self._opened = False
 
@@ -227,7 +216,7 @@ class QCManager:
         await self.store.open()
         for record in await self.store.query(kind="test"):
             key = (record["device"], record["test"])
-            latest = self._latest.setdefault(key, _Latest())
+            latest = self._latest.setdefault(key[0], {}).setdefault(key[1], TestHistory())
             t = datetime.fromisoformat(record["t"])
             latest.result = (t, record["result"], f"{record['test']} {record['result']}")
             if record["result"] == "pass":
@@ -314,15 +303,12 @@ class QCManager:
         """`{"release", "reason", "since", "due": {test: time}}` of one calibrator."""
         self.programme(device)
         with self._lock:
-            return {k: v for k, v in self._state[device].items() if k != "failed"}
+            return self._state[device].as_status()
 
     def calibrators_status(self) -> dict[str, dict[str, Any]]:
         """The `calibrators` object of the retained status (CONTRACT §5)."""
         with self._lock:
-            return {
-                device: {k: v for k, v in state.items() if k != "failed"}
-                for device, state in self._state.items()
-            }
+            return {device: state.as_status() for device, state in self._state.items()}
 
     def watches(self, device: str, channel: str) -> bool:
         """True for the activity channel of a calibrator with a programme (cheap: per item)."""
@@ -666,7 +652,7 @@ class QCManager:
             new={"result": run.result}, reason=run.summary, run=run.id,
         )  # fmt: skip
         assert run.completed is not None  # noqa: S101 - set by the completion
-        latest = self._latest.setdefault((run.device, run.test), _Latest())
+        latest = self._latest.setdefault(run.device, {}).setdefault(run.test, TestHistory())
         latest.result = (run.completed, run.result or "fail", run.summary)
         rule = f"qc.{run.test}"
         if run.result == "pass":
@@ -757,8 +743,7 @@ class QCManager:
         if comment.strip():
             # The performer's comment (why a test failed, what was done) is signed content.
             draft = {**draft, "comment": comment.strip()}
-        signature = await self.signatures.asign(draft, name, password, "performed")
-        return await self._commit_run(run_id, draft, signature)
+        return await self._commit_run(run_id, draft, Signer(name, password))
 
     def _signable(self, run_id: str) -> dict[str, Any]:
         run = self.run(run_id)
@@ -767,21 +752,23 @@ class QCManager:
         return run.draft
 
     async def _commit_run(
-        self, run_id: str, draft: dict[str, Any], signature: dict[str, Any]
+        self, run_id: str, draft: dict[str, Any], signer: Signer
     ) -> dict[str, Any]:
-        record = {**draft, "signatures": [signature]}
         with self._lock:
             run = self.run(run_id)
             if run.state != "completed":
                 raise QCError(f"run {run_id} is {run.state}")
             run.state = "signing"
         try:
-            await self._store(record, signature)
+            record = await self.actions.sign(
+                draft, signer, Meaning.PERFORMED, store=self.store, kind="test",
+                details={"device": draft["device"], "test": draft["test"]},
+            )  # fmt: skip
         except Exception:
             run.state = "completed"
             raise
         run.state, run.record_id = "signed", record["id"]
-        latest = self._latest.setdefault((run.device, run.test), _Latest())
+        latest = self._latest.setdefault(run.device, {}).setdefault(run.test, TestHistory())
         t = datetime.fromisoformat(record["t"])
         latest.result = (t, record["result"], run.summary)
         if record["result"] == "pass":
@@ -801,14 +788,12 @@ class QCManager:
         made one at a time, so two approvals cannot race past the check. The password is
         checked in a worker thread.
         """
-        async with self._review_lock:
+        async with self.actions.serial(f"qc/{record_id}"):
             review, forbid = await self._review_draft(record_id, meaning, comment)
-            signature = await self.signatures.asign(
-                review, name, password, meaning, forbid_signers=forbid
-            )
-            record = {**review, "signatures": [signature]}
-            await self._store(record, signature)
-        return record
+            return await self.actions.sign(
+                review, Signer(name, password), meaning, store=self.store, kind="review",
+                forbid=forbid, details={"device": review["device"], "test": review["test"]},
+            )  # fmt: skip
 
     async def _review_draft(
         self, record_id: str, meaning: str, comment: str
@@ -841,19 +826,7 @@ class QCManager:
             "meaning": meaning,
             "comment": comment,
         }
-        performers = [str(s.get("user") or s.get("name")) for s in first.get("signatures", [])]
-        return review, performers
-
-    async def _store(self, record: dict[str, Any], signature: dict[str, Any]) -> None:
-        """Commit a signed record with its stream item and the audit record of its signature."""
-        audit_item = self.audit.entry(
-            "qc.record.signed", signature["user"], f"qc/{record['id']}",
-            new={"result": record.get("result"), "meaning": signature["meaning"]},
-            record_sha256=signature["record_sha256"], device=record["device"],
-            test=record["test"], record_kind=record.get("record", "test"),
-        )  # fmt: skip
-        await asyncio.wrap_future(self.store.append(record, audit_item))
-        self.audit.notify(audit_item)
+        return review, performers(first)
 
     async def acknowledge_alert(
         self, alert_id: str, name: str, password: str, reason: str
@@ -863,8 +836,8 @@ class QCManager:
         Roles: `[qc.signing] acknowledge_alert`; the password is checked in a worker thread.
         Returns the acknowledged `Alert`.
         """
-        user = await self.signatures.aauthenticate(
-            name, password, "acknowledge_alert", f"alert/{alert_id}"
+        user = await self.actions.authenticate(
+            Signer(name, password), "acknowledge_alert", f"alert/{alert_id}"
         )
         return await self.alerts.acknowledge(alert_id, user.full_name or user.name, reason)
 
@@ -872,8 +845,8 @@ class QCManager:
         self, alert_id: str, name: str, password: str, reason: str, minutes: float
     ) -> Any:
         """Shelve a flapping alarm for `minutes`, signed like an acknowledgement."""
-        user = await self.signatures.aauthenticate(
-            name, password, "acknowledge_alert", f"alert/{alert_id}"
+        user = await self.actions.authenticate(
+            Signer(name, password), "acknowledge_alert", f"alert/{alert_id}"
         )
         return await self.alerts.shelve(alert_id, user.full_name or user.name, reason, minutes)
 
@@ -886,8 +859,8 @@ class QCManager:
         its audit record in one transaction), the reason naming the selection. Returns the
         acknowledged alerts and, per alert that could not be, why (unknown, already done).
         """
-        user = await self.signatures.aauthenticate(
-            name, password, "acknowledge_alert", f"alerts/{len(alert_ids)}"
+        user = await self.actions.authenticate(
+            Signer(name, password), "acknowledge_alert", f"alerts/{len(alert_ids)}"
         )
         signer = user.full_name or user.name
         note = f"{reason} (one acknowledgement of {len(alert_ids)} alerts)"
@@ -915,8 +888,9 @@ class QCManager:
                          "entries_sha256": hashlib.sha256(canonical_json(items)).hexdigest()},
             "comment": comment,
         }  # fmt: skip
-        signature = await self.signatures.asign(
-            content, name, password, "reviewed", action="review_audit"
+        signature = await self.actions.signature(
+            content, Signer(name, password), Meaning.REVIEWED, action="review_audit",
+            subject="audit-trail",
         )
         return await self.audit.record_durably(
             "audit.reviewed", signature["user"], "audit-trail", new=content["reviewed"],
@@ -938,141 +912,62 @@ class QCManager:
         """About once a second: day rollover and due dates change the release state."""
         self.refresh()
 
-    def refresh(self, *, notify: bool = True) -> None:  # noqa: C901 - compute, then announce
+    def refresh(self, *, notify: bool = True) -> None:
         """Recompute every calibrator's release state; alert and notify on a change."""
         if not self._opened:
             return
         now = self._now()
-        changed = []
+        changed: list[tuple[str, ReleaseState | None, ReleaseState]] = []
         with self._lock:
             for device, programme in self._programmes.items():
-                state = self._compute(device, programme, now)
+                state = compute_release(
+                    programme, self._latest.get(device, {}), self._repairs.get(device), now,
+                    self.config.zone, self.config.hold_on_action,
+                )  # fmt: skip
                 old = self._state.get(device)
-                if old is None or old["release"] != state["release"] or (
-                    old["reason"] != state["reason"] or old["due"] != state["due"]
+                if old is None or old.release is not state.release or (
+                    old.reason != state.reason or old.due != state.due
                 ):
                     changed.append((device, old, state))
                 self._state[device] = state
-                if state["release"] == "on_hold":
+                if state.held:
                     self._held.add(device)
                 else:
                     self._held.discard(device)
         for device, old, state in changed:
-            if old is not None and old["release"] == state["release"] == "on_hold" and (
-                old["reason"] == state["reason"]
-            ):
-                continue  # only a due date moved
-            if state["release"] == "on_hold":
-                severity = "alarm" if state.get("failed") else "warning"
-                self.alerts.raise_alert(
-                    "qc.release", device, None, severity,
-                    f"{device} ON HOLD: {state['reason']} — not for patient doses",
-                    details={"since": state["since"]}, update=old is not None,
-                )  # fmt: skip
-            elif old is not None or self.alerts.active_alert("qc.release", device, None):
-                self.alerts.clear_alert("qc.release", device, None, f"{device} released")
-            if old is not None:
-                self.audit.record(
-                    "qc.release.changed", actor="isoedge.qc", subject=device,
-                    old=old["release"], new=state["release"], reason=state["reason"],
-                )  # fmt: skip
+            self._announce(device, old, state)
         if changed and notify and self.on_change is not None:
             self.on_change()
 
-    def _compute(  # noqa: C901, PLR0912 - one pass over the programme's tests
-        self, device: str, programme: CalibratorProgramme, now: datetime
-    ) -> dict[str, Any]:
-        zone = self.config.zone
-        today = now.astimezone(zone).date()
-        day_start = datetime.combine(today, time(0), zone).astimezone(UTC)
-        next_day = datetime.combine(today + timedelta(days=1), time(0), zone).astimezone(UTC)
-        due: dict[str, str] = {}
-        # (priority, since, reason, (catalog id, parameters) of the reason)
-        holds: list[tuple[int, datetime, str, tuple[str, dict[str, str]]]] = []
-        released_since: datetime | None = None
-        for kind in TEST_KINDS:
-            spec = programme.test(kind)
-            if spec is None:
-                continue
-            latest = self._latest.get((device, kind), _Latest())
-            last_pass = latest.last_pass
-            if spec.last_performed is not None and (
-                last_pass is None or spec.last_performed > last_pass
-            ):
-                last_pass = spec.last_performed
-            if latest.result is not None:
-                t, result, summary = latest.result
-                bad = result == "fail" or (result == "action" and self.config.hold_on_action)
-                if bad and (last_pass is None or t > last_pass):
-                    holds.append((0, t, f"{kind} {result} at {rfc3339(t)}: {summary}",
-                                  (N_("{test} {result} at {time}: {summary}"),
-                                   {"test": kind, "result": result, "time": rfc3339(t),
-                                    "summary": summary})))
-            if "daily" in spec.schedules:
-                if last_pass is not None and last_pass >= day_start:
-                    due[kind] = rfc3339(next_day)
-                    released_since = max(released_since or last_pass, last_pass)
-                else:
-                    due[kind] = rfc3339(day_start)
-                    pending = (
-                        latest.result is not None and latest.result[0] >= day_start
-                        and latest.result[1] == "pass"
-                    )
-                    why = "passed, awaiting signature" if pending else "not passed yet today"
-                    text = (N_("daily {test}: passed, awaiting signature") if pending
-                            else N_("daily {test}: not passed yet today"))
-                    holds.append((1, day_start, f"daily {kind}: {why}", (text, {"test": kind})))
-                continue
-            periods = [SCHEDULE_PERIOD[s] for s in spec.schedules if s in SCHEDULE_PERIOD]
-            due_t: datetime | None = None
-            if last_pass is None:
-                due_t = day_start if "installation" in spec.schedules or periods else None
-            elif periods:
-                due_t = last_pass + min(periods)
-            repair = self._repairs.get(device)
-            if (
-                "after_repair" in spec.schedules and repair is not None
-                and (last_pass is None or repair > last_pass)
-            ):
-                due_t = repair if due_t is None else min(due_t, repair)
-            if due_t is not None:
-                due[kind] = rfc3339(due_t)
-                if due_t <= now:
-                    holds.append((2, due_t, f"{kind} overdue since {rfc3339(due_t)}",
-                                  (N_("{test} overdue since {time}"),
-                                   {"test": kind, "time": rfc3339(due_t)})))
-        if holds:
-            holds.sort(key=lambda h: (h[0], h[1]))
-            since = min(h[1] for h in holds)
-            return {
-                "release": "on_hold",
-                "reason": "; ".join(h[2] for h in holds),
-                "reasons": [list(h[3]) for h in holds],
-                "since": rfc3339(since),
-                "due": due,
-                "failed": any(h[0] == 0 for h in holds),
-            }
-        return {
-            "release": "released",
-            "reason": "today's daily tests passed and signed",
-            "reasons": [[N_("today's daily tests passed and signed"), {}]],
-            "since": rfc3339(released_since or now),
-            "due": due,
-            "failed": False,
-        }
+    def _announce(self, device: str, old: ReleaseState | None, state: ReleaseState) -> None:
+        """Alert and audit a calibrator's changed release state."""
+        if state.held and state.same_announcement(old):
+            return  # only a due date moved
+        if state.held:
+            self.alerts.raise_alert(
+                "qc.release", device, None, "alarm" if state.failed else "warning",
+                f"{device} ON HOLD: {state.reason} — not for patient doses",
+                details={"since": rfc3339(state.since)}, update=old is not None,
+            )  # fmt: skip
+        elif old is not None or self.alerts.active_alert("qc.release", device, None):
+            self.alerts.clear_alert("qc.release", device, None, f"{device} released")
+        if old is not None:
+            self.audit.record(
+                "qc.release.changed", actor="isoedge.qc", subject=device,
+                old=old.release.value, new=state.release.value, reason=state.reason,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ dosage
     def on_dispensed(self, device: str, dispensing: dict[str, Any]) -> dict[str, Any]:
         """A dosage measured on `device`: adds the calibrator's release; alerts if held."""
         state = self._state.get(device)
-        release = None if state is None else state["release"]
+        release = None if state is None else state.release.value
         dispensing = {**dispensing, "calibrator_release": release}
-        if release == "on_hold":
-            assert state is not None  # noqa: S101
+        if state is not None and state.held:
             self.alerts.raise_alert(
                 "qc.held-calibrator-dosage", device, None, "critical",
                 f"dosage {dispensing.get('prescription')} measured on {device} while it is ON "
-                f"HOLD ({state['reason']}); re-measure on a released calibrator",
+                f"HOLD ({state.reason}); re-measure on a released calibrator",
                 dispensing.get("measured_mbq"), subject=str(dispensing.get("prescription")),
                 update=True,
             )  # fmt: skip
