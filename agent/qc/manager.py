@@ -22,9 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +34,17 @@ from agent.physics.correction import decay_correct
 from agent.physics.halflife import FitError
 from agent.physics.nuclides import normalize_nuclide
 from agent.qc.errors import QCError
-from agent.qc.linearity import LinearityResult, analyse_decay
+from agent.qc.guided import (
+    Step,
+    TestRun,
+    advance,
+    make_step,
+    offer,
+    overall_result,
+    settle,
+    worst_step,
+)
+from agent.qc.linearity import analyse_decay
 from agent.qc.records import canonical_json, content_hash
 from agent.qc.release import ReleaseState, TestHistory, compute_release
 from agent.qc.rules import activity_mbq
@@ -53,123 +61,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("isoedge.qc.manager")
 
-_RANK = {"pass": 0, "action": 1, "fail": 2}
-_MIN_FRACTION = 0.5  # a reading below this x expected: the source is not (yet) in
-_REMOVED_FRACTION = 0.1  # below this x the previous measurement: the sample was taken out
 _SERIES_JUMP = 0.25  # linearity: a reading this far off the decay is not the sample
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass
-class Step:
-    """One step of a guided test: what the technologist does and what IsoEdge measured."""
-
-    index: int
-    instruction: str
-    kind: str  # "source" | "background" | "sample"
-    setting: str | None = None
-    source: str | None = None
-    container: str | None = None
-    ratio: float = 1.0
-    expected_mbq: float | None = None
-    uncertainty_mbq: float | None = None
-    requires_removal: bool = False
-    state: str = "pending"  # pending | active | done
-    measured_mbq: float | None = None
-    measured_at: datetime | None = None
-    readings: list[str] = field(default_factory=list)
-    deviation_pct: float | None = None
-    result: str | None = None
-    seen_setting: str | None = None
-    seen_mbq: float | None = None
-    removal_seen: bool = False
-    # The operator's go-ahead (a catalog id: "Chamber empty — measure"): until they press it,
-    # the step takes no reading (a background cannot fail on a vial still in the chamber).
-    confirm: str | None = None
-    confirmed_by: str | None = None
-    confirmed_at: datetime | None = None
-    # The instruction as a catalog id and its parameters (the page shows it translated).
-    text: tuple[str, dict[str, str]] | None = None
-    _buffer: deque[tuple[float, str]] = field(default_factory=deque, repr=False)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON form (console, records)."""
-        return {
-            "index": self.index,
-            "instruction": self.instruction,
-            "instruction_i18n": list(self.text) if self.text else None,
-            "kind": self.kind,
-            "setting": self.setting,
-            "source": self.source,
-            "container": self.container,
-            "expected_mbq": self.expected_mbq,
-            "uncertainty_mbq": self.uncertainty_mbq,
-            "state": self.state,
-            "measured_mbq": self.measured_mbq,
-            "measured_at": None if self.measured_at is None else rfc3339(self.measured_at),
-            "readings": list(self.readings),
-            "deviation_pct": None if self.deviation_pct is None else round(self.deviation_pct, 4),
-            "result": self.result,
-            "seen_setting": self.seen_setting,
-            "seen_mbq": self.seen_mbq,
-            "confirm": self.confirm,
-            "confirmed_by": self.confirmed_by,
-            "confirmed_at": None if self.confirmed_at is None else rfc3339(self.confirmed_at),
-        }
-
-    @property
-    def waiting_for_operator(self) -> bool:
-        """True while the step waits for its operator's go-ahead."""
-        return self.confirm is not None and self.confirmed_at is None
-
-
-@dataclass
-class TestRun:
-    """A test in progress or completed, awaiting its performer's signature."""
-
-    id: str
-    device: str
-    test: str
-    started: datetime
-    started_by: str
-    steps: list[Step] = field(default_factory=list)
-    state: str = "running"  # running | completed | signed | cancelled
-    result: str | None = None
-    completed: datetime | None = None
-    draft: dict[str, Any] | None = None
-    record_id: str | None = None
-    summary: str = ""
-    # linearity
-    time_scale: float = 1.0
-    series: list[tuple[datetime, float, str]] = field(default_factory=list)
-    linearity: LinearityResult | None = None
-
-    @property
-    def current(self) -> Step | None:
-        """The step waiting for its measurement."""
-        return next((s for s in self.steps if s.state != "done"), None)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON form for the console."""
-        return {
-            "id": self.id,
-            "device": self.device,
-            "test": self.test,
-            "started": rfc3339(self.started),
-            "started_by": self.started_by,
-            "state": self.state,
-            "result": self.result,
-            "completed": None if self.completed is None else rfc3339(self.completed),
-            "summary": self.summary,
-            "steps": [s.as_dict() for s in self.steps],
-            "current_step": None if self.current is None else self.current.index,
-            "record_id": self.record_id,
-            "draft": self.draft,
-            "points": len(self.series),
-        }
 
 
 class QCManager:
@@ -359,7 +255,7 @@ class QCManager:
     def _steps(self, programme: CalibratorProgramme, test: str, now: datetime) -> list[Step]:
         steps: list[Step] = []
         if test == "background":
-            steps.append(_step(1, N_("Empty the chamber (no source, no sample); wait"), {},
+            steps.append(make_step(1, N_("Empty the chamber (no source, no sample); wait"), {},
                                "background", confirm=N_("Chamber empty — measure")))
         elif test == "constancy" and programme.constancy is not None:
             source = programme.source(programme.constancy.source)
@@ -368,7 +264,7 @@ class QCManager:
                         if i == 1 else N_("select the {setting} setting"))
                 expected, u = self._expected(source, now, setting.ratio)
                 steps.append(
-                    _step(
+                    make_step(
                         i, text, {"source": source.id, "nuclide": source.nuclide,
                                   "setting": setting.nuclide}, "source",
                         setting=setting.nuclide, source=source.id, ratio=setting.ratio,
@@ -382,7 +278,7 @@ class QCManager:
                 source = programme.source(source_id)
                 expected, u = self._expected(source, now, 1.0)
                 steps.append(
-                    _step(
+                    make_step(
                         i, N_("Place certified source {source} ({nuclide}); select the {setting} "
                               "setting"), {"source": source.id, "nuclide": source.nuclide,
                                            "setting": source.nuclide},
@@ -400,7 +296,7 @@ class QCManager:
                         N_("Measure the {nuclide} sample in the {container} on the {setting} "
                            "setting"))
                 steps.append(
-                    _step(
+                    make_step(
                         i, text, {"nuclide": geo.nuclide, "container": container.name,
                                   "setting": geo.nuclide}, "sample", setting=geo.nuclide,
                         container=container.name, requires_removal=i > 1,
@@ -409,7 +305,7 @@ class QCManager:
         elif test == "linearity" and programme.linearity is not None:
             lin = programme.linearity
             steps.append(
-                _step(
+                make_step(
                     1, N_("Place a high-activity {nuclide} sample (top of the range in use) on "
                           "the {setting} setting; IsoEdge measures it as it decays over {hours} h "
                           "(you may take it out and put it back)"),
@@ -452,8 +348,7 @@ class QCManager:
                 "qc.step.confirmed", actor=by.strip(), subject=f"{run.device}/{run.test}",
                 run=run.id, step=index, confirmed=step.confirm,
             )  # fmt: skip
-            step.confirmed_by, step.confirmed_at = by.strip(), self._now()
-            step._buffer.clear()  # noqa: SLF001 - the step's own buffer: from now on
+            step.confirmed(by.strip(), self._now())
             self.audit.commit(staged)
         return run
 
@@ -504,49 +399,17 @@ class QCManager:
     ) -> bool:
         """Feed the current step; True when this reading completed the run."""
         step = run.current
-        if step is None or not self._buffer(run, step, reading, value):
+        if step is None or not offer(run, step, reading, value):
             return False
-        buffer = step._buffer  # noqa: SLF001 - the step's own buffer
-        while len(buffer) > programme.settle_readings:
-            buffer.popleft()
-        if len(buffer) < programme.settle_readings:
-            return False
-        values = [v for v, _ in buffer]
-        mean = sum(values) / len(values)
-        allowed = programme.stability_pct / 100 * abs(mean)
+        floor = 0.0
         if step.kind == "background":
-            allowed = max(allowed, programme.background.max_mbq if programme.background else 0.1)
-        if max(values) - min(values) > allowed:
+            floor = programme.background.max_mbq if programme.background else 0.1
+        if not settle(step, programme.settle_readings, programme.stability_pct, floor, reading.t):
             return False
-        step.measured_mbq, step.measured_at = mean, reading.t
-        step.readings = [rid for _, rid in buffer]
-        step.state = "done"
         self._judge_step(run, programme, step)
-        following = run.current
-        if following is not None:
-            following.state = "active"
+        if not advance(run):
             return False
         self._complete_guided(run, programme)
-        return True
-
-    @staticmethod
-    def _buffer(run: TestRun, step: Step, reading: Reading, value: float) -> bool:
-        """Keep the reading for the step's measurement when it is the step's (else reset)."""
-        nuclide = normalize_nuclide(reading.nuclide)
-        step.seen_setting, step.seen_mbq = nuclide, value
-        if step.waiting_for_operator:
-            return False
-        buffer = step._buffer  # noqa: SLF001 - the step's own buffer
-        if step.requires_removal and not step.removal_seen:
-            previous = run.steps[step.index - 2].measured_mbq or 0.0
-            step.removal_seen = value < _REMOVED_FRACTION * previous
-            return False
-        if step.kind != "background":
-            floor = _MIN_FRACTION * step.expected_mbq if step.expected_mbq else 1.0
-            if (step.setting is not None and nuclide != step.setting) or value < floor:
-                buffer.clear()
-                return False
-        buffer.append((value, reading.id))
         return True
 
     def _judge_step(self, run: TestRun, programme: CalibratorProgramme, step: Step) -> None:
@@ -580,8 +443,8 @@ class QCManager:
     def _complete_guided(self, run: TestRun, programme: CalibratorProgramme) -> None:
         now = self._now()
         run.state, run.completed = "completed", now
-        run.result = max((s.result or "fail" for s in run.steps), key=_RANK.__getitem__)
-        worst = max(run.steps, key=lambda s: (_RANK[s.result or "fail"], abs(s.deviation_pct or 0)))
+        run.result = overall_result(run.steps)
+        worst = worst_step(run.steps)
         run.draft = self._draft(run, programme, worst)
         run.summary = self._summary(run, worst)
         self._active.pop(run.device, None)
@@ -981,9 +844,5 @@ def status_of(manager: QCManager | None) -> dict[str, Any]:
     return manager.calibrators_status()
 
 
-__all__ = ["QCError", "QCManager", "Step", "TestRun", "status_of"]
+__all__ = ["QCError", "QCManager", "Step", "TestRun", "status_of"]  # Step, TestRun: guided
 
-
-def _step(index: int, message: str, params: dict[str, str], kind: str, **fields: Any) -> Step:
-    """A step whose instruction is `message` (a catalog id) with `params` filled in."""
-    return Step(index, message.format(**params), kind, text=(message, params), **fields)
