@@ -45,6 +45,7 @@ from agent.service.reload import ReloadResult, apply_reload, serve_reload_reques
 from agent.service.sdnotify import SystemdNotifier
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from datetime import datetime
 
     from agent.console.app import WebConsole
@@ -168,6 +169,8 @@ class Agent:
             on_trust=self._set_clock_trusted,
         )
         self._reload_requested = asyncio.Event()
+        # Sections changed by a reload that apply only after a restart (status line, log).
+        self.restart_required: list[str] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._group: asyncio.TaskGroup | None = None
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
@@ -433,9 +436,13 @@ class Agent:
         """One line for `systemctl status` (sd_notify STATUS=)."""
         online = sum(1 for s in self.supervisors.values() if s.state.value == "online")
         clock = "trusted" if self.clock.trusted else f"UNTRUSTED ({self.clock.reason})"
+        pending = (
+            f"; restart required for {', '.join(self.restart_required)}"
+            if self.restart_required else ""
+        )  # fmt: skip
         return (
             f"{online}/{len(self.supervisors)} devices online; broker {self.publisher.state.value};"
-            f" last seq {self.outbox.last_seq}; clock {clock}"
+            f" last seq {self.outbox.last_seq}; clock {clock}{pending}"
         )
 
     def request_reload(self) -> None:
@@ -444,7 +451,14 @@ class Agent:
 
     async def reload(self, new_config: Config) -> ReloadResult:
         """Apply a new configuration while running; the outbox and broker link are untouched."""
-        return await apply_reload(self, new_config)
+        result = await apply_reload(self, new_config)
+        self.restart_required = result.restart_required
+        return result
+
+    def devices_changed(self, devices: Mapping[str, DeviceConfigBase]) -> None:
+        """The enabled devices after a reload: the pipeline and the rule engine follow."""
+        self.pipeline.devices = dict(devices)
+        self.qc.set_poll_intervals({d.id: d.poll_interval_s for d in devices.values()})
 
     def start_device(self, config: DeviceConfigBase) -> None:
         """Start supervising a device (at start-up, or a device added by a reload)."""
