@@ -366,10 +366,5 @@ class Pipeline:
             clock_trusted="clock" not in item, id=item["id"],
         )  # fmt: skip
 
-    def emit_event(self, stream: str, item: dict[str, Any]) -> None:
-        """Alerts and audit events (already built by `agent.core.reading.event_item`)."""
-        self.outbox.submit(stream, "", self._dumps(item))
-        self.live.on_event(stream, item)
-
 
 __all__ = ["Pipeline", "reference_instant"]

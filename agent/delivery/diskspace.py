@@ -25,6 +25,7 @@ the disk has room for it and the reserve.
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -60,11 +61,37 @@ def fs_free_bytes(directory: Path) -> int:
     return int(st.f_bavail) * int(st.f_frsize)
 
 
+class Pressure(enum.StrEnum):
+    """Storage pressure: of the outbox quota, of the disk's free space, or the worse of both.
+
+    A string enum, so it reads, logs and serialises as "ok", "high" or "full"; ordered by
+    `rank`. Acquisition's pause policy (`agent.acquisition.supervisor.pauses_under`) subscribes
+    to its changes through the agent.
+    """
+
+    OK = "ok"
+    HIGH = "high"
+    FULL = "full"
+
+    @property
+    def rank(self) -> int:
+        """0 for ok, 1 for high, 2 for full."""
+        return _RANK[self]
+
+    @staticmethod
+    def worst(*states: Pressure) -> Pressure:
+        """The highest pressure of `states` (ok when none)."""
+        return max(states, key=lambda state: state.rank, default=Pressure.OK)
+
+
+_RANK = {Pressure.OK: 0, Pressure.HIGH: 1, Pressure.FULL: 2}
+
+
 @dataclass(slots=True)
 class SpaceState:
     """What the disk policy decided, for the alert, /healthz and /metrics."""
 
-    state: str = "ok"  # ok | high | full
+    state: Pressure = Pressure.OK
     free_bytes: int = 0  # file system free space
     reusable_bytes: int = 0  # free pages inside the database
     min_free_bytes: int = 0
@@ -126,16 +153,16 @@ class DiskSpacePolicy:
         previous = current.state
         # Entering a state needs the headroom under its threshold; leaving it, over the
         # threshold plus the margin.
-        stay_full = previous == "full" and headroom < full_below + self.margin
-        stay_high = previous in {"high", "full"} and headroom < high_below + self.margin
+        stay_full = previous == Pressure.FULL and headroom < full_below + self.margin
+        stay_high = previous.rank >= Pressure.HIGH.rank and headroom < high_below + self.margin
         if current.write_failed or headroom < full_below or stay_full:
-            state = "full"
+            state = Pressure.FULL
         elif headroom < high_below or stay_high:
-            state = "high"
+            state = Pressure.HIGH
         else:
-            state = "ok"
+            state = Pressure.OK
         current.state = state
-        if state != "full":
+        if state != Pressure.FULL:
             self._failed_episode = False
         return current
 
