@@ -95,7 +95,12 @@ CREATE TABLE IF NOT EXISTS sent (
 
 PAGE_SIZE = 1024  # bytes per page of a new database (measured: docs/benchmarks.md, issue 22)
 WAL_AUTOCHECKPOINT = 1000  # pages; the WAL is then written again from its start (reused)
-WAL_SIZE_LIMIT = 8 * 1024 * 1024  # a WAL grown beyond this by a long transaction is cut back
+WAL_SIZE_LIMIT = 2 * 1024 * 1024  # a WAL grown beyond this (journal_size_limit) is cut back
+# Envelopes deleted (or marked sent) per transaction when many go at once (a drained backlog,
+# a pruned archive), with a PASSIVE checkpoint between chunks: each chunk's pages are copied
+# into the database and the WAL is written again from its start. One transaction for all of
+# them grew the WAL by the whole backlog's pages, on a disk that had no room for it.
+DELETE_CHUNK = 256
 ZLIB_LEVEL = 1  # envelope payloads, compressed (JSON readings: ~4x at the demo's load)
 RECENT_BYTES = 4 * 1024 * 1024  # bodies of envelopes just cut kept for the publisher
 ARCHIVE_PRUNE_INTERVAL_S = 30.0  # age-based pruning at most this often
@@ -541,55 +546,72 @@ class Outbox:
 
         return await self.call(_first)
 
-    def _prune_archive(self, db: sqlite3.Connection, *, room: int = 0) -> None:
+    def _prune_archive(self, db: sqlite3.Connection, *, room: int = 0) -> bool:
         """Drop archived envelopes older than `archive_s` or beyond the size bound (oldest first).
 
         `room` asks for that many more bytes back (the outbox quota comes before the archive).
+        At most DELETE_CHUNK envelopes go in one call (the caller's transaction); returns True
+        when nothing more is due, False when the caller should commit and call again.
         """
         now = time.time()
         if now - self._archive_pruned > ARCHIVE_PRUNE_INTERVAL_S:
-            self._archive_pruned = now
             cutoff = now - self.archive_s
-            dropped = db.execute(
-                "SELECT COALESCE(SUM(size), 0) FROM sent WHERE sent < ?", (cutoff,)
-            ).fetchone()[0]
-            if dropped:
-                db.execute("DELETE FROM envelopes WHERE seq IN"
-                           " (SELECT seq FROM sent WHERE sent < ?)", (cutoff,))
-                db.execute("DELETE FROM sent WHERE sent < ?", (cutoff,))
-                self.archive_bytes -= int(dropped)
+            old = db.execute(
+                "SELECT seq, size FROM sent WHERE sent < ? ORDER BY seq LIMIT ?",
+                (cutoff, DELETE_CHUNK),
+            ).fetchall()
+            if old:
+                self._drop_archived(db, int(old[-1][0]), sum(int(r[1]) for r in old))
+            if len(old) < DELETE_CHUNK:
+                self._archive_pruned = now
+            else:
+                return False
         # Two bounds: the archive's own (`archive_bytes`, counted as published) and the room
         # the quota asks for (counted as stored: envelopes are stored compressed).
         excess = self.archive_bytes - self.archive_bytes_max
+        if excess <= 0 and room <= 0:
+            return True
         # The newest sent envelope stays even when it alone is beyond the bound (an envelope
         # holds up to a commit delay of readings), unless the quota needs its room.
         newest = db.execute("SELECT MAX(seq) FROM sent").fetchone()[0] if room <= 0 else None
-        while excess > 0 or room > 0:
-            rows = db.execute(
-                f"SELECT s.seq, s.size, {_STORED} FROM sent s JOIN envelopes e ON e.seq = s.seq"  # noqa: S608 - a fixed fragment
-                " ORDER BY s.seq LIMIT 500"
-            ).fetchall()
+        rows = db.execute(
+            f"SELECT s.seq, s.size, {_STORED} FROM sent s JOIN envelopes e ON e.seq = s.seq"  # noqa: S608 - a fixed fragment
+            " ORDER BY s.seq LIMIT ?", (DELETE_CHUNK,),
+        ).fetchall()
+        if not rows:
+            db.execute("DELETE FROM sent")  # rows of envelopes already gone
+            self.archive_bytes = 0
+            return True
+        if newest is not None:
+            rows = [row for row in rows if row[0] != newest]
             if not rows:
-                db.execute("DELETE FROM sent")  # rows of envelopes already gone
-                self.archive_bytes = 0
-                return
-            if newest is not None:
-                rows = [row for row in rows if row[0] != newest]
-                if not rows:
-                    return
-            last, freed, stored = rows[-1][0], 0, 0
-            for seq, size, held in rows:
-                freed += int(size)
-                stored += int(held)
-                if freed >= excess and stored >= room:
-                    last = seq
-                    break
-            db.execute("DELETE FROM envelopes WHERE seq IN (SELECT seq FROM sent WHERE seq <= ?)",
-                       (last,))
-            db.execute("DELETE FROM sent WHERE seq <= ?", (last,))
-            self.archive_bytes -= freed
-            excess -= freed
-            room -= stored
+                return True
+        last, freed, stored = rows[-1][0], 0, 0
+        for seq, size, held in rows:
+            freed += int(size)
+            stored += int(held)
+            if freed >= excess and stored >= room:
+                last = seq
+                break
+        self._drop_archived(db, int(last), freed)
+        return freed >= excess and stored >= room
+
+    def _drop_archived(self, db: sqlite3.Connection, last: int, size: int) -> None:
+        """Archived envelopes up to seq `last` (`size` published bytes) deleted."""
+        db.execute("DELETE FROM envelopes WHERE seq IN (SELECT seq FROM sent WHERE seq <= ?)",
+                   (last,))
+        db.execute("DELETE FROM sent WHERE seq <= ?", (last,))
+        self.archive_bytes -= size
+
+    def _prune_archive_chunked(self, db: sqlite3.Connection, room: Callable[[], int]) -> None:
+        """`_prune_archive` until done, a transaction a chunk and a checkpoint between.
+
+        `room()` is asked again before each chunk (what the quota still needs back).
+        """
+        while not self._prune_archive(db, room=max(0, room())):
+            db.commit()
+            self._checkpoint()
+        db.commit()
 
     async def get_meta(self, key: str) -> str | None:
         """A value remembered with the outbox (e.g. the last signing key id)."""
@@ -668,6 +690,11 @@ class Outbox:
         # database pages in use) stays the real disk bound.
         db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
         db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        # Deleted content is zeroed only on pages written anyway: with secure_delete ON (some
+        # distributions' default) every freed page of a deleted envelope was written again,
+        # through the WAL, doubling what a reading costs the card and growing the WAL by a
+        # whole drained backlog.
+        db.execute("PRAGMA secure_delete=FAST")
         db.executescript(SCHEMA)
         _migrate_compact(db)
         self._signer_id = _signer_id(db, self.signer.protected_header())
@@ -901,6 +928,10 @@ class Outbox:
         if self.space.current.write_failed:
             log.warning("state database writes succeed again", items=len(items))
             self._evaluate_space(write_failed=False)
+        if len(self._deferred_acks) >= DELETE_CHUNK:
+            # A backlog drained faster than one chunk a commit: the rest, chunk by chunk.
+            self._checkpoint()
+            self._apply_deferred()
         return True
 
     def _on_write_failed(self, exc: BaseException) -> None:
@@ -963,23 +994,27 @@ class Outbox:
             self._db_checked().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _apply_deferred(self) -> None:
-        """Acknowledgements and meta values in a transaction of their own (kept when full)."""
-        if not self._deferred_acks and not self._deferred_meta:
-            return
+        """Acknowledgements and meta values in transactions of their own (kept when full).
+
+        DELETE_CHUNK acknowledgements a transaction, the WAL checkpointed between them.
+        """
         db = self._db_checked()
-        try:
-            staged = self._stage_deferred(db)
-            db.commit()
-        except sqlite3.Error as exc:
-            if not is_disk_full(exc):
-                raise
-            self._on_write_failed(exc)
-            return
-        self._deferred_done(db, staged)
+        while self._deferred_acks or self._deferred_meta:
+            try:
+                staged = self._stage_deferred(db)
+                db.commit()
+            except sqlite3.Error as exc:
+                if not is_disk_full(exc):
+                    raise
+                self._on_write_failed(exc)
+                return
+            self._deferred_done(db, staged)
+            if self._deferred_acks:
+                self._checkpoint()  # DELETE_CHUNK at a time: the WAL is reused, not grown
 
     def _stage_deferred(self, db: sqlite3.Connection) -> tuple[int, dict[str, str]]:
         """Write the waiting acknowledgements and meta values into the open transaction."""
-        acks, meta = list(self._deferred_acks), dict(self._deferred_meta)
+        acks, meta = self._deferred_acks[:DELETE_CHUNK], dict(self._deferred_meta)
         if acks:
             self._mark_sent(db, acks)
         if meta:
@@ -1027,8 +1062,7 @@ class Outbox:
             return
         db = self._db_checked()
         try:
-            self._prune_archive(db, room=self.archive_bytes)
-            db.commit()
+            self._prune_archive_chunked(db, lambda: self.archive_bytes)
         except sqlite3.Error as exc:
             if not is_disk_full(exc):
                 raise
@@ -1302,8 +1336,8 @@ class Outbox:
         if self.archive_bytes and self.disk_bytes >= QUOTA_LOW * self.quota_bytes:
             # The backlog has priority over the archive: give back what the quota needs.
             # Down to 70 % of the quota, so the "ok" state (below 80 %) is reached for sure.
-            self._prune_archive(db, room=int(self.disk_bytes - ARCHIVE_YIELD * self.quota_bytes))
-            db.commit()
+            target = int(ARCHIVE_YIELD * self.quota_bytes)
+            self._prune_archive_chunked(db, lambda: used_bytes(db) - target)
             self.disk_bytes = used_bytes(db)
         self._evaluate_space()
         used = self.disk_bytes / self.quota_bytes
