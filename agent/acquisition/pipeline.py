@@ -20,7 +20,8 @@ import structlog
 from agent.acquisition.shapes import ShapeCache
 from agent.acquisition.state import LiveState
 from agent.core.reading import Reading, dumps_item, new_ids, rfc3339
-from agent.delivery.outbox import MAX_ENVELOPE_ITEM_BYTES, Outbox
+from agent.delivery.cutter import MAX_ENVELOPE_ITEM_BYTES
+from agent.delivery.outbox import Outbox
 from agent.physics.nuclides import NUCLIDES, decay_value, normalize_nuclide
 from agent.physics.units import conversion, convert, is_activity_unit
 from drivers.base import DeviceConfigBase, JSONScalar, Quality, Sample, SampleBatch, SampleKind

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import queue
@@ -38,7 +37,6 @@ import signal
 import sqlite3
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -49,9 +47,16 @@ from typing import Any, TypeVar
 import structlog
 
 from agent.core.reading import rfc3339
+from agent.delivery.cutter import (
+    MAX_ENVELOPE_ITEM_BYTES,
+    EnvelopeCutter,
+    TopicFn,
+    envelope_spans,
+    published_bytes,
+)
 from agent.delivery.damage import DamagedDatabaseError, DamageReport, check_database, move_aside
 from agent.delivery.diskspace import DiskSpacePolicy, Pressure, SpaceState, is_disk_full
-from agent.delivery.signing import Signer, b64url, jws_bytes
+from agent.delivery.signing import Signer
 
 log = structlog.get_logger("isoedge.outbox")
 
@@ -101,14 +106,10 @@ WAL_SIZE_LIMIT = 2 * 1024 * 1024  # a WAL grown beyond this (journal_size_limit)
 # into the database and the WAL is written again from its start. One transaction for all of
 # them grew the WAL by the whole backlog's pages, on a disk that had no room for it.
 DELETE_CHUNK = 256
-ZLIB_LEVEL = 1  # envelope payloads, compressed (JSON readings: ~4x at the demo's load)
 RECENT_BYTES = 4 * 1024 * 1024  # bodies of envelopes just cut kept for the publisher
 ARCHIVE_PRUNE_INTERVAL_S = 30.0  # age-based pruning at most this often
 ARCHIVE_YIELD = 0.7  # under quota pressure the archive shrinks until the database is this full
 
-# Items of one envelope at most this many bytes, so its base64url payload stays under the
-# 128 000 bytes that JOSE libraries accept by default (joserfc's max_payload_length).
-MAX_ENVELOPE_ITEM_BYTES = 90_000
 MAX_IN_FLIGHT = 20_000  # uncommitted items before producers are made to wait
 QUOTA_HIGH = 0.9  # pause low-priority acquisition and alert
 QUOTA_LOW = 0.8  # resume below this
@@ -161,9 +162,6 @@ class OutboxStats:
             "disk_bytes": self.disk_bytes,
             "last_seq": self.last_seq,
         }
-
-
-TopicFn = Callable[[str, str], str]
 
 
 Apply = Callable[[sqlite3.Connection], Any]
@@ -239,9 +237,7 @@ class Outbox:
         self._usage_measured = 0.0
         self._written_since_measured = 0  # bytes of envelopes and rows since that
         self.signer = signer
-        self.site = site
-        self.agent = agent
-        self.topic_for = topic_for
+        self.cutter = EnvelopeCutter(signer, site=site, agent=agent, topic_for=topic_for)
         self.quota_bytes = quota_bytes
         self.fsync = fsync
         self.batch_max_items = batch_max_items
@@ -261,8 +257,6 @@ class Outbox:
         self._db: sqlite3.Connection | None = None
         self._batches: dict[tuple[str, str], _Batch] = {}
         self._next_pending_id = 1
-        self.last_seq = 0
-        self.last_hash = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._new_envelopes = asyncio.Event()
         self._submitted = 0
@@ -272,6 +266,11 @@ class Outbox:
         self.on_quota_change: Callable[[Pressure, int], None] | None = None
         self._fatal: BaseException | None = None
         self._init_fault_state(min_free_bytes, reserve_file_bytes, on_damaged)
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last envelope cut (the chain head)."""
+        return self.cutter.last_seq
 
     def _init_commit_state(self, commit_delay: float) -> None:
         """What the owner thread keeps to decide when to commit, and what it caches."""
@@ -704,7 +703,7 @@ class Outbox:
             db.execute("INSERT INTO chain (k, last_seq, last_hash) VALUES (1, 0, '')")
             db.commit()
         else:
-            self.last_seq, self.last_hash = int(row[0]), str(row[1])
+            self.cutter.reset(int(row[0]), str(row[1]))
         _migrate_pending(db)
         _migrate_archive(db)
         self.archive_bytes = int(
@@ -759,10 +758,9 @@ class Outbox:
             self._check_damage()
             self._db = self._open_retrying()
             if self.damage is not None and self.damage.continued_seq is not None:
-                self.last_seq = self.damage.continued_seq
-                self.last_hash = self.damage.continued_hash
+                self.cutter.reset(self.damage.continued_seq, self.damage.continued_hash)
                 self._db.execute("UPDATE chain SET last_seq = ?, last_hash = ? WHERE k = 1",
-                                 (self.last_seq, self.last_hash))
+                                 (self.last_seq, self.cutter.last_hash))
                 self._db.commit()
             self._update_disk_usage()
         except BaseException as exc:
@@ -952,7 +950,7 @@ class Outbox:
         """After a rollback: the chain head and the pending batches as the database has them."""
         row = db.execute("SELECT last_seq, last_hash FROM chain WHERE k = 1").fetchone()
         if row is not None:
-            self.last_seq, self.last_hash = int(row[0]), str(row[1])
+            self.cutter.reset(int(row[0]), str(row[1]))
         self._batches.clear()
         self._recent.clear()  # envelopes of the rolled-back transaction are gone
         self._recent_bytes = 0
@@ -1257,7 +1255,7 @@ class Outbox:
         for key in due:
             batch = self._batches.pop(key)
             saved = len(batch.ids) - len(batch.unsaved)  # the first `saved` are in `batches`
-            spans = _envelope_spans(batch.counts, batch.sizes, self.batch_max_items)
+            spans = envelope_spans(batch.counts, batch.sizes, self.batch_max_items)
             for start, end, n_items in spans:
                 self._write_envelope(
                     db, batch.stream, batch.device, batch.texts[start:end], n_items
@@ -1271,49 +1269,23 @@ class Outbox:
                     )  # fmt: skip
         db.execute(
             "UPDATE chain SET last_seq = ?, last_hash = ? WHERE k = 1",
-            (self.last_seq, self.last_hash),
+            (self.last_seq, self.cutter.last_hash),
         )
         return True
 
     def _write_envelope(
         self, db: sqlite3.Connection, stream: str, device: str, rows: list[str], n_items: int
     ) -> None:
-        seq = self.last_seq + 1
-        # The payload is assembled from the rows' stored JSON text, so what was committed
-        # at acquisition is exactly what is signed (no parsing back, no re-encoding).
-        payload = (
-            '{"v":1,"site":'
-            + json.dumps(self.site)
-            + ',"agent":'
-            + json.dumps(self.agent)
-            + ',"stream":'
-            + json.dumps(stream)
-            + ',"seq":'
-            + str(seq)
-            + ',"prev":'
-            + json.dumps(self.last_hash)
-            + ',"created":'
-            + json.dumps(rfc3339(datetime.now(UTC)))
-            + ',"items":['
-            + ",".join(rows)
-            + "]}"
-        ).encode("utf-8")
-        # Stored compact: the payload compressed and the raw signature (the protected header
-        # once per key, in `signers`); the published bytes are rebuilt from them, identical.
-        encoded = b64url(payload)
-        signature = self.signer.signature(encoded)
-        packed = zlib.compress(payload, ZLIB_LEVEL)
-        self._written_since_measured += len(packed) + len(signature)
-        body = jws_bytes(self.signer.protected_header(), encoded, signature)
+        """Cut the next envelope of `rows` and store it compact (in the caller's transaction)."""
+        cut = self.cutter.cut(stream, device, rows, n_items)
+        self._written_since_measured += len(cut.packed) + len(cut.signature)
         db.execute(
             "INSERT INTO envelopes (seq, topic, stream, device, n_items, created, body, payload,"
             " sig, signer, size) VALUES (?, ?, ?, ?, ?, ?, x'', ?, ?, ?, ?)",
-            (seq, self.topic_for(stream, device), stream, device, n_items, time.time(), packed,
-             signature, self._signer_id, len(body)),
+            (cut.seq, cut.topic, stream, device, n_items, time.time(), cut.packed,
+             cut.signature, self._signer_id, len(cut.body)),
         )
-        self._remember(seq, body)
-        self.last_seq = seq
-        self.last_hash = b64url(hashlib.sha256(payload).digest())
+        self._remember(cut.seq, cut.body)
 
     def _update_disk_usage(self, *, soon: bool = False) -> None:
         """Measure the database and free space; decide the quota state.
@@ -1382,26 +1354,6 @@ def used_bytes(db: sqlite3.Connection) -> int:
     return (pages - free) * page_size
 
 
-def _envelope_spans(
-    counts: list[int], sizes: list[int], limit: int
-) -> list[tuple[int, int, int]]:
-    """Rows [start, end) per envelope: whole rows, within both bounds unless one row is more.
-
-    The bounds: `limit` items, and `MAX_ENVELOPE_ITEM_BYTES` bytes of items.
-    """
-    spans: list[tuple[int, int, int]] = []
-    start, n_items, n_bytes = 0, 0, 0
-    for index, (count, size) in enumerate(zip(counts, sizes, strict=True)):
-        if n_items and (n_items + count > limit or n_bytes + size > MAX_ENVELOPE_ITEM_BYTES):
-            spans.append((start, index, n_items))
-            start, n_items, n_bytes = index, 0, 0
-        n_items += count
-        n_bytes += size
-    if n_items or start < len(counts):
-        spans.append((start, len(counts), n_items))
-    return spans
-
-
 def _first_unsent(db: sqlite3.Connection, after: int) -> int | None:
     """The oldest envelope after `after` not yet PUBACKed, None when there is none."""
     row = db.execute(
@@ -1425,8 +1377,7 @@ def _rebuild(row: tuple[Any, ...], protected_by_id: dict[int, str]) -> bytes:
     body = bytes(row[2])
     if body or row[3] is None:
         return body  # a row of an older version: the signed bytes themselves
-    payload = zlib.decompress(bytes(row[3]))
-    return jws_bytes(protected_by_id[int(row[5])], b64url(payload), bytes(row[4]))
+    return published_bytes(protected_by_id[int(row[5])], bytes(row[3]), bytes(row[4]))
 
 
 def stored_envelopes(
