@@ -13,7 +13,7 @@ from agent.acquisition.state import LiveState
 from agent.core.backoff import Backoff
 from agent.core.states import DeviceState
 from agent.core.tasks import cancel_and_wait
-from agent.delivery.diskspace import Pressure
+from agent.state.pressure import Pressure
 from drivers.base import DeviceConfigBase, Driver
 from drivers.registry import create_driver
 

@@ -55,8 +55,10 @@ from agent.delivery.cutter import (
     published_bytes,
 )
 from agent.delivery.damage import DamagedDatabaseError, DamageReport, check_database, move_aside
-from agent.delivery.diskspace import DiskSpacePolicy, Pressure, SpaceState, is_disk_full
 from agent.delivery.signing import Signer
+from agent.state.diskspace import DiskSpacePolicy, SpaceState, is_disk_full
+from agent.state.pressure import Pressure
+from agent.state.writer import Apply
 
 log = structlog.get_logger("isoedge.outbox")
 
@@ -162,10 +164,6 @@ class OutboxStats:
             "disk_bytes": self.disk_bytes,
             "last_seq": self.last_seq,
         }
-
-
-Apply = Callable[[sqlite3.Connection], Any]
-"""A write of the state database, run on the owner thread inside the cycle's transaction."""
 
 
 @dataclass(slots=True)
@@ -883,7 +881,7 @@ class Outbox:
         deadlines = []
         if self._oldest_item is not None:
             deadlines.append(self._oldest_item + self.commit_delay - now)
-        if self._first_ack is not None and self.disk_state == "ok":
+        if self._first_ack is not None and self.disk_state == Pressure.OK:
             # Acknowledgements ride with the next commit; when no data brings one, this.
             wait = max(ACK_DELAYS * self.commit_delay, ACK_COMMIT_S)
             deadlines.append(self._first_ack + wait - now)
@@ -895,7 +893,7 @@ class Outbox:
     def _wait_timeout(self) -> float | None:
         deadline = self._commit_deadline()
         idle = not (self._retry_items or self._retry_writes or self._deferred_acks)
-        if self.disk_state == "ok" and idle:
+        if self.disk_state == Pressure.OK and idle:
             return deadline
         # Under disk pressure: measure and retry at least every SPACE_CHECK_S.
         return SPACE_CHECK_S if deadline is None else min(deadline, SPACE_CHECK_S)
@@ -904,7 +902,7 @@ class Outbox:
         self, items: list[tuple[str, str, int, str]], writes: list[_Write], *, force: bool
     ) -> bool:
         """A commit cycle that survives a full disk: rolled back, its work kept for later."""
-        if self.disk_state != "ok" or self.space.current.write_failed:
+        if self.disk_state != Pressure.OK or self.space.current.write_failed:
             # Under disk pressure acknowledgements go first, in a transaction of their own:
             # their deletions make the room this cycle's rows may need.
             self._apply_deferred()
@@ -1040,7 +1038,7 @@ class Outbox:
 
         Marking is a small `sent` row; the envelope itself is neither copied nor rewritten.
         """
-        if self.archive_s > 0 and self.archive_bytes_max > 0 and self.disk_state == "ok":
+        if self.archive_s > 0 and self.archive_bytes_max > 0 and self.disk_state == Pressure.OK:
             now = time.time()
             db.executemany(
                 "INSERT OR IGNORE INTO sent (seq, sent, size)"  # noqa: S608 - a fixed fragment
@@ -1082,9 +1080,9 @@ class Outbox:
             if (self._deferred_acks or self._deferred_meta) and self.disk_state != Pressure.OK:
                 self._apply_deferred()  # otherwise they ride with a commit (`_acks_due`)
             self._evaluate_space()
-            if self.disk_state != "ok":
+            if self.disk_state != Pressure.OK:
                 self._yield_archive()
-        if self.disk_state == "ok" and now - self._reserve_checked >= RESERVE_CHECK_S:
+        if self.disk_state == Pressure.OK and now - self._reserve_checked >= RESERVE_CHECK_S:
             self._reserve_checked = now
             self.space.ensure_reserve()
 
@@ -1098,9 +1096,9 @@ class Outbox:
         except sqlite3.Error:
             free_pages, page_size = 0, 0
         before = self.disk_state
-        if before != "ok" and time.monotonic() - self._wal_checked >= SPACE_CHECK_S:
+        if before != Pressure.OK and time.monotonic() - self._wal_checked >= SPACE_CHECK_S:
             self._wal_excess = self._wal_excess_bytes()
-        elif before == "ok":
+        elif before == Pressure.OK:
             self._wal_excess = 0
         current = self.space.evaluate(free_pages * page_size + self._wal_excess,
                                       write_failed=write_failed)
@@ -1297,7 +1295,7 @@ class Outbox:
         now = time.monotonic()
         # Twice the bytes written since: room for page and index overhead.
         estimate = self.disk_bytes + 2 * self._written_since_measured
-        if (soon and self.quota_state == "ok" and self.disk_state == "ok"
+        if (soon and self.quota_state == Pressure.OK and self.disk_state == Pressure.OK
                 and estimate < USAGE_SKIP_BELOW * self.quota_bytes
                 and now - self._usage_measured < DISK_USAGE_INTERVAL_S):
             return

@@ -24,7 +24,6 @@ from agent.core.states import LINK_STATES
 from agent.core.tasks import RECANCEL_S, cancel_and_wait
 from agent.core.version import __version__
 from agent.delivery.damage import DamagedDatabaseError, DamageReport, check_database, move_aside
-from agent.delivery.diskspace import Pressure, SpaceState
 from agent.delivery.outbox import Outbox, OutboxError, OutboxStats
 from agent.delivery.publish import LinkState, Publisher
 from agent.delivery.replay import ReplayGate
@@ -43,6 +42,8 @@ from agent.service.config import Config
 from agent.service.migrate import import_legacy_stores
 from agent.service.reload import ReloadResult, apply_reload, serve_reload_requests
 from agent.service.sdnotify import SystemdNotifier
+from agent.state.diskspace import SpaceState
+from agent.state.pressure import Pressure
 
 if TYPE_CHECKING:
     from datetime import datetime

@@ -25,13 +25,14 @@ the disk has room for it and the reserve.
 from __future__ import annotations
 
 import contextlib
-import enum
 import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+
+from agent.state.pressure import Pressure
 
 log = structlog.get_logger("isoedge.diskspace")
 
@@ -59,32 +60,6 @@ def fs_free_bytes(directory: Path) -> int:
     """Bytes an unprivileged writer may still use on the file system of `directory`."""
     st = os.statvfs(directory)
     return int(st.f_bavail) * int(st.f_frsize)
-
-
-class Pressure(enum.StrEnum):
-    """Storage pressure: of the outbox quota, of the disk's free space, or the worse of both.
-
-    A string enum, so it reads, logs and serialises as "ok", "high" or "full"; ordered by
-    `rank`. Acquisition's pause policy (`agent.acquisition.supervisor.pauses_under`) subscribes
-    to its changes through the agent.
-    """
-
-    OK = "ok"
-    HIGH = "high"
-    FULL = "full"
-
-    @property
-    def rank(self) -> int:
-        """0 for ok, 1 for high, 2 for full."""
-        return _RANK[self]
-
-    @staticmethod
-    def worst(*states: Pressure) -> Pressure:
-        """The highest pressure of `states` (ok when none)."""
-        return max(states, key=lambda state: state.rank, default=Pressure.OK)
-
-
-_RANK = {Pressure.OK: 0, Pressure.HIGH: 1, Pressure.FULL: 2}
 
 
 @dataclass(slots=True)
