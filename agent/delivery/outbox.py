@@ -47,6 +47,7 @@ from typing import Any, TypeVar
 import structlog
 
 from agent.core.reading import rfc3339
+from agent.delivery.archive import DELETE_CHUNK, ReplayArchive
 from agent.delivery.cutter import (
     MAX_ENVELOPE_ITEM_BYTES,
     EnvelopeCutter,
@@ -103,13 +104,7 @@ CREATE TABLE IF NOT EXISTS sent (
 PAGE_SIZE = 1024  # bytes per page of a new database (measured: docs/benchmarks.md, issue 22)
 WAL_AUTOCHECKPOINT = 1000  # pages; the WAL is then written again from its start (reused)
 WAL_SIZE_LIMIT = 2 * 1024 * 1024  # a WAL grown beyond this (journal_size_limit) is cut back
-# Envelopes deleted (or marked sent) per transaction when many go at once (a drained backlog,
-# a pruned archive), with a PASSIVE checkpoint between chunks: each chunk's pages are copied
-# into the database and the WAL is written again from its start. One transaction for all of
-# them grew the WAL by the whole backlog's pages, on a disk that had no room for it.
-DELETE_CHUNK = 256
 RECENT_BYTES = 4 * 1024 * 1024  # bodies of envelopes just cut kept for the publisher
-ARCHIVE_PRUNE_INTERVAL_S = 30.0  # age-based pruning at most this often
 ARCHIVE_YIELD = 0.7  # under quota pressure the archive shrinks until the database is this full
 
 MAX_IN_FLIGHT = 20_000  # uncommitted items before producers are made to wait
@@ -227,10 +222,7 @@ class Outbox:
         self.path = path
         # Sent envelopes are kept (byte-identical) for replay requests of the central ingest,
         # for `archive_days` and within `archive_bytes`; 0 keeps none.
-        self.archive_s = archive_days * 86400.0
-        self.archive_bytes_max = archive_bytes
-        self.archive_bytes = 0
-        self._archive_pruned = 0.0
+        self.archive = ReplayArchive(archive_days, archive_bytes)
         self._sent_floor = 0  # every envelope with seq <= this has been sent (or pruned)
         self._usage_measured = 0.0
         self._written_since_measured = 0  # bytes of envelopes and rows since that
@@ -493,6 +485,11 @@ class Outbox:
 
         return await self.call(_fetch)
 
+    @property
+    def archive_bytes(self) -> int:
+        """Published bytes of the sent envelopes kept as the replay archive."""
+        return self.archive.bytes
+
     async def acknowledge(self, seqs: list[int]) -> None:
         """Envelopes the broker has PUBACKed: marked sent (kept as the archive) or deleted.
 
@@ -529,8 +526,7 @@ class Outbox:
 
         def _range() -> tuple[int, int] | None:
             self._apply_deferred()  # the archive as the PUBACKs so far make it (rare reads)
-            row = self._db_checked().execute("SELECT MIN(seq), MAX(seq) FROM sent").fetchone()
-            return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+            return self.archive.range(self._db_checked())
 
         return await self.call(_range)
 
@@ -542,73 +538,6 @@ class Outbox:
             return _first_unsent(self._db_checked(), self._sent_floor)
 
         return await self.call(_first)
-
-    def _prune_archive(self, db: sqlite3.Connection, *, room: int = 0) -> bool:
-        """Drop archived envelopes older than `archive_s` or beyond the size bound (oldest first).
-
-        `room` asks for that many more bytes back (the outbox quota comes before the archive).
-        At most DELETE_CHUNK envelopes go in one call (the caller's transaction); returns True
-        when nothing more is due, False when the caller should commit and call again.
-        """
-        now = time.time()
-        if now - self._archive_pruned > ARCHIVE_PRUNE_INTERVAL_S:
-            cutoff = now - self.archive_s
-            old = db.execute(
-                "SELECT seq, size FROM sent WHERE sent < ? ORDER BY seq LIMIT ?",
-                (cutoff, DELETE_CHUNK),
-            ).fetchall()
-            if old:
-                self._drop_archived(db, int(old[-1][0]), sum(int(r[1]) for r in old))
-            if len(old) < DELETE_CHUNK:
-                self._archive_pruned = now
-            else:
-                return False
-        # Two bounds: the archive's own (`archive_bytes`, counted as published) and the room
-        # the quota asks for (counted as stored: envelopes are stored compressed).
-        excess = self.archive_bytes - self.archive_bytes_max
-        if excess <= 0 and room <= 0:
-            return True
-        # The newest sent envelope stays even when it alone is beyond the bound (an envelope
-        # holds up to a commit delay of readings), unless the quota needs its room.
-        newest = db.execute("SELECT MAX(seq) FROM sent").fetchone()[0] if room <= 0 else None
-        rows = db.execute(
-            f"SELECT s.seq, s.size, {_STORED} FROM sent s JOIN envelopes e ON e.seq = s.seq"  # noqa: S608 - a fixed fragment
-            " ORDER BY s.seq LIMIT ?", (DELETE_CHUNK,),
-        ).fetchall()
-        if not rows:
-            db.execute("DELETE FROM sent")  # rows of envelopes already gone
-            self.archive_bytes = 0
-            return True
-        if newest is not None:
-            rows = [row for row in rows if row[0] != newest]
-            if not rows:
-                return True
-        last, freed, stored = rows[-1][0], 0, 0
-        for seq, size, held in rows:
-            freed += int(size)
-            stored += int(held)
-            if freed >= excess and stored >= room:
-                last = seq
-                break
-        self._drop_archived(db, int(last), freed)
-        return freed >= excess and stored >= room
-
-    def _drop_archived(self, db: sqlite3.Connection, last: int, size: int) -> None:
-        """Archived envelopes up to seq `last` (`size` published bytes) deleted."""
-        db.execute("DELETE FROM envelopes WHERE seq IN (SELECT seq FROM sent WHERE seq <= ?)",
-                   (last,))
-        db.execute("DELETE FROM sent WHERE seq <= ?", (last,))
-        self.archive_bytes -= size
-
-    def _prune_archive_chunked(self, db: sqlite3.Connection, room: Callable[[], int]) -> None:
-        """`_prune_archive` until done, a transaction a chunk and a checkpoint between.
-
-        `room()` is asked again before each chunk (what the quota still needs back).
-        """
-        while not self._prune_archive(db, room=max(0, room())):
-            db.commit()
-            self._checkpoint()
-        db.commit()
 
     async def get_meta(self, key: str) -> str | None:
         """A value remembered with the outbox (e.g. the last signing key id)."""
@@ -704,9 +633,7 @@ class Outbox:
             self.cutter.reset(int(row[0]), str(row[1]))
         _migrate_pending(db)
         _migrate_archive(db)
-        self.archive_bytes = int(
-            db.execute("SELECT COALESCE(SUM(size), 0) FROM sent").fetchone()[0]
-        )
+        self.archive.load(db)
         self._sent_floor = (_first_unsent(db, 0) or self.last_seq + 1) - 1
         self._load_pending(db)
         return db
@@ -953,7 +880,7 @@ class Outbox:
         self._recent.clear()  # envelopes of the rolled-back transaction are gone
         self._recent_bytes = 0
         self._load_pending(db)
-        self._reload_archive_bytes(db)
+        self.archive.load(db)
 
     def _wal_excess_bytes(self) -> int:
         """Under disk pressure: checkpoint, and count the WAL beyond its steady size as room.
@@ -1038,41 +965,27 @@ class Outbox:
 
         Marking is a small `sent` row; the envelope itself is neither copied nor rewritten.
         """
-        if self.archive_s > 0 and self.archive_bytes_max > 0 and self.disk_state == Pressure.OK:
-            now = time.time()
-            db.executemany(
-                "INSERT OR IGNORE INTO sent (seq, sent, size)"  # noqa: S608 - a fixed fragment
-                f" SELECT seq, ?, {_SIZE} FROM envelopes WHERE seq = ?",
-                [(now, s) for s in seqs],
-            )
-            self.archive_bytes += int(db.execute(
-                "SELECT COALESCE(SUM(size), 0) FROM sent WHERE sent = ?", (now,)
-            ).fetchone()[0])
+        if self.archive.enabled and self.disk_state == Pressure.OK:
+            self.archive.keep(db, seqs)
         else:
             db.executemany("DELETE FROM envelopes WHERE seq = ?", [(s,) for s in seqs])
-        self._prune_archive(db)
+        self.archive.prune(db)  # one chunk at most: the next acknowledgements take the rest
 
     def _yield_archive(self) -> None:
         """Under disk pressure the replay archive gives its pages to the backlog."""
-        if not self.archive_bytes:
+        if not self.archive.bytes:
             return
         db = self._db_checked()
         try:
-            self._prune_archive_chunked(db, lambda: self.archive_bytes)
+            self.archive.prune_chunked(db, lambda: self.archive.bytes, self._checkpoint)
         except sqlite3.Error as exc:
             if not is_disk_full(exc):
                 raise
             with contextlib.suppress(sqlite3.Error):
                 db.rollback()
-            self._reload_archive_bytes(db)
+            self.archive.load(db)
             return
         log.warning("replay archive emptied to make room on the disk")
-
-    def _reload_archive_bytes(self, db: sqlite3.Connection) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self.archive_bytes = int(
-                db.execute("SELECT COALESCE(SUM(size), 0) FROM sent").fetchone()[0]
-            )
 
     def _periodic_space_check(self) -> None:
         now = time.monotonic()
@@ -1303,11 +1216,11 @@ class Outbox:
         self._written_since_measured = 0
         db = self._db_checked()
         self.disk_bytes = used_bytes(db)
-        if self.archive_bytes and self.disk_bytes >= QUOTA_LOW * self.quota_bytes:
+        if self.archive.bytes and self.disk_bytes >= QUOTA_LOW * self.quota_bytes:
             # The backlog has priority over the archive: give back what the quota needs.
             # Down to 70 % of the quota, so the "ok" state (below 80 %) is reached for sure.
             target = int(ARCHIVE_YIELD * self.quota_bytes)
-            self._prune_archive_chunked(db, lambda: used_bytes(db) - target)
+            self.archive.prune_chunked(db, lambda: used_bytes(db) - target, self._checkpoint)
             self.disk_bytes = used_bytes(db)
         self._evaluate_space()
         used = self.disk_bytes / self.quota_bytes
@@ -1363,11 +1276,6 @@ def _first_unsent(db: sqlite3.Connection, after: int) -> int | None:
 
 _COLUMNS = "e.seq, e.topic, e.body, e.payload, e.sig, e.signer"
 """An envelope row as `_rebuild` reads it."""
-_STORED = ("length(e.body) + COALESCE(length(e.payload), 0) + COALESCE(length(e.sig), 0)"
-           " + length(e.topic) + 48")
-"""Bytes an envelope row takes in the database, roughly (its columns and row overhead)."""
-_SIZE = "COALESCE(size, length(body))"
-"""Bytes of an envelope as published (what the archive bound counts)."""
 
 
 def _rebuild(row: tuple[Any, ...], protected_by_id: dict[int, str]) -> bytes:
