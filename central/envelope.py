@@ -1,4 +1,4 @@
-"""Key registry and envelope verification with joserfc (CONTRACT.md §3).
+"""Key registry and envelope verification with joserfc (docs/contract.md §3).
 
 The kid of every registered key is computed here (RFC 7638 thumbprint of the JWK); the `kid`
 member of a JWK file and the `kid` of a protected header only select a candidate key, which
@@ -102,7 +102,7 @@ def _read_jwks(path: Path, where: str) -> list[dict[str, Any]]:
 
 
 def b64url_sha256(data: bytes) -> str:
-    """base64url (no padding) SHA-256, the form of `prev` (CONTRACT.md §3)."""
+    """base64url (no padding) SHA-256, the form of `prev` (docs/contract.md §3)."""
     return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode("ascii")
 
 

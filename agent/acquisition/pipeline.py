@@ -20,7 +20,8 @@ import structlog
 from agent.acquisition.shapes import ShapeCache
 from agent.acquisition.state import LiveState
 from agent.core.reading import Reading, dumps_item, new_ids, rfc3339
-from agent.delivery.outbox import MAX_ENVELOPE_ITEM_BYTES, Outbox
+from agent.delivery.cutter import MAX_ENVELOPE_ITEM_BYTES
+from agent.delivery.outbox import Outbox
 from agent.physics.nuclides import NUCLIDES, decay_value, normalize_nuclide
 from agent.physics.units import conversion, convert, is_activity_unit
 from drivers.base import DeviceConfigBase, JSONScalar, Quality, Sample, SampleBatch, SampleKind
@@ -365,11 +366,6 @@ class Pipeline:
             raw_value=raw["value"], raw_unit=raw["unit"], raw_text=raw.get("text"),
             clock_trusted="clock" not in item, id=item["id"],
         )  # fmt: skip
-
-    def emit_event(self, stream: str, item: dict[str, Any]) -> None:
-        """Alerts and audit events (already built by `agent.core.reading.event_item`)."""
-        self.outbox.submit(stream, "", self._dumps(item))
-        self.live.on_event(stream, item)
 
 
 __all__ = ["Pipeline", "reference_instant"]

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from drivers.base import JSONScalar, Quality, SampleKind
+from agent.core.values import JSONScalar, Quality, SampleKind
 
 _last_stamp: tuple[datetime | None, str] = (None, "")
 # Enum `.value` is a descriptor call; a dict lookup is seven times cheaper per reading.
@@ -88,7 +88,7 @@ class Reading:
     id: str = field(default_factory=new_id)
 
     def to_item(self) -> dict[str, Any]:
-        """The JSON item of CONTRACT.md §3."""
+        """The JSON item of docs/contract.md §3."""
         raw: dict[str, Any] = {"value": self.raw_value, "unit": self.raw_unit}
         if self.raw_text is not None:
             raw["text"] = self.raw_text

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 
 from agent.core.reading import dumps_item, event_item, new_id, rfc3339
-from agent.qc.audit import AuditLog, Emit, StateWriter
+from agent.qc.audit import AuditLog, Emit
+from agent.state.writer import StateWriter
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -17,14 +17,13 @@ import structlog
 
 from agent.acquisition.pipeline import Pipeline
 from agent.acquisition.state import LiveState
-from agent.acquisition.supervisor import DeviceSupervisor
+from agent.acquisition.supervisor import DeviceSupervisor, pauses_under
 from agent.console.backend import AgentIdentity, DeliveryView, DeviceView
 from agent.core.reading import rfc3339_now
 from agent.core.states import LINK_STATES
 from agent.core.tasks import RECANCEL_S, cancel_and_wait
 from agent.core.version import __version__
 from agent.delivery.damage import DamagedDatabaseError, DamageReport, check_database, move_aside
-from agent.delivery.diskspace import SpaceState
 from agent.delivery.outbox import Outbox, OutboxError, OutboxStats
 from agent.delivery.publish import LinkState, Publisher
 from agent.delivery.replay import ReplayGate
@@ -43,6 +42,8 @@ from agent.service.config import Config
 from agent.service.migrate import import_legacy_stores
 from agent.service.reload import ReloadResult, apply_reload, serve_reload_requests
 from agent.service.sdnotify import SystemdNotifier
+from agent.state.diskspace import SpaceState
+from agent.state.pressure import Pressure
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -77,6 +78,7 @@ class Agent:
             fsync=config.outbox.fsync,
             batch_max_items=config.outbox.batch_max_items,
             batch_max_age_ms=config.outbox.batch_max_age_ms,
+            max_commit_delay_ms=config.outbox.max_commit_delay_ms,
             commit_interval_ms=config.outbox.commit_interval_ms,
             archive_days=config.outbox.archive_days,
             archive_bytes=int(config.outbox.archive_mb * 1024 * 1024),
@@ -177,7 +179,7 @@ class Agent:
 
     # ------------------------------------------------------------------ status
     def status_document(self, state: str) -> dict[str, Any]:
-        """Retained status of CONTRACT.md §2."""
+        """Retained status of docs/contract.md §2."""
         return {
             "state": state,
             "site": self.config.agent.site,
@@ -217,16 +219,16 @@ class Agent:
         if state in LINK_STATES:
             self.qc.on_device_state(device, state, detail)
 
-    def _on_quota_change(self, state: str, used_bytes: int) -> None:
+    def _on_quota_change(self, state: Pressure, used_bytes: int) -> None:
         """Outbox quota policy: never drop; pause low-priority devices, then all, and alert."""
         quota = int(self.config.outbox.quota_mb * 1024 * 1024)
         self._apply_pressure()
-        if state == "ok":
+        if state == Pressure.OK:
             log.info("outbox below quota", used_bytes=used_bytes)
         else:
             log.error("outbox quota pressure", state=state, used_bytes=used_bytes, quota=quota)
         paused = sorted(d for d, s in self.supervisors.items() if s.paused)
-        if state == "ok":
+        if state == Pressure.OK:
             self.alerts.clear_alert(
                 "outbox.quota", None, None, f"outbox back under quota ({used_bytes} bytes)"
             )
@@ -235,7 +237,7 @@ class Agent:
                 "outbox.quota",
                 None,
                 None,
-                "critical" if state == "full" else "alarm",
+                "critical" if state == Pressure.FULL else "alarm",
                 f"outbox {state}: {used_bytes} of {quota} bytes; paused: {', '.join(paused)}",
                 float(used_bytes),
                 details={"state": state, "quota_bytes": quota, "paused_devices": paused},
@@ -247,7 +249,7 @@ class Agent:
         self.publisher.mark_status_dirty()
         paused = sorted(d for d, s in self.supervisors.items() if s.paused)
         where = str(self.config.agent.state_dir)
-        if space.state == "ok":
+        if space.state == Pressure.OK:
             log.info("disk space back above the reserve", free_bytes=space.free_bytes,
                      directory=where)
             self.alerts.clear_alert(
@@ -256,29 +258,28 @@ class Agent:
             )
             return
         cause = "disk full (a write failed)" if space.write_failed else f"disk {space.state}"
-        log.error("disk space pressure" if space.state == "high" else "disk full",
+        log.error("disk space pressure" if space.state == Pressure.HIGH else "disk full",
                   state=space.state, free_bytes=space.free_bytes,
                   reusable_bytes=space.reusable_bytes, min_free_bytes=space.min_free_bytes,
                   directory=where, paused=paused)
         self.alerts.raise_alert(
             "outbox.disk", None, None,
-            "critical" if space.state == "full" else "alarm",
+            "critical" if space.state == Pressure.FULL else "alarm",
             f"{cause}: {space.headroom_bytes} bytes left for {where} (reserve"
             f" {space.min_free_bytes}); paused: {', '.join(paused) or 'none'}",
             float(space.headroom_bytes),
             details={**space.as_dict(), "paused_devices": paused, "directory": where},
         )
 
-    def _pressure(self) -> str:
+    def _pressure(self) -> Pressure:
         """The worse of the quota and the free-space state."""
-        order = {"ok": 0, "high": 1, "full": 2}
-        return max(self.outbox.quota_state, self.outbox.disk_state, key=order.__getitem__)
+        return Pressure.worst(self.outbox.quota_state, self.outbox.disk_state)
 
     def _pressure_reason(self) -> str:
         parts = []
-        if self.outbox.quota_state != "ok":
+        if self.outbox.quota_state != Pressure.OK:
             parts.append(f"outbox quota {self.outbox.quota_state}")
-        if self.outbox.disk_state != "ok":
+        if self.outbox.disk_state != Pressure.OK:
             parts.append(f"disk {self.outbox.disk_state}")
         return ", ".join(parts)
 
@@ -291,7 +292,7 @@ class Agent:
                 sup.pause(reason)
             else:
                 sup.resume()
-        if state == "ok":
+        if state == Pressure.OK:
             log.info("outbox pressure gone; acquisition resumed")
 
     # --------------------------------------------------------------- lifecycle
@@ -302,6 +303,12 @@ class Agent:
         self._lock = lock_state_dir(self.config.agent.state_dir)
         try:
             await self._run(stop)
+        except OutboxError:
+            if self.outbox.failure is None:
+                raise
+            # The state database failed while the agent was still starting (or stopping).
+            log.critical("outbox failed; stopping the agent", error=repr(self.outbox.failure))
+            self.exit_code = 1
         finally:
             self._lock.close()
             log.info("agent stopped")
@@ -485,12 +492,10 @@ class Agent:
         self.live.devices.pop(device_id, None)
         self.publisher.mark_status_dirty()
 
-    def _pauses_under_quota(self, sup: DeviceSupervisor, state: str) -> bool:
-        """The overflow policy: at "high" devices below the top priority pause; at "full" all."""
-        if state == "ok":
-            return False
+    def _pauses_under_quota(self, sup: DeviceSupervisor, state: Pressure) -> bool:
+        """The overflow policy (`pauses_under`) for this device among the agent's devices."""
         top = max((s.config.priority for s in self.supervisors.values()), default=0)
-        return state == "full" or sup.config.priority < top
+        return pauses_under(state, sup.config.priority, top)
 
     def _apply_quota_pause(self, sup: DeviceSupervisor) -> None:
         """A device added while the outbox is over quota follows the same pause policy."""
@@ -503,8 +508,7 @@ class Agent:
 
         An agent must not keep acquiring what it cannot store; systemd restarts it.
         """
-        while self.outbox.alive:  # noqa: ASYNC110 - the state lives on another thread
-            await asyncio.sleep(0.5)
+        await self.outbox.failed.wait()
         log.critical("outbox failed; stopping the agent", error=repr(self.outbox.failure))
         self.exit_code = 1
         self._stop.set()
