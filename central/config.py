@@ -18,6 +18,7 @@ from pydantic import (
 
 from agent.core.passwords import check_user_credentials
 from agent.delivery.settings import BrokerEndpoint
+from agent.delivery.verification import MAX_ENVELOPE_ITEMS, MAX_MESSAGE_BYTES
 
 IdStr = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 GroupStr = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
@@ -81,11 +82,11 @@ class InboundSection(_Strict):
     """Bounds on what the ingest accepts from the broker (docs/security.md)."""
 
     max_envelope_bytes: int = Field(
-        default=16 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024,
-        description="A larger message is rejected unread (the agent's largest batch of 10 000"
-        " readings is about 10 MiB).",
+        default=MAX_MESSAGE_BYTES, ge=1024, le=MAX_MESSAGE_BYTES,
+        description="A larger message is rejected unread (default and upper bound: the largest"
+        " envelope an agent's outbox can produce, agent/delivery/verification.py).",
     )
-    max_items: int = Field(default=10_000, ge=1, le=1_000_000)
+    max_items: int = Field(default=MAX_ENVELOPE_ITEMS, ge=1, le=MAX_ENVELOPE_ITEMS)
     created_future_s: float = Field(
         default=600.0, ge=0, description="`created` further ahead of the receive time is flagged."
     )

@@ -15,6 +15,7 @@ import orjson
 import psycopg
 import structlog
 
+from agent.core.items import COLUMNS, QUALITIES
 from central import evidence
 from central.completeness import merge_ranges, runs
 from central.envelope import Verified
@@ -31,9 +32,7 @@ __all__ = ["Batch", "Rejection", "Store", "WriteResult", "connect"]
 
 log = structlog.get_logger("isoedge.central.store")
 
-_KNOWN_READING_KEYS = frozenset(
-    {"id", "device", "channel", "t", "value", "unit", "quality", "nuclide", "raw"}
-)
+_KNOWN_READING_KEYS = COLUMNS  # the item members with a column (agent/core/items.py)
 
 _TEMP_TABLES = """
 CREATE TEMP TABLE IF NOT EXISTS tmp_envelopes (
@@ -48,7 +47,7 @@ CREATE TEMP TABLE IF NOT EXISTS tmp_events (
 ENV_COLS = ("site, agent, seq, stream, kid, created, payload_sha256, prev, n_items, topic,"
             " id_prefix, id_first")
 ROW_COLS = "series, pos, seq, t, value, quality, value_bool, value_text, nuclide, extra"
-QUALITY = {"good": 0, "uncertain": 1, "bad": 2}
+QUALITY = {q: code for code, q in enumerate(QUALITIES)}  # good 0, uncertain 1, bad 2
 QUALITY_OTHER = 3  # the text itself goes to `extra`
 EVENT_COLS = "id, site, agent, stream, t, body, seq"
 

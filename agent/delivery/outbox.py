@@ -48,6 +48,10 @@ from agent.delivery.damage import DamagedDatabaseError, DamageReport, check_data
 from agent.delivery.diskspace import DiskSpacePolicy, SpaceState, is_disk_full
 from agent.delivery.signing import Signer, b64url
 
+# Items of one envelope at most this many UTF-8 bytes: the limit the verifiers derive their
+# message bound from (agent/delivery/verification.py).
+from agent.delivery.verification import MAX_ENVELOPE_ITEM_BYTES
+
 log = structlog.get_logger("isoedge.outbox")
 
 T = TypeVar("T")
@@ -86,9 +90,6 @@ CREATE TABLE IF NOT EXISTS sent (
 ARCHIVE_PRUNE_INTERVAL_S = 30.0  # age-based pruning at most this often
 ARCHIVE_YIELD = 0.7  # under quota pressure the archive shrinks until the database is this full
 
-# Items of one envelope at most this many bytes, so its base64url payload stays under the
-# 128 000 bytes that JOSE libraries accept by default (joserfc's max_payload_length).
-MAX_ENVELOPE_ITEM_BYTES = 90_000
 MAX_IN_FLIGHT = 20_000  # uncommitted items before producers are made to wait
 QUOTA_HIGH = 0.9  # pause low-priority acquisition and alert
 QUOTA_LOW = 0.8  # resume below this
