@@ -78,6 +78,21 @@ class RepairSection(_Strict):
     max_attempts: int = Field(default=5, ge=1, description="Then the gap is permanent.")
 
 
+class ShipmentsSection(_Strict):
+    """Shipments reconciled across sites (central/shipments.py)."""
+
+    tolerance_pct: float = Field(
+        default=10.0, gt=0, le=100,
+        description="A receipt's measured activity further than this from the shipment's,"
+        " decay-corrected to the time of measurement, is an alert.",
+    )
+    grace_s: float = Field(
+        default=6 * 3600.0, gt=0,
+        description="A shipment without a receipt (or a receipt without its shipment) this"
+        " long is an alert.",
+    )
+
+
 class InboundSection(_Strict):
     """Bounds on what the ingest accepts from the broker (docs/security.md)."""
 
@@ -179,6 +194,7 @@ class IngestConfig(_Strict):
     broker: BrokerSection = BrokerSection()
     database: DatabaseSection
     repair: RepairSection = RepairSection()
+    shipments: ShipmentsSection = ShipmentsSection()
     inbound: InboundSection = InboundSection()
     web: WebSection = WebSection()
     signing: SigningSection | None = None

@@ -27,6 +27,7 @@ from central.refusals import (
     record_conflicts,
     write_rejections,
 )
+from central.shipments import note_records
 
 __all__ = ["Batch", "Rejection", "Store", "WriteResult", "connect"]
 
@@ -239,6 +240,9 @@ def _write_envelopes(cur: psycopg.Cursor[Any], envelopes: list[Verified], *,
                     loose_ids.append(e)
     n_readings = _copy_readings(cur, [e for e in fresh if e.stream == "readings"], loose_ids)
     n_events = _copy_events(cur, [e for e in fresh if e.stream != "readings"], direct=direct)
+    for e in fresh:
+        if e.stream == "qc":  # shipments and receipts: matched across sites (central.shipments)
+            note_records(cur, e.site, e.agent, e.items)
     _copy_evidence(cur, fresh)
     _maintain_completeness(cur, {(e.site, e.agent, e.seq) for e in fresh}, per_agent)
     return len(fresh), n_readings, n_events
