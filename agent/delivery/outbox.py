@@ -49,7 +49,6 @@ import structlog
 from agent.core.reading import rfc3339
 from agent.delivery.archive import DELETE_CHUNK, ReplayArchive
 from agent.delivery.cutter import (
-    MAX_ENVELOPE_ITEM_BYTES,
     EnvelopeCutter,
     TopicFn,
     envelope_spans,
@@ -57,6 +56,7 @@ from agent.delivery.cutter import (
 )
 from agent.delivery.damage import DamagedDatabaseError, DamageReport, check_database, move_aside
 from agent.delivery.signing import Signer
+from agent.delivery.verification import MAX_ENVELOPE_ITEM_BYTES
 from agent.state.diskspace import DiskSpacePolicy, SpaceState, is_disk_full
 from agent.state.pressure import Pressure
 from agent.state.writer import Apply
