@@ -38,7 +38,7 @@ from agent.qc.manager import QCManager, status_of
 from agent.qc.prescriptions import PrescriptionStore
 from agent.qc.records import QCRecordStore
 from agent.qc.signatures import SignatureService
-from agent.records.desk import RecordsDesk
+from agent.records.service import Records
 from agent.service.clock import ClockMonitor
 from agent.service.config import Config
 from agent.service.migrate import import_legacy_stores
@@ -133,10 +133,7 @@ class Agent:
         )
         self.qc.prescriptions.on_dispensed = self.qc_programme.on_dispensed
         # The radiopharmacy's records (issue 25): batches, releases, doses... on the same database.
-        self.records = RecordsDesk(
-            config.records, site=config.agent.site, zone=config.qc.zone, state=self.outbox,
-            audit=self.audit, users=config.web.users, notify=self.live.on_event,
-        )  # fmt: skip
+        self.records = self._records(config)
         self.pipeline.qc = self.qc
         self.pipeline.qc_programme = self.qc_programme
         self.publisher = Publisher(
@@ -197,6 +194,22 @@ class Agent:
             "calibrators": status_of(self.qc_programme),
             "disk": self.outbox.space.current.as_dict(),
         }
+
+    def _records(self, config: Config) -> Records:
+        """The records desk and its kinds; every reading passes them through the live feed."""
+        records = Records(
+            config.records, site=config.agent.site, zone=config.qc.zone, state=self.outbox,
+            audit=self.audit, users=config.web.users, notify=self.live.on_event,
+            alerts=self.alerts, nuclides=self.nuclides, prescription=self.qc.prescriptions.get,
+            calibrator_release=self._calibrator_release,
+        )  # fmt: skip
+        self._records_unsubscribe = self.live.subscribe(records.on_item)
+        return records
+
+    def _calibrator_release(self, device: str) -> str | None:
+        """`released` / `on_hold` of a calibrator with a QC programme (None: no programme)."""
+        state = self.qc_programme.calibrators_status().get(device)
+        return None if state is None else state.get("release")
 
     def _on_release_change(self) -> None:
         """A calibrator was released or put on hold: re-publish the retained status.
@@ -677,7 +690,7 @@ class RuntimeConsoleBackend:
         return await self._agent.alerts.all_alerts(limit=limit)
 
     @property
-    def records(self) -> RecordsDesk:
+    def records(self) -> Records:
         """The radiopharmacy's records (the console's records pages)."""
         return self._agent.records
 
