@@ -37,6 +37,7 @@ from agent.qc.manager import QCManager, status_of
 from agent.qc.prescriptions import PrescriptionStore
 from agent.qc.records import QCRecordStore
 from agent.qc.signatures import SignatureService
+from agent.records.service import Records
 from agent.service.clock import ClockMonitor
 from agent.service.config import Config
 from agent.service.migrate import import_legacy_stores
@@ -60,6 +61,24 @@ SHUTDOWN_BUDGET_S = 4.5  # SIGTERM → exit within 5 s (systemd's TimeoutStopSec
 
 class Agent:
     """One IsoEdge agent. `await agent.run(stop)` runs until `stop` is set."""
+
+    @staticmethod
+    def _check_state_databases(config: Config, state_dir: Path) -> list[DamageReport]:
+        """Every state database (and the legacy ones still to import), checked before any opens.
+
+        A refused start changes nothing. The outbox moves its own aside, on its thread; the
+        legacy side databases moved aside here are returned to be reported once running.
+        """
+        moved: list[DamageReport] = []
+        for side in (config.outbox_path, state_dir / "audit.db", state_dir / "alerts.db"):
+            reason = check_database(side)
+            if reason is None:
+                continue
+            if config.outbox.on_damaged != "move_aside":
+                raise DamagedDatabaseError(side, reason)
+            if side != config.outbox_path:
+                moved.append(move_aside(side, reason))
+        return moved
 
     def __init__(self, config: Config, *, config_path: Path | None = None) -> None:
         self.config = config
@@ -95,17 +114,7 @@ class Agent:
         state_dir = config.agent.state_dir
         # Started on a (nearly) full disk: the reserve file makes room to open the database.
         self.outbox.space.release_if_low()
-        self.side_damage: list[DamageReport] = []
-        # Every state database (and the legacy ones still to import) is checked before any is
-        # opened: a refused start changes nothing. The outbox moves its own aside, on its thread.
-        for side in (config.outbox_path, state_dir / "audit.db", state_dir / "alerts.db"):
-            reason = check_database(side)
-            if reason is None:
-                continue
-            if config.outbox.on_damaged != "move_aside":
-                raise DamagedDatabaseError(side, reason)
-            if side != config.outbox_path:
-                self.side_damage.append(move_aside(side, reason))
+        self.side_damage = self._check_state_databases(config, state_dir)
         # Alerts and the audit trail are tables of the outbox's state database, written by its
         # one owner thread together with their stream items (docs/development.md).
         self.audit = AuditLog(self.outbox, notify=self.live.on_event)
@@ -134,6 +143,8 @@ class Agent:
             on_change=self._on_release_change,
         )
         self.qc.prescriptions.on_dispensed = self.qc_programme.on_dispensed
+        # The radiopharmacy's records (issue 25): batches, releases, doses... on the same database.
+        self.records = self._records(config)
         self.pipeline.qc = self.qc
         self.pipeline.qc_programme = self.qc_programme
         self.publisher = Publisher(
@@ -196,6 +207,22 @@ class Agent:
             "calibrators": status_of(self.qc_programme),
             "disk": self.outbox.space.current.as_dict(),
         }
+
+    def _records(self, config: Config) -> Records:
+        """The records desk and its kinds; every reading passes them through the live feed."""
+        records = Records(
+            config.records, site=config.agent.site, zone=config.qc.zone, state=self.outbox,
+            audit=self.audit, users=config.web.users, notify=self.live.on_event,
+            alerts=self.alerts, nuclides=self.nuclides, prescription=self.qc.prescriptions.get,
+            calibrator_release=self._calibrator_release,
+        )  # fmt: skip
+        self._records_unsubscribe = self.live.subscribe(records.on_item)
+        return records
+
+    def _calibrator_release(self, device: str) -> str | None:
+        """`released` / `on_hold` of a calibrator with a QC programme (None: no programme)."""
+        state = self.qc_programme.calibrators_status().get(device)
+        return None if state is None else state.get("release")
 
     def _on_release_change(self) -> None:
         """A calibrator was released or put on hold: re-publish the retained status.
@@ -325,6 +352,7 @@ class Agent:
             await self.alerts.open()
             await self.qc.open()  # stored prescriptions
             await self.qc_programme.open()  # QC records, release states
+            await self.records.open()  # batch, release, dispensing... records
             self._report_damage()
             stack.push_async_callback(self._stop_web)
             await self._start_web()
@@ -686,6 +714,11 @@ class RuntimeConsoleBackend:
     async def recent_alerts(self, limit: int) -> list[Alert]:
         """The newest alerts, open or closed."""
         return await self._agent.alerts.all_alerts(limit=limit)
+
+    @property
+    def records(self) -> Records:
+        """The radiopharmacy's records (the console's records pages)."""
+        return self._agent.records
 
     @property
     def dosage(self) -> QCEngine:
