@@ -87,6 +87,9 @@ TEMPLATES: dict[str, str] = {
                          "re-measure on a released calibrator"),
     "qc.held_dosage.override": N_("dosage {rx} measured on {device} while it is ON HOLD, "
                                   "override signed by {who}: {reason}"),
+    # batch records (agent/records/batch.py)
+    "records.batch.deviation": N_("batch {batch}: decay-corrected yield {value} % outside the "
+                                  "investigation limits {low} to {high} %"),
     # the agent's own state (agent/service/runtime.py)
     "outbox.quota": N_("outbox {state}: {used} of {quota} bytes; paused: {paused}"),
     "outbox.quota.ok": N_("outbox back under quota ({used} bytes)"),

@@ -22,7 +22,6 @@ from synth import Publisher, SynthAgent
 
 from agent.core.messages import render
 from agent.tools.mosquitto import free_port
-from central.pgserver import PostgresServer
 
 CHAIN_BREAKS_SQL = """
 SELECT count(*) FROM envelopes e
@@ -115,7 +114,7 @@ class Rig:
                 for site, agent, key, severity, count, message, detail in rows]
 
 
-def make_rig(tmp_path: Path, mosquitto: Any, postgres: PostgresServer, inbound: str = "",
+def make_rig(tmp_path: Path, mosquitto: Any, postgres: Any, inbound: str = "",
              web: str = "") -> Rig:
     agent = SynthAgent("lab1", "edge1", tmp_path / "keys-edge1")
     port = free_port()
