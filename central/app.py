@@ -43,7 +43,7 @@ def prepare_database(config: IngestConfig, timeout: float = MIGRATE_TIMEOUT_S) -
 
 
 def ingest_report(config: IngestConfig, registry: KeyRegistry) -> dict[str, Any]:
-    """The JSON of `isoedge ingest report --json` (CONTRACT.md §6)."""
+    """The JSON of `isoedge ingest report --json` (docs/contract.md §6)."""
     with connect(config.database.url, application_name="isoedge-ingest-report") as conn:
         migrate(conn, timescaledb=config.database.timescaledb)
         return {"agents": [a.as_json() for a in report(conn, registry.agents)]}

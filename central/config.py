@@ -1,4 +1,4 @@
-"""Ingest configuration (CONTRACT.md §6): TOML validated by pydantic; errors name file and key."""
+"""Ingest configuration (docs/contract.md §6): TOML checked by pydantic; errors name file, key."""
 
 from __future__ import annotations
 

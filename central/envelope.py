@@ -1,4 +1,4 @@
-"""Envelope verification at the ingest (CONTRACT.md §3), with the agent's one verifier.
+"""Envelope verification at the ingest (docs/contract.md §3), with the agent's one verifier.
 
 The key registry, the JWS checks, the signature and the size limits are those of
 agent/delivery/verification.py (what `isoedge verify` uses); the topic grammar is
@@ -48,7 +48,7 @@ class KeyRegistry(SharedRegistry):
 
 
 def b64url_sha256(data: bytes) -> str:
-    """base64url (no padding) SHA-256, the form of `prev` (CONTRACT.md §3)."""
+    """base64url (no padding) SHA-256, the form of `prev` (docs/contract.md §3)."""
     return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode("ascii")
 
 

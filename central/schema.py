@@ -20,7 +20,7 @@ log = structlog.get_logger("isoedge.central.schema")
 
 _LOCK_KEY = 0x15_0ED6E  # pg_advisory_xact_lock key of the migration
 
-# Version 1: the tables of CONTRACT.md §6 plus what completeness and repair need.
+# Version 1: the tables of docs/contract.md §6 plus what completeness and repair need.
 _V1 = """
 CREATE TABLE envelopes (
     site text NOT NULL,

@@ -356,11 +356,6 @@ class Pipeline:
         """A `Reading` for QC from a plain item (only for channels a rule watches)."""
         return Reading.from_plain_item(item)
 
-    def emit_event(self, stream: str, item: dict[str, Any]) -> None:
-        """Alerts and audit events (already built by `agent.core.reading.event_item`)."""
-        self.outbox.submit(stream, "", self._dumps(item))
-        self.live.on_event(stream, item)
-
 
 def _utf8_size(text: str) -> int:
     """UTF-8 bytes of `text` (encoded only when it could be near the envelope's bound)."""

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from agent.core.items import CLOCK_UNTRUSTED, clock_trusted, raw_member, reading_item
-from drivers.base import JSONScalar, Quality, SampleKind
+from agent.core.values import JSONScalar, Quality, SampleKind
 
 _last_stamp: tuple[datetime | None, str] = (None, "")
 # Enum `.value` is a descriptor call; a dict lookup is seven times cheaper per reading.
@@ -89,7 +89,7 @@ class Reading:
     id: str = field(default_factory=new_id)
 
     def to_item(self) -> dict[str, Any]:
-        """The JSON item of CONTRACT.md §3."""
+        """The JSON item of docs/contract.md §3."""
         item = reading_item(
             item_id=self.id, device=self.device, channel=self.channel, t=rfc3339(self.t),
             value=self.value, unit=self.unit, quality=_QUALITY_TEXT[self.quality],

@@ -1,4 +1,4 @@
-"""MQTT topic names of CONTRACT.md §2: built here for the agent, parsed here for consumers."""
+"""MQTT topic names of docs/contract.md §2: built here for the agent, parsed here for consumers."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class Topics:
 
     @property
     def replay_request(self) -> str:
-        """Plain-JSON `{"from_seq", "to_seq"}` from the central ingest (CONTRACT.md §2)."""
+        """Plain-JSON `{"from_seq", "to_seq"}` from the central ingest (docs/contract.md §2)."""
         return f"{self.base}/replay/request"
 
     @property

@@ -11,6 +11,7 @@ import pytest
 
 from agent.acquisition.pipeline import Pipeline
 from agent.acquisition.state import LiveState
+from agent.delivery import cutter
 from agent.delivery import outbox as outbox_module
 from agent.delivery.outbox import Outbox
 from agent.delivery.settings import OutboxSection
@@ -33,6 +34,7 @@ SITE, AGENT = "s" * 64, "a" * 64  # the longest ids an agent may have
 
 def test_the_limits_are_one_set_shared_by_the_outbox_the_agent_and_the_ingest():
     assert outbox_module.MAX_ENVELOPE_ITEM_BYTES is MAX_ENVELOPE_ITEM_BYTES
+    assert cutter.MAX_ENVELOPE_ITEM_BYTES is MAX_ENVELOPE_ITEM_BYTES
     upper = [m.le for m in OutboxSection.model_fields["batch_max_items"].metadata
              if hasattr(m, "le")]
     assert upper == [MAX_ENVELOPE_ITEMS]
