@@ -116,7 +116,7 @@ def write_rejections(cur: psycopg.Cursor[Any], rejections: list[Rejection],
         cur.execute(
             "INSERT INTO rejected (topic, site, agent, kid, reason, body, body_sha256, body_size)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (printable(r.topic, 1024), r.site and printable(r.site),
+            (printable(r.topic, 1024), printable(r.site) if r.site else "",
              r.agent and printable(r.agent), r.kid and printable(r.kid, 200),
              printable(r.reason, 1000), r.body[:body_bytes],
              hashlib.sha256(r.body).hexdigest(), len(r.body)),
