@@ -22,9 +22,10 @@ if TYPE_CHECKING:
 
     from agent.physics.nuclides import NuclideTable
     from agent.qc.alerts import AlertManager
-    from agent.qc.audit import AuditLog, Emit, StateWriter
+    from agent.qc.audit import AuditLog, Emit
     from agent.qc.signatures import User
     from agent.records.config import RecordsSection
+    from agent.state.writer import StateWriter
 
 log = structlog.get_logger("isoedge.records")
 
