@@ -26,7 +26,8 @@ function testText(test) {
     geometry: _("Geometry"), linearity: _("Linearity (decay)") }[test] || test;
 }
 function meaningText(meaning) {
-  return { performed: _("performed"), reviewed: _("reviewed"), approved: _("approved") }[meaning] || meaning;
+  return { performed: _("performed"), reviewed: _("reviewed"), approved: _("approved"),
+    released: _("released"), rejected: _("rejected") }[meaning] || meaning;
 }
 function resultText(result) {
   return { pass: _("pass"), action: _("action"), fail: _("fail") }[result] || result;
