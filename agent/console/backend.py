@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from agent.qc.prescriptions import Prescription, PrescriptionBook
     from agent.qc.programme import CalibratorProgramme, QCSection
     from agent.qc.signatures import SignatureService
+    from agent.records.desk import RecordsDesk
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +293,11 @@ class ConsoleBackend(Protocol):
     @property
     def qc(self) -> QCDesk:
         """The dose-calibrator QC programme: tests, records, signatures, release."""
+        ...
+
+    @property
+    def records(self) -> RecordsDesk:
+        """The radiopharmacy's records (batches, releases, doses...)."""
         ...
 
     @property

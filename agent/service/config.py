@@ -17,6 +17,7 @@ from agent.delivery.replay import ReplaySection
 from agent.delivery.settings import BrokerSection, OutboxSection, SigningSection
 from agent.qc.config import RuleConfig
 from agent.qc.programme import QCSection
+from agent.records.config import RecordsSection
 from drivers.base import DeviceConfigBase
 from drivers.registry import device_config_union, unknown_driver_message
 
@@ -110,6 +111,7 @@ class Config(StrictSection):
     rules: list[RuleConfig] = Field(default_factory=list)
     nuclides: dict[str, NuclideOverride] = Field(default_factory=dict)
     qc: QCSection = Field(default_factory=QCSection)
+    records: RecordsSection = Field(default_factory=RecordsSection)
     demo: DemoSection | None = None
 
     @model_validator(mode="after")

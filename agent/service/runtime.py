@@ -38,6 +38,7 @@ from agent.qc.manager import QCManager, status_of
 from agent.qc.prescriptions import PrescriptionStore
 from agent.qc.records import QCRecordStore
 from agent.qc.signatures import SignatureService
+from agent.records.desk import RecordsDesk
 from agent.service.clock import ClockMonitor
 from agent.service.config import Config
 from agent.service.migrate import import_legacy_stores
@@ -131,6 +132,11 @@ class Agent:
             on_change=self._on_release_change,
         )
         self.qc.prescriptions.on_dispensed = self.qc_programme.on_dispensed
+        # The radiopharmacy's records (issue 25): batches, releases, doses... on the same database.
+        self.records = RecordsDesk(
+            config.records, site=config.agent.site, zone=config.qc.zone, state=self.outbox,
+            audit=self.audit, users=config.web.users, notify=self.live.on_event,
+        )  # fmt: skip
         self.pipeline.qc = self.qc
         self.pipeline.qc_programme = self.qc_programme
         self.publisher = Publisher(
@@ -315,6 +321,7 @@ class Agent:
             await self.alerts.open()
             await self.qc.open()  # stored prescriptions
             await self.qc_programme.open()  # QC records, release states
+            await self.records.open()  # batch, release, dispensing... records
             self._report_damage()
             stack.push_async_callback(self._stop_web)
             await self._start_web()
@@ -668,6 +675,11 @@ class RuntimeConsoleBackend:
     async def recent_alerts(self, limit: int) -> list[Alert]:
         """The newest alerts, open or closed."""
         return await self._agent.alerts.all_alerts(limit=limit)
+
+    @property
+    def records(self) -> RecordsDesk:
+        """The radiopharmacy's records (the console's records pages)."""
+        return self._agent.records
 
     @property
     def dosage(self) -> QCEngine:

@@ -216,11 +216,12 @@ function showTab(name) {
   if (name === "alerts") loadAlerts();
   if (name === "audit") loadAudit();
   if (window.IsoQC) window.IsoQC.onTab(name);
+  if (window.IsoRecords) window.IsoRecords.onTab(name);
 }
 
 function currentTab() {
   const name = (location.hash || "#overview").slice(1);
-  return ["overview", "qc", "prescriptions", "alerts", "audit"].includes(name) ? name : "overview";
+  return ["overview", "qc", "prescriptions", "batches", "alerts", "audit"].includes(name) ? name : "overview";
 }
 
 // ------------------------------------------------------------------ health
@@ -609,7 +610,10 @@ function connectStream() {
     if (currentTab() === "audit") loadAudit();
     if (window.IsoQC) window.IsoQC.onRecord();  // dispensing records, signatures
   });
-  source.addEventListener("qc", () => { if (window.IsoQC) window.IsoQC.onRecord(); });
+  source.addEventListener("qc", () => {
+    if (window.IsoQC) window.IsoQC.onRecord();
+    if (window.IsoRecords) window.IsoRecords.onRecord();
+  });
   source.addEventListener("overflow", () => { source.close(); setTimeout(connectStream, 500); });
 }
 
