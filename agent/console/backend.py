@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from agent.qc.programme import CalibratorProgramme, QCSection
     from agent.qc.signatures import SignatureService
     from agent.records.desk import RecordsDesk
+    from agent.records.generators import GeneratorRecords
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +299,11 @@ class ConsoleBackend(Protocol):
     @property
     def records(self) -> RecordsDesk:
         """The radiopharmacy's records (batches, releases, doses...)."""
+        ...
+
+    @property
+    def generator_records(self) -> GeneratorRecords:
+        """Elutions, waste and shipments."""
         ...
 
     @property

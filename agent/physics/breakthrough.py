@@ -189,6 +189,10 @@ AL_LIMIT_PH_EUR_UG_ML = 5.0
 AL_LIMIT_USP_UG_ML = 10.0
 """USP Sodium Pertechnetate Tc 99m Injection: aluminium at most 10 µg/mL."""
 AL_LIMITS: dict[str, float] = {"ph_eur": AL_LIMIT_PH_EUR_UG_ML, "usp": AL_LIMIT_USP_UG_ML}
+AL_SOURCES: dict[str, str] = {
+    "ph_eur": "Ph. Eur. 0124 Sodium pertechnetate (99mTc) injection: Al <= 5 µg/mL",
+    "usp": "USP Sodium Pertechnetate Tc 99m Injection: Al <= 10 µg/mL",
+}
 
 SpotColour = Literal["lighter", "equal", "darker"]
 

@@ -39,6 +39,7 @@ from agent.qc.prescriptions import PrescriptionStore
 from agent.qc.records import QCRecordStore
 from agent.qc.signatures import SignatureService
 from agent.records.desk import RecordsDesk
+from agent.records.generators import GeneratorRecords, ReadingFanout
 from agent.service.clock import ClockMonitor
 from agent.service.config import Config
 from agent.service.migrate import import_legacy_stores
@@ -138,7 +139,7 @@ class Agent:
             audit=self.audit, users=config.web.users, notify=self.live.on_event,
         )  # fmt: skip
         self.pipeline.qc = self.qc
-        self.pipeline.qc_programme = self.qc_programme
+        self.pipeline.qc_programme = self._generator_records(config)
         self.publisher = Publisher(
             config.broker,
             self.outbox,
@@ -179,6 +180,14 @@ class Agent:
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
 
     # ------------------------------------------------------------------ status
+    def _generator_records(self, config: Config) -> ReadingFanout:
+        """Elutions, waste and shipments: their desks take readings beside the QC programme."""
+        self.generator_records = GeneratorRecords(
+            config.records, self.records, alerts=self.alerts, nuclides=self.nuclides,
+            calibrators=[(c.device, c.channel) for c in config.qc.calibrators],
+        )  # fmt: skip
+        return self.generator_records.fanout(self.qc_programme)
+
     def status_document(self, state: str) -> dict[str, Any]:
         """Retained status of CONTRACT.md §2."""
         return {
@@ -322,6 +331,7 @@ class Agent:
             await self.qc.open()  # stored prescriptions
             await self.qc_programme.open()  # QC records, release states
             await self.records.open()  # batch, release, dispensing... records
+            await self.generator_records.open()  # the generators' last elutions
             self._report_damage()
             stack.push_async_callback(self._stop_web)
             await self._start_web()
@@ -680,6 +690,11 @@ class RuntimeConsoleBackend:
     def records(self) -> RecordsDesk:
         """The radiopharmacy's records (the console's records pages)."""
         return self._agent.records
+
+    @property
+    def generator_records(self) -> GeneratorRecords:
+        """Elutions, waste and shipments (the console's generator and waste pages)."""
+        return self._agent.generator_records
 
     @property
     def dosage(self) -> QCEngine:
