@@ -87,7 +87,7 @@ def published(collector: Collector, tmp_path: Path, stream: str = "qc") -> list[
     """Verified items of `stream` the broker delivered."""
     jwk = json.loads((tmp_path / "keys" / "signing.pub.jwk").read_text())
     return [item for topic, doc, _p in decode_all(collector.envelopes(), jwk)
-            if topic.endswith(f"/{stream}") for item in doc["items"]]
+            if topic.split("/")[4:5] == [stream] for item in doc["items"]]
 
 
 def pdf_text(pdf: bytes, directory: Path, name: str) -> str:
