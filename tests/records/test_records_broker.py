@@ -31,7 +31,7 @@ AREA = {"id": "area-1", "type": "synthetic", "channels": ["dose_rate"], "unit": 
 
 
 async def call(session: aiohttp.ClientSession, agent: Any, path: str, who: str,
-               body: dict[str, Any] | None = None, status: int = 200) -> dict[str, Any]:
+               body: dict[str, Any] | None = None, *, status: int = 200) -> dict[str, Any]:
     method = session.get if body is None else session.post
     kwargs: dict[str, Any] = {"headers": basic(who)}
     if body is not None:
