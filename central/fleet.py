@@ -26,6 +26,7 @@ from central.completeness import report
 from central.config import IngestConfig
 from central.consumer import Consumer
 from central.envelope import KeyRegistry
+from central.shipments import listing as shipment_listing
 from central.store import connect
 
 STATIC = Path(__file__).parent / "static"
@@ -158,6 +159,7 @@ class FleetData:
                 )
             ]
             calibrators = self._calibrators(conn, statuses)
+            shipments = shipment_listing(conn)
             devices = [
                 {"site": s, "agent": a, "device": d, "channel": c}
                 for s, a, d, c in conn.execute(
@@ -181,7 +183,7 @@ class FleetData:
             })
             agents.append(entry)
         return {"agents": agents, "alerts": alerts, "calibrators": calibrators,
-                "devices": devices, "t": _iso(datetime.now(UTC))}
+                "shipments": shipments, "devices": devices, "t": _iso(datetime.now(UTC))}
 
     @staticmethod
     def _calibrators(conn: psycopg.Connection[Any],

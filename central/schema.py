@@ -20,7 +20,7 @@ log = structlog.get_logger("isoedge.central.schema")
 
 _LOCK_KEY = 0x15_0ED6E  # pg_advisory_xact_lock key of the migration
 
-# Version 1: the tables of CONTRACT.md §6 plus what completeness and repair need.
+# Version 1: the tables of docs/contract.md §6 plus what completeness and repair need.
 _V1 = """
 CREATE TABLE envelopes (
     site text NOT NULL,
@@ -258,7 +258,7 @@ LEFT JOIN item_ids i ON i.site = s.site AND i.agent = s.agent AND i.seq = r.seq
                     AND i.pos = r.pos;
 """
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 PARTITION_DAYS_AHEAD = 7
 
 
@@ -347,6 +347,55 @@ CREATE TABLE conflicting_envelopes (
 """
 
 
+# Version 8: shipments reconciled across sites (central/shipments.py): one row per shipment,
+# keyed by the sending site, filled from the sender's shipment record and the receiver's
+# receipt as they arrive, decided by the check cycle.
+_V8 = """
+CREATE TABLE shipments (
+    site text NOT NULL,
+    shipment_id text NOT NULL,
+    agent text,
+    record_id text,
+    destination_site text,
+    batch_id text,
+    product text,
+    nuclide text,
+    activity_mbq double precision,
+    reference_time timestamptz,
+    shipped timestamptz,
+    receipt_site text,
+    receipt_agent text,
+    receipt_id text,
+    measured_mbq double precision,
+    measured_at timestamptz,
+    received timestamptz,
+    reported_expected_mbq double precision,
+    expected_mbq double precision,
+    difference_pct double precision,
+    tolerance_pct double precision,
+    state text NOT NULL DEFAULT 'awaiting',
+    checked timestamptz,
+    updated timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (site, shipment_id)
+);
+CREATE INDEX shipments_open ON shipments (state)
+    WHERE checked IS NULL OR state IN ('awaiting', 'no_shipment');
+"""
+
+
+def _v8(conn: Conn) -> None:
+    from central.shipments import note_records  # noqa: PLC0415 - the migration's only use
+
+    conn.execute(_V8)
+    with conn.cursor() as cur:
+        rows = conn.execute(
+            "SELECT site, agent, body FROM events WHERE stream = 'qc'"
+            " AND body->>'kind' IN ('shipment', 'receipt') ORDER BY t"
+        ).fetchall()
+        for site, agent, body in rows:
+            note_records(cur, str(site), str(agent), [body])  # type: ignore[list-item]
+
+
 def timescale_available(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
     """Whether the server offers the timescaledb extension."""
     row = conn.execute(
@@ -378,6 +427,7 @@ _STEPS: list[tuple[int, str, Callable[[Conn], object]]] = [
     (6, "narrow, partitioned record; readings is a view", _v6),
     (7, "rejected bodies truncated with hash, alert severity, conflicts (docs/security.md)",
      lambda c: c.execute(_V7)),
+    (8, "shipments reconciled across sites", _v8),
 ]
 
 

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from agent.qc.prescriptions import Prescription, PrescriptionBook
     from agent.qc.programme import CalibratorProgramme, QCSection
     from agent.qc.signatures import SignatureService
-    from agent.records.desk import RecordsDesk
     from agent.records.generators import GeneratorRecords
+    from agent.records.service import Records
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +297,7 @@ class ConsoleBackend(Protocol):
         ...
 
     @property
-    def records(self) -> RecordsDesk:
+    def records(self) -> Records:
         """The radiopharmacy's records (batches, releases, doses...)."""
         ...
 

@@ -81,7 +81,7 @@ class GeneratorViews:
     def _person(self, request: web.Request, action: str = "performed") -> Principal:
         """A signed-in person whose role may sign `action` (403 otherwise)."""
         principal = principal_of(request)
-        roles = self.backend.records.signer.roles_allowed(action)
+        roles = self.backend.records.desk.signer.roles_allowed(action)
         if not principal.authenticated or principal.role not in roles:
             _fail("your role ({role}) may not do this; needed: {roles}", web.HTTPForbidden,
                   code="role_not_allowed", role=principal.role, roles=", ".join(roles))  # fmt: skip
@@ -89,7 +89,7 @@ class GeneratorViews:
 
     def _permissions(self, request: web.Request) -> dict[str, bool]:
         principal = principal_of(request)
-        signer = self.backend.records.signer
+        signer = self.backend.records.desk.signer
         return {action: principal.authenticated and principal.role in signer.roles_allowed(action)
                 for action in ("performed", "approved")}  # fmt: skip
 
@@ -108,7 +108,7 @@ class GeneratorViews:
             "records": (await desk.history())[:MAX_LIST],
             "reminders": await desk.reminders(),
             "limits": {"mo99": desk.rules.mo99_limit, "aluminium": desk.rules.aluminium_limit},
-            "timezone": str(self.backend.records.zone),
+            "timezone": str(self.backend.records.desk.zone),
             "permissions": self._permissions(request),
         })  # fmt: skip
 
@@ -131,7 +131,7 @@ class GeneratorViews:
         principal = self._person(request)
         body = await json_body(request)
         try:
-            first = await self.backend.records.get(text_field(body, "record", required=True))
+            first = await self.backend.records.desk.get(text_field(body, "record", required=True))
         except KeyError:
             _fail("no such record", web.HTTPNotFound)
         try:
@@ -207,7 +207,7 @@ class GeneratorViews:
             "containers": (await desk.containers())[:MAX_LIST],
             "runs": [r.as_dict() for r in desk.runs()[:MAX_LIST]],
             "monitor": None if desk.rules.monitor is None else desk.rules.monitor.model_dump(),
-            "timezone": str(self.backend.records.zone),
+            "timezone": str(self.backend.records.desk.zone),
             "permissions": self._permissions(request),
         })  # fmt: skip
 
@@ -273,7 +273,7 @@ class GeneratorViews:
     # ------------------------------------------------------------------ shipments
     async def shipments(self, request: web.Request) -> web.Response:
         """GET /api/shipments: shipments sent, receipts, receipts being assayed."""
-        records = self.backend.records
+        records = self.backend.records.desk
         return _json({
             "shipments": await records.listing("shipment", limit=MAX_LIST),
             "receipts": await records.listing("receipt", limit=MAX_LIST),

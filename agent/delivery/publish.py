@@ -1,4 +1,8 @@
-"""MQTT publisher: signed envelopes from the outbox, QoS 1, deleted only after PUBACK."""
+"""MQTT publisher: signed envelopes from the outbox, QoS 1.
+
+A PUBACK marks an envelope sent (recorded with the outbox's next commit); it stays in the outbox,
+byte-identical, as the replay archive until `archive_days` or `archive_mb` retires it.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ log = structlog.get_logger("isoedge.publish")
 _AIOMQTT_LOG = logging.getLogger("isoedge.mqtt")
 _AIOMQTT_LOG.setLevel(logging.ERROR)
 
-ACK_BATCH = 64  # PUBACKed envelopes deleted in one transaction ...
+ACK_BATCH = 64  # PUBACKed envelopes handed to the outbox together ...
 ACK_DELAY_S = 0.05  # ... or after this long, whichever comes first
 
 
@@ -312,7 +316,7 @@ class Publisher:
             if outcome.unavailable:
                 self.replay_info = {"from_seq": outcome.from_seq, "to_seq": outcome.to_seq,
                                     "sent": 0, "unavailable": outcome.unavailable,
-                                    "t": _now_text()}
+                                    "t": rfc3339_now()}
             self._replay_wanted.set()
         else:
             log.warning("replay request refused", reason=outcome.reason, detail=outcome.detail)
@@ -358,7 +362,7 @@ class Publisher:
                 else:
                     next_at = time.monotonic()
         self.replay_info = {"from_seq": first, "to_seq": last, "sent": sent,
-                            "unavailable": unavailable, "t": _now_text()}
+                            "unavailable": unavailable, "t": rfc3339_now()}
         log.info("replay request answered", from_seq=first, to_seq=last, sent=sent,
                  unavailable=unavailable)
         self.mark_status_dirty()
@@ -476,8 +480,3 @@ def _interleave(first: list[Envelope], second: list[Envelope]) -> list[Envelope]
             out.append(second[index])
     return out
 
-
-def _now_text() -> str:
-    from datetime import UTC, datetime  # noqa: PLC0415 - only when a replay is answered
-
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 
 from agent.core.reading import dumps_item, event_item, new_id, rfc3339
-from agent.qc.audit import AuditLog, Emit, StateWriter
+from agent.qc.audit import AuditLog, Emit
+from agent.state.writer import StateWriter
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -347,7 +348,9 @@ class AlertManager:
         """Acknowledge an alert with the person's name and a reason (both required).
 
         The alert's new state, the audit record and both stream events are one transaction:
-        this returns once it is committed, and a crash leaves either all of it or none.
+        this returns once it is committed, and a crash leaves either all of it or none. The
+        live view and the audit listeners are told only after the commit (never of an
+        acknowledgement that was not stored).
         """
         user, reason = (user or "").strip(), (reason or "").strip()
         if not user:
@@ -388,14 +391,16 @@ class AlertManager:
             [("alerts", "", dumps_item(event)), ("audit", "", dumps_item(record))],
             tag="alert.acknowledged",
         )
+        # Remembered at once, so a second acknowledgement racing this one is refused; the live
+        # view and the audit listeners hear of it only once it is committed.
         self._remember(alert)
-        self._tell("alerts", event)
-        self.audit.notify(record)
         try:
             await asyncio.wrap_future(done)
         except Exception:
             self._remember(current)  # not stored: memory follows the database
             raise
+        self._tell("alerts", event)
+        self.audit.notify(record)
         return alert
 
     def get(self, alert_id: str) -> Alert:

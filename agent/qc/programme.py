@@ -296,6 +296,9 @@ class SigningPolicy(StrictSection):
     performed: list[Role] = Field(default_factory=_roles("technologist", "radiopharmacist", "qa"))
     reviewed: list[Role] = Field(default_factory=_roles("radiopharmacist", "qa"))
     approved: list[Role] = Field(default_factory=_roles("qa"))
+    # The qualified person's decision on a batch or an eluate.
+    released: list[Role] = Field(default_factory=_roles("qa"))
+    rejected: list[Role] = Field(default_factory=_roles("qa"))
     acknowledge_alert: list[Role] = Field(default_factory=_roles("radiopharmacist", "qa"))
     review_audit: list[Role] = Field(default_factory=_roles("qa"))
     prescribe: list[Role] = Field(default_factory=_roles("radiopharmacist", "qa"))

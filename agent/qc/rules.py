@@ -278,6 +278,19 @@ class StaleEvaluator(RuleRuntime):
             if alerts.active_alert(self.name, key[0], key[1] or None) is not None:
                 self._last[key] = -math.inf  # still stale after a restart until data arrives
 
+    def watch_devices(self, devices: list[str], now: float) -> None:
+        """The enabled devices after a reload: an added one is watched from `now`."""
+        if self.config.device is not None:
+            return  # a rule about one device keeps watching it
+        channel = self.config.channel or ""
+        for device in devices:
+            self._last.setdefault((device, channel), now)
+        for key in [k for k in self._last if k[0] not in devices]:
+            del self._last[key]
+            self._offline.discard(key[0])
+            if self.alerts.active_alert(self.name, key[0], key[1] or None) is not None:
+                self._clear(key[0], key[1] or None, "device removed from the configuration")
+
     def _limit(self, device: str) -> float | None:
         if self.config.after_s is not None:
             return self.config.after_s

@@ -21,9 +21,10 @@ from agent.records.store import RecordStore, effective
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
-    from agent.qc.audit import AuditLog, Emit, StateWriter
+    from agent.qc.audit import AuditLog, Emit
     from agent.qc.signatures import User
     from agent.records.config import RecordsSection
+    from agent.state.writer import StateWriter
 
 log = structlog.get_logger("isoedge.records")
 

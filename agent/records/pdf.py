@@ -1,10 +1,9 @@
-"""PDF of records of any kind (reportlab, the QC reports' fonts, layout and languages).
+"""PDF building blocks of records (reportlab, the QC reports' fonts, layout and languages).
 
-`records_report()` writes a summary table, then every record: its fields as the kind's section
-prints them (`SECTIONS`, registered by the kinds' modules) or, for a kind without one, as a
-generic table of its fields, then each signature with its meaning, printed name, site and UTC
-times and the record's SHA-256. Labels are the catalog's (`FIELD_LABELS`); values stay the
-record's own codes and numbers, formatted in the report's language. Returns bytes: no I/O.
+Per kind, what prints a record's fields (`SECTIONS`, registered with `@section(kind)` by the
+modules agent.records.report imports), else `generic_section`: a table of its fields. Labels
+are the catalog's (`FIELD_LABELS`); values stay the record's own codes and numbers, formatted
+in the report's language.
 """
 
 from __future__ import annotations
@@ -14,13 +13,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agent.core.i18n import N_, format_datetime, format_number
-from agent.qc.reports import _code, _Doc, _signature_rows, _site_line
+from agent.qc.reports import _code, _Doc
 from agent.records.generator_labels import GENERATOR_LABELS
-from agent.records.kinds import kind_of
-from agent.records.store import subject_of
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
     from zoneinfo import ZoneInfo
 
 Doc = _Doc
@@ -139,65 +135,6 @@ def generic_section(doc: _Doc, record: dict[str, Any], zone: ZoneInfo | None) ->
         doc.table(table)
 
 
-def record_section(doc: _Doc, record: dict[str, Any], zone: ZoneInfo | None) -> None:
-    """One record: heading, its kind's fields, its signatures."""
-    kind = kind_of(record)
-    title = doc.tr(KIND_TITLES.get(kind, kind))
-    subject = subject_of(record)
-    heading = f"{title} — {subject}" if subject else title
-    doc.h3(f"{heading} — {format_datetime(record['t'], doc.lang, zone)}")
-    if record.get("corrects"):
-        doc.p(doc.tr("This record corrects record {id}.", id=record["corrects"]))
-    SECTIONS.get(kind, generic_section)(doc, record, zone)
-    doc.p(doc.tr("Record {id}, content SHA-256 of the record without signatures below.",
-                 id=record["id"]), small=True)  # fmt: skip
-    doc.table(_signature_rows(doc, record, []), [24, 40, 30, 30, 56])
-    doc.space()
-
-
-def _outcome(record: dict[str, Any]) -> Any:
-    for key in ("decision", "result", "status"):
-        if record.get(key) is not None:
-            return record[key]
-    return None
-
-
-def records_report(
-    records: Sequence[dict[str, Any]],
-    kind: str,
-    *,
-    site: str,
-    zone: ZoneInfo | None,
-    period: str = "",
-    lang: str = "en",
-) -> bytes:
-    """The PDF of `records` (all of `kind`), oldest first: a summary, then every record."""
-    doc = _Doc(REPORT_TITLES.get(kind, kind), "", lang=lang)
-    doc.title = doc.tr(REPORT_TITLES.get(kind, kind))
-    doc.story.clear()
-    doc.h1(doc.title)
-    line = _site_line(doc.lang, site, period)
-    if line:
-        doc.p(line)
-    rows: list[list[Any]] = [[doc.tr("performed"), doc.tr("subject"), doc.tr("result"),
-                              doc.tr("signed by"), doc.tr("record id")]]  # fmt: skip
-    for record in records:
-        signers = ", ".join(
-            f"{s.get('name', '')} ({_code(doc, s.get('meaning'))})"
-            for s in record.get("signatures", [])
-        )
-        rows.append([format_datetime(record["t"], doc.lang, zone), subject_of(record) or "",
-                     value_text(doc, _outcome(record), zone), signers, record["id"]])  # fmt: skip
-    if not records:
-        doc.p(doc.tr("No records in this period."))
-    else:
-        doc.table(rows, [34, 34, 24, 50, 38])
-        doc.space()
-        for record in records:
-            record_section(doc, record, zone)
-    return doc.pdf()
-
-
 __all__ = [
     "FIELD_LABELS",
     "KIND_TITLES",
@@ -205,8 +142,6 @@ __all__ = [
     "Doc",
     "generic_section",
     "label",
-    "record_section",
-    "records_report",
     "section",
     "value_text",
 ]

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from datetime import datetime
     from pathlib import Path
 
-    from agent.qc.audit import Emit, StateWriter
+    from agent.qc.audit import Emit
+    from agent.state.writer import StateWriter
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (

@@ -1,4 +1,4 @@
-"""The `isoedge` command line (CONTRACT.md §1). Exit codes: 0 ok, 1 runtime failure, 2 usage."""
+"""The `isoedge` command line (docs/contract.md §1). Exit codes: 0 ok, 1 runtime error, 2 usage."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from agent.core.version import __version__
 
-DEFAULT_CONFIG = "/etc/isoedge/isoedge.toml"  # CONTRACT.md §4
+DEFAULT_CONFIG = "/etc/isoedge/isoedge.toml"  # docs/contract.md §4
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -105,7 +105,7 @@ def _records(  # noqa: PLR0917 - the report's filters
     site: str, zone: ZoneInfo, period: str, lang: str,
 ) -> tuple[bytes, int]:  # fmt: skip
     """Signed records of one kind (agent.records), oldest first; corrected ones are kept."""
-    from agent.records.pdf import records_report  # noqa: PLC0415
+    from agent.records.report import records_report  # noqa: PLC0415
     from agent.records.store import read_records  # noqa: PLC0415
 
     records = read_records(

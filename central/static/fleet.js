@@ -57,6 +57,29 @@ function renderCalibrators(cals) {
   }).join("");
 }
 
+// Shipment states (central/shipments.py), shown in the page's language.
+const SHIPMENT_STATES = {
+  awaiting: N_("awaiting receipt"), within: N_("within tolerance"),
+  out_of_tolerance: N_("out of tolerance"), misrouted: N_("received at another site"),
+  unmatched: N_("no receipt"), no_shipment: N_("no shipment record"), invalid: N_("unknown nuclide"),
+};
+const num = (v, digits) => (v == null ? "–" : Number(v).toFixed(digits));
+
+function renderShipments(shipments) {
+  $("no-shipments").hidden = shipments.length > 0;
+  $("shipments").querySelector("tbody").innerHTML = shipments.map((s) => {
+    const cls = s.state === "within" ? "ok" : s.state === "awaiting" ? "warn" : "bad";
+    const to = s.receipt_site && s.receipt_site !== s.destination_site
+      ? `${esc(s.destination_site)} → ${esc(s.receipt_site)}` : esc(s.destination_site || s.receipt_site);
+    return `<tr data-shipment="${esc(s.site)}/${esc(s.shipment_id)}" data-state="${esc(s.state)}">
+      <td>${esc(s.shipment_id)}<br><span class="muted">${when(s.shipped || s.received)}</span></td>
+      <td>${esc(s.site)}</td><td>${to}</td><td>${esc(s.nuclide || "–")}</td>
+      <td>${num(s.activity_mbq, 1)}</td><td>${num(s.expected_mbq, 1)}</td><td>${num(s.measured_mbq, 1)}</td>
+      <td>${s.difference_pct == null ? "–" : `${num(s.difference_pct, 2)} %`}</td>
+      <td>${badge(_(SHIPMENT_STATES[s.state] || s.state), cls)}</td></tr>`;
+  }).join("");
+}
+
 function renderDevices(devices) {
   const key = JSON.stringify(devices);
   if (key === devicesKey) return;
@@ -118,6 +141,7 @@ async function refresh() {
     renderAgents(data.agents);
     renderAlerts(data.alerts);
     renderCalibrators(data.calibrators);
+    renderShipments(data.shipments || []);
     renderDevices(data.devices);
     $("updated").textContent = _("updated {time}", { time: new Date(data.t).toLocaleTimeString(I18N.lang) });
   } catch (err) {

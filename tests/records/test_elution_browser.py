@@ -96,7 +96,7 @@ async def test_tc99m_elution_in_the_browser(tmp_path: Path, mosquitto: Any, chro
                 pdf_path = await elute_in_the_page(page, agent, sim, tmp_path)
             finally:
                 await browser.close()
-            records = await agent.records.listing("elution")
+            records = await agent.records.desk.listing("elution")
             assert len(records) == 1
             record = records[0]
 

@@ -18,7 +18,7 @@ from records_harness import RecordsBench
 
 from agent.qc.records import canonical_json
 from agent.records.kinds import RecordError, kind_of, record_sha256, verify
-from agent.records.pdf import records_report
+from agent.records.report import records_report
 from agent.records.signer import SignatureError
 from agent.records.store import read_records
 

@@ -21,7 +21,6 @@ from ingestproc import IngestProcess, query, write_ingest_config
 from synth import Publisher, SynthAgent
 
 from agent.tools.mosquitto import free_port
-from central.pgserver import PostgresServer
 
 CHAIN_BREAKS_SQL = """
 SELECT count(*) FROM envelopes e
@@ -110,7 +109,7 @@ class Rig:
                      " central_alerts WHERE kind = %s AND cleared IS NULL ORDER BY id", (kind,))
 
 
-def make_rig(tmp_path: Path, mosquitto: Any, postgres: PostgresServer, inbound: str = "",
+def make_rig(tmp_path: Path, mosquitto: Any, postgres: Any, inbound: str = "",
              web: str = "") -> Rig:
     agent = SynthAgent("lab1", "edge1", tmp_path / "keys-edge1")
     port = free_port()
