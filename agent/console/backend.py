@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from agent.qc.prescriptions import Prescription, PrescriptionBook
     from agent.qc.programme import CalibratorProgramme, QCSection
     from agent.qc.signatures import SignatureService
+    from agent.records.generators import GeneratorRecords
     from agent.records.service import Records
 
 
@@ -303,6 +304,11 @@ class ConsoleBackend(Protocol):
     @property
     def records(self) -> Records:
         """The radiopharmacy's records (batches, releases, doses...)."""
+        ...
+
+    @property
+    def generator_records(self) -> GeneratorRecords:
+        """Elutions, waste and shipments."""
         ...
 
     @property

@@ -38,6 +38,7 @@ from agent.qc.manager import QCManager, status_of
 from agent.qc.prescriptions import PrescriptionStore
 from agent.qc.records import QCRecordStore
 from agent.qc.signatures import SignatureService
+from agent.records.generators import GeneratorRecords, ReadingFanout
 from agent.records.service import Records
 from agent.service.clock import ClockMonitor
 from agent.service.config import Config
@@ -147,7 +148,7 @@ class Agent:
         # The radiopharmacy's records (issue 25): batches, releases, doses... on the same database.
         self.records = self._records(config)
         self.pipeline.qc = self.qc
-        self.pipeline.qc_programme = self.qc_programme
+        self.pipeline.qc_programme = self._generator_records(config)
         self.publisher = Publisher(
             config.broker,
             self.outbox,
@@ -190,6 +191,14 @@ class Agent:
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
 
     # ------------------------------------------------------------------ status
+    def _generator_records(self, config: Config) -> ReadingFanout:
+        """Elutions, waste and shipments: their desks take readings beside the QC programme."""
+        self.generator_records = GeneratorRecords(
+            config.records, self.records.desk, alerts=self.alerts, nuclides=self.nuclides,
+            calibrators=[(c.device, c.channel) for c in config.qc.calibrators],
+        )  # fmt: skip
+        return self.generator_records.fanout(self.qc_programme)
+
     def status_document(self, state: str) -> dict[str, Any]:
         """Retained status of docs/contract.md §2."""
         return {
@@ -356,6 +365,7 @@ class Agent:
             await self.qc.open()  # stored prescriptions
             await self.qc_programme.open()  # QC records, release states
             await self.records.open()  # batch, release, dispensing... records
+            await self.generator_records.open()  # the generators' last elutions
             self._report_damage()
             stack.push_async_callback(self._stop_web)
             await self._start_web()
@@ -724,6 +734,11 @@ class RuntimeConsoleBackend:
     def records(self) -> Records:
         """The radiopharmacy's records (the console's records pages)."""
         return self._agent.records
+
+    @property
+    def generator_records(self) -> GeneratorRecords:
+        """Elutions, waste and shipments (the console's generator and waste pages)."""
+        return self._agent.generator_records
 
     @property
     def dosage(self) -> QCEngine:

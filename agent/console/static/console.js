@@ -258,11 +258,12 @@ function showTab(name) {
   if (name === "audit") loadAudit();
   if (window.IsoQC) window.IsoQC.onTab(name);
   if (window.IsoRecords) window.IsoRecords.onTab(name);
+  if (window.IsoGenerators) window.IsoGenerators.onTab(name);
 }
 
 function currentTab() {
   const name = (location.hash || "#overview").slice(1);
-  return ["overview", "qc", "prescriptions", "batches", "alerts", "audit"].includes(name) ? name : "overview";
+  return ["overview", "qc", "prescriptions", "batches", "elutions", "waste", "alerts", "audit"].includes(name) ? name : "overview";
 }
 
 // ------------------------------------------------------------------ health
@@ -666,6 +667,7 @@ function connectStream() {
   source.addEventListener("qc", () => {
     if (window.IsoQC) window.IsoQC.onRecord();
     if (window.IsoRecords) window.IsoRecords.onRecord();
+    if (window.IsoGenerators) window.IsoGenerators.onRecord();
   });
   source.addEventListener("overflow", () => { source.close(); setTimeout(connectStream, 500); });
 }
