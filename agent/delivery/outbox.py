@@ -59,51 +59,25 @@ from agent.delivery.damage import DamagedDatabaseError, DamageReport, check_data
 from agent.delivery.signing import Signer
 from agent.state.diskspace import DiskSpacePolicy, SpaceState, is_disk_full
 from agent.state.pressure import Pressure
+from agent.state.schema import (
+    SCHEMA,
+    WAL_AUTOCHECKPOINT,
+    connect,
+    has_column,
+    has_table,
+    migrate_archive,
+    migrate_compact,
+    migrate_pending,
+    signer_id,
+    signers,
+    used_bytes,
+)
 from agent.state.writer import Apply
 
 log = structlog.get_logger("isoedge.outbox")
 
 T = TypeVar("T")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS batches (
-    id INTEGER PRIMARY KEY,
-    stream TEXT NOT NULL,
-    device TEXT NOT NULL,
-    created REAL NOT NULL,
-    n_items INTEGER NOT NULL,
-    items TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS envelopes (
-    seq INTEGER PRIMARY KEY,
-    topic TEXT NOT NULL,
-    stream TEXT NOT NULL,
-    device TEXT NOT NULL,
-    n_items INTEGER NOT NULL,
-    created REAL NOT NULL,
-    body BLOB NOT NULL,
-    payload BLOB,
-    sig BLOB,
-    signer INTEGER,
-    size INTEGER
-);
-CREATE TABLE IF NOT EXISTS signers (id INTEGER PRIMARY KEY, protected TEXT NOT NULL UNIQUE);
-CREATE TABLE IF NOT EXISTS chain (
-    k INTEGER PRIMARY KEY CHECK (k = 1),
-    last_seq INTEGER NOT NULL,
-    last_hash TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS sent (
-    seq INTEGER PRIMARY KEY,
-    sent REAL NOT NULL,
-    size INTEGER NOT NULL
-);
-"""
-
-PAGE_SIZE = 1024  # bytes per page of a new database (measured: docs/benchmarks.md, issue 22)
-WAL_AUTOCHECKPOINT = 1000  # pages; the WAL is then written again from its start (reused)
-WAL_SIZE_LIMIT = 2 * 1024 * 1024  # a WAL grown beyond this (journal_size_limit) is cut back
 RECENT_BYTES = 4 * 1024 * 1024  # bodies of envelopes just cut kept for the publisher
 ARCHIVE_YIELD = 0.7  # under quota pressure the archive shrinks until the database is this full
 
@@ -604,35 +578,19 @@ class Outbox:
         return self._db
 
     def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level="DEFERRED", check_same_thread=False)
-        # A new database gets small pages (a commit rewrites every page it touches); an
-        # existing one keeps its page size (changing it needs a VACUUM).
-        db.execute(f"PRAGMA page_size={PAGE_SIZE}")
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={'FULL' if self.fsync == 'full' else 'NORMAL'}")
-        # The WAL is checkpointed every WAL_AUTOCHECKPOINT pages and then written again from
-        # its start (the file is reused, not truncated and regrown); only a WAL a long
-        # transaction grew beyond WAL_SIZE_LIMIT is cut back, so the quota (which counts
-        # database pages in use) stays the real disk bound.
-        db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
-        db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-        # Deleted content is zeroed only on pages written anyway: with secure_delete ON (some
-        # distributions' default) every freed page of a deleted envelope was written again,
-        # through the WAL, doubling what a reading costs the card and growing the WAL by a
-        # whole drained backlog.
-        db.execute("PRAGMA secure_delete=FAST")
+        db = connect(self.path, fsync=self.fsync)
         db.executescript(SCHEMA)
-        _migrate_compact(db)
-        self._signer_id = _signer_id(db, self.signer.protected_header())
-        self._protected_by_id = _signers(db)
+        migrate_compact(db)
+        self._signer_id = signer_id(db, self.signer.protected_header())
+        self._protected_by_id = signers(db)
         row = db.execute("SELECT last_seq, last_hash FROM chain WHERE k = 1").fetchone()
         if row is None:
             db.execute("INSERT INTO chain (k, last_seq, last_hash) VALUES (1, 0, '')")
             db.commit()
         else:
             self.cutter.reset(int(row[0]), str(row[1]))
-        _migrate_pending(db)
-        _migrate_archive(db)
+        migrate_pending(db)
+        migrate_archive(db)
         self.archive.load(db)
         self._sent_floor = (_first_unsent(db, 0) or self.last_seq + 1) - 1
         self._load_pending(db)
@@ -1254,17 +1212,6 @@ def _fault_point(where: str, applied: list[tuple[_Write, Any]]) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def used_bytes(db: sqlite3.Connection) -> int:
-    """Bytes of database pages in use (WAL frames included), less pages free for reuse.
-
-    The one disk figure: what the quota counts, what `outbox status` and /metrics show.
-    """
-    page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
-    pages = int(db.execute("PRAGMA page_count").fetchone()[0])
-    free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
-    return (pages - free) * page_size
-
-
 def _first_unsent(db: sqlite3.Connection, after: int) -> int | None:
     """The oldest envelope after `after` not yet PUBACKed, None when there is none."""
     row = db.execute(
@@ -1294,9 +1241,9 @@ def stored_envelopes(
     For tools and tests that read an outbox database from outside the agent.
     """
     where, params = ("WHERE stream = ?", (stream,)) if stream is not None else ("", ())
-    has_compact = _has_column(db, "envelopes", "payload")
+    has_compact = has_column(db, "envelopes", "payload")
     columns = _COLUMNS if has_compact else "e.seq, e.topic, e.body, NULL, NULL, NULL"
-    protected = _signers(db) if _has_table(db, "signers") else {}
+    protected = signers(db) if has_table(db, "signers") else {}
     rows = db.execute(
         f"SELECT {columns}, e.stream FROM envelopes e {where} ORDER BY seq",  # noqa: S608 - fixed fragments
         params,
@@ -1304,67 +1251,8 @@ def stored_envelopes(
     return [(int(r[0]), str(r[6]), _rebuild(r, protected)) for r in rows]
 
 
-def _has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
-    return any(r[1] == column for r in db.execute(f"PRAGMA table_info({table})"))
-
-
-def _migrate_compact(db: sqlite3.Connection) -> None:
-    """An outbox whose envelopes hold only their signed bytes: columns for compact rows."""
-    if _has_column(db, "envelopes", "payload"):
-        return
-    for column in ("payload BLOB", "sig BLOB", "signer INTEGER", "size INTEGER"):
-        db.execute(f"ALTER TABLE envelopes ADD COLUMN {column}")
-    db.commit()
-
-
-def _signer_id(db: sqlite3.Connection, protected: str) -> int:
-    """The id of a key's protected header in `signers` (added when new)."""
-    db.execute("INSERT OR IGNORE INTO signers (protected) VALUES (?)", (protected,))
-    db.commit()
-    return int(db.execute("SELECT id FROM signers WHERE protected = ?",
-                          (protected,)).fetchone()[0])
-
-
-def _signers(db: sqlite3.Connection) -> dict[int, str]:
-    return {int(i): str(p) for i, p in db.execute("SELECT id, protected FROM signers")}
-
-
-def _has_table(db: sqlite3.Connection, name: str) -> bool:
-    """True when the database has a table of that name (older layouts lack or keep some)."""
-    return db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-    ).fetchone() is not None
-
-
-def _migrate_archive(db: sqlite3.Connection) -> None:
-    """An outbox with a separate `archive` table (copies of sent envelopes): kept in place."""
-    if not _has_table(db, "archive"):
-        return
-    db.execute(
-        "INSERT OR IGNORE INTO envelopes (seq, topic, stream, device, n_items, created, body)"
-        " SELECT seq, topic, '', '', 0, archived, body FROM archive"
-    )
-    db.execute(
-        "INSERT OR IGNORE INTO sent (seq, sent, size) SELECT seq, archived, size FROM archive"
-    )
-    db.execute("DROP TABLE archive")
-    db.commit()
-
-
-def _migrate_pending(db: sqlite3.Connection) -> None:
-    """An outbox written by a version with one `pending` row per item: each becomes a batch."""
-    if not _has_table(db, "pending"):
-        return
-    db.execute(
-        "INSERT INTO batches (id, stream, device, created, n_items, items)"
-        " SELECT id, stream, device, created, 1, item FROM pending ORDER BY id"
-    )
-    db.execute("DROP TABLE pending")
-    db.commit()
-
-
 def _stats(db: sqlite3.Connection, acked: list[int] | None = None) -> OutboxStats:
-    has_sent = _has_table(db, "sent")
+    has_sent = has_table(db, "sent")
     count, items, oldest = db.execute(
         "SELECT COUNT(*), COALESCE(SUM(n_items), 0), MIN(created) FROM envelopes e"  # noqa: S608 - a fixed fragment
         f" WHERE {_UNSENT}"
