@@ -50,8 +50,11 @@ enabled = false
     return path
 
 
-def counter_devices(n: int, interval: float = 0.01, priorities: list[int] | None = None) -> str:
-    """`n` synthetic counter devices, two channels each: values 1, 2, 3 ... per channel."""
+def counter_devices(n: int, interval: float = 0.01, priorities: list[int] | None = None,
+                    channels: int = 2) -> str:
+    """`n` synthetic counter devices, `channels` channels each (a, b, ...): values 1, 2, 3 ...
+    per channel."""
+    names = ", ".join(f'"{chr(ord("a") + c)}"' for c in range(channels))
     blocks = []
     for i in range(n):
         priority = priorities[i] if priorities else 1
@@ -60,7 +63,7 @@ def counter_devices(n: int, interval: float = 0.01, priorities: list[int] | None
 id = "dev-{i}"
 type = "synthetic"
 mode = "counter"
-channels = ["a", "b"]
+channels = [{names}]
 unit = "uSv/h"
 poll_interval_s = {interval}
 priority = {priority}

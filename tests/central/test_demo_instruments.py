@@ -18,6 +18,7 @@ import psycopg
 from helpers import cli_env, free_port, isoedge_cmd, wait_until
 from ingestproc import IngestProcess, query, report, write_ingest_config
 
+from agent.delivery.outbox import stored_envelopes
 from agent.delivery.signing import PUBLIC_JWK_NAME, generate_key_files
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,9 +28,9 @@ def _outbox_envelopes(state: Path) -> dict[int, dict[str, Any]]:
     """Every envelope the agent signed (its outbox keeps sent ones as the replay archive)."""
     (path,) = [p for p in (state / "state").rglob("*.db") if "outbox" in p.name]
     with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT seq, body FROM envelopes ORDER BY seq").fetchall()
+        rows = stored_envelopes(db)
     out = {}
-    for seq, body in rows:
+    for seq, _stream, body in rows:
         payload = orjson.loads(body)["payload"]
         out[int(seq)] = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     return out
