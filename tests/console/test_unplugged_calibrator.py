@@ -39,8 +39,12 @@ async def wait_for(check, timeout: float):
 
 async def test_unplugged_calibrator_is_offline_and_stale_within_its_timeout(tmp_path, mosquitto):
     sim = DoseCalibratorSimulator("capintec_crc15", "pty", "F-18", 0.001, seed=3, noise=True)
-    address = await sim.start()
-    devices = [{"id": CAL, "type": "capintec_crc15", "port": address, "poll_interval_s": 0.1,
+    # The agent opens the instrument by a link that vanishes with it, as /dev/serial/by-id/...
+    # does when a USB instrument is unplugged: the pseudo-terminal's own number is reused by
+    # the next one opened anywhere on the machine (another test), which is not this device.
+    link = tmp_path / "usb-capintec-crc15"
+    link.symlink_to(await sim.start())
+    devices = [{"id": CAL, "type": "capintec_crc15", "port": str(link), "poll_interval_s": 0.1,
                 "timeout_s": TIMEOUT_S, "backoff": {"initial_s": 0.2, "max_s": 0.5}}]
     stopped = False
     try:
@@ -58,6 +62,7 @@ async def test_unplugged_calibrator_is_offline_and_stale_within_its_timeout(tmp_
             await wait_for(live, 30)
             assert (await healthz(session, agent))[0] == 200
             # Unplug: the instrument stops answering; the agent keeps trying to reconnect.
+            link.unlink()
             await sim.stop()
             stopped = True
             unplugged = time.monotonic()

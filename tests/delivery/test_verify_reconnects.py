@@ -20,7 +20,9 @@ def test_verify_reconnects_across_a_broker_restart_and_prints_its_report(tmp_pat
     verify = subprocess.Popen(
         isoedge_cmd("verify", "--broker", mosquitto.url, "--key",
                     str(tmp_path / "keys" / "signing.pub.jwk"), "--topic", "isoedge/v1/#",
-                    "--duration", "25", "--allow-redelivery"),
+                    # Ends on a state: 26 envelopes, the first ~20 before the restart below
+                    # and the rest after it (the duration only caps it).
+                    "--count", "26", "--duration", "60", "--allow-redelivery"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
     try:
         assert verify.stderr is not None
@@ -33,7 +35,7 @@ def test_verify_reconnects_across_a_broker_restart_and_prints_its_report(tmp_pat
         mosquitto.stop()
         time.sleep(1)  # both clients see the broker gone
         mosquitto.start()
-        out, err = verify.communicate(timeout=60)
+        out, err = verify.communicate(timeout=90)
     finally:
         agent.stop_quietly()
         if verify.poll() is None:
