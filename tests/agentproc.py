@@ -10,11 +10,13 @@ from typing import Any
 
 from helpers import cli_env, isoedge_cmd
 
+from agent.delivery.signing import generate_key_files
+
 
 def make_keys(directory: Path) -> dict[str, Any]:
-    """`isoedge keygen --out DIR`; returns the public JWK."""
-    subprocess.run(isoedge_cmd("keygen", "--out", str(directory)), check=True, env=cli_env(),
-                   capture_output=True)
+    """The files `isoedge keygen --out DIR` writes (the same function, in this process: the
+    CLI's own behaviour is tests/delivery/test_signing.py's); returns the public JWK."""
+    generate_key_files(directory)
     return dict(json.loads((directory / "signing.pub.jwk").read_text()))
 
 

@@ -24,12 +24,10 @@ from datetime import UTC, datetime
 
 from agent.core.reading import rfc3339
 from agent.delivery.signing import Signer, b64url, jws_bytes
+from agent.delivery.verification import MAX_ENVELOPE_ITEM_BYTES
 
 ZLIB_LEVEL = 1  # envelope payloads, compressed (JSON readings: ~4x at the demo's load)
 
-# Items of one envelope at most this many bytes, so its base64url payload stays under the
-# 128 000 bytes that JOSE libraries accept by default (joserfc's max_payload_length).
-MAX_ENVELOPE_ITEM_BYTES = 90_000
 
 TopicFn = Callable[[str, str], str]
 

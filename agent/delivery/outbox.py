@@ -47,7 +47,6 @@ import structlog
 from agent.core.reading import rfc3339
 from agent.delivery.archive import DELETE_CHUNK, ReplayArchive
 from agent.delivery.cutter import (
-    MAX_ENVELOPE_ITEM_BYTES,
     EnvelopeCutter,
     TopicFn,
     envelope_spans,
@@ -55,6 +54,7 @@ from agent.delivery.cutter import (
 )
 from agent.delivery.damage import DamagedDatabaseError, DamageReport, check_database, move_aside
 from agent.delivery.signing import Signer
+from agent.delivery.verification import MAX_ENVELOPE_ITEM_BYTES
 from agent.state.database import StateDatabase, StateDatabaseError, Write, fault_point
 from agent.state.diskspace import DiskSpacePolicy, SpaceState, is_disk_full
 from agent.state.pressure import Pressure

@@ -81,7 +81,8 @@ class QCEngine:
         self.prescriptions = PrescriptionBook()
         self._prescription_store = prescriptions
         self._clock = clock
-        polls = dict(poll_intervals)
+        # One dict shared by the stale rules: a reload updates it in place.
+        self._polls = polls = dict(poll_intervals)
         now = clock()
         self._rules: list[RuleRuntime] = []
         for rule in rules:
@@ -158,6 +159,19 @@ class QCEngine:
                 rule.on_device_state(device, state, detail, now)
             except Exception:
                 log.exception("QC rule failed on a device state", rule=rule.name, device=device)
+
+    def set_poll_intervals(self, poll_intervals: Mapping[str, float]) -> None:
+        """The enabled devices changed (a reload): their poll intervals, for the stale rules.
+
+        An added device is watched from now (no data for N x its poll interval raises its
+        stale alert); a removed one is no longer watched.
+        """
+        self._polls.clear()
+        self._polls.update(poll_intervals)
+        now = self._clock()
+        for rule in self._rules:
+            if isinstance(rule, StaleEvaluator):
+                rule.watch_devices(list(poll_intervals), now)
 
     def tick(self) -> None:
         """Time-based rules (stale data, offline duration); call about once a second."""

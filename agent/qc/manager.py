@@ -19,27 +19,37 @@ flagged (`calibrator_release: on_hold`); a dosage dispensed on it raises a criti
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 import threading
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from agent.core.i18n import N_
+from agent.core.messages import Message, msg
 from agent.core.reading import new_id, rfc3339
 from agent.physics.correction import decay_correct
 from agent.physics.halflife import FitError
 from agent.physics.nuclides import normalize_nuclide
-from agent.qc.linearity import LinearityResult, analyse_decay
-from agent.qc.programme import SCHEDULE_PERIOD, TEST_KINDS
+from agent.qc.errors import QCError
+from agent.qc.guided import (
+    Step,
+    TestRun,
+    advance,
+    make_step,
+    offer,
+    overall_result,
+    settle,
+    worst_step,
+)
+from agent.qc.linearity import analyse_decay
 from agent.qc.records import canonical_json, content_hash
+from agent.qc.release import ReleaseState, TestHistory, compute_release
 from agent.qc.rules import activity_mbq
+from agent.qc.signed_records import Meaning, SignedActions, Signer, performers
 
 if TYPE_CHECKING:
     from agent.core.reading import Reading
@@ -52,135 +62,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("isoedge.qc.manager")
 
-_RANK = {"pass": 0, "action": 1, "fail": 2}
-_MIN_FRACTION = 0.5  # a reading below this x expected: the source is not (yet) in
-_REMOVED_FRACTION = 0.1  # below this x the previous measurement: the sample was taken out
 _SERIES_JUMP = 0.25  # linearity: a reading this far off the decay is not the sample
-
-
-class QCError(ValueError):
-    """A QC request that cannot be carried out (unknown device, test not configured...)."""
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass
-class Step:
-    """One step of a guided test: what the technologist does and what IsoEdge measured."""
-
-    index: int
-    instruction: str
-    kind: str  # "source" | "background" | "sample"
-    setting: str | None = None
-    source: str | None = None
-    container: str | None = None
-    ratio: float = 1.0
-    expected_mbq: float | None = None
-    uncertainty_mbq: float | None = None
-    requires_removal: bool = False
-    state: str = "pending"  # pending | active | done
-    measured_mbq: float | None = None
-    measured_at: datetime | None = None
-    readings: list[str] = field(default_factory=list)
-    deviation_pct: float | None = None
-    result: str | None = None
-    seen_setting: str | None = None
-    seen_mbq: float | None = None
-    removal_seen: bool = False
-    # The operator's go-ahead (a catalog id: "Chamber empty — measure"): until they press it,
-    # the step takes no reading (a background cannot fail on a vial still in the chamber).
-    confirm: str | None = None
-    confirmed_by: str | None = None
-    confirmed_at: datetime | None = None
-    # The instruction as a catalog id and its parameters (the page shows it translated).
-    text: tuple[str, dict[str, str]] | None = None
-    _buffer: deque[tuple[float, str]] = field(default_factory=deque, repr=False)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON form (console, records)."""
-        return {
-            "index": self.index,
-            "instruction": self.instruction,
-            "instruction_i18n": list(self.text) if self.text else None,
-            "kind": self.kind,
-            "setting": self.setting,
-            "source": self.source,
-            "container": self.container,
-            "expected_mbq": self.expected_mbq,
-            "uncertainty_mbq": self.uncertainty_mbq,
-            "state": self.state,
-            "measured_mbq": self.measured_mbq,
-            "measured_at": None if self.measured_at is None else rfc3339(self.measured_at),
-            "readings": list(self.readings),
-            "deviation_pct": None if self.deviation_pct is None else round(self.deviation_pct, 4),
-            "result": self.result,
-            "seen_setting": self.seen_setting,
-            "seen_mbq": self.seen_mbq,
-            "confirm": self.confirm,
-            "confirmed_by": self.confirmed_by,
-            "confirmed_at": None if self.confirmed_at is None else rfc3339(self.confirmed_at),
-        }
-
-    @property
-    def waiting_for_operator(self) -> bool:
-        """True while the step waits for its operator's go-ahead."""
-        return self.confirm is not None and self.confirmed_at is None
-
-
-@dataclass
-class TestRun:
-    """A test in progress or completed, awaiting its performer's signature."""
-
-    id: str
-    device: str
-    test: str
-    started: datetime
-    started_by: str
-    steps: list[Step] = field(default_factory=list)
-    state: str = "running"  # running | completed | signed | cancelled
-    result: str | None = None
-    completed: datetime | None = None
-    draft: dict[str, Any] | None = None
-    record_id: str | None = None
-    summary: str = ""
-    # linearity
-    time_scale: float = 1.0
-    series: list[tuple[datetime, float, str]] = field(default_factory=list)
-    linearity: LinearityResult | None = None
-
-    @property
-    def current(self) -> Step | None:
-        """The step waiting for its measurement."""
-        return next((s for s in self.steps if s.state != "done"), None)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON form for the console."""
-        return {
-            "id": self.id,
-            "device": self.device,
-            "test": self.test,
-            "started": rfc3339(self.started),
-            "started_by": self.started_by,
-            "state": self.state,
-            "result": self.result,
-            "completed": None if self.completed is None else rfc3339(self.completed),
-            "summary": self.summary,
-            "steps": [s.as_dict() for s in self.steps],
-            "current_step": None if self.current is None else self.current.index,
-            "record_id": self.record_id,
-            "draft": self.draft,
-            "points": len(self.series),
-        }
-
-
-@dataclass
-class _Latest:
-    """What the release state needs of one (device, test)."""
-
-    result: tuple[datetime, str, str] | None = None  # (t, result, summary) of the last result
-    last_pass: datetime | None = None  # last signed pass
 
 
 class QCManager:
@@ -204,18 +90,20 @@ class QCManager:
         self.signatures = signatures
         self.alerts = alerts
         self.audit = audit
+        self.actions = SignedActions(signatures, audit)
         self._now = now
         self.on_change = on_change
         self._lock = threading.RLock()
-        self._review_lock = asyncio.Lock()
         self._programmes = {c.device: c for c in config.calibrators}
         self._runs: dict[str, TestRun] = {}
         self._active: dict[str, str] = {}  # device -> guided run id
         self._linearity: dict[str, str] = {}  # device -> linearity run id
-        self._latest: dict[tuple[str, str], _Latest] = {}
+        self._latest: dict[str, dict[str, TestHistory]] = {}
         self._repairs: dict[str, datetime] = {}
-        self._state: dict[str, dict[str, Any]] = {}
+        self._state: dict[str, ReleaseState] = {}
         self._held: set[str] = set()
+        # (device, prescription) -> a signed override of the hold for that one dose
+        self._overrides: dict[tuple[str, str], dict[str, Any]] = {}
         self._opened = False
 
     async def open(self) -> None:
@@ -227,9 +115,10 @@ class QCManager:
         await self.store.open()
         for record in await self.store.query(kind="test"):
             key = (record["device"], record["test"])
-            latest = self._latest.setdefault(key, _Latest())
+            latest = self._latest.setdefault(key[0], {}).setdefault(key[1], TestHistory())
             t = datetime.fromisoformat(record["t"])
-            latest.result = (t, record["result"], f"{record['test']} {record['result']}")
+            latest.result = (t, record["result"],
+                             msg("qc.run.short", test=record["test"], result=record["result"]))
             if record["result"] == "pass":
                 latest.last_pass = t
         for item in await self.audit.query(action="qc.repair", limit=100_000):
@@ -314,15 +203,12 @@ class QCManager:
         """`{"release", "reason", "since", "due": {test: time}}` of one calibrator."""
         self.programme(device)
         with self._lock:
-            return {k: v for k, v in self._state[device].items() if k != "failed"}
+            return self._state[device].as_status()
 
     def calibrators_status(self) -> dict[str, dict[str, Any]]:
         """The `calibrators` object of the retained status (CONTRACT §5)."""
         with self._lock:
-            return {
-                device: {k: v for k, v in state.items() if k != "failed"}
-                for device, state in self._state.items()
-            }
+            return {device: state.as_status() for device, state in self._state.items()}
 
     def watches(self, device: str, channel: str) -> bool:
         """True for the activity channel of a calibrator with a programme (cheap: per item)."""
@@ -373,7 +259,7 @@ class QCManager:
     def _steps(self, programme: CalibratorProgramme, test: str, now: datetime) -> list[Step]:
         steps: list[Step] = []
         if test == "background":
-            steps.append(_step(1, N_("Empty the chamber (no source, no sample); wait"), {},
+            steps.append(make_step(1, N_("Empty the chamber (no source, no sample); wait"), {},
                                "background", confirm=N_("Chamber empty — measure")))
         elif test == "constancy" and programme.constancy is not None:
             source = programme.source(programme.constancy.source)
@@ -382,7 +268,7 @@ class QCManager:
                         if i == 1 else N_("select the {setting} setting"))
                 expected, u = self._expected(source, now, setting.ratio)
                 steps.append(
-                    _step(
+                    make_step(
                         i, text, {"source": source.id, "nuclide": source.nuclide,
                                   "setting": setting.nuclide}, "source",
                         setting=setting.nuclide, source=source.id, ratio=setting.ratio,
@@ -396,7 +282,7 @@ class QCManager:
                 source = programme.source(source_id)
                 expected, u = self._expected(source, now, 1.0)
                 steps.append(
-                    _step(
+                    make_step(
                         i, N_("Place certified source {source} ({nuclide}); select the {setting} "
                               "setting"), {"source": source.id, "nuclide": source.nuclide,
                                            "setting": source.nuclide},
@@ -414,7 +300,7 @@ class QCManager:
                         N_("Measure the {nuclide} sample in the {container} on the {setting} "
                            "setting"))
                 steps.append(
-                    _step(
+                    make_step(
                         i, text, {"nuclide": geo.nuclide, "container": container.name,
                                   "setting": geo.nuclide}, "sample", setting=geo.nuclide,
                         container=container.name, requires_removal=i > 1,
@@ -423,7 +309,7 @@ class QCManager:
         elif test == "linearity" and programme.linearity is not None:
             lin = programme.linearity
             steps.append(
-                _step(
+                make_step(
                     1, N_("Place a high-activity {nuclide} sample (top of the range in use) on "
                           "the {setting} setting; IsoEdge measures it as it decays over {hours} h "
                           "(you may take it out and put it back)"),
@@ -466,8 +352,7 @@ class QCManager:
                 "qc.step.confirmed", actor=by.strip(), subject=f"{run.device}/{run.test}",
                 run=run.id, step=index, confirmed=step.confirm,
             )  # fmt: skip
-            step.confirmed_by, step.confirmed_at = by.strip(), self._now()
-            step._buffer.clear()  # noqa: SLF001 - the step's own buffer: from now on
+            step.confirmed(by.strip(), self._now())
             self.audit.commit(staged)
         return run
 
@@ -518,49 +403,17 @@ class QCManager:
     ) -> bool:
         """Feed the current step; True when this reading completed the run."""
         step = run.current
-        if step is None or not self._buffer(run, step, reading, value):
+        if step is None or not offer(run, step, reading, value):
             return False
-        buffer = step._buffer  # noqa: SLF001 - the step's own buffer
-        while len(buffer) > programme.settle_readings:
-            buffer.popleft()
-        if len(buffer) < programme.settle_readings:
-            return False
-        values = [v for v, _ in buffer]
-        mean = sum(values) / len(values)
-        allowed = programme.stability_pct / 100 * abs(mean)
+        floor = 0.0
         if step.kind == "background":
-            allowed = max(allowed, programme.background.max_mbq if programme.background else 0.1)
-        if max(values) - min(values) > allowed:
+            floor = programme.background.max_mbq if programme.background else 0.1
+        if not settle(step, programme.settle_readings, programme.stability_pct, floor, reading.t):
             return False
-        step.measured_mbq, step.measured_at = mean, reading.t
-        step.readings = [rid for _, rid in buffer]
-        step.state = "done"
         self._judge_step(run, programme, step)
-        following = run.current
-        if following is not None:
-            following.state = "active"
+        if not advance(run):
             return False
         self._complete_guided(run, programme)
-        return True
-
-    @staticmethod
-    def _buffer(run: TestRun, step: Step, reading: Reading, value: float) -> bool:
-        """Keep the reading for the step's measurement when it is the step's (else reset)."""
-        nuclide = normalize_nuclide(reading.nuclide)
-        step.seen_setting, step.seen_mbq = nuclide, value
-        if step.waiting_for_operator:
-            return False
-        buffer = step._buffer  # noqa: SLF001 - the step's own buffer
-        if step.requires_removal and not step.removal_seen:
-            previous = run.steps[step.index - 2].measured_mbq or 0.0
-            step.removal_seen = value < _REMOVED_FRACTION * previous
-            return False
-        if step.kind != "background":
-            floor = _MIN_FRACTION * step.expected_mbq if step.expected_mbq else 1.0
-            if (step.setting is not None and nuclide != step.setting) or value < floor:
-                buffer.clear()
-                return False
-        buffer.append((value, reading.id))
         return True
 
     def _judge_step(self, run: TestRun, programme: CalibratorProgramme, step: Step) -> None:
@@ -594,8 +447,8 @@ class QCManager:
     def _complete_guided(self, run: TestRun, programme: CalibratorProgramme) -> None:
         now = self._now()
         run.state, run.completed = "completed", now
-        run.result = max((s.result or "fail" for s in run.steps), key=_RANK.__getitem__)
-        worst = max(run.steps, key=lambda s: (_RANK[s.result or "fail"], abs(s.deviation_pct or 0)))
+        run.result = overall_result(run.steps)
+        worst = worst_step(run.steps)
         run.draft = self._draft(run, programme, worst)
         run.summary = self._summary(run, worst)
         self._active.pop(run.device, None)
@@ -655,7 +508,7 @@ class QCManager:
         step.deviation_pct, step.measured_at = worst.deviation_pct, worst.t
         step.readings = [p[2] for p in run.series]
         run.state, run.completed, run.result = "completed", self._now(), result.result
-        run.summary = result.summary()
+        run.summary = result.summary_message()
         run.draft = self._draft(run, programme, step)
         self._linearity.pop(run.device, None)
 
@@ -663,10 +516,11 @@ class QCManager:
         """Audit, alert and release after a run completed (outside the lock)."""
         self.audit.record(
             "qc.test.completed", actor="isoedge.qc", subject=f"{run.device}/{run.test}",
-            new={"result": run.result}, reason=run.summary, run=run.id,
+            new={"result": run.result}, reason=run.summary.code,
+            reason_params=run.summary.params, run=run.id,
         )  # fmt: skip
         assert run.completed is not None  # noqa: S101 - set by the completion
-        latest = self._latest.setdefault((run.device, run.test), _Latest())
+        latest = self._latest.setdefault(run.device, {}).setdefault(run.test, TestHistory())
         latest.result = (run.completed, run.result or "fail", run.summary)
         rule = f"qc.{run.test}"
         if run.result == "pass":
@@ -730,18 +584,21 @@ class QCManager:
         return record
 
     @staticmethod
-    def _summary(run: TestRun, worst: Step) -> str:
+    def _summary(run: TestRun, worst: Step) -> Message:
         if run.test == "background":
-            return f"background {run.result}: {worst.measured_mbq:.4g} MBq"
+            return msg("qc.run.background", result=run.result,
+                       measured=None if worst.measured_mbq is None
+                       else round(worst.measured_mbq, 3))
         parts = [
-            f"{s.setting or ''}{'/' + s.container if s.container else ''} "
-            f"{s.measured_mbq:.4g} MBq vs {s.expected_mbq:.4g} MBq "
-            f"({s.deviation_pct:+.2f} % {s.result})"
+            msg("qc.run.step",
+                setting=f"{s.setting or ''}{'/' + s.container if s.container else ''}",
+                measured=round(s.measured_mbq, 3), expected=round(s.expected_mbq, 3),
+                deviation=round(s.deviation_pct, 2), result=s.result)
             for s in run.steps
             if s.measured_mbq is not None and s.expected_mbq is not None
             and s.deviation_pct is not None
         ]
-        return f"{run.test} {run.result}: " + "; ".join(parts)
+        return msg("qc.run", test=run.test, result=run.result, steps=parts)
 
     async def sign_run(
         self, run_id: str, name: str, password: str, comment: str = ""
@@ -757,8 +614,7 @@ class QCManager:
         if comment.strip():
             # The performer's comment (why a test failed, what was done) is signed content.
             draft = {**draft, "comment": comment.strip()}
-        signature = await self.signatures.asign(draft, name, password, "performed")
-        return await self._commit_run(run_id, draft, signature)
+        return await self._commit_run(run_id, draft, Signer(name, password))
 
     def _signable(self, run_id: str) -> dict[str, Any]:
         run = self.run(run_id)
@@ -767,21 +623,23 @@ class QCManager:
         return run.draft
 
     async def _commit_run(
-        self, run_id: str, draft: dict[str, Any], signature: dict[str, Any]
+        self, run_id: str, draft: dict[str, Any], signer: Signer
     ) -> dict[str, Any]:
-        record = {**draft, "signatures": [signature]}
         with self._lock:
             run = self.run(run_id)
             if run.state != "completed":
                 raise QCError(f"run {run_id} is {run.state}")
             run.state = "signing"
         try:
-            await self._store(record, signature)
+            record = await self.actions.sign(
+                draft, signer, Meaning.PERFORMED, store=self.store, kind="test",
+                details={"device": draft["device"], "test": draft["test"]},
+            )  # fmt: skip
         except Exception:
             run.state = "completed"
             raise
         run.state, run.record_id = "signed", record["id"]
-        latest = self._latest.setdefault((run.device, run.test), _Latest())
+        latest = self._latest.setdefault(run.device, {}).setdefault(run.test, TestHistory())
         t = datetime.fromisoformat(record["t"])
         latest.result = (t, record["result"], run.summary)
         if record["result"] == "pass":
@@ -801,14 +659,12 @@ class QCManager:
         made one at a time, so two approvals cannot race past the check. The password is
         checked in a worker thread.
         """
-        async with self._review_lock:
+        async with self.actions.serial(f"qc/{record_id}"):
             review, forbid = await self._review_draft(record_id, meaning, comment)
-            signature = await self.signatures.asign(
-                review, name, password, meaning, forbid_signers=forbid
-            )
-            record = {**review, "signatures": [signature]}
-            await self._store(record, signature)
-        return record
+            return await self.actions.sign(
+                review, Signer(name, password), meaning, store=self.store, kind="review",
+                forbid=forbid, details={"device": review["device"], "test": review["test"]},
+            )  # fmt: skip
 
     async def _review_draft(
         self, record_id: str, meaning: str, comment: str
@@ -841,19 +697,7 @@ class QCManager:
             "meaning": meaning,
             "comment": comment,
         }
-        performers = [str(s.get("user") or s.get("name")) for s in first.get("signatures", [])]
-        return review, performers
-
-    async def _store(self, record: dict[str, Any], signature: dict[str, Any]) -> None:
-        """Commit a signed record with its stream item and the audit record of its signature."""
-        audit_item = self.audit.entry(
-            "qc.record.signed", signature["user"], f"qc/{record['id']}",
-            new={"result": record.get("result"), "meaning": signature["meaning"]},
-            record_sha256=signature["record_sha256"], device=record["device"],
-            test=record["test"], record_kind=record.get("record", "test"),
-        )  # fmt: skip
-        await asyncio.wrap_future(self.store.append(record, audit_item))
-        self.audit.notify(audit_item)
+        return review, performers(first)
 
     async def acknowledge_alert(
         self, alert_id: str, name: str, password: str, reason: str
@@ -863,8 +707,8 @@ class QCManager:
         Roles: `[qc.signing] acknowledge_alert`; the password is checked in a worker thread.
         Returns the acknowledged `Alert`.
         """
-        user = await self.signatures.aauthenticate(
-            name, password, "acknowledge_alert", f"alert/{alert_id}"
+        user = await self.actions.authenticate(
+            Signer(name, password), "acknowledge_alert", f"alert/{alert_id}"
         )
         return await self.alerts.acknowledge(alert_id, user.full_name or user.name, reason)
 
@@ -872,8 +716,8 @@ class QCManager:
         self, alert_id: str, name: str, password: str, reason: str, minutes: float
     ) -> Any:
         """Shelve a flapping alarm for `minutes`, signed like an acknowledgement."""
-        user = await self.signatures.aauthenticate(
-            name, password, "acknowledge_alert", f"alert/{alert_id}"
+        user = await self.actions.authenticate(
+            Signer(name, password), "acknowledge_alert", f"alert/{alert_id}"
         )
         return await self.alerts.shelve(alert_id, user.full_name or user.name, reason, minutes)
 
@@ -886,8 +730,8 @@ class QCManager:
         its audit record in one transaction), the reason naming the selection. Returns the
         acknowledged alerts and, per alert that could not be, why (unknown, already done).
         """
-        user = await self.signatures.aauthenticate(
-            name, password, "acknowledge_alert", f"alerts/{len(alert_ids)}"
+        user = await self.actions.authenticate(
+            Signer(name, password), "acknowledge_alert", f"alerts/{len(alert_ids)}"
         )
         signer = user.full_name or user.name
         note = f"{reason} (one acknowledgement of {len(alert_ids)} alerts)"
@@ -915,8 +759,9 @@ class QCManager:
                          "entries_sha256": hashlib.sha256(canonical_json(items)).hexdigest()},
             "comment": comment,
         }  # fmt: skip
-        signature = await self.signatures.asign(
-            content, name, password, "reviewed", action="review_audit"
+        signature = await self.actions.signature(
+            content, Signer(name, password), Meaning.REVIEWED, action="review_audit",
+            subject="audit-trail",
         )
         return await self.audit.record_durably(
             "audit.reviewed", signature["user"], "audit-trail", new=content["reviewed"],
@@ -938,145 +783,115 @@ class QCManager:
         """About once a second: day rollover and due dates change the release state."""
         self.refresh()
 
-    def refresh(self, *, notify: bool = True) -> None:  # noqa: C901 - compute, then announce
+    def refresh(self, *, notify: bool = True) -> None:
         """Recompute every calibrator's release state; alert and notify on a change."""
         if not self._opened:
             return
         now = self._now()
-        changed = []
+        changed: list[tuple[str, ReleaseState | None, ReleaseState]] = []
         with self._lock:
             for device, programme in self._programmes.items():
-                state = self._compute(device, programme, now)
+                state = compute_release(
+                    programme, self._latest.get(device, {}), self._repairs.get(device), now,
+                    self.config.zone, self.config.hold_on_action,
+                )  # fmt: skip
                 old = self._state.get(device)
-                if old is None or old["release"] != state["release"] or (
-                    old["reason"] != state["reason"] or old["due"] != state["due"]
+                if old is None or old.release is not state.release or (
+                    old.reason != state.reason or old.due != state.due
                 ):
                     changed.append((device, old, state))
                 self._state[device] = state
-                if state["release"] == "on_hold":
+                if state.held:
                     self._held.add(device)
                 else:
                     self._held.discard(device)
         for device, old, state in changed:
-            if old is not None and old["release"] == state["release"] == "on_hold" and (
-                old["reason"] == state["reason"]
-            ):
-                continue  # only a due date moved
-            if state["release"] == "on_hold":
-                severity = "alarm" if state.get("failed") else "warning"
-                self.alerts.raise_alert(
-                    "qc.release", device, None, severity,
-                    f"{device} ON HOLD: {state['reason']} — not for patient doses",
-                    details={"since": state["since"]}, update=old is not None,
-                )  # fmt: skip
-            elif old is not None or self.alerts.active_alert("qc.release", device, None):
-                self.alerts.clear_alert("qc.release", device, None, f"{device} released")
-            if old is not None:
-                self.audit.record(
-                    "qc.release.changed", actor="isoedge.qc", subject=device,
-                    old=old["release"], new=state["release"], reason=state["reason"],
-                )  # fmt: skip
+            self._announce(device, old, state)
         if changed and notify and self.on_change is not None:
             self.on_change()
 
-    def _compute(  # noqa: C901, PLR0912 - one pass over the programme's tests
-        self, device: str, programme: CalibratorProgramme, now: datetime
-    ) -> dict[str, Any]:
-        zone = self.config.zone
-        today = now.astimezone(zone).date()
-        day_start = datetime.combine(today, time(0), zone).astimezone(UTC)
-        next_day = datetime.combine(today + timedelta(days=1), time(0), zone).astimezone(UTC)
-        due: dict[str, str] = {}
-        # (priority, since, reason, (catalog id, parameters) of the reason)
-        holds: list[tuple[int, datetime, str, tuple[str, dict[str, str]]]] = []
-        released_since: datetime | None = None
-        for kind in TEST_KINDS:
-            spec = programme.test(kind)
-            if spec is None:
-                continue
-            latest = self._latest.get((device, kind), _Latest())
-            last_pass = latest.last_pass
-            if spec.last_performed is not None and (
-                last_pass is None or spec.last_performed > last_pass
-            ):
-                last_pass = spec.last_performed
-            if latest.result is not None:
-                t, result, summary = latest.result
-                bad = result == "fail" or (result == "action" and self.config.hold_on_action)
-                if bad and (last_pass is None or t > last_pass):
-                    holds.append((0, t, f"{kind} {result} at {rfc3339(t)}: {summary}",
-                                  (N_("{test} {result} at {time}: {summary}"),
-                                   {"test": kind, "result": result, "time": rfc3339(t),
-                                    "summary": summary})))
-            if "daily" in spec.schedules:
-                if last_pass is not None and last_pass >= day_start:
-                    due[kind] = rfc3339(next_day)
-                    released_since = max(released_since or last_pass, last_pass)
-                else:
-                    due[kind] = rfc3339(day_start)
-                    pending = (
-                        latest.result is not None and latest.result[0] >= day_start
-                        and latest.result[1] == "pass"
-                    )
-                    why = "passed, awaiting signature" if pending else "not passed yet today"
-                    text = (N_("daily {test}: passed, awaiting signature") if pending
-                            else N_("daily {test}: not passed yet today"))
-                    holds.append((1, day_start, f"daily {kind}: {why}", (text, {"test": kind})))
-                continue
-            periods = [SCHEDULE_PERIOD[s] for s in spec.schedules if s in SCHEDULE_PERIOD]
-            due_t: datetime | None = None
-            if last_pass is None:
-                due_t = day_start if "installation" in spec.schedules or periods else None
-            elif periods:
-                due_t = last_pass + min(periods)
-            repair = self._repairs.get(device)
-            if (
-                "after_repair" in spec.schedules and repair is not None
-                and (last_pass is None or repair > last_pass)
-            ):
-                due_t = repair if due_t is None else min(due_t, repair)
-            if due_t is not None:
-                due[kind] = rfc3339(due_t)
-                if due_t <= now:
-                    holds.append((2, due_t, f"{kind} overdue since {rfc3339(due_t)}",
-                                  (N_("{test} overdue since {time}"),
-                                   {"test": kind, "time": rfc3339(due_t)})))
-        if holds:
-            holds.sort(key=lambda h: (h[0], h[1]))
-            since = min(h[1] for h in holds)
-            return {
-                "release": "on_hold",
-                "reason": "; ".join(h[2] for h in holds),
-                "reasons": [list(h[3]) for h in holds],
-                "since": rfc3339(since),
-                "due": due,
-                "failed": any(h[0] == 0 for h in holds),
-            }
-        return {
-            "release": "released",
-            "reason": "today's daily tests passed and signed",
-            "reasons": [[N_("today's daily tests passed and signed"), {}]],
-            "since": rfc3339(released_since or now),
-            "due": due,
-            "failed": False,
-        }
+    def _announce(self, device: str, old: ReleaseState | None, state: ReleaseState) -> None:
+        """Alert and audit a calibrator's changed release state."""
+        if state.held and state.same_announcement(old):
+            return  # only a due date moved
+        if state.held:
+            self.alerts.raise_alert(
+                "qc.release", device, None, "alarm" if state.failed else "warning",
+                msg("qc.release.on_hold", device=device, reason=_reasons(state.reasons)),
+                details={"since": rfc3339(state.since)}, update=old is not None,
+            )  # fmt: skip
+        elif old is not None or self.alerts.active_alert("qc.release", device, None):
+            self.alerts.clear_alert("qc.release", device, None,
+                                    msg("qc.release.released", device=device))
+        if old is not None:
+            self.audit.record(
+                "qc.release.changed", actor="isoedge.qc", subject=device,
+                old=old.release.value, new=state.release.value, reason="qc.release.why",
+                reason_params={"reasons": [m.as_data() for m in _reasons(state.reasons)]},
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ dosage
+    async def override_hold(self, device: str, prescription_id: str, name: str, password: str,
+                            reason: str) -> dict[str, Any]:  # fmt: skip
+        """A signed override (`[qc] held_override`): one dose measured on held `device`.
+
+        Signed with the password at the moment (meaning `performed`) and audited durably
+        (`dosage.held_override`, the hold's reasons beside the person's) before it takes effect;
+        the dispensing record of that dose carries it. Raises QCError when the site does not
+        allow overrides, the calibrator is not held or no reason is given; SignatureError.
+        """
+        state = self.release(device)
+        if not self.config.held_override:
+            raise QCError("this site does not allow measuring on a calibrator ON HOLD")
+        if state.get("release") != "on_hold":
+            raise QCError(f"{device} is not on hold")
+        if not reason.strip():
+            raise QCError("an override of a hold needs a reason")
+        content = {"id": f"override/{device}/{prescription_id}", "device": device,
+                   "prescription": prescription_id, "release": state, "reason": reason.strip()}
+        signature = await self.signatures.asign(content, name, password, "performed")
+        await self.audit.record_durably(
+            "dosage.held_override", signature["user"], f"prescription/{prescription_id}",
+            new={"device": device, "release": "on_hold", "since": state.get("since")},
+            reason=reason.strip(), signatures=[signature], hold_reasons=state.get("reasons"),
+        )  # fmt: skip
+        override = {"by": signature["user"], "name": signature["name"], "reason": reason.strip(),
+                    "t": signature["t"], "record_sha256": signature["record_sha256"]}
+        self._overrides[(device, prescription_id)] = override
+        log.warning("hold overridden for one dose", device=device, prescription=prescription_id,
+                    user=signature["user"])
+        return override
+
     def on_dispensed(self, device: str, dispensing: dict[str, Any]) -> dict[str, Any]:
         """A dosage measured on `device`: adds the calibrator's release; alerts if held."""
         state = self._state.get(device)
-        release = None if state is None else state["release"]
+        release = None if state is None else state.release.value
         dispensing = {**dispensing, "calibrator_release": release}
-        if release == "on_hold":
-            assert state is not None  # noqa: S101
+        override = self._overrides.pop((device, str(dispensing.get("prescription"))), None)
+        if state is not None and state.held and override is not None:
+            # Measured on a held calibrator by a signed decision: the record says so and by whom.
+            dispensing["held_override"] = override
+            self.alerts.raise_alert(
+                "qc.held-calibrator-dosage", device, None, "warning",
+                msg("qc.held_dosage.override", rx=str(dispensing.get("prescription")),
+                    device=device, who=override["by"], reason=override["reason"]),
+                dispensing.get("measured_mbq"), subject=str(dispensing.get("prescription")),
+                update=True,
+            )  # fmt: skip
+        elif state is not None and state.held:
             self.alerts.raise_alert(
                 "qc.held-calibrator-dosage", device, None, "critical",
-                f"dosage {dispensing.get('prescription')} measured on {device} while it is ON "
-                f"HOLD ({state['reason']}); re-measure on a released calibrator",
+                msg("qc.held_dosage", rx=str(dispensing.get("prescription")), device=device,
+                    reason=_reasons(state.reasons)),
                 dispensing.get("measured_mbq"), subject=str(dispensing.get("prescription")),
                 update=True,
             )  # fmt: skip
         return dispensing
+
+
+def _reasons(pairs: list[list[Any]]) -> list[Message]:
+    """A release state's reasons as messages (their catalog ids are their codes)."""
+    return [Message(str(text), dict(params)) for text, params in pairs]
 
 
 def status_of(manager: QCManager | None) -> dict[str, Any]:
@@ -1086,9 +901,5 @@ def status_of(manager: QCManager | None) -> dict[str, Any]:
     return manager.calibrators_status()
 
 
-__all__ = ["QCError", "QCManager", "Step", "TestRun", "status_of"]
+__all__ = ["QCError", "QCManager", "Step", "TestRun", "status_of"]  # Step, TestRun: guided
 
-
-def _step(index: int, message: str, params: dict[str, str], kind: str, **fields: Any) -> Step:
-    """A step whose instruction is `message` (a catalog id) with `params` filled in."""
-    return Step(index, message.format(**params), kind, text=(message, params), **fields)

@@ -296,6 +296,9 @@ class SigningPolicy(StrictSection):
     performed: list[Role] = Field(default_factory=_roles("technologist", "radiopharmacist", "qa"))
     reviewed: list[Role] = Field(default_factory=_roles("radiopharmacist", "qa"))
     approved: list[Role] = Field(default_factory=_roles("qa"))
+    # The qualified person's decision on a batch or an eluate.
+    released: list[Role] = Field(default_factory=_roles("qa"))
+    rejected: list[Role] = Field(default_factory=_roles("qa"))
     acknowledge_alert: list[Role] = Field(default_factory=_roles("radiopharmacist", "qa"))
     review_audit: list[Role] = Field(default_factory=_roles("qa"))
     prescribe: list[Role] = Field(default_factory=_roles("radiopharmacist", "qa"))
@@ -316,6 +319,12 @@ class QCSection(StrictSection):
         default=True,
         description="A daily test at action level holds the calibrator until investigated "
         "and re-tested (false: only a fail holds it).",
+    )
+    held_override: bool = Field(
+        default=False,
+        description="A dose may be measured for a patient on a calibrator ON HOLD after a "
+        "signed override with a reason (audited, shown on the dispensing record); false: "
+        "measuring on a held calibrator is refused.",
     )
     signing: SigningPolicy = Field(default_factory=SigningPolicy)
     calibrators: list[CalibratorProgramme] = Field(default_factory=list)

@@ -13,6 +13,7 @@ its owner thread in the same transaction as their `qc` stream items.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -113,7 +114,8 @@ class QCRecordStore:
         """Queue a signed record (and the audit record of its signature) for the next commit.
 
         RecordError at once when the record is not validly signed; the returned future fails
-        with RecordError when its id exists already (then nothing of it is kept).
+        with RecordError when its id exists already (then nothing of it is kept). The live view
+        hears of the record only after its commit.
         """
         problems = verify_record(record)
         if problems:
@@ -129,10 +131,36 @@ class QCRecordStore:
 
         done = self.store.transact(_apply, items, tag="qc.record")
         if self._notify is not None:
-            # The live view is a mirror: the record is queued whatever it does.
-            with contextlib.suppress(Exception):
-                self._notify("qc", record)
+            self._tell_when_committed(done, record)
         return done
+
+    def _tell_when_committed(self, done: Future[Any], record: dict[str, Any]) -> None:
+        """Tell the live view of `record` once (and only if) its commit succeeded.
+
+        Told on the caller's event loop (the live view's thread), before whoever awaits the
+        commit resumes; the live view is a mirror, so its failure is suppressed.
+        """
+        notify = self._notify
+        assert notify is not None  # noqa: S101 - checked by the caller
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+
+        def _tell() -> None:
+            with contextlib.suppress(Exception):
+                notify("qc", record)
+
+        def _committed(future: Future[Any]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return
+            if loop is None:
+                _tell()
+            else:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(_tell)
+
+        done.add_done_callback(_committed)
 
     async def get(self, record_id: str) -> dict[str, Any]:
         """The record with this id (KeyError if none)."""

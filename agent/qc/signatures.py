@@ -3,11 +3,11 @@
 Signing needs the signer's password at the moment of signing, even inside a logged-in
 session: the password is checked against the configured users (salted scrypt, the same hashes
 as the console login). A signature shows the printed name, the UTC time and the site's local
-time, and its meaning (`performed`, `reviewed`, `approved`); it is bound to the record by the
-SHA-256 of the record's content without signatures (`record_sha256`). Who may sign what is
-`[qc.signing]` (roles per meaning). A refused signature (wrong password, role not allowed,
-self-approval) raises `SignatureError` and is written to the audit trail (`asign`,
-`aauthenticate`, or the caller through `record_refusal`).
+time, and its meaning (`performed`, `reviewed`, `approved`, `released`, `rejected`); it is
+bound to the record by the SHA-256 of the record's content without signatures
+(`record_sha256`). Who may sign what is `[qc.signing]` (roles per meaning). A refused
+signature (wrong password, role not allowed, self-approval) raises `SignatureError` and is
+written to the audit trail (`asign`, `aauthenticate`, or the caller through `record_refusal`).
 """
 
 from __future__ import annotations
@@ -170,19 +170,22 @@ class SignatureService:
         *,
         forbid_signers: Sequence[str] = (),
         action: str | None = None,
+        subject: str | None = None,
+        digest: Callable[[dict[str, Any]], str] = content_hash,
     ) -> dict[str, Any]:
         """Authenticate and return the signature of `record` (its content hash, now).
 
         `forbid_signers`: names that may not sign this (the performer of a record may not
-        approve it). `action`: whose roles apply (default: the meaning's). The signature is
-        not added to the record: the caller does that.
+        approve it). `action`: whose roles apply (default: the meaning's). `subject`: what the
+        audit trail names on a refusal (default `qc/{id}`); `digest`: the record kind's
+        content hash. The signature is not added to the record: the caller does that.
         """
-        subject = f"qc/{record.get('id')}"
+        subject = subject or f"qc/{record.get('id')}"
         user = self.authenticate(name, password, action or meaning, subject)
         if name in forbid_signers:
             self._refuse(
                 "self_approval",
-                f"{name} signed this record already; a second person must {meaning[:-1]} it",
+                f"{name} signed this record already; a second person must sign it ({meaning})",
                 name, meaning, subject,
             )  # fmt: skip
         t = self._now()
@@ -194,7 +197,7 @@ class SignatureService:
             "t": rfc3339(t),
             "t_local": t.astimezone(self.zone).isoformat(timespec="seconds"),
             "timezone": str(self.zone),
-            "record_sha256": content_hash(record),
+            "record_sha256": digest(record),
         }
 
 

@@ -1,17 +1,22 @@
 """Configuration reload (SIGHUP / `systemctl reload isoedge`) without losing buffered data.
 
-What a reload changes while the agent runs:
+Every section of the configuration is either applied live or reported (apply-or-report):
 
-* devices: supervisors are started for added devices, stopped for removed ones and restarted
-  for devices whose settings changed; unchanged devices keep running untouched;
-* clock supervision settings.
+* applied (`APPLIED_SECTIONS`): devices — supervisors are started for added devices, stopped
+  for removed ones and restarted for devices whose settings changed, unchanged devices keep
+  running untouched, and the rule engine learns every device's poll interval (an added
+  device's stale rule fires); clock supervision settings;
+* every other section (`RESTART_SECTIONS`: what identifies the agent or its durable state —
+  agent, broker, signing, outbox, replay, web —, the rules, nuclides, the QC programme `[qc]`,
+  the demo) is not swapped under a running agent: a change there is reported as
+  `restart_required` and the running values stay. A section added to the configuration later
+  is reported until it is made live-applicable (`RESTART_SECTIONS` is every section not
+  applied).
 
 The outbox, its sequence numbers and the broker connection keep running throughout, so no
-reading is lost and `seq` continues without a gap. Sections that identify the agent or its
-durable state (agent, broker, signing, outbox, web, rules, nuclides) are not swapped under a
-running agent: a change there is reported as "restart required" and the running values stay.
-An invalid file changes nothing. Both outcomes go to the audit stream (`config.reloaded`,
-`config.reload_failed`) and to the log.
+reading is lost and `seq` continues without a gap. An invalid file changes nothing. Both
+outcomes go to the audit stream (`config.reloaded` with `applied` and `restart_required`,
+`config.reload_failed`), to the log, and to the service status line until the agent restarts.
 """
 
 from __future__ import annotations
@@ -37,8 +42,12 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("isoedge.reload")
 
-RESTART_SECTIONS = ("agent", "broker", "signing", "outbox", "web", "rules", "nuclides")
-"""Sections applied only at start; a changed value is reported, the running one kept."""
+APPLIED_SECTIONS = ("devices", "clock")
+"""Sections a reload applies to the running agent."""
+
+RESTART_SECTIONS = tuple(name for name in Config.model_fields if name not in APPLIED_SECTIONS)
+"""Sections applied only at start (every other one); a change is reported, the running value
+kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +72,7 @@ class ReloadResult:
     devices: DeviceDiff
     restart_required: list[str]
     clock_changed: bool
+    applied: list[str] = field(default_factory=list)  # sections changed and applied live
 
 
 class Reloadable(Protocol):
@@ -85,6 +95,9 @@ class Reloadable(Protocol):
 
     def start_device(self, config: DeviceConfigBase) -> None:
         """Start supervising one device."""
+
+    def devices_changed(self, devices: Mapping[str, DeviceConfigBase]) -> None:
+        """The enabled devices after a reload (the rule engine's poll intervals...)."""
 
     async def reload(self, new_config: Config) -> ReloadResult:
         """Apply a new configuration."""
@@ -130,16 +143,17 @@ async def apply_reload(agent: Reloadable, new: Config) -> ReloadResult:
     for device_id in [*diff.removed, *diff.changed]:
         await agent.stop_device(device_id)
     agent.config = effective_config(old, new)
-    agent.pipeline.devices = after
+    agent.devices_changed(after)
     for device_id in [*diff.changed, *diff.added]:
         agent.start_device(after[device_id])
     clock_changed = old.clock != new.clock
     if clock_changed:
         agent.clock.settings = new.clock
+    applied = [name for name in APPLIED_SECTIONS if getattr(old, name) != getattr(new, name)]
     if pending_restart:
         log.warning("configuration sections changed that apply only after a restart",
                     sections=pending_restart)
-    return ReloadResult(diff, pending_restart, clock_changed)
+    return ReloadResult(diff, pending_restart, clock_changed, applied)
 
 
 def _sha256(path: Path) -> str | None:
@@ -189,11 +203,12 @@ async def reload_from_file(agent: Reloadable) -> bool:
         removed=result.devices.removed,
         changed=result.devices.changed,
         clock_changed=result.clock_changed,
+        applied=result.applied,
         restart_required=result.restart_required,
     )
     log.info("configuration reloaded", added=result.devices.added,
              removed=result.devices.removed, changed=result.devices.changed,
-             restart_required=result.restart_required)
+             applied=result.applied, restart_required=result.restart_required)
     agent.notifier.ready(agent.service_status())
     return True
 
@@ -211,6 +226,7 @@ async def serve_reload_requests(agent: Reloadable, requested: asyncio.Event) -> 
 
 
 __all__ = [
+    "APPLIED_SECTIONS",
     "RESTART_SECTIONS",
     "DeviceDiff",
     "ReloadResult",

@@ -19,6 +19,7 @@ from agent.acquisition.pipeline import Pipeline
 from agent.acquisition.state import LiveState
 from agent.acquisition.supervisor import DeviceSupervisor, pauses_under
 from agent.console.backend import AgentIdentity, DeliveryView, DeviceView
+from agent.core.messages import msg
 from agent.core.reading import rfc3339_now
 from agent.core.states import LINK_STATES
 from agent.core.tasks import RECANCEL_S, cancel_and_wait
@@ -37,6 +38,8 @@ from agent.qc.manager import QCManager, status_of
 from agent.qc.prescriptions import PrescriptionStore
 from agent.qc.records import QCRecordStore
 from agent.qc.signatures import SignatureService
+from agent.records.generators import GeneratorRecords, ReadingFanout
+from agent.records.service import Records
 from agent.service.clock import ClockMonitor
 from agent.service.config import Config
 from agent.service.migrate import import_legacy_stores
@@ -46,6 +49,7 @@ from agent.state.diskspace import SpaceState
 from agent.state.pressure import Pressure
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from datetime import datetime
 
     from agent.console.app import WebConsole
@@ -59,6 +63,24 @@ SHUTDOWN_BUDGET_S = 4.5  # SIGTERM → exit within 5 s (systemd's TimeoutStopSec
 
 class Agent:
     """One IsoEdge agent. `await agent.run(stop)` runs until `stop` is set."""
+
+    @staticmethod
+    def _check_state_databases(config: Config, state_dir: Path) -> list[DamageReport]:
+        """Every state database (and the legacy ones still to import), checked before any opens.
+
+        A refused start changes nothing. The outbox moves its own aside, on its thread; the
+        legacy side databases moved aside here are returned to be reported once running.
+        """
+        moved: list[DamageReport] = []
+        for side in (config.outbox_path, state_dir / "audit.db", state_dir / "alerts.db"):
+            reason = check_database(side)
+            if reason is None:
+                continue
+            if config.outbox.on_damaged != "move_aside":
+                raise DamagedDatabaseError(side, reason)
+            if side != config.outbox_path:
+                moved.append(move_aside(side, reason))
+        return moved
 
     def __init__(self, config: Config, *, config_path: Path | None = None) -> None:
         self.config = config
@@ -94,17 +116,7 @@ class Agent:
         state_dir = config.agent.state_dir
         # Started on a (nearly) full disk: the reserve file makes room to open the database.
         self.outbox.space.release_if_low()
-        self.side_damage: list[DamageReport] = []
-        # Every state database (and the legacy ones still to import) is checked before any is
-        # opened: a refused start changes nothing. The outbox moves its own aside, on its thread.
-        for side in (config.outbox_path, state_dir / "audit.db", state_dir / "alerts.db"):
-            reason = check_database(side)
-            if reason is None:
-                continue
-            if config.outbox.on_damaged != "move_aside":
-                raise DamagedDatabaseError(side, reason)
-            if side != config.outbox_path:
-                self.side_damage.append(move_aside(side, reason))
+        self.side_damage = self._check_state_databases(config, state_dir)
         # Alerts and the audit trail are tables of the outbox's state database, written by its
         # one owner thread together with their stream items (docs/development.md).
         self.audit = AuditLog(self.outbox, notify=self.live.on_event)
@@ -133,8 +145,10 @@ class Agent:
             on_change=self._on_release_change,
         )
         self.qc.prescriptions.on_dispensed = self.qc_programme.on_dispensed
+        # The radiopharmacy's records (issue 25): batches, releases, doses... on the same database.
+        self.records = self._records(config)
         self.pipeline.qc = self.qc
-        self.pipeline.qc_programme = self.qc_programme
+        self.pipeline.qc_programme = self._generator_records(config)
         self.publisher = Publisher(
             config.broker,
             self.outbox,
@@ -170,11 +184,21 @@ class Agent:
             on_trust=self._set_clock_trusted,
         )
         self._reload_requested = asyncio.Event()
+        # Sections changed by a reload that apply only after a restart (status line, log).
+        self.restart_required: list[str] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._group: asyncio.TaskGroup | None = None
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
 
     # ------------------------------------------------------------------ status
+    def _generator_records(self, config: Config) -> ReadingFanout:
+        """Elutions, waste and shipments: their desks take readings beside the QC programme."""
+        self.generator_records = GeneratorRecords(
+            config.records, self.records.desk, alerts=self.alerts, nuclides=self.nuclides,
+            calibrators=[(c.device, c.channel) for c in config.qc.calibrators],
+        )  # fmt: skip
+        return self.generator_records.fanout(self.qc_programme)
+
     def status_document(self, state: str) -> dict[str, Any]:
         """Retained status of docs/contract.md §2."""
         return {
@@ -193,6 +217,22 @@ class Agent:
             "calibrators": status_of(self.qc_programme),
             "disk": self.outbox.space.current.as_dict(),
         }
+
+    def _records(self, config: Config) -> Records:
+        """The records desk and its kinds; every reading passes them through the live feed."""
+        records = Records(
+            config.records, site=config.agent.site, zone=config.qc.zone, state=self.outbox,
+            audit=self.audit, users=config.web.users, notify=self.live.on_event,
+            alerts=self.alerts, nuclides=self.nuclides, prescription=self.qc.prescriptions.get,
+            calibrator_release=self._calibrator_release,
+        )  # fmt: skip
+        self._records_unsubscribe = self.live.subscribe(records.on_item)
+        return records
+
+    def _calibrator_release(self, device: str) -> str | None:
+        """`released` / `on_hold` of a calibrator with a QC programme (None: no programme)."""
+        state = self.qc_programme.calibrators_status().get(device)
+        return None if state is None else state.get("release")
 
     def _on_release_change(self) -> None:
         """A calibrator was released or put on hold: re-publish the retained status.
@@ -227,7 +267,7 @@ class Agent:
         paused = sorted(d for d, s in self.supervisors.items() if s.paused)
         if state == Pressure.OK:
             self.alerts.clear_alert(
-                "outbox.quota", None, None, f"outbox back under quota ({used_bytes} bytes)"
+                "outbox.quota", None, None, msg("outbox.quota.ok", used=used_bytes)
             )
         else:
             self.alerts.raise_alert(
@@ -235,7 +275,8 @@ class Agent:
                 None,
                 None,
                 "critical" if state == Pressure.FULL else "alarm",
-                f"outbox {state}: {used_bytes} of {quota} bytes; paused: {', '.join(paused)}",
+                msg("outbox.quota", state=str(state), used=used_bytes, quota=quota,
+                    paused=", ".join(paused) if paused else msg("none")),
                 float(used_bytes),
                 details={"state": state, "quota_bytes": quota, "paused_devices": paused},
             )
@@ -251,10 +292,11 @@ class Agent:
                      directory=where)
             self.alerts.clear_alert(
                 "outbox.disk", None, None,
-                f"disk space back: {space.headroom_bytes} bytes free for {where}",
+                msg("outbox.disk.ok", left=space.headroom_bytes, directory=where),
             )
             return
-        cause = "disk full (a write failed)" if space.write_failed else f"disk {space.state}"
+        cause = (msg("outbox.disk.full") if space.write_failed
+                 else msg("outbox.disk.state", state=str(space.state)))
         log.error("disk space pressure" if space.state == Pressure.HIGH else "disk full",
                   state=space.state, free_bytes=space.free_bytes,
                   reusable_bytes=space.reusable_bytes, min_free_bytes=space.min_free_bytes,
@@ -262,8 +304,8 @@ class Agent:
         self.alerts.raise_alert(
             "outbox.disk", None, None,
             "critical" if space.state == Pressure.FULL else "alarm",
-            f"{cause}: {space.headroom_bytes} bytes left for {where} (reserve"
-            f" {space.min_free_bytes}); paused: {', '.join(paused) or 'none'}",
+            msg("outbox.disk", cause=cause, left=space.headroom_bytes, directory=where,
+                reserve=space.min_free_bytes, paused=", ".join(paused) if paused else msg("none")),
             float(space.headroom_bytes),
             details={**space.as_dict(), "paused_devices": paused, "directory": where},
         )
@@ -322,6 +364,8 @@ class Agent:
             await self.alerts.open()
             await self.qc.open()  # stored prescriptions
             await self.qc_programme.open()  # QC records, release states
+            await self.records.open()  # batch, release, dispensing... records
+            await self.generator_records.open()  # the generators' last elutions
             self._report_damage()
             stack.push_async_callback(self._stop_web)
             await self._start_web()
@@ -383,22 +427,24 @@ class Agent:
 
     def _report_one_damage(self, damage: DamageReport) -> None:
         continued = (
-            f"seq continues from {damage.continued_seq}"
+            msg("state.damaged.continued", seq=damage.continued_seq)
             if damage.continued_seq is not None
-            else "its chain could not be read: seq starts again from 1"
+            else msg("state.damaged.restarted")
         )
+        why = msg("state.damaged.audit", continued=continued)
         self.audit.record(
             "state.damaged",
             actor="isoedge",
             subject=str(damage.path),
             old={"path": str(damage.path), "reason": damage.reason},
             new={"moved_to": str(damage.moved_to), "continued_seq": damage.continued_seq},
-            reason=f"damaged state database moved aside; a fresh one was started ({continued})",
+            reason=why.code,
+            reason_params=why.params,
         )
         self.alerts.raise_alert(
             "state.damaged", None, None, "critical",
-            f"{damage.path} was damaged ({damage.reason}) and moved aside to {damage.moved_to};"
-            f" envelopes not yet delivered are in that file; {continued}",
+            msg("state.damaged", path=str(damage.path), reason=damage.reason,
+                moved_to=str(damage.moved_to), continued=continued),
             None,
             details={"path": str(damage.path), "moved_to": str(damage.moved_to)},
         )
@@ -440,9 +486,13 @@ class Agent:
         """One line for `systemctl status` (sd_notify STATUS=)."""
         online = sum(1 for s in self.supervisors.values() if s.state.value == "online")
         clock = "trusted" if self.clock.trusted else f"UNTRUSTED ({self.clock.reason})"
+        pending = (
+            f"; restart required for {', '.join(self.restart_required)}"
+            if self.restart_required else ""
+        )  # fmt: skip
         return (
             f"{online}/{len(self.supervisors)} devices online; broker {self.publisher.state.value};"
-            f" last seq {self.outbox.last_seq}; clock {clock}"
+            f" last seq {self.outbox.last_seq}; clock {clock}{pending}"
         )
 
     def request_reload(self) -> None:
@@ -451,7 +501,14 @@ class Agent:
 
     async def reload(self, new_config: Config) -> ReloadResult:
         """Apply a new configuration while running; the outbox and broker link are untouched."""
-        return await apply_reload(self, new_config)
+        result = await apply_reload(self, new_config)
+        self.restart_required = result.restart_required
+        return result
+
+    def devices_changed(self, devices: Mapping[str, DeviceConfigBase]) -> None:
+        """The enabled devices after a reload: the pipeline and the rule engine follow."""
+        self.pipeline.devices = dict(devices)
+        self.qc.set_poll_intervals({d.id: d.poll_interval_s for d in devices.values()})
 
     def start_device(self, config: DeviceConfigBase) -> None:
         """Start supervising a device (at start-up, or a device added by a reload)."""
@@ -672,6 +729,16 @@ class RuntimeConsoleBackend:
     async def recent_alerts(self, limit: int) -> list[Alert]:
         """The newest alerts, open or closed."""
         return await self._agent.alerts.all_alerts(limit=limit)
+
+    @property
+    def records(self) -> Records:
+        """The radiopharmacy's records (the console's records pages)."""
+        return self._agent.records
+
+    @property
+    def generator_records(self) -> GeneratorRecords:
+        """Elutions, waste and shipments (the console's generator and waste pages)."""
+        return self._agent.generator_records
 
     @property
     def dosage(self) -> QCEngine:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from statestore import StateStore
+from statestore import Heard, StateStore
 
 from agent.qc.alerts import AlertError, UnknownAlertError
 
@@ -48,7 +48,7 @@ def test_raised_once_then_updated_on_severity_change_then_cleared(manager, sink)
     _, item = sink.items[-1]
     assert item["old"]["state"] == "active"
     assert item["new"]["state"] == "cleared_unacknowledged"
-    assert item["why"] == "back to normal"
+    assert item["why"] == "back to normal"  # a plain text passes as it is
     assert {"id", "t", "event", "alert_id", "rule", "device", "channel"} <= item.keys()
 
 
@@ -137,7 +137,7 @@ async def test_one_active_alert_per_key_is_enforced_by_the_database(store):
         db.execute(
             "INSERT INTO alerts SELECT 'other', rule, device, channel, subject, severity, message,"
             " value, active, raised_at, updated_at, cleared_at, ack_by, ack_at, ack_reason,"
-            " details FROM alerts"
+            " details, params FROM alerts"
         )
     db.close()
     await store.open()
@@ -173,3 +173,42 @@ async def test_every_change_goes_to_the_alerts_stream_in_the_state_database(stor
     finally:
         db.close()
     assert row == (0, "Dr. Curie")
+
+
+async def test_acknowledgement_is_told_only_after_its_commit(tmp_path):
+    """The live view and audit listeners hear of an acknowledgement once it is committed: each
+    is told while the database (read from outside) already holds it; a refused commit is never
+    told."""
+    db_path = tmp_path / "outbox.db"
+    seen: list[tuple[str, str, str | None]] = []
+
+    class Checking(Heard):
+        def __call__(self, stream, item):
+            super().__call__(stream, item)
+            if item.get("event") == "alert.acknowledged":
+                db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+                try:
+                    row = db.execute("SELECT ack_by FROM alerts WHERE id = ?",
+                                     (item.get("alert_id") or item["subject"][6:],)).fetchone()
+                finally:
+                    db.close()
+                seen.append((stream, item["event"], None if row is None else row[0]))
+
+    state = await StateStore(tmp_path, Checking()).open()
+    try:
+        alert = state.alerts.raise_alert("p", "hc1", "pressure", "alarm", "not negative", -3.0)
+        refused = state.alerts.raise_alert("p", "hc2", "pressure", "alarm", "not negative", -3.0)
+        await state.settle()
+        # The database refuses one acknowledgement (a real failed commit, nothing mocked).
+        await state.outbox.transact_async(lambda db: db.execute(
+            "CREATE TRIGGER no_ack BEFORE UPDATE ON alerts WHEN NEW.ack_by = 'Mallory' "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"))
+        with pytest.raises(sqlite3.IntegrityError, match="refused"):
+            await state.alerts.acknowledge(refused.id, "Mallory", "seen")
+        assert seen == []
+        assert not state.alerts.get(refused.id).acknowledged  # memory follows the database
+        await state.alerts.acknowledge(alert.id, "Dr. Curie", "door seal replaced")
+        assert sorted(seen) == [("alerts", "alert.acknowledged", "Dr. Curie"),
+                                ("audit", "alert.acknowledged", "Dr. Curie")]
+    finally:
+        await state.close()

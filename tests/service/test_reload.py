@@ -89,8 +89,7 @@ def _config(tmp_path: Path, port: int, devices: list[str], extra: str = "") -> s
 
 
 def test_sighup_adds_a_device_keeps_seq_and_rejects_a_bad_file(tmp_path, broker_port):
-    subprocess.run(isoedge_cmd("keygen", "--out", str(tmp_path / "keys")), env=cli_env(),
-                   check=True, capture_output=True, cwd=REPO)
+    generate_key_files(tmp_path / "keys")
     config = tmp_path / "isoedge.toml"
     config.write_text(_config(tmp_path, broker_port, ["cal1"]))
     collector = Collector(broker_port, tmp_path / "keys" / "signing.pub.jwk")
@@ -200,3 +199,51 @@ async def test_reload_in_process_restarts_changed_devices_and_reports_restart_se
     finally:
         stop.set()
         await asyncio.wait_for(runner, 15)
+
+
+async def test_reload_reports_a_changed_qc_programme_and_watches_an_added_device(tmp_path):
+    """Apply-or-report: a changed `[qc]` is reported as restart_required (the running one
+    kept, the status line says so); a device added by reload gets its poll interval in the
+    rule engine, so its stale rule fires when it sends nothing."""
+    generate_key_files(tmp_path / "keys")
+    port = free_port()
+    stale = ('\n[[rules]]\nname = "no-data"\ntype = "stale"\nfactor = 3\nseverity = "warning"\n'
+             'while_offline = true\n\n[qc]\ntimezone = "UTC"\n')
+    path = tmp_path / "isoedge.toml"
+    path.write_text(_config(tmp_path, port, ["cal1"]) + stale)
+    agent = Agent(load_config(path), config_path=path)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(agent.run(stop))
+    try:
+        await asyncio.wait_for(agent.started.wait(), 10)
+        # dc9 is added: a dose calibrator on a serial port that does not exist (no data).
+        text = _config(tmp_path, port, ["cal1"]) + stale.replace('"UTC"', '"Asia/Almaty"')
+        text += ('\n[[devices]]\nid = "dc9"\ntype = "capintec_crc15"\nport = "/dev/null-isoedge"'
+                 '\npoll_interval_s = 0.2\n')
+        result = await agent.reload(parse_config(tomllib.loads(text)))
+        assert result.devices.added == ["dc9"]
+        assert result.restart_required == ["qc"]
+        assert result.applied == ["devices"]
+        assert agent.config.qc.timezone == "UTC", "the running QC programme is kept"
+        assert "restart required for qc" in agent.service_status()
+        # dc9 never delivers (its port does not exist): after 3 x 0.2 s its stale alert fires.
+        await wait_for_condition(
+            lambda: agent.alerts.active_alert("no-data", "dc9", None) is not None, timeout=20
+        )
+        assert agent.alerts.active_alert("no-data", "cal1", None) is None
+        # Removing it again clears its stale alert (nothing is watched any more).
+        await agent.reload(parse_config(tomllib.loads(_config(tmp_path, port, ["cal1"]) + stale)))
+        assert agent.alerts.active_alert("no-data", "dc9", None) is None
+        assert agent.restart_required == [], "back to the running [qc]: nothing pending"
+    finally:
+        stop.set()
+        await asyncio.wait_for(runner, 15)
+
+
+def test_every_section_is_applied_or_reported():
+    from agent.service.config import Config
+    from agent.service.reload import APPLIED_SECTIONS, RESTART_SECTIONS
+
+    assert set(APPLIED_SECTIONS) | set(RESTART_SECTIONS) == set(Config.model_fields)
+    assert not set(APPLIED_SECTIONS) & set(RESTART_SECTIONS)
+    assert "qc" in RESTART_SECTIONS
