@@ -39,6 +39,7 @@ mosquitto and taskset (util-linux).
 
     .venv/bin/python bench/peer.py                         # every rate, both systems, idle
     .venv/bin/python bench/peer.py --polls 5 --seconds 10 --only isoedge --no-idle
+    .venv/bin/python bench/peer.py --polls --only isoedge   # the idle line alone
 
 Prints one JSON line per system per poll, then one ratio line per poll
 (readings per CPU-second of IsoEdge / Node-RED), then the idle line.
@@ -655,8 +656,9 @@ def pin(core: int | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--polls", type=int, nargs="+", default=[1000, 100, 20, 5, 1],
-                        help="poll intervals in ms (default: 1000 100 20 5 1)")
+    parser.add_argument("--polls", type=int, nargs="*", default=[1000, 100, 20, 5, 1],
+                        help="poll intervals in ms (default: 1000 100 20 5 1; none: only the "
+                        "idle line, with --only isoedge)")
     parser.add_argument("--seconds", type=float, default=15.0,
                         help="measured window per run (at least 60 polls, at most 60 s)")
     parser.add_argument("--warmup", type=float, default=3.0)

@@ -37,6 +37,8 @@ class ReplayArchive:
         self.max_bytes = max_bytes
         self.bytes = 0  # published bytes of the envelopes kept
         self._pruned = 0.0  # time.time() of the last complete age-based pruning
+        self.before_delete: Callable[[sqlite3.Connection], None] | None = None
+        """Called in the transaction before envelopes are deleted (the outbox saves its head)."""
 
     @property
     def enabled(self) -> bool:
@@ -124,6 +126,8 @@ class ReplayArchive:
 
     def _drop(self, db: sqlite3.Connection, last: int, size: int) -> None:
         """Kept envelopes up to seq `last` (`size` published bytes) deleted."""
+        if self.before_delete is not None:
+            self.before_delete(db)
         db.execute("DELETE FROM envelopes WHERE seq IN (SELECT seq FROM sent WHERE seq <= ?)",
                    (last,))
         db.execute("DELETE FROM sent WHERE seq <= ?", (last,))

@@ -15,11 +15,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
+
+from agent.state.schema import stored_head
 
 log = structlog.get_logger("isoedge.damage")
 
@@ -92,7 +95,10 @@ def _salvage_chain(path: Path) -> tuple[int, str] | None:
     except sqlite3.Error:
         return None
     try:
-        row = db.execute("SELECT last_seq, last_hash FROM chain WHERE k = 1").fetchone()
+        try:
+            return stored_head(db)  # the chain row, or the newest envelope when newer
+        except (sqlite3.DatabaseError, zlib.error, ValueError, IndexError):
+            row = db.execute("SELECT last_seq, last_hash FROM chain WHERE k = 1").fetchone()
     except sqlite3.DatabaseError:
         return None
     finally:

@@ -69,6 +69,7 @@ from agent.state.schema import (
     migrate_pending,
     signer_id,
     signers,
+    stored_head,
     used_bytes,
 )
 
@@ -191,6 +192,7 @@ class Outbox(StateDatabase):
         # Sent envelopes are kept (byte-identical) for replay requests of the central ingest,
         # for `archive_days` and within `archive_bytes`; 0 keeps none.
         self.archive = ReplayArchive(archive_days, archive_bytes)
+        self.archive.before_delete = self._save_head
         self._sent_floor = 0  # every envelope with seq <= this has been sent (or pruned)
         self._usage_measured = 0.0
         self._written_since_measured = 0  # bytes of envelopes and rows since that
@@ -470,12 +472,10 @@ class Outbox(StateDatabase):
         migrate_compact(db)
         self._signer_id = signer_id(db, self.signer.protected_header())
         self._protected_by_id = signers(db)
-        row = db.execute("SELECT last_seq, last_hash FROM chain WHERE k = 1").fetchone()
-        if row is None:
+        if db.execute("SELECT 1 FROM chain WHERE k = 1").fetchone() is None:
             db.execute("INSERT INTO chain (k, last_seq, last_hash) VALUES (1, 0, '')")
             db.commit()
-        else:
-            self.cutter.reset(int(row[0]), str(row[1]))
+        self.cutter.reset(*stored_head(db))
         migrate_pending(db)
         migrate_archive(db)
         self.archive.load(db)
@@ -566,7 +566,12 @@ class Outbox(StateDatabase):
                 job()
             self._periodic_space_check()
         items, writes = self._take_work()
-        if not self._guarded_cycle(items, writes, force=True):
+        stored = self._guarded_cycle(items, writes, force=True)
+        if stored:
+            with contextlib.suppress(sqlite3.Error):  # for a version that reads only the row
+                self._save_head(self._db_checked())
+                self._db_checked().commit()
+        if not stored:
             log.critical("disk full at shutdown: acquired items and state writes not stored",
                          items=len(self._retry_items), writes=len(self._retry_writes))
             for write in self._retry_writes:
@@ -674,9 +679,7 @@ class Outbox(StateDatabase):
 
     def _reload_state(self, db: sqlite3.Connection) -> None:
         """After a rollback: the chain head and the pending batches as the database has them."""
-        row = db.execute("SELECT last_seq, last_hash FROM chain WHERE k = 1").fetchone()
-        if row is not None:
-            self.cutter.reset(int(row[0]), str(row[1]))
+        self.cutter.reset(*stored_head(db))
         self._batches.clear()
         self._recent.clear()  # envelopes of the rolled-back transaction are gone
         self._recent_bytes = 0
@@ -761,6 +764,14 @@ class Outbox(StateDatabase):
             self._sent_floor = (_first_unsent(db, self._sent_floor) or self.last_seq + 1) - 1
             self._update_disk_usage(soon=True)  # draining the backlog lifts a quota pause
 
+    def _save_head(self, db: sqlite3.Connection) -> None:
+        """The chain head into its row (in the caller's transaction), before envelopes go.
+
+        Deleting the newest envelope would otherwise lose the head `stored_head` derives.
+        """
+        db.execute("UPDATE chain SET last_seq = ?, last_hash = ? WHERE k = 1",
+                   (self.last_seq, self.cutter.last_hash))
+
     def _mark_sent(self, db: sqlite3.Connection, seqs: list[int]) -> None:
         """PUBACKed envelopes: kept in place as the replay archive while the disk allows.
 
@@ -769,6 +780,7 @@ class Outbox(StateDatabase):
         if self.archive.enabled and self.disk_state == Pressure.OK:
             self.archive.keep(db, seqs)
         else:
+            self._save_head(db)
             db.executemany("DELETE FROM envelopes WHERE seq = ?", [(s,) for s in seqs])
         self.archive.prune(db)  # one chunk at most: the next acknowledgements take the rest
 
@@ -951,10 +963,7 @@ class Outbox(StateDatabase):
                         (batch.ids[start], batch.ids[min(end, saved) - 1], batch.stream,
                          batch.device),
                     )  # fmt: skip
-        db.execute(
-            "UPDATE chain SET last_seq = ?, last_hash = ? WHERE k = 1",
-            (self.last_seq, self.cutter.last_hash),
-        )
+        # The chain row is not rewritten here: the newest envelope is the head (stored_head).
         return True
 
     def _write_envelope(
@@ -1072,7 +1081,10 @@ def _stats(db: sqlite3.Connection, acked: list[int] | None = None) -> OutboxStat
         if count == 0:
             oldest = None
     pending = int(db.execute("SELECT COALESCE(SUM(n_items), 0) FROM batches").fetchone()[0])
-    chain = db.execute("SELECT last_seq FROM chain WHERE k = 1").fetchone()
+    chain = db.execute(
+        "SELECT MAX(COALESCE((SELECT last_seq FROM chain WHERE k = 1), 0),"
+        " COALESCE((SELECT MAX(seq) FROM envelopes), 0))"
+    ).fetchone()
     oldest_text = (
         rfc3339(datetime.fromtimestamp(float(oldest), UTC)) if oldest is not None else None
     )

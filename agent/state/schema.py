@@ -8,7 +8,10 @@ outbox's tables are here; QC records, alerts, audit and prescriptions create the
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import sqlite3
+import zlib
 from pathlib import Path
 
 SCHEMA = """
@@ -83,6 +86,33 @@ def used_bytes(db: sqlite3.Connection) -> int:
     pages = int(db.execute("PRAGMA page_count").fetchone()[0])
     free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
     return (pages - free) * page_size
+
+
+def stored_head(db: sqlite3.Connection) -> tuple[int, str]:
+    """The chain head (last seq, hash of its payload) as the database has it.
+
+    The `chain` row is written only when envelopes are deleted (and at a clean stop): a row
+    rewritten with every commit was one more page per commit on the card. Envelopes cut since
+    are newer than the row and carry the head themselves: the newest one's seq, and the
+    base64url SHA-256 of its payload.
+    """
+    row = db.execute("SELECT last_seq, last_hash FROM chain WHERE k = 1").fetchone()
+    seq, digest = (int(row[0]), str(row[1])) if row is not None else (0, "")
+    compact = has_column(db, "envelopes", "payload")
+    newest = db.execute(
+        "SELECT seq, body, payload FROM envelopes ORDER BY seq DESC LIMIT 1" if compact
+        else "SELECT seq, body, NULL FROM envelopes ORDER BY seq DESC LIMIT 1"
+    ).fetchone()
+    if newest is None or int(newest[0]) <= seq:
+        return seq, digest
+    body = bytes(newest[1])
+    if body or newest[2] is None:  # the signed JWS itself (an older layout)
+        part = body.split(b".")[1]
+        payload = base64.urlsafe_b64decode(part + b"=" * (-len(part) % 4))
+    else:
+        payload = zlib.decompress(bytes(newest[2]))
+    hashed = base64.urlsafe_b64encode(hashlib.sha256(payload).digest()).rstrip(b"=")
+    return int(newest[0]), hashed.decode("ascii")
 
 
 def has_column(db: sqlite3.Connection, table: str, column: str) -> bool:

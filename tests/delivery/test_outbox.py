@@ -25,6 +25,7 @@ from helpers import REPO, cli_env, wait_for_condition
 from agent.delivery.outbox import Envelope, Outbox, stored_envelopes
 from agent.delivery.signing import Signer, b64url
 from agent.delivery.verification import KeyRegistry, Verified
+from agent.state.schema import stored_head
 
 
 def topic_for(stream: str, device: str) -> str:
@@ -414,3 +415,42 @@ async def test_killed_at_a_write_commit_keeps_the_write_and_its_items_together(
     assert (names, notes) == (({"mark"}, ["mark"]) if kept else (set(), []))
     items = await recovered_items(tmp_path, signer, registry)
     assert [i["n"] for i in items if "n" in i] == list(range(10))
+
+
+async def test_the_chain_head_is_the_newest_envelope_not_a_row_rewritten_per_commit(
+    tmp_path, signer, registry
+):
+    """Cutting envelopes does not rewrite the `chain` row (a page per commit on the card): a
+    reader of the file, or a restart after a kill, takes the head from the newest envelope."""
+    path = tmp_path / "head.db"
+    box = make_outbox(path, signer, batch_max_items=2, batch_max_age_ms=60_000)
+    await box.start()
+    try:
+        for n in range(6):
+            box.submit("readings", "d1", item(n))
+        assert await box.flush()
+        assert box.last_seq == 3
+        reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            assert reader.execute("SELECT last_seq FROM chain").fetchone() == (0,)
+            assert stored_head(reader) == (3, box.cutter.last_hash)
+            assert (await box.stats()).last_seq == 3
+        finally:
+            reader.close()
+        # Deleting the newest envelope saves the head in its row first.
+        await box.acknowledge([1, 2, 3])
+        assert await box.unsent_from() is None
+        assert await box.run(stored_head) == (3, box.cutter.last_hash)
+    finally:
+        await box.close()
+    second = make_outbox(path, signer, batch_max_items=2, batch_max_age_ms=60_000)
+    await second.start()
+    try:
+        second.submit("readings", "d1", item(7))
+        assert await second.flush()
+        [envelope] = await all_envelopes(second)
+        verified = registry.verify(envelope.body)
+        assert verified.document["seq"] == 4
+        assert verified.document["prev"] == box.cutter.last_hash
+    finally:
+        await second.close()
