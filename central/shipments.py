@@ -70,13 +70,13 @@ class ShipmentRecord(_Record):
     nuclide: Text
     activity_mbq: Mbq
     reference_time: AwareDatetime
-    destination_site: Site
+    destination_site: Text  # as the sender typed it: matched against the receipt's site
 
 
 class ReceiptRecord(_Record):
     """`kind: receipt`, signed at the receiving site."""
 
-    origin_site: Site
+    origin_site: Text
     nuclide: Text | None = None
     measured_mbq: Mbq
     measured_at: AwareDatetime
