@@ -10,6 +10,8 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+import psycopg
 import pytest
 from helpers import wait_until
 from ingestproc import IngestProcess, query, write_ingest_config
@@ -22,6 +24,8 @@ from agent.records.kinds import verify as verify_record
 from central.config import load_config
 from central.envelope import KeyRegistry
 from central.fleet import FleetData
+from central.schema import migrate
+from central.shipments import backfill, reconcile
 
 F18 = NUCLIDES["F-18"].half_life_s
 
@@ -162,3 +166,33 @@ def test_a_receipt_without_a_shipment_is_alerted_after_the_grace(sites):
     assert query(postgres.url, "SELECT site, agent, detail->>'state' FROM central_alerts"
                                " WHERE kind = 'shipment' AND key = 'SHP-9'") == [
         ("cyclotron", "edge2", "no_shipment")]
+
+
+def test_records_stored_before_the_shipments_table_are_reconciled_after_the_migration(
+        tmp_path, postgres):
+    sender = SynthAgent("cyclotron", "edge1", tmp_path / "keys-c")
+    hospital = SynthAgent("hospital", "edge2", tmp_path / "keys-h")
+    now = datetime.now(UTC)
+    reference = now - timedelta(hours=2)
+    records = [
+        (sender, shipment(sender, "SHP-OLD", "hospital", activity=3000.0, reference=reference,
+                          t=reference)),
+        (hospital, receipt(hospital, "SHP-OLD", "cyclotron",
+                           measured=expected(3000.0, reference, now) * 1.5, measured_at=now,
+                           claimed_expected=1.0)),
+    ]
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        migrate(conn)
+        for seq, (agent, item) in enumerate(records, start=1):
+            conn.execute("INSERT INTO events (id, site, agent, stream, t, body, seq)"
+                         " VALUES (%s, %s, %s, 'qc', %s, %s, %s)",
+                         (item["id"], agent.site, agent.agent, item["t"],
+                          orjson.dumps(item).decode(), seq))
+        assert conn.execute("SELECT count(*) FROM shipments").fetchone() == (0,)
+        with conn.transaction():
+            assert backfill(conn) == 2
+        assert reconcile(conn, tolerance_pct=10.0, grace_s=3600) == {"out_of_tolerance": 1}
+        state, difference = conn.execute(
+            "SELECT state, difference_pct FROM shipments WHERE shipment_id = 'SHP-OLD'"
+        ).fetchone()
+        assert (state, round(difference, 3)) == ("out_of_tolerance", 50.0)
