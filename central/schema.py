@@ -384,16 +384,10 @@ CREATE INDEX shipments_open ON shipments (state)
 
 
 def _v8(conn: Conn) -> None:
-    from central.shipments import note_records  # noqa: PLC0415 - the migration's only use
+    from central.shipments import backfill  # noqa: PLC0415 - the migration's only use
 
     conn.execute(_V8)
-    with conn.cursor() as cur:
-        rows = conn.execute(
-            "SELECT site, agent, body FROM events WHERE stream = 'qc'"
-            " AND body->>'kind' IN ('shipment', 'receipt') ORDER BY t"
-        ).fetchall()
-        for site, agent, body in rows:
-            note_records(cur, str(site), str(agent), [body])  # type: ignore[list-item]
+    backfill(conn)
 
 
 # Version 9: ready for distribution by site (Citus, docs/fleet.md). Every table of the record

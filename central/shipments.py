@@ -70,13 +70,13 @@ class ShipmentRecord(_Record):
     nuclide: Text
     activity_mbq: Mbq
     reference_time: AwareDatetime
-    destination_site: Site
+    destination_site: Text  # as the sender typed it: matched against the receipt's site
 
 
 class ReceiptRecord(_Record):
     """`kind: receipt`, signed at the receiving site."""
 
-    origin_site: Site
+    origin_site: Text
     nuclide: Text | None = None
     measured_mbq: Mbq
     measured_at: AwareDatetime
@@ -146,6 +146,22 @@ def note_records(cur: psycopg.Cursor[Any], site: str, agent: str,
 def _same_site(record: _Record, site: str) -> None:
     if record.site != site:
         raise ValueError("the record's site is not the envelope's")
+
+
+def backfill(conn: psycopg.Connection[Any]) -> int:
+    """Note the shipment and receipt records already among the stored `qc` events.
+
+    For a record older than the shipments table: the migration to schema 8 runs this once.
+    """
+    noted = 0
+    with conn.cursor() as cur:
+        rows = conn.execute(
+            "SELECT site, agent, body FROM events WHERE stream = 'qc'"
+            " AND body->>'kind' IN ('shipment', 'receipt') ORDER BY t"
+        ).fetchall()
+        for site, agent, body in rows:
+            noted += note_records(cur, str(site), str(agent), [body])
+    return noted
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,7 @@ const SHIPMENT_STATES = {
   out_of_tolerance: N_("out of tolerance"), misrouted: N_("received at another site"),
   unmatched: N_("no receipt"), no_shipment: N_("no shipment record"), invalid: N_("unknown nuclide"),
 };
+const ALERT_KINDS = [N_("shipment")];  // the central alert kind of central/shipments.py
 const num = (v, digits) => (v == null ? "–" : Number(v).toFixed(digits));
 
 function renderShipments(shipments) {

@@ -1,5 +1,6 @@
 """The fleet page in headless Chromium (Playwright): agents from their retained status, a gap,
-open alerts, calibrator release states from the qc stream, a plot of a device, CSV export.
+open alerts, calibrator release states from the qc stream, a shipment reconciled across two
+sites, a plot of a device, CSV export.
 
 Real pieces: mosquitto, PostgreSQL, `isoedge ingest run` serving the page with basic auth,
 Debian's Chromium. Screenshots go to test-artifacts/.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import shutil
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -18,6 +20,7 @@ from helpers import REPO, free_port, wait_until
 from ingestproc import IngestProcess, query, write_ingest_config
 from playwright.sync_api import expect, sync_playwright
 from synth import Publisher, SynthAgent, now
+from test_shipments import expected, receipt, shipment
 
 from agent.console.auth import hash_password
 
@@ -69,8 +72,16 @@ def test_fleet_page_shows_agents_gaps_alerts_calibrators_plot_and_exports_csv(  
                     publisher.publish(topic, body)
         publisher.publish(*north.envelope("qc", items=[qc_item("dc-1", "constancy", "pass")]))
         publisher.publish(*south.envelope("qc", items=[qc_item("dc-1", "constancy", "fail")]))
+        # A shipment north → south, assayed at south 20 % below its decay-corrected activity.
+        shipped_at = datetime.now(UTC) - timedelta(hours=1)
+        publisher.publish(*north.envelope("qc", items=[shipment(
+            north, "SHP-N-1", "south", activity=4000.0, reference=shipped_at, t=shipped_at)]))
+        assayed = datetime.now(UTC)
+        publisher.publish(*south.envelope("qc", items=[receipt(
+            south, "SHP-N-1", "north", measured=0.8 * expected(4000.0, shipped_at, assayed),
+            measured_at=assayed, claimed_expected=1.0)]))
         publisher.wait_acked()
-        wait_until(lambda: _n(postgres.url, "envelopes") == 60, timeout=30)
+        wait_until(lambda: _n(postgres.url, "envelopes") == 62, timeout=30)
         wait_until(lambda: _n(postgres.url, "central_alerts") >= 1, timeout=30)
 
         with pytest.raises(urllib.error.HTTPError) as refused:  # no credentials, no page
@@ -100,6 +111,10 @@ def test_fleet_page_shows_agents_gaps_alerts_calibrators_plot_and_exports_csv(  
             expect(cal.nth(0)).to_contain_text("released")
             expect(cal.nth(1)).to_contain_text("ON HOLD")
             expect(cal.nth(1)).to_contain_text("constancy not passed")
+            shipped = page.locator('#shipments tr[data-shipment="north/SHP-N-1"]')
+            expect(shipped).to_have_attribute("data-state", "out_of_tolerance", timeout=15_000)
+            expect(shipped).to_contain_text("out of tolerance")
+            expect(shipped).to_contain_text("-20.00 %")
             page.select_option("#device", "north|edge-n1|dc-1|activity")
             page.click("#query button")
             expect(page.locator("#plot path.line")).to_have_count(1, timeout=15_000)
@@ -124,6 +139,8 @@ def test_fleet_page_shows_agents_gaps_alerts_calibrators_plot_and_exports_csv(  
             expect(ky_page.locator('#agents tr[data-agent="north/edge-n1"] .gaps')).to_have_text(
                 "жок", timeout=15_000)
             expect(ky_page.locator("#calibrators tbody tr").nth(1)).to_contain_text("УРУКСАТ ЖОК")
+            expect(ky_page.locator('#shipments tr[data-shipment="north/SHP-N-1"]')).to_contain_text(
+                "уруксат чегинен тышкары")
             ky.close()
             assert errors == []
             browser.close()

@@ -6,14 +6,12 @@ every shipment is a line of the fleet API."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import math
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from helpers import wait_until
 from ingestproc import IngestProcess, query, write_ingest_config
@@ -21,9 +19,13 @@ from synth import Publisher, SynthAgent
 from test_ingest_store import wait_ready
 
 from agent.physics.nuclides import NUCLIDES
+from agent.records.kinds import draft, record_sha256
+from agent.records.kinds import verify as verify_record
 from central.config import load_config
 from central.envelope import KeyRegistry
 from central.fleet import FleetData
+from central.schema import migrate
+from central.shipments import backfill, reconcile
 
 F18 = NUCLIDES["F-18"].half_life_s
 
@@ -33,34 +35,32 @@ def rfc3339(t: datetime) -> str:
 
 
 def signed(record: dict[str, Any], meaning: str, t: datetime) -> dict[str, Any]:
-    """A record with its signature line (SHAPES: record_sha256 of the canonical JSON)."""
-    canonical = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
-    digest = base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
-    return {**record, "signatures": [{"name": "Q. Person", "meaning": meaning, "t": rfc3339(t),
-                                      "record_sha256": digest}]}
+    """A record with its signature line, hashed as the agent hashes it (agent.records.kinds)."""
+    item = {**record, "signatures": [{"name": "Q. Person", "meaning": meaning, "t": rfc3339(t),
+                                      "record_sha256": record_sha256(record)}]}
+    assert verify_record(item) == []  # a valid signed record by the agent's own check
+    return item
 
 
 def shipment(sender: SynthAgent, shipment_id: str, destination: str, *, activity: float,
              reference: datetime, t: datetime) -> dict[str, Any]:
-    return signed({
-        "kind": "shipment", "id": uuid.uuid4().hex, "t": rfc3339(t), "site": sender.site,
-        "shipment_id": shipment_id, "batch_id": "B-1", "product": "[18F]FDG",
-        "nuclide": "F-18", "activity_mbq": activity, "reference_time": rfc3339(reference),
-        "volume_ml": 10.0, "destination_site": destination,
-    }, "approved", t)
+    """A shipment record in the agent's form (agent.records.kinds.draft, SHAPES)."""
+    return signed(draft(
+        "shipment", sender.site, t, shipment_id=shipment_id, batch_id="B-1",
+        product="[18F]FDG", nuclide="F-18", activity_mbq=activity,
+        reference_time=rfc3339(reference), volume_ml=10.0, destination_site=destination,
+    ), "approved", t)
 
 
 def receipt(receiver: SynthAgent, shipment_id: str, origin: str, *, measured: float,
             measured_at: datetime, claimed_expected: float) -> dict[str, Any]:
-    return signed({
-        "kind": "receipt", "id": uuid.uuid4().hex, "t": rfc3339(measured_at),
-        "site": receiver.site, "shipment_id": shipment_id, "origin_site": origin,
-        "batch_id": "B-1", "nuclide": "F-18", "device": "dc-1", "measured_mbq": measured,
-        "measured_at": rfc3339(measured_at), "readings": [],
-        # The receiving agent's own figures: the ingest must not trust them.
-        "expected_mbq": claimed_expected, "difference_pct": 0.0, "tolerance_pct": 50.0,
-        "within_tolerance": True,
-    }, "performed", measured_at)
+    """A receipt record in the agent's form; its own expected value must not be trusted."""
+    return signed(draft(
+        "receipt", receiver.site, measured_at, shipment_id=shipment_id, origin_site=origin,
+        batch_id="B-1", nuclide="F-18", device="dc-1", measured_mbq=measured,
+        measured_at=rfc3339(measured_at), readings=[], expected_mbq=claimed_expected,
+        difference_pct=0.0, tolerance_pct=50.0, within_tolerance=True,
+    ), "performed", measured_at)
 
 
 def expected(activity: float, reference: datetime, at: datetime) -> float:
@@ -166,3 +166,33 @@ def test_a_receipt_without_a_shipment_is_alerted_after_the_grace(sites):
     assert query(postgres.url, "SELECT site, agent, detail->>'state' FROM central_alerts"
                                " WHERE kind = 'shipment' AND key = 'SHP-9'") == [
         ("cyclotron", "edge2", "no_shipment")]
+
+
+def test_records_stored_before_the_shipments_table_are_reconciled_after_the_migration(
+        tmp_path, postgres):
+    sender = SynthAgent("cyclotron", "edge1", tmp_path / "keys-c")
+    hospital = SynthAgent("hospital", "edge2", tmp_path / "keys-h")
+    now = datetime.now(UTC)
+    reference = now - timedelta(hours=2)
+    records = [
+        (sender, shipment(sender, "SHP-OLD", "hospital", activity=3000.0, reference=reference,
+                          t=reference)),
+        (hospital, receipt(hospital, "SHP-OLD", "cyclotron",
+                           measured=expected(3000.0, reference, now) * 1.5, measured_at=now,
+                           claimed_expected=1.0)),
+    ]
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        migrate(conn)
+        for seq, (agent, item) in enumerate(records, start=1):
+            conn.execute("INSERT INTO events (id, site, agent, stream, t, body, seq)"
+                         " VALUES (%s, %s, %s, 'qc', %s, %s, %s)",
+                         (item["id"], agent.site, agent.agent, item["t"],
+                          orjson.dumps(item).decode(), seq))
+        assert conn.execute("SELECT count(*) FROM shipments").fetchone() == (0,)
+        with conn.transaction():
+            assert backfill(conn) == 2
+        assert reconcile(conn, tolerance_pct=10.0, grace_s=3600) == {"out_of_tolerance": 1}
+        state, difference = conn.execute(
+            "SELECT state, difference_pct FROM shipments WHERE shipment_id = 'SHP-OLD'"
+        ).fetchone()
+        assert (state, round(difference, 3)) == ("out_of_tolerance", 50.0)
