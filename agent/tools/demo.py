@@ -157,7 +157,7 @@ async def _demo(
 def _demo_agent(config: Any, config_path: Path) -> Agent:
     """The agent of the demo: its simulated calibrators under the console's hands."""
     agent = Agent(config, config_path=config_path)
-    agent.simulator_panel = DemoSimulatorPanel(agent.qc_programme, DOSECAL_SIMULATORS)
+    agent.simulator_panel = DemoSimulatorPanel(agent.qa_desk, DOSECAL_SIMULATORS)
     return agent
 
 
@@ -255,7 +255,7 @@ def render(agent: Agent, header: list[str] | None = None) -> str:
                 f"{device_id if first else '':<16}{health.state if first else '':<12}"
                 f"{channel:<22}{_format_value(item)}"
             )
-    calibrators = agent.qc_programme.calibrators_status()
+    calibrators = agent.qa_desk.calibrators_status()
     if calibrators:
         rows += ["", "CALIBRATOR QC"]
         rows += [
@@ -356,7 +356,7 @@ def _demo_qc_history(data: dict[str, Any]) -> None:
 async def _demo_daily_qc(agent: Agent) -> None:
     """At start, as the demo technologist: the daily background and constancy tests, signed."""
     await agent.started.wait()
-    manager = agent.qc_programme
+    manager = agent.qa_desk
     name, password = DEMO_TECHNOLOGIST
     if name not in manager.signatures.users:
         log.warning("demo QC skipped: no demo technologist in the configuration", user=name)
