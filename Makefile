@@ -32,10 +32,12 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(PY) .ci/i18n_catalogs.py check
 
-# The suite runs in parallel (pytest-xdist), one worker per core: every test has its own free
-# ports and temporary directories; tests sharing an expensive module fixture carry an
-# `xdist_group` mark and run on one worker (--dist loadgroup). PYTEST_WORKERS=0: serially.
-PYTEST_WORKERS ?= auto
+# The suite runs in parallel (pytest-xdist), two workers per core: much of it waits on
+# subprocesses, brokers and servers rather than computing. Every test has its own free ports,
+# temporary directories and PostgreSQL database; tests sharing an expensive module fixture
+# carry an `xdist_group` mark and run on one worker (--dist loadgroup). PYTEST_WORKERS=0:
+# serially; PYTEST_WORKERS=auto: one per core.
+PYTEST_WORKERS ?= $(shell echo $$(( 2 * $$(nproc 2>/dev/null || echo 1) )))
 test: setup-test lint
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 

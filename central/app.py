@@ -17,6 +17,7 @@ from central.consumer import BrokerIncompatibleError, Consumer
 from central.envelope import KeyRegistry
 from central.repair import Repairer
 from central.schema import ensure_partitions, migrate
+from central.shipments import reconcile
 from central.store import connect
 
 log = structlog.get_logger("isoedge.central")
@@ -42,7 +43,7 @@ def prepare_database(config: IngestConfig, timeout: float = MIGRATE_TIMEOUT_S) -
 
 
 def ingest_report(config: IngestConfig, registry: KeyRegistry) -> dict[str, Any]:
-    """The JSON of `isoedge ingest report --json` (CONTRACT.md §6)."""
+    """The JSON of `isoedge ingest report --json` (docs/contract.md §6)."""
     with connect(config.database.url, application_name="isoedge-ingest-report") as conn:
         migrate(conn, timescaledb=config.database.timescaledb)
         return {"agents": [a.as_json() for a in report(conn, registry.agents)]}
@@ -79,6 +80,13 @@ class Ingest:
         if created:
             log.info("partitions created ahead", partitions=created)
 
+    def _reconcile_shipments(self) -> None:
+        section = self.config.shipments
+        with connect(self.config.database.url, application_name="isoedge-ingest-shipments") as c:
+            counts = reconcile(c, tolerance_pct=section.tolerance_pct, grace_s=section.grace_s)
+        if any(state not in {"awaiting", "within"} for state in counts):
+            log.info("shipments reconciled", **counts)
+
     async def _repair_loop(self) -> None:
         interval = self.config.repair.check_interval_s
         partitions_due = 0.0
@@ -98,6 +106,10 @@ class Ingest:
                 await asyncio.to_thread(self.repairer.cycle)
             except psycopg.Error as exc:
                 log.warning("completeness check failed", error=str(exc).strip()[:200])
+            try:
+                await asyncio.to_thread(self._reconcile_shipments)
+            except psycopg.Error as exc:
+                log.warning("shipment reconciliation failed", error=str(exc).strip()[:200])
             await asyncio.sleep(interval)
 
     async def run(self) -> None:

@@ -1,4 +1,4 @@
-"""The `isoedge ingest` verbs (CONTRACT.md §1, §6).
+"""The `isoedge ingest` verbs (docs/contract.md §1, §6).
 
 Imported by the agent's CLI to build its parser, so this module imports nothing heavy; each
 verb imports what it needs.

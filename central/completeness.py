@@ -109,7 +109,7 @@ class AgentCompleteness:
         return "no data" if not self.envelopes else "ok"
 
     def as_json(self) -> dict[str, Any]:
-        """The object of CONTRACT.md §6 (plus `permanent_gaps`, the gaps no archive can fill)."""
+        """The object of docs/contract.md §6 (and `permanent_gaps`: gaps no archive can fill)."""
         return {
             "site": self.site,
             "agent": self.agent,

@@ -1,4 +1,4 @@
-"""Ingest configuration (CONTRACT.md §6): TOML validated by pydantic; errors name file and key."""
+"""Ingest configuration (docs/contract.md §6): TOML checked by pydantic; errors name file, key."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pydantic import (
 
 from agent.core.passwords import check_user_credentials
 from agent.delivery.settings import BrokerEndpoint
+from agent.delivery.verification import MAX_ENVELOPE_ITEMS, MAX_MESSAGE_BYTES
 
 IdStr = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 GroupStr = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
@@ -77,15 +78,30 @@ class RepairSection(_Strict):
     max_attempts: int = Field(default=5, ge=1, description="Then the gap is permanent.")
 
 
+class ShipmentsSection(_Strict):
+    """Shipments reconciled across sites (central/shipments.py)."""
+
+    tolerance_pct: float = Field(
+        default=10.0, gt=0, le=100,
+        description="A receipt's measured activity further than this from the shipment's,"
+        " decay-corrected to the time of measurement, is an alert.",
+    )
+    grace_s: float = Field(
+        default=6 * 3600.0, gt=0,
+        description="A shipment without a receipt (or a receipt without its shipment) this"
+        " long is an alert.",
+    )
+
+
 class InboundSection(_Strict):
     """Bounds on what the ingest accepts from the broker (docs/security.md)."""
 
     max_envelope_bytes: int = Field(
-        default=16 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024,
-        description="A larger message is rejected unread (the agent's largest batch of 10 000"
-        " readings is about 10 MiB).",
+        default=MAX_MESSAGE_BYTES, ge=1024, le=MAX_MESSAGE_BYTES,
+        description="A larger message is rejected unread (default and upper bound: the largest"
+        " envelope an agent's outbox can produce, agent/delivery/verification.py).",
     )
-    max_items: int = Field(default=10_000, ge=1, le=1_000_000)
+    max_items: int = Field(default=MAX_ENVELOPE_ITEMS, ge=1, le=MAX_ENVELOPE_ITEMS)
     created_future_s: float = Field(
         default=600.0, ge=0, description="`created` further ahead of the receive time is flagged."
     )
@@ -178,6 +194,7 @@ class IngestConfig(_Strict):
     broker: BrokerSection = BrokerSection()
     database: DatabaseSection
     repair: RepairSection = RepairSection()
+    shipments: ShipmentsSection = ShipmentsSection()
     inbound: InboundSection = InboundSection()
     web: WebSection = WebSection()
     signing: SigningSection | None = None

@@ -30,7 +30,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from central.config import IngestConfig
-from central.envelope import KeyRegistry, parse_topic, stream_of, verify
+from central.envelope import KeyRegistry, parse_topic, verify
 from central.inbound import Limits, Rejected
 from central.refusals import AlertLimiter, AlertNote, Rejection, printable
 from central.status import parse_status
@@ -327,7 +327,7 @@ class Consumer:
                 with self._stats_lock:
                     self.stats.internal_errors += 1
                 parsed = parse_topic(m.topic, self.prefix)
-                site, agent = (parsed[0], parsed[1]) if parsed else (None, None)
+                site, agent = (parsed.site, parsed.agent) if parsed else (None, None)
                 self._reject(batch, m, site, agent, Rejected(
                     f"internal error ({type(exc).__name__})", code="internal_error"))
                 errors = self.stats.internal_errors
@@ -350,12 +350,11 @@ class Consumer:
     def _classify_one(self, m: _Incoming, batch: Batch) -> None:
         parsed = parse_topic(m.topic, self.prefix)
         if parsed is None:
-            return
-        site, agent, rest = parsed
-        if rest == "status":
+            return  # not a topic an agent publishes (agent/delivery/topics.py)
+        site, agent, stream = parsed.site, parsed.agent, parsed.stream
+        if parsed.kind == "status":
             self._status(batch, m.payload, site, agent)
             return
-        stream = stream_of(rest)
         if stream is None:
             return  # replay requests and other plain topics are not data
         if (site, agent) not in self._known:
@@ -371,9 +370,8 @@ class Consumer:
         batch.envelopes.append(verified)
         if verified.flag is not None:
             self._alert(batch, AlertNote(
-                "implausible_envelope", site, agent, "created",
-                f"{site}/{agent} seq {verified.seq}: {verified.flag} (stored, but check the"
-                " agent's clock)", {"seq": verified.seq, "created": verified.created}))
+                "implausible_envelope", site, agent, "created", "central.clock",
+                {"seq": verified.seq, "created": verified.created, "flag": verified.flag}))
 
     def _reject(self, batch: Batch, m: _Incoming, site: str | None, agent: str | None,
                 exc: Rejected) -> None:
@@ -385,15 +383,15 @@ class Consumer:
             by_code[exc.code] = by_code.get(exc.code, 0) + 1
         if exc.code == "unknown_source":
             self._alert(batch, AlertNote(
-                "unknown_source", printable(site), printable(agent), "",
-                f"messages from an unknown source on {printable(m.topic, 200)}",
+                "unknown_source", printable(site), printable(agent), "", "central.unknown_source",
                 {"topic": printable(m.topic, 200)}), new_source=True)
             return
         self._alert(batch, AlertNote(
             "rejected_envelope", printable(site), printable(agent),
             printable(exc.reason.split(" (")[0], 100),
-            f"envelope rejected on {printable(m.topic, 200)}: {printable(exc.reason, 300)}",
-            {"topic": printable(m.topic, 200), "kid": kid, "code": exc.code},
+            "central.rejected",
+            {"topic": printable(m.topic, 200), "kid": kid, "code": exc.code,
+             "reason": printable(exc.reason, 300)},
             severity="critical" if exc.code == "internal_error" else "warning"))
 
     def _alert(self, batch: Batch, note: AlertNote, *, new_source: bool = False) -> None:

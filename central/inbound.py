@@ -1,7 +1,9 @@
 """Typed, size-limited parsers of what reaches the ingest (every inbound message is hostile).
 
-One parser per envelope topic (`readings`, `alerts`, `audit`, `qc`): the JWS JSON object, its
-protected header and the signed payload are validated by pydantic models in strict mode (no
+The JWS object and its protected header are checked, and the signature verified, by the one
+verifier all IsoEdge consumers share (agent/delivery/verification.py, with the limits derived
+from the agent's outbox). Here: one parser per envelope topic (`readings`, `alerts`, `audit`,
+`qc`) for the signed payload, validated by pydantic in strict mode (no
 coercion: a string is never a number, `null` is never an object), with bounds on sizes, counts,
 lengths and integer ranges. A parser *rejects* (`Rejected`, with a short `code` for metrics and
 a reason for the record) and never raises anything else for any input; the consumer still wraps
@@ -18,7 +20,6 @@ from typing import Annotated, Any, Literal, NotRequired
 import orjson
 from pydantic import (
     AwareDatetime,
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -29,6 +30,13 @@ from pydantic import (
 )
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
+from agent.delivery.verification import (
+    MAX_ENVELOPE_ITEMS,
+    MAX_MESSAGE_BYTES,
+    SEQ_MAX,
+    VerificationError,
+)
+
 # Short, fixed rejection codes: the label of `isoedge_ingest_rejected_total` and the key of the
 # central alert (a reason may name sites and sequence numbers; a code never does).
 CODES = (
@@ -37,29 +45,21 @@ CODES = (
     "internal_error",
 )
 
-SEQ_MAX = 2**53 - 1  # exact in every JSON implementation; fits PostgreSQL bigint
 MAX_DEPTH = 32  # nesting of an item's values (raw lines, extra members)
-TYP = "isoedge+json"
 
 _B64URL = r"^[A-Za-z0-9_-]*$"
 
 
-class Rejected(Exception):  # noqa: N818 - a verdict, not an error of ours
-    """A message that must not be stored as data: unknown key, bad signature, malformed."""
-
-    def __init__(self, reason: str, *, kid: str | None = None, code: str = "malformed") -> None:
-        self.reason = reason
-        self.kid = kid
-        self.code = code
-        super().__init__(reason)
+# One verdict for every refusal: the shared verifier's (agent/delivery/verification.py).
+Rejected = VerificationError
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Bounds of one envelope (`[inbound]` of the ingest configuration)."""
 
-    max_envelope_bytes: int = 16 * 1024 * 1024
-    max_items: int = 10_000
+    max_envelope_bytes: int = MAX_MESSAGE_BYTES
+    max_items: int = MAX_ENVELOPE_ITEMS
     created_future_s: float = 600.0
     created_past_s: float = 400 * 86400.0
 
@@ -77,30 +77,6 @@ def _text_only(value: Any) -> Any:
 # A time: RFC 3339 text with a zone, parsed by pydantic-core (lax mode parses text; numbers,
 # which it would take as Unix times, are refused before).
 Time = Annotated[AwareDatetime, Strict(strict=False), BeforeValidator(_text_only)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
-
-
-class FlattenedJws(_Model):
-    """RFC 7515 §7.2.2: the form the agents publish (an unprotected `header` is allowed)."""
-
-    protected: Annotated[str, StringConstraints(min_length=1, max_length=4096,
-                                                pattern=_B64URL)]
-    payload: Annotated[str, StringConstraints(max_length=64 * 1024 * 1024)]  # signed as is
-    signature: Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=_B64URL)]
-    header: dict[str, Any] | None = None
-
-
-class ProtectedHeader(BaseModel):
-    """The protected header of CONTRACT.md §3: alg Ed25519 (or EdDSA), kid, typ isoedge+json."""
-
-    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
-
-    alg: Literal["Ed25519", "EdDSA"]
-    kid: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=_B64URL)]
-    typ: str
 
 
 # The payload parsers are TypedDicts validated by pydantic in strict JSON mode: the same
@@ -187,45 +163,6 @@ def _first_error(exc: ValidationError) -> str:
     err = exc.errors(include_url=False, include_input=False)[0]
     where = ".".join(str(p) for p in err["loc"][:4])
     return f"{where}: {err['msg']}"[:200]
-
-
-def parse_jws(body: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[dict[str, Any],
-                                                                     ProtectedHeader]:
-    """The JWS object and its protected header; `Rejected` for anything else."""
-    if len(body) > limits.max_envelope_bytes:
-        raise Rejected(f"too large ({len(body)} bytes)", code="too_large")
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise Rejected("malformed JWS (not JSON)") from None
-    if not isinstance(document, dict):
-        raise Rejected("malformed JWS (not an object)")
-    try:
-        jws = FlattenedJws.model_validate(document)
-    except ValidationError as exc:
-        raise Rejected(f"malformed JWS ({_first_error(exc)})") from None
-    try:
-        header_doc = orjson.loads(b64url_decode(jws.protected))
-        header = ProtectedHeader.model_validate(header_doc)
-    except ValidationError as exc:  # (a ValueError too: caught first)
-        kid = header_doc.get("kid") if isinstance(header_doc, dict) else None
-        if not isinstance(kid, str) or not kid:
-            raise Rejected("no kid in the protected header") from None
-        raise Rejected(f"bad protected header ({_first_error(exc)})", code="bad_header",
-                       kid=kid[:128]) from None
-    except (ValueError, orjson.JSONDecodeError):
-        raise Rejected("malformed JWS (protected header)") from None
-    if header.typ != TYP:
-        raise Rejected(f"bad protected header (typ {header.typ[:40]!r}, expected {TYP})",
-                       code="bad_header", kid=header.kid)
-    return document, header
-
-
-def b64url_decode(text: str) -> bytes:
-    """base64url without padding (RFC 7515 §2)."""
-    import base64  # noqa: PLC0415 - tiny, and keeps the module's imports about parsing
-
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _clean(value: Any, depth: int = 0) -> bool:  # noqa: PLR0911 - one return per JSON type

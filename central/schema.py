@@ -20,7 +20,7 @@ log = structlog.get_logger("isoedge.central.schema")
 
 _LOCK_KEY = 0x15_0ED6E  # pg_advisory_xact_lock key of the migration
 
-# Version 1: the tables of CONTRACT.md §6 plus what completeness and repair need.
+# Version 1: the tables of docs/contract.md §6 plus what completeness and repair need.
 _V1 = """
 CREATE TABLE envelopes (
     site text NOT NULL,
@@ -258,7 +258,7 @@ LEFT JOIN item_ids i ON i.site = s.site AND i.agent = s.agent AND i.seq = r.seq
                     AND i.pos = r.pos;
 """
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 9
 PARTITION_DAYS_AHEAD = 7
 
 
@@ -347,6 +347,98 @@ CREATE TABLE conflicting_envelopes (
 """
 
 
+# Version 8: shipments reconciled across sites (central/shipments.py): one row per shipment,
+# keyed by the sending site, filled from the sender's shipment record and the receiver's
+# receipt as they arrive, decided by the check cycle.
+_V8 = """
+CREATE TABLE shipments (
+    site text NOT NULL,
+    shipment_id text NOT NULL,
+    agent text,
+    record_id text,
+    destination_site text,
+    batch_id text,
+    product text,
+    nuclide text,
+    activity_mbq double precision,
+    reference_time timestamptz,
+    shipped timestamptz,
+    receipt_site text,
+    receipt_agent text,
+    receipt_id text,
+    measured_mbq double precision,
+    measured_at timestamptz,
+    received timestamptz,
+    reported_expected_mbq double precision,
+    expected_mbq double precision,
+    difference_pct double precision,
+    tolerance_pct double precision,
+    state text NOT NULL DEFAULT 'awaiting',
+    checked timestamptz,
+    updated timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (site, shipment_id)
+);
+CREATE INDEX shipments_open ON shipments (state)
+    WHERE checked IS NULL OR state IN ('awaiting', 'no_shipment');
+"""
+
+
+def _v8(conn: Conn) -> None:
+    from central.shipments import note_records  # noqa: PLC0415 - the migration's only use
+
+    conn.execute(_V8)
+    with conn.cursor() as cur:
+        rows = conn.execute(
+            "SELECT site, agent, body FROM events WHERE stream = 'qc'"
+            " AND body->>'kind' IN ('shipment', 'receipt') ORDER BY t"
+        ).fetchall()
+        for site, agent, body in rows:
+            note_records(cur, str(site), str(agent), [body])  # type: ignore[list-item]
+
+
+# Version 9: ready for distribution by site (Citus, docs/fleet.md). Every table of the record
+# has a `site` column and every primary key and unique constraint includes it, so each can be
+# distributed on `site` with its rows and their uniqueness kept on one node: events are keyed
+# (site, id); rejected, central_alerts and conflicting_envelopes (site, id); series' number is
+# unique per site; reading_rows carries the site of its series. `schema_version` is the one
+# table without a site: on Citus it is a reference table (docs/fleet.md).
+CITUS_REFERENCE_TABLES = frozenset({"schema_version"})
+_V9 = """
+ALTER TABLE events DROP CONSTRAINT events_pkey, ADD PRIMARY KEY (site, id);
+UPDATE rejected SET site = '' WHERE site IS NULL;
+ALTER TABLE rejected ALTER COLUMN site SET DEFAULT '', ALTER COLUMN site SET NOT NULL,
+    DROP CONSTRAINT rejected_pkey, ADD PRIMARY KEY (site, id);
+ALTER TABLE central_alerts DROP CONSTRAINT central_alerts_pkey, ADD PRIMARY KEY (site, id);
+ALTER TABLE conflicting_envelopes DROP CONSTRAINT conflicting_envelopes_pkey,
+    ADD PRIMARY KEY (site, id);
+ALTER TABLE series DROP CONSTRAINT series_id_key, ADD CONSTRAINT series_site_id_key
+    UNIQUE (site, id);
+ALTER TABLE reading_rows ADD COLUMN site text;
+UPDATE reading_rows r SET site = s.site FROM series s WHERE s.id = r.series;
+ALTER TABLE reading_rows ALTER COLUMN site SET NOT NULL;
+CREATE OR REPLACE VIEW readings AS
+SELECT coalesce(e.id_prefix || lpad(to_hex(e.id_first + r.pos), 12, '0'), i.id) AS id,
+       s.site, s.agent, s.device, s.channel, r.t, r.value, r.value_bool, r.value_text,
+       nullif(s.unit, '') AS unit,
+       CASE r.quality WHEN 0 THEN 'good' WHEN 1 THEN 'uncertain' WHEN 2 THEN 'bad'
+            ELSE r.extra->>'quality' END AS quality,
+       r.nuclide, r.seq, r.pos, r.extra
+FROM reading_rows r
+JOIN series s ON s.site = r.site AND s.id = r.series
+JOIN envelopes e ON e.site = s.site AND e.agent = s.agent AND e.seq = r.seq
+LEFT JOIN item_ids i ON i.site = s.site AND i.agent = s.agent AND i.seq = r.seq
+                    AND i.pos = r.pos;
+"""
+
+
+def _v9(conn: Conn) -> None:
+    conn.execute(_V9)
+    legacy = conn.execute("SELECT to_regclass('readings_v5') IS NOT NULL").fetchone()
+    if legacy and legacy[0]:  # the wide table an older record kept beside the new one
+        conn.execute("ALTER TABLE readings_v5 DROP CONSTRAINT IF EXISTS readings_pkey,"
+                     " ADD PRIMARY KEY (site, id, t)")
+
+
 def timescale_available(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
     """Whether the server offers the timescaledb extension."""
     row = conn.execute(
@@ -378,6 +470,8 @@ _STEPS: list[tuple[int, str, Callable[[Conn], object]]] = [
     (6, "narrow, partitioned record; readings is a view", _v6),
     (7, "rejected bodies truncated with hash, alert severity, conflicts (docs/security.md)",
      lambda c: c.execute(_V7)),
+    (8, "shipments reconciled across sites", _v8),
+    (9, "every key includes site (ready for distribution by site)", _v9),
 ]
 
 

@@ -12,17 +12,14 @@ An unsigned or forged status is stored for display (online/offline, devices) wit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import orjson
-from joserfc import jws
-from joserfc.errors import JoseError
 from pydantic import ValidationError
 
 from agent.delivery.evidence import MAX_STATUS_BYTES, STATUS_TYP, Evidence, StatusDocument
-from central.envelope import ALGORITHMS, KeyRegistry
-
-_REGISTRY = jws.JWSRegistry(algorithms=ALGORITHMS)
+from agent.delivery.verification import VerificationError
+from central.envelope import KeyRegistry
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,15 +50,16 @@ def _verify_evidence(  # noqa: PLR0911 - one return per reason it is not evidenc
     if not isinstance(header, dict) or header.get("typ") != STATUS_TYP:
         return "evidence typ is not " + STATUS_TYP
     kid = header.get("kid")
-    entry = registry.get(kid) if isinstance(kid, str) else None
-    if entry is None or (entry.site, entry.agent) != (site, agent):
+    if not isinstance(kid, str) or registry.get(kid) is None:
         return "evidence key not registered for this agent"
     try:
-        result = jws.deserialize_json(cast("Any", doc.evidence.model_dump()), entry.key,
-                                      registry=_REGISTRY)
-        evidence = Evidence.model_validate_json(result.payload)
-    except JoseError:
+        signed = registry.check_signature(doc.evidence.model_dump(), kid, owner=(site, agent))
+    except VerificationError as exc:
+        if exc.code == "foreign_key":
+            return "evidence key not registered for this agent"
         return "evidence signature invalid"
+    try:
+        evidence = Evidence.model_validate_json(signed.payload)
     except (ValidationError, ValueError, TypeError, KeyError):
         return "evidence payload invalid"
     if (evidence.site, evidence.agent) != (site, agent):

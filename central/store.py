@@ -15,6 +15,7 @@ import orjson
 import psycopg
 import structlog
 
+from agent.core.items import COLUMNS, QUALITIES
 from central import evidence
 from central.completeness import merge_ranges, runs
 from central.envelope import Verified
@@ -26,14 +27,13 @@ from central.refusals import (
     record_conflicts,
     write_rejections,
 )
+from central.shipments import note_records
 
 __all__ = ["Batch", "Rejection", "Store", "WriteResult", "connect"]
 
 log = structlog.get_logger("isoedge.central.store")
 
-_KNOWN_READING_KEYS = frozenset(
-    {"id", "device", "channel", "t", "value", "unit", "quality", "nuclide", "raw"}
-)
+_KNOWN_READING_KEYS = COLUMNS  # the item members with a column (agent/core/items.py)
 
 _TEMP_TABLES = """
 CREATE TEMP TABLE IF NOT EXISTS tmp_envelopes (
@@ -47,8 +47,9 @@ CREATE TEMP TABLE IF NOT EXISTS tmp_events (
 
 ENV_COLS = ("site, agent, seq, stream, kid, created, payload_sha256, prev, n_items, topic,"
             " id_prefix, id_first")
-ROW_COLS = "series, pos, seq, t, value, quality, value_bool, value_text, nuclide, extra"
-QUALITY = {"good": 0, "uncertain": 1, "bad": 2}
+ROW_COLS = ("site, series, pos, seq, t, value, quality, value_bool, value_text, nuclide,"
+            " extra")
+QUALITY = {q: code for code, q in enumerate(QUALITIES)}  # good 0, uncertain 1, bad 2
 QUALITY_OTHER = 3  # the text itself goes to `extra`
 EVENT_COLS = "id, site, agent, stream, t, body, seq"
 
@@ -240,6 +241,9 @@ def _write_envelopes(cur: psycopg.Cursor[Any], envelopes: list[Verified], *,
                     loose_ids.append(e)
     n_readings = _copy_readings(cur, [e for e in fresh if e.stream == "readings"], loose_ids)
     n_events = _copy_events(cur, [e for e in fresh if e.stream != "readings"], direct=direct)
+    for e in fresh:
+        if e.stream == "qc":  # shipments and receipts: matched across sites (central.shipments)
+            note_records(cur, e.site, e.agent, e.items)
     _copy_evidence(cur, fresh)
     _maintain_completeness(cur, {(e.site, e.agent, e.seq) for e in fresh}, per_agent)
     return len(fresh), n_readings, n_events
@@ -316,8 +320,10 @@ def _copy_readings(cur: psycopg.Cursor[Any], envelopes: list[Verified],
                     if quality == QUALITY_OTHER:
                         more["quality"] = it["quality"]
                     extra = dumps(more).decode()
+                number_of = series[(site, agent, it["device"], it["channel"],
+                                    str(it.get("unit") or ""))]
                 write((
-                    series[(site, agent, it["device"], it["channel"], str(it.get("unit") or ""))],
+                    site, number_of,
                     pos, seq, it["t"], number, quality, flag, text, it.get("nuclide"), extra,
                 ))
                 n += 1

@@ -16,11 +16,12 @@ from typing import Any
 import orjson
 import psycopg
 
+from agent.core.items import COLUMNS
 from central.envelope import KeyRegistry, Rejected, verify
 from central.evidence import unpack
 from central.store import QUALITY, typed_value
 
-_KNOWN = frozenset({"id", "device", "channel", "t", "value", "unit", "quality", "nuclide", "raw"})
+_KNOWN = COLUMNS
 PAGE = 500  # envelopes per query
 
 

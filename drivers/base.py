@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import enum
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,22 +12,10 @@ from typing import Any, ClassVar, TypeVar
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-JSONScalar = str | int | float | bool | None
-
-
-class Quality(enum.StrEnum):
-    """Quality of one value, as published in a reading's `quality` field."""
-
-    GOOD = "good"
-    UNCERTAIN = "uncertain"
-    BAD = "bad"
-
-
-class SampleKind(enum.StrEnum):
-    """A measured value, or a discrete event (e.g. a synthesis step change)."""
-
-    READING = "reading"
-    EVENT = "event"
+# Re-exported for drivers (`X as X` is the explicit re-export mypy's strict mode asks for).
+from agent.core.values import JSONScalar as JSONScalar  # noqa: PLC0414 - re-export
+from agent.core.values import Quality as Quality  # noqa: PLC0414 - re-export
+from agent.core.values import SampleKind as SampleKind  # noqa: PLC0414 - re-export
 
 
 def utc_now() -> datetime:

@@ -10,11 +10,13 @@ from typing import Any
 
 from helpers import cli_env, isoedge_cmd
 
+from agent.delivery.signing import generate_key_files
+
 
 def make_keys(directory: Path) -> dict[str, Any]:
-    """`isoedge keygen --out DIR`; returns the public JWK."""
-    subprocess.run(isoedge_cmd("keygen", "--out", str(directory)), check=True, env=cli_env(),
-                   capture_output=True)
+    """The files `isoedge keygen --out DIR` writes (the same function, in this process: the
+    CLI's own behaviour is tests/delivery/test_signing.py's); returns the public JWK."""
+    generate_key_files(directory)
     return dict(json.loads((directory / "signing.pub.jwk").read_text()))
 
 
@@ -48,8 +50,11 @@ enabled = false
     return path
 
 
-def counter_devices(n: int, interval: float = 0.01, priorities: list[int] | None = None) -> str:
-    """`n` synthetic counter devices, two channels each: values 1, 2, 3 ... per channel."""
+def counter_devices(n: int, interval: float = 0.01, priorities: list[int] | None = None,
+                    channels: int = 2) -> str:
+    """`n` synthetic counter devices, `channels` channels each (a, b, ...): values 1, 2, 3 ...
+    per channel."""
+    names = ", ".join(f'"{chr(ord("a") + c)}"' for c in range(channels))
     blocks = []
     for i in range(n):
         priority = priorities[i] if priorities else 1
@@ -58,7 +63,7 @@ def counter_devices(n: int, interval: float = 0.01, priorities: list[int] | None
 id = "dev-{i}"
 type = "synthetic"
 mode = "counter"
-channels = ["a", "b"]
+channels = [{names}]
 unit = "uSv/h"
 poll_interval_s = {interval}
 priority = {priority}

@@ -6,7 +6,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from agent.delivery.outbox import Outbox
+from agent.delivery.outbox import Outbox, stored_envelopes
 from agent.delivery.signing import generate_key_files
 from agent.qc.alerts import AlertManager
 from agent.qc.audit import AuditLog
@@ -67,8 +67,7 @@ class StateStore:
             items = [item for (row,) in db.execute(
                 "SELECT items FROM batches WHERE stream = ? ORDER BY id", (stream,))
                 for item in json.loads("[" + row + "]")]
-            for (body,) in db.execute(
-                    "SELECT body FROM envelopes WHERE stream = ? ORDER BY seq", (stream,)):
+            for _seq, _stream, body in stored_envelopes(db, stream):
                 items.extend(_payload(body)["items"])
         finally:
             db.close()
@@ -90,7 +89,7 @@ def durable_item_ids(db_path: Path) -> tuple[set[str], set[int]]:
         if "sent" in tables:  # PUBACKed envelopes stay in place as the replay archive
             sent = {int(seq) for (seq,) in db.execute("SELECT seq FROM sent")}
         seqs = set()
-        for (seq, body) in db.execute("SELECT seq, body FROM envelopes"):
+        for seq, _stream, body in stored_envelopes(db):
             ids.update(item["id"] for item in _payload(body)["items"])
             if seq not in sent:
                 seqs.add(int(seq))

@@ -19,8 +19,10 @@ import structlog
 
 from agent.acquisition.shapes import ShapeCache
 from agent.acquisition.state import LiveState
+from agent.core.items import plain_items
 from agent.core.reading import Reading, dumps_item, new_ids, rfc3339
-from agent.delivery.outbox import MAX_ENVELOPE_ITEM_BYTES, Outbox
+from agent.delivery.outbox import Outbox
+from agent.delivery.verification import MAX_ENVELOPE_ITEM_BYTES
 from agent.physics.nuclides import NUCLIDES, decay_value, normalize_nuclide
 from agent.physics.units import conversion, convert, is_activity_unit
 from drivers.base import DeviceConfigBase, JSONScalar, Quality, Sample, SampleBatch, SampleKind
@@ -196,31 +198,11 @@ class Pipeline:
         if converted is None:
             return None
         published, units = converted
-        stamp = rfc3339(batch.t)
-        device = batch.device
-        texts = batch.raw_texts or [None] * len(values)
-        items = [
-            {
-                "id": item_id,
-                "device": device,
-                "channel": channel,
-                "t": stamp,
-                "value": value,
-                "unit": unit,
-                "quality": "good",
-                "raw": {"value": raw, "unit": raw_unit}
-                if text is None
-                else {"value": raw, "unit": raw_unit, "text": text},
-            }
-            for item_id, channel, value, unit, raw, raw_unit, text in zip(
-                new_ids(len(values)), batch.channels, published, units, values, batch.units,
-                texts, strict=True,
-            )
-        ]  # fmt: skip
-        if not self.clock_trusted:
-            for item in items:
-                item["clock"] = "untrusted"
-        return items
+        return plain_items(
+            new_ids(len(values)), batch.device, batch.channels, t=rfc3339(batch.t),
+            values=published, units=units, raw_values=values, raw_units=batch.units,
+            raw_texts=batch.raw_texts, clock_trusted=self.clock_trusted,
+        )
 
     def _convert(
         self, values: Sequence[JSONScalar], raw_units: Sequence[str | None]
@@ -298,13 +280,27 @@ class Pipeline:
     ) -> None:
         """Hand the batch to the outbox, then live state and QC."""
         text = self._serialise(device, items, readings)
-        if len(text) > MAX_ENVELOPE_ITEM_BYTES and len(items) > 1:
-            # One row must fit one envelope: halves of a batch of unusually long items.
-            half = len(items) // 2
-            for part in (slice(0, half), slice(half, None)):
-                self._commit(device, channels[part], values[part], items[part],
-                             readings[part] if readings is not None else None)  # fmt: skip
-            return
+        if _utf8_size(text) > MAX_ENVELOPE_ITEM_BYTES:
+            if len(items) > 1:
+                # One row must fit one envelope: halves of a batch of unusually long items.
+                half = len(items) // 2
+                for part in (slice(0, half), slice(half, None)):
+                    self._commit(device, channels[part], values[part], items[part],
+                                 readings[part] if readings is not None else None)  # fmt: skip
+                return
+            # One item beyond what any envelope may hold (and any verifier accepts): published
+            # as a bad reading saying so, never as an envelope the ingest must refuse.
+            reading = readings[0] if readings is not None else Reading.from_plain_item(items[0])
+            size = _utf8_size(text)
+            reading.attrs.clear()
+            reading.value, reading.quality = None, Quality.BAD
+            reading.raw_value, reading.raw_text = None, None
+            reading.reason = f"reading too large to publish ({size} bytes)"
+            log.warning("reading too large to publish", device=device, channel=reading.channel,
+                        bytes=size)
+            items = [reading.to_item()]
+            values = [None]
+            text = self._dumps(items[0])
         self.outbox.submit_batch("readings", device, len(items), text)
         self.live.on_batch(device, channels, values, items)
         if self.rules is not None or self.qa_desk is not None:
@@ -358,18 +354,14 @@ class Pipeline:
     @staticmethod
     def _reading_of(item: dict[str, Any]) -> Reading:
         """A `Reading` for QC from a plain item (only for channels a rule watches)."""
-        raw = item["raw"]
-        return Reading(
-            device=item["device"], channel=item["channel"], t=datetime.fromisoformat(item["t"]),
-            value=item["value"], unit=item["unit"], quality=Quality.GOOD,
-            raw_value=raw["value"], raw_unit=raw["unit"], raw_text=raw.get("text"),
-            clock_trusted="clock" not in item, id=item["id"],
-        )  # fmt: skip
+        return Reading.from_plain_item(item)
 
-    def emit_event(self, stream: str, item: dict[str, Any]) -> None:
-        """Alerts and audit events (already built by `agent.core.reading.event_item`)."""
-        self.outbox.submit(stream, "", self._dumps(item))
-        self.live.on_event(stream, item)
+
+def _utf8_size(text: str) -> int:
+    """UTF-8 bytes of `text` (encoded only when it could be near the envelope's bound)."""
+    if 4 * len(text) <= MAX_ENVELOPE_ITEM_BYTES:
+        return len(text)  # at most 4 bytes per code point: fits either way
+    return len(text.encode("utf-8"))
 
 
 __all__ = ["Pipeline", "reference_instant"]

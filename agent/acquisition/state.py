@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from agent.acquisition.shapes import ShapeCache
-from agent.core.reading import Reading, rfc3339_from_epoch
+from agent.core.reading import rfc3339_from_epoch
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -118,26 +118,6 @@ class LiveState:
         if health is None:
             health = self.devices[device] = DeviceHealth(device=device, driver=driver)
         return health
-
-    def on_reading(self, reading: Reading, item: dict[str, Any]) -> None:
-        """Remember the latest value and a thinned trend point (at most one per 5 s)."""
-        key = (reading.device, reading.channel)
-        self.latest[key] = item
-        health = self.devices.get(reading.device) or self.device(reading.device)
-        now = time.monotonic()
-        health.last_reading_monotonic = now
-        health.readings += 1
-        self.counters["readings_acquired"] += 1
-        value = reading.value
-        if (
-            now - self._trend_last.get(key, -TREND_STEP_S) >= TREND_STEP_S
-            and isinstance(value, int | float)
-            and not isinstance(value, bool)
-        ):
-            self._trend_last[key] = now
-            self.trends[key].append((time.time(), float(value)))
-        for listener in self.listeners:
-            listener("reading", item)
 
     def on_batch(
         self,

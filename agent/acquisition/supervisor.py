@@ -13,12 +13,23 @@ from agent.acquisition.state import LiveState
 from agent.core.backoff import Backoff
 from agent.core.states import DeviceState
 from agent.core.tasks import cancel_and_wait
+from agent.state.pressure import Pressure
 from drivers.base import DeviceConfigBase, Driver
 from drivers.registry import create_driver
 
 FAIRNESS_BATCH = 64  # readings processed before yielding to the event loop
 
 StateCallback = Callable[[str, str, str | None], None]
+
+
+def pauses_under(state: Pressure, priority: int, top_priority: int) -> bool:
+    """Acquisition's pause policy under storage pressure: never drop, hold the sources back.
+
+    At "high" the devices below the top priority pause; at "full" all of them; at "ok" none.
+    """
+    if state == Pressure.OK:
+        return False
+    return state == Pressure.FULL or priority < top_priority
 
 
 class DeviceSupervisor:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from agent.qc.prescriptions import Prescription, PrescriptionBook
     from agent.qc.programme import CalibratorProgramme, QCSection
     from agent.qc.signatures import SignatureService
+    from agent.records.generators import GeneratorRecords
+    from agent.records.service import Records
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,11 @@ class QADesk(Protocol):
 
     def calibrators_status(self) -> dict[str, dict[str, Any]]:
         """Release state of every calibrator."""
+        ...
+
+    async def override_hold(self, device: str, prescription_id: str, name: str, password: str,
+                            reason: str) -> dict[str, Any]:  # fmt: skip
+        """A signed override: the next dose of this prescription is measured while held."""
         ...
 
     def start_test(self, device: str, test: str, *, by: str, time_scale: float = 1.0) -> TestRun:
@@ -292,6 +299,16 @@ class ConsoleBackend(Protocol):
     @property
     def qa_desk(self) -> QADesk:
         """The dose-calibrator QC programme: tests, records, signatures, release."""
+        ...
+
+    @property
+    def records(self) -> Records:
+        """The radiopharmacy's records (batches, releases, doses...)."""
+        ...
+
+    @property
+    def generator_records(self) -> GeneratorRecords:
+        """Elutions, waste and shipments."""
         ...
 
     @property

@@ -10,7 +10,8 @@ from typing import Any
 
 import orjson
 
-from drivers.base import JSONScalar, Quality, SampleKind
+from agent.core.items import CLOCK_UNTRUSTED, clock_trusted, raw_member, reading_item
+from agent.core.values import JSONScalar, Quality, SampleKind
 
 _last_stamp: tuple[datetime | None, str] = (None, "")
 # Enum `.value` is a descriptor call; a dict lookup is seven times cheaper per reading.
@@ -88,20 +89,12 @@ class Reading:
     id: str = field(default_factory=new_id)
 
     def to_item(self) -> dict[str, Any]:
-        """The JSON item of CONTRACT.md §3."""
-        raw: dict[str, Any] = {"value": self.raw_value, "unit": self.raw_unit}
-        if self.raw_text is not None:
-            raw["text"] = self.raw_text
-        item: dict[str, Any] = {
-            "id": self.id,
-            "device": self.device,
-            "channel": self.channel,
-            "t": rfc3339(self.t),
-            "value": self.value,
-            "unit": self.unit,
-            "quality": _QUALITY_TEXT[self.quality],
-            "raw": raw,
-        }
+        """The JSON item of docs/contract.md §3."""
+        item = reading_item(
+            item_id=self.id, device=self.device, channel=self.channel, t=rfc3339(self.t),
+            value=self.value, unit=self.unit, quality=_QUALITY_TEXT[self.quality],
+            raw=raw_member(self.raw_value, self.raw_unit, self.raw_text),
+        )
         if self.kind is not SampleKind.READING:
             item["kind"] = self.kind.value
         if self.reason is not None:
@@ -112,10 +105,21 @@ class Reading:
             item["ref_time"] = rfc3339(self.ref_time)
             item["value_at_ref"] = self.value_at_ref
         if not self.clock_trusted:
-            item["clock"] = "untrusted"
+            item["clock"] = CLOCK_UNTRUSTED
         for key, value in self.attrs.items():
             item.setdefault(key, value)
         return item
+
+    @classmethod
+    def from_plain_item(cls, item: dict[str, Any]) -> Reading:
+        """The `Reading` of a plain item (agent.core.items.plain_items: a good number)."""
+        raw = item["raw"]
+        return cls(
+            device=item["device"], channel=item["channel"], t=datetime.fromisoformat(item["t"]),
+            value=item["value"], unit=item["unit"], quality=Quality(item["quality"]),
+            raw_value=raw["value"], raw_unit=raw["unit"], raw_text=raw.get("text"),
+            clock_trusted=clock_trusted(item), id=item["id"],
+        )
 
 
 def event_item(event: str, **fields: Any) -> dict[str, Any]:

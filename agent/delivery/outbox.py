@@ -3,14 +3,18 @@
 Two stages, each one transaction:
 
 1. `submit_batch()`ed batches (a driver's poll, already serialised: the items' JSON joined
-   by commas) are committed to `batches`, one row per batch, within `commit_interval_ms`
-   (group commit). Only then do they count as acquired; on a crash they are found again at
-   start-up. `submit()` is a batch of one item (alerts, audit).
+   by commas) are committed together, within `max_commit_delay_ms` of the oldest (sooner
+   when COMMIT_BYTES wait, a state write is queued, or on flush and stop). Only then do they
+   count as acquired; a power cut loses at most what waited for that commit. `submit()` is a
+   batch of one item (alerts, audit).
 2. Batch rows of one (stream, device) are cut into envelopes of at most `batch_max_items`
    items once enough are waiting or the oldest is `batch_max_age_ms` old. An envelope's items
    are the rows' texts joined: nothing is parsed back or re-encoded. In the same transaction
    the envelope gets the next `seq`, the hash of the previous payload as `prev`, and its
-   signature; the signed bytes are stored in `envelopes` and the batch rows deleted.
+   signature. A batch due before the next commit is cut in this one (its rows are written
+   once, in the envelope); only the others are kept in `batches` meanwhile. Envelopes are
+   stored compact: the payload zlib-compressed, the raw signature, the key's protected header
+   once in `signers`; the published bytes are rebuilt from them, byte-identical.
 
 The publisher reads unsent envelopes in seq order; a PUBACK marks an envelope sent (a small row
 in `sent`, written with the next commit cycle). A sent envelope stays where it is, byte-identical,
@@ -18,21 +22,18 @@ as the replay archive, until it is older than `archive_days` or beyond `archive_
 is copied. A replay after a crash re-sends byte-identical envelopes (a PUBACK not yet recorded
 included), which consumers deduplicate on `seq`/`id`.
 
-One thread owns the database connection; the event loop talks to it through a queue, so a slow
-disk never stalls device I/O.
+One thread owns the database connection (`agent.state.database.StateDatabase`); the event loop
+talks to it through a queue, so a slow disk never stalls device I/O. The envelopes are cut by
+`agent.delivery.cutter`, the sent ones kept by `agent.delivery.archive`; the tables, connection
+settings and migrations are `agent.state.schema`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
-import os
-import queue
-import signal
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -44,65 +45,59 @@ from typing import Any, TypeVar
 import structlog
 
 from agent.core.reading import rfc3339
+from agent.delivery.archive import DELETE_CHUNK, ReplayArchive
+from agent.delivery.cutter import (
+    EnvelopeCutter,
+    TopicFn,
+    envelope_spans,
+    published_bytes,
+)
 from agent.delivery.damage import DamagedDatabaseError, DamageReport, check_database, move_aside
-from agent.delivery.diskspace import DiskSpacePolicy, SpaceState, is_disk_full
-from agent.delivery.signing import Signer, b64url
+from agent.delivery.signing import Signer
+from agent.delivery.verification import MAX_ENVELOPE_ITEM_BYTES
+from agent.state.database import StateDatabase, StateDatabaseError, Write, fault_point
+from agent.state.diskspace import DiskSpacePolicy, SpaceState, is_disk_full
+from agent.state.pressure import Pressure
+from agent.state.schema import (
+    SCHEMA,
+    WAL_AUTOCHECKPOINT,
+    connect,
+    has_column,
+    has_table,
+    migrate_archive,
+    migrate_compact,
+    migrate_pending,
+    signer_id,
+    signers,
+    used_bytes,
+)
 
 log = structlog.get_logger("isoedge.outbox")
 
 T = TypeVar("T")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS batches (
-    id INTEGER PRIMARY KEY,
-    stream TEXT NOT NULL,
-    device TEXT NOT NULL,
-    created REAL NOT NULL,
-    n_items INTEGER NOT NULL,
-    items TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS envelopes (
-    seq INTEGER PRIMARY KEY,
-    topic TEXT NOT NULL,
-    stream TEXT NOT NULL,
-    device TEXT NOT NULL,
-    n_items INTEGER NOT NULL,
-    created REAL NOT NULL,
-    body BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS chain (
-    k INTEGER PRIMARY KEY CHECK (k = 1),
-    last_seq INTEGER NOT NULL,
-    last_hash TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS sent (
-    seq INTEGER PRIMARY KEY,
-    sent REAL NOT NULL,
-    size INTEGER NOT NULL
-);
-"""
-
-ARCHIVE_PRUNE_INTERVAL_S = 30.0  # age-based pruning at most this often
+RECENT_BYTES = 4 * 1024 * 1024  # bodies of envelopes just cut kept for the publisher
 ARCHIVE_YIELD = 0.7  # under quota pressure the archive shrinks until the database is this full
 
-# Items of one envelope at most this many bytes, so its base64url payload stays under the
-# 128 000 bytes that JOSE libraries accept by default (joserfc's max_payload_length).
-MAX_ENVELOPE_ITEM_BYTES = 90_000
 MAX_IN_FLIGHT = 20_000  # uncommitted items before producers are made to wait
 QUOTA_HIGH = 0.9  # pause low-priority acquisition and alert
 QUOTA_LOW = 0.8  # resume below this
 DISK_USAGE_INTERVAL_S = 0.1  # routine measurements of the database's size at most this often,
 USAGE_SKIP_BELOW = 0.5  # ... while below this share of the quota (then every cycle)
+COMMIT_BYTES = 256 * 1024  # items waiting that make a commit due before the delay is up
 ACK_COMMIT_S = 0.05  # acknowledgements recorded at least this soon when no data is committed
+# ... or, with a commit delay, within this many commit delays: they ride with the readings'
+# commits. One lost in a crash means that envelope is sent again; the durability tests hold
+# the agent to re-sending no more than the last in-flight window, hence one delay, not more.
+ACK_DELAYS = 1
 SPACE_CHECK_S = 1.0  # free space measured (and failed writes retried) at least this often
 RESERVE_CHECK_S = 10.0  # the reserve file rewritten (when missing and there is room) this often
 # An envelope `e` still to be sent: no PUBACK recorded for it (sent ones stay as the archive).
 _UNSENT = "NOT EXISTS (SELECT 1 FROM sent s WHERE s.seq = e.seq)"
 
 
-class OutboxError(RuntimeError):
-    """The outbox cannot store or hand out envelopes (its thread has failed)."""
+OutboxError = StateDatabaseError
+"""The outbox cannot store or hand out envelopes (its thread has failed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,23 +133,6 @@ class OutboxStats:
         }
 
 
-TopicFn = Callable[[str, str], str]
-
-
-Apply = Callable[[sqlite3.Connection], Any]
-"""A write of the state database, run on the owner thread inside the cycle's transaction."""
-
-
-@dataclass(slots=True)
-class _Write:
-    """A transactional write: its SQL and the stream items committed together with it."""
-
-    apply: Apply | None
-    items: list[tuple[str, str, str]]
-    tag: str
-    done: Future[Any]
-
-
 @dataclass(slots=True)
 class _Batch:
     """Committed (or about to be) rows of one (stream, device) not yet in an envelope."""
@@ -180,8 +158,14 @@ class _Batch:
         self.n_items += count
 
 
-class Outbox:
-    """The agent's durable queue of signed envelopes. Owns one SQLite connection and thread."""
+class Outbox(StateDatabase):
+    """The agent's durable queue of signed envelopes, and the state database's owner thread.
+
+    The thread (`StateDatabase`) commits the writes of QC, alerts, audit and prescriptions
+    together with acquired readings and the envelopes cut from them, one transaction a cycle.
+    """
+
+    thread_name = "isoedge-outbox"
 
     def __init__(
         self,
@@ -195,55 +179,61 @@ class Outbox:
         fsync: str = "full",
         batch_max_items: int = 500,
         batch_max_age_ms: int = 25,
-        commit_interval_ms: int = 20,
+        max_commit_delay_ms: int = 1000,
+        commit_interval_ms: int | None = None,
         archive_days: float = 0.0,
         archive_bytes: int = 0,
         min_free_bytes: int = 0,
         reserve_file_bytes: int = 0,
         on_damaged: str = "refuse",
     ) -> None:
-        self.path = path
+        super().__init__(path)
         # Sent envelopes are kept (byte-identical) for replay requests of the central ingest,
         # for `archive_days` and within `archive_bytes`; 0 keeps none.
-        self.archive_s = archive_days * 86400.0
-        self.archive_bytes_max = archive_bytes
-        self.archive_bytes = 0
-        self._archive_pruned = 0.0
+        self.archive = ReplayArchive(archive_days, archive_bytes)
         self._sent_floor = 0  # every envelope with seq <= this has been sent (or pruned)
         self._usage_measured = 0.0
         self._written_since_measured = 0  # bytes of envelopes and rows since that
         self.signer = signer
-        self.site = site
-        self.agent = agent
-        self.topic_for = topic_for
+        self.cutter = EnvelopeCutter(signer, site=site, agent=agent, topic_for=topic_for)
         self.quota_bytes = quota_bytes
         self.fsync = fsync
         self.batch_max_items = batch_max_items
         self.batch_max_age = batch_max_age_ms / 1000.0
-        self.commit_interval = commit_interval_ms / 1000.0
-        # Items go through a plain list (swapped whole by the owner thread); jobs and the
-        # stop marker through a queue. `_wake` tells the owner thread there is work.
+        # The most an acquired reading waits to become durable (`commit_interval_ms` is the
+        # older name of the same bound). Sooner when COMMIT_BYTES of items wait, or a state
+        # write, a flush or the stop asks for a commit.
+        delay_ms = max_commit_delay_ms if commit_interval_ms is None else commit_interval_ms
+        self._init_commit_state(delay_ms / 1000.0)
+        # Items go through a plain list, swapped whole by the owner thread.
         self._items: list[tuple[str, str, int, str]] = []
-        self._writes: list[_Write] = []
-        self._inbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._db: sqlite3.Connection | None = None
         self._batches: dict[tuple[str, str], _Batch] = {}
         self._next_pending_id = 1
-        self.last_seq = 0
-        self.last_hash = ""
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._new_envelopes = asyncio.Event()
         self._submitted = 0
         self._committed = 0
         self.disk_bytes = 0
-        self.quota_state = "ok"
-        self.on_quota_change: Callable[[str, int], None] | None = None
-        self.items_committed_total = 0
-        self.envelopes_total = 0
-        self._fatal: BaseException | None = None
+        self.quota_state = Pressure.OK
+        self.on_quota_change: Callable[[Pressure, int], None] | None = None
         self._init_fault_state(min_free_bytes, reserve_file_bytes, on_damaged)
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last envelope cut (the chain head)."""
+        return self.cutter.last_seq
+
+    def _init_commit_state(self, commit_delay: float) -> None:
+        """What the owner thread keeps to decide when to commit, and what it caches."""
+        self.commit_delay = commit_delay
+        self._pending_bytes = 0  # bytes of items submitted since the last swap (approximate)
+        self._oldest_item: float | None = None  # monotonic time the owner first saw them
+        self._first_ack: float | None = None  # monotonic time of the oldest unrecorded PUBACK
+        self._capacity = asyncio.Event()  # set by the owner thread after a commit
+        self._capacity_waiting = False
+        self._recent: dict[int, bytes] = {}  # seq -> published bytes of envelopes just cut
+        self._recent_bytes = 0
+        self._signer_id = 0
+        self._protected_by_id: dict[int, str] = {}
 
     def _init_fault_state(self, min_free_bytes: int, reserve_file_bytes: int,
                           on_damaged: str) -> None:
@@ -253,43 +243,21 @@ class Outbox:
         self.space = DiskSpacePolicy(
             self.path.parent, min_free_bytes=min_free_bytes, reserve_file_bytes=reserve_file_bytes
         )
-        self.disk_state = "ok"
+        self.disk_state = Pressure.OK
         self.on_disk_change: Callable[[SpaceState], None] | None = None
         self.disk_full_total = 0  # cycles or acknowledgements that failed for lack of space
         self._retry_items: list[tuple[str, str, int, str]] = []
-        self._retry_writes: list[_Write] = []
+        self._retry_writes: list[Write] = []
         self._deferred_acks: list[int] = []
         self._deferred_meta: dict[str, str] = {}
         self._space_checked = 0.0
         self._reserve_checked = 0.0
         self._wal_checked = 0.0
-        self._wal_reusable = 0
+        self._wal_excess = 0
         self.committed_by_stream: dict[str, int] = {}
         self.held_back_seconds = 0.0  # producers waiting in wait_capacity (event loop only)
-        self.held_back_total = 0
         self.on_damaged = on_damaged
         self.damage: DamageReport | None = None
-
-    # ----------------------------------------------------------------- lifecycle
-    async def start(self) -> None:
-        """Open (or create) the database and start the owner thread."""
-        self._loop = asyncio.get_running_loop()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        ready: Future[None] = Future()
-        self._thread = threading.Thread(
-            target=self._run, args=(ready,), name="isoedge-outbox", daemon=True
-        )
-        self._thread.start()
-        await asyncio.wrap_future(ready)
-
-    async def close(self) -> None:
-        """Commit and batch everything submitted, then stop the thread and close the database."""
-        if self._thread is None:
-            return
-        self._inbox.put(None)
-        self._wake.set()
-        await asyncio.to_thread(self._thread.join)
-        self._thread = None
 
     # ------------------------------------------------------------------ producer
     def submit(self, stream: str, device: str, item_json: str) -> None:
@@ -304,44 +272,12 @@ class Outbox:
         """
         self._submitted += n_items
         self._items.append((stream, device, n_items, items_json))
-        if not self._wake.is_set():
+        self._pending_bytes += len(items_json)
+        # The owner thread is woken for the first item (it starts the commit delay then),
+        # when enough bytes wait, or for every item when there is no delay: not per reading.
+        if (len(self._items) == 1 or self._pending_bytes >= COMMIT_BYTES
+                or self.commit_delay <= 0) and not self._wake.is_set():
             self._wake.set()
-
-    def transact(
-        self,
-        apply: Apply | None,
-        items: list[tuple[str, str, str]] | None = None,
-        *,
-        tag: str = "",
-    ) -> Future[Any]:
-        """Queue a write of the state database and the stream items that belong with it.
-
-        `apply(db)` runs on the owner thread inside the next cycle's transaction, and the
-        `(stream, device, item_json)` items join the outbox in that same transaction: either
-        all of it is committed or none (an alert acknowledgement, its audit record and their
-        stream events). The returned future resolves with `apply`'s result after the commit,
-        or with its exception (then nothing of this write is kept). Thread-safe, never blocks.
-        """
-        write = _Write(apply, list(items or ()), tag, Future())
-        if not self.alive and self._thread is not None:
-            write.done.set_exception(OutboxError(f"outbox is not running: {self._fatal!r}"))
-            return write.done
-        self._writes.append(write)
-        if not self._wake.is_set():
-            self._wake.set()
-        return write.done
-
-    async def transact_async(
-        self, apply: Apply | None, items: list[tuple[str, str, str]] | None = None, *,
-        tag: str = "",
-    ) -> Any:
-        """`transact()`, awaited until committed."""
-        return await asyncio.wrap_future(self.transact(apply, items, tag=tag))
-
-    @property
-    def in_flight_items(self) -> int:
-        """Items submitted but not yet committed."""
-        return self._submitted - self._committed
 
     @property
     def saturated(self) -> bool:
@@ -359,11 +295,16 @@ class Outbox:
             await self._wait_capacity()
         finally:
             self.held_back_seconds += time.monotonic() - started
-            self.held_back_total += 1
 
     async def _wait_capacity(self) -> None:
-        while self._submitted - self._committed > MAX_IN_FLIGHT // 2:  # noqa: ASYNC110 - counter lives on the owner thread
-            await asyncio.sleep(0.002)
+        while self._submitted - self._committed > MAX_IN_FLIGHT // 2:
+            if self._fatal is not None:
+                raise OutboxError(f"outbox is not running: {self._fatal!r}")
+            # The owner thread sets the event after each commit while someone waits here.
+            self._capacity.clear()
+            self._capacity_waiting = True
+            self._wake.set()
+            await self._capacity.wait()
 
     async def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every item submitted so far is committed and cut into envelopes.
@@ -380,9 +321,7 @@ class Outbox:
                 done.set_result(None)
 
         deadline = time.monotonic() + timeout
-        while self._committed < target and time.monotonic() < deadline:  # noqa: ASYNC110 - counter lives on the owner thread
-            await asyncio.sleep(0.005)
-        self._inbox.put(_mark)
+        self._inbox.put(_mark)  # the forced cycle commits everything submitted before it
         self._wake.set()
         try:
             async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
@@ -392,40 +331,6 @@ class Outbox:
         return self._committed >= target
 
     # ----------------------------------------------------------------- consumer
-    @property
-    def failure(self) -> BaseException | None:
-        """Why the owner thread died, if it did."""
-        return self._fatal
-
-    @property
-    def alive(self) -> bool:
-        """False once the owner thread has died (disk full, database corrupt ...)."""
-        return self._thread is not None and self._thread.is_alive() and self._fatal is None
-
-    async def call(self, fn: Callable[[], T]) -> T:
-        """Run `fn` on the owner thread (it may use `self._db`) and return its result."""
-        if not self.alive:
-            raise OutboxError(f"outbox is not running: {self._fatal!r}")
-        result: Future[T] = Future()
-
-        def _job() -> None:
-            # The awaiting coroutine may have been cancelled (e.g. a lost broker connection);
-            # then nobody wants the result and the job is skipped.
-            if not result.set_running_or_notify_cancel():
-                return
-            try:
-                result.set_result(fn())
-            except Exception as exc:  # handed to the awaiting coroutine
-                result.set_exception(exc)
-
-        self._inbox.put(_job)
-        self._wake.set()
-        return await asyncio.wrap_future(result)
-
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(db)` on the owner thread: reads and schema set-up of the state database."""
-        return await self.call(lambda: fn(self._db_checked()))
-
     async def fetch(
         self, after_seq: int, limit: int, below_seq: int | None = None
     ) -> list[Envelope]:
@@ -435,13 +340,21 @@ class Outbox:
             db = self._db_checked()
             upper = below_seq if below_seq is not None else 2**62
             rows = db.execute(
-                "SELECT seq, topic, body, n_items FROM envelopes e WHERE seq > ? AND seq < ?"  # noqa: S608 - a fixed fragment
+                f"SELECT {_COLUMNS}, n_items FROM envelopes e WHERE seq > ? AND seq < ?"  # noqa: S608 - a fixed fragment
                 f" AND {_UNSENT} ORDER BY seq LIMIT ?",
                 (max(after_seq, self._sent_floor), upper, limit),
             ).fetchall()
-            return [Envelope(int(r[0]), str(r[1]), bytes(r[2]), int(r[3])) for r in rows]
+            # PUBACKed ones not yet recorded (that waits for the next commit) are not waiting.
+            acked = set(self._deferred_acks)
+            return [Envelope(int(r[0]), str(r[1]), self._body(r), int(r[6])) for r in rows
+                    if int(r[0]) not in acked]
 
         return await self.call(_fetch)
+
+    @property
+    def archive_bytes(self) -> int:
+        """Published bytes of the sent envelopes kept as the replay archive."""
+        return self.archive.bytes
 
     async def acknowledge(self, seqs: list[int]) -> None:
         """Envelopes the broker has PUBACKed: marked sent (kept as the archive) or deleted.
@@ -454,6 +367,8 @@ class Outbox:
             return
 
         def _ack() -> None:
+            if self._first_ack is None:
+                self._first_ack = time.monotonic()
             self._deferred_acks.extend(seqs)
 
         await self.call(_ack)
@@ -462,12 +377,13 @@ class Outbox:
         """Archived (sent) envelopes with from_seq <= seq <= to_seq, oldest first."""
 
         def _fetch() -> list[Envelope]:
+            self._apply_deferred()
             rows = self._db_checked().execute(
-                "SELECT e.seq, e.topic, e.body FROM sent s JOIN envelopes e ON e.seq = s.seq"
+                f"SELECT {_COLUMNS} FROM sent s JOIN envelopes e ON e.seq = s.seq"  # noqa: S608 - a fixed fragment
                 " WHERE s.seq >= ? AND s.seq <= ? ORDER BY s.seq LIMIT ?",
                 (from_seq, to_seq, limit),
             ).fetchall()
-            return [Envelope(int(r[0]), str(r[1]), bytes(r[2]), 0) for r in rows]
+            return [Envelope(int(r[0]), str(r[1]), self._body(r), 0) for r in rows]
 
         return await self.call(_fetch)
 
@@ -475,8 +391,8 @@ class Outbox:
         """(first, last) seq held in the archive, None when it is empty."""
 
         def _range() -> tuple[int, int] | None:
-            row = self._db_checked().execute("SELECT MIN(seq), MAX(seq) FROM sent").fetchone()
-            return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+            self._apply_deferred()  # the archive as the PUBACKs so far make it (rare reads)
+            return self.archive.range(self._db_checked())
 
         return await self.call(_range)
 
@@ -484,44 +400,10 @@ class Outbox:
         """Oldest seq not yet PUBACKed (still to be sent), None when the backlog is empty."""
 
         def _first() -> int | None:
+            self._apply_deferred()  # PUBACKs waiting for the next commit: recorded now
             return _first_unsent(self._db_checked(), self._sent_floor)
 
         return await self.call(_first)
-
-    def _prune_archive(self, db: sqlite3.Connection, *, room: int = 0) -> None:
-        """Drop archived envelopes older than `archive_s` or beyond the size bound (oldest first).
-
-        `room` asks for that many more bytes back (the outbox quota comes before the archive).
-        """
-        now = time.time()
-        if now - self._archive_pruned > ARCHIVE_PRUNE_INTERVAL_S:
-            self._archive_pruned = now
-            cutoff = now - self.archive_s
-            dropped = db.execute(
-                "SELECT COALESCE(SUM(size), 0) FROM sent WHERE sent < ?", (cutoff,)
-            ).fetchone()[0]
-            if dropped:
-                db.execute("DELETE FROM envelopes WHERE seq IN"
-                           " (SELECT seq FROM sent WHERE sent < ?)", (cutoff,))
-                db.execute("DELETE FROM sent WHERE sent < ?", (cutoff,))
-                self.archive_bytes -= int(dropped)
-        excess = max(self.archive_bytes - self.archive_bytes_max, room)
-        while excess > 0:
-            rows = db.execute("SELECT seq, size FROM sent ORDER BY seq LIMIT 500").fetchall()
-            if not rows:
-                self.archive_bytes = 0
-                return
-            last, freed = rows[-1][0], 0
-            for seq, size in rows:
-                freed += int(size)
-                if freed >= excess:
-                    last = seq
-                    break
-            db.execute("DELETE FROM envelopes WHERE seq IN (SELECT seq FROM sent WHERE seq <= ?)",
-                       (last,))
-            db.execute("DELETE FROM sent WHERE seq <= ?", (last,))
-            self.archive_bytes -= freed
-            excess -= freed
 
     async def get_meta(self, key: str) -> str | None:
         """A value remembered with the outbox (e.g. the last signing key id)."""
@@ -561,31 +443,42 @@ class Outbox:
         return await self.call(lambda: _stats(self._db_checked(), acked=self._deferred_acks))
 
     # -------------------------------------------------------------- owner thread
-    def _db_checked(self) -> sqlite3.Connection:
-        if self._db is None or self._fatal is not None:
-            raise OutboxError(f"outbox database is not usable: {self._fatal!r}")
-        return self._db
+    def _body(self, row: tuple[Any, ...]) -> bytes:
+        """The signed bytes of an envelope row (`_COLUMNS`), from memory when just cut."""
+        cached = self._recent.get(int(row[0]))
+        if cached is not None:
+            return cached
+        return _rebuild(row, self._protected_by_id)
+
+    def _remember(self, seq: int, body: bytes) -> None:
+        """Keep a just-cut envelope's bytes for the publisher (bounded, oldest dropped)."""
+        self._recent[seq] = body
+        self._recent_bytes += len(body)
+        while self._recent_bytes > RECENT_BYTES and self._recent:
+            oldest = next(iter(self._recent))
+            self._recent_bytes -= len(self._recent.pop(oldest))
+
+    def _forget(self, seqs: list[int]) -> None:
+        for seq in seqs:
+            body = self._recent.pop(seq, None)
+            if body is not None:
+                self._recent_bytes -= len(body)
 
     def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level="DEFERRED", check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={'FULL' if self.fsync == 'full' else 'NORMAL'}")
-        # Bound the WAL file: checkpoint every 1000 pages and truncate it back to 8 MiB,
-        # so the quota (which counts database pages in use) is the real disk bound.
-        db.execute("PRAGMA wal_autocheckpoint=1000")
-        db.execute(f"PRAGMA journal_size_limit={8 * 1024 * 1024}")
+        db = connect(self.path, fsync=self.fsync)
         db.executescript(SCHEMA)
+        migrate_compact(db)
+        self._signer_id = signer_id(db, self.signer.protected_header())
+        self._protected_by_id = signers(db)
         row = db.execute("SELECT last_seq, last_hash FROM chain WHERE k = 1").fetchone()
         if row is None:
             db.execute("INSERT INTO chain (k, last_seq, last_hash) VALUES (1, 0, '')")
             db.commit()
         else:
-            self.last_seq, self.last_hash = int(row[0]), str(row[1])
-        _migrate_pending(db)
-        _migrate_archive(db)
-        self.archive_bytes = int(
-            db.execute("SELECT COALESCE(SUM(size), 0) FROM sent").fetchone()[0]
-        )
+            self.cutter.reset(int(row[0]), str(row[1]))
+        migrate_pending(db)
+        migrate_archive(db)
+        self.archive.load(db)
         self._sent_floor = (_first_unsent(db, 0) or self.last_seq + 1) - 1
         self._load_pending(db)
         return db
@@ -629,76 +522,46 @@ class Outbox:
                     warned = True
                 time.sleep(SPACE_CHECK_S)
 
-    def _run(self, ready: Future[None]) -> None:
-        try:
-            self.space.release_if_low()
-            self._check_damage()
-            self._db = self._open_retrying()
-            if self.damage is not None and self.damage.continued_seq is not None:
-                self.last_seq = self.damage.continued_seq
-                self.last_hash = self.damage.continued_hash
-                self._db.execute("UPDATE chain SET last_seq = ?, last_hash = ? WHERE k = 1",
-                                 (self.last_seq, self.last_hash))
-                self._db.commit()
-            self._update_disk_usage()
-        except BaseException as exc:
-            ready.set_exception(exc)
-            return
-        ready.set_result(None)
+    def _open_database(self) -> sqlite3.Connection:
+        self.space.release_if_low()
+        self._check_damage()
+        db = self._db = self._open_retrying()
+        if self.damage is not None and self.damage.continued_seq is not None:
+            self.cutter.reset(self.damage.continued_seq, self.damage.continued_hash)
+            db.execute("UPDATE chain SET last_seq = ?, last_hash = ? WHERE k = 1",
+                       (self.last_seq, self.cutter.last_hash))
+            db.commit()
+        self._update_disk_usage()
+        return db
+
+    def _opened(self) -> None:
         log.info(
             "outbox opened",
             path=str(self.path),
             last_seq=self.last_seq,
             recovered_pending=sum(b.n_items for b in self._batches.values()),
         )
-        try:
-            self._loop_forever()
-        except BaseException as exc:
-            self._fatal = exc
-            log.exception("outbox thread failed")
-            self._fail_waiting_jobs()
-            if self._loop is not None:
-                # Wake the publisher and anyone waiting, so they see the failure at once.
-                self._loop.call_soon_threadsafe(self._new_envelopes.set)
-        finally:
-            self._db.close()
-            self._db = None
 
-    def _fail_waiting_jobs(self) -> None:
-        """Jobs queued behind a fatal error are answered with it instead of never."""
-        while True:
-            try:
-                entry = self._inbox.get_nowait()
-            except queue.Empty:
-                return
-            if callable(entry):
-                try:
-                    entry()  # each job checks `self._db`, which raises OutboxError now
-                except Exception:  # noqa: S112 - already reported above, once
-                    continue
+    def _on_fatal(self) -> None:
+        if self._loop is not None:
+            # Wake the publisher and anyone waiting, so they see the failure at once.
+            self._loop.call_soon_threadsafe(self._new_envelopes.set)
+            self._loop.call_soon_threadsafe(self._capacity.set)
 
-    def _loop_forever(self) -> None:
+    def _serve(self) -> None:
         stopping = False
         while not stopping:
             self._wake.wait(self._wait_timeout())
             self._wake.clear()
-            if self._items and self.commit_interval > 0:
-                # Group commit: let a burst finish arriving (the sleep releases the GIL).
-                time.sleep(self.commit_interval)
-            jobs: list[Callable[[], None]] = []
-            while True:
-                try:
-                    job = self._inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    stopping = True
-                else:
-                    jobs.append(job)
+            if self._items and self._oldest_item is None:
+                self._oldest_item = time.monotonic()
+            jobs, stopping = self._take_jobs()
+            self._jobs_taken = jobs  # answered with the error if the cycle below fails
             # Jobs were taken first, so every write queued before a job (a read after a
             # write) is committed in this cycle, before the job runs.
-            items, writes = self._take_work()
-            self._guarded_cycle(items, writes, force=stopping)
+            if stopping or self._commit_due():
+                items, writes = self._take_work()
+                self._guarded_cycle(items, writes, force=stopping)
             for job in jobs:
                 job()
             self._periodic_space_check()
@@ -710,7 +573,7 @@ class Outbox:
                 if not write.done.done():
                     write.done.set_exception(OutboxError("disk full at shutdown"))
 
-    def _take_work(self) -> tuple[list[tuple[str, str, int, str]], list[_Write]]:
+    def _take_work(self) -> tuple[list[tuple[str, str, int, str]], list[Write]]:
         """Everything submitted since the last cycle, after what a failed cycle left to retry."""
         # Writes first: an item submitted before a write is then always in the same cycle as
         # that write (or an earlier one), so a write's future never resolves ahead of it.
@@ -722,22 +585,52 @@ class Outbox:
             writes, self._retry_writes = self._retry_writes + writes, []
         return items, writes
 
+    def _commit_due(self) -> bool:
+        """A commit now: the delay is up, enough waits, or something cannot wait."""
+        if (self._writes or self._retry_items or self._retry_writes or self._deferred_meta
+                or self._pending_bytes >= COMMIT_BYTES
+                or self._submitted - self._committed > MAX_IN_FLIGHT // 2):
+            return True
+        deadline = self._commit_deadline()
+        return deadline is not None and deadline <= 0.0
+
+    def _acks_due(self, force: bool) -> bool:
+        """Record the waiting PUBACKs in this commit (else they wait for a later one)."""
+        if force or self._deferred_meta or self._first_ack is None:
+            return True
+        if self.disk_state != Pressure.OK or self.quota_state != Pressure.OK:
+            return True  # recording them lets the archive give its room back
+        wait = max(ACK_DELAYS * self.commit_delay, ACK_COMMIT_S)
+        return time.monotonic() - self._first_ack >= wait - self.commit_delay
+
+    def _commit_deadline(self) -> float | None:
+        """Seconds until the next commit is due (None: nothing waits for one)."""
+        now = time.monotonic()
+        deadlines = []
+        if self._oldest_item is not None:
+            deadlines.append(self._oldest_item + self.commit_delay - now)
+        if self._first_ack is not None and self.disk_state == Pressure.OK:
+            # Acknowledgements ride with the next commit; when no data brings one, this.
+            wait = max(ACK_DELAYS * self.commit_delay, ACK_COMMIT_S)
+            deadlines.append(self._first_ack + wait - now)
+        cut = self._next_deadline()
+        if cut is not None:
+            deadlines.append(cut)
+        return None if not deadlines else max(0.0, min(deadlines))
+
     def _wait_timeout(self) -> float | None:
-        deadline = self._next_deadline()
-        if self._deferred_acks and self.disk_state == "ok":
-            # Acknowledgements wait for the next commit cycle; when no data brings one, this.
-            deadline = ACK_COMMIT_S if deadline is None else min(deadline, ACK_COMMIT_S)
+        deadline = self._commit_deadline()
         idle = not (self._retry_items or self._retry_writes or self._deferred_acks)
-        if self.disk_state == "ok" and idle:
+        if self.disk_state == Pressure.OK and idle:
             return deadline
         # Under disk pressure: measure and retry at least every SPACE_CHECK_S.
         return SPACE_CHECK_S if deadline is None else min(deadline, SPACE_CHECK_S)
 
     def _guarded_cycle(
-        self, items: list[tuple[str, str, int, str]], writes: list[_Write], *, force: bool
+        self, items: list[tuple[str, str, int, str]], writes: list[Write], *, force: bool
     ) -> bool:
         """A commit cycle that survives a full disk: rolled back, its work kept for later."""
-        if self.disk_state != "ok" or self.space.current.write_failed:
+        if self.disk_state != Pressure.OK or self.space.current.write_failed:
             # Under disk pressure acknowledgements go first, in a transaction of their own:
             # their deletions make the room this cycle's rows may need.
             self._apply_deferred()
@@ -759,6 +652,10 @@ class Outbox:
         if self.space.current.write_failed:
             log.warning("state database writes succeed again", items=len(items))
             self._evaluate_space(write_failed=False)
+        if len(self._deferred_acks) >= DELETE_CHUNK:
+            # A backlog drained faster than one chunk a commit: the rest, chunk by chunk.
+            self._checkpoint()
+            self._apply_deferred()
         return True
 
     def _on_write_failed(self, exc: BaseException) -> None:
@@ -779,31 +676,37 @@ class Outbox:
         """After a rollback: the chain head and the pending batches as the database has them."""
         row = db.execute("SELECT last_seq, last_hash FROM chain WHERE k = 1").fetchone()
         if row is not None:
-            self.last_seq, self.last_hash = int(row[0]), str(row[1])
+            self.cutter.reset(int(row[0]), str(row[1]))
         self._batches.clear()
+        self._recent.clear()  # envelopes of the rolled-back transaction are gone
+        self._recent_bytes = 0
         self._load_pending(db)
-        self._reload_archive_bytes(db)
+        self.archive.load(db)
 
-    def _wal_reusable_bytes(self) -> int:
-        """Under disk pressure: checkpoint, and count the WAL as room when all of it is copied.
+    def _wal_excess_bytes(self) -> int:
+        """Under disk pressure: checkpoint, and count the WAL beyond its steady size as room.
 
-        A fully checkpointed WAL is written again from its start, so its file is space the
-        next transactions use without the file system giving any (not TRUNCATEd: see
-        `_checkpoint`). Run at most once per SPACE_CHECK_S, and only while under pressure.
+        A WAL of up to WAL_AUTOCHECKPOINT pages is the database's working space: what the next
+        transactions write into it reaches the database file at the next checkpoint, so it is
+        not room (counting it let free space fall below the reserve by its size). What a long
+        transaction (deleting a drained backlog) grew it by, once all of it is copied, is: it
+        is written again from its start. Run at most once per SPACE_CHECK_S.
         """
         self._wal_checked = time.monotonic()
+        db = self._db_checked()
         try:
-            busy, log_frames, done = self._db_checked().execute(
-                "PRAGMA wal_checkpoint(PASSIVE)"
-            ).fetchone()
+            busy, log_frames, done = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
         except sqlite3.Error:
             return 0
         if int(busy) != 0 or int(log_frames) != int(done):
             return 0
+        steady = 32 + WAL_AUTOCHECKPOINT * (page_size + 24)  # WAL header, frames
         try:
-            return self.path.with_name(self.path.name + "-wal").stat().st_size
+            size = self.path.with_name(self.path.name + "-wal").stat().st_size
         except OSError:
             return 0
+        return max(0, size - steady)
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the database, so the next write starts the WAL over.
@@ -815,23 +718,27 @@ class Outbox:
             self._db_checked().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _apply_deferred(self) -> None:
-        """Acknowledgements and meta values in a transaction of their own (kept when full)."""
-        if not self._deferred_acks and not self._deferred_meta:
-            return
+        """Acknowledgements and meta values in transactions of their own (kept when full).
+
+        DELETE_CHUNK acknowledgements a transaction, the WAL checkpointed between them.
+        """
         db = self._db_checked()
-        try:
-            staged = self._stage_deferred(db)
-            db.commit()
-        except sqlite3.Error as exc:
-            if not is_disk_full(exc):
-                raise
-            self._on_write_failed(exc)
-            return
-        self._deferred_done(db, staged)
+        while self._deferred_acks or self._deferred_meta:
+            try:
+                staged = self._stage_deferred(db)
+                db.commit()
+            except sqlite3.Error as exc:
+                if not is_disk_full(exc):
+                    raise
+                self._on_write_failed(exc)
+                return
+            self._deferred_done(db, staged)
+            if self._deferred_acks:
+                self._checkpoint()  # DELETE_CHUNK at a time: the WAL is reused, not grown
 
     def _stage_deferred(self, db: sqlite3.Connection) -> tuple[int, dict[str, str]]:
         """Write the waiting acknowledgements and meta values into the open transaction."""
-        acks, meta = list(self._deferred_acks), dict(self._deferred_meta)
+        acks, meta = self._deferred_acks[:DELETE_CHUNK], dict(self._deferred_meta)
         if acks:
             self._mark_sent(db, acks)
         if meta:
@@ -844,7 +751,9 @@ class Outbox:
         n_acks, meta = staged
         if not n_acks and not meta:
             return
+        self._forget(self._deferred_acks[:n_acks])
         del self._deferred_acks[:n_acks]
+        self._first_ack = time.monotonic() if self._deferred_acks else None
         for key, value in meta.items():
             if self._deferred_meta.get(key) == value:
                 del self._deferred_meta[key]
@@ -857,52 +766,37 @@ class Outbox:
 
         Marking is a small `sent` row; the envelope itself is neither copied nor rewritten.
         """
-        if self.archive_s > 0 and self.archive_bytes_max > 0 and self.disk_state == "ok":
-            now = time.time()
-            db.executemany(
-                "INSERT OR IGNORE INTO sent (seq, sent, size)"
-                " SELECT seq, ?, length(body) FROM envelopes WHERE seq = ?",
-                [(now, s) for s in seqs],
-            )
-            self.archive_bytes += int(db.execute(
-                "SELECT COALESCE(SUM(size), 0) FROM sent WHERE sent = ?", (now,)
-            ).fetchone()[0])
+        if self.archive.enabled and self.disk_state == Pressure.OK:
+            self.archive.keep(db, seqs)
         else:
             db.executemany("DELETE FROM envelopes WHERE seq = ?", [(s,) for s in seqs])
-        self._prune_archive(db)
+        self.archive.prune(db)  # one chunk at most: the next acknowledgements take the rest
 
     def _yield_archive(self) -> None:
         """Under disk pressure the replay archive gives its pages to the backlog."""
-        if not self.archive_bytes:
+        if not self.archive.bytes:
             return
         db = self._db_checked()
         try:
-            self._prune_archive(db, room=self.archive_bytes)
-            db.commit()
+            self.archive.prune_chunked(db, lambda: self.archive.bytes, self._checkpoint)
         except sqlite3.Error as exc:
             if not is_disk_full(exc):
                 raise
             with contextlib.suppress(sqlite3.Error):
                 db.rollback()
-            self._reload_archive_bytes(db)
+            self.archive.load(db)
             return
         log.warning("replay archive emptied to make room on the disk")
-
-    def _reload_archive_bytes(self, db: sqlite3.Connection) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self.archive_bytes = int(
-                db.execute("SELECT COALESCE(SUM(size), 0) FROM sent").fetchone()[0]
-            )
 
     def _periodic_space_check(self) -> None:
         now = time.monotonic()
         if now - self._space_checked >= SPACE_CHECK_S:
-            if self._deferred_acks or self._deferred_meta:
-                self._apply_deferred()
+            if (self._deferred_acks or self._deferred_meta) and self.disk_state != Pressure.OK:
+                self._apply_deferred()  # otherwise they ride with a commit (`_acks_due`)
             self._evaluate_space()
-            if self.disk_state != "ok":
+            if self.disk_state != Pressure.OK:
                 self._yield_archive()
-        if self.disk_state == "ok" and now - self._reserve_checked >= RESERVE_CHECK_S:
+        if self.disk_state == Pressure.OK and now - self._reserve_checked >= RESERVE_CHECK_S:
             self._reserve_checked = now
             self.space.ensure_reserve()
 
@@ -916,11 +810,11 @@ class Outbox:
         except sqlite3.Error:
             free_pages, page_size = 0, 0
         before = self.disk_state
-        if before != "ok" and time.monotonic() - self._wal_checked >= SPACE_CHECK_S:
-            self._wal_reusable = self._wal_reusable_bytes()
-        elif before == "ok":
-            self._wal_reusable = 0
-        current = self.space.evaluate(free_pages * page_size + self._wal_reusable,
+        if before != Pressure.OK and time.monotonic() - self._wal_checked >= SPACE_CHECK_S:
+            self._wal_excess = self._wal_excess_bytes()
+        elif before == Pressure.OK:
+            self._wal_excess = 0
+        current = self.space.evaluate(free_pages * page_size + self._wal_excess,
                                       write_failed=write_failed)
         if current.state != before:
             self.disk_state = current.state
@@ -936,12 +830,14 @@ class Outbox:
         every reading.
         """
         items, self._items = self._items, []
+        self._pending_bytes = 0
+        self._oldest_item = None
         return items
 
     def _commit_cycle(
         self,
         items: list[tuple[str, str, int, str]],
-        writes: list[_Write] | None = None,
+        writes: list[Write] | None = None,
         *,
         force: bool = False,
     ) -> None:
@@ -953,17 +849,19 @@ class Outbox:
         db = self._db_checked()
         writes = writes or []
         try:
-            applied = self._apply_writes(db, writes)
+            applied = self.apply_writes(db, writes)
             fresh = self._add_to_batches(items)
             for write, _result in applied:
                 self._add_to_batches([(st, dev, 1, text) for st, dev, text in write.items])
             created = self._form_envelopes(force=force)
             self._save_pending(db)
-            staged = self._stage_deferred(db)  # acknowledgements ride along: no commit of their own
+            # Acknowledgements ride along, once due (not in every commit: the `sent` pages are
+            # then rewritten once per ACK_DELAYS commits), or at once under disk pressure.
+            staged = self._stage_deferred(db) if self._acks_due(force) else (0, {})
             if fresh or created or applied or staged[0] or staged[1]:
-                _fault_point("before-commit", applied)
+                fault_point("before-commit", applied)
                 db.commit()
-                _fault_point("after-commit", applied)
+                fault_point("after-commit", applied)
         except BaseException as exc:
             if not is_disk_full(exc):  # a full disk: the caller retries every write later
                 for write in writes:
@@ -976,11 +874,17 @@ class Outbox:
         for write, result in applied:
             write.done.set_result(result)
         self._committed += fresh
-        self.items_committed_total += fresh
+        self._notify_capacity()
         if created:
             self._update_disk_usage(soon=True)
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self._new_envelopes.set)
+
+    def _notify_capacity(self) -> None:
+        """After a commit: wake a producer held back in `wait_capacity`, if one is."""
+        if self._capacity_waiting and self._loop is not None:
+            self._capacity_waiting = False
+            self._loop.call_soon_threadsafe(self._capacity.set)
 
     def _save_pending(self, db: sqlite3.Connection) -> None:
         """Rows of batches not cut this cycle go to `batches` (inside the transaction)."""
@@ -994,34 +898,6 @@ class Outbox:
             )
             for batch in self._batches.values():
                 batch.unsaved.clear()
-
-    @staticmethod
-    def _apply_writes(
-        db: sqlite3.Connection, writes: list[_Write]
-    ) -> list[tuple[_Write, Any]]:
-        """Run each write in a savepoint; a failing one is undone alone and told why."""
-        applied: list[tuple[_Write, Any]] = []
-        if not writes:
-            return applied
-        if not db.in_transaction:
-            db.execute("BEGIN")
-        for write in writes:
-            if write.apply is None:
-                applied.append((write, None))
-                continue
-            db.execute("SAVEPOINT state_write")
-            try:
-                result = write.apply(db)
-            except Exception as exc:
-                if is_disk_full(exc):
-                    raise  # the whole cycle is rolled back and retried, this write with it
-                db.execute("ROLLBACK TO state_write")
-                db.execute("RELEASE state_write")
-                write.done.set_exception(exc)
-                continue
-            db.execute("RELEASE state_write")
-            applied.append((write, result))
-        return applied
 
     def _next_deadline(self) -> float | None:
         if not self._batches:
@@ -1048,7 +924,7 @@ class Outbox:
         """Cut due batches into signed envelopes (inside the caller's transaction)."""
         # Due now, or due before the next cycle could cut it: then its rows go straight into
         # the envelope instead of into `batches` first (one write per reading, not two).
-        aged = time.monotonic() + self.commit_interval - self.batch_max_age
+        aged = time.monotonic() + self.commit_delay - self.batch_max_age
         due = [
             key
             for key, batch in self._batches.items()
@@ -1063,7 +939,7 @@ class Outbox:
         for key in due:
             batch = self._batches.pop(key)
             saved = len(batch.ids) - len(batch.unsaved)  # the first `saved` are in `batches`
-            spans = _envelope_spans(batch.counts, batch.sizes, self.batch_max_items)
+            spans = envelope_spans(batch.counts, batch.sizes, self.batch_max_items)
             for start, end, n_items in spans:
                 self._write_envelope(
                     db, batch.stream, batch.device, batch.texts[start:end], n_items
@@ -1077,43 +953,23 @@ class Outbox:
                     )  # fmt: skip
         db.execute(
             "UPDATE chain SET last_seq = ?, last_hash = ? WHERE k = 1",
-            (self.last_seq, self.last_hash),
+            (self.last_seq, self.cutter.last_hash),
         )
         return True
 
     def _write_envelope(
         self, db: sqlite3.Connection, stream: str, device: str, rows: list[str], n_items: int
     ) -> None:
-        seq = self.last_seq + 1
-        # The payload is assembled from the rows' stored JSON text, so what was committed
-        # at acquisition is exactly what is signed (no parsing back, no re-encoding).
-        payload = (
-            '{"v":1,"site":'
-            + json.dumps(self.site)
-            + ',"agent":'
-            + json.dumps(self.agent)
-            + ',"stream":'
-            + json.dumps(stream)
-            + ',"seq":'
-            + str(seq)
-            + ',"prev":'
-            + json.dumps(self.last_hash)
-            + ',"created":'
-            + json.dumps(rfc3339(datetime.now(UTC)))
-            + ',"items":['
-            + ",".join(rows)
-            + "]}"
-        ).encode("utf-8")
-        body = self.signer.sign_bytes(payload)
-        self._written_since_measured += len(body)
+        """Cut the next envelope of `rows` and store it compact (in the caller's transaction)."""
+        cut = self.cutter.cut(stream, device, rows, n_items)
+        self._written_since_measured += len(cut.packed) + len(cut.signature)
         db.execute(
-            "INSERT INTO envelopes (seq, topic, stream, device, n_items, created, body)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (seq, self.topic_for(stream, device), stream, device, n_items, time.time(), body),
+            "INSERT INTO envelopes (seq, topic, stream, device, n_items, created, body, payload,"
+            " sig, signer, size) VALUES (?, ?, ?, ?, ?, ?, x'', ?, ?, ?, ?)",
+            (cut.seq, cut.topic, stream, device, n_items, time.time(), cut.packed,
+             cut.signature, self._signer_id, len(cut.body)),
         )
-        self.last_seq = seq
-        self.last_hash = b64url(hashlib.sha256(payload).digest())
-        self.envelopes_total += 1
+        self._remember(cut.seq, cut.body)
 
     def _update_disk_usage(self, *, soon: bool = False) -> None:
         """Measure the database and free space; decide the quota state.
@@ -1125,7 +981,7 @@ class Outbox:
         now = time.monotonic()
         # Twice the bytes written since: room for page and index overhead.
         estimate = self.disk_bytes + 2 * self._written_since_measured
-        if (soon and self.quota_state == "ok" and self.disk_state == "ok"
+        if (soon and self.quota_state == Pressure.OK and self.disk_state == Pressure.OK
                 and estimate < USAGE_SKIP_BELOW * self.quota_bytes
                 and now - self._usage_measured < DISK_USAGE_INTERVAL_S):
             return
@@ -1133,73 +989,28 @@ class Outbox:
         self._written_since_measured = 0
         db = self._db_checked()
         self.disk_bytes = used_bytes(db)
-        if self.archive_bytes and self.disk_bytes >= QUOTA_LOW * self.quota_bytes:
+        if self.archive.bytes and self.disk_bytes >= QUOTA_LOW * self.quota_bytes:
             # The backlog has priority over the archive: give back what the quota needs.
             # Down to 70 % of the quota, so the "ok" state (below 80 %) is reached for sure.
-            self._prune_archive(db, room=int(self.disk_bytes - ARCHIVE_YIELD * self.quota_bytes))
-            db.commit()
+            target = int(ARCHIVE_YIELD * self.quota_bytes)
+            self.archive.prune_chunked(db, lambda: used_bytes(db) - target, self._checkpoint)
             self.disk_bytes = used_bytes(db)
         self._evaluate_space()
         used = self.disk_bytes / self.quota_bytes
         state = self.quota_state
         if used >= 1.0:
-            state = "full"
+            state = Pressure.FULL
         elif used >= QUOTA_HIGH:
-            state = "high" if self.quota_state in {"ok", "high"} else self.quota_state
+            state = Pressure.HIGH if self.quota_state != Pressure.FULL else self.quota_state
         elif used < QUOTA_LOW:
-            state = "ok"
-        elif self.quota_state == "full":
-            state = "high"
+            state = Pressure.OK
+        elif self.quota_state == Pressure.FULL:
+            state = Pressure.HIGH
         if state != self.quota_state:
             self.quota_state = state
             callback = self.on_quota_change
             if callback is not None and self._loop is not None:
                 self._loop.call_soon_threadsafe(callback, state, self.disk_bytes)
-
-
-_FAULT = os.environ.get("ISOEDGE_FAULT_KILL_AT", "")
-"""Fault injection for crash-consistency tests: `before-commit:TAG` or `after-commit:TAG`
-kills the process (SIGKILL) at that point of the first commit holding a write tagged TAG."""
-
-
-def _fault_point(where: str, applied: list[tuple[_Write, Any]]) -> None:
-    if not _FAULT:
-        return
-    point, _, tag = _FAULT.partition(":")
-    if point == where and any(write.tag == tag for write, _ in applied):
-        log.warning("fault injection: killing the process", at=where, tag=tag)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def used_bytes(db: sqlite3.Connection) -> int:
-    """Bytes of database pages in use (WAL frames included), less pages free for reuse.
-
-    The one disk figure: what the quota counts, what `outbox status` and /metrics show.
-    """
-    page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
-    pages = int(db.execute("PRAGMA page_count").fetchone()[0])
-    free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
-    return (pages - free) * page_size
-
-
-def _envelope_spans(
-    counts: list[int], sizes: list[int], limit: int
-) -> list[tuple[int, int, int]]:
-    """Rows [start, end) per envelope: whole rows, within both bounds unless one row is more.
-
-    The bounds: `limit` items, and `MAX_ENVELOPE_ITEM_BYTES` bytes of items.
-    """
-    spans: list[tuple[int, int, int]] = []
-    start, n_items, n_bytes = 0, 0, 0
-    for index, (count, size) in enumerate(zip(counts, sizes, strict=True)):
-        if n_items and (n_items + count > limit or n_bytes + size > MAX_ENVELOPE_ITEM_BYTES):
-            spans.append((start, index, n_items))
-            start, n_items, n_bytes = index, 0, 0
-        n_items += count
-        n_bytes += size
-    if n_items or start < len(counts):
-        spans.append((start, len(counts), n_items))
-    return spans
 
 
 def _first_unsent(db: sqlite3.Connection, after: int) -> int | None:
@@ -1211,42 +1022,38 @@ def _first_unsent(db: sqlite3.Connection, after: int) -> int | None:
     return None if row is None else int(row[0])
 
 
-def _has_table(db: sqlite3.Connection, name: str) -> bool:
-    """True when the database has a table of that name (older layouts lack or keep some)."""
-    return db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-    ).fetchone() is not None
+_COLUMNS = "e.seq, e.topic, e.body, e.payload, e.sig, e.signer"
+"""An envelope row as `_rebuild` reads it."""
 
 
-def _migrate_archive(db: sqlite3.Connection) -> None:
-    """An outbox with a separate `archive` table (copies of sent envelopes): kept in place."""
-    if not _has_table(db, "archive"):
-        return
-    db.execute(
-        "INSERT OR IGNORE INTO envelopes (seq, topic, stream, device, n_items, created, body)"
-        " SELECT seq, topic, '', '', 0, archived, body FROM archive"
-    )
-    db.execute(
-        "INSERT OR IGNORE INTO sent (seq, sent, size) SELECT seq, archived, size FROM archive"
-    )
-    db.execute("DROP TABLE archive")
-    db.commit()
+def _rebuild(row: tuple[Any, ...], protected_by_id: dict[int, str]) -> bytes:
+    """The published bytes of an envelope row (`_COLUMNS`): stored whole, or compact."""
+    body = bytes(row[2])
+    if body or row[3] is None:
+        return body  # a row of an older version: the signed bytes themselves
+    return published_bytes(protected_by_id[int(row[5])], bytes(row[3]), bytes(row[4]))
 
 
-def _migrate_pending(db: sqlite3.Connection) -> None:
-    """An outbox written by a version with one `pending` row per item: each becomes a batch."""
-    if not _has_table(db, "pending"):
-        return
-    db.execute(
-        "INSERT INTO batches (id, stream, device, created, n_items, items)"
-        " SELECT id, stream, device, created, 1, item FROM pending ORDER BY id"
-    )
-    db.execute("DROP TABLE pending")
-    db.commit()
+def stored_envelopes(
+    db: sqlite3.Connection, stream: str | None = None
+) -> list[tuple[int, str, bytes]]:
+    """(seq, stream, published bytes) of every envelope stored, in seq order.
+
+    For tools and tests that read an outbox database from outside the agent.
+    """
+    where, params = ("WHERE stream = ?", (stream,)) if stream is not None else ("", ())
+    has_compact = has_column(db, "envelopes", "payload")
+    columns = _COLUMNS if has_compact else "e.seq, e.topic, e.body, NULL, NULL, NULL"
+    protected = signers(db) if has_table(db, "signers") else {}
+    rows = db.execute(
+        f"SELECT {columns}, e.stream FROM envelopes e {where} ORDER BY seq",  # noqa: S608 - fixed fragments
+        params,
+    ).fetchall()
+    return [(int(r[0]), str(r[6]), _rebuild(r, protected)) for r in rows]
 
 
 def _stats(db: sqlite3.Connection, acked: list[int] | None = None) -> OutboxStats:
-    has_sent = _has_table(db, "sent")
+    has_sent = has_table(db, "sent")
     count, items, oldest = db.execute(
         "SELECT COUNT(*), COALESCE(SUM(n_items), 0), MIN(created) FROM envelopes e"  # noqa: S608 - a fixed fragment
         f" WHERE {_UNSENT}"

@@ -1,4 +1,8 @@
-"""MQTT publisher: signed envelopes from the outbox, QoS 1, deleted only after PUBACK."""
+"""MQTT publisher: signed envelopes from the outbox, QoS 1.
+
+A PUBACK marks an envelope sent (recorded with the outbox's next commit); it stays in the outbox,
+byte-identical, as the replay archive until `archive_days` or `archive_mb` retires it.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ log = structlog.get_logger("isoedge.publish")
 _AIOMQTT_LOG = logging.getLogger("isoedge.mqtt")
 _AIOMQTT_LOG.setLevel(logging.ERROR)
 
-ACK_BATCH = 64  # PUBACKed envelopes deleted in one transaction ...
+ACK_BATCH = 64  # PUBACKed envelopes handed to the outbox together ...
 ACK_DELAY_S = 0.05  # ... or after this long, whichever comes first
 
 
@@ -99,6 +103,8 @@ class Publisher:
         self.replay_gate = replay or ReplayGate(ReplaySection(), site=topics.site,
                                                 agent=topics.agent)
         self._replay_wanted = asyncio.Event()
+        # Set (and replaced) each time PUBACKs are handed to the outbox: `drain` waits on it.
+        self._acked = asyncio.Event()
 
     # ------------------------------------------------------------------ helpers
     def _set_state(self, state: LinkState) -> None:
@@ -312,7 +318,7 @@ class Publisher:
             if outcome.unavailable:
                 self.replay_info = {"from_seq": outcome.from_seq, "to_seq": outcome.to_seq,
                                     "sent": 0, "unavailable": outcome.unavailable,
-                                    "t": _now_text()}
+                                    "t": rfc3339_now()}
             self._replay_wanted.set()
         else:
             log.warning("replay request refused", reason=outcome.reason, detail=outcome.detail)
@@ -358,7 +364,7 @@ class Publisher:
                 else:
                     next_at = time.monotonic()
         self.replay_info = {"from_seq": first, "to_seq": last, "sent": sent,
-                            "unavailable": unavailable, "t": _now_text()}
+                            "unavailable": unavailable, "t": rfc3339_now()}
         log.info("replay request answered", from_seq=first, to_seq=last, sent=sent,
                  unavailable=unavailable)
         self.mark_status_dirty()
@@ -428,6 +434,8 @@ class Publisher:
                     done, acked[:] = list(acked), []
                     await self.outbox.acknowledge(done)
                     last_ack_flush = now
+                    self._acked.set()
+                    self._acked = asyncio.Event()
                 if not batch:
                     await self.outbox.wait_for_envelopes(0.05 if acked else 0.5)
 
@@ -446,18 +454,31 @@ class Publisher:
 
     async def drain(self, timeout: float) -> bool:
         """Wait (up to `timeout`) until the outbox has nothing left to send."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.state != LinkState.CONNECTED:
-                return False
-            try:
-                stats = await self.outbox.stats()
-            except OutboxError:
-                return False
-            if stats.envelopes == 0 and stats.pending_items == 0:
-                return True
-            await asyncio.sleep(0.05)
+        try:
+            async with asyncio.timeout(timeout):
+                while self.state == LinkState.CONNECTED:
+                    # Taken before the look, so an acknowledgement meanwhile is not missed.
+                    acked, changed = self._acked, self.state_changed
+                    try:
+                        stats = await self.outbox.stats()
+                    except OutboxError:
+                        return False
+                    if stats.envelopes == 0 and stats.pending_items == 0:
+                        return True
+                    await _first_of(acked, changed)
+        except TimeoutError:
+            pass
         return False
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    """Return once any of `events` is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def _first_leaf(error: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -476,8 +497,3 @@ def _interleave(first: list[Envelope], second: list[Envelope]) -> list[Envelope]
             out.append(second[index])
     return out
 
-
-def _now_text() -> str:
-    from datetime import UTC, datetime  # noqa: PLC0415 - only when a replay is answered
-
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -230,7 +230,7 @@ class ReplayGate:
             verified = self.registry.verify(outer.model_dump_json().encode())
         except VerificationError as exc:
             reason: RefusalReason = {"unknown_key": "untrusted", "bad_signature":
-                                     "bad_signature"}.get(exc.reason, "malformed")  # type: ignore[assignment]
+                                     "bad_signature"}.get(exc.code, "malformed")  # type: ignore[assignment]
             return Refused(reason, str(exc)[:200])
         if verified.header.get("typ") != REPLAY_TYP:
             return Refused("wrong_type", f"typ {str(verified.header.get('typ'))[:40]!r}")

@@ -124,10 +124,15 @@ class OutboxSection(StrictSection):
     )
     batch_max_items: int = Field(default=500, ge=1, le=10000)
     batch_max_age_ms: int = Field(default=25, ge=0, le=60000)
-    commit_interval_ms: int = Field(
-        default=20, ge=0, le=1000, description="Group commit window: readings arriving within it "
-        "share one transaction (one fsync); an envelope due before the next commit is cut in "
-        "this one, so its readings are written once."
+    max_commit_delay_ms: int = Field(
+        default=1000, ge=0, le=10_000, description="The most an acquired reading waits to "
+        "become durable: readings arriving within it share one transaction (one fsync), "
+        "sooner when 256 kB wait. A power cut loses at most what arrived within it, never "
+        "anything counted as acquired or published (docs/operations.md)."
+    )
+    commit_interval_ms: int | None = Field(
+        default=None, ge=0, le=10_000, description="Older name of max_commit_delay_ms (a "
+        "configuration written for an earlier version); when given it is the commit delay."
     )
     archive_days: float = Field(
         default=7, ge=0, description="Keep sent envelopes this long for replay requests (0: none)."

@@ -1,4 +1,4 @@
-"""Unit conversion to the published units: MBq, uSv/h, Pa, Cel (CONTRACT.md §3)."""
+"""Unit conversion to the published units: MBq, uSv/h, Pa, Cel (docs/contract.md §3)."""
 
 from __future__ import annotations
 

@@ -18,11 +18,12 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
 from agent.core.reading import dumps_item, event_item, rfc3339
+from agent.state.writer import StateWriter
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -65,24 +66,6 @@ def _time_key(value: datetime | str | None) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return rfc3339(value)
-
-
-class StateWriter(Protocol):
-    """The one writer of the state database (the outbox's owner thread implements it)."""
-
-    def transact(
-        self,
-        apply: Callable[[sqlite3.Connection], Any] | None,
-        items: list[tuple[str, str, str]] | None = None,
-        *,
-        tag: str = "",
-    ) -> Future[Any]:
-        """Queue a write and the stream items committed with it; resolves after the commit."""
-        ...
-
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(db)` on the writer's thread (reads, schema set-up)."""
-        ...
 
 
 class AuditTextError(ValueError):

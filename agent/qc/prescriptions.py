@@ -27,7 +27,7 @@ from agent.physics.units import ACTIVITY_TO_MBQ, canonical_unit
 from agent.qc.audit import AuditLog
 
 if TYPE_CHECKING:
-    from agent.qc.audit import StateWriter
+    from agent.state.writer import StateWriter
 
 
 @dataclass(slots=True)

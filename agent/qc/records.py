@@ -28,7 +28,8 @@ from agent.qc.audit import AuditLog
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from agent.qc.audit import Emit, StateWriter
+    from agent.qc.audit import Emit
+    from agent.state.writer import StateWriter
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS qc_records (

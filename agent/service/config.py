@@ -17,6 +17,7 @@ from agent.delivery.replay import ReplaySection
 from agent.delivery.settings import BrokerSection, OutboxSection, SigningSection
 from agent.qc.config import RuleConfig
 from agent.qc.programme import QCSection
+from agent.records.config import RecordsSection
 from drivers.base import DeviceConfigBase
 from drivers.registry import device_config_union, unknown_driver_message
 
@@ -110,6 +111,7 @@ class Config(StrictSection):
     rules: list[RuleConfig] = Field(default_factory=list)
     nuclides: dict[str, NuclideOverride] = Field(default_factory=dict)
     qc: QCSection = Field(default_factory=QCSection)
+    records: RecordsSection = Field(default_factory=RecordsSection)
     demo: DemoSection | None = None
 
     @model_validator(mode="after")
@@ -151,6 +153,22 @@ class Config(StrictSection):
                     ("qc", "calibrators", index, "device"),
                     f"unknown device {calibrator.device!r}; expected one of {sorted(device_ids)}",
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _records_devices(self) -> Config:
+        device_ids = {d.id for d in self.devices}
+        for index, module in enumerate(self.records.synthesis):
+            env = module.environment
+            for key, device in (("device", module.device), ("calibrator", module.calibrator),
+                                *[(f"environment.{name}.device", getattr(env, name).device)
+                                  for name in ("pressure", "particles", "dose_rate")
+                                  if getattr(env, name) is not None]):  # fmt: skip
+                if device is not None and device not in device_ids:
+                    raise _KeyedError(
+                        ("records", "synthesis", index, *key.split(".")),
+                        f"unknown device {device!r}; expected one of {sorted(device_ids)}",
+                    )
         return self
 
     @property

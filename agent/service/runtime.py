@@ -17,14 +17,14 @@ import structlog
 
 from agent.acquisition.pipeline import Pipeline
 from agent.acquisition.state import LiveState
-from agent.acquisition.supervisor import DeviceSupervisor
+from agent.acquisition.supervisor import DeviceSupervisor, pauses_under
 from agent.console.backend import AgentIdentity, DeliveryView, DeviceView
+from agent.core.messages import msg
 from agent.core.reading import rfc3339_now
 from agent.core.states import LINK_STATES
 from agent.core.tasks import RECANCEL_S, cancel_and_wait
 from agent.core.version import __version__
 from agent.delivery.damage import DamagedDatabaseError, DamageReport, check_database, move_aside
-from agent.delivery.diskspace import SpaceState
 from agent.delivery.outbox import Outbox, OutboxError, OutboxStats
 from agent.delivery.publish import LinkState, Publisher
 from agent.delivery.replay import ReplayGate
@@ -39,11 +39,15 @@ from agent.qc.engine import RuleEngine
 from agent.qc.prescriptions import PrescriptionStore
 from agent.qc.records import QCRecordStore
 from agent.qc.signatures import SignatureService
+from agent.records.generators import GeneratorRecords, ReadingFanout
+from agent.records.service import Records
 from agent.service.clock import ClockMonitor
 from agent.service.config import Config
 from agent.service.migrate import import_legacy_stores
 from agent.service.reload import ReloadResult, apply_reload, serve_reload_requests
 from agent.service.sdnotify import SystemdNotifier
+from agent.state.diskspace import SpaceState
+from agent.state.pressure import Pressure
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -60,6 +64,24 @@ SHUTDOWN_BUDGET_S = 4.5  # SIGTERM → exit within 5 s (systemd's TimeoutStopSec
 
 class Agent:
     """One IsoEdge agent. `await agent.run(stop)` runs until `stop` is set."""
+
+    @staticmethod
+    def _check_state_databases(config: Config, state_dir: Path) -> list[DamageReport]:
+        """Every state database (and the legacy ones still to import), checked before any opens.
+
+        A refused start changes nothing. The outbox moves its own aside, on its thread; the
+        legacy side databases moved aside here are returned to be reported once running.
+        """
+        moved: list[DamageReport] = []
+        for side in (config.outbox_path, state_dir / "audit.db", state_dir / "alerts.db"):
+            reason = check_database(side)
+            if reason is None:
+                continue
+            if config.outbox.on_damaged != "move_aside":
+                raise DamagedDatabaseError(side, reason)
+            if side != config.outbox_path:
+                moved.append(move_aside(side, reason))
+        return moved
 
     def __init__(self, config: Config, *, config_path: Path | None = None) -> None:
         self.config = config
@@ -78,6 +100,7 @@ class Agent:
             fsync=config.outbox.fsync,
             batch_max_items=config.outbox.batch_max_items,
             batch_max_age_ms=config.outbox.batch_max_age_ms,
+            max_commit_delay_ms=config.outbox.max_commit_delay_ms,
             commit_interval_ms=config.outbox.commit_interval_ms,
             archive_days=config.outbox.archive_days,
             archive_bytes=int(config.outbox.archive_mb * 1024 * 1024),
@@ -94,22 +117,16 @@ class Agent:
         state_dir = config.agent.state_dir
         # Started on a (nearly) full disk: the reserve file makes room to open the database.
         self.outbox.space.release_if_low()
-        self.side_damage: list[DamageReport] = []
-        # Every state database (and the legacy ones still to import) is checked before any is
-        # opened: a refused start changes nothing. The outbox moves its own aside, on its thread.
-        for side in (config.outbox_path, state_dir / "audit.db", state_dir / "alerts.db"):
-            reason = check_database(side)
-            if reason is None:
-                continue
-            if config.outbox.on_damaged != "move_aside":
-                raise DamagedDatabaseError(side, reason)
-            if side != config.outbox_path:
-                self.side_damage.append(move_aside(side, reason))
+        self.side_damage = self._check_state_databases(config, state_dir)
         # Alerts and the audit trail are tables of the outbox's state database, written by its
         # one owner thread together with their stream items (docs/development.md).
         self.audit = AuditLog(self.outbox, notify=self.live.on_event)
         self.alerts = AlertManager(self.outbox, self.audit, notify=self.live.on_event)
         self._build_qc(config, devices)
+        # The radiopharmacy's records (issue 25): batches, releases, doses... on the same database.
+        self.records = self._records(config)
+        self.pipeline.rules = self.rules
+        self.pipeline.qa_desk = self._generator_records(config)
         self.publisher = Publisher(
             config.broker,
             self.outbox,
@@ -152,8 +169,16 @@ class Agent:
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
 
     # ------------------------------------------------------------------ status
+    def _generator_records(self, config: Config) -> ReadingFanout:
+        """Elutions, waste and shipments: their desks take readings beside the QC programme."""
+        self.generator_records = GeneratorRecords(
+            config.records, self.records.desk, alerts=self.alerts, nuclides=self.nuclides,
+            calibrators=[(c.device, c.channel) for c in config.qc.calibrators],
+        )  # fmt: skip
+        return self.generator_records.fanout(self.qa_desk)
+
     def status_document(self, state: str) -> dict[str, Any]:
-        """Retained status of CONTRACT.md §2."""
+        """Retained status of docs/contract.md §2."""
         return {
             "state": state,
             "site": self.config.agent.site,
@@ -170,6 +195,22 @@ class Agent:
             "calibrators": status_of(self.qa_desk),
             "disk": self.outbox.space.current.as_dict(),
         }
+
+    def _records(self, config: Config) -> Records:
+        """The records desk and its kinds; every reading passes them through the live feed."""
+        records = Records(
+            config.records, site=config.agent.site, zone=config.qc.zone, state=self.outbox,
+            audit=self.audit, users=config.web.users, notify=self.live.on_event,
+            alerts=self.alerts, nuclides=self.nuclides, prescription=self.dosage.prescriptions.get,
+            calibrator_release=self._calibrator_release,
+        )  # fmt: skip
+        self._records_unsubscribe = self.live.subscribe(records.on_item)
+        return records
+
+    def _calibrator_release(self, device: str) -> str | None:
+        """`released` / `on_hold` of a calibrator with a QC programme (None: no programme)."""
+        state = self.qa_desk.calibrators_status().get(device)
+        return None if state is None else state.get("release")
 
     def _on_release_change(self) -> None:
         """A calibrator was released or put on hold: re-publish the retained status.
@@ -193,26 +234,27 @@ class Agent:
         if state in LINK_STATES:
             self.rules.on_device_state(device, state, detail)
 
-    def _on_quota_change(self, state: str, used_bytes: int) -> None:
+    def _on_quota_change(self, state: Pressure, used_bytes: int) -> None:
         """Outbox quota policy: never drop; pause low-priority devices, then all, and alert."""
         quota = int(self.config.outbox.quota_mb * 1024 * 1024)
         self._apply_pressure()
-        if state == "ok":
+        if state == Pressure.OK:
             log.info("outbox below quota", used_bytes=used_bytes)
         else:
             log.error("outbox quota pressure", state=state, used_bytes=used_bytes, quota=quota)
         paused = sorted(d for d, s in self.supervisors.items() if s.paused)
-        if state == "ok":
+        if state == Pressure.OK:
             self.alerts.clear_alert(
-                "outbox.quota", None, None, f"outbox back under quota ({used_bytes} bytes)"
+                "outbox.quota", None, None, msg("outbox.quota.ok", used=used_bytes)
             )
         else:
             self.alerts.raise_alert(
                 "outbox.quota",
                 None,
                 None,
-                "critical" if state == "full" else "alarm",
-                f"outbox {state}: {used_bytes} of {quota} bytes; paused: {', '.join(paused)}",
+                "critical" if state == Pressure.FULL else "alarm",
+                msg("outbox.quota", state=str(state), used=used_bytes, quota=quota,
+                    paused=", ".join(paused) if paused else msg("none")),
                 float(used_bytes),
                 details={"state": state, "quota_bytes": quota, "paused_devices": paused},
             )
@@ -223,38 +265,38 @@ class Agent:
         self.publisher.mark_status_dirty()
         paused = sorted(d for d, s in self.supervisors.items() if s.paused)
         where = str(self.config.agent.state_dir)
-        if space.state == "ok":
+        if space.state == Pressure.OK:
             log.info("disk space back above the reserve", free_bytes=space.free_bytes,
                      directory=where)
             self.alerts.clear_alert(
                 "outbox.disk", None, None,
-                f"disk space back: {space.headroom_bytes} bytes free for {where}",
+                msg("outbox.disk.ok", left=space.headroom_bytes, directory=where),
             )
             return
-        cause = "disk full (a write failed)" if space.write_failed else f"disk {space.state}"
-        log.error("disk space pressure" if space.state == "high" else "disk full",
+        cause = (msg("outbox.disk.full") if space.write_failed
+                 else msg("outbox.disk.state", state=str(space.state)))
+        log.error("disk space pressure" if space.state == Pressure.HIGH else "disk full",
                   state=space.state, free_bytes=space.free_bytes,
                   reusable_bytes=space.reusable_bytes, min_free_bytes=space.min_free_bytes,
                   directory=where, paused=paused)
         self.alerts.raise_alert(
             "outbox.disk", None, None,
-            "critical" if space.state == "full" else "alarm",
-            f"{cause}: {space.headroom_bytes} bytes left for {where} (reserve"
-            f" {space.min_free_bytes}); paused: {', '.join(paused) or 'none'}",
+            "critical" if space.state == Pressure.FULL else "alarm",
+            msg("outbox.disk", cause=cause, left=space.headroom_bytes, directory=where,
+                reserve=space.min_free_bytes, paused=", ".join(paused) if paused else msg("none")),
             float(space.headroom_bytes),
             details={**space.as_dict(), "paused_devices": paused, "directory": where},
         )
 
-    def _pressure(self) -> str:
+    def _pressure(self) -> Pressure:
         """The worse of the quota and the free-space state."""
-        order = {"ok": 0, "high": 1, "full": 2}
-        return max(self.outbox.quota_state, self.outbox.disk_state, key=order.__getitem__)
+        return Pressure.worst(self.outbox.quota_state, self.outbox.disk_state)
 
     def _pressure_reason(self) -> str:
         parts = []
-        if self.outbox.quota_state != "ok":
+        if self.outbox.quota_state != Pressure.OK:
             parts.append(f"outbox quota {self.outbox.quota_state}")
-        if self.outbox.disk_state != "ok":
+        if self.outbox.disk_state != Pressure.OK:
             parts.append(f"disk {self.outbox.disk_state}")
         return ", ".join(parts)
 
@@ -267,7 +309,7 @@ class Agent:
                 sup.pause(reason)
             else:
                 sup.resume()
-        if state == "ok":
+        if state == Pressure.OK:
             log.info("outbox pressure gone; acquisition resumed")
 
     # --------------------------------------------------------------- lifecycle
@@ -278,6 +320,12 @@ class Agent:
         self._lock = lock_state_dir(self.config.agent.state_dir)
         try:
             await self._run(stop)
+        except OutboxError:
+            if self.outbox.failure is None:
+                raise
+            # The state database failed while the agent was still starting (or stopping).
+            log.critical("outbox failed; stopping the agent", error=repr(self.outbox.failure))
+            self.exit_code = 1
         finally:
             self._lock.close()
             log.info("agent stopped")
@@ -294,6 +342,8 @@ class Agent:
             await self.alerts.open()
             await self.dosage.open()  # stored prescriptions
             await self.qa_desk.open()  # QC records, release states
+            await self.records.open()  # batch, release, dispensing... records
+            await self.generator_records.open()  # the generators' last elutions
             self._report_damage()
             stack.push_async_callback(self._stop_web)
             await self._start_web()
@@ -355,22 +405,24 @@ class Agent:
 
     def _report_one_damage(self, damage: DamageReport) -> None:
         continued = (
-            f"seq continues from {damage.continued_seq}"
+            msg("state.damaged.continued", seq=damage.continued_seq)
             if damage.continued_seq is not None
-            else "its chain could not be read: seq starts again from 1"
+            else msg("state.damaged.restarted")
         )
+        why = msg("state.damaged.audit", continued=continued)
         self.audit.record(
             "state.damaged",
             actor="isoedge",
             subject=str(damage.path),
             old={"path": str(damage.path), "reason": damage.reason},
             new={"moved_to": str(damage.moved_to), "continued_seq": damage.continued_seq},
-            reason=f"damaged state database moved aside; a fresh one was started ({continued})",
+            reason=why.code,
+            reason_params=why.params,
         )
         self.alerts.raise_alert(
             "state.damaged", None, None, "critical",
-            f"{damage.path} was damaged ({damage.reason}) and moved aside to {damage.moved_to};"
-            f" envelopes not yet delivered are in that file; {continued}",
+            msg("state.damaged", path=str(damage.path), reason=damage.reason,
+                moved_to=str(damage.moved_to), continued=continued),
             None,
             details={"path": str(damage.path), "moved_to": str(damage.moved_to)},
         )
@@ -437,8 +489,6 @@ class Agent:
             on_change=self._on_release_change,
         )
         self.dosage.prescriptions.on_dispensed = self.qa_desk.on_dispensed
-        self.pipeline.rules = self.rules
-        self.pipeline.qa_desk = self.qa_desk
 
     def service_status(self) -> str:
         """One line for `systemctl status` (sd_notify STATUS=)."""
@@ -493,12 +543,10 @@ class Agent:
         self.live.devices.pop(device_id, None)
         self.publisher.mark_status_dirty()
 
-    def _pauses_under_quota(self, sup: DeviceSupervisor, state: str) -> bool:
-        """The overflow policy: at "high" devices below the top priority pause; at "full" all."""
-        if state == "ok":
-            return False
+    def _pauses_under_quota(self, sup: DeviceSupervisor, state: Pressure) -> bool:
+        """The overflow policy (`pauses_under`) for this device among the agent's devices."""
         top = max((s.config.priority for s in self.supervisors.values()), default=0)
-        return state == "full" or sup.config.priority < top
+        return pauses_under(state, sup.config.priority, top)
 
     def _apply_quota_pause(self, sup: DeviceSupervisor) -> None:
         """A device added while the outbox is over quota follows the same pause policy."""
@@ -511,8 +559,7 @@ class Agent:
 
         An agent must not keep acquiring what it cannot store; systemd restarts it.
         """
-        while self.outbox.alive:  # noqa: ASYNC110 - the state lives on another thread
-            await asyncio.sleep(0.5)
+        await self.outbox.failed.wait()
         log.critical("outbox failed; stopping the agent", error=repr(self.outbox.failure))
         self.exit_code = 1
         self._stop.set()
@@ -690,6 +737,16 @@ class RuntimeConsoleBackend:
     async def recent_alerts(self, limit: int) -> list[Alert]:
         """The newest alerts, open or closed."""
         return await self._agent.alerts.all_alerts(limit=limit)
+
+    @property
+    def records(self) -> Records:
+        """The radiopharmacy's records (the console's records pages)."""
+        return self._agent.records
+
+    @property
+    def generator_records(self) -> GeneratorRecords:
+        """Elutions, waste and shipments (the console's generator and waste pages)."""
+        return self._agent.generator_records
 
     @property
     def dosage(self) -> DosageDesk:

@@ -1,4 +1,4 @@
-"""The `isoedge` command line (CONTRACT.md §1). Exit codes: 0 ok, 1 runtime failure, 2 usage."""
+"""The `isoedge` command line (docs/contract.md §1). Exit codes: 0 ok, 1 runtime error, 2 usage."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from agent.core.version import __version__
 
-DEFAULT_CONFIG = "/etc/isoedge/isoedge.toml"  # CONTRACT.md §4
+DEFAULT_CONFIG = "/etc/isoedge/isoedge.toml"  # docs/contract.md §4
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -465,10 +465,15 @@ def _add_ingest(verbs: Any) -> None:
 def _add_report(verbs: Any) -> None:
     report = verbs.add_parser(
         "report",
-        help="a PDF: dose-calibrator QC records, an audit-trail extract or dispensing records"
+        help="a PDF: dose-calibrator QC records, an audit-trail extract, dispensing records, or "
+        "the records of a kind (batch, release, elution, shipment, receipt, waste)"
     )
-    report.add_argument("kind", choices=["qc", "audit", "dispensing"],
-                        help="qc: QC records; audit: trail; dispensing: dispensing records")
+    report.add_argument("kind", choices=["qc", "audit", "dispensing", *RECORD_REPORTS],
+                        help="qc: QC records; audit: trail; dispensing: dispensing records; "
+                        "batch, release...: the signed records of that kind")
+    report.add_argument("--subject", default=None,
+                        help="records about this batch, eluate, shipment or container only")
+    report.add_argument("--id", dest="record_id", default=None, help="this record only")
     report.add_argument("-c", "--config", default=None,
                         help=f"configuration file (default {DEFAULT_CONFIG} when it exists)")
     report.add_argument("--state-dir", default=None, help="overrides agent.state_dir")
@@ -483,8 +488,12 @@ def _add_report(verbs: Any) -> None:
     report.set_defaults(func=cmd_report)
 
 
+RECORD_REPORTS = ("batch", "release", "elution", "shipment", "receipt", "waste")
+"""`isoedge report KIND` of the signed records (agent.records); `dispensing` is listed above."""
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    """`isoedge report qc|audit|dispensing ...`."""
+    """`isoedge report qc|audit|dispensing|batch|release|... ...`."""
     from agent.tools.report_cli import run_report  # noqa: PLC0415 - reportlab loads only here
 
     return run_report(args)

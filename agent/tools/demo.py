@@ -22,6 +22,7 @@ from agent.core.log import configure_logging
 from agent.delivery.signing import PRIVATE_KEY_NAME, PUBLIC_JWK_NAME, generate_key_files
 from agent.service.config import ConfigError, load_config, parse_config, resolve_paths
 from agent.service.runtime import Agent
+from agent.tools.demo_records import demo_elution
 from agent.tools.mosquitto import Mosquitto
 from agent.tools.sim_panel import DemoSimulatorPanel
 
@@ -96,7 +97,7 @@ def run_demo(args: argparse.Namespace) -> int:
         return 0
 
 
-async def _demo(
+async def _demo(  # noqa: PLR0915 - simulators, broker, agent and the demo's tasks
     args: argparse.Namespace, config_path: Path, state_dir: Path, *, live_view: bool
 ) -> int:
     keys = state_dir / "keys"
@@ -135,11 +136,13 @@ async def _demo(
             runner = group.create_task(agent.run(stop), name="agent")
             view = group.create_task(_live_view(agent, live_view, header), name="live-view")
             qc_task = group.create_task(_demo_daily_qc(agent), name="demo-qc")
+            batch_task = group.create_task(_demo_batch(agent), name="demo-batch")
             timer = None
             if args.duration is not None:
                 timer = group.create_task(_stop_after(stop, args.duration), name="demo-timer")
             await stop.wait()
             qc_task.cancel()
+            batch_task.cancel()
             if timer is not None:
                 timer.cancel()  # Ctrl-C before the duration: the group must not wait for it
             await runner
@@ -199,6 +202,15 @@ def _print_banner(
             for name, password, role in DEMO_USERS
             if name in known
         ]
+    if config.records.synthesis:
+        lines.append(
+            "  batch         at the simulated synthesis run's end: the [18F]FDG batch record is"
+            " assembled, signed, released by the demo QA officer and one dose dispensed;"
+        )
+        lines.append(
+            "                then: isoedge report batch -c config/demo.toml --state-dir "
+            f"{state_dir} --out batch.pdf"
+        )
     if config.qc.calibrators:
         lines.append(
             "  QC            the demo technologist performs and signs the daily background and"
@@ -235,7 +247,8 @@ def _format_value(item: dict[str, Any]) -> str:
 def render(agent: Agent, header: list[str] | None = None) -> str:
     """One frame of the live view (`header`: where to look, repeated on every frame)."""
     live = agent.live
-    rows = [*(header or []),
+    rows = [
+        *(header or []),
         (
             f"IsoEdge demo  {time.strftime('%H:%M:%S')}   broker: {agent.publisher.state.value}"
             f"   acquired {live.counters['readings_acquired']}"
@@ -298,9 +311,6 @@ def _print_summary(agent: Agent) -> None:
     sys.stdout.flush()
 
 
-
-
-
 @simulator_starter("modbus")
 async def _start_modbus(options: dict[str, Any], device: dict[str, Any]) -> StopFn:
     from simulators.modbus import ModbusSimulator  # noqa: PLC0415 - only the demo needs it
@@ -332,6 +342,8 @@ async def _start_opcua(options: dict[str, Any], device: dict[str, Any]) -> StopF
     device["nodes"] = wiring["nodes"]
     device["events"] = {**device.get("events", {}), **wiring["events"]}
     return simulator.stop
+
+
 @simulator_starter("dosecal")
 async def _start_dosecal(options: dict[str, Any], device: dict[str, Any]) -> StopFn:
     from simulators.dosecal import DoseCalibratorSimulator  # noqa: PLC0415
@@ -379,6 +391,106 @@ async def _demo_daily_qc(agent: Agent) -> None:
             log.exception("demo QC test failed", device=device)
         finally:
             simulator.load_sample(*sample)  # the F-18 sample back in the chamber
+    # Then one Tc-99m generator elution on the same calibrator, signed (agent/tools/demo_records).
+    await demo_elution(agent, DOSECAL_SIMULATORS, DEMO_TECHNOLOGIST)
+
+
+DEMO_QA = ("qa", "qa-demo")
+ASSAY_TIME_SCALE = 60.0
+"""The demo's product vial decays 60 times faster: its 10-minute half-life assay takes 10 s."""
+DEMO_TESTS: dict[str, dict[str, Any]] = {
+    "appearance": {"value": "clear, colourless", "result": "pass"},
+    "ph": {"value": 5.5},
+    "rcp": {"value": 98.6},
+    "residual_solvents": {"value": 120.0},
+    "endotoxin": {"value": 2.0},
+    "filter_integrity": {"value": "bubble point 3.6 bar", "result": "pass"},
+    "sterility": {"result": "pending"},
+}
+"""Release test results of the demo batch, as an analyst types them (sterility is pending)."""
+
+
+async def _until(changed: asyncio.Event, predicate: Callable[[], Any], timeout: float) -> Any:
+    """Wait (event-driven) until `predicate()` is truthy; its value."""
+    async with asyncio.timeout(timeout):
+        while not (value := predicate()):
+            changed.clear()
+            await changed.wait()
+    return value
+
+
+async def _demo_batch(agent: Agent) -> None:
+    """One [18F]FDG batch: assembled from the simulated run, signed, released, one dose."""
+    await agent.started.wait()
+    records = agent.records
+    modules = records.desk.config.synthesis
+    device = modules[0].calibrator if modules else None
+    simulator = DOSECAL_SIMULATORS.get(device or "")
+    known = {u.name for u in agent.config.web.users}
+    if device is None or simulator is None or not {DEMO_TECHNOLOGIST[0], DEMO_QA[0]} <= known:
+        log.info("demo batch skipped: no synthesis module, simulated calibrator or demo users")
+        return
+    changed = asyncio.Event()
+    records.batches.on_change = records.on_reading = changed.set
+    try:
+        run = await _until(changed, lambda: next(
+            (r for r in records.batches.runs() if r.state == "eos"), None), 900)  # fmt: skip
+        log.info("demo batch: end of synthesis", batch=run.batch_id)
+        # The demo's daily QC releases the calibrator first.
+        await _until(changed, lambda: agent._calibrator_release(device) == "released", 300)  # noqa: SLF001
+        batch = await _demo_batch_record(agent, run, simulator, changed)
+        qa, qa_password = DEMO_QA
+        decision = "released" if batch["result"] == "pass" else "rejected"
+        await records.release.decide(run.batch_id, decision, name=qa, password=qa_password,
+                                     comment="demo release")  # fmt: skip
+        log.info("demo batch decided", batch=run.batch_id, decision=decision)
+        if decision == "released":
+            await _demo_dose(agent, run.batch_id, device, simulator, changed)
+    except Exception:
+        log.exception("demo batch failed")
+    finally:
+        records.batches.on_change = records.on_reading = None
+
+
+async def _demo_batch_record(
+    agent: Agent, run: Any, simulator: Any, changed: asyncio.Event
+) -> dict[str, Any]:
+    """The product vial assayed (half-life fitted), the release tests typed, signed."""
+    records = agent.records
+    simulator.chamber.time_scale = ASSAY_TIME_SCALE
+    simulator.load_sample("F-18", (run.eos_activity_mbq or 20_000.0) * 0.02)
+    simulator.set_nuclide("F-18")
+    await asyncio.sleep(2.0)  # the operator waits for the reading to settle on the new vial
+    records.batches.start_assay(run.batch_id, time_scale=ASSAY_TIME_SCALE)
+    await _until(changed, lambda: run.state != "assaying", 120)
+    tech, tech_password = DEMO_TECHNOLOGIST
+    batch: dict[str, Any] = await records.batches.sign(run.batch_id, DEMO_TESTS, tech,
+                                                       tech_password)  # fmt: skip
+    log.info("demo batch signed", batch=run.batch_id, result=batch["result"])
+    return batch
+
+
+async def _demo_dose(
+    agent: Agent, batch_id: str, device: str, simulator: Any, changed: asyncio.Event
+) -> None:
+    """A prescription, the syringe measured in real time on the calibrator, dispensed."""
+    records = agent.records
+    tech, tech_password = DEMO_TECHNOLOGIST
+    prescribed, scheduled = 250.0, datetime.now(UTC) + timedelta(minutes=30)
+    rx_id = f"RX-{batch_id}"
+    agent.dosage.add_prescription(rx_id, "F-18", prescribed, "MBq", scheduled, actor=tech,
+                              note="demo dose")  # fmt: skip
+    simulator.chamber.time_scale = 1.0
+    simulator.load_sample("F-18", prescribed * 2 ** (30 * 60 / agent.nuclides.half_life_s("F-18")))
+    fresh = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    await _until(changed, lambda: str(records.dispensing.latest.get(device, {}).get("t", ""))
+                 > fresh.replace("+00:00", "Z"), 60)  # fmt: skip
+    dose = await records.dispensing.dispense(
+        batch_id, prescription_id=rx_id, patient_id="DEMO-000123", volume_ml=0.8,
+        device=device, name=tech, password=tech_password,
+    )  # fmt: skip
+    log.info("demo dose dispensed", batch=batch_id, record=dose["id"],
+             deviation_pct=dose["deviation_pct"])  # fmt: skip
 
 
 async def operate_simulator(manager: Any, simulator: Any, run: Any) -> None:

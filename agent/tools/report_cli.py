@@ -1,9 +1,9 @@
-"""`isoedge report qc|audit|dispensing`: PDF reports from an agent's state directory (CONTRACT §1).
+"""`isoedge report qc|audit|dispensing|batch|release|…`: PDFs from a state directory (CONTRACT §1).
 
-Reads the QC records or the audit trail from the state database of the state directory
-(the outbox's SQLite), read-only: safe while the agent runs (WAL readers). `--state-dir`
-overrides `agent.state_dir`; given the folder `isoedge demo --state-dir DIR` uses, its
-`state/` subfolder is found too.
+Reads the QC records, the signed records of a kind (agent.records) or the audit trail from
+the state database of the state directory (the outbox's SQLite), read-only: safe while the
+agent runs (WAL readers). `--state-dir` overrides `agent.state_dir`; given the folder
+`isoedge demo --state-dir DIR` uses, its `state/` subfolder is found too.
 """
 
 from __future__ import annotations
@@ -77,6 +77,8 @@ def run_report(args: argparse.Namespace) -> int:  # noqa: C901 - configuration, 
         db_path = _state_db(base, str(db_name))
         if args.kind == "qc":
             pdf, count = _qc(db_path, args.device, since, until, site, zone, period, lang)
+        elif args.kind in _RECORD_KINDS or (args.kind == "dispensing" and _signed_doses(db_path)):
+            pdf, count = _records(db_path, args, since, until, site, zone, period, lang)
         elif args.kind == "dispensing":
             pdf, count = _dispensing(db_path, args.device, since, until, site, zone, period,
                                      lang)  # fmt: skip
@@ -93,6 +95,42 @@ def run_report(args: argparse.Namespace) -> int:  # noqa: C901 - configuration, 
         return EXIT_FAILURE
     sys.stdout.write(f"{out}: {args.kind} report, {count} records, {len(pdf)} bytes\n")
     return EXIT_OK
+
+
+_RECORD_KINDS = frozenset({"batch", "release", "elution", "shipment", "receipt", "waste"})
+
+
+def _signed_doses(db_path: Path) -> bool:
+    """True when the state database holds signed dispensing records (agent.records).
+
+    Then `report dispensing` prints them (batch, release, patient, label data); a site without
+    them keeps the dose-check log of its prescriptions.
+    """
+    from agent.records.store import read_records  # noqa: PLC0415
+
+    return bool(db_path.exists() and read_records(db_path, kind="dispensing", limit=1))
+
+
+def _records(  # noqa: PLR0917 - the report's filters
+    db_path: Path, args: argparse.Namespace, since: datetime | None, until: datetime | None,
+    site: str, zone: ZoneInfo, period: str, lang: str,
+) -> tuple[bytes, int]:  # fmt: skip
+    """Signed records of one kind (agent.records), oldest first; corrected ones are kept."""
+    from agent.records.report import records_report  # noqa: PLC0415
+    from agent.records.store import read_records  # noqa: PLC0415
+
+    records = read_records(
+        db_path,
+        kind=args.kind,
+        record_id=getattr(args, "record_id", None),
+        subject=getattr(args, "subject", None),
+        since=None if since is None else since.astimezone(UTC),
+        until=None if until is None else until.astimezone(UTC),
+    )
+    if args.device:
+        records = [r for r in records if args.device in {r.get("device"), r.get("calibrator")}]
+    pdf = records_report(records, args.kind, site=site, zone=zone, period=period, lang=lang)
+    return pdf, len(records)
 
 
 def _state_db(base: Path, name: str) -> Path:

@@ -44,7 +44,7 @@ function renderAlerts(alerts) {
   $("no-alerts").hidden = alerts.length > 0;
   $("alerts").querySelector("tbody").innerHTML = alerts.map((a) => `<tr>
     <td>${badge(_(a.kind), a.kind === "gap" && a.severity !== "critical" ? "warn" : "bad")}${a.severity === "critical" ? " " + badge(_("critical"), "bad") : ""}</td><td>${esc(a.site)}/${esc(a.agent)}</td>
-    <td>${esc(a.message)}</td><td>${a.count}</td><td>${when(a.raised)}</td></tr>`).join("");
+    <td class="alert-text">${esc(a.text || a.message)}</td><td>${a.count}</td><td>${when(a.raised)}</td></tr>`).join("");
 }
 
 function renderCalibrators(cals) {
@@ -54,6 +54,29 @@ function renderCalibrators(cals) {
     return `<tr><td>${esc(c.site)}/${esc(c.agent)}</td><td>${esc(c.device)}</td>
       <td>${badge(c.release === "released" ? _("released") : _("ON HOLD"), c.release)}</td>
       <td>${esc(c.reason || "")}</td><td>${tests || "–"}</td></tr>`;
+  }).join("");
+}
+
+// Shipment states (central/shipments.py), shown in the page's language.
+const SHIPMENT_STATES = {
+  awaiting: N_("awaiting receipt"), within: N_("within tolerance"),
+  out_of_tolerance: N_("out of tolerance"), misrouted: N_("received at another site"),
+  unmatched: N_("no receipt"), no_shipment: N_("no shipment record"), invalid: N_("unknown nuclide"),
+};
+const num = (v, digits) => (v == null ? "–" : Number(v).toFixed(digits));
+
+function renderShipments(shipments) {
+  $("no-shipments").hidden = shipments.length > 0;
+  $("shipments").querySelector("tbody").innerHTML = shipments.map((s) => {
+    const cls = s.state === "within" ? "ok" : s.state === "awaiting" ? "warn" : "bad";
+    const to = s.receipt_site && s.receipt_site !== s.destination_site
+      ? `${esc(s.destination_site)} → ${esc(s.receipt_site)}` : esc(s.destination_site || s.receipt_site);
+    return `<tr data-shipment="${esc(s.site)}/${esc(s.shipment_id)}" data-state="${esc(s.state)}">
+      <td>${esc(s.shipment_id)}<br><span class="muted">${when(s.shipped || s.received)}</span></td>
+      <td>${esc(s.site)}</td><td>${to}</td><td>${esc(s.nuclide || "–")}</td>
+      <td>${num(s.activity_mbq, 1)}</td><td>${num(s.expected_mbq, 1)}</td><td>${num(s.measured_mbq, 1)}</td>
+      <td>${s.difference_pct == null ? "–" : `${num(s.difference_pct, 2)} %`}</td>
+      <td>${badge(_(SHIPMENT_STATES[s.state] || s.state), cls)}</td></tr>`;
   }).join("");
 }
 
@@ -118,6 +141,7 @@ async function refresh() {
     renderAgents(data.agents);
     renderAlerts(data.alerts);
     renderCalibrators(data.calibrators);
+    renderShipments(data.shipments || []);
     renderDevices(data.devices);
     $("updated").textContent = _("updated {time}", { time: new Date(data.t).toLocaleTimeString(I18N.lang) });
   } catch (err) {

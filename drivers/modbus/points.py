@@ -172,11 +172,6 @@ class ReadBlock:
     count: int
     points: tuple[ModbusPoint, ...]
 
-    def slice_for(self, point: ModbusPoint, values: Sequence[int]) -> list[int]:
-        """The part of a response that belongs to `point`."""
-        start = point.address - self.address
-        return list(values[start : start + point.width])
-
 
 class BlockDecoder:
     """A register block's raw numbers and raw texts, decoded in one pass over its bytes.

@@ -1,5 +1,5 @@
 """Synthetic agents for ingest tests and the ingest bench: real signatures, seq and hash chain,
-published with paho-mqtt at QoS 1 on the agent topics of CONTRACT.md §2."""
+published with paho-mqtt at QoS 1 on the agent topics of docs/contract.md §2."""
 
 from __future__ import annotations
 

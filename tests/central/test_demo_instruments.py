@@ -6,6 +6,7 @@ booleans of the hot cell's door and interlock, text states)."""
 from __future__ import annotations
 
 import base64
+import signal
 import sqlite3
 import subprocess
 from collections import Counter
@@ -13,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 from helpers import cli_env, free_port, isoedge_cmd, wait_until
 from ingestproc import IngestProcess, query, report, write_ingest_config
 
+from agent.delivery.outbox import stored_envelopes
 from agent.delivery.signing import PUBLIC_JWK_NAME, generate_key_files
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,12 +28,26 @@ def _outbox_envelopes(state: Path) -> dict[int, dict[str, Any]]:
     """Every envelope the agent signed (its outbox keeps sent ones as the replay archive)."""
     (path,) = [p for p in (state / "state").rglob("*.db") if "outbox" in p.name]
     with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT seq, body FROM envelopes ORDER BY seq").fetchall()
+        rows = stored_envelopes(db)
     out = {}
-    for seq, body in rows:
+    for seq, _stream, body in rows:
         payload = orjson.loads(body)["payload"]
         out[int(seq)] = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     return out
+
+
+DEMO_DEVICES = {"dosecal-1", "hotcell-1", "area-monitor-1", "area-monitor-2", "synthesis-1"}
+
+
+def _every_instrument_stored(url: str) -> bool:
+    """Readings of all five instruments, booleans and numbers among them, and events stored."""
+    try:
+        devices = {d for (d,) in query(url, "SELECT DISTINCT device FROM readings")}
+        (flags, numbers), = query(url, "SELECT count(value_bool), count(value) FROM readings")
+        (events,), = query(url, "SELECT count(*) FROM events")
+    except psycopg.Error:  # the ingest has not created its tables yet
+        return False
+    return devices == DEMO_DEVICES and flags > 0 and numbers > 0 and events > 0
 
 
 def _stored_value(number: Any, flag: Any, text: Any) -> Any:
@@ -51,11 +68,23 @@ def test_the_demo_instruments_are_stored_completely_with_every_value(tmp_path, m
     ingest = IngestProcess(config).start()
     try:
         wait_until(lambda: "ingest connected" in ingest.log(), timeout=60)
-        demo = subprocess.run(
-            isoedge_cmd("demo", "--broker", mosquitto.url, "--state-dir", str(state),
-                        "--web", f"127.0.0.1:{free_port()}", "--plain", "--duration", "25"),
-            capture_output=True, text=True, env=cli_env(), timeout=180, check=False)
-        assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+        # The demo runs until every instrument's readings (numbers and the hot cell's booleans)
+        # and its events are in the database, then stops as on Ctrl-C; --duration only caps it.
+        out = tmp_path / "demo.out"
+        with out.open("wb") as sink:
+            demo = subprocess.Popen(
+                isoedge_cmd("demo", "--broker", mosquitto.url, "--state-dir", str(state),
+                            "--web", f"127.0.0.1:{free_port()}", "--plain", "--duration", "150"),
+                stdout=sink, stderr=subprocess.STDOUT, env=cli_env())
+        try:
+            wait_until(lambda: _every_instrument_stored(postgres.url), timeout=120, interval=0.5)
+            demo.send_signal(signal.SIGINT)
+            code = demo.wait(timeout=60)
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+                demo.wait(10)
+        assert code == 0, out.read_text(errors="replace")[-3000:]
         signed = _outbox_envelopes(state)
         last = max(signed)
         assert sorted(signed) == list(range(1, last + 1))
@@ -79,8 +108,7 @@ def test_the_demo_instruments_are_stored_completely_with_every_value(tmp_path, m
         kinds = Counter(type(v).__name__ for v in stored.values())
         assert kinds["bool"] > 0 and kinds["float"] > 0, kinds  # the hot cell's door/interlock
         devices = {d for (d,) in query(postgres.url, "SELECT DISTINCT device FROM readings")}
-        assert devices == {"dosecal-1", "hotcell-1", "area-monitor-1", "area-monitor-2",
-                           "synthesis-1"}
+        assert devices == DEMO_DEVICES
         events = sum(len(e["items"]) for e in signed.values() if e["stream"] != "readings")
         assert query(postgres.url, "SELECT count(*) FROM events") == [(events,)]
         (entry,) = report(config)["agents"]

@@ -23,9 +23,7 @@ def _with_agent(url: str, agent: str, envelopes: int) -> None:
 
 
 def test_the_fleet_page_reads_from_the_replica_when_one_is_configured(postgres):
-    with psycopg.connect(postgres.url, autocommit=True) as conn:
-        conn.execute("CREATE DATABASE replica")
-    replica = postgres.url.rsplit("/", 1)[0] + "/replica"
+    replica = postgres.new_database("replica")
     _with_agent(postgres.url, "on-primary", 5)
     _with_agent(replica, "on-replica", 7)
     base = {"database": {"url": postgres.url}, "agents": []}

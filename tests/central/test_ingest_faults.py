@@ -80,7 +80,10 @@ def _assert_exactly_once(db_url: str, agents: list[SynthAgent], total: int,
 
 
 @pytest.fixture
-def fleet(tmp_path, mosquitto, postgres):
+def fleet(request, tmp_path, mosquitto):
+    # A test that stops the server has a cluster of its own; others a database on the worker's.
+    postgres = request.getfixturevalue(
+        "private_postgres" if "private_postgres" in request.fixturenames else "postgres")
     agents = [SynthAgent("lab1", f"edge{i}", tmp_path / f"keys-{i}") for i in range(3)]
     config = write_ingest_config(
         tmp_path / "ingest.toml", mosquitto.url, postgres.url,
@@ -120,7 +123,8 @@ def test_two_ingests_one_sigkilled_and_restarted_mid_stream_store_every_envelope
 
 
 @pytest.mark.slow
-def test_postgresql_stopped_mid_stream_loses_and_duplicates_nothing(fleet, postgres):
+def test_postgresql_stopped_mid_stream_loses_and_duplicates_nothing(fleet, private_postgres):
+    postgres = private_postgres
     agents, config, publisher, procs = fleet
     procs += [IngestProcess(config, "ingest-a").start(), IngestProcess(config, "ingest-b").start()]
     wait_ready(publisher, agents[0], postgres.url)

@@ -3,7 +3,9 @@ PUBACK, bounded by size and age, and yielding to the backlog when the quota is t
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import sqlite3
 
 from agent.delivery.outbox import Outbox
@@ -21,7 +23,9 @@ async def _outbox(tmp_path, **kwargs) -> Outbox:
 
 async def _envelopes(outbox: Outbox, n: int) -> list:
     for i in range(n * 10):
-        outbox.submit("readings", "d1", json.dumps({"id": f"r{i}", "pad": "x" * 200}))
+        # Incompressible padding: envelopes are stored compressed, the test needs their size.
+        pad = base64.b64encode(os.urandom(150)).decode("ascii")
+        outbox.submit("readings", "d1", json.dumps({"id": f"r{i}", "pad": pad}))
     assert await outbox.flush()
     return await outbox.fetch(0, 10_000)
 
@@ -73,7 +77,7 @@ async def test_under_quota_pressure_the_archive_gives_way_to_the_backlog(tmp_pat
     quota = 400_000
     outbox = await _outbox(tmp_path, quota_bytes=quota, archive_days=7, archive_bytes=8 << 20)
     try:
-        sent = await _envelopes(outbox, 120)  # ~ 300 KB of envelopes
+        sent = await _envelopes(outbox, 170)  # ~ 350 KB of envelopes on disk (compressed)
         await outbox.acknowledge([e.seq for e in sent])
         assert await outbox.flush()  # acknowledgements are recorded with the next commit
         assert outbox.disk_bytes < 0.8 * quota
@@ -97,11 +101,13 @@ async def test_an_archive_of_an_older_version_is_kept_on_upgrade(tmp_path):
     db.executescript("""
         CREATE TABLE archive (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL,
                               archived REAL NOT NULL, size INTEGER NOT NULL, body BLOB NOT NULL);
-        INSERT INTO archive SELECT e.seq, e.topic, s.sent, s.size, e.body
+        INSERT INTO archive SELECT e.seq, e.topic, s.sent, s.size, x''
             FROM envelopes e JOIN sent s ON s.seq = e.seq;
         DELETE FROM envelopes WHERE seq IN (SELECT seq FROM sent);
         DROP TABLE sent;
     """)
+    # The archive held the signed bytes themselves.
+    db.executemany("UPDATE archive SET body = ? WHERE seq = ?", [(e.body, e.seq) for e in sent[:4]])
     db.commit()
     db.close()
     outbox = await _outbox(tmp_path, quota_bytes=64 << 20, archive_days=7, archive_bytes=8 << 20)

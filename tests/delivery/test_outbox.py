@@ -10,6 +10,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 from helpers import REPO, cli_env, wait_for_condition
 
-from agent.delivery.outbox import Envelope, Outbox
+from agent.delivery.outbox import Envelope, Outbox, stored_envelopes
 from agent.delivery.signing import Signer, b64url
 from agent.delivery.verification import KeyRegistry, Verified
 
@@ -203,10 +204,11 @@ async def test_quota_goes_ok_high_full_and_back_to_ok_when_the_backlog_drains(
     await box.start()
     try:
         assert box.quota_state == "ok"
-        filler = "x" * 2000
         n = 0
         while box.quota_state != "full":
             assert n < 200, f"quota never full: {box.disk_bytes} of {quota} bytes"
+            # Incompressible filler: envelopes are stored compressed.
+            filler = base64.b64encode(os.urandom(1500)).decode("ascii")
             box.submit("readings", "d1", json.dumps({"n": n, "fill": filler}))
             assert await box.flush()
             n += 1
@@ -249,7 +251,7 @@ def on_disk(path: Path) -> tuple[set[str], list[str]]:
         names = {r[0] for r in db.execute("SELECT name FROM notes")}
         items = [item for (row,) in db.execute("SELECT items FROM batches ORDER BY id")
                  for item in json.loads("[" + row + "]")]  # a row holds items joined by commas
-        bodies = [json.loads(r[0]) for r in db.execute("SELECT body FROM envelopes")]
+        bodies = [json.loads(body) for _seq, _stream, body in stored_envelopes(db)]
     finally:
         db.close()
     for body in bodies:

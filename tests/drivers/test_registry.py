@@ -24,7 +24,9 @@ from drivers.registry import registry
 pytestmark = pytest.mark.timeout(300)
 
 # The tests that need the plugin venv (a pip install) run on one xdist worker, so it is built
-# once per run, not once per worker (`make test` runs with --dist loadgroup).
+# once per run, not once per worker (`make test` runs with --dist loadgroup). The fixture is
+# session-scoped: a worker may run other modules' tests between the group's, which would tear
+# a module-scoped one down and build it again.
 uses_plugin_venv = pytest.mark.xdist_group("plugin_venv")
 
 PLUGIN_MODULE = '''
@@ -110,7 +112,7 @@ def _run(*argv: str | Path, env: dict[str, str] | None = None, cwd: Path | None 
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def plugin_venv(tmp_path_factory) -> Path:
     """A venv seeing this test environment's packages, plus the ACME driver package."""
     root = tmp_path_factory.mktemp("plugin")

@@ -36,8 +36,10 @@ async def test_high_rate_is_kept_and_taken_in_ticks():
 
 
 async def test_slow_rate_gives_every_value_its_own_time_stamp():
-    config = SyntheticConfig(id="s", type="synthetic", channels=["a"], poll_interval_s=0.02)
-    samples, _ = await collect(config, 0.3)
+    # Slow: a poll every 100 ms (ten ticks). At 20 ms a starved worker fell two polls behind
+    # on a loaded machine and took them in one burst, with one stamp, as designed.
+    config = SyntheticConfig(id="s", type="synthetic", channels=["a"], poll_interval_s=0.1)
+    samples, _ = await collect(config, 0.7)
     assert len({s.t for s in samples}) == len(samples) >= 5
 
 

@@ -63,7 +63,8 @@ def test_a_full_disk_pauses_acquisition_with_an_alert_and_resumes_when_space_ret
     # No reserve: the disk really runs out (ENOSPC inside SQLite's commit).
     config, port = fault_config(tmp_path, mosquitto.url, counter_devices(2, 0.002, [1, 5]),
                                 outbox="min_free_mb = 0")
-    ballast = fill(small_disk, leave_bytes=3 * 1024 * 1024)
+    # Envelopes are stored compressed: 1.5 MB left hold many readings (all verified at the end).
+    ballast = fill(small_disk, leave_bytes=3 * 512 * 1024)
     agent = AgentProcess(config).start()
     try:
         wait_until(lambda: len(collector.envelopes()) > 3, timeout=30)
@@ -132,13 +133,19 @@ def test_the_agent_starts_on_a_full_disk_and_delivers_its_backlog(tmp_path, mosq
     db.close()
 
 
+# Its own waits add up to over five minutes; filling 6 MB with readings of under ten bytes
+# takes a minute or more on a loaded machine, beyond the suite's default 120 s.
+@pytest.mark.timeout(360)
 def test_the_free_space_reserve_pauses_low_priority_first_and_never_fills_the_disk(
     tmp_path, mosquitto, small_disk, teardown
 ):
     jwk = make_keys(tmp_path / "keys")
     collector = Collector(mosquitto.port).start()
     teardown.callback(collector.stop)
-    config, port = fault_config(tmp_path, mosquitto.url, counter_devices(2, 0.002, [1, 5]),
+    # Envelopes are stored compressed (a counter reading takes under ten bytes): sixteen
+    # channels a device bring the 8 MB down to the reserve within the timeout.
+    config, port = fault_config(tmp_path, mosquitto.url,
+                                counter_devices(2, 0.002, [1, 5], channels=16),
                                 outbox="min_free_mb = 2")
     fill(small_disk, leave_bytes=8 * 1024 * 1024)
     agent = AgentProcess(config).start()

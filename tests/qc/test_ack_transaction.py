@@ -19,6 +19,8 @@ import pytest
 from agentproc import make_keys, write_config
 from helpers import cli_env, free_port, isoedge_cmd, wait_for_condition
 
+from agent.delivery.outbox import stored_envelopes
+
 DEVICE = """
 [[devices]]
 id = "area-1"
@@ -57,7 +59,7 @@ def acknowledgement_in(db_path: Path, alert_id: str) -> dict[str, bool]:
         ).fetchone()[0]
         items = [item for (row,) in db.execute("SELECT items FROM batches")
                  for item in json.loads("[" + row + "]")]  # fmt: skip
-        for (body,) in db.execute("SELECT body FROM envelopes"):
+        for _seq, _stream, body in stored_envelopes(db):
             items.extend(_payload_items(body))
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:

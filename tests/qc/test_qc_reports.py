@@ -165,7 +165,7 @@ def _qc_items(collector: Collector, state: Path, test: str) -> list[dict]:
         return []
     jwk = json.loads(key.read_text())
     qc = [m for m in collector.envelopes() if m.topic.endswith("/qc")]
-    return [i for _t, d, _p in decode_all(qc, jwk) for i in d["items"] if i["test"] == test]
+    return [i for _t, d, _p in decode_all(qc, jwk) for i in d["items"] if i.get("test") == test]
 
 
 def _released(collector: Collector, base: str) -> bool:

@@ -89,8 +89,7 @@ def _config(tmp_path: Path, port: int, devices: list[str], extra: str = "") -> s
 
 
 def test_sighup_adds_a_device_keeps_seq_and_rejects_a_bad_file(tmp_path, broker_port):
-    subprocess.run(isoedge_cmd("keygen", "--out", str(tmp_path / "keys")), env=cli_env(),
-                   check=True, capture_output=True, cwd=REPO)
+    generate_key_files(tmp_path / "keys")
     config = tmp_path / "isoedge.toml"
     config.write_text(_config(tmp_path, broker_port, ["cal1"]))
     collector = Collector(broker_port, tmp_path / "keys" / "signing.pub.jwk")

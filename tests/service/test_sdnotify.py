@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 from helpers import REPO, cli_env, free_port, isoedge_cmd
 
+from agent.delivery.signing import generate_key_files
 from agent.service.sdnotify import SystemdNotifier
 
 if TYPE_CHECKING:
@@ -132,8 +133,7 @@ async def test_watchdog_loop_pings_at_half_the_interval_and_withholds_when_unhea
 
 @pytest.mark.parametrize("abstract", [False, True])
 def test_isoedge_run_notifies_systemd(tmp_path: Path, abstract):
-    subprocess.run(isoedge_cmd("keygen", "--out", str(tmp_path / "keys")), env=cli_env(),
-                   check=True, capture_output=True, cwd=REPO)
+    generate_key_files(tmp_path / "keys")
     config = tmp_path / "isoedge.toml"
     config.write_text(
         f'[agent]\nsite = "lab"\nid = "edge1"\nstate_dir = "{tmp_path / "state"}"\n'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import urllib.request
 
@@ -15,7 +16,8 @@ from helpers import cli_env, free_port, isoedge_cmd, wait_until
 def test_fleet_demo_stores_three_agents_completely_and_serves_the_fleet_page(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
-        isoedge_cmd("demo", "--fleet", "--duration", "25", "--state-dir", str(tmp_path),
+        # --duration only caps it: the demo is stopped as on Ctrl-C once the page shows all three.
+        isoedge_cmd("demo", "--fleet", "--duration", "150", "--state-dir", str(tmp_path),
                     "--web", f"127.0.0.1:{port}"),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env())
     seen: dict = {}
@@ -29,7 +31,8 @@ def test_fleet_demo_stores_three_agents_completely_and_serves_the_fleet_page(tmp
         return len(seen["agents"]) == 3 and all(a["readings"] > 0 for a in seen["agents"])
 
     try:
-        wait_until(page_shows_three_agents, timeout=60, interval=0.5)
+        wait_until(page_shows_three_agents, timeout=90, interval=0.5)
+        proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:

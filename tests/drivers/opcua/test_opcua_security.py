@@ -82,9 +82,10 @@ def make_cert(directory, name: str, uri: str):
     return cert_path, key_path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def certs(tmp_path_factory):
-    # RSA key generation is the slow part: one server and one client pair per module.
+    # RSA key generation is the slow part: one server and one client pair per worker (session:
+    # a worker running other modules' tests in between keeps it).
     directory = tmp_path_factory.mktemp("pki")
     server = make_cert(directory, "server", "urn:isoedge:simulator:synthesis")
     client = make_cert(directory, "client", "urn:isoedge:agent:synth-sec")

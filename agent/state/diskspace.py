@@ -32,6 +32,8 @@ from pathlib import Path
 
 import structlog
 
+from agent.state.pressure import Pressure
+
 log = structlog.get_logger("isoedge.diskspace")
 
 RESUME_MARGIN_BYTES = 1024 * 1024
@@ -64,7 +66,7 @@ def fs_free_bytes(directory: Path) -> int:
 class SpaceState:
     """What the disk policy decided, for the alert, /healthz and /metrics."""
 
-    state: str = "ok"  # ok | high | full
+    state: Pressure = Pressure.OK
     free_bytes: int = 0  # file system free space
     reusable_bytes: int = 0  # free pages inside the database
     min_free_bytes: int = 0
@@ -126,16 +128,16 @@ class DiskSpacePolicy:
         previous = current.state
         # Entering a state needs the headroom under its threshold; leaving it, over the
         # threshold plus the margin.
-        stay_full = previous == "full" and headroom < full_below + self.margin
-        stay_high = previous in {"high", "full"} and headroom < high_below + self.margin
+        stay_full = previous == Pressure.FULL and headroom < full_below + self.margin
+        stay_high = previous.rank >= Pressure.HIGH.rank and headroom < high_below + self.margin
         if current.write_failed or headroom < full_below or stay_full:
-            state = "full"
+            state = Pressure.FULL
         elif headroom < high_below or stay_high:
-            state = "high"
+            state = Pressure.HIGH
         else:
-            state = "ok"
+            state = Pressure.OK
         current.state = state
-        if state != "full":
+        if state != Pressure.FULL:
             self._failed_episode = False
         return current
 
