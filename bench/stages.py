@@ -34,7 +34,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("outbox thread (SQLite, envelopes)", ("Outbox._run", "Outbox._loop_forever")),
     ("publisher (MQTT)", ("delivery/publish.py", "aiomqtt", "paho")),
     ("live state", ("LiveState.on_",)),
-    ("QC", ("QCEngine.", "agent/qc/")),
+    ("QC", ("RuleEngine.", "agent/qc/")),
     ("outbox submit", ("Outbox.submit",)),
     ("pipeline (convert, items, serialise)", ("Pipeline.",)),
     ("driver decode", ("ModbusDriver._decode", "BlockDecoder.", "ModbusPoint.decode",

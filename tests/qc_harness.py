@@ -1,5 +1,5 @@
 """A QC desk on a simulated dose calibrator: simulator (pty) → real driver → pipeline readings →
-QCManager, on a real state database (the outbox's SQLite and owner thread) in a temporary
+QADesk, on a real state database (the outbox's SQLite and owner thread) in a temporary
 folder. No broker: what would be published is read back from the outbox (`stream_items`)."""
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from agent.console.settings import WebUser
 from agent.core.passwords import hash_password
 from agent.core.tasks import cancel_and_wait
 from agent.physics.nuclides import NuclideTable
-from agent.qc.manager import QCManager, TestRun
+from agent.qc.desk import QADesk
+from agent.qc.guided import TestRun
 from agent.qc.programme import QCSection
 from agent.qc.records import QCRecordStore
 from agent.qc.signatures import SignatureService
@@ -105,7 +106,7 @@ class QCDesk:
         )
         self.readings: list[Any] = []
         self.sample_mbq = 400.0  # the geometry test's sample
-        self.manager: QCManager | None = None
+        self.manager: QADesk | None = None
         self._task: asyncio.Task[None] | None = None
         self.state = StateStore(state_dir)
 
@@ -114,13 +115,13 @@ class QCDesk:
         """What the live view was told: (stream, item)."""
         return self.state.heard.items
 
-    async def open_manager(self) -> QCManager:
+    async def open_manager(self) -> QADesk:
         await self.state.open()
         self.audit = self.state.audit
         self.alerts = self.state.alerts
         self.store = QCRecordStore(self.state.outbox, notify=self.state.heard)
         self.signatures = SignatureService(users(), self.config.signing, self.audit, self.config.zone)
-        self.manager = QCManager(
+        self.manager = QADesk(
             self.config, NuclideTable(), self.store, self.signatures, self.alerts, self.audit,
         )
         await self.manager.open()

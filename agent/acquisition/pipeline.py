@@ -31,7 +31,7 @@ log = structlog.get_logger("isoedge.pipeline")
 
 
 class ReadingObserver(Protocol):
-    """What the pipeline tells QC about (agent.qc.QCEngine satisfies this)."""
+    """What the pipeline tells QC about (agent.qc.engine.RuleEngine satisfies this)."""
 
     def watches(self, device: str, channel: str) -> bool:
         """True when a rule looks at this channel (only those get `Reading` objects)."""
@@ -41,7 +41,7 @@ class ReadingObserver(Protocol):
 
 
 class CalibratorQC(ReadingObserver, Protocol):
-    """The dose-calibrator QC programme (agent.qc.manager.QCManager satisfies this)."""
+    """The dose-calibrator QC programme (agent.qc.desk.QADesk satisfies this)."""
 
     def is_held(self, device: str) -> bool:
         """The calibrator is on hold: its activity readings are flagged."""
@@ -75,14 +75,14 @@ class Pipeline:
         devices: Mapping[str, DeviceConfigBase],
         *,
         half_life: HalfLifeFn = default_half_life,
-        qc: ReadingObserver | None = None,
+        rules: ReadingObserver | None = None,
     ) -> None:
         self.outbox = outbox
         self.live = live
         self.devices = devices
         self.half_life = half_life
-        self.qc = qc
-        self.qc_programme: CalibratorQC | None = None
+        self.rules = rules
+        self.qa_desk: CalibratorQC | None = None
         self.clock_trusted = True
         self._dumps = dumps_item
         self._conversions: dict[str, tuple[float, Callable[[float], float] | None, str]] = {}
@@ -237,7 +237,7 @@ class Pipeline:
     def _process_items(self, device: str, samples: Sequence[Sample]) -> list[Reading]:
         """The general path: one `Reading` per sample (quality, nuclide, decay, attrs)."""
         readings = [self.to_reading(sample) for sample in samples]
-        programme = self.qc_programme
+        programme = self.qa_desk
         if programme is not None and programme.is_held(device):
             for reading in readings:
                 if reading.nuclide is not None:
@@ -303,7 +303,7 @@ class Pipeline:
             text = self._dumps(items[0])
         self.outbox.submit_batch("readings", device, len(items), text)
         self.live.on_batch(device, channels, values, items)
-        if self.qc is not None or self.qc_programme is not None:
+        if self.rules is not None or self.qa_desk is not None:
             self._to_qc(device, channels, items, readings)
 
     def _to_qc(
@@ -314,7 +314,7 @@ class Pipeline:
         readings: list[Reading] | None,
     ) -> None:
         """Readings of the channels a rule or a calibrator's QC programme watches, to them."""
-        qc, programme = self.qc, self.qc_programme
+        qc, programme = self.rules, self.qa_desk
         for index, by_rules, by_programme in self._watched_indices(device, channels):
             rules = qc if by_rules else None
             runs = programme if by_programme else None
@@ -336,7 +336,7 @@ class Pipeline:
         self, device: str, channels: Sequence[str]
     ) -> tuple[tuple[int, bool, bool], ...]:
         """(index, watched by a rule, by the QC programme) of the watched channels only."""
-        qc, programme = self.qc, self.qc_programme
+        qc, programme = self.rules, self.qa_desk
         owners = self._watch_owners
         if owners[0] is not qc or owners[1] is not programme:
             self._watched.clear()  # rules or programme replaced: look up again

@@ -97,7 +97,7 @@ async def _security_headers(request: web.Request, handler: Handler) -> web.Strea
 def create_app(backend: ConsoleBackend, section: WebSection) -> web.Application:
     """The console application for one agent, seen through `backend`."""
     host, _port = parse_listen(section.listen)
-    audit = backend.qc.signatures.audit
+    audit = backend.qa_desk.signatures.audit
 
     def audit_login(action: str, name: str, client: str, reason: str) -> None:
         audit.record(action, actor=name, subject="console", reason=reason, client=client)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from agent.acquisition.state import LiveSnapshot
     from agent.delivery.outbox import OutboxStats
     from agent.qc.alerts import Alert
-    from agent.qc.manager import TestRun
+    from agent.qc.guided import TestRun
     from agent.qc.prescriptions import Prescription, PrescriptionBook
     from agent.qc.programme import CalibratorProgramme, QCSection
     from agent.qc.signatures import SignatureService
@@ -68,8 +68,8 @@ class DeliveryView:
     replay_requests: dict[str, int] = field(default_factory=dict)  # by outcome (delivery/replay)
 
 
-class QCDesk(Protocol):
-    """The dose-calibrator QC programme as the console uses it (`agent.qc.manager.QCManager`)."""
+class QADesk(Protocol):
+    """The dose-calibrator QC programme as the console uses it (`agent.qc.desk.QADesk`)."""
 
     config: QCSection
     signatures: SignatureService
@@ -173,7 +173,7 @@ class QCDesk(Protocol):
 
 
 class DosageDesk(Protocol):
-    """Prescriptions and dispensing records (`agent.qc.engine.QCEngine`)."""
+    """Prescriptions and dispensing records (`agent.qc.dosage.DosageDesk`)."""
 
     prescriptions: PrescriptionBook
 
@@ -297,7 +297,7 @@ class ConsoleBackend(Protocol):
         ...
 
     @property
-    def qc(self) -> QCDesk:
+    def qa_desk(self) -> QADesk:
         """The dose-calibrator QC programme: tests, records, signatures, release."""
         ...
 

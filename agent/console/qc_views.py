@@ -30,13 +30,13 @@ from agent.core.messages import render_reasons
 from agent.physics.units import ACTIVITY_TO_MBQ
 from agent.qc.alerts import AlertError, UnknownAlertError
 from agent.qc.audit import AuditTextError
-from agent.qc.manager import QCError
+from agent.qc.errors import QCError
 from agent.qc.plausibility import implausible
 from agent.qc.signatures import SignatureError
 
 if TYPE_CHECKING:
-    from agent.console.backend import ConsoleBackend, QCDesk
-    from agent.qc.manager import TestRun
+    from agent.console.backend import ConsoleBackend, QADesk
+    from agent.qc.guided import TestRun
 
 log = structlog.get_logger("isoedge.web")
 
@@ -241,9 +241,9 @@ class QCViews:
         self.backend = backend
 
     @property
-    def desk(self) -> QCDesk:
+    def desk(self) -> QADesk:
         """The QC programme."""
-        return self.backend.qc
+        return self.backend.qa_desk
 
     # ------------------------------------------------------------ permissions
     def may(self, principal: Principal, action: str) -> bool:

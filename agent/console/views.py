@@ -115,7 +115,7 @@ class Views:
     async def index(self, request: web.Request) -> web.StreamResponse:
         """The single-page console, in the request's language."""
         lang = language_for(request, self.section)
-        page = render_page(STATIC_DIR / "index.html", lang, self.backend.qc.config.zone)
+        page = render_page(STATIC_DIR / "index.html", lang, self.backend.qa_desk.config.zone)
         return web.Response(text=page, content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-store", "Content-Language": lang,
                                      "Vary": "Cookie, Accept-Language"})
@@ -129,7 +129,7 @@ class Views:
 
             lang = choose(wanted, lang)
         # With the texts of the message codes alerts, QC summaries and audit reasons carry.
-        return web.json_response({**catalog_json(lang, self.backend.qc.config.zone),
+        return web.json_response({**catalog_json(lang, self.backend.qa_desk.config.zone),
                                   "codes": templates_json()},
                                  headers={"Content-Language": lang})
 
@@ -155,7 +155,7 @@ class Views:
                     "may_acknowledge": self.qc.may(principal, "acknowledge_alert"),
                     "may": self.qc.permissions(principal),
                 },
-                "timezone": self.backend.qc.config.timezone,
+                "timezone": self.backend.qa_desk.config.timezone,
                 "latest": latest,
                 **self.health_snapshot(),
             },

@@ -1,6 +1,6 @@
-"""QC rules evaluated on the device, and the alerts they raise."""
+"""QC on the device: the rule engine, the dosage desk, the QA desk, alerts and audit."""
 
-from agent.qc.engine import QCEngine
+from agent.qc.engine import RuleEngine
 from agent.qc.prescriptions import Prescription, PrescriptionBook, make_prescription
 
-__all__ = ["Prescription", "PrescriptionBook", "QCEngine", "make_prescription"]
+__all__ = ["Prescription", "PrescriptionBook", "RuleEngine", "make_prescription"]

@@ -1,4 +1,7 @@
-"""The QC engine the pipeline and runtime call: readings, device states, a 1 Hz tick.
+"""The rule engine the pipeline and runtime call: readings, device states, a 1 Hz tick.
+
+The agent's `rules`. Prescriptions and dispensing are the dosage desk's (`agent.qc.dosage`);
+the dosage rule checks measurements against the desk's prescription book.
 
 Synchronous and cheap: rules are indexed by (device, channel) on first sight of a pair, so a
 reading no rule is about costs one dict look-up. A rule that raises is logged and skipped;
@@ -8,7 +11,7 @@ it never stops the pipeline.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -24,12 +27,7 @@ from agent.qc.config import (
     StaleRule,
     ThresholdRule,
 )
-from agent.qc.prescriptions import (
-    Prescription,
-    PrescriptionBook,
-    PrescriptionStore,
-    make_prescription,
-)
+from agent.qc.prescriptions import PrescriptionBook, make_prescription
 from agent.qc.rules import (
     QC_ACTOR,
     BackgroundEvaluator,
@@ -45,7 +43,6 @@ from agent.qc.rules import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
-    from datetime import datetime
 
     from agent.core.reading import Reading
     from agent.physics.nuclides import NuclideTable
@@ -56,12 +53,13 @@ log = structlog.get_logger("isoedge.qc")
 
 
 
-class QCEngine:
+class RuleEngine:
     """Evaluates the configured rules; raises and clears alerts through `alerts`.
 
     `poll_intervals` maps device id → poll interval (s), for the stale rule. QC results
-    (constancy, dosage, half-life) and prescription changes go to `audit` (default: the alert
-    manager's audit log).
+    (constancy, dosage, half-life) go to `audit` (default: the alert manager's audit log).
+    `prescriptions`: the dosage desk's book, which the dosage rule checks against (the
+    prescriptions a rule lists in the configuration are added to it).
     """
 
     def __init__(
@@ -73,13 +71,12 @@ class QCEngine:
         clock: Callable[[], float] = time.monotonic,
         *,
         audit: AuditLog | None = None,
-        prescriptions: PrescriptionStore | None = None,
+        prescriptions: PrescriptionBook | None = None,
     ) -> None:
         self.alerts = alerts
         self.audit = audit if audit is not None else alerts.audit
         self.nuclides = nuclides
-        self.prescriptions = PrescriptionBook()
-        self._prescription_store = prescriptions
+        self.prescriptions = prescriptions if prescriptions is not None else PrescriptionBook()
         self._clock = clock
         # One dict shared by the stale rules: a reload updates it in place.
         self._polls = polls = dict(poll_intervals)
@@ -182,93 +179,9 @@ class QCEngine:
             except Exception:
                 log.exception("QC rule failed on tick", rule=rule.name)
 
-    # ------------------------------------------------------------------ prescriptions API
-    def add_prescription(
-        self,
-        prescription_id: str,
-        nuclide: str,
-        activity: float,
-        unit: str,
-        scheduled: datetime,
-        *,
-        device: str | None = None,
-        note: str = "",
-        actor: str = "api",
-        reason: str = "",
-        replace: bool = False,
-    ) -> Prescription:
-        """Add a prescribed dosage (console, hospital system); stored and audited (who, why).
-
-        Raises ValueError with a clear message for a bad nuclide, unit, activity, naive time or
-        an id that exists (unless `replace`). Never blocks: the store is written by the state
-        writer.
-        """
-        rx = make_prescription(
-            prescription_id, nuclide, activity, unit, scheduled, device, note, origin=actor
-        )
-        old = None
-        if replace:
-            try:
-                old = self.prescriptions.get(rx.id).to_dict()
-            except KeyError:
-                old = None
-        # Audit first: the record is built (and its texts checked) before anything changes,
-        # then the prescription's row and the audit record are one transaction.
-        staged = self.audit.stage(
-            "prescription.changed" if old is not None else "prescription.added",
-            actor, f"prescription/{rx.id}", old=old, new=rx.to_dict(), reason=reason or None,
-        )  # fmt: skip
-        self.prescriptions.add(rx, replace=replace, persist=False)
-        store = self.prescriptions.store
-        self.audit.commit(
-            staged, None if store is None else store.save_op(rx), tag="prescription.save"
-        )
-        return rx
-
-    def remove_prescription(self, prescription_id: str, *, actor: str, reason: str) -> None:
-        """Withdraw a prescription (KeyError if unknown); recorded with who and why."""
-        if not actor.strip() or not reason.strip():
-            raise ValueError("removing a prescription needs the person's name and a reason")
-        current = self.prescriptions.get(prescription_id)
-        staged = self.audit.stage(
-            "prescription.removed", actor, f"prescription/{current.id}", old=current.to_dict(),
-            reason=reason,
-        )  # fmt: skip
-        self.prescriptions.remove(prescription_id)
-        store = self.prescriptions.store
-        self.audit.commit(
-            staged, None if store is None else store.delete_op(prescription_id),
-            tag="prescription.delete",
-        )  # fmt: skip
-
-    def arm_prescription(self, device: str, prescription_id: str | None, by: str = "") -> None:
-        """The next settled measurement on `device` is checked against this prescription.
-
-        `by`: who measures it (named on the dispensing record).
-        """
-        staged = None
-        if prescription_id is not None:
-            staged = self.audit.stage(
-                "prescription.armed", by or "api", f"prescription/{prescription_id}",
-                device=device,
-            )  # fmt: skip
-        self.prescriptions.arm(device, prescription_id, by)
-        if staged is not None:
-            self.audit.commit(staged)
-
-    async def open(self) -> None:
-        """Load the stored prescriptions (after the state database is open)."""
-        if self._prescription_store is not None:
-            await self.prescriptions.attach(self._prescription_store)
-
-    async def dispensing(self, prescription_id: str | None = None) -> list[dict[str, Any]]:
-        """Dispensing records (oldest first) from the store; empty without one."""
-        store = self.prescriptions.store
-        return [] if store is None else await store.dispensing(prescription_id)
-
     def rule_names(self) -> list[str]:
         """Names of the enabled rules."""
         return [r.name for r in self._rules]
 
 
-__all__ = ["QC_ACTOR", "QCEngine"]
+__all__ = ["QC_ACTOR", "RuleEngine"]

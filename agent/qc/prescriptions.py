@@ -1,7 +1,7 @@
 """Prescribed dosages the dosage rule checks measurements against.
 
 Prescriptions come from the configuration (`prescriptions` of a dosage rule) and from
-`QCEngine.add_prescription()` (the web console, a pharmacy system). They carry an order id,
+`DosageDesk.add_prescription()` (the web console, a pharmacy system). They carry an order id,
 never patient data. Those added through the API are kept in `PrescriptionStore` (tables of
 the agent's state database), so they survive a restart; each addition and removal is in
 the audit trail with who and why. Each judged measurement writes a dispensing record

@@ -505,7 +505,7 @@ class ConstancyEvaluator(RuleRuntime):
 class DosageEvaluator(RuleRuntime):
     """A settled dosage measurement vs its prescription, decay-corrected to the scheduled time.
 
-    Which prescription: the one armed on the device (`QCEngine.arm_prescription`), else the
+    Which prescription: the one armed on the device (`DosageDesk.arm_prescription`), else the
     only candidate (same nuclide, this device or any, scheduled within `match_window_s`, not
     yet passed). Several candidates and none armed: nothing is guessed; the measurement is
     recorded in the audit trail as ambiguous.

@@ -25,7 +25,8 @@ action that makes no record of its own (an alert acknowledgement).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+import concurrent.futures
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -55,13 +56,15 @@ class SignedStore(Protocol):
     """Where a record kind keeps its signed records (append-only, e.g. `QCRecordStore`).
 
     `append` queues the record, its stream item and the audit record of its signature as one
-    transaction of the state database; the future resolves after the commit, or fails (then
-    nothing of it is kept). It may refuse an invalid record at once (raising).
+    transaction of the state database and returns what resolves after the commit (a
+    `concurrent.futures.Future`, as the state writer's, or an awaitable), or fails (then
+    nothing of it is kept). It may refuse an invalid record at once (raising). The store does
+    not tell the audit listeners: the service does, after the commit.
     """
 
     def append(  # noqa: D102
         self, record: dict[str, Any], audit_item: dict[str, Any] | None = None
-    ) -> Future[Any]: ...
+    ) -> Future[Any] | Awaitable[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -108,13 +111,16 @@ class SignedActions:
         subject: str | None = None,
         digest: Callable[[dict[str, Any]], str] = content_hash,
         details: Mapping[str, Any] | None = None,
+        audit_action: str = SIGNED_ACTION,
+        reason: str | None = None,
     ) -> dict[str, Any]:
         """Sign `item` as `signer` with `meaning`; store it with its audit record; return it.
 
         `forbid`: user names that may not sign it (segregation of duties); `action`: whose
         roles apply when not the meaning's; `subject`: the audit subject (default
         `qc/{id}`); `digest`: the record kind's content hash; `details`: fields of the audit
-        record (device, test, batch...). The password is checked in a worker thread. Raises
+        record (device, test, batch...); `audit_action`, `reason`: the audit record's action
+        and reason (the signer's comment). The password is checked in a worker thread. Raises
         `SignatureError` (refused, and audited) or what the store raises.
         """
         meaning = Meaning(meaning)
@@ -125,11 +131,15 @@ class SignedActions:
         )  # fmt: skip
         record = {**item, "signatures": [signature]}
         audit_item = self.audit.entry(
-            SIGNED_ACTION, signature["user"], subject,
-            new={"result": item.get("result"), "meaning": meaning.value},
+            audit_action, signature["user"], subject,
+            new={"result": item.get("result"), "meaning": meaning.value}, reason=reason,
             record_sha256=signature["record_sha256"], record_kind=kind, **(details or {}),
         )  # fmt: skip
-        await asyncio.wrap_future(store.append(record, audit_item))
+        committed = store.append(record, audit_item)
+        if isinstance(committed, concurrent.futures.Future):
+            await asyncio.wrap_future(committed)
+        else:
+            await committed
         self.audit.notify(audit_item)
         return record
 

@@ -33,8 +33,9 @@ from agent.delivery.topics import Topics
 from agent.physics.nuclides import NuclideTable
 from agent.qc.alerts import Alert, AlertManager
 from agent.qc.audit import AuditLog
-from agent.qc.engine import QCEngine
-from agent.qc.manager import QCManager, status_of
+from agent.qc.desk import QADesk, status_of
+from agent.qc.dosage import DosageDesk
+from agent.qc.engine import RuleEngine
 from agent.qc.prescriptions import PrescriptionStore
 from agent.qc.records import QCRecordStore
 from agent.qc.signatures import SignatureService
@@ -121,34 +122,11 @@ class Agent:
         # one owner thread together with their stream items (docs/development.md).
         self.audit = AuditLog(self.outbox, notify=self.live.on_event)
         self.alerts = AlertManager(self.outbox, self.audit, notify=self.live.on_event)
-        self.prescription_store = PrescriptionStore(self.outbox)
-        self.qc = QCEngine(
-            config.rules,
-            self.alerts,
-            self.nuclides,
-            {d.id: d.poll_interval_s for d in devices.values()},
-            audit=self.audit,
-            prescriptions=self.prescription_store,
-        )
-        # The dose-calibrator QC programme (issue 15): records, signatures, release state.
-        self.qc_records = QCRecordStore(self.outbox, notify=self.live.on_event)
-        self.signatures = SignatureService(
-            config.web.users, config.qc.signing, self.audit, config.qc.zone
-        )
-        self.qc_programme = QCManager(
-            config.qc,
-            self.nuclides,
-            self.qc_records,
-            self.signatures,
-            self.alerts,
-            self.audit,
-            on_change=self._on_release_change,
-        )
-        self.qc.prescriptions.on_dispensed = self.qc_programme.on_dispensed
+        self._build_qc(config, devices)
         # The radiopharmacy's records (issue 25): batches, releases, doses... on the same database.
         self.records = self._records(config)
-        self.pipeline.qc = self.qc
-        self.pipeline.qc_programme = self._generator_records(config)
+        self.pipeline.rules = self.rules
+        self.pipeline.qa_desk = self._generator_records(config)
         self.publisher = Publisher(
             config.broker,
             self.outbox,
@@ -197,7 +175,7 @@ class Agent:
             config.records, self.records.desk, alerts=self.alerts, nuclides=self.nuclides,
             calibrators=[(c.device, c.channel) for c in config.qc.calibrators],
         )  # fmt: skip
-        return self.generator_records.fanout(self.qc_programme)
+        return self.generator_records.fanout(self.qa_desk)
 
     def status_document(self, state: str) -> dict[str, Any]:
         """Retained status of docs/contract.md §2."""
@@ -214,7 +192,7 @@ class Agent:
                 device_id: {"state": sup.state.value, "detail": sup.detail}
                 for device_id, sup in self.supervisors.items()
             },
-            "calibrators": status_of(self.qc_programme),
+            "calibrators": status_of(self.qa_desk),
             "disk": self.outbox.space.current.as_dict(),
         }
 
@@ -223,7 +201,7 @@ class Agent:
         records = Records(
             config.records, site=config.agent.site, zone=config.qc.zone, state=self.outbox,
             audit=self.audit, users=config.web.users, notify=self.live.on_event,
-            alerts=self.alerts, nuclides=self.nuclides, prescription=self.qc.prescriptions.get,
+            alerts=self.alerts, nuclides=self.nuclides, prescription=self.dosage.prescriptions.get,
             calibrator_release=self._calibrator_release,
         )  # fmt: skip
         self._records_unsubscribe = self.live.subscribe(records.on_item)
@@ -231,7 +209,7 @@ class Agent:
 
     def _calibrator_release(self, device: str) -> str | None:
         """`released` / `on_hold` of a calibrator with a QC programme (None: no programme)."""
-        state = self.qc_programme.calibrators_status().get(device)
+        state = self.qa_desk.calibrators_status().get(device)
         return None if state is None else state.get("release")
 
     def _on_release_change(self) -> None:
@@ -254,7 +232,7 @@ class Agent:
     def _on_device_state(self, device: str, state: str, detail: str | None) -> None:
         self.publisher.mark_status_dirty()
         if state in LINK_STATES:
-            self.qc.on_device_state(device, state, detail)
+            self.rules.on_device_state(device, state, detail)
 
     def _on_quota_change(self, state: Pressure, used_bytes: int) -> None:
         """Outbox quota policy: never drop; pause low-priority devices, then all, and alert."""
@@ -362,8 +340,8 @@ class Agent:
             await self.outbox.run(lambda db: import_legacy_stores(db, self.config.agent.state_dir))
             await self.audit.open()
             await self.alerts.open()
-            await self.qc.open()  # stored prescriptions
-            await self.qc_programme.open()  # QC records, release states
+            await self.dosage.open()  # stored prescriptions
+            await self.qa_desk.open()  # QC records, release states
             await self.records.open()  # batch, release, dispensing... records
             await self.generator_records.open()  # the generators' last elutions
             self._report_damage()
@@ -482,6 +460,36 @@ class Agent:
         self.pipeline.clock_trusted = trusted
         self.publisher.mark_status_dirty()
 
+    def _build_qc(self, config: Config, devices: Mapping[str, DeviceConfigBase]) -> None:
+        """The dosage desk, the rule engine and the QA desk, wired to the pipeline."""
+        self.prescription_store = PrescriptionStore(self.outbox)
+        # The dosage desk: prescriptions and dispensing records.
+        self.dosage = DosageDesk(self.audit, self.prescription_store)
+        # The rule engine: the configured rules on every reading, device state and tick.
+        self.rules = RuleEngine(
+            config.rules,
+            self.alerts,
+            self.nuclides,
+            {d.id: d.poll_interval_s for d in devices.values()},
+            audit=self.audit,
+            prescriptions=self.dosage.prescriptions,
+        )
+        # The QA desk: the dose-calibrator QC programme (records, signatures, release state).
+        self.qc_records = QCRecordStore(self.outbox, notify=self.live.on_event)
+        self.signatures = SignatureService(
+            config.web.users, config.qc.signing, self.audit, config.qc.zone
+        )
+        self.qa_desk = QADesk(
+            config.qc,
+            self.nuclides,
+            self.qc_records,
+            self.signatures,
+            self.alerts,
+            self.audit,
+            on_change=self._on_release_change,
+        )
+        self.dosage.prescriptions.on_dispensed = self.qa_desk.on_dispensed
+
     def service_status(self) -> str:
         """One line for `systemctl status` (sd_notify STATUS=)."""
         online = sum(1 for s in self.supervisors.values() if s.state.value == "online")
@@ -508,7 +516,7 @@ class Agent:
     def devices_changed(self, devices: Mapping[str, DeviceConfigBase]) -> None:
         """The enabled devices after a reload: the pipeline and the rule engine follow."""
         self.pipeline.devices = dict(devices)
-        self.qc.set_poll_intervals({d.id: d.poll_interval_s for d in devices.values()})
+        self.rules.set_poll_intervals({d.id: d.poll_interval_s for d in devices.values()})
 
     def start_device(self, config: DeviceConfigBase) -> None:
         """Start supervising a device (at start-up, or a device added by a reload)."""
@@ -561,8 +569,8 @@ class Agent:
         while True:
             await asyncio.sleep(1.0)
             try:
-                self.qc.tick()
-                self.qc_programme.tick()
+                self.rules.tick()
+                self.qa_desk.tick()
             except Exception:
                 log.exception("QC tick failed")
 
@@ -674,12 +682,12 @@ class RuntimeConsoleBackend:
 
     def calibrators(self) -> dict[str, dict[str, Any]]:
         """Release state per dose calibrator with a QC programme."""
-        return self._agent.qc_programme.calibrators_status()
+        return self._agent.qa_desk.calibrators_status()
 
     @property
-    def qc(self) -> QCManager:
-        """The QC programme (guided tests, signatures, records): the console's `QCDesk`."""
-        return self._agent.qc_programme
+    def qa_desk(self) -> QADesk:
+        """The QC programme (guided tests, signatures, records): the console's `QADesk`."""
+        return self._agent.qa_desk
 
     @property
     def simulator_panel(self) -> SimulatorPanel | None:
@@ -741,9 +749,9 @@ class RuntimeConsoleBackend:
         return self._agent.generator_records
 
     @property
-    def dosage(self) -> QCEngine:
+    def dosage(self) -> DosageDesk:
         """Prescriptions and dispensing records (satisfies the console's `DosageDesk`)."""
-        return self._agent.qc
+        return self._agent.dosage
 
     async def acknowledge_alert(self, alert_id: str, user: str, reason: str) -> Alert:
         """Alert state, audit record and stream events in one transaction."""

@@ -160,7 +160,7 @@ async def _demo(  # noqa: PLR0915 - simulators, broker, agent and the demo's tas
 def _demo_agent(config: Any, config_path: Path) -> Agent:
     """The agent of the demo: its simulated calibrators under the console's hands."""
     agent = Agent(config, config_path=config_path)
-    agent.simulator_panel = DemoSimulatorPanel(agent.qc_programme, DOSECAL_SIMULATORS)
+    agent.simulator_panel = DemoSimulatorPanel(agent.qa_desk, DOSECAL_SIMULATORS)
     return agent
 
 
@@ -268,7 +268,7 @@ def render(agent: Agent, header: list[str] | None = None) -> str:
                 f"{device_id if first else '':<16}{health.state if first else '':<12}"
                 f"{channel:<22}{_format_value(item)}"
             )
-    calibrators = agent.qc_programme.calibrators_status()
+    calibrators = agent.qa_desk.calibrators_status()
     if calibrators:
         rows += ["", "CALIBRATOR QC"]
         rows += [
@@ -368,7 +368,7 @@ def _demo_qc_history(data: dict[str, Any]) -> None:
 async def _demo_daily_qc(agent: Agent) -> None:
     """At start, as the demo technologist: the daily background and constancy tests, signed."""
     await agent.started.wait()
-    manager = agent.qc_programme
+    manager = agent.qa_desk
     name, password = DEMO_TECHNOLOGIST
     if name not in manager.signatures.users:
         log.warning("demo QC skipped: no demo technologist in the configuration", user=name)
@@ -478,7 +478,7 @@ async def _demo_dose(
     tech, tech_password = DEMO_TECHNOLOGIST
     prescribed, scheduled = 250.0, datetime.now(UTC) + timedelta(minutes=30)
     rx_id = f"RX-{batch_id}"
-    agent.qc.add_prescription(rx_id, "F-18", prescribed, "MBq", scheduled, actor=tech,
+    agent.dosage.add_prescription(rx_id, "F-18", prescribed, "MBq", scheduled, actor=tech,
                               note="demo dose")  # fmt: skip
     simulator.chamber.time_scale = 1.0
     simulator.load_sample("F-18", prescribed * 2 ** (30 * 60 / agent.nuclides.half_life_s("F-18")))

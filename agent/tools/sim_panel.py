@@ -17,7 +17,7 @@ import structlog
 from agent.physics.nuclides import normalize_nuclide
 
 if TYPE_CHECKING:
-    from agent.qc.manager import QCManager
+    from agent.qc.desk import QADesk
     from simulators.dosecal import DoseCalibratorSimulator
 
 log = structlog.get_logger("isoedge.demo")
@@ -32,7 +32,7 @@ LINEARITY_ACTIVITY_MBQ = 40_000.0  # top of a Tc-99m range: above the minimum af
 class DemoSimulatorPanel:
     """Satisfies the console's `SimulatorPanel` over the demo's calibrator simulators."""
 
-    def __init__(self, manager: QCManager, simulators: dict[str, DoseCalibratorSimulator]) -> None:
+    def __init__(self, manager: QADesk, simulators: dict[str, DoseCalibratorSimulator]) -> None:
         self._manager = manager
         self._simulators = simulators
         # The demo's vial as it was at start (put back by `vial`).

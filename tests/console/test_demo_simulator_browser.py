@@ -80,7 +80,7 @@ async def sign_run(page, password: str) -> None:
 
 async def the_demo_day(page, agent, sim: DoseCalibratorSimulator) -> None:
     # The demo: the panel is there; the F-18 vial is in the chamber.
-    agent.simulator_panel = DemoSimulatorPanel(agent.qc_programme, {CAL: sim})
+    agent.simulator_panel = DemoSimulatorPanel(agent.qa_desk, {CAL: sim})
     await page.reload()
     panel = page.locator("#sim-panel")
     await expect(panel).to_be_visible()
@@ -132,7 +132,7 @@ async def test_linearity_runs_in_the_demo_on_a_time_scaled_sample(
         async with (running_agent(tmp_path, mosquitto.url, devices=devices,
                                   web={"users": web_users()}, extra={"qc": programme}) as agent,
                     async_playwright() as pw):
-            agent.simulator_panel = DemoSimulatorPanel(agent.qc_programme, {CAL: sim})
+            agent.simulator_panel = DemoSimulatorPanel(agent.qa_desk, {CAL: sim})
             browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                                args=CHROMIUM_ARGS)
             try:
@@ -147,7 +147,7 @@ async def test_linearity_runs_in_the_demo_on_a_time_scaled_sample(
                 await page.locator("#sim-panel button[data-action=linearity]").click()
                 await expect(page.locator("#sim-panel")).to_have_attribute("data-sample", "Tc-99m")
                 await expect(box).to_have_attribute("data-state", "completed", timeout=120_000)
-                run = agent.qc_programme.run(await box.get_attribute("data-run"))
+                run = agent.qa_desk.run(await box.get_attribute("data-run"))
                 assert run.time_scale == sim.chamber.time_scale == 720.0
                 assert run.linearity is not None and run.result == "pass"
                 assert len(run.series) >= 20  # a point every 15 simulated minutes over 6 h

@@ -99,7 +99,7 @@ class Technologist:
 
     async def follow(self, page) -> None:
         """Act on each active step until the run in the page is no longer running."""
-        manager = self.agent.qc_programme
+        manager = self.agent.qa_desk
         for _ in range(300):
             # One read of the page: the rows are redrawn as readings arrive.
             seen = await page.evaluate("""() => {
@@ -265,7 +265,7 @@ async def daily_tests(page, agent, tech: Technologist, sim: DoseCalibratorSimula
     await expect(steps.nth(0).locator(".step-result")).to_have_text("pass")
     await expect(steps.nth(0).locator(".expected")).to_contain_text("±")  # with its uncertainty
     measured = float(await steps.nth(0).locator(".measured .value").text_content() or "nan")
-    run = agent.qc_programme.runs(CAL)[0]
+    run = agent.qa_desk.runs(CAL)[0]
     assert measured == pytest.approx(run.steps[0].measured_mbq, rel=1e-3)  # IsoEdge's own
     await page.screenshot(path=_shots("qa-day-constancy-completed.png"), full_page=True)
     await page.click("#qc-sign")
@@ -379,7 +379,7 @@ async def held_dosage(rx_page, agent, sim: DoseCalibratorSimulator) -> None:
     await rx_page.screenshot(path=_shots("qa-day-prescriptions.png"), full_page=True)
     alerts = {(a.rule, a.severity) for a in agent.alerts.open_alerts()}
     assert ("qc.held-calibrator-dosage", "critical") in alerts
-    dispensing = await agent.qc.dispensing("RX-2026-0042")
+    dispensing = await agent.dosage.dispensing("RX-2026-0042")
     assert dispensing[0]["calibrator_release"] == "on_hold"
     assert dispensing[0]["who"].startswith("unattended")  # nobody could arm it: it was held
     # The live view flags every activity reading of the held calibrator.

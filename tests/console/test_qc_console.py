@@ -131,7 +131,7 @@ async def test_roles_signatures_and_second_person_approval(tmp_path, mosquitto):
         status, body = await post(session, agent, f"/api/qc/runs/{run_id}/steps/1/confirm",
                                   auth("quinn"), {})
         assert status == 200, body
-        await wait_for_condition(lambda: agent.qc_programme.run(run_id).state == "completed")
+        await wait_for_condition(lambda: agent.qa_desk.run(run_id).state == "completed")
         status, body = await post(session, agent, f"/api/qc/runs/{run_id}/sign", auth("quinn"), {})
         assert status == 400
         assert "password" in body["error"]

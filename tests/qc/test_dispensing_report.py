@@ -28,17 +28,17 @@ async def dispensed(tmp_path):
     calibrator, one 20 % high on a released one."""
     state = await StateStore(tmp_path).open()
     try:
-        engine = await _engine(state)
+        engine, dosage = await _engine(state)
         release = {"dc1": "on_hold"}
-        engine.prescriptions.on_dispensed = lambda device, record: {
+        dosage.prescriptions.on_dispensed = lambda device, record: {
             **record, "calibrator_release": release[device]}
         for rx, factor in (("RX-21", 1.02), ("RX-22", 1.20)):
-            engine.add_prescription(rx, "F-18", 370, "MBq", SCHEDULED, actor="rita", reason="o")
-            engine.arm_prescription("dc1", rx, by="tess")
+            dosage.add_prescription(rx, "F-18", 370, "MBq", SCHEDULED, actor="rita", reason="o")
+            dosage.arm_prescription("dc1", rx, by="tess")
             _measure(engine, 370 * factor, SCHEDULED - timedelta(minutes=30))
             await state.settle()
             release["dc1"] = "released"
-        assert len(await engine.dispensing()) == 2
+        assert len(await dosage.dispensing()) == 2
     finally:
         await state.close()
     return tmp_path

@@ -10,8 +10,9 @@ from statestore import StateStore
 
 from agent.core.reading import Reading
 from agent.physics import NUCLIDES, NuclideTable
-from agent.qc import QCEngine
+from agent.qc import RuleEngine
 from agent.qc.config import RuleConfig
+from agent.qc.dosage import DosageDesk
 from agent.qc.prescriptions import PrescriptionStore
 from drivers.base import Quality
 
@@ -21,14 +22,15 @@ DOSAGE = TypeAdapter(RuleConfig).validate_python(
 )
 
 
-async def _engine(state: StateStore) -> QCEngine:
-    engine = QCEngine([DOSAGE], state.alerts, NuclideTable(), {},
-                      audit=state.audit, prescriptions=PrescriptionStore(state.outbox))  # fmt: skip
-    await engine.open()
-    return engine
+async def _engine(state: StateStore) -> tuple[RuleEngine, DosageDesk]:
+    dosage = DosageDesk(state.audit, PrescriptionStore(state.outbox))
+    await dosage.open()
+    engine = RuleEngine([DOSAGE], state.alerts, NuclideTable(), {},
+                        audit=state.audit, prescriptions=dosage.prescriptions)  # fmt: skip
+    return engine, dosage
 
 
-def _measure(engine: QCEngine, mbq_at_schedule: float, t: datetime) -> None:
+def _measure(engine: RuleEngine, mbq_at_schedule: float, t: datetime) -> None:
     value = mbq_at_schedule * 2 ** ((SCHEDULED - t).total_seconds() / NUCLIDES["F-18"].half_life_s)
     for k in range(5):
         engine.on_reading(Reading(
@@ -39,21 +41,21 @@ def _measure(engine: QCEngine, mbq_at_schedule: float, t: datetime) -> None:
 
 async def test_prescriptions_survive_a_restart_and_every_change_names_who_and_why(tmp_path):
     state = await StateStore(tmp_path).open()
-    engine = await _engine(state)
-    engine.add_prescription("RX-7", "F-18", 370, "MBq", SCHEDULED, device="dc1",
+    _rules, dosage = await _engine(state)
+    dosage.add_prescription("RX-7", "F-18", 370, "MBq", SCHEDULED, device="dc1",
                             actor="rita", reason="order 4711 from the HIS")  # fmt: skip
-    engine.add_prescription("RX-8", "F-18", 200, "MBq", SCHEDULED, actor="rita", reason="o 4712")
-    engine.add_prescription("RX-8", "F-18", 250, "MBq", SCHEDULED, actor="rita",
+    dosage.add_prescription("RX-8", "F-18", 200, "MBq", SCHEDULED, actor="rita", reason="o 4712")
+    dosage.add_prescription("RX-8", "F-18", 250, "MBq", SCHEDULED, actor="rita",
                             reason="dose changed by the physician", replace=True)  # fmt: skip
-    engine.remove_prescription("RX-7", actor="rita", reason="patient cancelled")
+    dosage.remove_prescription("RX-7", actor="rita", reason="patient cancelled")
     await state.settle()
     await state.close()
 
     state = await StateStore(tmp_path).open()  # the agent restarted
     try:
-        engine = await _engine(state)
-        assert [p.id for p in engine.prescriptions.all()] == ["RX-8"]
-        assert engine.prescriptions.get("RX-8").activity_mbq == 250
+        _rules, dosage = await _engine(state)
+        assert [p.id for p in dosage.prescriptions.all()] == ["RX-8"]
+        assert dosage.prescriptions.get("RX-8").activity_mbq == 250
         trail = await state.audit.query(subject="prescription/RX-8")
         assert [(r["event"], r["actor"], r["reason"]) for r in trail] == [
             ("prescription.added", "rita", "o 4712"),
@@ -70,17 +72,17 @@ async def test_prescriptions_survive_a_restart_and_every_change_names_who_and_wh
 async def test_a_judged_dosage_writes_a_dispensing_record_with_the_release_state(tmp_path):
     state = await StateStore(tmp_path).open()
     try:
-        engine = await _engine(state)
+        engine, dosage = await _engine(state)
         released = {"dc1": "on_hold"}
-        engine.prescriptions.on_dispensed = lambda device, record: {
+        dosage.prescriptions.on_dispensed = lambda device, record: {
             **record, "calibrator_release": released[device]
         }
-        engine.add_prescription("RX-9", "F-18", 370, "MBq", SCHEDULED, actor="rita",
+        dosage.add_prescription("RX-9", "F-18", 370, "MBq", SCHEDULED, actor="rita",
                                 reason="order")  # fmt: skip
-        engine.arm_prescription("dc1", "RX-9", by="tess")
+        dosage.arm_prescription("dc1", "RX-9", by="tess")
         _measure(engine, 370 * 1.02, SCHEDULED - timedelta(minutes=30))
         await state.settle()
-        (record,) = await engine.dispensing("RX-9")
+        (record,) = await dosage.dispensing("RX-9")
         assert record["prescription"] == "RX-9"
         assert record["who"] == "tess"
         assert record["device"] == "dc1"
@@ -90,12 +92,12 @@ async def test_a_judged_dosage_writes_a_dispensing_record_with_the_release_state
         assert record["result"] == "pass"
         audited = await state.audit.query(action="dosage.dispensed")
         assert audited[-1]["new"]["id"] == record["id"] and audited[-1]["actor"] == "tess"
-        assert engine.prescriptions.get("RX-9").passed
+        assert dosage.prescriptions.get("RX-9").passed
     finally:
         await state.close()
     state = await StateStore(tmp_path).open()
     try:
-        engine = await _engine(state)
-        assert engine.prescriptions.get("RX-9").passed  # the result was kept too
+        _rules, dosage = await _engine(state)
+        assert dosage.prescriptions.get("RX-9").passed  # the result was kept too
     finally:
         await state.close()

@@ -13,7 +13,7 @@ from statestore import StateStore
 
 from agent.core.reading import Reading
 from agent.physics import NuclideTable
-from agent.qc import QCEngine
+from agent.qc import RuleEngine
 from agent.qc.programme import QCSection
 from agent.service.config import ConfigError, parse_config
 from drivers.base import Quality
@@ -110,7 +110,7 @@ async def test_unmatched_readings_are_cheap(tmp_path):
     config = parse_config(_config({**THRESHOLD, "high": 1.0}))
     store = await StateStore(tmp_path).open()
     alerts = store.alerts
-    engine = QCEngine(config.rules, alerts, NuclideTable(), {})
+    engine = RuleEngine(config.rules, alerts, NuclideTable(), {})
     reading = Reading(device="area-monitor-1", channel="dose_rate", t=datetime.now(UTC),
                       value=0.1, unit="uSv/h", quality=Quality.GOOD, raw_value=0.1,
                       raw_unit="uSv/h")  # fmt: skip

@@ -13,7 +13,7 @@ from helpers import wait_for_condition
 from qc_harness import PASSWORDS, PROGRAMME, QCDesk
 from statestore import StateStore
 
-from agent.qc.manager import QCError
+from agent.qc.errors import QCError
 from agent.qc.programme import QCSection
 from agent.qc.records import QCRecordStore, RecordError, content_hash, verify_record
 from agent.qc.signatures import SignatureError

@@ -1,4 +1,5 @@
-"""QC rules through QCEngine: raise, no flapping under noise, clear, ack, restart."""
+"""QC rules through the RuleEngine (prescriptions on the DosageDesk): raise, no flapping under
+noise, clear, ack, restart."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from statestore import StateStore
 
 from agent.core.reading import Reading
 from agent.physics import NUCLIDES, NuclideTable
-from agent.qc import QCEngine
+from agent.qc import RuleEngine
 from agent.qc.config import RuleConfig
+from agent.qc.dosage import DosageDesk
 from drivers.base import Quality
 
 T0 = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
@@ -42,7 +44,9 @@ class Harness:
         self.store = await StateStore(self.path, heard=self._emit).open()
         self.audit = self.store.audit
         self.alerts = self.store.alerts
-        self.engine = QCEngine(self.rules, self.alerts, NuclideTable(), self.polls, self.clock)
+        self.dosage = DosageDesk(self.audit)
+        self.engine = RuleEngine(self.rules, self.alerts, NuclideTable(), self.polls, self.clock,
+                                 prescriptions=self.dosage.prescriptions)
         return self
 
     def _emit(self, stream, item):
@@ -404,7 +408,7 @@ async def test_dosage_site_tolerance_then_regulatory_limit_then_corrected(make):
     assert h.alerts.get(alert.id).severity == "critical"
     await h.restart()
     h.feed("dc1", "activity", 0.0, "MBq", nuclide="F-18", dt=120)
-    h.engine.add_prescription("RX-1", "F-18", 370, "MBq", scheduled, actor="console", replace=True)
+    h.dosage.add_prescription("RX-1", "F-18", 370, "MBq", scheduled, actor="console", replace=True)
     t3 = t + timedelta(minutes=10)
     _measure_dose(h, _f18_at(t3, 370 * 0.99, scheduled), t3)  # dose adjusted: passes
     assert h.alert_events() == ["alert.raised", "alert.updated", "alert.cleared"]
@@ -432,23 +436,23 @@ async def test_dosage_noise_does_not_flap(make):
 async def test_dosage_api_prescriptions_ambiguity_and_arming(make):
     h = await make([{**DOSAGE, "prescriptions": []}])
     scheduled = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
-    h.engine.add_prescription("A", "F-18", 300, "MBq", scheduled, actor="pharmacist")
-    h.engine.add_prescription("B", "18F", 10, "mCi", scheduled, actor="pharmacist")
+    h.dosage.add_prescription("A", "F-18", 300, "MBq", scheduled, actor="pharmacist")
+    h.dosage.add_prescription("B", "18F", 10, "mCi", scheduled, actor="pharmacist")
     with pytest.raises(ValueError, match="exists already"):
-        h.engine.add_prescription("A", "F-18", 300, "MBq", scheduled)
+        h.dosage.add_prescription("A", "F-18", 300, "MBq", scheduled)
     with pytest.raises(ValueError, match="time zone"):
-        h.engine.add_prescription("C", "F-18", 300, "MBq", scheduled.replace(tzinfo=None))
+        h.dosage.add_prescription("C", "F-18", 300, "MBq", scheduled.replace(tzinfo=None))
     with pytest.raises(ValueError, match="unknown nuclide"):
-        h.engine.add_prescription("C", "Xx-1", 300, "MBq", scheduled)
+        h.dosage.add_prescription("C", "Xx-1", 300, "MBq", scheduled)
     t = scheduled - timedelta(minutes=20)
     _measure_dose(h, _f18_at(t, 300, scheduled), t)
     assert (await h.audit.query(action="qc.dosage"))[-1]["new"]["result"] == "ambiguous"
-    h.engine.arm_prescription("dc1", "B")
+    h.dosage.arm_prescription("dc1", "B")
     h.feed("dc1", "activity", 0.0, "MBq", nuclide="F-18", dt=120)
     _measure_dose(h, _f18_at(t, 370, scheduled), t)
     assert h.engine.prescriptions.get("B").passed
     assert h.alert_events() == []
-    h.engine.remove_prescription("A", actor="pharmacist", reason="cancelled")
+    h.dosage.remove_prescription("A", actor="pharmacist", reason="cancelled")
     assert [r["event"] for r in (await h.audit.query(subject="prescription/A"))] == [
         "prescription.added", "prescription.removed"
     ]  # fmt: skip

@@ -13,6 +13,8 @@ import pytest
 from qc_harness import PASSWORDS, PROGRAMME, users
 from statestore import StateStore
 
+from agent.core.reading import dumps_item
+from agent.qc.audit import AuditLog
 from agent.qc.programme import QCSection
 from agent.qc.records import QCRecordStore, RecordError, canonical_json, content_of
 from agent.qc.signatures import SignatureError, SignatureService
@@ -112,25 +114,34 @@ async def test_a_record_kind_brings_its_own_hash_and_subject(desk):
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     class KindStore:
-        """A record kind's own store (here: the QC table under another audit subject)."""
+        """A record kind's own store with an async commit (here: only the audit record)."""
 
         def __init__(self):
             self.appended = []
 
+        async def _commit(self, audit_item):
+            await desk.outbox.transact_async(
+                lambda db: AuditLog.insert(db, audit_item),
+                [("audit", "", dumps_item(audit_item))],
+            )
+
         def append(self, record, audit_item=None):
             self.appended.append((record, audit_item))
-            return desk.audit.submit(audit_item)
+            return self._commit(audit_item)
 
     store = KindStore()
     item = {"kind": "elution", "id": "e1", "t": "2026-12-05T09:00:00.000000Z"}
     record = await desk.actions.sign(
         item, Signer("rita", PASSWORDS["rita"]), Meaning.PERFORMED, store=store,
-        kind="elution", subject="elution/e1", digest=b64,
+        kind="elution", subject="elution/e1", digest=b64, audit_action="records.signed",
+        reason="first elution of the week",
     )
     assert record["signatures"][0]["record_sha256"] == b64(item)
     assert store.appended[0][1]["subject"] == "elution/e1"
-    await desk.settle()
-    assert ("rita", "elution/e1") in _audit_rows(desk.path, SIGNED_ACTION)
+    # Committed when sign returns (the awaitable was awaited), then told.
+    assert _audit_rows(desk.path, "records.signed") == [("rita", "elution/e1")]
+    told = [i for s, i in desk.heard.items if s == "audit" and i.get("event") == "records.signed"]
+    assert [i["reason"] for i in told] == ["first elution of the week"]
 
 
 def test_meanings_and_their_default_roles():

@@ -36,5 +36,5 @@ async def test_performer_reviews_nothing_of_their_own_and_one_approval_per_recor
             status, body = await post(session, agent, f"/api/qc/records/{target}/review",
                                       auth("rita"), _review("reviewed", "rita"))
             assert status == 409, body
-        reviews = await agent.qc_programme.reviews_of(record["id"])
+        reviews = await agent.qa_desk.reviews_of(record["id"])
         assert sorted(r["meaning"] for r in reviews) == ["approved", "reviewed"]

@@ -48,7 +48,7 @@ async def test_parallel_wrong_passwords_are_not_all_checked_and_tokens_still_wor
         assert await _status(session, url(agent, "/api/prescriptions"),
                              {"Authorization": f"Bearer {HIS_TOKEN}"}) == 200
         # Each checked failure is in the audit trail (naming the account and the address).
-        rows = await agent.qc_programme.audit.query(action="login.failed", limit=1000)
+        rows = await agent.qa_desk.audit.query(action="login.failed", limit=1000)
         assert len(rows) == 10
         assert {r["actor"] for r in rows} == {"quinn"}
         assert {r["client"] for r in rows} == {"127.0.0.1"}

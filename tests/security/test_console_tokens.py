@@ -26,11 +26,11 @@ async def test_the_hospital_token_may_prescribe_and_nothing_else(tmp_path, mosqu
         # QC runs: neither started nor cancelled with the token.
         assert await _status(session, "POST", url(agent, "/api/qc/runs"), HIS,
                              {"device": CAL, "test": "constancy"}) == 403
-        assert agent.qc_programme.runs(CAL) == []
+        assert agent.qa_desk.runs(CAL) == []
         status = await _status(session, "POST", url(agent, "/api/qc/runs"), auth("tess"),
                                {"device": CAL, "test": "constancy"})
         assert status == 201
-        run = agent.qc_programme.runs(CAL)[0]
+        run = agent.qa_desk.runs(CAL)[0]
         assert await _status(session, "POST", url(agent, f"/api/qc/runs/{run.id}/cancel"), HIS,
                              {"reason": "by token"}) == 403
         assert run.state == "running"

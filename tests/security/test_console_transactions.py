@@ -83,7 +83,7 @@ async def test_a_qc_run_cancel_that_cannot_be_audited_leaves_the_run_running(tmp
         status, body = await _json(session, "POST", agent, f"/api/qc/runs/{run_id}/cancel",
                                    auth("tess"), {"reason": SURROGATE})
         assert status == 400, body
-        assert agent.qc_programme.run(run_id).state == "running"
+        assert agent.qa_desk.run(run_id).state == "running"
         status, body = await _json(session, "POST", agent, f"/api/qc/runs/{run_id}/cancel",
                                    auth("tess"), {"reason": "wrong source"})
         assert status == 200, body

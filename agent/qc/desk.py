@@ -1,6 +1,9 @@
-"""The QA officer's desk: guided QC test runs, signed records, release state per calibrator.
+"""The QA desk: guided QC test runs, signed records, release state per calibrator.
 
-`QCManager` is what the console and the demo call. A technologist starts a test on a
+`QADesk` is what the console and the demo call (the agent's `qa_desk`). It is made of the
+shared parts every record kind uses: guided runs (`agent.qc.guided`), the release computation
+(`agent.qc.release`, a pure function to a typed state) and the one signed-action service
+(`agent.qc.signed_records.SignedActions`). A technologist starts a test on a
 calibrator (`start_test`); the run lists its steps (place the source, select the setting);
 each step completes on the calibrator's own settled readings (never typed in), giving the
 measured activity, the expected activity with its uncertainty (decay table, certificate),
@@ -60,7 +63,7 @@ if TYPE_CHECKING:
     from agent.qc.records import QCRecordStore
     from agent.qc.signatures import SignatureService
 
-log = structlog.get_logger("isoedge.qc.manager")
+log = structlog.get_logger("isoedge.qc.desk")
 
 _SERIES_JUMP = 0.25  # linearity: a reading this far off the decay is not the sample
 
@@ -69,7 +72,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class QCManager:
+class QADesk:
     """QC test runs, records, signatures and release state of every configured calibrator."""
 
     def __init__(  # noqa: PLR0917 - the collaborators of the QA desk
@@ -894,12 +897,12 @@ def _reasons(pairs: list[list[Any]]) -> list[Message]:
     return [Message(str(text), dict(params)) for text, params in pairs]
 
 
-def status_of(manager: QCManager | None) -> dict[str, Any]:
+def status_of(desk: QADesk | None) -> dict[str, Any]:
     """The `calibrators` object for the retained status (empty without a QC programme)."""
-    if manager is None:
+    if desk is None:
         return {}
-    return manager.calibrators_status()
+    return desk.calibrators_status()
 
 
-__all__ = ["QCError", "QCManager", "Step", "TestRun", "status_of"]  # Step, TestRun: guided
+__all__ = ["QADesk", "QCError", "Step", "TestRun", "status_of"]  # Step, TestRun: guided
 
