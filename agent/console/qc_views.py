@@ -25,7 +25,7 @@ from aiohttp import web
 
 from agent.console.auth import Principal, principal_of
 from agent.console.i18n import fail, language_of
-from agent.core.i18n import format_datetime, parse_decimal
+from agent.core.i18n import N_, format_datetime, parse_decimal
 from agent.core.messages import render_reasons
 from agent.physics.units import ACTIVITY_TO_MBQ
 from agent.qc.alerts import AlertError, UnknownAlertError
@@ -118,8 +118,24 @@ def number_field(body: dict[str, Any], name: str, default: float | None = None) 
     return number
 
 
+# What a person reads for each refusal (in their language); `refusal` keeps the code.
+_REFUSAL_TEXTS = {
+    "wrong_password": N_("wrong password"),
+    "unknown_user": N_("{name}: no such user who can sign"),
+    "role_not_allowed": N_("{name} is not allowed to sign this"),
+    "self_approval": N_("{name} signed this record already: a second person must sign it"),
+    "locked": N_("too many wrong passwords for {name}; wait a few minutes"),
+}
+
+
 def _signature_refused(exc: SignatureError) -> NoReturn:
-    _fail(str(exc), web.HTTPForbidden, code="signature_refused", fields={"refusal": exc.reason})
+    text = _REFUSAL_TEXTS.get(exc.reason)
+    if text is None:
+        _fail(str(exc), web.HTTPForbidden, code="signature_refused",
+              fields={"refusal": exc.reason})
+    params = {"name": exc.name or "?"} if "{name}" in text else {}
+    _fail(text, web.HTTPForbidden, code="signature_refused", fields={"refusal": exc.reason},
+          **params)
 
 
 class Signer:

@@ -90,6 +90,10 @@ TEMPLATES: dict[str, str] = {
     # batch records (agent/records/batch.py)
     "records.batch.deviation": N_("batch {batch}: decay-corrected yield {value} % outside the "
                                   "investigation limits {low} to {high} %"),
+    "records.receipt.deviation": N_(
+        "shipment {shipment} from {origin}: measured {measured} MBq, expected {expected} MBq "
+        "({deviation} %, tolerance ±{tolerance} %)"),
+    "records.eluate.held": N_("eluate {eluate} held: {reasons}"),
     # the agent's own state (agent/service/runtime.py)
     "outbox.quota": N_("outbox {state}: {used} of {quota} bytes; paused: {paused}"),
     "outbox.quota.ok": N_("outbox back under quota ({used} bytes)"),

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from agent.core.i18n import N_
+from agent.core.messages import Message, msg
 from agent.core.reading import Reading, new_id, rfc3339
 from agent.physics.breakthrough import (
     AL_SOURCES,
@@ -565,7 +566,8 @@ class ElutionDesk:
         if record.get("held"):
             self.alerts.raise_alert(
                 ALERT_RULE, str(record["device"]), None, "alarm",
-                f"eluate {subject} held: {', '.join(record.get('hold_reasons') or [])}",
+                msg("records.eluate.held", eluate=subject,
+                    reasons=[Message(str(r)) for r in record.get("hold_reasons") or []]),
                 subject=subject, details={"record": record["id"]},
             )  # fmt: skip
 

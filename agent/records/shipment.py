@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from agent.core.i18n import N_
+from agent.core.messages import msg
 from agent.core.reading import Reading, new_id, rfc3339
 from agent.physics.nuclides import NUCLIDES, Nuclide, normalize_nuclide
 from agent.physics.transfer import receipt_check
@@ -302,9 +303,11 @@ class ShipmentDesk:
         if not record["within_tolerance"] and self.alerts is not None:
             self.alerts.raise_alert(
                 ALERT_RULE, run.device, None, "warning",
-                f"shipment {record['shipment_id']} from {record['origin_site']}: measured "
-                f"{record['measured_mbq']:.4g} MBq, expected {record['expected_mbq']:.4g} MBq "
-                f"({record['difference_pct']:+.2f} %, tolerance ±{record['tolerance_pct']:g} %)",
+                msg("records.receipt.deviation", shipment=str(record["shipment_id"]),
+                    origin=str(record["origin_site"]), measured=round(record["measured_mbq"], 3),
+                    expected=round(record["expected_mbq"], 3),
+                    deviation=round(record["difference_pct"], 2),
+                    tolerance=record["tolerance_pct"]),
                 record["difference_pct"], subject=str(record["shipment_id"]),
                 details={"record": record["id"]},
             )  # fmt: skip

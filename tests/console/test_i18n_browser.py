@@ -239,6 +239,7 @@ _BROKEN_WORDS = """() => {
 TABS = {"overview": "#release-bar .release-state",
         "qc": "#qc-start button[data-test=background]",
         "prescriptions": '#rx-table tr[data-rx="ORD-1024"]',
+        "batches": "#tab-batches h2", "elutions": "#tab-elutions h2", "waste": "#tab-waste h2",
         "alerts": "#alerts-table tbody tr[data-alert-id]",
         "audit": "#audit-table tbody tr[data-action]"}
 

@@ -189,10 +189,15 @@ async def test_a_held_calibrator_measures_a_dose_after_a_signed_override_if_the_
         async with session.post(arm, headers=auth("tess"), json={"device": CAL, "override": {
                 "reason": "", "password": USERS["tess"][2]}}) as r:
             assert r.status == 400, await r.json()
-        async with session.post(arm, headers=auth("tess"), json={"device": CAL, "override": {
-                "reason": "only calibrator; constancy re-test after this dose",
-                "password": "wrong-password"}}) as r:
-            assert r.status == 403 and (await r.json())["code"] == "signature_refused"
+        async with session.post(arm, headers={**auth("tess"), "Accept-Language": "ru"}, json={
+                "device": CAL, "override": {
+                    "reason": "only calibrator; constancy re-test after this dose",
+                    "password": "wrong-password"}}) as r:
+            answer = await r.json()
+        assert r.status == 403 and answer["code"] == "signature_refused"
+        # The refusal in the reader's words, its code kept ("Not signed: wrong password: not
+        # signed" in English was what the page showed before).
+        assert answer["refusal"] == "wrong_password" and answer["error"] == "неверный пароль"
         async with session.post(arm, headers=auth("tess"), json={"device": CAL, "override": {
                 "reason": "only calibrator; constancy re-test after this dose",
                 "password": USERS["tess"][2]}}) as r:

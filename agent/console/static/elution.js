@@ -99,7 +99,7 @@ function renderRun() {
     el("td", {}, s.seen_setting || "—"),
     el("td", { class: "num" }, s.measured !== null ? num(s.measured) : (s.seen_value !== null ? `(${num(s.seen_value)})` : "—")),
     el("td", {}, s.state === "active" && !s.confirmed_at
-      ? el("button", { type: "button", class: "confirm-step", onclick: () => confirmStep(s.index) }, _(s.confirm))
+      ? el("button", { type: "button", class: "confirm-step", onclick: () => confirmElutionStep(s.index) }, _(s.confirm))
       : pill(s.state === "done" ? _("done") : s.state === "active" ? _("measuring") : _("waiting"),
              s.state === "done" ? "ok" : "muted")),
   ));
@@ -153,7 +153,7 @@ async function remeasure(record) {
   renderRun();
 }
 
-async function confirmStep(index) {
+async function confirmElutionStep(index) {
   try {
     gen.run = (await post(`/api/elutions/runs/${encodeURIComponent(gen.run.id)}/steps/${index}/confirm`)).run;
   } catch (exc) { showError("#elution-error", exc); return; }
