@@ -42,6 +42,8 @@ DEMO_USERS = (
 """The demo users of config/demo.toml (name, password, role): printed by the banner."""
 DEMO_TECHNOLOGIST = ("tech", "tech-demo")
 DOSECAL_SIMULATORS: dict[str, Any] = {}
+SYNTHESIS_SIMULATORS: dict[str, Any] = {}
+"""Synthesis module simulators the demo started, by device id (the demo batch restarts a run)."""
 """Dose calibrator simulators the demo started, by device id (the demo QC drives them)."""
 
 
@@ -340,6 +342,7 @@ async def _start_opcua(options: dict[str, Any], device: dict[str, Any]) -> StopF
     device["url"] = wiring["url"]
     device["nodes"] = wiring["nodes"]
     device["events"] = {**device.get("events", {}), **wiring["events"]}
+    SYNTHESIS_SIMULATORS[device["id"]] = simulator
     return simulator.stop
 
 
@@ -430,8 +433,15 @@ async def _demo_batch(agent: Agent) -> None:
     changed = asyncio.Event()
     records.batches.on_change = records.on_reading = changed.set
     try:
-        run = await _until(changed, lambda: next(
-            (r for r in records.batches.runs() if r.state == "eos"), None), 900)  # fmt: skip
+        # The simulated module started its run before the agent subscribed: once its events
+        # arrive, a new run begins so that the demo's batch is seen from its RunStarted.
+        await _until(changed, records.batches.runs, 120)
+        synthesis = SYNTHESIS_SIMULATORS.get(modules[0].device)
+        if synthesis is not None:
+            synthesis.start_new_run()
+        run = await _until(changed, lambda: next((r for r in records.batches.runs()
+                                                  if r.state == "eos" and r.start_seen), None),
+                           900)  # fmt: skip
         log.info("demo batch: end of synthesis", batch=run.batch_id)
         # The demo's daily QC releases the calibrator first.
         await _until(changed, lambda: agent._calibrator_release(device) == "released", 300)  # noqa: SLF001

@@ -83,6 +83,7 @@ async def test_qa_officer_releases_a_batch_in_the_browser(tmp_path, mosquitto, c
                                      {"tests": TESTS, "password": tess})
                 assert signed["status"] == 200, signed
                 assert signed["body"]["record"]["assay"]["identity"] == "pass"
+                assert signed["body"]["record"]["start_event"] is True
                 batch_row = page.locator(f'#batches-table tr[data-batch="{batch_id}"]')
                 await expect(batch_row).to_have_attribute("data-release", "pending")
                 await expect(batch_row.locator("button.batch-release")).to_have_count(0)
