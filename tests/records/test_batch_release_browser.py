@@ -18,6 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "console"))
 
 from consolelogin import sign_in
+from helpers import wait_for_condition
 from playwright.async_api import async_playwright, expect
 from test_qa_day_browser import CAL, UI_TIMEOUT_MS, USERS, chromium_available, web_users  # noqa: F401 - fixture
 from test_web import running_agent, url
@@ -62,7 +63,10 @@ async def test_qa_officer_releases_a_batch_in_the_browser(tmp_path, mosquitto, c
         async with (running_agent(tmp_path, mosquitto.url, devices=devices,
                                   web={"users": web_users()}, extra={"records": records}) as agent,
                     async_playwright() as pw):
-            synthesis.start_new_run()  # the agent sees the run from its start
+            # Once the module's events arrive, a new run: the agent sees it from its start.
+            await wait_for_condition(lambda: bool(agent.records.batches.runs()), timeout=60,
+                                     interval=0.2)
+            synthesis.start_new_run()
             browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                                args=CHROMIUM_ARGS)
             try:
