@@ -110,6 +110,14 @@ async def test_qa_officer_releases_a_batch_in_the_browser(tmp_path, mosquitto, c
                 await page.click("#sign-submit")
                 await expect(batch_row).to_have_attribute("data-release", "released")
                 await expect(batch_row).to_contain_text("не завершено")
+                await expect(page.locator("#doses-table tbody")).to_contain_text(
+                    "Из партий ещё не отпущено ни одной дозы.")
+                # Released now: the batch gate passes (the next check is the prescription).
+                held = await _post(page, "/api/doses", {
+                    "batch_id": batch_id, "prescription_id": "RX-1", "patient_id": "H-77",
+                    "volume_ml": 1.0, "device": CAL, "password": quinn})  # fmt: skip
+                assert held["status"] == 409, held
+                assert held["body"]["code"] == "unknown_prescription"
                 await page.screenshot(path=str(tmp_path / "batches.png"))
             finally:
                 await browser.close()
