@@ -12,6 +12,8 @@ from aiohttp import web
 
 from agent.console import i18n
 from agent.console.auth import SESSION_COOKIE, Authenticator
+from agent.console.generator_views import GeneratorViews
+from agent.console.generator_views import add_routes as add_generator_routes
 from agent.console.live import LiveHub
 from agent.console.qc_views import QCViews, add_routes
 from agent.console.records_views import RecordsViews
@@ -135,6 +137,7 @@ def create_app(backend: ConsoleBackend, section: WebSection) -> web.Application:
     app.router.add_get("/api/audit.csv", views.audit_csv)
     add_routes(app, qc_views)
     add_record_routes(app, RecordsViews(backend))
+    add_generator_routes(app, GeneratorViews(backend))
     app.router.add_get("/healthz", views.healthz)
     app.router.add_get("/metrics", views.metrics)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)

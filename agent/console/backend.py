@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from agent.qc.prescriptions import Prescription, PrescriptionBook
     from agent.qc.programme import CalibratorProgramme, QCSection
     from agent.qc.signatures import SignatureService
+    from agent.records.generators import GeneratorRecords
     from agent.records.service import Records
 
 
@@ -88,6 +89,11 @@ class QCDesk(Protocol):
 
     def calibrators_status(self) -> dict[str, dict[str, Any]]:
         """Release state of every calibrator."""
+        ...
+
+    async def override_hold(self, device: str, prescription_id: str, name: str, password: str,
+                            reason: str) -> dict[str, Any]:  # fmt: skip
+        """A signed override: the next dose of this prescription is measured while held."""
         ...
 
     def start_test(self, device: str, test: str, *, by: str, time_scale: float = 1.0) -> TestRun:
@@ -298,6 +304,11 @@ class ConsoleBackend(Protocol):
     @property
     def records(self) -> Records:
         """The radiopharmacy's records (batches, releases, doses...)."""
+        ...
+
+    @property
+    def generator_records(self) -> GeneratorRecords:
+        """Elutions, waste and shipments."""
         ...
 
     @property

@@ -214,7 +214,9 @@ def decay_value(activity: float, elapsed_s: float, half_life_s: float) -> float:
     return activity * math.exp(-LN2 * elapsed_s / half_life_s)
 
 
-# Radionuclidic identity: measured half-life acceptance windows (F-18: Ph. Eur., USP, BP).
+# Radionuclidic identity: measured half-life acceptance windows (F-18: Ph. Eur., USP, BP;
+# Ga-68: Ph. Eur. 2464 Gallium (68Ga) chloride solution for radiolabelling).
 ACCEPTANCE_WINDOWS: dict[str, tuple[float, float]] = {
     "F-18": (105 * MINUTE, 115 * MINUTE),
+    "Ga-68": (62 * MINUTE, 74 * MINUTE),
 }

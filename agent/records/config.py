@@ -12,6 +12,13 @@ from pydantic import Field, model_validator
 
 from agent.core.settings import StrictSection
 from agent.qc.programme import Role, SigningPolicy, _roles
+from agent.records.generator_rules import (
+    ElutionRules,
+    Generator,
+    ShipmentRules,
+    WasteRules,
+    check_generators,
+)
 
 TestCode = Literal[
     "appearance",
@@ -228,9 +235,15 @@ class RecordsSection(StrictSection):
     synthesis: list[Synthesis] = Field(default_factory=list)
     release: ReleaseRules = Field(default_factory=ReleaseRules)
     dispensing: Dispensing = Field(default_factory=Dispensing)
+    # Generators and their elutions, waste and shipments: see agent.records.generator_rules
+    elution: ElutionRules = Field(default_factory=ElutionRules)
+    generators: list[Generator] = Field(default_factory=list)
+    waste: WasteRules = Field(default_factory=WasteRules)
+    shipments: ShipmentRules = Field(default_factory=ShipmentRules)
 
     @model_validator(mode="after")
     def _references(self) -> RecordsSection:
+        check_generators(self.generators, self.elution)
         ids = [p.id for p in self.products]
         if len(set(ids)) != len(ids):
             raise ValueError("records.products: duplicate product id")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.core.i18n import N_, format_datetime, format_number
 from agent.qc.reports import _code, _Doc
+from agent.records.generator_labels import GENERATOR_LABELS
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
@@ -57,6 +58,7 @@ FIELD_LABELS: dict[str, str] = {
     "decision": N_("decision"),
     "comment": N_("comment"),
 }
+FIELD_LABELS.update({k: v for k, v in GENERATOR_LABELS.items() if k not in FIELD_LABELS})
 SECTIONS: dict[str, Section] = {}
 """Per kind, what prints its fields (the kind's module registers it); else a generic table."""
 

@@ -19,6 +19,7 @@ from agent.acquisition.pipeline import Pipeline
 from agent.acquisition.state import LiveState
 from agent.acquisition.supervisor import DeviceSupervisor, pauses_under
 from agent.console.backend import AgentIdentity, DeliveryView, DeviceView
+from agent.core.messages import msg
 from agent.core.reading import rfc3339_now
 from agent.core.states import LINK_STATES
 from agent.core.tasks import RECANCEL_S, cancel_and_wait
@@ -37,6 +38,7 @@ from agent.qc.manager import QCManager, status_of
 from agent.qc.prescriptions import PrescriptionStore
 from agent.qc.records import QCRecordStore
 from agent.qc.signatures import SignatureService
+from agent.records.generators import GeneratorRecords, ReadingFanout
 from agent.records.service import Records
 from agent.service.clock import ClockMonitor
 from agent.service.config import Config
@@ -146,7 +148,7 @@ class Agent:
         # The radiopharmacy's records (issue 25): batches, releases, doses... on the same database.
         self.records = self._records(config)
         self.pipeline.qc = self.qc
-        self.pipeline.qc_programme = self.qc_programme
+        self.pipeline.qc_programme = self._generator_records(config)
         self.publisher = Publisher(
             config.broker,
             self.outbox,
@@ -189,6 +191,14 @@ class Agent:
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
 
     # ------------------------------------------------------------------ status
+    def _generator_records(self, config: Config) -> ReadingFanout:
+        """Elutions, waste and shipments: their desks take readings beside the QC programme."""
+        self.generator_records = GeneratorRecords(
+            config.records, self.records.desk, alerts=self.alerts, nuclides=self.nuclides,
+            calibrators=[(c.device, c.channel) for c in config.qc.calibrators],
+        )  # fmt: skip
+        return self.generator_records.fanout(self.qc_programme)
+
     def status_document(self, state: str) -> dict[str, Any]:
         """Retained status of docs/contract.md §2."""
         return {
@@ -260,7 +270,7 @@ class Agent:
         paused = sorted(d for d, s in self.supervisors.items() if s.paused)
         if state == Pressure.OK:
             self.alerts.clear_alert(
-                "outbox.quota", None, None, f"outbox back under quota ({used_bytes} bytes)"
+                "outbox.quota", None, None, msg("outbox.quota.ok", used=used_bytes)
             )
         else:
             self.alerts.raise_alert(
@@ -268,7 +278,8 @@ class Agent:
                 None,
                 None,
                 "critical" if state == Pressure.FULL else "alarm",
-                f"outbox {state}: {used_bytes} of {quota} bytes; paused: {', '.join(paused)}",
+                msg("outbox.quota", state=str(state), used=used_bytes, quota=quota,
+                    paused=", ".join(paused) if paused else msg("none")),
                 float(used_bytes),
                 details={"state": state, "quota_bytes": quota, "paused_devices": paused},
             )
@@ -284,10 +295,11 @@ class Agent:
                      directory=where)
             self.alerts.clear_alert(
                 "outbox.disk", None, None,
-                f"disk space back: {space.headroom_bytes} bytes free for {where}",
+                msg("outbox.disk.ok", left=space.headroom_bytes, directory=where),
             )
             return
-        cause = "disk full (a write failed)" if space.write_failed else f"disk {space.state}"
+        cause = (msg("outbox.disk.full") if space.write_failed
+                 else msg("outbox.disk.state", state=str(space.state)))
         log.error("disk space pressure" if space.state == Pressure.HIGH else "disk full",
                   state=space.state, free_bytes=space.free_bytes,
                   reusable_bytes=space.reusable_bytes, min_free_bytes=space.min_free_bytes,
@@ -295,8 +307,8 @@ class Agent:
         self.alerts.raise_alert(
             "outbox.disk", None, None,
             "critical" if space.state == Pressure.FULL else "alarm",
-            f"{cause}: {space.headroom_bytes} bytes left for {where} (reserve"
-            f" {space.min_free_bytes}); paused: {', '.join(paused) or 'none'}",
+            msg("outbox.disk", cause=cause, left=space.headroom_bytes, directory=where,
+                reserve=space.min_free_bytes, paused=", ".join(paused) if paused else msg("none")),
             float(space.headroom_bytes),
             details={**space.as_dict(), "paused_devices": paused, "directory": where},
         )
@@ -356,6 +368,7 @@ class Agent:
             await self.qc.open()  # stored prescriptions
             await self.qc_programme.open()  # QC records, release states
             await self.records.open()  # batch, release, dispensing... records
+            await self.generator_records.open()  # the generators' last elutions
             self._report_damage()
             stack.push_async_callback(self._stop_web)
             await self._start_web()
@@ -417,22 +430,24 @@ class Agent:
 
     def _report_one_damage(self, damage: DamageReport) -> None:
         continued = (
-            f"seq continues from {damage.continued_seq}"
+            msg("state.damaged.continued", seq=damage.continued_seq)
             if damage.continued_seq is not None
-            else "its chain could not be read: seq starts again from 1"
+            else msg("state.damaged.restarted")
         )
+        why = msg("state.damaged.audit", continued=continued)
         self.audit.record(
             "state.damaged",
             actor="isoedge",
             subject=str(damage.path),
             old={"path": str(damage.path), "reason": damage.reason},
             new={"moved_to": str(damage.moved_to), "continued_seq": damage.continued_seq},
-            reason=f"damaged state database moved aside; a fresh one was started ({continued})",
+            reason=why.code,
+            reason_params=why.params,
         )
         self.alerts.raise_alert(
             "state.damaged", None, None, "critical",
-            f"{damage.path} was damaged ({damage.reason}) and moved aside to {damage.moved_to};"
-            f" envelopes not yet delivered are in that file; {continued}",
+            msg("state.damaged", path=str(damage.path), reason=damage.reason,
+                moved_to=str(damage.moved_to), continued=continued),
             None,
             details={"path": str(damage.path), "moved_to": str(damage.moved_to)},
         )
@@ -722,6 +737,11 @@ class RuntimeConsoleBackend:
     def records(self) -> Records:
         """The radiopharmacy's records (the console's records pages)."""
         return self._agent.records
+
+    @property
+    def generator_records(self) -> GeneratorRecords:
+        """Elutions, waste and shipments (the console's generator and waste pages)."""
+        return self._agent.generator_records
 
     @property
     def dosage(self) -> QCEngine:

@@ -22,6 +22,7 @@ from agent.core.log import configure_logging
 from agent.delivery.signing import PRIVATE_KEY_NAME, PUBLIC_JWK_NAME, generate_key_files
 from agent.service.config import ConfigError, load_config, parse_config, resolve_paths
 from agent.service.runtime import Agent
+from agent.tools.demo_records import demo_elution
 from agent.tools.mosquitto import Mosquitto
 from agent.tools.sim_panel import DemoSimulatorPanel
 
@@ -393,6 +394,8 @@ async def _demo_daily_qc(agent: Agent) -> None:
             log.exception("demo QC test failed", device=device)
         finally:
             simulator.load_sample(*sample)  # the F-18 sample back in the chamber
+    # Then one Tc-99m generator elution on the same calibrator, signed (agent/tools/demo_records).
+    await demo_elution(agent, DOSECAL_SIMULATORS, DEMO_TECHNOLOGIST)
 
 
 DEMO_QA = ("qa", "qa-demo")

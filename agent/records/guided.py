@@ -1,0 +1,159 @@
+"""Guided steps shared by the record kinds: the instrument's own readings complete them.
+
+A `settled` step completes on N consecutive readings on the step's setting (a dose
+calibrator's nuclide selector) whose spread is within max(stability % of their mean, an
+absolute floor), as the QC desk's guided tests do; a reading on another setting starts over.
+A `series` step keeps one reading per interval until it has N (a half-life fit). A `count`
+step keeps the next N readings as they are (an area monitor's survey: the scatter is the
+measurement). Nothing is taken before the operator's go-ahead: a background cannot be
+measured with the container still in front of the probe.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from agent.core.reading import rfc3339
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """When readings count as settled."""
+
+    readings: int
+    stability_pct: float
+    floor: float
+
+
+@dataclass
+class GuidedStep:
+    """One step: what the operator does, and what the instrument measured."""
+
+    index: int
+    text: tuple[str, dict[str, str]]  # catalog id and parameters (the page translates)
+    confirm: str  # catalog id of the go-ahead button
+    kind: str = "settled"  # settled | series | count
+    setting: str | None = None  # the nuclide setting the readings must carry (None: any)
+    role: str = ""  # what the step measures, for the kind's module (tc99m, mo99, background…)
+    state: str = "pending"  # pending | active | done
+    confirmed_by: str | None = None
+    confirmed_at: datetime | None = None
+    measured: float | None = None
+    measured_at: datetime | None = None
+    unit: str | None = None
+    readings: list[str] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    series: list[tuple[datetime, float, str]] = field(default_factory=list)
+    seen_setting: str | None = None
+    seen_value: float | None = None
+    _buffer: deque[tuple[float, str]] = field(default_factory=deque, repr=False)
+
+    @property
+    def waiting_for_operator(self) -> bool:
+        """True until the operator pressed the step's go-ahead."""
+        return self.confirmed_at is None
+
+    def confirm_by(self, name: str, at: datetime) -> None:
+        """The go-ahead: readings count from now."""
+        self.confirmed_by, self.confirmed_at = name, at
+        self._buffer.clear()
+        self.series.clear()
+
+    def feed(
+        self,
+        value: float,
+        reading_id: str,
+        t: datetime,
+        setting: str | None,
+        *,
+        settle: Settle,
+        interval_s: float = 0.0,
+    ) -> bool:
+        """Offer one reading; True when it completed the step."""
+        self.seen_setting, self.seen_value = setting, value
+        if self.waiting_for_operator or self.state == "done":
+            return False
+        if self.setting is not None and setting != self.setting:
+            self._buffer.clear()
+            self.series.clear()
+            return False
+        if self.kind == "series":
+            return self._feed_series(value, reading_id, t, settle.readings, interval_s)
+        return self._feed_buffer(value, reading_id, t, settle)
+
+    def _feed_series(
+        self, value: float, reading_id: str, t: datetime, points: int, interval_s: float
+    ) -> bool:
+        last = self.series[-1][0] if self.series else None
+        if last is None or (t - last).total_seconds() >= interval_s:
+            self.series.append((t, value, reading_id))
+        if len(self.series) < points:
+            return False
+        self.measured, self.measured_at = self.series[0][1], self.series[0][0]
+        self.readings = [rid for _, _, rid in self.series]
+        self.values = [v for _, v, _ in self.series]
+        self.state = "done"
+        return True
+
+    def _feed_buffer(self, value: float, reading_id: str, t: datetime, settle: Settle) -> bool:
+        self._buffer.append((value, reading_id))
+        if self.kind == "count":
+            if len(self._buffer) < settle.readings:
+                return False
+        else:
+            while len(self._buffer) > settle.readings:
+                self._buffer.popleft()
+            if len(self._buffer) < settle.readings:
+                return False
+            values = [v for v, _ in self._buffer]
+            mean = sum(values) / len(values)
+            allowed = max(settle.stability_pct / 100 * abs(mean), settle.floor)
+            if max(values) - min(values) > allowed:
+                return False
+        self.values = [v for v, _ in self._buffer]
+        self.measured = sum(self.values) / len(self.values)
+        self.measured_at = t
+        self.readings = [rid for _, rid in self._buffer]
+        self.state = "done"
+        return True
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form (console)."""
+        return {
+            "index": self.index,
+            "role": self.role,
+            "setting": self.setting,
+            "instruction_i18n": [self.text[0], self.text[1]],
+            "confirm": self.confirm,
+            "kind": self.kind,
+            "state": self.state,
+            "confirmed_by": self.confirmed_by,
+            "confirmed_at": None if self.confirmed_at is None else rfc3339(self.confirmed_at),
+            "measured": self.measured,
+            "measured_at": None if self.measured_at is None else rfc3339(self.measured_at),
+            "unit": self.unit,
+            "readings": list(self.readings),
+            "points": len(self.series) if self.kind == "series" else len(self._buffer),
+            "seen_setting": self.seen_setting,
+            "seen_value": self.seen_value,
+        }
+
+
+def current(steps: list[GuidedStep]) -> GuidedStep | None:
+    """The first step not done."""
+    return next((s for s in steps if s.state != "done"), None)
+
+
+def advance(steps: list[GuidedStep]) -> bool:
+    """After a step completed: activate the next; True when all are done."""
+    following = current(steps)
+    if following is None:
+        return True
+    following.state = "active"
+    return False
+
+
+__all__ = ["GuidedStep", "Settle", "advance", "current"]
