@@ -113,7 +113,8 @@ class RecordsViews:
         """GET /api/batches: runs in progress, and batch records with their release decisions."""
         signed = await self.desk.batches()
         recorded = {b["record"]["batch_id"] for b in signed}
-        runs = [r.as_dict() for r in self.records.batches.runs() if r.batch_id not in recorded]
+        runs = [r.as_dict() for r in self.records.batches.runs()
+                if r.batch_id not in recorded and r.state != "aborted"]
         return _json({
             "runs": runs, "batches": signed, "timezone": str(self.desk.zone),
             "permissions": self.permissions(principal_of(request)),

@@ -554,6 +554,7 @@ class QADesk:
         else:
             tolerance = self._tolerance(programme, run.test).as_record()
         record: dict[str, Any] = {
+            "kind": "test",  # CONTRACT §7: every qc item names its kind
             "id": new_id(),
             "record": "test",
             "device": run.device,
@@ -688,6 +689,7 @@ class QADesk:
                     raise QCError(f"record {record_id} is approved already (by {by})")
         now = self._now()
         review: dict[str, Any] = {
+            "kind": "test",
             "id": new_id(),
             "record": "review",
             "device": first["device"],

@@ -19,8 +19,10 @@ Sources, each a live reading the agent already acquires:
   endotoxin, filter integrity, sterility (which may be `pending` when the specification allows).
 
 A decay-corrected yield outside the product's investigation window opens a deviation: it is
-listed in the record and raised as an alert. Runs in progress are kept in memory: a run whose
-agent restarts before its record is signed is assembled again from the next run only.
+listed in the record and raised as an alert. `start_event` says whether the module's own
+`RunStarted` was seen (false: the agent connected mid-run, `started` is the first event seen and
+the environment covers only what followed). Runs in progress are kept in memory: a run whose
+agent restarts before its record is signed is not recorded; the next run is.
 """
 
 from __future__ import annotations
@@ -175,7 +177,8 @@ class SynthesisRun:
     assay_started: datetime | None = None
     assay_scale: float = 1.0
     record_id: str | None = None
-    state: str = "running"  # running | eos | assaying | assayed | signed
+    state: str = "running"  # running | eos | assaying | assayed | signed | aborted
+    start_seen: bool = False  # the module's RunStarted event itself (not a later event first)
 
     def as_dict(self) -> dict[str, Any]:
         """The console's view of the run."""
@@ -326,14 +329,11 @@ class BatchDesk:
                     raise ValueError(
                         f"end of synthesis of batch {batch_id} whose start was not seen"
                     )
-                product = self.config.product(module.product)
-                run = SynthesisRun(batch_id, module, product, started=t,
-                                   environment=_trackers(module.environment))  # fmt: skip
-                self._runs[batch_id] = run
-                self._current[module.device] = batch_id
-                log.info("synthesis run started", device=module.device, batch=batch_id)
+                run = self._open_run(module, batch_id, t)
             if run.state != "running":
                 return  # a repeated event after EOS changes nothing
+            if event == "RunStarted" and not run.steps:
+                run.started, run.start_seen = t, True
             if event in {"RunStarted", "StepChanged"} and step and (
                     not run.steps or run.steps[-1]["step"] != step):  # fmt: skip
                 run.steps.append({"step": step, "t": rfc3339(t)})
@@ -351,6 +351,19 @@ class BatchDesk:
                 log.info("end of synthesis", device=module.device, batch=batch_id,
                          activity_mbq=activity)  # fmt: skip
         self._changed()
+
+    def _open_run(self, module: Synthesis, batch_id: str, t: datetime) -> SynthesisRun:
+        """A new run of `module` (under the lock); an open earlier one is aborted."""
+        product = self.config.product(module.product)
+        run = SynthesisRun(batch_id, module, product, started=t,
+                           environment=_trackers(module.environment))  # fmt: skip
+        self._runs[batch_id] = run
+        previous = self._runs.get(self._current.get(module.device, ""))
+        if previous is not None and previous.state == "running":
+            previous.state = "aborted"  # a new run began before its end of synthesis
+        self._current[module.device] = batch_id
+        log.info("synthesis run started", device=module.device, batch=batch_id)
+        return run
 
     def _on_environment(self, key: tuple[str, str], item: dict[str, Any]) -> None:
         value = _number(item.get("value"))
@@ -475,6 +488,7 @@ class BatchDesk:
             "batch", batch_id=batch_id, product=product.name, product_id=product.id,
             nuclide=product.nuclide, device=run.module.device,
             started=None if run.started is None else rfc3339(run.started), steps=run.steps,
+            start_event=run.start_seen,
             eos_time=rfc3339(run.eos_time), eos_activity_mbq=run.eos_activity_mbq,
             yield_decay_corrected_pct=run.yield_dc_pct, yield_pct=yield_eos,
             yield_investigation_pct=[low, high], expiry=rfc3339(expiry),

@@ -5,7 +5,8 @@ performed), `site`, optional `corrects` (the id of the record it corrects) and `
 `{"name", "meaning", "t", "record_sha256"}` (more fields allowed: user, role, site time).
 `record_sha256` is the base64url (unpadded) SHA-256 of the canonical JSON of the item without
 `signatures` (sorted keys, separators `,` `:`, UTF-8 as is). QC test records made before the
-kinds existed have no `kind` and hex hashes: they read as `kind: "test"` and keep their hashes.
+kinds existed have no `kind`: they read as `kind: "test"`; test records keep the hex hashes of
+CONTRACT §5.
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ def verify(item: dict[str, Any]) -> list[str]:
     signatures = item.get("signatures")
     if not isinstance(signatures, list) or not signatures:
         return [*problems, "no signature"]
-    # Test records made before the kinds keep their hex hashes (CONTRACT §5).
-    expected = {record_sha256(item)} if "kind" in item else {record_sha256(item), _legacy_hex(item)}
+    # QC test records (and their reviews) are bound by the hex hash of CONTRACT §5.
+    expected = {record_sha256(item)} if kind != "test" else {record_sha256(item), _legacy_hex(item)}
     for index, signature in enumerate(signatures):
         if not isinstance(signature, dict):
             problems.append(f"signature {index} is not an object")

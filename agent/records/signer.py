@@ -7,9 +7,10 @@ does not release it), binds the signature to the record's content (`record_sha25
 and commits the record, its `qc` stream item and the audit record of the signature in one
 transaction; listeners hear of them after the commit. A refusal is written to the audit trail.
 
-It delegates the person checks to `agent.qc.signatures.SignatureService` (the same users,
-password hashes, lock-out and refusal audit as QC test records); when that service moves, this
-class is what changes, not the record kinds.
+It is the records' door to the one signed-action service, `agent.qc.signed_records.
+SignedActions` (the same users, password hashes, lock-out, refusal audit and `qc.record.signed`
+audit action as QC test records), with the roles of `[records.signing]` and the base64url
+content hash of the agreed record shapes; the record kinds only ever call this class.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from agent.qc.signatures import SignatureError, SignatureService
+from agent.qc.signed_records import SignedActions, Signer
 from agent.records.kinds import MEANINGS, RecordError, kind_of, record_sha256
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ class RecordSigner:
         self.audit = audit
         self.store = store
         self._people = SignatureService(users, policy, audit, zone, now=now)
+        self._actions = SignedActions(self._people, audit)
 
     def roles_allowed(self, action: str) -> list[str]:
         """Roles that may sign `action` (a meaning, or `dispense`)."""
@@ -78,18 +81,13 @@ class RecordSigner:
         kind = kind_of(draft)
         if kind == "test" or "kind" not in draft:
             raise RecordError("QC test records are signed by the QC desk")
-        signature = await self._people.asign(
-            draft, name, password, meaning, forbid_signers=forbid_signers, action=action
-        )
-        signature["record_sha256"] = record_sha256(draft)
-        record = {**draft, "signatures": [signature]}
-        audit_item = self.audit.entry(
-            "records.signed", signature["user"], f"{kind}/{draft['id']}",
-            new={"meaning": meaning, "kind": kind}, reason=comment or None,
-            record_sha256=signature["record_sha256"], record_kind=kind,
-            corrects=draft.get("corrects"),
+        record = await self._actions.sign(
+            draft, Signer(name, password), meaning, store=self.store, kind=kind,
+            forbid=forbid_signers, action=action, subject=f"{kind}/{draft['id']}",
+            digest=record_sha256,
+            details={"corrects": draft.get("corrects"), "comment": comment or None},
         )  # fmt: skip
-        await self.store.commit(record, audit_item, self.audit)
+        self.store.told(record)
         return record
 
     def refuse(self, exc: SignatureError) -> None:

@@ -123,6 +123,12 @@ class RecordStore:
         if audit is not None and audit_item is not None:
             audit.notify(audit_item)
 
+    def told(self, record: dict[str, Any]) -> None:
+        """Tell the live view of a committed record (a mirror: never fatal)."""
+        if self._notify is not None:
+            with contextlib.suppress(Exception):
+                self._notify("qc", record)
+
     async def get(self, record_id: str) -> dict[str, Any]:
         """The record with this id, of any kind (KeyError if none)."""
         found = await self.store.run(lambda db: select(db, record_id=record_id))

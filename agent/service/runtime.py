@@ -50,7 +50,7 @@ from agent.state.diskspace import SpaceState
 from agent.state.pressure import Pressure
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from datetime import datetime
 
     from agent.console.app import WebConsole
@@ -197,14 +197,17 @@ class Agent:
         }
 
     def _records(self, config: Config) -> Records:
-        """The records desk and its kinds; every reading passes them through the live feed."""
+        """The records desk and its kinds; readings reach them through the live feed."""
         records = Records(
             config.records, site=config.agent.site, zone=config.qc.zone, state=self.outbox,
             audit=self.audit, users=config.web.users, notify=self.live.on_event,
             alerts=self.alerts, nuclides=self.nuclides, prescription=self.dosage.prescriptions.get,
             calibrator_release=self._calibrator_release,
         )  # fmt: skip
-        self._records_unsubscribe = self.live.subscribe(records.on_item)
+        self._records_unsubscribe: Callable[[], None] | None = None
+        if config.records.synthesis:
+            # Only a site whose records are assembled from readings pays a call per reading.
+            self._records_unsubscribe = self.live.subscribe(records.on_item)
         return records
 
     def _calibrator_release(self, device: str) -> str | None:

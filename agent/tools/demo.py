@@ -43,6 +43,8 @@ DEMO_USERS = (
 """The demo users of config/demo.toml (name, password, role): printed by the banner."""
 DEMO_TECHNOLOGIST = ("tech", "tech-demo")
 DOSECAL_SIMULATORS: dict[str, Any] = {}
+SYNTHESIS_SIMULATORS: dict[str, Any] = {}
+"""Synthesis module simulators the demo started, by device id (the demo batch restarts a run)."""
 """Dose calibrator simulators the demo started, by device id (the demo QC drives them)."""
 
 
@@ -135,8 +137,10 @@ async def _demo(  # noqa: PLR0915 - simulators, broker, agent and the demo's tas
         async with asyncio.TaskGroup() as group:
             runner = group.create_task(agent.run(stop), name="agent")
             view = group.create_task(_live_view(agent, live_view, header), name="live-view")
-            qc_task = group.create_task(_demo_daily_qc(agent), name="demo-qc")
-            batch_task = group.create_task(_demo_batch(agent), name="demo-batch")
+            calibrator_free = asyncio.Event()  # the daily QC and the elution are done with it
+            qc_task = group.create_task(_then_set(_demo_daily_qc(agent), calibrator_free),
+                                        name="demo-qc")  # fmt: skip
+            batch_task = group.create_task(_demo_batch(agent, calibrator_free), name="demo-batch")
             timer = None
             if args.duration is not None:
                 timer = group.create_task(_stop_after(stop, args.duration), name="demo-timer")
@@ -341,6 +345,7 @@ async def _start_opcua(options: dict[str, Any], device: dict[str, Any]) -> StopF
     device["url"] = wiring["url"]
     device["nodes"] = wiring["nodes"]
     device["events"] = {**device.get("events", {}), **wiring["events"]}
+    SYNTHESIS_SIMULATORS[device["id"]] = simulator
     return simulator.stop
 
 
@@ -419,7 +424,15 @@ async def _until(changed: asyncio.Event, predicate: Callable[[], Any], timeout: 
     return value
 
 
-async def _demo_batch(agent: Agent) -> None:
+async def _then_set(work: Awaitable[None], done: asyncio.Event) -> None:
+    """`work`, then `done` set however it ended."""
+    try:
+        await work
+    finally:
+        done.set()
+
+
+async def _demo_batch(agent: Agent, calibrator_free: asyncio.Event) -> None:
     """One [18F]FDG batch: assembled from the simulated run, signed, released, one dose."""
     await agent.started.wait()
     records = agent.records
@@ -433,9 +446,19 @@ async def _demo_batch(agent: Agent) -> None:
     changed = asyncio.Event()
     records.batches.on_change = records.on_reading = changed.set
     try:
-        run = await _until(changed, lambda: next(
-            (r for r in records.batches.runs() if r.state == "eos"), None), 900)  # fmt: skip
+        # The simulated module started its run before the agent subscribed: once its events
+        # arrive, a new run begins so that the demo's batch is seen from its RunStarted.
+        await _until(changed, records.batches.runs, 120)
+        synthesis = SYNTHESIS_SIMULATORS.get(modules[0].device)
+        if synthesis is not None:
+            synthesis.start_new_run()
+        run = await _until(changed, lambda: next((r for r in records.batches.runs()
+                                                  if r.state == "eos" and r.start_seen), None),
+                           900)  # fmt: skip
         log.info("demo batch: end of synthesis", batch=run.batch_id)
+        # The demo's daily QC (and its elution) use the same calibrator: the assay waits.
+        async with asyncio.timeout(300):
+            await calibrator_free.wait()
         # The demo's daily QC releases the calibrator first.
         await _until(changed, lambda: agent._calibrator_release(device) == "released", 300)  # noqa: SLF001
         batch = await _demo_batch_record(agent, run, simulator, changed)

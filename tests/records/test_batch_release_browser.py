@@ -18,6 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "console"))
 
 from consolelogin import sign_in
+from helpers import wait_for_condition
 from playwright.async_api import async_playwright, expect
 from test_qa_day_browser import CAL, UI_TIMEOUT_MS, USERS, chromium_available, web_users  # noqa: F401 - fixture
 from test_web import running_agent, url
@@ -62,7 +63,10 @@ async def test_qa_officer_releases_a_batch_in_the_browser(tmp_path, mosquitto, c
         async with (running_agent(tmp_path, mosquitto.url, devices=devices,
                                   web={"users": web_users()}, extra={"records": records}) as agent,
                     async_playwright() as pw):
-            synthesis.start_new_run()  # the agent sees the run from its start
+            # Once the module's events arrive, a new run: the agent sees it from its start.
+            await wait_for_condition(lambda: bool(agent.records.batches.runs()), timeout=60,
+                                     interval=0.2)
+            synthesis.start_new_run()
             browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                                args=CHROMIUM_ARGS)
             try:
@@ -83,6 +87,7 @@ async def test_qa_officer_releases_a_batch_in_the_browser(tmp_path, mosquitto, c
                                      {"tests": TESTS, "password": tess})
                 assert signed["status"] == 200, signed
                 assert signed["body"]["record"]["assay"]["identity"] == "pass"
+                assert signed["body"]["record"]["start_event"] is True
                 batch_row = page.locator(f'#batches-table tr[data-batch="{batch_id}"]')
                 await expect(batch_row).to_have_attribute("data-release", "pending")
                 await expect(batch_row.locator("button.batch-release")).to_have_count(0)
@@ -105,6 +110,14 @@ async def test_qa_officer_releases_a_batch_in_the_browser(tmp_path, mosquitto, c
                 await page.click("#sign-submit")
                 await expect(batch_row).to_have_attribute("data-release", "released")
                 await expect(batch_row).to_contain_text("не завершено")
+                await expect(page.locator("#doses-table tbody")).to_contain_text(
+                    "Из партий ещё не отпущено ни одной дозы.")
+                # Released now: the batch gate passes (the next check is the prescription).
+                held = await _post(page, "/api/doses", {
+                    "batch_id": batch_id, "prescription_id": "RX-1", "patient_id": "H-77",
+                    "volume_ml": 1.0, "device": CAL, "password": quinn})  # fmt: skip
+                assert held["status"] == 409, held
+                assert held["body"]["code"] == "unknown_prescription"
                 await page.screenshot(path=str(tmp_path / "batches.png"))
             finally:
                 await browser.close()

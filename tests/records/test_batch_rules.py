@@ -123,7 +123,9 @@ async def test_batch_assembled_signed_released_and_dispensed(tmp_path: Path) -> 
         desk.on_item("reading", {**_event("RunStarted", 0), "t": "yesterday"})
         desk.on_item("reading", _event("EndOfSynthesis", 5, batch="NEVER-STARTED"))
         assert desk.rejected == 3 and desk.runs() == []
+        desk.on_item("reading", _event("StepChanged", -50, batch="FDG-0", step="label"))
         _run(desk, clock, yield_pct=42.0)
+        assert desk.run("FDG-0").state == "aborted"  # a new run began before its EOS
         run = desk.run("FDG-1")
         assert run.state == "assayed" and run.assay["identity"] == "pass"
         assert abs(run.assay["half_life_min"] - 109.77) < 0.01
@@ -131,6 +133,7 @@ async def test_batch_assembled_signed_released_and_dispensed(tmp_path: Path) -> 
             await desk.sign("FDG-1", GOOD_TESTS, "tess", "wrong")
         record = await desk.sign("FDG-1", GOOD_TESTS, "tess", PASSWORDS["tess"])
         assert [s["step"] for s in record["steps"]] == ["trap", "elute", "end"]
+        assert record["start_event"] is True and record["started"] == rfc3339(T0)
         env = {e["quantity"]: e for e in record["environment"]}
         assert env["pressure"]["readings"] == 5 and env["pressure"]["max"] == -4
         assert [e["extreme"] for e in env["pressure"]["excursions"]] == [-4]

@@ -91,7 +91,9 @@ def _check_records(batch: dict, release: dict, dose: dict) -> None:
 
     # The batch: events of the synthesis run, the hot cell during it, the assay, the tests.
     assert batch["batch_id"].startswith("FDG-") and batch["product"] == "[18F]FDG"
-    assert [s["step"] for s in batch["steps"]][-1] == "end"
+    assert [s["step"] for s in batch["steps"]] == ["trap", "elute", "label", "hydrolyse",
+                                                   "purify", "end"]
+    assert batch["start_event"] is True
     assert batch["eos_activity_mbq"] > 1000
     assert 50 <= batch["yield_decay_corrected_pct"] <= 85
     assert batch["yield_pct"] < batch["yield_decay_corrected_pct"]

@@ -52,9 +52,10 @@ async def test_signed_record_is_stored_published_and_audited(tmp_path: Path) -> 
         items = await bench.stream("qc")
         assert [i["id"] for i in items] == [record["id"]]
         assert items[0] == record
-        audit = [i for i in await bench.stream("audit") if i["event"] == "records.signed"]
+        audit = [i for i in await bench.stream("audit") if i["event"] == "qc.record.signed"]
         assert audit[0]["subject"] == f"batch/{record['id']}"
         assert audit[0]["record_sha256"] == signature["record_sha256"]
+        assert audit[0]["record_kind"] == "batch" and audit[0]["new"]["meaning"] == "performed"
         # The live view heard of it after the commit.
         assert ("qc", record) in bench.state.heard.items
         assert await bench.desk.get(record["id"]) == record

@@ -7,6 +7,7 @@ const records = {
   shown: false,
   batches: [],
   runs: [],
+  doses: [],
   permissions: {},
   poll: null,
 };
@@ -31,6 +32,7 @@ async function loadBatches() {
     const body = await api("/api/batches");
     records.batches = body.batches;
     records.runs = body.runs || [];
+    records.doses = (await api("/api/records?kind=dispensing")).records;
     records.permissions = body.permissions || {};
     error.hidden = true;
   } catch (exc) {
@@ -39,6 +41,22 @@ async function loadBatches() {
     return;
   }
   renderBatches();
+  renderDoses();
+}
+
+function renderDoses() {
+  const rows = records.doses.map((d) => el("tr", { "data-dose": d.id },
+    el("td", {}, fmtTime(d.measured_at)),
+    el("td", {}, d.batch_id),
+    el("td", {}, d.patient ? d.patient.hospital_number : "—"),
+    el("td", {}, d.prescription_id),
+    el("td", { class: "num" }, fmtMbqValue(d.activity_at_scheduled_mbq)),
+    el("td", { class: "num" }, fmtPct(d.deviation_pct)),
+    el("td", {}, pill(resultText(d.result), d.result === "pass" ? "ok" : "warn")),
+    el("td", {}, el("a", { href: `/api/doses/${encodeURIComponent(d.id)}/label.pdf`, class: "dose-label" }, _("Label"))),
+  ));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 8, class: "muted" }, _("No doses dispensed from batches yet."))));
+  $("#doses-table tbody").replaceChildren(...rows);
 }
 
 function runStateText(state) {
