@@ -443,7 +443,9 @@ class ElutionDesk:
             "mo99_limit": {"basis": result.limit.basis, "value": result.limit.value,
                            "ratio_kbq_per_mbq": result.limit.ratio_kbq_per_mbq,
                            "source": result.limit.source},
+            "product": "Sodium pertechnetate (99mTc)",
             "use_by": None if use_by is None else rfc3339(use_by),
+            "expiry": None if use_by is None else rfc3339(use_by),
             "use_by_limited_by": None if use_by is None else (
                 "shelf_life" if use_by == shelf_end else "mo99"),
             "shelf_life_h": rules.shelf_life_h,
@@ -476,6 +478,7 @@ class ElutionDesk:
         reasons = [] if ident.passed else ["identity_half_life_outside_window"]
         return {
             **self._common(run),
+            "product": "Gallium (68Ga) chloride",
             "ga68_mbq": round(at_elution, 6),
             "readings": list(step.readings),
             "half_life_min": round(ident.fit.half_life_s / 60, 4),
