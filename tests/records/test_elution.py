@@ -189,6 +189,22 @@ async def test_ga68_wrong_nuclide_fails_identity_and_holds(tmp_path: Path) -> No
         assert run.draft["hold_reasons"] == ["identity_half_life_outside_window"]
 
 
+async def test_ga68_eluate_that_does_not_decay_is_held(tmp_path: Path) -> None:
+    async with CalibratorBench(tmp_path, nuclide="Ge-68", time_scale=300.0) as bench:
+        desk = bench.elutions
+        desk.rules = rules(identity_points=8, identity_interval_s=0.5)
+        run = desk.start_elution("GAG-1", by="tess", time_scale=300.0)
+        bench.simulator.load_sample("Ge-68", 800.0)  # T½ 271 d: flat over minutes
+        bench.simulator.set_nuclide("Ga-68")
+        desk.confirm_step(run.id, 1, by="tess")
+        await wait_for_condition(lambda: run.state == "completed", timeout=30)
+        assert run.draft is not None
+        assert run.draft["identity_passed"] is False
+        assert run.draft["held"] is True
+        record = await desk.sign(run.id, name="tess", password=TESS)
+        assert verify(record) == []
+
+
 async def test_ge68_remeasurement_after_48_hours(tmp_path: Path) -> None:
     async with CalibratorBench(tmp_path, nuclide="Ga-68") as bench:
         desk = bench.elutions
