@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,7 @@ from synth import Publisher, SynthAgent  # noqa: E402
 from agent.tools.mosquitto import Mosquitto  # noqa: E402
 from central.completeness import report  # noqa: E402
 from central.pgserver import PostgresServer  # noqa: E402
+from central.schema import SCHEMA_VERSION  # noqa: E402
 
 CHECKPOINTS = (1_000_000, 5_000_000, 10_000_000, 20_000_000)
 CHUNK_ENVELOPES = 1_000  # signed ahead, then published and timed
@@ -176,13 +178,25 @@ def _wait(predicate: object, timeout: float, interval: float = 0.2) -> None:
     raise TimeoutError("bench condition not met")
 
 
+def _stop(_signum: int, _frame: object) -> None:
+    sys.exit(143)  # SystemExit: the `finally` above stops the ingest, broker and database
+
+
 def main() -> None:
+    # Stoppable however it was started (a background job ignores SIGINT): cleans up either way.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readings", type=int, default=20_000_000, help="fill to this many")
     parser.add_argument("--agents", type=int, default=20)
     parser.add_argument("--items", type=int, default=100, help="readings per envelope")
     parser.add_argument("--samples", type=int, default=20, help="latency samples per figure")
     args = parser.parse_args()
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, check=False).stdout.strip()
+    print(json.dumps({"commit": head or None, "schema": SCHEMA_VERSION, "agents": args.agents,
+                      "readings_per_envelope": args.items, "target": args.readings}))
+    sys.stdout.flush()
     with tempfile.TemporaryDirectory(prefix="isoedge-bench-scale-") as tmp:
         run(args, Path(tmp))
 

@@ -370,9 +370,8 @@ class Consumer:
         batch.envelopes.append(verified)
         if verified.flag is not None:
             self._alert(batch, AlertNote(
-                "implausible_envelope", site, agent, "created",
-                f"{site}/{agent} seq {verified.seq}: {verified.flag} (stored, but check the"
-                " agent's clock)", {"seq": verified.seq, "created": verified.created}))
+                "implausible_envelope", site, agent, "created", "central.clock",
+                {"seq": verified.seq, "created": verified.created, "flag": verified.flag}))
 
     def _reject(self, batch: Batch, m: _Incoming, site: str | None, agent: str | None,
                 exc: Rejected) -> None:
@@ -384,15 +383,15 @@ class Consumer:
             by_code[exc.code] = by_code.get(exc.code, 0) + 1
         if exc.code == "unknown_source":
             self._alert(batch, AlertNote(
-                "unknown_source", printable(site), printable(agent), "",
-                f"messages from an unknown source on {printable(m.topic, 200)}",
+                "unknown_source", printable(site), printable(agent), "", "central.unknown_source",
                 {"topic": printable(m.topic, 200)}), new_source=True)
             return
         self._alert(batch, AlertNote(
             "rejected_envelope", printable(site), printable(agent),
             printable(exc.reason.split(" (")[0], 100),
-            f"envelope rejected on {printable(m.topic, 200)}: {printable(exc.reason, 300)}",
-            {"topic": printable(m.topic, 200), "kid": kid, "code": exc.code},
+            "central.rejected",
+            {"topic": printable(m.topic, 200), "kid": kid, "code": exc.code,
+             "reason": printable(exc.reason, 300)},
             severity="critical" if exc.code == "internal_error" else "warning"))
 
     def _alert(self, batch: Batch, note: AlertNote, *, new_source: bool = False) -> None:

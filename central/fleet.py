@@ -20,7 +20,8 @@ import psycopg
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from agent.core.i18n import Language, catalog_json, choose, negotiate, render_page
+from agent.core.i18n import N_, Language, catalog_json, choose, negotiate, render_page
+from agent.core.messages import render, render_reasons
 from central.auth import Authenticator
 from central.completeness import report
 from central.config import IngestConfig
@@ -150,11 +151,14 @@ class FleetData:
             }
             alerts = [
                 {"id": i, "kind": kind, "site": site, "agent": agent, "message": message,
+                 "params": {**(detail if isinstance(detail, dict) else {}), "site": site,
+                            "agent": agent},
                  "count": count, "raised": _iso(raised), "updated": _iso(updated),
                  "severity": severity}
-                for i, kind, site, agent, message, count, raised, updated, severity
+                for i, kind, site, agent, message, count, raised, updated, severity, detail
                 in conn.execute(
-                    "SELECT id, kind, site, agent, message, count, raised, updated, severity"
+                    "SELECT id, kind, site, agent, message, count, raised, updated, severity,"
+                    " detail"
                     " FROM central_alerts WHERE cleared IS NULL ORDER BY updated DESC LIMIT 200"
                 )
             ]
@@ -197,7 +201,8 @@ class FleetData:
         for entry in found.values():
             failed = [k for k, v in entry["tests"].items() if v["result"] != "pass"]
             entry["release"] = "on_hold" if failed else "released"
-            entry["reason"] = f"{', '.join(failed)} not passed" if failed else None
+            entry["reasons"] = [[N_("{tests} not passed"), {"tests": ", ".join(failed)}]] \
+                if failed else None
             entry["source"] = "qc stream"
         # The agent's own verdict (it also knows what is overdue) wins where it publishes one.
         for (site, agent), (_online, body, _r) in statuses.items():
@@ -206,7 +211,7 @@ class FleetData:
                     "site": site, "agent": agent, "device": device, "tests": {},
                 })
                 entry.update({"release": state.get("release"), "reason": state.get("reason"),
-                              "source": "agent status"})
+                              "reasons": state.get("reasons"), "source": "agent status"})
         return [found[k] for k in sorted(found)]
 
     def readings(self, selection: Selection) -> list[tuple[Any, ...]]:
@@ -244,6 +249,15 @@ def _metrics_handler(consumer: Consumer | None) -> Any:
 Selection = tuple[str, str, str, str | None, datetime, datetime]
 
 
+def _localized(snapshot: dict[str, Any], lang: Language) -> dict[str, Any]:
+    """Alert texts and release reasons (codes with parameters) rendered for this reader."""
+    for alert in snapshot.get("alerts", []):
+        alert["text"] = render(alert["message"], lang, None, alert.pop("params", None))
+    for cal in snapshot.get("calibrators", []):
+        cal["reason"] = render_reasons(cal, lang, None) or None
+    return snapshot
+
+
 def _language(request: web.Request) -> Language:
     """The page's language: the selector's cookie, else the browser's, else English."""
     return choose(request.cookies.get("isoedge_lang"),
@@ -278,8 +292,8 @@ def create_app(config: IngestConfig, registry: KeyRegistry,
             return await asyncio.to_thread(fn, *args)
 
 
-    async def fleet(_request: web.Request) -> web.Response:
-        return web.json_response(await run(data.snapshot))
+    async def fleet(request: web.Request) -> web.Response:
+        return web.json_response(_localized(await run(data.snapshot), _language(request)))
 
     def _selection(request: web.Request) -> Selection:
         q = request.query

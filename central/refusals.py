@@ -88,10 +88,13 @@ class AlertLimiter:
             while self._new_sources and self._new_sources[0] < now - 3600.0:
                 self._new_sources.popleft()
             if len(self._new_sources) >= self.sources_per_hour:
-                note = AlertNote(note.kind, MANY, MANY, note.key,
-                                 f"{note.message} (and other sources: more than"
-                                 f" {self.sources_per_hour} new ones this hour)",
-                                 note.detail, note.count, note.severity)
+                # The message is a code (agent/core/messages.py); its params are the detail.
+                note = AlertNote(note.kind, MANY, MANY, note.key, "central.many_sources",
+                                 {**note.detail, "n": self.sources_per_hour,
+                                  "message": {"code": note.message,
+                                              "params": {**note.detail, "site": note.site,
+                                                         "agent": note.agent}}},
+                                 note.count, note.severity)
                 key = (note.kind, MANY, MANY, note.key)
             else:
                 self._new_sources.append(now)
@@ -113,7 +116,7 @@ def write_rejections(cur: psycopg.Cursor[Any], rejections: list[Rejection],
         cur.execute(
             "INSERT INTO rejected (topic, site, agent, kid, reason, body, body_sha256, body_size)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (printable(r.topic, 1024), r.site and printable(r.site),
+            (printable(r.topic, 1024), printable(r.site) if r.site else "",
              r.agent and printable(r.agent), r.kid and printable(r.kid, 200),
              printable(r.reason, 1000), r.body[:body_bytes],
              hashlib.sha256(r.body).hexdigest(), len(r.body)),
@@ -161,9 +164,7 @@ def record_conflicts(cur: psycopg.Cursor[Any], candidates: list[Verified]) -> in
             continue  # this conflicting envelope is already on record
         found += 1
         raise_alerts(cur, [AlertNote(
-            "conflicting_envelope", c.site, c.agent, str(c.seq),
-            f"{c.site}/{c.agent} signed two different envelopes with seq {c.seq}: the first"
-            " stored is kept as data, the other as evidence (conflicting_envelopes)",
+            "conflicting_envelope", c.site, c.agent, str(c.seq), "central.conflicting_envelope",
             {"seq": c.seq, "stored_sha256": kept, "other_sha256": c.payload_sha256,
              "kid": c.kid, "topic": c.topic},
             severity="critical",
@@ -187,8 +188,6 @@ def flag_seq_jumps(cur: psycopg.Cursor[Any], fresh: list[Verified], max_jump: in
         before = int(row[0]) if row and row[0] is not None else 0
         if e.seq - before > max_jump:
             raise_alerts(cur, [AlertNote(
-                "implausible_envelope", site, agent, "seq_jump",
-                f"{site}/{agent}: seq {e.seq} follows {before or 'nothing'} (more than"
-                f" {max_jump} ahead): stored, but check the agent",
-                {"seq": e.seq, "previous": before}, severity="critical",
+                "implausible_envelope", site, agent, "seq_jump", "central.seq_jump",
+                {"seq": e.seq, "previous": before, "max_jump": max_jump}, severity="critical",
             )])

@@ -148,9 +148,9 @@ class Repairer:
             if seqs:
                 conn.execute(REFRESH_ALERT, (
                     "chain_broken", site, agent, "",
-                    (f"hash chain of {site}/{agent} broken at seq {seqs[0]}"
-                     + (f" and {len(seqs) - 1} more" if len(seqs) > 1 else "")),
-                    orjson.dumps({"seqs": seqs[:100]}).decode(),
+                    "central.chain_broken" if len(seqs) == 1 else "central.chain_broken.more",
+                    orjson.dumps({"seqs": seqs[:100], "seq": seqs[0],
+                                  "more": len(seqs) - 1}).decode(),
                 ))
             else:
                 conn.execute(CLEAR_ALERT, ("chain_broken", site, agent, []))
@@ -212,8 +212,7 @@ class Repairer:
                 permanent_keys.append(key)
                 conn.execute(REFRESH_ALERT, (
                     "gap_permanent", site, agent, key,
-                    (f"{site}/{agent}: envelopes {gap.lo}..{gap.hi} are lost for good "
-                     "(not in the agent's archive)"),
+                    "central.gap_permanent",
                     orjson.dumps({"from_seq": gap.lo, "to_seq": gap.hi,
                                   "attempts": gap.attempts}).decode(),
                 ))
@@ -221,7 +220,7 @@ class Repairer:
                 open_keys.append(key)
                 conn.execute(REFRESH_ALERT, (
                     "gap", site, agent, key,
-                    f"{site}/{agent}: envelopes {gap.lo}..{gap.hi} missing; replay requested",
+                    "central.gap",
                     orjson.dumps({"from_seq": gap.lo, "to_seq": gap.hi,
                                   "attempts": gap.attempts}).decode(),
                 ))

@@ -258,7 +258,7 @@ LEFT JOIN item_ids i ON i.site = s.site AND i.agent = s.agent AND i.seq = r.seq
                     AND i.pos = r.pos;
 """
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 PARTITION_DAYS_AHEAD = 7
 
 
@@ -396,6 +396,49 @@ def _v8(conn: Conn) -> None:
             note_records(cur, str(site), str(agent), [body])  # type: ignore[list-item]
 
 
+# Version 9: ready for distribution by site (Citus, docs/fleet.md). Every table of the record
+# has a `site` column and every primary key and unique constraint includes it, so each can be
+# distributed on `site` with its rows and their uniqueness kept on one node: events are keyed
+# (site, id); rejected, central_alerts and conflicting_envelopes (site, id); series' number is
+# unique per site; reading_rows carries the site of its series. `schema_version` is the one
+# table without a site: on Citus it is a reference table (docs/fleet.md).
+CITUS_REFERENCE_TABLES = frozenset({"schema_version"})
+_V9 = """
+ALTER TABLE events DROP CONSTRAINT events_pkey, ADD PRIMARY KEY (site, id);
+UPDATE rejected SET site = '' WHERE site IS NULL;
+ALTER TABLE rejected ALTER COLUMN site SET DEFAULT '', ALTER COLUMN site SET NOT NULL,
+    DROP CONSTRAINT rejected_pkey, ADD PRIMARY KEY (site, id);
+ALTER TABLE central_alerts DROP CONSTRAINT central_alerts_pkey, ADD PRIMARY KEY (site, id);
+ALTER TABLE conflicting_envelopes DROP CONSTRAINT conflicting_envelopes_pkey,
+    ADD PRIMARY KEY (site, id);
+ALTER TABLE series DROP CONSTRAINT series_id_key, ADD CONSTRAINT series_site_id_key
+    UNIQUE (site, id);
+ALTER TABLE reading_rows ADD COLUMN site text;
+UPDATE reading_rows r SET site = s.site FROM series s WHERE s.id = r.series;
+ALTER TABLE reading_rows ALTER COLUMN site SET NOT NULL;
+CREATE OR REPLACE VIEW readings AS
+SELECT coalesce(e.id_prefix || lpad(to_hex(e.id_first + r.pos), 12, '0'), i.id) AS id,
+       s.site, s.agent, s.device, s.channel, r.t, r.value, r.value_bool, r.value_text,
+       nullif(s.unit, '') AS unit,
+       CASE r.quality WHEN 0 THEN 'good' WHEN 1 THEN 'uncertain' WHEN 2 THEN 'bad'
+            ELSE r.extra->>'quality' END AS quality,
+       r.nuclide, r.seq, r.pos, r.extra
+FROM reading_rows r
+JOIN series s ON s.site = r.site AND s.id = r.series
+JOIN envelopes e ON e.site = s.site AND e.agent = s.agent AND e.seq = r.seq
+LEFT JOIN item_ids i ON i.site = s.site AND i.agent = s.agent AND i.seq = r.seq
+                    AND i.pos = r.pos;
+"""
+
+
+def _v9(conn: Conn) -> None:
+    conn.execute(_V9)
+    legacy = conn.execute("SELECT to_regclass('readings_v5') IS NOT NULL").fetchone()
+    if legacy and legacy[0]:  # the wide table an older record kept beside the new one
+        conn.execute("ALTER TABLE readings_v5 DROP CONSTRAINT IF EXISTS readings_pkey,"
+                     " ADD PRIMARY KEY (site, id, t)")
+
+
 def timescale_available(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
     """Whether the server offers the timescaledb extension."""
     row = conn.execute(
@@ -428,6 +471,7 @@ _STEPS: list[tuple[int, str, Callable[[Conn], object]]] = [
     (7, "rejected bodies truncated with hash, alert severity, conflicts (docs/security.md)",
      lambda c: c.execute(_V7)),
     (8, "shipments reconciled across sites", _v8),
+    (9, "every key includes site (ready for distribution by site)", _v9),
 ]
 
 

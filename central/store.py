@@ -47,7 +47,8 @@ CREATE TEMP TABLE IF NOT EXISTS tmp_events (
 
 ENV_COLS = ("site, agent, seq, stream, kid, created, payload_sha256, prev, n_items, topic,"
             " id_prefix, id_first")
-ROW_COLS = "series, pos, seq, t, value, quality, value_bool, value_text, nuclide, extra"
+ROW_COLS = ("site, series, pos, seq, t, value, quality, value_bool, value_text, nuclide,"
+            " extra")
 QUALITY = {q: code for code, q in enumerate(QUALITIES)}  # good 0, uncertain 1, bad 2
 QUALITY_OTHER = 3  # the text itself goes to `extra`
 EVENT_COLS = "id, site, agent, stream, t, body, seq"
@@ -319,8 +320,10 @@ def _copy_readings(cur: psycopg.Cursor[Any], envelopes: list[Verified],
                     if quality == QUALITY_OTHER:
                         more["quality"] = it["quality"]
                     extra = dumps(more).decode()
+                number_of = series[(site, agent, it["device"], it["channel"],
+                                    str(it.get("unit") or ""))]
                 write((
-                    series[(site, agent, it["device"], it["channel"], str(it.get("unit") or ""))],
+                    site, number_of,
                     pos, seq, it["t"], number, quality, flag, text, it.get("nuclide"), extra,
                 ))
                 n += 1

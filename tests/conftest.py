@@ -21,8 +21,9 @@ from broker import Mosquitto
 from central.pgserver import PostgresServer
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow scenarios first (otherwise in file order).
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow scenarios first (otherwise in file order); tests of an `xdist_group` on one worker.
 
     `make test` runs the suite on several xdist workers that each take the next test when
     one ends: started first, the long scenarios run side by side while the short tests fill
@@ -30,6 +31,31 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     worker sorts the same collection the same way, as xdist requires.
     """
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    if getattr(config.option, "loadgroup", False):
+        for item in items:
+            _join_xdist_group(item)
+
+
+def _join_xdist_group(item: pytest.Item) -> None:
+    """Suffix a grouped test's node id with `@group`, which `--dist loadgroup` schedules by.
+
+    pytest-xdist does this itself by setting `item._nodeid`, which pytest 9 no longer reads
+    (the id is `item._id`): the groups were silently ignored and a shared fixture was built on
+    every worker that drew one of its tests. Done here for either pytest.
+    """
+    groups = sorted({
+        str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+        for mark in item.iter_markers("xdist_group")
+    })
+    if not groups or "@" in item.nodeid.rpartition("]")[2]:
+        return
+    nodeid = f"{item.nodeid}@{'_'.join(groups)}"
+    if hasattr(item, "_id"):  # pytest >= 9: a structured NodeId
+        from _pytest.nodeid import NodeId  # only in pytest >= 9
+
+        item._id = NodeId.parse(nodeid)
+    else:
+        item._nodeid = nodeid
 
 
 @pytest.fixture

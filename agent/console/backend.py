@@ -91,6 +91,11 @@ class QCDesk(Protocol):
         """Release state of every calibrator."""
         ...
 
+    async def override_hold(self, device: str, prescription_id: str, name: str, password: str,
+                            reason: str) -> dict[str, Any]:  # fmt: skip
+        """A signed override: the next dose of this prescription is measured while held."""
+        ...
+
     def start_test(self, device: str, test: str, *, by: str, time_scale: float = 1.0) -> TestRun:
         """Start a guided (or linearity) test."""
         ...

@@ -26,6 +26,7 @@ from aiohttp import web
 from agent.console.auth import Principal, principal_of
 from agent.console.i18n import fail, language_of
 from agent.core.i18n import format_datetime, parse_decimal
+from agent.core.messages import render_reasons
 from agent.physics.units import ACTIVITY_TO_MBQ
 from agent.qc.alerts import AlertError, UnknownAlertError
 from agent.qc.audit import AuditTextError
@@ -288,6 +289,8 @@ class QCViews:
             "timezone": self.desk.config.timezone,
             "calibrators": calibrators,
             "may": self.permissions(principal),
+            # A held calibrator may measure one dose after a signed override (site's choice).
+            "held_override": self.desk.config.held_override,
             # The demo only: its simulated calibrators under the console's hands.
             "simulator": None if panel is None else panel.state(),
         })  # fmt: skip
@@ -748,13 +751,36 @@ class QCViews:
         if device not in {d.id for d in self.backend.devices()}:
             _fail("no device {id}", web.HTTPNotFound, id=repr(device))
         by = principal.name or text_field(body, "name", required=True, limit=200)
+        rx_id = request.match_info["rx_id"]
+        try:
+            self.backend.dosage.prescriptions.get(rx_id)
+        except KeyError:
+            _fail("no prescription {id}", web.HTTPNotFound, id=repr(rx_id))
         if device in self.desk.devices and self.desk.release(device).get("release") != "released":
-            # No patient dose is measured on a held calibrator (docs/qa-guide.md).
+            # No patient dose is measured on a held calibrator (docs/qa-guide.md), unless the
+            # site allows a signed override with a reason (`[qc] held_override`).
             status = self.desk.release(device)
-            _fail("{device} is ON HOLD ({reason}): measure this dose on a released calibrator",
-                  web.HTTPConflict, code="calibrator_on_hold",
-                  fields={"release": status.get("release"), "since": status.get("since")},
-                  device=device, reason=status.get("reason") or "")
+            override = body.get("override")
+            if not isinstance(override, dict):
+                _fail("{device} is ON HOLD ({reason}): measure this dose on a released "
+                      "calibrator", web.HTTPConflict, code="calibrator_on_hold",
+                      fields={"release": status.get("release"), "since": status.get("since"),
+                              "override_allowed": self.desk.config.held_override},
+                      device=device, reason=render_reasons(status, language_of(request),
+                                                           self.desk.config.zone))
+            if not self.desk.config.held_override:
+                _fail("this site does not allow measuring on a calibrator ON HOLD",
+                      web.HTTPConflict, code="override_not_allowed")
+            signer = Signer(principal, override)
+            try:
+                await self.desk.override_hold(device, rx_id, signer.name, signer.password,
+                                              text_field(override, "reason", required=True))
+            except SignatureError as exc:
+                _signature_refused(exc)
+            except QCError as exc:
+                _fail(str(exc), web.HTTPConflict, code="override_refused")
+            log.warning("hold overridden", device=device, prescription=rx_id, user=signer.name,
+                        via="web")
         try:
             self.backend.dosage.arm_prescription(device, request.match_info["rx_id"], by)
         except KeyError:

@@ -18,6 +18,7 @@ from agent.console.health import check_health, last_reading_age
 from agent.console.i18n import catalog_json, fail, language_for, language_of, render_page
 from agent.console.metrics import Metrics, Scrape
 from agent.console.qc_views import checked_time
+from agent.core.messages import templates_json
 from agent.core.states import HEALTHY_STATES
 from agent.qc.alerts import Alert
 from agent.qc.audit import AuditLog
@@ -127,7 +128,9 @@ class Views:
             from agent.core.i18n import choose  # noqa: PLC0415 - only here
 
             lang = choose(wanted, lang)
-        return web.json_response(catalog_json(lang, self.backend.qc.config.zone),
+        # With the texts of the message codes alerts, QC summaries and audit reasons carry.
+        return web.json_response({**catalog_json(lang, self.backend.qc.config.zone),
+                                  "codes": templates_json()},
                                  headers={"Content-Language": lang})
 
     async def state(self, request: web.Request) -> web.Response:

@@ -22,8 +22,10 @@ as the replay archive, until it is older than `archive_days` or beyond `archive_
 is copied. A replay after a crash re-sends byte-identical envelopes (a PUBACK not yet recorded
 included), which consumers deduplicate on `seq`/`id`.
 
-One thread owns the database connection; the event loop talks to it through a queue, so a slow
-disk never stalls device I/O.
+One thread owns the database connection (`agent.state.database.StateDatabase`); the event loop
+talks to it through a queue, so a slow disk never stalls device I/O. The envelopes are cut by
+`agent.delivery.cutter`, the sent ones kept by `agent.delivery.archive`; the tables, connection
+settings and migrations are `agent.state.schema`'s.
 """
 
 from __future__ import annotations
@@ -31,11 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import queue
-import signal
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -57,53 +55,27 @@ from agent.delivery.cutter import (
 from agent.delivery.damage import DamagedDatabaseError, DamageReport, check_database, move_aside
 from agent.delivery.signing import Signer
 from agent.delivery.verification import MAX_ENVELOPE_ITEM_BYTES
+from agent.state.database import StateDatabase, StateDatabaseError, Write, fault_point
 from agent.state.diskspace import DiskSpacePolicy, SpaceState, is_disk_full
 from agent.state.pressure import Pressure
-from agent.state.writer import Apply
+from agent.state.schema import (
+    SCHEMA,
+    WAL_AUTOCHECKPOINT,
+    connect,
+    has_column,
+    has_table,
+    migrate_archive,
+    migrate_compact,
+    migrate_pending,
+    signer_id,
+    signers,
+    used_bytes,
+)
 
 log = structlog.get_logger("isoedge.outbox")
 
 T = TypeVar("T")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS batches (
-    id INTEGER PRIMARY KEY,
-    stream TEXT NOT NULL,
-    device TEXT NOT NULL,
-    created REAL NOT NULL,
-    n_items INTEGER NOT NULL,
-    items TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS envelopes (
-    seq INTEGER PRIMARY KEY,
-    topic TEXT NOT NULL,
-    stream TEXT NOT NULL,
-    device TEXT NOT NULL,
-    n_items INTEGER NOT NULL,
-    created REAL NOT NULL,
-    body BLOB NOT NULL,
-    payload BLOB,
-    sig BLOB,
-    signer INTEGER,
-    size INTEGER
-);
-CREATE TABLE IF NOT EXISTS signers (id INTEGER PRIMARY KEY, protected TEXT NOT NULL UNIQUE);
-CREATE TABLE IF NOT EXISTS chain (
-    k INTEGER PRIMARY KEY CHECK (k = 1),
-    last_seq INTEGER NOT NULL,
-    last_hash TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS sent (
-    seq INTEGER PRIMARY KEY,
-    sent REAL NOT NULL,
-    size INTEGER NOT NULL
-);
-"""
-
-PAGE_SIZE = 1024  # bytes per page of a new database (measured: docs/benchmarks.md, issue 22)
-WAL_AUTOCHECKPOINT = 1000  # pages; the WAL is then written again from its start (reused)
-WAL_SIZE_LIMIT = 2 * 1024 * 1024  # a WAL grown beyond this (journal_size_limit) is cut back
 RECENT_BYTES = 4 * 1024 * 1024  # bodies of envelopes just cut kept for the publisher
 ARCHIVE_YIELD = 0.7  # under quota pressure the archive shrinks until the database is this full
 
@@ -124,8 +96,8 @@ RESERVE_CHECK_S = 10.0  # the reserve file rewritten (when missing and there is 
 _UNSENT = "NOT EXISTS (SELECT 1 FROM sent s WHERE s.seq = e.seq)"
 
 
-class OutboxError(RuntimeError):
-    """The outbox cannot store or hand out envelopes (its thread has failed)."""
+OutboxError = StateDatabaseError
+"""The outbox cannot store or hand out envelopes (its thread has failed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,16 +134,6 @@ class OutboxStats:
 
 
 @dataclass(slots=True)
-class _Write:
-    """A transactional write: its SQL and the stream items committed together with it."""
-
-    apply: Apply | None
-    items: list[tuple[str, str, str]]
-    tag: str
-    done: Future[Any]
-
-
-@dataclass(slots=True)
 class _Batch:
     """Committed (or about to be) rows of one (stream, device) not yet in an envelope."""
 
@@ -196,8 +158,14 @@ class _Batch:
         self.n_items += count
 
 
-class Outbox:
-    """The agent's durable queue of signed envelopes. Owns one SQLite connection and thread."""
+class Outbox(StateDatabase):
+    """The agent's durable queue of signed envelopes, and the state database's owner thread.
+
+    The thread (`StateDatabase`) commits the writes of QC, alerts, audit and prescriptions
+    together with acquired readings and the envelopes cut from them, one transaction a cycle.
+    """
+
+    thread_name = "isoedge-outbox"
 
     def __init__(
         self,
@@ -219,7 +187,7 @@ class Outbox:
         reserve_file_bytes: int = 0,
         on_damaged: str = "refuse",
     ) -> None:
-        self.path = path
+        super().__init__(path)
         # Sent envelopes are kept (byte-identical) for replay requests of the central ingest,
         # for `archive_days` and within `archive_bytes`; 0 keeps none.
         self.archive = ReplayArchive(archive_days, archive_bytes)
@@ -237,24 +205,16 @@ class Outbox:
         # write, a flush or the stop asks for a commit.
         delay_ms = max_commit_delay_ms if commit_interval_ms is None else commit_interval_ms
         self._init_commit_state(delay_ms / 1000.0)
-        # Items go through a plain list (swapped whole by the owner thread); jobs and the
-        # stop marker through a queue. `_wake` tells the owner thread there is work.
+        # Items go through a plain list, swapped whole by the owner thread.
         self._items: list[tuple[str, str, int, str]] = []
-        self._writes: list[_Write] = []
-        self._inbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._db: sqlite3.Connection | None = None
         self._batches: dict[tuple[str, str], _Batch] = {}
         self._next_pending_id = 1
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._new_envelopes = asyncio.Event()
         self._submitted = 0
         self._committed = 0
         self.disk_bytes = 0
         self.quota_state = Pressure.OK
         self.on_quota_change: Callable[[Pressure, int], None] | None = None
-        self._fatal: BaseException | None = None
         self._init_fault_state(min_free_bytes, reserve_file_bytes, on_damaged)
 
     @property
@@ -270,9 +230,6 @@ class Outbox:
         self._first_ack: float | None = None  # monotonic time of the oldest unrecorded PUBACK
         self._capacity = asyncio.Event()  # set by the owner thread after a commit
         self._capacity_waiting = False
-        self.failed = asyncio.Event()
-        """Set (on the event loop) when the owner thread has died: see `failure`."""
-        self._jobs_taken: list[Callable[[], None]] = []
         self._recent: dict[int, bytes] = {}  # seq -> published bytes of envelopes just cut
         self._recent_bytes = 0
         self._signer_id = 0
@@ -290,7 +247,7 @@ class Outbox:
         self.on_disk_change: Callable[[SpaceState], None] | None = None
         self.disk_full_total = 0  # cycles or acknowledgements that failed for lack of space
         self._retry_items: list[tuple[str, str, int, str]] = []
-        self._retry_writes: list[_Write] = []
+        self._retry_writes: list[Write] = []
         self._deferred_acks: list[int] = []
         self._deferred_meta: dict[str, str] = {}
         self._space_checked = 0.0
@@ -301,27 +258,6 @@ class Outbox:
         self.held_back_seconds = 0.0  # producers waiting in wait_capacity (event loop only)
         self.on_damaged = on_damaged
         self.damage: DamageReport | None = None
-
-    # ----------------------------------------------------------------- lifecycle
-    async def start(self) -> None:
-        """Open (or create) the database and start the owner thread."""
-        self._loop = asyncio.get_running_loop()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        ready: Future[None] = Future()
-        self._thread = threading.Thread(
-            target=self._run, args=(ready,), name="isoedge-outbox", daemon=True
-        )
-        self._thread.start()
-        await asyncio.wrap_future(ready)
-
-    async def close(self) -> None:
-        """Commit and batch everything submitted, then stop the thread and close the database."""
-        if self._thread is None:
-            return
-        self._inbox.put(None)
-        self._wake.set()
-        await asyncio.to_thread(self._thread.join)
-        self._thread = None
 
     # ------------------------------------------------------------------ producer
     def submit(self, stream: str, device: str, item_json: str) -> None:
@@ -342,39 +278,6 @@ class Outbox:
         if (len(self._items) == 1 or self._pending_bytes >= COMMIT_BYTES
                 or self.commit_delay <= 0) and not self._wake.is_set():
             self._wake.set()
-
-    def transact(
-        self,
-        apply: Apply | None,
-        items: list[tuple[str, str, str]] | None = None,
-        *,
-        tag: str = "",
-    ) -> Future[Any]:
-        """Queue a write of the state database and the stream items that belong with it.
-
-        `apply(db)` runs on the owner thread inside the next cycle's transaction, and the
-        `(stream, device, item_json)` items join the outbox in that same transaction: either
-        all of it is committed or none (an alert acknowledgement, its audit record and their
-        stream events). The returned future resolves with `apply`'s result after the commit,
-        or with its exception (then nothing of this write is kept). Thread-safe, never blocks.
-        """
-        write = _Write(apply, list(items or ()), tag, Future())
-        if not self.alive and self._thread is not None:
-            write.done.set_exception(OutboxError(f"outbox is not running: {self._fatal!r}"))
-            return write.done
-        self._writes.append(write)
-        if not self._wake.is_set():
-            self._wake.set()
-        if self._fatal is not None and not write.done.done():
-            write.done.set_exception(OutboxError(f"outbox is not running: {self._fatal!r}"))
-        return write.done
-
-    async def transact_async(
-        self, apply: Apply | None, items: list[tuple[str, str, str]] | None = None, *,
-        tag: str = "",
-    ) -> Any:
-        """`transact()`, awaited until committed."""
-        return await asyncio.wrap_future(self.transact(apply, items, tag=tag))
 
     @property
     def saturated(self) -> bool:
@@ -428,43 +331,6 @@ class Outbox:
         return self._committed >= target
 
     # ----------------------------------------------------------------- consumer
-    @property
-    def failure(self) -> BaseException | None:
-        """Why the owner thread died, if it did."""
-        return self._fatal
-
-    @property
-    def alive(self) -> bool:
-        """False once the owner thread has died (disk full, database corrupt ...)."""
-        return self._thread is not None and self._thread.is_alive() and self._fatal is None
-
-    async def call(self, fn: Callable[[], T]) -> T:
-        """Run `fn` on the owner thread (it may use `self._db`) and return its result."""
-        if not self.alive:
-            raise OutboxError(f"outbox is not running: {self._fatal!r}")
-        result: Future[T] = Future()
-
-        def _job() -> None:
-            # The awaiting coroutine may have been cancelled (e.g. a lost broker connection);
-            # then nobody wants the result and the job is skipped.
-            if not result.set_running_or_notify_cancel():
-                return
-            try:
-                result.set_result(fn())
-            except Exception as exc:  # handed to the awaiting coroutine
-                result.set_exception(exc)
-
-        self._inbox.put(_job)
-        self._wake.set()
-        if self._fatal is not None:
-            # The thread died after the check above: it will not answer; the job fails now.
-            self._fail_waiting_jobs()
-        return await asyncio.wrap_future(result)
-
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(db)` on the owner thread: reads and schema set-up of the state database."""
-        return await self.call(lambda: fn(self._db_checked()))
-
     async def fetch(
         self, after_seq: int, limit: int, below_seq: int | None = None
     ) -> list[Envelope]:
@@ -598,41 +464,20 @@ class Outbox:
             if body is not None:
                 self._recent_bytes -= len(body)
 
-    def _db_checked(self) -> sqlite3.Connection:
-        if self._db is None or self._fatal is not None:
-            raise OutboxError(f"outbox database is not usable: {self._fatal!r}")
-        return self._db
-
     def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level="DEFERRED", check_same_thread=False)
-        # A new database gets small pages (a commit rewrites every page it touches); an
-        # existing one keeps its page size (changing it needs a VACUUM).
-        db.execute(f"PRAGMA page_size={PAGE_SIZE}")
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={'FULL' if self.fsync == 'full' else 'NORMAL'}")
-        # The WAL is checkpointed every WAL_AUTOCHECKPOINT pages and then written again from
-        # its start (the file is reused, not truncated and regrown); only a WAL a long
-        # transaction grew beyond WAL_SIZE_LIMIT is cut back, so the quota (which counts
-        # database pages in use) stays the real disk bound.
-        db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
-        db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-        # Deleted content is zeroed only on pages written anyway: with secure_delete ON (some
-        # distributions' default) every freed page of a deleted envelope was written again,
-        # through the WAL, doubling what a reading costs the card and growing the WAL by a
-        # whole drained backlog.
-        db.execute("PRAGMA secure_delete=FAST")
+        db = connect(self.path, fsync=self.fsync)
         db.executescript(SCHEMA)
-        _migrate_compact(db)
-        self._signer_id = _signer_id(db, self.signer.protected_header())
-        self._protected_by_id = _signers(db)
+        migrate_compact(db)
+        self._signer_id = signer_id(db, self.signer.protected_header())
+        self._protected_by_id = signers(db)
         row = db.execute("SELECT last_seq, last_hash FROM chain WHERE k = 1").fetchone()
         if row is None:
             db.execute("INSERT INTO chain (k, last_seq, last_hash) VALUES (1, 0, '')")
             db.commit()
         else:
             self.cutter.reset(int(row[0]), str(row[1]))
-        _migrate_pending(db)
-        _migrate_archive(db)
+        migrate_pending(db)
+        migrate_archive(db)
         self.archive.load(db)
         self._sent_floor = (_first_unsent(db, 0) or self.last_seq + 1) - 1
         self._load_pending(db)
@@ -677,63 +522,33 @@ class Outbox:
                     warned = True
                 time.sleep(SPACE_CHECK_S)
 
-    def _run(self, ready: Future[None]) -> None:
-        try:
-            self.space.release_if_low()
-            self._check_damage()
-            self._db = self._open_retrying()
-            if self.damage is not None and self.damage.continued_seq is not None:
-                self.cutter.reset(self.damage.continued_seq, self.damage.continued_hash)
-                self._db.execute("UPDATE chain SET last_seq = ?, last_hash = ? WHERE k = 1",
-                                 (self.last_seq, self.cutter.last_hash))
-                self._db.commit()
-            self._update_disk_usage()
-        except BaseException as exc:
-            ready.set_exception(exc)
-            return
-        ready.set_result(None)
+    def _open_database(self) -> sqlite3.Connection:
+        self.space.release_if_low()
+        self._check_damage()
+        db = self._db = self._open_retrying()
+        if self.damage is not None and self.damage.continued_seq is not None:
+            self.cutter.reset(self.damage.continued_seq, self.damage.continued_hash)
+            db.execute("UPDATE chain SET last_seq = ?, last_hash = ? WHERE k = 1",
+                       (self.last_seq, self.cutter.last_hash))
+            db.commit()
+        self._update_disk_usage()
+        return db
+
+    def _opened(self) -> None:
         log.info(
             "outbox opened",
             path=str(self.path),
             last_seq=self.last_seq,
             recovered_pending=sum(b.n_items for b in self._batches.values()),
         )
-        try:
-            self._loop_forever()
-        except BaseException as exc:
-            self._fatal = exc
-            log.exception("outbox thread failed")
-            self._fail_waiting_jobs()
-            for write in self._writes:
-                if not write.done.done():
-                    write.done.set_exception(OutboxError(f"outbox is not running: {exc!r}"))
-            if self._loop is not None:
-                # Wake the publisher and anyone waiting, so they see the failure at once.
-                self._loop.call_soon_threadsafe(self._new_envelopes.set)
-                self._loop.call_soon_threadsafe(self._capacity.set)
-                self._loop.call_soon_threadsafe(self.failed.set)
-        finally:
-            self._db.close()
-            self._db = None
 
-    def _fail_waiting_jobs(self) -> None:
-        """Jobs queued behind a fatal error are answered with it instead of never."""
-        taken, self._jobs_taken = self._jobs_taken, []
-        for job in taken:
-            with contextlib.suppress(Exception):
-                job()  # each job checks `self._db`, which raises OutboxError now
-        while True:
-            try:
-                entry = self._inbox.get_nowait()
-            except queue.Empty:
-                return
-            if callable(entry):
-                try:
-                    entry()  # each job checks `self._db`, which raises OutboxError now
-                except Exception:  # noqa: S112 - already reported above, once
-                    continue
+    def _on_fatal(self) -> None:
+        if self._loop is not None:
+            # Wake the publisher and anyone waiting, so they see the failure at once.
+            self._loop.call_soon_threadsafe(self._new_envelopes.set)
+            self._loop.call_soon_threadsafe(self._capacity.set)
 
-    def _loop_forever(self) -> None:
+    def _serve(self) -> None:
         stopping = False
         while not stopping:
             self._wake.wait(self._wait_timeout())
@@ -758,21 +573,7 @@ class Outbox:
                 if not write.done.done():
                     write.done.set_exception(OutboxError("disk full at shutdown"))
 
-    def _take_jobs(self) -> tuple[list[Callable[[], None]], bool]:
-        """The jobs queued so far, and whether the stop marker was among them."""
-        jobs: list[Callable[[], None]] = []
-        stopping = False
-        while True:
-            try:
-                job = self._inbox.get_nowait()
-            except queue.Empty:
-                return jobs, stopping
-            if job is None:
-                stopping = True
-            else:
-                jobs.append(job)
-
-    def _take_work(self) -> tuple[list[tuple[str, str, int, str]], list[_Write]]:
+    def _take_work(self) -> tuple[list[tuple[str, str, int, str]], list[Write]]:
         """Everything submitted since the last cycle, after what a failed cycle left to retry."""
         # Writes first: an item submitted before a write is then always in the same cycle as
         # that write (or an earlier one), so a write's future never resolves ahead of it.
@@ -826,7 +627,7 @@ class Outbox:
         return SPACE_CHECK_S if deadline is None else min(deadline, SPACE_CHECK_S)
 
     def _guarded_cycle(
-        self, items: list[tuple[str, str, int, str]], writes: list[_Write], *, force: bool
+        self, items: list[tuple[str, str, int, str]], writes: list[Write], *, force: bool
     ) -> bool:
         """A commit cycle that survives a full disk: rolled back, its work kept for later."""
         if self.disk_state != Pressure.OK or self.space.current.write_failed:
@@ -1036,7 +837,7 @@ class Outbox:
     def _commit_cycle(
         self,
         items: list[tuple[str, str, int, str]],
-        writes: list[_Write] | None = None,
+        writes: list[Write] | None = None,
         *,
         force: bool = False,
     ) -> None:
@@ -1048,7 +849,7 @@ class Outbox:
         db = self._db_checked()
         writes = writes or []
         try:
-            applied = self._apply_writes(db, writes)
+            applied = self.apply_writes(db, writes)
             fresh = self._add_to_batches(items)
             for write, _result in applied:
                 self._add_to_batches([(st, dev, 1, text) for st, dev, text in write.items])
@@ -1058,9 +859,9 @@ class Outbox:
             # then rewritten once per ACK_DELAYS commits), or at once under disk pressure.
             staged = self._stage_deferred(db) if self._acks_due(force) else (0, {})
             if fresh or created or applied or staged[0] or staged[1]:
-                _fault_point("before-commit", applied)
+                fault_point("before-commit", applied)
                 db.commit()
-                _fault_point("after-commit", applied)
+                fault_point("after-commit", applied)
         except BaseException as exc:
             if not is_disk_full(exc):  # a full disk: the caller retries every write later
                 for write in writes:
@@ -1097,34 +898,6 @@ class Outbox:
             )
             for batch in self._batches.values():
                 batch.unsaved.clear()
-
-    @staticmethod
-    def _apply_writes(
-        db: sqlite3.Connection, writes: list[_Write]
-    ) -> list[tuple[_Write, Any]]:
-        """Run each write in a savepoint; a failing one is undone alone and told why."""
-        applied: list[tuple[_Write, Any]] = []
-        if not writes:
-            return applied
-        if not db.in_transaction:
-            db.execute("BEGIN")
-        for write in writes:
-            if write.apply is None:
-                applied.append((write, None))
-                continue
-            db.execute("SAVEPOINT state_write")
-            try:
-                result = write.apply(db)
-            except Exception as exc:
-                if is_disk_full(exc):
-                    raise  # the whole cycle is rolled back and retried, this write with it
-                db.execute("ROLLBACK TO state_write")
-                db.execute("RELEASE state_write")
-                write.done.set_exception(exc)
-                continue
-            db.execute("RELEASE state_write")
-            applied.append((write, result))
-        return applied
 
     def _next_deadline(self) -> float | None:
         if not self._batches:
@@ -1240,31 +1013,6 @@ class Outbox:
                 self._loop.call_soon_threadsafe(callback, state, self.disk_bytes)
 
 
-_FAULT = os.environ.get("ISOEDGE_FAULT_KILL_AT", "")
-"""Fault injection for crash-consistency tests: `before-commit:TAG` or `after-commit:TAG`
-kills the process (SIGKILL) at that point of the first commit holding a write tagged TAG."""
-
-
-def _fault_point(where: str, applied: list[tuple[_Write, Any]]) -> None:
-    if not _FAULT:
-        return
-    point, _, tag = _FAULT.partition(":")
-    if point == where and any(write.tag == tag for write, _ in applied):
-        log.warning("fault injection: killing the process", at=where, tag=tag)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def used_bytes(db: sqlite3.Connection) -> int:
-    """Bytes of database pages in use (WAL frames included), less pages free for reuse.
-
-    The one disk figure: what the quota counts, what `outbox status` and /metrics show.
-    """
-    page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
-    pages = int(db.execute("PRAGMA page_count").fetchone()[0])
-    free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
-    return (pages - free) * page_size
-
-
 def _first_unsent(db: sqlite3.Connection, after: int) -> int | None:
     """The oldest envelope after `after` not yet PUBACKed, None when there is none."""
     row = db.execute(
@@ -1294,9 +1042,9 @@ def stored_envelopes(
     For tools and tests that read an outbox database from outside the agent.
     """
     where, params = ("WHERE stream = ?", (stream,)) if stream is not None else ("", ())
-    has_compact = _has_column(db, "envelopes", "payload")
+    has_compact = has_column(db, "envelopes", "payload")
     columns = _COLUMNS if has_compact else "e.seq, e.topic, e.body, NULL, NULL, NULL"
-    protected = _signers(db) if _has_table(db, "signers") else {}
+    protected = signers(db) if has_table(db, "signers") else {}
     rows = db.execute(
         f"SELECT {columns}, e.stream FROM envelopes e {where} ORDER BY seq",  # noqa: S608 - fixed fragments
         params,
@@ -1304,67 +1052,8 @@ def stored_envelopes(
     return [(int(r[0]), str(r[6]), _rebuild(r, protected)) for r in rows]
 
 
-def _has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
-    return any(r[1] == column for r in db.execute(f"PRAGMA table_info({table})"))
-
-
-def _migrate_compact(db: sqlite3.Connection) -> None:
-    """An outbox whose envelopes hold only their signed bytes: columns for compact rows."""
-    if _has_column(db, "envelopes", "payload"):
-        return
-    for column in ("payload BLOB", "sig BLOB", "signer INTEGER", "size INTEGER"):
-        db.execute(f"ALTER TABLE envelopes ADD COLUMN {column}")
-    db.commit()
-
-
-def _signer_id(db: sqlite3.Connection, protected: str) -> int:
-    """The id of a key's protected header in `signers` (added when new)."""
-    db.execute("INSERT OR IGNORE INTO signers (protected) VALUES (?)", (protected,))
-    db.commit()
-    return int(db.execute("SELECT id FROM signers WHERE protected = ?",
-                          (protected,)).fetchone()[0])
-
-
-def _signers(db: sqlite3.Connection) -> dict[int, str]:
-    return {int(i): str(p) for i, p in db.execute("SELECT id, protected FROM signers")}
-
-
-def _has_table(db: sqlite3.Connection, name: str) -> bool:
-    """True when the database has a table of that name (older layouts lack or keep some)."""
-    return db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-    ).fetchone() is not None
-
-
-def _migrate_archive(db: sqlite3.Connection) -> None:
-    """An outbox with a separate `archive` table (copies of sent envelopes): kept in place."""
-    if not _has_table(db, "archive"):
-        return
-    db.execute(
-        "INSERT OR IGNORE INTO envelopes (seq, topic, stream, device, n_items, created, body)"
-        " SELECT seq, topic, '', '', 0, archived, body FROM archive"
-    )
-    db.execute(
-        "INSERT OR IGNORE INTO sent (seq, sent, size) SELECT seq, archived, size FROM archive"
-    )
-    db.execute("DROP TABLE archive")
-    db.commit()
-
-
-def _migrate_pending(db: sqlite3.Connection) -> None:
-    """An outbox written by a version with one `pending` row per item: each becomes a batch."""
-    if not _has_table(db, "pending"):
-        return
-    db.execute(
-        "INSERT INTO batches (id, stream, device, created, n_items, items)"
-        " SELECT id, stream, device, created, 1, item FROM pending ORDER BY id"
-    )
-    db.execute("DROP TABLE pending")
-    db.commit()
-
-
 def _stats(db: sqlite3.Connection, acked: list[int] | None = None) -> OutboxStats:
-    has_sent = _has_table(db, "sent")
+    has_sent = has_table(db, "sent")
     count, items, oldest = db.execute(
         "SELECT COUNT(*), COALESCE(SUM(n_items), 0), MIN(created) FROM envelopes e"  # noqa: S608 - a fixed fragment
         f" WHERE {_UNSENT}"

@@ -103,6 +103,8 @@ class Publisher:
         self.replay_gate = replay or ReplayGate(ReplaySection(), site=topics.site,
                                                 agent=topics.agent)
         self._replay_wanted = asyncio.Event()
+        # Set (and replaced) each time PUBACKs are handed to the outbox: `drain` waits on it.
+        self._acked = asyncio.Event()
 
     # ------------------------------------------------------------------ helpers
     def _set_state(self, state: LinkState) -> None:
@@ -432,6 +434,8 @@ class Publisher:
                     done, acked[:] = list(acked), []
                     await self.outbox.acknowledge(done)
                     last_ack_flush = now
+                    self._acked.set()
+                    self._acked = asyncio.Event()
                 if not batch:
                     await self.outbox.wait_for_envelopes(0.05 if acked else 0.5)
 
@@ -450,18 +454,31 @@ class Publisher:
 
     async def drain(self, timeout: float) -> bool:
         """Wait (up to `timeout`) until the outbox has nothing left to send."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.state != LinkState.CONNECTED:
-                return False
-            try:
-                stats = await self.outbox.stats()
-            except OutboxError:
-                return False
-            if stats.envelopes == 0 and stats.pending_items == 0:
-                return True
-            await asyncio.sleep(0.05)
+        try:
+            async with asyncio.timeout(timeout):
+                while self.state == LinkState.CONNECTED:
+                    # Taken before the look, so an acknowledgement meanwhile is not missed.
+                    acked, changed = self._acked, self.state_changed
+                    try:
+                        stats = await self.outbox.stats()
+                    except OutboxError:
+                        return False
+                    if stats.envelopes == 0 and stats.pending_items == 0:
+                        return True
+                    await _first_of(acked, changed)
+        except TimeoutError:
+            pass
         return False
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    """Return once any of `events` is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def _first_leaf(error: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
+from agent.core.messages import Message, as_message
 from agent.core.reading import dumps_item, event_item, new_id, rfc3339
 from agent.qc.audit import AuditLog, Emit
 from agent.state.writer import StateWriter
@@ -56,7 +57,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     ack_by     TEXT,
     ack_at     TEXT,
     ack_reason TEXT,
-    details    TEXT NOT NULL
+    details    TEXT NOT NULL,
+    params     TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS alerts_open ON alerts (active, ack_at);
 CREATE INDEX IF NOT EXISTS alerts_raised ON alerts (raised_at);
@@ -99,6 +101,12 @@ class Alert:
     acknowledged_at: str | None = None
     ack_reason: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # `message` is a code (agent/core/messages.py); these are its parameters.
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def text(self, lang: str = "en", zone: Any = None) -> str:
+        """The message as a person reads it in `lang`, times in the site's `zone`."""
+        return Message(self.message, self.params).text(lang, zone)
 
     @property
     def acknowledged(self) -> bool:
@@ -128,6 +136,7 @@ class Alert:
             "state": self.state,
             "severity": self.severity,
             "message": self.message,
+            "params": self.params,
             "value": self.value,
             "acknowledged_by": self.acknowledged_by,
         }
@@ -142,6 +151,7 @@ class Alert:
             "subject": self.subject or None,
             "severity": self.severity,
             "message": self.message,
+            "params": self.params,
             "value": self.value,
             "state": self.state,
             "active": self.active,
@@ -192,6 +202,9 @@ class AlertManager:
 
         def _load(db: sqlite3.Connection) -> list[Alert]:
             db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(alerts)")}
+            if "params" not in columns:  # a state database from before message codes
+                db.execute("ALTER TABLE alerts ADD COLUMN params TEXT NOT NULL DEFAULT '{}'")
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM alerts "  # noqa: S608 - fixed columns
                 "WHERE active = 1 OR ack_at IS NULL"
@@ -214,7 +227,7 @@ class AlertManager:
         device: str | None,
         channel: str | None,
         severity: str,
-        message: str,
+        message: Message | str,
         value: float | None = None,
         *,
         subject: str = "",
@@ -229,13 +242,16 @@ class AlertManager:
         """
         if severity not in SEVERITY_RANK:
             raise ValueError(f"unknown severity {severity!r}")
+        text = as_message(message)
+        code, params = text.code, text.params
         key = (rule, device or "", channel or "", subject)
         current = self._active.get(key)
         stamp = rfc3339(self._now())
         if current is None and self._is_shelved(key):
             # Shelved: no new alert until the shelf expires (the condition is still evaluated).
             return Alert(id="", rule=rule, device=device, channel=channel, subject=subject,
-                         severity=severity, message=message, value=value, active=False,
+                         severity=severity, message=code, params=params, value=value,
+                         active=False,
                          raised_at=stamp, updated_at=stamp,
                          details={"shelved_until": rfc3339(self._shelved[key][0])})
         if current is None:
@@ -246,16 +262,18 @@ class AlertManager:
                 channel=channel,
                 subject=subject,
                 severity=severity,
-                message=message,
+                message=code,
+                params=params,
                 value=value,
                 active=True,
                 raised_at=stamp,
                 updated_at=stamp,
                 details=details or {},
             )
-            self._write(alert, self._event("alert.raised", None, alert, SYSTEM_ACTOR, message),
+            self._write(alert, self._event("alert.raised", None, alert, SYSTEM_ACTOR, text),
                         insert=True)
-            log.warning("alert raised", rule=rule, device=device, severity=severity, msg=message)
+            log.warning("alert raised", rule=rule, device=device, severity=severity, msg=code,
+                        params=params)
             return alert
         if current.severity == severity and not update:
             return current
@@ -263,7 +281,8 @@ class AlertManager:
         alert = replace(
             current,
             severity=severity,
-            message=message,
+            message=code,
+            params=params,
             value=value,
             updated_at=stamp,
             details=details if details is not None else current.details,
@@ -272,7 +291,7 @@ class AlertManager:
             acknowledged_at=None if worse else current.acknowledged_at,
             ack_reason=None if worse else current.ack_reason,
         )
-        self._write(alert, self._event("alert.updated", current, alert, SYSTEM_ACTOR, message))
+        self._write(alert, self._event("alert.updated", current, alert, SYSTEM_ACTOR, text))
         return alert
 
     def clear_alert(
@@ -280,7 +299,7 @@ class AlertManager:
         rule: str,
         device: str | None,
         channel: str | None,
-        message: str | None = None,
+        message: Message | str | None = None,
         value: float | None = None,
         *,
         subject: str = "",
@@ -298,9 +317,9 @@ class AlertManager:
             updated_at=stamp,
             value=value if value is not None else current.value,
         )
-        why = message or "condition no longer present"
+        why = as_message(message or Message("alert.cleared"))
         self._write(alert, self._event("alert.cleared", current, alert, SYSTEM_ACTOR, why))
-        log.info("alert cleared", rule=rule, device=device, msg=why)
+        log.info("alert cleared", rule=rule, device=device, msg=why.code, params=why.params)
         return alert
 
     def _is_shelved(self, key: AlertKey) -> bool:
@@ -380,7 +399,7 @@ class AlertManager:
             channel=alert.channel,
             severity=alert.severity,
         )
-        event = self._event("alert.acknowledged", current, alert, user, reason)
+        event = self._event("alert.acknowledged", current, alert, user, Message(reason))
 
         def _apply(db: sqlite3.Connection) -> None:
             _update(db, alert)
@@ -468,7 +487,8 @@ class AlertManager:
                 log.exception("alert event not shown live", alert_event=item.get("event"))
 
     @staticmethod
-    def _event(event: str, old: Alert | None, new: Alert, who: str, why: str) -> dict[str, Any]:
+    def _event(event: str, old: Alert | None, new: Alert, who: str, why: Message,
+               ) -> dict[str, Any]:  # fmt: skip
         return event_item(
             event,
             alert_id=new.id,
@@ -478,6 +498,7 @@ class AlertManager:
             subject=new.subject or None,
             severity=new.severity,
             message=new.message,
+            params=new.params,
             value=new.value,
             state=new.state,
             raised_at=new.raised_at,
@@ -485,7 +506,8 @@ class AlertManager:
             old=None if old is None else old.snapshot(),
             new=new.snapshot(),
             who=who,
-            why=why,
+            why=why.code,
+            why_params=why.params or None,
         )
 
 
@@ -531,6 +553,7 @@ _FIELDS = (
     "ack_at",
     "ack_reason",
     "details",
+    "params",
 )
 _COLUMNS = ", ".join(_FIELDS)
 
@@ -553,6 +576,7 @@ def _to_row(a: Alert) -> tuple[Any, ...]:
         a.acknowledged_at,
         a.ack_reason,
         json.dumps(a.details, default=str),
+        json.dumps(a.params, default=str),
     )
 
 
@@ -574,4 +598,5 @@ def _from_row(row: tuple[Any, ...]) -> Alert:
         acknowledged_at=row[13],
         ack_reason=row[14],
         details=json.loads(row[15]),
+        params=json.loads(row[16]) if row[16] else {},
     )

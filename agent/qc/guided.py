@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agent.core.messages import Message
 from agent.core.reading import rfc3339
 from agent.physics.nuclides import normalize_nuclide
 
@@ -116,7 +117,7 @@ class TestRun:
     completed: datetime | None = None
     draft: dict[str, Any] | None = None
     record_id: str | None = None
-    summary: str = ""
+    summary: Message = field(default_factory=lambda: Message(""))
     # linearity
     time_scale: float = 1.0
     series: list[tuple[datetime, float, str]] = field(default_factory=list)
@@ -138,7 +139,7 @@ class TestRun:
             "state": self.state,
             "result": self.result,
             "completed": None if self.completed is None else rfc3339(self.completed),
-            "summary": self.summary,
+            "summary": self.summary.as_data(),
             "steps": [s.as_dict() for s in self.steps],
             "current_step": None if self.current is None else self.current.index,
             "record_id": self.record_id,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from agent.core.messages import Message, msg, rounded
 from agent.core.reading import rfc3339
 from agent.physics.halflife import FitError, fit_half_life
 
@@ -117,6 +118,27 @@ class LinearityResult:
         if self.failing:
             text += "; outside tolerance: " + "; ".join(p.describe() for p in self.failing)
         return text
+
+    def summary_message(self) -> Message:
+        """`summary()` as data, for a person in any language (agent/core/messages.py)."""
+        low, high = self.range_mbq
+        text = msg(
+            "qc.run.linearity", result=self.result, points=len(self.points),
+            high=rounded(high, 5), low=rounded(low, 5),
+            deviation=round(self.worst.deviation_pct, 2),
+            fit=round(self.half_life_fit_s / 3600, 4),
+            uncertainty=round(self.half_life_fit_uncertainty_s / 3600, 4),
+            table=round(self.half_life_table_s / 3600, 4),
+            half_life_deviation=round(self.half_life_deviation_pct, 2),
+        )
+        if not self.failing:
+            return text
+        return msg("qc.run.linearity.failing", summary=text, failing=[
+            msg("qc.run.linearity.point", index=p.index, elapsed=round(p.elapsed_s / 3600, 1),
+                measured=rounded(p.measured_mbq, 5), deviation=round(p.deviation_pct, 2),
+                result=p.result)
+            for p in self.failing
+        ])
 
     def as_dict(self) -> dict[str, Any]:
         """The `linearity` object of a QC record."""

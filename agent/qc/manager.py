@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from agent.core.i18n import N_
+from agent.core.messages import Message, msg
 from agent.core.reading import new_id, rfc3339
 from agent.physics.correction import decay_correct
 from agent.physics.halflife import FitError
@@ -101,6 +102,8 @@ class QCManager:
         self._repairs: dict[str, datetime] = {}
         self._state: dict[str, ReleaseState] = {}
         self._held: set[str] = set()
+        # (device, prescription) -> a signed override of the hold for that one dose
+        self._overrides: dict[tuple[str, str], dict[str, Any]] = {}
         self._opened = False
 
     async def open(self) -> None:
@@ -114,7 +117,8 @@ class QCManager:
             key = (record["device"], record["test"])
             latest = self._latest.setdefault(key[0], {}).setdefault(key[1], TestHistory())
             t = datetime.fromisoformat(record["t"])
-            latest.result = (t, record["result"], f"{record['test']} {record['result']}")
+            latest.result = (t, record["result"],
+                             msg("qc.run.short", test=record["test"], result=record["result"]))
             if record["result"] == "pass":
                 latest.last_pass = t
         for item in await self.audit.query(action="qc.repair", limit=100_000):
@@ -504,7 +508,7 @@ class QCManager:
         step.deviation_pct, step.measured_at = worst.deviation_pct, worst.t
         step.readings = [p[2] for p in run.series]
         run.state, run.completed, run.result = "completed", self._now(), result.result
-        run.summary = result.summary()
+        run.summary = result.summary_message()
         run.draft = self._draft(run, programme, step)
         self._linearity.pop(run.device, None)
 
@@ -512,7 +516,8 @@ class QCManager:
         """Audit, alert and release after a run completed (outside the lock)."""
         self.audit.record(
             "qc.test.completed", actor="isoedge.qc", subject=f"{run.device}/{run.test}",
-            new={"result": run.result}, reason=run.summary, run=run.id,
+            new={"result": run.result}, reason=run.summary.code,
+            reason_params=run.summary.params, run=run.id,
         )  # fmt: skip
         assert run.completed is not None  # noqa: S101 - set by the completion
         latest = self._latest.setdefault(run.device, {}).setdefault(run.test, TestHistory())
@@ -579,18 +584,21 @@ class QCManager:
         return record
 
     @staticmethod
-    def _summary(run: TestRun, worst: Step) -> str:
+    def _summary(run: TestRun, worst: Step) -> Message:
         if run.test == "background":
-            return f"background {run.result}: {worst.measured_mbq:.4g} MBq"
+            return msg("qc.run.background", result=run.result,
+                       measured=None if worst.measured_mbq is None
+                       else round(worst.measured_mbq, 3))
         parts = [
-            f"{s.setting or ''}{'/' + s.container if s.container else ''} "
-            f"{s.measured_mbq:.4g} MBq vs {s.expected_mbq:.4g} MBq "
-            f"({s.deviation_pct:+.2f} % {s.result})"
+            msg("qc.run.step",
+                setting=f"{s.setting or ''}{'/' + s.container if s.container else ''}",
+                measured=round(s.measured_mbq, 3), expected=round(s.expected_mbq, 3),
+                deviation=round(s.deviation_pct, 2), result=s.result)
             for s in run.steps
             if s.measured_mbq is not None and s.expected_mbq is not None
             and s.deviation_pct is not None
         ]
-        return f"{run.test} {run.result}: " + "; ".join(parts)
+        return msg("qc.run", test=run.test, result=run.result, steps=parts)
 
     async def sign_run(
         self, run_id: str, name: str, password: str, comment: str = ""
@@ -809,32 +817,81 @@ class QCManager:
         if state.held:
             self.alerts.raise_alert(
                 "qc.release", device, None, "alarm" if state.failed else "warning",
-                f"{device} ON HOLD: {state.reason} — not for patient doses",
+                msg("qc.release.on_hold", device=device, reason=_reasons(state.reasons)),
                 details={"since": rfc3339(state.since)}, update=old is not None,
             )  # fmt: skip
         elif old is not None or self.alerts.active_alert("qc.release", device, None):
-            self.alerts.clear_alert("qc.release", device, None, f"{device} released")
+            self.alerts.clear_alert("qc.release", device, None,
+                                    msg("qc.release.released", device=device))
         if old is not None:
             self.audit.record(
                 "qc.release.changed", actor="isoedge.qc", subject=device,
-                old=old.release.value, new=state.release.value, reason=state.reason,
+                old=old.release.value, new=state.release.value, reason="qc.release.why",
+                reason_params={"reasons": [m.as_data() for m in _reasons(state.reasons)]},
             )  # fmt: skip
 
     # ------------------------------------------------------------------ dosage
+    async def override_hold(self, device: str, prescription_id: str, name: str, password: str,
+                            reason: str) -> dict[str, Any]:  # fmt: skip
+        """A signed override (`[qc] held_override`): one dose measured on held `device`.
+
+        Signed with the password at the moment (meaning `performed`) and audited durably
+        (`dosage.held_override`, the hold's reasons beside the person's) before it takes effect;
+        the dispensing record of that dose carries it. Raises QCError when the site does not
+        allow overrides, the calibrator is not held or no reason is given; SignatureError.
+        """
+        state = self.release(device)
+        if not self.config.held_override:
+            raise QCError("this site does not allow measuring on a calibrator ON HOLD")
+        if state.get("release") != "on_hold":
+            raise QCError(f"{device} is not on hold")
+        if not reason.strip():
+            raise QCError("an override of a hold needs a reason")
+        content = {"id": f"override/{device}/{prescription_id}", "device": device,
+                   "prescription": prescription_id, "release": state, "reason": reason.strip()}
+        signature = await self.signatures.asign(content, name, password, "performed")
+        await self.audit.record_durably(
+            "dosage.held_override", signature["user"], f"prescription/{prescription_id}",
+            new={"device": device, "release": "on_hold", "since": state.get("since")},
+            reason=reason.strip(), signatures=[signature], hold_reasons=state.get("reasons"),
+        )  # fmt: skip
+        override = {"by": signature["user"], "name": signature["name"], "reason": reason.strip(),
+                    "t": signature["t"], "record_sha256": signature["record_sha256"]}
+        self._overrides[(device, prescription_id)] = override
+        log.warning("hold overridden for one dose", device=device, prescription=prescription_id,
+                    user=signature["user"])
+        return override
+
     def on_dispensed(self, device: str, dispensing: dict[str, Any]) -> dict[str, Any]:
         """A dosage measured on `device`: adds the calibrator's release; alerts if held."""
         state = self._state.get(device)
         release = None if state is None else state.release.value
         dispensing = {**dispensing, "calibrator_release": release}
-        if state is not None and state.held:
+        override = self._overrides.pop((device, str(dispensing.get("prescription"))), None)
+        if state is not None and state.held and override is not None:
+            # Measured on a held calibrator by a signed decision: the record says so and by whom.
+            dispensing["held_override"] = override
+            self.alerts.raise_alert(
+                "qc.held-calibrator-dosage", device, None, "warning",
+                msg("qc.held_dosage.override", rx=str(dispensing.get("prescription")),
+                    device=device, who=override["by"], reason=override["reason"]),
+                dispensing.get("measured_mbq"), subject=str(dispensing.get("prescription")),
+                update=True,
+            )  # fmt: skip
+        elif state is not None and state.held:
             self.alerts.raise_alert(
                 "qc.held-calibrator-dosage", device, None, "critical",
-                f"dosage {dispensing.get('prescription')} measured on {device} while it is ON "
-                f"HOLD ({state.reason}); re-measure on a released calibrator",
+                msg("qc.held_dosage", rx=str(dispensing.get("prescription")), device=device,
+                    reason=_reasons(state.reasons)),
                 dispensing.get("measured_mbq"), subject=str(dispensing.get("prescription")),
                 update=True,
             )  # fmt: skip
         return dispensing
+
+
+def _reasons(pairs: list[list[Any]]) -> list[Message]:
+    """A release state's reasons as messages (their catalog ids are their codes)."""
+    return [Message(str(text), dict(params)) for text, params in pairs]
 
 
 def status_of(manager: QCManager | None) -> dict[str, Any]:

@@ -320,6 +320,12 @@ class QCSection(StrictSection):
         description="A daily test at action level holds the calibrator until investigated "
         "and re-tested (false: only a fail holds it).",
     )
+    held_override: bool = Field(
+        default=False,
+        description="A dose may be measured for a patient on a calibrator ON HOLD after a "
+        "signed override with a reason (audited, shown on the dispensing record); false: "
+        "measuring on a held calibrator is refused.",
+    )
     signing: SigningPolicy = Field(default_factory=SigningPolicy)
     calibrators: list[CalibratorProgramme] = Field(default_factory=list)
     activity_limits: dict[str, ActivityLimit] = Field(

@@ -17,6 +17,7 @@ from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any
 
 from agent.core.i18n import N_
+from agent.core.messages import Message, as_message
 from agent.core.reading import rfc3339
 from agent.qc.programme import SCHEDULE_PERIOD, TEST_KINDS
 
@@ -48,7 +49,7 @@ class Hold:
     cause: HoldCause
     since: datetime
     reason: str  # plain text (logs, the audit trail)
-    text: tuple[str, Mapping[str, str]]  # catalog id and parameters (the console translates)
+    text: tuple[str, Mapping[str, Any]]  # catalog id and parameters (the console translates)
 
 
 @dataclass
@@ -57,7 +58,8 @@ class TestHistory:
 
     __test__ = False  # not a pytest class
 
-    result: tuple[datetime, str, str] | None = None  # (t, result, summary) of the last result
+    # (t, result, summary) of the last result; the summary a message (a plain text shows as is)
+    result: tuple[datetime, str, Message | str] | None = None
     last_pass: datetime | None = None  # last signed pass
 
 
@@ -147,7 +149,8 @@ def compute_release(  # noqa: C901, PLR0912, PLR0917 - one pass over the program
                 holds.append(Hold(
                     HoldCause.FAILED, t, f"{kind} {result} at {rfc3339(t)}: {summary}",
                     (N_("{test} {result} at {time}: {summary}"),
-                     {"test": kind, "result": result, "time": rfc3339(t), "summary": summary}),
+                     {"test": kind, "result": result, "time": rfc3339(t),
+                      "summary": as_message(summary).as_data()}),
                 ))  # fmt: skip
         if "daily" in spec.schedules:
             if last_pass is not None and last_pass >= day_start:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.core.i18n import N_, choose, format_datetime, format_number, translate
+from agent.core.messages import render_reason, render_reasons
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -511,7 +512,8 @@ def qc_report(
         doc.h2(_("Release state"))
         rows: list[list[Any]] = [[_("device"), _("release"), _("since"), _("reason")]]
         rows += [[d, _code(doc, s.get("release")),
-                  _local(doc, s["since"], zone) if s.get("since") else "—", s.get("reason")]
+                  _local(doc, s["since"], zone) if s.get("since") else "—",
+                  render_reasons(s, doc.lang, zone)]
                  for d, s in release.items()]  # fmt: skip
         doc.table(rows, [24, 20, 36, 100])
     doc.h2(_("Summary: tests: {n}", n=len(tests)))
@@ -632,13 +634,24 @@ def dispensing_report(
          r.get("device", ""), doc.mbq(r.get("prescribed_mbq")), doc.mbq(r.get("measured_mbq")),
          doc.mbq(r.get("at_scheduled_mbq")), doc.pct(r.get("deviation_pct")),
          _code(doc, r.get("result")),
-         _code(doc, r.get("calibrator_release")) or _("no QC programme"), r.get("who", "")]
+         _release_cell(doc, r), r.get("who", "")]
         for r in records
     ]  # fmt: skip
     doc.table(rows, [24, 18, 12, 17, 15, 15, 15, 13, 12, 17, 12])
     if not records:
         doc.p(_("No dispensing record in this period."))
     return doc.pdf()
+
+
+def _release_cell(doc: _Doc, r: dict[str, Any]) -> str:
+    """The calibrator's state at the dose, with a signed override of its hold if there was one."""
+    state = _code(doc, r.get("calibrator_release")) or doc.tr("no QC programme")
+    override = r.get("held_override")
+    if not isinstance(override, dict):
+        return state
+    return doc.tr("{state}; override signed by {name}: {reason}", state=state,
+                  name=override.get("name") or override.get("by") or "",
+                  reason=override.get("reason") or "")
 
 
 def audit_extract(
@@ -662,7 +675,8 @@ def audit_extract(
                               _("reason")]]  # fmt: skip
     rows += [[_local(doc, item["t"], zone), item.get("event", ""), item.get("actor", ""),
               item.get("subject", ""), changes(item.get("old"), item.get("new"), doc.lang),
-              item.get("reason") or ""] for item in items]  # fmt: skip
+              render_reason(item.get("reason"), item.get("reason_params"), doc.lang, zone)]
+             for item in items]  # fmt: skip
     doc.table(rows, [28, 30, 22, 30, 40, 32])
     if reviews:
         doc.h2(_("Review of this audit trail"))

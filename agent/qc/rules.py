@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from agent.core.messages import Message, msg, rounded
 from agent.core.reading import new_id, rfc3339
 from agent.physics.nuclides import decay_value, normalize_nuclide
 from agent.physics.units import ACTIVITY_TO_MBQ, canonical_unit, is_activity_unit
@@ -95,13 +96,14 @@ class RuleRuntime:
         """A device changed state."""
 
     def _raise(
-        self, device: str | None, channel: str | None, severity: str, message: str,
+        self, device: str | None, channel: str | None, severity: str, message: Message | str,
         value: float | None = None, **kw: Any,
     ) -> None:  # fmt: skip
         self.alerts.raise_alert(self.name, device, channel, severity, message, value, **kw)
 
     def _clear(
-        self, device: str | None, channel: str | None, message: str, value: float | None = None,
+        self, device: str | None, channel: str | None, message: Message | str,
+        value: float | None = None,
         **kw: Any,
     ) -> None:  # fmt: skip
         self.alerts.clear_alert(self.name, device, channel, message, value, **kw)
@@ -163,7 +165,8 @@ class _LevelRule(RuleRuntime):
         return state
 
     def _judge(  # noqa: PLR0917
-        self, reading: Reading, now: float, breach: bool, normal: bool, value: float, text: str
+        self, reading: Reading, now: float, breach: bool, normal: bool, value: float,
+        text: Message,
     ) -> None:
         c = self.config
         state = self._state(reading.device, reading.channel)
@@ -171,7 +174,8 @@ class _LevelRule(RuleRuntime):
         if outcome == "raise":
             self._raise(reading.device, reading.channel, c.severity, text, value)
         elif outcome == "clear":
-            self._clear(reading.device, reading.channel, f"back to normal: {text}", value)
+            self._clear(reading.device, reading.channel, msg("alert.back_to_normal", what=text),
+                        value)
 
 
 class ThresholdEvaluator(_LevelRule):
@@ -189,13 +193,15 @@ class ThresholdEvaluator(_LevelRule):
         above = c.high is not None and value > c.high
         below = c.low is not None and value < c.low
         normal = (c.high is None or value <= c.high - h) and (c.low is None or value >= c.low + h)
-        unit = reading.unit or ""
+        unit, shown = reading.unit or "", rounded(value)
         if above:
-            text = f"{reading.channel} {value:g} {unit} above {c.high:g}"
+            text = msg("alert.threshold.above", channel=reading.channel, value=shown, unit=unit,
+                       limit=c.high)
         elif below:
-            text = f"{reading.channel} {value:g} {unit} below {c.low:g}"
+            text = msg("alert.threshold.below", channel=reading.channel, value=shown, unit=unit,
+                       limit=c.low)
         else:
-            text = f"{reading.channel} {value:g} {unit}"
+            text = msg("alert.threshold.value", channel=reading.channel, value=shown, unit=unit)
         self._judge(reading, now, above or below, normal, value, text)
 
 
@@ -218,7 +224,7 @@ class BackgroundEvaluator(_LevelRule):
             limit = c.max
         else:
             return
-        text = f"background {value:g} {unit} (limit {limit:g} {unit})"
+        text = msg("alert.background", value=rounded(value), unit=unit, limit=rounded(limit))
         self._judge(reading, now, value > limit, value <= limit - c.hysteresis, value, text)
 
 
@@ -254,7 +260,8 @@ class RateOfChangeEvaluator(_LevelRule):
         normal = (rise_limit is None or rate <= rise_limit - h) and (
             fall_limit is None or -rate <= fall_limit - h
         )
-        text = f"{reading.channel} changing {rate:+.3g} {reading.unit or ''}/min"
+        text = msg("alert.rate", channel=reading.channel, rate=rounded(rate, 3),
+                   unit=reading.unit or "")
         self._judge(reading, now, breach, normal, rate, text)
 
 
@@ -302,7 +309,7 @@ class StaleEvaluator(RuleRuntime):
         key = (reading.device, self.config.channel or "")
         self._last[key] = now
         if self.alerts.active_alert(self.name, key[0], key[1] or None) is not None:
-            self._clear(key[0], key[1] or None, "data arriving again")
+            self._clear(key[0], key[1] or None, msg("alert.stale.cleared"))
 
     def on_tick(self, now: float) -> None:
         """Raise for every key without data for too long."""
@@ -317,7 +324,7 @@ class StaleEvaluator(RuleRuntime):
                 what = f"{device}/{channel}" if channel else device
                 self._raise(
                     device, channel or None, self.config.severity,
-                    f"no data from {what} for more than {limit:g} s",
+                    msg("alert.stale", what=what, limit=limit),
                 )  # fmt: skip
 
     def on_device_state(
@@ -359,7 +366,7 @@ class DeviceOfflineEvaluator(RuleRuntime):
         since = previous[1] if previous is not None and previous[0] == kind else now
         self._state[device] = (kind, since, detail)
         if kind == "online":
-            self._clear(device, None, "device online")
+            self._clear(device, None, msg("alert.device.online"))
         else:
             self.on_tick(now)
 
@@ -376,8 +383,12 @@ class DeviceOfflineEvaluator(RuleRuntime):
             if severity is None or now - since < c.after_s:
                 continue
             state = "offline" if kind == "down" else "degraded"
-            message = f"{device} {state} for {now - since:.0f} s" + (
-                f": {detail}" if detail else ""
+            seconds = round(now - since)
+            message = (
+                msg("alert.device.state_detail", device=device, state=state, seconds=seconds,
+                    detail=detail)
+                if detail else msg("alert.device.state", device=device, state=state,
+                                   seconds=seconds)
             )
             self._raise(device, None, severity, message)
 
@@ -466,10 +477,10 @@ class ConstancyEvaluator(RuleRuntime):
             result, severity = "action", c.action_severity
         else:
             result, severity = "fail", c.severity
-        text = (
-            f"constancy {result}: {c.source.id} ({c.source.nuclide}) measured {measured:.4g} MBq, "
-            f"expected {expected:.4g} MBq, {deviation:+.2f}% (action ±{c.action_pct:g}%, "
-            f"fail ±{c.fail_pct:g}%)"
+        text = msg(
+            "qc.constancy", result=result, source=c.source.id, nuclide=c.source.nuclide,
+            measured=round(measured, 3), expected=round(expected, 3),
+            deviation=round(deviation, 2), action=c.action_pct, fail=c.fail_pct,
         )
         if severity is None:
             self._clear(reading.device, reading.channel, text, deviation)
@@ -480,7 +491,8 @@ class ConstancyEvaluator(RuleRuntime):
             QC_ACTOR,
             f"{reading.device}/{reading.channel}",
             new={"result": result, "deviation_pct": round(deviation, 4)},
-            reason=text,
+            reason=text.code,
+            reason_params=text.params,
             rule=self.name,
             source=c.source.id,
             nuclide=c.source.nuclide,
@@ -545,7 +557,9 @@ class DosageEvaluator(RuleRuntime):
             self._audit.record(
                 "qc.dosage", QC_ACTOR, subject,
                 new={"result": outcome, "candidates": sorted(p.id for p in candidates)},
-                reason=f"{measured:.4g} MBq {nuclide}: {outcome}; arm the prescription to check it",
+                reason="qc.dosage.unmatched",
+                reason_params={"measured": round(measured, 3), "nuclide": nuclide,
+                               "outcome": outcome},
                 rule=self.name, measured_mbq=measured, measured_at=rfc3339(reading.t),
             )  # fmt: skip
             return
@@ -561,10 +575,11 @@ class DosageEvaluator(RuleRuntime):
             result, severity = "outside site tolerance", c.site_severity
         else:
             result, severity = "outside regulatory limit", c.severity
-        text = (
-            f"dosage {rx.id} {result}: {at_schedule:.4g} MBq at {rfc3339(rx.scheduled)} vs "
-            f"prescribed {rx.activity_mbq:.4g} MBq ({deviation:+.1f}%; site "
-            f"±{c.site_tolerance_pct:g}%, limit ±{c.regulatory_limit_pct:g}%)"
+        text = msg(
+            "qc.dosage", rx=rx.id, result=result, activity=round(at_schedule, 3),
+            scheduled_at=rfc3339(rx.scheduled), prescribed=rx.activity_mbq,
+            deviation=round(deviation, 1), site=c.site_tolerance_pct,
+            limit=c.regulatory_limit_pct,
         )
         rx.result = {
             "result": "pass" if severity is None else "fail",
@@ -586,7 +601,8 @@ class DosageEvaluator(RuleRuntime):
                 subject=rx.id, update=True,
             )  # fmt: skip
         self._audit.record(
-            "qc.dosage", QC_ACTOR, f"prescription/{rx.id}", new=rx.result, reason=text,
+            "qc.dosage", QC_ACTOR, f"prescription/{rx.id}", new=rx.result, reason=text.code,
+            reason_params=text.params,
             rule=self.name, device=reading.device, channel=reading.channel,
         )  # fmt: skip
 
@@ -617,7 +633,9 @@ class DosageEvaluator(RuleRuntime):
             record = hook(reading.device, record)
         item = self._audit.entry(
             "dosage.dispensed", who, f"prescription/{rx.id}", new=record,
-            reason=f"{result}; calibrator {record.get('calibrator_release') or 'no QC programme'}",
+            reason="qc.dosage.dispensed",
+            reason_params={"result": result,
+                           "release": record.get("calibrator_release") or "no QC programme"},
         )  # fmt: skip
         if self._book.store is not None:
             self._book.store.add_dispensing(record, item)
@@ -679,11 +697,20 @@ class HalfLifeEvaluator(RuleRuntime):
             return
         fit = result.fit
         half_life = None if math.isinf(fit.half_life_s) else fit.half_life_s
+        low, high = (w / 60 for w in result.window_s)
+        common = {"nuclide": c.nuclide, "points": fit.n_points, "span": round(fit.span_s / 60, 1),
+                  "outcome": "within" if result.passed else "OUTSIDE", "low": low, "high": high}
+        text = (
+            msg("qc.half_life.no_decay", **common) if half_life is None
+            else msg("qc.half_life" if result.passed else "qc.half_life.wrong",
+                     fit=round(half_life / 60, 2),
+                     uncertainty=round(fit.uncertainty_s / 60, 2), **common)
+        )
         if result.passed:
-            self._clear(reading.device, reading.channel, result.message, half_life)
+            self._clear(reading.device, reading.channel, text, half_life)
         else:
             self._raise(
-                reading.device, reading.channel, c.severity, result.message, half_life,
+                reading.device, reading.channel, c.severity, text, half_life,
                 update=True,
             )  # fmt: skip
         self._audit.record(
@@ -691,6 +718,6 @@ class HalfLifeEvaluator(RuleRuntime):
             new={"result": "pass" if result.passed else "fail", "half_life_s": half_life,
                  "uncertainty_s": None if half_life is None else fit.uncertainty_s,
                  "conclusive": result.conclusive},
-            reason=result.message, rule=self.name, nuclide=c.nuclide,
+            reason=text.code, reason_params=text.params, rule=self.name, nuclide=c.nuclide,
             window_s=list(result.window_s), points=fit.n_points, span_s=fit.span_s,
         )  # fmt: skip

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import structlog
 
+from agent.core.messages import msg
 from agent.core.reading import rfc3339
 from agent.physics.halflife import FitError, check_identity
 from agent.physics.nuclides import NuclideTable
@@ -497,8 +498,9 @@ class BatchDesk:
             deviation = deviations[0]
             self.alerts.raise_alert(
                 "records.batch.deviation", run.module.device, None, "warning",
-                f"batch {batch_id}: decay-corrected yield {deviation['value']:.1f} % outside "
-                f"the investigation limits {deviation['low']:g} to {deviation['high']:g} %",
+                msg("records.batch.deviation", batch=batch_id,
+                    value=round(deviation["value"], 1), low=deviation["low"],
+                    high=deviation["high"]),
                 deviation["value"], subject=batch_id,
                 details={"batch_id": batch_id, "record": signed["id"]},
             )  # fmt: skip

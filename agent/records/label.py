@@ -68,7 +68,7 @@ def label_pdf(record: dict[str, Any], *, zone: ZoneInfo | None, lang: str = "en"
     canvas.drawString(18 * mm, (HEIGHT_MM - 12) * mm, str(record.get("nuclide") or ""))
     scheduled = record.get("scheduled")
     lines = [
-        (_FONT_BOLD, 9, tr("{activity} MBq at {time}",
+        (_FONT_BOLD, 7.5, tr("{activity} MBq at {time}",
                            activity=mbq(record["activity_at_scheduled_mbq"]),
                            time=format_datetime(str(scheduled), lang, zone, seconds=False))),
         (_FONT, 7, tr("measured {activity} MBq at {time}", activity=mbq(record["measured_mbq"]),

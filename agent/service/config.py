@@ -155,6 +155,22 @@ class Config(StrictSection):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _records_devices(self) -> Config:
+        device_ids = {d.id for d in self.devices}
+        for index, module in enumerate(self.records.synthesis):
+            env = module.environment
+            for key, device in (("device", module.device), ("calibrator", module.calibrator),
+                                *[(f"environment.{name}.device", getattr(env, name).device)
+                                  for name in ("pressure", "particles", "dose_rate")
+                                  if getattr(env, name) is not None]):  # fmt: skip
+                if device is not None and device not in device_ids:
+                    raise _KeyedError(
+                        ("records", "synthesis", index, *key.split(".")),
+                        f"unknown device {device!r}; expected one of {sorted(device_ids)}",
+                    )
+        return self
+
     @property
     def outbox_path(self) -> Path:
         """Absolute path of the outbox database."""

@@ -19,6 +19,7 @@ from agent.acquisition.pipeline import Pipeline
 from agent.acquisition.state import LiveState
 from agent.acquisition.supervisor import DeviceSupervisor, pauses_under
 from agent.console.backend import AgentIdentity, DeliveryView, DeviceView
+from agent.core.messages import msg
 from agent.core.reading import rfc3339_now
 from agent.core.states import LINK_STATES
 from agent.core.tasks import RECANCEL_S, cancel_and_wait
@@ -266,7 +267,7 @@ class Agent:
         paused = sorted(d for d, s in self.supervisors.items() if s.paused)
         if state == Pressure.OK:
             self.alerts.clear_alert(
-                "outbox.quota", None, None, f"outbox back under quota ({used_bytes} bytes)"
+                "outbox.quota", None, None, msg("outbox.quota.ok", used=used_bytes)
             )
         else:
             self.alerts.raise_alert(
@@ -274,7 +275,8 @@ class Agent:
                 None,
                 None,
                 "critical" if state == Pressure.FULL else "alarm",
-                f"outbox {state}: {used_bytes} of {quota} bytes; paused: {', '.join(paused)}",
+                msg("outbox.quota", state=str(state), used=used_bytes, quota=quota,
+                    paused=", ".join(paused) if paused else msg("none")),
                 float(used_bytes),
                 details={"state": state, "quota_bytes": quota, "paused_devices": paused},
             )
@@ -290,10 +292,11 @@ class Agent:
                      directory=where)
             self.alerts.clear_alert(
                 "outbox.disk", None, None,
-                f"disk space back: {space.headroom_bytes} bytes free for {where}",
+                msg("outbox.disk.ok", left=space.headroom_bytes, directory=where),
             )
             return
-        cause = "disk full (a write failed)" if space.write_failed else f"disk {space.state}"
+        cause = (msg("outbox.disk.full") if space.write_failed
+                 else msg("outbox.disk.state", state=str(space.state)))
         log.error("disk space pressure" if space.state == Pressure.HIGH else "disk full",
                   state=space.state, free_bytes=space.free_bytes,
                   reusable_bytes=space.reusable_bytes, min_free_bytes=space.min_free_bytes,
@@ -301,8 +304,8 @@ class Agent:
         self.alerts.raise_alert(
             "outbox.disk", None, None,
             "critical" if space.state == Pressure.FULL else "alarm",
-            f"{cause}: {space.headroom_bytes} bytes left for {where} (reserve"
-            f" {space.min_free_bytes}); paused: {', '.join(paused) or 'none'}",
+            msg("outbox.disk", cause=cause, left=space.headroom_bytes, directory=where,
+                reserve=space.min_free_bytes, paused=", ".join(paused) if paused else msg("none")),
             float(space.headroom_bytes),
             details={**space.as_dict(), "paused_devices": paused, "directory": where},
         )
@@ -424,22 +427,24 @@ class Agent:
 
     def _report_one_damage(self, damage: DamageReport) -> None:
         continued = (
-            f"seq continues from {damage.continued_seq}"
+            msg("state.damaged.continued", seq=damage.continued_seq)
             if damage.continued_seq is not None
-            else "its chain could not be read: seq starts again from 1"
+            else msg("state.damaged.restarted")
         )
+        why = msg("state.damaged.audit", continued=continued)
         self.audit.record(
             "state.damaged",
             actor="isoedge",
             subject=str(damage.path),
             old={"path": str(damage.path), "reason": damage.reason},
             new={"moved_to": str(damage.moved_to), "continued_seq": damage.continued_seq},
-            reason=f"damaged state database moved aside; a fresh one was started ({continued})",
+            reason=why.code,
+            reason_params=why.params,
         )
         self.alerts.raise_alert(
             "state.damaged", None, None, "critical",
-            f"{damage.path} was damaged ({damage.reason}) and moved aside to {damage.moved_to};"
-            f" envelopes not yet delivered are in that file; {continued}",
+            msg("state.damaged", path=str(damage.path), reason=damage.reason,
+                moved_to=str(damage.moved_to), continued=continued),
             None,
             details={"path": str(damage.path), "moved_to": str(damage.moved_to)},
         )

@@ -77,7 +77,7 @@ def run_report(args: argparse.Namespace) -> int:  # noqa: C901 - configuration, 
         db_path = _state_db(base, str(db_name))
         if args.kind == "qc":
             pdf, count = _qc(db_path, args.device, since, until, site, zone, period, lang)
-        elif args.kind in _RECORD_KINDS:
+        elif args.kind in _RECORD_KINDS or (args.kind == "dispensing" and _signed_doses(db_path)):
             pdf, count = _records(db_path, args, since, until, site, zone, period, lang)
         elif args.kind == "dispensing":
             pdf, count = _dispensing(db_path, args.device, since, until, site, zone, period,
@@ -98,6 +98,17 @@ def run_report(args: argparse.Namespace) -> int:  # noqa: C901 - configuration, 
 
 
 _RECORD_KINDS = frozenset({"batch", "release", "elution", "shipment", "receipt", "waste"})
+
+
+def _signed_doses(db_path: Path) -> bool:
+    """True when the state database holds signed dispensing records (agent.records).
+
+    Then `report dispensing` prints them (batch, release, patient, label data); a site without
+    them keeps the dose-check log of its prescriptions.
+    """
+    from agent.records.store import read_records  # noqa: PLC0415
+
+    return bool(db_path.exists() and read_records(db_path, kind="dispensing", limit=1))
 
 
 def _records(  # noqa: PLR0917 - the report's filters

@@ -44,7 +44,7 @@ function renderAlerts(alerts) {
   $("no-alerts").hidden = alerts.length > 0;
   $("alerts").querySelector("tbody").innerHTML = alerts.map((a) => `<tr>
     <td>${badge(_(a.kind), a.kind === "gap" && a.severity !== "critical" ? "warn" : "bad")}${a.severity === "critical" ? " " + badge(_("critical"), "bad") : ""}</td><td>${esc(a.site)}/${esc(a.agent)}</td>
-    <td>${esc(a.message)}</td><td>${a.count}</td><td>${when(a.raised)}</td></tr>`).join("");
+    <td class="alert-text">${esc(a.text || a.message)}</td><td>${a.count}</td><td>${when(a.raised)}</td></tr>`).join("");
 }
 
 function renderCalibrators(cals) {

@@ -29,6 +29,8 @@ from ingestproc import (
 )
 from synth import Publisher
 
+from agent.core.messages import render
+
 DEVICE = """
 [[devices]]
 id = "area-1"
@@ -161,8 +163,11 @@ def _assert_permanent(db_url: str, two: dict, before: int, lost_to: int) -> None
     assert two["gaps"] == two["permanent_gaps"]
     (lo, hi), = two["permanent_gaps"]
     assert lo <= before + 1 and hi >= lost_to - 40
-    alerts = query(db_url, "SELECT site, agent, key, message FROM central_alerts"
-                   " WHERE kind = 'gap_permanent' AND cleared IS NULL")
+    alerts = [(site, agent, key, render(message, "en", None, {**detail, "site": site,
+                                                               "agent": agent}))
+              for site, agent, key, message, detail in query(
+                  db_url, "SELECT site, agent, key, message, detail FROM central_alerts"
+                  " WHERE kind = 'gap_permanent' AND cleared IS NULL")]
     assert alerts == [("lab2", "edge2", f"{lo}-{hi}",
                        (f"lab2/edge2: envelopes {lo}..{hi} are lost for good "
                         "(not in the agent's archive)"))]

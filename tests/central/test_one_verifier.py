@@ -1,13 +1,17 @@
 """One verifier and one topic grammar (issue 24): the agent's outbox, `isoedge verify` and the
-central ingest agree on the largest envelope, and every topic the agent builds is parsed back
-to what it was built from."""
+central ingest agree on the largest envelope (and the pipeline never hands the outbox a reading
+larger than that), and every topic the agent builds is parsed back to what it was built from."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
+from agent.acquisition.pipeline import Pipeline
+from agent.acquisition.state import LiveState
+from agent.delivery import cutter
 from agent.delivery import outbox as outbox_module
 from agent.delivery.outbox import Outbox
 from agent.delivery.settings import OutboxSection
@@ -23,12 +27,14 @@ from agent.delivery.verification import (
 from agent.tools.verify import Verifier
 from central.config import InboundSection
 from central.inbound import DEFAULT_LIMITS
+from drivers.base import DeviceConfigBase, SampleBatch
 
 SITE, AGENT = "s" * 64, "a" * 64  # the longest ids an agent may have
 
 
 def test_the_limits_are_one_set_shared_by_the_outbox_the_agent_and_the_ingest():
     assert outbox_module.MAX_ENVELOPE_ITEM_BYTES is MAX_ENVELOPE_ITEM_BYTES
+    assert cutter.MAX_ENVELOPE_ITEM_BYTES is MAX_ENVELOPE_ITEM_BYTES
     upper = [m.le for m in OutboxSection.model_fields["batch_max_items"].metadata
              if hasattr(m, "le")]
     assert upper == [MAX_ENVELOPE_ITEMS]
@@ -100,3 +106,35 @@ def test_every_topic_the_agent_builds_parses_back(stream):
 ])
 def test_topics_the_agent_never_builds_are_not_parsed(topic):
     assert parse_topic(topic, "isoedge/v1") is None
+
+
+async def test_a_reading_too_large_for_any_envelope_is_published_as_a_bad_reading(tmp_path):
+    signer = generate_key_files(tmp_path / "keys", overwrite=True)
+    box = Outbox(tmp_path / "outbox.db", signer, site="lab", agent="edge",
+                 topic_for=lambda stream, device: f"isoedge/v1/lab/edge/{stream}/{device}",
+                 quota_bytes=2**30, batch_max_age_ms=60_000)
+    config = DeviceConfigBase(id="plc-1", type="scripted", poll_interval_s=1.0)
+    pipeline = Pipeline(box, LiveState(), {"plc-1": config})
+    await box.start()
+    try:
+        now = datetime.now(UTC)
+        # A plain poll whose raw line is huge, and a text value of 2-byte letters.
+        pipeline.process_batch(SampleBatch("plc-1", now, ["a", "b", "c"], [1.5, 2.5, 3.5],
+                                           [None, None, None], [None, "x" * 100_000, None]))
+        pipeline.process_batch(SampleBatch("plc-1", now, ["d", "e"], ["й" * 60_000, "ok"],
+                                           [None, None]))
+        assert await box.flush(timeout=30)
+        envelopes = await box.fetch(0, 100)
+    finally:
+        await box.close()
+    registry = KeyRegistry.for_agents([("lab", "edge", [tmp_path / "keys/signing.pub.jwk"])])
+    items = {}
+    for envelope in envelopes:
+        assert len(envelope.body) <= MAX_MESSAGE_BYTES
+        signed = registry.check(envelope.body, owner=("lab", "edge"))
+        items.update({i["channel"]: i for i in json.loads(signed.payload)["items"]})
+    assert sorted(items) == ["a", "b", "c", "d", "e"]
+    assert (items["a"]["value"], items["c"]["value"], items["e"]["value"]) == (1.5, 3.5, "ok")
+    for channel in ("b", "d"):
+        assert items[channel]["quality"] == "bad" and items[channel]["value"] is None
+        assert items[channel]["reason"].startswith("reading too large to publish")

@@ -77,8 +77,8 @@ def test_old_partitions_are_archived_not_lost(postgres):
         yesterday = datetime.now(UTC) - timedelta(days=1)
         conn.execute("INSERT INTO series (site, agent, device, channel, unit)"
                      " VALUES ('lab1', 'edge1', 'dc-1', 'activity', 'MBq')")
-        conn.execute("INSERT INTO reading_rows (series, pos, seq, t, value, quality)"
-                     " SELECT 1, 0, 1, %s, 1.0, 0", (yesterday,))
+        conn.execute("INSERT INTO reading_rows (site, series, pos, seq, t, value, quality)"
+                     " SELECT 'lab1', 1, 0, 1, %s, 1.0, 0", (yesterday,))
         moved = archive_partitions(conn, datetime.now(UTC).date())
         assert moved == [f"archive.reading_rows_p{yesterday:%Y%m%d}"]
         assert conn.execute("SELECT count(*) FROM reading_rows").fetchone() == (0,)

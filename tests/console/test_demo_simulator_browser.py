@@ -10,12 +10,15 @@ over a pty, headless Chromium. Nothing acts on the simulator but the page.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from consolelogin import sign_in
+from helpers import wait_for_condition
 from playwright.async_api import async_playwright, expect
 from test_qa_day_browser import CAL, PROGRAMME, UI_TIMEOUT_MS, USERS, chromium_available, web_users  # noqa: F401 - fixture
 from test_web import running_agent, url
-from test_web_browser import CHROMIUM, CHROMIUM_ARGS
+from test_web_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
 from agent.tools.sim_panel import DemoSimulatorPanel
 from simulators.dosecal import DoseCalibratorSimulator
@@ -152,3 +155,62 @@ async def test_linearity_runs_in_the_demo_on_a_time_scaled_sample(
                 await browser.close()
     finally:
         await sim.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_analyse_now_shows_the_linearity_result_in_the_page(
+        tmp_path, mosquitto, chromium_available):  # noqa: F811 - the fixture
+    """"Analyse now" answers in the page, never with a browser dialog: too early, the refusal
+    under the controls; with enough points, the analysed run, its step done and its summary."""
+    sim = DoseCalibratorSimulator("capintec_crc15", "pty", "F-18", 400.0, seed=11, noise=True)
+    address = await sim.start()
+    devices = [{"id": CAL, "type": "capintec_crc15", "port": address, "poll_interval_s": 0.1,
+                "timeout_s": 0.5}]
+    programme = {**PROGRAMME, "calibrators": [{**PROGRAMME["calibrators"][0],
+                                               "linearity": LINEARITY}]}  # fmt: skip
+    dialogs: list[str] = []
+    try:
+        async with (running_agent(tmp_path, mosquitto.url, devices=devices,
+                                  web={"users": web_users()}, extra={"qc": programme}) as agent,
+                    async_playwright() as pw):
+            agent.simulator_panel = DemoSimulatorPanel(agent.qc_programme, {CAL: sim})
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                               args=CHROMIUM_ARGS)
+            try:
+                page = await (await browser.new_context(
+                    viewport={"width": 1280, "height": 1000})).new_page()
+                page.set_default_timeout(UI_TIMEOUT_MS)
+                page.on("dialog", lambda d: (dialogs.append(d.message),
+                                             asyncio.ensure_future(d.dismiss())))
+                await sign_in(page, url(agent, "/#qc"), "tess", USERS["tess"][2])
+                await page.click('#qc-start button[data-test="linearity"]')
+                box = page.locator("#qc-run")
+                await expect(box).to_have_attribute("data-state", "running")
+                # Too early: the refusal is shown in the page; the run goes on.
+                await page.click("#qc-finish")
+                refusal = page.locator("#qc-start-error")
+                await expect(refusal).to_be_visible()
+                await expect(refusal).to_contain_text("Not analysed")
+                await expect(box).to_have_attribute("data-state", "running")
+                await page.locator("#sim-panel button[data-action=linearity]").click()
+                run_id = await box.get_attribute("data-run")
+                run = agent.qc_programme.run(run_id)
+                needed = agent.qc_programme.programme(CAL).linearity.min_points
+                await wait_for_condition(lambda: len(run.series) >= needed, timeout=90)
+                assert run.state == "running"
+                await page.click("#qc-finish")
+                await expect(box).to_have_attribute("data-state", "completed")
+                await expect(page.locator('#qc-steps tr[data-step="1"]')).to_have_attribute(
+                    "data-state", "done")
+                summary = page.locator("#qc-run .run-summary")
+                await expect(summary).to_contain_text(f"linearity {run.result}: ")
+                await expect(summary).to_contain_text(f"{len(run.linearity.points)} points")
+                await expect(page.locator("#qc-finish")).to_be_hidden()
+                await page.screenshot(path=str(ARTIFACTS / "qc-linearity-analysed.png"),
+                                      full_page=True)
+            finally:
+                await browser.close()
+    finally:
+        await sim.stop()
+    assert dialogs == []

@@ -4,7 +4,6 @@ language selector that remembers, a prescription typed with a decimal comma, sit
 from __future__ import annotations
 
 import datetime as dt
-import re
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from test_qc_console import CAL, USERS, auth
 from test_web import url
 from test_web_browser import CHROMIUM, CHROMIUM_ARGS, chromium_available  # noqa: F401 - fixture
 
+from agent.core.messages import msg
 from drivers.base import Sample
 
 # Written next to the other test artifacts; docs/screenshots/ holds copies of a run.
@@ -61,7 +61,8 @@ async def test_console_in_russian_then_kazakh_with_a_decimal_comma(
                 # Site time with the zone's name (Asia/Almaty), the number with a comma.
                 card = page.locator("#dosecal .card").first
                 await expect(card).to_contain_text("Asia/Almaty")
-                await expect(card.locator(".measured")).to_have_text(re.compile(r"^405,\d+$"))
+                # Rounded to the instrument's resolution: its display reads 405.069 MBq.
+                await expect(card.locator(".measured")).to_have_text("405,069")
                 await page.screenshot(path=str(SHOTS / "console-overview-ru.png"))
 
                 # A prescription typed as a Russian speaker types it: 370,5 MBq.
@@ -114,9 +115,11 @@ async def switch_to_kazakh(page) -> None:
 
 async def test_bulk_acknowledgement_in_russian(tmp_path: Path, mosquitto, chromium_available):  # noqa: F811
     async with agent_in(tmp_path, mosquitto.url) as (agent, session):
+        # Alert texts are codes with parameters, shown in the reader's language.
         ids = [agent.alerts.raise_alert(f"area-high-{n}", f"area-{n}", "dose_rate", "alarm",
-                                        f"dose rate {80 + n} uSv/h above 25 uSv/h",
-                                        value=80.0 + n).id for n in range(3)]
+                                        msg("alert.threshold.above", channel="dose_rate",
+                                            value=80.5 + n, unit="uSv/h", limit=25.0),
+                                        value=80.5 + n).id for n in range(3)]
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                                args=CHROMIUM_ARGS)
@@ -126,6 +129,8 @@ async def test_bulk_acknowledgement_in_russian(tmp_path: Path, mosquitto, chromi
                 page = await context.new_page()
                 page.set_default_timeout(UI_TIMEOUT_MS)
                 await sign_in(page, agent.web.url + "#alerts", "quinn", USERS["quinn"][2])
+                await expect(page.locator(f'tr[data-alert-id="{ids[0]}"] .alert-message')
+                             ).to_have_text("dose_rate 80,5 мкЗв/ч выше 25")  # fmt: skip
                 for alert_id in ids:
                     await page.locator(f'tr[data-alert-id="{alert_id}"] .alert-select').check()
                 button = page.locator("#ack-selected")
@@ -199,3 +204,79 @@ async def test_qc_test_signed_and_held_calibrator_blocked_in_russian(
                 await expect(record).to_contain_text("Asia/Almaty")
             finally:
                 await browser.close()
+
+
+# Every word of a label (header, tabs, column headings, buttons, field labels, pills) on one
+# line: a word whose characters lie on two lines was broken mid-word ("Severit y"); and no
+# column heading wider than its column.
+_BROKEN_WORDS = """() => {
+  const broken = [];
+  const labels = document.querySelectorAll(
+    "header *, nav a, th, button, label, h1, h2, h3, .pill, summary, legend");
+  for (const node of labels) {
+    if (!node.getClientRects().length) continue;  // hidden
+    // A heading wider than its column runs into the next one.
+    if (node.tagName === "TH" && node.scrollWidth > node.clientWidth + 1) {
+      broken.push(`th overflows its column: ${node.textContent.trim()}`);
+    }
+    for (const text of node.childNodes) {
+      if (text.nodeType !== Node.TEXT_NODE) continue;
+      const words = /\\S+/g;
+      let m;
+      while ((m = words.exec(text.textContent))) {
+        const range = document.createRange();
+        range.setStart(text, m.index);
+        range.setEnd(text, m.index + m[0].length);
+        const lines = new Set([...range.getClientRects()].filter((r) => r.width > 0)
+          .map((r) => Math.round(r.top)));
+        if (lines.size > 1) broken.push(`${node.tagName.toLowerCase()}#${node.id}: ${m[0]}`);
+      }
+    }
+  }
+  return broken;
+}"""
+# Each tab, and what shows it has loaded.
+TABS = {"overview": "#release-bar .release-state",
+        "qc": "#qc-start button[data-test=background]",
+        "prescriptions": '#rx-table tr[data-rx="ORD-1024"]',
+        "alerts": "#alerts-table tbody tr[data-alert-id]",
+        "audit": "#audit-table tbody tr[data-action]"}
+
+
+@pytest.mark.parametrize(("lang", "locale"), [("ru", "ru-RU"), ("kk", "kk-KZ")])
+async def test_layout_holds_at_1024_px_with_no_label_broken_mid_word(
+        tmp_path: Path, mosquitto, chromium_available, lang, locale):  # noqa: F811
+    async with agent_in(tmp_path, mosquitto.url) as (agent, session):
+        scheduled = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+        async with session.post(url(agent, "/api/prescriptions"), headers=auth("rita"), json={
+                "id": "ORD-1024", "nuclide": "F-18", "activity": "370,5", "unit": "MBq",
+                "scheduled": scheduled.isoformat(), "device": CAL}) as r:
+            assert r.status == 201, await r.json()
+        agent.alerts.raise_alert("area-high", "area-1", "dose_rate", "alarm",
+                                 msg("alert.threshold.above", channel="dose_rate", value=80.5,
+                                     unit="uSv/h", limit=25.0), value=80.5)
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                               args=CHROMIUM_ARGS)
+            try:
+                context = await browser.new_context(
+                    locale=locale, viewport={"width": 1024, "height": 800})
+                page = await context.new_page()
+                page.set_default_timeout(UI_TIMEOUT_MS)
+                await sign_in(page, agent.web.url, "quinn", USERS["quinn"][2])
+                assert await page.get_attribute("html", "lang") == lang
+                broken: dict[str, list[str]] = {}
+                for tab, ready in TABS.items():
+                    await page.click(f"nav a[data-tab={tab}]")
+                    await expect(page.locator(ready).first).to_be_visible()
+                    found = await page.evaluate(_BROKEN_WORDS)
+                    if found:
+                        broken[tab] = found
+                    await page.screenshot(path=str(SHOTS / f"layout-1024-{tab}-{lang}.png"),
+                                          full_page=True)
+                # Nothing wider than the window either (no sideways scrolling of the page).
+                assert await page.evaluate(
+                    "document.documentElement.scrollWidth <= window.innerWidth")
+            finally:
+                await browser.close()
+    assert broken == {}, broken

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from helpers import wait_for_condition
 from test_qc_console import CAL, DEVICES, QC, RULES, USERS, auth, web_users
 from test_web import running_agent, url
+
+from drivers.base import Sample
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -20,6 +24,7 @@ if TYPE_CHECKING:
 
 @contextlib.asynccontextmanager
 async def agent_in(tmp_path: Path, broker_url: str, *, site_language: str | None = None,
+                   qc_extra: dict[str, Any] | None = None,
                    ) -> AsyncIterator[tuple[Agent, aiohttp.ClientSession]]:
     users = web_users()
     for user in users:
@@ -28,7 +33,7 @@ async def agent_in(tmp_path: Path, broker_url: str, *, site_language: str | None
     web: dict[str, Any] = {"users": users}
     if site_language:
         web["language"] = site_language
-    qc = {**QC, "timezone": "Asia/Almaty"}
+    qc = {**QC, "timezone": "Asia/Almaty", **(qc_extra or {})}
     async with (
         running_agent(tmp_path, broker_url, devices=DEVICES, rules=RULES, web=web,
                       extra={"qc": qc}) as agent,
@@ -154,6 +159,75 @@ async def test_an_implausible_activity_needs_a_reason_and_a_held_calibrator_cann
         assert answer["code"] == "calibrator_on_hold"
         assert answer["release"] == "on_hold"
         assert answer["error"].startswith("dosecal-1 НЕ ДОПУЩЕН")
+        # The hold's reasons in the reader's language too, not the record's English.
+        assert "сегодня ещё не пройден" in answer["error"], answer["error"]
+        assert answer["override_allowed"] is False
+        # This site allows no override: a signed one is refused before any signature.
+        async with session.post(url(agent, "/api/prescriptions/RX-3/arm"), headers=auth("tess"),
+                                json={"device": CAL, "override": {
+                                    "reason": "no other calibrator", "password": USERS["tess"][2],
+                                }}) as r:
+            assert r.status == 409
+            assert (await r.json())["code"] == "override_not_allowed"
+
+
+async def test_a_held_calibrator_measures_a_dose_after_a_signed_override_if_the_site_allows_it(
+        tmp_path, mosquitto):
+    async with agent_in(tmp_path, mosquitto.url, qc_extra={"held_override": True}) as (
+            agent, session):
+        scheduled = datetime.now(UTC) + timedelta(minutes=20)
+        async with session.post(url(agent, "/api/prescriptions"), headers=auth("rita"), json={
+                "id": "RX-9", "nuclide": "F-18", "activity": "185", "unit": "MBq",
+                "scheduled": scheduled.isoformat(), "device": CAL}) as r:
+            assert r.status == 201, await r.json()
+        arm = url(agent, "/api/prescriptions/RX-9/arm")
+        async with session.post(arm, json={"device": CAL}, headers=auth("tess")) as r:
+            answer = await r.json()
+        assert r.status == 409 and answer["code"] == "calibrator_on_hold"
+        assert answer["override_allowed"] is True
+        # A reason and the password at the moment are both required; a wrong one is refused.
+        async with session.post(arm, headers=auth("tess"), json={"device": CAL, "override": {
+                "reason": "", "password": USERS["tess"][2]}}) as r:
+            assert r.status == 400, await r.json()
+        async with session.post(arm, headers=auth("tess"), json={"device": CAL, "override": {
+                "reason": "only calibrator; constancy re-test after this dose",
+                "password": "wrong-password"}}) as r:
+            assert r.status == 403 and (await r.json())["code"] == "signature_refused"
+        async with session.post(arm, headers=auth("tess"), json={"device": CAL, "override": {
+                "reason": "only calibrator; constancy re-test after this dose",
+                "password": USERS["tess"][2]}}) as r:
+            assert r.status == 200, await r.json()
+        async with session.get(url(agent, "/api/audit?action=dosage.held_override"),
+                               headers=auth("quinn")) as r:
+            (row,) = (await r.json())["rows"]
+        assert row["actor"] == "tess" and row["subject"] == "prescription/RX-9"
+        assert row["reason"] == "only calibrator; constancy re-test after this dose"
+        assert row["signatures"][0]["meaning"] == "performed"
+        assert row["new"]["release"] == "on_hold"
+        # The dose measured: its dispensing record carries the hold and the override.
+        for _ in range(6):
+            agent.pipeline.process(Sample(device=CAL, channel="activity", value=190.0,
+                                          unit="MBq", nuclide="F-18", t=datetime.now(UTC)))
+            await asyncio.sleep(0.1)
+
+        async def dispensed() -> list[dict[str, Any]]:
+            async with session.get(url(agent, "/api/dispensing"), headers=auth("quinn")) as r:
+                return list((await r.json())["dispensing"])
+
+        await wait_for_condition(lambda: _nonempty(dispensed), timeout=30)
+        (record,) = await dispensed()
+        assert record["calibrator_release"] == "on_hold"
+        assert record["held_override"]["by"] == "tess"
+        assert record["held_override"]["reason"].startswith("only calibrator")
+        alert = next(a for a in agent.alerts.open_alerts()
+                     if a.rule == "qc.held-calibrator-dosage")
+        assert alert.message == "qc.held_dosage.override" and alert.severity == "warning"
+        assert "override signed by tess: only calibrator" in alert.text("en")
+        assert "НЕ ДОПУЩЕН, с разрешением под подписью tess" in alert.text("ru")
+
+
+async def _nonempty(fetch: Any) -> bool:
+    return bool(await fetch())
 
 
 async def test_the_performer_signs_with_a_comment_printed_on_the_sheet(tmp_path, mosquitto):

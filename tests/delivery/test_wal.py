@@ -18,8 +18,9 @@ from typing import Self
 import pytest
 from faults.tmpfs import MountImpossibleError, fill, free_bytes, tmpfs
 
-from agent.delivery.outbox import WAL_SIZE_LIMIT, Outbox
+from agent.delivery.outbox import Outbox
 from agent.delivery.signing import Signer
+from agent.state.schema import WAL_SIZE_LIMIT
 
 
 @pytest.fixture

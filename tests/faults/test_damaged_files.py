@@ -17,6 +17,8 @@ from collector import Collector, decode_all
 from faults.scenario import events, fault_config, finish, healthz, metrics
 from helpers import cli_env, isoedge_cmd, wait_until
 
+from agent.core.messages import render
+
 pytestmark = pytest.mark.slow
 
 
@@ -106,7 +108,10 @@ def test_where_allowed_a_damaged_database_is_moved_aside_with_an_alert_and_an_au
     assert str(aside[0]) in str(record["new"])
     alerts = [a for a in events(decoded, "alerts") if a.get("rule") == "state.damaged"]
     assert alerts and alerts[0]["event"] == "alert.raised"
-    assert str(target) in alerts[0]["message"]
+    # The stream keeps the message's code and parameters; a reader renders them.
+    assert alerts[0]["message"] == "state.damaged"
+    assert alerts[0]["params"]["path"] == str(target)
+    assert str(target) in render(alerts[0]["message"], "ru", None, alerts[0]["params"])
     assert "moved aside" in agent.log()
 
 

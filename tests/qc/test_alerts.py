@@ -48,7 +48,7 @@ def test_raised_once_then_updated_on_severity_change_then_cleared(manager, sink)
     _, item = sink.items[-1]
     assert item["old"]["state"] == "active"
     assert item["new"]["state"] == "cleared_unacknowledged"
-    assert item["why"] == "back to normal"
+    assert item["why"] == "back to normal"  # a plain text passes as it is
     assert {"id", "t", "event", "alert_id", "rule", "device", "channel"} <= item.keys()
 
 
@@ -137,7 +137,7 @@ async def test_one_active_alert_per_key_is_enforced_by_the_database(store):
         db.execute(
             "INSERT INTO alerts SELECT 'other', rule, device, channel, subject, severity, message,"
             " value, active, raised_at, updated_at, cleared_at, ack_by, ack_at, ack_reason,"
-            " details FROM alerts"
+            " details, params FROM alerts"
         )
     db.close()
     await store.open()

@@ -109,7 +109,7 @@ async def test_threshold_raises_after_min_duration_and_clears_with_hysteresis(ma
     assert h.alert_events() == ["alert.raised"]
     (alert,) = h.open_alerts()
     assert alert.severity == "alarm"
-    assert "above 2.5" in alert.message
+    assert "above 2.5" in alert.text()
     h.feed("am1", "dose_rate", 2.4, "uSv/h")  # below high but inside the hysteresis band
     assert h.alert_events() == ["alert.raised"]
     h.feed("am1", "dose_rate", 2.1, "uSv/h")
@@ -201,7 +201,7 @@ async def test_background_too_high(make):
     assert h.alert_events() == []
     h.feed("dc1", "background", 0.2, "MBq")  # 5.4 µCi
     (alert,) = h.open_alerts()
-    assert "background" in alert.message
+    assert "background" in alert.text()
     h.feed("dc1", "background", 0.18, "MBq")  # 4.86 µCi: inside the 0.01 MBq band
     assert h.alert_events() == ["alert.raised"]
     h.feed("dc1", "background", 0.05, "MBq")
@@ -265,7 +265,7 @@ async def test_device_offline_degraded_and_back(make):
     assert h.alert_events() == ["alert.raised"]
     (alert,) = h.open_alerts()
     assert alert.severity == "alarm"
-    assert "timeout" in alert.message
+    assert "timeout" in alert.text()
     await h.restart()
     h.engine.on_device_state("dc1", "online", None)
     assert h.alert_events() == ["alert.raised", "alert.cleared"]
@@ -330,7 +330,7 @@ async def test_constancy_pass_action_fail_and_clear(make):
     _measure(h, expected * 0.93)  # -7%: action band
     (alert,) = h.open_alerts()
     assert alert.severity == "warning"
-    assert "constancy action" in alert.message
+    assert "constancy action" in alert.text()
     _remove_source(h)
     _measure(h, expected * 0.85)  # -15%: fail
     assert h.alerts.get(alert.id).severity == "alarm"
@@ -397,7 +397,7 @@ async def test_dosage_site_tolerance_then_regulatory_limit_then_corrected(make):
     (alert,) = h.open_alerts()
     assert alert.severity == "warning"
     assert alert.subject == "RX-1"
-    assert "outside site tolerance" in alert.message
+    assert "outside site tolerance" in alert.text()
     h.feed("dc1", "activity", 0.0, "MBq", nuclide="F-18", dt=120)
     t2 = t + timedelta(minutes=5)
     _measure_dose(h, _f18_at(t2, 370 * 1.30, scheduled), t2)  # +30%: beyond the 20% limit
@@ -476,7 +476,7 @@ async def test_half_life_identity_pass_then_wrong_nuclide_then_clear(make):
     _decay_series(h, NUCLIDES["Ga-68"].half_life_s, seed=2)  # Ga-68 labelled F-18
     (alert,) = h.open_alerts()
     assert alert.severity == "alarm"
-    assert "not F-18?" in alert.message
+    assert "not F-18?" in alert.text()
     assert alert.value == pytest.approx(NUCLIDES["Ga-68"].half_life_s, rel=0.05)
     await h.restart()
     _decay_series(h, NUCLIDES["F-18"].half_life_s, seed=3)

@@ -20,6 +20,7 @@ from helpers import wait_until
 from ingestproc import IngestProcess, query, write_ingest_config
 from synth import Publisher, SynthAgent
 
+from agent.core.messages import render
 from agent.tools.mosquitto import free_port
 
 CHAIN_BREAKS_SQL = """
@@ -105,8 +106,12 @@ class Rig:
             return str(response.read().decode())
 
     def alerts(self, kind: str) -> list[tuple[Any, ...]]:
-        return query(self.db, "SELECT site, agent, key, severity, count, message FROM"
+        """Open alerts of `kind`; the message (a code and its detail) as an English reader sees it."""
+        rows = query(self.db, "SELECT site, agent, key, severity, count, message, detail FROM"
                      " central_alerts WHERE kind = %s AND cleared IS NULL ORDER BY id", (kind,))
+        return [(site, agent, key, severity, count,
+                 render(message, "en", None, {**(detail or {}), "site": site, "agent": agent}))
+                for site, agent, key, severity, count, message, detail in rows]
 
 
 def make_rig(tmp_path: Path, mosquitto: Any, postgres: Any, inbound: str = "",

@@ -9,7 +9,7 @@ const TREND_MIN_STEP_S = 2;
 // The catalog (GET /api/i18n): translations, the language's formats and the site's zone
 // offsets from the agent's tzdata (browsers carry their own, possibly older, zone rules).
 const I18N = {
-  lang: "en", messages: {},
+  lang: "en", messages: {}, codes: {},
   formats: { date: "yyyy-MM-dd", time: "HH:mm:ss", decimal: ".", group: ",", minus: "-" },
   zone: { name: "UTC", offsets: [[0, 0]] },
 };
@@ -104,6 +104,21 @@ function fmtValue(v, resolution) {
   return fmtNumber(String(Number(v.toPrecision(4))));
 }
 
+// The instrument's resolution: as sent, else that of its own display (the raw text's number
+// nearest the raw value, within 0.5 %, in the unit shown): "F-18  405.069 MBq" reads to 0.001.
+function resolutionOf(r) {
+  if (r.resolution > 0) return r.resolution;
+  const raw = r.raw || {};
+  if (typeof raw.text !== "string" || typeof raw.value !== "number" || (raw.unit || r.unit) !== r.unit) return 0;
+  const v = Math.abs(raw.value);
+  let best = null;
+  for (const token of raw.text.match(/\d+(?:\.\d+)?/g) || []) {
+    const off = Math.abs(Number(token) - v);
+    if (off <= 0.005 * Math.max(v, 1e-12) && (best === null || off < best[0])) best = [off, token];
+  }
+  return best ? 10 ** -(best[1].split(".")[1] || "").length : 0;
+}
+
 // A number typed by a person: "370,5" and "370.5" are 370.5, never 3705; ambiguous is NaN.
 function parseDecimal(text) {
   const t = String(text || "").replace(/[\s\u00a0\u202f']/g, "").replace("\u2212", "-");
@@ -180,6 +195,32 @@ function fmtUnit(unit) {
   if (!unit) return "";
   const text = UNIT_TEXT[unit] || unit;
   return _(text);
+}
+
+// A text the agent keeps as data ({code, params}: alerts, QC summaries, audit reasons), in the
+// page's language and the site's zone (the same rules as agent/core/messages.py's render()).
+const MSG_CODE_KEYS = new Set(["result", "state", "test", "outcome", "release", "severity"]);
+const MSG_SIGNED_KEYS = new Set(["deviation", "rate", "half_life_deviation"]);
+function msgParam(key, value) {
+  if (value === null || value === undefined) return "—";
+  if (Array.isArray(value)) return value.map((v) => msgParam(key, v)).join("; ");
+  if (typeof value === "object") return "code" in value ? msgText(value) : JSON.stringify(value);
+  if ((key === "time" || key.endsWith("_at")) && typeof value === "string") return fmtTime(value);
+  if (typeof value === "number") {
+    const text = fmtNumber(String(value));
+    return MSG_SIGNED_KEYS.has(key) && !Number.isInteger(value) && value >= 0 ? `+${text}` : text;
+  }
+  if (key === "unit") return fmtUnit(value);
+  if (MSG_CODE_KEYS.has(key) && typeof value === "string") return _(value);
+  return String(value);
+}
+function msgText(message, params) {
+  const m = (message && typeof message === "object") ? message : { code: message, params };
+  if (!m.code) return "";
+  const template = I18N.codes[m.code] || m.code;
+  const text = I18N.messages[template] || template;
+  if (!m.params || !Object.keys(m.params).length) return text;
+  return text.replace(/\{(\w+)\}/g, (all, k) => (k in m.params ? msgParam(k, m.params[k]) : all));
 }
 
 async function api(path, options) {
@@ -287,7 +328,7 @@ function renderReadings() {
       { "data-key": `${r.device}/${r.channel}`, class: `quality-${r.quality}${stale ? " stale" : ""}` },
       el("td", {}, r.device),
       el("td", {}, r.channel),
-      el("td", { class: "num value" }, fmtValue(r.value, r.resolution)),
+      el("td", { class: "num value" }, fmtValue(r.value, resolutionOf(r))),
       el("td", {}, fmtUnit(r.unit)),
       el("td", { title: r.reason || "", class: "quality" }, stale ? pill(stale, "stale")
         : [_(r.quality), r.reason ? ` (${r.reason})` : ""].join("")),
@@ -311,11 +352,11 @@ function renderDoseCalibrator(items) {
     el("div", { class: "muted small" }, `${r.device} · ${r.channel}`),
     el("div", { class: "nuclide" }, r.nuclide),
     el("div", {},
-      el("span", { class: "big measured" }, fmtValue(r.value, r.resolution)), " ", fmtUnit(r.unit),
+      el("span", { class: "big measured" }, fmtValue(r.value, resolutionOf(r))), " ", fmtUnit(r.unit),
       el("span", { class: "muted small" }, ` ${_("measured {time}", { time: fmtTime(r.t) })}`)),
     r.value_at_ref !== undefined && r.value_at_ref !== null
       ? el("div", {},
-        el("span", { class: "big at-ref" }, fmtValue(r.value_at_ref, r.resolution)), " ", fmtUnit(r.unit),
+        el("span", { class: "big at-ref" }, fmtValue(r.value_at_ref, resolutionOf(r))), " ", fmtUnit(r.unit),
         el("span", { class: "muted small ref-time" }, ` ${_("at reference {time}", { time: fmtTime(r.ref_time) })}`))
       : el("div", { class: "muted small" }, _("no reference time configured")),
     r.quality !== "good" ? el("div", { class: "error small" }, `${_(r.quality)}: ${r.reason || ""}`) : null,
@@ -415,7 +456,7 @@ function renderAlerts(alerts) {
         a.active ? (a.acknowledged ? "acknowledged" : "open") : "cleared", a.active ? a.severity : "")),
       el("td", {}, a.rule),
       el("td", {}, [a.device, a.channel].filter(Boolean).join(" · ")),
-      el("td", {}, a.message || "",
+      el("td", { class: "alert-message" }, msgText(a.message, a.params),
         a.cleared_at ? el("div", { class: "muted small" }, _("cleared {time}", { time: fmtTime(a.cleared_at) })) : null),
       el("td", {}, fmtTime(a.raised_at)),
       el("td", {}, acked),
@@ -447,7 +488,7 @@ function openAck(alert) {
   state.ackAlertId = alert.id;
   state.ackAlertIds = null;
   $("#ack-summary").textContent =
-    `${_(alert.severity)} · ${alert.rule} · ${alert.device || ""} — ${alert.message || ""}`;
+    `${_(alert.severity)} · ${alert.rule} · ${alert.device || ""} — ${msgText(alert.message, alert.params)}`;
   const name = $("#ack-name");
   if (state.me && state.me.authenticated) {
     name.value = state.me.name;
@@ -491,7 +532,10 @@ async function submitAck(event) {
       });
       state.selected.clear();
       const refused = Object.keys(answer.refused || {}).length;
-      if (refused) window.alert(_("Not acknowledged: {n} (already acknowledged or closed)", { n: refused }));
+      // Shown beside the button, in the page (no browser dialog).
+      const note = $("#ack-selected-note");
+      note.textContent = refused ? _("Not acknowledged: {n} (already acknowledged or closed)", { n: refused }) : "";
+      note.hidden = !refused;
     } else if (signing && Number($("#ack-shelve").value) > 0) {
       await api(`/api/alerts/${encodeURIComponent(state.ackAlertId)}/shelve`, {
         method: "POST", headers: { "Content-Type": "application/json" },
@@ -532,12 +576,21 @@ function auditQuery() {
   return params.toString();
 }
 
-const AUDIT_KNOWN = new Set(["id", "t", "event", "actor", "subject", "old", "new", "reason"]);
+const AUDIT_KNOWN = new Set(["id", "t", "event", "actor", "subject", "old", "new", "reason",
+  "reason_params"]);
+
+// An audit record's reason: a person's words as typed, the system's as a message code.
+function auditReason(row) {
+  if (!row.reason) return "";
+  return row.reason_params || I18N.codes[row.reason] ? msgText(row.reason, row.reason_params) : row.reason;
+}
 
 // A value as a person reads it: numbers in the language's format, objects as "key: value".
+const ISO_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/;
 function plain(v) {
   if (v === null || v === undefined) return "—";
   if (typeof v === "number") return fmtValue(v);
+  if (typeof v === "string" && ISO_INSTANT.test(v)) return fmtTime(v);  // site time, its zone
   if (Array.isArray(v)) return v.map(plain).join(", ");
   if (typeof v === "object") return Object.entries(v).map(([k, x]) => `${k}: ${plain(x)}`).join("; ");
   return String(v);
@@ -576,7 +629,7 @@ async function loadAudit() {
         el("td", {}, row.actor || ""),
         el("td", {}, row.subject || ""),
         el("td", { class: "change" }, fmtChange(row)),
-        el("td", {}, row.reason || ""),
+        el("td", { class: "audit-reason" }, auditReason(row)),
         el("td", { class: "muted small" }, Object.keys(details).length ? plain(details) : ""));
     }));
   } catch (error) {

@@ -26,7 +26,8 @@ function testText(test) {
     geometry: _("Geometry"), linearity: _("Linearity (decay)") }[test] || test;
 }
 function meaningText(meaning) {
-  return { performed: _("performed"), reviewed: _("reviewed"), approved: _("approved") }[meaning] || meaning;
+  return { performed: _("performed"), reviewed: _("reviewed"), approved: _("approved"),
+    released: _("released"), rejected: _("rejected") }[meaning] || meaning;
 }
 function resultText(result) {
   return { pass: _("pass"), action: _("action"), fail: _("fail") }[result] || result;
@@ -39,6 +40,7 @@ function agentText(pair, fallback) {
   if (params.test) params.test = testText(params.test);
   if (params.result) params.result = resultText(params.result);
   if (params.time) params.time = fmtTime(params.time);
+  if (params.summary && typeof params.summary === "object") params.summary = msgText(params.summary);
   return _(pair[0], params);
 }
 
@@ -46,9 +48,10 @@ function releaseReason(s) {
   return s.reasons ? s.reasons.map((r) => agentText(r)).join("; ") : s.reason;
 }
 
+// An activity to the calibrators' resolution, 0.001 MBq (as on the PDF records).
 function fmtMbq(v, u) {
   if (v === null || v === undefined) return "—";
-  const text = fmtNumber(String(Number(v.toPrecision(5))));
+  const text = fmtValue(v, 0.001);
   return u === null || u === undefined ? text : `${text} ± ${fmtNumber(String(Number(u.toPrecision(2))))}`;
 }
 
@@ -265,7 +268,7 @@ function showRun(run) {
     box.replaceChildren(
       el("div", {}, _("Result"), " ", resultPill(run.result), " ",
         el("span", { class: "run-state" }, run.state === "signed" ? _("signed") : _("awaiting your signature"))),
-      el("div", { class: "run-summary" }, run.summary),
+      el("div", { class: "run-summary" }, msgText(run.summary)),
       el("div", { class: "muted small" }, band));
   }
   $("#qc-sign").hidden = !(run.state === "completed" && qc.may.performed);
@@ -301,7 +304,7 @@ function signRun() {
   const run = qc.run;
   openSign({
     title: _("Sign QC test"),
-    what: _("{test} on {device}: {summary}", { test: testText(run.test), device: run.device, summary: run.summary }),
+    what: _("{test} on {device}: {summary}", { test: testText(run.test), device: run.device, summary: msgText(run.summary) }),
     meaning: "performed",
     comment: true,  // why a test failed, what was done: signed with the record
     submit: async (body) => {
@@ -635,7 +638,10 @@ async function downloadReport(event) {
 function reviewAudit() {
   const since = localToUtc($("#audit-since").value);
   const until = localToUtc($("#audit-until").value) || new Date().toISOString();
-  if (!since) { window.alert(_("Choose the start of the range to review.")); return; }
+  const note = $("#audit-review-note");
+  note.hidden = Boolean(since);
+  note.textContent = since ? "" : _("Choose the start of the range to review.");
+  if (!since) return;
   openSign({
     title: _("Review audit trail"),
     what: _("Audit trail from {since} to {until}, as filtered", { since: fmtTime(since), until: fmtTime(until) }),
@@ -668,6 +674,8 @@ async function loadPrescriptions() {
       const device = rx.device || qc.device;
       const cal = qc.calibrators[device];
       const held = cal && cal.release !== "released";
+      // The site may allow one dose on a held calibrator after a signed override with a reason.
+      const override = Boolean(held && qc.state && qc.state.held_override);
       return el("tr", { "data-rx": rx.id },
         el("td", {}, rx.id, rx.note ? el("div", { class: "muted small" }, rx.note) : null),
         el("td", {}, rx.nuclide),
@@ -675,16 +683,17 @@ async function loadPrescriptions() {
         el("td", {}, fmtTime(rx.scheduled)),
         el("td", {}, rx.device || _("any")),
         el("td", { class: "small" }, rx.origin),
-        el("td", { class: "rx-last" }, heldDose ? pill(_("ON HOLD — not for patient use"), "critical")
+        el("td", { class: "rx-last" }, heldDose ? heldPill(lastDispensed)
           : last ? resultPill(last.result) : "—",
           last ? el("div", { class: "muted small" }, `${last.detail} (${fmtPct(last.deviation_pct)})`) : null),
         el("td", {},
           qc.may.prescribe && !rx.origin.startsWith("config:")
             ? el("button", { type: "button", class: "rx-edit", onclick: () => editRx(rx) }, _("Change")) : null,
-          mayArm ? el("button", { type: "button", class: "rx-arm", onclick: () => armRx(rx),
-            disabled: Boolean(held),
+          mayArm ? el("button", { type: "button", class: override ? "rx-arm rx-override" : "rx-arm",
+            onclick: () => (override ? overrideRx(rx, device) : armRx(rx)),
+            disabled: Boolean(held) && !override,
             title: held ? _("{device} is ON HOLD: measure this dose on a released calibrator", { device }) : "",
-          }, _("Measure now")) : null,
+          }, override ? _("Override the hold…") : _("Measure now")) : null,
           mayArm && held ? el("div", { class: "error small rx-held" },
             _("{device} is ON HOLD: measure this dose on a released calibrator", { device })) : null,
           qc.may.prescribe && !rx.origin.startsWith("config:")
@@ -701,7 +710,7 @@ async function loadPrescriptions() {
       el("td", { class: "num" }, fmtPct(d.deviation_pct)),
       el("td", {}, resultText(d.result)),
       el("td", { class: "dispensing-release" }, d.calibrator_release === "on_hold"
-        ? pill(_("ON HOLD — not for patient use"), "critical") : pill(releaseText(d.calibrator_release || "—"), d.calibrator_release === "released" ? "ok" : "")),
+        ? heldPill(d) : pill(releaseText(d.calibrator_release || "—"), d.calibrator_release === "released" ? "ok" : "")),
       el("td", {}, d.who))));
   } catch (error) { console.warn("prescriptions", error); }
 }
@@ -773,6 +782,34 @@ async function saveRx(event) {
     }
     rxError(_("Not saved: {reason}", { reason: error.message }));
   }
+}
+
+// A dose measured on a held calibrator: not for patient use, or used by a signed override.
+function heldPill(d) {
+  if (!d.held_override) return pill(_("ON HOLD — not for patient use"), "critical");
+  return el("span", {}, pill(_("ON HOLD — override"), "warning"),
+    el("div", { class: "muted small held-override" }, _("signed by {name}: {reason}",
+      { name: d.held_override.name || d.held_override.by, reason: d.held_override.reason })));
+}
+
+// Measure on a held calibrator by a signed decision (the site allows it: `[qc] held_override`).
+function overrideRx(rx, device) {
+  openSign({
+    title: _("Override the hold"),
+    what: _("{device} is ON HOLD. Measure {id} on it all the same: type the reason; it is signed and recorded with the dose.",
+      { device, id: rx.id }),
+    meaning: "performed",
+    comment: true,
+    submit: async (body) => {
+      if (!body.comment) throw new Error(_("a reason is required to override the hold"));
+      await api(`/api/prescriptions/${encodeURIComponent(rx.id)}/arm`, {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ device, override: { reason: body.comment, password: body.password } }),
+      });
+      rxError("");
+      loadPrescriptions();
+    },
+  });
 }
 
 async function armRx(rx) {
