@@ -36,6 +36,7 @@ from agent.core.messages import Message, msg
 from agent.core.reading import Reading, new_id, rfc3339
 from agent.physics.breakthrough import (
     AL_SOURCES,
+    GA68_IDENTITY_WINDOW_S,
     AluminiumResult,
     SpotColour,
     aluminium_check,
@@ -46,6 +47,7 @@ from agent.physics.breakthrough import (
     mo99_breakthrough,
     tc99m_available_mbq,
 )
+from agent.physics.halflife import FitError
 from agent.physics.nuclides import NUCLIDES, Nuclide, normalize_nuclide
 from agent.qc.rules import activity_mbq
 from agent.records.guided import GuidedStep, Settle, advance, current
@@ -444,7 +446,9 @@ class ElutionDesk:
             "mo99_limit": {"basis": result.limit.basis, "value": result.limit.value,
                            "ratio_kbq_per_mbq": result.limit.ratio_kbq_per_mbq,
                            "source": result.limit.source},
+            "product": "Sodium pertechnetate (99mTc)",
             "use_by": None if use_by is None else rfc3339(use_by),
+            "expiry": None if use_by is None else rfc3339(use_by),
             "use_by_limited_by": None if use_by is None else (
                 "shelf_life" if use_by == shelf_end else "mo99"),
             "shelf_life_h": rules.shelf_life_h,
@@ -465,25 +469,35 @@ class ElutionDesk:
         step = run.steps[0]
         t0 = step.series[0][0]
         scale = run.time_scale
-        ident = ga68_identity(
-            [(t - t0).total_seconds() * scale for t, _, _ in step.series],
-            [v for _, v, _ in step.series],
-        )
+        window = GA68_IDENTITY_WINDOW_S
+        try:
+            ident = ga68_identity(
+                [(t - t0).total_seconds() * scale for t, _, _ in step.series],
+                [v for _, v, _ in step.series],
+            )
+        except FitError:  # no decay to fit (e.g. readings that do not fall): not Ga-68
+            ident = None
+        passed = ident is not None and ident.passed
+        half_life = None if ident is None else ident.fit.half_life_s
+        unc = None if ident is None else ident.fit.uncertainty_s
         lam = self.nuclides["Ga-68"].decay_constant
         at_elution = (step.measured or 0.0) * math.exp(
             lam * (t0 - run.elution_time).total_seconds() * scale
         )
         due = run.elution_time + timedelta(hours=self.rules.ge68_wait_h)
-        reasons = [] if ident.passed else ["identity_half_life_outside_window"]
+        reasons = [] if passed else ["identity_half_life_outside_window"]
         return {
             **self._common(run),
+            "product": "Gallium (68Ga) chloride",
             "ga68_mbq": round(at_elution, 6),
             "readings": list(step.readings),
-            "half_life_min": round(ident.fit.half_life_s / 60, 4),
-            "half_life_uncertainty_min": round(ident.fit.uncertainty_s / 60, 4),
-            "identity_window_min": [ident.window_s[0] / 60, ident.window_s[1] / 60],
-            "identity_passed": ident.passed,
-            "identity_points": ident.fit.n_points,
+            "half_life_min": None if half_life is None or math.isinf(half_life)
+            else round(half_life / 60, 4),
+            "half_life_uncertainty_min": None if unc is None or math.isinf(unc)
+            else round(unc / 60, 4),
+            "identity_window_min": [window[0] / 60, window[1] / 60],
+            "identity_passed": passed,
+            "identity_points": len(step.series),
             "ge68_due": rfc3339(due),
             "result": "fail" if reasons else "pass",
             "held": bool(reasons),

@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 import tomllib
+import weakref
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -137,10 +138,8 @@ async def _demo(  # noqa: PLR0915 - simulators, broker, agent and the demo's tas
         async with asyncio.TaskGroup() as group:
             runner = group.create_task(agent.run(stop), name="agent")
             view = group.create_task(_live_view(agent, live_view, header), name="live-view")
-            calibrator_free = asyncio.Event()  # the daily QC and the elution are done with it
-            qc_task = group.create_task(_then_set(_demo_daily_qc(agent), calibrator_free),
-                                        name="demo-qc")  # fmt: skip
-            batch_task = group.create_task(_demo_batch(agent, calibrator_free), name="demo-batch")
+            qc_task = group.create_task(_demo_calibrator_day(agent), name="demo-qc")
+            batch_task = group.create_task(_demo_batch(agent), name="demo-batch")
             timer = None
             if args.duration is not None:
                 timer = group.create_task(_stop_after(stop, args.duration), name="demo-timer")
@@ -370,6 +369,23 @@ def _demo_qc_history(data: dict[str, Any]) -> None:
                 calibrator[test].setdefault("last_performed", yesterday)
 
 
+_HANDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def calibrator_in_hands() -> asyncio.Lock:
+    """One demo operator at the simulated calibrator at a time (QC and elution, batch, dose)."""
+    return _HANDS.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+
+
+async def _demo_calibrator_day(agent: Agent) -> None:
+    """The daily QC, then one Tc-99m generator elution, signed (agent/tools/demo_records)."""
+    async with calibrator_in_hands():
+        await _demo_daily_qc(agent)
+        await demo_elution(agent, DOSECAL_SIMULATORS, DEMO_TECHNOLOGIST)
+
+
 async def _demo_daily_qc(agent: Agent) -> None:
     """At start, as the demo technologist: the daily background and constancy tests, signed."""
     await agent.started.wait()
@@ -396,8 +412,6 @@ async def _demo_daily_qc(agent: Agent) -> None:
             log.exception("demo QC test failed", device=device)
         finally:
             simulator.load_sample(*sample)  # the F-18 sample back in the chamber
-    # Then one Tc-99m generator elution on the same calibrator, signed (agent/tools/demo_records).
-    await demo_elution(agent, DOSECAL_SIMULATORS, DEMO_TECHNOLOGIST)
 
 
 DEMO_QA = ("qa", "qa-demo")
@@ -424,15 +438,7 @@ async def _until(changed: asyncio.Event, predicate: Callable[[], Any], timeout: 
     return value
 
 
-async def _then_set(work: Awaitable[None], done: asyncio.Event) -> None:
-    """`work`, then `done` set however it ended."""
-    try:
-        await work
-    finally:
-        done.set()
-
-
-async def _demo_batch(agent: Agent, calibrator_free: asyncio.Event) -> None:
+async def _demo_batch(agent: Agent) -> None:
     """One [18F]FDG batch: assembled from the simulated run, signed, released, one dose."""
     await agent.started.wait()
     records = agent.records
@@ -456,19 +462,18 @@ async def _demo_batch(agent: Agent, calibrator_free: asyncio.Event) -> None:
                                                   if r.state == "eos" and r.start_seen), None),
                            900)  # fmt: skip
         log.info("demo batch: end of synthesis", batch=run.batch_id)
-        # The demo's daily QC (and its elution) use the same calibrator: the assay waits.
-        async with asyncio.timeout(300):
-            await calibrator_free.wait()
         # The demo's daily QC releases the calibrator first.
         await _until(changed, lambda: agent._calibrator_release(device) == "released", 300)  # noqa: SLF001
-        batch = await _demo_batch_record(agent, run, simulator, changed)
+        async with calibrator_in_hands():  # after the QC and the elution on it
+            batch = await _demo_batch_record(agent, run, simulator, changed)
         qa, qa_password = DEMO_QA
         decision = "released" if batch["result"] == "pass" else "rejected"
         await records.release.decide(run.batch_id, decision, name=qa, password=qa_password,
                                      comment="demo release")  # fmt: skip
         log.info("demo batch decided", batch=run.batch_id, decision=decision)
         if decision == "released":
-            await _demo_dose(agent, run.batch_id, device, simulator, changed)
+            async with calibrator_in_hands():
+                await _demo_dose(agent, run.batch_id, device, simulator, changed)
     except Exception:
         log.exception("demo batch failed")
     finally:

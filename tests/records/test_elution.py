@@ -13,8 +13,10 @@ from qc_harness import PASSWORDS
 
 from agent.records.elution import ElutionDesk, ElutionError
 from agent.records.kinds import record_sha256, verify
+from agent.records.release import ReleaseDesk, ReleaseError
 
 TESS = PASSWORDS["tess"]
+QUINN = PASSWORDS["quinn"]
 
 
 async def test_tc99m_elution_guided_on_the_calibrator_signed(tmp_path: Path) -> None:
@@ -60,6 +62,11 @@ async def test_tc99m_elution_guided_on_the_calibrator_signed(tmp_path: Path) -> 
         assert [i["id"] for i in published if i.get("kind") == "elution"] == [record["id"]]
         state = await desk.eluate_state(record["eluate_id"])
         assert state["state"] == "usable"
+        assert record["expiry"] == record["use_by"]
+        # the qualified person (not the performer) releases the eluate
+        release = await ReleaseDesk(bench.desk).decide(
+            record["eluate_id"], "released", kind="elution", name="quinn", password=QUINN)
+        assert release["decision"] == "released" and release["expiry"] == record["use_by"]
 
 
 async def test_failed_elution_holds_the_eluate_and_alerts(tmp_path: Path) -> None:
@@ -77,6 +84,10 @@ async def test_failed_elution_holds_the_eluate_and_alerts(tmp_path: Path) -> Non
         state = await desk.eluate_state(record["eluate_id"])
         assert state == {"eluate_id": record["eluate_id"], "state": "held",
                          "reasons": ["aluminium_over_limit", "mo99_over_limit"]}
+        with pytest.raises(ReleaseError) as refused:  # a held eluate can only be rejected
+            await ReleaseDesk(bench.desk).decide(
+                record["eluate_id"], "released", kind="elution", name="quinn", password=QUINN)
+        assert refused.value.code == "failed"
         alert = bench.state.alerts.active_alert("records.elution", "dc1", None,
                                                 record["eluate_id"])
         assert alert is not None and alert.severity == "alarm"
@@ -176,6 +187,22 @@ async def test_ga68_wrong_nuclide_fails_identity_and_holds(tmp_path: Path) -> No
         assert run.draft["half_life_min"] > 74.0
         assert run.draft["held"] is True
         assert run.draft["hold_reasons"] == ["identity_half_life_outside_window"]
+
+
+async def test_ga68_eluate_that_does_not_decay_is_held(tmp_path: Path) -> None:
+    async with CalibratorBench(tmp_path, nuclide="Ge-68", time_scale=300.0) as bench:
+        desk = bench.elutions
+        desk.rules = rules(identity_points=8, identity_interval_s=0.5)
+        run = desk.start_elution("GAG-1", by="tess", time_scale=300.0)
+        bench.simulator.load_sample("Ge-68", 800.0)  # T½ 271 d: flat over minutes
+        bench.simulator.set_nuclide("Ga-68")
+        desk.confirm_step(run.id, 1, by="tess")
+        await wait_for_condition(lambda: run.state == "completed", timeout=30)
+        assert run.draft is not None
+        assert run.draft["identity_passed"] is False
+        assert run.draft["held"] is True
+        record = await desk.sign(run.id, name="tess", password=TESS)
+        assert verify(record) == []
 
 
 async def test_ge68_remeasurement_after_48_hours(tmp_path: Path) -> None:

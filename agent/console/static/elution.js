@@ -3,6 +3,9 @@
 // qc.js (agentText); values go in with textContent only. A guided run is polled while it runs.
 "use strict";
 
+// Everything in its own scope: the console's scripts share one global scope.
+(() => {
+
 const gen = {
   shown: null,
   data: null,
@@ -311,3 +314,4 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#shipment-form").addEventListener("submit", (e) => submitForm(e, "/api/shipments"));
   $("#receipt-form").addEventListener("submit", (e) => submitForm(e, "/api/receipts", (b) => { gen.receiptRun = b.run; }));
 });
+})();
