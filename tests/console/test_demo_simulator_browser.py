@@ -174,7 +174,7 @@ async def test_analyse_now_shows_the_linearity_result_in_the_page(
         async with (running_agent(tmp_path, mosquitto.url, devices=devices,
                                   web={"users": web_users()}, extra={"qc": programme}) as agent,
                     async_playwright() as pw):
-            agent.simulator_panel = DemoSimulatorPanel(agent.qc_programme, {CAL: sim})
+            agent.simulator_panel = DemoSimulatorPanel(agent.qa_desk, {CAL: sim})
             browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                                args=CHROMIUM_ARGS)
             try:
@@ -195,8 +195,8 @@ async def test_analyse_now_shows_the_linearity_result_in_the_page(
                 await expect(box).to_have_attribute("data-state", "running")
                 await page.locator("#sim-panel button[data-action=linearity]").click()
                 run_id = await box.get_attribute("data-run")
-                run = agent.qc_programme.run(run_id)
-                needed = agent.qc_programme.programme(CAL).linearity.min_points
+                run = agent.qa_desk.run(run_id)
+                needed = agent.qa_desk.programme(CAL).linearity.min_points
                 await wait_for_condition(lambda: len(run.series) >= needed, timeout=90)
                 assert run.state == "running"
                 await page.click("#qc-finish")
