@@ -30,6 +30,7 @@ class SyntheticConfig(DeviceConfigBase):
     unit: str = "uSv/h"
     base: float = 0.2
     amplitude: float = 0.05
+    noise: float = Field(default=0.02, ge=0, description="Half-width of the triangular noise.")
     rate_per_s: float | None = Field(
         default=None,
         gt=0,
@@ -99,7 +100,8 @@ class SyntheticDriver(Driver):
             else:
                 wave = cfg.base + cfg.amplitude * math.sin(time.monotonic() / 60.0 * 2 * math.pi)
                 # Triangular noise (sum of two uniforms): Gaussian-like and much cheaper.
-                values = [wave + (rand() + rand() - 1.0) * 0.02 for _ in range(due)]
+                noise = cfg.noise
+                values = [wave + (rand() + rand() - 1.0) * noise for _ in range(due)]
                 texts = [f"{v:.6f}" for v in values]
                 rounded = [round(v, 6) for v in values]
             if due:
