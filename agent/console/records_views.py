@@ -130,7 +130,7 @@ class RecordsViews:
             run = self.records.batches.start_assay(request.match_info["batch_id"],
                                                    time_scale=scale)  # fmt: skip
         except BatchError as exc:
-            _fail(str(exc), web.HTTPConflict, code="batch_refused")
+            _fail(exc.message, web.HTTPConflict, code="batch_refused")
         return _json({"run": run.as_dict()})
 
     async def sign_batch(self, request: web.Request) -> web.Response:
@@ -149,7 +149,7 @@ class RecordsViews:
         except _SignatureError as exc:
             refused(exc)
         except BatchError as exc:
-            _fail(str(exc), web.HTTPConflict, code="batch_refused")
+            _fail(exc.message, web.HTTPConflict, code="batch_refused")
         except RecordError as exc:
             _fail(exc.message, code="tests_invalid")
         log.info("batch record signed", batch=record["batch_id"], user=signer.name, via="web")
