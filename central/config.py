@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -186,6 +187,19 @@ class AgentKeys(_Strict):
     site: IdStr
     agent: IdStr
     public_keys: list[Path] = Field(min_length=1)
+    # The site's time zone (IANA name): the fleet page shows this agent's times in it, with
+    # its name. UTC when not given.
+    zone: str = "UTC"
+
+    @field_validator("zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name, e.g. Asia/Almaty)") \
+                from None
+        return value
 
 
 class IngestConfig(_Strict):

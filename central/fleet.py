@@ -15,6 +15,7 @@ import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 from aiohttp import web
@@ -133,6 +134,15 @@ class FleetData:
     def __init__(self, config: IngestConfig, registry: KeyRegistry) -> None:
         self.url = config.web.database_url or config.database.url
         self.registry = registry
+        # Each agent's site zone (`[[agents]] zone`, UTC if not given): its times on the page.
+        self.zones = {(a.site, a.agent): a.zone for a in config.agents}
+        self.site_zones: dict[str, str] = {}
+        for a in config.agents:
+            self.site_zones.setdefault(a.site, a.zone)
+
+    def zone_of(self, site: Any, agent: Any = None) -> str:
+        """The IANA name of the zone `site`/`agent`'s times are shown in."""
+        return self.zones.get((site, agent)) or self.site_zones.get(site) or "UTC"
 
     def _conn(self) -> psycopg.Connection[Any]:
         conn = connect(self.url, application_name="isoedge-fleet-page")
@@ -186,6 +196,10 @@ class FleetData:
                 "backlog": max(0, last_seq - stored) if isinstance(last_seq, int) else None,
             })
             agents.append(entry)
+        for row in (*agents, *alerts, *calibrators, *devices):
+            row["zone"] = self.zone_of(row.get("site"), row.get("agent"))
+        for row in shipments:
+            row["zone"] = self.zone_of(row.get("site"))
         return {"agents": agents, "alerts": alerts, "calibrators": calibrators,
                 "shipments": shipments, "devices": devices, "t": _iso(datetime.now(UTC))}
 
@@ -249,12 +263,17 @@ def _metrics_handler(consumer: Consumer | None) -> Any:
 Selection = tuple[str, str, str, str | None, datetime, datetime]
 
 
+def _zone(row: dict[str, Any]) -> ZoneInfo:
+    """The zone a row's times are shown in (the site's, validated by the config)."""
+    return ZoneInfo(str(row.get("zone") or "UTC"))
+
+
 def _localized(snapshot: dict[str, Any], lang: Language) -> dict[str, Any]:
     """Alert texts and release reasons (codes with parameters) rendered for this reader."""
     for alert in snapshot.get("alerts", []):
-        alert["text"] = render(alert["message"], lang, None, alert.pop("params", None))
+        alert["text"] = render(alert["message"], lang, _zone(alert), alert.pop("params", None))
     for cal in snapshot.get("calibrators", []):
-        cal["reason"] = render_reasons(cal, lang, None) or None
+        cal["reason"] = render_reasons(cal, lang, _zone(cal)) or None
     return snapshot
 
 

@@ -124,6 +124,7 @@ def create_app(backend: ConsoleBackend, section: WebSection) -> web.Application:
         return session.user.name if session is not None else None
 
     app[i18n.SESSION_USER_KEY] = session_user
+    app[i18n.ZONE_KEY] = backend.qa_desk.config.zone
     app.router.add_get("/", views.index)
     app.router.add_post("/api/login", auth.login)
     app.router.add_post("/api/logout", auth.logout)

@@ -25,6 +25,7 @@ from agent.console.qc_views import (
     number_field,
     text_field,
 )
+from agent.core.messages import Message
 from agent.qc.signatures import SignatureError
 from agent.records.kinds import RecordError
 
@@ -36,13 +37,13 @@ MAX_LIST = 200
 MAX_STEP = 10
 
 
-def _fail(message: str, status: type[web.HTTPException] = web.HTTPBadRequest,
+def _fail(message: str | Message, status: type[web.HTTPException] = web.HTTPBadRequest,
           *, code: str | None = None, **params: Any) -> NoReturn:  # fmt: skip
     fail(message, status, code=code, **params)
 
 
 def _conflict(exc: RecordError) -> NoReturn:
-    _fail(str(exc), web.HTTPConflict, code="record_refused")
+    _fail(exc.message, web.HTTPConflict, code="record_refused")
 
 
 def _when(body: dict[str, Any], name: str, *, required: bool = False) -> datetime | None:

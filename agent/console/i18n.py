@@ -2,8 +2,10 @@
 
 A request's language is, in order: the header selector's choice (cookie `isoedge_lang`), the
 signed-in user's `language`, the site's `web.language`, the browser's `Accept-Language`, English.
-Errors keep their machine `code` (and, for a refused signature, its `refusal`); only `error`,
-the sentence a person reads, is translated.
+Errors keep their machine `code` (and, for a refused signature, its `refusal`; for a desk's
+refusal, its `message`: the text's code and parameters); only `error`, the sentence a person
+reads, is translated (a desk's refusal rendered by `agent.core.messages.render`, times in the
+site's zone).
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ from agent.core.i18n import (
     negotiate,
     render_page,
 )
+from agent.core.messages import Message, render
 
 if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
     from agent.console.settings import WebSection
 
 LANG_COOKIE = "isoedge_lang"
@@ -37,25 +42,30 @@ LANG_KEY: web.RequestKey[str] = web.RequestKey("isoedge_lang", str)
 SECTION_KEY: web.RequestKey[Any] = web.RequestKey("isoedge_web_section", object)
 # On public paths (the page itself) nobody is authenticated: who a session cookie belongs to.
 SESSION_USER_KEY: web.AppKey[Any] = web.AppKey("isoedge_session_user", object)
+# The site's zone (a `ZoneInfo`), for the times in refusals; UTC (with its name) if not set.
+ZONE_KEY: web.AppKey[Any] = web.AppKey("isoedge_site_zone", object)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def fail(message: str, status: type[web.HTTPException] = web.HTTPBadRequest, *,
+def fail(message: str | Message, status: type[web.HTTPException] = web.HTTPBadRequest, *,
          code: str | None = None, fields: dict[str, Any] | None = None,
          **params: Any) -> NoReturn:  # fmt: skip
     """Answer with a JSON error, translated on the way out (`code` stays machine-readable).
 
-    `message` is an English catalog id whose `{name}` placeholders `params` fill in.
+    `message` is an English catalog id whose `{name}` placeholders `params` fill in, or a
+    `Message` (a refusal from a desk: its code and parameters, rendered by `messages.render`).
     """
     if code is None:
         code = HTTPStatus(status.status_code).phrase.lower().replace(" ", "_")
-    body: dict[str, Any] = {
-        "error": message.format(**params) if params else message,
-        "code": code,
-        **(fields or {}),
-        "_i18n": [message, {k: str(v) for k, v in params.items()}],
-    }
+    marker: dict[str, Any]
+    if isinstance(message, Message):
+        text = str(message)
+        marker = {"message": message.as_data()}
+    else:
+        text = message.format(**params) if params else message
+        marker = {"_i18n": [message, {k: str(v) for k, v in params.items()}]}
+    body: dict[str, Any] = {"error": text, "code": code, **(fields or {}), **marker}
     raise status(text=json.dumps(body), content_type="application/json")
 
 
@@ -84,9 +94,13 @@ def language_of(request: web.Request) -> Language:
     return choose(request.get(LANG_KEY))
 
 
-def _translate_error(body: dict[str, Any], lang: str) -> dict[str, Any]:
+def _translate_error(body: dict[str, Any], lang: str,
+                     zone: ZoneInfo | None = None) -> dict[str, Any]:
+    message = body.get("message")
     marker = body.pop("_i18n", None)
-    if isinstance(marker, list) and len(marker) == 2 and isinstance(marker[0], str):  # noqa: PLR2004 - [id, params]
+    if isinstance(message, dict) and isinstance(message.get("code"), str):
+        body["error"] = render(message, lang, zone)
+    elif isinstance(marker, list) and len(marker) == 2 and isinstance(marker[0], str):  # noqa: PLR2004 - [id, params]
         params = marker[1] if isinstance(marker[1], dict) else {}
         translated_params = {k: gettext(lang, v) if k in _CODE_PARAMS and isinstance(v, str)
                              else v for k, v in params.items()}
@@ -120,7 +134,8 @@ def middleware(section: WebSection) -> Middleware:
             except ValueError:
                 body = None
             if isinstance(body, dict):
-                response.text = json.dumps(_translate_error(body, lang), ensure_ascii=False)
+                zone = request.app.get(ZONE_KEY)
+                response.text = json.dumps(_translate_error(body, lang, zone), ensure_ascii=False)
                 response.content_type = "application/json"
         if isinstance(response, web.HTTPException):
             raise response
@@ -129,5 +144,5 @@ def middleware(section: WebSection) -> Middleware:
     return i18n_middleware
 
 
-__all__ = ["LANG_COOKIE", "catalog_json", "fail", "language_for", "language_of", "middleware",
-           "render_page"]
+__all__ = ["LANG_COOKIE", "ZONE_KEY", "catalog_json", "fail", "language_for", "language_of",
+           "middleware", "render_page"]

@@ -26,7 +26,7 @@ from aiohttp import web
 from agent.console.auth import Principal, principal_of
 from agent.console.i18n import fail, language_of
 from agent.core.i18n import N_, format_datetime, parse_decimal
-from agent.core.messages import render_reasons
+from agent.core.messages import Message, render_reasons
 from agent.physics.units import ACTIVITY_TO_MBQ
 from agent.qc.alerts import AlertError, UnknownAlertError
 from agent.qc.audit import AuditTextError
@@ -49,7 +49,7 @@ REPORT_KINDS = ("daily", "qc", "monthly", "linearity")
 ACTIONS = ("performed", "reviewed", "approved", "acknowledge_alert", "review_audit", "prescribe")
 
 
-def _fail(message: str, status: type[web.HTTPException] = web.HTTPBadRequest,
+def _fail(message: str | Message, status: type[web.HTTPException] = web.HTTPBadRequest,
           *, code: str | None = None, fields: dict[str, Any] | None = None,
           **params: Any) -> NoReturn:  # fmt: skip
     fail(message, status, code=code, fields=fields, **params)
@@ -339,7 +339,7 @@ class QCViews:
         try:
             run = self.desk.start_test(device, test, by=by, time_scale=scale)
         except QCError as exc:
-            _fail(str(exc), web.HTTPConflict)
+            _fail(exc.message, web.HTTPConflict)
         except AuditTextError as exc:
             _fail(str(exc))
         log.info("QC test started", device=device, test=test, user=by, via="web")
@@ -361,7 +361,7 @@ class QCViews:
         try:
             return self.desk.run(request.match_info["run_id"])
         except QCError as exc:
-            _fail(str(exc), web.HTTPNotFound)
+            _fail(exc.message, web.HTTPNotFound)
 
     async def get_run(self, request: web.Request) -> web.Response:
         """GET /api/qc/runs/{id}: steps, what the calibrator shows now, results."""
@@ -377,7 +377,7 @@ class QCViews:
             run = self.desk.cancel_run(run.id, by=by, reason=text_field(body, "reason",
                                                                         required=True))
         except QCError as exc:
-            _fail(str(exc), web.HTTPConflict)
+            _fail(exc.message, web.HTTPConflict)
         except AuditTextError as exc:
             _fail(str(exc))
         return _json({"run": self._run_dict(run)})
@@ -394,7 +394,7 @@ class QCViews:
         try:
             run = self.desk.confirm_step(run.id, int(index), by=by)
         except QCError as exc:
-            _fail(str(exc), web.HTTPConflict)
+            _fail(exc.message, web.HTTPConflict)
         except AuditTextError as exc:
             _fail(str(exc))
         log.info("QC step confirmed", run=run.id, step=index, user=by, via="web")
@@ -408,7 +408,7 @@ class QCViews:
         try:
             run = self.desk.finish_linearity(run.id)
         except QCError as exc:
-            _fail(str(exc), web.HTTPConflict)
+            _fail(exc.message, web.HTTPConflict)
         return _json({"run": self._run_dict(run)})
 
     async def sign_run(self, request: web.Request) -> web.Response:
@@ -423,7 +423,7 @@ class QCViews:
         except SignatureError as exc:
             _signature_refused(exc)
         except QCError as exc:
-            _fail(str(exc), web.HTTPConflict)
+            _fail(exc.message, web.HTTPConflict)
         log.info("QC record signed", record=record["id"], user=signer.name, via="web")
         return _json({"record": record, "run": self._run_dict(self.desk.run(run.id))})
 
@@ -464,7 +464,8 @@ class QCViews:
         except SignatureError as exc:
             _signature_refused(exc)
         except QCError as exc:
-            _fail(str(exc), web.HTTPNotFound if "no QC record" in str(exc) else web.HTTPConflict)
+            missing = exc.message.code == "error.qc.no_record"
+            _fail(exc.message, web.HTTPNotFound if missing else web.HTTPConflict)
         return _json({"record": record}, status=201)
 
     async def charts(self, request: web.Request) -> web.Response:
@@ -794,7 +795,7 @@ class QCViews:
             except SignatureError as exc:
                 _signature_refused(exc)
             except QCError as exc:
-                _fail(str(exc), web.HTTPConflict, code="override_refused")
+                _fail(exc.message, web.HTTPConflict, code="override_refused")
             log.warning("hold overridden", device=device, prescription=rx_id, user=signer.name,
                         via="web")
         try:

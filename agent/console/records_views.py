@@ -24,6 +24,7 @@ from agent.console.qc_views import (
     number_field,
     text_field,
 )
+from agent.core.messages import Message
 from agent.records.batch import BatchError
 from agent.records.dispensing import DispensingError
 from agent.records.kinds import KINDS, RecordError
@@ -42,7 +43,7 @@ MAX_LIST = 500
 RECORD_ACTIONS = ("performed", "released", "rejected", "dispense")
 
 
-def _fail(message: str, status: type[web.HTTPException] = web.HTTPBadRequest,
+def _fail(message: str | Message, status: type[web.HTTPException] = web.HTTPBadRequest,
           *, code: str | None = None, **params: Any) -> NoReturn:  # fmt: skip
     fail(message, status, code=code, **params)
 
@@ -54,7 +55,7 @@ def refused(exc: SignatureError) -> NoReturn:
 
 def record_error(exc: RecordError) -> NoReturn:
     """A record that cannot be made as asked: 409 with why."""
-    _fail(str(exc), web.HTTPConflict, code="record_refused")
+    _fail(exc.message, web.HTTPConflict, code="record_refused")
 
 
 class RecordsViews:
@@ -129,7 +130,7 @@ class RecordsViews:
             run = self.records.batches.start_assay(request.match_info["batch_id"],
                                                    time_scale=scale)  # fmt: skip
         except BatchError as exc:
-            _fail(str(exc), web.HTTPConflict, code="batch_refused")
+            _fail(exc.message, web.HTTPConflict, code="batch_refused")
         return _json({"run": run.as_dict()})
 
     async def sign_batch(self, request: web.Request) -> web.Response:
@@ -148,9 +149,9 @@ class RecordsViews:
         except _SignatureError as exc:
             refused(exc)
         except BatchError as exc:
-            _fail(str(exc), web.HTTPConflict, code="batch_refused")
+            _fail(exc.message, web.HTTPConflict, code="batch_refused")
         except RecordError as exc:
-            _fail(str(exc), code="tests_invalid")
+            _fail(exc.message, code="tests_invalid")
         log.info("batch record signed", batch=record["batch_id"], user=signer.name, via="web")
         return _json({"record": record})
 
@@ -171,7 +172,7 @@ class RecordsViews:
             refused(exc)
         except ReleaseError as exc:
             status = web.HTTPNotFound if exc.code == "unknown" else web.HTTPConflict
-            _fail(str(exc), status, code=exc.code)
+            _fail(exc.message, status, code=exc.code)
         log.info("batch decision signed", batch=record["batch_id"], decision=decision,
                  user=signer.name, via="web")  # fmt: skip
         return _json({"record": record})
@@ -199,7 +200,7 @@ class RecordsViews:
             refused(exc)
         except DispensingError as exc:
             status = web.HTTPBadRequest if exc.code.startswith("bad_") else web.HTTPConflict
-            _fail(str(exc), status, code=exc.code)
+            _fail(exc.message, status, code=exc.code)
         log.info("dose dispensed", batch=record["batch_id"], user=signer.name, via="web")
         return _json({"record": record})
 

@@ -127,6 +127,92 @@ TEMPLATES: dict[str, str] = {
     "central.many_sources": N_("{message} (and other sources: more than {n} new ones this hour)"),
 }
 
+# Requests refused (agent/qc/desk.py, agent/records/*.py): the console's JSON errors, rendered
+# in the reader's language, keep their machine `code` beside the text.
+TEMPLATES.update({
+    "error.name_needed": N_("this needs the person's name"),
+    "error.name_reason_needed": N_("this needs the person's name and a reason"),
+    "error.time_scale": N_("time_scale must be a positive number"),
+    "error.step_not_current": N_("step {index} of run {run} is not the step in progress"),
+    "error.step_not_waiting": N_("step {index} of run {run} is not waiting for a confirmation"),
+    "error.run_state": N_("run {run} is {state}"),
+    "error.step_confirmed": N_("step {index} of run {run} is confirmed already"),
+    "error.batch.pending_not_allowed": N_("test {test}: a pending result is not allowed"),
+    "error.batch.number_needed": N_("test {test}: a finite number is needed"),
+    "error.batch.pass_fail_needed": N_("test {test}: result pass or fail is needed"),
+    "error.batch.observation_long": N_("test {test}: observation too long"),
+    "error.batch.unknown_tests": N_("tests not in the specification of {product}: {tests}"),
+    "error.batch.no_result": N_("test {test}: no result"),
+    "error.batch.no_run": N_("no synthesis run of batch {batch} since the agent started"),
+    "error.batch.nothing_to_assay": N_("batch {batch}: {state}, no product to assay yet"),
+    "error.batch.no_calibrator": N_("synthesis module {device} has no calibrator"),
+    "error.batch.recorded_already": N_("batch {batch} is recorded already ({record})"),
+    "error.batch.no_eos": N_("batch {batch}: no end of synthesis yet"),
+    "error.batch.not_assayed": N_("batch {batch}: the product has not been assayed"),
+    "error.records.unknown_kind": N_("unknown record kind {kind}"),
+    "error.correction.reason": N_("a correction needs a reason"),
+    "error.correction.test_record": N_("QC test records are corrected by a new test"),
+    "error.correction.keeps": N_("a correction cannot change {fields}"),
+    "error.correction.already": N_("record {record} is corrected already by {by}"),
+    "error.elution.no_generator": N_("no generator {generator} in records.generators"),
+    "error.elution.no_run": N_("no elution run {run}"),
+    "error.elution.volume": N_("the eluate's volume must be a positive number"),
+    "error.elution.time_zone": N_("the elution time needs a time zone"),
+    "error.elution.future": N_("the elution time is in the future"),
+    "error.elution.ge68_follows": N_("a Ge-68 remeasurement follows a signed Ga-68 elution"),
+    "error.elution.too_early": N_("the remeasurement is due at {due_at}, not before"),
+    "error.elution.busy": N_("{device}: an elution is being measured"),
+    "error.elution.spot_tc99m": N_("the Al3+ spot test belongs to a Tc-99m elution"),
+    "error.elution.measure_first": N_("run {run} is {state}: measure the eluate first"),
+    "error.elution.nothing_to_sign": N_("run {run} is {state}: nothing to sign yet"),
+    "error.qc.no_programme": N_("no QC programme for device {device}; configured: "
+                                "{configured}"),
+    "error.qc.no_run": N_("no test run {run}"),
+    "error.qc.not_in_programme": N_("{device}: test {test} is not in its QC programme"),
+    "error.qc.running": N_("{device}: a {test} test is running"),
+    "error.qc.not_linearity": N_("run {run} is not a running linearity test"),
+    "error.qc.no_linearity": N_("no linearity test configured"),
+    "error.qc.few_points": N_("only {points} points; the test needs {needed}"),
+    "error.qc.fit_failed": N_("linearity fit failed: {detail}"),
+    "error.qc.sign_not_completed": N_("run {run} is {state}; only a completed run can be "
+                                      "signed"),
+    "error.qc.review_meaning": N_("meaning must be 'reviewed' or 'approved'"),
+    "error.qc.no_record": N_("no QC record {record}"),
+    "error.qc.not_test_record": N_("record {record} is a {kind}: only test records are "
+                                   "reviewed or approved"),
+    "error.qc.approved_already": N_("record {record} is approved already (by {who})"),
+    "error.qc.override_not_allowed": N_("this site does not allow measuring on a calibrator "
+                                        "ON HOLD"),
+    "error.qc.not_on_hold": N_("{device} is not on hold"),
+    "error.qc.override_reason": N_("an override of a hold needs a reason"),
+    "error.dose.no_reading": N_("no activity reading from {device}"),
+    "error.dose.device_nuclide": N_("{device} measures {measured}, not {nuclide}"),
+    "error.dose.reading_old": N_("the last reading of {device} is too old"),
+    "error.dose.calibrator_not_released": N_("{device} is not released by its daily QC"),
+    "error.dose.patient_id": N_("a hospital number (1 to 64 characters) is needed"),
+    "error.dose.names_not_enabled": N_("patient names are not recorded at this site; give the "
+                                       "hospital number only"),
+    "error.dose.patient_name": N_("patient name too long"),
+    "error.dose.volume": N_("the volume drawn (mL) must be positive"),
+    "error.dose.unknown_batch": N_("no batch record of {batch}"),
+    "error.dose.batch_not_released": N_("batch {batch} is not released"),
+    "error.dose.batch_expired": N_("batch {batch} expired at {expiry_at}"),
+    "error.dose.unknown_prescription": N_("no prescription {rx}"),
+    "error.dose.rx_nuclide": N_("prescription {rx} is {prescribed}, batch is {nuclide}"),
+    "error.dose.outside_limit": N_("{deviation} % from the prescription: beyond ±{limit} %, "
+                                   "not dispensed"),
+    "error.release.not_releasable": N_("{kind} records are not released"),
+    "error.release.unknown": N_("no {kind} record of {subject}"),
+    "error.release.bad_decision": N_("decision must be 'released' or 'rejected'"),
+    "error.release.released_already": N_("{subject} was released already (record {record}); a "
+                                         "different decision is a correction of that record"),
+    "error.release.rejected_already": N_("{subject} was rejected already (record {record}); a "
+                                         "different decision is a correction of that record"),
+    "error.release.failed": N_("{subject} failed ({tests}): it can only be rejected"),
+    "error.release.pending": N_("{subject}: {tests} pending, and the site's configuration does "
+                                "not allow a release before the result"),
+})
+
 # Reasons the system writes to the audit trail as short fixed texts (sign-in, sign-out, a shelf
 # ending, a refused configuration, a new key): each text is its own code.
 TEMPLATES.update({text: text for text in (

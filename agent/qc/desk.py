@@ -141,9 +141,8 @@ class QADesk:
         try:
             return self._programmes[device]
         except KeyError:
-            raise QCError(
-                f"no QC programme for device {device!r}; configured: {sorted(self._programmes)}"
-            ) from None
+            raise QCError(msg("error.qc.no_programme", device=device,
+                              configured=", ".join(sorted(self._programmes)))) from None
 
     def expected_activity(
         self, device: str, source_id: str, at: datetime | None = None, ratio: float = 1.0
@@ -175,7 +174,7 @@ class QADesk:
         try:
             return self._runs[run_id]
         except KeyError:
-            raise QCError(f"no test run {run_id!r}") from None
+            raise QCError(msg("error.qc.no_run", run=run_id)) from None
 
     def runs(self, device: str | None = None) -> list[TestRun]:
         """Runs of this agent's lifetime (drafts are not kept across restarts), newest first."""
@@ -234,11 +233,11 @@ class QADesk:
         programme = self.programme(device)
         spec = programme.test(test)
         if spec is None:
-            raise QCError(f"{device}: test {test!r} is not in its QC programme")
+            raise QCError(msg("error.qc.not_in_programme", device=device, test=test))
         if not by.strip():
-            raise QCError("starting a test needs the person's name")
+            raise QCError(msg("error.name_needed"))
         if not (math.isfinite(time_scale) and time_scale > 0):
-            raise QCError("time_scale must be a positive number")
+            raise QCError(msg("error.time_scale"))
         now = self._now()
         run = TestRun(new_id(), device, test, now, by.strip(), time_scale=time_scale)
         run.steps = self._steps(programme, test, now)
@@ -253,7 +252,8 @@ class QADesk:
             busy = self._linearity if test == "linearity" else self._active
             current = busy.get(device)
             if current is not None and self._runs[current].state == "running":
-                raise QCError(f"{device}: a {self._runs[current].test} test is running")
+                raise QCError(msg("error.qc.running", device=device,
+                                         test=self._runs[current].test))
             self._runs[run.id] = run
             busy[device] = run.id
             self.audit.commit(staged)
@@ -325,11 +325,11 @@ class QADesk:
     def cancel_run(self, run_id: str, *, by: str, reason: str) -> TestRun:
         """Abandon a run (recorded with who and why)."""
         if not by.strip() or not reason.strip():
-            raise QCError("cancelling a test needs the person's name and a reason")
+            raise QCError(msg("error.name_reason_needed"))
         with self._lock:
             run = self.run(run_id)
             if run.state in {"signed", "cancelled"}:
-                raise QCError(f"run {run_id} is {run.state}")
+                raise QCError(msg("error.run_state", run=run_id, state=run.state))
             staged = self.audit.stage(
                 "qc.test.cancelled", actor=by, subject=f"{run.device}/{run.test}",
                 reason=reason, run=run.id,
@@ -343,14 +343,14 @@ class QADesk:
     def confirm_step(self, run_id: str, index: int, *, by: str) -> TestRun:
         """The operator's go-ahead for the run's current step (audited): it measures from now."""
         if not by.strip():
-            raise QCError("confirming a step needs the person's name")
+            raise QCError(msg("error.name_needed"))
         with self._lock:
             run = self.run(run_id)
             step = run.current
             if run.state != "running" or step is None or step.index != index:
-                raise QCError(f"step {index} of run {run_id} is not the step in progress")
+                raise QCError(msg("error.step_not_current", index=index, run=run_id))
             if not step.waiting_for_operator:
-                raise QCError(f"step {index} of run {run_id} is not waiting for a confirmation")
+                raise QCError(msg("error.step_not_waiting", index=index, run=run_id))
             staged = self.audit.stage(
                 "qc.step.confirmed", actor=by.strip(), subject=f"{run.device}/{run.test}",
                 run=run.id, step=index, confirmed=step.confirm,
@@ -369,7 +369,7 @@ class QADesk:
         with self._lock:
             run = self.run(run_id)
             if run.test != "linearity" or run.state != "running":
-                raise QCError(f"run {run_id} is not a running linearity test")
+                raise QCError(msg("error.qc.not_linearity", run=run_id))
             self._complete_linearity(run)
         # Audited and alerted as a run that completed by itself (it was not, before).
         self._after_completion(run)
@@ -492,9 +492,10 @@ class QADesk:
         programme = self.programme(run.device)
         lin = programme.linearity
         if lin is None:
-            raise QCError("no linearity test configured")
+            raise QCError(msg("error.qc.no_linearity"))
         if len(run.series) < lin.min_points:
-            raise QCError(f"only {len(run.series)} points; the test needs {lin.min_points}")
+            raise QCError(msg("error.qc.few_points", points=len(run.series),
+                                      needed=lin.min_points))
         table = self.nuclides[lin.nuclide].half_life_s
         try:
             result = analyse_decay(
@@ -502,7 +503,7 @@ class QADesk:
                 lin.tolerance, lin.half_life_pct, [p[2] for p in run.series], run.time_scale,
             )  # fmt: skip
         except FitError as exc:
-            raise QCError(f"linearity fit failed: {exc}") from exc
+            raise QCError(msg("error.qc.fit_failed", detail=str(exc))) from exc
         run.linearity = result
         step = run.steps[0]
         worst = result.worst
@@ -623,7 +624,7 @@ class QADesk:
     def _signable(self, run_id: str) -> dict[str, Any]:
         run = self.run(run_id)
         if run.state != "completed" or run.draft is None:
-            raise QCError(f"run {run_id} is {run.state}; only a completed run can be signed")
+            raise QCError(msg("error.qc.sign_not_completed", run=run_id, state=run.state))
         return run.draft
 
     async def _commit_run(
@@ -632,7 +633,7 @@ class QADesk:
         with self._lock:
             run = self.run(run_id)
             if run.state != "completed":
-                raise QCError(f"run {run_id} is {run.state}")
+                raise QCError(msg("error.run_state", run=run_id, state=run.state))
             run.state = "signing"
         try:
             record = await self.actions.sign(
@@ -674,19 +675,19 @@ class QADesk:
         self, record_id: str, meaning: str, comment: str
     ) -> tuple[dict[str, Any], list[str]]:
         if meaning not in {"reviewed", "approved"}:
-            raise QCError("meaning must be 'reviewed' or 'approved'")
+            raise QCError(msg("error.qc.review_meaning"))
         try:
             first = await self.store.get(record_id)
         except KeyError:
-            raise QCError(f"no QC record {record_id!r}") from None
+            raise QCError(msg("error.qc.no_record", record=record_id)) from None
         if first.get("record", "test") != "test":
-            raise QCError(f"record {record_id} is a {first.get('record')}: only test records "
-                          "are reviewed or approved")  # fmt: skip
+            raise QCError(msg("error.qc.not_test_record", record=record_id,
+                              kind=str(first.get("record"))))  # fmt: skip
         if meaning == "approved":
             for other in await self.store.reviews_of(record_id):
                 if other.get("meaning") == "approved":
                     by = ", ".join(str(s.get("name")) for s in other.get("signatures", []))
-                    raise QCError(f"record {record_id} is approved already (by {by})")
+                    raise QCError(msg("error.qc.approved_already", record=record_id, who=by))
         now = self._now()
         review: dict[str, Any] = {
             "kind": "test",
@@ -777,7 +778,7 @@ class QADesk:
         """The calibrator was repaired: tests scheduled `after_repair` are due now."""
         self.programme(device)
         if not by.strip() or not reason.strip():
-            raise QCError("recording a repair needs the person's name and a reason")
+            raise QCError(msg("error.name_reason_needed"))
         staged = self.audit.stage("qc.repair", actor=by, subject=device, reason=reason)
         self._repairs[device] = self._now()
         self.audit.commit(staged)
@@ -847,11 +848,11 @@ class QADesk:
         """
         state = self.release(device)
         if not self.config.held_override:
-            raise QCError("this site does not allow measuring on a calibrator ON HOLD")
+            raise QCError(msg("error.qc.override_not_allowed"))
         if state.get("release") != "on_hold":
-            raise QCError(f"{device} is not on hold")
+            raise QCError(msg("error.qc.not_on_hold", device=device))
         if not reason.strip():
-            raise QCError("an override of a hold needs a reason")
+            raise QCError(msg("error.qc.override_reason"))
         content = {"id": f"override/{device}/{prescription_id}", "device": device,
                    "prescription": prescription_id, "release": state, "reason": reason.strip()}
         signature = await self.signatures.asign(content, name, password, "performed")

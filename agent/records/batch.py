@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import structlog
 
-from agent.core.messages import msg
+from agent.core.messages import Message, msg
 from agent.core.reading import rfc3339
 from agent.physics.halflife import FitError, check_identity
 from agent.physics.nuclides import NuclideTable
@@ -59,7 +59,14 @@ MAX_ASSAY_READINGS = 5000
 
 
 class BatchError(ValueError):
-    """A batch operation that cannot be done now (unknown batch, no EOS yet, signed already)."""
+    """A batch operation that cannot be done now (unknown batch, no EOS yet, signed already).
+
+    `message`: the text as data (code and parameters), rendered in the reader's language.
+    """
+
+    def __init__(self, message: Message | str) -> None:
+        self.message = message if isinstance(message, Message) else Message(message)
+        super().__init__(str(self.message))
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -208,19 +215,19 @@ def judge_test(spec: ReleaseTest, entry: Mapping[str, Any]) -> dict[str, Any]:
         out["expect"] = spec.expect
     if given == "pending":
         if not spec.pending_allowed:
-            raise RecordError(f"test {spec.code}: a pending result is not allowed")
+            raise RecordError(msg("error.batch.pending_not_allowed", test=spec.code))
         return {**out, "value": None, "result": "pending"}
     if spec.kind in {"range", "max", "min"}:
         number = _number(value)
         if number is None:
-            raise RecordError(f"test {spec.code}: a finite number is needed")
+            raise RecordError(msg("error.batch.number_needed", test=spec.code))
         ok = (spec.low is None or number >= spec.low) and (spec.high is None or number <= spec.high)
         return {**out, "value": number, "result": "pass" if ok else "fail"}
     if given not in {"pass", "fail"}:
-        raise RecordError(f"test {spec.code}: result pass or fail is needed")
+        raise RecordError(msg("error.batch.pass_fail_needed", test=spec.code))
     text = value if isinstance(value, str) else ""
     if len(text) > MAX_TEXT:
-        raise RecordError(f"test {spec.code}: observation too long")
+        raise RecordError(msg("error.batch.observation_long", test=spec.code))
     return {**out, "value": text or None, "result": given}
 
 
@@ -228,12 +235,13 @@ def judge_tests(product: Product, entries: Mapping[str, Any]) -> list[dict[str, 
     """Every test of the specification judged; a test of the specification not given refuses."""
     unknown = set(entries) - {t.code for t in product.tests}
     if unknown:
-        raise RecordError(f"tests not in the specification of {product.id}: {sorted(unknown)}")
+        raise RecordError(msg("error.batch.unknown_tests", product=product.id,
+                                  tests=", ".join(sorted(unknown))))
     results = []
     for spec in product.tests:
         entry = entries.get(spec.code)
         if not isinstance(entry, Mapping):
-            raise RecordError(f"test {spec.code}: no result")
+            raise RecordError(msg("error.batch.no_result", test=spec.code))
         results.append(judge_test(spec, entry))
     return results
 
@@ -284,7 +292,7 @@ class BatchDesk:
         with self._lock:
             run = self._runs.get(batch_id)
         if run is None:
-            raise BatchError(f"no synthesis run of batch {batch_id!r} since the agent started")
+            raise BatchError(msg("error.batch.no_run", batch=batch_id))
         return run
 
     # ------------------------------------------------------------------ readings
@@ -442,13 +450,14 @@ class BatchDesk:
         `time_scale` > 1 only for a simulated sample that decays faster (the demo).
         """
         if not (math.isfinite(time_scale) and time_scale > 0):
-            raise BatchError("time_scale must be a positive number")
+            raise BatchError(msg("error.time_scale"))
         with self._lock:
             run = self.run(batch_id)
             if run.state not in {"eos", "assayed"}:
-                raise BatchError(f"batch {batch_id}: {run.state}, no product to assay yet")
+                raise BatchError(msg("error.batch.nothing_to_assay", batch=batch_id,
+                                     state=run.state))
             if run.module.calibrator is None:
-                raise BatchError(f"synthesis module {run.module.device} has no calibrator")
+                raise BatchError(msg("error.batch.no_calibrator", device=run.module.device))
             run.state, run.assay, run.assay_series = "assaying", None, []
             run.assay_started, run.assay_scale = self._now(), time_scale
         self._changed()
@@ -459,11 +468,12 @@ class BatchDesk:
         """The unsigned batch record and its deviations (BatchError/RecordError if not ready)."""
         run = self.run(batch_id)
         if run.state == "signed":
-            raise BatchError(f"batch {batch_id} is recorded already ({run.record_id})")
+            raise BatchError(msg("error.batch.recorded_already", batch=batch_id,
+                                  record=str(run.record_id)))
         if run.eos_time is None or run.eos_activity_mbq is None:
-            raise BatchError(f"batch {batch_id}: no end of synthesis yet")
+            raise BatchError(msg("error.batch.no_eos", batch=batch_id))
         if run.assay is None or "error" in run.assay:
-            raise BatchError(f"batch {batch_id}: the product has not been assayed")
+            raise BatchError(msg("error.batch.not_assayed", batch=batch_id))
         product = run.product
         results = judge_tests(product, tests)
         lam = math.log(2) / self.nuclides[product.nuclide].half_life_s

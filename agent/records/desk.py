@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from agent.core.messages import msg
 from agent.records.kinds import KINDS, RecordError, draft, kind_of
 from agent.records.signer import RecordSigner
 from agent.records.store import RecordStore, effective
@@ -73,7 +74,7 @@ class RecordsDesk:
     ) -> list[dict[str, Any]]:  # fmt: skip
         """Records, newest first; corrected ones left out unless asked for."""
         if kind is not None and kind not in KINDS:
-            raise RecordError(f"unknown record kind {kind!r}")
+            raise RecordError(msg("error.records.unknown_kind", kind=kind))
         records = await self.store.query(kind=kind, subject=subject, limit=100_000)
         if not include_corrected:
             records = effective(records)
@@ -115,7 +116,7 @@ class RecordsDesk:
         The first record is kept as it is (append-only); lists show the correction instead.
         """
         if not reason.strip():
-            raise RecordError("a correction needs a reason")
+            raise RecordError(msg("error.correction.reason"))
         async with self._corrections:
             return await self._correct(record_id, changes, name, password, meaning, reason)
 
@@ -125,13 +126,14 @@ class RecordsDesk:
     ) -> dict[str, Any]:  # fmt: skip
         first = await self.store.get(record_id)
         if kind_of(first) == "test":
-            raise RecordError("QC test records are corrected by a new test")
+            raise RecordError(msg("error.correction.test_record"))
         clash = _CORRECTION_KEEPS.intersection(changes)
         if clash:
-            raise RecordError(f"a correction cannot change {', '.join(sorted(clash))}")
+            raise RecordError(msg("error.correction.keeps", fields=", ".join(sorted(clash))))
         later = await self.store.query(corrects=record_id)
         if later:
-            raise RecordError(f"record {record_id} is corrected already by {later[-1]['id']}")
+            raise RecordError(msg("error.correction.already", record=record_id,
+                                  by=str(later[-1]["id"])))
         fields = {k: v for k, v in first.items() if k not in _CORRECTION_KEEPS}
         fields.update(changes)
         fields["correction_reason"] = reason

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from agent.core.messages import Message, msg
 from agent.core.reading import rfc3339
 from agent.physics.nuclides import NuclideTable, decay_value
 from agent.records.kinds import RecordError
@@ -34,7 +35,7 @@ MAX_NAME = 200
 class DispensingError(RecordError):
     """A dose that cannot be dispensed (`code`: why, for the console and API)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: Message | str) -> None:
         super().__init__(message)
         self.code = code
 
@@ -76,21 +77,20 @@ class DispensingDesk:
     def _reading(self, device: str, nuclide: str) -> dict[str, Any]:
         item = self.latest.get(device)
         if item is None:
-            raise DispensingError("no_reading", f"no activity reading from {device}")
+            raise DispensingError("no_reading", msg("error.dose.no_reading", device=device))
         if item.get("nuclide") != nuclide:
-            raise DispensingError(
-                "nuclide_mismatch", f"{device} measures {item.get('nuclide')}, not {nuclide}"
-            )
+            raise DispensingError("nuclide_mismatch", msg(
+                "error.dose.device_nuclide", device=device, measured=str(item.get("nuclide")),
+                nuclide=nuclide))
         t = datetime.fromisoformat(str(item["t"]))
         if (self.desk.now() - t).total_seconds() > MAX_READING_AGE_S:
-            raise DispensingError("no_reading", f"the last reading of {device} is too old")
+            raise DispensingError("no_reading", msg("error.dose.reading_old", device=device))
         released = item.get("calibrator_release") != "on_hold" and (
             self.calibrator_release is None or self.calibrator_release(device) == "released"
         )
         if not released:
-            raise DispensingError(
-                "calibrator_not_released", f"{device} is not released by its daily QC"
-            )
+            raise DispensingError("calibrator_not_released",
+                                  msg("error.dose.calibrator_not_released", device=device))
         return item
 
     async def dispense(  # noqa: C901, PLR0912 - each refusal is a rule
@@ -110,38 +110,37 @@ class DispensingDesk:
         rules = self.desk.config.dispensing
         patient_id = patient_id.strip()
         if not patient_id or len(patient_id) > MAX_PATIENT_ID or not patient_id.isprintable():
-            raise DispensingError("bad_patient_id", "a hospital number (1 to 64 characters)")
+            raise DispensingError("bad_patient_id", msg("error.dose.patient_id"))
         if patient_name and not rules.patient_names:
-            raise DispensingError(
-                "names_not_enabled", "patient names are not recorded at this site; "
-                "give the hospital number only",
-            )  # fmt: skip
+            raise DispensingError("names_not_enabled", msg("error.dose.names_not_enabled"))
         if patient_name is not None and len(patient_name) > MAX_NAME:
-            raise DispensingError("bad_patient_name", "patient name too long")
+            raise DispensingError("bad_patient_name", msg("error.dose.patient_name"))
         volume = _number(volume_ml)
         if volume is None or volume <= 0:
-            raise DispensingError("bad_volume", "the volume drawn (mL) must be positive")
+            raise DispensingError("bad_volume", msg("error.dose.volume"))
         batches = await self.desk.store.current("batch", batch_id)
         if not batches:
-            raise DispensingError("unknown_batch", f"no batch record of {batch_id!r}")
+            raise DispensingError("unknown_batch", msg("error.dose.unknown_batch", batch=batch_id))
         batch = batches[-1]
         release = await self.desk.release_of(batch_id)
         if release is None or release.get("decision") != "released":
-            raise DispensingError("batch_not_released", f"batch {batch_id} is not released")
+            raise DispensingError("batch_not_released",
+                                  msg("error.dose.batch_not_released", batch=batch_id))
         now = self.desk.now()
         expiry = batch.get("expiry")
         if isinstance(expiry, str) and now > datetime.fromisoformat(expiry):
-            raise DispensingError("batch_expired", f"batch {batch_id} expired at {expiry}")
+            raise DispensingError("batch_expired",
+                                  msg("error.dose.batch_expired", batch=batch_id, expiry_at=expiry))
         try:
             rx = self.prescription(prescription_id)
         except KeyError:
-            raise DispensingError("unknown_prescription", f"no prescription {prescription_id!r}") \
+            raise DispensingError("unknown_prescription",
+                                  msg("error.dose.unknown_prescription", rx=prescription_id)) \
                 from None  # fmt: skip
         nuclide = str(batch.get("nuclide"))
         if rx.nuclide != nuclide:
-            raise DispensingError(
-                "nuclide_mismatch", f"prescription {rx.id} is {rx.nuclide}, batch is {nuclide}"
-            )
+            raise DispensingError("nuclide_mismatch", msg(
+                "error.dose.rx_nuclide", rx=rx.id, prescribed=rx.nuclide, nuclide=nuclide))
         reading = self._reading(device, nuclide)
         measured = float(reading["value"])
         measured_at = datetime.fromisoformat(str(reading["t"]))
@@ -160,10 +159,8 @@ class DispensingDesk:
                 f"{rx.activity_mbq:.4g} MBq ({deviation:+.1f} %, limit ±{rules.fail_pct:g} %)",
                 prescription=rx.id, measured_mbq=measured,
             )  # fmt: skip
-            raise DispensingError(
-                "dose_outside_limit", f"{deviation:+.1f} % from the prescription: beyond "
-                f"±{rules.fail_pct:g} %, not dispensed",
-            )  # fmt: skip
+            raise DispensingError("dose_outside_limit", msg(
+                "error.dose.outside_limit", deviation=round(deviation, 1), limit=rules.fail_pct))
         patient: dict[str, Any] = {"hospital_number": patient_id}
         if patient_name:
             patient["name"] = patient_name.strip()

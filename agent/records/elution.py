@@ -168,14 +168,14 @@ class ElutionDesk:
         try:
             return self.generators[generator_id]
         except KeyError:
-            raise ElutionError(f"no generator {generator_id!r} in records.generators") from None
+            raise ElutionError(msg("error.elution.no_generator", generator=generator_id)) from None
 
     def run(self, run_id: str) -> ElutionRun:
         """A run by id (ElutionError if none)."""
         try:
             return self._runs[run_id]
         except KeyError:
-            raise ElutionError(f"no elution run {run_id!r}") from None
+            raise ElutionError(msg("error.elution.no_run", run=run_id)) from None
 
     def runs(self) -> list[ElutionRun]:
         """Runs of this session, newest first."""
@@ -203,17 +203,17 @@ class ElutionDesk:
         """
         generator = self.generator(generator_id)
         if not by.strip():
-            raise ElutionError("starting an elution needs the person's name")
+            raise ElutionError(msg("error.name_needed"))
         if not (math.isfinite(time_scale) and time_scale > 0):
-            raise ElutionError("time_scale must be a positive number")
+            raise ElutionError(msg("error.time_scale"))
         if volume_ml is not None and not (math.isfinite(volume_ml) and volume_ml > 0):
-            raise ElutionError("the eluate's volume must be a positive number")
+            raise ElutionError(msg("error.elution.volume"))
         now = self._now()
         when = now if elution_time is None else elution_time
         if when.tzinfo is None:
-            raise ElutionError("the elution time needs a time zone")
+            raise ElutionError(msg("error.elution.time_zone"))
         if when > now + timedelta(minutes=1):
-            raise ElutionError("the elution time is in the future")
+            raise ElutionError(msg("error.elution.future"))
         eluate = f"ELU-{generator.id}-{when.astimezone(UTC):%Y%m%d-%H%M%S}"
         run = ElutionRun(
             new_id(), "elution", generator.id, generator.nuclide, generator.calibrator,
@@ -244,15 +244,15 @@ class ElutionDesk:
     def start_remeasurement(self, first: dict[str, Any], *, by: str) -> ElutionRun:
         """Start the Ge-68 remeasurement of a signed Ga-68 elution record."""
         if first.get("part") != "elution" or first.get("nuclide") != "Ga-68":
-            raise ElutionError("a Ge-68 remeasurement follows a signed Ga-68 elution")
+            raise ElutionError(msg("error.elution.ge68_follows"))
         if not by.strip():
-            raise ElutionError("starting a remeasurement needs the person's name")
+            raise ElutionError(msg("error.name_needed"))
         generator = self.generator(str(first["generator_id"]))
         elution_time = datetime.fromisoformat(str(first["elution_time"]))
         now = self._now()
         due = elution_time + timedelta(hours=self.rules.ge68_wait_h)
         if now < due:
-            raise ElutionError(f"the remeasurement is due at {rfc3339(due)}, not before")
+            raise ElutionError(msg("error.elution.too_early", due_at=rfc3339(due)))
         run = ElutionRun(
             new_id(), "ge68", generator.id, "Ga-68", generator.calibrator, generator.channel,
             str(first["eluate_id"]), elution_time, now, by.strip(), first.get("volume_ml"),
@@ -273,7 +273,7 @@ class ElutionDesk:
         with self._lock:
             current = self._active.get(run.device)
             if current is not None and self._runs[current].state == "running":
-                raise ElutionError(f"{run.device}: an elution is being measured")
+                raise ElutionError(msg("error.elution.busy", device=run.device))
             self._runs[run.id] = run
             self._active[run.device] = run.id
         log.info("elution started", device=run.device, run=run.id, part=run.part)
@@ -282,14 +282,14 @@ class ElutionDesk:
     def confirm_step(self, run_id: str, index: int, *, by: str) -> ElutionRun:
         """The operator's go-ahead for the current step: it measures from now."""
         if not by.strip():
-            raise ElutionError("confirming a step needs the person's name")
+            raise ElutionError(msg("error.name_needed"))
         with self._lock:
             run = self.run(run_id)
             step = run.current
             if run.state != "running" or step is None or step.index != index:
-                raise ElutionError(f"step {index} of run {run_id} is not the step in progress")
+                raise ElutionError(msg("error.step_not_current", index=index, run=run_id))
             if not step.waiting_for_operator:
-                raise ElutionError(f"step {index} of run {run_id} is confirmed already")
+                raise ElutionError(msg("error.step_confirmed", index=index, run=run_id))
             step.confirm_by(by.strip(), self._now())
         self._changed()
         return run
@@ -297,11 +297,11 @@ class ElutionDesk:
     def cancel(self, run_id: str, *, by: str, reason: str) -> ElutionRun:
         """Abandon a run that is not signed."""
         if not by.strip() or not reason.strip():
-            raise ElutionError("cancelling needs the person's name and a reason")
+            raise ElutionError(msg("error.name_reason_needed"))
         with self._lock:
             run = self.run(run_id)
             if run.state in {"signed", "cancelled"}:
-                raise ElutionError(f"run {run_id} is {run.state}")
+                raise ElutionError(msg("error.run_state", run=run_id, state=run.state))
             run.state = "cancelled"
             self._release(run)
         self._changed()
@@ -352,13 +352,13 @@ class ElutionDesk:
     ) -> ElutionRun:
         """The typed Al3+ spot test of a Tc-99m eluate; completes the run's draft."""
         if not by.strip():
-            raise ElutionError("the spot test needs the person's name")
+            raise ElutionError(msg("error.name_needed"))
         with self._lock:
             run = self.run(run_id)
             if run.nuclide != "Tc-99m" or run.part != "elution":
-                raise ElutionError("the Al3+ spot test belongs to a Tc-99m elution")
+                raise ElutionError(msg("error.elution.spot_tc99m"))
             if run.state not in {"measured", "completed"}:
-                raise ElutionError(f"run {run_id} is {run.state}: measure the eluate first")
+                raise ElutionError(msg("error.elution.measure_first", run=run_id, state=run.state))
             try:
                 run.aluminium = aluminium_check(
                     self.rules.aluminium_limit_ug_ml, colour=colour,
@@ -542,7 +542,8 @@ class ElutionDesk:
         with self._lock:
             run = self.run(run_id)
             if run.state != "completed" or run.draft is None:
-                raise ElutionError(f"run {run_id} is {run.state}: nothing to sign yet")
+                raise ElutionError(msg("error.elution.nothing_to_sign", run=run_id,
+                                       state=run.state))
             fields = dict(run.draft)
         draft = self.records.draft("elution", **fields)
         record: dict[str, Any] = await self.records.signer.sign(draft, name, password, "performed")

@@ -17,6 +17,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Final, Literal, get_args
 
+from agent.core.messages import Message
 from agent.core.reading import rfc3339
 from agent.qc.records import canonical_json, content_of
 
@@ -27,7 +28,15 @@ MEANINGS: Final[tuple[str, ...]] = get_args(Meaning)
 
 
 class RecordError(ValueError):
-    """A record that cannot be made or stored (unsigned, hash mismatch, unknown kind...)."""
+    """A record that cannot be made or stored (unsigned, hash mismatch, unknown kind...).
+
+    `message` is the text as data (a code of `agent.core.messages.TEMPLATES` and its
+    parameters): the console renders it in the reader's language; `str()` is its English text.
+    """
+
+    def __init__(self, message: Message | str) -> None:
+        self.message = message if isinstance(message, Message) else Message(message)
+        super().__init__(str(self.message))
 
 
 def new_id() -> str:

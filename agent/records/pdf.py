@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agent.core.i18n import N_, format_datetime, format_number
+from agent.core.messages import render_reasons
 from agent.qc.reports import _code, _Doc
 from agent.records.generator_labels import GENERATOR_LABELS
 
@@ -101,14 +102,30 @@ def value_text(doc: _Doc, value: Any, zone: ZoneInfo | None) -> str:  # noqa: PL
             return value
     if isinstance(value, str):
         return _code(doc, value) if value in _CODES else value
+    if isinstance(value, list) and value and all(_is_reason(v) for v in value):
+        return render_reasons({"reasons": value}, doc.lang, zone)  # [[catalog id, params], ...]
     if isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value):
         return ", ".join(value_text(doc, v, zone) for v in value)
     return str(value)
 
 
+def _is_reason(value: Any) -> bool:
+    """A hold reason as the QA desk keeps it: `[catalog id, params]`."""
+    return (isinstance(value, (list, tuple)) and len(value) == 2  # noqa: PLR2004 - [id, params]
+            and isinstance(value[0], str) and isinstance(value[1], dict))
+
+
 _STAMP_LEN = len("2026-01-01T00:00:00Z")
+# Why a generator's eluate is held, and its tests' outcomes (agent/records/elution.py): codes
+# printed as the catalog's text (the console's elution page shows the same).
+HOLD_CODES: tuple[str, ...] = (
+    N_("mo99_over_limit"), N_("aluminium_over_limit"), N_("canister_factor_validation_overdue"),
+    N_("identity_half_life_outside_window"), N_("passed"), N_("failed"),
+    N_("passed_below_detection_limit"), N_("inconclusive_below_detection_limit"),
+    N_("too_early"), N_("inconclusive"), N_("shelf_life"),
+)
 _CODES = frozenset({"pass", "fail", "action", "pending", "released", "rejected", "performed",
-                    "reviewed", "approved", "on_hold"})  # fmt: skip
+                    "reviewed", "approved", "on_hold", *HOLD_CODES})  # fmt: skip
 
 
 def generic_section(doc: _Doc, record: dict[str, Any], zone: ZoneInfo | None) -> None:
@@ -137,6 +154,7 @@ def generic_section(doc: _Doc, record: dict[str, Any], zone: ZoneInfo | None) ->
 
 __all__ = [
     "FIELD_LABELS",
+    "HOLD_CODES",
     "KIND_TITLES",
     "SECTIONS",
     "Doc",

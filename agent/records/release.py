@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Literal
 
+from agent.core.messages import Message, msg
 from agent.records.kinds import RecordError, record_sha256
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ SUBJECTS = {"batch": "batch_id", "elution": "eluate_id"}
 class ReleaseError(RecordError):
     """A decision that cannot be taken (`code` says why, for the console and API)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: Message | str) -> None:
         super().__init__(message)
         self.code = code
 
@@ -43,10 +44,10 @@ class ReleaseDesk:
     async def subject_record(self, kind: str, subject: str) -> dict[str, Any]:
         """The effective record a decision is about (ReleaseError `unknown` if none)."""
         if kind not in SUBJECTS:
-            raise ReleaseError("not_releasable", f"{kind} records are not released")
+            raise ReleaseError("not_releasable", msg("error.release.not_releasable", kind=kind))
         records = await self.desk.store.current(kind, subject)
         if not records:
-            raise ReleaseError("unknown", f"no {kind} record of {subject!r}")
+            raise ReleaseError("unknown", msg("error.release.unknown", kind=kind, subject=subject))
         return records[-1]
 
     async def decide(
@@ -61,30 +62,25 @@ class ReleaseDesk:
     ) -> dict[str, Any]:
         """Release or reject `subject`: the signed release record."""
         if decision not in {"released", "rejected"}:
-            raise ReleaseError("bad_decision", "decision must be 'released' or 'rejected'")
+            raise ReleaseError("bad_decision", msg("error.release.bad_decision"))
         async with self._lock:
             first = await self.subject_record(kind, subject)
             earlier = await self.desk.release_of(subject)
             if earlier is not None:
-                raise ReleaseError(
-                    "decided_already",
-                    f"{subject} was {earlier.get('decision')} already (record {earlier['id']}); "
-                    "a different decision is a correction of that record",
-                )
+                raise ReleaseError("decided_already", msg(
+                    "error.release.rejected_already" if earlier.get("decision") == "rejected"
+                    else "error.release.released_already", subject=subject, record=earlier["id"]))
             rules = self.desk.config.release
             pending = list(first.get("pending") or [])
             procedure = None
             if decision == "released":
                 if first.get("result") != "pass":
-                    raise ReleaseError(
-                        "failed", f"{subject} failed ({', '.join(first.get('failed') or [])}): "
-                        "it can only be rejected",
-                    )  # fmt: skip
+                    raise ReleaseError("failed", msg(
+                        "error.release.failed", subject=subject,
+                        tests=", ".join(first.get("failed") or [])))
                 if pending and not rules.sterility_pending_allowed:
-                    raise ReleaseError(
-                        "pending", f"{subject}: {', '.join(pending)} pending, and the site's "
-                        "configuration does not allow a release before the result",
-                    )  # fmt: skip
+                    raise ReleaseError("pending", msg(
+                        "error.release.pending", subject=subject, tests=", ".join(pending)))
                 if pending:
                     procedure = rules.sterility_pending_procedure
             field = SUBJECTS[kind]

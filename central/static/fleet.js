@@ -2,7 +2,19 @@
 const $ = (id) => document.getElementById(id);
 const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 const badge = (text, cls) => `<span class="badge ${esc(cls)}">${esc(text)}</span>`;
-const when = (t) => (t ? new Date(t).toLocaleString(I18N.lang) : "–");
+// A time in its site's zone (`zone`, an IANA name from the ingest config) with the zone's name.
+function when(t, zone) {
+  if (!t) return "–";
+  const timeZone = zone || "UTC";
+  let text;
+  try {
+    text = new Date(t).toLocaleString(I18N.lang, { timeZone });
+  } catch (e) {
+    text = new Date(t).toLocaleString(I18N.lang, { timeZone: "UTC" });
+    return `${text} UTC`;
+  }
+  return `${text} ${timeZone}`;
+}
 
 // The catalog (GET /api/i18n) in the page's language; "{name}" placeholders from `params`.
 const I18N = { lang: document.documentElement.lang || "en", messages: {} };
@@ -31,7 +43,7 @@ function renderAgents(agents) {
     return `<tr data-agent="${esc(a.site)}/${esc(a.agent)}">
       <td>${esc(a.site)}</td><td>${esc(a.agent)}</td>
       <td>${badge(_(a.state), a.online ? "online" : "offline")}</td>
-      <td>${when(a.last_seen)}</td>
+      <td class="when">${esc(when(a.last_seen, a.zone))}</td>
       <td>${a.first_seq == null ? "–" : `${a.first_seq}..${a.last_seq}`}</td>
       <td>${a.backlog == null ? "–" : a.backlog}</td>
       <td>${a.envelopes}</td><td>${a.readings}</td>
@@ -44,13 +56,13 @@ function renderAlerts(alerts) {
   $("no-alerts").hidden = alerts.length > 0;
   $("alerts").querySelector("tbody").innerHTML = alerts.map((a) => `<tr>
     <td>${badge(_(a.kind), a.kind === "gap" && a.severity !== "critical" ? "warn" : "bad")}${a.severity === "critical" ? " " + badge(_("critical"), "bad") : ""}</td><td>${esc(a.site)}/${esc(a.agent)}</td>
-    <td class="alert-text">${esc(a.text || a.message)}</td><td>${a.count}</td><td>${when(a.raised)}</td></tr>`).join("");
+    <td class="alert-text">${esc(a.text || a.message)}</td><td>${a.count}</td><td class="when">${esc(when(a.raised, a.zone))}</td></tr>`).join("");
 }
 
 function renderCalibrators(cals) {
   $("no-calibrators").hidden = cals.length > 0;
   $("calibrators").querySelector("tbody").innerHTML = cals.map((c) => {
-    const tests = Object.entries(c.tests).map(([test, r]) => `${esc(test)}: ${badge(_(r.result), r.result === "pass" ? "ok" : "bad")} <span class="muted">${when(r.t)}</span>`).join("<br>");
+    const tests = Object.entries(c.tests).map(([test, r]) => `${esc(test)}: ${badge(_(r.result), r.result === "pass" ? "ok" : "bad")} <span class="muted">${esc(when(r.t, c.zone))}</span>`).join("<br>");
     return `<tr><td>${esc(c.site)}/${esc(c.agent)}</td><td>${esc(c.device)}</td>
       <td>${badge(c.release === "released" ? _("released") : _("ON HOLD"), c.release)}</td>
       <td>${esc(c.reason || "")}</td><td>${tests || "–"}</td></tr>`;
@@ -73,7 +85,7 @@ function renderShipments(shipments) {
     const to = s.receipt_site && s.receipt_site !== s.destination_site
       ? `${esc(s.destination_site)} → ${esc(s.receipt_site)}` : esc(s.destination_site || s.receipt_site);
     return `<tr data-shipment="${esc(s.site)}/${esc(s.shipment_id)}" data-state="${esc(s.state)}">
-      <td>${esc(s.shipment_id)}<br><span class="muted">${when(s.shipped || s.received)}</span></td>
+      <td>${esc(s.shipment_id)}<br><span class="muted">${esc(when(s.shipped || s.received, s.zone))}</span></td>
       <td>${esc(s.site)}</td><td>${to}</td><td>${esc(s.nuclide || "–")}</td>
       <td>${num(s.activity_mbq, 1)}</td><td>${num(s.expected_mbq, 1)}</td><td>${num(s.measured_mbq, 1)}</td>
       <td>${s.difference_pct == null ? "–" : `${num(s.difference_pct, 2)} %`}</td>
@@ -81,10 +93,21 @@ function renderShipments(shipments) {
   }).join("");
 }
 
+// The chart's times: the device's site zone (its name printed beside the last one).
+const deviceZones = {};
+function axisTime(ms, zone) {
+  try {
+    return new Date(ms).toLocaleTimeString(I18N.lang, { timeZone: zone });
+  } catch (e) {
+    return new Date(ms).toLocaleTimeString(I18N.lang, { timeZone: "UTC" });
+  }
+}
+
 function renderDevices(devices) {
   const key = JSON.stringify(devices);
   if (key === devicesKey) return;
   devicesKey = key;
+  for (const d of devices) deviceZones[`${d.site}|${d.agent}|${d.device}|${d.channel}`] = d.zone || "UTC";
   const select = $("device");
   const current = select.value;
   select.innerHTML = devices.map((d) => {
@@ -124,11 +147,12 @@ async function plot() {
   const sy = (y) => H - B - ((y - y0) / (y1 - y0)) * (H - B - 10);
   const d = pts.map((p, i) => `${i ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join("");
   const unit = data.points[0][2] || "";
+  const zone = deviceZones[$("device").value] || "UTC";
   svg.innerHTML = `<line class="axis" x1="${L}" y1="${H - B}" x2="${W - 10}" y2="${H - B}"/>
     <line class="axis" x1="${L}" y1="10" x2="${L}" y2="${H - B}"/>
     <text x="4" y="16">${esc(y1.toPrecision(4))}</text><text x="4" y="${H - B}">${esc(y0.toPrecision(4))}</text>
-    <text x="${L}" y="${H - 8}">${esc(new Date(x0).toLocaleTimeString())}</text>
-    <text x="${W - 80}" y="${H - 8}">${esc(new Date(x1).toLocaleTimeString())}</text>
+    <text x="${L}" y="${H - 8}">${esc(axisTime(x0, zone))}</text>
+    <text x="${W - 200}" y="${H - 8}">${esc(axisTime(x1, zone))} ${esc(zone)}</text>
     <text x="${L + 6}" y="24">${esc(unit)}</text>
     <path class="line" d="${d}"/>`;
   $("plot-info").textContent = `${_("{n} readings", { n: data.points.length })}${data.truncated ? ` ${_("(truncated)")}` : ""}, ${unit}`;

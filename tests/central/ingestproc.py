@@ -30,7 +30,7 @@ def trust_ingest(directory: Path) -> str:
 
 def write_ingest_config(path: Path, broker_url: str, db_url: str,
                         agents: list[tuple[str, str, list[Path]]], *, group: str | None = None,
-                        extra: str = "") -> Path:
+                        extra: str = "", zones: dict[str, str] | None = None) -> Path:
     # A group of its own per configuration: an ingest's client id comes from the first free
     # instance slot of its group on this host, and tests running side by side (xdist) must not
     # take each other's slots, or a restarted ingest would not resume its own session.
@@ -38,6 +38,7 @@ def write_ingest_config(path: Path, broker_url: str, db_url: str,
     blocks = "".join(
         f'\n[[agents]]\nsite = "{site}"\nagent = "{agent}"\n'
         f"public_keys = {json.dumps([str(k) for k in keys])}\n"
+        + (f'zone = "{zones[site]}"\n' if zones and site in zones else "")
         for site, agent, keys in agents
     )
     key = ingest_key(path.parent).parent / PRIVATE_KEY_NAME

@@ -8,11 +8,13 @@ Debian's Chromium. Screenshots go to test-artifacts/.
 
 from __future__ import annotations
 
+import re
 import shutil
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -55,6 +57,7 @@ def test_fleet_page_shows_agents_gaps_alerts_calibrators_plot_and_exports_csv(  
                f'[web]\nenabled = true\nlisten = "127.0.0.1:{port}"\n'
                f'[[web.users]]\nname = "physicist"\nrole = "viewer"\n'
                f'password_hash = "{hash_password(PASSWORD)}"\n'),
+        zones={"north": "Asia/Almaty"},  # south: none given, so UTC
     )
     ingest = IngestProcess(config).start()
     publisher = Publisher(mosquitto.port)
@@ -90,9 +93,11 @@ def test_fleet_page_shows_agents_gaps_alerts_calibrators_plot_and_exports_csv(  
         ARTIFACTS.mkdir(exist_ok=True)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            # The browser in a third zone: the page shows each site's own.
             context = browser.new_context(
                 http_credentials={"username": "physicist", "password": PASSWORD},
-                accept_downloads=True, viewport={"width": 1400, "height": 1100})
+                accept_downloads=True, viewport={"width": 1400, "height": 1100},
+                timezone_id="America/New_York")
             page = context.new_page()
             errors: list[str] = []
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -106,6 +111,7 @@ def test_fleet_page_shows_agents_gaps_alerts_calibrators_plot_and_exports_csv(  
             expect(south_row.locator(".gaps")).to_have_text("11..12", timeout=15_000)
             expect(page.locator("#alerts tbody")).to_contain_text(
                 "south/edge-s1: envelopes 11..12 missing", timeout=15_000)
+            _times_in_the_sites_zones(page, north_row, south_row)
             cal = page.locator("#calibrators tbody tr")
             expect(cal).to_have_count(2)
             expect(cal.nth(0)).to_contain_text("released")
@@ -149,6 +155,23 @@ def test_fleet_page_shows_agents_gaps_alerts_calibrators_plot_and_exports_csv(  
     finally:
         publisher.close()
         ingest.stop_quietly()
+
+
+def _times_in_the_sites_zones(page, north_row, south_row) -> None:
+    """Each agent's last-seen time in its site's zone with the zone's name."""
+    fleet = page.evaluate("fetch('/api/fleet').then((r) => r.json())")
+    last = {a["site"]: a["last_seen"] for a in fleet["agents"]}
+    assert {a["site"]: a["zone"] for a in fleet["agents"]} == {"north": "Asia/Almaty",
+                                                               "south": "UTC"}
+    for row, site, zone in ((north_row, "north", "Asia/Almaty"), (south_row, "south", "UTC")):
+        cell = row.locator("td.when")
+        expect(cell).to_contain_text(zone)
+        shown = re.search(r"(\d{1,2}):(\d{2}):(\d{2})\s*([AP]M)", cell.inner_text())
+        assert shown, cell.inner_text()
+        local = datetime.fromisoformat(last[site]).astimezone(ZoneInfo(zone))
+        hour = int(shown.group(1)) % 12 + (12 if shown.group(4) == "PM" else 0)
+        assert (hour, int(shown.group(2))) == (local.hour, local.minute), (cell.inner_text(), local)
+    expect(page.locator("#calibrators tbody tr").nth(0)).to_contain_text("Asia/Almaty")
 
 
 def _n(url: str, table: str) -> int:

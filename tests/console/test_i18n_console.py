@@ -303,3 +303,24 @@ async def test_a_flapping_alarm_is_shelved_until_its_expiry_and_audited(tmp_path
         async with session.post(url(agent, f"/api/alerts/{back.id}/shelve"), headers=auth("quinn"),
                                 json={"minutes": 60, "reason": "x", "password": "wrong"}) as r:
             assert r.status == 403
+
+
+async def test_a_desk_refusal_reads_in_the_users_language_with_its_codes(tmp_path, mosquitto):
+    async with agent_in(tmp_path, mosquitto.url) as (agent, session):
+        body = {"device": CAL, "test": "no-such-test"}
+        async with session.post(url(agent, "/api/qc/runs"), json=body,
+                                headers={**auth("tess"), "Accept-Language": "ru"}) as r:
+            answer = await r.json()
+        assert r.status == 409, answer
+        # The sentence in Russian; the machine code and the message's code and parameters kept.
+        assert answer["error"] == f"{CAL}: испытание «no-such-test» не входит в его программу КК"
+        assert answer["code"] == "conflict"
+        assert answer["message"] == {"code": "error.qc.not_in_programme",
+                                     "params": {"device": CAL, "test": "no-such-test"}}
+        async with session.get(url(agent, "/api/qc/runs/nope"),
+                               headers={**auth("tess"), "Accept-Language": "ky"}) as r:
+            answer = await r.json()
+        assert r.status == 404 and answer["error"] == "nope сыноосу жок"
+        async with session.get(url(agent, "/api/qc/runs/nope"),
+                               headers={**auth("tess"), "Accept-Language": "en"}) as r:
+            assert (await r.json())["error"] == "no test run nope"

@@ -95,6 +95,10 @@ async def test_qa_officer_releases_a_batch_in_the_browser(tmp_path, mosquitto, c
                     "batch_id": batch_id, "prescription_id": "RX-1", "patient_id": "H-77",
                     "volume_ml": 1.0, "device": CAL, "password": tess})  # fmt: skip
                 assert refused["status"] == 409 and refused["body"]["code"] == "batch_not_released"
+                # The refusal in the reader's language, its codes kept.
+                assert refused["body"]["error"] == f"партия {batch_id} не выпущена", refused
+                assert refused["body"]["message"] == {
+                    "code": "error.dose.batch_not_released", "params": {"batch": batch_id}}
 
                 await page.click("#sign-out")
                 await sign_in(page, url(agent, "/#batches"), "quinn", quinn)
