@@ -65,8 +65,9 @@ class Records:
         """Told after each reading item was taken (the demo waits on it)."""
 
     async def open(self) -> None:
-        """Create the records table if missing."""
+        """Create the records table if missing; reload the synthesis runs in progress."""
         await self.desk.open()
+        await self.batches.open()  # runs in progress before a restart
 
     def on_item(self, stream: str, item: dict[str, Any]) -> None:
         """A live item, to every kind that assembles records from readings (never raises)."""

@@ -25,6 +25,7 @@ from agent.qc.audit import AuditLog
 from agent.qc.records import canonical_json
 from agent.qc.records import select_records as select_test_records
 from agent.records.kinds import RecordError, kind_of, record_sha256, verify
+from agent.state.schema import has_table
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -190,11 +191,6 @@ def insert_record(db: sqlite3.Connection, record: dict[str, Any]) -> None:
         raise RecordError(f"record {record['id']} exists already") from exc
 
 
-def _has_table(db: sqlite3.Connection, name: str) -> bool:
-    row = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
-    return row.fetchone() is not None
-
-
 def select(
     db: sqlite3.Connection,
     *,
@@ -216,7 +212,7 @@ def select(
         tests = select_test_records(db, record_id=record_id, kind="test", since=since,
                                     until=until, limit=limit)  # fmt: skip
         found.extend({"kind": "test", **r} if "kind" not in r else r for r in tests)
-    if kind == "test" or not _has_table(db, "records"):
+    if kind == "test" or not has_table(db, "records"):
         return found[:limit]
     clauses: list[str] = []
     params: list[Any] = []
