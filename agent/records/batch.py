@@ -263,9 +263,10 @@ def judge_tests(product: Product, entries: Mapping[str, Any]) -> list[dict[str, 
 class BatchDesk:
     """Assembles batch records from live readings; signs them through the records' signer.
 
-    `on_item(stream, item)` is a listener of the live feed (every reading item, on the event
-    loop): only the channels of a configured synthesis module, its hot cell and its calibrator
-    are looked at; a malformed event is refused and counted, never raised.
+    `on_item(stream, item)` takes a reading in its published item form (agent.records.service.
+    Records passes the pipeline's watched readings, on the event loop): only the channels of a
+    configured synthesis module, its hot cell and its calibrator (`watches`) are looked at; a
+    malformed event is refused and counted, never raised.
     """
 
     def __init__(
@@ -348,6 +349,11 @@ class BatchDesk:
         return run
 
     # ------------------------------------------------------------------ readings
+    def watches(self, device: str, channel: str) -> bool:
+        """A module's event channel, a hot cell's environment channel or a module's calibrator."""
+        key = (device, channel)
+        return key in self._modules or key in self._env or device in self._calibrators
+
     def on_item(self, stream: str, item: dict[str, Any]) -> None:
         """A live item: batch events, environment and assay readings are taken, others ignored."""
         if stream != "reading":
