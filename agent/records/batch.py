@@ -42,6 +42,7 @@ from agent.core.messages import msg
 from agent.core.reading import rfc3339
 from agent.physics.halflife import FitError, check_identity
 from agent.physics.nuclides import NuclideTable
+from agent.records.guided import tell
 from agent.records.journal import RunJournal
 from agent.records.kinds import RecordError
 
@@ -372,11 +373,7 @@ class BatchDesk:
             log.warning("batch input refused", device=key[0], channel=key[1], error=str(exc))
 
     def _changed(self) -> None:
-        if self.on_change is not None:
-            try:
-                self.on_change()
-            except Exception:
-                log.exception("batch listener failed")
+        tell(self.on_change, "batch")
 
     def _on_event(self, module: Synthesis, item: dict[str, Any]) -> SynthesisRun | None:
         """Take one batch event; the run it changed (None: a repeat after EOS)."""
