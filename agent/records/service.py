@@ -7,34 +7,24 @@ cells' environment channels and the calibrators, and each kind takes what it nee
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from agent.records.batch import BatchDesk
-from agent.records.desk import RecordsDesk
 from agent.records.dispensing import DispensingDesk
 from agent.records.release import ReleaseDesk
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
-    from zoneinfo import ZoneInfo
 
     from agent.core.reading import Reading
     from agent.physics.nuclides import NuclideTable
     from agent.qc.alerts import AlertManager
-    from agent.qc.audit import AuditLog, Emit
-    from agent.qc.signatures import User
-    from agent.records.config import RecordsSection
-    from agent.state.writer import StateWriter
+    from agent.records.desk import RecordsDesk
 
 log = structlog.get_logger("isoedge.records")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Records:
@@ -42,23 +32,16 @@ class Records:
 
     def __init__(
         self,
-        config: RecordsSection,
+        desk: RecordsDesk,
         *,
-        site: str,
-        zone: ZoneInfo,
-        state: StateWriter,
-        audit: AuditLog,
-        users: Sequence[User],
-        notify: Emit | None = None,
         alerts: AlertManager | None = None,
         nuclides: NuclideTable | None = None,
         prescription: Callable[[str], Any] | None = None,
         calibrator_release: Callable[[str], str | None] | None = None,
         calibrators: Iterable[str] = (),
-        now: Callable[[], datetime] = _now,
     ) -> None:
-        self.desk = RecordsDesk(config, site=site, zone=zone, state=state, audit=audit,
-                                users=users, notify=notify, now=now)  # fmt: skip
+        self.desk = desk
+        config = desk.config
         self.batches = BatchDesk(self.desk, config, nuclides=nuclides, alerts=alerts)
         self.release = ReleaseDesk(self.desk)
         self.dispensing = DispensingDesk(

@@ -39,6 +39,7 @@ from agent.qc.engine import RuleEngine
 from agent.qc.prescriptions import PrescriptionStore
 from agent.qc.records import QCRecordStore
 from agent.qc.signatures import SignatureService
+from agent.records.desk import RecordsDesk
 from agent.records.generators import GeneratorRecords, ReadingFanout
 from agent.records.service import Records
 from agent.service.clock import ClockMonitor
@@ -201,10 +202,13 @@ class Agent:
 
     def _records(self, config: Config) -> Records:
         """The records desk and its kinds; readings reach them through the pipeline's hook."""
-        return Records(
+        desk = RecordsDesk(
             config.records, site=config.agent.site, zone=config.qc.zone, state=self.outbox,
             audit=self.audit, users=config.web.users, notify=self.live.on_event,
-            alerts=self.alerts, nuclides=self.nuclides, prescription=self.dosage.prescriptions.get,
+        )  # fmt: skip
+        return Records(
+            desk, alerts=self.alerts, nuclides=self.nuclides,
+            prescription=self.dosage.prescriptions.get,
             calibrator_release=self._calibrator_release,
             calibrators=[c.device for c in config.qc.calibrators],
         )  # fmt: skip
