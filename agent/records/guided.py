@@ -191,6 +191,10 @@ class GuidedRun:
         """The step waiting for its measurement."""
         return current(self.steps)
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form for the console (the kinds add their own fields)."""
+        return self.guided_dict()
+
     def guided_dict(self) -> dict[str, Any]:
         """The console's JSON of what every guided run has (the kind adds its own)."""
         return {
