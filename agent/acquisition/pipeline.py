@@ -41,7 +41,11 @@ class ReadingObserver(Protocol):
 
 
 class CalibratorQC(ReadingObserver, Protocol):
-    """The dose-calibrator QC programme (agent.qc.desk.QADesk satisfies this)."""
+    """The calibrator hook: the QC programme and the record desks (a records ReadingFanout).
+
+    agent.qc.desk.QADesk alone satisfies it too. Unlike the rules, it is also given the event
+    samples of the channels it watches (a synthesis module's batch events).
+    """
 
     def is_held(self, device: str) -> bool:
         """The calibrator is on hold: its activity readings are flagged."""
@@ -320,7 +324,7 @@ class Pipeline:
             runs = programme if by_programme else None
             reading = readings[index] if readings is not None else self._reading_of(items[index])
             if reading.kind is not SampleKind.READING:
-                continue
+                rules = None  # an event (a synthesis step) is no value for a rule
             if rules is not None:
                 try:
                     rules.on_reading(reading)

@@ -9,8 +9,9 @@ shipment calls follow the same pattern. Refused signatures answer 403, refused r
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from aiohttp import web
 
@@ -25,6 +26,7 @@ from agent.console.qc_views import (
     number_field,
     text_field,
 )
+from agent.console.records_views import record_error
 from agent.core.messages import Message
 from agent.qc.signatures import SignatureError
 from agent.records.kinds import RecordError
@@ -32,6 +34,7 @@ from agent.records.kinds import RecordError
 if TYPE_CHECKING:
     from agent.console.backend import ConsoleBackend
     from agent.records.generators import GeneratorRecords
+    from agent.records.guided import GuidedRun
 
 MAX_LIST = 200
 MAX_STEP = 10
@@ -40,10 +43,6 @@ MAX_STEP = 10
 def _fail(message: str | Message, status: type[web.HTTPException] = web.HTTPBadRequest,
           *, code: str | None = None, **params: Any) -> NoReturn:  # fmt: skip
     fail(message, status, code=code, **params)
-
-
-def _conflict(exc: RecordError) -> NoReturn:
-    _fail(exc.message, web.HTTPConflict, code="record_refused")
 
 
 def _when(body: dict[str, Any], name: str, *, required: bool = False) -> datetime | None:
@@ -59,6 +58,17 @@ def _when(body: dict[str, Any], name: str, *, required: bool = False) -> datetim
 
 def _optional_number(body: dict[str, Any], name: str) -> float | None:
     return None if body.get(name) in (None, "") else number_field(body, name)
+
+
+class Confirming(Protocol):
+    """A desk whose guided runs wait for the operator's go-ahead."""
+
+    def confirm_step(self, run_id: str, index: int, *, by: str) -> GuidedRun:
+        """The go-ahead for step `index` of run `run_id`."""
+
+
+SignRun = Callable[..., Awaitable[dict[str, Any]]]
+"""A desk's signing of one of its runs: (run id, *, name, password) → the signed record."""
 
 
 def _step(request: web.Request) -> int:
@@ -87,6 +97,40 @@ class GeneratorViews:
             _fail("your role ({role}) may not do this; needed: {roles}", web.HTTPForbidden,
                   code="role_not_allowed", role=principal.role, roles=", ".join(roles))  # fmt: skip
         return principal
+
+    @staticmethod
+    def _run_reply(act: Callable[[], GuidedRun], status: int = 200) -> web.Response:
+        """`act()` on a run, answered with the run (409 when the desk refuses)."""
+        try:
+            run = act()
+        except RecordError as exc:
+            record_error(exc)
+        return _json({"run": run.as_dict()}, status=status)
+
+    @staticmethod
+    async def _record_reply(sign: Awaitable[dict[str, Any]]) -> web.Response:
+        """A signing, answered with the signed record (403 refused signature, 409 refused)."""
+        try:
+            record = await sign
+        except SignatureError as exc:
+            _signature_refused(exc)
+        except RecordError as exc:
+            record_error(exc)
+        return _json({"record": record}, status=201)
+
+    def _confirm(self, request: web.Request, desk: Confirming) -> web.Response:
+        """The operator's go-ahead for step {step} of run {run_id} of `desk`."""
+        by = self._person(request).name
+        return self._run_reply(
+            lambda: desk.confirm_step(request.match_info["run_id"], _step(request), by=by)
+        )
+
+    async def _sign_run(self, request: web.Request, sign: SignRun) -> web.Response:
+        """The performer signs run {run_id} (password in the body)."""
+        signer = Signer(self._person(request), await json_body(request))
+        return await self._record_reply(
+            sign(request.match_info["run_id"], name=signer.name, password=signer.password)
+        )
 
     def _permissions(self, request: web.Request) -> dict[str, bool]:
         principal = principal_of(request)
@@ -124,7 +168,7 @@ class GeneratorViews:
                 elution_time=_when(body, "elution_time"),
             )  # fmt: skip
         except RecordError as exc:
-            _conflict(exc)
+            record_error(exc)
         return _json({"run": run.as_dict()}, status=201)
 
     async def remeasure(self, request: web.Request) -> web.Response:
@@ -138,7 +182,7 @@ class GeneratorViews:
         try:
             run = self.desks.elutions.start_remeasurement(first, by=principal.name)
         except RecordError as exc:
-            _conflict(exc)
+            record_error(exc)
         return _json({"run": run.as_dict()}, status=201)
 
     async def elution_run(self, request: web.Request) -> web.Response:
@@ -151,13 +195,7 @@ class GeneratorViews:
 
     async def confirm_elution_step(self, request: web.Request) -> web.Response:
         """POST /api/elutions/runs/{run_id}/steps/{step}/confirm: the go-ahead."""
-        principal = self._person(request)
-        try:
-            run = self.desks.elutions.confirm_step(request.match_info["run_id"], _step(request),
-                                                   by=principal.name)  # fmt: skip
-        except RecordError as exc:
-            _conflict(exc)
-        return _json({"run": run.as_dict()})
+        return self._confirm(request, self.desks.elutions)
 
     async def aluminium(self, request: web.Request) -> web.Response:
         """POST /api/elutions/runs/{run_id}/aluminium `{"colour"}` or `{"concentration_ug_ml"}`."""
@@ -173,21 +211,12 @@ class GeneratorViews:
                 concentration_ug_ml=_optional_number(body, "concentration_ug_ml"),
             )  # fmt: skip
         except RecordError as exc:
-            _conflict(exc)
+            record_error(exc)
         return _json({"run": run.as_dict()})
 
     async def sign_elution(self, request: web.Request) -> web.Response:
         """POST /api/elutions/runs/{run_id}/sign `{"password"}`: the performer signs."""
-        signer = Signer(self._person(request), await json_body(request))
-        try:
-            record = await self.desks.elutions.sign(
-                request.match_info["run_id"], name=signer.name, password=signer.password
-            )
-        except SignatureError as exc:
-            _signature_refused(exc)
-        except RecordError as exc:
-            _conflict(exc)
-        return _json({"record": record}, status=201)
+        return await self._sign_run(request, self.desks.elutions.sign)
 
     async def cancel_elution(self, request: web.Request) -> web.Response:
         """POST /api/elutions/runs/{run_id}/cancel `{"reason"}`."""
@@ -197,7 +226,7 @@ class GeneratorViews:
             run = self.desks.elutions.cancel(request.match_info["run_id"], by=principal.name,
                                              reason=reason)  # fmt: skip
         except RecordError as exc:
-            _conflict(exc)
+            record_error(exc)
         return _json({"run": run.as_dict()})
 
     # ------------------------------------------------------------------ waste
@@ -233,7 +262,7 @@ class GeneratorViews:
         except SignatureError as exc:
             _signature_refused(exc)
         except RecordError as exc:
-            _conflict(exc)
+            record_error(exc)
         return _json({"record": record}, status=201)
 
     async def start_survey(self, request: web.Request) -> web.Response:
@@ -245,31 +274,16 @@ class GeneratorViews:
                 text_field(body, "container_id", required=True, limit=100), by=principal.name
             )
         except RecordError as exc:
-            _conflict(exc)
+            record_error(exc)
         return _json({"run": run.as_dict()}, status=201)
 
     async def confirm_survey_step(self, request: web.Request) -> web.Response:
         """POST /api/waste/surveys/{run_id}/steps/{step}/confirm."""
-        principal = self._person(request)
-        try:
-            run = self.desks.waste.confirm_step(request.match_info["run_id"], _step(request),
-                                                by=principal.name)  # fmt: skip
-        except RecordError as exc:
-            _conflict(exc)
-        return _json({"run": run.as_dict()})
+        return self._confirm(request, self.desks.waste)
 
     async def sign_survey(self, request: web.Request) -> web.Response:
         """POST /api/waste/surveys/{run_id}/sign `{"password"}`."""
-        signer = Signer(self._person(request), await json_body(request))
-        try:
-            record = await self.desks.waste.sign_survey(
-                request.match_info["run_id"], name=signer.name, password=signer.password
-            )
-        except SignatureError as exc:
-            _signature_refused(exc)
-        except RecordError as exc:
-            _conflict(exc)
-        return _json({"record": record}, status=201)
+        return await self._sign_run(request, self.desks.waste.sign_survey)
 
     # ------------------------------------------------------------------ shipments
     async def shipments(self, request: web.Request) -> web.Response:
@@ -304,7 +318,7 @@ class GeneratorViews:
         except SignatureError as exc:
             _signature_refused(exc)
         except RecordError as exc:
-            _conflict(exc)
+            record_error(exc)
         return _json({"record": record}, status=201)
 
     async def start_receipt(self, request: web.Request) -> web.Response:
@@ -324,31 +338,16 @@ class GeneratorViews:
                 by=principal.name,
             )  # fmt: skip
         except RecordError as exc:
-            _conflict(exc)
+            record_error(exc)
         return _json({"run": run.as_dict()}, status=201)
 
     async def confirm_receipt_step(self, request: web.Request) -> web.Response:
         """POST /api/receipts/{run_id}/steps/{step}/confirm."""
-        principal = self._person(request)
-        try:
-            run = self.desks.shipments.confirm_step(request.match_info["run_id"], _step(request),
-                                                    by=principal.name)  # fmt: skip
-        except RecordError as exc:
-            _conflict(exc)
-        return _json({"run": run.as_dict()})
+        return self._confirm(request, self.desks.shipments)
 
     async def sign_receipt(self, request: web.Request) -> web.Response:
         """POST /api/receipts/{run_id}/sign `{"password"}`."""
-        signer = Signer(self._person(request), await json_body(request))
-        try:
-            record = await self.desks.shipments.sign_receipt(
-                request.match_info["run_id"], name=signer.name, password=signer.password
-            )
-        except SignatureError as exc:
-            _signature_refused(exc)
-        except RecordError as exc:
-            _conflict(exc)
-        return _json({"record": record}, status=201)
+        return await self._sign_run(request, self.desks.shipments.sign_receipt)
 
 
 def add_routes(app: web.Application, views: GeneratorViews) -> None:

@@ -18,12 +18,14 @@ import contextlib
 import hashlib
 import json
 import sqlite3
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.core.reading import dumps_item, rfc3339
 from agent.qc.audit import AuditLog
+from agent.state.schema import has_table
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -86,10 +88,47 @@ def verify_record(record: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _time_key(value: datetime | str | None) -> str | None:
+def time_key(value: datetime | str | None) -> str | None:
+    """A time filter as stored (RFC 3339 text compares in time order)."""
     if value is None or isinstance(value, str):
         return value
     return rfc3339(value)
+
+
+Filter = tuple[str, str, Any]
+"""(column, operator, value) of a record query; a None value is no filter."""
+
+
+def select_bodies(
+    db: sqlite3.Connection, table: str, filters: Sequence[Filter], limit: int
+) -> list[dict[str, Any]]:
+    """The JSON bodies of `table`'s rows matching `filters`, in storage order.
+
+    `table` and the columns are the caller's fixed names, never input.
+    """
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, op, value in filters:
+        if value is not None:
+            clauses.append(f"{column} {op} ?")
+            params.append(value)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    sql = f"SELECT body FROM {table} {where} ORDER BY seq LIMIT ?"  # noqa: S608 - fixed names
+    rows = db.execute(sql, (*params, max(0, int(limit)))).fetchall()
+    return [json.loads(r[0]) for r in rows]
+
+
+def read_only(
+    db_path: Path, select: Callable[..., list[dict[str, Any]]], **filters: Any
+) -> list[dict[str, Any]]:
+    """`select(db, **filters)` on a state database on disk, read-only (safe while it runs)."""
+    if not db_path.exists():
+        raise FileNotFoundError(f"{db_path}: no state database (has the agent run yet?)")
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return select(db, **filters)
+    finally:
+        db.close()
 
 
 class QCRecordStore:
@@ -226,40 +265,23 @@ def select_records(
     limit: int = 10000,
 ) -> list[dict[str, Any]]:
     """Records matching the filters, oldest first (any connection: writer or a reader)."""
-    exists = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'qc_records'"
-    ).fetchone()
-    if exists is None:
+    if not has_table(db, "qc_records"):
         return []
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, op, value in (
+    filters = (
         ("id", "=", record_id),
         ("reviews", "=", reviews),
         ("device", "=", device),
         ("test", "=", test),
         ("kind", "=", kind),
-        ("t", ">=", _time_key(since)),
-        ("t", "<", _time_key(until)),
-    ):
-        if value is not None:
-            clauses.append(f"{column} {op} ?")
-            params.append(value)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    sql = f"SELECT body FROM qc_records {where} ORDER BY seq LIMIT ?"  # noqa: S608 - fixed columns
-    rows = db.execute(sql, (*params, max(0, int(limit)))).fetchall()
-    return [json.loads(r[0]) for r in rows]
+        ("t", ">=", time_key(since)),
+        ("t", "<", time_key(until)),
+    )
+    return select_bodies(db, "qc_records", filters, limit)
 
 
 def read_records(db_path: Path, **filters: Any) -> list[dict[str, Any]]:
     """Records from a state database on disk, read-only (safe while the agent runs: WAL)."""
-    if not db_path.exists():
-        raise FileNotFoundError(f"{db_path}: no state database (has the agent run yet?)")
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        return select_records(db, **filters)
-    finally:
-        db.close()
+    return read_only(db_path, select_records, **filters)
 
 
 __all__ = [
@@ -269,7 +291,10 @@ __all__ = [
     "content_hash",
     "content_of",
     "insert_record",
+    "read_only",
     "read_records",
+    "select_bodies",
     "select_records",
+    "time_key",
     "verify_record",
 ]

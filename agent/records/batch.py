@@ -21,8 +21,9 @@ Sources, each a live reading the agent already acquires:
 A decay-corrected yield outside the product's investigation window opens a deviation: it is
 listed in the record and raised as an alert. `start_event` says whether the module's own
 `RunStarted` was seen (false: the agent connected mid-run, `started` is the first event seen and
-the environment covers only what followed). Runs in progress are kept in memory: a run whose
-agent restarts before its record is signed is not recorded; the next run is.
+the environment covers only what followed). Runs in progress are journalled in the state
+database (agent.records.journal) and reloaded at start: a restart before the record is signed
+keeps the run's events and its environment as of its last event.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from agent.core.messages import Message, msg
 from agent.core.reading import rfc3339
 from agent.physics.halflife import FitError, check_identity
 from agent.physics.nuclides import NuclideTable
+from agent.records.guided import tell
+from agent.records.journal import RunJournal
 from agent.records.kinds import RecordError
 
 if TYPE_CHECKING:
@@ -143,6 +146,26 @@ class Tracker:
             "excursions": [e.as_dict() for e in self.excursions],
             "result": "fail" if self.excursions else ("pass" if self.n else "no_data"),
         }  # fmt: skip
+
+    def state(self) -> dict[str, Any]:
+        """What `restore` needs to continue this tracker (the journal's form)."""
+        return {"n": self.n, "min": self.minimum, "max": self.maximum,
+                "excursions": [e.as_dict() for e in self.excursions],
+                "open": self._open is not None}  # fmt: skip
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continue from `state()` (a journal entry; malformed: ValueError/TypeError/KeyError)."""
+        excursions = []
+        for e in state["excursions"]:
+            start, end = _parse_time(e["start"]), _parse_time(e["end"])
+            if start is None or end is None:
+                raise ValueError("journalled excursion without times")
+            excursions.append(Excursion(start, end, float(e["extreme"])))
+        self.n = int(state["n"])
+        self.minimum = _number(state["min"])
+        self.maximum = _number(state["max"])
+        self.excursions = excursions
+        self._open = excursions[-1] if state["open"] and excursions else None
 
 
 def _trackers(env: Environment) -> dict[tuple[str, str], Tracker]:
@@ -249,9 +272,10 @@ def judge_tests(product: Product, entries: Mapping[str, Any]) -> list[dict[str, 
 class BatchDesk:
     """Assembles batch records from live readings; signs them through the records' signer.
 
-    `on_item(stream, item)` is a listener of the live feed (every reading item, on the event
-    loop): only the channels of a configured synthesis module, its hot cell and its calibrator
-    are looked at; a malformed event is refused and counted, never raised.
+    `on_item(stream, item)` takes a reading in its published item form (agent.records.service.
+    Records passes the pipeline's watched readings, on the event loop): only the channels of a
+    configured synthesis module, its hot cell and its calibrator (`watches`) are looked at; a
+    malformed event is refused and counted, never raised.
     """
 
     def __init__(
@@ -279,6 +303,44 @@ class BatchDesk:
             for key in _trackers(m.environment):
                 self._env.setdefault(key, []).append(m.device)
         self._calibrators = {m.calibrator for m in config.synthesis if m.calibrator}
+        self._journal = RunJournal(desk.store.store)
+        self._replaying = False
+
+    async def open(self) -> None:
+        """Create the journal if missing and reload the runs of batches not yet signed."""
+        await self._journal.open()
+        entries = await self._journal.pending(self._now())
+        with self._lock:
+            self._replaying = True
+            try:
+                for entry in entries:
+                    self._replay(entry)
+            finally:
+                self._replaying = False
+        if entries:
+            log.info("synthesis runs reloaded", runs=len(self._runs))
+
+    def _replay(self, entry: Mapping[str, Any]) -> None:
+        item = entry["item"]
+        module = self._modules.get((item.get("device"), item.get("channel")))
+        if module is None:
+            return  # the module is no longer configured
+        try:
+            run = self._on_event(module, item)
+            if run is not None:
+                for device, channel, state in entry.get("environment") or ():
+                    tracker = run.environment.get((device, channel))
+                    if tracker is not None:
+                        tracker.restore(state)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("journalled batch event refused", device=module.device, error=str(exc))
+
+    def _journalled(self, run: SynthesisRun, item: dict[str, Any]) -> None:
+        """Append the event just taken and the run's environment (under the lock)."""
+        if self._replaying:
+            return
+        environment = [(d, c, tracker.state()) for (d, c), tracker in run.environment.items()]
+        self._journal.append(run.batch_id, item, environment)
 
     # ------------------------------------------------------------------ queries
     def runs(self) -> list[SynthesisRun]:
@@ -296,6 +358,11 @@ class BatchDesk:
         return run
 
     # ------------------------------------------------------------------ readings
+    def watches(self, device: str, channel: str) -> bool:
+        """A module's event channel, a hot cell's environment channel or a module's calibrator."""
+        key = (device, channel)
+        return key in self._modules or key in self._env or device in self._calibrators
+
     def on_item(self, stream: str, item: dict[str, Any]) -> None:
         """A live item: batch events, environment and assay readings are taken, others ignored."""
         if stream != "reading":
@@ -314,13 +381,10 @@ class BatchDesk:
             log.warning("batch input refused", device=key[0], channel=key[1], error=str(exc))
 
     def _changed(self) -> None:
-        if self.on_change is not None:
-            try:
-                self.on_change()
-            except Exception:
-                log.exception("batch listener failed")
+        tell(self.on_change, "batch")
 
-    def _on_event(self, module: Synthesis, item: dict[str, Any]) -> None:
+    def _on_event(self, module: Synthesis, item: dict[str, Any]) -> SynthesisRun | None:
+        """Take one batch event; the run it changed (None: a repeat after EOS)."""
         event = item.get("event") or item.get("value")
         batch_id = item.get("batch_id")
         t = _parse_time(item.get("t"))
@@ -339,7 +403,7 @@ class BatchDesk:
                     )
                 run = self._open_run(module, batch_id, t)
             if run.state != "running":
-                return  # a repeated event after EOS changes nothing
+                return None  # a repeated event after EOS changes nothing
             if event == "RunStarted" and not run.steps:
                 run.started, run.start_seen = t, True
             if event in {"RunStarted", "StepChanged"} and step and (
@@ -358,7 +422,9 @@ class BatchDesk:
                 self._current.pop(module.device, None)
                 log.info("end of synthesis", device=module.device, batch=batch_id,
                          activity_mbq=activity)  # fmt: skip
+            self._journalled(run, item)
         self._changed()
+        return run
 
     def _open_run(self, module: Synthesis, batch_id: str, t: datetime) -> SynthesisRun:
         """A new run of `module` (under the lock); an open earlier one is aborted."""

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from agent.core.messages import msg
+from agent.records.guided import utc_now
 from agent.records.kinds import KINDS, RecordError, draft, kind_of
 from agent.records.signer import RecordSigner
 from agent.records.store import RecordStore, effective
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from zoneinfo import ZoneInfo
 
     from agent.qc.audit import AuditLog, Emit
@@ -30,10 +31,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("isoedge.records")
 
 _CORRECTION_KEEPS = frozenset({"kind", "id", "t", "site", "corrects", "signatures"})
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class RecordsDesk:
@@ -49,7 +46,7 @@ class RecordsDesk:
         audit: AuditLog,
         users: Sequence[User],
         notify: Emit | None = None,
-        now: Callable[[], datetime] = _now,
+        now: Callable[[], datetime] = utc_now,
     ) -> None:
         self.config = config
         self.site = site

@@ -23,7 +23,6 @@ Record items (kind `elution`, subject `eluate_id`; the generator's own record ha
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -50,7 +49,7 @@ from agent.physics.breakthrough import (
 from agent.physics.halflife import FitError
 from agent.physics.nuclides import NUCLIDES, Nuclide, normalize_nuclide
 from agent.qc.rules import activity_mbq
-from agent.records.guided import GuidedStep, Settle, advance, current
+from agent.records.guided import GuidedDesk, GuidedRun, GuidedStep, Settle, advance, utc_now
 from agent.records.kinds import RecordError
 from drivers.base import Quality
 
@@ -70,12 +69,8 @@ class ElutionError(RecordError):
     """An elution request that cannot be carried out."""
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass
-class ElutionRun:
+class ElutionRun(GuidedRun):
     """An elution (or a Ge-68 remeasurement) being measured, then signed."""
 
     id: str
@@ -97,35 +92,24 @@ class ElutionRun:
     first: dict[str, Any] | None = None  # ge68: the eluate's elution record
     time_scale: float = 1.0  # > 1 only for a simulated eluate that decays faster
 
-    @property
-    def current(self) -> GuidedStep | None:
-        """The step waiting for its measurement."""
-        return current(self.steps)
-
     def as_dict(self) -> dict[str, Any]:
         """JSON form for the console."""
         return {
-            "id": self.id,
+            **self.guided_dict(),
             "part": self.part,
             "generator": self.generator,
             "nuclide": self.nuclide,
-            "device": self.device,
             "eluate_id": self.eluate_id,
             "elution_time": rfc3339(self.elution_time),
-            "started": rfc3339(self.started),
-            "started_by": self.started_by,
             "volume_ml": self.volume_ml,
-            "state": self.state,
-            "steps": [s.as_dict() for s in self.steps],
-            "current_step": None if self.current is None else self.current.index,
             "needs_aluminium": self.nuclide == "Tc-99m" and self.part == "elution",
-            "draft": self.draft,
-            "record_id": self.record_id,
         }
 
 
-class ElutionDesk:
+class ElutionDesk(GuidedDesk[ElutionRun]):
     """Generators, their elutions and Ge-68 remeasurements."""
+
+    what = "elution"
 
     def __init__(
         self,
@@ -135,20 +119,17 @@ class ElutionDesk:
         *,
         alerts: AlertManager | None = None,
         nuclides: Mapping[str, Nuclide] = NUCLIDES,
-        now: Callable[[], datetime] = _now,
+        now: Callable[[], datetime] = utc_now,
         on_change: Callable[[], None] | None = None,
     ) -> None:
+        super().__init__(now, on_change)
         self.rules = rules
         self.generators = {g.id: g for g in generators}
         self.records = records
         self.alerts = alerts
         self.nuclides = nuclides
-        self._now = now
-        self.on_change = on_change
-        self._runs: dict[str, ElutionRun] = {}
         self._active: dict[str, str] = {}  # device → run id
         self._last_elution: dict[str, datetime] = {}  # generator → its last signed elution
-        self._lock = threading.RLock()
 
     async def open(self) -> None:
         """Learn each generator's last signed elution (the yield's growth time)."""
@@ -176,10 +157,6 @@ class ElutionDesk:
             return self._runs[run_id]
         except KeyError:
             raise ElutionError(msg("error.elution.no_run", run=run_id)) from None
-
-    def runs(self) -> list[ElutionRun]:
-        """Runs of this session, newest first."""
-        return sorted(self._runs.values(), key=lambda r: r.started, reverse=True)
 
     def watches(self, device: str, channel: str) -> bool:
         """A generator's calibrator channel (the pipeline sends its readings)."""
@@ -585,13 +562,6 @@ class ElutionDesk:
                     reasons=[Message(str(r)) for r in record.get("hold_reasons") or []]),
                 subject=subject, details={"record": record["id"]},
             )  # fmt: skip
-
-    def _changed(self) -> None:
-        if self.on_change is not None:
-            try:
-                self.on_change()
-            except Exception:  # the live view is a mirror: the run goes on
-                log.exception("elution change listener failed")
 
     # ------------------------------------------------------------------ state
     async def history(self, generator_id: str | None = None) -> list[dict[str, Any]]:

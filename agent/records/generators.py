@@ -1,10 +1,12 @@
-"""The generator, waste and shipment desks of a running agent, and the readings they watch.
+"""The reading path of the records: one pipeline hook for the QC programme and every desk.
 
-`GeneratorRecords` builds the three desks from `[records]` and gives the pipeline one reading
-hook for them beside the dose-calibrator QC programme (`ReadingFanout`): the pipeline keeps a
-single calibrator-QC observer, so the fan-out answers `is_held` from the QC programme and sends
-each watched reading to the QC programme and to every desk that watches its channel. A desk
-that fails on a reading is logged; the others and the QC programme still get it.
+Readings reach the records one way: the pipeline → its calibrator hook (`ReadingFanout`) →
+each observer watching the reading's channel. The pipeline keeps a single calibrator-QC
+observer, so the fan-out answers `is_held` from the QC programme and sends each watched reading
+to the QC programme (measured values only) and to every record observer that watches its
+channel (values and events): the batch and dispensing desks (agent.records.service.Records),
+then the elution, waste and shipment desks (`GeneratorRecords`, built here from `[records]`).
+An observer that fails on a reading is logged; the others and the QC programme still get it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
+from agent.core.values import SampleKind
 from agent.physics.nuclides import NUCLIDES, Nuclide
 from agent.records.elution import ElutionDesk
 from agent.records.guided import Settle
@@ -63,9 +66,10 @@ class ReadingFanout:
         return any(o is not None and o.watches(device, channel) for o in every)
 
     def on_reading(self, reading: Reading) -> None:
-        """To the QC programme, then to each desk watching the channel."""
+        """To the QC programme (a measured value), then to each desk watching the channel."""
         primary = self.primary
-        if primary is not None and primary.watches(reading.device, reading.channel):
+        if (primary is not None and reading.kind is SampleKind.READING
+                and primary.watches(reading.device, reading.channel)):  # fmt: skip
             primary.on_reading(reading)
         for observer in self.observers:
             if not observer.watches(reading.device, reading.channel):
@@ -106,9 +110,9 @@ class GeneratorRecords:
         """Learn the generators' last elutions from the store."""
         await self.elutions.open()
 
-    def fanout(self, primary: HoldingObserver | None) -> ReadingFanout:
-        """The pipeline's hook: the QC programme and these desks."""
-        return ReadingFanout(primary, (self.elutions, self.waste, self.shipments))
+    def fanout(self, primary: HoldingObserver | None, *first: Observer) -> ReadingFanout:
+        """The pipeline's hook: the QC programme, the `first` observers, then these desks."""
+        return ReadingFanout(primary, (*first, self.elutions, self.waste, self.shipments))
 
 
-__all__ = ["GeneratorRecords", "ReadingFanout"]
+__all__ = ["GeneratorRecords", "Observer", "ReadingFanout"]

@@ -11,10 +11,14 @@ measured with the container still in front of the probe.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+import structlog
 
 from agent.core.reading import rfc3339
 
@@ -156,4 +160,79 @@ def advance(steps: list[GuidedStep]) -> bool:
     return False
 
 
-__all__ = ["GuidedStep", "Settle", "advance", "current"]
+def utc_now() -> datetime:
+    """The desks' default clock."""
+    return datetime.now(UTC)
+
+
+def tell(listener: Callable[[], None] | None, what: str) -> None:
+    """Tell a desk's change listener (the live view is a mirror: a failure is only logged)."""
+    if listener is not None:
+        try:
+            listener()
+        except Exception:
+            structlog.get_logger("isoedge.records").exception(f"{what} change listener failed")
+
+
+class GuidedRun:
+    """What the guided runs of the kinds share (a base of their dataclasses, no fields)."""
+
+    id: str
+    device: str
+    started: datetime
+    started_by: str
+    steps: list[GuidedStep]
+    state: str
+    draft: dict[str, Any] | None
+    record_id: str | None
+
+    @property
+    def current(self) -> GuidedStep | None:
+        """The step waiting for its measurement."""
+        return current(self.steps)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form for the console (the kinds add their own fields)."""
+        return self.guided_dict()
+
+    def guided_dict(self) -> dict[str, Any]:
+        """The console's JSON of what every guided run has (the kind adds its own)."""
+        return {
+            "id": self.id,
+            "device": self.device,
+            "started": rfc3339(self.started),
+            "started_by": self.started_by,
+            "state": self.state,
+            "steps": [s.as_dict() for s in self.steps],
+            "current_step": None if self.current is None else self.current.index,
+            "draft": self.draft,
+            "record_id": self.record_id,
+        }
+
+
+R = TypeVar("R", bound=GuidedRun)
+
+
+class GuidedDesk(Generic[R]):
+    """The runs of one kind's guided measurements in this session, and their change listener."""
+
+    what = "guided"
+    """The kind, for the log."""
+
+    def __init__(self, now: Callable[[], datetime], on_change: Callable[[], None] | None) -> None:
+        self._now = now
+        self.on_change = on_change
+        self._runs: dict[str, R] = {}
+        self._lock = threading.RLock()
+
+    def runs(self) -> list[R]:
+        """Runs of this session, newest first."""
+        return sorted(self._runs.values(), key=lambda r: r.started, reverse=True)
+
+    def _changed(self) -> None:
+        tell(self.on_change, self.what)
+
+
+__all__ = [
+    "GuidedDesk", "GuidedRun", "GuidedStep", "Settle", "advance", "current", "tell", "utc_now",
+]  # fmt: skip

@@ -1,37 +1,30 @@
-"""The records of the running agent: the desk and the kinds built on it, wired to live data.
+"""The records of the running agent: the desk and the kinds built on it, wired to readings.
 
-`Records.on_item` is a listener of the live feed (agent.acquisition.state.LiveState): every
-reading item passes it on the event loop, and each kind takes only the channels it watches.
+`Records` is an observer of the pipeline's readings (through agent.records.generators.
+ReadingFanout, on the event loop): it watches the synthesis modules' event channels, their hot
+cells' environment channels and the calibrators, and each kind takes what it needs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from agent.records.batch import BatchDesk
-from agent.records.desk import RecordsDesk
 from agent.records.dispensing import DispensingDesk
 from agent.records.release import ReleaseDesk
 
 if TYPE_CHECKING:
-    from zoneinfo import ZoneInfo
+    from collections.abc import Iterable
 
+    from agent.core.reading import Reading
     from agent.physics.nuclides import NuclideTable
     from agent.qc.alerts import AlertManager
-    from agent.qc.audit import AuditLog, Emit
-    from agent.qc.signatures import User
-    from agent.records.config import RecordsSection
-    from agent.state.writer import StateWriter
+    from agent.records.desk import RecordsDesk
 
 log = structlog.get_logger("isoedge.records")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Records:
@@ -39,44 +32,51 @@ class Records:
 
     def __init__(
         self,
-        config: RecordsSection,
+        desk: RecordsDesk,
         *,
-        site: str,
-        zone: ZoneInfo,
-        state: StateWriter,
-        audit: AuditLog,
-        users: Sequence[User],
-        notify: Emit | None = None,
         alerts: AlertManager | None = None,
         nuclides: NuclideTable | None = None,
         prescription: Callable[[str], Any] | None = None,
         calibrator_release: Callable[[str], str | None] | None = None,
-        now: Callable[[], datetime] = _now,
+        calibrators: Iterable[str] = (),
     ) -> None:
-        self.desk = RecordsDesk(config, site=site, zone=zone, state=state, audit=audit,
-                                users=users, notify=notify, now=now)  # fmt: skip
+        self.desk = desk
+        config = desk.config
         self.batches = BatchDesk(self.desk, config, nuclides=nuclides, alerts=alerts)
         self.release = ReleaseDesk(self.desk)
         self.dispensing = DispensingDesk(
             self.desk, prescription=prescription or _no_prescriptions,
             calibrator_release=calibrator_release, nuclides=nuclides,
         )  # fmt: skip
-        self.on_reading: Callable[[], None] | None = None
-        """Told after each reading item was taken (the demo waits on it)."""
+        self.after_reading: Callable[[], None] | None = None
+        """Told after each reading was taken (the demo waits on it)."""
+        # Readings are watched only where records are assembled from them (a site without
+        # synthesis modules pays nothing per reading), as before: the batches' channels, and
+        # the calibrators doses are measured on (those with a QC programme, and the modules').
+        self._watching = bool(config.synthesis)
+        self._dose_calibrators = frozenset(calibrators)
 
     async def open(self) -> None:
-        """Create the records table if missing."""
+        """Create the records table if missing; reload the synthesis runs in progress."""
         await self.desk.open()
+        await self.batches.open()  # runs in progress before a restart
 
-    def on_item(self, stream: str, item: dict[str, Any]) -> None:
-        """A live item, to every kind that assembles records from readings (never raises)."""
+    def watches(self, device: str, channel: str) -> bool:
+        """A channel a batch is assembled from, or a calibrator doses are measured on."""
+        return self._watching and (
+            self.batches.watches(device, channel) or device in self._dose_calibrators
+        )
+
+    def on_reading(self, reading: Reading) -> None:
+        """A watched reading, in its published item form, to every kind (never raises)."""
         try:
-            self.batches.on_item(stream, item)
-            self.dispensing.on_item(stream, item)
-            if self.on_reading is not None and stream == "reading":
-                self.on_reading()
+            item = reading.to_item()
+            self.batches.on_item("reading", item)
+            self.dispensing.on_item("reading", item)
+            if self.after_reading is not None:
+                self.after_reading()
         except Exception:
-            log.exception("records listener failed", stream=stream)
+            log.exception("records observer failed", device=reading.device)
 
 
 def _no_prescriptions(prescription_id: str) -> Any:

@@ -14,10 +14,9 @@ activity is the shipped one decay-corrected to the assay, and a difference beyon
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -28,7 +27,7 @@ from agent.core.reading import Reading, new_id, rfc3339
 from agent.physics.nuclides import NUCLIDES, Nuclide, normalize_nuclide
 from agent.physics.transfer import receipt_check
 from agent.qc.rules import activity_mbq
-from agent.records.guided import GuidedStep, Settle, advance, current
+from agent.records.guided import GuidedDesk, GuidedRun, GuidedStep, Settle, advance, utc_now
 from agent.records.kinds import RecordError
 from drivers.base import Quality
 
@@ -48,10 +47,6 @@ class ShipmentError(RecordError):
     """A shipment or receipt request that cannot be carried out."""
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _nuclide(name: str) -> str:
     canonical = normalize_nuclide(name)
     if canonical is None:
@@ -66,7 +61,7 @@ def _positive(value: float, what: str) -> float:
 
 
 @dataclass
-class ReceiptRun:
+class ReceiptRun(GuidedRun):
     """A delivery being assayed at the receiving site."""
 
     id: str
@@ -80,29 +75,15 @@ class ReceiptRun:
     draft: dict[str, Any] | None = None
     record_id: str | None = None
 
-    @property
-    def current(self) -> GuidedStep | None:
-        """The step waiting for its measurement."""
-        return current(self.steps)
-
     def as_dict(self) -> dict[str, Any]:
         """JSON form for the console."""
-        return {
-            "id": self.id,
-            "shipment": self.shipment,
-            "device": self.device,
-            "started": rfc3339(self.started),
-            "started_by": self.started_by,
-            "state": self.state,
-            "steps": [s.as_dict() for s in self.steps],
-            "current_step": None if self.current is None else self.current.index,
-            "draft": self.draft,
-            "record_id": self.record_id,
-        }
+        return {**self.guided_dict(), "shipment": self.shipment}
 
 
-class ShipmentDesk:
+class ShipmentDesk(GuidedDesk[ReceiptRun]):
     """Shipments this site sends and receipts of what it receives."""
+
+    what = "shipment"
 
     def __init__(
         self,
@@ -113,20 +94,17 @@ class ShipmentDesk:
         calibrators: Iterable[tuple[str, str]] = (),
         settle: Settle = Settle(3, 2.0, 0.01),  # noqa: B008 - frozen, shared safely
         nuclides: Mapping[str, Nuclide] = NUCLIDES,
-        now: Callable[[], datetime] = _now,
+        now: Callable[[], datetime] = utc_now,
         on_change: Callable[[], None] | None = None,
     ) -> None:
+        super().__init__(now, on_change)
         self.rules = rules
         self.records = records
         self.alerts = alerts
         self.settle = settle
         self.calibrators = frozenset(calibrators)
         self.nuclides = nuclides
-        self._now = now
-        self.on_change = on_change
-        self._runs: dict[str, ReceiptRun] = {}
         self._active: dict[str, str] = {}
-        self._lock = threading.RLock()
 
     def run(self, run_id: str) -> ReceiptRun:
         """A receipt run by id (ShipmentError if none)."""
@@ -134,10 +112,6 @@ class ShipmentDesk:
             return self._runs[run_id]
         except KeyError:
             raise ShipmentError(f"no receipt run {run_id!r}") from None
-
-    def runs(self) -> list[ReceiptRun]:
-        """Receipt runs of this session, newest first."""
-        return sorted(self._runs.values(), key=lambda r: r.started, reverse=True)
 
     def watches(self, device: str, channel: str) -> bool:
         """A dose calibrator's activity channel (a fixed answer: the pipeline caches it)."""
@@ -313,13 +287,5 @@ class ShipmentDesk:
             )  # fmt: skip
         self._changed()
         return record
-
-    def _changed(self) -> None:
-        if self.on_change is not None:
-            try:
-                self.on_change()
-            except Exception:
-                log.exception("shipment change listener failed")
-
 
 __all__ = ["ALERT_RULE", "ReceiptRun", "ShipmentDesk", "ShipmentError"]

@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from agent.core.reading import dumps_item, rfc3339
+from agent.core.reading import dumps_item
 from agent.qc.audit import AuditLog
-from agent.qc.records import canonical_json
+from agent.qc.records import canonical_json, read_only, select_bodies, time_key
 from agent.qc.records import select_records as select_test_records
 from agent.records.kinds import RecordError, kind_of, record_sha256, verify
+from agent.state.schema import has_table
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -64,12 +64,6 @@ def subject_of(item: dict[str, Any]) -> str | None:
         if isinstance(value, str) and value:
             return value
     return None
-
-
-def _time_key(value: datetime | str | None) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return rfc3339(value)
 
 
 class RecordStore:
@@ -190,11 +184,6 @@ def insert_record(db: sqlite3.Connection, record: dict[str, Any]) -> None:
         raise RecordError(f"record {record['id']} exists already") from exc
 
 
-def _has_table(db: sqlite3.Connection, name: str) -> bool:
-    row = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
-    return row.fetchone() is not None
-
-
 def select(
     db: sqlite3.Connection,
     *,
@@ -216,37 +205,23 @@ def select(
         tests = select_test_records(db, record_id=record_id, kind="test", since=since,
                                     until=until, limit=limit)  # fmt: skip
         found.extend({"kind": "test", **r} if "kind" not in r else r for r in tests)
-    if kind == "test" or not _has_table(db, "records"):
+    if kind == "test" or not has_table(db, "records"):
         return found[:limit]
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, op, value in (
+    filters = (
         ("id", "=", record_id),
         ("kind", "=", kind),
         ("subject", "=", subject),
         ("corrects", "=", corrects),
-        ("t", ">=", _time_key(since)),
-        ("t", "<", _time_key(until)),
-    ):
-        if value is not None:
-            clauses.append(f"{column} {op} ?")
-            params.append(value)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    sql = f"SELECT body FROM records {where} ORDER BY seq LIMIT ?"  # noqa: S608 - fixed columns
-    rows = db.execute(sql, (*params, max(0, int(limit)))).fetchall()
-    found.extend(json.loads(r[0]) for r in rows)
+        ("t", ">=", time_key(since)),
+        ("t", "<", time_key(until)),
+    )
+    found.extend(select_bodies(db, "records", filters, limit))
     return found[:limit]
 
 
 def read_records(db_path: Path, **filters: Any) -> list[dict[str, Any]]:
     """Records from a state database on disk, read-only (safe while the agent runs: WAL)."""
-    if not db_path.exists():
-        raise FileNotFoundError(f"{db_path}: no state database (has the agent run yet?)")
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        return select(db, **filters)
-    finally:
-        db.close()
+    return read_only(db_path, select, **filters)
 
 
 __all__ = [

@@ -12,10 +12,9 @@ releasable when the surface cannot be distinguished from background
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -25,7 +24,7 @@ from agent.core.reading import Reading, new_id, rfc3339
 from agent.physics.nuclides import NUCLIDES, Nuclide, UnknownNuclideError, normalize_nuclide
 from agent.physics.storage import NotEligibleError, release_date, release_survey
 from agent.qc.rules import numeric_value
-from agent.records.guided import GuidedStep, Settle, advance, current
+from agent.records.guided import GuidedDesk, GuidedRun, GuidedStep, Settle, advance, utc_now
 from agent.records.kinds import RecordError
 
 if TYPE_CHECKING:
@@ -41,12 +40,8 @@ class WasteError(RecordError):
     """A waste request that cannot be carried out."""
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass
-class SurveyRun:
+class SurveyRun(GuidedRun):
     """A release survey being measured."""
 
     id: str
@@ -61,29 +56,15 @@ class SurveyRun:
     draft: dict[str, Any] | None = None
     record_id: str | None = None
 
-    @property
-    def current(self) -> GuidedStep | None:
-        """The step waiting for its readings."""
-        return current(self.steps)
-
     def as_dict(self) -> dict[str, Any]:
         """JSON form for the console."""
-        return {
-            "id": self.id,
-            "container_id": self.container_id,
-            "device": self.device,
-            "started": rfc3339(self.started),
-            "started_by": self.started_by,
-            "state": self.state,
-            "steps": [s.as_dict() for s in self.steps],
-            "current_step": None if self.current is None else self.current.index,
-            "draft": self.draft,
-            "record_id": self.record_id,
-        }
+        return {**self.guided_dict(), "container_id": self.container_id}
 
 
-class WasteDesk:
+class WasteDesk(GuidedDesk[SurveyRun]):
     """Waste containers in decay-in-storage and their release surveys."""
+
+    what = "waste"
 
     def __init__(
         self,
@@ -91,17 +72,14 @@ class WasteDesk:
         records: RecordsDesk,
         *,
         nuclides: Mapping[str, Nuclide] = NUCLIDES,
-        now: Callable[[], datetime] = _now,
+        now: Callable[[], datetime] = utc_now,
         on_change: Callable[[], None] | None = None,
     ) -> None:
+        super().__init__(now, on_change)
         self.rules = rules
         self.records = records
         self.nuclides = nuclides
-        self._now = now
-        self.on_change = on_change
-        self._runs: dict[str, SurveyRun] = {}
         self._active: str | None = None
-        self._lock = threading.RLock()
 
     def watches(self, device: str, channel: str) -> bool:
         """The area monitor's channel."""
@@ -114,10 +92,6 @@ class WasteDesk:
             return self._runs[run_id]
         except KeyError:
             raise WasteError(f"no survey {run_id!r}") from None
-
-    def runs(self) -> list[SurveyRun]:
-        """Surveys of this session, newest first."""
-        return sorted(self._runs.values(), key=lambda r: r.started, reverse=True)
 
     # ------------------------------------------------------------------ log
     async def log_container(
@@ -288,13 +262,6 @@ class WasteDesk:
                 self._active = None
         self._changed()
         return record
-
-    def _changed(self) -> None:
-        if self.on_change is not None:
-            try:
-                self.on_change()
-            except Exception:
-                log.exception("waste change listener failed")
 
 
 __all__ = ["SurveyRun", "WasteDesk", "WasteError"]

@@ -39,6 +39,7 @@ from agent.qc.engine import RuleEngine
 from agent.qc.prescriptions import PrescriptionStore
 from agent.qc.records import QCRecordStore
 from agent.qc.signatures import SignatureService
+from agent.records.desk import RecordsDesk
 from agent.records.generators import GeneratorRecords, ReadingFanout
 from agent.records.service import Records
 from agent.service.clock import ClockMonitor
@@ -50,7 +51,7 @@ from agent.state.diskspace import SpaceState
 from agent.state.pressure import Pressure
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
     from datetime import datetime
 
     from agent.console.app import WebConsole
@@ -170,12 +171,15 @@ class Agent:
 
     # ------------------------------------------------------------------ status
     def _generator_records(self, config: Config) -> ReadingFanout:
-        """Elutions, waste and shipments: their desks take readings beside the QC programme."""
+        """The pipeline's one reading hook: the QC programme, then every record desk.
+
+        Elutions, waste and shipments are built here; batches and doses are `self.records`.
+        """
         self.generator_records = GeneratorRecords(
             config.records, self.records.desk, alerts=self.alerts, nuclides=self.nuclides,
             calibrators=[(c.device, c.channel) for c in config.qc.calibrators],
         )  # fmt: skip
-        return self.generator_records.fanout(self.qa_desk)
+        return self.generator_records.fanout(self.qa_desk, self.records)
 
     def status_document(self, state: str) -> dict[str, Any]:
         """Retained status of docs/contract.md §2."""
@@ -197,18 +201,17 @@ class Agent:
         }
 
     def _records(self, config: Config) -> Records:
-        """The records desk and its kinds; readings reach them through the live feed."""
-        records = Records(
+        """The records desk and its kinds; readings reach them through the pipeline's hook."""
+        desk = RecordsDesk(
             config.records, site=config.agent.site, zone=config.qc.zone, state=self.outbox,
             audit=self.audit, users=config.web.users, notify=self.live.on_event,
-            alerts=self.alerts, nuclides=self.nuclides, prescription=self.dosage.prescriptions.get,
-            calibrator_release=self._calibrator_release,
         )  # fmt: skip
-        self._records_unsubscribe: Callable[[], None] | None = None
-        if config.records.synthesis:
-            # Only a site whose records are assembled from readings pays a call per reading.
-            self._records_unsubscribe = self.live.subscribe(records.on_item)
-        return records
+        return Records(
+            desk, alerts=self.alerts, nuclides=self.nuclides,
+            prescription=self.dosage.prescriptions.get,
+            calibrator_release=self._calibrator_release,
+            calibrators=[c.device for c in config.qc.calibrators],
+        )  # fmt: skip
 
     def _calibrator_release(self, device: str) -> str | None:
         """`released` / `on_hold` of a calibrator with a QC programme (None: no programme)."""

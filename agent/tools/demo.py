@@ -450,9 +450,9 @@ async def _demo_batch(agent: Agent) -> None:
         log.info("demo batch skipped: no synthesis module, simulated calibrator or demo users")
         return
     changed = asyncio.Event()
-    records.batches.on_change = records.on_reading = changed.set
+    records.batches.on_change = records.after_reading = changed.set
     try:
-        # The simulated module started its run before the agent subscribed: once its events
+        # The simulated module started its run before the agent connected: once its events
         # arrive, a new run begins so that the demo's batch is seen from its RunStarted.
         await _until(changed, records.batches.runs, 120)
         synthesis = SYNTHESIS_SIMULATORS.get(modules[0].device)
@@ -477,7 +477,7 @@ async def _demo_batch(agent: Agent) -> None:
     except Exception:
         log.exception("demo batch failed")
     finally:
-        records.batches.on_change = records.on_reading = None
+        records.batches.on_change = records.after_reading = None
 
 
 async def _demo_batch_record(

@@ -241,3 +241,54 @@ def _label_text(dose: dict, tmp_path: Path) -> str:
     out = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True,
                          check=True, timeout=60)
     return " ".join(out.stdout.split())
+
+
+async def test_a_run_in_progress_survives_a_restart(tmp_path: Path) -> None:
+    """Desks re-created on the same state database mid-run still assemble the batch record."""
+    config = RecordsSection.model_validate(CONFIG)
+    clock = Clock()
+    async with RecordsBench(tmp_path, config) as bench:
+        bench.desk.now = clock
+        desk = BatchDesk(bench.desk, config, now=clock)
+        await desk.open()
+        feed = desk.on_item
+        feed("reading", _event("RunStarted", 0, step="trap"))
+        for s, p in enumerate([-80, -5, -4, -85, -82]):
+            feed("reading", _reading("cell", "p", 10 + s, p))
+        feed("reading", _event("StepChanged", 120, step="elute"))
+        await bench.state.settle()
+    async with RecordsBench(tmp_path, config) as bench:  # the agent restarted
+        bench.desk.now = clock
+        desk = BatchDesk(bench.desk, config, now=clock)
+        assert desk.runs() == []
+        await desk.open()
+        run = desk.run("FDG-1")
+        assert run.state == "running" and [s["step"] for s in run.steps] == ["trap", "elute"]
+        feed = desk.on_item
+        feed("reading", _reading("cell", "p", 130, -90))  # the run continues after the restart
+        feed("reading", _event("EndOfSynthesis", 1080, step="end", eos_activity=40000.0,
+                               eos_activity_unit="MBq", eos_time=_t(1080), yield_pct=62.0))
+        await bench.state.settle()
+    async with RecordsBench(tmp_path, config) as bench:  # and again, after its EOS
+        bench.desk.now = clock
+        desk = BatchDesk(bench.desk, config, now=clock)
+        await desk.open()
+        assert desk.run("FDG-1").state == "eos"
+        clock.now = T0 + timedelta(seconds=1200)
+        desk.start_assay("FDG-1")
+        for k in range(0, 661, 30):
+            value = 800.0 * math.exp(-math.log(2) * k / F18_S)
+            desk.on_item("reading", _reading("dc", "activity", 1200 + k, value, unit="MBq",
+                                             nuclide="F-18"))  # fmt: skip
+        record = await desk.sign("FDG-1", GOOD_TESTS, "tess", PASSWORDS["tess"])
+        assert [s["step"] for s in record["steps"]] == ["trap", "elute", "end"]
+        assert record["start_event"] is True and record["started"] == rfc3339(T0)
+        pressure = {e["quantity"]: e for e in record["environment"]}["pressure"]
+        assert pressure["readings"] == 6 and (pressure["min"], pressure["max"]) == (-90, -4)
+        assert [e["extreme"] for e in pressure["excursions"]] == [-4]
+        with bench.db() as db, pytest.raises(Exception, match="append-only"):
+            db.execute("DELETE FROM batch_journal")
+    async with RecordsBench(tmp_path, config) as bench:  # signed: nothing left to reload
+        desk = BatchDesk(bench.desk, config, now=clock)
+        await desk.open()
+        assert desk.runs() == []
