@@ -111,10 +111,13 @@ class RecordsViews:
         })  # fmt: skip
 
     async def batches(self, request: web.Request) -> web.Response:
-        """GET /api/batches: runs in progress, and batch records with their release decisions."""
+        """GET /api/batches: runs in progress (with release tests), batch records, decisions."""
         signed = await self.desk.batches()
         recorded = {b["record"]["batch_id"] for b in signed}
-        runs = [r.as_dict() for r in self.records.batches.runs()
+        # Each run carries its product's release tests: the page's form is built from them.
+        runs = [{**r.as_dict(), "nuclide": r.product.nuclide,
+                 "tests": [t.model_dump() for t in r.product.tests]}
+                for r in self.records.batches.runs()
                 if r.batch_id not in recorded and r.state != "aborted"]
         return _json({
             "runs": runs, "batches": signed, "timezone": str(self.desk.zone),
