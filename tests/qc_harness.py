@@ -119,7 +119,7 @@ class QCDesk:
         await self.state.open()
         self.audit = self.state.audit
         self.alerts = self.state.alerts
-        self.store = QCRecordStore(self.state.outbox, notify=self.state.heard)
+        self.store = QCRecordStore(self.state.database, notify=self.state.heard)
         self.signatures = SignatureService(users(), self.config.signing, self.audit, self.config.zone)
         self.manager = QADesk(
             self.config, NuclideTable(), self.store, self.signatures, self.alerts, self.audit,

@@ -43,15 +43,16 @@ class StateStore:
                              topic_for=lambda stream, device: f"t/{stream}/{device}",
                              quota_bytes=64 * 1024 * 1024, commit_interval_ms=0)
         await self.outbox.start()
-        self.audit = AuditLog(self.outbox, notify=self.heard)
+        self.database = self.outbox.state  # the state database the outbox is the host of
+        self.audit = AuditLog(self.database, notify=self.heard)
         await self.audit.open()
-        self.alerts = AlertManager(self.outbox, self.audit, notify=self.heard)
+        self.alerts = AlertManager(self.database, self.audit, notify=self.heard)
         await self.alerts.open()
         return self
 
     async def settle(self):
         """Wait until every queued write is committed."""
-        await self.outbox.transact_async(None)
+        await self.database.transact_async(None)
 
     async def close(self):
         await self.outbox.close()

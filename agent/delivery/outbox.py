@@ -22,10 +22,13 @@ as the replay archive, until it is older than `archive_days` or beyond `archive_
 is copied. A replay after a crash re-sends byte-identical envelopes (a PUBACK not yet recorded
 included), which consumers deduplicate on `seq`/`id`.
 
-One thread owns the database connection (`agent.state.database.StateDatabase`); the event loop
-talks to it through a queue, so a slow disk never stalls device I/O. The envelopes are cut by
-`agent.delivery.cutter`, the sent ones kept by `agent.delivery.archive`; the tables, connection
-settings and migrations are `agent.state.schema`'s.
+The outbox does not own the database: it is the host of a `agent.state.database.StateDatabase`
+(one thread owns the connection; the event loop talks to it through a queue, so a slow disk
+never stalls device I/O), which commits the outbox's rows together with the writes of QC,
+alerts, audit and prescriptions and keeps the disk-full retry, the free-space measurements and
+the damaged-file check. The envelopes are cut by `agent.delivery.cutter`, the sent ones kept by
+`agent.delivery.archive`; the tables, connection settings and migrations are
+`agent.state.schema`'s.
 """
 
 from __future__ import annotations
@@ -52,16 +55,13 @@ from agent.delivery.cutter import (
     envelope_spans,
     published_bytes,
 )
-from agent.delivery.damage import DamagedDatabaseError, DamageReport, check_database, move_aside
 from agent.delivery.signing import Signer
 from agent.delivery.verification import MAX_ENVELOPE_ITEM_BYTES
+from agent.state.damage import DamageReport
 from agent.state.database import StateDatabase, StateDatabaseError, Write, fault_point
-from agent.state.diskspace import DiskSpacePolicy, SpaceState, is_disk_full
+from agent.state.diskspace import DiskSpacePolicy, is_disk_full
 from agent.state.pressure import Pressure
 from agent.state.schema import (
-    SCHEMA,
-    WAL_AUTOCHECKPOINT,
-    connect,
     has_column,
     has_table,
     migrate_archive,
@@ -91,8 +91,6 @@ ACK_COMMIT_S = 0.05  # acknowledgements recorded at least this soon when no data
 # commits. One lost in a crash means that envelope is sent again; the durability tests hold
 # the agent to re-sending no more than the last in-flight window, hence one delay, not more.
 ACK_DELAYS = 1
-SPACE_CHECK_S = 1.0  # free space measured (and failed writes retried) at least this often
-RESERVE_CHECK_S = 10.0  # the reserve file rewritten (when missing and there is room) this often
 # An envelope `e` still to be sent: no PUBACK recorded for it (sent ones stay as the archive).
 _UNSENT = "NOT EXISTS (SELECT 1 FROM sent s WHERE s.seq = e.seq)"
 
@@ -159,14 +157,14 @@ class _Batch:
         self.n_items += count
 
 
-class Outbox(StateDatabase):
-    """The agent's durable queue of signed envelopes, and the state database's owner thread.
+class Outbox:
+    """The agent's durable queue of signed envelopes: the host of the state database.
 
-    The thread (`StateDatabase`) commits the writes of QC, alerts, audit and prescriptions
-    together with acquired readings and the envelopes cut from them, one transaction a cycle.
+    The state database (`StateDatabase`, given as `state` or made of `path` and the storage
+    options) commits the writes of QC, alerts, audit and prescriptions together with acquired
+    readings and the envelopes cut from them, one transaction a cycle. The outbox starts and
+    closes it (it cannot open without its host).
     """
-
-    thread_name = "isoedge-outbox"
 
     def __init__(
         self,
@@ -187,8 +185,14 @@ class Outbox(StateDatabase):
         min_free_bytes: int = 0,
         reserve_file_bytes: int = 0,
         on_damaged: str = "refuse",
+        state: StateDatabase | None = None,
     ) -> None:
-        super().__init__(path)
+        if state is None:
+            state = StateDatabase(path, fsync=fsync, min_free_bytes=min_free_bytes,
+                                  reserve_file_bytes=reserve_file_bytes, on_damaged=on_damaged)
+        self.state = state
+        state.attach(self)
+        self.path = state.path
         # Sent envelopes are kept (byte-identical) for replay requests of the central ingest,
         # for `archive_days` and within `archive_bytes`; 0 keeps none.
         self.archive = ReplayArchive(archive_days, archive_bytes)
@@ -217,7 +221,14 @@ class Outbox(StateDatabase):
         self.disk_bytes = 0
         self.quota_state = Pressure.OK
         self.on_quota_change: Callable[[Pressure, int], None] | None = None
-        self._init_fault_state(min_free_bytes, reserve_file_bytes, on_damaged)
+        # Disk full (issue 14): a cycle that fails for lack of space is rolled back and its
+        # items kept here, in order, for the next attempt (the state database keeps the
+        # writes); acknowledgements likewise.
+        self._retry_items: list[tuple[str, str, int, str]] = []
+        self._deferred_acks: list[int] = []
+        self._deferred_meta: dict[str, str] = {}
+        self.committed_by_stream: dict[str, int] = {}
+        self.held_back_seconds = 0.0  # producers waiting in wait_capacity (event loop only)
 
     @property
     def last_seq(self) -> int:
@@ -237,29 +248,49 @@ class Outbox(StateDatabase):
         self._signer_id = 0
         self._protected_by_id: dict[int, str] = {}
 
-    def _init_fault_state(self, min_free_bytes: int, reserve_file_bytes: int,
-                          on_damaged: str) -> None:
-        """What the outbox keeps for disk faults (a full disk, a damaged file) and its metrics."""
-        # Disk full (issue 14): a cycle that fails for lack of space is rolled back and its
-        # items kept here, in order, for the next attempt; acknowledgements likewise.
-        self.space = DiskSpacePolicy(
-            self.path.parent, min_free_bytes=min_free_bytes, reserve_file_bytes=reserve_file_bytes
-        )
-        self.disk_state = Pressure.OK
-        self.on_disk_change: Callable[[SpaceState], None] | None = None
-        self.disk_full_total = 0  # cycles or acknowledgements that failed for lack of space
-        self._retry_items: list[tuple[str, str, int, str]] = []
-        self._retry_writes: list[Write] = []
-        self._deferred_acks: list[int] = []
-        self._deferred_meta: dict[str, str] = {}
-        self._space_checked = 0.0
-        self._reserve_checked = 0.0
-        self._wal_checked = 0.0
-        self._wal_excess = 0
-        self.committed_by_stream: dict[str, int] = {}
-        self.held_back_seconds = 0.0  # producers waiting in wait_capacity (event loop only)
-        self.on_damaged = on_damaged
-        self.damage: DamageReport | None = None
+    # ----------------------------------------------------------- state database
+    async def start(self) -> None:
+        """Open (or create) the state database, with the outbox as its host."""
+        await self.state.start()
+
+    async def close(self) -> None:
+        """Commit what waits, then close the state database."""
+        await self.state.close()
+
+    @property
+    def failed(self) -> asyncio.Event:
+        """Set when the state database's thread has died (see `failure`)."""
+        return self.state.failed
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the state database's thread died, if it did."""
+        return self.state.failure
+
+    @property
+    def alive(self) -> bool:
+        """False once the state database's thread has died."""
+        return self.state.alive
+
+    @property
+    def space(self) -> DiskSpacePolicy:
+        """The state database's free-space policy."""
+        return self.state.space
+
+    @property
+    def disk_state(self) -> Pressure:
+        """The state database's disk state (free space, a failed write)."""
+        return self.state.disk_state
+
+    @property
+    def disk_full_total(self) -> int:
+        """Cycles or acknowledgements that failed for lack of space."""
+        return self.state.disk_full_total
+
+    @property
+    def damage(self) -> DamageReport | None:
+        """What the state database found damaged at start (and moved aside), if anything."""
+        return self.state.damage
 
     # ------------------------------------------------------------------ producer
     def submit(self, stream: str, device: str, item_json: str) -> None:
@@ -278,8 +309,8 @@ class Outbox(StateDatabase):
         # The owner thread is woken for the first item (it starts the commit delay then),
         # when enough bytes wait, or for every item when there is no delay: not per reading.
         if (len(self._items) == 1 or self._pending_bytes >= COMMIT_BYTES
-                or self.commit_delay <= 0) and not self._wake.is_set():
-            self._wake.set()
+                or self.commit_delay <= 0):
+            self.state.wake()
 
     @property
     def saturated(self) -> bool:
@@ -300,12 +331,12 @@ class Outbox(StateDatabase):
 
     async def _wait_capacity(self) -> None:
         while self._submitted - self._committed > MAX_IN_FLIGHT // 2:
-            if self._fatal is not None:
-                raise OutboxError(f"outbox is not running: {self._fatal!r}")
+            if self.state.failure is not None:
+                raise OutboxError(f"outbox is not running: {self.state.failure!r}")
             # The owner thread sets the event after each commit while someone waits here.
             self._capacity.clear()
             self._capacity_waiting = True
-            self._wake.set()
+            self.state.wake()
             await self._capacity.wait()
 
     async def flush(self, timeout: float = 10.0) -> bool:
@@ -318,13 +349,11 @@ class Outbox(StateDatabase):
 
         def _mark() -> None:
             if done.set_running_or_notify_cancel():
-                items, writes = self._take_work()
-                self._guarded_cycle(items, writes, force=True)
+                self.state.cycle(force=True)
                 done.set_result(None)
 
         deadline = time.monotonic() + timeout
-        self._inbox.put(_mark)  # the forced cycle commits everything submitted before it
-        self._wake.set()
+        self.state.enqueue(_mark)  # the forced cycle commits everything submitted before it
         try:
             async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
                 await asyncio.wrap_future(done)
@@ -339,7 +368,7 @@ class Outbox(StateDatabase):
         """Envelopes with `after_seq < seq (< below_seq)`, oldest first."""
 
         def _fetch() -> list[Envelope]:
-            db = self._db_checked()
+            db = self.state.connection()
             upper = below_seq if below_seq is not None else 2**62
             rows = db.execute(
                 f"SELECT {_COLUMNS}, n_items FROM envelopes e WHERE seq > ? AND seq < ?"  # noqa: S608 - a fixed fragment
@@ -351,7 +380,7 @@ class Outbox(StateDatabase):
             return [Envelope(int(r[0]), str(r[1]), self._body(r), int(r[6])) for r in rows
                     if int(r[0]) not in acked]
 
-        return await self.call(_fetch)
+        return await self.state.call(_fetch)
 
     @property
     def archive_bytes(self) -> int:
@@ -373,49 +402,49 @@ class Outbox(StateDatabase):
                 self._first_ack = time.monotonic()
             self._deferred_acks.extend(seqs)
 
-        await self.call(_ack)
+        await self.state.call(_ack)
 
     async def archived(self, from_seq: int, to_seq: int, limit: int = 64) -> list[Envelope]:
         """Archived (sent) envelopes with from_seq <= seq <= to_seq, oldest first."""
 
         def _fetch() -> list[Envelope]:
             self._apply_deferred()
-            rows = self._db_checked().execute(
+            rows = self.state.connection().execute(
                 f"SELECT {_COLUMNS} FROM sent s JOIN envelopes e ON e.seq = s.seq"  # noqa: S608 - a fixed fragment
                 " WHERE s.seq >= ? AND s.seq <= ? ORDER BY s.seq LIMIT ?",
                 (from_seq, to_seq, limit),
             ).fetchall()
             return [Envelope(int(r[0]), str(r[1]), self._body(r), 0) for r in rows]
 
-        return await self.call(_fetch)
+        return await self.state.call(_fetch)
 
     async def archive_range(self) -> tuple[int, int] | None:
         """(first, last) seq held in the archive, None when it is empty."""
 
         def _range() -> tuple[int, int] | None:
             self._apply_deferred()  # the archive as the PUBACKs so far make it (rare reads)
-            return self.archive.range(self._db_checked())
+            return self.archive.range(self.state.connection())
 
-        return await self.call(_range)
+        return await self.state.call(_range)
 
     async def unsent_from(self) -> int | None:
         """Oldest seq not yet PUBACKed (still to be sent), None when the backlog is empty."""
 
         def _first() -> int | None:
             self._apply_deferred()  # PUBACKs waiting for the next commit: recorded now
-            return _first_unsent(self._db_checked(), self._sent_floor)
+            return _first_unsent(self.state.connection(), self._sent_floor)
 
-        return await self.call(_first)
+        return await self.state.call(_first)
 
     async def get_meta(self, key: str) -> str | None:
         """A value remembered with the outbox (e.g. the last signing key id)."""
 
         def _get() -> str | None:
-            row = self._db_checked().execute("SELECT value FROM meta WHERE key = ?", (key,))
+            row = self.state.connection().execute("SELECT value FROM meta WHERE key = ?", (key,))
             found = row.fetchone()
             return None if found is None else str(found[0])
 
-        return await self.call(_get)
+        return await self.state.call(_get)
 
     async def set_meta(self, key: str, value: str) -> None:
         """Remember a value durably with the outbox."""
@@ -424,7 +453,7 @@ class Outbox(StateDatabase):
             self._deferred_meta[key] = value
             self._apply_deferred()
 
-        await self.call(_set)
+        await self.state.call(_set)
 
     async def wait_for_envelopes(self, timeout: float) -> None:
         """Return when new envelopes may be available (or after `timeout`)."""
@@ -442,7 +471,9 @@ class Outbox(StateDatabase):
         An envelope PUBACKed but not yet recorded (that waits for the next commit cycle) no
         longer counts as waiting.
         """
-        return await self.call(lambda: _stats(self._db_checked(), acked=self._deferred_acks))
+        return await self.state.call(
+            lambda: _stats(self.state.connection(), acked=self._deferred_acks)
+        )
 
     # -------------------------------------------------------------- owner thread
     def _body(self, row: tuple[Any, ...]) -> bytes:
@@ -466,9 +497,9 @@ class Outbox(StateDatabase):
             if body is not None:
                 self._recent_bytes -= len(body)
 
-    def _open(self) -> sqlite3.Connection:
-        db = connect(self.path, fsync=self.fsync)
-        db.executescript(SCHEMA)
+    # ------------------------------------------- the state database's host (owner thread)
+    def load(self, db: sqlite3.Connection) -> None:
+        """Migrate the outbox's tables; load the chain head, the archive, pending batches."""
         migrate_compact(db)
         self._signer_id = signer_id(db, self.signer.protected_header())
         self._protected_by_id = signers(db)
@@ -481,7 +512,6 @@ class Outbox(StateDatabase):
         self.archive.load(db)
         self._sent_floor = (_first_unsent(db, 0) or self.last_seq + 1) - 1
         self._load_pending(db)
-        return db
 
     def _load_pending(self, db: sqlite3.Connection) -> None:
         """Items committed but not yet in an envelope: batch them again, oldest first."""
@@ -496,45 +526,17 @@ class Outbox(StateDatabase):
             batch.add(int(pid), int(count), str(items))
             self._next_pending_id = max(self._next_pending_id, int(pid) + 1)
 
-    def _check_damage(self) -> None:
-        """Refuse, or move aside, a damaged database before anything writes to it."""
-        reason = check_database(self.path)
-        if reason is None:
-            return
-        if self.on_damaged != "move_aside":
-            raise DamagedDatabaseError(self.path, reason)
-        self.damage = move_aside(self.path, reason)
-
-    def _open_retrying(self) -> sqlite3.Connection:
-        """Open; on a disk too full even for the WAL, give up the reserve and keep trying."""
-        warned = False
-        while True:
-            try:
-                return self._open()
-            except sqlite3.Error as exc:
-                if not is_disk_full(exc) and "unable to open" not in str(exc):
-                    raise
-                if self.space.release_reserve():
-                    continue
-                if not warned:
-                    log.critical("disk full: cannot open the state database; retrying",
-                                 path=str(self.path), error=str(exc))
-                    warned = True
-                time.sleep(SPACE_CHECK_S)
-
-    def _open_database(self) -> sqlite3.Connection:
-        self.space.release_if_low()
-        self._check_damage()
-        db = self._db = self._open_retrying()
-        if self.damage is not None and self.damage.continued_seq is not None:
-            self.cutter.reset(self.damage.continued_seq, self.damage.continued_hash)
+    def loaded(self, db: sqlite3.Connection, damage: DamageReport | None) -> None:
+        """Continue the chain after a damaged file moved aside; measure the disk."""
+        if damage is not None and damage.continued_seq is not None:
+            self.cutter.reset(damage.continued_seq, damage.continued_hash)
             db.execute("UPDATE chain SET last_seq = ?, last_hash = ? WHERE k = 1",
                        (self.last_seq, self.cutter.last_hash))
             db.commit()
         self._update_disk_usage()
-        return db
 
-    def _opened(self) -> None:
+    def started(self) -> None:
+        """Log what the outbox found."""
         log.info(
             "outbox opened",
             path=str(self.path),
@@ -542,61 +544,42 @@ class Outbox(StateDatabase):
             recovered_pending=sum(b.n_items for b in self._batches.values()),
         )
 
-    def _on_fatal(self) -> None:
-        if self._loop is not None:
+    def on_failure(self) -> None:
+        """The state database's thread died."""
+        if self.state.loop is not None:
             # Wake the publisher and anyone waiting, so they see the failure at once.
-            self._loop.call_soon_threadsafe(self._new_envelopes.set)
-            self._loop.call_soon_threadsafe(self._capacity.set)
+            self.state.loop.call_soon_threadsafe(self._new_envelopes.set)
+            self.state.loop.call_soon_threadsafe(self._capacity.set)
 
-    def _serve(self) -> None:
-        stopping = False
-        while not stopping:
-            self._wake.wait(self._wait_timeout())
-            self._wake.clear()
-            if self._items and self._oldest_item is None:
-                self._oldest_item = time.monotonic()
-            jobs, stopping = self._take_jobs()
-            self._jobs_taken = jobs  # answered with the error if the cycle below fails
-            # Jobs were taken first, so every write queued before a job (a read after a
-            # write) is committed in this cycle, before the job runs.
-            if stopping or self._commit_due():
-                items, writes = self._take_work()
-                self._guarded_cycle(items, writes, force=stopping)
-            for job in jobs:
-                job()
-            self._periodic_space_check()
-        items, writes = self._take_work()
-        stored = self._guarded_cycle(items, writes, force=True)
+    def woken(self) -> None:
+        """The commit delay starts when the owner thread first sees waiting items."""
+        if self._items and self._oldest_item is None:
+            self._oldest_item = time.monotonic()
+
+    def stopped(self, stored: bool) -> None:
+        """After the last cycle: the chain head into its row, or what could not be stored."""
         if stored:
             with contextlib.suppress(sqlite3.Error):  # for a version that reads only the row
-                self._save_head(self._db_checked())
-                self._db_checked().commit()
-        if not stored:
-            log.critical("disk full at shutdown: acquired items and state writes not stored",
-                         items=len(self._retry_items), writes=len(self._retry_writes))
-            for write in self._retry_writes:
-                if not write.done.done():
-                    write.done.set_exception(OutboxError("disk full at shutdown"))
+                self._save_head(self.state.connection())
+                self.state.connection().commit()
+            return
+        log.critical("disk full at shutdown: acquired items and state writes not stored",
+                     items=len(self._retry_items))
 
-    def _take_work(self) -> tuple[list[tuple[str, str, int, str]], list[Write]]:
+    def _take_items(self) -> list[tuple[str, str, int, str]]:
         """Everything submitted since the last cycle, after what a failed cycle left to retry."""
-        # Writes first: an item submitted before a write is then always in the same cycle as
-        # that write (or an earlier one), so a write's future never resolves ahead of it.
-        writes, self._writes = self._writes, []
         items = self._swap_items()
         if self._retry_items:
             items, self._retry_items = self._retry_items + items, []
-        if self._retry_writes:
-            writes, self._retry_writes = self._retry_writes + writes, []
-        return items, writes
+        return items
 
-    def _commit_due(self) -> bool:
+    def commit_due(self) -> bool:
         """A commit now: the delay is up, enough waits, or something cannot wait."""
-        if (self._writes or self._retry_items or self._retry_writes or self._deferred_meta
+        if (self._retry_items or self._deferred_meta
                 or self._pending_bytes >= COMMIT_BYTES
                 or self._submitted - self._committed > MAX_IN_FLIGHT // 2):
             return True
-        deadline = self._commit_deadline()
+        deadline = self.deadline()
         return deadline is not None and deadline <= 0.0
 
     def _acks_due(self, force: bool) -> bool:
@@ -608,7 +591,7 @@ class Outbox(StateDatabase):
         wait = max(ACK_DELAYS * self.commit_delay, ACK_COMMIT_S)
         return time.monotonic() - self._first_ack >= wait - self.commit_delay
 
-    def _commit_deadline(self) -> float | None:
+    def deadline(self) -> float | None:
         """Seconds until the next commit is due (None: nothing waits for one)."""
         now = time.monotonic()
         deadlines = []
@@ -623,61 +606,38 @@ class Outbox(StateDatabase):
             deadlines.append(cut)
         return None if not deadlines else max(0.0, min(deadlines))
 
-    def _wait_timeout(self) -> float | None:
-        deadline = self._commit_deadline()
-        idle = not (self._retry_items or self._retry_writes or self._deferred_acks)
-        if self.disk_state == Pressure.OK and idle:
-            return deadline
-        # Under disk pressure: measure and retry at least every SPACE_CHECK_S.
-        return SPACE_CHECK_S if deadline is None else min(deadline, SPACE_CHECK_S)
+    def idle(self) -> bool:
+        """No items or acknowledgements wait to be retried after a full disk."""
+        return not (self._retry_items or self._deferred_acks)
 
-    def _guarded_cycle(
-        self, items: list[tuple[str, str, int, str]], writes: list[Write], *, force: bool
-    ) -> bool:
-        """A commit cycle that survives a full disk: rolled back, its work kept for later."""
-        if self.disk_state != Pressure.OK or self.space.current.write_failed:
-            # Under disk pressure acknowledgements go first, in a transaction of their own:
-            # their deletions make the room this cycle's rows may need.
+    def relieve(self) -> None:
+        """Under disk pressure acknowledgements go first, in transactions of their own."""
+        if self._deferred_acks or self._deferred_meta:
             self._apply_deferred()
+
+    def commit_cycle(self, writes: list[Write], *, force: bool) -> None:
+        """The next cycle; on a full disk its items are kept, in order, for the next try."""
+        items = self._take_items()
         try:
             self._commit_cycle(items, writes, force=force)
         except sqlite3.Error as exc:
-            if not is_disk_full(exc):
-                raise
-            self._on_write_failed(exc)
-            self._retry_items = items + self._retry_items
-            self._retry_writes = [w for w in writes if not w.done.done()] + self._retry_writes
-            return False
+            if is_disk_full(exc):
+                self._retry_items = items + self._retry_items
+            raise
         counts = self.committed_by_stream
         for stream, _device, count, _text in items:
             counts[stream] = counts.get(stream, 0) + count
         for write in writes:
             for stream, _device, _text in write.items:
                 counts[stream] = counts.get(stream, 0) + 1
-        if self.space.current.write_failed:
-            log.warning("state database writes succeed again", items=len(items))
-            self._evaluate_space(write_failed=False)
+
+    def cycle_done(self) -> None:
+        """A backlog drained faster than one chunk a commit: the rest, chunk by chunk."""
         if len(self._deferred_acks) >= DELETE_CHUNK:
-            # A backlog drained faster than one chunk a commit: the rest, chunk by chunk.
-            self._checkpoint()
+            self.state.checkpoint()
             self._apply_deferred()
-        return True
 
-    def _on_write_failed(self, exc: BaseException) -> None:
-        """Roll back, forget what the failed transaction changed in memory, free what we can."""
-        db = self._db_checked()
-        with contextlib.suppress(sqlite3.Error):
-            db.rollback()
-        self._reload_state(db)
-        self.disk_full_total += 1
-        if not self.space.current.write_failed:
-            log.error("disk full: state database write failed; acquisition pauses, writes are"
-                      " retried", path=str(self.path), error=str(exc))
-        released = self.space.release_reserve()
-        self._checkpoint()
-        self._evaluate_space(write_failed=not released)
-
-    def _reload_state(self, db: sqlite3.Connection) -> None:
+    def rolled_back(self, db: sqlite3.Connection) -> None:
         """After a rollback: the chain head and the pending batches as the database has them."""
         self.cutter.reset(*stored_head(db))
         self._batches.clear()
@@ -686,46 +646,12 @@ class Outbox(StateDatabase):
         self._load_pending(db)
         self.archive.load(db)
 
-    def _wal_excess_bytes(self) -> int:
-        """Under disk pressure: checkpoint, and count the WAL beyond its steady size as room.
-
-        A WAL of up to WAL_AUTOCHECKPOINT pages is the database's working space: what the next
-        transactions write into it reaches the database file at the next checkpoint, so it is
-        not room (counting it let free space fall below the reserve by its size). What a long
-        transaction (deleting a drained backlog) grew it by, once all of it is copied, is: it
-        is written again from its start. Run at most once per SPACE_CHECK_S.
-        """
-        self._wal_checked = time.monotonic()
-        db = self._db_checked()
-        try:
-            busy, log_frames, done = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
-        except sqlite3.Error:
-            return 0
-        if int(busy) != 0 or int(log_frames) != int(done):
-            return 0
-        steady = 32 + WAL_AUTOCHECKPOINT * (page_size + 24)  # WAL header, frames
-        try:
-            size = self.path.with_name(self.path.name + "-wal").stat().st_size
-        except OSError:
-            return 0
-        return max(0, size - steady)
-
-    def _checkpoint(self) -> None:
-        """Copy the WAL into the database, so the next write starts the WAL over.
-
-        Not TRUNCATE: a WAL file that keeps its size is room the next transactions can use
-        on a disk with no free space at all.
-        """
-        with contextlib.suppress(sqlite3.Error):
-            self._db_checked().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
     def _apply_deferred(self) -> None:
         """Acknowledgements and meta values in transactions of their own (kept when full).
 
         DELETE_CHUNK acknowledgements a transaction, the WAL checkpointed between them.
         """
-        db = self._db_checked()
+        db = self.state.connection()
         while self._deferred_acks or self._deferred_meta:
             try:
                 staged = self._stage_deferred(db)
@@ -733,11 +659,11 @@ class Outbox(StateDatabase):
             except sqlite3.Error as exc:
                 if not is_disk_full(exc):
                     raise
-                self._on_write_failed(exc)
+                self.state.write_failed(exc)
                 return
             self._deferred_done(db, staged)
             if self._deferred_acks:
-                self._checkpoint()  # DELETE_CHUNK at a time: the WAL is reused, not grown
+                self.state.checkpoint()  # DELETE_CHUNK at a time: the WAL is reused, not grown
 
     def _stage_deferred(self, db: sqlite3.Connection) -> tuple[int, dict[str, str]]:
         """Write the waiting acknowledgements and meta values into the open transaction."""
@@ -784,13 +710,13 @@ class Outbox(StateDatabase):
             db.executemany("DELETE FROM envelopes WHERE seq = ?", [(s,) for s in seqs])
         self.archive.prune(db)  # one chunk at most: the next acknowledgements take the rest
 
-    def _yield_archive(self) -> None:
+    def yield_space(self) -> None:
         """Under disk pressure the replay archive gives its pages to the backlog."""
         if not self.archive.bytes:
             return
-        db = self._db_checked()
+        db = self.state.connection()
         try:
-            self.archive.prune_chunked(db, lambda: self.archive.bytes, self._checkpoint)
+            self.archive.prune_chunked(db, lambda: self.archive.bytes, self.state.checkpoint)
         except sqlite3.Error as exc:
             if not is_disk_full(exc):
                 raise
@@ -799,41 +725,6 @@ class Outbox(StateDatabase):
             self.archive.load(db)
             return
         log.warning("replay archive emptied to make room on the disk")
-
-    def _periodic_space_check(self) -> None:
-        now = time.monotonic()
-        if now - self._space_checked >= SPACE_CHECK_S:
-            if (self._deferred_acks or self._deferred_meta) and self.disk_state != Pressure.OK:
-                self._apply_deferred()  # otherwise they ride with a commit (`_acks_due`)
-            self._evaluate_space()
-            if self.disk_state != Pressure.OK:
-                self._yield_archive()
-        if self.disk_state == Pressure.OK and now - self._reserve_checked >= RESERVE_CHECK_S:
-            self._reserve_checked = now
-            self.space.ensure_reserve()
-
-    def _evaluate_space(self, *, write_failed: bool | None = None) -> None:
-        """Measure free space and tell the event loop when the disk state changed."""
-        self._space_checked = time.monotonic()
-        db = self._db_checked()
-        try:
-            page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
-            free_pages = int(db.execute("PRAGMA freelist_count").fetchone()[0])
-        except sqlite3.Error:
-            free_pages, page_size = 0, 0
-        before = self.disk_state
-        if before != Pressure.OK and time.monotonic() - self._wal_checked >= SPACE_CHECK_S:
-            self._wal_excess = self._wal_excess_bytes()
-        elif before == Pressure.OK:
-            self._wal_excess = 0
-        current = self.space.evaluate(free_pages * page_size + self._wal_excess,
-                                      write_failed=write_failed)
-        if current.state != before:
-            self.disk_state = current.state
-            snapshot = SpaceState(**{k: getattr(current, k) for k in current.__slots__})
-            callback = self.on_disk_change
-            if callback is not None and self._loop is not None:
-                self._loop.call_soon_threadsafe(callback, snapshot)
 
     def _swap_items(self) -> list[tuple[str, str, int, str]]:
         """Take everything submitted so far, in one swap.
@@ -858,30 +749,21 @@ class Outbox(StateDatabase):
         Rows whose envelope is cut in this same cycle go straight into it; only the rest are
         written to `batches`.
         """
-        db = self._db_checked()
+        db = self.state.connection()
         writes = writes or []
-        try:
-            applied = self.apply_writes(db, writes)
-            fresh = self._add_to_batches(items)
-            for write, _result in applied:
-                self._add_to_batches([(st, dev, 1, text) for st, dev, text in write.items])
-            created = self._form_envelopes(force=force)
-            self._save_pending(db)
-            # Acknowledgements ride along, once due (not in every commit: the `sent` pages are
-            # then rewritten once per ACK_DELAYS commits), or at once under disk pressure.
-            staged = self._stage_deferred(db) if self._acks_due(force) else (0, {})
-            if fresh or created or applied or staged[0] or staged[1]:
-                fault_point("before-commit", applied)
-                db.commit()
-                fault_point("after-commit", applied)
-        except BaseException as exc:
-            if not is_disk_full(exc):  # a full disk: the caller retries every write later
-                for write in writes:
-                    if not write.done.done():
-                        write.done.set_exception(
-                            OutboxError(f"state database write failed: {exc!r}")
-                        )
-            raise
+        applied = StateDatabase.apply_writes(db, writes)
+        fresh = self._add_to_batches(items)
+        for write, _result in applied:
+            self._add_to_batches([(st, dev, 1, text) for st, dev, text in write.items])
+        created = self._form_envelopes(force=force)
+        self._save_pending(db)
+        # Acknowledgements ride along, once due (not in every commit: the `sent` pages are
+        # then rewritten once per ACK_DELAYS commits), or at once under disk pressure.
+        staged = self._stage_deferred(db) if self._acks_due(force) else (0, {})
+        if fresh or created or applied or staged[0] or staged[1]:
+            fault_point("before-commit", applied)
+            db.commit()
+            fault_point("after-commit", applied)
         self._deferred_done(db, staged)
         for write, result in applied:
             write.done.set_result(result)
@@ -889,14 +771,14 @@ class Outbox(StateDatabase):
         self._notify_capacity()
         if created:
             self._update_disk_usage(soon=True)
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._new_envelopes.set)
+            if self.state.loop is not None:
+                self.state.loop.call_soon_threadsafe(self._new_envelopes.set)
 
     def _notify_capacity(self) -> None:
         """After a commit: wake a producer held back in `wait_capacity`, if one is."""
-        if self._capacity_waiting and self._loop is not None:
+        if self._capacity_waiting and self.state.loop is not None:
             self._capacity_waiting = False
-            self._loop.call_soon_threadsafe(self._capacity.set)
+            self.state.loop.call_soon_threadsafe(self._capacity.set)
 
     def _save_pending(self, db: sqlite3.Connection) -> None:
         """Rows of batches not cut this cycle go to `batches` (inside the transaction)."""
@@ -947,7 +829,7 @@ class Outbox(StateDatabase):
         ]
         if not due:
             return False
-        db = self._db_checked()
+        db = self.state.connection()
         for key in due:
             batch = self._batches.pop(key)
             saved = len(batch.ids) - len(batch.unsaved)  # the first `saved` are in `batches`
@@ -996,15 +878,15 @@ class Outbox(StateDatabase):
             return
         self._usage_measured = now
         self._written_since_measured = 0
-        db = self._db_checked()
+        db = self.state.connection()
         self.disk_bytes = used_bytes(db)
         if self.archive.bytes and self.disk_bytes >= QUOTA_LOW * self.quota_bytes:
             # The backlog has priority over the archive: give back what the quota needs.
             # Down to 70 % of the quota, so the "ok" state (below 80 %) is reached for sure.
             target = int(ARCHIVE_YIELD * self.quota_bytes)
-            self.archive.prune_chunked(db, lambda: used_bytes(db) - target, self._checkpoint)
+            self.archive.prune_chunked(db, lambda: used_bytes(db) - target, self.state.checkpoint)
             self.disk_bytes = used_bytes(db)
-        self._evaluate_space()
+        self.state.evaluate_space()
         used = self.disk_bytes / self.quota_bytes
         state = self.quota_state
         if used >= 1.0:
@@ -1018,8 +900,8 @@ class Outbox(StateDatabase):
         if state != self.quota_state:
             self.quota_state = state
             callback = self.on_quota_change
-            if callback is not None and self._loop is not None:
-                self._loop.call_soon_threadsafe(callback, state, self.disk_bytes)
+            if callback is not None and self.state.loop is not None:
+                self.state.loop.call_soon_threadsafe(callback, state, self.disk_bytes)
 
 
 def _first_unsent(db: sqlite3.Connection, after: int) -> int | None:

@@ -24,7 +24,6 @@ from agent.core.reading import rfc3339_now
 from agent.core.states import LINK_STATES
 from agent.core.tasks import RECANCEL_S, cancel_and_wait
 from agent.core.version import __version__
-from agent.delivery.damage import DamagedDatabaseError, DamageReport, check_database, move_aside
 from agent.delivery.outbox import Outbox, OutboxError, OutboxStats
 from agent.delivery.publish import LinkState, Publisher
 from agent.delivery.replay import ReplayGate
@@ -47,6 +46,8 @@ from agent.service.config import Config
 from agent.service.migrate import import_legacy_stores
 from agent.service.reload import ReloadResult, apply_reload, serve_reload_requests
 from agent.service.sdnotify import SystemdNotifier
+from agent.state.damage import DamagedDatabaseError, DamageReport, check_database, move_aside
+from agent.state.database import StateDatabase
 from agent.state.diskspace import SpaceState
 from agent.state.pressure import Pressure
 
@@ -91,6 +92,15 @@ class Agent:
         self.signer = Signer.load(config.signing.key_file)
         self.previous_kids = set(load_public_jwks(list(config.signing.previous_public_keys)))
         self.live = LiveState()
+        # The state database (one SQLite file, one owner thread): the outbox's rows and the
+        # writes of QC, alerts, audit, records and prescriptions, committed together.
+        self.state = StateDatabase(
+            config.outbox_path,
+            fsync=config.outbox.fsync,
+            min_free_bytes=int(config.outbox.min_free_mb * 1024 * 1024),
+            reserve_file_bytes=int(config.outbox.reserve_file_mb * 1024 * 1024),
+            on_damaged=config.outbox.on_damaged,
+        )
         self.outbox = Outbox(
             config.outbox_path,
             self.signer,
@@ -105,9 +115,7 @@ class Agent:
             commit_interval_ms=config.outbox.commit_interval_ms,
             archive_days=config.outbox.archive_days,
             archive_bytes=int(config.outbox.archive_mb * 1024 * 1024),
-            min_free_bytes=int(config.outbox.min_free_mb * 1024 * 1024),
-            reserve_file_bytes=int(config.outbox.reserve_file_mb * 1024 * 1024),
-            on_damaged=config.outbox.on_damaged,
+            state=self.state,
         )
         devices = {d.id: d for d in config.devices if d.enabled}
         # A bad nuclide override is a configuration error: raised here, before anything runs.
@@ -117,12 +125,12 @@ class Agent:
         )
         state_dir = config.agent.state_dir
         # Started on a (nearly) full disk: the reserve file makes room to open the database.
-        self.outbox.space.release_if_low()
+        self.state.space.release_if_low()
         self.side_damage = self._check_state_databases(config, state_dir)
-        # Alerts and the audit trail are tables of the outbox's state database, written by its
-        # one owner thread together with their stream items (docs/development.md).
-        self.audit = AuditLog(self.outbox, notify=self.live.on_event)
-        self.alerts = AlertManager(self.outbox, self.audit, notify=self.live.on_event)
+        # Alerts and the audit trail are tables of the state database, written by its one
+        # owner thread together with their stream items (docs/development.md).
+        self.audit = AuditLog(self.state, notify=self.live.on_event)
+        self.alerts = AlertManager(self.state, self.audit, notify=self.live.on_event)
         self._build_qc(config, devices)
         # The radiopharmacy's records (issue 25): batches, releases, doses... on the same database.
         self.records = self._records(config)
@@ -142,7 +150,7 @@ class Agent:
             for d in devices.values()
         }
         self.outbox.on_quota_change = self._on_quota_change
-        self.outbox.on_disk_change = self._on_disk_change
+        self.state.on_disk_change = self._on_disk_change
         # `isoedge demo` only: the simulated calibrators under the console's hands.
         self.simulator_panel: SimulatorPanel | None = None
         self.web: WebConsole | None = None
@@ -197,13 +205,13 @@ class Agent:
                 for device_id, sup in self.supervisors.items()
             },
             "calibrators": status_of(self.qa_desk),
-            "disk": self.outbox.space.current.as_dict(),
+            "disk": self.state.space.current.as_dict(),
         }
 
     def _records(self, config: Config) -> Records:
         """The records desk and its kinds; readings reach them through the pipeline's hook."""
         desk = RecordsDesk(
-            config.records, site=config.agent.site, zone=config.qc.zone, state=self.outbox,
+            config.records, site=config.agent.site, zone=config.qc.zone, state=self.state,
             audit=self.audit, users=config.web.users, notify=self.live.on_event,
         )  # fmt: skip
         return Records(
@@ -296,14 +304,14 @@ class Agent:
 
     def _pressure(self) -> Pressure:
         """The worse of the quota and the free-space state."""
-        return Pressure.worst(self.outbox.quota_state, self.outbox.disk_state)
+        return Pressure.worst(self.outbox.quota_state, self.state.disk_state)
 
     def _pressure_reason(self) -> str:
         parts = []
         if self.outbox.quota_state != Pressure.OK:
             parts.append(f"outbox quota {self.outbox.quota_state}")
-        if self.outbox.disk_state != Pressure.OK:
-            parts.append(f"disk {self.outbox.disk_state}")
+        if self.state.disk_state != Pressure.OK:
+            parts.append(f"disk {self.state.disk_state}")
         return ", ".join(parts)
 
     def _apply_pressure(self) -> None:
@@ -327,10 +335,10 @@ class Agent:
         try:
             await self._run(stop)
         except OutboxError:
-            if self.outbox.failure is None:
+            if self.state.failure is None:
                 raise
             # The state database failed while the agent was still starting (or stopping).
-            log.critical("outbox failed; stopping the agent", error=repr(self.outbox.failure))
+            log.critical("outbox failed; stopping the agent", error=repr(self.state.failure))
             self.exit_code = 1
         finally:
             self._lock.close()
@@ -339,11 +347,12 @@ class Agent:
     async def _run(self, stop: asyncio.Event) -> None:
         async with contextlib.AsyncExitStack() as stack:
             # Closed in reverse order whatever fails: the console first, the state database
-            # last (a console that fails to stop must not keep the outbox from flushing).
+            # last (a console that fails to stop must not keep the outbox from flushing). The
+            # outbox opens it: it is the host whose rows its commits hold.
             await self.outbox.start()
             stack.push_async_callback(self.outbox.close)
             await asyncio.to_thread(restrict_state_files, self.config.agent.state_dir)
-            await self.outbox.run(lambda db: import_legacy_stores(db, self.config.agent.state_dir))
+            await self.state.run(lambda db: import_legacy_stores(db, self.config.agent.state_dir))
             await self.audit.open()
             await self.alerts.open()
             await self.dosage.open()  # stored prescriptions
@@ -405,7 +414,7 @@ class Agent:
 
     def _report_damage(self) -> None:
         """A damaged database moved aside at start: an alert and an audit record say so."""
-        for damage in [*self.side_damage, self.outbox.damage]:
+        for damage in [*self.side_damage, self.state.damage]:
             if damage is not None:
                 self._report_one_damage(damage)
 
@@ -468,7 +477,7 @@ class Agent:
 
     def _build_qc(self, config: Config, devices: Mapping[str, DeviceConfigBase]) -> None:
         """The dosage desk, the rule engine and the QA desk, wired to the pipeline."""
-        self.prescription_store = PrescriptionStore(self.outbox)
+        self.prescription_store = PrescriptionStore(self.state)
         # The dosage desk: prescriptions and dispensing records.
         self.dosage = DosageDesk(self.audit, self.prescription_store)
         # The rule engine: the configured rules on every reading, device state and tick.
@@ -481,7 +490,7 @@ class Agent:
             prescriptions=self.dosage.prescriptions,
         )
         # The QA desk: the dose-calibrator QC programme (records, signatures, release state).
-        self.qc_records = QCRecordStore(self.outbox, notify=self.live.on_event)
+        self.qc_records = QCRecordStore(self.state, notify=self.live.on_event)
         self.signatures = SignatureService(
             config.web.users, config.qc.signing, self.audit, config.qc.zone
         )
@@ -565,8 +574,8 @@ class Agent:
 
         An agent must not keep acquiring what it cannot store; systemd restarts it.
         """
-        await self.outbox.failed.wait()
-        log.critical("outbox failed; stopping the agent", error=repr(self.outbox.failure))
+        await self.state.failed.wait()
+        log.critical("outbox failed; stopping the agent", error=repr(self.state.failure))
         self.exit_code = 1
         self._stop.set()
 
@@ -721,10 +730,10 @@ class RuntimeConsoleBackend:
             reconnects=agent.publisher.reconnects,
             quota_state=agent.outbox.quota_state,
             quota_bytes=agent.outbox.quota_bytes,
-            writer_alive=agent.outbox.alive,
-            disk=agent.outbox.space.current.as_dict(),
+            writer_alive=agent.state.alive,
+            disk=agent.state.space.current.as_dict(),
             committed_by_stream=dict(agent.outbox.committed_by_stream),
-            disk_full_total=agent.outbox.disk_full_total,
+            disk_full_total=agent.state.disk_full_total,
             held_back_seconds=agent.outbox.held_back_seconds,
             replay_requests=dict(agent.publisher.replay_gate.counts),
         )

@@ -1,8 +1,9 @@
 """The one writer of the state database, as its users see it.
 
-QC records, alerts, audit and prescriptions depend on this protocol, not on the outbox that
-implements it: a write (`transact`) runs on the owner thread inside the next commit, together
-with the stream items that belong with it (a change and its audit record are one transaction).
+QC records, alerts, audit and prescriptions depend on this protocol, not on the outbox (the
+state database, `StateDatabase`, implements it; the outbox is only its host): a write
+(`transact`) runs on the owner thread inside the next commit, together with the stream items
+that belong with it (a change and its audit record are one transaction).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ Apply = Callable[[sqlite3.Connection], Any]
 
 
 class StateWriter(Protocol):
-    """The one writer of the state database (the outbox's owner thread implements it)."""
+    """The one writer of the state database (`StateDatabase` implements it)."""
 
     def transact(
         self,

@@ -54,8 +54,8 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one exit per fa
     except ConfigError as exc:
         _err(str(exc))
         return EXIT_USAGE
-    from agent.delivery.damage import DamagedDatabaseError  # noqa: PLC0415
     from agent.delivery.signing import KeyFileError  # noqa: PLC0415
+    from agent.state.damage import DamagedDatabaseError  # noqa: PLC0415
 
     try:
         agent = Agent(config, config_path=Path(args.config))

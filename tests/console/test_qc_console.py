@@ -258,7 +258,7 @@ async def test_prescriptions_api_with_a_bearer_token_survives_a_restart(tmp_path
             ("prescription.added", "his", None),
             ("prescription.changed", "rita", "dose changed by the physician"),
         ]
-        await agent.outbox.run(lambda _db: None)  # the writes are committed
+        await agent.state.run(lambda _db: None)  # the writes are committed
     # A restart keeps it (same state folder; the test harness makes a fresh signing key).
     shutil.rmtree(tmp_path / "keys")
     async with qc_agent(tmp_path, mosquitto.url) as (agent, session):

@@ -232,7 +232,7 @@ async def make_table(box: Outbox) -> None:
         db.execute("CREATE TABLE IF NOT EXISTS notes (name TEXT PRIMARY KEY)")
         db.commit()
 
-    await box.run(_create)
+    await box.state.run(_create)
 
 
 def insert(name: str, *, fail: bool = False):
@@ -268,7 +268,7 @@ def note(name: str) -> list[tuple[str, str, str]]:
 
 async def test_transact_commits_a_write_and_its_items_before_its_future_resolves(outbox):
     await make_table(outbox)
-    assert await outbox.transact_async(insert("a"), note("a"), tag="t") == "a"
+    assert await outbox.state.transact_async(insert("a"), note("a"), tag="t") == "a"
     names, notes = on_disk(outbox.path)  # a second connection sees the committed state
     assert names == {"a"}
     assert notes == ["a"]
@@ -283,12 +283,12 @@ async def test_a_failing_write_is_undone_alone_and_its_future_carries_the_except
         release.wait(10)
 
     # Hold the owner thread, so the three writes below are taken in one cycle.
-    held = asyncio.ensure_future(outbox.run(_hold))
+    held = asyncio.ensure_future(outbox.state.run(_hold))
     await asyncio.to_thread(entered.wait, 10)
     futures = [
-        outbox.transact(insert("first"), note("first")),
-        outbox.transact(insert("bad", fail=True), note("bad")),
-        outbox.transact(insert("third"), note("third")),
+        outbox.state.transact(insert("first"), note("first")),
+        outbox.state.transact(insert("bad", fail=True), note("bad")),
+        outbox.state.transact(insert("third"), note("third")),
     ]
     release.set()
     await held
@@ -304,8 +304,8 @@ async def test_a_failing_write_is_undone_alone_and_its_future_carries_the_except
 
 async def test_a_read_queued_after_a_write_sees_it(outbox):
     await make_table(outbox)
-    write = outbox.transact(insert("seen"), note("seen"))  # not awaited
-    names = await outbox.run(lambda db: {r[0] for r in db.execute("SELECT name FROM notes")})
+    write = outbox.state.transact(insert("seen"), note("seen"))  # not awaited
+    names = await outbox.state.run(lambda db: {r[0] for r in db.execute("SELECT name FROM notes")})
     assert names == {"seen"}
     assert write.done()
     assert write.result() == "seen"
@@ -326,7 +326,7 @@ async def main(path, key, mode):
     def create(db):
         db.execute("CREATE TABLE IF NOT EXISTS notes (name TEXT PRIMARY KEY)")
         db.commit()
-    await box.run(create)
+    await box.state.run(create)
     n = 0
     if mode == "stream":
         while True:
@@ -342,7 +342,7 @@ async def main(path, key, mode):
     print("committed", n - 1, flush=True)
     def mark(db):
         db.execute("INSERT INTO notes (name) VALUES ('mark')")
-    await box.transact_async(mark, [("audit", "", json.dumps({"note": "mark"}))], tag="mark")
+    await box.state.transact_async(mark, [("audit", "", json.dumps({"note": "mark"}))], tag="mark")
     print("survived", flush=True)
 
 asyncio.run(main(*sys.argv[1:]))
@@ -440,7 +440,7 @@ async def test_the_chain_head_is_the_newest_envelope_not_a_row_rewritten_per_com
         # Deleting the newest envelope saves the head in its row first.
         await box.acknowledge([1, 2, 3])
         assert await box.unsent_from() is None
-        assert await box.run(stored_head) == (3, box.cutter.last_hash)
+        assert await box.state.run(stored_head) == (3, box.cutter.last_hash)
     finally:
         await box.close()
     second = make_outbox(path, signer, batch_max_items=2, batch_max_age_ms=60_000)

@@ -80,7 +80,7 @@ async def test_deleting_a_drained_backlog_keeps_the_wal_small(small_disk, signer
         assert len(seqs) >= 1000
         # Filling the backlog took large transactions (up to 20 000 readings each); the
         # drain starts from an empty WAL, so every byte it reaches is the drain's own.
-        await box.run(lambda db: db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+        await box.state.run(lambda db: db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
         # Two MiB left: one transaction deleting the whole backlog needs several times that.
         fill(small_disk, leave_bytes=2 * 1024 * 1024)
         assert free_bytes(small_disk) <= 2 * 1024 * 1024

@@ -200,7 +200,7 @@ async def test_acknowledgement_is_told_only_after_its_commit(tmp_path):
         refused = state.alerts.raise_alert("p", "hc2", "pressure", "alarm", "not negative", -3.0)
         await state.settle()
         # The database refuses one acknowledgement (a real failed commit, nothing mocked).
-        await state.outbox.transact_async(lambda db: db.execute(
+        await state.database.transact_async(lambda db: db.execute(
             "CREATE TRIGGER no_ack BEFORE UPDATE ON alerts WHEN NEW.ack_by = 'Mallory' "
             "BEGIN SELECT RAISE(ABORT, 'refused'); END"))
         with pytest.raises(sqlite3.IntegrityError, match="refused"):

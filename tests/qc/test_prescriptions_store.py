@@ -23,7 +23,7 @@ DOSAGE = TypeAdapter(RuleConfig).validate_python(
 
 
 async def _engine(state: StateStore) -> tuple[RuleEngine, DosageDesk]:
-    dosage = DosageDesk(state.audit, PrescriptionStore(state.outbox))
+    dosage = DosageDesk(state.audit, PrescriptionStore(state.database))
     await dosage.open()
     engine = RuleEngine([DOSAGE], state.alerts, NuclideTable(), {},
                         audit=state.audit, prescriptions=dosage.prescriptions)  # fmt: skip

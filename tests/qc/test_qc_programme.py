@@ -269,7 +269,7 @@ async def test_a_signed_record_its_stream_item_and_its_audit_record_commit_toget
 # ------------------------------------------------------------------ records
 async def test_records_are_append_only(tmp_path):
     state = await StateStore(tmp_path).open()
-    store = QCRecordStore(state.outbox)
+    store = QCRecordStore(state.database)
     await store.open()
     record = {"id": "r1", "device": "dc1", "test": "constancy", "t": "2026-12-01T08:00:00Z",
               "result": "pass"}

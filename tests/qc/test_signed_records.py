@@ -32,7 +32,7 @@ CONFIG = QCSection.model_validate(tomllib.loads(PROGRAMME))
 @pytest.fixture
 async def desk(tmp_path):
     state = await StateStore(tmp_path).open()
-    store = QCRecordStore(state.outbox, notify=state.heard)
+    store = QCRecordStore(state.database, notify=state.heard)
     await store.open()
     signatures = SignatureService(users(), CONFIG.signing, state.audit, CONFIG.zone)
     state.records = store
@@ -120,7 +120,7 @@ async def test_a_record_kind_brings_its_own_hash_and_subject(desk):
             self.appended = []
 
         async def _commit(self, audit_item):
-            await desk.outbox.transact_async(
+            await desk.outbox.state.transact_async(
                 lambda db: AuditLog.insert(db, audit_item),
                 [("audit", "", dumps_item(audit_item))],
             )

@@ -27,7 +27,7 @@ class RecordsBench:
     async def __aenter__(self) -> Self:
         await self.state.open()
         self.desk = RecordsDesk(
-            self.config, site="site-a", zone=ZONE, state=self.state.outbox,
+            self.config, site="site-a", zone=ZONE, state=self.state.database,
             audit=self.state.audit, users=users(), notify=self.state.heard,
         )
         await self.desk.open()
