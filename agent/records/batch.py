@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import structlog
 
 from agent.core.messages import Message, msg
@@ -481,6 +480,8 @@ class BatchDesk:
             self._complete_assay(run)
 
     def _complete_assay(self, run: SynthesisRun) -> None:
+        import numpy as np  # noqa: PLC0415 - numpy (~12 MB of RSS) only once an assay completes
+
         low, high = run.product.half_life_min
         t = np.array([p[0] for p in run.assay_series])
         a = np.array([p[1] for p in run.assay_series])
