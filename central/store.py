@@ -280,7 +280,7 @@ def _series_ids(cur: psycopg.Cursor[Any], envelopes: list[Verified]) -> dict[tup
     for e in envelopes:
         site, agent = e.site, e.agent
         for it in e.items:
-            key = (site, agent, it["device"], it["channel"], str(it.get("unit") or ""))
+            key = (site, agent, it["device"], it["channel"], it.get("unit") or "")
             if latest.get(key, "") < it["t"]:
                 latest[key] = it["t"]
     rows = sorted(latest.items())
@@ -308,42 +308,57 @@ def _copy_readings(cur: psycopg.Cursor[Any], envelopes: list[Verified],
         return 0
     series = _series_ids(cur, envelopes)
     n = 0
-    dumps = orjson.dumps
-    known = _KNOWN_READING_KEYS
-    n_known = len(known)
-    quality_code = QUALITY.get
-    esc = copy_text
-    cells = _value_cells
     with cur.copy(f"COPY reading_rows ({ROW_COLS}) FROM STDIN") as copy:
         for e in envelopes:
-            site, agent, seq = e.site, e.agent, e.seq
-            head = f"{esc(site)}\t"
-            tail = f"\t{seq}\t"
-            lines: list[str] = []
-            add = lines.append
-            for pos, it in enumerate(e.items):
-                number, flag, text, other = cells(it.get("value"))
-                quality = quality_code(it["quality"], QUALITY_OTHER)
-                extra = NULL
-                if (other is not None or quality == QUALITY_OTHER or len(it) > n_known
-                        or not known.issuperset(it)):
-                    more = {k: v for k, v in it.items() if k not in known} | (other or {})
-                    if quality == QUALITY_OTHER:
-                        more["quality"] = it["quality"]
-                    extra = esc(dumps(more).decode())
-                nuclide = it.get("nuclide")
-                number_of = series[(site, agent, it["device"], it["channel"],
-                                    str(it.get("unit") or ""))]
-                add(f"{head}{number_of}\t{pos}{tail}{esc(it['t'])}\t{number}\t{quality}\t"
-                    f"{flag}\t{text}\t{NULL if nuclide is None else esc(nuclide)}\t{extra}\n")
-            copy.write("".join(lines))
-            n += len(lines)
+            copy.write(_reading_rows_text(e, series))
+            n += len(e.items)
     if loose_ids:
         with cur.copy("COPY item_ids (site, agent, seq, pos, id) FROM STDIN") as copy:
             for e in loose_ids:
                 for pos, it in enumerate(e.items):
                     copy.write_row((e.site, e.agent, e.seq, pos, it["id"]))
     return n
+
+
+def _reading_rows_text(e: Verified, series: dict[tuple[str, ...], int]) -> str:
+    """The COPY text of one envelope's readings (`ROW_COLS`, one line each)."""
+    dumps = orjson.dumps
+    known = _KNOWN_READING_KEYS
+    n_known = len(known)
+    quality_code = QUALITY.get
+    esc = copy_text
+    cells = _value_cells
+    site, agent, seq = e.site, e.agent, e.seq
+    # JSON writes a backslash, tab, newline or CR in a string only as an escape that starts
+    # with a backslash: a payload without one holds no text COPY must escape.
+    plain = bool(e.payload) and b"\\" not in e.payload
+    head = f"{esc(site)}\t"
+    tail = f"\t{seq}\t"
+    lines: list[str] = []
+    add = lines.append
+    for pos, it in enumerate(e.items):
+        value = it.get("value")
+        if type(value) is float:
+            number, flag, text, other = repr(value), NULL, NULL, None
+        else:
+            number, flag, text, other = cells(value)
+        quality = quality_code(it["quality"], QUALITY_OTHER)
+        extra = NULL
+        if (other is not None or quality == QUALITY_OTHER or len(it) > n_known
+                or not known.issuperset(it)):
+            more = {k: v for k, v in it.items() if k not in known} | (other or {})
+            if quality == QUALITY_OTHER:
+                more["quality"] = it["quality"]
+            extra = esc(dumps(more).decode())
+        nuclide = it.get("nuclide")
+        if nuclide is None:
+            nuclide = NULL
+        elif not plain:
+            nuclide = esc(nuclide)
+        number_of = series[(site, agent, it["device"], it["channel"], it.get("unit") or "")]
+        add(f"{head}{number_of}\t{pos}{tail}{it['t'] if plain else esc(it['t'])}\t"
+            f"{number}\t{quality}\t{flag}\t{text}\t{nuclide}\t{extra}\n")
+    return "".join(lines)
 
 
 NULL = "\\N"  # COPY text's NULL
