@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,8 @@ class Verified:
     items: list[dict[str, Any]]
     body: bytes = b""  # the JWS as received: the evidence kept beside the rows (or a conflict's)
     flag: str | None = None  # an implausible `created`: stored, and alerted
+    payload: bytes = b""  # the signed payload (decoded once, to verify it)
+    members: Mapping[str, Any] | None = None  # the JWS's members as parsed (evidence.pack_verified)
 
 
 def verify(body: bytes, topic: str, *, site: str, agent: str, stream: str,
@@ -82,4 +85,4 @@ def verify(body: bytes, topic: str, *, site: str, agent: str, stream: str,
     flag = None if received is None else created_flag(doc.created_at, received, limits)
     return Verified(site, agent, doc.seq, stream, signed.kid, doc.created,
                     b64url_sha256(signed.payload), doc.prev, topic, doc.items, body=body,
-                    flag=flag)
+                    flag=flag, payload=signed.payload, members=signed.members)

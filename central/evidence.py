@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import zlib
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
@@ -46,6 +48,25 @@ def pack(body: bytes) -> bytes:
     if parts is None:
         return AS_RECEIVED + zlib.compress(body, LEVEL)
     protected, signature, payload = parts
+    packed = b"\n".join((protected.encode("ascii"), signature.encode("ascii"), payload))
+    return PACKED + zlib.compress(packed, LEVEL)
+
+
+def pack_verified(members: Mapping[str, Any] | None, payload: bytes, body: bytes) -> bytes:
+    """`pack(body)` for a JWS already parsed and verified: its members and its payload bytes.
+
+    The ingest has decoded the payload to verify it; here it is only re-encoded to check that
+    the base64url sent is the canonical one (else the JWS is kept as received, as by `pack`).
+    """
+    if members is None or set(members) != {"protected", "payload", "signature"}:
+        return pack(body)
+    protected, signature, payload_b64 = (members["protected"], members["signature"],
+                                         members["payload"])
+    if (not isinstance(protected, str) or not isinstance(signature, str)
+            or not isinstance(payload_b64, str) or "\n" in protected + signature
+            or not (protected + signature).isascii()
+            or _b64(payload).decode("ascii") != payload_b64):
+        return pack(body)
     packed = b"\n".join((protected.encode("ascii"), signature.encode("ascii"), payload))
     return PACKED + zlib.compress(packed, LEVEL)
 

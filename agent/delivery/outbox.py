@@ -72,6 +72,7 @@ from agent.state.schema import (
     stored_head,
     used_bytes,
 )
+from agent.state.writer import Apply
 
 log = structlog.get_logger("isoedge.outbox")
 
@@ -157,6 +158,30 @@ class _Batch:
         self.n_items += count
 
 
+class OversizedItemError(ValueError):
+    """A stream item larger than any envelope may carry: refused at submission, never cut.
+
+    An envelope holds at most `MAX_ENVELOPE_ITEM_BYTES` of items, and every verifier refuses a
+    larger one; an item beyond that would be published in an envelope the ingest must refuse.
+    It is neither truncated (a QC, audit or alert record cut short would be a false record)
+    nor queued: the submission fails, its caller is told, the error is logged and counted.
+    """
+
+    def __init__(self, stream: str, size: int) -> None:
+        super().__init__(f"{stream} item of {size} bytes is larger than an envelope may carry"
+                         f" ({MAX_ENVELOPE_ITEM_BYTES} bytes); refused")
+        self.stream = stream
+        self.size = size
+
+
+def oversized_bytes(text: str) -> int | None:
+    """The UTF-8 size of an item's (or a row of items') JSON when it exceeds an envelope's."""
+    if 4 * len(text) <= MAX_ENVELOPE_ITEM_BYTES:
+        return None
+    size = len(text.encode("utf-8", "surrogatepass"))
+    return size if size > MAX_ENVELOPE_ITEM_BYTES else None
+
+
 class Outbox:
     """The agent's durable queue of signed envelopes: the host of the state database.
 
@@ -192,7 +217,11 @@ class Outbox:
                                   reserve_file_bytes=reserve_file_bytes, on_damaged=on_damaged)
         self.state = state
         state.attach(self)
+        # No write may queue a stream item an envelope cannot carry (OversizedItemError).
+        state.item_guard = self._guard_item
         self.path = state.path
+        # Items refused at submission for their size (OversizedItemError), by stream.
+        self.refused_oversized: dict[str, int] = {}
         # Sent envelopes are kept (byte-identical) for replay requests of the central ingest,
         # for `archive_days` and within `archive_bytes`; 0 keeps none.
         self.archive = ReplayArchive(archive_days, archive_bytes)
@@ -301,8 +330,11 @@ class Outbox:
         """Queue a batch: `n_items` items' JSON joined by commas. Never blocks, never drops.
 
         A batch of more than `batch_max_items` items still goes out whole in one envelope;
-        the pipeline splits larger ones.
+        the pipeline splits larger ones. A batch larger than an envelope may carry raises
+        `OversizedItemError` (logged and counted) and is not queued.
         """
+        if (size := oversized_bytes(items_json)) is not None:
+            raise self._refuse_oversized(stream, device, size)
         self._submitted += n_items
         self._items.append((stream, device, n_items, items_json))
         self._pending_bytes += len(items_json)
@@ -311,6 +343,23 @@ class Outbox:
         if (len(self._items) == 1 or self._pending_bytes >= COMMIT_BYTES
                 or self.commit_delay <= 0):
             self.state.wake()
+
+    def _guard_item(self, stream: str, device: str, text: str, tag: str) -> BaseException | None:
+        """The state database's check of a write's stream items: none larger than an envelope.
+
+        The whole write is refused (its future fails with `OversizedItemError`, logged and
+        counted): a change is never committed without its record, and a record never cut.
+        """
+        if (size := oversized_bytes(text)) is None:
+            return None
+        return self._refuse_oversized(stream, device, size, tag)
+
+    def _refuse_oversized(self, stream: str, device: str, size: int,
+                          tag: str = "") -> OversizedItemError:
+        self.refused_oversized[stream] = self.refused_oversized.get(stream, 0) + 1
+        log.error("stream item larger than an envelope may carry; refused", stream=stream,
+                  device=device, bytes=size, limit=MAX_ENVELOPE_ITEM_BYTES, write=tag)
+        return OversizedItemError(stream, size)
 
     @property
     def saturated(self) -> bool:

@@ -178,6 +178,9 @@ class Signed:
     payload: bytes
     kid: str
     key: RegisteredKey
+    # The flattened JWS's members as received (`protected`, `payload`, `signature`, ...): what
+    # the ingest keeps as evidence without parsing the message again.
+    members: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +279,7 @@ class KeyRegistry:
             raise VerificationError(f"bad signature ({exc.error})", kid=kid, code=code) from None
         except Exception as exc:
             raise VerificationError(f"malformed JWS ({type(exc).__name__})", kid=kid) from None
-        return Signed(dict(result.headers()), bytes(result.payload), kid, entry)
+        return Signed(dict(result.headers()), bytes(result.payload), kid, entry, jws_obj)
 
     def check(self, body: bytes, *, typ: str | None = ENVELOPE_TYP,
               owner: tuple[str, str] | None = None,

@@ -151,6 +151,9 @@ class StateDatabase:
     ) -> None:
         self.path = path
         self.fsync = fsync
+        # The host's check of a write's stream items, (stream, device, json, tag) -> the error
+        # that refuses the whole write, or None (the outbox refuses what no envelope carries).
+        self.item_guard: Callable[[str, str, str, str], BaseException | None] | None = None
         self.host: StateHost | None = None
         # Writes go through a plain list (swapped whole by the owner thread); jobs and the
         # stop marker through a queue. `_wake` tells the owner thread there is work.
@@ -256,6 +259,11 @@ class StateDatabase:
         or with its exception (then nothing of this write is kept). Thread-safe, never blocks.
         """
         write = Write(apply, list(items or ()), tag, Future())
+        if self.item_guard is not None:
+            for stream, device, text in write.items:
+                if (refused := self.item_guard(stream, device, text, tag)) is not None:
+                    write.done.set_exception(refused)
+                    return write.done
         if not self.alive and self._thread is not None:
             write.done.set_exception(self._not_running())
             return write.done

@@ -284,3 +284,35 @@ def test_verify_stored_rechecks_the_signed_evidence_and_finds_a_row_altered_in_s
     bad = _verify_stored(config, "--from", "1", "--to", "6")
     assert "lab1/edge1 seq 2: envelope row differs from its evidence" in bad.stdout
     assert "lab1/edge1 seq 5: no signed evidence stored" in bad.stdout
+
+
+def test_text_with_copy_escapes_is_stored_exactly_as_signed(rig):
+    """Readings go by COPY text built by the ingest: backslash, tab, newline and CR in any text
+    column (value, nuclide, the `extra` JSON) come back exactly as the agent signed them."""
+    agent, config, publisher, ingests, postgres = rig
+    ingests.append(IngestProcess(config).start())
+    wait_ready(publisher, agent, postgres.url)
+    nasty = "a\\b\tc\nd\re \\N \\\\t é"
+    base = {"device": "panel-1", "t": "2026-12-04T10:00:00.000000Z", "unit": None,
+            "quality": "good"}
+    items = [
+        {**base, "id": "text-1", "channel": "label", "value": nasty, "nuclide": "F\\18\t"},
+        {**base, "id": "obj-1", "channel": "blob", "value": {"k": nasty}, "note": nasty},
+        {**base, "id": "num-1", "channel": "n", "value": -1.5e-300, "quality": "uncertain"},
+        {**base, "id": "int-1", "channel": "i", "value": 2**63 - 1},
+        {**base, "id": "null-1", "channel": "z", "value": None, "quality": "bad"},
+    ]
+    publisher.publish(*agent.envelope(items=items, device="panel-1"))
+    publisher.wait_acked()
+    wait_until(lambda: count_envelopes(postgres.url) >= 1, timeout=30)
+    rows = {r[0]: r[1:] for r in query(
+        postgres.url, "SELECT id, value, value_bool, value_text, nuclide, quality, extra"
+                      " FROM readings")}
+    assert rows["text-1"] == (None, None, nasty, "F\\18\t", "good", None)
+    assert rows["obj-1"][:3] == (None, None, None)
+    assert rows["obj-1"][5] == {"value": {"k": nasty}, "note": nasty}
+    assert rows["num-1"][0] == -1.5e-300 and rows["num-1"][4] == "uncertain"
+    assert rows["int-1"][0] == float(2**63 - 1)
+    assert rows["null-1"][:3] == (None, None, None) and rows["null-1"][4] == "bad"
+    ok = _verify_stored(config)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
