@@ -72,7 +72,6 @@ from agent.state.schema import (
     stored_head,
     used_bytes,
 )
-from agent.state.writer import Apply
 
 log = structlog.get_logger("isoedge.outbox")
 
