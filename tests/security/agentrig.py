@@ -36,6 +36,9 @@ class Rig:
         make_keys(tmp_path / "keys")
         trusted = json.dumps(str(tmp_path / "ingest-keys" / "signing.pub.jwk"))
         config = write_config(tmp_path / "agent.toml", broker.url, DEVICE,
+                              # Envelopes every 0.1 s rather than every second: the tests
+                              # wait for twenty of them, twice.
+                              "[outbox]\nmax_commit_delay_ms = 100\n"
                               f"[replay]\ntrusted_keys = [{trusted}]\n{replay}",
                               site=SITE, agent=AGENT)
         self.collector = Collector(broker.port).start()
