@@ -75,7 +75,9 @@ def test_lost_envelopes_are_replayed_from_the_archive_and_older_ones_are_permane
         home.mkdir()
         make_keys(home / "keys")
         agents[name] = write_config(home / "agent.toml", broker.url, DEVICE,
-                                    f"[outbox]\n{outbox}\n{trust_ingest(tmp_path)}",
+                                    # an envelope every 0.1 s: the test waits for 40
+                                    f"[outbox]\n{outbox}max_commit_delay_ms = 100\n"
+                                    f"{trust_ingest(tmp_path)}",
                                     site=site, agent=name)
     config = write_ingest_config(
         tmp_path / "ingest.toml", broker.url, postgres.url,

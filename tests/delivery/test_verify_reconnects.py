@@ -16,7 +16,9 @@ from helpers import cli_env, isoedge_cmd, wait_until
 def test_verify_reconnects_across_a_broker_restart_and_prints_its_report(tmp_path, mosquitto):
     make_keys(tmp_path / "keys")
     agent = AgentProcess(write_config(tmp_path / "agent.toml", mosquitto.url,
-                                      counter_devices(1, 0.05)))
+                                      counter_devices(1, 0.05),
+                                      # an envelope every 0.1 s: the test waits for 26
+                                      "[outbox]\nmax_commit_delay_ms = 100\n"))
     verify = subprocess.Popen(
         isoedge_cmd("verify", "--broker", mosquitto.url, "--key",
                     str(tmp_path / "keys" / "signing.pub.jwk"), "--topic", "isoedge/v1/#",
