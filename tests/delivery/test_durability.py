@@ -141,7 +141,9 @@ def captured(tmp_path, mosquitto):
     """A real run's envelopes (raw bytes, in order), captured from the broker."""
     make_keys(tmp_path / "keys")
     collector = Collector(mosquitto.port).start()
-    config = write_config(tmp_path / "agent.toml", mosquitto.url, counter_devices(1, 0.02))
+    # An envelope every 0.1 s (twelve are wanted; the 1 s default would take twelve seconds).
+    config = write_config(tmp_path / "agent.toml", mosquitto.url, counter_devices(1, 0.02),
+                          "[outbox]\nmax_commit_delay_ms = 100\n")
     agent = AgentProcess(config).start()
     try:
         wait_until(lambda: len(collector.envelopes()) >= 12, timeout=20)
