@@ -19,7 +19,7 @@ import orjson
 
 PACKED = b"P"  # zlib(protected \n signature \n payload JSON)
 AS_RECEIVED = b"J"  # zlib(the JWS as received)
-LEVEL = 6
+LEVEL = 1  # 35 µs an envelope of 100 readings against 85 µs at 6, for 2 bytes a reading more (bench)
 
 
 def _b64(data: bytes) -> bytes:
