@@ -14,20 +14,38 @@ Time stamps are RFC 3339 in UTC with `Z` (`rfc3339_z`).
 
 from __future__ import annotations
 
+import math
+import struct
 from datetime import UTC, datetime
 
-import numpy as np
+_FLOAT32 = struct.Struct("<f")
+_FLOAT32_NORMAL = 2.0**-126  # the smallest normal float32
 
-_FLOAT32 = np.float32
+
+def _as_float32(value: float) -> float:
+    return float(_FLOAT32.unpack(_FLOAT32.pack(value))[0])
 
 
 def float32_value(value: float) -> float:
     """The shortest decimal that reads back as the same float32 (`value` is one, widened).
 
-    numpy prints a float32 scalar with the shortest round-trip digits (Dragon4, "unique");
-    about as fast as the fixed 7-digit formatting it replaces (docs/benchmarks.md).
+    A normal float32 is 2^-24 apart from its neighbours (relative), finer than any decimal of
+    six significant digits: a decimal of up to six digits that reads back as `value` is therefore
+    `value` rounded to six digits, and `%g` drops its trailing zeros. When that one does not
+    read back, seven, eight and then nine digits (always enough for a float32) are tried.
+    Plain Python (no numpy, ~11 MB of memory for the agent), about as fast.
     """
-    return float(str(_FLOAT32(value)))
+    if not math.isfinite(value):
+        return value
+    # Subnormals are evenly spaced (1.4e-45 apart): fewer digits can suffice there.
+    for digits in (6, 7, 8) if abs(value) >= _FLOAT32_NORMAL else range(1, 9):
+        text = f"{value:.{digits}g}"
+        try:
+            if _as_float32(float(text)) == value:
+                return float(text)
+        except OverflowError:  # rounded up past the largest float32
+            continue
+    return float(f"{value:.9g}")
 
 
 def rfc3339_z(value: datetime) -> str:
