@@ -16,19 +16,22 @@ message beyond them did not come from an agent and is refused unread.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, cast
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, cast
 
 import orjson
-from joserfc import jws
-from joserfc.errors import JoseError
-from joserfc.jwk import OKPKey
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from agent.delivery.signing import ALG, b64url_decode, thumbprint
+
+if TYPE_CHECKING:
+    from joserfc.errors import JoseError
+    from joserfc.jwk import OKPKey
 
 ENVELOPE_TYP = "isoedge+json"
 ALGORITHMS = (ALG, "EdDSA")  # RFC 9864 names it Ed25519; older producers say EdDSA (deprecated)
@@ -66,9 +69,23 @@ MAX_MESSAGE_BYTES = (
     + MAX_PROTECTED_B64 + MAX_PAYLOAD_B64 + SIGNATURE_B64
 )
 
-_REGISTRY = jws.JWSRegistry(algorithms=list(ALGORITHMS))
-_REGISTRY.max_header_length = MAX_PROTECTED_B64
-_REGISTRY.max_payload_length = MAX_PAYLOAD_B64
+
+
+@functools.cache
+def _jose() -> tuple[ModuleType, type[JoseError], type[OKPKey], Any]:
+    """joserfc, imported on first use.
+
+    An agent that never verifies (no trusted ingest key, no `isoedge verify`) loads neither
+    it nor the algorithms it registers (about 2 MB of the agent's memory).
+    """
+    from joserfc import jws  # noqa: PLC0415
+    from joserfc.errors import JoseError  # noqa: PLC0415
+    from joserfc.jwk import OKPKey  # noqa: PLC0415
+
+    registry = jws.JWSRegistry(algorithms=list(ALGORITHMS))
+    registry.max_header_length = MAX_PROTECTED_B64
+    registry.max_payload_length = MAX_PAYLOAD_B64
+    return jws, JoseError, OKPKey, registry
 
 _B64URL = r"^[A-Za-z0-9_-]*$"
 
@@ -219,7 +236,8 @@ class KeyRegistry:
             raise ValueError("expected an OKP Ed25519 public JWK (kty OKP, crv Ed25519, x)")
         members = {"kty": "OKP", "crv": "Ed25519", "x": str(jwk["x"])}
         kid = thumbprint(members)
-        self._register(RegisteredKey(site, agent, kid, OKPKey.import_key(cast("Any", members))))
+        okp_key = _jose()[2]
+        self._register(RegisteredKey(site, agent, kid, okp_key.import_key(cast("Any", members))))
         return kid
 
     @classmethod
@@ -242,7 +260,7 @@ class KeyRegistry:
                 for jwk in read_jwks(Path(path), where):
                     try:
                         registry.add(jwk, site=site, agent=agent)
-                    except (ValueError, JoseError) as exc:
+                    except (ValueError, _jose()[1]) as exc:
                         raise RegistryError(f"{where}: not an OKP Ed25519 JWK: {exc}") from None
         return registry
 
@@ -271,10 +289,11 @@ class KeyRegistry:
         if owner is not None and (entry.site, entry.agent) != owner:
             raise VerificationError(f"key registered for {entry.site}/{entry.agent}", kid=kid,
                                     code="foreign_key")
+        jws, jose_error, _, registry = _jose()
         try:
             result = jws.deserialize_json(cast("Any", dict(jws_obj)), entry.key,
-                                          registry=_REGISTRY)
-        except JoseError as exc:
+                                          registry=registry)
+        except jose_error as exc:
             code = "too_large" if "exceeds" in str(exc.error) else "bad_signature"
             raise VerificationError(f"bad signature ({exc.error})", kid=kid, code=code) from None
         except Exception as exc:
