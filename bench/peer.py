@@ -410,9 +410,17 @@ def start_isoedge(work: Path, modbus_port: int, broker_port: int,
     return launch_agent(work, isoedge_config(work, modbus_port, broker_port, poll_ms))
 
 
+def unit_environment() -> dict[str, str]:
+    """The `Environment=` settings of systemd/isoedge.service: the agent runs as installed."""
+    unit = (REPO / "systemd" / "isoedge.service").read_text(encoding="utf-8")
+    settings = re.findall(r"^Environment=(\w+)=(\S*)$", unit, flags=re.MULTILINE)
+    return dict(settings)
+
+
 def launch_agent(work: Path, config: Path) -> subprocess.Popen[bytes]:
-    """`isoedge run -c CONFIG` on the pinned core, logging to WORK/isoedge.log."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    """`isoedge run -c CONFIG` on the pinned core, logging to WORK/isoedge.log, with the
+    environment the systemd unit gives it."""
+    env = dict(os.environ, PYTHONPATH=str(REPO)) | unit_environment()
     log = (work / "isoedge.log").open("ab")
     argv = [*PIN, *AGENT_PYTHON, "-m", "agent", "run", "-c", str(config)]
     return subprocess.Popen(argv, cwd=work, stdout=log, stderr=log, env=env)

@@ -19,7 +19,9 @@ import orjson
 
 PACKED = b"P"  # zlib(protected \n signature \n payload JSON)
 AS_RECEIVED = b"J"  # zlib(the JWS as received)
-LEVEL = 1  # 35 µs an envelope of 100 readings against 85 µs at 6, for 2 bytes a reading more (bench)
+# zlib level 1: 35 µs an envelope of 100 readings against 85 µs at level 6, for about 2 bytes
+# a reading more before PostgreSQL's pages (docs/benchmarks.md, issue 24 third pass).
+LEVEL = 1
 
 
 def _b64(data: bytes) -> bytes:
