@@ -501,7 +501,10 @@ class BatchDesk:
             "measured_mbq": first[1], "measured_at": rfc3339(measured_at),
             "readings": [p[2] for p in run.assay_series][:200],
             "readings_count": len(run.assay_series),
-            "half_life_min": fit.half_life_s / 60.0, "half_life_u_min": fit.uncertainty_s / 60.0,
+            # No decay measured: T½ and its uncertainty are infinite, which JSON cannot carry
+            # (the record, the page and the stream say null, and the identity fails).
+            "half_life_min": _finite(fit.half_life_s / 60.0),
+            "half_life_u_min": _finite(fit.uncertainty_s / 60.0),
             "span_min": fit.span_s / 60.0 / run.assay_scale, "window_min": [low, high],
             "identity": "pass" if result.passed else "fail", "basis": run.product.half_life_basis,
             **({"time_scale": run.assay_scale} if run.assay_scale != 1.0 else {}),
@@ -600,3 +603,8 @@ class BatchDesk:
 
 
 __all__ = ["ASSAY_WINDOW_S", "BatchDesk", "BatchError", "SynthesisRun", "judge_test", "judge_tests"]
+
+
+def _finite(value: float) -> float | None:
+    """`value`, or None where it is not a finite number (JSON has no infinity)."""
+    return value if math.isfinite(value) else None
