@@ -16,7 +16,9 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 from agent.delivery.signing import PRIVATE_KEY_NAME, PUBLIC_JWK_NAME, generate_key_files
 from agent.tools.mosquitto import Mosquitto
@@ -113,14 +115,37 @@ def _write_agents(state: Path, broker_url: str) -> list[tuple[str, str, Path, Pa
     return out
 
 
-def _print_report(config: Path) -> None:
+def _report(config: Path) -> list[dict[str, Any]] | None:
+    """The ingest's completeness report per agent, or None (its error written to stderr)."""
     report = subprocess.run(  # noqa: S603 - our own CLI
         [sys.executable, "-m", "agent", "ingest", "report", "-c", str(config), "--json"],
         capture_output=True, text=True, check=False, timeout=60)
     if report.returncode != 0:
         sys.stderr.write(report.stderr)
+        return None
+    agents: list[dict[str, Any]] = json.loads(report.stdout)["agents"]
+    return agents
+
+
+def _wait_until_complete(config: Path, timeout_s: float) -> None:
+    """Until every agent's stored record has no gap (the agents have stopped), or the timeout.
+
+    The report is the only view of what the ingests have committed, so it is asked again each
+    second; envelopes the broker accepted from an agent reach an ingest after the agent exits.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        agents = _report(config)
+        if agents is not None and all(not entry["gaps"] for entry in agents):
+            return
+        time.sleep(1.0)
+
+
+def _print_report(config: Path) -> None:
+    agents = _report(config)
+    if agents is None:
         return
-    for entry in json.loads(report.stdout)["agents"]:
+    for entry in agents:
         sys.stdout.write(
             f"  {entry['site']}/{entry['agent']}: seq {entry['first_seq']}.."
             f"{entry['last_seq']}, {entry['readings']} readings, gaps {entry['gaps']},"
@@ -195,6 +220,13 @@ def run_fleet_demo(args: argparse.Namespace) -> int:
         )
         sys.stdout.flush()
         stop.wait(args.duration)
+        # Agents first: each publishes what it still holds as it stops, and the ingests store
+        # it before they stop in turn, so the closing report shows the whole record.
+        agent_procs = procs[len(ingest_configs):]
+        _stop_all(agent_procs)
+        sys.stdout.write("agents stopped; waiting for the ingests to store their last envelopes\n")
+        sys.stdout.flush()
+        _wait_until_complete(ingest_configs[0], timeout_s=30.0)
         _stop_all(procs)
         _print_report(ingest_configs[0])
     finally:

@@ -45,6 +45,7 @@ let lastInput = Date.now();
 
 const state = {
   me: null,
+  signedOut: false,       // after sign-out or an ended session: no more API calls but login
   latest: new Map(),      // "device\u0000channel" -> reading item
   trends: new Map(),      // same key -> {device, channel, unit, points: [[t, v], ...]}
   alerts: [],
@@ -223,10 +224,18 @@ function msgText(message, params) {
   return text.replace(/\{(\w+)\}/g, (all, k) => (k in m.params ? msgParam(k, m.params[k]) : all));
 }
 
+const SIGNED_OUT_PATHS = new Set(["/api/login", "/api/logout", "/api/session", "/api/i18n"]);
 async function api(path, options) {
   const opts = Object.assign({ credentials: "same-origin" }, options || {});
   if (Date.now() - lastInput > ACTIVITY_WINDOW_MS) {
     opts.headers = Object.assign({ "X-IsoEdge-Auto": "1" }, opts.headers || {});
+  }
+  // Once the person has signed out (or the session ended), the page's timers and the live
+  // stream's error handler must not keep asking: every such request would only meet a 401.
+  if (state.signedOut && !SIGNED_OUT_PATHS.has(path.split("?")[0])) {
+    const error = new Error("signed out");
+    error.status = 401;
+    throw error;
   }
   const response = await fetch(path, opts);
   if (response.status === 401 && state.me && path !== "/api/login") {
@@ -674,6 +683,7 @@ function connectStream() {
 
 // ---------------------------------------------------------- sign in and out
 function showLogin(message) {
+  state.signedOut = true;
   if (state.stream) { state.stream.close(); state.stream = null; }
   for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
   document.body.classList.add("signed-out");
@@ -702,6 +712,10 @@ async function submitLogin(event) {
 }
 
 async function signOut(message) {
+  // The stream closes first: the server ends it with the session, and its error handler would
+  // otherwise ask once more for the state and meet a 401.
+  state.signedOut = true;
+  if (state.stream) { state.stream.close(); state.stream = null; }
   try {
     await api("/api/logout", { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
   } catch (e) { console.warn("sign out", e); }
