@@ -66,7 +66,7 @@ def rig(tmp_path, postgres):
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_lost_envelopes_are_replayed_from_the_archive_and_older_ones_are_permanent(
-        rig, tmp_path, postgres):
+        rig, tmp_path, postgres, request):
     broker, procs = rig
     agents = {}
     for name, site, outbox in (("edge1", "lab1", "archive_days = 7\n"),
@@ -92,6 +92,7 @@ def test_lost_envelopes_are_replayed_from_the_archive_and_older_ones_are_permane
     wait_until(lambda: _rows(postgres.url, "SELECT count(*) FROM agent_status") >= 1, timeout=30)
     probe.close()
     collector = Collector(broker.port).start()
+    request.addfinalizer(collector.stop)  # stopped on failure too: no thread left behind
     running = {name: AgentProcess(path).start() for name, path in agents.items()}
     procs.extend(running.values())
 
@@ -135,7 +136,6 @@ def test_lost_envelopes_are_replayed_from_the_archive_and_older_ones_are_permane
     assert ranges[0][0] == 1 and ranges[0][1] >= one["last_seq"], ranges
     _assert_permanent(postgres.url, two, before["edge2"], lost_to["edge2"])
     _assert_completeness_agrees(config)
-    collector.stop()
     for proc in procs[1:]:
         if proc.proc and proc.proc.poll() is None:
             assert proc.terminate() == 0, proc.log()
