@@ -1,7 +1,9 @@
 """A Modbus link shared by every device configured on it, one request at a time.
 
 Several devices on one RS-485 line (or behind one TCP gateway) must take turns: the bus owns
-the pymodbus client and a FIFO lock held for exactly one request/response. A unit id that
+the link and a FIFO lock held for exactly one request/response. A Modbus TCP link is the bus's
+own transaction handling over pymodbus' framer and PDUs (`drivers.modbus.tcp_link`); RTU, on a
+serial port or tunnelled over TCP, goes through pymodbus' client, imported only then. A unit id that
 stops answering costs the others at most one short timeout per probe, and its probes are
 spaced out (`UnitHealth`), so it never stalls the units that do answer.
 """
@@ -14,17 +16,22 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import structlog
-from pymodbus import FramerType
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
+from pymodbus.pdu.bit_message import ReadCoilsRequest, ReadDiscreteInputsRequest
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersRequest,
+    ReadInputRegistersRequest,
+)
 
 from drivers.modbus.config import ModbusDeviceConfig, ModbusRtuConfig, ModbusTcpConfig
 from drivers.modbus.points import Table
+from drivers.modbus.tcp_link import TcpLink
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
-
+    from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
     from pymodbus.pdu import ModbusPDU
+
+    Link = TcpLink | AsyncModbusTcpClient | AsyncModbusSerialClient
 
 log = structlog.get_logger("isoedge.modbus.bus")
 
@@ -68,10 +75,10 @@ class UnitHealth:
 
 @dataclass(eq=False)
 class ModbusBus:
-    """One pymodbus client, its lock and the health of each unit id on it."""
+    """One link, its lock and the health of each unit id on it."""
 
     key: str
-    client: AsyncModbusTcpClient | AsyncModbusSerialClient
+    client: Link
     timeout_s: float
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     connect_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -95,17 +102,22 @@ class ModbusBus:
                 raise LinkDown(f"cannot open {self.key}: {exc or type(exc).__name__}") from exc
             if not ok:
                 raise LinkDown(f"cannot open {self.key}")
-            self.client.set_max_no_responses(_MAX_NO_RESPONSES)
+            if not isinstance(self.client, TcpLink):
+                self.client.set_max_no_responses(_MAX_NO_RESPONSES)
 
     async def read(self, table: Table, address: int, count: int, unit_id: int) -> ModbusPDU:
         """One read request; the bus is held only for this request and its response."""
         async with self.lock:
             if not self.client.connected:
                 raise LinkDown(f"{self.key} is not connected")
-            call = self._request(table, address, count, unit_id)
+            request = _REQUESTS[table](address=address, count=count, dev_id=unit_id)
             try:
                 async with asyncio.timeout(self.timeout_s + _HARD_TIMEOUT_MARGIN_S):
-                    response = await call
+                    if isinstance(self.client, TcpLink):
+                        response = await self.client.execute(request)
+                    else:
+                        response = await self.client.execute(no_response_expected=False,
+                                                             request=request)
             except ConnectionException as exc:
                 raise LinkDown(f"{self.key}: {exc}") from exc
             except (ModbusIOException, TimeoutError) as exc:
@@ -124,39 +136,36 @@ class ModbusBus:
                 raise NoResponse(f"unit {unit_id} answered {got} of {count} values")
         return response
 
-    def _request(
-        self, table: Table, address: int, count: int, unit_id: int
-    ) -> Awaitable[ModbusPDU]:
-        client = self.client
-        match table:
-            case Table.HOLDING:
-                return client.read_holding_registers(address, count=count, device_id=unit_id)
-            case Table.INPUT:
-                return client.read_input_registers(address, count=count, device_id=unit_id)
-            case Table.COIL:
-                return client.read_coils(address, count=count, device_id=unit_id)
-            case Table.DISCRETE:
-                return client.read_discrete_inputs(address, count=count, device_id=unit_id)
-
     def close(self) -> None:
         """Close the client (idempotent)."""
         self.client.close()
 
 
 _FUNCTION_CODES = {Table.COIL: 1, Table.DISCRETE: 2, Table.HOLDING: 3, Table.INPUT: 4}
+_REQUESTS: dict[Table, type[ModbusPDU]] = {
+    Table.COIL: ReadCoilsRequest,
+    Table.DISCRETE: ReadDiscreteInputsRequest,
+    Table.HOLDING: ReadHoldingRegistersRequest,
+    Table.INPUT: ReadInputRegistersRequest,
+}
 
 _BUSES: dict[tuple[int, str], ModbusBus] = {}
 
 
-def _make_client(config: ModbusDeviceConfig) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+def _make_client(config: ModbusDeviceConfig) -> Link:
     # Retries and reconnects are decided by the driver and its supervisor, not by pymodbus:
     # its automatic reconnect would hide a dead link, its retries would hold the bus.
     timeout = config.timeout_s
     if isinstance(config, ModbusTcpConfig):
-        return AsyncModbusTcpClient(
-            config.host, port=config.port, timeout=timeout, retries=0, reconnect_delay=0.0
-        )
+        return TcpLink(config.host, config.port, timeout)
     if isinstance(config, ModbusRtuConfig):
+        # Only an RTU link needs pymodbus' client (its RTU framing on a serial line).
+        from pymodbus import FramerType  # noqa: PLC0415
+        from pymodbus.client import (  # noqa: PLC0415
+            AsyncModbusSerialClient,
+            AsyncModbusTcpClient,
+        )
+
         address = config.tcp_address
         if address is not None:
             host, port = address

@@ -182,7 +182,32 @@ class ModbusDriver(Driver):
             values: list[JSONScalar] = list(picked)
             return SampleBatch(self.cfg.id, t, decoder.channels, values, decoder.units, texts,
                                nuclides=decoder.nuclides)  # fmt: skip
-        numbers, hex_text = decoder.raw_numbers(response.registers)
+        registers = response.registers
+        last = decoder.last
+        if last is not None and last[0] == registers:
+            # The same registers as the last poll: the same values (a held value, an idle
+            # sensor, a status word); copies, so no two batches share a list.
+            out, texts, bad = list(last[1]), list(last[2]), last[3]
+        else:
+            out, texts, bad = self._decode_registers(block, decoder, registers)
+            decoder.last = (list(registers), list(out), list(texts), bad)
+        batch = SampleBatch(self.cfg.id, t, decoder.channels, out, decoder.units, texts,
+                            nuclides=decoder.nuclides)  # fmt: skip
+        if bad:
+            qualities = [Quality.GOOD] * len(out)
+            reasons: list[str | None] = [None] * len(out)
+            for index in bad:
+                qualities[index] = Quality.BAD
+                reasons[index] = "not a finite number"
+            batch.qualities, batch.reasons = qualities, reasons
+        return batch
+
+    @staticmethod
+    def _decode_registers(
+        block: ReadBlock, decoder: BlockDecoder, registers: Sequence[int]
+    ) -> tuple[list[JSONScalar], list[str], list[int]]:
+        """Values, raw texts and the indexes of non-finite values of a register response."""
+        numbers, hex_text = decoder.raw_numbers(registers)
         texts = decoder.raw_texts(hex_text)
         out: list[JSONScalar] = []
         bad: list[int] = []
@@ -199,16 +224,7 @@ class ModbusDriver(Driver):
                 out.append(raw)
             else:
                 out.append(float(format(p.value(raw), ".12g")))
-        batch = SampleBatch(self.cfg.id, t, decoder.channels, out, decoder.units, texts,
-                            nuclides=decoder.nuclides)  # fmt: skip
-        if bad:
-            qualities = [Quality.GOOD] * len(out)
-            reasons: list[str | None] = [None] * len(out)
-            for index in bad:
-                qualities[index] = Quality.BAD
-                reasons[index] = "not a finite number"
-            batch.qualities, batch.reasons = qualities, reasons
-        return batch
+        return out, texts, bad
 
     async def close(self) -> None:
         """Leave the bus; the last device on it closes the link."""

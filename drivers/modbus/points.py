@@ -28,6 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from drivers.base import JSONScalar
+
 
 class Table(enum.StrEnum):
     """The four Modbus data tables."""
@@ -182,7 +184,7 @@ class BlockDecoder:
     one hex rendering of the block.
     """
 
-    __slots__ = ("_fallback", "_prefixes", "_spans", "_struct", "channels", "nuclides",
+    __slots__ = ("_fallback", "_prefixes", "_spans", "_struct", "channels", "last", "nuclides",
                  "points", "tidy", "units")
 
     def __init__(self, block: ReadBlock) -> None:
@@ -196,6 +198,9 @@ class BlockDecoder:
         # decimal that reads back the same, float64 in full. Scaled integers: 12 significant
         # digits, which drops the binary noise of the scale (123 * 0.1 → 12.3).
         self.tidy = [p.effective_type for p in block.points]
+        # The last response's registers and what they decoded to (values, raw texts, indexes
+        # of non-finite values): held values repeat from poll to poll, decoded once.
+        self.last: tuple[list[int], list[JSONScalar], list[str], list[int]] | None = None
         short = block.table.short
         self._prefixes = [f"{short} {p.address}: " for p in block.points]
         self._spans = [

@@ -74,6 +74,29 @@ async def test_values_decode_in_every_byte_and_word_order(hotcell):
     assert latest["cell_pressure"].raw_text.startswith("ir 0: ")
 
 
+async def test_held_values_are_read_anew_every_poll_and_a_change_shows_at_once(hotcell):
+    # The driver decodes a block once while its registers repeat: every poll is still a
+    # reading of its own (its own time), and the first poll after a change has the new value.
+    hotcell.set_stuck(True)
+    held = hotcell.current_values(1)["cell_pressure"]
+    async with Supervised(device(hotcell)) as run:
+        await wait_for_condition(lambda: len(run.channel("cell_pressure")) >= 4)
+        repeats = run.channel("cell_pressure")[:4]
+        assert len({s.t for s in repeats}) == 4
+        assert len({s.value for s in repeats}) == 1
+        assert repeats[0].value == pytest.approx(held, abs=0.05)
+        assert len({s.raw_text for s in repeats}) == 1
+        seen = len(run.channel("cell_pressure"))
+        hotcell.set_stuck(False)
+        await wait_for_condition(
+            lambda: any(s.value != repeats[0].value for s in run.channel("cell_pressure")[seen:])
+        )
+        changed = next(s for s in run.channel("cell_pressure")[seen:]
+                       if s.value != repeats[0].value)
+        assert changed.raw_text != repeats[0].raw_text
+        assert changed.quality is Quality.GOOD
+
+
 async def test_exception_response_becomes_bad_sample_with_its_name(hotcell):
     hotcell.set_exception(6)
     async with Supervised(device(hotcell)) as run:
