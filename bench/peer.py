@@ -37,6 +37,10 @@ development venv can change what the agent loads: structlog imports `rich` when 
 installed.) `--agent-python` runs the agent with another interpreter. Needs node ≥ 18, npm,
 mosquitto and taskset (util-linux).
 
+The server's values repeat from poll to poll by default (the figures of earlier runs); with
+`--changing-values` they change every 0.5 ms to arbitrary float32s, so a system that decodes
+repeated registers once gains nothing from it.
+
     .venv/bin/python bench/peer.py                         # every rate, both systems, idle
     .venv/bin/python bench/peer.py --polls 5 --seconds 10 --only isoedge --no-idle
     .venv/bin/python bench/peer.py --polls --only isoedge   # the idle line alone
@@ -55,6 +59,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -220,16 +225,30 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 # ------------------------------------------------------------------------ modbus server
-def register_values() -> list[int]:
-    """200 holding registers: 100 float32 values, big-endian words (ABCD)."""
+def register_values(noise: random.Random | None = None) -> list[int]:
+    """200 holding registers: 100 float32 values, big-endian words (ABCD).
+
+    With `noise`, each value moves by a random fraction: arbitrary float32 values (seven to
+    nine significant digits), as a live sensor gives, instead of ones that repeat.
+    """
     words: list[int] = []
     for i in range(VALUES):
-        blob = struct.pack(">f", 10.0 + i * 0.25)
+        blob = struct.pack(">f", 10.0 + i * 0.25 + (noise.random() if noise else 0.0))
         words += [int.from_bytes(blob[0:2], "big"), int.from_bytes(blob[2:4], "big")]
     return words
 
 
-def serve_modbus(port: int) -> None:
+CHANGE_EVERY_S = 0.0005  # --changing-values: new values at least as often as the fastest poll
+
+
+async def _keep_changing(block: Any) -> None:
+    noise = random.Random(1)
+    while True:
+        block.setValues(1, register_values(noise))
+        await asyncio.sleep(CHANGE_EVERY_S)
+
+
+def serve_modbus(port: int, *, changing: bool = False) -> None:
     """Run the pymodbus TCP server until killed (a child process of the bench)."""
     from pymodbus.datastore import (  # noqa: PLC0415
         ModbusDeviceContext,
@@ -239,9 +258,19 @@ def serve_modbus(port: int) -> None:
     from pymodbus.server import StartAsyncTcpServer  # noqa: PLC0415
 
     # pymodbus addresses a data block from 1 for protocol address 0.
-    device = ModbusDeviceContext(hr=ModbusSequentialDataBlock(1, register_values()))
+    block = ModbusSequentialDataBlock(1, register_values())
+    device = ModbusDeviceContext(hr=block)
     context = ModbusServerContext(devices=device, single=True)
-    asyncio.run(StartAsyncTcpServer(context=context, address=("127.0.0.1", port)))
+
+    async def serve() -> None:
+        changer = asyncio.create_task(_keep_changing(block)) if changing else None
+        try:
+            await StartAsyncTcpServer(context=context, address=("127.0.0.1", port))
+        finally:
+            if changer is not None:
+                changer.cancel()
+
+    asyncio.run(serve())
 
 
 # --------------------------------------------------------------------------- subscriber
@@ -365,6 +394,7 @@ def start_node_red(install: Path, work: Path, modbus_port: int, broker_port: int
     )
 
 
+CHANGING_VALUES: list[bool] = []  # --changing-values given (the server is started per run)
 OUTBOX_OVERRIDES: list[str] = []  # `--outbox KEY=VALUE` lines added to [outbox]
 
 
@@ -485,7 +515,8 @@ def run_system(system: str, install: Path | None, poll_ms: int, warmup: float,
         work = Path(tmp)
         modbus_port = free_port()
         server = subprocess.Popen(
-            [sys.executable, __file__, "--serve-modbus", str(modbus_port)],
+            [sys.executable, __file__, "--serve-modbus", str(modbus_port),
+             *(["--changing-values"] if CHANGING_VALUES else [])],
             stdout=subprocess.DEVNULL, stderr=(work / "modbus.log").open("ab"),
         )
         broker = Mosquitto(work / "broker")
@@ -662,6 +693,27 @@ def pin(core: int | None) -> None:
     print(json.dumps({"system_core": chosen, "helper_cores": sorted(others)}), flush=True)
 
 
+def _configure(args: argparse.Namespace) -> None:
+    """The options that shape every run: outbox overrides, profiling, changing values."""
+    OUTBOX_OVERRIDES.extend(args.outbox)
+    if args.profile:
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        PROFILE.update(py_spy=py_spy, out=str(Path(args.profile).resolve()))
+    if args.changing_values:
+        CHANGING_VALUES.append(True)
+
+
+def _serve_child(args: argparse.Namespace) -> bool:
+    """Run as one of the bench's own servers (a child process) if asked to; True if so."""
+    if args.serve_modbus:
+        serve_modbus(args.serve_modbus, changing=args.changing_values)
+        return True
+    if args.serve_demo:
+        asyncio.run(serve_demo_simulators(args.serve_demo))
+        return True
+    return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--polls", type=int, nargs="*", default=[1000, 100, 20, 5, 1],
@@ -685,19 +737,15 @@ def main() -> None:
     parser.add_argument("--agent-python", metavar="PYTHON",
                         help="interpreter for `isoedge run` (default: a venv of the runtime "
                         "dependencies only, made in the scratch directory)")
+    parser.add_argument("--changing-values", action="store_true",
+                        help="the server's values change every 0.5 ms (arbitrary float32s, as "
+                        "a live sensor gives); default: values that repeat from poll to poll")
     parser.add_argument("--serve-modbus", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-demo", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    OUTBOX_OVERRIDES.extend(args.outbox)
-    if args.profile:
-        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-        PROFILE.update(py_spy=py_spy, out=str(Path(args.profile).resolve()))
-    if args.serve_modbus:
-        serve_modbus(args.serve_modbus)
+    if _serve_child(args):
         return
-    if args.serve_demo:
-        asyncio.run(serve_demo_simulators(args.serve_demo))
-        return
+    _configure(args)
     pin(args.core)
     systems = [args.only] if args.only else ["node-red", "isoedge"]
     if "isoedge" in systems:
