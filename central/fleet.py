@@ -231,7 +231,7 @@ class FleetData:
     def readings(self, selection: Selection) -> list[tuple[Any, ...]]:
         """Rows of one device in [start, end), oldest first, at most MAX_POINTS."""
         site, agent, device, channel, start, end = selection
-        # A value is a number, a boolean or a text (CONTRACT.md §7): one column each.
+        # A value is a number, a boolean or a text (docs/contract.md §3): one column each.
         sql = ("SELECT t, value, value_bool, value_text, unit, quality, channel, nuclide, id, seq"
                " FROM readings"
                " WHERE site = %s AND agent = %s AND device = %s AND t >= %s AND t < %s")

@@ -86,14 +86,14 @@ _STRICT = ConfigDict(strict=True, extra="ignore")
 
 
 class ReadingItem(TypedDict):
-    """A reading (CONTRACT.md §3): the members the tables need, typed."""
+    """A reading (docs/contract.md §3): the members the tables need, typed."""
 
     __pydantic_config__ = _STRICT  # type: ignore[misc]
     id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     device: Text
     channel: Text
     t: Time
-    # CONTRACT.md §7: a number, a boolean or a short text; anything else the record keeps in
+    # docs/contract.md §3: a number, a boolean or a short text; anything else the record keeps in
     # `extra` (central/store.py), so it is not refused here.
     value: NotRequired[float | bool | Annotated[str, StringConstraints(max_length=4096)]
                        | dict[str, Any] | list[Any] | None]

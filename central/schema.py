@@ -121,7 +121,7 @@ SELECT create_hypertable('readings', 't', chunk_time_interval => INTERVAL '1 day
 CREATE INDEX readings_device_t ON readings (site, agent, device, t);
 """
 
-# Version 2: every value the contract allows (CONTRACT.md §7: a number, a boolean or a short
+# Version 2: every value the contract allows (docs/contract.md §3: a number, a boolean or a short
 # text). `value` keeps numbers; booleans and text go to their own columns (at most one of the
 # three is set; all null for a `bad` reading without a value).
 _V2 = """
@@ -194,7 +194,7 @@ FROM readings GROUP BY 1, 2, 3, 4, 5;
 # partition takes what falls outside). The item ids: an agent's ids are a prefix and a counter,
 # consecutive within an envelope, so the envelope keeps the prefix and the first counter; other
 # ids go to `item_ids`. `raw` is kept in the signed evidence only. The view `readings` shows
-# the record in the columns of CONTRACT.md §6.
+# the record in the columns of docs/contract.md §6.
 _V6 = """
 ALTER TABLE envelopes ADD COLUMN id_prefix text, ADD COLUMN id_first bigint;
 CREATE INDEX envelopes_ids ON envelopes (id_prefix, id_first) WHERE id_prefix IS NOT NULL;

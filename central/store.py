@@ -514,7 +514,7 @@ def typed_value(value: Any) -> tuple[float | None, bool | None, str | None,
                                      dict[str, Any] | None]:
     """(number, boolean, text, other) of a reading's value: at most one is not None.
 
-    CONTRACT.md §7: a value is a number, a boolean or a short text (or null for a `bad`
+    docs/contract.md §3: a value is a number, a boolean or a short text (or null for a `bad`
     reading). Anything else is outside the contract; it is kept in `extra`, not lost.
     """
     if value is None:

@@ -1,4 +1,4 @@
-"""The reading item of a `readings` envelope (CONTRACT.md §3), spelled once.
+"""The reading item of a `readings` envelope (docs/contract.md §3), spelled once.
 
 The pipeline builds items here (one at a time from a `Reading`, or a plain poll's batch at
 once), reads them back here (QC gets a `Reading` of a plain item), and the central record

@@ -124,7 +124,7 @@ class FlattenedJws(_Model):
 
 
 class ProtectedHeader(BaseModel):
-    """alg Ed25519 (or EdDSA), kid, typ (CONTRACT.md §3)."""
+    """alg Ed25519 (or EdDSA), kid, typ (docs/contract.md §3)."""
 
     model_config = ConfigDict(strict=True, extra="allow", frozen=True)
 
