@@ -218,17 +218,10 @@ class Authenticator:
         client = request.remote or "?"
         if request.content_type != "application/json":
             return web.json_response({"error": "expected application/json"}, status=415)
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        name = body.get("name") if isinstance(body, dict) else None
-        password = body.get("password") if isinstance(body, dict) else None
-        if not isinstance(name, str) or not isinstance(password, str) or not name:
-            return web.json_response({"error": "a name and a password are required"},
-                                     status=400)  # fmt: skip
-        if len(name) > _NAME_SHOWN or len(password) > _PASSWORD_MAX:
-            return web.json_response({"error": "name or password too long"}, status=400)
+        credentials = await _credentials(request)
+        if isinstance(credentials, web.Response):
+            return credentials
+        name, password = credentials
         old = request.cookies.get(SESSION_COOKIE)
         if old:
             self._end(old, client, "switch user")
@@ -481,3 +474,30 @@ __all__ = [
     "too_many_failures",
     "verify_password",
 ]
+
+
+def _is_text(value: str) -> bool:
+    """Valid UTF-8 text without NUL (what the log and the audit trail can store)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value
+
+
+async def _credentials(request: web.Request) -> tuple[str, str] | web.Response:
+    """The name and password of a login body, or the 400 that refuses it."""
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    name = body.get("name") if isinstance(body, dict) else None
+    password = body.get("password") if isinstance(body, dict) else None
+    # A lone surrogate or a NUL cannot be logged or audited (SQLite refuses it): it once made
+    # a failed login answer 500 instead of being refused.
+    if (not isinstance(name, str) or not isinstance(password, str) or not name
+            or not _is_text(name) or not _is_text(password)):
+        return web.json_response({"error": "a name and a password are required"}, status=400)
+    if len(name) > _NAME_SHOWN or len(password) > _PASSWORD_MAX:
+        return web.json_response({"error": "name or password too long"}, status=400)
+    return name, password

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import statistics
 import time
 from typing import Any
 
@@ -54,6 +53,22 @@ async def test_parallel_wrong_passwords_are_not_all_checked_and_tokens_still_wor
         assert {r["client"] for r in rows} == {"127.0.0.1"}
 
 
+async def test_a_login_name_that_is_not_text_is_refused_not_a_server_error(tmp_path, mosquitto):
+    # Found by the console fuzz test: a lone surrogate in the name reached the audit trail,
+    # which SQLite refused, and the login answered 500.
+    async with qc_agent(tmp_path, mosquitto.url) as (agent, session):
+        for body in ('{"name": "x\\ud800", "password": "qa-password-1"}',
+                     '{"name": "quinn", "password": "a\\udfffb"}',
+                     '{"name": "x\\u0000y", "password": "qa-password-1"}'):
+            async with session.post(url(agent, "/api/login"), data=body,
+                                    headers={"Content-Type": "application/json"}) as response:
+                assert response.status == 400, (body, response.status)
+        # The console still takes a proper login afterwards.
+        async with session.post(url(agent, "/api/login"),
+                                json={"name": "quinn", "password": USERS["quinn"][2]}) as response:
+            assert response.status == 200
+
+
 async def test_the_signing_lockout_admits_no_more_guesses_than_its_limit(tmp_path, mosquitto):
     async with qc_agent(tmp_path, mosquitto.url) as (agent, session):
         who = auth("quinn")
@@ -90,8 +105,10 @@ async def test_unknown_users_take_as_long_as_known_ones_and_failures_are_logged(
         for i in range(5):
             known.append(await timed("known", f"10.0.0.{i}"))
             unknown.append(await timed(f"nobody{i}", f"10.0.1.{i}"))
-    # Both are one scrypt check (tens of ms); unknown once answered in about 1 ms.
-    assert statistics.median(unknown) > 0.5 * statistics.median(known)
+    # Both are one scrypt check (tens of ms); unknown once answered in about 1 ms. The fastest
+    # of each kind is its own cost: a loaded machine only adds to a timing (the CI's medians
+    # were 0.21 and 0.08 s with both minima at 0.07 s).
+    assert min(unknown) > 0.5 * min(known)
     failed = [e for e in logs if e["event"] == "login failed"]
     assert [e["reason"] for e in failed] == ["wrong password", "unknown user"] * 5
     # Per account: an eleventh failure for "known" from yet another address is refused.
