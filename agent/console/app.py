@@ -20,6 +20,7 @@ from agent.console.records_views import RecordsViews
 from agent.console.records_views import add_routes as add_record_routes
 from agent.console.views import STATIC_DIR, Views
 from agent.core.hosts import is_loopback
+from agent.core.text import text_fault
 
 if TYPE_CHECKING:
     from agent.console.backend import ConsoleBackend
@@ -63,11 +64,10 @@ async def _clean_parameters(request: web.Request, handler: Handler) -> web.Strea
     """400 for a path or query parameter with NUL or text that is not valid UTF-8."""
     texts = [request.path, *request.query.keys(), *request.query.values()]
     for text in texts:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
+        fault = text_fault(text)
+        if fault == "not utf-8":
             return web.json_response({"error": "parameters must be valid UTF-8"}, status=400)
-        if "\x00" in text:
+        if fault == "nul":
             return web.json_response({"error": "NUL is not allowed in parameters"}, status=400)
     return await handler(request)
 

@@ -35,6 +35,7 @@ from agent.core.passwords import (
     verify_dummy,
     verify_password,
 )
+from agent.core.text import text_fault
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -476,15 +477,6 @@ __all__ = [
 ]
 
 
-def _is_text(value: str) -> bool:
-    """Valid UTF-8 text without NUL (what the log and the audit trail can store)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return "\x00" not in value
-
-
 async def _credentials(request: web.Request) -> tuple[str, str] | web.Response:
     """The name and password of a login body, or the 400 that refuses it."""
     try:
@@ -496,7 +488,7 @@ async def _credentials(request: web.Request) -> tuple[str, str] | web.Response:
     # A lone surrogate or a NUL cannot be logged or audited (SQLite refuses it): it once made
     # a failed login answer 500 instead of being refused.
     if (not isinstance(name, str) or not isinstance(password, str) or not name
-            or not _is_text(name) or not _is_text(password)):
+            or text_fault(name) or text_fault(password)):
         return web.json_response({"error": "a name and a password are required"}, status=400)
     if len(name) > _NAME_SHOWN or len(password) > _PASSWORD_MAX:
         return web.json_response({"error": "name or password too long"}, status=400)

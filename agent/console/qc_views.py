@@ -27,6 +27,7 @@ from agent.console.auth import Principal, principal_of
 from agent.console.i18n import fail, language_of
 from agent.core.i18n import N_, format_datetime, parse_decimal
 from agent.core.messages import Message, render_reasons
+from agent.core.text import text_fault
 from agent.physics.units import ACTIVITY_TO_MBQ
 from agent.qc.alerts import AlertError, UnknownAlertError
 from agent.qc.audit import AuditTextError
@@ -81,11 +82,10 @@ def valid_text(text: str, name: str) -> str:
 
     A lone surrogate once made the audit record fail after its change had been made.
     """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+    fault = text_fault(text)
+    if fault == "not utf-8":
         _fail("{field}: not valid UTF-8 text", field=name)
-    if "\x00" in text:
+    if fault == "nul":
         _fail("{field}: NUL is not allowed in text", field=name)
     return text
 

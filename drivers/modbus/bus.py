@@ -125,10 +125,10 @@ class ModbusBus:
                     raise LinkDown(f"{self.key}: connection lost") from exc
                 raise NoResponse(f"unit {unit_id} did not answer within {self.timeout_s}s") from exc
         # A late answer to an abandoned request must never pass for this one's data.
-        if response.function_code & 0x7F != _FUNCTION_CODES[table]:
+        if response.function_code & 0x7F != request.function_code:
             raise NoResponse(
                 f"unit {unit_id} answered function {response.function_code & 0x7F} "
-                f"to a function {_FUNCTION_CODES[table]} request"
+                f"to a function {request.function_code} request"
             )
         if not response.isError():
             got = len(response.bits) if table.is_bits else len(response.registers)
@@ -141,7 +141,6 @@ class ModbusBus:
         self.client.close()
 
 
-_FUNCTION_CODES = {Table.COIL: 1, Table.DISCRETE: 2, Table.HOLDING: 3, Table.INPUT: 4}
 _REQUESTS: dict[Table, type[ModbusPDU]] = {
     Table.COIL: ReadCoilsRequest,
     Table.DISCRETE: ReadDiscreteInputsRequest,
