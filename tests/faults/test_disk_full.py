@@ -135,7 +135,7 @@ def test_the_agent_starts_on_a_full_disk_and_delivers_its_backlog(tmp_path, mosq
 
 # Its own waits add up to over five minutes; filling 6 MB with readings of under ten bytes
 # takes a minute or more on a loaded machine, beyond the suite's default 120 s.
-@pytest.mark.timeout(360)
+@pytest.mark.timeout(420)  # the waits below add up to 392 s at most
 def test_the_free_space_reserve_pauses_low_priority_first_and_never_fills_the_disk(
     tmp_path, mosquitto, small_disk, teardown
 ):
@@ -159,7 +159,9 @@ def test_the_free_space_reserve_pauses_low_priority_first_and_never_fills_the_di
             lowest = min(lowest, free_bytes(small_disk))
             report = healthz(port)
             return report is not None and report["checks"]["disk"]["state"] == "full"
-        wait_until(all_paused, timeout=90, interval=0.2)
+        # About 72 s of acquisition on a quiet machine; a loaded CI machine acquires (and so
+        # fills) more slowly: once it took more than 90 s. The wait is for the state, not a speed.
+        wait_until(all_paused, timeout=150, interval=0.2)
         time.sleep(2)  # paused: the free space stays put
         lowest = min(lowest, free_bytes(small_disk))
         mosquitto.start()
