@@ -117,8 +117,9 @@ def ensure_node_red() -> Path:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         sys.exit("node and npm are needed: apt-get install nodejs npm (node >= 18)")
-    major = int(subprocess.check_output([node, "--version"], text=True).strip().lstrip("v")
-                .split(".")[0])
+    major = int(
+        subprocess.check_output([node, "--version"], text=True).strip().lstrip("v").split(".")[0]
+    )
     if major < 18:
         sys.exit(f"Node-RED 4 needs node >= 18, found {major}")
     directory = scratch_dir("node-red")
@@ -131,9 +132,17 @@ def ensure_node_red() -> Path:
             manifest.write_text('{"name": "isoedge-peer-bench", "private": true}\n')
         print(f"installing Node-RED into {directory} (npm) ...", file=sys.stderr, flush=True)
         subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", f"node-red@{NODE_RED_VERSION}",
-             f"node-red-contrib-modbus@{CONTRIB_MODBUS_VERSION}"],
-            cwd=directory, check=True, stdout=sys.stderr,
+            [
+                npm,
+                "install",
+                "--no-audit",
+                "--no-fund",
+                f"node-red@{NODE_RED_VERSION}",
+                f"node-red-contrib-modbus@{CONTRIB_MODBUS_VERSION}",
+            ],
+            cwd=directory,
+            check=True,
+            stdout=sys.stderr,
         )
     return directory
 
@@ -148,12 +157,18 @@ def ensure_agent_venv() -> Path:
     directory = scratch_dir(f"agent-venv-{key}")
     python = directory / "bin" / "python"
     if not (directory / ".complete").exists():
-        print(f"installing IsoEdge's runtime dependencies into {directory} (pip) ...",
-              file=sys.stderr, flush=True)
+        print(
+            f"installing IsoEdge's runtime dependencies into {directory} (pip) ...",
+            file=sys.stderr,
+            flush=True,
+        )
         shutil.rmtree(directory, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(directory)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", str(REPO)],
-                       check=True, stdout=sys.stderr)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-e", str(REPO)],
+            check=True,
+            stdout=sys.stderr,
+        )
         dependencies = tomllib.loads(manifest.decode())["project"]["dependencies"]
         (directory / ".complete").write_text("\n".join(dependencies) + "\n")
     return python
@@ -176,17 +191,40 @@ def cpu_seconds(pid: int) -> float:
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds per thread ("name/tid"): the event loop against the outbox thread."""
+    """CPU seconds per thread ("name/tid"): the event loop against the outbox thread.
+
+    From the scheduler's own account (`se.sum_exec_runtime` in /proc/PID/task/TID/sched,
+    nanoseconds) where the kernel gives it; else from utime + stime, which the kernel counts in
+    whole ticks by sampling (at 1 % of a core, 100 ticks a second hit the process about once a
+    second: a minute's figure is then good to about a tenth of itself, and no better).
+    """
     out: dict[str, float] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             name = (task / "comm").read_text().strip()
-            text = (task / "stat").read_text()
-        except OSError:
+            out[f"{name}/{task.name}"] = _sched_runtime_s(task) or _tick_cpu_s(task)
+        except (OSError, ValueError):
             continue
-        fields = text[text.rindex(")") + 2 :].split()
-        out[f"{name}/{task.name}"] = (int(fields[11]) + int(fields[12])) / CLK_TCK
     return out
+
+
+def _sched_runtime_s(task: Path) -> float | None:
+    for line in (task / "sched").read_text().splitlines() if (task / "sched").exists() else ():
+        if line.startswith("se.sum_exec_runtime"):
+            milliseconds = float(line.split(":", 1)[1])
+            return milliseconds / 1000 if milliseconds > 0 else None
+    return None
+
+
+def _tick_cpu_s(task: Path) -> float:
+    text = (task / "stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def cpu_clock(pid: int) -> str:
+    """Which account `thread_cpu` reads for PID: "sched" (exact) or "ticks" (sampled)."""
+    return "sched" if _sched_runtime_s(Path(f"/proc/{pid}/task/{pid}")) else "ticks"
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -335,52 +373,111 @@ def node_red_flow(modbus_port: int, broker_port: int, poll_ms: int) -> list[dict
     return [
         {"id": "tab1", "type": "tab", "label": "bench"},
         {
-            "id": "mbclient", "type": "modbus-client", "name": "plc", "clienttype": "tcp",
-            "bufferCommands": True, "stateLogEnabled": False, "queueLogEnabled": False,
-            "failureLogEnabled": True, "tcpHost": "127.0.0.1", "tcpPort": str(modbus_port),
-            "tcpType": "DEFAULT", "serialPort": "/dev/null", "serialType": "RTU-BUFFERD",
-            "serialBaudrate": "9600", "serialDatabits": "8", "serialStopbits": "1",
-            "serialParity": "none", "serialConnectionDelay": "100",
-            "serialAsciiResponseStartDelimiter": "0x3A", "unit_id": "1", "commandDelay": "1",
-            "clientTimeout": "1000", "reconnectOnTimeout": True, "reconnectTimeout": "2000",
+            "id": "mbclient",
+            "type": "modbus-client",
+            "name": "plc",
+            "clienttype": "tcp",
+            "bufferCommands": True,
+            "stateLogEnabled": False,
+            "queueLogEnabled": False,
+            "failureLogEnabled": True,
+            "tcpHost": "127.0.0.1",
+            "tcpPort": str(modbus_port),
+            "tcpType": "DEFAULT",
+            "serialPort": "/dev/null",
+            "serialType": "RTU-BUFFERD",
+            "serialBaudrate": "9600",
+            "serialDatabits": "8",
+            "serialStopbits": "1",
+            "serialParity": "none",
+            "serialConnectionDelay": "100",
+            "serialAsciiResponseStartDelimiter": "0x3A",
+            "unit_id": "1",
+            "commandDelay": "1",
+            "clientTimeout": "1000",
+            "reconnectOnTimeout": True,
+            "reconnectTimeout": "2000",
             "parallelUnitIdsAllowed": True,
         },
         {
-            "id": "read1", "type": "modbus-read", "z": "tab1", "name": "poll",
-            "topic": "", "showStatusActivities": False, "logIOActivities": False,
-            "showErrors": False, "unitid": "1", "dataType": "HoldingRegister", "adr": "0",
-            "quantity": str(READ_REGISTERS), "rate": str(poll_ms), "rateUnit": "ms",
-            "delayOnStart": False, "startDelayTime": "", "server": "mbclient",
-            "useIOFile": False, "ioFile": "", "useIOForPayload": False,
-            "emptyMsgOnFail": False, "x": 100, "y": 100, "wires": [["fn1"], []],
+            "id": "read1",
+            "type": "modbus-read",
+            "z": "tab1",
+            "name": "poll",
+            "topic": "",
+            "showStatusActivities": False,
+            "logIOActivities": False,
+            "showErrors": False,
+            "unitid": "1",
+            "dataType": "HoldingRegister",
+            "adr": "0",
+            "quantity": str(READ_REGISTERS),
+            "rate": str(poll_ms),
+            "rateUnit": "ms",
+            "delayOnStart": False,
+            "startDelayTime": "",
+            "server": "mbclient",
+            "useIOFile": False,
+            "ioFile": "",
+            "useIOForPayload": False,
+            "emptyMsgOnFail": False,
+            "x": 100,
+            "y": 100,
+            "wires": [["fn1"], []],
         },
         {
-            "id": "fn1", "type": "function", "z": "tab1", "name": "one message per poll",
-            "func": FUNCTION_JS, "outputs": 1, "noerr": 0, "x": 300, "y": 100,
+            "id": "fn1",
+            "type": "function",
+            "z": "tab1",
+            "name": "one message per poll",
+            "func": FUNCTION_JS,
+            "outputs": 1,
+            "noerr": 0,
+            "x": 300,
+            "y": 100,
             "wires": [["mqtt1"]],
         },
         {
-            "id": "mqtt1", "type": "mqtt out", "z": "tab1", "name": "", "topic": "",
-            "qos": "1", "retain": "false", "broker": "broker1", "x": 500, "y": 100,
+            "id": "mqtt1",
+            "type": "mqtt out",
+            "z": "tab1",
+            "name": "",
+            "topic": "",
+            "qos": "1",
+            "retain": "false",
+            "broker": "broker1",
+            "x": 500,
+            "y": 100,
             "wires": [],
         },
         {
-            "id": "broker1", "type": "mqtt-broker", "name": "bench", "broker": "127.0.0.1",
-            "port": str(broker_port), "clientid": "nodered-bench", "autoConnect": True,
-            "usetls": False, "protocolVersion": "4", "keepalive": "60", "cleansession": True,
+            "id": "broker1",
+            "type": "mqtt-broker",
+            "name": "bench",
+            "broker": "127.0.0.1",
+            "port": str(broker_port),
+            "clientid": "nodered-bench",
+            "autoConnect": True,
+            "usetls": False,
+            "protocolVersion": "4",
+            "keepalive": "60",
+            "cleansession": True,
         },
     ]
 
 
-def start_node_red(install: Path, work: Path, modbus_port: int, broker_port: int,
-                   poll_ms: int) -> subprocess.Popen[bytes]:
+def start_node_red(
+    install: Path, work: Path, modbus_port: int, broker_port: int, poll_ms: int
+) -> subprocess.Popen[bytes]:
     user_dir = work / "node-red"
     user_dir.mkdir(parents=True, exist_ok=True)
-    (user_dir / "flows.json").write_text(json.dumps(node_red_flow(modbus_port, broker_port,
-                                                                  poll_ms)))
+    (user_dir / "flows.json").write_text(
+        json.dumps(node_red_flow(modbus_port, broker_port, poll_ms))
+    )
     # Best case for Node-RED: no editor, no admin API, no flow credential encryption noise.
     (user_dir / "settings.js").write_text(
-        "module.exports = {flowFile: 'flows.json', uiPort: " + str(free_port())
+        "module.exports = {flowFile: 'flows.json', uiPort: "
+        + str(free_port())
         + ", uiHost: '127.0.0.1',\n"
         "  httpAdminRoot: false, httpNodeRoot: false, credentialSecret: false,\n"
         "  logging: {console: {level: 'warn'}}};\n"
@@ -388,9 +485,19 @@ def start_node_red(install: Path, work: Path, modbus_port: int, broker_port: int
     env = dict(os.environ, NODE_PATH=str(install / "node_modules"))
     log = (work / "node-red.log").open("ab")
     return subprocess.Popen(
-        [*PIN, "node", str(install / "node_modules" / "node-red" / "red.js"), "--userDir",
-         str(user_dir), "--settings", str(user_dir / "settings.js")],
-        cwd=install, stdout=log, stderr=log, env=env,
+        [
+            *PIN,
+            "node",
+            str(install / "node_modules" / "node-red" / "red.js"),
+            "--userDir",
+            str(user_dir),
+            "--settings",
+            str(user_dir / "settings.js"),
+        ],
+        cwd=install,
+        stdout=log,
+        stderr=log,
+        env=env,
     )
 
 
@@ -434,8 +541,9 @@ poll_interval_s = {poll_ms / 1000}
     return path
 
 
-def start_isoedge(work: Path, modbus_port: int, broker_port: int,
-                  poll_ms: int) -> subprocess.Popen[bytes]:
+def start_isoedge(
+    work: Path, modbus_port: int, broker_port: int, poll_ms: int
+) -> subprocess.Popen[bytes]:
     generate_key_files(work / "keys")
     return launch_agent(work, isoedge_config(work, modbus_port, broker_port, poll_ms))
 
@@ -456,8 +564,16 @@ def launch_agent(work: Path, config: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, cwd=work, stdout=log, stderr=log, env=env)
 
 
-def measure(system: str, proc: subprocess.Popen[bytes], pid: int, counter: Counter, *,
-            poll_ms: int, warmup: float, seconds: float) -> dict[str, Any]:
+def measure(
+    system: str,
+    proc: subprocess.Popen[bytes],
+    pid: int,
+    counter: Counter,
+    *,
+    poll_ms: int,
+    warmup: float,
+    seconds: float,
+) -> dict[str, Any]:
     # Wait for the first delivered readings (start-up is not measured), then warm up.
     deadline = time.monotonic() + 60
     while counter.snapshot()[0] == 0:
@@ -469,12 +585,28 @@ def measure(system: str, proc: subprocess.Popen[bytes], pid: int, counter: Count
     cpu0, t0 = cpu_seconds(pid), time.monotonic()
     threads0 = thread_cpu(pid)
     spy = None
-    if PROFILE.get("out") and system == "isoedge":
-        # The measured window only (no start-up), collapsed stacks for bench/stages.py.
+    if PROFILE.get("out") and system.startswith("isoedge"):
+        # The measured window only (no start-up), collapsed stacks for bench/stages.py; the idle
+        # agent is sampled more often, or its few busy milliseconds would give too few samples.
+        rate = "1000" if system == "isoedge-idle" else "250"
         spy = subprocess.Popen(
-            [PROFILE["py_spy"], "record", "--pid", str(pid), "--nonblocking", "-r", "250",
-             "-f", "raw", "-d", str(max(1, int(seconds))), "-o", PROFILE["out"]],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                PROFILE["py_spy"],
+                "record",
+                "--pid",
+                str(pid),
+                "--nonblocking",
+                "-r",
+                rate,
+                "-f",
+                "raw",
+                "-d",
+                str(max(1, int(seconds))),
+                "-o",
+                PROFILE["out"],
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
     time.sleep(seconds)
     readings1, messages1 = counter.snapshot()
@@ -484,7 +616,11 @@ def measure(system: str, proc: subprocess.Popen[bytes], pid: int, counter: Count
         spy.wait(30)
     wall = t1 - t0
     readings = readings1 - readings0
-    cpu = cpu1 - cpu0
+    ticks = cpu1 - cpu0
+    # The threads' exact accounts (a thread that ended within the window would take its own
+    # with it: both systems keep theirs for the run; the sampled total is printed beside).
+    exact = sum(cpu - threads0.get(name, 0.0) for name, cpu in threads1.items())
+    cpu = exact if cpu_clock(pid) == "sched" else ticks
     return {
         "system": system,
         "poll_ms": poll_ms,
@@ -492,7 +628,9 @@ def measure(system: str, proc: subprocess.Popen[bytes], pid: int, counter: Count
         "window_s": round(wall, 1),
         "readings_per_s": round(readings / wall),
         "messages_per_s": round((messages1 - messages0) / wall),
-        "cores": round(cpu / wall, 3),
+        "cores": round(cpu / wall, 4),
+        "cpu_clock": cpu_clock(pid),
+        "cores_by_ticks": round(ticks / wall, 3),
         "readings_per_cpu_s": round(readings / cpu) if cpu > 0 else None,
         "peak_rss_mb": round(peak_rss_mb(pid), 1),
         "thread_cores": {
@@ -509,15 +647,22 @@ def window_s(poll_ms: int, seconds: float) -> float:
     return max(seconds, min(MAX_WINDOW_S, 60 * poll_ms / 1000))
 
 
-def run_system(system: str, install: Path | None, poll_ms: int, warmup: float,
-               seconds: float) -> dict[str, Any]:
+def run_system(
+    system: str, install: Path | None, poll_ms: int, warmup: float, seconds: float
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"peer-{system}-") as tmp:
         work = Path(tmp)
         modbus_port = free_port()
         server = subprocess.Popen(
-            [sys.executable, __file__, "--serve-modbus", str(modbus_port),
-             *(["--changing-values"] if CHANGING_VALUES else [])],
-            stdout=subprocess.DEVNULL, stderr=(work / "modbus.log").open("ab"),
+            [
+                sys.executable,
+                __file__,
+                "--serve-modbus",
+                str(modbus_port),
+                *(["--changing-values"] if CHANGING_VALUES else []),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(work / "modbus.log").open("ab"),
         )
         broker = Mosquitto(work / "broker")
         counter: Counter | None = None
@@ -534,8 +679,15 @@ def run_system(system: str, install: Path | None, poll_ms: int, warmup: float,
                 proc = start_isoedge(work, modbus_port, broker.port, poll_ms)
                 pid = proc.pid
             try:
-                return measure(system, proc, pid, counter, poll_ms=poll_ms, warmup=warmup,
-                               seconds=window_s(poll_ms, seconds))
+                return measure(
+                    system,
+                    proc,
+                    pid,
+                    counter,
+                    poll_ms=poll_ms,
+                    warmup=warmup,
+                    seconds=window_s(poll_ms, seconds),
+                )
             except RuntimeError:
                 for name in ("node-red.log", "isoedge.log"):
                     if (work / name).exists():
@@ -632,20 +784,30 @@ def idle_config(work: Path, devices: list[dict[str, Any]], broker_port: int) -> 
             device["poll_interval_s"] = 1.0
         if device["type"] == "opcua":
             device["publishing_interval_ms"] = 1000
+    kept = {device["id"] for device in devices}
+    if kept != {device["id"] for device in data["devices"]}:
+        # Instruments left out (--idle-devices): their rules, QC and records go with them.
+        data["rules"] = [r for r in data["rules"] if r.get("device") in {None, *kept}]
+        data["qc"]["calibrators"] = [c for c in data["qc"]["calibrators"] if c["device"] in kept]
+        data.pop("records", None)
     data["devices"] = devices
     path = work / "isoedge.toml"
     path.write_text(toml_text(data), encoding="utf-8")
     return path
 
 
-def run_idle(warmup: float, seconds: float) -> dict[str, Any]:
-    """The agent with the demo's five instruments at 1 Hz: its CPU, not the simulators'."""
+def run_idle(warmup: float, seconds: float, only: list[str] | None = None) -> dict[str, Any]:
+    """The agent with the demo's five instruments at 1 Hz: its CPU, not the simulators'.
+
+    `only`: the ids of the instruments to keep (to see what each one costs).
+    """
     with tempfile.TemporaryDirectory(prefix="peer-idle-") as tmp:
         work = Path(tmp)
         wiring = work / "devices.json"
         simulators = subprocess.Popen(
             [sys.executable, __file__, "--serve-demo", str(wiring)],
-            stdout=subprocess.DEVNULL, stderr=(work / "simulators.log").open("ab"),
+            stdout=subprocess.DEVNULL,
+            stderr=(work / "simulators.log").open("ab"),
         )
         broker = Mosquitto(work / "broker")
         counter: Counter | None = None
@@ -657,14 +819,21 @@ def run_idle(warmup: float, seconds: float) -> dict[str, Any]:
                     sys.stderr.write((work / "simulators.log").read_text()[-3000:])
                     raise RuntimeError("the demo's simulators did not start")
                 time.sleep(0.1)
-            devices = json.loads(wiring.read_text())
+            devices = [d for d in json.loads(wiring.read_text()) if only is None or d["id"] in only]
             broker.start()
             counter = Counter(broker.port)
             generate_key_files(work / "keys")
             proc = launch_agent(work, idle_config(work, devices, broker.port))
             try:
-                result = measure("isoedge-idle", proc, proc.pid, counter, poll_ms=1000,
-                                 warmup=warmup, seconds=seconds)
+                result = measure(
+                    "isoedge-idle",
+                    proc,
+                    proc.pid,
+                    counter,
+                    poll_ms=1000,
+                    warmup=warmup,
+                    seconds=seconds,
+                )
             except RuntimeError:
                 sys.stderr.write((work / "isoedge.log").read_text()[-3000:])
                 raise
@@ -716,30 +885,68 @@ def _serve_child(args: argparse.Namespace) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--polls", type=int, nargs="*", default=[1000, 100, 20, 5, 1],
-                        help="poll intervals in ms (default: 1000 100 20 5 1; none: only the "
-                        "idle line, with --only isoedge)")
-    parser.add_argument("--seconds", type=float, default=15.0,
-                        help="measured window per run (at least 60 polls, at most 60 s)")
+    parser.add_argument(
+        "--polls",
+        type=int,
+        nargs="*",
+        default=[1000, 100, 20, 5, 1],
+        help="poll intervals in ms (default: 1000 100 20 5 1; none: only the "
+        "idle line, with --only isoedge)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=15.0,
+        help="measured window per run (at least 60 polls, at most 60 s)",
+    )
     parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--core", type=int,
-                        help="core the system measured is pinned to (default: the last one)")
-    parser.add_argument("--no-idle", action="store_true",
-                        help="skip the agent idle with the demo's five instruments at 1 Hz")
-    parser.add_argument("--idle-seconds", type=float, default=60.0,
-                        help="measured window of the idle line (after a 10 s warm-up)")
+    parser.add_argument(
+        "--core", type=int, help="core the system measured is pinned to (default: the last one)"
+    )
+    parser.add_argument(
+        "--no-idle",
+        action="store_true",
+        help="skip the agent idle with the demo's five instruments at 1 Hz",
+    )
+    parser.add_argument(
+        "--idle-devices",
+        nargs="*",
+        metavar="ID",
+        help="the idle line with only these of the demo's instruments (what each"
+        " one costs); an empty list: the agent with none",
+    )
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=60.0,
+        help="measured window of the idle line (after a 10 s warm-up)",
+    )
     parser.add_argument("--only", choices=["node-red", "isoedge"])
-    parser.add_argument("--profile", metavar="FILE",
-                        help="py-spy the agent during the window: collapsed stacks to FILE "
-                        "(summarise with bench/stages.py)")
-    parser.add_argument("--outbox", metavar="KEY=VALUE", action="append", default=[],
-                        help="extra [outbox] setting of the agent, e.g. commit_interval_ms=20")
-    parser.add_argument("--agent-python", metavar="PYTHON",
-                        help="interpreter for `isoedge run` (default: a venv of the runtime "
-                        "dependencies only, made in the scratch directory)")
-    parser.add_argument("--changing-values", action="store_true",
-                        help="the server's values change every 0.5 ms (arbitrary float32s, as "
-                        "a live sensor gives); default: values that repeat from poll to poll")
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="py-spy the agent during the window: collapsed stacks to FILE "
+        "(summarise with bench/stages.py)",
+    )
+    parser.add_argument(
+        "--outbox",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="extra [outbox] setting of the agent, e.g. commit_interval_ms=20",
+    )
+    parser.add_argument(
+        "--agent-python",
+        metavar="PYTHON",
+        help="interpreter for `isoedge run` (default: a venv of the runtime "
+        "dependencies only, made in the scratch directory)",
+    )
+    parser.add_argument(
+        "--changing-values",
+        action="store_true",
+        help="the server's values change every 0.5 ms (arbitrary float32s, as "
+        "a live sensor gives); default: values that repeat from poll to poll",
+    )
     parser.add_argument("--serve-modbus", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-demo", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -760,17 +967,26 @@ def main() -> None:
             results[system] = run_system(system, install, poll_ms, args.warmup, args.seconds)
             print(json.dumps(results[system]), flush=True)
         if len(results) == 2:
-            red, iso = results["node-red"]["readings_per_cpu_s"], results["isoedge"][
-                "readings_per_cpu_s"]
-            print(json.dumps({
-                "poll_ms": poll_ms,
-                "ratio_readings_per_cpu_s": round(iso / red, 2) if red and iso else None,
-                "rss_ratio": round(results["isoedge"]["peak_rss_mb"]
-                                   / results["node-red"]["peak_rss_mb"], 2),
-            }), flush=True)
+            red, iso = (
+                results["node-red"]["readings_per_cpu_s"],
+                results["isoedge"]["readings_per_cpu_s"],
+            )
+            print(
+                json.dumps(
+                    {
+                        "poll_ms": poll_ms,
+                        "ratio_readings_per_cpu_s": round(iso / red, 2) if red and iso else None,
+                        "rss_ratio": round(
+                            results["isoedge"]["peak_rss_mb"] / results["node-red"]["peak_rss_mb"],
+                            2,
+                        ),
+                    }
+                ),
+                flush=True,
+            )
 
     if "isoedge" in systems and not args.no_idle:
-        print(json.dumps(run_idle(10.0, args.idle_seconds)), flush=True)
+        print(json.dumps(run_idle(10.0, args.idle_seconds, args.idle_devices)), flush=True)
 
 
 if __name__ == "__main__":

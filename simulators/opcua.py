@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from asyncua import ua
+from asyncua.common.callback import CallbackType
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
@@ -202,6 +203,7 @@ class SynthesisModuleSimulator:
         self.stuck = False
         self.status_override: dict[str, ua.StatusCode] = {}
         self.events_sent: list[dict[str, Any]] = []
+        self.reads_served = 0  # Read service requests from clients (a client's polling shows here)
         self._server: Server | None = None
         self._nodes: dict[str, Node] = {}
         self._task: asyncio.Task[None] | None = None
@@ -271,6 +273,7 @@ class SynthesisModuleSimulator:
             server.set_identity_tokens([ua.UserNameIdentityToken])
         self.namespace_index = await server.register_namespace(NAMESPACE)
         await self._build_address_space(server)
+        server.subscribe_server_callback(CallbackType.PreRead, self._count_read)
         await server.start()
         self._server = server
         if not self._started_once:
@@ -280,6 +283,10 @@ class SynthesisModuleSimulator:
         await self._publish(initial=True)
         self._task = asyncio.create_task(self._sequencer(), name="opcua-sim-sequencer")
         return self.url
+
+    def _count_read(self, event: Any, dispatcher: Any) -> None:  # noqa: ARG002 - asyncua's signature
+        if event.is_external:
+            self.reads_served += 1
 
     async def _build_address_space(self, server: Server) -> None:
         ns = self.namespace_index
@@ -327,6 +334,12 @@ class SynthesisModuleSimulator:
             # first, each session closes together with its connection.
             subscriptions = server.iserver.subscription_service
             await subscriptions.delete_subscriptions(list(subscriptions.subscriptions))
+            # A session whose connection was already gone (a client behind a cut cable) has
+            # no connection left to close it: end it here, or its timeout task outlives us.
+            orphans = list(server.iserver._external_sessions.values())  # noqa: SLF001 - asyncua has no public list
+            for session in orphans:
+                with contextlib.suppress(Exception):
+                    await session.close_session(delete_subs=True)
             await server.stop()
 
     # ---- fault injection -------------------------------------------------------------

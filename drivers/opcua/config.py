@@ -89,7 +89,13 @@ class OpcUaConfig(DeviceConfigBase):
         default=None, description="File holding the password (kept out of the configuration)."
     )
     watchdog_interval_s: float = Field(
-        default=1.0, gt=0, le=60, description="How often the session is checked for life."
+        default=1.0,
+        gt=0,
+        le=60,
+        description=(
+            "Longest silence of the server before it is asked whether it is alive; a silent"
+            " server is noticed within about three of these."
+        ),
     )
 
     @field_validator("url")

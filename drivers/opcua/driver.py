@@ -1,8 +1,13 @@
 """OPC UA driver: subscriptions with per-node sampling and deadband, batch events, security.
 
 The driver owns one asyncua session. asyncua's own reconnect is off: when the session dies
-(server restart, network cut), its watchdog notices within `watchdog_interval_s`, the driver
-raises `DeviceError`, and the agent's supervisor builds a fresh session and subscriptions.
+(server restart, network cut), the driver raises `DeviceError` and the agent's supervisor
+builds a fresh session and subscriptions. A closed connection is seen at once; a server that
+falls silent (a cut cable, a hung process) by the driver's watchdog: the subscription asks for
+a keep-alive at least every `watchdog_interval_s`, so in steady state its publish responses
+prove the server alive and nothing else is sent; only after a silence longer than that does
+the driver read the server's state, and a read that fails or does not come back within
+`watchdog_interval_s` ends the session.
 """
 
 from __future__ import annotations
@@ -10,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from asyncua.observer import Observer
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.uaerrors import UaError
 from cryptography import x509
@@ -38,14 +45,60 @@ if TYPE_CHECKING:
 
     from asyncua.common.events import Event
     from asyncua.common.node import Node
-    from asyncua.common.subscription import DataChangeNotif
+    from asyncua.common.subscription import DataChangeNotif, Subscription
 
     from drivers.opcua.config import OpcUaConfig, OpcUaEvents, OpcUaNode
 
 _MAX_BURST = 1000  # samples handed over as one batch at most
-# How often `batches()` wakes up without notifications to check the session is alive.
-_LIVENESS_CHECK_S = 0.5
+# asyncua's own health probe (a read each interval) only backs ours up: the subscription's
+# publish responses already prove the server alive (see the module's docstring).
+_ASYNCUA_PROBE_FACTOR = 30
+# A keep-alive may come this much later than its period before the server is asked.
+_SILENCE_MARGIN = 1.5
 _OPCUA_NULL_YEAR = 1601
+
+
+def subscription_parameters(
+    publishing_interval_ms: float, watchdog_interval_s: float
+) -> ua.CreateSubscriptionParameters:
+    """A subscription whose publish responses come at least every `watchdog_interval_s`.
+
+    The keep-alive count is the number of publishing intervals the server may stay quiet
+    before it sends an empty publish response (OPC UA Part 4, 5.13.2): asking for the
+    watchdog's interval makes every quiet period end in a sign of life. The lifetime count is
+    at least three keep-alives, as Part 4 requires, and generous beyond that.
+    """
+    params = ua.CreateSubscriptionParameters()
+    params.RequestedPublishingInterval = publishing_interval_ms
+    keepalive = max(1, int(watchdog_interval_s * 1000 // max(publishing_interval_ms, 1.0)))
+    params.RequestedMaxKeepAliveCount = keepalive
+    params.RequestedLifetimeCount = max(10_000, 3 * keepalive)
+    params.MaxNotificationsPerPublish = 10_000
+    params.PublishingEnabled = True
+    params.Priority = 0
+    return params
+
+
+def keepalive_period_s(params: Any) -> float:
+    """Longest quiet period of a subscription, in seconds: its interval times keep-alive count."""
+    interval_ms = float(getattr(params, "RequestedPublishingInterval", 0.0) or 0.0)
+    count = int(getattr(params, "RequestedMaxKeepAliveCount", 1) or 1)
+    return interval_ms * max(count, 1) / 1000
+
+
+class _SignsOfLife(Observer):
+    """When the server last answered a request (a publish response, data or keep-alive, too).
+
+    asyncua's own liveness clock (`Subscription.last_publish_at`) is reset when it recreates
+    a subscription, which would hide a silent server for as long as the recreate waits.
+    """
+
+    def __init__(self) -> None:
+        self.heard_at = time.monotonic()
+
+    def on_request(self, request_type: str, duration: float, error: BaseException | None) -> None:  # noqa: ARG002 - the Observer's signature
+        if error is None:
+            self.heard_at = time.monotonic()
 
 
 class _Lost:
@@ -166,6 +219,8 @@ class OpcUaDriver(Driver):
         self._client: Client | None = None
         self._nodes_by_handle: dict[int, OpcUaNode] = {}
         self._lost: str | None = None
+        self._subscription: Subscription | None = None
+        self._signs_of_life = _SignsOfLife()
 
     # ---- connection ------------------------------------------------------------------
     async def connect(self) -> None:
@@ -174,11 +229,13 @@ class OpcUaDriver(Driver):
         client = Client(
             cfg.url,
             timeout=cfg.timeout_s,
-            watchdog_intervall=cfg.watchdog_interval_s,
+            watchdog_intervall=cfg.watchdog_interval_s * _ASYNCUA_PROBE_FACTOR,
             auto_reconnect=False,
         )
         client.session_timeout = max(10_000, int(cfg.watchdog_interval_s * 10_000))
         client.connection_lost_callback = self._connection_lost
+        self._signs_of_life = _SignsOfLife()
+        client.uaclient.observer = self._signs_of_life
         self._client = client
         try:
             await self._configure_identity(client)
@@ -275,9 +332,7 @@ class OpcUaDriver(Driver):
             )
             assert security.certificate is not None  # noqa: S101 (validated by the config)
             assert security.private_key is not None  # noqa: S101
-            server_cert = (
-                str(security.server_certificate) if security.server_certificate else None
-            )
+            server_cert = str(security.server_certificate) if security.server_certificate else None
             async with asyncio.timeout(cfg.timeout_s * 2):
                 await client.set_security(
                     SecurityPolicyBasic256Sha256,
@@ -289,7 +344,11 @@ class OpcUaDriver(Driver):
 
     async def _subscribe(self, client: Client) -> None:
         cfg = self.cfg
-        subscription = await client.create_subscription(cfg.publishing_interval_ms, _Handler(self))
+        subscription = await client.create_subscription(
+            subscription_parameters(cfg.publishing_interval_ms, cfg.watchdog_interval_s),
+            _Handler(self),
+        )
+        self._subscription = subscription
         requests = []
         # Client handles are ours to choose. asyncua numbers the event item it adds below from
         # 201 up, so ours start far above that.
@@ -337,11 +396,10 @@ class OpcUaDriver(Driver):
         queue = self.queue
         while True:
             try:
-                async with asyncio.timeout(_LIVENESS_CHECK_S):
+                async with asyncio.timeout(self.cfg.watchdog_interval_s):
                     item = await queue.get()
             except TimeoutError:
-                if self._lost is not None:
-                    raise DeviceError(self._lost, device=self.cfg.id) from None
+                await self._check_alive(client)
                 continue
             if isinstance(item, _Lost):
                 raise DeviceError(item.reason, device=self.cfg.id)
@@ -356,6 +414,31 @@ class OpcUaDriver(Driver):
             yield SampleBatch.from_samples(burst)
             if lost is not None:
                 raise DeviceError(lost.reason, device=self.cfg.id)
+
+    async def _check_alive(self, client: Client) -> None:
+        """`DeviceError` when the session is gone or the server is silent and does not answer.
+
+        Publish responses (data or keep-alive) are the server's sign of life; only a silence
+        beyond the subscription's keep-alive period costs a request.
+        """
+        if self._lost is not None:
+            raise DeviceError(self._lost, device=self.cfg.id)
+        subscription = self._subscription
+        silence_limit = _SILENCE_MARGIN * max(
+            self.cfg.watchdog_interval_s,
+            keepalive_period_s(subscription.parameters) if subscription is not None else 0.0,
+        )
+        if time.monotonic() - self._signs_of_life.heard_at < silence_limit:
+            return
+        try:
+            async with asyncio.timeout(self.cfg.watchdog_interval_s):
+                await client.nodes.server_state.read_value()
+        except (TimeoutError, OSError, UaError, ConnectionError) as exc:
+            self._lost = (
+                f"server silent for over {silence_limit:.1f} s and its state not readable"
+                f" within {self.cfg.watchdog_interval_s:.1f} s: {exc!r}"
+            )
+            raise DeviceError(self._lost, device=self.cfg.id) from exc
 
     def on_data_change(self, data_value: ua.DataValue, client_handle: int | None) -> None:
         """Build a Sample from one data change notification."""
@@ -439,6 +522,7 @@ class OpcUaDriver(Driver):
     async def close(self) -> None:
         """Close the session (bounded wait; never raises)."""
         client, self._client = self._client, None
+        self._subscription = None
         if client is None:
             return
         try:

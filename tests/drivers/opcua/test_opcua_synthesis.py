@@ -84,9 +84,11 @@ async def test_status_codes_map_to_quality(module):
         # The subscription's first notification may still carry the value from before the
         # fault took effect in the simulator: wait for the faulted notifications themselves.
         await wait_for_condition(
-            lambda: any(s.quality is Quality.BAD for s in run.channel("reactor_pressure"))
-            and any(s.quality is Quality.UNCERTAIN for s in run.channel("reactor_temperature"))
-            and bool(run.channel("supply_pressure"))
+            lambda: (
+                any(s.quality is Quality.BAD for s in run.channel("reactor_pressure"))
+                and any(s.quality is Quality.UNCERTAIN for s in run.channel("reactor_temperature"))
+                and bool(run.channel("supply_pressure"))
+            )
         )
         bad = next(s for s in run.channel("reactor_pressure") if s.quality is Quality.BAD)
         assert (bad.quality, bad.value, bad.reason) == (Quality.BAD, None, "BadSensorFailure")
