@@ -60,7 +60,6 @@ _URL_SCHEMES = ("socket", "rfc2217")
 _MAX_TCP_PORT = 65535
 
 
-
 @dataclass(frozen=True, slots=True)
 class Measurement:
     """What a parser made of one frame or line. `reason` set means malformed (a BAD sample)."""
@@ -239,6 +238,7 @@ class SerialInstrumentConfig(DeviceConfigBase):
         default_factory=list,
         description="Sent once after each connect; each must also be in allowed_commands.",
     )
+
     @field_validator("stopbits")
     @classmethod
     def _check_stopbits(cls, value: float) -> float:
@@ -404,9 +404,7 @@ class SerialInstrumentDriver(Driver):
         """Count a failed poll/line: warn, report `degraded`."""
         self._failures += 1
         self._degraded = True
-        self.log.warning(
-            "dosecal.failure", reason=reason, raw=raw_text, consecutive=self._failures
-        )
+        self.log.warning("dosecal.failure", reason=reason, raw=raw_text, consecutive=self._failures)
         self.report_status("degraded", reason)
 
     def note_success(self) -> None:

@@ -6,15 +6,20 @@ or an RFC 2217 server (`rfc2217://host:port`).
 
 pyserial is blocking. Each transport owns a private single-thread executor, so a device that
 hangs in a read only ever occupies its own thread: it can never starve the event loop, the
-default executor, or another device. Every operation has a deadline; reads are done in short
-slices (`_SLICE_S`) so `close()` takes effect promptly even while a read is in progress.
+default executor, or another device. Every operation has a deadline. A read waits on the
+port's descriptor and a wake-up pipe of its own (`select`) until bytes arrive, its deadline
+passes or `close()` writes to the pipe: an instrument that is quiet costs no wake-ups. A port
+without a descriptor (pyserial's RFC 2217 client) is read in short slices (`_SLICE_S`)
+instead, so `close()` takes effect promptly there too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import select
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +31,8 @@ import structlog
 from drivers.base import DeviceError
 
 _SLICE_S = 0.05
-"""Longest single blocking read; bounds how long close() waits for a read in progress."""
+"""Longest single blocking read of a port without a descriptor; bounds how long close() waits
+for a read in progress there."""
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
@@ -86,6 +92,9 @@ class SerialTransport:
         self._serial: Any = None
         self._pending = bytearray()  # bytes read past the end of the last line/frame
         self._closing = False
+        self._fd: int | None = None  # the port's descriptor, when it has one
+        self._wake_read, self._wake_write = os.pipe()  # close() interrupts a waiting read
+        os.set_blocking(self._wake_write, False)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"serial-{device}")
 
     @property
@@ -137,6 +146,7 @@ class SerialTransport:
                 port.close()
                 return
             self._serial = port
+            self._fd = _descriptor(port)
             port.reset_input_buffer()
 
         # pyserial's own connect timeout for socket:// is 5 s; ours is the configured one.
@@ -194,7 +204,7 @@ class SerialTransport:
                     return line
                 if self._closing or time.monotonic() >= deadline:
                     return None
-                self._pending += port.read(max(1, port.in_waiting))
+                self._pending += self._read_arrived(port, deadline)
 
         return await self._run(_read, timeout_s + 1.0)
 
@@ -218,7 +228,7 @@ class SerialTransport:
                     return taken
                 if self._closing or time.monotonic() >= deadline:
                     return None
-                self._pending += port.read(max(1, port.in_waiting))
+                self._pending += self._read_arrived(port, deadline)
 
         return await self._run(_read, timeout_s + 1.0)
 
@@ -244,13 +254,35 @@ class SerialTransport:
                     break
                 if len(buf) > 4 * size + 64:  # a babbling line: stop collecting
                     break
-                chunk = port.read(max(1, port.in_waiting))
+                # Whole: wait out the gap that ends it; not yet: wait for more until the deadline.
+                until = min(deadline, quiet_since + gap_s) if len(buf) >= size else deadline
+                chunk = self._read_arrived(port, until)
                 if chunk:
                     buf += chunk
                     quiet_since = time.monotonic()
             return bytes(buf)
 
         return await self._run(_read, timeout_s + 1.0)
+
+    def _read_arrived(self, port: serial.SerialBase, until: float) -> bytes:
+        """What the port holds, else what arrives before `until` (b"" then, or on close()).
+
+        Runs in the port's thread. With a descriptor the thread sleeps in `select` until a
+        byte, the deadline or close(); without one, in one read slice.
+        """
+        waiting = port.in_waiting
+        if waiting:
+            return bytes(port.read(waiting))
+        if self._fd is None:
+            return bytes(port.read(1))  # at most _SLICE_S: the caller checks its deadline
+        remaining = until - time.monotonic()
+        if remaining <= 0:
+            return b""
+        ready, _, _ = select.select([self._fd, self._wake_read], [], [], remaining)
+        if self._fd in ready and not self._closing:
+            # Readable with nothing waiting is a closed connection: read() says so.
+            return bytes(port.read(max(1, port.in_waiting)))
+        return b""
 
     def _require_open(self) -> serial.SerialBase:
         if self._serial is None:
@@ -262,19 +294,33 @@ class SerialTransport:
         if self._closing:
             return
         self._closing = True
+        with contextlib.suppress(OSError):  # full: a wake-up is already waiting
+            os.write(self._wake_write, b"x")
 
         def _close() -> None:
             if self._serial is not None:
                 with contextlib.suppress(Exception):
                     self._serial.close()
                 self._serial = None
+            self._fd = None
+            for fd in (self._wake_read, self._wake_write):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
         loop = asyncio.get_running_loop()
         try:
-            # Queued behind any read in progress, which ends within one slice of _closing.
+            # Queued behind any read in progress, which the wake-up (or its slice) ends.
             async with asyncio.timeout(self.timeout_s + 1.0):
                 await loop.run_in_executor(self._executor, _close)
         except Exception as exc:
             self.log.warning("serial.close_failed", port=self.port, error=str(exc))
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _descriptor(port: serial.SerialBase) -> int | None:
+    """The port's descriptor for `select` (a device, a pty, a socket), None if it has none."""
+    try:
+        return int(port.fileno())
+    except (AttributeError, OSError, ValueError, serial.SerialException):
+        return None  # pyserial's RFC 2217 client: no descriptor of its own

@@ -28,9 +28,7 @@ from drivers.serial.instrument import (
     parse_with_pattern,
 )
 
-DEFAULT_PATTERN = (
-    rf"^\s*(?P<value>{NUMBER})\s*(?P<unit>[nuµμm]Sv/h)\s*(?P<alarm>[A-Za-z]+)?\s*$"
-)
+DEFAULT_PATTERN = rf"^\s*(?P<value>{NUMBER})\s*(?P<unit>[nuµμm]Sv/h)\s*(?P<alarm>[A-Za-z]+)?\s*$"
 """`1.25E+00 uSv/h OK`, `0.18 µSv/h`, `12.5 uSv/h ALARM`."""
 DOSE_RATE_UNITS = frozenset({"nSv/h", "uSv/h", "µSv/h", "μSv/h", "mSv/h"})
 ALARM_CHANNEL = "alarm"

@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
+import threading
+import time
 import tty
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from dosecal_harness import supervised
 from helpers import wait_for_condition
 
+from drivers.base import DeviceError
 from drivers.dosecal.capintec_crc15.driver import CapintecCRC15Config, CapintecCRC15Driver
 from drivers.dosecal.serial_line.driver import SerialLineConfig, SerialLineDriver
 from drivers.serial.instrument import strip_escapes
-from drivers.serial.transport import take_delimited
+from drivers.serial.transport import SerialTransport, take_delimited
 from simulators.dosecal import DoseCalibratorSimulator
 
 
@@ -76,7 +81,9 @@ async def test_terminator_start_delimiter_escapes_and_code_page_over_a_pty():
         driver = SerialLineDriver(config)
         await driver.connect()
         try:
-            os.write(instrument, b"noise\x02\x1b@\x1b!\x081.25 \xe6Sv/h\x03\x02\x1b@0.50 \xe6Sv/h\x03")
+            os.write(
+                instrument, b"noise\x02\x1b@\x1b!\x081.25 \xe6Sv/h\x03\x02\x1b@0.50 \xe6Sv/h\x03"
+            )
             samples = driver.samples()
             first = await asyncio.wait_for(anext(samples), 5)
             second = await asyncio.wait_for(anext(samples), 5)
@@ -94,3 +101,65 @@ def test_bad_settings_are_configuration_errors():
         SerialLineConfig(**base, encoding="no-such-codec")
     with pytest.raises(ValueError, match="escape"):
         SerialLineConfig(**base, terminator="\\x0")
+
+
+def _thread_switches(name_prefix: str) -> int:
+    """Voluntary context switches (sleeps that ended) of the thread named NAME_PREFIX…."""
+    thread = next(t for t in threading.enumerate() if t.name.startswith(name_prefix))
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    return int(re.search(r"^voluntary_ctxt_switches:\s*(\d+)", status, re.MULTILINE).group(1))
+
+
+async def test_a_quiet_port_is_waited_on_without_wakeups_and_close_ends_the_wait():
+    """A read with a long deadline sleeps until bytes, its deadline or close(); no polling."""
+    async with raw_pty() as (instrument, path):
+        transport = SerialTransport(path, device="quiet", settings={"baudrate": 9600},
+                                    timeout_s=1.0)  # fmt: skip
+        await transport.open()
+        reading = asyncio.create_task(transport.read_line(30.0, 64))
+        await wait_for_condition(lambda: any(
+            t.name.startswith("serial-quiet") for t in threading.enumerate()
+        ))  # fmt: skip
+        await asyncio.sleep(0.2)  # the read is under way and waiting
+        before = _thread_switches("serial-quiet")
+        await asyncio.sleep(1.0)
+        # Reads in 50 ms slices woke the thread about 20 times a second.
+        assert _thread_switches("serial-quiet") - before <= 2
+        os.write(instrument, b"12.5 MBq\r\n")
+        assert await asyncio.wait_for(reading, 2) == b"12.5 MBq"
+        waiting = asyncio.create_task(transport.read_line(30.0, 64))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        await transport.close()
+        assert await asyncio.wait_for(waiting, 2) is None
+        assert time.monotonic() - started < 1.0
+
+
+async def test_a_device_server_connection_is_waited_on_and_its_loss_reported():
+    """socket:// (a serial device server): lines in pieces, then the server hangs up."""
+    pieces: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (piece := await pieces.get()) != b"":
+            writer.write(piece)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = SerialTransport(f"socket://127.0.0.1:{port}", device="nport",
+                                settings={"baudrate": 9600}, timeout_s=1.0)  # fmt: skip
+    try:
+        await transport.open()
+        reading = asyncio.create_task(transport.read_line(10.0, 64))
+        for piece in (b"37", b"0.0 M", b"Bq\r", b"\n"):
+            await pieces.put(piece)
+            await asyncio.sleep(0.05)
+        assert await asyncio.wait_for(reading, 2) == b"370.0 MBq"
+        await pieces.put(b"")  # the device server closes the connection
+        with pytest.raises(DeviceError):
+            await asyncio.wait_for(transport.read_line(10.0, 64), 3)
+    finally:
+        await transport.close()
+        server.close()
+        await server.wait_closed()
