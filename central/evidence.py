@@ -17,11 +17,13 @@ from typing import Any
 
 import orjson
 
+from agent.core.compression import compress
+
 PACKED = b"P"  # zlib(protected \n signature \n payload JSON)
 AS_RECEIVED = b"J"  # zlib(the JWS as received)
-# zlib level 1: 35 µs an envelope of 100 readings against 85 µs at level 6, for about 2 bytes
-# a reading more before PostgreSQL's pages (docs/benchmarks.md, issue 24 third pass).
-LEVEL = 1
+# zlib level 1 (agent/core/compression.py): 35 µs an envelope of 100 readings against 85 µs at
+# level 6, for about 2 bytes a reading more before PostgreSQL's pages (docs/benchmarks.md,
+# issue 24 third pass).
 
 
 def _b64(data: bytes) -> bytes:
@@ -37,9 +39,14 @@ def _parts(body: bytes) -> tuple[str, str, bytes] | None:
         canonical = _b64(payload).decode("ascii") == payload_b64
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeError):
         return None
-    if (not canonical or set(jws) != {"protected", "payload", "signature"}
-            or not isinstance(protected, str) or not isinstance(signature, str)
-            or "\n" in protected + signature or not (protected + signature).isascii()):
+    if (
+        not canonical
+        or set(jws) != {"protected", "payload", "signature"}
+        or not isinstance(protected, str)
+        or not isinstance(signature, str)
+        or "\n" in protected + signature
+        or not (protected + signature).isascii()
+    ):
         return None
     return protected, signature, payload
 
@@ -48,10 +55,10 @@ def pack(body: bytes) -> bytes:
     """The stored form of a received JWS (which has verified)."""
     parts = _parts(body)
     if parts is None:
-        return AS_RECEIVED + zlib.compress(body, LEVEL)
+        return AS_RECEIVED + compress(body)
     protected, signature, payload = parts
     packed = b"\n".join((protected.encode("ascii"), signature.encode("ascii"), payload))
-    return PACKED + zlib.compress(packed, LEVEL)
+    return PACKED + compress(packed)
 
 
 def pack_verified(members: Mapping[str, Any] | None, payload: bytes, body: bytes) -> bytes:
@@ -62,15 +69,22 @@ def pack_verified(members: Mapping[str, Any] | None, payload: bytes, body: bytes
     """
     if members is None or set(members) != {"protected", "payload", "signature"}:
         return pack(body)
-    protected, signature, payload_b64 = (members["protected"], members["signature"],
-                                         members["payload"])
-    if (not isinstance(protected, str) or not isinstance(signature, str)
-            or not isinstance(payload_b64, str) or "\n" in protected + signature
-            or not (protected + signature).isascii()
-            or _b64(payload).decode("ascii") != payload_b64):
+    protected, signature, payload_b64 = (
+        members["protected"],
+        members["signature"],
+        members["payload"],
+    )
+    if (
+        not isinstance(protected, str)
+        or not isinstance(signature, str)
+        or not isinstance(payload_b64, str)
+        or "\n" in protected + signature
+        or not (protected + signature).isascii()
+        or _b64(payload).decode("ascii") != payload_b64
+    ):
         return pack(body)
     packed = b"\n".join((protected.encode("ascii"), signature.encode("ascii"), payload))
-    return PACKED + zlib.compress(packed, LEVEL)
+    return PACKED + compress(packed)
 
 
 def unpack(blob: bytes) -> bytes:
@@ -84,6 +98,10 @@ def unpack(blob: bytes) -> bytes:
     if blob[:1] != PACKED:
         raise ValueError("evidence of an unknown form")
     protected, signature, payload = data.split(b"\n", 2)
-    return orjson.dumps({"payload": _b64(payload).decode("ascii"),
-                         "protected": protected.decode("ascii"),
-                         "signature": signature.decode("ascii")})
+    return orjson.dumps(
+        {
+            "payload": _b64(payload).decode("ascii"),
+            "protected": protected.decode("ascii"),
+            "signature": signature.decode("ascii"),
+        }
+    )

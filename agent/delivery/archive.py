@@ -22,8 +22,10 @@ ARCHIVE_PRUNE_INTERVAL_S = 30.0  # age-based pruning at most this often
 # them grew the WAL by the whole backlog's pages, on a disk that had no room for it.
 DELETE_CHUNK = 256
 
-STORED = ("length(e.body) + COALESCE(length(e.payload), 0) + COALESCE(length(e.sig), 0)"
-          " + length(e.topic) + 48")
+STORED = (
+    "length(e.body) + COALESCE(length(e.payload), 0) + COALESCE(length(e.sig), 0)"
+    " + length(e.topic) + 48"
+)
 """Bytes an envelope row `e` takes in the database, roughly (its columns and row overhead)."""
 PUBLISHED = "COALESCE(size, length(body))"
 """Bytes of an envelope as published (what the archive bound counts)."""
@@ -58,9 +60,11 @@ class ReplayArchive:
             f" SELECT seq, ?, {PUBLISHED} FROM envelopes WHERE seq = ?",
             [(now, s) for s in seqs],
         )
-        self.bytes += int(db.execute(
-            "SELECT COALESCE(SUM(size), 0) FROM sent WHERE sent = ?", (now,)
-        ).fetchone()[0])
+        self.bytes += int(
+            db.execute("SELECT COALESCE(SUM(size), 0) FROM sent WHERE sent = ?", (now,)).fetchone()[
+                0
+            ]
+        )
 
     def range(self, db: sqlite3.Connection) -> tuple[int, int] | None:
         """(first, last) seq held, None when the archive is empty."""
@@ -93,7 +97,8 @@ class ReplayArchive:
         newest = db.execute("SELECT MAX(seq) FROM sent").fetchone()[0] if room <= 0 else None
         rows = db.execute(
             f"SELECT s.seq, s.size, {STORED} FROM sent s JOIN envelopes e ON e.seq = s.seq"  # noqa: S608 - a fixed fragment
-            " ORDER BY s.seq LIMIT ?", (DELETE_CHUNK,),
+            " ORDER BY s.seq LIMIT ?",
+            (DELETE_CHUNK,),
         ).fetchall()
         if not rows:
             db.execute("DELETE FROM sent")  # rows of envelopes already gone
@@ -113,8 +118,9 @@ class ReplayArchive:
         self._drop(db, int(last), freed)
         return freed >= excess and stored >= room
 
-    def prune_chunked(self, db: sqlite3.Connection, room: Callable[[], int],
-                      checkpoint: Callable[[], None]) -> None:
+    def prune_chunked(
+        self, db: sqlite3.Connection, room: Callable[[], int], checkpoint: Callable[[], None]
+    ) -> None:
         """`prune` until done, a transaction a chunk and `checkpoint()` between them.
 
         `room()` is asked again before each chunk (what the quota still needs back).
@@ -128,7 +134,8 @@ class ReplayArchive:
         """Kept envelopes up to seq `last` (`size` published bytes) deleted."""
         if self.before_delete is not None:
             self.before_delete(db)
-        db.execute("DELETE FROM envelopes WHERE seq IN (SELECT seq FROM sent WHERE seq <= ?)",
-                   (last,))
+        db.execute(
+            "DELETE FROM envelopes WHERE seq IN (SELECT seq FROM sent WHERE seq <= ?)", (last,)
+        )
         db.execute("DELETE FROM sent WHERE seq <= ?", (last,))
         self.bytes -= size

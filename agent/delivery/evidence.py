@@ -66,7 +66,8 @@ class ReplayAnswer(_Lenient):
     to_seq: _Seq
     sent: _Seq
     unavailable: list[Annotated[list[_Seq], Field(max_length=2)]] = Field(
-        default_factory=list, max_length=64)
+        default_factory=list, max_length=64
+    )
     t: Annotated[str, StringConstraints(max_length=40)] | None = None
 
 
@@ -82,7 +83,8 @@ class ReplayRequests(_Lenient):
     """The status's `replay_requests`: counts by outcome and the last refusal."""
 
     counts: dict[Annotated[str, StringConstraints(max_length=40)], _Seq] = Field(
-        default_factory=dict, max_length=64)
+        default_factory=dict, max_length=64
+    )
     last_refused: LastRefusal | None = None
 
 
@@ -116,28 +118,55 @@ class StatusDocument(_Lenient):
     version: Annotated[str, StringConstraints(max_length=64)] | None = None
     kid: Annotated[str, StringConstraints(max_length=128)] | None = None
     previous_kids: list[Annotated[str, StringConstraints(max_length=128)]] = Field(
-        default_factory=list, max_length=64)
+        default_factory=list, max_length=64
+    )
     host: Annotated[str, StringConstraints(max_length=256)] | None = None
     t: Annotated[str, StringConstraints(max_length=40)] | None = None
     reason: _Text | None = None
     devices: dict[_Key, DeviceState] = Field(default_factory=dict, max_length=1000)
-    disk: dict[Annotated[str, StringConstraints(max_length=40)],
-               StrictInt | float | bool | _Text | None] | None = Field(default=None, max_length=32)
+    disk: (
+        dict[
+            Annotated[str, StringConstraints(max_length=40)],
+            StrictInt | float | bool | _Text | None,
+        ]
+        | None
+    ) = Field(default=None, max_length=32)
     replay: ReplayAnswer | None = None
     replay_requests: ReplayRequests | None = None
     evidence: SignedJWS | None = None
 
 
-def sign_evidence(signer: Signer, *, site: str, agent: str, t: str,
-                  archive: dict[str, int] | None, unsent_from: int | None, last_seq: int,
-                  calibrators: dict[str, Any]) -> dict[str, str]:
+def sign_evidence(
+    signer: Signer,
+    *,
+    site: str,
+    agent: str,
+    t: str,
+    archive: dict[str, int] | None,
+    unsent_from: int | None,
+    last_seq: int,
+    calibrators: dict[str, Any],
+) -> dict[str, str]:
     """The `evidence` member of the status: a JWS of the agent's key over what is relied on."""
-    payload = json.dumps({
-        "v": 1, "site": site, "agent": agent, "t": t, "archive": archive,
-        "unsent_from": unsent_from, "last_seq": last_seq, "calibrators": calibrators,
-    }, separators=(",", ":"), sort_keys=True).encode()
-    header = b64url(json.dumps({"alg": ALG, "kid": signer.kid, "typ": STATUS_TYP},
-                               separators=(",", ":")).encode())
+    payload = json.dumps(
+        {
+            "v": 1,
+            "site": site,
+            "agent": agent,
+            "t": t,
+            "archive": archive,
+            "unsent_from": unsent_from,
+            "last_seq": last_seq,
+            "calibrators": calibrators,
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    ).encode()
+    header = b64url(
+        json.dumps(
+            {"alg": ALG, "kid": signer.kid, "typ": STATUS_TYP}, separators=(",", ":")
+        ).encode()
+    )
     body = b64url(payload)
     signature = b64url(signer.private_key.sign(f"{header}.{body}".encode("ascii")))
     return {"protected": header, "payload": body, "signature": signature}

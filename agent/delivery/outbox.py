@@ -167,8 +167,10 @@ class OversizedItemError(ValueError):
     """
 
     def __init__(self, stream: str, size: int) -> None:
-        super().__init__(f"{stream} item of {size} bytes is larger than an envelope may carry"
-                         f" ({MAX_ENVELOPE_ITEM_BYTES} bytes); refused")
+        super().__init__(
+            f"{stream} item of {size} bytes is larger than an envelope may carry"
+            f" ({MAX_ENVELOPE_ITEM_BYTES} bytes); refused"
+        )
         self.stream = stream
         self.size = size
 
@@ -212,8 +214,13 @@ class Outbox:
         state: StateDatabase | None = None,
     ) -> None:
         if state is None:
-            state = StateDatabase(path, fsync=fsync, min_free_bytes=min_free_bytes,
-                                  reserve_file_bytes=reserve_file_bytes, on_damaged=on_damaged)
+            state = StateDatabase(
+                path,
+                fsync=fsync,
+                min_free_bytes=min_free_bytes,
+                reserve_file_bytes=reserve_file_bytes,
+                on_damaged=on_damaged,
+            )
         self.state = state
         state.attach(self)
         # No write may queue a stream item an envelope cannot carry (OversizedItemError).
@@ -339,8 +346,7 @@ class Outbox:
         self._pending_bytes += len(items_json)
         # The owner thread is woken for the first item (it starts the commit delay then),
         # when enough bytes wait, or for every item when there is no delay: not per reading.
-        if (len(self._items) == 1 or self._pending_bytes >= COMMIT_BYTES
-                or self.commit_delay <= 0):
+        if len(self._items) == 1 or self._pending_bytes >= COMMIT_BYTES or self.commit_delay <= 0:
             self.state.wake()
 
     def _guard_item(self, stream: str, device: str, text: str, tag: str) -> BaseException | None:
@@ -353,11 +359,18 @@ class Outbox:
             return None
         return self._refuse_oversized(stream, device, size, tag)
 
-    def _refuse_oversized(self, stream: str, device: str, size: int,
-                          tag: str = "") -> OversizedItemError:
+    def _refuse_oversized(
+        self, stream: str, device: str, size: int, tag: str = ""
+    ) -> OversizedItemError:
         self.refused_oversized[stream] = self.refused_oversized.get(stream, 0) + 1
-        log.error("stream item larger than an envelope may carry; refused", stream=stream,
-                  device=device, bytes=size, limit=MAX_ENVELOPE_ITEM_BYTES, write=tag)
+        log.error(
+            "stream item larger than an envelope may carry; refused",
+            stream=stream,
+            device=device,
+            bytes=size,
+            limit=MAX_ENVELOPE_ITEM_BYTES,
+            write=tag,
+        )
         return OversizedItemError(stream, size)
 
     @property
@@ -425,8 +438,11 @@ class Outbox:
             ).fetchall()
             # PUBACKed ones not yet recorded (that waits for the next commit) are not waiting.
             acked = set(self._deferred_acks)
-            return [Envelope(int(r[0]), str(r[1]), self._body(r), int(r[6])) for r in rows
-                    if int(r[0]) not in acked]
+            return [
+                Envelope(int(r[0]), str(r[1]), self._body(r), int(r[6]))
+                for r in rows
+                if int(r[0]) not in acked
+            ]
 
         return await self.state.call(_fetch)
 
@@ -435,12 +451,14 @@ class Outbox:
         """Published bytes of the sent envelopes kept as the replay archive."""
         return self.archive.bytes
 
-    async def acknowledge(self, seqs: list[int]) -> None:
+    def acknowledge(self, seqs: list[int]) -> None:
         """Envelopes the broker has PUBACKed: marked sent (kept as the archive) or deleted.
 
-        Recorded with the next commit cycle, not in a transaction of their own: an
-        acknowledgement lost in a crash only means that envelope is sent again, which
-        consumers deduplicate.
+        Handed to the owner thread without waking it (it takes them with its next work, before
+        any later read) and recorded with the next commit cycle, not in a transaction of their
+        own: an acknowledgement lost in a crash only means that envelope is sent again, which
+        consumers deduplicate. Under storage pressure the thread is woken: recording them is
+        what gives room back.
         """
         if not seqs:
             return
@@ -450,18 +468,25 @@ class Outbox:
                 self._first_ack = time.monotonic()
             self._deferred_acks.extend(seqs)
 
-        await self.state.call(_ack)
+        if self.disk_state == Pressure.OK and self.quota_state == Pressure.OK:
+            self.state.enqueue_unhurried(_ack)
+        else:
+            self.state.enqueue(_ack)
 
     async def archived(self, from_seq: int, to_seq: int, limit: int = 64) -> list[Envelope]:
         """Archived (sent) envelopes with from_seq <= seq <= to_seq, oldest first."""
 
         def _fetch() -> list[Envelope]:
             self._apply_deferred()
-            rows = self.state.connection().execute(
-                f"SELECT {_COLUMNS} FROM sent s JOIN envelopes e ON e.seq = s.seq"  # noqa: S608 - a fixed fragment
-                " WHERE s.seq >= ? AND s.seq <= ? ORDER BY s.seq LIMIT ?",
-                (from_seq, to_seq, limit),
-            ).fetchall()
+            rows = (
+                self.state.connection()
+                .execute(
+                    f"SELECT {_COLUMNS} FROM sent s JOIN envelopes e ON e.seq = s.seq"  # noqa: S608 - a fixed fragment
+                    " WHERE s.seq >= ? AND s.seq <= ? ORDER BY s.seq LIMIT ?",
+                    (from_seq, to_seq, limit),
+                )
+                .fetchall()
+            )
             return [Envelope(int(r[0]), str(r[1]), self._body(r), 0) for r in rows]
 
         return await self.state.call(_fetch)
@@ -578,8 +603,10 @@ class Outbox:
         """Continue the chain after a damaged file moved aside; measure the disk."""
         if damage is not None and damage.continued_seq is not None:
             self.cutter.reset(damage.continued_seq, damage.continued_hash)
-            db.execute("UPDATE chain SET last_seq = ?, last_hash = ? WHERE k = 1",
-                       (self.last_seq, self.cutter.last_hash))
+            db.execute(
+                "UPDATE chain SET last_seq = ?, last_hash = ? WHERE k = 1",
+                (self.last_seq, self.cutter.last_hash),
+            )
             db.commit()
         self._update_disk_usage()
 
@@ -611,8 +638,10 @@ class Outbox:
                 self._save_head(self.state.connection())
                 self.state.connection().commit()
             return
-        log.critical("disk full at shutdown: acquired items and state writes not stored",
-                     items=len(self._retry_items))
+        log.critical(
+            "disk full at shutdown: acquired items and state writes not stored",
+            items=len(self._retry_items),
+        )
 
     def _take_items(self) -> list[tuple[str, str, int, str]]:
         """Everything submitted since the last cycle, after what a failed cycle left to retry."""
@@ -623,9 +652,12 @@ class Outbox:
 
     def commit_due(self) -> bool:
         """A commit now: the delay is up, enough waits, or something cannot wait."""
-        if (self._retry_items or self._deferred_meta
-                or self._pending_bytes >= COMMIT_BYTES
-                or self._submitted - self._committed > MAX_IN_FLIGHT // 2):
+        if (
+            self._retry_items
+            or self._deferred_meta
+            or self._pending_bytes >= COMMIT_BYTES
+            or self._submitted - self._committed > MAX_IN_FLIGHT // 2
+        ):
             return True
         deadline = self.deadline()
         return deadline is not None and deadline <= 0.0
@@ -719,8 +751,9 @@ class Outbox:
         if acks:
             self._mark_sent(db, acks)
         if meta:
-            db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                           list(meta.items()))
+            db.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(meta.items())
+            )
         return len(acks), meta
 
     def _deferred_done(self, db: sqlite3.Connection, staged: tuple[int, dict[str, str]]) -> None:
@@ -743,8 +776,10 @@ class Outbox:
 
         Deleting the newest envelope would otherwise lose the head `stored_head` derives.
         """
-        db.execute("UPDATE chain SET last_seq = ?, last_hash = ? WHERE k = 1",
-                   (self.last_seq, self.cutter.last_hash))
+        db.execute(
+            "UPDATE chain SET last_seq = ?, last_hash = ? WHERE k = 1",
+            (self.last_seq, self.cutter.last_hash),
+        )
 
     def _mark_sent(self, db: sqlite3.Connection, seqs: list[int]) -> None:
         """PUBACKed envelopes: kept in place as the replay archive while the disk allows.
@@ -905,8 +940,18 @@ class Outbox:
         db.execute(
             "INSERT INTO envelopes (seq, topic, stream, device, n_items, created, body, payload,"
             " sig, signer, size) VALUES (?, ?, ?, ?, ?, ?, x'', ?, ?, ?, ?)",
-            (cut.seq, cut.topic, stream, device, n_items, time.time(), cut.packed,
-             cut.signature, self._signer_id, len(cut.body)),
+            (
+                cut.seq,
+                cut.topic,
+                stream,
+                device,
+                n_items,
+                time.time(),
+                cut.packed,
+                cut.signature,
+                self._signer_id,
+                len(cut.body),
+            ),
         )
         self._remember(cut.seq, cut.body)
 
@@ -920,9 +965,13 @@ class Outbox:
         now = time.monotonic()
         # Twice the bytes written since: room for page and index overhead.
         estimate = self.disk_bytes + 2 * self._written_since_measured
-        if (soon and self.quota_state == Pressure.OK and self.disk_state == Pressure.OK
-                and estimate < USAGE_SKIP_BELOW * self.quota_bytes
-                and now - self._usage_measured < DISK_USAGE_INTERVAL_S):
+        if (
+            soon
+            and self.quota_state == Pressure.OK
+            and self.disk_state == Pressure.OK
+            and estimate < USAGE_SKIP_BELOW * self.quota_bytes
+            and now - self._usage_measured < DISK_USAGE_INTERVAL_S
+        ):
             return
         self._usage_measured = now
         self._written_since_measured = 0

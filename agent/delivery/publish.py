@@ -100,8 +100,9 @@ class Publisher:
         self.unsent_from: int | None = None
         self.replay_info: dict[str, Any] | None = None
         # Admission of replay requests (agent/delivery/replay.py); without one, none is trusted.
-        self.replay_gate = replay or ReplayGate(ReplaySection(), site=topics.site,
-                                                agent=topics.agent)
+        self.replay_gate = replay or ReplayGate(
+            ReplaySection(), site=topics.site, agent=topics.agent
+        )
         self._replay_wanted = asyncio.Event()
         # Set (and replaced) each time PUBACKs are handed to the outbox: `drain` waits on it.
         self._acked = asyncio.Event()
@@ -150,9 +151,14 @@ class Publisher:
     def _evidence(self, document: dict[str, Any]) -> dict[str, str]:
         """What the ingest relies on, signed with the outbox's key (agent/delivery/evidence.py)."""
         return sign_evidence(
-            self.outbox.signer, site=self.topics.site, agent=self.topics.agent,
-            t=rfc3339_now(), archive=self.archive_info, unsent_from=self.unsent_from,
-            last_seq=self.outbox.last_seq, calibrators=document.get("calibrators") or {},
+            self.outbox.signer,
+            site=self.topics.site,
+            agent=self.topics.agent,
+            t=rfc3339_now(),
+            archive=self.archive_info,
+            unsent_from=self.unsent_from,
+            last_seq=self.outbox.last_seq,
+            calibrators=document.get("calibrators") or {},
         )
 
     def mark_status_dirty(self) -> None:
@@ -217,12 +223,19 @@ class Publisher:
         the next attempt is MQTT 3.1.1 (at once); if that goes unanswered as well, the one
         after is MQTT 5 again (the broker may only be slow), with the usual backoff.
         """
-        if (self.broker.protocol != "auto" or not self._awaiting_connack
-                or isinstance(exc, aiomqtt.MqttCodeError) or str(exc) != _CONNACK_TIMEOUT):
+        if (
+            self.broker.protocol != "auto"
+            or not self._awaiting_connack
+            or isinstance(exc, aiomqtt.MqttCodeError)
+            or str(exc) != _CONNACK_TIMEOUT
+        ):
             return False
         if self._protocol == aiomqtt.ProtocolVersion.V5 and not self._v5_worked:
-            log.warning("the broker closed or did not answer an MQTT 5 CONNECT; trying 3.1.1",
-                        error=str(exc), broker=self.broker.url)
+            log.warning(
+                "the broker closed or did not answer an MQTT 5 CONNECT; trying 3.1.1",
+                error=str(exc),
+                broker=self.broker.url,
+            )
             self._protocol = aiomqtt.ProtocolVersion.V311
             return True
         if self._protocol == aiomqtt.ProtocolVersion.V311 and not self._v311_worked:
@@ -260,8 +273,9 @@ class Publisher:
                 self._v311_worked = True
             self._client = client
             await self._refresh_archive_info()
-            await client.subscribe(self.topics.replay_request, qos=1,
-                                   timeout=self.broker.publish_timeout_s)
+            await client.subscribe(
+                self.topics.replay_request, qos=1, timeout=self.broker.publish_timeout_s
+            )
             await client.publish(
                 self.topics.status,
                 self.status_payload("online"),
@@ -284,8 +298,7 @@ class Publisher:
 
     async def _refresh_archive_info(self) -> None:
         found = await self.outbox.archive_range()
-        self.archive_info = None if found is None else {"first_seq": found[0],
-                                                        "last_seq": found[1]}
+        self.archive_info = None if found is None else {"first_seq": found[0], "last_seq": found[1]}
         # Not yet sent (a backlog drains oldest-first beside live envelopes): a hole the
         # central ingest sees there is not lost, and is not asked for.
         self.unsent_from = await self.outbox.unsent_from()
@@ -308,17 +321,27 @@ class Publisher:
         body = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
         archive = self.archive_info
         outcome = self.replay_gate.admit(
-            bytes(body), retained=bool(message.retain),
+            bytes(body),
+            retained=bool(message.retain),
             archive=None if archive is None else (archive["first_seq"], archive["last_seq"]),
             last_seq=self.outbox.last_seq,
         )
         if isinstance(outcome, Accepted):
-            log.info("replay request accepted", from_seq=outcome.from_seq,
-                     to_seq=outcome.to_seq, merged=outcome.merged, request=outcome.request_id)
+            log.info(
+                "replay request accepted",
+                from_seq=outcome.from_seq,
+                to_seq=outcome.to_seq,
+                merged=outcome.merged,
+                request=outcome.request_id,
+            )
             if outcome.unavailable:
-                self.replay_info = {"from_seq": outcome.from_seq, "to_seq": outcome.to_seq,
-                                    "sent": 0, "unavailable": outcome.unavailable,
-                                    "t": rfc3339_now()}
+                self.replay_info = {
+                    "from_seq": outcome.from_seq,
+                    "to_seq": outcome.to_seq,
+                    "sent": 0,
+                    "unavailable": outcome.unavailable,
+                    "t": rfc3339_now(),
+                }
             self._replay_wanted.set()
         else:
             log.warning("replay request refused", reason=outcome.reason, detail=outcome.detail)
@@ -353,8 +376,9 @@ class Publisher:
             if not batch:
                 break
             for envelope in batch:
-                await client.publish(envelope.topic, envelope.body, qos=1,
-                                     timeout=self.broker.publish_timeout_s)
+                await client.publish(
+                    envelope.topic, envelope.body, qos=1, timeout=self.broker.publish_timeout_s
+                )
                 sent += 1
                 cursor = envelope.seq
                 next_at += self.replay_interval
@@ -363,10 +387,20 @@ class Publisher:
                     await asyncio.sleep(delay)
                 else:
                     next_at = time.monotonic()
-        self.replay_info = {"from_seq": first, "to_seq": last, "sent": sent,
-                            "unavailable": unavailable, "t": rfc3339_now()}
-        log.info("replay request answered", from_seq=first, to_seq=last, sent=sent,
-                 unavailable=unavailable)
+        self.replay_info = {
+            "from_seq": first,
+            "to_seq": last,
+            "sent": sent,
+            "unavailable": unavailable,
+            "t": rfc3339_now(),
+        }
+        log.info(
+            "replay request answered",
+            from_seq=first,
+            to_seq=last,
+            sent=sent,
+            unavailable=unavailable,
+        )
         self.mark_status_dirty()
 
     async def _status_loop(self, client: aiomqtt.Client) -> None:
@@ -416,7 +450,13 @@ class Publisher:
                     if backlog_cursor < live_start - 1
                     else []
                 )
-                live = await self.outbox.fetch(live_cursor, 16)
+                # Only when the cutter has gone past what was sent: no round trip to the state
+                # database's thread for nothing.
+                live = (
+                    await self.outbox.fetch(live_cursor, 16)
+                    if self.outbox.last_seq > live_cursor
+                    else []
+                )
                 if not backlog:
                     backlog_cursor = live_start - 1
                 batch = _interleave(backlog, live)
@@ -432,7 +472,7 @@ class Publisher:
                     len(acked) >= ACK_BATCH or now - last_ack_flush > ACK_DELAY_S or not batch
                 ):
                     done, acked[:] = list(acked), []
-                    await self.outbox.acknowledge(done)
+                    self.outbox.acknowledge(done)
                     last_ack_flush = now
                     self._acked.set()
                     self._acked = asyncio.Event()
@@ -496,4 +536,3 @@ def _interleave(first: list[Envelope], second: list[Envelope]) -> list[Envelope]
         if index < len(second):
             out.append(second[index])
     return out
-

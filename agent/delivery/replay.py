@@ -51,8 +51,19 @@ _MINUTE_S = 60.0
 _SEEN_IDS = 4096  # request ids remembered (a replayed request is refused)
 
 RefusalReason = Literal[
-    "retained", "too_large", "malformed", "untrusted", "bad_signature", "wrong_type",
-    "invalid", "foreign", "stale", "duplicate", "out_of_range", "queue_full", "budget",
+    "retained",
+    "too_large",
+    "malformed",
+    "untrusted",
+    "bad_signature",
+    "wrong_type",
+    "invalid",
+    "foreign",
+    "stale",
+    "duplicate",
+    "out_of_range",
+    "queue_full",
+    "budget",
     "error",
 ]
 
@@ -65,16 +76,24 @@ class ReplaySection(StrictSection):
         description="Public JWKs (`signing.pub.jwk` of `isoedge keygen`) of the central ingest(s)"
         " whose signed replay requests this agent answers; none: every request is refused.",
     )
-    max_envelopes: int = Field(default=5000, ge=1, le=1_000_000,
-                               description="Envelopes one request may ask for (capped).")
-    requests_per_min: int = Field(default=30, ge=1, le=10_000,
-                                  description="Requests accepted per minute.")
-    envelopes_per_min: int = Field(default=20_000, ge=1, le=10_000_000,
-                                   description="Envelopes re-published per minute.")
-    max_pending: int = Field(default=8, ge=1, le=1000,
-                             description="Ranges queued behind the one being answered.")
-    max_age_s: float = Field(default=300, gt=0, le=86_400,
-                             description="A request created longer ago (or ahead) is stale.")
+    max_envelopes: int = Field(
+        default=5000, ge=1, le=1_000_000, description="Envelopes one request may ask for (capped)."
+    )
+    requests_per_min: int = Field(
+        default=30, ge=1, le=10_000, description="Requests accepted per minute."
+    )
+    envelopes_per_min: int = Field(
+        default=20_000, ge=1, le=10_000_000, description="Envelopes re-published per minute."
+    )
+    max_pending: int = Field(
+        default=8, ge=1, le=1000, description="Ranges queued behind the one being answered."
+    )
+    max_age_s: float = Field(
+        default=300,
+        gt=0,
+        le=86_400,
+        description="A request created longer ago (or ahead) is stale.",
+    )
 
 
 _Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -121,26 +140,47 @@ def load_trusted(paths: list[Path]) -> KeyRegistry:
             for jwk in document.get("keys", [document]):
                 registry.add(jwk)
         except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
-            raise ValueError(f"replay.trusted_keys: {path}: not a readable public JWK"
-                             f" ({type(exc).__name__}: {exc})") from None
+            raise ValueError(
+                f"replay.trusted_keys: {path}: not a readable public JWK"
+                f" ({type(exc).__name__}: {exc})"
+            ) from None
     return registry
 
 
-def build_request(signer: Signer, *, site: str, agent: str, from_seq: int, to_seq: int,
-                  created: datetime | None = None, request_id: str | None = None) -> bytes:
+def build_request(
+    signer: Signer,
+    *,
+    site: str,
+    agent: str,
+    from_seq: int,
+    to_seq: int,
+    created: datetime | None = None,
+    request_id: str | None = None,
+) -> bytes:
     """A signed replay request (the central ingest's side; `typ` isoedge-replay+json)."""
     when = created or datetime.now(UTC)
-    payload = json.dumps({
-        "v": 1, "site": site, "agent": agent, "id": request_id or uuid.uuid4().hex,
-        "from_seq": from_seq, "to_seq": to_seq,
-        "created": when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-    }, separators=(",", ":")).encode()
-    header = b64url(json.dumps({"alg": ALG, "kid": signer.kid, "typ": REPLAY_TYP},
-                               separators=(",", ":")).encode())
+    payload = json.dumps(
+        {
+            "v": 1,
+            "site": site,
+            "agent": agent,
+            "id": request_id or uuid.uuid4().hex,
+            "from_seq": from_seq,
+            "to_seq": to_seq,
+            "created": when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        },
+        separators=(",", ":"),
+    ).encode()
+    header = b64url(
+        json.dumps(
+            {"alg": ALG, "kid": signer.kid, "typ": REPLAY_TYP}, separators=(",", ":")
+        ).encode()
+    )
     body = b64url(payload)
     signature = b64url(signer.private_key.sign(f"{header}.{body}".encode("ascii")))
-    return json.dumps({"protected": header, "payload": body, "signature": signature},
-                      separators=(",", ":")).encode()
+    return json.dumps(
+        {"protected": header, "payload": body, "signature": signature}, separators=(",", ":")
+    ).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +205,9 @@ class Accepted:
 class ReplayGate:
     """Admission of replay requests: parse, authenticate, bound, merge, budget; never raises."""
 
-    def __init__(self, settings: ReplaySection, *, site: str, agent: str,
-                 registry: KeyRegistry | None = None) -> None:
+    def __init__(
+        self, settings: ReplaySection, *, site: str, agent: str, registry: KeyRegistry | None = None
+    ) -> None:
         self.settings = settings
         self.site = site
         self.agent = agent
@@ -179,28 +220,50 @@ class ReplayGate:
         self._window: collections.deque[tuple[float, int]] = collections.deque()
 
     # ---------------------------------------------------------------- admission
-    def admit(self, body: bytes, *, retained: bool, archive: tuple[int, int] | None,
-              last_seq: int, now: float | None = None) -> Accepted | Refused:
+    def admit(
+        self,
+        body: bytes,
+        *,
+        retained: bool,
+        archive: tuple[int, int] | None,
+        last_seq: int,
+        now: float | None = None,
+    ) -> Accepted | Refused:
         """Decide on one message and count the outcome.
 
         `archive` is the (first, last) seq the archive last held (None: not known), `last_seq`
         the newest seq ever made.
         """
         try:
-            outcome = self._admit(body, retained=retained, archive=archive, last_seq=last_seq,
-                                  now=time.time() if now is None else now)
+            outcome = self._admit(
+                body,
+                retained=retained,
+                archive=archive,
+                last_seq=last_seq,
+                now=time.time() if now is None else now,
+            )
         except Exception as exc:  # a hostile message never reaches the loop: counted instead
             outcome = Refused("error", f"{type(exc).__name__}: {exc}"[:200])
         if isinstance(outcome, Refused):
             self.counts[f"refused_{outcome.reason}"] += 1
-            self.last_refused = {"reason": outcome.reason, "detail": outcome.detail[:200],
-                                 "t": _rfc3339(time.time())}
+            self.last_refused = {
+                "reason": outcome.reason,
+                "detail": outcome.detail[:200],
+                "t": _rfc3339(time.time()),
+            }
         else:
             self.counts["merged" if outcome.merged else "accepted"] += 1
         return outcome
 
-    def _admit(self, body: bytes, *, retained: bool, archive: tuple[int, int] | None,
-               last_seq: int, now: float) -> Accepted | Refused:
+    def _admit(
+        self,
+        body: bytes,
+        *,
+        retained: bool,
+        archive: tuple[int, int] | None,
+        last_seq: int,
+        now: float,
+    ) -> Accepted | Refused:
         request = self._authenticate(body, retained=retained)
         if isinstance(request, Refused):
             return request
@@ -215,7 +278,8 @@ class ReplayGate:
         return self._schedule(request, archive=archive, last_seq=last_seq, now=now)
 
     def _authenticate(  # noqa: PLR0911 - one return per refusal reason
-            self, body: bytes, *, retained: bool) -> ReplayPayload | Refused:
+        self, body: bytes, *, retained: bool
+    ) -> ReplayPayload | Refused:
         if retained:
             return Refused("retained", "retained replay requests are never answered")
         if len(body) > MAX_REQUEST_BYTES:
@@ -229,8 +293,10 @@ class ReplayGate:
         try:
             verified = self.registry.verify(outer.model_dump_json().encode())
         except VerificationError as exc:
-            reason: RefusalReason = {"unknown_key": "untrusted", "bad_signature":
-                                     "bad_signature"}.get(exc.code, "malformed")  # type: ignore[assignment]
+            reason: RefusalReason = {
+                "unknown_key": "untrusted",
+                "bad_signature": "bad_signature",
+            }.get(exc.code, "malformed")  # type: ignore[assignment]
             return Refused(reason, str(exc)[:200])
         if verified.header.get("typ") != REPLAY_TYP:
             return Refused("wrong_type", f"typ {str(verified.header.get('typ'))[:40]!r}")
@@ -240,8 +306,8 @@ class ReplayGate:
             return Refused("invalid", _first_error(exc))
 
     def _schedule(  # noqa: PLR0911 - one return per outcome
-            self, request: ReplayPayload, *, archive: tuple[int, int] | None,
-                  last_seq: int, now: float) -> Accepted | Refused:
+        self, request: ReplayPayload, *, archive: tuple[int, int] | None, last_seq: int, now: float
+    ) -> Accepted | Refused:
         lo, hi = request.from_seq, request.to_seq
         if lo > last_seq:
             return Refused("out_of_range", f"{lo}..{hi} after the last seq {last_seq}")
@@ -255,19 +321,24 @@ class ReplayGate:
             unavailable.append([lo, archive[0] - 1])
             lo = archive[0]
         if lo > hi:  # nothing held: answered at once (the status says what is unavailable)
-            return Accepted(request.from_seq, request.to_seq, request.id, merged=False,
-                            unavailable=unavailable)
+            return Accepted(
+                request.from_seq, request.to_seq, request.id, merged=False, unavailable=unavailable
+            )
         covered = self._covered(lo, hi)
         if covered:
             return Accepted(lo, hi, request.id, merged=True, unavailable=unavailable)
         self._trim_window(now)
         if len(self._window) >= self.settings.requests_per_min:
-            return Refused("budget", f"more than {self.settings.requests_per_min} requests a"
-                           " minute")
+            return Refused(
+                "budget", f"more than {self.settings.requests_per_min} requests a minute"
+            )
         spent = sum(n for _t, n in self._window)
         if spent + (hi - lo + 1) > self.settings.envelopes_per_min:
-            return Refused("budget", f"{hi - lo + 1} envelopes over the budget of"
-                           f" {self.settings.envelopes_per_min} a minute ({spent} spent)")
+            return Refused(
+                "budget",
+                f"{hi - lo + 1} envelopes over the budget of"
+                f" {self.settings.envelopes_per_min} a minute ({spent} spent)",
+            )
         merged = self._merge(lo, hi)
         if merged is None:
             return Refused("queue_full", f"{len(self.pending)} ranges already queued")
@@ -340,4 +411,5 @@ def _first_error(exc: ValidationError) -> str:
 
 def _rfc3339(epoch: float) -> str:
     return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=epoch)).strftime(
-        "%Y-%m-%dT%H:%M:%S.%fZ")
+        "%Y-%m-%dT%H:%M:%S.%fZ"
+    )

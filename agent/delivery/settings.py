@@ -33,7 +33,8 @@ class BrokerEndpoint(StrictSection):
     tls: TLSSection | None = None
     connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
     allow_insecure: bool = Field(
-        default=False, description="Send credentials over plain mqtt:// to a host beyond "
+        default=False,
+        description="Send credentials over plain mqtt:// to a host beyond "
         "loopback anyway; needs `insecure_reason`.",
     )
     insecure_reason: str | None = None
@@ -111,28 +112,40 @@ class OutboxSection(StrictSection):
     )
     quota_mb: float = Field(default=512, gt=0)
     min_free_mb: float = Field(
-        default=64, ge=0, description="Free space kept on the state directory's file system: "
-        "below twice this, devices below the top priority pause; below it, all of them."
+        default=64,
+        ge=0,
+        description="Free space kept on the state directory's file system: "
+        "below twice this, devices below the top priority pause; below it, all of them.",
     )
     reserve_file_mb: float = Field(
-        default=4, ge=0, le=1024, description="Ballast file the agent gives up when the disk "
-        "is full, so the database can still delete delivered envelopes (0: none)."
+        default=4,
+        ge=0,
+        le=1024,
+        description="Ballast file the agent gives up when the disk "
+        "is full, so the database can still delete delivered envelopes (0: none).",
     )
     on_damaged: Literal["refuse", "move_aside"] = Field(
-        default="refuse", description="A damaged state database at start: refuse to start "
-        "(exit 2), or move it aside (never deleted) and start with a fresh one."
+        default="refuse",
+        description="A damaged state database at start: refuse to start "
+        "(exit 2), or move it aside (never deleted) and start with a fresh one.",
     )
     batch_max_items: int = Field(default=500, ge=1, le=10000)
     batch_max_age_ms: int = Field(default=25, ge=0, le=60000)
     max_commit_delay_ms: int = Field(
-        default=1000, ge=0, le=10_000, description="The most an acquired reading waits to "
+        default=1000,
+        ge=0,
+        le=10_000,
+        description="The most an acquired reading waits to "
         "become durable: readings arriving within it share one transaction (one fsync), "
         "sooner when 256 kB wait. A power cut loses at most what arrived within it, never "
-        "anything counted as acquired or published (docs/operations.md)."
+        "anything counted as acquired or published (docs/operations.md).",
     )
     commit_interval_ms: int | None = Field(
-        default=None, ge=0, le=10_000, description="Older name of max_commit_delay_ms (a "
-        "configuration written for an earlier version); when given it is the commit delay."
+        default=None,
+        ge=0,
+        le=10_000,
+        description="Older name of max_commit_delay_ms (a "
+        "configuration written for an earlier version); when given it is the commit delay.",
     )
     archive_days: float = Field(
         default=7, ge=0, description="Keep sent envelopes this long for replay requests (0: none)."

@@ -98,14 +98,17 @@ class Signer:  # not slotted: functools.cached_property needs an instance __dict
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise KeyFileError(f"{path}: cannot read the signing key ({exc.strerror});"
-                               f" {KEY_RECOVERY}") from None
+            raise KeyFileError(
+                f"{path}: cannot read the signing key ({exc.strerror}); {KEY_RECOVERY}"
+            ) from None
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             reason = str(exc).split(". See ", 1)[0] or type(exc).__name__
-            raise KeyFileError(f"{path}: the signing key file is damaged or not a PEM private"
-                               f" key ({reason}); {KEY_RECOVERY}") from None
+            raise KeyFileError(
+                f"{path}: the signing key file is damaged or not a PEM private"
+                f" key ({reason}); {KEY_RECOVERY}"
+            ) from None
         if not isinstance(key, Ed25519PrivateKey):
             raise KeyFileError(f"{path}: not an Ed25519 private key; {KEY_RECOVERY}")
         return cls.from_private_key(key)
@@ -116,12 +119,13 @@ class Signer:  # not slotted: functools.cached_property needs an instance __dict
         return b64url(json.dumps(header, separators=(",", ":")).encode())
 
     @functools.cached_property
-    def _protected(self) -> str:
+    def protected(self) -> str:
+        """`protected_header()`, encoded once."""
         return self.protected_header()
 
     def sign(self, payload: bytes) -> dict[str, str]:
         """Flattened JWS JSON object over `payload`."""
-        protected = self._protected
+        protected = self.protected
         encoded_payload = b64url(payload)
         signing_input = f"{protected}.{encoded_payload}".encode("ascii")
         signature = self.private_key.sign(signing_input)
@@ -134,11 +138,11 @@ class Signer:  # not slotted: functools.cached_property needs an instance __dict
         hundreds of kilobytes, so a JSON encoder's scan of every byte is pure cost here.
         """
         encoded_payload = b64url(payload)
-        return jws_bytes(self._protected, encoded_payload, self.signature(encoded_payload))
+        return jws_bytes(self.protected, encoded_payload, self.signature(encoded_payload))
 
     def signature(self, encoded_payload: str) -> bytes:
         """The raw Ed25519 signature over this key's protected header and `encoded_payload`."""
-        return self.private_key.sign(f"{self._protected}.{encoded_payload}".encode("ascii"))
+        return self.private_key.sign(f"{self.protected}.{encoded_payload}".encode("ascii"))
 
 
 def jws_bytes(protected: str, encoded_payload: str, signature: bytes) -> bytes:

@@ -54,8 +54,13 @@ def b64url_length(n: int) -> int:
 def _largest_head() -> int:
     """Bytes of the largest envelope head the outbox writes (every member at its bound)."""
     head = {
-        "v": 1, "site": "s" * ID_MAX, "agent": "a" * ID_MAX, "stream": "readings",
-        "seq": SEQ_MAX, "prev": "p" * PREV_MAX, "created": "2026-12-31T23:59:59.999999+14:00",
+        "v": 1,
+        "site": "s" * ID_MAX,
+        "agent": "a" * ID_MAX,
+        "stream": "readings",
+        "seq": SEQ_MAX,
+        "prev": "p" * PREV_MAX,
+        "created": "2026-12-31T23:59:59.999999+14:00",
         "items": [],
     }
     return len(orjson.dumps(head))
@@ -66,9 +71,10 @@ MAX_PAYLOAD_BYTES = MAX_ENVELOPE_ITEM_BYTES + (MAX_ENVELOPE_ITEMS - 1) + _larges
 MAX_PAYLOAD_B64 = b64url_length(MAX_PAYLOAD_BYTES)
 MAX_MESSAGE_BYTES = (
     len(b'{"protected":"","payload":"","signature":""}')
-    + MAX_PROTECTED_B64 + MAX_PAYLOAD_B64 + SIGNATURE_B64
+    + MAX_PROTECTED_B64
+    + MAX_PAYLOAD_B64
+    + SIGNATURE_B64
 )
-
 
 
 @functools.cache
@@ -87,10 +93,16 @@ def _jose() -> tuple[ModuleType, type[JoseError], type[OKPKey], Any]:
     registry.max_payload_length = MAX_PAYLOAD_B64
     return jws, JoseError, OKPKey, registry
 
+
 _B64URL = r"^[A-Za-z0-9_-]*$"
 
 Code = Literal[
-    "too_large", "malformed", "unknown_key", "foreign_key", "bad_signature", "bad_header",
+    "too_large",
+    "malformed",
+    "unknown_key",
+    "foreign_key",
+    "bad_signature",
+    "bad_header",
     "payload_invalid",
 ]
 
@@ -116,8 +128,9 @@ class _Model(BaseModel):
 class FlattenedJws(_Model):
     """RFC 7515 §7.2.2: the form every IsoEdge message is signed in."""
 
-    protected: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROTECTED_B64,
-                                                pattern=_B64URL)]
+    protected: Annotated[
+        str, StringConstraints(min_length=1, max_length=MAX_PROTECTED_B64, pattern=_B64URL)
+    ]
     payload: Annotated[str, StringConstraints(max_length=MAX_PAYLOAD_B64)]
     signature: Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=_B64URL)]
     header: dict[str, Any] | None = None
@@ -139,15 +152,17 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {err['msg']}"[:200]
 
 
-def parse_jws(body: bytes, *, typ: str | None = ENVELOPE_TYP,
-              max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[dict[str, Any], ProtectedHeader]:
+def parse_jws(
+    body: bytes, *, typ: str | None = ENVELOPE_TYP, max_bytes: int = MAX_MESSAGE_BYTES
+) -> tuple[dict[str, Any], ProtectedHeader]:
     """The JWS object and its typed protected header; `VerificationError` for anything else.
 
     `typ` None accepts any (or no) `typ`; the caller then checks it.
     """
     if len(body) > max_bytes:
-        raise VerificationError(f"too large ({len(body)} bytes, at most {max_bytes})",
-                                code="too_large")
+        raise VerificationError(
+            f"too large ({len(body)} bytes, at most {max_bytes})", code="too_large"
+        )
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -168,12 +183,15 @@ def parse_jws(body: bytes, *, typ: str | None = ENVELOPE_TYP,
         kid = header_doc.get("kid") if isinstance(header_doc, dict) else None
         if not isinstance(kid, str) or not kid:
             raise VerificationError("no kid in the protected header") from None
-        raise VerificationError(f"bad protected header ({_first_error(exc)})",
-                                code="bad_header", kid=kid[:128]) from None
+        raise VerificationError(
+            f"bad protected header ({_first_error(exc)})", code="bad_header", kid=kid[:128]
+        ) from None
     if typ is not None and header.typ != typ:
         raise VerificationError(
             f"bad protected header (typ {str(header.typ)[:40]!r}, expected {typ})",
-            code="bad_header", kid=header.kid)
+            code="bad_header",
+            kid=header.kid,
+        )
     return document, header
 
 
@@ -228,11 +246,15 @@ class KeyRegistry:
         if owner[0] is not None and owner[1] is not None and owner not in self.agents:
             self.agents = sorted([*self.agents, (owner[0], owner[1])])
 
-    def add(self, jwk: Mapping[str, Any], *, site: str | None = None,
-            agent: str | None = None) -> str:
+    def add(
+        self, jwk: Mapping[str, Any], *, site: str | None = None, agent: str | None = None
+    ) -> str:
         """Register one public JWK (of `site`/`agent` when given); returns its computed kid."""
-        if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519" or not isinstance(
-                jwk.get("x"), str):
+        if (
+            jwk.get("kty") != "OKP"
+            or jwk.get("crv") != "Ed25519"
+            or not isinstance(jwk.get("x"), str)
+        ):
             raise ValueError("expected an OKP Ed25519 public JWK (kty OKP, crv Ed25519, x)")
         members = {"kty": "OKP", "crv": "Ed25519", "x": str(jwk["x"])}
         kid = thumbprint(members)
@@ -250,8 +272,9 @@ class KeyRegistry:
         return registry
 
     @classmethod
-    def for_agents(cls, entries: Iterable[tuple[str, str, Iterable[Path]]],
-                   source: str = "config") -> Self:
+    def for_agents(
+        cls, entries: Iterable[tuple[str, str, Iterable[Path]]], source: str = "config"
+    ) -> Self:
         """Keys of named agents: `(site, agent, [JWK files])`; `RegistryError` names the file."""
         registry = cls()
         for i, (site, agent, paths) in enumerate(entries):
@@ -280,19 +303,20 @@ class KeyRegistry:
     def __contains__(self, kid: object) -> bool:
         return kid in self._keys
 
-    def check_signature(self, jws_obj: Mapping[str, Any], kid: str, *,
-                        owner: tuple[str, str] | None = None) -> Signed:
+    def check_signature(
+        self, jws_obj: Mapping[str, Any], kid: str, *, owner: tuple[str, str] | None = None
+    ) -> Signed:
         """Verify an already parsed flattened JWS with the key `kid` (of `owner` when given)."""
         entry = self.get(kid)
         if entry is None:
             raise VerificationError("unknown key", kid=kid, code="unknown_key")
         if owner is not None and (entry.site, entry.agent) != owner:
-            raise VerificationError(f"key registered for {entry.site}/{entry.agent}", kid=kid,
-                                    code="foreign_key")
+            raise VerificationError(
+                f"key registered for {entry.site}/{entry.agent}", kid=kid, code="foreign_key"
+            )
         jws, jose_error, _, registry = _jose()
         try:
-            result = jws.deserialize_json(cast("Any", dict(jws_obj)), entry.key,
-                                          registry=registry)
+            result = jws.deserialize_json(cast("Any", dict(jws_obj)), entry.key, registry=registry)
         except jose_error as exc:
             code = "too_large" if "exceeds" in str(exc.error) else "bad_signature"
             raise VerificationError(f"bad signature ({exc.error})", kid=kid, code=code) from None
@@ -300,25 +324,33 @@ class KeyRegistry:
             raise VerificationError(f"malformed JWS ({type(exc).__name__})", kid=kid) from None
         return Signed(dict(result.headers()), bytes(result.payload), kid, entry, jws_obj)
 
-    def check(self, body: bytes, *, typ: str | None = ENVELOPE_TYP,
-              owner: tuple[str, str] | None = None,
-              max_bytes: int = MAX_MESSAGE_BYTES) -> Signed:
+    def check(
+        self,
+        body: bytes,
+        *,
+        typ: str | None = ENVELOPE_TYP,
+        owner: tuple[str, str] | None = None,
+        max_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> Signed:
         """Parse (typed, bounded) and verify one message; `VerificationError` says why not."""
         jws_obj, header = parse_jws(body, typ=typ, max_bytes=max_bytes)
         return self.check_signature(jws_obj, header.kid, owner=owner)
 
-    def verify(self, body: bytes, *, typ: str | None = None,
-               max_bytes: int = MAX_MESSAGE_BYTES) -> Verified:
+    def verify(
+        self, body: bytes, *, typ: str | None = None, max_bytes: int = MAX_MESSAGE_BYTES
+    ) -> Verified:
         """`check`, then the payload as a JSON object (`isoedge verify`, replay requests)."""
         signed = self.check(body, typ=typ, max_bytes=max_bytes)
         try:
             document = orjson.loads(signed.payload)
         except orjson.JSONDecodeError as exc:
-            raise VerificationError(f"payload is not JSON: {exc}", kid=signed.kid,
-                                    code="payload_invalid") from None
+            raise VerificationError(
+                f"payload is not JSON: {exc}", kid=signed.kid, code="payload_invalid"
+            ) from None
         if not isinstance(document, dict):
-            raise VerificationError("payload is not a JSON object", kid=signed.kid,
-                                    code="payload_invalid")
+            raise VerificationError(
+                "payload is not a JSON object", kid=signed.kid, code="payload_invalid"
+            )
         return Verified(signed.header, signed.payload, document, signed.kid)
 
 

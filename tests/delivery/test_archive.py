@@ -35,7 +35,7 @@ async def test_acknowledged_envelopes_stay_byte_identical_in_the_archive(tmp_pat
     try:
         sent = await _envelopes(outbox, 20)  # about 20: a busy machine may cut one more
         assert len(sent) >= 20
-        await outbox.acknowledge([e.seq for e in sent])
+        outbox.acknowledge([e.seq for e in sent])
         assert await outbox.fetch(0, 10_000) == []  # gone from the backlog ...
         assert await outbox.archive_range() == (1, sent[-1].seq)  # ... kept for replay
         replay = await outbox.archived(5, 9)
@@ -51,7 +51,7 @@ async def test_the_archive_keeps_only_the_newest_envelopes_within_its_size(tmp_p
         sent = await _envelopes(outbox, 40)
         size = len(sent[0].body)
         for envelope in sent:
-            await outbox.acknowledge([envelope.seq])
+            outbox.acknowledge([envelope.seq])
         assert await outbox.flush()
         assert outbox.archive_bytes <= 20_000
         first, last = await outbox.archive_range()
@@ -67,7 +67,7 @@ async def test_archive_days_zero_keeps_nothing(tmp_path):
     outbox = await _outbox(tmp_path, quota_bytes=64 << 20, archive_days=0, archive_bytes=8 << 20)
     try:
         sent = await _envelopes(outbox, 5)
-        await outbox.acknowledge([e.seq for e in sent])
+        outbox.acknowledge([e.seq for e in sent])
         assert await outbox.archive_range() is None
     finally:
         await outbox.close()
@@ -78,7 +78,7 @@ async def test_under_quota_pressure_the_archive_gives_way_to_the_backlog(tmp_pat
     outbox = await _outbox(tmp_path, quota_bytes=quota, archive_days=7, archive_bytes=8 << 20)
     try:
         sent = await _envelopes(outbox, 170)  # ~ 350 KB of envelopes on disk (compressed)
-        await outbox.acknowledge([e.seq for e in sent])
+        outbox.acknowledge([e.seq for e in sent])
         assert await outbox.flush()  # acknowledgements are recorded with the next commit
         assert outbox.disk_bytes < 0.8 * quota
         assert outbox.quota_state == "ok"
@@ -93,7 +93,7 @@ async def test_an_archive_of_an_older_version_is_kept_on_upgrade(tmp_path):
     outbox = await _outbox(tmp_path, quota_bytes=64 << 20, archive_days=7, archive_bytes=8 << 20)
     try:
         sent = await _envelopes(outbox, 6)
-        await outbox.acknowledge([e.seq for e in sent[:4]])
+        outbox.acknowledge([e.seq for e in sent[:4]])
         assert await outbox.flush()
     finally:
         await outbox.close()

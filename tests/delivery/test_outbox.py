@@ -184,12 +184,12 @@ async def test_acknowledge_deletes_envelopes_and_stats_report_the_backlog(outbox
     assert stats.oldest_unsent is not None and stats.oldest_unsent.endswith("Z")
     assert stats.as_dict()["items"] == 8
 
-    await outbox.acknowledge([1, 2])
+    outbox.acknowledge([1, 2])
     remaining = await all_envelopes(outbox)
     assert [e.seq for e in remaining] == [3]
     stats = await outbox.stats()
     assert (stats.envelopes, stats.items, stats.last_seq) == (1, 2, 3)
-    await outbox.acknowledge([3])
+    outbox.acknowledge([3])
     assert (await outbox.stats()).envelopes == 0
     assert await outbox.fetch(0, 10) == []
 
@@ -217,7 +217,7 @@ async def test_quota_goes_ok_high_full_and_back_to_ok_when_the_backlog_drains(
         high_at, full_at = (used for _, used in changes)
         assert 0.9 * quota <= high_at < quota <= full_at
 
-        await box.acknowledge([e.seq for e in await all_envelopes(box)])
+        box.acknowledge([e.seq for e in await all_envelopes(box)])
         await wait_for_condition(lambda: len(changes) == 3, timeout=5)
         assert changes[2][0] == "ok"
         assert changes[2][1] < 0.8 * quota
@@ -438,7 +438,7 @@ async def test_the_chain_head_is_the_newest_envelope_not_a_row_rewritten_per_com
         finally:
             reader.close()
         # Deleting the newest envelope saves the head in its row first.
-        await box.acknowledge([1, 2, 3])
+        box.acknowledge([1, 2, 3])
         assert await box.unsent_from() is None
         assert await box.state.run(stored_head) == (3, box.cutter.last_hash)
     finally:

@@ -86,7 +86,7 @@ async def test_deleting_a_drained_backlog_keeps_the_wal_small(small_disk, signer
         assert free_bytes(small_disk) <= 2 * 1024 * 1024
 
         with WalWatch(path.with_name(path.name + "-wal")) as watch:
-            await box.acknowledge(seqs)  # the broker PUBACKs the whole backlog at once
+            box.acknowledge(seqs)  # the broker PUBACKs the whole backlog at once
             assert await box.unsent_from() is None  # recorded, chunk by chunk
         stats = await box.stats()
         assert stats.envelopes == 0
