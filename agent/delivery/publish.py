@@ -10,6 +10,7 @@ import asyncio
 import enum
 import json
 import logging
+import math
 import ssl
 import time
 from collections.abc import Callable
@@ -417,6 +418,20 @@ class Publisher:
             )
             await asyncio.sleep(1.0)  # at most one status update a second
 
+    async def _publish_envelope(self, client: aiomqtt.Client, envelope: Envelope) -> None:
+        """Publish one envelope at QoS 1 and wait for its PUBACK (MqttError past the deadline).
+
+        Our deadline, and aiomqtt's wait without one: its own timeout is a wait_for, so a task
+        and a timer more for every envelope (Python 3.11).
+        """
+        try:
+            async with asyncio.timeout(self.broker.publish_timeout_s):
+                await client.publish(envelope.topic, envelope.body, qos=1, timeout=math.inf)
+        except TimeoutError:
+            raise aiomqtt.MqttError(
+                f"no PUBACK for seq {envelope.seq} within {self.broker.publish_timeout_s} s"
+            ) from None
+
     async def _pump(self, client: aiomqtt.Client) -> None:
         """Send backlog (oldest first) and live envelopes alternately; ack after PUBACK."""
         live_start = self.outbox.last_seq + 1
@@ -429,9 +444,7 @@ class Publisher:
 
         async def send(envelope: Envelope) -> None:
             try:
-                await client.publish(
-                    envelope.topic, envelope.body, qos=1, timeout=self.broker.publish_timeout_s
-                )
+                await self._publish_envelope(client, envelope)
             except BaseException as exc:
                 failures.append(exc)
                 raise
