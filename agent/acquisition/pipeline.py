@@ -186,7 +186,7 @@ class Pipeline:
         return n
 
     def _plain_items(self, batch: SampleBatch) -> list[dict[str, Any]] | None:
-        """Items of a batch of good, finite numbers without nuclide; None for anything else.
+        """Items of a batch of good, finite numbers or booleans without nuclide; else None.
 
         The common case of a poll: no `Reading` objects, one unit look-up per item, the
         time stamp formatted once.
@@ -194,8 +194,8 @@ class Pipeline:
         values = batch.values
         for value in values:
             kind = type(value)
-            if kind is not float and kind is not int:
-                return None  # text, bool or None: the general path
+            if kind is not float and kind is not int and kind is not bool:
+                return None  # text or None: the general path
         if not math.isfinite(sum(values)):  # type: ignore[arg-type]
             return None  # NaN or infinity: the general path makes them bad readings
         converted = self._convert(values, batch.units)
@@ -203,9 +203,16 @@ class Pipeline:
             return None
         published, units = converted
         return plain_items(
-            new_ids(len(values)), batch.device, batch.channels, t=rfc3339(batch.t),
-            values=published, units=units, raw_values=values, raw_units=batch.units,
-            raw_texts=batch.raw_texts, clock_trusted=self.clock_trusted,
+            new_ids(len(values)),
+            batch.device,
+            batch.channels,
+            t=rfc3339(batch.t),
+            values=published,
+            units=units,
+            raw_values=values,
+            raw_units=batch.units,
+            raw_texts=batch.raw_texts,
+            clock_trusted=self.clock_trusted,
         )
 
     def _convert(
@@ -219,7 +226,7 @@ class Pipeline:
         published: list[float | int] = []
         units: list[str | None] = []
         for value, unit in zip(values, raw_units, strict=True):
-            if not unit:
+            if not unit or type(value) is bool:  # a state (coil, input) is not converted
                 published.append(value)  # type: ignore[arg-type]
                 units.append(unit)
                 continue
@@ -300,8 +307,9 @@ class Pipeline:
             reading.value, reading.quality = None, Quality.BAD
             reading.raw_value, reading.raw_text = None, None
             reading.reason = f"reading too large to publish ({size} bytes)"
-            log.warning("reading too large to publish", device=device, channel=reading.channel,
-                        bytes=size)
+            log.warning(
+                "reading too large to publish", device=device, channel=reading.channel, bytes=size
+            )
             items = [reading.to_item()]
             values = [None]
             text = self._dumps(items[0])

@@ -56,7 +56,6 @@ class DeviceHealth:
         }
 
 
-
 @dataclass(frozen=True, slots=True)
 class LiveSnapshot:
     """The live state at one instant: copies, safe to keep and read (never mutated)."""
@@ -96,8 +95,7 @@ class LiveState:
 
     def trends_since(self, cutoff: float) -> dict[tuple[str, str], list[tuple[float, float]]]:
         """Trend points newer than `cutoff` (epoch seconds) per numeric channel (copies)."""
-        return {key: [p for p in points if p[0] >= cutoff]
-                for key, points in self.trends.items()}
+        return {key: [p for p in points if p[0] >= cutoff] for key, points in self.trends.items()}
 
     def subscribe(self, listener: Callable[[str, dict[str, Any]], None]) -> Callable[[], None]:
         """Call `listener(kind, item)` on each reading and event; returns its remover.
@@ -155,8 +153,9 @@ class LiveState:
 
     def _keys(self, device: str, channels: Sequence[str]) -> list[tuple[str, str]]:
         """The `latest` keys of a batch's channels, built once per batch shape."""
-        return self._batch_keys.get(device, channels,
-                                    lambda: [(device, channel) for channel in channels])
+        return self._batch_keys.get(
+            device, channels, lambda: [(device, channel) for channel in channels]
+        )
 
     def on_event(self, stream: str, item: dict[str, Any]) -> None:
         """Remember an alert or audit event for the live views."""

@@ -7,8 +7,9 @@ from agent.acquisition.state import LiveState
 
 def one_reading(live: LiveState, value: float) -> None:
     """A batch of one activity reading of device dc1, as the pipeline hands it over."""
-    live.on_batch("dc1", ["activity"], [value],
-                  [{"device": "dc1", "channel": "activity", "value": value}])
+    live.on_batch(
+        "dc1", ["activity"], [value], [{"device": "dc1", "channel": "activity", "value": value}]
+    )
 
 
 def test_subscribe_returns_its_remover_and_snapshots_are_copies():

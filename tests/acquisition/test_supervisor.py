@@ -81,10 +81,18 @@ class ScriptedDriver(Driver):
             await forever()
 
 
-def device(device_id: str, *, poll: float = 0.02, timeout: float = 0.5,
-           backoff: tuple[float, float] = (0.02, 0.16)) -> DeviceConfigBase:
+def device(
+    device_id: str,
+    *,
+    poll: float = 0.02,
+    timeout: float = 0.5,
+    backoff: tuple[float, float] = (0.02, 0.16),
+) -> DeviceConfigBase:
     return DeviceConfigBase(
-        id=device_id, type="scripted", poll_interval_s=poll, timeout_s=timeout,
+        id=device_id,
+        type="scripted",
+        poll_interval_s=poll,
+        timeout_s=timeout,
         backoff=BackoffConfig(initial_s=backoff[0], max_s=backoff[1]),
     )
 
@@ -107,15 +115,19 @@ class Rig:
     def add(self, config: DeviceConfigBase, script: Script) -> DeviceSupervisor:
         self.configs[config.id] = config
         supervisor = DeviceSupervisor(
-            config, self.pipeline, self.live, self._on_state,
+            config,
+            self.pipeline,
+            self.live,
+            self._on_state,
             driver_factory=lambda c: ScriptedDriver(c, script),
         )
         self.supervisors[config.id] = supervisor
         return supervisor
 
     def start(self) -> None:
-        self.tasks = [asyncio.create_task(s.run(), name=f"supervise-{i}")
-                      for i, s in self.supervisors.items()]
+        self.tasks = [
+            asyncio.create_task(s.run(), name=f"supervise-{i}") for i, s in self.supervisors.items()
+        ]
 
     def states(self, device_id: str) -> list[str]:
         return [state for state, _ in self.history.get(device_id, [])]
@@ -123,9 +135,16 @@ class Rig:
 
 @pytest.fixture
 async def rig(tmp_path) -> AsyncIterator[Rig]:
-    outbox = Outbox(tmp_path / "outbox.db", generate_key_files(tmp_path / "keys"), site="s",
-                    agent="a", topic_for=lambda s, d: f"t/{s}/{d}", quota_bytes=1 << 30,
-                    fsync="normal", commit_interval_ms=0)
+    outbox = Outbox(
+        tmp_path / "outbox.db",
+        generate_key_files(tmp_path / "keys"),
+        site="s",
+        agent="a",
+        topic_for=lambda s, d: f"t/{s}/{d}",
+        quota_bytes=1 << 30,
+        fsync="normal",
+        commit_interval_ms=0,
+    )
     await outbox.start()
     rig = Rig(outbox)
     try:
@@ -148,7 +167,13 @@ async def test_states_go_starting_connecting_online_and_offline_on_failure_then_
     await wait_for_condition(lambda: len(rig.history.get("a", [])) >= 7, timeout=10)
     history = rig.history["a"][:7]
     assert [s for s, _ in history] == [
-        "connecting", "offline", "connecting", "online", "offline", "connecting", "online",
+        "connecting",
+        "offline",
+        "connecting",
+        "online",
+        "offline",
+        "connecting",
+        "online",
     ]
     assert history[1][1] == "DeviceError: connection refused"
     assert history[4][1] == "DeviceError: link lost"
