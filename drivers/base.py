@@ -77,10 +77,12 @@ class SampleBatch:
 
     @property
     def plain(self) -> bool:
-        """Only the default columns: good readings without nuclide, reason or attrs."""
+        """Only the default columns: good readings without nuclide, reason or attrs.
+
+        Time stamps may differ per item (`times`: a poll of several requests).
+        """
         return (
-            self.times is None
-            and self.qualities is None
+            self.qualities is None
             and self.reasons is None
             and self.nuclides is None
             and self.kinds is None

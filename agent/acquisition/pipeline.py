@@ -202,11 +202,16 @@ class Pipeline:
         if converted is None:
             return None
         published, units = converted
+        stamps: str | list[str] = rfc3339(batch.t)
+        if batch.times is not None:  # one per request of the poll: each formatted once
+            formatted: dict[datetime, str] = {}
+            stamps = [formatted.get(t) or formatted.setdefault(t, rfc3339(t))
+                      for t in batch.times]  # fmt: skip
         return plain_items(
             new_ids(len(values)),
             batch.device,
             batch.channels,
-            t=rfc3339(batch.t),
+            t=stamps,
             values=published,
             units=units,
             raw_values=values,

@@ -37,20 +37,24 @@ def reading_item(*, item_id: str, device: str, channel: str, t: str, value: Any,
             "unit": unit, "quality": quality, "raw": raw}
 
 
-def plain_items(ids: Sequence[str], device: str, channels: Sequence[str], *, t: str,
-                values: Sequence[Any], units: Sequence[str | None],
+def plain_items(ids: Sequence[str], device: str, channels: Sequence[str], *,
+                t: str | Sequence[str], values: Sequence[Any], units: Sequence[str | None],
                 raw_values: Sequence[Any], raw_units: Sequence[str | None],
                 raw_texts: Sequence[str | None] | None,
                 clock_trusted: bool) -> list[dict[str, Any]]:
-    """The items of a poll of good numbers taken at one time `t` (the hot path: no objects)."""
+    """The items of a poll of good values (the hot path: no objects).
+
+    `t`: the time stamp they share, or one per item.
+    """
     texts = raw_texts or [None] * len(values)
+    stamps = [t] * len(values) if isinstance(t, str) else t
     items = [
-        {"id": item_id, "device": device, "channel": channel, "t": t, "value": value,
+        {"id": item_id, "device": device, "channel": channel, "t": stamp, "value": value,
          "unit": unit, "quality": "good",
          "raw": {"value": raw, "unit": raw_unit} if text is None
          else {"value": raw, "unit": raw_unit, "text": text}}
-        for item_id, channel, value, unit, raw, raw_unit, text in zip(
-            ids, channels, values, units, raw_values, raw_units, texts, strict=True)
+        for item_id, channel, stamp, value, unit, raw, raw_unit, text in zip(
+            ids, channels, stamps, values, units, raw_values, raw_units, texts, strict=True)
     ]
     if not clock_trusted:
         for item in items:

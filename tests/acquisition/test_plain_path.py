@@ -4,7 +4,7 @@ would: item for item the same, but for the ids (coils and discrete inputs are bo
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agent.acquisition.pipeline import Pipeline
@@ -48,9 +48,15 @@ def items_of(polls: list[SampleBatch], *, one_by_one: bool) -> list[dict[str, An
 
 
 def test_a_poll_of_booleans_and_numbers_publishes_the_general_paths_items():
+    several_requests = batch([1.5, 2.5, True, 9], ["Pa", "Pa", None, "1/m3"])
+    start = several_requests.t
+    # A poll of several requests: each request's values have its own time stamp.
+    several_requests.times = [start, start, start + timedelta(milliseconds=3),
+                              start + timedelta(milliseconds=7)]  # fmt: skip
     polls = [
         batch([12.5, True, 7, False, 0.25], ["uSv/h", None, "Pa", "1", "mSv/h"]),
         batch([False, True], [None, None]),
+        several_requests,
     ]
     fast = items_of(polls, one_by_one=False)
     general = items_of(polls, one_by_one=True)
@@ -59,3 +65,6 @@ def test_a_poll_of_booleans_and_numbers_publishes_the_general_paths_items():
     assert by_channel["ch1"]["value"] is True and by_channel["ch1"]["raw"]["value"] is True
     assert by_channel["ch3"] == {**by_channel["ch3"], "value": False, "unit": "1"}
     assert by_channel["ch4"]["value"] == 250.0 and by_channel["ch4"]["raw"]["unit"] == "mSv/h"
+    stamps = [item["t"] for item in fast[-4:]]
+    assert stamps[0] == stamps[1] == "2026-12-06T03:50:01.250000Z"
+    assert stamps[2:] == ["2026-12-06T03:50:01.253000Z", "2026-12-06T03:50:01.257000Z"]
