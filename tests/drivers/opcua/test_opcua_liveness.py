@@ -26,14 +26,6 @@ pytestmark = pytest.mark.timeout(60)
 WATCHDOG_S = 1.0
 
 
-@pytest.fixture
-async def module():
-    sim = SynthesisModuleSimulator(time_scale=400.0, seed=5, update_interval_s=0.1)
-    await sim.start()
-    yield sim
-    await sim.stop()
-
-
 def device(sim: SynthesisModuleSimulator, url: str | None = None):
     data = sim.device_config(
         "synth-1", publishing_interval_ms=100, timeout_s=2.0, watchdog_interval_s=WATCHDOG_S

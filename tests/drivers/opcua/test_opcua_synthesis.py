@@ -24,14 +24,6 @@ def device(sim: SynthesisModuleSimulator, **extra):
     return parse_config({"agent": {"site": "s", "id": "a"}, "devices": [data]}).devices[0]
 
 
-@pytest.fixture
-async def module():
-    sim = SynthesisModuleSimulator(time_scale=400.0, seed=3, update_interval_s=0.1)
-    await sim.start()
-    yield sim
-    await sim.stop()
-
-
 def test_fdg_run_follows_f18_decay():
     run = FdgRun(__import__("random").Random(1))
     activity, yield_pct = run.eos()
