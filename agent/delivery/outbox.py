@@ -454,11 +454,10 @@ class Outbox:
     def acknowledge(self, seqs: list[int]) -> None:
         """Envelopes the broker has PUBACKed: marked sent (kept as the archive) or deleted.
 
-        While readings wait for a commit, handed to the owner thread without waking it (it takes
-        them with that commit's work, before any later read); recorded with the next commit
-        cycle, not in a transaction of their own: an acknowledgement lost in a crash only means
-        that envelope is sent again, which consumers deduplicate. With nothing waiting, or under
-        storage pressure (recording them is what gives room back), the thread is woken.
+        Handed to the owner thread without waiting for it (every later job, a read, runs after
+        it) and recorded with the next commit cycle, not in a transaction of their own: an
+        acknowledgement lost in a crash only means that envelope is sent again, which consumers
+        deduplicate.
         """
         if not seqs:
             return
@@ -468,15 +467,8 @@ class Outbox:
                 self._first_ack = time.monotonic()
             self._deferred_acks.extend(seqs)
 
-        if (
-            (self._items or self._oldest_item is not None)
-            and self.disk_state == Pressure.OK
-            and self.quota_state == Pressure.OK
-        ):
-            # Readings wait for a commit: the thread wakes for it within the commit delay.
-            self.state.enqueue_unhurried(_ack)
-        else:
-            self.state.enqueue(_ack)
+        # Not awaited: nobody needs an answer, and every later job (a read) runs after it.
+        self.state.enqueue(_ack)
 
     async def archived(self, from_seq: int, to_seq: int, limit: int = 64) -> list[Envelope]:
         """Archived (sent) envelopes with from_seq <= seq <= to_seq, oldest first."""

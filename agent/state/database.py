@@ -238,14 +238,6 @@ class StateDatabase:
         self._inbox.put(job)
         self._wake.set()
 
-    def enqueue_unhurried(self, job: Callable[[], None]) -> None:
-        """Run `job` on the owner thread when it next wakes for other work, in queue order.
-
-        For bookkeeping nobody waits for (the broker's acknowledgements): no wake-up of its
-        own, and every job queued after it (a read that must see it) runs after it.
-        """
-        self._inbox.put(job)
-
     def connection(self) -> sqlite3.Connection:
         """The connection, on the owner thread only; raises once the thread has failed."""
         return self._db_checked()
