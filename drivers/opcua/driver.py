@@ -79,11 +79,10 @@ def subscription_parameters(
     return params
 
 
-def keepalive_period_s(params: Any) -> float:
+def keepalive_period_s(params: ua.CreateSubscriptionParameters) -> float:
     """Longest quiet period of a subscription, in seconds: its interval times keep-alive count."""
-    interval_ms = float(getattr(params, "RequestedPublishingInterval", 0.0) or 0.0)
-    count = int(getattr(params, "RequestedMaxKeepAliveCount", 1) or 1)
-    return interval_ms * max(count, 1) / 1000
+    interval_ms = float(params.RequestedPublishingInterval)
+    return interval_ms * max(int(params.RequestedMaxKeepAliveCount), 1) / 1000
 
 
 class _SignsOfLife(Observer):
