@@ -779,6 +779,9 @@ def idle_config(work: Path, devices: list[dict[str, Any]], broker_port: int) -> 
     data["broker"]["url"] = f"mqtt://127.0.0.1:{broker_port}"
     data["signing"]["key_file"] = str(work / "keys" / PRIVATE_KEY_NAME)
     data["web"]["listen"] = f"127.0.0.1:{free_port()}"
+    for line in OUTBOX_OVERRIDES:  # --outbox applies here too
+        key, _, value = line.partition("=")
+        data.setdefault("outbox", {}).update(tomllib.loads(f"{key.strip()} = {value.strip()}"))
     for device in devices:
         if "poll_interval_s" in device:
             device["poll_interval_s"] = 1.0

@@ -1,11 +1,12 @@
 """A Modbus link shared by every device configured on it, one request at a time.
 
 Several devices on one RS-485 line (or behind one TCP gateway) must take turns: the bus owns
-the link and a FIFO lock held for exactly one request/response. A Modbus TCP link is the bus's
-own transaction handling over pymodbus' framer and PDUs (`drivers.modbus.tcp_link`); RTU, on a
-serial port or tunnelled over TCP, goes through pymodbus' client, imported only then. A unit id that
-stops answering costs the others at most one short timeout per probe, and its probes are
-spaced out (`UnitHealth`), so it never stalls the units that do answer.
+the link and a FIFO lock held for exactly one request/response. Every link is the bus's
+own transaction handling over pymodbus' framers and PDUs (`drivers.modbus.link`): Modbus TCP
+(`tcp_link`), RTU on a serial port read by the event loop or tunnelled over TCP
+(`rtu_link`). A unit id that stops answering costs the others at most one short timeout per
+probe, and its probes are spaced out (`UnitHealth`), so it never stalls the units that do
+answer.
 """
 
 from __future__ import annotations
@@ -24,23 +25,19 @@ from pymodbus.pdu.register_message import (
 )
 
 from drivers.modbus.config import ModbusDeviceConfig, ModbusRtuConfig, ModbusTcpConfig
+from drivers.modbus.link import PduLink
 from drivers.modbus.points import Table
+from drivers.modbus.rtu_link import RtuLink
 from drivers.modbus.tcp_link import TcpLink
 
 if TYPE_CHECKING:
-    from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
     from pymodbus.pdu import ModbusPDU
-
-    Link = TcpLink | AsyncModbusTcpClient | AsyncModbusSerialClient
 
 log = structlog.get_logger("isoedge.modbus.bus")
 
-# A request is abandoned after the device timeout plus this margin even if pymodbus does
+# A request is abandoned after the device timeout plus this margin even if the link does
 # not give up by itself (belt and braces: every wait on a device has a hard limit).
 _HARD_TIMEOUT_MARGIN_S = 0.5
-# Connection-level failures pymodbus tolerates before closing a TCP link by itself. The
-# driver decides what a silent unit means, so this is kept out of the way.
-_MAX_NO_RESPONSES = 1_000_000
 
 
 class LinkDown(Exception):  # noqa: N818 (a state, not an error of the caller)
@@ -78,7 +75,7 @@ class ModbusBus:
     """One link, its lock and the health of each unit id on it."""
 
     key: str
-    client: Link
+    client: PduLink
     timeout_s: float
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     connect_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -102,8 +99,6 @@ class ModbusBus:
                 raise LinkDown(f"cannot open {self.key}: {exc or type(exc).__name__}") from exc
             if not ok:
                 raise LinkDown(f"cannot open {self.key}")
-            if not isinstance(self.client, TcpLink):
-                self.client.set_max_no_responses(_MAX_NO_RESPONSES)
 
     async def read(self, table: Table, address: int, count: int, unit_id: int) -> ModbusPDU:
         """One read request; the bus is held only for this request and its response."""
@@ -113,11 +108,7 @@ class ModbusBus:
             request = _REQUESTS[table](address=address, count=count, dev_id=unit_id)
             try:
                 async with asyncio.timeout(self.timeout_s + _HARD_TIMEOUT_MARGIN_S):
-                    if isinstance(self.client, TcpLink):
-                        response = await self.client.execute(request)
-                    else:
-                        response = await self.client.execute(no_response_expected=False,
-                                                             request=request)
+                    response = await self.client.execute(request)
             except ConnectionException as exc:
                 raise LinkDown(f"{self.key}: {exc}") from exc
             except (ModbusIOException, TimeoutError) as exc:
@@ -151,42 +142,20 @@ _REQUESTS: dict[Table, type[ModbusPDU]] = {
 _BUSES: dict[tuple[int, str], ModbusBus] = {}
 
 
-def _make_client(config: ModbusDeviceConfig) -> Link:
-    # Retries and reconnects are decided by the driver and its supervisor, not by pymodbus:
-    # its automatic reconnect would hide a dead link, its retries would hold the bus.
+def _make_client(config: ModbusDeviceConfig) -> PduLink:
+    # Retries and reconnects are decided by the driver and its supervisor, not by the link:
+    # an automatic reconnect would hide a dead link, retries would hold the bus.
     timeout = config.timeout_s
     if isinstance(config, ModbusTcpConfig):
         return TcpLink(config.host, config.port, timeout)
     if isinstance(config, ModbusRtuConfig):
-        # Only an RTU link needs pymodbus' client (its RTU framing on a serial line).
-        from pymodbus import FramerType  # noqa: PLC0415
-        from pymodbus.client import (  # noqa: PLC0415
-            AsyncModbusSerialClient,
-            AsyncModbusTcpClient,
-        )
-
         address = config.tcp_address
         if address is not None:
-            host, port = address
-            return AsyncModbusTcpClient(
-                host,
-                port=port,
-                framer=FramerType.RTU,
-                timeout=timeout,
-                retries=0,
-                reconnect_delay=0.0,
-            )
-        return AsyncModbusSerialClient(
-            config.port,
-            framer=FramerType.RTU,
-            baudrate=config.baudrate,
-            bytesize=config.bytesize,
-            parity=config.parity,
-            stopbits=config.stopbits,
-            timeout=timeout,
-            retries=0,
-            reconnect_delay=0.0,
-        )
+            return RtuLink(timeout_s=timeout, address=address)
+        return RtuLink(timeout_s=timeout, port=config.port, serial_settings={
+            "baudrate": config.baudrate, "bytesize": config.bytesize,
+            "parity": config.parity, "stopbits": config.stopbits,
+        })  # fmt: skip
     raise TypeError(f"not a Modbus configuration: {type(config).__name__}")
 
 
