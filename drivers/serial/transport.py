@@ -4,13 +4,14 @@ One `SerialTransport` per device wraps a pyserial port opened with `serial_for_u
 same code reads a local device (`/dev/ttyUSB0`), a serial device server (`socket://host:port`)
 or an RFC 2217 server (`rfc2217://host:port`).
 
-pyserial is blocking. Each transport owns a private single-thread executor, so a device that
-hangs in a read only ever occupies its own thread: it can never starve the event loop, the
-default executor, or another device. Every operation has a deadline. A read waits on the
-port's descriptor and a wake-up pipe of its own (`select`) until bytes arrive, its deadline
-passes or `close()` writes to the pipe: an instrument that is quiet costs no wake-ups. A port
-without a descriptor (pyserial's RFC 2217 client) is read in short slices (`_SLICE_S`)
-instead, so `close()` takes effect promptly there too.
+pyserial opens and configures the port; a port with a descriptor (a device, a pty, a device
+server's socket) is then read and written by the event loop itself, like a socket: a read waits
+for the descriptor to be readable (`add_reader`) until bytes arrive, its deadline passes or
+`close()` ends it, so an instrument that is quiet costs no thread and no wake-up, and a poll
+costs no hand-over to a thread. pyserial's RFC 2217 client has no descriptor of its own: it is
+read in short slices (`_SLICE_S`) on a private single-thread executor, so a device that hangs
+there only ever occupies its own thread. Opening and closing also run on that thread (an open
+can block on a device server's connect). Every operation has a deadline.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import asyncio
 import contextlib
 import os
 import re
-import select
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -65,7 +65,7 @@ def take_delimited(
 
 
 class SerialTransport:
-    """Deadline-bounded, thread-confined access to one serial port (local or over the network).
+    """Deadline-bounded access to one serial port (local or over the network).
 
     Args:
         port: device path or pyserial URL (`socket://`, `rfc2217://`).
@@ -93,8 +93,7 @@ class SerialTransport:
         self._pending = bytearray()  # bytes read past the end of the last line/frame
         self._closing = False
         self._fd: int | None = None  # the port's descriptor, when it has one
-        self._wake_read, self._wake_write = os.pipe()  # close() interrupts a waiting read
-        os.set_blocking(self._wake_write, False)
+        self._waiter: asyncio.Future[None] | None = None  # a read or write waiting on _fd
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"serial-{device}")
 
     @property
@@ -145,36 +144,62 @@ class SerialTransport:
             if self._closing:  # close() was called while we were connecting
                 port.close()
                 return
-            self._serial = port
-            self._fd = _descriptor(port)
             port.reset_input_buffer()
+            self._fd = _descriptor(port)
+            if self._fd is not None:
+                os.set_blocking(self._fd, False)  # read and written by the event loop
+            self._serial = port
 
         # pyserial's own connect timeout for socket:// is 5 s; ours is the configured one.
         await self._run(_open, self.timeout_s + 1.0)
 
     async def write(self, data: bytes) -> None:
         """Write all of `data` (raises `DeviceError` on a write timeout or a dead link)."""
+        port = self._require_open()
+        fd = self._fd
+        if fd is None:
 
-        def _write() -> None:
-            self._require_open().write(data)
-            self._serial.flush()
+            def _write() -> None:
+                port.write(data)
+                port.flush()
 
-        await self._run(_write, self.timeout_s + 1.0)
+            await self._run(_write, self.timeout_s + 1.0)
+            return
+        deadline = time.monotonic() + self.timeout_s
+        rest = memoryview(data)
+        while rest:
+            try:
+                rest = rest[os.write(fd, rest) :]
+                continue
+            except (BlockingIOError, InterruptedError):
+                pass  # the line's buffer is full: wait until it drains
+            except OSError as exc:
+                raise DeviceError(f"{self.port}: {exc}", device=self.device) from exc
+            if not await self._wait_descriptor(fd, deadline, writing=True):
+                if self._closing:
+                    raise DeviceError("port is closed", device=self.device)
+                raise DeviceError(
+                    f"{self.port}: write not taken within {self.timeout_s:.1f} s",
+                    device=self.device,
+                )
 
     async def discard_input(self) -> bytes:
         """Drop whatever the device sent that nobody asked for (late replies, noise); return it."""
+        port = self._require_open()
+        dropped = bytes(self._pending)
+        self._pending.clear()
+        if self._fd is not None:
+            while chunk := self._read_descriptor(self._fd):
+                dropped += chunk
+            return dropped
 
         def _discard() -> bytes:
-            port = self._require_open()
-            dropped = bytes(self._pending)
-            self._pending.clear()
-            while True:
-                waiting = port.in_waiting
-                if not waiting:
-                    return dropped
-                dropped += port.read(waiting)
+            taken = b""
+            while waiting := port.in_waiting:
+                taken += port.read(waiting)
+            return taken
 
-        return await self._run(_discard, self.timeout_s + 1.0)
+        return dropped + await self._run(_discard, self.timeout_s + 1.0)
 
     async def read_line(self, timeout_s: float, max_bytes: int) -> bytes | None:
         """The next non-empty line without its terminator (CR, LF or CR LF).
@@ -185,28 +210,20 @@ class SerialTransport:
         reject it as over-long instead of buffering noise forever.
         """
         deadline = time.monotonic() + timeout_s
-
-        def _read() -> bytes | None:
-            port = self._require_open()
-            while True:
-                while True:
-                    match = _LINE_END.search(self._pending)
-                    if match is None:
-                        break
-                    line = bytes(self._pending[: match.start()])
-                    del self._pending[: match.end()]
-                    # A CR LF split across two reads leaves an empty "line": skip it.
-                    if line:
-                        return line
-                if len(self._pending) > max_bytes:
-                    line = bytes(self._pending[: max_bytes + 1])
-                    del self._pending[: max_bytes + 1]
+        while True:
+            while match := _LINE_END.search(self._pending):
+                line = bytes(self._pending[: match.start()])
+                del self._pending[: match.end()]
+                # A CR LF split across two reads leaves an empty "line": skip it.
+                if line:
                     return line
-                if self._closing or time.monotonic() >= deadline:
-                    return None
-                self._pending += self._read_arrived(port, deadline)
-
-        return await self._run(_read, timeout_s + 1.0)
+            if len(self._pending) > max_bytes:
+                line = bytes(self._pending[: max_bytes + 1])
+                del self._pending[: max_bytes + 1]
+                return line
+            if self._closing or time.monotonic() >= deadline:
+                return None
+            self._pending += await self._arrived(deadline)
 
     async def read_delimited(
         self, end: bytes, timeout_s: float, max_bytes: int, *, start: bytes = b""
@@ -219,18 +236,13 @@ class SerialTransport:
         `max_bytes` without its end is returned as it is, `max_bytes + 1` long.
         """
         deadline = time.monotonic() + timeout_s
-
-        def _read() -> tuple[bytes, bytes] | None:
-            port = self._require_open()
-            while True:
-                taken = take_delimited(self._pending, start, end, max_bytes)
-                if taken is not None:
-                    return taken
-                if self._closing or time.monotonic() >= deadline:
-                    return None
-                self._pending += self._read_arrived(port, deadline)
-
-        return await self._run(_read, timeout_s + 1.0)
+        while True:
+            taken = take_delimited(self._pending, start, end, max_bytes)
+            if taken is not None:
+                return taken
+            if self._closing or time.monotonic() >= deadline:
+                return None
+            self._pending += await self._arrived(deadline)
 
     async def read_frame(self, size: int, timeout_s: float, gap_s: float) -> bytes:
         """Read a binary frame expected to be `size` bytes long.
@@ -240,53 +252,89 @@ class SerialTransport:
         checks the length: shorter means truncated or no reply, longer means wrong length.
         """
         deadline = time.monotonic() + timeout_s
+        buf = bytearray(self._pending)
+        self._pending.clear()
+        quiet_since = time.monotonic()
+        while not self._closing:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if len(buf) >= size and now - quiet_since >= gap_s:
+                break
+            if len(buf) > 4 * size + 64:  # a babbling line: stop collecting
+                break
+            # Whole: wait out the gap that ends it; not yet: wait for more until the deadline.
+            until = min(deadline, quiet_since + gap_s) if len(buf) >= size else deadline
+            chunk = await self._arrived(until)
+            if chunk:
+                buf += chunk
+                quiet_since = time.monotonic()
+        return bytes(buf)
 
-        def _read() -> bytes:
-            port = self._require_open()
-            buf = bytearray(self._pending)
-            self._pending.clear()
-            quiet_since = time.monotonic()
-            while not self._closing:
-                now = time.monotonic()
-                if now >= deadline:
-                    break
-                if len(buf) >= size and now - quiet_since >= gap_s:
-                    break
-                if len(buf) > 4 * size + 64:  # a babbling line: stop collecting
-                    break
-                # Whole: wait out the gap that ends it; not yet: wait for more until the deadline.
-                until = min(deadline, quiet_since + gap_s) if len(buf) >= size else deadline
-                chunk = self._read_arrived(port, until)
-                if chunk:
-                    buf += chunk
-                    quiet_since = time.monotonic()
-            return bytes(buf)
-
-        return await self._run(_read, timeout_s + 1.0)
-
-    def _read_arrived(self, port: serial.SerialBase, until: float) -> bytes:
+    async def _arrived(self, until: float) -> bytes:
         """What the port holds, else what arrives before `until` (b"" then, or on close()).
 
-        Runs in the port's thread. With a descriptor the thread sleeps in `select` until a
-        byte, the deadline or close(); without one, in one read slice.
+        With a descriptor the event loop waits for it to be readable; without one (RFC 2217)
+        the port's thread reads one slice.
         """
-        waiting = port.in_waiting
-        if waiting:
-            return bytes(port.read(waiting))
-        if self._fd is None:
-            return bytes(port.read(1))  # at most _SLICE_S: the caller checks its deadline
-        remaining = until - time.monotonic()
-        if remaining <= 0:
-            return b""
-        ready, _, _ = select.select([self._fd, self._wake_read], [], [], remaining)
-        if self._fd in ready and not self._closing:
-            # Readable with nothing waiting is a closed connection: read() says so.
-            return bytes(port.read(max(1, port.in_waiting)))
+        port = self._require_open()
+        fd = self._fd
+        if fd is None:
+
+            def _slice() -> bytes:
+                return bytes(port.read(max(1, port.in_waiting)))  # at most _SLICE_S
+
+            return await self._run(_slice, _SLICE_S + self.timeout_s + 1.0)
+        data = self._read_descriptor(fd)
+        if data:
+            return data
+        if await self._wait_descriptor(fd, until, writing=False) and not self._closing:
+            return self._read_descriptor(fd, readable=True)
         return b""
 
+    def _read_descriptor(self, fd: int, *, readable: bool = False) -> bytes:
+        """What the descriptor holds now (b"" if nothing); `DeviceError` on a hang-up.
+
+        A tty in raw mode answers a read of nothing with b"" rather than EAGAIN, so b"" means
+        a hang-up only when the descriptor was just reported `readable`.
+        """
+        try:
+            data = os.read(fd, 4096)
+        except (BlockingIOError, InterruptedError):
+            return b""
+        except OSError as exc:  # EIO: the other end of a pty closed, the adapter pulled
+            raise DeviceError(f"{self.port}: {exc}", device=self.device) from exc
+        if not data and readable:  # readable and empty: the connection or the device is gone
+            raise DeviceError(f"{self.port}: the port hung up", device=self.device)
+        return data
+
+    async def _wait_descriptor(self, fd: int, until: float, *, writing: bool) -> bool:
+        """Wait until `fd` is readable (writable), `until` passes or close(); True if ready."""
+        remaining = until - time.monotonic()
+        if remaining <= 0 or self._closing:
+            return False
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        if writing:
+            watch, unwatch = loop.add_writer, loop.remove_writer
+        else:
+            watch, unwatch = loop.add_reader, loop.remove_reader
+        watch(fd, _set_done, waiter)
+        self._waiter = waiter
+        try:
+            async with asyncio.timeout(remaining):
+                await waiter
+        except TimeoutError:
+            return False
+        finally:
+            self._waiter = None
+            if self._fd == fd:  # not closed meanwhile
+                unwatch(fd)
+        return not self._closing
+
     def _require_open(self) -> serial.SerialBase:
-        if self._serial is None:
-            raise serial.SerialException("port not open")
+        if self._serial is None or self._closing:
+            raise DeviceError(f"{self.port}: port not open", device=self.device)
         return self._serial
 
     async def close(self) -> None:
@@ -294,28 +342,34 @@ class SerialTransport:
         if self._closing:
             return
         self._closing = True
-        with contextlib.suppress(OSError):  # full: a wake-up is already waiting
-            os.write(self._wake_write, b"x")
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(fd)
+            loop.remove_writer(fd)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)  # a read or write waiting ends now
 
         def _close() -> None:
             if self._serial is not None:
                 with contextlib.suppress(Exception):
                     self._serial.close()
                 self._serial = None
-            self._fd = None
-            for fd in (self._wake_read, self._wake_write):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
 
         loop = asyncio.get_running_loop()
         try:
-            # Queued behind any read in progress, which the wake-up (or its slice) ends.
+            # Queued behind an RFC 2217 slice in progress, which ends within _SLICE_S.
             async with asyncio.timeout(self.timeout_s + 1.0):
                 await loop.run_in_executor(self._executor, _close)
         except Exception as exc:
             self.log.warning("serial.close_failed", port=self.port, error=str(exc))
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _set_done(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _descriptor(port: serial.SerialBase) -> int | None:

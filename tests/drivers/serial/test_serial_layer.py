@@ -111,7 +111,11 @@ def _thread_switches(name_prefix: str) -> int:
 
 
 async def test_a_quiet_port_is_waited_on_without_wakeups_and_close_ends_the_wait():
-    """A read with a long deadline sleeps until bytes, its deadline or close(); no polling."""
+    """A read with a long deadline sleeps until bytes, its deadline or close(); no polling.
+
+    The event loop waits on the port's descriptor: the port's own thread (it opened the
+    port) stays asleep while a read is under way.
+    """
     async with raw_pty() as (instrument, path):
         transport = SerialTransport(path, device="quiet", settings={"baudrate": 9600},
                                     timeout_s=1.0)  # fmt: skip
@@ -163,3 +167,21 @@ async def test_a_device_server_connection_is_waited_on_and_its_loss_reported():
         await transport.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_line_that_takes_no_more_bytes_fails_the_write_at_its_deadline():
+    """An instrument that stopped reading (flow control held, a hung device server): the
+    write ends with a DeviceError after `timeout_s`, and the port still closes at once."""
+    async with raw_pty() as (_instrument, path):
+        transport = SerialTransport(path, device="stuck", settings={"baudrate": 9600},
+                                    timeout_s=0.5)  # fmt: skip
+        await transport.open()
+        started = time.monotonic()
+        with pytest.raises(DeviceError, match="not taken within"):
+            await transport.write(b"x" * 1_000_000)  # far beyond the pty's buffer
+        assert 0.4 < time.monotonic() - started < 2.0
+        started = time.monotonic()
+        await transport.close()
+        assert time.monotonic() - started < 1.0
+        with pytest.raises(DeviceError):
+            await transport.write(b"after close")
