@@ -13,7 +13,11 @@ Sources, each a live reading the agent already acquires:
   its limit; for each the minimum, the maximum and every excursion (start, end, extreme);
 - the product vial's assay on the dose calibrator: the calibrator's activity readings over the
   assay window, fitted for the half-life (agent.physics.halflife) against the product's
-  identity window (105 to 115 min for F-18, Ph. Eur.), the activity at the first reading;
+  identity window (105 to 115 min for F-18, Ph. Eur.), the activity at the first reading. The
+  fit starts once the chamber has settled (three consecutive readings agree within 2 % after
+  decay correction): a reading of the empty chamber or of a vial still going in would
+  otherwise bend the fitted slope; a series that never settles is fitted whole after the window
+  and fails, as it should;
 - the release tests, typed by the analyst and judged here against the product's specification
   (`[[records.products]] tests`): appearance, pH, radiochemical purity, residual solvents,
   endotoxin, filter integrity, sterility (which may be `pending` when the specification allows).
@@ -57,6 +61,10 @@ MAX_TEXT = 500
 ASSAY_WINDOW_S = 600.0
 """How long the product vial is measured for its half-life (s of the sample's own time)."""
 MIN_ASSAY_POINTS = 10
+ASSAY_SETTLE_READINGS = 3
+"""Consecutive readings that must agree (decay corrected) before the fit's series starts."""
+ASSAY_SETTLE_PCT = 2.0
+"""How closely they agree: the spread of the decay-corrected values, % of their mean."""
 MAX_ASSAY_READINGS = 5000
 
 
@@ -203,6 +211,7 @@ class SynthesisRun:
     environment: dict[tuple[str, str], Tracker] = field(default_factory=dict)
     assay: dict[str, Any] | None = None
     assay_series: list[tuple[float, float, str]] = field(default_factory=list)
+    assay_first: int | None = None  # where the fitted series starts (None: not settled yet)
     assay_started: datetime | None = None
     assay_scale: float = 1.0
     record_id: str | None = None
@@ -476,17 +485,39 @@ class BatchDesk:
         elapsed = (t - run.assay_started).total_seconds() * run.assay_scale
         if len(run.assay_series) < MAX_ASSAY_READINGS:
             run.assay_series.append((elapsed, value, reading_id))
-        if elapsed >= ASSAY_WINDOW_S and len(run.assay_series) >= MIN_ASSAY_POINTS:
+        if run.assay_first is None:
+            run.assay_first = self._settled_from(run)
+            if run.assay_first is None and elapsed >= ASSAY_WINDOW_S:
+                run.assay_first = 0  # never settled: the whole series is fitted (and fails)
+        if run.assay_first is None:
+            return
+        series = run.assay_series[run.assay_first :]
+        if elapsed - series[0][0] >= ASSAY_WINDOW_S and len(series) >= MIN_ASSAY_POINTS:
             self._complete_assay(run)
+
+    def _settled_from(self, run: SynthesisRun) -> int | None:
+        """Index of the first of the last readings if they agree after decay correction."""
+        if len(run.assay_series) < ASSAY_SETTLE_READINGS:
+            return None
+        last = run.assay_series[-ASSAY_SETTLE_READINGS:]
+        decay = math.log(2) / self.nuclides.half_life_s(run.product.nuclide)
+        origin = last[0][0]
+        corrected = [value * math.exp(decay * (elapsed - origin)) for elapsed, value, _ in last]
+        mean = sum(corrected) / len(corrected)
+        if mean <= 0 or max(corrected) - min(corrected) > ASSAY_SETTLE_PCT / 100 * mean:
+            return None
+        return len(run.assay_series) - ASSAY_SETTLE_READINGS
 
     def _complete_assay(self, run: SynthesisRun) -> None:
         import numpy as np  # noqa: PLC0415 - numpy (~12 MB of RSS) only once an assay completes
 
         low, high = run.product.half_life_min
-        t = np.array([p[0] for p in run.assay_series])
-        a = np.array([p[1] for p in run.assay_series])
+        skipped = run.assay_first or 0
+        series = run.assay_series[skipped:]
+        t = np.array([p[0] for p in series])
+        a = np.array([p[1] for p in series])
         assert run.assay_started is not None  # noqa: S101
-        first = run.assay_series[0]
+        first = series[0]
         measured_at = run.assay_started + timedelta(seconds=first[0] / run.assay_scale)
         try:
             result = check_identity(run.product.nuclide, t, a, (low * 60.0, high * 60.0))
@@ -499,8 +530,9 @@ class BatchDesk:
         run.assay = {
             "device": run.module.calibrator, "nuclide": run.product.nuclide,
             "measured_mbq": first[1], "measured_at": rfc3339(measured_at),
-            "readings": [p[2] for p in run.assay_series][:200],
-            "readings_count": len(run.assay_series),
+            "readings": [p[2] for p in series][:200],
+            "readings_count": len(series),
+            "readings_before_settled": skipped,
             # No decay measured: T½ and its uncertainty are infinite, which JSON cannot carry
             # (the record, the page and the stream say null, and the identity fails).
             "half_life_min": _finite(fit.half_life_s / 60.0),
@@ -529,6 +561,7 @@ class BatchDesk:
             if run.module.calibrator is None:
                 raise BatchError(msg("error.batch.no_calibrator", device=run.module.device))
             run.state, run.assay, run.assay_series = "assaying", None, []
+            run.assay_first = None
             run.assay_started, run.assay_scale = self._now(), time_scale
         self._changed()
         return run

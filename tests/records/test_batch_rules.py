@@ -161,6 +161,46 @@ async def test_batch_assembled_signed_released_and_dispensed(tmp_path: Path) -> 
         assert twice.value.code == "decided_already"
 
 
+async def test_the_assay_is_fitted_from_the_settled_chamber(tmp_path: Path) -> None:
+    """A stale empty-chamber reading and the vial going in are not fitted; a mess fails."""
+    config = RecordsSection.model_validate(CONFIG)
+    clock = Clock()
+    async with RecordsBench(tmp_path, config) as bench:
+        desk = BatchDesk(bench.desk, config, now=clock)
+        feed = desk.on_item
+        for batch in ("FDG-1", "FDG-2"):
+            feed("reading", _event("RunStarted", 0, batch=batch, step="trap"))
+            feed("reading", _event("EndOfSynthesis", 1080, batch=batch, step="end",
+                                   eos_activity=40000.0, eos_activity_unit="MBq",
+                                   eos_time=_t(1080), yield_pct=62.0))  # fmt: skip
+            clock.now = T0 + timedelta(seconds=1200)
+            desk.start_assay(batch)
+            if batch == "FDG-1":
+                # The empty chamber's last reading, then the vial still going in, then decay
+                # read every 2 minutes (readings 1.3 % apart: settled once decay corrected).
+                ramp = [0.002, 120.0, 610.0]
+                for k, value in enumerate(ramp):
+                    feed("reading", _reading("dc", "activity", 1200 + k, value, unit="MBq",
+                                             nuclide="F-18"))  # fmt: skip
+                for k in range(0, 1321, 120):
+                    value = 800.0 * math.exp(-math.log(2) * k / F18_S)
+                    feed("reading", _reading("dc", "activity", 1205 + k, value, unit="MBq",
+                                             nuclide="F-18"))  # fmt: skip
+                assay = desk.run(batch).assay
+                assert assay["identity"] == "pass" and assay["readings_before_settled"] == 3
+                assert abs(assay["half_life_min"] - 109.77) < 0.01
+                assert assay["measured_mbq"] == 800.0 and assay["readings_count"] == 10  # ≥ 10 points
+            else:
+                # Readings that never agree: fitted whole after the window, and they fail.
+                for k in range(0, 661, 30):
+                    value = 800.0 * (1.0 + 0.05 * (-1) ** (k // 30))
+                    feed("reading", _reading("dc", "activity", 1200 + k, value, unit="MBq",
+                                             nuclide="F-18"))  # fmt: skip
+                assay = desk.run(batch).assay
+                assert assay["identity"] == "fail" and assay["readings_before_settled"] == 0
+                assert assay["readings_count"] == 21
+
+
 async def test_release_rules_and_nothing_unreleased_is_dispensed(tmp_path: Path) -> None:  # noqa: PLR0915
     config = RecordsSection.model_validate({
         **CONFIG, "release": {"sterility_pending_allowed": False},
