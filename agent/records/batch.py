@@ -43,9 +43,10 @@ import structlog
 
 from agent.core.messages import Message, msg
 from agent.core.reading import rfc3339
+from agent.physics.correction import decay_correct
 from agent.physics.halflife import FitError, check_identity
 from agent.physics.nuclides import NuclideTable
-from agent.records.guided import tell
+from agent.records.guided import Settle, tell
 from agent.records.journal import RunJournal
 from agent.records.kinds import RecordError
 
@@ -61,10 +62,8 @@ MAX_TEXT = 500
 ASSAY_WINDOW_S = 600.0
 """How long the product vial is measured for its half-life (s of the sample's own time)."""
 MIN_ASSAY_POINTS = 10
-ASSAY_SETTLE_READINGS = 3
+ASSAY_SETTLE = Settle(readings=3, stability_pct=2.0, floor=0.0)
 """Consecutive readings that must agree (decay corrected) before the fit's series starts."""
-ASSAY_SETTLE_PCT = 2.0
-"""How closely they agree: the spread of the decay-corrected values, % of their mean."""
 MAX_ASSAY_READINGS = 5000
 
 
@@ -489,27 +488,29 @@ class BatchDesk:
             run.assay_first = self._settled_from(run)
             if run.assay_first is None and elapsed >= ASSAY_WINDOW_S:
                 run.assay_first = 0  # never settled: the whole series is fitted (and fails)
-        if run.assay_first is None:
+        first = run.assay_first
+        if first is None:
             return
-        series = run.assay_series[run.assay_first :]
-        if elapsed - series[0][0] >= ASSAY_WINDOW_S and len(series) >= MIN_ASSAY_POINTS:
+        points = len(run.assay_series) - first
+        if elapsed - run.assay_series[first][0] >= ASSAY_WINDOW_S and points >= MIN_ASSAY_POINTS:
             self._complete_assay(run)
 
     def _settled_from(self, run: SynthesisRun) -> int | None:
         """Index of the first of the last readings if they agree after decay correction."""
-        if len(run.assay_series) < ASSAY_SETTLE_READINGS:
+        count = ASSAY_SETTLE.readings
+        if len(run.assay_series) < count:
             return None
-        last = run.assay_series[-ASSAY_SETTLE_READINGS:]
-        decay = math.log(2) / self.nuclides.half_life_s(run.product.nuclide)
-        origin = last[0][0]
-        corrected = [value * math.exp(decay * (elapsed - origin)) for elapsed, value, _ in last]
-        mean = sum(corrected) / len(corrected)
-        if mean <= 0 or max(corrected) - min(corrected) > ASSAY_SETTLE_PCT / 100 * mean:
+        last = run.assay_series[-count:]
+        corrected, _ = decay_correct([value for _, value, _ in last],
+                                     [last[0][0] - elapsed for elapsed, _, _ in last],
+                                     self.nuclides.half_life_s(run.product.nuclide))  # fmt: skip
+        values = corrected.tolist()
+        if sum(values) <= 0 or not ASSAY_SETTLE.agree(values):
             return None
-        return len(run.assay_series) - ASSAY_SETTLE_READINGS
+        return len(run.assay_series) - count
 
     def _complete_assay(self, run: SynthesisRun) -> None:
-        import numpy as np  # noqa: PLC0415 - numpy (~12 MB of RSS) only once an assay completes
+        import numpy as np  # noqa: PLC0415 - numpy (~12 MB of RSS) only once an assay is under way
 
         low, high = run.product.half_life_min
         skipped = run.assay_first or 0

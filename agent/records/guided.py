@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -30,6 +30,11 @@ class Settle:
     readings: int
     stability_pct: float
     floor: float
+
+    def agree(self, values: Sequence[float]) -> bool:
+        """True when the values' spread is within `stability_pct` of their mean (or the floor)."""
+        mean = sum(values) / len(values)
+        return max(values) - min(values) <= max(self.stability_pct / 100 * abs(mean), self.floor)
 
 
 @dataclass
@@ -112,10 +117,7 @@ class GuidedStep:
                 self._buffer.popleft()
             if len(self._buffer) < settle.readings:
                 return False
-            values = [v for v, _ in self._buffer]
-            mean = sum(values) / len(values)
-            allowed = max(settle.stability_pct / 100 * abs(mean), settle.floor)
-            if max(values) - min(values) > allowed:
+            if not settle.agree([v for v, _ in self._buffer]):
                 return False
         self.values = [v for v, _ in self._buffer]
         self.measured = sum(self.values) / len(self.values)
