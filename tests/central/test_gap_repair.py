@@ -116,8 +116,13 @@ def test_lost_envelopes_are_replayed_from_the_archive_and_older_ones_are_permane
         by_agent = {a["agent"]: a for a in report(config)["agents"]}
         seen.update(by_agent)
         one, two = by_agent["edge1"], by_agent["edge2"]
+        # edge2 settles on its one permanent hole. Meanwhile envelopes held in the killed
+        # ingest's session (it keeps taking its share of the group's messages while down) are
+        # holes that edge2's tiny archive cannot fill: called permanent, alerted, then closed
+        # and cleared when the restarted ingest resumes that session
         return (one["gaps"] == [] and one["last_seq"] > lost_to["edge1"]
-                and two["permanent_gaps"] != [] and two["last_seq"] > lost_to["edge2"])
+                and len(two["permanent_gaps"]) == 1 and two["gaps"] == two["permanent_gaps"]
+                and two["last_seq"] > lost_to["edge2"])
 
     try:
         wait_until(settled, timeout=120, interval=0.5)
@@ -165,14 +170,24 @@ def _assert_permanent(db_url: str, two: dict, before: int, lost_to: int) -> None
     assert two["gaps"] == two["permanent_gaps"]
     (lo, hi), = two["permanent_gaps"]
     assert lo <= before + 1 and hi >= lost_to - 40
-    alerts = [(site, agent, key, render(message, "en", None, {**detail, "site": site,
-                                                               "agent": agent}))
-              for site, agent, key, message, detail in query(
-                  db_url, "SELECT site, agent, key, message, detail FROM central_alerts"
-                  " WHERE kind = 'gap_permanent' AND cleared IS NULL")]
-    assert alerts == [("lab2", "edge2", f"{lo}-{hi}",
-                       (f"lab2/edge2: envelopes {lo}..{hi} are lost for good "
-                        "(not in the agent's archive)"))]
+    expected = [("lab2", "edge2", f"{lo}-{hi}",
+                 f"lab2/edge2: envelopes {lo}..{hi} are lost for good (not in the agent's archive)")]
+    alerts: list = []
+
+    def alerted() -> bool:
+        # the alerts follow the stored set at the next repair cycle (check_interval_s): a hole
+        # that closed just before the report may still be alerted for one cycle
+        alerts[:] = [(site, agent, key, render(message, "en", None, {**detail, "site": site,
+                                                                     "agent": agent}))
+                     for site, agent, key, message, detail in query(
+                         db_url, "SELECT site, agent, key, message, detail FROM central_alerts"
+                         " WHERE kind = 'gap_permanent' AND cleared IS NULL ORDER BY key")]
+        return alerts == expected
+
+    try:
+        wait_until(alerted, timeout=15, interval=0.25)
+    except AssertionError:
+        raise AssertionError(f"permanent-gap alerts {alerts}, expected {expected}") from None
     # edge2 said so itself: its retained status names what its archive no longer has
     status = query(db_url, "SELECT body FROM agent_status WHERE agent = 'edge2'")[0][0]
     assert status["archive"]["first_seq"] > hi
