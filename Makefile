@@ -32,12 +32,13 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(PY) .ci/i18n_catalogs.py check
 
-# The suite runs in parallel (pytest-xdist), two workers per core: much of it waits on
-# subprocesses, brokers and servers rather than computing. Every test has its own free ports,
+# The suite runs in parallel (pytest-xdist), three workers per core: much of it waits on
+# subprocesses, brokers and servers rather than computing (docs/benchmarks.md: 2-core runs with
+# 4, 6 and 8 workers). Every test has its own free ports,
 # temporary directories and PostgreSQL database; tests sharing an expensive module fixture
 # carry an `xdist_group` mark and run on one worker (--dist loadgroup). PYTEST_WORKERS=0:
 # serially; PYTEST_WORKERS=auto: one per core.
-PYTEST_WORKERS ?= $(shell echo $$(( 2 * $$(nproc 2>/dev/null || echo 1) )))
+PYTEST_WORKERS ?= $(shell echo $$(( 3 * $$(nproc 2>/dev/null || echo 1) )))
 test: setup-test lint
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
