@@ -43,9 +43,8 @@ import structlog
 
 from agent.core.messages import Message, msg
 from agent.core.reading import rfc3339
-from agent.physics.correction import decay_correct
 from agent.physics.halflife import FitError, check_identity
-from agent.physics.nuclides import NuclideTable
+from agent.physics.nuclides import NuclideTable, decay_value
 from agent.records.guided import Settle, tell
 from agent.records.journal import RunJournal
 from agent.records.kinds import RecordError
@@ -501,16 +500,14 @@ class BatchDesk:
         if len(run.assay_series) < count:
             return None
         last = run.assay_series[-count:]
-        corrected, _ = decay_correct([value for _, value, _ in last],
-                                     [last[0][0] - elapsed for elapsed, _, _ in last],
-                                     self.nuclides.half_life_s(run.product.nuclide))  # fmt: skip
-        values = corrected.tolist()
+        half_life = self.nuclides.half_life_s(run.product.nuclide)
+        values = [decay_value(value, last[0][0] - elapsed, half_life) for elapsed, value, _ in last]
         if sum(values) <= 0 or not ASSAY_SETTLE.agree(values):
             return None
         return len(run.assay_series) - count
 
     def _complete_assay(self, run: SynthesisRun) -> None:
-        import numpy as np  # noqa: PLC0415 - numpy (~12 MB of RSS) only once an assay is under way
+        import numpy as np  # noqa: PLC0415 - numpy (~12 MB of RSS) only once an assay completes
 
         low, high = run.product.half_life_min
         skipped = run.assay_first or 0
