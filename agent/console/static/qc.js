@@ -16,6 +16,9 @@ const qc = {
   sign: null,          // {title, what, meaning, comment, meanings, submit(body)}
   rxEditing: null,
   lastRecordsKey: "",
+  stateAsked: 0,       // /api/qc/state requests made (answers may arrive out of order)
+  stateShown: 0,       // the request whose answer is shown
+  simulatorActed: 0,   // requests up to this one were asked before the panel's last action
 };
 
 function releaseText(release) {
@@ -108,9 +111,18 @@ function renderReleasePanel() {
 
 // ------------------------------------------------------------------ tests
 async function loadQCState() {
+  // An answer older than the one shown is dropped; the simulator in an answer asked before the
+  // panel's last action is older than what that action showed, so the page keeps the latter
+  // (otherwise a reload still in flight puts the sample just taken out back in the chamber).
+  const asked = ++qc.stateAsked;
+  let state;
   try {
-    qc.state = await api("/api/qc/state");
+    state = await api("/api/qc/state");
   } catch (error) { console.warn("qc", error); return; }
+  if (asked < qc.stateShown) return;
+  qc.stateShown = asked;
+  if (asked <= qc.simulatorActed && qc.state) state.simulator = qc.state.simulator;
+  qc.state = state;
   qc.may = qc.state.may;
   qc.timezone = qc.state.timezone;
   const select = $("#qc-device");
@@ -180,6 +192,7 @@ async function simulatorAct(action, extra) {
       body: JSON.stringify({ device: qc.device, action, ...(extra || {}) }),
     });
     if (qc.state && qc.state.simulator) qc.state.simulator[qc.device] = data.simulator;
+    qc.simulatorActed = qc.stateAsked;
     renderSimulator(data.simulator);
   } catch (error) {
     errorBox.textContent = _("Not done: {reason}", { reason: error.message });
