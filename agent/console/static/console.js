@@ -224,6 +224,23 @@ function msgText(message, params) {
   return text.replace(/\{(\w+)\}/g, (all, k) => (k in m.params ? msgParam(k, m.params[k]) : all));
 }
 
+// One loader's requests may be answered out of order (a reload asked on a record event can
+// answer after one an action asked later): number each request with `ask()` and draw its answer
+// only if `show(ticket)` says it is not older than the one already drawn.
+function answerOrder() {
+  let asked = 0;
+  let shown = 0;
+  return {
+    ask() { asked += 1; return asked; },
+    show(ticket) {
+      if (ticket < shown) return false;
+      shown = ticket;
+      return true;
+    },
+    get asked() { return asked; },
+  };
+}
+
 const SIGNED_OUT_PATHS = new Set(["/api/login", "/api/logout", "/api/session", "/api/i18n"]);
 async function api(path, options) {
   const opts = Object.assign({ credentials: "same-origin" }, options || {});

@@ -15,6 +15,8 @@ const gen = {
   wasteRun: null,
   shipments: null,
   receiptRun: null,
+  elutionOrder: answerOrder(),  // loadElutions' requests (answers may arrive out of order)
+  wasteOrder: answerOrder(),    // loadWaste's
 };
 
 const ELUTION_CODES = [
@@ -46,8 +48,11 @@ async function post(path, body) {
 
 // ------------------------------------------------------------------ elutions
 async function loadElutions() {
+  const asked = gen.elutionOrder.ask();
   try {
-    gen.data = await api("/api/elutions");
+    const data = await api("/api/elutions");
+    if (!gen.elutionOrder.show(asked)) return;
+    gen.data = data;
     showError("#elution-error", null);
   } catch (exc) {
     showError("#elution-error", exc);
@@ -187,9 +192,13 @@ async function signElution(event) {
 
 // ------------------------------------------------------------------ waste and shipments
 async function loadWaste() {
+  const asked = gen.wasteOrder.ask();
   try {
-    gen.waste = await api("/api/waste");
-    gen.shipments = await api("/api/shipments");
+    const waste = await api("/api/waste");
+    const shipments = await api("/api/shipments");
+    if (!gen.wasteOrder.show(asked)) return;
+    gen.waste = waste;
+    gen.shipments = shipments;
     showError("#waste-error", null);
   } catch (exc) { showError("#waste-error", exc); return; }
   renderWaste();

@@ -16,8 +16,7 @@ const qc = {
   sign: null,          // {title, what, meaning, comment, meanings, submit(body)}
   rxEditing: null,
   lastRecordsKey: "",
-  stateAsked: 0,       // /api/qc/state requests made (answers may arrive out of order)
-  stateShown: 0,       // the request whose answer is shown
+  stateOrder: answerOrder(),  // /api/qc/state requests (answers may arrive out of order)
   simulatorActed: 0,   // requests up to this one were asked before the panel's last action
 };
 
@@ -114,13 +113,12 @@ async function loadQCState() {
   // An answer older than the one shown is dropped; the simulator in an answer asked before the
   // panel's last action is older than what that action showed, so the page keeps the latter
   // (otherwise a reload still in flight puts the sample just taken out back in the chamber).
-  const asked = ++qc.stateAsked;
+  const asked = qc.stateOrder.ask();
   let state;
   try {
     state = await api("/api/qc/state");
   } catch (error) { console.warn("qc", error); return; }
-  if (asked < qc.stateShown) return;
-  qc.stateShown = asked;
+  if (!qc.stateOrder.show(asked)) return;
   if (asked <= qc.simulatorActed && qc.state) state.simulator = qc.state.simulator;
   qc.state = state;
   qc.may = qc.state.may;
@@ -192,7 +190,7 @@ async function simulatorAct(action, extra) {
       body: JSON.stringify({ device: qc.device, action, ...(extra || {}) }),
     });
     if (qc.state && qc.state.simulator) qc.state.simulator[qc.device] = data.simulator;
-    qc.simulatorActed = qc.stateAsked;
+    qc.simulatorActed = qc.stateOrder.asked;
     renderSimulator(data.simulator);
   } catch (error) {
     errorBox.textContent = _("Not done: {reason}", { reason: error.message });

@@ -11,6 +11,7 @@ const records = {
   permissions: {},
   poll: null,
   testsFor: null,  // the batch whose release tests are being typed
+  order: answerOrder(),  // loadBatches' requests (answers may arrive out of order)
 };
 
 function decisionText(decision) {
@@ -29,11 +30,14 @@ function fmtPercent(v) {
 
 async function loadBatches() {
   const error = $("#batches-error");
+  const asked = records.order.ask();
   try {
     const body = await api("/api/batches");
+    const doses = (await api("/api/records?kind=dispensing")).records;
+    if (!records.order.show(asked)) return;
     records.batches = body.batches;
     records.runs = body.runs || [];
-    records.doses = (await api("/api/records?kind=dispensing")).records;
+    records.doses = doses;
     records.permissions = body.permissions || {};
     error.hidden = true;
   } catch (exc) {
